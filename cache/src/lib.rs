@@ -1,0 +1,1 @@
+//! kiln-cache (being written).

@@ -1,0 +1,9 @@
+//! kiln's executor: where steps touch files and processes.
+//!
+//! Owns the rootless sandbox that runs `RUN` (user, mount, pid, ipc, uts and optional
+//! network namespaces, entered through a re-exec'd single-threaded helper), rootfs
+//! snapshots (overlayfs, with a copy fallback), turning a snapshot's changes into a layer
+//! directory, and applying `COPY`/`ADD` into a new layer.
+//!
+//! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
+//! the solver.

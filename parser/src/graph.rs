@@ -1,0 +1,328 @@
+//! The build graph: what lowering produces and the solver walks.
+//!
+//! Every value here is final: variables are expanded, paths resolved against WORKDIR,
+//! shell-form commands wrapped in the SHELL, stage references turned into indexes. The
+//! solver never looks at Dockerfile syntax; it reads these types, hashes them (they are
+//! `Serialize`, with `Vec`s rather than maps so the bytes are stable) and executes them.
+
+use serde::Serialize;
+
+/// Where an instruction or flag stands in the Dockerfile, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Span {
+    /// First physical line of the instruction.
+    pub line: usize,
+    /// Column (in characters) where it starts on that line.
+    pub column: usize,
+    /// Last physical line (continuations and heredoc bodies included).
+    pub end_line: usize,
+}
+
+/// A whole build: the stages the target needs, in Dockerfile order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildGraph {
+    /// Reachable stages only; stages the target does not need are pruned and absent.
+    /// A stage's dependencies always come earlier in this list.
+    pub stages: Vec<Stage>,
+    /// Index into `stages` of the stage whose result is the image.
+    pub target: usize,
+    /// The platform the build is for (the host's).
+    pub platform: Platform,
+}
+
+/// `os/arch[/variant]`, as in OCI image indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+/// One `FROM` and the instructions under it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// Lower-cased `AS` name.
+    pub name: Option<String>,
+    /// Index of this stage among all stages of the Dockerfile (before pruning).
+    pub position: usize,
+    pub base: Base,
+    /// `FROM --platform=` after expansion, if given.
+    pub platform: Option<String>,
+    /// Span of the `FROM` instruction.
+    pub span: Span,
+    /// `FROM ...` as written, continuations joined; shown in progress output.
+    pub source: String,
+    /// The instructions that act, in order (ONBUILD triggers of the base first).
+    pub steps: Vec<Step>,
+}
+
+impl Stage {
+    /// The name BuildKit shows in progress lines: the `AS` name or `stage-N`.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("stage-{}", self.position),
+        }
+    }
+
+    /// Indexes (into [`BuildGraph::stages`]) of every stage this one reads from:
+    /// its base, `COPY --from`, `RUN --mount from=`. Sorted, without repeats.
+    pub fn dependencies(&self) -> Vec<usize> {
+        let mut deps = Vec::new();
+        if let Base::Stage(i) = self.base {
+            deps.push(i);
+        }
+        for step in &self.steps {
+            match &step.op {
+                Op::Copy(copy) => {
+                    if let Source::Stage(i) = copy.from {
+                        deps.push(i);
+                    }
+                }
+                Op::Run(run) => {
+                    for mount in &run.mounts {
+                        if let Some(Source::Stage(i)) = mount.from {
+                            deps.push(i);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Base {
+    /// `FROM scratch`: an empty rootfs and an empty config.
+    Scratch,
+    /// An image reference, expanded with global ARGs (`busybox`, `reg:5000/a/b:1`, `x@sha256:...`).
+    Image(String),
+    /// An earlier stage, by index into [`BuildGraph::stages`].
+    Stage(usize),
+}
+
+/// Where files for a COPY or a mount come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Source {
+    /// The build context.
+    Context,
+    /// The result of a stage, by index into [`BuildGraph::stages`].
+    Stage(usize),
+    /// An image reference (`COPY --from=busybox:1.36`).
+    Image(String),
+}
+
+/// One instruction that acts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub span: Span,
+    /// The instruction as written, continuations joined (`COPY src/ ./`).
+    pub source: String,
+    /// The history `created_by` text, as BuildKit writes it (`RUN /bin/sh -c make # buildkit`).
+    pub created_by: String,
+    pub op: Op,
+}
+
+impl Step {
+    /// Whether BuildKit records this step with `empty_layer: true` (config only).
+    pub fn is_metadata_only(&self) -> bool {
+        !matches!(self.op, Op::Run(_) | Op::Copy(_) | Op::Workdir(_))
+    }
+}
+
+/// What an instruction does, fully expanded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Op {
+    Run(RunOp),
+    /// COPY and ADD (see [`CopyOp::add`]).
+    Copy(CopyOp),
+    /// Creates the directory (as its own layer, like BuildKit) and sets the working dir.
+    Workdir(WorkdirOp),
+    /// Sets variables in the image config, in order.
+    Env(Vec<(String, String)>),
+    /// Only recorded in history; the values already shaped later steps' expansion and env.
+    Arg(Vec<(String, Option<String>)>),
+    Label(Vec<(String, String)>),
+    /// Normalized `port/proto` (`80/tcp`).
+    Expose(Vec<String>),
+    Volume(Vec<String>),
+    User(String),
+    /// Final argv as stored in the config (shell form already wrapped in the SHELL).
+    Cmd(Vec<String>),
+    /// Final argv; resets an inherited CMD unless the same stage sets CMD.
+    Entrypoint(Vec<String>),
+    StopSignal(String),
+    Healthcheck(Healthcheck),
+    Shell(Vec<String>),
+    /// A trigger stored in the config's `OnBuild`, as written.
+    OnBuild(String),
+    Maintainer(String),
+}
+
+/// `RUN`, ready to execute.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOp {
+    /// The process argv: exec form as written, or SHELL + the command string.
+    pub argv: Vec<String>,
+    /// Whether the command was written in shell form.
+    pub shell_form: bool,
+    /// The process environment in order: image ENV, then ARGs in scope not shadowed by ENV.
+    pub env: Vec<(String, String)>,
+    /// Absolute working directory.
+    pub workdir: String,
+    /// `USER` as written after expansion (`""` means root); resolved by the executor.
+    pub user: String,
+    pub network: NetworkMode,
+    pub mounts: Vec<Mount>,
+    /// Files to place in the sandbox (heredoc scripts, e.g. under `/dev/pipes/`); never committed.
+    pub files: Vec<InlineFile>,
+}
+
+/// `RUN --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NetworkMode {
+    /// Whatever the build was started with (`kiln build --network`).
+    Default,
+    None,
+    Host,
+}
+
+/// One `RUN --mount=...`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Absolute path in the sandbox.
+    pub target: String,
+    /// Path inside `from` (bind, cache) or the secret's file.
+    pub source: Option<String>,
+    /// `from=` for bind and cache mounts; `None` means the context (bind) or empty (cache).
+    pub from: Option<Source>,
+    pub readonly: bool,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// The kind of a [`Mount`] and its own options.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum MountKind {
+    Bind,
+    Cache { id: String, sharing: CacheSharing },
+    Tmpfs { size: Option<u64> },
+    Secret { id: String, env: Option<String>, required: bool },
+    Ssh { id: String, required: bool },
+}
+
+/// `sharing=` of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+/// A file written into a sandbox or a layer from Dockerfile text (heredocs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InlineFile {
+    pub path: String,
+    pub content: String,
+    pub mode: u32,
+}
+
+/// `COPY` or `ADD`, expanded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopyOp {
+    /// `ADD` (archives auto-extracted, URLs allowed) rather than `COPY`.
+    pub add: bool,
+    pub from: Source,
+    pub sources: Vec<CopySource>,
+    /// Destination as written after expansion; a trailing `/` is kept because it matters.
+    pub dest: String,
+    /// Absolute working directory a relative `dest` is taken from.
+    pub workdir: String,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub parents: bool,
+    pub exclude: Vec<String>,
+    /// ADD `--checksum=sha256:...`.
+    pub checksum: Option<String>,
+    /// ADD `--unpack`: `None` means by content for local archives.
+    pub unpack: Option<bool>,
+    pub keep_git_dir: bool,
+}
+
+/// One source of a COPY/ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CopySource {
+    /// A path or wildcard pattern in `from`.
+    Path(String),
+    /// An `http(s)://` URL (ADD only).
+    Url(String),
+    /// A heredoc (`COPY <<EOF /dest`): the file named `name` with this content, mode 0644.
+    Heredoc { name: String, content: String },
+}
+
+/// `WORKDIR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkdirOp {
+    /// Absolute, cleaned path.
+    pub path: String,
+    /// The USER in effect, who owns a newly created directory.
+    pub user: String,
+}
+
+/// `HEALTHCHECK`, in the config's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "cmd"]`.
+    pub test: Vec<String>,
+    /// Durations in nanoseconds; 0 means the runtime default.
+    pub interval: u64,
+    pub timeout: u64,
+    pub start_period: u64,
+    pub start_interval: u64,
+    pub retries: u32,
+}
+
+/// Facts about a base image that lowering needs (its config), supplied by the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImage {
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    pub user: String,
+    pub shell: Vec<String>,
+    pub on_build: Vec<String>,
+}
+
+/// Looks up base images for lowering; the CLI implements it over the store / registry.
+pub trait BaseResolver {
+    /// The config of `reference` (as written after expansion), or a message why not.
+    fn resolve(&self, reference: &str) -> Result<BaseImage, String>;
+}
+
+/// A resolver for builds without image bases: every image is empty.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmptyResolver;
+
+impl BaseResolver for EmptyResolver {
+    fn resolve(&self, _reference: &str) -> Result<BaseImage, String> {
+        Ok(BaseImage::default())
+    }
+}
+
+/// What lowering is told besides the Dockerfile.
+#[derive(Debug, Clone, Default)]
+pub struct LowerOptions {
+    /// `--build-arg K=V`, in order; taken literally.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`: the stage name (case-insensitive) or index; the last stage when `None`.
+    pub target: Option<String>,
+    /// The platform to build for; the host's when `None`.
+    pub platform: Option<Platform>,
+}

@@ -1,0 +1,1 @@
+//! kiln-solver (being written).
