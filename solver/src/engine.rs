@@ -1,0 +1,102 @@
+//! The scheduler: runs stages as soon as the stages they read from are done.
+//!
+//! Each stage is one tokio task; it awaits the shared results of its dependencies, then runs
+//! its steps in order (a Dockerfile stage is a chain). Independent stages therefore run in
+//! parallel, and a stage several others read from runs once.
+
+use crate::error::SolveError;
+use crate::progress::{Event, Progress, VertexInfo};
+use crate::stage::{StageRunner, StageResult};
+use crate::Backend;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use kiln_parser::BuildGraph;
+use std::sync::Arc;
+
+type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageResult>, Arc<SolveError>>>>;
+
+/// Progress numbers for every vertex, assigned up front so they are stable: per stage, the
+/// FROM vertex then one per layer step.
+pub(crate) fn vertex_ids(graph: &BuildGraph, first: usize) -> Vec<Vec<usize>> {
+    let mut next = first;
+    graph
+        .stages
+        .iter()
+        .map(|stage| {
+            let count = 1 + stage.steps.iter().filter(|s| !s.is_metadata_only()).count();
+            (0..count)
+                .map(|_| {
+                    next += 1;
+                    next - 1
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Solves every stage of `graph` and returns the target stage's result.
+pub async fn solve(
+    backend: Arc<Backend>,
+    graph: Arc<BuildGraph>,
+    progress: Progress,
+) -> Result<Arc<StageResult>, SolveError> {
+    let ids = vertex_ids(&graph, 1);
+    let mut stages: Vec<StageFuture> = Vec::with_capacity(graph.stages.len());
+    for (index, ids) in ids.into_iter().enumerate() {
+        let deps: Vec<(usize, StageFuture)> = graph.stages[index]
+            .dependencies()
+            .into_iter()
+            .filter_map(|d| stages.get(d).map(|f| (d, f.clone())))
+            .collect();
+        let runner = StageRunner {
+            backend: backend.clone(),
+            graph: graph.clone(),
+            index,
+            ids,
+            progress: progress.clone(),
+        };
+        let fut = async move {
+            let mut inputs = Vec::with_capacity(deps.len());
+            for (d, f) in deps {
+                inputs.push((d, f.await?));
+            }
+            match tokio::spawn(runner.run(inputs)).await {
+                Ok(result) => result.map(Arc::new).map_err(Arc::new),
+                Err(join) => Err(Arc::new(SolveError::internal(format!(
+                    "stage task failed: {join}"
+                )))),
+            }
+        }
+        .boxed()
+        .shared();
+        stages.push(fut);
+    }
+    // Poll every stage together so independent ones overlap; the target is last to matter.
+    let results = futures_util::future::join_all(stages).await;
+    let mut first_error = None;
+    for r in &results {
+        if let Err(e) = r {
+            first_error.get_or_insert_with(|| e.clone());
+        }
+    }
+    match results.into_iter().nth(graph.target) {
+        Some(Ok(result)) => Ok(result),
+        Some(Err(e)) => Err(SolveError::clone_of(&e)),
+        None => Err(first_error
+            .map(|e| SolveError::clone_of(&e))
+            .unwrap_or_else(|| SolveError::internal("the graph has no target stage".into()))),
+    }
+}
+
+/// The display name BuildKit gives a vertex: `[build 2/4] COPY src/ ./`.
+pub(crate) fn vertex_name(stage: &str, n: usize, total: usize, text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if stage.is_empty() {
+        format!("[{n}/{total}] {text}")
+    } else {
+        format!("[{stage} {n}/{total}] {text}")
+    }
+}
+
+pub(crate) fn started(progress: &Progress, id: usize, name: String) {
+    progress.send(Event::Started(VertexInfo { id, name }));
+}

@@ -1,0 +1,173 @@
+//! `--explain-cache`: why a step missed the cache.
+//!
+//! Every time a layer step is keyed, the inputs of its key (input keys, canonical parameters,
+//! the files it selected with their checksums) are saved under the step's place in the
+//! Dockerfile. On a miss, the saved inputs of the previous build of that place are compared
+//! with the new ones, and the difference is named: which file, which parameter, or which
+//! upstream step.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Everything a step's key was computed from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub key: String,
+    /// Keys of the inputs (the step below, stages read from), with a label each.
+    pub inputs: Vec<(String, String)>,
+    /// The op's parameters as hashed.
+    pub params: Value,
+    /// Selected source files: path → content/metadata digest.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Where explanations are kept: one small JSON file per Dockerfile place.
+#[derive(Debug, Clone)]
+pub struct ExplainLog {
+    dir: PathBuf,
+}
+
+impl ExplainLog {
+    pub fn new(store_root: &Path) -> ExplainLog {
+        ExplainLog {
+            dir: store_root.join("explain"),
+        }
+    }
+
+    fn path(&self, place: &str) -> PathBuf {
+        use sha2::Digest;
+        self.dir
+            .join(hex::encode(sha2::Sha256::digest(place.as_bytes())))
+    }
+
+    /// The inputs saved by the previous build of `place`, if any.
+    pub fn previous(&self, place: &str) -> Option<KeyInputs> {
+        let bytes = std::fs::read(self.path(place)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Saves `inputs` for `place`. Best effort: explanations never fail a build.
+    pub fn save(&self, place: &str, inputs: &KeyInputs) {
+        let Ok(bytes) = serde_json::to_vec(inputs) else {
+            return;
+        };
+        if std::fs::create_dir_all(&self.dir).is_err() {
+            return;
+        }
+        let path = self.path(place);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Names what differs between the previous inputs of a step and the current ones.
+pub fn explain(previous: Option<&KeyInputs>, current: &KeyInputs) -> Vec<String> {
+    let Some(prev) = previous else {
+        return vec!["no earlier build of this step".to_string()];
+    };
+    if prev.key == current.key {
+        return vec!["same key as before, but its result is no longer in the store".to_string()];
+    }
+    let mut reasons = Vec::new();
+    for (label, key) in &current.inputs {
+        match prev.inputs.iter().find(|(l, _)| l == label) {
+            Some((_, old)) if old != key => reasons.push(format!("{label} changed")),
+            None => reasons.push(format!("new input: {label}")),
+            _ => {}
+        }
+    }
+    diff_params("", &prev.params, &current.params, &mut reasons);
+    for (path, digest) in &current.files {
+        match prev.files.get(path) {
+            None => reasons.push(format!("file added: {path}")),
+            Some(old) if old != digest => reasons.push(format!("file changed: {path}")),
+            _ => {}
+        }
+    }
+    for path in prev.files.keys() {
+        if !current.files.contains_key(path) {
+            reasons.push(format!("file removed: {path}"));
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("the cache key format changed".to_string());
+    }
+    reasons
+}
+
+fn diff_params(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_params(&path, x, y, out),
+                    _ => out.push(format!("{path} changed")),
+                }
+            }
+        }
+        (a, b) if a != b => out.push(format!("{prefix}: {} -> {}", short(a), short(b))),
+        _ => {}
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 120 {
+        format!("{}…", s.chars().take(120).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(key: &str, parent: &str, params: Value, files: &[(&str, &str)]) -> KeyInputs {
+        KeyInputs {
+            key: key.into(),
+            inputs: vec![("previous step".into(), parent.into())],
+            params,
+            files: files
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn names_the_changed_file() {
+        let a = inputs("k1", "p", serde_json::json!({"dest": "/"}), &[("a", "1"), ("b", "2")]);
+        let b = inputs("k2", "p", serde_json::json!({"dest": "/"}), &[("a", "1"), ("b", "3")]);
+        assert_eq!(explain(Some(&a), &b), vec!["file changed: b"]);
+    }
+
+    #[test]
+    fn names_parameter_and_upstream_changes() {
+        let a = inputs("k1", "p", serde_json::json!({"env": ["A=1"]}), &[]);
+        let b = inputs("k2", "q", serde_json::json!({"env": ["A=2"]}), &[]);
+        assert_eq!(
+            explain(Some(&a), &b),
+            vec!["previous step changed", r#"env: ["A=1"] -> ["A=2"]"#]
+        );
+    }
+
+    #[test]
+    fn first_build_and_pruned_record_are_explained() {
+        let a = inputs("k1", "p", Value::Null, &[]);
+        assert_eq!(explain(None, &a), vec!["no earlier build of this step"]);
+        assert!(explain(Some(&a), &a)[0].contains("no longer in the store"));
+    }
+}
