@@ -1,0 +1,215 @@
+//! Content-addressed blobs: `blobs/sha256/<hex>`, written through [`BlobWriter`].
+//!
+//! A blob is hashed while it streams into a temp file under `tmp/`; on commit the file is
+//! fsynced and renamed under its digest. A writer dropped without commit deletes its temp
+//! file, and a killed process leaves at most a temp file that prune removes later: a file
+//! under `blobs/` is always complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{SHA256_PREFIX, parse_digest};
+use crate::error::{Result, StoreError};
+use crate::fsutil::{fsync_dir, io_err, unique_name};
+use crate::store::Store;
+
+/// What a committed blob is: its digest (`sha256:<hex>`) and size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Streams bytes into the store, hashing as it goes. Commit with [`BlobWriter::commit`] or
+/// [`BlobWriter::commit_verified`]; dropping it discards the bytes.
+#[derive(Debug)]
+pub struct BlobWriter {
+    store: Store,
+    file: Option<File>,
+    tmp_path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// fsyncs and moves the blob under its digest. If the store already has that blob the
+    /// temp file is dropped instead (content addressing makes them identical).
+    pub fn commit(self) -> Result<BlobInfo> {
+        self.finish(None)
+    }
+
+    /// Like [`BlobWriter::commit`], but fails with [`StoreError::DigestMismatch`] and
+    /// stores nothing if the content does not hash to `expected_digest`.
+    pub fn commit_verified(self, expected_digest: &str) -> Result<BlobInfo> {
+        parse_digest(expected_digest)?;
+        let expected = expected_digest.to_string();
+        self.finish(Some(expected))
+    }
+
+    fn finish(mut self, expected: Option<String>) -> Result<BlobInfo> {
+        let hasher = std::mem::take(&mut self.hasher);
+        let hex = hex::encode(hasher.finalize());
+        let digest = format!("{SHA256_PREFIX}{hex}");
+        let info = BlobInfo {
+            digest: digest.clone(),
+            size: self.size,
+        };
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            // Drop (below) removes the temp file.
+            return Err(StoreError::DigestMismatch {
+                expected,
+                actual: digest,
+            });
+        }
+        let Some(file) = self.file.take() else {
+            return Err(StoreError::Io {
+                op: "commit blob",
+                path: self.tmp_path.clone(),
+                source: io::Error::other("blob writer already finished"),
+            });
+        };
+        let final_path = self.store.blobs_dir().join(&hex);
+        if final_path.exists() {
+            drop(file);
+            let _ = fs::remove_file(&self.tmp_path);
+            return Ok(info);
+        }
+        file.sync_all()
+            .map_err(io_err("fsync", self.tmp_path.clone()))?;
+        drop(file);
+        fs::rename(&self.tmp_path, &final_path)
+            .map_err(io_err("rename blob into", final_path.clone()))?;
+        fsync_dir(&self.store.blobs_dir()).map_err(io_err("fsync", self.store.blobs_dir()))?;
+        Ok(info)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Uncommitted (or failed) writers clean up; after a successful rename the temp
+        // path no longer exists and this is a no-op.
+        self.file.take();
+        let _ = fs::remove_file(&self.tmp_path);
+    }
+}
+
+impl Store {
+    /// A new writer whose bytes become a blob on commit.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let tmp_path = self.tmp_dir().join(unique_name("blob"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(io_err("create", tmp_path.clone()))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file: Some(file),
+            tmp_path,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Stores `bytes` as a blob.
+    pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)
+            .map_err(io_err("write", w.tmp_path.clone()))?;
+        w.commit()
+    }
+
+    /// Path of the blob named `digest` (which may not exist). Fails on a malformed digest.
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.blobs_dir().join(parse_digest(digest)?))
+    }
+
+    /// True if the blob is present. A malformed digest is never present.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).map(|p| p.is_file()).unwrap_or(false)
+    }
+
+    /// Size in bytes of a stored blob.
+    pub fn blob_size(&self, digest: &str) -> Result<u64> {
+        let path = self.blob_path(digest)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: digest.to_string(),
+            }),
+            Err(source) => Err(StoreError::Io {
+                op: "stat",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Opens a blob for streaming (not verified; large layers are verified where they are
+    /// consumed, e.g. by hashing while unpacking).
+    pub fn open_blob(&self, digest: &str) -> Result<File> {
+        let path = self.blob_path(digest)?;
+        File::open(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StoreError::BlobNotFound {
+                    digest: digest.to_string(),
+                }
+            } else {
+                StoreError::Io {
+                    op: "open",
+                    path,
+                    source,
+                }
+            }
+        })
+    }
+
+    /// Reads a whole blob and verifies its sha256 (meant for small JSON blobs: manifests,
+    /// configs, indexes). A tampered or truncated blob is [`StoreError::CorruptBlob`].
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest)?;
+        let mut f = self.open_blob(digest)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(io_err("read", path.clone()))?;
+        let actual = crate::digest::sha256_digest(&buf);
+        if actual != digest {
+            return Err(StoreError::CorruptBlob {
+                digest: digest.to_string(),
+                actual,
+                path,
+            });
+        }
+        Ok(buf)
+    }
+}

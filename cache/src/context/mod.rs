@@ -1,0 +1,270 @@
+//! Content checksums of build-context sources for COPY/ADD cache keys (DESIGN "Cache
+//! rules"): relative path, type, permission bits (`mode & 0o7777`), symlink target and
+//! content sha256 of every selected entry. Never mtime, atime, inode or owner.
+//!
+//! [`Context::checksum`] resolves a source pattern inside the context (clamped to the
+//! root, symlinks resolved with the context as `/`), drops what `.dockerignore` excludes,
+//! walks directories in sorted order, hashes file contents in parallel (rayon) and folds
+//! the results in walk order. Only the selected paths are stat'ed and read.
+//!
+//! A stat cache (see `statcache`) maps unchanged files to their previous sha256, so a
+//! no-op rebuild reads no file contents; call [`Context::save_stat_cache`] at the end of
+//! a build to persist it.
+
+mod diff;
+mod walk;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::StoreError;
+use crate::glob::BadPattern;
+use crate::ignore::{IgnoreError, IgnoreMatcher};
+use crate::resolve::ResolveError;
+use crate::statcache::StatCache;
+
+pub use diff::diff_entries;
+
+/// Errors from opening a context or computing a checksum.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("build context {} is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    /// The text is BuildKit's/docker's; callers prefix the instruction ("COPY failed: ").
+    #[error(
+        "file not found in build context or excluded by .dockerignore: stat {pattern}: file does not exist"
+    )]
+    NotFound { pattern: String },
+    #[error("invalid source pattern {pattern:?}: {source}")]
+    BadPattern {
+        pattern: String,
+        #[source]
+        source: BadPattern,
+    },
+    #[error("invalid --exclude pattern: {0}")]
+    Exclude(#[source] IgnoreError),
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("cannot save the context stat cache: {0}")]
+    SaveStatCache(#[source] StoreError),
+}
+
+/// How to select sources.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChecksumOptions {
+    /// Follow a symlink named by the pattern (or matched by a wildcard) to its target
+    /// (COPY/ADD do). Symlinks inside directories are never followed.
+    pub follow_links: bool,
+    /// Treat `*`, `?`, `[...]` in the pattern as wildcards (per path component, Go
+    /// `filepath.Match`). A wildcard matching nothing selects nothing (not an error).
+    pub wildcard: bool,
+    /// `--exclude` patterns (`.dockerignore` syntax), matched against paths relative to
+    /// each selected source (a file source by its name).
+    pub excludes: Vec<String>,
+}
+
+/// The type of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// fifo, socket or device: type and mode count, there is no content.
+    Other,
+}
+
+impl EntryKind {
+    fn tag(self) -> u8 {
+        match self {
+            EntryKind::File => b'f',
+            EntryKind::Dir => b'd',
+            EntryKind::Symlink => b'l',
+            EntryKind::Other => b'o',
+        }
+    }
+}
+
+/// One entry that went into a checksum (kept so `--explain-cache` can say which file
+/// changed; see [`diff_entries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashedEntry {
+    /// Path relative to the context root, `/`-separated; `.` for the root itself.
+    pub rel_path: String,
+    pub kind: EntryKind,
+    /// Permission bits (`mode & 0o7777`); 0o777 for symlinks.
+    pub mode: u32,
+    /// Content size for files, 0 otherwise.
+    pub size: u64,
+    pub link_target: Option<String>,
+    /// Lowercase hex sha256 of the content, for files.
+    pub sha256: Option<String>,
+}
+
+/// Work done by one checksum call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChecksumStats {
+    /// Files whose contents were read.
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    /// Files whose digest came from the stat cache.
+    pub cache_hits: u64,
+}
+
+/// The result of [`Context::checksum`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    /// `sha256:<hex>` over the sources and entries (canonical, order-stable).
+    pub digest: String,
+    /// Every entry hashed, in walk order (sources in match order, then pre-order with
+    /// children sorted by name).
+    pub files: Vec<HashedEntry>,
+    /// Each selected source as a resolved context-relative path (`.` for the root).
+    pub sources: Vec<String>,
+    pub stats: ChecksumStats,
+}
+
+/// An opened build context.
+#[derive(Debug)]
+pub struct Context {
+    root: PathBuf,
+    matcher: IgnoreMatcher,
+    stat_cache_path: Option<PathBuf>,
+    cache: Mutex<StatCache>,
+}
+
+impl Context {
+    /// Opens the context at `dir` with the `.dockerignore` rules `matcher` (see
+    /// [`crate::load_for`]). With `stat_cache_path`, a previous stat cache is loaded from
+    /// there (a missing or corrupt file means an empty cache).
+    pub fn open(
+        dir: &Path,
+        matcher: IgnoreMatcher,
+        stat_cache_path: Option<PathBuf>,
+    ) -> Result<Context, ContextError> {
+        let root = std::fs::canonicalize(dir).map_err(|source| ContextError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(ContextError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        let cache = stat_cache_path
+            .as_deref()
+            .map(StatCache::load)
+            .unwrap_or_default();
+        Ok(Context {
+            root,
+            matcher,
+            stat_cache_path,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    /// The context directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `.dockerignore` rules in force.
+    pub fn matcher(&self) -> &IgnoreMatcher {
+        &self.matcher
+    }
+
+    /// Number of entries in the in-memory stat cache.
+    pub fn stat_cache_len(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Writes the stat cache atomically if it changed. Returns whether it wrote.
+    pub fn save_stat_cache(&self) -> Result<bool, ContextError> {
+        let Some(path) = &self.stat_cache_path else {
+            return Ok(false);
+        };
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !cache.is_dirty() {
+            return Ok(false);
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ContextError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        crate::fsutil::atomic_write(path, &cache.encode()).map_err(ContextError::SaveStatCache)?;
+        cache.mark_clean();
+        Ok(true)
+    }
+
+    /// Checksums the sources `pattern` selects. See the module docs for what counts.
+    pub fn checksum(
+        &self,
+        pattern: &str,
+        opts: &ChecksumOptions,
+    ) -> Result<Checksum, ContextError> {
+        let excludes = if opts.excludes.is_empty() {
+            None
+        } else {
+            Some(IgnoreMatcher::from_patterns(&opts.excludes).map_err(ContextError::Exclude)?)
+        };
+        let sources = self.select(pattern, opts)?;
+        let mut items = Vec::new();
+        for src in &sources {
+            self.collect_source(pattern, src, excludes.as_ref(), &mut items)?;
+        }
+        let stats = self.hash_items(&mut items)?;
+
+        let mut h = Sha256::new();
+        h.update(b"kiln-context-checksum-v1\0");
+        for src in &sources {
+            h.update(b"S");
+            field(&mut h, src.requested.as_bytes());
+            field(&mut h, src.resolved.as_bytes());
+        }
+        for it in &items {
+            h.update(b"E");
+            field(&mut h, &it.raw_path);
+            h.update([it.entry.kind.tag()]);
+            h.update(it.entry.mode.to_le_bytes());
+            h.update(it.entry.size.to_le_bytes());
+            field(&mut h, it.raw_target.as_deref().unwrap_or(b""));
+            h.update(it.sha.unwrap_or([0; 32]));
+        }
+        let digest = format!("sha256:{}", hex::encode(h.finalize()));
+        Ok(Checksum {
+            digest,
+            sources: sources
+                .iter()
+                .map(|s| {
+                    if s.resolved.is_empty() {
+                        ".".to_string()
+                    } else {
+                        s.resolved.clone()
+                    }
+                })
+                .collect(),
+            files: items.into_iter().map(|i| i.entry).collect(),
+            stats,
+        })
+    }
+}
+
+/// Length-prefixed field, so no two different entry lists serialize alike.
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}

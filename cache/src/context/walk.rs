@@ -1,0 +1,401 @@
+//! Selecting sources (plain paths and wildcards), walking them in sorted order with
+//! `.dockerignore` and `--exclude` applied, and hashing file contents in parallel.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::{ChecksumStats, Context, ContextError, EntryKind, HashedEntry};
+use crate::glob::{GlobPattern, has_meta};
+use crate::ignore::{IgnoreMatcher, MatchInfo, clean_path};
+use crate::resolve::resolve_rel;
+use crate::statcache::{RACY_WINDOW, StatKey};
+
+/// A selected source: the path as matched (lexical) and where it resolved to.
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    pub requested: String,
+    /// Context-relative, `""` for the root.
+    pub resolved: String,
+}
+
+/// An entry plus what hashing needs and the raw bytes that go into the digest.
+pub(super) struct Item {
+    pub entry: HashedEntry,
+    pub raw_path: Vec<u8>,
+    pub raw_target: Option<Vec<u8>>,
+    stat: Option<StatKey>,
+    pub sha: Option<[u8; 32]>,
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn display(rel: &str) -> String {
+    if rel.is_empty() {
+        ".".to_string()
+    } else {
+        rel.to_string()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
+    move |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Lexically cleaned, root-relative form of a pattern (`""` for the root).
+fn lexical(pattern: &str) -> String {
+    let c = clean_path(&format!("/{pattern}"));
+    c.trim_start_matches('/').to_string()
+}
+
+/// Sorted names in `dir`.
+fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+impl Context {
+    fn is_ignored(&self, rel: &str) -> bool {
+        !rel.is_empty() && !self.matcher.is_empty() && self.matcher.matches(rel)
+    }
+
+    /// The sources `pattern` selects.
+    pub(super) fn select(
+        &self,
+        pattern: &str,
+        opts: &super::ChecksumOptions,
+    ) -> Result<Vec<Source>, ContextError> {
+        let lex = lexical(pattern);
+        if !(opts.wildcard && has_meta(&lex)) {
+            let resolved = resolve_rel(&self.root, pattern, opts.follow_links)?;
+            let not_found = || ContextError::NotFound {
+                pattern: pattern.to_string(),
+            };
+            match fs::symlink_metadata(self.root.join(&resolved)) {
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory =>
+                {
+                    return Err(not_found());
+                }
+                Err(source) => {
+                    return Err(ContextError::Io {
+                        path: self.root.join(&resolved),
+                        source,
+                    });
+                }
+            }
+            // An excluded path does not exist in the context BuildKit would see. (An
+            // excluded directory with re-included content is checked by the walk.)
+            if self.is_ignored(&lex) && !self.matcher.may_reinclude_under(&lex) {
+                return Err(not_found());
+            }
+            return Ok(vec![Source {
+                requested: lex,
+                resolved,
+            }]);
+        }
+
+        // Wildcards: expand one component at a time, listing only the directories the
+        // pattern walks through.
+        let mut candidates = vec![String::new()];
+        for comp in lex.split('/') {
+            if !has_meta(comp) {
+                for c in &mut candidates {
+                    *c = join(c, comp);
+                }
+                continue;
+            }
+            let glob = GlobPattern::new(comp).map_err(|source| ContextError::BadPattern {
+                pattern: pattern.to_string(),
+                source,
+            })?;
+            let mut next = Vec::new();
+            for c in &candidates {
+                let dir = self.root.join(resolve_rel(&self.root, c, true)?);
+                let names = match sorted_names(&dir) {
+                    Ok(n) => n,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound
+                            || e.kind() == io::ErrorKind::NotADirectory =>
+                    {
+                        continue;
+                    }
+                    Err(source) => return Err(ContextError::Io { path: dir, source }),
+                };
+                for name in names {
+                    let name = name.to_string_lossy();
+                    if glob.matches(&name) {
+                        next.push(join(c, &name));
+                    }
+                }
+            }
+            candidates = next;
+        }
+        let mut out = Vec::new();
+        for c in candidates {
+            let resolved = resolve_rel(&self.root, &c, opts.follow_links)?;
+            let exists = fs::symlink_metadata(self.root.join(&resolved)).is_ok();
+            if !exists || (self.is_ignored(&c) && !self.matcher.may_reinclude_under(&c)) {
+                continue;
+            }
+            out.push(Source {
+                requested: c,
+                resolved,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends the entries of one source.
+    pub(super) fn collect_source(
+        &self,
+        pattern: &str,
+        src: &Source,
+        excludes: Option<&IgnoreMatcher>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), ContextError> {
+        let abs = self.root.join(&src.resolved);
+        let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+        let ignored = self.is_ignored(&src.resolved) || self.is_ignored(&src.requested);
+        if !meta.is_dir() {
+            if ignored {
+                return Err(ContextError::NotFound {
+                    pattern: pattern.to_string(),
+                });
+            }
+            let name = Path::new(&src.resolved)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if excludes.is_some_and(|x| x.matches(&name)) {
+                return Ok(());
+            }
+            out.push(self.item(&src.resolved, &abs, &meta)?);
+            return Ok(());
+        }
+        let info = if self.matcher.is_empty() || src.resolved.is_empty() {
+            MatchInfo::default()
+        } else {
+            self.matcher
+                .matches_with_parent(&src.resolved, &MatchInfo::default())
+                .1
+        };
+        let mut children = Vec::new();
+        self.walk_dir(
+            &src.resolved,
+            &abs,
+            &src.resolved,
+            excludes,
+            &info,
+            &mut children,
+        )?;
+        if ignored && children.is_empty() {
+            return Err(ContextError::NotFound {
+                pattern: pattern.to_string(),
+            });
+        }
+        out.push(self.item(&src.resolved, &abs, &meta)?);
+        out.append(&mut children);
+        Ok(())
+    }
+
+    /// Pre-order walk of `dir_rel`'s children, sorted by name. Hidden (ignored or
+    /// `--exclude`d) directories are entered only if an exception could re-include
+    /// something below; they appear only if something below them does.
+    fn walk_dir(
+        &self,
+        dir_rel: &str,
+        dir_abs: &Path,
+        src_root: &str,
+        excludes: Option<&IgnoreMatcher>,
+        dir_info: &MatchInfo,
+        out: &mut Vec<Item>,
+    ) -> Result<(), ContextError> {
+        let names = sorted_names(dir_abs).map_err(io_err(dir_abs))?;
+        for name in names {
+            let name_str = name.to_string_lossy();
+            let rel = join(dir_rel, &name_str);
+            let abs = dir_abs.join(&name);
+            let (ignored, info) = if self.matcher.is_empty() {
+                (false, MatchInfo::default())
+            } else {
+                self.matcher.matches_with_parent(&rel, dir_info)
+            };
+            let rel_to_src = rel
+                .strip_prefix(src_root)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(&rel);
+            let user_excluded = excludes.is_some_and(|x| x.matches(rel_to_src));
+            let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+            let hidden = ignored || user_excluded;
+            if meta.is_dir() {
+                if hidden {
+                    let may = (!ignored || self.matcher.may_reinclude_under(&rel))
+                        && (!user_excluded
+                            || excludes.is_some_and(|x| x.may_reinclude_under(rel_to_src)));
+                    if !may {
+                        continue;
+                    }
+                }
+                let mut children = Vec::new();
+                self.walk_dir(&rel, &abs, src_root, excludes, &info, &mut children)?;
+                if hidden && children.is_empty() {
+                    continue;
+                }
+                out.push(self.item(&rel, &abs, &meta)?);
+                out.append(&mut children);
+            } else if !hidden {
+                out.push(self.item(&rel, &abs, &meta)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn item(&self, rel: &str, abs: &Path, meta: &fs::Metadata) -> Result<Item, ContextError> {
+        let ft = meta.file_type();
+        let (kind, raw_target) = if ft.is_symlink() {
+            let t = fs::read_link(abs).map_err(io_err(abs))?;
+            (EntryKind::Symlink, Some(t.as_os_str().as_bytes().to_vec()))
+        } else if ft.is_dir() {
+            (EntryKind::Dir, None)
+        } else if ft.is_file() {
+            (EntryKind::File, None)
+        } else {
+            debug_assert!(
+                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+            );
+            (EntryKind::Other, None)
+        };
+        let mode = if kind == EntryKind::Symlink {
+            0o777
+        } else {
+            meta.mode() & 0o7777
+        };
+        let raw_path = if rel.is_empty() {
+            b".".to_vec()
+        } else {
+            abs.strip_prefix(&self.root)
+                .map(|p| p.as_os_str().as_bytes().to_vec())
+                .unwrap_or_else(|_| rel.as_bytes().to_vec())
+        };
+        Ok(Item {
+            entry: HashedEntry {
+                rel_path: display(rel),
+                kind,
+                mode,
+                size: if kind == EntryKind::File {
+                    meta.size()
+                } else {
+                    0
+                },
+                link_target: raw_target
+                    .as_ref()
+                    .map(|t| OsStr::from_bytes(t).to_string_lossy().into_owned()),
+                sha256: None,
+            },
+            raw_path,
+            raw_target,
+            stat: (kind == EntryKind::File).then(|| StatKey::from_meta(meta)),
+            sha: None,
+        })
+    }
+
+    /// Fills in content digests: stat-cache hits first, then the misses in parallel.
+    pub(super) fn hash_items(&self, items: &mut [Item]) -> Result<ChecksumStats, ContextError> {
+        let mut stats = ChecksumStats::default();
+        let mut misses = Vec::new();
+        {
+            let cache = match self.cache.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            for (i, it) in items.iter_mut().enumerate() {
+                let Some(key) = it.stat else { continue };
+                match cache.get(&it.entry.rel_path, &key) {
+                    Some(sha) => {
+                        it.sha = Some(sha);
+                        stats.cache_hits += 1;
+                    }
+                    None => misses.push(i),
+                }
+            }
+        }
+        let root = &self.root;
+        let results: Vec<(usize, [u8; 32], bool)> = misses
+            .par_iter()
+            .map(|&i| {
+                let it = &items[i];
+                let abs = root.join(OsStr::from_bytes(&it.raw_path));
+                let started = SystemTime::now();
+                let sha = hash_file(&abs).map_err(io_err(&abs))?;
+                let cacheable = it.stat.is_some_and(|k| not_racy(k.mtime_ns, started));
+                Ok((i, sha, cacheable))
+            })
+            .collect::<Result<_, ContextError>>()?;
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        for (i, sha, cacheable) in results {
+            let it = &mut items[i];
+            it.sha = Some(sha);
+            stats.files_hashed += 1;
+            stats.bytes_hashed += it.entry.size;
+            if cacheable && let Some(key) = it.stat {
+                cache.insert(it.entry.rel_path.clone(), key, sha);
+            }
+        }
+        for it in items.iter_mut() {
+            if let Some(sha) = it.sha {
+                it.entry.sha256 = Some(hex::encode(sha));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// True when `mtime_ns` is older than `read_start` by more than the racy window.
+fn not_racy(mtime_ns: i64, read_start: SystemTime) -> bool {
+    let Ok(now) = read_start.duration_since(UNIX_EPOCH) else {
+        return false;
+    };
+    let limit = now.saturating_sub(RACY_WINDOW).as_nanos() as i64;
+    mtime_ns < limit
+}
+
+fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}

@@ -1,0 +1,124 @@
+//! Small filesystem helpers: atomic file replacement and directory fsync.
+//!
+//! The pattern everywhere is: write a temp file in the same directory (or the store's
+//! `tmp/`, which is on the same filesystem), fsync it, rename over the final name, fsync
+//! the directory. A process killed at any instant leaves either the old file or the new
+//! one under the final name, plus perhaps a stray temp file that readers never look at.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::StoreError;
+
+/// A process-unique suffix for temp names: pid, a counter and the clock, so concurrent
+/// writers (threads or processes) never pick the same temp file.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:08x}", std::process::id())
+}
+
+/// fsync a directory so a rename inside it survives a crash.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Atomically replaces `path` with `bytes`: temp file beside it, write, fsync, rename,
+/// fsync the parent directory.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_string());
+    let tmp = parent.join(format!(".{}.tmp", unique_name(&name)));
+    let result = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fsync_dir(parent)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|source| StoreError::Io {
+        op: "atomically write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates `dir` (and parents) if missing.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        op: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Wraps an io error with the operation and path for [`StoreError::Io`].
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// Total size in bytes of regular files under `path` (symlinks not followed).
+pub(crate) fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(path) {
+        for entry in rd.flatten() {
+            total += tree_size(&entry.path());
+        }
+    }
+    total
+}
+
+/// Removes a file or a directory tree; a missing path is not an error.
+pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            // Directories inside an unpacked layer may lack write permission (a
+            // `chmod 0555` in a Dockerfile); make them writable before deleting.
+            make_tree_writable(path);
+            fs::remove_dir_all(path)
+        }
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn make_tree_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && meta.is_dir()
+    {
+        let mode = meta.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
+        }
+        if let Ok(rd) = fs::read_dir(path) {
+            for entry in rd.flatten() {
+                make_tree_writable(&entry.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Garbage collection: drops blobs, snapshots and cache records nothing live points at.
+//!
+//! Live set:
+//! - every ref's manifest blob, and what that manifest names (config and layers; an OCI
+//!   index's manifests, recursively); the config's `rootfs.diff_ids` keep snapshots;
+//! - every cache record's layer blob and snapshot (records are dropped first with
+//!   `all`, or oldest first with `keep_storage`).
+//!
+//! Snapshots are named by the diff_id hex of the layer they hold, so a snapshot is live
+//! when some live layer has that diff_id.
+//!
+//! Prune holds the store lock exclusively; builds hold it shared, so nothing a build is
+//! using disappears under it.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use crate::digest::{is_sha256_hex, parse_digest};
+use crate::error::Result;
+use crate::fsutil::{io_err, remove_any, tree_size};
+use crate::record::CacheRecord;
+use crate::store::Store;
+
+/// Temp entries older than this are leftovers of a killed process.
+const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
+
+/// How much to prune.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Drop every cache record first (keeps only what refs use).
+    pub all: bool,
+    /// Drop the oldest cache records until blobs + snapshots fit in this many bytes.
+    pub keep_storage: Option<u64>,
+}
+
+/// What prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub blobs_removed: u64,
+    pub snapshots_removed: u64,
+    pub records_removed: u64,
+    pub bytes_freed: u64,
+}
+
+/// Blobs and snapshots (diff_id hex) reachable from some root.
+#[derive(Default)]
+struct Live {
+    blobs: BTreeSet<String>,
+    snapshots: BTreeSet<String>,
+}
+
+impl Live {
+    fn add_record(&mut self, rec: &CacheRecord) {
+        if let Some(layer) = &rec.layer {
+            self.blobs.insert(layer.digest.clone());
+            if let Ok(hex) = parse_digest(&layer.diff_id) {
+                self.snapshots.insert(hex.to_string());
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Marks everything reachable from `digest` (a manifest, index or config blob).
+    /// Missing or unparsable blobs end the walk at that point.
+    fn mark_manifest(&self, digest: &str, live: &mut Live, depth: u32) {
+        if depth > 8 || parse_digest(digest).is_err() || !live.blobs.insert(digest.to_string()) {
+            return;
+        }
+        let Ok(bytes) = self.read_blob(digest) else {
+            return;
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return;
+        };
+        if let Some(manifests) = json.get("manifests").and_then(|m| m.as_array()) {
+            for m in manifests {
+                if let Some(d) = m.get("digest").and_then(|d| d.as_str()) {
+                    self.mark_manifest(d, live, depth + 1);
+                }
+            }
+        }
+        if let Some(config) = json
+            .get("config")
+            .and_then(|c| c.get("digest"))
+            .and_then(|d| d.as_str())
+        {
+            live.blobs.insert(config.to_string());
+            self.mark_config(config, live);
+        }
+        if let Some(layers) = json.get("layers").and_then(|l| l.as_array()) {
+            for l in layers {
+                if let Some(d) = l.get("digest").and_then(|d| d.as_str()) {
+                    live.blobs.insert(d.to_string());
+                }
+            }
+        }
+    }
+
+    fn mark_config(&self, digest: &str, live: &mut Live) {
+        let Ok(bytes) = self.read_blob(digest) else {
+            return;
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return;
+        };
+        if let Some(ids) = json
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(|d| d.as_array())
+        {
+            for id in ids.iter().filter_map(|d| d.as_str()) {
+                if let Ok(hex) = parse_digest(id) {
+                    live.snapshots.insert(hex.to_string());
+                }
+            }
+        }
+    }
+
+    fn live_from_refs(&self) -> Result<Live> {
+        let mut live = Live::default();
+        for (_, r) in self.list_refs()? {
+            self.mark_manifest(&r.manifest, &mut live, 0);
+            live.blobs.insert(r.config.clone());
+            self.mark_config(&r.config, &mut live);
+        }
+        Ok(live)
+    }
+
+    fn snapshot_size(&self, id: &str) -> u64 {
+        self.snapshot_path(id).map(|p| tree_size(&p)).unwrap_or(0)
+    }
+
+    /// Removes unreferenced blobs, snapshots and (per `opts`) cache records, plus stale
+    /// temp files. Blocks until no build holds the store lock.
+    pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        let _lock = self.lock_exclusive()?;
+        let mut report = PruneReport::default();
+        let mut records = self.list_records()?;
+        let mut dropped: Vec<String> = Vec::new();
+
+        if opts.all {
+            dropped.extend(records.drain(..).map(|(k, _)| k));
+        }
+
+        let mut live = self.live_from_refs()?;
+
+        if let Some(limit) = opts.keep_storage {
+            // Keep the newest records while blobs + snapshots fit; dropping the oldest
+            // first until the total fits gives the same kept set because the total only
+            // grows with each kept record.
+            let mut total: u64 = live
+                .blobs
+                .iter()
+                .filter_map(|d| self.blob_size(d).ok())
+                .sum::<u64>()
+                + live
+                    .snapshots
+                    .iter()
+                    .map(|s| self.snapshot_size(s))
+                    .sum::<u64>();
+            records.sort_by(|a, b| b.1.created.cmp(&a.1.created).then(a.0.cmp(&b.0)));
+            let mut kept = Vec::new();
+            let mut over = total > limit;
+            for (key, rec) in records.drain(..) {
+                if over {
+                    dropped.push(key);
+                    continue;
+                }
+                let mut extra = 0;
+                if let Some(layer) = &rec.layer {
+                    if !live.blobs.contains(&layer.digest) {
+                        extra += self.blob_size(&layer.digest).unwrap_or(0);
+                    }
+                    if let Ok(hex) = parse_digest(&layer.diff_id)
+                        && !live.snapshots.contains(hex)
+                    {
+                        extra += self.snapshot_size(hex);
+                    }
+                }
+                if total + extra > limit {
+                    over = true;
+                    dropped.push(key);
+                    continue;
+                }
+                total += extra;
+                live.add_record(&rec);
+                kept.push((key, rec));
+            }
+            records = kept;
+        }
+
+        for (_, rec) in &records {
+            live.add_record(rec);
+        }
+        for key in &dropped {
+            if self.remove_record(key)? {
+                report.records_removed += 1;
+            }
+        }
+
+        // Blobs.
+        let blobs_dir = self.blobs_dir();
+        let mut names: Vec<String> = fs::read_dir(&blobs_dir)
+            .map_err(io_err("read directory", blobs_dir.clone()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_sha256_hex(n))
+            .collect();
+        names.sort();
+        for hex in names {
+            if live.blobs.contains(&format!("sha256:{hex}")) {
+                continue;
+            }
+            let path = blobs_dir.join(&hex);
+            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(io_err("remove", path.clone()))?;
+            report.blobs_removed += 1;
+            report.bytes_freed += size;
+        }
+
+        // Snapshots.
+        for id in self.list_snapshots()? {
+            if live.snapshots.contains(&id) {
+                continue;
+            }
+            let path = self.snapshot_path(&id)?;
+            let size = tree_size(&path);
+            remove_any(&path).map_err(io_err("remove", path.clone()))?;
+            report.snapshots_removed += 1;
+            report.bytes_freed += size;
+        }
+
+        self.clean_tmp(STALE_TMP_AGE)?;
+        Ok(report)
+    }
+
+    /// Removes entries of `tmp/` not modified for `age`.
+    pub(crate) fn clean_tmp(&self, age: Duration) -> Result<()> {
+        let tmp = self.tmp_dir();
+        let now = SystemTime::now();
+        for entry in fs::read_dir(&tmp).map_err(io_err("read directory", tmp.clone()))? {
+            let Ok(entry) = entry else { continue };
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|d| d >= age);
+            if old {
+                let p = entry.path();
+                remove_any(&p).map_err(io_err("remove", p.clone()))?;
+            }
+        }
+        Ok(())
+    }
+}

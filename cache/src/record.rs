@@ -1,0 +1,125 @@
+//! The cache index: cache key (sha256 hex computed by the solver) → [`CacheRecord`].
+//!
+//! One canonical-JSON file per key, `cache/<key>.json`, written atomically, so concurrent
+//! builds never corrupt each other's records (the last writer of a key wins, and both
+//! describe the same result).
+
+use std::fs;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{canonical_json, is_sha256_hex};
+use crate::error::{Result, StoreError};
+use crate::fsutil::{atomic_write, io_err};
+use crate::store::Store;
+
+/// The layer a cached step produced. Fields are declared in sorted order so the derived
+/// serialization is already canonical.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// `sha256:<hex>` of the uncompressed tar; its hex names the snapshot.
+    pub diff_id: String,
+    /// `sha256:<hex>` of the stored (compressed) blob.
+    pub digest: String,
+    pub media_type: String,
+    /// Size of the stored blob in bytes.
+    pub size: u64,
+}
+
+/// What a cache key resolved to. `layer` is `None` for steps that produce no layer
+/// (metadata-only steps that the solver still wants to remember).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// Unix seconds when the record was written; prune with `keep_storage` drops the
+    /// oldest first.
+    pub created: i64,
+    pub layer: Option<LayerRef>,
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    if is_sha256_hex(key) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidCacheKey {
+            key: key.to_string(),
+        })
+    }
+}
+
+impl Store {
+    /// Looks up `key`. A record whose layer blob is missing (pruned, or never finished) is
+    /// a miss, as is an unreadable record (a miss only costs a rebuild).
+    pub fn get_record(&self, key: &str) -> Result<Option<CacheRecord>> {
+        validate_key(key)?;
+        let path = self.cache_dir().join(format!("{key}.json"));
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        let Ok(record) = serde_json::from_slice::<CacheRecord>(&bytes) else {
+            return Ok(None);
+        };
+        if let Some(layer) = &record.layer
+            && !self.has_blob(&layer.digest)
+        {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// Stores `record` under `key`, replacing any previous one.
+    pub fn put_record(&self, key: &str, record: &CacheRecord) -> Result<()> {
+        validate_key(key)?;
+        let bytes = canonical_json(record).map_err(|source| StoreError::Encode {
+            what: "cache record",
+            source,
+        })?;
+        atomic_write(&self.cache_dir().join(format!("{key}.json")), &bytes)
+    }
+
+    /// Removes the record for `key`; true if there was one.
+    pub fn remove_record(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        let path = self.cache_dir().join(format!("{key}.json"));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io {
+                op: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// All readable records, sorted by key (unreadable ones are skipped).
+    pub fn list_records(&self) -> Result<Vec<(String, CacheRecord)>> {
+        let dir = self.cache_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("read directory", dir.clone()))? {
+            let entry = entry.map_err(io_err("read directory", dir.clone()))?;
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !is_sha256_hex(key) {
+                continue;
+            }
+            if let Ok(bytes) = fs::read(entry.path())
+                && let Ok(rec) = serde_json::from_slice::<CacheRecord>(&bytes)
+            {
+                out.push((key.to_string(), rec));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}

@@ -1,0 +1,93 @@
+//! Image refs: normalized `name:tag` → manifest digest (plus the config digest, so
+//! `kiln images` and prune need not parse manifests).
+//!
+//! One JSON file, `refs`, replaced atomically. Updates take `refs.lock` exclusively and
+//! re-read the file under the lock, so concurrent builds tagging different names both
+//! survive. Reads take no lock: the file is always either the old or the new version.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{canonical_json, parse_digest};
+use crate::error::{Result, StoreError};
+use crate::fsutil::atomic_write;
+use crate::reference::normalize_ref;
+use crate::store::Store;
+
+/// What a ref points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// `sha256:<hex>` of the image config blob.
+    pub config: String,
+    /// `sha256:<hex>` of the manifest blob.
+    pub manifest: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RefsFile {
+    refs: BTreeMap<String, ImageRef>,
+}
+
+impl Store {
+    fn read_refs(&self) -> Result<RefsFile> {
+        let path = self.root().join("refs");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RefsFile::default()),
+            Err(source) => Err(StoreError::Io {
+                op: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn write_refs(&self, refs: &RefsFile) -> Result<()> {
+        let bytes = canonical_json(refs).map_err(|source| StoreError::Encode {
+            what: "refs",
+            source,
+        })?;
+        atomic_write(&self.root().join("refs"), &bytes)
+    }
+
+    /// Lock, re-read, modify, write.
+    fn update_refs<T>(&self, f: impl FnOnce(&mut RefsFile) -> T) -> Result<T> {
+        let _guard = self.lock_refs()?;
+        let mut refs = self.read_refs()?;
+        let out = f(&mut refs);
+        self.write_refs(&refs)?;
+        Ok(out)
+    }
+
+    /// Points `name` (normalized with [`normalize_ref`]) at `image`.
+    pub fn set_ref(&self, name: &str, image: ImageRef) -> Result<()> {
+        let name = normalize_ref(name)?;
+        parse_digest(&image.manifest)?;
+        parse_digest(&image.config)?;
+        self.update_refs(|r| {
+            r.refs.insert(name, image);
+        })
+    }
+
+    /// What `name` points at, if anything.
+    pub fn get_ref(&self, name: &str) -> Result<Option<ImageRef>> {
+        let name = normalize_ref(name)?;
+        Ok(self.read_refs()?.refs.remove(&name))
+    }
+
+    /// All refs, sorted by name.
+    pub fn list_refs(&self) -> Result<Vec<(String, ImageRef)>> {
+        Ok(self.read_refs()?.refs.into_iter().collect())
+    }
+
+    /// Removes `name`; true if it existed. The image's blobs stay until prune.
+    pub fn remove_ref(&self, name: &str) -> Result<bool> {
+        let name = normalize_ref(name)?;
+        self.update_refs(|r| r.refs.remove(&name).is_some())
+    }
+}

@@ -1,0 +1,136 @@
+//! Snapshots: unpacked layer directories under `snapshots/<id>/`, used as overlay lower
+//! dirs.
+//!
+//! **Naming rule:** a snapshot's id is the hex part of the diff_id (the sha256 of the
+//! uncompressed tar) of the layer it holds. Prune relies on this: a snapshot is live when
+//! some live layer's diff_id hex equals its id.
+//!
+//! A snapshot is built in a [`StagingDir`] under `tmp/` and renamed into place by
+//! [`Store::commit_snapshot`], so it appears complete or not at all.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StoreError};
+use crate::fsutil::{fsync_dir, io_err, remove_any, unique_name};
+use crate::store::Store;
+
+/// An empty directory under `tmp/` that becomes a snapshot on commit. Dropped without
+/// commit, it is deleted.
+#[derive(Debug)]
+pub struct StagingDir {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    /// Where to unpack the layer.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = remove_any(&self.path);
+        }
+    }
+}
+
+/// Validates a snapshot id: 1..=128 chars of `[a-z0-9-]`, not starting with '-'.
+pub fn validate_snapshot_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidSnapshotId { id: id.to_string() })
+    }
+}
+
+impl Store {
+    /// Path of snapshot `id` (which may not exist). Fails on an invalid id.
+    pub fn snapshot_path(&self, id: &str) -> Result<PathBuf> {
+        validate_snapshot_id(id)?;
+        Ok(self.snapshots_dir().join(id))
+    }
+
+    /// True if snapshot `id` has been committed.
+    pub fn has_snapshot(&self, id: &str) -> bool {
+        self.snapshot_path(id).map(|p| p.is_dir()).unwrap_or(false)
+    }
+
+    /// A fresh empty staging directory under `tmp/`.
+    pub fn snapshot_staging(&self) -> Result<StagingDir> {
+        let path = self.tmp_dir().join(unique_name("snapshot"));
+        fs::create_dir(&path).map_err(io_err("create", path.clone()))?;
+        Ok(StagingDir {
+            path,
+            committed: false,
+        })
+    }
+
+    /// Moves `staging` to `snapshots/<id>` atomically and returns the final path. If
+    /// another builder committed the same id first, ours is discarded and theirs returned
+    /// (same id means same layer content).
+    pub fn commit_snapshot(&self, mut staging: StagingDir, id: &str) -> Result<PathBuf> {
+        let final_path = self.snapshot_path(id)?;
+        if final_path.is_dir() {
+            return Ok(final_path); // staging dropped -> removed
+        }
+        // The rename makes the directory visible atomically, but the file data inside must
+        // reach the disk first or a power loss could leave a complete-looking snapshot
+        // with empty files; syncfs flushes the whole filesystem in one call.
+        let dir = fs::File::open(&staging.path).map_err(io_err("open", staging.path.clone()))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
+            op: "syncfs",
+            path: staging.path.clone(),
+            source: e.into(),
+        })?;
+        drop(dir);
+        match fs::rename(&staging.path, &final_path) {
+            Ok(()) => {
+                staging.committed = true;
+                fsync_dir(&self.snapshots_dir()).map_err(io_err("fsync", self.snapshots_dir()))?;
+                Ok(final_path)
+            }
+            // rename(2) onto a non-empty directory fails with ENOTEMPTY or EEXIST: someone
+            // else won the race.
+            Err(e)
+                if final_path.is_dir()
+                    && (e.kind() == io::ErrorKind::DirectoryNotEmpty
+                        || e.kind() == io::ErrorKind::AlreadyExists
+                        || e.raw_os_error() == Some(39)) =>
+            {
+                Ok(final_path)
+            }
+            Err(source) => Err(StoreError::Io {
+                op: "rename snapshot into",
+                path: final_path,
+                source,
+            }),
+        }
+    }
+
+    /// Ids of all committed snapshots, sorted.
+    pub fn list_snapshots(&self) -> Result<Vec<String>> {
+        let dir = self.snapshots_dir();
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("read directory", dir.clone()))? {
+            let entry = entry.map_err(io_err("read directory", dir.clone()))?;
+            if let Some(name) = entry.file_name().to_str()
+                && validate_snapshot_id(name).is_ok()
+            {
+                ids.push(name.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}

@@ -1,0 +1,176 @@
+//! [`Store`]: the on-disk layout under `--root`, its format version and its locks.
+//!
+//! Layout (all under one root, one filesystem, so `rename` is atomic):
+//!
+//! ```text
+//! VERSION                 format version ("1\n")
+//! blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests)
+//! snapshots/<id>/         unpacked layers; <id> is the hex of the layer's diff_id
+//! cache/<key>.json        cache index: one record per cache key
+//! refs                    image refs (JSON), rewritten under refs.lock
+//! refs.lock               short exclusive lock for refs updates
+//! statcache/<hex>         context stat caches (see [`Store::stat_cache_path`])
+//! tmp/                    staging for blobs and snapshots; leftovers are ignored
+//! lock                    builds hold it shared, prune holds it exclusive
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
+
+use crate::error::{Result, StoreError};
+use crate::fsutil::{atomic_write, ensure_dir};
+
+/// The store format this code reads and writes.
+pub const STORE_FORMAT_VERSION: u32 = 1;
+
+/// A handle on a store directory. Cheap to clone; all methods take `&self` and are safe to
+/// call from several threads and processes at once.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout if missing. Fails if the root holds a
+    /// store of another format version.
+    pub fn open(root: &Path) -> Result<Store> {
+        ensure_dir(root)?;
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in [
+            store.blobs_dir(),
+            store.root.join("snapshots"),
+            store.root.join("cache"),
+            store.root.join("statcache"),
+            store.tmp_dir(),
+        ] {
+            ensure_dir(&dir)?;
+        }
+        let version_path = root.join("VERSION");
+        match std::fs::read_to_string(&version_path) {
+            Ok(found) => {
+                if found.trim() != STORE_FORMAT_VERSION.to_string() {
+                    return Err(StoreError::UnsupportedVersion {
+                        path: root.to_path_buf(),
+                        found: found.trim().to_string(),
+                        expected: STORE_FORMAT_VERSION,
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                atomic_write(
+                    &version_path,
+                    format!("{STORE_FORMAT_VERSION}\n").as_bytes(),
+                )?;
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "read",
+                    path: version_path,
+                    source,
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    pub(crate) fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Where the stat cache of the build context at `context_dir` lives: one file per
+    /// context directory (named by the sha256 of its absolute path), so two projects
+    /// never share entries. Pass it to `Context::open`.
+    pub fn stat_cache_path(&self, context_dir: &Path) -> PathBuf {
+        let abs = std::fs::canonicalize(context_dir).unwrap_or_else(|_| context_dir.to_path_buf());
+        let key = crate::digest::sha256_hex(abs.as_os_str().as_encoded_bytes());
+        self.root.join("statcache").join(key)
+    }
+
+    /// Takes the store lock shared (blocking). Builds hold it for their whole run so that
+    /// prune never deletes what they are about to use.
+    pub fn lock_shared(&self) -> Result<StoreLock> {
+        StoreLock::acquire(&self.root.join("lock"), FlockOperation::LockShared)
+    }
+
+    /// Takes the store lock exclusive (blocking). Held by prune.
+    ///
+    /// flock locks belong to the open file, so a process that holds a shared guard and
+    /// asks for an exclusive one waits for itself: drop the shared guard first.
+    pub fn lock_exclusive(&self) -> Result<StoreLock> {
+        StoreLock::acquire(&self.root.join("lock"), FlockOperation::LockExclusive)
+    }
+
+    /// Like [`Store::lock_exclusive`] but returns `None` at once if someone holds the lock.
+    pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>> {
+        match StoreLock::acquire(
+            &self.root.join("lock"),
+            FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(l) => Ok(Some(l)),
+            Err(StoreError::Lock { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn lock_refs(&self) -> Result<StoreLock> {
+        StoreLock::acquire(&self.root.join("refs.lock"), FlockOperation::LockExclusive)
+    }
+}
+
+/// A held flock on a lock file; released when dropped (closing the file releases it).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    fn acquire(path: &Path, op: FlockOperation) -> Result<StoreLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::Lock {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        loop {
+            match rustix::fs::flock(&file, op) {
+                Ok(()) => return Ok(StoreLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(StoreError::Lock {
+                        path: path.to_path_buf(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+}
