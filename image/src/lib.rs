@@ -1,1 +1,33 @@
-//! kiln-image (being written).
+//! kiln-image: everything about the bytes of an image, and nothing about how
+//! it was built.
+//!
+//! - [`layer`]: a *layer directory* (what one layer adds or changes, with
+//!   overlayfs whiteouts: 0:0 character devices for deletions and
+//!   `user.overlay.opaque=y` on opaque directories — an overlayfs upperdir as
+//!   it stands) ⇄ a deterministic, streamed, compressed layer blob
+//!   ([`write_layer`], [`unpack_layer`], [`apply_layer`]).
+//! - [`oci`]: image config, manifest, index, descriptor types and
+//!   [`canonical_json`] for every byte that is hashed.
+//! - [`archive`]: OCI layout directories, OCI archives and docker-archives
+//!   (written from and read into a blob store through [`BlobSource`] and
+//!   [`BlobSink`], so this crate does not depend on the store).
+//! - [`digest`]: sha256 helpers and hashing readers/writers.
+
+pub mod archive;
+pub mod digest;
+pub mod layer;
+pub mod oci;
+
+pub use archive::{
+    ArchiveError, BlobSink, BlobSource, ExportImage, LoadedImage, read_archive,
+    write_docker_archive, write_oci_archive, write_oci_layout,
+};
+pub use digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
+pub use layer::{
+    Compression, EntryKind, EntryMeta, LayerDigests, LayerOptions, LayerWriteError, LayerWriter,
+    Owners, UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer, write_layer,
+};
+pub use oci::{
+    Descriptor, ImageConfig, Index, Manifest, canonical_json, json_blob, parse_config,
+    parse_manifest, parse_manifest_or_index,
+};

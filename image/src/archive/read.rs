@@ -1,0 +1,584 @@
+//! Loading images from an OCI layout directory, an OCI archive or a
+//! docker-archive (plain or gzip-compressed tar) into a [`BlobSink`].
+//!
+//! Archives are read as streams, twice: the first pass keeps the small JSON
+//! documents (index, manifests, configs, `manifest.json`) and hashes entries
+//! not named by digest; the second pass streams the blobs the images need
+//! into the sink, which verifies each digest. Nothing large is held in
+//! memory, and a name in the archive never becomes a path on disk.
+//!
+//! When `index.json` is present (OCI layouts, and docker-archives from
+//! `docker save` >= 25 or kiln) its manifests are loaded as they are.
+//! Otherwise `manifest.json` is read and an OCI manifest is synthesized: the
+//! config blob as is, and each layer file as a blob whose media type follows
+//! its magic bytes (plain tar, gzip or zstd).
+
+use super::write::MAX_JSON;
+use super::{ArchiveError, BlobSink};
+use crate::digest::{HashingReader, digest_hex, sha256_digest};
+use crate::layer::compress::{Compression, decompressor};
+use crate::oci::{
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, MEDIA_TYPE_CONFIG, Manifest,
+    ManifestKind, json_blob, parse_manifest_or_index,
+};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// One image found in an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedImage {
+    /// Names recorded for it (`io.containerd.image.name`, else
+    /// `org.opencontainers.image.ref.name`, else docker `RepoTags`).
+    pub ref_names: Vec<String>,
+    /// Digest of its manifest (or index) blob, now in the sink.
+    pub manifest_digest: String,
+    /// Media type of that blob.
+    pub media_type: String,
+}
+
+/// A file in the archive.
+#[derive(Debug, Clone, Default)]
+struct FileInfo {
+    size: u64,
+    /// sha256 of the content (only for names not of the form blobs/sha256/<hex>).
+    digest: Option<String>,
+    magic: Vec<u8>,
+}
+
+/// What the first pass learned.
+#[derive(Debug, Default)]
+struct Scan {
+    small: BTreeMap<String, Vec<u8>>,
+    files: BTreeMap<String, FileInfo>,
+    symlinks: BTreeMap<String, String>,
+}
+
+enum Input {
+    Dir(PathBuf),
+    Tar(PathBuf),
+}
+
+/// Reads a docker-archive, OCI archive (tar, optionally gzip/zstd) or OCI
+/// layout directory at `path`, stores every blob of every image in `sink`
+/// (children before the manifests that reference them) and returns the images.
+pub fn read_archive(path: &Path, sink: &dyn BlobSink) -> Result<Vec<LoadedImage>, ArchiveError> {
+    let md = fs::metadata(path).map_err(|source| ArchiveError::Io {
+        op: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let input = if md.is_dir() {
+        Input::Dir(path.to_path_buf())
+    } else {
+        Input::Tar(path.to_path_buf())
+    };
+    let scan = input.scan()?;
+    let mut plan = Plan {
+        archive: path.to_path_buf(),
+        scan: &scan,
+        big: BTreeMap::new(),
+        small_puts: Vec::new(),
+        seen: BTreeSet::new(),
+    };
+    let images = if scan.small.contains_key("index.json") {
+        plan.load_index()?
+    } else if scan.small.contains_key("manifest.json") {
+        plan.load_docker_manifest()?
+    } else {
+        return Err(ArchiveError::Invalid {
+            archive: path.to_path_buf(),
+            reason:
+                "neither index.json nor manifest.json found: not an OCI layout or docker-archive"
+                    .into(),
+        });
+    };
+    // Large blobs first, then the JSON documents, children before parents.
+    input.put_big(&plan.big, sink)?;
+    for (digest, bytes) in &plan.small_puts {
+        let mut r: &[u8] = bytes;
+        sink.put_blob(&mut r, digest)
+            .map_err(|source| ArchiveError::Sink {
+                digest: digest.clone(),
+                source,
+            })?;
+    }
+    Ok(images)
+}
+
+/// Normalizes an archive name: no leading `./` or `/`, no empty or `.`
+/// parts, `..` resolved lexically (escaping names give `None`).
+fn normalize(name: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn is_blob_name(name: &str) -> bool {
+    name.strip_prefix("blobs/sha256/")
+        .is_some_and(|hex| digest_hex(&format!("sha256:{hex}")).is_ok())
+}
+
+/// Reads an entry during the scan: JSON-looking small files are kept, names
+/// not addressed by digest are hashed, and the first bytes are recorded.
+fn scan_entry(scan: &mut Scan, name: String, size: u64, mut r: impl Read) -> io::Result<()> {
+    let mut head = Vec::new();
+    (&mut r).take(4).read_to_end(&mut head)?;
+    let jsonish = size <= MAX_JSON && (head.first() == Some(&b'{') || head.first() == Some(&b'['));
+    let blob = is_blob_name(&name);
+    let mut info = FileInfo {
+        size,
+        digest: None,
+        magic: head.clone(),
+    };
+    if jsonish {
+        let mut all = head;
+        r.read_to_end(&mut all)?;
+        if !blob {
+            info.digest = Some(sha256_digest(&all));
+        }
+        scan.small.insert(name.clone(), all);
+    } else if !blob {
+        let mut h = HashingReader::new(io::Cursor::new(head).chain(r));
+        io::copy(&mut h, &mut io::sink())?;
+        info.digest = Some(h.finish().0);
+    }
+    scan.files.insert(name, info);
+    Ok(())
+}
+
+impl Input {
+    fn path(&self) -> &Path {
+        match self {
+            Input::Dir(p) | Input::Tar(p) => p,
+        }
+    }
+
+    fn io_err(&self, op: &'static str) -> impl Fn(io::Error) -> ArchiveError + '_ {
+        move |source| ArchiveError::Io {
+            op,
+            path: self.path().to_path_buf(),
+            source,
+        }
+    }
+
+    /// Opens the tar stream, decompressing a gzip/zstd archive.
+    fn open_tar(&self) -> Result<tar::Archive<Box<dyn Read>>, ArchiveError> {
+        let file = File::open(self.path()).map_err(self.io_err("opening"))?;
+        let (_, reader) = decompressor(BufReader::new(file)).map_err(self.io_err("reading"))?;
+        Ok(tar::Archive::new(reader))
+    }
+
+    fn scan(&self) -> Result<Scan, ArchiveError> {
+        let mut scan = Scan::default();
+        match self {
+            Input::Tar(_) => {
+                let mut archive = self.open_tar()?;
+                for entry in archive.entries().map_err(self.io_err("reading"))? {
+                    let entry = entry.map_err(self.io_err("reading"))?;
+                    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                    let Some(name) = normalize(&raw) else {
+                        continue;
+                    };
+                    match entry.header().entry_type() {
+                        tar::EntryType::Regular | tar::EntryType::Continuous => {
+                            let size = entry.size();
+                            scan_entry(&mut scan, name, size, entry)
+                                .map_err(self.io_err("reading"))?;
+                        }
+                        tar::EntryType::Symlink | tar::EntryType::Link => {
+                            let target = entry
+                                .link_name_bytes()
+                                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                                .unwrap_or_default();
+                            let resolved = if entry.header().entry_type() == tar::EntryType::Link
+                                || target.starts_with('/')
+                            {
+                                normalize(&target)
+                            } else {
+                                let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+                                normalize(&format!("{dir}/{target}"))
+                            };
+                            if let Some(r) = resolved {
+                                scan.symlinks.insert(name, r);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Input::Dir(root) => self.scan_dir(root, "", &mut scan, 0)?,
+        }
+        Ok(scan)
+    }
+
+    fn scan_dir(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        scan: &mut Scan,
+        depth: u32,
+    ) -> Result<(), ArchiveError> {
+        if depth > 8 {
+            return Ok(());
+        }
+        let err = |source| ArchiveError::Io {
+            op: "reading",
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(err)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for n in names {
+            let Some(n_str) = n.to_str() else { continue };
+            let name = if prefix.is_empty() {
+                n_str.to_string()
+            } else {
+                format!("{prefix}/{n_str}")
+            };
+            let path = dir.join(&n);
+            let md = fs::symlink_metadata(&path).map_err(|source| ArchiveError::Io {
+                op: "reading",
+                path: path.clone(),
+                source,
+            })?;
+            if md.is_dir() {
+                self.scan_dir(&path, &name, scan, depth + 1)?;
+            } else if md.is_file() {
+                let f = File::open(&path).map_err(|source| ArchiveError::Io {
+                    op: "reading",
+                    path: path.clone(),
+                    source,
+                })?;
+                scan_entry(scan, name, md.len(), f).map_err(|source| ArchiveError::Io {
+                    op: "reading",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams the named large blobs into the sink.
+    fn put_big(
+        &self,
+        big: &BTreeMap<String, String>,
+        sink: &dyn BlobSink,
+    ) -> Result<(), ArchiveError> {
+        if big.is_empty() {
+            return Ok(());
+        }
+        let put = |name: &str, r: &mut dyn Read| -> Result<(), ArchiveError> {
+            let digest = &big[name];
+            sink.put_blob(r, digest)
+                .map_err(|source| ArchiveError::Sink {
+                    digest: digest.clone(),
+                    source,
+                })
+        };
+        let mut done = BTreeSet::new();
+        match self {
+            Input::Dir(root) => {
+                for name in big.keys() {
+                    let path = root.join(name);
+                    let mut f = File::open(&path).map_err(|source| ArchiveError::Io {
+                        op: "opening",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    put(name, &mut f)?;
+                    done.insert(name.clone());
+                }
+            }
+            Input::Tar(_) => {
+                let mut archive = self.open_tar()?;
+                for entry in archive.entries().map_err(self.io_err("reading"))? {
+                    let mut entry = entry.map_err(self.io_err("reading"))?;
+                    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                    let Some(name) = normalize(&raw) else {
+                        continue;
+                    };
+                    if big.contains_key(&name) && !done.contains(&name) {
+                        put(&name, &mut entry)?;
+                        done.insert(name);
+                    }
+                }
+            }
+        }
+        match big.keys().find(|k| !done.contains(*k)) {
+            Some(missing) => Err(ArchiveError::Missing {
+                archive: self.path().to_path_buf(),
+                what: missing.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Collects what to put, and the images.
+struct Plan<'s> {
+    archive: PathBuf,
+    scan: &'s Scan,
+    /// Archive file name → digest, for blobs streamed in the second pass.
+    big: BTreeMap<String, String>,
+    /// JSON blobs to put from memory, in order.
+    small_puts: Vec<(String, Vec<u8>)>,
+    seen: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+impl Plan<'_> {
+    fn missing(&self, what: String) -> ArchiveError {
+        ArchiveError::Missing {
+            archive: self.archive.clone(),
+            what,
+        }
+    }
+
+    fn invalid(&self, reason: String) -> ArchiveError {
+        ArchiveError::Invalid {
+            archive: self.archive.clone(),
+            reason,
+        }
+    }
+
+    /// Resolves symlinks (docker's legacy layout shares layer.tar that way).
+    fn resolve(&self, name: &str) -> Option<String> {
+        let mut cur = normalize(name)?;
+        for _ in 0..16 {
+            if self.scan.files.contains_key(&cur) {
+                return Some(cur);
+            }
+            cur = self.scan.symlinks.get(&cur)?.clone();
+        }
+        None
+    }
+
+    /// The verified JSON blob with this digest.
+    fn json_blob(&self, digest: &str) -> Result<Vec<u8>, ArchiveError> {
+        let hex = digest_hex(digest).map_err(|e| self.invalid(e.to_string()))?;
+        let name = format!("blobs/sha256/{hex}");
+        let bytes = self
+            .scan
+            .small
+            .get(&name)
+            .ok_or_else(|| self.missing(format!("blob {digest}")))?;
+        let actual = sha256_digest(bytes);
+        if actual != digest {
+            return Err(ArchiveError::DigestMismatch {
+                expected: digest.into(),
+                actual,
+            });
+        }
+        Ok(bytes.clone())
+    }
+
+    /// Queues a blob named by digest: from memory if it was small, else streamed.
+    fn want(&mut self, digest: &str) -> Result<(), ArchiveError> {
+        if !self.seen.insert(digest.to_string()) {
+            return Ok(());
+        }
+        let hex = digest_hex(digest).map_err(|e| self.invalid(e.to_string()))?;
+        let name = format!("blobs/sha256/{hex}");
+        if let Some(bytes) = self.scan.small.get(&name) {
+            self.small_puts.push((digest.to_string(), bytes.clone()));
+        } else if self.scan.files.contains_key(&name) {
+            self.big.insert(name, digest.to_string());
+        } else {
+            return Err(self.missing(format!("blob {digest}")));
+        }
+        Ok(())
+    }
+
+    fn walk(&mut self, desc: &Descriptor, depth: u32) -> Result<(), ArchiveError> {
+        if depth > 4 {
+            return Err(self.invalid(format!("index nesting too deep at {}", desc.digest)));
+        }
+        let bytes = self.json_blob(&desc.digest)?;
+        match parse_manifest_or_index(&bytes).map_err(|source| ArchiveError::Oci {
+            what: format!("manifest {}", desc.digest),
+            source,
+        })? {
+            ManifestKind::Manifest(m) => {
+                self.want(&m.config.digest)?;
+                for l in &m.layers {
+                    self.want(&l.digest)?;
+                }
+            }
+            ManifestKind::Index(idx) => {
+                for child in &idx.manifests {
+                    self.walk(child, depth + 1)?;
+                }
+            }
+        }
+        self.want(&desc.digest)
+    }
+
+    fn docker_tags(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        let entries = self
+            .scan
+            .small
+            .get("manifest.json")
+            .and_then(|b| serde_json::from_slice::<Vec<DockerManifestEntry>>(b).ok())
+            .unwrap_or_default();
+        for e in entries {
+            if let Some(n) = normalize(&e.config) {
+                out.insert(n, e.repo_tags.unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    fn load_index(&mut self) -> Result<Vec<LoadedImage>, ArchiveError> {
+        let bytes = &self.scan.small["index.json"];
+        let index = match parse_manifest_or_index(bytes).map_err(|source| ArchiveError::Oci {
+            what: "index.json".into(),
+            source,
+        })? {
+            ManifestKind::Index(i) => i,
+            ManifestKind::Manifest(_) => {
+                return Err(self.invalid("index.json is not an index".into()));
+            }
+        };
+        let docker_tags = self.docker_tags();
+        let mut images = Vec::new();
+        for desc in &index.manifests {
+            self.walk(desc, 0)?;
+            let mut names = Vec::new();
+            if let Some(n) = desc.annotations.get(ANNOTATION_CONTAINERD_NAME) {
+                names.push(n.clone());
+            } else if let Some(n) = desc.annotations.get(ANNOTATION_REF_NAME) {
+                names.push(n.clone());
+            }
+            if names.is_empty() {
+                // docker save lists tags in manifest.json, keyed by config path.
+                let bytes = self.json_blob(&desc.digest)?;
+                if let Ok(ManifestKind::Manifest(m)) = parse_manifest_or_index(&bytes)
+                    && let Ok(hex) = digest_hex(&m.config.digest)
+                    && let Some(tags) = docker_tags.get(&format!("blobs/sha256/{hex}"))
+                {
+                    names.extend(tags.iter().cloned());
+                }
+            }
+            images.push(LoadedImage {
+                ref_names: names,
+                manifest_digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+            });
+        }
+        Ok(images)
+    }
+
+    fn load_docker_manifest(&mut self) -> Result<Vec<LoadedImage>, ArchiveError> {
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(&self.scan.small["manifest.json"])
+                .map_err(|e| self.invalid(format!("manifest.json: {e}")))?;
+        let mut images = Vec::new();
+        for entry in entries {
+            let config_name = self
+                .resolve(&entry.config)
+                .ok_or_else(|| self.missing(format!("config {}", entry.config)))?;
+            let config_bytes = self
+                .scan
+                .small
+                .get(&config_name)
+                .ok_or_else(|| self.invalid(format!("config {} is not JSON", entry.config)))?
+                .clone();
+            let config_digest = sha256_digest(&config_bytes);
+            let config =
+                crate::oci::parse_config(&config_bytes).map_err(|source| ArchiveError::Oci {
+                    what: format!("config {}", entry.config),
+                    source,
+                })?;
+            if config.rootfs.diff_ids.len() != entry.layers.len() {
+                return Err(self.invalid(format!(
+                    "config {} lists {} diff_ids but manifest.json {} layers",
+                    entry.config,
+                    config.rootfs.diff_ids.len(),
+                    entry.layers.len()
+                )));
+            }
+            let mut layers = Vec::new();
+            for (layer, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
+                let name = self
+                    .resolve(layer)
+                    .ok_or_else(|| self.missing(format!("layer {layer}")))?;
+                let info = &self.scan.files[&name];
+                let digest = match &info.digest {
+                    Some(d) => d.clone(),
+                    None => format!("sha256:{}", name.trim_start_matches("blobs/sha256/")),
+                };
+                let compression = Compression::detect(&info.magic);
+                if compression == Compression::None && digest != *diff_id {
+                    return Err(ArchiveError::DigestMismatch {
+                        expected: diff_id.clone(),
+                        actual: digest,
+                    });
+                }
+                if self.seen.insert(digest.clone()) {
+                    self.big.insert(name.clone(), digest.clone());
+                }
+                layers.push(Descriptor::new(
+                    compression.media_type(),
+                    &digest,
+                    info.size,
+                ));
+            }
+            let manifest = Manifest::new(
+                Descriptor::new(MEDIA_TYPE_CONFIG, &config_digest, config_bytes.len() as u64),
+                layers,
+            );
+            let (bytes, manifest_digest, _) = json_blob(&manifest);
+            if self.seen.insert(config_digest.clone()) {
+                self.small_puts.push((config_digest, config_bytes));
+            }
+            if self.seen.insert(manifest_digest.clone()) {
+                self.small_puts.push((manifest_digest.clone(), bytes));
+            }
+            images.push(LoadedImage {
+                ref_names: entry.repo_tags.unwrap_or_default(),
+                manifest_digest,
+                media_type: crate::oci::MEDIA_TYPE_MANIFEST.into(),
+            });
+        }
+        Ok(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_dots_and_refuses_escapes() {
+        assert_eq!(normalize("./a//b/").as_deref(), Some("a/b"));
+        assert_eq!(normalize("x/../y").as_deref(), Some("y"));
+        assert_eq!(normalize("../etc/passwd"), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! sha256 digests: formatting, validation, and readers/writers that hash the
+//! bytes flowing through them (so a layer or blob is hashed while it streams,
+//! never after being buffered).
+
+use sha2::{Digest as _, Sha256};
+use std::io::{self, Read, Write};
+
+/// The `sha256:<hex>` digest of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Checks that `digest` is `sha256:` followed by 64 lowercase hex digits and
+/// returns the hex part. Anything else is refused: digests become file names
+/// (`blobs/sha256/<hex>`), so they must never carry `/` or `..`.
+pub fn digest_hex(digest: &str) -> Result<&str, InvalidDigest> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| InvalidDigest(digest.to_string()))?;
+    if hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(hex)
+    } else {
+        Err(InvalidDigest(digest.to_string()))
+    }
+}
+
+/// A digest string that is not `sha256:<64 lowercase hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+pub struct InvalidDigest(pub String);
+
+/// A writer that hashes and counts every byte before passing it on.
+#[derive(Debug)]
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The inner writer, mutably.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Returns the inner writer, the `sha256:` digest and the byte count.
+    pub fn finish(self) -> (W, String, u64) {
+        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        (self.inner, digest, self.count)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes and counts every byte it hands out.
+#[derive(Debug)]
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `sha256:` digest of everything read so far, and the byte count.
+    pub fn finish(self) -> (String, u64) {
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `reader` to its end and returns its digest and size.
+pub fn digest_reader(reader: impl Read) -> io::Result<(String, u64)> {
+    let mut hashing = HashingReader::new(reader);
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(hashing.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_input_has_the_well_known_sha256() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn digest_hex_refuses_paths_and_uppercase() {
+        let good = sha256_digest(b"x");
+        assert_eq!(digest_hex(&good).unwrap(), &good[7..]);
+        assert!(digest_hex("sha256:../../etc/passwd").is_err());
+        assert!(digest_hex(&good.to_uppercase()).is_err());
+        assert!(digest_hex("md5:abc").is_err());
+    }
+
+    #[test]
+    fn hashing_writer_and_reader_agree_with_one_shot_digest() {
+        let data = vec![7u8; 100_000];
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data).unwrap();
+        let (out, d, n) = w.finish();
+        assert_eq!(out, data);
+        assert_eq!(n, 100_000);
+        assert_eq!(d, sha256_digest(&data));
+        assert_eq!(digest_reader(&data[..]).unwrap(), (d, 100_000));
+    }
+}

@@ -1,0 +1,150 @@
+//! Compression choices for layer blobs and the streaming compressor that sits
+//! between the tar writer and the output. Settings are fixed so the same tar
+//! always gives the same compressed bytes: gzip with no file name and mtime 0
+//! in its header; zstd always in multithreaded mode (its output with >= 1
+//! worker does not depend on the worker count, but differs from 0 workers).
+
+use std::io::{self, Write};
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// gzip (flate2 with the zlib-rs backend); the default, like BuildKit.
+    #[default]
+    Gzip,
+    /// zstd frames, multithreaded with a fixed format.
+    Zstd,
+    /// The plain tar.
+    None,
+}
+
+/// Media type of an uncompressed OCI layer.
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Media type of a gzip OCI layer.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of a zstd OCI layer.
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// Docker schema2 media type of a gzip layer (accepted when loading).
+pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// gzip level used unless the caller picks one (zlib's default; BuildKit's too).
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+/// zstd level used unless the caller picks one (zstd's default).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd => MEDIA_TYPE_LAYER_ZSTD,
+            Compression::None => MEDIA_TYPE_LAYER_TAR,
+        }
+    }
+
+    /// Parses `gzip`, `zstd`, `none`/`uncompressed` (the CLI spelling).
+    pub fn from_name(name: &str) -> Option<Compression> {
+        match name {
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            "none" | "uncompressed" => Some(Compression::None),
+            _ => None,
+        }
+    }
+
+    /// Guesses the compression of a blob from its first bytes.
+    pub fn detect(magic: &[u8]) -> Compression {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The compression named by a layer media type (OCI or Docker), if known.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        match media_type {
+            MEDIA_TYPE_LAYER_GZIP | MEDIA_TYPE_DOCKER_LAYER_GZIP => Some(Compression::Gzip),
+            MEDIA_TYPE_LAYER_ZSTD => Some(Compression::Zstd),
+            MEDIA_TYPE_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
+                Some(Compression::None)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Number of zstd workers: never 0 (0 changes the bytes), at most 4.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4) as u32)
+}
+
+/// A streaming compressor over `W`.
+pub(crate) enum Compressor<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    None(W),
+}
+
+impl<W: Write> Compressor<W> {
+    pub(crate) fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Gzip => {
+                let level = level.map_or(DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 9) as u32);
+                // GzBuilder::new() writes no file name, mtime 0 and OS byte 255.
+                Compressor::Gzip(
+                    flate2::GzBuilder::new().write(out, flate2::Compression::new(level)),
+                )
+            }
+            Compression::Zstd => {
+                let mut enc =
+                    zstd::stream::write::Encoder::new(out, level.unwrap_or(DEFAULT_ZSTD_LEVEL))?;
+                enc.multithread(zstd_workers())?;
+                Compressor::Zstd(enc)
+            }
+            Compression::None => Compressor::None(out),
+        })
+    }
+
+    /// Flushes the compressed stream's trailer and returns the inner writer.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Gzip(g) => g.finish(),
+            Compressor::Zstd(z) => z.finish(),
+            Compressor::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gzip(g) => g.write(buf),
+            Compressor::Zstd(z) => z.write(buf),
+            Compressor::None(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(g) => g.flush(),
+            Compressor::Zstd(z) => z.flush(),
+            Compressor::None(w) => w.flush(),
+        }
+    }
+}
+
+/// A streaming decompressor picked by the stream's magic bytes.
+pub(crate) fn decompressor<'a, R: io::BufRead + 'a>(
+    mut input: R,
+) -> io::Result<(Compression, Box<dyn io::Read + 'a>)> {
+    let compression = Compression::detect(input.fill_buf()?);
+    let reader: Box<dyn io::Read + 'a> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::None => Box::new(input),
+    };
+    Ok((compression, reader))
+}

@@ -1,0 +1,13 @@
+//! Layers: writing a layer directory as a deterministic, compressed tar blob,
+//! and unpacking a layer blob back into a layer directory (or onto a flat
+//! rootfs), never writing outside the destination.
+
+pub mod compress;
+pub mod tarfmt;
+pub mod unpack;
+pub mod write;
+
+pub use compress::Compression;
+pub use tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
+pub use unpack::{Owners, UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer};
+pub use write::{LayerDigests, LayerOptions, LayerWriteError, LayerWriter, write_layer};

@@ -1,0 +1,751 @@
+//! Unpacking a layer blob (gzip, zstd or plain tar, detected by magic) into a
+//! layer directory — whiteouts become 0:0 character devices and opaque
+//! markers the `user.overlay.opaque=y` xattr, i.e. an overlayfs upperdir —
+//! or applying it onto a flat rootfs (whiteouts delete).
+//!
+//! Safety: nothing is ever written outside the destination. Names with `..`
+//! are refused, absolute names are made relative, and every parent directory
+//! is opened component by component with `O_NOFOLLOW` relative to the
+//! destination's file descriptor, so a symlink planted by an earlier entry
+//! (or already in the rootfs) can never redirect a write. Hard links must
+//! point at an existing non-directory inside the destination.
+
+use super::compress::{Compression, decompressor};
+use super::write::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::digest::HashingReader;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Whether to set owners from the tar headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owners {
+    /// Set them when running as (namespace) root, else leave our own.
+    #[default]
+    Auto,
+    /// Always set them; failing to is an error.
+    Keep,
+    /// Never set them.
+    Ignore,
+}
+
+/// Options for [`unpack_layer`] and [`apply_layer`].
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// Owner handling.
+    pub owners: Owners,
+    /// xattr set on opaque directories in a layer directory
+    /// (`user.overlay.opaque` for overlayfs mounted with `userxattr`).
+    pub opaque_xattr: String,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        Self {
+            owners: Owners::Auto,
+            opaque_xattr: "user.overlay.opaque".into(),
+        }
+    }
+}
+
+/// What an unpack saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackInfo {
+    /// sha256 of the uncompressed tar stream (the layer's diff_id).
+    pub diff_id: String,
+    /// sha256 of the input bytes as read (the blob digest).
+    pub digest: String,
+    /// Input size in bytes.
+    pub size: u64,
+    /// Compression detected from the magic bytes.
+    pub compression: Compression,
+    /// Number of tar entries processed.
+    pub entries: u64,
+}
+
+/// Errors while unpacking a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The compressed or tar stream could not be read.
+    #[error("reading the layer stream: {0}")]
+    Stream(#[source] io::Error),
+    /// A name would leave the destination.
+    #[error("refusing tar entry {name:?}: {reason}")]
+    UnsafePath {
+        /// The entry name as in the tar.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A parent of the entry is a symlink (or not a directory).
+    #[error("refusing tar entry {name:?}: parent {parent:?} is a symlink or not a directory")]
+    BadParent {
+        /// The entry name.
+        name: String,
+        /// The offending parent path, relative to the destination.
+        parent: String,
+    },
+    /// A hard link points outside, at nothing, or at a directory.
+    #[error("refusing hard link {name:?} -> {target:?}: {reason}")]
+    BadHardlink {
+        /// The entry name.
+        name: String,
+        /// The link target as in the tar.
+        target: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An entry type we do not extract.
+    #[error("tar entry {name:?} has unsupported type {kind:?}")]
+    Unsupported {
+        /// The entry name.
+        name: String,
+        /// The tar type flag.
+        kind: char,
+    },
+    /// A filesystem call failed.
+    #[error("unpacking {name:?} into {dest}: {op}: {source}")]
+    Fs {
+        /// The entry name.
+        name: String,
+        /// The destination root.
+        dest: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Unpacks a layer blob into the layer directory `dest` (created if missing).
+pub fn unpack_layer(
+    input: impl Read,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackInfo, UnpackError> {
+    run(input, dest, opts, Target::LayerDir)
+}
+
+/// Applies a layer blob onto the flat rootfs `rootfs`: whiteouts delete the
+/// named entries and opaque markers empty their directory of everything not
+/// added by this same layer.
+pub fn apply_layer(
+    input: impl Read,
+    rootfs: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackInfo, UnpackError> {
+    run(input, rootfs, opts, Target::Rootfs)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    LayerDir,
+    Rootfs,
+}
+
+fn run(
+    input: impl Read,
+    dest: &Path,
+    opts: &UnpackOptions,
+    target: Target,
+) -> Result<UnpackInfo, UnpackError> {
+    let fs_err = |op, source| UnpackError::Fs {
+        name: String::new(),
+        dest: dest.to_path_buf(),
+        op,
+        source,
+    };
+    std::fs::create_dir_all(dest).map_err(|e| fs_err("creating the destination", e))?;
+    let root: OwnedFd = File::open(dest)
+        .map_err(|e| fs_err("opening the destination", e))?
+        .into();
+    let chown = match opts.owners {
+        Owners::Auto => rustix::process::geteuid().is_root(),
+        Owners::Keep => true,
+        Owners::Ignore => false,
+    };
+    let mut raw = BufReader::with_capacity(256 * 1024, HashingReader::new(input));
+    let (compression, plain) = decompressor(&mut raw).map_err(UnpackError::Stream)?;
+    let mut archive = tar::Archive::new(HashingReader::new(plain));
+    let mut un = Unpacker {
+        root,
+        dest: dest.to_path_buf(),
+        opts,
+        target,
+        chown,
+        dirs: Vec::new(),
+        created: HashSet::new(),
+        entries: 0,
+    };
+    for entry in archive.entries().map_err(UnpackError::Stream)? {
+        let entry = entry.map_err(UnpackError::Stream)?;
+        un.entry(entry)?;
+    }
+    un.finish_dirs()?;
+    let entries = un.entries;
+    // The diff_id covers the whole uncompressed stream, including any zero
+    // padding after the end-of-archive marker; the digest the whole input.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(UnpackError::Stream)?;
+    let (diff_id, _) = rest.finish();
+    // `rest` owned the decompressor, which borrowed `raw`; both are gone now.
+    io::copy(&mut raw, &mut io::sink()).map_err(UnpackError::Stream)?;
+    let (digest, size) = raw.into_inner().finish();
+    Ok(UnpackInfo {
+        diff_id,
+        digest,
+        size,
+        compression,
+        entries,
+    })
+}
+
+struct Unpacker<'o> {
+    root: OwnedFd,
+    dest: PathBuf,
+    opts: &'o UnpackOptions,
+    target: Target,
+    chown: bool,
+    /// Directories whose mode and mtime are set at the end (children first),
+    /// so extracting into read-only directories works and mtimes stick.
+    dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
+    /// Paths created by this layer (whiteouts only hide lower layers).
+    created: HashSet<Vec<Vec<u8>>>,
+    entries: u64,
+}
+
+/// Header fields, with PAX overrides applied.
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Splits a tar name into safe components: empty and `.` parts dropped
+/// (which also makes absolute names relative), `..` refused.
+fn components(raw: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
+    let mut out = Vec::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("name contains a `..` component"),
+            p if p.contains(&0) => return Err("name contains a NUL byte"),
+            p => out.push(p.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+fn timestamps(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+impl Unpacker<'_> {
+    fn fs_err(&self, name: &[u8], op: &'static str, e: impl Into<io::Error>) -> UnpackError {
+        UnpackError::Fs {
+            name: lossy(name),
+            dest: self.dest.clone(),
+            op,
+            source: e.into(),
+        }
+    }
+
+    /// Opens the directory at `comps` below the root without following any
+    /// symlink; missing directories are created (0755) when `create`.
+    fn open_dir(
+        &self,
+        name: &[u8],
+        comps: &[Vec<u8>],
+        create: bool,
+    ) -> Result<Option<OwnedFd>, UnpackError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut cur = rustix::io::dup(&self.root).map_err(|e| self.fs_err(name, "dup", e))?;
+        for (i, comp) in comps.iter().enumerate() {
+            let next = match rustix::fs::openat(&cur, comp.as_slice(), flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&cur, comp.as_slice(), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(self.fs_err(name, "creating a parent directory", e)),
+                    }
+                    rustix::fs::openat(&cur, comp.as_slice(), flags, Mode::empty())
+                        .map_err(|e| self.fs_err(name, "opening a parent directory", e))?
+                }
+                Err(Errno::NOENT) => return Ok(None),
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    return Err(UnpackError::BadParent {
+                        name: lossy(name),
+                        parent: lossy(&comps[..=i].join(&b'/')),
+                    });
+                }
+                Err(e) => return Err(self.fs_err(name, "opening a parent directory", e)),
+            };
+            cur = next;
+        }
+        Ok(Some(cur))
+    }
+
+    fn parent(&self, name: &[u8], comps: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
+        let fd = self.open_dir(name, &comps[..comps.len() - 1], true)?;
+        fd.ok_or_else(|| self.fs_err(name, "opening a parent directory", Errno::NOENT))
+    }
+
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        self.entries += 1;
+        let name = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::XGlobalHeader) {
+            return Ok(());
+        }
+        let comps = components(&name).map_err(|reason| UnpackError::UnsafePath {
+            name: lossy(&name),
+            reason,
+        })?;
+        let meta = self.meta(&mut entry, &name)?;
+        let Some(last) = comps.last().cloned() else {
+            // The root itself ("./"): its metadata belongs to the lower layers.
+            return Ok(());
+        };
+        // Whiteouts.
+        if last == WHITEOUT_OPAQUE.as_bytes() {
+            let dir = comps[..comps.len() - 1].to_vec();
+            return self.opaque(&name, &dir);
+        }
+        if let Some(hidden) = last.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                // `.wh.` alone or other aufs metadata (`.wh..wh.plnk`): ignored.
+                return Ok(());
+            }
+            let mut target = comps.clone();
+            if let Some(l) = target.last_mut() {
+                *l = hidden.to_vec();
+            }
+            return self.whiteout(&name, &target, &meta);
+        }
+        let parent = self.parent(&name, &comps)?;
+        let leaf = last.as_slice();
+        let is_dir = kind == tar::EntryType::Directory;
+        let existing_dir = self.clear_leaf(&name, &parent, leaf, is_dir)?;
+        self.created.insert(comps.clone());
+        match kind {
+            tar::EntryType::Directory => {
+                if !existing_dir {
+                    rustix::fs::mkdirat(&parent, leaf, Mode::from_raw_mode(0o700))
+                        .map_err(|e| self.fs_err(&name, "creating a directory", e))?;
+                }
+                let fd = rustix::fs::openat(
+                    &parent,
+                    leaf,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.fs_err(&name, "opening a directory", e))?;
+                self.own_fd(&name, &fd, &meta)?;
+                self.xattrs_fd(&name, &fd, &meta)?;
+                self.dirs.push((comps, meta.mode, meta.mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    leaf,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.fs_err(&name, "creating a file", e))?;
+                let mut file = File::from(fd);
+                io::copy(&mut entry, &mut file).map_err(UnpackError::Stream)?;
+                self.own_fd(&name, &file, &meta)?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode & 0o7777))
+                    .map_err(|e| self.fs_err(&name, "setting the mode", e))?;
+                self.xattrs_fd(&name, &file, &meta)?;
+                rustix::fs::futimens(&file, &timestamps(meta.mtime))
+                    .map_err(|e| self.fs_err(&name, "setting the mtime", e))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                rustix::fs::symlinkat(target.as_slice(), &parent, leaf)
+                    .map_err(|e| self.fs_err(&name, "creating a symlink", e))?;
+                self.finish_at(&name, &parent, leaf, &meta, false)?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                self.hardlink(&name, &target, &parent, leaf)?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (ft, dev) = match kind {
+                    tar::EntryType::Fifo => (FileType::Fifo, 0),
+                    _ => {
+                        let h = entry.header();
+                        let major = h.device_major().ok().flatten().unwrap_or(0);
+                        let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                        let ft = if kind == tar::EntryType::Char {
+                            FileType::CharacterDevice
+                        } else {
+                            FileType::BlockDevice
+                        };
+                        (ft, rustix::fs::makedev(major, minor))
+                    }
+                };
+                rustix::fs::mknodat(
+                    &parent,
+                    leaf,
+                    ft,
+                    Mode::from_raw_mode(meta.mode & 0o777),
+                    dev,
+                )
+                .map_err(|e| self.fs_err(&name, "creating a device or fifo", e))?;
+                self.finish_at(&name, &parent, leaf, &meta, true)?;
+            }
+            other => {
+                return Err(UnpackError::Unsupported {
+                    name: lossy(&name),
+                    kind: other.as_byte() as char,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Header values, with PAX `uid`/`gid`/`mtime` and `SCHILY.xattr.*`.
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &[u8],
+    ) -> Result<Meta, UnpackError> {
+        let h = entry.header();
+        let bad = |e: io::Error| self.fs_err(name, "reading the tar header", e);
+        let mut meta = Meta {
+            mode: h.mode().map_err(bad)?,
+            uid: h.uid().map_err(bad)?,
+            gid: h.gid().map_err(bad)?,
+            mtime: h.mtime().map_err(bad)? as i64,
+            xattrs: BTreeMap::new(),
+        };
+        if let Some(exts) = entry.pax_extensions().map_err(UnpackError::Stream)? {
+            for ext in exts {
+                let ext = ext.map_err(UnpackError::Stream)?;
+                let Ok(key) = ext.key() else { continue };
+                let value = ext.value_bytes();
+                let num = || std::str::from_utf8(value).ok();
+                match key {
+                    "uid" => meta.uid = num().and_then(|v| v.parse().ok()).unwrap_or(meta.uid),
+                    "gid" => meta.gid = num().and_then(|v| v.parse().ok()).unwrap_or(meta.gid),
+                    "mtime" => {
+                        meta.mtime = num()
+                            .and_then(|v| v.split('.').next())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(meta.mtime)
+                    }
+                    k => {
+                        if let Some(x) = k.strip_prefix("SCHILY.xattr.") {
+                            meta.xattrs.insert(x.to_string(), value.to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Makes room for a new entry named `leaf`: keeps an existing directory
+    /// when the new entry is a directory (returns true), else removes what is
+    /// there.
+    fn clear_leaf(
+        &self,
+        name: &[u8],
+        parent: &OwnedFd,
+        leaf: &[u8],
+        is_dir: bool,
+    ) -> Result<bool, UnpackError> {
+        let st = match rustix::fs::statat(parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(self.fs_err(name, "inspecting the existing entry", e)),
+        };
+        let existing_is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if existing_is_dir && is_dir {
+            return Ok(true);
+        }
+        self.remove_at(name, parent, leaf, existing_is_dir)?;
+        Ok(false)
+    }
+
+    fn remove_at(
+        &self,
+        name: &[u8],
+        parent: &OwnedFd,
+        leaf: &[u8],
+        is_dir: bool,
+    ) -> Result<(), UnpackError> {
+        if is_dir {
+            // std's remove_dir_all never follows symlinks below the start; the
+            // start is reached through the parent's fd, so no symlink is in play.
+            let path = proc_fd_path(parent, leaf);
+            std::fs::remove_dir_all(&path).map_err(|e| self.fs_err(name, "removing a directory", e))
+        } else {
+            rustix::fs::unlinkat(parent, leaf, AtFlags::empty())
+                .map_err(|e| self.fs_err(name, "removing an entry", e))
+        }
+    }
+
+    fn whiteout(
+        &mut self,
+        name: &[u8],
+        target: &[Vec<u8>],
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        let Some(leaf) = target.last() else {
+            return Ok(());
+        };
+        if self.created.contains(target) {
+            // The same layer added the entry: a whiteout only hides lower layers.
+            return Ok(());
+        }
+        match self.target {
+            Target::LayerDir => {
+                let parent = self.parent(name, target)?;
+                self.clear_leaf(name, &parent, leaf, false)?;
+                rustix::fs::mknodat(
+                    &parent,
+                    leaf.as_slice(),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(|e| self.fs_err(name, "creating a whiteout device", e))?;
+                let m = Meta {
+                    xattrs: BTreeMap::new(),
+                    mode: 0,
+                    ..*meta
+                };
+                self.finish_at(name, &parent, leaf, &m, false)
+            }
+            Target::Rootfs => {
+                let Some(parent) = self.open_dir(name, &target[..target.len() - 1], false)? else {
+                    return Ok(());
+                };
+                match rustix::fs::statat(&parent, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => {
+                        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                        self.remove_at(name, &parent, leaf, is_dir)
+                    }
+                    Err(Errno::NOENT) => Ok(()),
+                    Err(e) => Err(self.fs_err(name, "inspecting a whited-out entry", e)),
+                }
+            }
+        }
+    }
+
+    fn opaque(&mut self, name: &[u8], dir: &[Vec<u8>]) -> Result<(), UnpackError> {
+        let fd = self
+            .open_dir(name, dir, true)?
+            .ok_or_else(|| self.fs_err(name, "opening an opaque directory", Errno::NOENT))?;
+        match self.target {
+            Target::LayerDir => rustix::fs::fsetxattr(
+                &fd,
+                self.opts.opaque_xattr.as_str(),
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(|e| self.fs_err(name, "setting the opaque xattr", e)),
+            Target::Rootfs => {
+                let listing = std::fs::read_dir(proc_fd_path(&fd, b"."))
+                    .map_err(|e| self.fs_err(name, "listing an opaque directory", e))?;
+                let mut children = Vec::new();
+                for child in listing {
+                    let child =
+                        child.map_err(|e| self.fs_err(name, "listing an opaque directory", e))?;
+                    use std::os::unix::ffi::OsStrExt;
+                    children.push((
+                        child.file_name().as_bytes().to_vec(),
+                        child.file_type().map(|t| t.is_dir()).unwrap_or(false),
+                    ));
+                }
+                for (child, is_dir) in children {
+                    let mut path = dir.to_vec();
+                    path.push(child.clone());
+                    if !self.created.contains(&path) {
+                        self.remove_at(name, &fd, &child, is_dir)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn hardlink(
+        &self,
+        name: &[u8],
+        target: &[u8],
+        parent: &OwnedFd,
+        leaf: &[u8],
+    ) -> Result<(), UnpackError> {
+        let bad = |reason| UnpackError::BadHardlink {
+            name: lossy(name),
+            target: lossy(target),
+            reason,
+        };
+        let tcomps = components(target).map_err(|_| bad("target leaves the layer"))?;
+        let Some(tleaf) = tcomps.last() else {
+            return Err(bad("target is the layer root"));
+        };
+        let tparent = match self.open_dir(name, &tcomps[..tcomps.len() - 1], false) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Err(bad("target does not exist")),
+            Err(UnpackError::BadParent { .. }) => return Err(bad("target's parent is a symlink")),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::statat(&tparent, tleaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(bad("target is a directory"));
+            }
+            Ok(_) => {}
+            Err(Errno::NOENT) => return Err(bad("target does not exist")),
+            Err(e) => return Err(self.fs_err(name, "inspecting a hard link target", e)),
+        }
+        rustix::fs::linkat(&tparent, tleaf.as_slice(), parent, leaf, AtFlags::empty())
+            .map_err(|e| self.fs_err(name, "creating a hard link", e))
+    }
+
+    fn own_fd(&self, name: &[u8], fd: impl AsFd, meta: &Meta) -> Result<(), UnpackError> {
+        if !self.chown {
+            return Ok(());
+        }
+        let (uid, gid) = ids(meta);
+        rustix::fs::fchown(fd, Some(uid), Some(gid))
+            .map_err(|e| self.fs_err(name, "setting the owner", e))
+    }
+
+    fn xattrs_fd(&self, name: &[u8], fd: impl AsFd, meta: &Meta) -> Result<(), UnpackError> {
+        for (k, v) in &meta.xattrs {
+            rustix::fs::fsetxattr(fd.as_fd(), k.as_str(), v, XattrFlags::empty())
+                .map_err(|e| self.fs_err(name, "setting an xattr", e))?;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode (unless a symlink), xattrs and mtime of an entry that has
+    /// no open fd (symlinks, devices, whiteouts), by name under `parent`.
+    fn finish_at(
+        &self,
+        name: &[u8],
+        parent: &OwnedFd,
+        leaf: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
+        if self.chown {
+            let (uid, gid) = ids(meta);
+            rustix::fs::chownat(
+                parent,
+                leaf,
+                Some(uid),
+                Some(gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fs_err(name, "setting the owner", e))?;
+        }
+        if chmod {
+            rustix::fs::chmodat(
+                parent,
+                leaf,
+                Mode::from_raw_mode(meta.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(|e| self.fs_err(name, "setting the mode", e))?;
+        }
+        for (k, v) in &meta.xattrs {
+            rustix::fs::lsetxattr(
+                proc_fd_path(parent, leaf),
+                k.as_str(),
+                v,
+                XattrFlags::empty(),
+            )
+            .map_err(|e| self.fs_err(name, "setting an xattr", e))?;
+        }
+        rustix::fs::utimensat(
+            parent,
+            leaf,
+            &timestamps(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fs_err(name, "setting the mtime", e))
+    }
+
+    /// Sets directory modes and mtimes, deepest last-seen first.
+    fn finish_dirs(&mut self) -> Result<(), UnpackError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (comps, mode, mtime) in dirs.iter().rev() {
+            let name = comps.join(&b'/');
+            let Some(fd) = self.open_dir(&name, comps, false)? else {
+                continue;
+            };
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|e| self.fs_err(&name, "setting the mode", e))?;
+            rustix::fs::futimens(&fd, &timestamps(*mtime))
+                .map_err(|e| self.fs_err(&name, "setting the mtime", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn ids(meta: &Meta) -> (rustix::fs::Uid, rustix::fs::Gid) {
+    // Ids beyond u32 cannot exist on Linux; map them to the overflow id.
+    let uid = u32::try_from(meta.uid).unwrap_or(65534);
+    let gid = u32::try_from(meta.gid).unwrap_or(65534);
+    (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    )
+}
+
+/// `/proc/self/fd/<dirfd>/<leaf>`: names `leaf` inside an open directory for
+/// calls that only take paths; the magic link pins the directory itself.
+fn proc_fd_path(dir: &OwnedFd, leaf: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    p.push(std::ffi::OsStr::from_bytes(leaf));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_drop_dots_and_leading_slash_and_refuse_dotdot() {
+        assert_eq!(
+            components(b"/a/./b/").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(components(b"./").unwrap(), Vec::<Vec<u8>>::new());
+        assert!(components(b"a/../../etc").is_err());
+    }
+}

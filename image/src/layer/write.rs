@@ -1,0 +1,377 @@
+//! Turning a layer directory into a layer blob. A layer directory holds what
+//! one layer adds or changes, with overlayfs whiteouts (0:0 character
+//! devices) for deletions and `user.overlay.opaque=y` (or `trusted.`) on
+//! directories that hide the lower layers — exactly an overlayfs upperdir.
+//!
+//! Bytes flow tar → sha256 (diff_id) → compressor → sha256 (digest) → out,
+//! so nothing is held whole in memory. The walk is sorted by byte order of
+//! names (depth first, a directory before its contents), so the same tree
+//! always gives the same tar.
+
+use super::compress::{Compression, Compressor};
+use super::tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
+use crate::digest::HashingWriter;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Options for writing a layer blob.
+#[derive(Debug, Clone, Default)]
+pub struct LayerOptions {
+    /// Compression of the blob (gzip by default).
+    pub compression: Compression,
+    /// Clamp every mtime to at most this (SOURCE_DATE_EPOCH); `None` keeps
+    /// the real times.
+    pub source_date_epoch: Option<i64>,
+    /// Compression level; `None` picks the fixed default (gzip 6, zstd 3).
+    pub level: Option<i32>,
+}
+
+/// The digests of a written layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// sha256 of the uncompressed tar (goes in the config's `rootfs.diff_ids`).
+    pub diff_id: String,
+    /// sha256 of the blob as written (goes in the manifest).
+    pub digest: String,
+    /// Size of the blob as written.
+    pub size: u64,
+    /// OCI media type of the blob.
+    pub media_type: String,
+}
+
+/// Errors while writing a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerWriteError {
+    /// A file of the layer directory could not be read.
+    #[error("reading {path} for the layer: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The output (or the compressor) failed.
+    #[error("writing the layer stream (at entry {entry:?}): {source}")]
+    Write {
+        /// The tar entry being written.
+        entry: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// xattrs that are overlayfs bookkeeping (turned into whiteout entries) or
+/// machine-local labels; they never go into a layer as xattrs.
+fn is_excluded_xattr(name: &str) -> bool {
+    name.starts_with("user.overlay.")
+        || name.starts_with("trusted.overlay.")
+        || name == "security.selinux"
+}
+
+/// Names of the opaque-directory xattr, in the order checked.
+pub const OPAQUE_XATTRS: [&str; 2] = ["user.overlay.opaque", "trusted.overlay.opaque"];
+/// Prefix of a whiteout entry in a layer tar.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Name of the opaque-directory marker entry in a layer tar.
+pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
+
+type Pipeline<W> = HashingWriter<Compressor<HashingWriter<W>>>;
+
+/// Writes a layer from entries the caller makes up (an empty layer, a COPY
+/// result assembled elsewhere...). Entries must come in the order wanted in
+/// the tar; [`write_layer`] uses this for directory walks.
+pub struct LayerWriter<W: Write> {
+    tar: TarEntryWriter<Pipeline<W>>,
+    compression: Compression,
+    epoch: Option<i64>,
+}
+
+impl<W: Write> std::fmt::Debug for LayerWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerWriter")
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// Starts a layer on `out`.
+    pub fn new(out: W, opts: &LayerOptions) -> io::Result<Self> {
+        let compressor = Compressor::new(HashingWriter::new(out), opts.compression, opts.level)?;
+        Ok(Self {
+            tar: TarEntryWriter::new(HashingWriter::new(compressor)),
+            compression: opts.compression,
+            epoch: opts.source_date_epoch,
+        })
+    }
+
+    /// Appends one entry; mtime is clamped to the epoch if one is set.
+    pub fn append(
+        &mut self,
+        name: &[u8],
+        kind: &EntryKind,
+        meta: &EntryMeta,
+        data: impl Read,
+    ) -> io::Result<()> {
+        match self.epoch {
+            Some(epoch) if meta.mtime > epoch => {
+                let clamped = EntryMeta {
+                    mtime: epoch,
+                    ..meta.clone()
+                };
+                self.tar.append(name, kind, &clamped, data)
+            }
+            _ => self.tar.append(name, kind, meta, data),
+        }
+    }
+
+    /// Appends a whiteout for `path` (the entry `dir/.wh.name`).
+    pub fn append_whiteout(&mut self, path: &[u8], meta: &EntryMeta) -> io::Result<()> {
+        let (dir, base) = split_parent(path);
+        let mut name = dir.to_vec();
+        name.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+        name.extend_from_slice(base);
+        self.append(&name, &EntryKind::File { size: 0 }, meta, io::empty())
+    }
+
+    /// Appends the opaque marker for directory `dir` (`dir/.wh..wh..opq`).
+    pub fn append_opaque(&mut self, dir: &[u8], meta: &EntryMeta) -> io::Result<()> {
+        let mut name = dir.to_vec();
+        if !name.is_empty() && !name.ends_with(b"/") {
+            name.push(b'/');
+        }
+        name.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
+        self.append(&name, &EntryKind::File { size: 0 }, meta, io::empty())
+    }
+
+    /// Ends the tar, flushes the compressor and returns the digests.
+    pub fn finish(self) -> io::Result<LayerDigests> {
+        let hashed_tar = self.tar.finish()?;
+        let (compressor, diff_id, _) = hashed_tar.finish();
+        let mut hashed_blob = compressor.finish()?;
+        hashed_blob.flush()?;
+        let (_, digest, size) = hashed_blob.finish();
+        Ok(LayerDigests {
+            diff_id,
+            digest,
+            size,
+            media_type: self.compression.media_type().to_string(),
+        })
+    }
+}
+
+/// Splits `a/b/c` into (`a/b/`, `c`) and `c` into (``, `c`).
+fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    let trimmed = path.strip_suffix(b"/").unwrap_or(path);
+    match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&trimmed[..=i], &trimmed[i + 1..]),
+        None => (&[], trimmed),
+    }
+}
+
+/// Writes the layer directory `dir` as a layer blob to `out`.
+///
+/// The root directory itself is not an entry (as in BuildKit's diffs). An
+/// empty directory gives the 1024-byte empty tar.
+pub fn write_layer(
+    dir: &Path,
+    out: impl Write,
+    opts: &LayerOptions,
+) -> Result<LayerDigests, LayerWriteError> {
+    let mut writer = LayerWriter::new(out, opts).map_err(|source| LayerWriteError::Write {
+        entry: String::new(),
+        source,
+    })?;
+    let mut walk = Walk {
+        writer: &mut writer,
+        links: HashMap::new(),
+    };
+    walk.dir(dir, &[])?;
+    writer.finish().map_err(|source| LayerWriteError::Write {
+        entry: "<end of layer>".into(),
+        source,
+    })
+}
+
+struct Walk<'a, W: Write> {
+    writer: &'a mut LayerWriter<W>,
+    /// (dev, ino) of multiply-linked files already written → their tar name.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl<W: Write> Walk<'_, W> {
+    /// Writes the contents of `abs` (whose tar name prefix is `rel`, empty or
+    /// ending in `/`), sorted by name bytes.
+    fn dir(&mut self, abs: &Path, rel: &[u8]) -> Result<(), LayerWriteError> {
+        let read_err = |source| LayerWriteError::Read {
+            path: abs.to_path_buf(),
+            source,
+        };
+        let mut names: Vec<_> = fs::read_dir(abs)
+            .map_err(read_err)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(read_err)?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            self.entry(&abs.join(&name), rel, &name)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, abs: &Path, rel: &[u8], name: &OsStr) -> Result<(), LayerWriteError> {
+        let read_err = |source| LayerWriteError::Read {
+            path: abs.to_path_buf(),
+            source,
+        };
+        let md = fs::symlink_metadata(abs).map_err(read_err)?;
+        let mut tar_name = rel.to_vec();
+        tar_name.extend_from_slice(name.as_bytes());
+        let ft = md.file_type();
+        let (xattrs, opaque) = read_xattrs(abs, ft.is_symlink()).map_err(read_err)?;
+        let meta = EntryMeta {
+            mode: md.mode() & 0o7777,
+            uid: u64::from(md.uid()),
+            gid: u64::from(md.gid()),
+            mtime: md.mtime(),
+            xattrs,
+        };
+        let entry_name = String::from_utf8_lossy(&tar_name).into_owned();
+        let write_err = |source| LayerWriteError::Write {
+            entry: entry_name.clone(),
+            source,
+        };
+        if ft.is_char_device() && md.rdev() == 0 {
+            return self
+                .writer
+                .append_whiteout(&tar_name, &meta)
+                .map_err(write_err);
+        }
+        if ft.is_dir() {
+            self.writer
+                .append(&tar_name, &EntryKind::Directory, &meta, io::empty())
+                .map_err(write_err)?;
+            tar_name.push(b'/');
+            if opaque {
+                let marker = EntryMeta {
+                    xattrs: BTreeMap::new(),
+                    ..meta.clone()
+                };
+                self.writer
+                    .append_opaque(&tar_name, &marker)
+                    .map_err(write_err)?;
+            }
+            return self.dir(abs, &tar_name);
+        }
+        if md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = self.links.get(&key) {
+                let kind = EntryKind::Hardlink {
+                    target: first.clone(),
+                };
+                return self
+                    .writer
+                    .append(&tar_name, &kind, &meta, io::empty())
+                    .map_err(write_err);
+            }
+            self.links.insert(key, tar_name.clone());
+        }
+        let kind = if ft.is_file() {
+            EntryKind::File { size: md.size() }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(abs).map_err(read_err)?;
+            EntryKind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            }
+        } else if ft.is_char_device() {
+            EntryKind::CharDevice {
+                major: rustix::fs::major(md.rdev()),
+                minor: rustix::fs::minor(md.rdev()),
+            }
+        } else if ft.is_block_device() {
+            EntryKind::BlockDevice {
+                major: rustix::fs::major(md.rdev()),
+                minor: rustix::fs::minor(md.rdev()),
+            }
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else {
+            // Sockets cannot be carried in a tar; BuildKit skips them too.
+            return Ok(());
+        };
+        if let EntryKind::File { .. } = kind {
+            let file = fs::File::open(abs).map_err(read_err)?;
+            self.writer
+                .append(&tar_name, &kind, &meta, file)
+                .map_err(write_err)
+        } else {
+            self.writer
+                .append(&tar_name, &kind, &meta, io::empty())
+                .map_err(write_err)
+        }
+    }
+}
+
+/// Reads the xattrs to record (sorted) and whether the entry is an opaque
+/// overlay directory. Symlinks only carry `trusted.`/`security.` xattrs,
+/// which `llistxattr` reports like any other.
+fn read_xattrs(path: &Path, _is_symlink: bool) -> io::Result<(BTreeMap<String, Vec<u8>>, bool)> {
+    let mut out = BTreeMap::new();
+    let mut opaque = false;
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // Filesystems without xattr support simply have none.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
+            return Ok((out, false));
+        }
+        Err(e) => return Err(e),
+    };
+    for name in names {
+        let Some(name_str) = name.to_str() else {
+            continue;
+        };
+        if OPAQUE_XATTRS.contains(&name_str) {
+            opaque |= xattr::get(path, &name)?.as_deref() == Some(b"y");
+            continue;
+        }
+        if is_excluded_xattr(name_str) {
+            continue;
+        }
+        if let Some(value) = xattr::get(path, &name)? {
+            out.insert(name_str.to_string(), value);
+        }
+    }
+    Ok((out, opaque))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_parent_handles_nested_and_top_level_names() {
+        assert_eq!(split_parent(b"a/b/c"), (&b"a/b/"[..], &b"c"[..]));
+        assert_eq!(split_parent(b"c"), (&b""[..], &b"c"[..]));
+        assert_eq!(split_parent(b"d/"), (&b""[..], &b"d"[..]));
+    }
+
+    #[test]
+    fn empty_layer_is_the_1024_byte_zero_tar() {
+        let mut out = Vec::new();
+        let opts = LayerOptions {
+            compression: Compression::None,
+            ..Default::default()
+        };
+        let d = LayerWriter::new(&mut out, &opts).unwrap().finish().unwrap();
+        assert_eq!(out, vec![0u8; 1024]);
+        assert_eq!(d.diff_id, crate::digest::sha256_digest(&[0u8; 1024]));
+        assert_eq!(d.digest, d.diff_id);
+        assert_eq!(d.size, 1024);
+        assert_eq!(d.media_type, "application/vnd.oci.image.layer.v1.tar");
+    }
+}
