@@ -1,13 +1,32 @@
 //! kiln's Dockerfile front end.
 //!
 //! Owns everything between Dockerfile text and the [`BuildGraph`] the solver walks:
-//! directives, line joining and heredocs, instruction parsing (nom) into an AST with
-//! source spans, word expansion with BuildKit's rules, and lowering the AST into a graph of
-//! stages and steps (ARG/ENV scoping, stage references, `--target` pruning).
+//! directives, line joining and heredocs ([`syntax`]), typed instructions and flags
+//! ([`instructions`]), word expansion with BuildKit's rules ([`expand`]), and lowering
+//! the AST into a graph of stages and steps ([`lower`]: ARG/ENV scoping, stage
+//! references, `--target` pruning). [`dump`] prints BuildKit's AST dump format and
+//! [`to_dot`] draws a graph as Graphviz.
 //!
 //! It knows nothing about files, processes or the store: callers hand it text and a
-//! [`lower::BaseResolver`] for facts about base images.
+//! [`BaseResolver`] for facts about base images.
 
+pub mod dot;
+pub mod dump;
+pub mod error;
+pub mod expand;
+pub mod goformat;
+mod history;
 pub mod graph;
+pub mod instructions;
+pub mod lower;
+mod mount;
+pub mod syntax;
 
+pub use dot::to_dot;
+pub use dump::{dump, dump_ast};
+pub use error::ParseError;
+pub use expand::{ExpandError, Lexer, expand, expand_words};
 pub use graph::*;
+pub use instructions::{Dockerfile, parse};
+pub use lower::{LowerError, lower};
+pub use syntax::{Ast, parse_syntax};
