@@ -22,24 +22,47 @@ fn esc(s: &str) -> String {
 fn label(s: &str) -> String {
     let one_line: String = s.lines().next().unwrap_or_default().to_string();
     let short: String = one_line.chars().take(60).collect();
-    if short.len() < s.len() { format!("{short}…") } else { short }
+    if short.len() < s.len() {
+        format!("{short}…")
+    } else {
+        short
+    }
 }
 
 /// Renders the graph as a `digraph`; deterministic for a given graph.
 pub fn to_dot(graph: &BuildGraph) -> String {
-    let mut out = String::from("digraph build {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph build {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     let mut images: Vec<String> = Vec::new();
     let last_node = |si: usize| -> String {
         let n = graph.stages[si].steps.len();
-        if n == 0 { format!("s{si}_from") } else { format!("s{si}_{}", n - 1) }
+        if n == 0 {
+            format!("s{si}_from")
+        } else {
+            format!("s{si}_{}", n - 1)
+        }
     };
     for (si, stage) in graph.stages.iter().enumerate() {
         let _ = writeln!(out, "  subgraph cluster_{si} {{");
         let target = if si == graph.target { " (target)" } else { "" };
-        let _ = writeln!(out, "    label=\"{}{}\";", esc(&stage.display_name()), target);
-        let _ = writeln!(out, "    s{si}_from [label=\"{}\", shape=oval];", esc(&label(&stage.source)));
+        let _ = writeln!(
+            out,
+            "    label=\"{}{}\";",
+            esc(&stage.display_name()),
+            target
+        );
+        let _ = writeln!(
+            out,
+            "    s{si}_from [label=\"{}\", shape=oval];",
+            esc(&label(&stage.source))
+        );
         for (i, step) in stage.steps.iter().enumerate() {
-            let _ = writeln!(out, "    s{si}_{i} [label=\"{}\"];", esc(&label(&step.source)));
+            let _ = writeln!(
+                out,
+                "    s{si}_{i} [label=\"{}\"];",
+                esc(&label(&step.source))
+            );
         }
         let _ = writeln!(out, "  }}");
         let mut prev = format!("s{si}_from");
@@ -49,7 +72,11 @@ pub fn to_dot(graph: &BuildGraph) -> String {
         }
         match &stage.base {
             Base::Stage(b) => {
-                let _ = writeln!(out, "  {} -> s{si}_from [style=bold, label=\"FROM\"];", last_node(*b));
+                let _ = writeln!(
+                    out,
+                    "  {} -> s{si}_from [style=bold, label=\"FROM\"];",
+                    last_node(*b)
+                );
             }
             Base::Image(r) => {
                 if !images.contains(r) {
@@ -76,14 +103,21 @@ pub fn to_dot(graph: &BuildGraph) -> String {
             for (src, what) in srcs {
                 match src {
                     Source::Stage(b) => {
-                        let _ = writeln!(out, "  {} -> s{si}_{i} [style=dashed, label=\"{what}\"];", last_node(*b));
+                        let _ = writeln!(
+                            out,
+                            "  {} -> s{si}_{i} [style=dashed, label=\"{what}\"];",
+                            last_node(*b)
+                        );
                     }
                     Source::Image(r) => {
                         if !images.contains(r) {
                             images.push(r.clone());
                         }
                         let id = images.iter().position(|x| x == r).unwrap_or(0);
-                        let _ = writeln!(out, "  img{id} -> s{si}_{i} [style=dashed, label=\"{what}\"];");
+                        let _ = writeln!(
+                            out,
+                            "  img{id} -> s{si}_{i} [style=dashed, label=\"{what}\"];"
+                        );
                     }
                     Source::Context => {}
                 }

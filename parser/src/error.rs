@@ -43,7 +43,14 @@ impl ParseError {
     /// `Dockerfile:3:1: unknown instruction: FOO (did you mean FROM?)` followed by the
     /// line and a caret under the column.
     pub fn render(&self, file_name: &str, source: &str) -> String {
-        render_at(file_name, source, self.line, self.column, &self.message, self.source_line.as_deref())
+        render_at(
+            file_name,
+            source,
+            self.line,
+            self.column,
+            &self.message,
+            self.source_line.as_deref(),
+        )
     }
 }
 
@@ -151,8 +158,14 @@ mod tests {
 
     #[test]
     fn suggestions_pick_the_closest_option() {
-        assert_eq!(suggest("FOO", &["FROM", "RUN", "COPY"], false), Some("FROM"));
-        assert_eq!(suggest("chwn", &["chown", "chmod", "from", "link"], true), Some("chown"));
+        assert_eq!(
+            suggest("FOO", &["FROM", "RUN", "COPY"], false),
+            Some("FROM")
+        );
+        assert_eq!(
+            suggest("chwn", &["chown", "chmod", "from", "link"], true),
+            Some("chown")
+        );
         assert_eq!(suggest("zzzzzz", &["from"], true), None);
     }
 }

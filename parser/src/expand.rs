@@ -203,7 +203,11 @@ impl ShellWord<'_> {
         c
     }
 
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Res<(String, Vec<String>)> {
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Res<(String, Vec<String>)> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.process_stop_on_inner(stop);
@@ -407,11 +411,19 @@ impl ShellWord<'_> {
                     }
                     Some('?') => {
                         if !set {
-                            let msg = if word.is_empty() { "is not allowed to be unset".to_string() } else { word };
+                            let msg = if word.is_empty() {
+                                "is not allowed to be unset".to_string()
+                            } else {
+                                word
+                            };
                             return Err(format!("{name}: {msg}"));
                         }
                         if null_is_unset && value.is_empty() {
-                            let msg = if word.is_empty() { "is not allowed to be empty".to_string() } else { word };
+                            let msg = if word.is_empty() {
+                                "is not allowed to be empty".to_string()
+                            } else {
+                                word
+                            };
                             return Err(format!("{name}: {msg}"));
                         }
                         Ok(value)
@@ -458,13 +470,17 @@ impl ShellWord<'_> {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }
                 let value = value.unwrap_or_default();
-                let re = shell_pattern_to_regex(&pattern, true, false).map_err(|e| {
-                    format!("invalid pattern ({pattern}) in substitution: {e}")
-                })?;
+                let re = shell_pattern_to_regex(&pattern, true, false)
+                    .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
                 if replace_all {
                     Ok(re.replace_all(&value, replacement.as_str()).into_owned())
                 } else if let Some(m) = re.find(&value) {
-                    Ok(format!("{}{}{}", &value[..m.start()], replacement, &value[m.end()..]))
+                    Ok(format!(
+                        "{}{}{}",
+                        &value[..m.start()],
+                        replacement,
+                        &value[m.end()..]
+                    ))
                 } else {
                     Ok(value)
                 }
@@ -605,7 +621,10 @@ mod tests {
     fn required_variable_errors_name_the_variable() {
         let e = env();
         let err = expand("${U:?must be set}", &e, '\\').unwrap_err();
-        assert_eq!(err.to_string(), "failed to process \"${U:?must be set}\": U: must be set");
+        assert_eq!(
+            err.to_string(),
+            "failed to process \"${U:?must be set}\": U: must be set"
+        );
         let err = expand("${E:?}", &e, '\\').unwrap_err();
         assert_eq!(err.reason, "E: is not allowed to be empty");
     }
@@ -615,6 +634,9 @@ mod tests {
         let mut l = Lexer::new('\\');
         l.skip_unset_env = true;
         let e = env();
-        assert_eq!(l.process_word("$U ${U} ${U:-x} $A", &e).unwrap(), "$U ${U} ${U:-x} abcabc");
+        assert_eq!(
+            l.process_word("$U ${U} ${U:-x} $A", &e).unwrap(),
+            "$U ${U} ${U:-x} abcabc"
+        );
     }
 }

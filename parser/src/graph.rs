@@ -212,10 +212,22 @@ pub struct Mount {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum MountKind {
     Bind,
-    Cache { id: String, sharing: CacheSharing },
-    Tmpfs { size: Option<u64> },
-    Secret { id: String, env: Option<String>, required: bool },
-    Ssh { id: String, required: bool },
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
+    Secret {
+        id: String,
+        env: Option<String>,
+        required: bool,
+    },
+    Ssh {
+        id: String,
+        required: bool,
+    },
 }
 
 /// `sharing=` of a cache mount.

@@ -50,7 +50,11 @@ pub(crate) fn parse_port_spec(raw: &str) -> Result<Vec<String>, String> {
         Some(i) => (&raw[..i], &raw[i + 1..]),
         None => (raw, "tcp"),
     };
-    let proto = if proto.is_empty() { "tcp".to_string() } else { proto.to_ascii_lowercase() };
+    let proto = if proto.is_empty() {
+        "tcp".to_string()
+    } else {
+        proto.to_ascii_lowercase()
+    };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
         return Err(format!("invalid proto: {proto}"));
     }
@@ -78,9 +82,9 @@ pub(crate) fn parse_port_spec(raw: &str) -> Result<Vec<String>, String> {
 
 const SIGNALS: &[&str] = &[
     "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
-    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP",
-    "TSTP", "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
-    "RTMIN", "RTMAX",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN",
+    "RTMAX",
 ];
 
 /// moby/sys `signal.ParseSignal` acceptance.
@@ -120,11 +124,18 @@ pub(crate) fn valid_chmod(v: &str) -> Result<(), String> {
             let rest = &clause[who_end..];
             !rest.is_empty()
                 && rest.starts_with(['+', '-', '='])
-                && rest
-                    .chars()
-                    .all(|c| matches!(c, '+' | '-' | '=' | 'r' | 'w' | 'x' | 'X' | 's' | 't' | 'u' | 'g' | 'o'))
+                && rest.chars().all(|c| {
+                    matches!(
+                        c,
+                        '+' | '-' | '=' | 'r' | 'w' | 'x' | 'X' | 's' | 't' | 'u' | 'g' | 'o'
+                    )
+                })
         });
-    if ok { Ok(()) } else { Err(format!("invalid mode: {v}")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid mode: {v}"))
+    }
 }
 
 #[cfg(test)]
@@ -135,9 +146,15 @@ mod tests {
     fn port_specs_normalize_to_port_proto() {
         assert_eq!(parse_port_spec("80").unwrap(), vec!["80/tcp"]);
         assert_eq!(parse_port_spec("53/UDP").unwrap(), vec!["53/udp"]);
-        assert_eq!(parse_port_spec("127.0.0.1:8080:80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(
+            parse_port_spec("127.0.0.1:8080:80").unwrap(),
+            vec!["80/tcp"]
+        );
         assert_eq!(parse_port_spec("7000-7002").unwrap().len(), 3);
-        assert_eq!(parse_port_spec("x").unwrap_err(), "invalid containerPort: x");
+        assert_eq!(
+            parse_port_spec("x").unwrap_err(),
+            "invalid containerPort: x"
+        );
     }
 
     #[test]

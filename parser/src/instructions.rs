@@ -146,8 +146,24 @@ pub struct HealthcheckCommand {
 
 /// Every instruction keyword, for suggestions.
 pub const INSTRUCTIONS: &[&str] = &[
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
-    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -237,7 +253,10 @@ impl Flags {
         self.bools.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
     fn str(&self, name: &str) -> Option<String> {
-        self.strs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+        self.strs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
     }
     fn list(&self, name: &str) -> Vec<(String, Span)> {
         self.lists
@@ -315,7 +334,10 @@ fn parse_from(node: &Node) -> Result<StageDecl, ParseError> {
         }
         Some(name)
     } else if args.len() != 1 {
-        return Err(node_err(node, "FROM requires either one or three arguments"));
+        return Err(node_err(
+            node,
+            "FROM requires either one or three arguments",
+        ));
     } else {
         None
     };
@@ -349,10 +371,16 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, ParseError> {
 
 fn kvps(node: &Node, cmd: &str) -> Result<Vec<KeyValue>, ParseError> {
     if node.args.is_empty() {
-        return Err(node_err(node, format!("{cmd} requires at least one argument")));
+        return Err(node_err(
+            node,
+            format!("{cmd} requires at least one argument"),
+        ));
     }
     if node.args.len() % 3 != 0 {
-        return Err(node_err(node, format!("Bad input to {cmd}, too many arguments")));
+        return Err(node_err(
+            node,
+            format!("Bad input to {cmd}, too many arguments"),
+        ));
     }
     let mut out = Vec::new();
     for c in node.args.chunks(3) {
@@ -370,7 +398,10 @@ fn kvps(node: &Node, cmd: &str) -> Result<Vec<KeyValue>, ParseError> {
 
 fn exactly_one(node: &Node, cmd: &str) -> Result<String, ParseError> {
     if node.args.len() != 1 {
-        return Err(node_err(node, format!("{cmd} requires exactly one argument")));
+        return Err(node_err(
+            node,
+            format!("{cmd} requires exactly one argument"),
+        ));
     }
     Ok(node.args[0].clone())
 }
@@ -490,7 +521,10 @@ fn parse_command(node: &Node) -> Result<Command, ParseError> {
             for v in &node.args {
                 let v = v.trim();
                 if v.is_empty() {
-                    return Err(node_err(node, "VOLUME specified can not be an empty string"));
+                    return Err(node_err(
+                        node,
+                        "VOLUME specified can not be an empty string",
+                    ));
                 }
                 vols.push(v.to_string());
             }
@@ -532,7 +566,10 @@ fn parse_command(node: &Node) -> Result<Command, ParseError> {
                 return Err(node_err(node, "SHELL requires at least one argument"));
             }
             if !node.json {
-                return Err(node_err(node, "SHELL requires the arguments to be in JSON form"));
+                return Err(node_err(
+                    node,
+                    "SHELL requires the arguments to be in JSON form",
+                ));
             }
             Command::Shell(node.args.clone())
         }
@@ -607,7 +644,10 @@ fn parse_copy(node: &Node, add: bool) -> Result<CopyCommand, ParseError> {
     let mut sources = Vec::new();
     let mut contents = Vec::new();
     for s in srcs {
-        match (!node.json).then(|| parse_heredoc(s).ok().flatten()).flatten() {
+        match (!node.json)
+            .then(|| parse_heredoc(s).ok().flatten())
+            .flatten()
+        {
             Some(doc) => {
                 let found = node.heredocs.iter().find(|h| h.name == doc.name);
                 let mut data = found.map(|h| h.content.clone()).unwrap_or_default();
@@ -719,7 +759,10 @@ fn parse_healthcheck(node: &Node) -> Result<HealthcheckCommand, ParseError> {
             )
         })?;
         if n < 0 {
-            return Err(node_err(node, format!("--retries cannot be negative ({n})")));
+            return Err(node_err(
+                node,
+                format!("--retries cannot be negative ({n})"),
+            ));
         }
         hc.retries = n;
     }

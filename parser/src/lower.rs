@@ -164,11 +164,17 @@ pub fn lower(
         ("BUILDPLATFORM", format_platform(&build_platform)),
         ("BUILDOS", build_platform.os.clone()),
         ("BUILDARCH", build_platform.architecture.clone()),
-        ("BUILDVARIANT", build_platform.variant.clone().unwrap_or_default()),
+        (
+            "BUILDVARIANT",
+            build_platform.variant.clone().unwrap_or_default(),
+        ),
         ("TARGETPLATFORM", format_platform(&target_platform)),
         ("TARGETOS", target_platform.os.clone()),
         ("TARGETARCH", target_platform.architecture.clone()),
-        ("TARGETVARIANT", target_platform.variant.clone().unwrap_or_default()),
+        (
+            "TARGETVARIANT",
+            target_platform.variant.clone().unwrap_or_default(),
+        ),
         ("TARGETSTAGE", target_name),
     ];
     for (k, v) in defaults {
@@ -255,7 +261,11 @@ fn resolve_target(df: &Dockerfile, opts: &LowerOptions) -> Result<usize, LowerEr
         return Ok(df.stages.len() - 1);
     };
     let lower = t.to_ascii_lowercase();
-    if let Some(i) = df.stages.iter().rposition(|s| s.name.as_deref() == Some(&lower)) {
+    if let Some(i) = df
+        .stages
+        .iter()
+        .rposition(|s| s.name.as_deref() == Some(&lower))
+    {
         return Ok(i);
     }
     if let Ok(i) = t.parse::<usize>()
@@ -265,7 +275,10 @@ fn resolve_target(df: &Dockerfile, opts: &LowerOptions) -> Result<usize, LowerEr
     }
     let names = stage_names(df);
     let mut message = with_suggestion(
-        format!("target stage {} could not be found", crate::goformat::quote(t)),
+        format!(
+            "target stage {} could not be found",
+            crate::goformat::quote(t)
+        ),
         t,
         &names,
         false,
@@ -293,12 +306,17 @@ impl Ctx<'_> {
             }
             let platform = match &st.platform {
                 Some(p) => {
-                    let v = self
-                        .lexer
-                        .process_word(p, &self.global)
-                        .map_err(|e| at(st.span, format!("failed to process arguments for platform: {e}")))?;
+                    let v = self.lexer.process_word(p, &self.global).map_err(|e| {
+                        at(
+                            st.span,
+                            format!("failed to process arguments for platform: {e}"),
+                        )
+                    })?;
                     if v.is_empty() {
-                        return Err(at(st.span, format!("empty platform value from expression {p}")));
+                        return Err(at(
+                            st.span,
+                            format!("empty platform value from expression {p}"),
+                        ));
                     }
                     Some(v)
                 }
@@ -340,7 +358,13 @@ impl Ctx<'_> {
     }
 
     /// Resolves a `--from`/`from=` reference seen in stage `current`.
-    fn resolve_from(&self, name: &str, current: usize, span: Span, what: &str) -> Result<FromRef, LowerError> {
+    fn resolve_from(
+        &self,
+        name: &str,
+        current: usize,
+        span: Span,
+        what: &str,
+    ) -> Result<FromRef, LowerError> {
         let lower = name.to_ascii_lowercase();
         let found = self
             .df
@@ -557,7 +581,10 @@ fn from_refs(ins: &Instruction) -> Vec<(String, Span, &'static str)> {
                         match k.to_ascii_lowercase().as_str() {
                             "from" => from = Some(v.to_string()),
                             "type" => {
-                                secretish = matches!(v.to_ascii_lowercase().as_str(), "secret" | "ssh" | "tmpfs")
+                                secretish = matches!(
+                                    v.to_ascii_lowercase().as_str(),
+                                    "secret" | "ssh" | "tmpfs"
+                                )
                             }
                             _ => {}
                         }
@@ -621,12 +648,20 @@ impl StageLowering<'_, '_> {
             Command::Run(r) => self.lower_run(r, span)?,
             Command::Copy(c) => self.lower_copy(c, ins)?,
             Command::Cmd(c) => {
-                let argv = if c.prepend_shell { self.with_shell(&c.args) } else { c.args.clone() };
+                let argv = if c.prepend_shell {
+                    self.with_shell(&c.args)
+                } else {
+                    c.args.clone()
+                };
                 let h = format!("CMD {}", quote_list(&argv));
                 (Op::Cmd(argv), h)
             }
             Command::Entrypoint(c) => {
-                let argv = if c.prepend_shell { self.with_shell(&c.args) } else { c.args.clone() };
+                let argv = if c.prepend_shell {
+                    self.with_shell(&c.args)
+                } else {
+                    c.args.clone()
+                };
                 let h = format!("ENTRYPOINT {}", quote_list(&argv));
                 (Op::Entrypoint(argv), h)
             }
@@ -665,7 +700,10 @@ impl StageLowering<'_, '_> {
                         (None, None) => self.ctx.global.get(&d.key).map(str::to_string),
                     };
                     if let Some(v) = &value
-                        && !matches!(d.key.as_str(), "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE")
+                        && !matches!(
+                            d.key.as_str(),
+                            "BUILDKIT_SBOM_SCAN_CONTEXT" | "BUILDKIT_SBOM_SCAN_STAGE"
+                        )
                     {
                         self.state.env.set(&d.key, v);
                     }
@@ -766,12 +804,19 @@ impl StageLowering<'_, '_> {
         let mut files = Vec::new();
         if !r.cmd.files.is_empty() {
             if args.len() != 1 || !r.cmd.prepend_shell {
-                return Err(at(span, format!("parsing produced an invalid run command: {args:?}")));
+                return Err(at(
+                    span,
+                    format!("parsing produced an invalid run command: {args:?}"),
+                ));
             }
             let single = parse_heredoc(&args[0]).ok().flatten().is_some();
             if single {
                 let f = &r.cmd.files[0];
-                let data = if f.chomp { chomp_heredoc_content(&f.content) } else { f.content.clone() };
+                let data = if f.chomp {
+                    chomp_heredoc_content(&f.content)
+                } else {
+                    f.content.clone()
+                };
                 if data.starts_with("#!") {
                     let path = format!("/dev/pipes/{}", f.name);
                     files.push(InlineFile {
@@ -793,22 +838,38 @@ impl StageLowering<'_, '_> {
                 args = vec![b];
             }
         }
-        let argv = if r.cmd.prepend_shell { self.with_shell(&args) } else { args };
+        let argv = if r.cmd.prepend_shell {
+            self.with_shell(&args)
+        } else {
+            args
+        };
         let network = match r.network.as_deref() {
             None | Some("default") => NetworkMode::Default,
             Some("none") => NetworkMode::None,
             Some("host") => NetworkMode::Host,
             Some(other) => {
-                return Err(at(span, format!("unsupported network mode {}", crate::goformat::quote(other))));
+                return Err(at(
+                    span,
+                    format!("unsupported network mode {}", crate::goformat::quote(other)),
+                ));
             }
         };
         match r.security.as_deref() {
             None | Some("sandbox") => {}
             Some("insecure") => {
-                return Err(at(span, "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant"));
+                return Err(at(
+                    span,
+                    "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant",
+                ));
             }
             Some(other) => {
-                return Err(at(span, format!("unsupported security mode {}", crate::goformat::quote(other))));
+                return Err(at(
+                    span,
+                    format!(
+                        "unsupported security mode {}",
+                        crate::goformat::quote(other)
+                    ),
+                ));
             }
         }
         let mut mounts = Vec::new();
@@ -854,24 +915,24 @@ impl StageLowering<'_, '_> {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let (kind, target, mode) = match m.kind.as_str() {
             "cache" => {
-                if m.target.is_empty() {
-                    return Err(at(span, "mount target must be set for type \"cache\""));
-                }
                 let target = abs(&m.target, &wd);
-                let id = if m.id.is_empty() { target.clone() } else { m.id.clone() };
+                let id = if m.id.is_empty() {
+                    target.clone()
+                } else {
+                    m.id.clone()
+                };
                 let sharing = match m.sharing.as_str() {
                     "private" => CacheSharing::Private,
                     "locked" => CacheSharing::Locked,
                     _ => CacheSharing::Shared,
                 };
-                (MountKind::Cache { id, sharing }, target, Some(m.mode.unwrap_or(0o755)))
+                (
+                    MountKind::Cache { id, sharing },
+                    target,
+                    Some(m.mode.unwrap_or(0o755)),
+                )
             }
-            "tmpfs" => {
-                if m.target.is_empty() {
-                    return Err(at(span, "mount target must be set for type \"tmpfs\""));
-                }
-                (MountKind::Tmpfs { size: m.size }, abs(&m.target, &wd), None)
-            }
+            "tmpfs" => (MountKind::Tmpfs { size: m.size }, abs(&m.target, &wd), None),
             "secret" => {
                 let id = if !m.id.is_empty() {
                     m.id.clone()
@@ -898,7 +959,11 @@ impl StageLowering<'_, '_> {
                 )
             }
             "ssh" => {
-                let id = if m.id.is_empty() { "default".to_string() } else { m.id.clone() };
+                let id = if m.id.is_empty() {
+                    "default".to_string()
+                } else {
+                    m.id.clone()
+                };
                 let target = if m.target.is_empty() {
                     let t = format!("/run/buildkit/ssh_agent.{}", self.ssh_count);
                     self.ssh_count += 1;
@@ -906,49 +971,90 @@ impl StageLowering<'_, '_> {
                 } else {
                     abs(&m.target, &wd)
                 };
-                (MountKind::Ssh { id, required: m.required }, target, Some(m.mode.unwrap_or(0o600)))
+                (
+                    MountKind::Ssh {
+                        id,
+                        required: m.required,
+                    },
+                    target,
+                    Some(m.mode.unwrap_or(0o600)),
+                )
             }
-            _ => {
-                if m.target.is_empty() {
-                    return Err(at(span, "mount target must be set for type \"bind\""));
-                }
-                (MountKind::Bind, abs(&m.target, &wd), None)
-            }
+            // An empty target mounts at the working directory, as in BuildKit.
+            _ => (MountKind::Bind, abs(&m.target, &wd), None),
         };
         let file_info = mode.is_some();
         Ok(Mount {
             kind,
             target,
-            source: if matches!(m.kind.as_str(), "bind" | "cache") { opt(&m.source) } else { None },
+            source: if matches!(m.kind.as_str(), "bind" | "cache") {
+                opt(&m.source)
+            } else {
+                None
+            },
             from,
             readonly: m.readonly,
             mode,
-            uid: if file_info { Some(m.uid.unwrap_or(0)) } else { None },
-            gid: if file_info { Some(m.gid.unwrap_or(0)) } else { None },
+            uid: if file_info {
+                Some(m.uid.unwrap_or(0))
+            } else {
+                None
+            },
+            gid: if file_info {
+                Some(m.gid.unwrap_or(0))
+            } else {
+                None
+            },
         })
     }
 
-    fn lower_copy(&mut self, c: &CopyCommand, ins: &Instruction) -> Result<(Op, String), LowerError> {
+    fn lower_copy(
+        &mut self,
+        c: &CopyCommand,
+        ins: &Instruction,
+    ) -> Result<(Op, String), LowerError> {
         let span = ins.span;
         let verb = if c.add { "ADD" } else { "COPY" };
         let from = match &c.from {
             None => Source::Context,
             Some(f) => {
                 let empty: Vec<(String, String)> = Vec::new();
-                let plain = self.ctx.lexer.process_word(f, &empty).map_err(|e| at(span, e.to_string()))?;
+                let plain = self
+                    .ctx
+                    .lexer
+                    .process_word(f, &empty)
+                    .map_err(|e| at(span, e.to_string()))?;
                 if plain != *f {
-                    return Err(at(span, "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"));
+                    return Err(at(
+                        span,
+                        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                    ));
                 }
                 let r = self.ctx.resolve_from(f, self.index, span, "copy")?;
                 self.source_ref(r)
             }
         };
-        let chown = c.chown.as_ref().map(|v| self.expand(v, span)).transpose()?.filter(|v| !v.is_empty());
-        let chmod = c.chmod.as_ref().map(|v| self.expand(v, span)).transpose()?.filter(|v| !v.is_empty());
+        let chown = c
+            .chown
+            .as_ref()
+            .map(|v| self.expand(v, span))
+            .transpose()?
+            .filter(|v| !v.is_empty());
+        let chmod = c
+            .chmod
+            .as_ref()
+            .map(|v| self.expand(v, span))
+            .transpose()?
+            .filter(|v| !v.is_empty());
         if let Some(m) = &chmod {
             valid_chmod(m).map_err(|e| at(span, e))?;
         }
-        let checksum = c.checksum.as_ref().map(|v| self.expand(v, span)).transpose()?.filter(|v| !v.is_empty());
+        let checksum = c
+            .checksum
+            .as_ref()
+            .map(|v| self.expand(v, span))
+            .transpose()?
+            .filter(|v| !v.is_empty());
         let mut srcs = Vec::new();
         for s in &c.sources {
             srcs.push(self.expand(s, span)?);
@@ -960,7 +1066,11 @@ impl StageLowering<'_, '_> {
             if is_url && !c.add {
                 return Err(at(span, "source can't be a URL for COPY"));
             }
-            sources.push(if is_url { CopySource::Url(s.clone()) } else { CopySource::Path(s.clone()) });
+            sources.push(if is_url {
+                CopySource::Url(s.clone())
+            } else {
+                CopySource::Path(s.clone())
+            });
         }
         if let Some(sum) = &checksum {
             if srcs.len() != 1 {

@@ -94,8 +94,25 @@ fn ram_in_bytes(v: &str) -> Option<u64> {
 
 const MOUNT_TYPES: &[&str] = &["bind", "cache", "tmpfs", "secret", "ssh"];
 const ALL_KEYS: &[&str] = &[
-    "type", "from", "source", "target", "readonly", "id", "sharing", "required", "mode", "uid",
-    "gid", "src", "dst", "destination", "ro", "rw", "readwrite", "size", "env",
+    "type",
+    "from",
+    "source",
+    "target",
+    "readonly",
+    "id",
+    "sharing",
+    "required",
+    "mode",
+    "uid",
+    "gid",
+    "src",
+    "dst",
+    "destination",
+    "ro",
+    "rw",
+    "readwrite",
+    "size",
+    "env",
 ];
 
 /// Parses one `--mount` value; `expand` expands each value (not `from`).
@@ -126,14 +143,20 @@ pub(crate) fn parse_mount(
                 }
                 "required" if m.kind == "secret" || m.kind == "ssh" => m.required = true,
                 "required" => {
-                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind));
+                    return Err(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.kind
+                    ));
                 }
                 _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
             }
             continue;
         };
         let value = if key == "from" {
-            if value.char_indices().any(|(i, c)| c == '$' && i + 1 < value.len()) {
+            if value
+                .char_indices()
+                .any(|(i, c)| c == '$' && i + 1 < value.len())
+            {
                 return Err(
                     "'from' doesn't support variable expansion, define alias stage instead".into(),
                 );
@@ -169,13 +192,19 @@ pub(crate) fn parse_mount(
             }
             "required" => {
                 if m.kind != "secret" && m.kind != "ssh" {
-                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind));
+                    return Err(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.kind
+                    ));
                 }
                 m.required = parse_bool(&value).ok_or_else(|| bad(&key))?;
             }
             "size" => {
                 if m.kind != "tmpfs" {
-                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind));
+                    return Err(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.kind
+                    ));
                 }
                 m.size = Some(ram_in_bytes(&value).ok_or_else(|| bad(&key))?);
             }
@@ -185,7 +214,10 @@ pub(crate) fn parse_mount(
                 let modes = ["shared", "private", "locked"];
                 if !modes.contains(&v.as_str()) {
                     return Err(with_suggestion(
-                        format!("unsupported sharing value {}", crate::goformat::quote(&value)),
+                        format!(
+                            "unsupported sharing value {}",
+                            crate::goformat::quote(&value)
+                        ),
                         &value,
                         &modes,
                         true,
@@ -199,10 +231,18 @@ pub(crate) fn parse_mount(
                 m.mode = Some(mode);
             }
             "uid" => {
-                m.uid = Some(value.parse().map_err(|_| format!("invalid value {value} for uid"))?)
+                m.uid = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("invalid value {value} for uid"))?,
+                )
             }
             "gid" => {
-                m.gid = Some(value.parse().map_err(|_| format!("invalid value {value} for gid"))?)
+                m.gid = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("invalid value {value} for gid"))?,
+                )
             }
             "env" => m.env = Some(value),
             _ => {
@@ -222,9 +262,16 @@ pub(crate) fn parse_mount(
 fn validate(m: &mut RawMount, ro_auto: bool) -> Result<(), String> {
     let file_info_allowed = matches!(m.kind.as_str(), "secret" | "ssh" | "cache");
     if !file_info_allowed {
-        for (name, set) in [("mode", m.mode.is_some()), ("uid", m.uid.is_some()), ("gid", m.gid.is_some())] {
+        for (name, set) in [
+            ("mode", m.mode.is_some()),
+            ("uid", m.uid.is_some()),
+            ("gid", m.gid.is_some()),
+        ] {
             if set {
-                return Err(format!("{name} not allowed for {} type mounts", crate::goformat::quote(&m.kind)));
+                return Err(format!(
+                    "{name} not allowed for {} type mounts",
+                    crate::goformat::quote(&m.kind)
+                ));
             }
         }
     }
@@ -264,14 +311,20 @@ mod tests {
 
     #[test]
     fn csv_handles_quotes() {
-        assert_eq!(split_csv("a=b,\"c=d,e\",f").unwrap(), vec!["a=b", "c=d,e", "f"]);
+        assert_eq!(
+            split_csv("a=b,\"c=d,e\",f").unwrap(),
+            vec!["a=b", "c=d,e", "f"]
+        );
         assert!(split_csv("a=\"b").is_err());
     }
 
     #[test]
     fn unknown_mount_key_suggests_a_known_one() {
         let err = parse_mount("type=cache,taget=/x", &mut ident).unwrap_err();
-        assert_eq!(err, "unexpected key 'taget' in 'taget=/x' (did you mean target?)");
+        assert_eq!(
+            err,
+            "unexpected key 'taget' in 'taget=/x' (did you mean target?)"
+        );
     }
 
     #[test]

@@ -337,7 +337,10 @@ impl LineCtx<'_> {
         let (start, line, col0) = seg;
         let byte_col = col0 + (offset - start);
         let text = self.lines.get(line - 1).copied().unwrap_or("");
-        let column = text.get(..byte_col.min(text.len())).map_or(byte_col, |p| p.chars().count()) + 1;
+        let column = text
+            .get(..byte_col.min(text.len()))
+            .map_or(byte_col, |p| p.chars().count())
+            + 1;
         (line, column)
     }
 
@@ -385,23 +388,26 @@ fn new_node_from_line(line: &str, ctx: &LineCtx<'_>, escape: char) -> Result<Nod
     };
     let fail = |m: String| ParseError::new(span.line, span.column, m);
     match lower.as_str() {
-        "add" | "copy" | "volume" => {
-            match parse_json(rest) {
-                Json::Array(items) => {
-                    node.args = items;
-                    node.json = true;
-                }
-                Json::NotStrings => return Err(fail(NOT_STRING_ARRAY.into())),
-                Json::Invalid => node.args = split_whitespace_go(rest),
+        "add" | "copy" | "volume" => match parse_json(rest) {
+            Json::Array(items) => {
+                node.args = items;
+                node.json = true;
             }
-        }
+            Json::NotStrings => return Err(fail(NOT_STRING_ARRAY.into())),
+            Json::Invalid => node.args = split_whitespace_go(rest),
+        },
         "arg" => node.args = parse_words(rest, escape),
         "cmd" | "entrypoint" | "run" | "shell" => {
             parse_maybe_json(rest, &mut node).map_err(fail)?;
         }
         "env" | "label" => {
-            node.args = parse_name_val(rest, &keyword.to_ascii_uppercase(), escape, lower == "label")
-                .map_err(fail)?;
+            node.args = parse_name_val(
+                rest,
+                &keyword.to_ascii_uppercase(),
+                escape,
+                lower == "label",
+            )
+            .map_err(fail)?;
         }
         "expose" | "from" => node.args = split_whitespace_go(rest),
         "healthcheck" => {
@@ -580,7 +586,12 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// ENV/LABEL: `k=v ...` or the legacy `k rest of line`, as `key value sep` triples.
-fn parse_name_val(rest: &str, key: &str, escape: char, _label: bool) -> Result<Vec<String>, String> {
+fn parse_name_val(
+    rest: &str,
+    key: &str,
+    escape: char,
+    _label: bool,
+) -> Result<Vec<String>, String> {
     let words = parse_words(rest, escape);
     if words.is_empty() {
         return Ok(Vec::new());
