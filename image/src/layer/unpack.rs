@@ -318,7 +318,7 @@ impl Unpacker<'_> {
             name: lossy(&name),
             reason,
         })?;
-        let meta = self.meta(&mut entry, &name)?;
+        let meta = self.meta(&mut entry)?;
         let Some(last) = comps.last().cloned() else {
             // The root itself ("./"): its metadata belongs to the lower layers.
             return Ok(());
@@ -434,18 +434,14 @@ impl Unpacker<'_> {
     }
 
     /// Header values, with PAX `uid`/`gid`/`mtime` and `SCHILY.xattr.*`.
-    fn meta<R: Read>(
-        &self,
-        entry: &mut tar::Entry<'_, R>,
-        name: &[u8],
-    ) -> Result<Meta, UnpackError> {
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Meta, UnpackError> {
         let h = entry.header();
-        let bad = |e: io::Error| self.fs_err(name, "reading the tar header", e);
+        // Empty numeric fields (some writers leave them NUL) read as 0, as in Go.
         let mut meta = Meta {
-            mode: h.mode().map_err(bad)?,
-            uid: h.uid().map_err(bad)?,
-            gid: h.gid().map_err(bad)?,
-            mtime: h.mtime().map_err(bad)? as i64,
+            mode: h.mode().unwrap_or(0o644),
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            mtime: h.mtime().unwrap_or(0) as i64,
             xattrs: BTreeMap::new(),
         };
         if let Some(exts) = entry.pax_extensions().map_err(UnpackError::Stream)? {
