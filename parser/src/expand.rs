@@ -11,7 +11,7 @@ use thiserror::Error;
 
 /// Why a word could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("failed to process \"{word}\": {reason}")]
+#[error("failed to process {}: {reason}", crate::goformat::quote(word))]
 pub struct ExpandError {
     /// The word as given.
     pub word: String,
@@ -365,13 +365,11 @@ impl ShellWord<'_> {
         let mut ch = first;
         let mut null_is_unset = false;
         match ch {
-            Some('}') => {
-                return Ok(match self.lookup(&name) {
-                    Some(v) => v,
-                    None if self.lex.skip_unset_env => format!("${{{name}}}"),
-                    None => String::new(),
-                });
-            }
+            Some('}') => Ok(match self.lookup(&name) {
+                Some(v) => v,
+                None if self.lex.skip_unset_env => format!("${{{name}}}"),
+                None => String::new(),
+            }),
             Some(':') | Some('+') | Some('-') | Some('?') | Some('#') | Some('%') => {
                 if ch == Some(':') {
                     null_is_unset = true;

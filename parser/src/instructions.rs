@@ -376,7 +376,7 @@ fn kvps(node: &Node, cmd: &str) -> Result<Vec<KeyValue>, ParseError> {
             format!("{cmd} requires at least one argument"),
         ));
     }
-    if node.args.len() % 3 != 0 {
+    if !node.args.len().is_multiple_of(3) {
         return Err(node_err(
             node,
             format!("Bad input to {cmd}, too many arguments"),

@@ -878,7 +878,7 @@ impl StageLowering<'_, '_> {
             let lexer = self.ctx.lexer;
             let mut ex = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
             let raw = parse_mount(m, &mut ex).map_err(|e| at(*mspan, e))?;
-            mounts.push(self.to_mount(raw, *mspan)?);
+            mounts.push(self.lower_mount(raw, *mspan)?);
         }
         let h = format!(
             "RUN {} # buildkit",
@@ -897,7 +897,7 @@ impl StageLowering<'_, '_> {
         Ok((op, h))
     }
 
-    fn to_mount(&mut self, m: RawMount, span: Span) -> Result<Mount, LowerError> {
+    fn lower_mount(&mut self, m: RawMount, span: Span) -> Result<Mount, LowerError> {
         let abs = |t: &str, wd: &str| {
             if t.starts_with('/') {
                 clean_path(t)

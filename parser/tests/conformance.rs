@@ -172,7 +172,7 @@ const BUILDKIT_FAILS_TOO: &[(&str, &str)] = &[(
     "containers__buildah__tests__conformance__testdata__Dockerfile.env",
     // `ENV name='a\'b'`: a backslash does not escape inside single quotes, so the
     // last quote is unterminated.
-    "line 12: failed to process \"'a\\'b'\": unexpected end of statement while looking for matching single-quote",
+    "line 12: failed to process \"'a\\\\'b'\": unexpected end of statement while looking for matching single-quote",
 )];
 
 #[test]
