@@ -124,6 +124,7 @@ pub struct Step {
     /// The instruction as written, continuations joined (`COPY src/ ./`).
     pub source: String,
     /// The history `created_by` text, as BuildKit writes it (`RUN /bin/sh -c make # buildkit`).
+    /// Empty for ONBUILD, which BuildKit records no history entry for.
     pub created_by: String,
     pub op: Op,
 }
@@ -196,14 +197,17 @@ pub enum NetworkMode {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mount {
     pub kind: MountKind,
-    /// Absolute path in the sandbox.
+    /// Absolute path in the sandbox. Empty only for a secret exposed solely as `env=`.
     pub target: String,
     /// Path inside `from` (bind, cache) or the secret's file.
     pub source: Option<String>,
     /// `from=` for bind and cache mounts; `None` means the context (bind) or empty (cache).
     pub from: Option<Source>,
     pub readonly: bool,
+    /// Set (with BuildKit's defaults filled in: cache 0755, secret 0400, ssh 0600) for the
+    /// kinds that take file info; `None` for bind and tmpfs.
     pub mode: Option<u32>,
+    /// Like `mode`: `Some` (default 0) for cache/secret/ssh, `None` otherwise.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
 }
