@@ -7,3 +7,9 @@
 //!
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
+
+pub mod copy;
+pub mod layered;
+
+pub use copy::{CopyError, CopyReport, CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
+pub use layered::{Entry, EntryKind, LayeredFs};

@@ -1,0 +1,173 @@
+//! ADD's URL sources: download over http/https (ureq with rustls), streamed to a file while
+//! hashing, `--checksum=sha256:<hex>` verified, file named after the URL path's basename
+//! (`__unnamed__` when there is none), mode 0600 and mtime from `Last-Modified`, as
+//! BuildKit's HTTP source does.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use filetime::FileTime;
+use sha2::{Digest, Sha256};
+
+use super::meta;
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid checksum {0:?}: expected sha256:<64 hex digits>")]
+    InvalidChecksum(String),
+    #[error("downloading {url}: {reason}")]
+    Request { url: String, reason: String },
+    #[error("downloading {url}: server answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("writing download of {url} to {path}: {source}")]
+    Write {
+        url: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Parses `sha256:<hex>` into lowercase hex.
+pub fn parse_checksum(s: &str) -> Result<String, HttpError> {
+    let hex = s
+        .strip_prefix("sha256:")
+        .ok_or_else(|| HttpError::InvalidChecksum(s.to_string()))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(HttpError::InvalidChecksum(s.to_string()));
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+/// The file name BuildKit gives a URL: the basename of its (decoded) path.
+pub fn file_name_for(url: &str) -> String {
+    let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let path = match after_scheme.find('/') {
+        Some(i) => &after_scheme[i..],
+        None => "",
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decode(path);
+    match decoded.trim_end_matches('/').rsplit('/').next() {
+        Some(b) if !b.is_empty() && b != "." && b != ".." && !decoded.ends_with('/') => {
+            b.to_string()
+        }
+        _ => "__unnamed__".to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Downloads `url` into `dir`, verifying `checksum` when given. Returns the file name.
+pub fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<String, HttpError> {
+    let expected = checksum.map(parse_checksum).transpose()?;
+    let req_err = |reason: String| HttpError::Request {
+        url: url.to_string(),
+        reason,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| req_err(e.to_string()))?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(HttpError::Status {
+            url: url.to_string(),
+            status,
+        });
+    }
+    let last_modified = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let name = file_name_for(url);
+    let path = dir.join(&name);
+    let write_err = |source| HttpError::Write {
+        url: url.to_string(),
+        path: path.clone(),
+        source,
+    };
+    let mut file = File::create(&path).map_err(write_err)?;
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| req_err(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(write_err)?;
+    }
+    file.sync_all().map_err(write_err)?;
+    drop(file);
+    let actual = hex::encode(hasher.finalize());
+    if let Some(expected) = expected
+        && expected != actual
+    {
+        return Err(HttpError::ChecksumMismatch {
+            url: url.to_string(),
+            expected: format!("sha256:{expected}"),
+            actual: format!("sha256:{actual}"),
+        });
+    }
+    meta::set_mode(&path, 0o600).map_err(write_err)?;
+    let t = match last_modified {
+        Some(t) => FileTime::from_system_time(t),
+        None => FileTime::from_unix_time(0, 0),
+    };
+    meta::set_mtime(&path, t).map_err(write_err)?;
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_url_path() {
+        assert_eq!(
+            file_name_for("https://example.com/a/b/file.tar.gz?x=1"),
+            "file.tar.gz"
+        );
+        assert_eq!(file_name_for("http://example.com/"), "__unnamed__");
+        assert_eq!(file_name_for("http://example.com"), "__unnamed__");
+        assert_eq!(file_name_for("http://h/dir/my%20file"), "my file");
+    }
+
+    #[test]
+    fn checksums_must_be_sha256_hex() {
+        assert!(parse_checksum("sha256:abc").is_err());
+        assert!(parse_checksum("md5:00").is_err());
+        let ok = format!("sha256:{}", "A".repeat(64));
+        assert_eq!(parse_checksum(&ok).unwrap(), "a".repeat(64));
+    }
+}

@@ -1,0 +1,91 @@
+//! Small metadata helpers shared by the copier, the archive extractor and
+//! [`LayeredFs::materialize`](crate::layered::LayeredFs::materialize): owners, modes,
+//! times, xattrs and device nodes, always on the path itself (symlinks are never followed).
+
+use std::fs::{self, Metadata, Permissions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use filetime::FileTime;
+
+/// Xattrs that mark an opaque directory in a layer (rootless overlay writes `user.`).
+pub const OPAQUE_XATTRS: [&str; 2] = ["user.overlay.opaque", "trusted.overlay.opaque"];
+
+/// Overlay bookkeeping xattrs are layer structure, never file content.
+pub fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.")
+}
+
+/// `lchown`.
+pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// `chmod` of a non-symlink (symlink modes do not exist on Linux).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(path, Permissions::from_mode(mode & 0o7777))
+}
+
+/// Owner then mode (chown clears setuid bits, so the mode goes second).
+pub fn apply_owner_mode(path: &Path, m: &Metadata) -> io::Result<()> {
+    set_owner(path, m.uid(), m.gid())?;
+    if !m.file_type().is_symlink() {
+        set_mode(path, m.mode())?;
+    }
+    Ok(())
+}
+
+/// Sets atime and mtime from `m` without following a final symlink.
+pub fn set_times(path: &Path, m: &Metadata) -> io::Result<()> {
+    let atime = FileTime::from_last_access_time(m);
+    let mtime = FileTime::from_last_modification_time(m);
+    filetime::set_symlink_file_times(path, atime, mtime)
+}
+
+/// Sets atime and mtime to `t` without following a final symlink.
+pub fn set_mtime(path: &Path, t: FileTime) -> io::Result<()> {
+    filetime::set_symlink_file_times(path, t, t)
+}
+
+/// Copies xattrs (overlay markers excluded). Reading errors count; a value the target
+/// filesystem refuses (e.g. `security.*` without privilege) is skipped, as BuildKit does.
+pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
+    let names = match xattr::list(src) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in names {
+        let Some(n) = name.to_str() else { continue };
+        if is_overlay_xattr(n) {
+            continue;
+        }
+        if let Some(v) = xattr::get(src, &name)? {
+            let _ = xattr::set(dst, &name, &v);
+        }
+    }
+    Ok(())
+}
+
+/// Creates a device node, fifo or socket placeholder like the one `m` describes.
+pub fn mknod_like(path: &Path, m: &Metadata) -> io::Result<()> {
+    use rustix::fs::{FileType, Mode};
+    let ft = FileType::from_raw_mode(m.mode());
+    let mode = Mode::from_raw_mode(m.mode() & 0o7777);
+    rustix::fs::mknodat(rustix::fs::CWD, path, ft, mode, m.rdev()).map_err(io::Error::from)
+}
+
+/// Creates a device or fifo from raw parts (tar entries).
+pub fn mknod_raw(path: &Path, kind: libc::mode_t, mode: u32, rdev: u64) -> io::Result<()> {
+    use rustix::fs::{FileType, Mode};
+    let ft = FileType::from_raw_mode(kind);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        ft,
+        Mode::from_raw_mode(mode & 0o7777),
+        rdev,
+    )
+    .map_err(io::Error::from)
+}

@@ -1,0 +1,455 @@
+//! COPY and ADD: filling an empty layer directory with exactly what one step adds.
+//!
+//! [`copy_into_layer`] takes a [`CopyRequest`] (sources, where they come from, the
+//! destination as written, and the layers below as a [`LayeredFs`]) and writes the new
+//! layer. The rules are BuildKit's (`dockerfile2llb/convert_copy.go`, `fsutil/copy`,
+//! `llbsolver/file`):
+//!
+//! - sources: wildcards per component (Go `filepath.Match`), a directory copies its
+//!   contents, the named source is followed if it is a symlink, entries inside are not;
+//!   `--exclude` and `.dockerignore` filters; `--parents` keeps the path below the context
+//!   root or below a `/./` pivot;
+//! - destination: relative to WORKDIR, a trailing `/` means a directory, several sources
+//!   need one, a file onto an existing directory goes inside it, missing parents are created
+//!   (0755, owned by the `--chown` user), symlinks in the image are followed inside the
+//!   image's root (not with `--link`);
+//! - owners 0:0 for context files, kept for `--from` sources, `--chown` overrides (names from
+//!   the image's `/etc/passwd` and `/etc/group`); `--chmod` octal or symbolic;
+//! - ADD: local archives (tar, gzip, bzip2, xz, zstd; sniffed by content) are extracted,
+//!   refusing entries that would land outside the destination; URLs are downloaded
+//!   (`--checksum` verified, mtime from `Last-Modified`, mode 0600).
+
+pub mod archive;
+pub mod http;
+pub mod meta;
+pub mod mode;
+pub mod owner;
+pub mod pattern;
+mod source;
+mod tree;
+mod writer;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::layered::{LayeredError, LayeredFs, components, join_components};
+pub use mode::{ModeError, ModeSpec};
+pub use owner::{Owner, OwnerError, lookup_group, lookup_user, resolve_chown};
+use pattern::PatternMatcher;
+use tree::{Copier, Source};
+use writer::LayerWriter;
+
+/// `.dockerignore` filter: called with a context-relative, `/`-separated path; `false`
+/// means excluded. A directory for which it returns false is not descended into, so the
+/// filter must answer true for a directory that holds re-included (`!pattern`) paths.
+pub type SourceFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// One source argument of COPY/ADD.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A path (wildcards allowed) relative to the source root.
+    Path(String),
+    /// A heredoc source: a file `name` with `content`, mode 0644.
+    Inline { name: String, content: Vec<u8> },
+    /// An `http://` or `https://` URL (ADD only).
+    Url(String),
+}
+
+/// Where path sources are read from.
+#[derive(Clone)]
+pub enum SourceRoot {
+    /// The build context (a plain directory), with its `.dockerignore` filter.
+    Dir {
+        root: PathBuf,
+        filter: Option<SourceFilter>,
+    },
+    /// A stage or image (`--from`): its layer stack.
+    Layers(LayeredFs),
+}
+
+impl fmt::Debug for SourceRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceRoot::Dir { root, filter } => f
+                .debug_struct("Dir")
+                .field("root", root)
+                .field("filter", &filter.as_ref().map(|_| "<fn>"))
+                .finish(),
+            SourceRoot::Layers(l) => f.debug_tuple("Layers").field(l).finish(),
+        }
+    }
+}
+
+/// Everything one COPY/ADD step needs (values already expanded by the solver).
+#[derive(Clone, Debug)]
+pub struct CopyRequest {
+    pub sources: Vec<SourceSpec>,
+    pub from: SourceRoot,
+    /// The destination as written (a trailing `/` matters).
+    pub dest: String,
+    /// The stage's WORKDIR (absolute), for a relative destination.
+    pub workdir: String,
+    /// The layers below this step.
+    pub target: LayeredFs,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    /// ADD (archives extracted, URLs allowed) rather than COPY.
+    pub add: bool,
+    /// `--unpack`: None = default (local archives yes, URLs no).
+    pub unpack: Option<bool>,
+    /// `--checksum=sha256:<hex>` for a URL source.
+    pub checksum: Option<String>,
+    pub parents: bool,
+    pub excludes: Vec<String>,
+    /// `--link`: the layer does not depend on the layers below (their symlinks are not
+    /// followed and their directories not consulted).
+    pub link: bool,
+}
+
+impl CopyRequest {
+    /// A plain `COPY <sources> <dest>` from `from` onto `target`, WORKDIR `/`.
+    pub fn new(
+        sources: Vec<SourceSpec>,
+        from: SourceRoot,
+        dest: &str,
+        target: LayeredFs,
+    ) -> CopyRequest {
+        CopyRequest {
+            sources,
+            from,
+            dest: dest.to_string(),
+            workdir: "/".to_string(),
+            target,
+            chown: None,
+            chmod: None,
+            add: false,
+            unpack: None,
+            checksum: None,
+            parents: false,
+            excludes: Vec::new(),
+            link: false,
+        }
+    }
+}
+
+/// What a step wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// View paths created or replaced in the layer, in the order written (parents included).
+    pub written: Vec<String>,
+    /// Regular-file bytes copied or extracted.
+    pub bytes: u64,
+}
+
+/// Why a COPY/ADD failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(
+        "When using {cmd} with more than one source file, the destination must be a directory and end with a /"
+    )]
+    MultipleSourcesNeedDir { cmd: &'static str },
+    #[error("{path:?}: not found")]
+    SourceNotFound { path: String },
+    #[error(transparent)]
+    Mode(#[from] ModeError),
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    #[error("invalid pattern: {0}")]
+    Pattern(String),
+    #[error("cannot replace to directory {path} with file")]
+    ReplaceDirWithFile { path: String },
+    #[error("cannot copy to non-directory: {path}")]
+    CopyToNonDir { path: String },
+    #[error("cannot create directory {path}: a non-directory is in the way")]
+    NotADirectory { path: String },
+    #[error("source can't be a URL for COPY")]
+    UrlForCopy,
+    #[error("checksum can't be specified for COPY")]
+    ChecksumForCopy,
+    #[error("checksum requires HTTP(S) or Git sources")]
+    ChecksumNeedsUrl,
+    #[error("checksum can't be specified for multiple sources")]
+    ChecksumMultipleSources,
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Layered(#[from] LayeredError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// True when a destination as written names a directory (`/` at the end, `.`, `..`).
+fn dest_is_dir_form(dest: &str) -> bool {
+    dest.is_empty()
+        || dest.ends_with('/')
+        || dest == "."
+        || dest == ".."
+        || dest.ends_with("/.")
+        || dest.ends_with("/..")
+}
+
+/// Parent of a clean absolute view path.
+fn parent_of(p: &str) -> String {
+    let mut c = components(p);
+    c.pop();
+    join_components(&c)
+}
+
+fn child_of(dir: &str, name: &str) -> String {
+    let mut c = components(dir);
+    c.extend(components(name));
+    join_components(&c)
+}
+
+/// A source after expansion, ready to copy.
+enum Item {
+    Local(source::Match),
+    Inline { name: String, content: Vec<u8> },
+    Url(String),
+    Parents(source::ParentsSpec),
+}
+
+/// Applies one COPY/ADD into the empty layer directory `out`.
+pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, CopyError> {
+    let cmd = if req.add { "ADD" } else { "COPY" };
+    let mode = req
+        .chmod
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(ModeSpec::parse)
+        .transpose()?;
+    let chown = match req.chown.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(resolve_chown(s, &req.target)?),
+        None => None,
+    };
+    let urls = req
+        .sources
+        .iter()
+        .filter(|s| matches!(s, SourceSpec::Url(_)))
+        .count();
+    if urls > 0 && !req.add {
+        return Err(CopyError::UrlForCopy);
+    }
+    if req.checksum.is_some() {
+        if !req.add {
+            return Err(CopyError::ChecksumForCopy);
+        }
+        if req.sources.len() != 1 {
+            return Err(CopyError::ChecksumMultipleSources);
+        }
+        if urls != 1 {
+            return Err(CopyError::ChecksumNeedsUrl);
+        }
+    }
+    let excludes =
+        PatternMatcher::new(&req.excludes).map_err(|e| CopyError::Pattern(e.to_string()))?;
+
+    let dest_abs = if req.dest.starts_with('/') {
+        req.dest.clone()
+    } else {
+        format!("{}/{}", req.workdir, req.dest)
+    };
+    let dest_clean = join_components(&components(&dest_abs));
+    let dir_form = dest_is_dir_form(&req.dest);
+
+    let (src_fs, filter, preserve_owner) = match &req.from {
+        SourceRoot::Dir { root, filter } => {
+            (LayeredFs::plain_dir(root.clone()), filter.as_ref(), false)
+        }
+        SourceRoot::Layers(l) => (l.clone(), None, true),
+    };
+    let src = Source {
+        fs: &src_fs,
+        filter,
+        preserve_owner,
+    };
+
+    let mut items = Vec::new();
+    for spec in &req.sources {
+        match spec {
+            SourceSpec::Path(p) if req.parents => {
+                items.push(Item::Parents(source::parents_spec(&src, p)?))
+            }
+            SourceSpec::Path(p) => {
+                for m in source::expand(&src, p)? {
+                    // `--exclude` also filters what a wildcard selected.
+                    if !excludes.is_empty()
+                        && excludes.matches(m.entry.path.trim_start_matches('/'))
+                    {
+                        continue;
+                    }
+                    items.push(Item::Local(m));
+                }
+            }
+            SourceSpec::Inline { name, content } => items.push(Item::Inline {
+                name: name.clone(),
+                content: content.clone(),
+            }),
+            SourceSpec::Url(u) => items.push(Item::Url(u.clone())),
+        }
+    }
+    if items.len() > 1 && !dir_form {
+        return Err(CopyError::MultipleSourcesNeedDir { cmd });
+    }
+
+    let lowers = if req.link {
+        LayeredFs::new(Vec::new())
+    } else {
+        req.target.clone()
+    };
+    let parent_owner = chown.unwrap_or(Owner { uid: 0, gid: 0 });
+    let mut w = LayerWriter::new(out, &lowers, parent_owner);
+    let mut bytes = 0u64;
+    // Scratch space for inline and downloaded sources, removed on return.
+    let scratch = tempfile::Builder::new()
+        .prefix(".kiln-copy-")
+        .tempdir()
+        .map_err(|e| CopyError::Io {
+            op: "create temporary directory",
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+
+    for item in items {
+        let mut copier = Copier::new(chown, mode.as_ref(), &excludes);
+        match item {
+            Item::Local(m) => {
+                let unpack = req.add && req.unpack != Some(false);
+                bytes += copy_match(
+                    &mut w,
+                    &src,
+                    &mut copier,
+                    &m,
+                    &dest_clean,
+                    dir_form,
+                    unpack,
+                    chown,
+                )?;
+            }
+            Item::Inline { name, content } => {
+                let base = components(&name)
+                    .pop()
+                    .unwrap_or_else(|| "__unnamed__".to_string());
+                let dir = scratch.path().join(format!("inline-{}", w.written.len()));
+                let host = dir.join(&base);
+                std::fs::create_dir_all(&dir).map_err(writer::io_at("mkdir", &dir))?;
+                std::fs::write(&host, &content).map_err(writer::io_at("write", &host))?;
+                meta::set_mode(&host, 0o644).map_err(writer::io_at("chmod", &host))?;
+                let fs = LayeredFs::plain_dir(dir);
+                let isrc = Source {
+                    fs: &fs,
+                    filter: None,
+                    preserve_owner: false,
+                };
+                let entry = fs
+                    .metadata(&base)?
+                    .ok_or_else(|| CopyError::SourceNotFound { path: base.clone() })?;
+                let m = source::Match { name: base, entry };
+                bytes += copy_match(
+                    &mut w,
+                    &isrc,
+                    &mut copier,
+                    &m,
+                    &dest_clean,
+                    dir_form,
+                    false,
+                    chown,
+                )?;
+            }
+            Item::Url(url) => {
+                let dir = scratch.path().join(format!("url-{}", w.written.len()));
+                std::fs::create_dir_all(&dir).map_err(writer::io_at("mkdir", &dir))?;
+                let name = http::download(&url, req.checksum.as_deref(), &dir)?;
+                let fs = LayeredFs::plain_dir(dir);
+                let usrc = Source {
+                    fs: &fs,
+                    filter: None,
+                    preserve_owner: false,
+                };
+                let entry = fs
+                    .metadata(&name)?
+                    .ok_or_else(|| CopyError::SourceNotFound { path: name.clone() })?;
+                let m = source::Match { name, entry };
+                let unpack = req.unpack == Some(true);
+                bytes += copy_match(
+                    &mut w,
+                    &usrc,
+                    &mut copier,
+                    &m,
+                    &dest_clean,
+                    dir_form,
+                    unpack,
+                    chown,
+                )?;
+            }
+            Item::Parents(spec) => {
+                let dst = w.ensure_dir(&dest_clean)?;
+                for (rel, entry) in source::parents_matches(&src, &spec)? {
+                    // Parent directories keep the source's metadata when this step creates them.
+                    let mut src_dir = spec.base.clone();
+                    let mut dst_dir = dst.clone();
+                    for name in &rel[..rel.len() - 1] {
+                        src_dir = child_of(&src_dir, name);
+                        dst_dir = child_of(&dst_dir, name);
+                        if let Some(d) = src.fs.metadata(&src_dir)? {
+                            copier.copy_dir_only(&mut w, &src, &d, &dst_dir)?;
+                        }
+                    }
+                    let target = child_of(&dst, &rel.join("/"));
+                    copier.copy(&mut w, &src, &entry, "", &target, true)?;
+                }
+            }
+        }
+        bytes += copier.bytes;
+    }
+    let written = w.finish()?;
+    Ok(CopyReport { written, bytes })
+}
+
+/// BuildKit's `Copy` for one selected source: decide the target path, create parents, and
+/// copy (or, for ADD, extract an archive into the destination).
+#[allow(clippy::too_many_arguments)]
+fn copy_match(
+    w: &mut LayerWriter,
+    src: &Source<'_>,
+    copier: &mut Copier<'_>,
+    m: &source::Match,
+    dest_clean: &str,
+    dir_form: bool,
+    unpack: bool,
+    chown: Option<Owner>,
+) -> Result<u64, CopyError> {
+    if dir_form {
+        w.ensure_dir(dest_clean)?;
+    } else {
+        w.ensure_dir(&parent_of(dest_clean))?;
+    }
+    let dst = w.view().resolve(dest_clean, true)?;
+    if unpack
+        && m.entry.kind == crate::layered::EntryKind::File
+        && archive::is_archive(&m.entry.host_path)?
+    {
+        let dst = w.ensure_dir(&dst)?;
+        return archive::extract(&m.entry.host_path, w, &dst, chown);
+    }
+    let dest_entry = w.view().stat(&dst)?;
+    let mut target = dst.clone();
+    if !m.entry.is_dir() && dest_entry.as_ref().is_some_and(|e| e.is_dir()) {
+        target = child_of(&dst, &m.name);
+    }
+    if m.entry.is_dir() && dest_entry.is_none() {
+        w.ensure_dir(&target)?;
+    } else {
+        w.ensure_dir(&parent_of(&target))?;
+    }
+    copier.copy(w, src, &m.entry, "", &target, false)?;
+    Ok(0)
+}

@@ -1,0 +1,184 @@
+//! Copying one source entry (file, directory tree, symlink, device) into the layer with
+//! BuildKit's `cp -a`-like rules: symlinks inside directories are copied as symlinks, a
+//! nested directory that already exists takes the source's metadata, a file never replaces
+//! a directory, hardlinked source files stay hardlinked, `--chown`/`--chmod` apply to every
+//! copied entry, mtimes and xattrs come from the source.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use filetime::FileTime;
+
+use super::mode::ModeSpec;
+use super::owner::Owner;
+use super::pattern::PatternMatcher;
+use super::writer::{LayerWriter, io_at};
+use super::{CopyError, SourceFilter, meta};
+use crate::layered::{Entry, EntryKind, LayeredFs};
+
+/// Where a source entry comes from and how its ownership is treated.
+pub(crate) struct Source<'a> {
+    pub fs: &'a LayeredFs,
+    /// `.dockerignore` filter on context-relative paths (false = excluded).
+    pub filter: Option<&'a SourceFilter>,
+    /// Keep the source's uid/gid (`--from` a stage); context files become 0:0.
+    pub preserve_owner: bool,
+}
+
+impl Source<'_> {
+    /// Whether a source entry is visible (not excluded by `.dockerignore`).
+    pub fn visible(&self, e: &Entry) -> bool {
+        match self.filter {
+            Some(f) => f(e.path.trim_start_matches('/')),
+            None => true,
+        }
+    }
+}
+
+/// Per-source-argument copier state (BuildKit makes one copier per copy action).
+pub(crate) struct Copier<'a> {
+    pub chown: Option<Owner>,
+    pub mode: Option<&'a ModeSpec>,
+    pub excludes: &'a PatternMatcher,
+    /// Source inode → first host path written, to recreate hardlinks.
+    links: HashMap<(u64, u64), std::path::PathBuf>,
+    pub bytes: u64,
+}
+
+impl<'a> Copier<'a> {
+    pub fn new(
+        chown: Option<Owner>,
+        mode: Option<&'a ModeSpec>,
+        excludes: &'a PatternMatcher,
+    ) -> Copier<'a> {
+        Copier {
+            chown,
+            mode,
+            excludes,
+            links: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Copies `src` to the view path `dst` (its parent exists in the layer). `rel` is the
+    /// path below the copy's source root, used by `--exclude` (empty at the top).
+    /// `overwrite_meta`: an existing directory at `dst` takes the source's metadata
+    /// (true below the top, as in BuildKit).
+    pub fn copy(
+        &mut self,
+        w: &mut LayerWriter,
+        src: &Source<'_>,
+        e: &Entry,
+        rel: &str,
+        dst: &str,
+        overwrite_meta: bool,
+    ) -> Result<(), CopyError> {
+        if !rel.is_empty() && !self.excludes.is_empty() && self.excludes.matches(rel) {
+            // An excluded directory is still walked when an exception may re-include below.
+            if !(e.is_dir() && self.excludes.may_reinclude_under(rel)) {
+                return Ok(());
+            }
+        }
+        match e.kind {
+            EntryKind::Dir => {
+                let (host, created) = w.prepare_dir_target(dst, e.mode() | 0o700)?;
+                for child in src.fs.read_dir(&e.path)? {
+                    if !src.visible(&child.entry) {
+                        continue;
+                    }
+                    let crel = if rel.is_empty() {
+                        child.name.clone()
+                    } else {
+                        format!("{rel}/{}", child.name)
+                    };
+                    let cdst = if dst == "/" {
+                        format!("/{}", child.name)
+                    } else {
+                        format!("{dst}/{}", child.name)
+                    };
+                    self.copy(w, src, &child.entry, &crel, &cdst, true)?;
+                }
+                if created || overwrite_meta {
+                    self.apply_meta(&host, src, e)?;
+                    w.defer_dir_time(
+                        host,
+                        FileTime::from_last_access_time(&e.metadata),
+                        FileTime::from_last_modification_time(&e.metadata),
+                    );
+                }
+            }
+            EntryKind::File => {
+                let host = w.prepare_file_target(dst)?;
+                let m = &e.metadata;
+                if m.nlink() > 1 {
+                    let key = (m.dev(), m.ino());
+                    if let Some(first) = self.links.get(&key) {
+                        fs::hard_link(first, &host).map_err(io_at("hardlink", &host))?;
+                        return Ok(());
+                    }
+                    self.links.insert(key, host.clone());
+                }
+                self.bytes += fs::copy(&e.host_path, &host).map_err(io_at("copy to", &host))?;
+                self.apply_meta(&host, src, e)?;
+                meta::set_times(&host, m).map_err(io_at("set times of", &host))?;
+            }
+            EntryKind::Symlink => {
+                let host = w.prepare_file_target(dst)?;
+                let target =
+                    fs::read_link(&e.host_path).map_err(io_at("readlink", &e.host_path))?;
+                std::os::unix::fs::symlink(&target, &host).map_err(io_at("symlink", &host))?;
+                self.apply_meta(&host, src, e)?;
+                meta::set_times(&host, &e.metadata).map_err(io_at("set times of", &host))?;
+            }
+            EntryKind::Other => {
+                let host = w.prepare_file_target(dst)?;
+                meta::mknod_like(&host, &e.metadata).map_err(io_at("mknod", &host))?;
+                self.apply_meta(&host, src, e)?;
+                meta::set_times(&host, &e.metadata).map_err(io_at("set times of", &host))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a directory like `e` (no contents) unless one is already there: used for the
+    /// parents kept by `--parents`.
+    pub fn copy_dir_only(
+        &mut self,
+        w: &mut LayerWriter,
+        src: &Source<'_>,
+        e: &Entry,
+        dst: &str,
+    ) -> Result<(), CopyError> {
+        let (host, created) = w.prepare_dir_target(dst, e.mode() | 0o700)?;
+        if created {
+            self.apply_meta(&host, src, e)?;
+            w.defer_dir_time(
+                host,
+                FileTime::from_last_access_time(&e.metadata),
+                FileTime::from_last_modification_time(&e.metadata),
+            );
+        }
+        Ok(())
+    }
+
+    /// Owner, mode and xattrs of a copied entry.
+    fn apply_meta(&self, host: &Path, src: &Source<'_>, e: &Entry) -> Result<(), CopyError> {
+        let (uid, gid) = match self.chown {
+            Some(o) => (o.uid, o.gid),
+            None if src.preserve_owner => (e.uid(), e.gid()),
+            None => (0, 0),
+        };
+        meta::set_owner(host, uid, gid).map_err(io_at("chown", host))?;
+        if e.kind != EntryKind::Symlink {
+            let mode = match self.mode {
+                Some(spec) => spec.apply(e.mode(), e.is_dir()),
+                None => e.mode(),
+            };
+            meta::set_mode(host, mode).map_err(io_at("chmod", host))?;
+        }
+        meta::copy_xattrs(&e.host_path, host).map_err(io_at("copy xattrs to", host))?;
+        Ok(())
+    }
+}
