@@ -90,6 +90,15 @@ pub(crate) enum Compressor<W: Write> {
 
 impl<W: Write> Compressor<W> {
     pub(crate) fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
+        Self::with_workers(out, compression, level, zstd_workers())
+    }
+
+    fn with_workers(
+        out: W,
+        compression: Compression,
+        level: Option<i32>,
+        workers: u32,
+    ) -> io::Result<Self> {
         Ok(match compression {
             Compression::Gzip => {
                 let level = level.map_or(DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 9) as u32);
@@ -101,7 +110,7 @@ impl<W: Write> Compressor<W> {
             Compression::Zstd => {
                 let mut enc =
                     zstd::stream::write::Encoder::new(out, level.unwrap_or(DEFAULT_ZSTD_LEVEL))?;
-                enc.multithread(zstd_workers())?;
+                enc.multithread(workers.max(1))?;
                 Compressor::Zstd(enc)
             }
             Compression::None => Compressor::None(out),
@@ -147,4 +156,47 @@ pub(crate) fn decompressor<'a, R: io::BufRead + 'a>(
         Compression::None => Box::new(input),
     };
     Ok((compression, reader))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(c: Compression, workers: u32, data: &[u8]) -> Vec<u8> {
+        let mut z = Compressor::with_workers(Vec::new(), c, None, workers).unwrap();
+        for chunk in data.chunks(7919) {
+            z.write_all(chunk).unwrap();
+        }
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn zstd_output_does_not_depend_on_the_worker_count() {
+        // Large enough for several zstd jobs (a job is a few MiB at level 3).
+        let data: Vec<u8> = (0..24u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3f)
+            .collect();
+        let one = compress(Compression::Zstd, 1, &data);
+        assert_eq!(one, compress(Compression::Zstd, 3, &data));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn gzip_header_has_no_name_and_no_mtime() {
+        let gz = compress(Compression::Gzip, 1, b"hello");
+        assert_eq!(&gz[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    }
+
+    #[test]
+    fn compression_is_detected_by_magic() {
+        assert_eq!(
+            Compression::detect(&compress(Compression::Gzip, 1, b"x")),
+            Compression::Gzip
+        );
+        assert_eq!(
+            Compression::detect(&compress(Compression::Zstd, 1, b"x")),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"ustar"), Compression::None);
+    }
 }
