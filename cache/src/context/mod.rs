@@ -237,7 +237,7 @@ impl Context {
         }
         for it in &items {
             h.update(b"E");
-            field(&mut h, &it.raw_path);
+            field(&mut h, it.raw_path());
             h.update([it.entry.kind.tag()]);
             h.update(it.entry.mode.to_le_bytes());
             h.update(it.entry.size.to_le_bytes());

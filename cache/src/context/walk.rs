@@ -29,10 +29,20 @@ pub(super) struct Source {
 /// An entry plus what hashing needs and the raw bytes that go into the digest.
 pub(super) struct Item {
     pub entry: HashedEntry,
-    pub raw_path: Vec<u8>,
+    /// Set only when the name is not valid UTF-8 (then `entry.rel_path` is lossy).
+    raw_path: Option<Vec<u8>>,
     pub raw_target: Option<Vec<u8>>,
     stat: Option<StatKey>,
     pub sha: Option<[u8; 32]>,
+}
+
+impl Item {
+    /// The path bytes that go into the digest.
+    pub(super) fn raw_path(&self) -> &[u8] {
+        self.raw_path
+            .as_deref()
+            .unwrap_or(self.entry.rel_path.as_bytes())
+    }
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -191,7 +201,7 @@ impl Context {
             if excludes.is_some_and(|x| x.matches(&name)) {
                 return Ok(());
             }
-            out.push(self.item(&src.resolved, &abs, &meta)?);
+            out.push(self.item(&src.resolved, || abs.clone(), &meta)?);
             return Ok(());
         }
         let info = if self.matcher.is_empty() || src.resolved.is_empty() {
@@ -215,7 +225,7 @@ impl Context {
                 pattern: pattern.to_string(),
             });
         }
-        out.push(self.item(&src.resolved, &abs, &meta)?);
+        out.push(self.item(&src.resolved, || abs.clone(), &meta)?);
         out.append(&mut children);
         Ok(())
     }
@@ -223,6 +233,10 @@ impl Context {
     /// Pre-order walk of `dir_rel`'s children, sorted by name. Hidden (ignored or
     /// `--exclude`d) directories are entered only if an exception could re-include
     /// something below; they appear only if something below them does.
+    ///
+    /// Entries are stat'ed through their `DirEntry` (fstatat relative to the open
+    /// directory) rather than by full path: on a 20,000-file context the path lookups
+    /// were the largest cost of a no-op rebuild.
     fn walk_dir(
         &self,
         dir_rel: &str,
@@ -232,50 +246,120 @@ impl Context {
         dir_info: &MatchInfo,
         out: &mut Vec<Item>,
     ) -> Result<(), ContextError> {
-        let names = sorted_names(dir_abs).map_err(io_err(dir_abs))?;
-        for name in names {
+        // Names are taken once: `DirEntry::file_name` allocates, so calling it inside the
+        // sort comparator cost more than the sort itself.
+        let mut entries: Vec<(std::ffi::OsString, fs::DirEntry)> = fs::read_dir(dir_abs)
+            .and_then(|rd| {
+                rd.map(|e| e.map(|e| (e.file_name(), e)))
+                    .collect::<io::Result<_>>()
+            })
+            .map_err(io_err(dir_abs))?;
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+        // First pass (this directory only): names, ignore results, stat.
+        enum Slot {
+            Leaf(Item),
+            Dir {
+                rel: String,
+                abs: std::path::PathBuf,
+                meta: fs::Metadata,
+                info: MatchInfo,
+                hidden: bool,
+            },
+        }
+        let mut slots = Vec::with_capacity(entries.len());
+        for (name, entry) in entries {
             let name_str = name.to_string_lossy();
             let rel = join(dir_rel, &name_str);
-            let abs = dir_abs.join(&name);
             let (ignored, info) = if self.matcher.is_empty() {
                 (false, MatchInfo::default())
             } else {
                 self.matcher.matches_with_parent(&rel, dir_info)
             };
-            let rel_to_src = rel
-                .strip_prefix(src_root)
-                .map(|r| r.trim_start_matches('/'))
-                .unwrap_or(&rel);
-            let user_excluded = excludes.is_some_and(|x| x.matches(rel_to_src));
-            let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+            let rel_to_src = || {
+                rel.strip_prefix(src_root)
+                    .map(|r| r.trim_start_matches('/'))
+                    .unwrap_or(&rel)
+                    .to_string()
+            };
+            let user_excluded = excludes.is_some_and(|x| x.matches(&rel_to_src()));
+            let meta = entry.metadata().map_err(|source| ContextError::Io {
+                path: dir_abs.join(&name),
+                source,
+            })?;
             let hidden = ignored || user_excluded;
             if meta.is_dir() {
                 if hidden {
                     let may = (!ignored || self.matcher.may_reinclude_under(&rel))
                         && (!user_excluded
-                            || excludes.is_some_and(|x| x.may_reinclude_under(rel_to_src)));
+                            || excludes.is_some_and(|x| x.may_reinclude_under(&rel_to_src())));
                     if !may {
                         continue;
                     }
                 }
-                let mut children = Vec::new();
-                self.walk_dir(&rel, &abs, src_root, excludes, &info, &mut children)?;
-                if hidden && children.is_empty() {
-                    continue;
-                }
-                out.push(self.item(&rel, &abs, &meta)?);
-                out.append(&mut children);
+                slots.push(Slot::Dir {
+                    abs: dir_abs.join(&name),
+                    rel,
+                    meta,
+                    info,
+                    hidden,
+                });
             } else if !hidden {
-                out.push(self.item(&rel, &abs, &meta)?);
+                slots.push(Slot::Leaf(self.item(
+                    &rel,
+                    || dir_abs.join(&name),
+                    &meta,
+                )?));
+            }
+        }
+
+        // Second pass: subdirectories in parallel (stat calls dominate a no-op rebuild),
+        // stitched back in sorted order.
+        let subtrees: Vec<Result<Option<Vec<Item>>, ContextError>> = slots
+            .par_iter()
+            .map(|slot| match slot {
+                Slot::Leaf(_) => Ok(None),
+                Slot::Dir {
+                    rel,
+                    abs,
+                    meta,
+                    info,
+                    hidden,
+                } => {
+                    let mut children = Vec::new();
+                    self.walk_dir(rel, abs, src_root, excludes, info, &mut children)?;
+                    if *hidden && children.is_empty() {
+                        return Ok(Some(Vec::new()));
+                    }
+                    let mut v = Vec::with_capacity(children.len() + 1);
+                    v.push(self.item(rel, || abs.clone(), meta)?);
+                    v.append(&mut children);
+                    Ok(Some(v))
+                }
+            })
+            .collect();
+        for (slot, sub) in slots.into_iter().zip(subtrees) {
+            match (slot, sub?) {
+                (Slot::Leaf(item), _) => out.push(item),
+                (Slot::Dir { .. }, Some(mut items)) => out.append(&mut items),
+                (Slot::Dir { .. }, None) => {}
             }
         }
         Ok(())
     }
 
-    fn item(&self, rel: &str, abs: &Path, meta: &fs::Metadata) -> Result<Item, ContextError> {
+    /// `abs` is only called for symlinks and non-UTF-8 names: building a full path per
+    /// file showed up in no-op rebuild profiles.
+    fn item(
+        &self,
+        rel: &str,
+        abs: impl Fn() -> std::path::PathBuf,
+        meta: &fs::Metadata,
+    ) -> Result<Item, ContextError> {
         let ft = meta.file_type();
         let (kind, raw_target) = if ft.is_symlink() {
-            let t = fs::read_link(abs).map_err(io_err(abs))?;
+            let abs = abs();
+            let t = fs::read_link(&abs).map_err(io_err(&abs))?;
             (EntryKind::Symlink, Some(t.as_os_str().as_bytes().to_vec()))
         } else if ft.is_dir() {
             (EntryKind::Dir, None)
@@ -292,12 +376,14 @@ impl Context {
         } else {
             meta.mode() & 0o7777
         };
-        let raw_path = if rel.is_empty() {
-            b".".to_vec()
-        } else {
-            abs.strip_prefix(&self.root)
+        // None: the raw path is `rel_path` itself (valid UTF-8 all the way).
+        let raw_path = if rel.contains('\u{fffd}') {
+            abs()
+                .strip_prefix(&self.root)
                 .map(|p| p.as_os_str().as_bytes().to_vec())
-                .unwrap_or_else(|_| rel.as_bytes().to_vec())
+                .ok()
+        } else {
+            None
         };
         Ok(Item {
             entry: HashedEntry {
@@ -346,7 +432,7 @@ impl Context {
             .par_iter()
             .map(|&i| {
                 let it = &items[i];
-                let abs = root.join(OsStr::from_bytes(&it.raw_path));
+                let abs = root.join(OsStr::from_bytes(it.raw_path()));
                 let started = SystemTime::now();
                 let sha = hash_file(&abs).map_err(io_err(&abs))?;
                 let cacheable = it.stat.is_some_and(|k| not_racy(k.mtime_ns, started));
@@ -368,7 +454,7 @@ impl Context {
         }
         for it in items.iter_mut() {
             if let Some(sha) = it.sha {
-                it.entry.sha256 = Some(hex::encode(sha));
+                it.entry.sha256 = Some(fast_hex(&sha));
             }
         }
         Ok(stats)
@@ -398,4 +484,16 @@ fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
+}
+
+/// Lowercase hex of a digest; `hex::encode` goes through a char iterator and showed up in
+/// profiles of no-op rebuilds (one call per file).
+fn fast_hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(64);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 0xf) as usize]);
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
