@@ -213,7 +213,8 @@ struct Unpacker<'o> {
     /// Directories whose mode and mtime are set at the end (children first),
     /// so extracting into read-only directories works and mtimes stick.
     dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
-    /// Paths created by this layer (whiteouts only hide lower layers).
+    /// Paths created by this layer in a rootfs (an opaque marker keeps them).
+    /// A layer directory starts empty, so there anything present is ours.
     created: HashSet<Vec<Vec<u8>>>,
     entries: u64,
 }
@@ -343,7 +344,9 @@ impl Unpacker<'_> {
         let leaf = last.as_slice();
         let is_dir = kind == tar::EntryType::Directory;
         let existing_dir = self.clear_leaf(&name, &parent, leaf, is_dir)?;
-        self.created.insert(comps.clone());
+        if self.target == Target::Rootfs {
+            self.created.insert(comps.clone());
+        }
         match kind {
             tar::EntryType::Directory => {
                 if !existing_dir {
@@ -520,14 +523,16 @@ impl Unpacker<'_> {
         let Some(leaf) = target.last() else {
             return Ok(());
         };
-        if self.created.contains(target) {
-            // The same layer added the entry: a whiteout only hides lower layers.
-            return Ok(());
-        }
         match self.target {
             Target::LayerDir => {
                 let parent = self.parent(name, target)?;
-                self.clear_leaf(name, &parent, leaf, false)?;
+                match rustix::fs::statat(&parent, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                    // The same layer added the entry (a layer directory starts
+                    // empty): a whiteout only hides lower layers, so it stays.
+                    Ok(_) => return Ok(()),
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(self.fs_err(name, "inspecting a whited-out entry", e)),
+                }
                 rustix::fs::mknodat(
                     &parent,
                     leaf.as_slice(),
@@ -544,6 +549,9 @@ impl Unpacker<'_> {
                 self.finish_at(name, &parent, leaf, &m, false)
             }
             Target::Rootfs => {
+                if self.created.contains(target) {
+                    return Ok(());
+                }
                 let Some(parent) = self.open_dir(name, &target[..target.len() - 1], false)? else {
                     return Ok(());
                 };

@@ -151,17 +151,24 @@ impl<W: Write> LayerWriter<W> {
 
     /// Ends the tar, flushes the compressor and returns the digests.
     pub fn finish(self) -> io::Result<LayerDigests> {
+        self.finish_into_inner().map(|(d, _)| d)
+    }
+
+    /// Like [`LayerWriter::finish`], also handing back the output writer
+    /// (e.g. the `Vec<u8>` or file the blob went to).
+    pub fn finish_into_inner(self) -> io::Result<(LayerDigests, W)> {
         let hashed_tar = self.tar.finish()?;
         let (compressor, diff_id, _) = hashed_tar.finish();
         let mut hashed_blob = compressor.finish()?;
         hashed_blob.flush()?;
-        let (_, digest, size) = hashed_blob.finish();
-        Ok(LayerDigests {
+        let (out, digest, size) = hashed_blob.finish();
+        let digests = LayerDigests {
             diff_id,
             digest,
             size,
             media_type: self.compression.media_type().to_string(),
-        })
+        };
+        Ok((digests, out))
     }
 }
 
