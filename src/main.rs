@@ -1,5 +1,65 @@
 //! The `kiln` command line: parses flags and calls the crates.
+//!
+//! Exit status: 0 on success, 1 when a build or command fails, 2 for usage errors (clap).
 
-fn main() {
-    println!("kiln");
+mod blobs;
+mod build;
+mod cli;
+mod images;
+mod outputs;
+mod render;
+mod root;
+
+use clap::Parser;
+use cli::{Cli, Command, DebugCommand};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // The sandbox helper and the ID mapper are this binary re-exec'd: serve them first.
+    if let Some(code) = kiln_executor::sandbox::helper_main() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let cli = Cli::parse();
+    // Unprivileged: the whole command runs as root inside a user namespace, so the store's
+    // files and every layer carry the image's own owners. Must happen before any thread.
+    if needs_store(&cli.command) {
+        match kiln_executor::userns::enter_user_namespace_if_needed() {
+            Ok(kiln_executor::userns::UsernsState::SingleId { .. }) => eprintln!(
+                "warning: no subordinate ID range in /etc/subuid and /etc/subgid for this user; \
+                 only root (your own ID) is mapped, so chown to other IDs will fail"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let result = match cli.command {
+        Command::Build(args) => build::run(cli.root, args),
+        Command::Graph(args) => build::graph(args),
+        Command::Debug {
+            command: DebugCommand::Parse { file },
+        } => build::debug_parse(&file),
+        Command::Images => images::list(cli.root),
+        Command::Inspect { reference } => images::inspect(cli.root, &reference),
+        Command::History { reference } => images::history(cli.root, &reference),
+        Command::Tag { source, target } => images::tag(cli.root, &source, &target),
+        Command::Rmi { references } => images::rmi(cli.root, &references),
+        Command::Save(args) => images::save(cli.root, args),
+        Command::Load { input } => images::load(cli.root, &input),
+        Command::Prune(args) => images::prune(cli.root, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Commands that read or write the store (and so need the user namespace when rootless).
+fn needs_store(command: &Command) -> bool {
+    !matches!(command, Command::Graph(_) | Command::Debug { .. })
 }

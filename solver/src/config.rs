@@ -5,10 +5,9 @@
 //! Kept as plain ordered values so the final JSON is the same on every machine.
 
 use kiln_parser::{Healthcheck, Op, Step};
-use serde::{Deserialize, Serialize};
 
 /// The runtime part of an image config (OCI `config`), in the order values were set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeConfig {
     pub user: String,
     pub exposed_ports: Vec<String>,
@@ -26,7 +25,7 @@ pub struct RuntimeConfig {
 }
 
 /// One history entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
     pub created_by: String,
     pub comment: Option<String>,
@@ -50,6 +49,20 @@ pub struct ImageState {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ImageState {
+    /// A state read from an image's config.
+    pub fn from_parts(
+        config: RuntimeConfig,
+        author: Option<String>,
+        history: Vec<HistoryEntry>,
+    ) -> ImageState {
+        ImageState {
+            config,
+            author,
+            history,
+            cmd_set_here: false,
+        }
+    }
+
     /// The state a stage starts from when built on `base` (an image or another stage).
     /// ONBUILD triggers are consumed by the child, so they are not inherited.
     pub fn inherit(base: &ImageState) -> ImageState {

@@ -1,9 +1,80 @@
 //! kiln's solver: walks a [`kiln_parser::BuildGraph`] and produces an image.
 //!
-//! Owns the order of work (each vertex starts when its inputs are done; independent stages
-//! run in parallel on tokio), cache keys ([`key`]), the decision hit-or-run, and progress
+//! Owns the order of work (each stage starts when the stages it reads from are done;
+//! independent stages run in parallel on tokio), cache keys ([`key`]), the decision
+//! hit-or-run ([`backend`]), the image config a stage accumulates ([`config`]) and progress
 //! events ([`progress`]). How a sandbox is made or how bytes are laid out on disk belongs to
 //! the executor, cache and image crates it calls.
 
+pub mod backend;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod explain;
+pub mod image_config;
 pub mod key;
 pub mod progress;
+mod stage;
+mod steps;
+
+pub use backend::{Backend, NetworkDefault, SecretSource, SolveOptions};
+pub use error::SolveError;
+pub use stage::{Layer, StageResult};
+
+use kiln_parser::BuildGraph;
+use progress::{Event, Progress};
+use std::sync::Arc;
+
+/// A built image, stored: its manifest and config are blobs in the store.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// `sha256:` of the manifest.
+    pub manifest_digest: String,
+    /// `sha256:` of the config: the image ID.
+    pub config_digest: String,
+    pub layers: Vec<Layer>,
+}
+
+/// Builds `graph` into the backend's store. Nothing is tagged here: the caller names the
+/// image only after this returned `Ok`, so a failed build never gets a tag.
+pub async fn build(
+    backend: Arc<Backend>,
+    graph: BuildGraph,
+    labels: Vec<(String, String)>,
+    progress: Progress,
+) -> Result<BuiltImage, SolveError> {
+    let platform = graph.platform.clone();
+    let result = engine::solve(backend.clone(), Arc::new(graph), progress.clone()).await;
+    backend.save_stat_cache();
+    let result = result?;
+    progress.send(Event::Note {
+        message: "exporting to image".to_string(),
+    });
+    let created = kiln_image::oci::rfc3339(match backend.options.source_date_epoch {
+        Some(epoch) => epoch,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    });
+    let config = kiln_image::oci::canonical_json(&image_config::image_config(
+        &result, &platform, &created, &labels,
+    ));
+    let store = &backend.store;
+    let config_blob = store
+        .put_blob_bytes(&config)
+        .map_err(|e| SolveError::internal(format!("writing the image config: {e}")))?;
+    let manifest = kiln_image::oci::canonical_json(&image_config::manifest(
+        &result,
+        &config_blob.digest,
+        config_blob.size,
+    ));
+    let manifest_blob = store
+        .put_blob_bytes(&manifest)
+        .map_err(|e| SolveError::internal(format!("writing the manifest: {e}")))?;
+    Ok(BuiltImage {
+        manifest_digest: manifest_blob.digest,
+        config_digest: config_blob.digest,
+        layers: result.layers.clone(),
+    })
+}

@@ -1,0 +1,416 @@
+//! The solver's hands: keys a step, looks it up, runs it on a miss, commits its layer.
+//!
+//! Everything here is per step; ordering lives in [`crate::engine`] and [`crate::stage`].
+
+use crate::config::ImageState;
+use crate::error::SolveError;
+use crate::explain::{ExplainLog, KeyInputs, explain};
+use crate::image_config;
+use crate::key::vertex_key;
+use crate::progress::{Event, Progress, Stream};
+use crate::stage::{Layer, StageInputs, blocking};
+use crate::steps;
+use kiln_cache::context::{ChecksumOptions, Context};
+use kiln_cache::{CacheRecord, LayerRef, Store};
+use kiln_image::Compression;
+use kiln_parser::{CopySource, Op, Platform, Source, Step};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Network for RUN steps that do not pick one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkDefault {
+    Host,
+    None,
+}
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// How to build, beyond the graph.
+#[derive(Debug, Clone)]
+pub struct SolveOptions {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    /// The Dockerfile's path (for the ignore file beside it and explanations).
+    pub dockerfile: PathBuf,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub compression: Compression,
+    /// Clamp times to this; `None` keeps real times (`--timestamp=keep`).
+    pub source_date_epoch: Option<i64>,
+    pub network: NetworkDefault,
+    pub snapshotter: kiln_executor::snapshot::Snapshotter,
+    pub secrets: Vec<(String, SecretSource)>,
+    pub explain_cache: bool,
+    pub platform: Platform,
+}
+
+/// What the solver works with: the store, the context and the options.
+pub struct Backend {
+    pub store: Store,
+    pub options: SolveOptions,
+    context: Arc<Context>,
+    explain: ExplainLog,
+}
+
+/// A base image resolved in the store.
+pub struct ResolvedImage {
+    pub key: String,
+    pub layers: Vec<Layer>,
+    pub state: ImageState,
+}
+
+impl Backend {
+    pub fn new(store: Store, options: SolveOptions) -> Result<Backend, SolveError> {
+        let matcher = kiln_cache::ignore::load_for(&options.context_dir, &options.dockerfile)
+            .map_err(|e| SolveError::internal(e.to_string()))?;
+        let stat_cache = store.stat_cache_path(&options.context_dir);
+        let context = Arc::new(
+            Context::open(&options.context_dir, matcher, Some(stat_cache))
+                .map_err(|e| SolveError::internal(e.to_string()))?,
+        );
+        let explain = ExplainLog::new(store.root());
+        Ok(Backend {
+            store,
+            options,
+            context,
+            explain,
+        })
+    }
+
+    /// Finds `reference` among the store's images, with every layer unpacked.
+    pub fn resolve_image(&self, reference: &str) -> Result<ResolvedImage, String> {
+        let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
+        let image = self
+            .store
+            .get_ref(&name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "{reference}: image not found in the store (build it, or `kiln load` it first)"
+                )
+            })?;
+        let manifest = kiln_image::oci::parse_manifest(
+            &self
+                .store
+                .read_blob(&image.manifest)
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{reference}: {e}"))?;
+        let config = kiln_image::oci::parse_config(
+            &self
+                .store
+                .read_blob(&image.config)
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{reference}: {e}"))?;
+        if manifest.layers.len() != config.rootfs.diff_ids.len() {
+            return Err(format!(
+                "{reference}: manifest lists {} layers but config {} diff_ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ));
+        }
+        let mut layers = Vec::new();
+        for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            let layer = LayerRef {
+                diff_id: diff_id.clone(),
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                size: desc.size,
+            };
+            layers.push(self.ensure_snapshot(&layer)?);
+        }
+        Ok(ResolvedImage {
+            key: vertex_key("image", &image.manifest, &[]),
+            layers,
+            state: image_config::state_from_config(&config),
+        })
+    }
+
+    /// The layer of `layer`, unpacking its blob into a snapshot if that is missing.
+    pub fn ensure_snapshot(&self, layer: &LayerRef) -> Result<Layer, String> {
+        let id = hex_of(&layer.diff_id)?;
+        if !self.store.has_snapshot(id) {
+            let blob = self.store.open_blob(&layer.digest).map_err(|e| e.to_string())?;
+            let staging = self.store.snapshot_staging().map_err(|e| e.to_string())?;
+            let info = kiln_image::unpack_layer(
+                std::io::BufReader::new(blob),
+                staging.path(),
+                &Default::default(),
+            )
+            .map_err(|e| format!("unpacking layer {}: {e}", layer.digest))?;
+            if info.diff_id != layer.diff_id {
+                return Err(format!(
+                    "layer {} unpacks to {} but the image says {}",
+                    layer.digest, info.diff_id, layer.diff_id
+                ));
+            }
+            self.store
+                .commit_snapshot(staging, id)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Layer {
+            diff_id: layer.diff_id.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: layer.media_type.clone(),
+            snapshot: self.store.snapshot_path(id).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Keys `step`, reuses its recorded layer when allowed, otherwise runs it and records it.
+    /// Returns the step's key, its layer and whether it came from the cache.
+    pub async fn solve_step(
+        self: Arc<Self>,
+        step: &Step,
+        current: &crate::stage::StageResult,
+        inputs: &StageInputs,
+        id: usize,
+        no_cache: bool,
+        progress: &Progress,
+    ) -> Result<(String, Layer, bool), SolveError> {
+        let at = |m: String| SolveError::at(step.span, &step.source, m);
+        let key_inputs = {
+            let this = self.clone();
+            let step = step.clone();
+            let parent = current.key.clone();
+            let stage_keys: Vec<(usize, String)> =
+                inputs.iter().map(|(i, r)| (*i, r.key.clone())).collect();
+            blocking(move || this.key_inputs(&step, &parent, &stage_keys))
+                .await
+                .map_err(at)?
+        };
+        let key = key_inputs.key.clone();
+        let place = format!(
+            "{}\0{}\0{}:{}",
+            self.options.context_dir.display(),
+            self.options.dockerfile.display(),
+            step.span.line,
+            step.span.column
+        );
+        if !no_cache {
+            let record = self.store.get_record(&key).map_err(|e| at(e.to_string()))?;
+            if let Some(CacheRecord {
+                layer: Some(layer), ..
+            }) = record
+            {
+                let this = self.clone();
+                if let Ok(layer) = blocking(move || this.ensure_snapshot(&layer)).await {
+                    self.explain.save(&place, &key_inputs);
+                    return Ok((key, layer, true));
+                }
+            }
+        }
+        if self.options.explain_cache {
+            let reasons = if no_cache {
+                vec!["--no-cache".to_string()]
+            } else {
+                explain(self.explain.previous(&place).as_ref(), &key_inputs)
+            };
+            for reason in reasons {
+                progress.send(Event::Explain { id, reason });
+            }
+        }
+        let staging = self.store.snapshot_staging().map_err(|e| at(e.to_string()))?;
+        steps::execute(&self, step, current, inputs, staging.path(), id, progress).await?;
+        let this = self.clone();
+        let layer = blocking(move || this.commit_layer(staging))
+            .await
+            .map_err(at)?;
+        // Records carry the real time for prune's "oldest first"; the image never sees it.
+        let record = CacheRecord {
+            created: now_unix(),
+            layer: Some(LayerRef {
+                diff_id: layer.diff_id.clone(),
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+            }),
+        };
+        self.store
+            .put_record(&key, &record)
+            .map_err(|e| at(e.to_string()))?;
+        self.explain.save(&place, &key_inputs);
+        progress.send(Event::Log {
+            id,
+            stream: Stream::Info,
+            line: format!("writing layer {}", layer.digest),
+        });
+        Ok((key, layer, false))
+    }
+
+    /// Writes the layer directory `staging` as a blob, then makes it the layer's snapshot.
+    fn commit_layer(&self, staging: kiln_cache::StagingDir) -> Result<Layer, String> {
+        let mut writer = self.store.blob_writer().map_err(|e| e.to_string())?;
+        let digests = kiln_image::write_layer(
+            staging.path(),
+            &mut writer,
+            &kiln_image::LayerOptions {
+                compression: self.options.compression,
+                source_date_epoch: self.options.source_date_epoch,
+                level: None,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let blob = writer
+            .commit_verified(&digests.digest)
+            .map_err(|e| e.to_string())?;
+        let id = hex_of(&digests.diff_id)?.to_string();
+        let snapshot = self
+            .store
+            .commit_snapshot(staging, &id)
+            .map_err(|e| e.to_string())?;
+        Ok(Layer {
+            diff_id: digests.diff_id,
+            digest: blob.digest,
+            size: blob.size,
+            media_type: digests.media_type,
+            snapshot,
+        })
+    }
+
+    /// What the key of `step` is made of: the op's canonical parameters, the keys it reads
+    /// from, and for context sources the checksums of the selected files.
+    fn key_inputs(
+        &self,
+        step: &Step,
+        parent: &str,
+        stage_keys: &[(usize, String)],
+    ) -> Result<KeyInputs, String> {
+        let stage_key = |i: usize| -> Result<String, String> {
+            stage_keys
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| format!("stage {i} has no result"))
+        };
+        let mut inputs = vec![("previous step".to_string(), parent.to_string())];
+        let mut files = BTreeMap::new();
+        let params = match &step.op {
+            Op::Run(run) => {
+                let mut run = run.clone();
+                if run.network == kiln_parser::NetworkMode::Default {
+                    run.network = match self.options.network {
+                        NetworkDefault::Host => kiln_parser::NetworkMode::Host,
+                        NetworkDefault::None => kiln_parser::NetworkMode::None,
+                    };
+                }
+                for mount in &run.mounts {
+                    match &mount.from {
+                        Some(Source::Stage(i)) => {
+                            inputs.push((format!("stage {i}"), stage_key(*i)?));
+                        }
+                        None if mount.kind == kiln_parser::MountKind::Bind => {
+                            let pattern = mount.source.clone().unwrap_or_else(|| ".".into());
+                            let sum = self.checksum(&pattern, &[], &mut files)?;
+                            inputs.push((format!("context {pattern}"), sum));
+                        }
+                        _ => {}
+                    }
+                }
+                serde_json::json!({ "run": run, "platform": self.options.platform })
+            }
+            Op::Copy(copy) => {
+                match &copy.from {
+                    Source::Context => {
+                        for source in &copy.sources {
+                            if let CopySource::Path(pattern) = source {
+                                let sum = self.checksum(pattern, &copy.exclude, &mut files)?;
+                                inputs.push((format!("context {pattern}"), sum));
+                            }
+                        }
+                    }
+                    Source::Stage(i) => inputs.push((format!("stage {i}"), stage_key(*i)?)),
+                    Source::Image(reference) => {
+                        let image = self.resolve_image(reference)?;
+                        inputs.push((format!("image {reference}"), image.key));
+                    }
+                }
+                serde_json::json!({ "copy": copy })
+            }
+            Op::Workdir(w) => serde_json::json!({ "workdir": w }),
+            other => serde_json::json!({ "metadata": other }),
+        };
+        let input_keys: Vec<&str> = inputs.iter().map(|(_, k)| k.as_str()).collect();
+        let key = vertex_key("step", &params, &input_keys);
+        Ok(KeyInputs {
+            key,
+            inputs,
+            params,
+            files,
+        })
+    }
+
+    fn checksum(
+        &self,
+        pattern: &str,
+        excludes: &[String],
+        files: &mut BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        let sum = self
+            .context
+            .checksum(
+                pattern,
+                &ChecksumOptions {
+                    follow_links: true,
+                    wildcard: true,
+                    excludes: excludes.to_vec(),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        for entry in &sum.files {
+            files.insert(entry.rel_path.clone(), entry_digest(entry));
+        }
+        Ok(sum.digest)
+    }
+
+    pub(crate) fn context_dir(&self) -> &std::path::Path {
+        &self.options.context_dir
+    }
+
+    /// The `.dockerignore` filter for the copier: true keeps a path. A directory under
+    /// which a `!` exception may re-include something is kept so the copier descends.
+    pub(crate) fn context_filter(&self) -> kiln_executor::copy::SourceFilter {
+        let context = self.context.clone();
+        Arc::new(move |rel: &str| {
+            let m = context.matcher();
+            !m.matches(rel) || m.may_reinclude_under(rel)
+        })
+    }
+
+    /// Saves the context stat cache so the next build re-hashes nothing unchanged.
+    pub fn save_stat_cache(&self) {
+        let _ = self.context.save_stat_cache();
+    }
+}
+
+fn entry_digest(entry: &kiln_cache::context::HashedEntry) -> String {
+    format!(
+        "{:?} {:o} {} {}",
+        entry.kind,
+        entry.mode,
+        entry.link_target.clone().unwrap_or_default(),
+        entry.sha256.clone().unwrap_or_default()
+    )
+}
+
+fn hex_of(digest: &str) -> Result<&str, String> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64)
+        .ok_or_else(|| format!("not a sha256 digest: {digest}"))
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,351 @@
+//! Executing a layer step that missed the cache: RUN in the sandbox, COPY/ADD through the
+//! copier, WORKDIR as a directory. Each fills `out`, an empty layer directory.
+
+use crate::backend::{Backend, NetworkDefault, SecretSource};
+use crate::error::SolveError;
+use crate::progress::{Event, Progress, Stream};
+use crate::stage::{StageInputs, StageResult, blocking, find_input};
+use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
+use kiln_executor::layered::LayeredFs;
+use kiln_executor::sandbox::{self, MountKind as SandboxMount, MountSpec, OutputStream, RunSpec};
+use kiln_parser::{CopyOp, CopySource, MountKind, NetworkMode, Op, RunOp, Source, Step, WorkdirOp};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How many lines of a failed RUN's output the error repeats.
+const TAIL_LINES: usize = 20;
+
+pub(crate) async fn execute(
+    backend: &Arc<Backend>,
+    step: &Step,
+    current: &StageResult,
+    inputs: &StageInputs,
+    out: &Path,
+    id: usize,
+    progress: &Progress,
+) -> Result<(), SolveError> {
+    let at = |m: String| SolveError::at(step.span, &step.source, m);
+    match &step.op {
+        Op::Copy(copy) => {
+            let req = copy_request(backend, copy, current, inputs).map_err(at)?;
+            let out = out.to_path_buf();
+            blocking(move || {
+                copy_into_layer(&req, &out)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(at)
+        }
+        Op::Workdir(w) => {
+            let w = w.clone();
+            let lowers = current.lowers();
+            let out = out.to_path_buf();
+            blocking(move || make_workdir(lowers, &w, &out))
+                .await
+                .map_err(at)
+        }
+        Op::Run(run) => run_step(backend, step, run, current, inputs, out, id, progress).await,
+        _ => Ok(()),
+    }
+}
+
+fn copy_request(
+    backend: &Backend,
+    copy: &CopyOp,
+    current: &StageResult,
+    inputs: &StageInputs,
+) -> Result<CopyRequest, String> {
+    let from = match &copy.from {
+        Source::Context => SourceRoot::Dir {
+            root: backend.context_dir().to_path_buf(),
+            filter: Some(backend.context_filter()),
+        },
+        Source::Stage(i) => {
+            let stage = find_input(inputs, *i).map_err(|e| e.message)?;
+            SourceRoot::Layers(LayeredFs::new(stage.lowers()))
+        }
+        Source::Image(reference) => {
+            let image = backend.resolve_image(reference)?;
+            SourceRoot::Layers(LayeredFs::new(
+                image.layers.iter().map(|l| l.snapshot.clone()).collect(),
+            ))
+        }
+    };
+    let sources = copy
+        .sources
+        .iter()
+        .map(|s| match s {
+            CopySource::Path(p) => SourceSpec::Path(p.clone()),
+            CopySource::Url(u) => SourceSpec::Url(u.clone()),
+            CopySource::Heredoc { name, content } => SourceSpec::Inline {
+                name: name.clone(),
+                content: content.clone().into_bytes(),
+            },
+        })
+        .collect();
+    Ok(CopyRequest {
+        sources,
+        from,
+        dest: copy.dest.clone(),
+        workdir: copy.workdir.clone(),
+        target: LayeredFs::new(current.lowers()),
+        chown: copy.chown.clone(),
+        chmod: copy.chmod.clone(),
+        add: copy.add,
+        unpack: copy.unpack,
+        checksum: copy.checksum.clone(),
+        parents: copy.parents,
+        excludes: copy.exclude.clone(),
+        link: copy.link,
+    })
+}
+
+/// WORKDIR: the directory and any missing parents, owned by the current USER, mode 0755.
+/// Parents that exist below are repeated with their own metadata so the layer changes
+/// nothing but what mkdir -p would.
+fn make_workdir(lowers: Vec<PathBuf>, w: &WorkdirOp, out: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let view = LayeredFs::new(lowers);
+    let resolved = view
+        .resolve(&w.path, true)
+        .map_err(|e| format!("WORKDIR {}: {e}", w.path))?;
+    let read = |p: &str| {
+        view.read_file(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let owner = kiln_executor::sandbox::user::resolve_user(
+        &w.user,
+        &read("/etc/passwd"),
+        &read("/etc/group"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut inside = String::new();
+    for comp in kiln_executor::layered::components(&resolved) {
+        inside.push('/');
+        inside.push_str(&comp);
+        let host = out.join(inside.trim_start_matches('/'));
+        let existing = view.metadata(&inside).map_err(|e| e.to_string())?;
+        std::fs::create_dir(&host).map_err(|e| format!("mkdir {inside}: {e}"))?;
+        let (mode, uid, gid, mtime) = match existing {
+            Some(e) if e.is_dir() => (
+                e.mode(),
+                e.uid(),
+                e.gid(),
+                Some(filetime::FileTime::from_last_modification_time(&e.metadata)),
+            ),
+            Some(_) => return Err(format!("mkdir {inside}: not a directory")),
+            None => (0o755, owner.uid, owner.gid, None),
+        };
+        std::os::unix::fs::chown(&host, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {inside}: {e}"))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {inside}: {e}"))?;
+        if let Some(t) = mtime {
+            filetime::set_file_mtime(&host, t).map_err(|e| format!("utime {inside}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    backend: &Arc<Backend>,
+    step: &Step,
+    run: &RunOp,
+    current: &StageResult,
+    inputs: &StageInputs,
+    out: &Path,
+    id: usize,
+    progress: &Progress,
+) -> Result<(), SolveError> {
+    let at = |m: String| SolveError::at(step.span, &step.source, m);
+    let work = backend
+        .store
+        .snapshot_staging()
+        .map_err(|e| at(e.to_string()))?;
+    let mut env = run.env.clone();
+    let mut mounts = Vec::new();
+    // Secret files and cache locks live until the process is done.
+    let mut keep: Vec<Keep> = Vec::new();
+    for mount in &run.mounts {
+        mounts.push(mount_spec(backend, mount, inputs, &mut env, &mut keep).map_err(at)?);
+    }
+    let network = match (run.network, backend.options.network) {
+        (NetworkMode::Host, _) | (NetworkMode::Default, NetworkDefault::Host) => {
+            sandbox::Network::Host
+        }
+        (NetworkMode::None, _) | (NetworkMode::Default, NetworkDefault::None) => {
+            sandbox::Network::None
+        }
+    };
+    let spec = RunSpec {
+        argv: run.argv.clone(),
+        env,
+        cwd: run.workdir.clone(),
+        user: run.user.clone(),
+        hostname: "buildkitsandbox".to_string(),
+        network,
+        lowers: current.lowers(),
+        upper: out.to_path_buf(),
+        work: work.path().to_path_buf(),
+        mounts,
+        files: run
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.content.clone().into_bytes(), f.mode))
+            .collect(),
+        snapshotter: backend.options.snapshotter,
+    };
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let progress2 = progress.clone();
+    let outcome = sandbox::run(spec, |line: sandbox::OutputLine| {
+        let stream = match line.stream {
+            OutputStream::Stdout => Stream::Stdout,
+            OutputStream::Stderr => Stream::Stderr,
+        };
+        let text = String::from_utf8_lossy(&line.line).into_owned();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(text.clone());
+        progress2.send(Event::Log {
+            id,
+            stream,
+            line: text,
+        });
+    })
+    .await
+    .map_err(|e| at(e.to_string()))?;
+    drop(keep);
+    if !outcome.success() {
+        let command = run.argv.join(" ");
+        let mut err = at(format!(
+            "process \"{command}\" did not complete successfully: exit code: {}",
+            outcome.exit_code
+        ));
+        err.output_tail = tail.into_iter().collect();
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Something a mount needs kept alive (a secret file, a held lock) until the process ends.
+type Keep = Box<dyn Send>;
+
+/// The directories of `lowers` that hold `source` (a path inside the stack), bottom first:
+/// a bind of a subdirectory of a stage.
+fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Vec<PathBuf> {
+    let rel = source.trim_start_matches('/');
+    if rel.is_empty() {
+        return lowers;
+    }
+    lowers
+        .into_iter()
+        .map(|l| l.join(rel))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+fn mount_spec(
+    backend: &Backend,
+    mount: &kiln_parser::Mount,
+    inputs: &StageInputs,
+    env: &mut Vec<(String, String)>,
+    keep: &mut Vec<Keep>,
+) -> Result<MountSpec, String> {
+    let target = mount.target.clone();
+    let source = mount.source.clone().unwrap_or_else(|| "/".into());
+    let kind = match &mount.kind {
+        MountKind::Bind => match &mount.from {
+            Some(Source::Stage(i)) => {
+                let stage = find_input(inputs, *i).map_err(|e| e.message)?;
+                SandboxMount::Layers {
+                    lowers: sub_lowers(stage.lowers(), &source),
+                    readonly: mount.readonly,
+                }
+            }
+            Some(Source::Image(reference)) => {
+                let image = backend.resolve_image(reference)?;
+                SandboxMount::Layers {
+                    lowers: sub_lowers(
+                        image.layers.iter().map(|l| l.snapshot.clone()).collect(),
+                        &source,
+                    ),
+                    readonly: mount.readonly,
+                }
+            }
+            _ => {
+                let host = kiln_cache::resolve_in_root(backend.context_dir(), &source)
+                    .map_err(|e| e.to_string())?;
+                // Writes to a context bind are discarded, never written to the context.
+                SandboxMount::Layers {
+                    lowers: vec![host],
+                    readonly: mount.readonly,
+                }
+            }
+        },
+        MountKind::Cache { id, sharing } => {
+            use sha2::Digest;
+            let base = backend.store.root().join("cachemounts");
+            let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+            let dir = base.join(&name);
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("creating cache mount {id}: {e}"))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    &dir,
+                    std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+                )
+                .map_err(|e| format!("cache mount {id}: {e}"))?;
+                std::os::unix::fs::chown(&dir, mount.uid.or(Some(0)), mount.gid.or(Some(0)))
+                    .map_err(|e| format!("cache mount {id}: {e}"))?;
+            }
+            if *sharing == kiln_parser::CacheSharing::Locked {
+                let lock = std::fs::File::create(base.join(format!("{name}.lock")))
+                    .map_err(|e| format!("cache mount {id}: {e}"))?;
+                rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+                    .map_err(|e| format!("cache mount {id}: locking: {e}"))?;
+                keep.push(Box::new(lock));
+            }
+            SandboxMount::Cache { host: dir }
+        }
+        MountKind::Tmpfs { size } => SandboxMount::Tmpfs { size: *size },
+        MountKind::Secret {
+            id,
+            env: env_name,
+            required,
+        } => {
+            let found = backend.options.secrets.iter().find(|(sid, _)| sid == id);
+            let value = match found {
+                Some((_, SecretSource::File(path))) => std::fs::read(path)
+                    .map_err(|e| format!("secret {id}: reading {}: {e}", path.display()))?,
+                Some((_, SecretSource::Env(name))) => std::env::var(name)
+                    .map_err(|_| format!("secret {id}: environment variable {name} is not set"))?
+                    .into_bytes(),
+                None if *required => return Err(format!("secret {id}: not provided (--secret id={id},src=FILE)")),
+                None => Vec::new(),
+            };
+            if let Some(name) = env_name {
+                env.push((name.clone(), String::from_utf8_lossy(&value).into_owned()));
+            }
+            let mut file = tempfile::NamedTempFile::new_in(backend.store.root().join("tmp"))
+                .map_err(|e| format!("secret {id}: {e}"))?;
+            std::io::Write::write_all(&mut file, &value).map_err(|e| format!("secret {id}: {e}"))?;
+            let host = file.path().to_path_buf();
+            keep.push(Box::new(file));
+            SandboxMount::Secret {
+                host,
+                mode: mount.mode.unwrap_or(0o400),
+                uid: mount.uid.unwrap_or(0),
+                gid: mount.gid.unwrap_or(0),
+            }
+        }
+        MountKind::Ssh { .. } => {
+            return Err("RUN --mount=type=ssh is not supported by kiln yet".to_string());
+        }
+    };
+    Ok(MountSpec { target, kind })
+}

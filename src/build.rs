@@ -1,0 +1,336 @@
+//! `kiln build`, `kiln graph` and `kiln debug parse`: from a Dockerfile to an image, a graph
+//! or an AST dump.
+
+use crate::cli::{BuildArgs, CompressionArg, GraphArgs, NetworkArg, ProgressMode, SnapshotterArg};
+use crate::{outputs, render, root};
+use anyhow::{Context, Result, anyhow, bail};
+use kiln_cache::Store;
+use kiln_executor::snapshot::Snapshotter;
+use kiln_parser::{BaseImage, BaseResolver, LowerOptions};
+use kiln_solver::progress::Progress;
+use kiln_solver::{Backend, NetworkDefault, SecretSource, SolveError, SolveOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A Dockerfile as read: where from (for messages and the ignore file) and its text.
+struct DockerfileSource {
+    path: PathBuf,
+    display: String,
+    text: String,
+}
+
+fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<DockerfileSource> {
+    match file {
+        Some(p) if p == Path::new("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Dockerfile from stdin")?;
+            Ok(DockerfileSource {
+                path: context.join("Dockerfile"),
+                display: "Dockerfile".into(),
+                text,
+            })
+        }
+        _ => {
+            let path = file
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| context.join("Dockerfile"));
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow!("{}: the Dockerfile is not UTF-8 text", path.display()))?;
+            let display = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            Ok(DockerfileSource {
+                path,
+                display,
+                text,
+            })
+        }
+    }
+}
+
+/// `K=V` pairs; a bare `K` takes its value from the environment (skipped when unset).
+fn parse_build_args(args: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
+            Some(_) => bail!("--build-arg {a:?}: expected KEY=VALUE"),
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.push((a.clone(), v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_labels(labels: &[String]) -> Result<Vec<(String, String)>> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow!("--label {l:?}: expected KEY=VALUE")),
+        })
+        .collect()
+}
+
+fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
+    let mut id = None;
+    let mut source = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => source = Some(SecretSource::File(PathBuf::from(v))),
+            Some(("env", v)) => source = Some(SecretSource::Env(v.to_string())),
+            Some(("type", "file" | "env")) => {}
+            _ => bail!("--secret {spec:?}: expected id=ID,src=FILE or id=ID,env=NAME"),
+        }
+    }
+    let id = id.ok_or_else(|| anyhow!("--secret {spec:?}: missing id="))?;
+    let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
+    Ok((id, source))
+}
+
+/// Parses and lowers the Dockerfile, with base images looked up in `store`.
+fn lower(
+    df: &DockerfileSource,
+    build_args: Vec<(String, String)>,
+    target: Option<String>,
+    resolver: &dyn BaseResolver,
+) -> Result<kiln_parser::BuildGraph> {
+    let ast = kiln_parser::parse(&df.text).map_err(|e| anyhow!(e.render(&df.display, &df.text)))?;
+    let opts = LowerOptions {
+        build_args,
+        target,
+        platform: None,
+    };
+    kiln_parser::lower(&ast, &opts, resolver).map_err(|e| anyhow!(e.render(&df.display, &df.text)))
+}
+
+/// Base images for lowering come from the store.
+struct StoreResolver {
+    store: Store,
+}
+
+impl BaseResolver for StoreResolver {
+    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+        let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
+        let Some(image) = self.store.get_ref(&name).map_err(|e| e.to_string())? else {
+            // The solver reports a missing base with the FROM line; lowering goes on.
+            return Ok(BaseImage::default());
+        };
+        let config = kiln_image::oci::parse_config(
+            &self
+                .store
+                .read_blob(&image.config)
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{reference}: {e}"))?;
+        let state = kiln_solver::image_config::state_from_config(&config);
+        Ok(BaseImage {
+            env: state.config.env,
+            working_dir: state.config.working_dir,
+            user: state.config.user,
+            shell: state.config.shell.unwrap_or_default(),
+            on_build: state.config.on_build,
+        })
+    }
+}
+
+/// The epoch every time in the image is clamped to: `--timestamp keep` keeps real times,
+/// else SOURCE_DATE_EPOCH from `--build-arg` or the environment, else 0.
+fn source_date_epoch(args: &BuildArgs, build_args: &[(String, String)]) -> Result<Option<i64>> {
+    if let Some(t) = &args.timestamp {
+        if t == "keep" {
+            return Ok(None);
+        }
+        bail!("--timestamp {t:?}: the only value is `keep`");
+    }
+    let raw = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty());
+    match raw {
+        None => Ok(Some(0)),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+    }
+}
+
+pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
+    let context = args.context.clone();
+    if !context.is_dir() {
+        bail!("build context {}: not a directory", context.display());
+    }
+    let df = read_dockerfile(&context, args.file.as_deref())?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let labels = parse_labels(&args.labels)?;
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<Result<Vec<_>>>()?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| kiln_cache::normalize_ref(t).map_err(|e| anyhow!("-t {t}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| outputs::OutputSpec::parse(o))
+        .collect::<Result<Vec<_>>>()?;
+    let epoch = source_date_epoch(&args, &build_args)?;
+
+    let store = root::open_store(root_flag)?;
+    let _lock = store.lock_shared().context("locking the store")?;
+    let resolver = StoreResolver {
+        store: store.clone(),
+    };
+    let graph = lower(&df, build_args, args.target.clone(), &resolver)?;
+    let graph_has_run = graph.stages.iter().any(|s| {
+        s.steps
+            .iter()
+            .any(|step| matches!(step.op, kiln_parser::Op::Run(_)))
+    });
+
+    let options = SolveOptions {
+        context_dir: context.clone(),
+        dockerfile: df.path.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        compression: match args.compression {
+            CompressionArg::Gzip => kiln_image::Compression::Gzip,
+            CompressionArg::Zstd => kiln_image::Compression::Zstd,
+            CompressionArg::None => kiln_image::Compression::None,
+        },
+        source_date_epoch: epoch,
+        network: match args.network {
+            NetworkArg::Default | NetworkArg::Host => NetworkDefault::Host,
+            NetworkArg::None => NetworkDefault::None,
+        },
+        snapshotter: Snapshotter::Overlay,
+        secrets,
+        explain_cache: args.explain_cache,
+        platform: graph.platform.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut options = options;
+    options.snapshotter = match args.snapshotter {
+        SnapshotterArg::Overlay => Snapshotter::Overlay,
+        SnapshotterArg::Copy => Snapshotter::Copy,
+        SnapshotterArg::Auto if !graph_has_run => Snapshotter::Overlay,
+        SnapshotterArg::Auto => {
+            let (chosen, why) = runtime.block_on(Snapshotter::detect(&store.root().join("tmp")));
+            if let Some(why) = why {
+                eprintln!("warning: overlayfs is not usable here ({why}); using the copy snapshotter");
+            }
+            chosen
+        }
+    };
+    let backend = Arc::new(Backend::new(store.clone(), options).map_err(|e| anyhow!(e.message))?);
+    let mode = render::resolve_mode(args.progress);
+    let result = runtime.block_on(async {
+        let (progress, rx) = Progress::channel();
+        let renderer = tokio::spawn(render::render(mode, rx));
+        let result = kiln_solver::build(backend, graph, labels, progress).await;
+        let _ = renderer.await;
+        result
+    });
+    let image = match result {
+        Ok(image) => image,
+        Err(e) => {
+            eprint!("{}", render_solve_error(&e, &df));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+
+    for tag in &tags {
+        store
+            .set_ref(
+                tag,
+                kiln_cache::ImageRef {
+                    config: image.config_digest.clone(),
+                    manifest: image.manifest_digest.clone(),
+                },
+            )
+            .with_context(|| format!("naming the image {tag}"))?;
+    }
+    for output in &outputs {
+        output.write(&store, &image.manifest_digest, tags.first().map(String::as_str))?;
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &image.config_digest)
+            .with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    match mode {
+        ProgressMode::Quiet => println!("{}", image.config_digest),
+        ProgressMode::Json => {}
+        _ => {
+            eprintln!("writing image {}", image.config_digest);
+            for tag in &tags {
+                eprintln!("naming to {tag}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// BuildKit-style failure report: the Dockerfile lines around the step, then the error.
+fn render_solve_error(e: &SolveError, df: &DockerfileSource) -> String {
+    let mut out = String::new();
+    if let Some(span) = e.span {
+        let lines: Vec<&str> = df.text.lines().collect();
+        out.push_str(&format!("{}:{}\n--------------------\n", df.display, span.line));
+        let first = span.line.saturating_sub(2).max(1);
+        let last = span.end_line.max(span.line).min(lines.len());
+        for n in first..=last {
+            let marker = if n >= span.line { ">>>" } else { "   " };
+            let text = lines.get(n - 1).copied().unwrap_or("");
+            out.push_str(&format!(" {n:>4} | {marker} {text}\n"));
+        }
+        out.push_str("--------------------\n");
+    }
+    if !e.output_tail.is_empty() {
+        out.push_str("last output:\n");
+        for line in &e.output_tail {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out.push_str(&format!("ERROR: failed to solve: {}\n", e.message));
+    out
+}
+
+pub fn graph(args: GraphArgs) -> Result<ExitCode> {
+    let df = read_dockerfile(&args.context, args.file.as_deref())?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let graph = lower(&df, build_args, args.target, &kiln_parser::EmptyResolver)?;
+    print!("{}", kiln_parser::to_dot(&graph));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn debug_parse(file: &Path) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let name = file.display().to_string();
+    let ast = kiln_parser::parse(&text).map_err(|e| anyhow!(e.render(&name, &text)))?;
+    print!("{}", kiln_parser::dump(&ast));
+    Ok(ExitCode::SUCCESS)
+}

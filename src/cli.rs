@@ -1,0 +1,217 @@
+//! The command line: every subcommand and flag, as clap types. No behaviour lives here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// kiln: build container images from Dockerfiles, without a daemon and without root.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Store directory (blobs, snapshots, cache, image refs).
+    /// Default: $KILN_ROOT, else $XDG_DATA_HOME/kiln, else ~/.local/share/kiln.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
+    /// Print the build graph as Graphviz DOT.
+    Graph(GraphArgs),
+    /// List images in the store.
+    Images,
+    /// Print an image's config and manifest as JSON.
+    Inspect {
+        /// Image reference (name:tag).
+        reference: String,
+    },
+    /// Show an image's history, newest step first.
+    History {
+        /// Image reference (name:tag).
+        reference: String,
+    },
+    /// Give an image another name.
+    Tag {
+        /// Existing image reference.
+        source: String,
+        /// New name:tag.
+        target: String,
+    },
+    /// Remove image names (blobs go with `kiln prune`).
+    Rmi {
+        /// Image references to untag.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Write images to an archive (`docker load` format by default).
+    Save(SaveArgs),
+    /// Load images from a docker-archive, OCI archive or OCI layout directory.
+    Load {
+        /// Archive file or OCI layout directory.
+        #[arg(short, long, value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Remove blobs, snapshots and cache records that nothing uses.
+    Prune(PruneArgs),
+    /// Developer tools.
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print a Dockerfile's AST in BuildKit's parser test format.
+    Parse {
+        /// The Dockerfile.
+        file: PathBuf,
+    },
+}
+
+/// How build progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// tty when stderr is a terminal, else plain.
+    Auto,
+    /// Live steps with spinners.
+    Tty,
+    /// Numbered lines like BuildKit's `--progress=plain`.
+    Plain,
+    /// One JSON event per line.
+    Json,
+    /// Only the image ID on stdout.
+    Quiet,
+}
+
+/// Network for RUN steps that do not choose one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    /// The host's network (BuildKit's default).
+    Default,
+    Host,
+    /// Only a loopback interface.
+    None,
+}
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Snapshotter for RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotterArg {
+    Auto,
+    Overlay,
+    Copy,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory.
+    pub context: PathBuf,
+    /// Dockerfile path (default: CONTEXT/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Name the result (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "NAME:TAG")]
+    pub tags: Vec<String>,
+    /// Set a build-time variable (repeatable). `--build-arg K` takes K from the environment.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Build this stage and what it needs, not the last one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, ignoring the cache (results are still recorded).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Ignore the cache for these stages only (comma separated, repeatable).
+    #[arg(long, value_name = "STAGE,...", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Network for RUN steps.
+    #[arg(long, value_enum, default_value = "default")]
+    pub network: NetworkArg,
+    /// Add a label to the image (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: CompressionArg,
+    /// Extra outputs: type=oci,dest=DIR|FILE or type=docker,dest=FILE (repeatable).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Say, for every step that missed the cache, which input changed.
+    #[arg(long)]
+    pub explain_cache: bool,
+    /// Expose a secret to RUN --mount=type=secret: id=X,src=FILE or id=X,env=NAME.
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// Snapshotter for RUN steps.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub snapshotter: SnapshotterArg,
+    /// `keep` keeps real file times instead of clamping them to SOURCE_DATE_EPOCH (default 0).
+    #[arg(long, value_name = "keep")]
+    pub timestamp: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Build context directory (only used to find the Dockerfile).
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Target stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Build-time variables (repeatable).
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+}
+
+/// Archive formats for `kiln save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// `docker load` format (also a valid OCI layout inside).
+    Docker,
+    /// OCI image layout as a tar.
+    Oci,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Archive format.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub format: SaveFormat,
+    /// Images to save.
+    #[arg(required = true)]
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also drop every cache record (the next build runs every step).
+    #[arg(long)]
+    pub all: bool,
+    /// Keep at most this much cache (e.g. 10GB, 512MB), dropping the oldest records first.
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+}

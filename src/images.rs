@@ -1,0 +1,252 @@
+//! Image commands over the store: images, inspect, history, tag, rmi, save, load, prune.
+
+use crate::blobs::StoreBlobs;
+use crate::cli::{PruneArgs, SaveArgs, SaveFormat};
+use crate::outputs::write_file;
+use crate::root::open_store;
+use anyhow::{Context, Result, anyhow, bail};
+use kiln_cache::{ImageRef, Store};
+use kiln_image::oci::{ImageConfig, Manifest};
+use kiln_image::ExportImage;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Finds an image by name (normalized) or by ID (`sha256:...` or a unique hex prefix).
+fn find(store: &Store, reference: &str) -> Result<(String, ImageRef)> {
+    if let Ok(name) = kiln_cache::normalize_ref(reference)
+        && let Some(image) = store.get_ref(&name)?
+    {
+        return Ok((name, image));
+    }
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let matches: Vec<(String, ImageRef)> = store
+            .list_refs()?
+            .into_iter()
+            .filter(|(_, r)| r.config.trim_start_matches("sha256:").starts_with(hex))
+            .collect();
+        if let Some(first) = matches.first() {
+            return Ok(first.clone());
+        }
+    }
+    bail!("{reference}: no such image")
+}
+
+fn load_image(store: &Store, image: &ImageRef) -> Result<(Manifest, ImageConfig)> {
+    let manifest = kiln_image::parse_manifest(&store.read_blob(&image.manifest)?)
+        .with_context(|| format!("reading manifest {}", image.manifest))?;
+    let config = kiln_image::parse_config(&store.read_blob(&image.config)?)
+        .with_context(|| format!("reading config {}", image.config))?;
+    Ok((manifest, config))
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[unit]
+    }
+}
+
+pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    println!("{:<40} {:<14} {:<22} SIZE", "NAME", "IMAGE ID", "CREATED");
+    for (name, image) in store.list_refs()? {
+        let (manifest, config) = load_image(&store, &image)?;
+        let size: u64 = manifest.layers.iter().map(|l| l.size).sum();
+        let id = image.config.trim_start_matches("sha256:");
+        println!(
+            "{:<40} {:<14} {:<22} {}",
+            name,
+            &id[..id.len().min(12)],
+            config.created.unwrap_or_default(),
+            human_size(size)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let (name, image) = find(&store, reference)?;
+    let (manifest, config) = load_image(&store, &image)?;
+    let doc = serde_json::json!({
+        "Name": name,
+        "Id": image.config,
+        "ManifestDigest": image.manifest,
+        "Manifest": manifest,
+        "Config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let (_, image) = find(&store, reference)?;
+    let (manifest, config) = load_image(&store, &image)?;
+    let mut layers = manifest.layers.iter();
+    let mut rows = Vec::new();
+    for h in &config.history {
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map(|l| l.size).unwrap_or(0)
+        };
+        rows.push((
+            h.created.clone().unwrap_or_default(),
+            h.created_by.clone().unwrap_or_default(),
+            size,
+            h.comment.clone().unwrap_or_default(),
+        ));
+    }
+    println!("{:<22} {:<60} {:>10}  COMMENT", "CREATED", "CREATED BY", "SIZE");
+    for (created, by, size, comment) in rows.into_iter().rev() {
+        let by: String = by.chars().take(60).collect();
+        println!("{created:<22} {by:<60} {:>10}  {comment}", human_size(size));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tag(root: Option<PathBuf>, source: &str, target: &str) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let (_, image) = find(&store, source)?;
+    let target = kiln_cache::normalize_ref(target).map_err(|e| anyhow!("{target}: {e}"))?;
+    store.set_ref(&target, image)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rmi(root: Option<PathBuf>, references: &[String]) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let mut code = ExitCode::SUCCESS;
+    for r in references {
+        let name = kiln_cache::normalize_ref(r).map_err(|e| anyhow!("{r}: {e}"))?;
+        if store.remove_ref(&name)? {
+            println!("Untagged: {name}");
+        } else {
+            eprintln!("error: {r}: no such image");
+            code = ExitCode::FAILURE;
+        }
+    }
+    Ok(code)
+}
+
+pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let mut images = Vec::new();
+    for r in &args.references {
+        let (name, image) = find(&store, r)?;
+        images.push(ExportImage {
+            manifest_digest: image.manifest,
+            ref_name: Some(name),
+        });
+    }
+    let src = StoreBlobs(&store);
+    write_file(&args.output, |out| match args.format {
+        SaveFormat::Docker => {
+            kiln_image::write_docker_archive(out, &src, &images).map(drop).map_err(Into::into)
+        }
+        SaveFormat::Oci => kiln_image::write_oci_archive(out, &src, &images).map(drop).map_err(Into::into),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn load(root: Option<PathBuf>, input: &Path) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let _lock = store.lock_shared()?;
+    let loaded = kiln_image::read_archive(input, &StoreBlobs(&store))
+        .with_context(|| format!("loading {}", input.display()))?;
+    if loaded.is_empty() {
+        bail!("{}: the archive holds no image", input.display());
+    }
+    for image in loaded {
+        let manifest = kiln_image::parse_manifest(&store.read_blob(&image.manifest_digest)?)?;
+        let image_ref = ImageRef {
+            config: manifest.config.digest.clone(),
+            manifest: image.manifest_digest.clone(),
+        };
+        if image.ref_names.is_empty() {
+            println!("Loaded image ID: {}", image_ref.config);
+        }
+        for name in &image.ref_names {
+            let name = kiln_cache::normalize_ref(name).map_err(|e| anyhow!("{name}: {e}"))?;
+            store.set_ref(&name, image_ref.clone())?;
+            println!("Loaded image: {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `10GB`, `512MB`, `1.5G`, `2048` (bytes) → bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("--keep-storage {s:?}: not a size"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("--keep-storage {s:?}: unknown unit {other:?}"),
+    };
+    Ok((n * mult) as u64)
+}
+
+pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
+    let report = store.prune(kiln_cache::PruneOptions {
+        all: args.all,
+        keep_storage,
+    })?;
+    println!(
+        "Deleted {} blobs, {} snapshots, {} cache records; total reclaimed space: {}",
+        report.blobs_removed,
+        report.snapshots_removed,
+        report.records_removed,
+        human_size(report.bytes_freed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("512mb").unwrap(), 512_000_000);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2048").unwrap(), 2048);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1XB").is_err());
+    }
+
+    #[test]
+    fn human_sizes_are_short() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+        assert_eq!(human_size(2_000), "2kB");
+    }
+}

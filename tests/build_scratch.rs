@@ -1,0 +1,266 @@
+//! End-to-end builds of FROM-scratch Dockerfiles (COPY, ADD, metadata, stages) with the real
+//! binary: file trees, config, cache behaviour, reproducibility and error reports.
+
+mod common;
+
+use common::{Kiln, copy_dir, stderr, testdata};
+use std::fs;
+use std::path::Path;
+
+fn write(dir: &Path, rel: &str, content: &str) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+fn iid(kiln: &Kiln, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let iidfile = dir.path().join("iid");
+    let mut all = vec!["--iidfile", iidfile.to_str().unwrap()];
+    all.extend_from_slice(args);
+    kiln.build_ok(&all);
+    fs::read_to_string(iidfile).unwrap()
+}
+
+#[test]
+fn hello_example_builds_the_expected_files_and_config() {
+    let kiln = Kiln::new();
+    let ctx = testdata("hello");
+    kiln.build_ok(&["-t", "hello:1", ctx.to_str().unwrap()]);
+    let image = kiln.image("hello:1");
+
+    assert_eq!(image.text("srv/www/greeting.txt"), "hello from kiln\n");
+    assert!(image.text("srv/www/index.html").contains("Built by kiln"));
+    let serve = image.file("usr/local/bin/serve");
+    assert_eq!(serve.mode, 0o755);
+    assert_eq!((serve.uid, serve.gid), (0, 0));
+    assert_eq!(image.file("srv/www").kind, 'd');
+    // .dockerignore keeps NOTES.md and the Dockerfile out of COPY sources.
+    assert!(!image.files.keys().any(|k| k.ends_with("NOTES.md")));
+
+    let c = &image.config["config"];
+    assert_eq!(c["WorkingDir"], "/srv/www");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/local/bin/serve"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["--port", "8080"]));
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(c["Labels"]["org.opencontainers.image.title"], "kiln hello");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"APP_HOME=/srv/www"), "{env:?}");
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert_eq!(image.config["created"], "1970-01-01T00:00:00Z");
+    // WORKDIR, COPY --from and COPY each made a layer.
+    assert_eq!(image.layer_count, 3);
+    let history = image.config["history"].as_array().unwrap();
+    assert_eq!(
+        history.iter().filter(|h| h["empty_layer"] != true).count(),
+        3
+    );
+}
+
+#[test]
+fn rebuild_with_nothing_changed_is_all_cached_and_one_file_change_reruns_its_steps() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "a.txt", "a\n");
+    write(ctx.path(), "b.txt", "b\n");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY a.txt /a\nCOPY b.txt /b\nENV X=1\n",
+    );
+    let c = ctx.path().to_str().unwrap();
+    let first = iid(&kiln, &["-t", "t:1", c]);
+    let out = kiln.build_ok(&["-t", "t:1", c]);
+    let log = stderr(&out);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+
+    write(ctx.path(), "b.txt", "B\n");
+    let out = kiln.build_ok(&["--explain-cache", "-t", "t:1", c]);
+    let log = stderr(&out);
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+    assert!(log.contains("file changed: b.txt"), "{log}");
+    assert_ne!(first, iid(&kiln, &[c]));
+}
+
+#[test]
+fn touching_files_does_not_bust_the_cache_but_a_mode_change_does() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "f", "x");
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY f /f\n");
+    let c = ctx.path().to_str().unwrap();
+    kiln.build_ok(&[c]);
+    let later = filetime::FileTime::from_unix_time(2_000_000_000, 0);
+    filetime::set_file_mtime(ctx.path().join("f"), later).unwrap();
+    assert!(stderr(&kiln.build_ok(&[c])).contains("CACHED"));
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(ctx.path().join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!stderr(&kiln.build_ok(&[c])).contains("CACHED"));
+}
+
+#[test]
+fn no_cache_builds_in_different_stores_give_the_same_image_id() {
+    let ctx_a = tempfile::tempdir().unwrap();
+    copy_dir(&testdata("hello"), ctx_a.path());
+    let ctx_b = tempfile::tempdir().unwrap();
+    copy_dir(&testdata("hello"), ctx_b.path());
+    // Different mtimes in the second context.
+    let later = filetime::FileTime::from_unix_time(1_900_000_000, 0);
+    filetime::set_file_mtime(ctx_b.path().join("site/index.html"), later).unwrap();
+    let a = iid(&Kiln::new(), &["--no-cache", ctx_a.path().to_str().unwrap()]);
+    let b = iid(&Kiln::new(), &["--no-cache", ctx_b.path().to_str().unwrap()]);
+    assert!(a.starts_with("sha256:"), "{a}");
+    assert_eq!(a, b);
+    for compression in ["zstd", "none"] {
+        let a = iid(
+            &Kiln::new(),
+            &["--compression", compression, ctx_a.path().to_str().unwrap()],
+        );
+        let b = iid(
+            &Kiln::new(),
+            &["--compression", compression, ctx_b.path().to_str().unwrap()],
+        );
+        assert_eq!(a, b, "{compression}");
+    }
+}
+
+#[test]
+fn a_missing_source_fails_with_the_dockerfile_line_and_tags_nothing() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nENV A=1\nCOPY nothere.txt /x\n",
+    );
+    let out = kiln.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "bad:1",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("nothere.txt"), "{err}");
+    assert!(err.contains(">>> COPY nothere.txt /x"), "{err}");
+    let images = kiln.run(&["images"]);
+    assert!(!common::stdout(&images).contains("bad"));
+}
+
+#[test]
+fn a_parse_error_names_file_line_and_cause() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "Dockerfile", "FROM scratch\nFROB x\n");
+    let out = kiln.run(&["build", ctx.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.to_lowercase().contains("unknown instruction"), "{err}");
+}
+
+#[test]
+fn target_builds_only_the_stages_it_needs() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "a", "a");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch AS one\nCOPY a /one\n\nFROM scratch AS broken\nCOPY missing /x\n\nFROM one AS two\nCOPY a /two\n",
+    );
+    let c = ctx.path().to_str().unwrap();
+    kiln.build_ok(&["--target", "two", "-t", "two", c]);
+    let image = kiln.image("two");
+    assert_eq!(image.text("one"), "a");
+    assert_eq!(image.text("two"), "a");
+}
+
+#[test]
+fn copy_from_stage_chown_and_chmod_apply() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "src/x.sh", "echo x\n");
+    write(ctx.path(), "src/sub/y", "y\n");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch AS build\nCOPY src/ /out/\n\nFROM scratch\nCOPY --from=build --chown=7:8 --chmod=0750 /out/ /app/\nCOPY --from=0 /out/x.sh /bin/\n",
+    );
+    kiln.build_ok(&["-t", "c", ctx.path().to_str().unwrap()]);
+    let image = kiln.image("c");
+    let x = image.file("app/x.sh");
+    assert_eq!((x.uid, x.gid, x.mode), (7, 8, 0o750));
+    assert_eq!(image.text("app/sub/y"), "y\n");
+    assert_eq!(image.text("bin/x.sh"), "echo x\n");
+}
+
+#[test]
+fn save_formats_are_accepted_by_skopeo() {
+    let kiln = Kiln::new();
+    kiln.build_ok(&["-t", "hello:1", testdata("hello").to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    for (format, transport) in [("docker", "docker-archive"), ("oci", "oci-archive")] {
+        let file = dir.path().join(format!("{format}.tar"));
+        let out = kiln.run(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            file.to_str().unwrap(),
+            "hello:1",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let inspect = std::process::Command::new("skopeo")
+            .args(["inspect", &format!("{transport}:{}", file.display())])
+            .output()
+            .expect("skopeo must be installed (apt-get install skopeo)");
+        assert!(
+            inspect.status.success(),
+            "skopeo inspect {transport}: {}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        assert_eq!(info["Layers"].as_array().unwrap().len(), 3);
+        let copy_dest = dir.path().join(format!("copy-{format}"));
+        let copy = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                &format!("{transport}:{}", file.display()),
+                &format!("oci:{}", copy_dest.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            copy.status.success(),
+            "skopeo copy {transport}: {}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
+    }
+}
+
+#[test]
+fn load_round_trips_a_saved_image() {
+    let a = Kiln::new();
+    a.build_ok(&["-t", "hello:1", testdata("hello").to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("img.tar");
+    assert!(a
+        .run(&["save", "-o", file.to_str().unwrap(), "hello:1"])
+        .status
+        .success());
+    let b = Kiln::new();
+    let out = b.run(&["load", "-i", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let image = b.image("hello:1");
+    assert_eq!(image.text("srv/www/greeting.txt"), "hello from kiln\n");
+}
