@@ -245,3 +245,62 @@ fn unpack_accepts_trusted_opaque_on_write_and_docker_style_opaque_tars() {
         }
     }
 }
+
+#[test]
+fn apply_layer_opaque_marker_after_the_layers_own_entries_still_hides_lower_content() {
+    let t = tempfile::tempdir().unwrap();
+    let rootfs = t.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("opq/sub")).unwrap();
+    fs::write(rootfs.join("opq/sub/deep"), b"lower").unwrap();
+    fs::write(rootfs.join("opq/old"), b"lower").unwrap();
+    let tar_bytes = raw_tar(&[
+        ("opq/", b'5', "", b""),
+        ("opq/sub/", b'5', "", b""),
+        ("opq/sub/new", b'0', "", b"upper"),
+        ("opq/.wh..wh..opq", b'0', "", b""),
+    ]);
+    apply_layer(&tar_bytes[..], &rootfs, &UnpackOptions::default()).unwrap();
+    let names: Vec<String> = walk(&rootfs)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&rootfs)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, vec!["opq", "opq/sub", "opq/sub/new"]);
+}
+
+#[test]
+fn pax_and_gnu_long_names_with_dotdot_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    // PAX path record.
+    let mut b = tar::Builder::new(Vec::new());
+    let long = format!("{}/../../../escape", "a".repeat(120));
+    b.append_pax_extensions([("path", long.as_bytes())])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.as_ustar_mut().unwrap().name[..4].copy_from_slice(b"safe");
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let tar_bytes = b.into_inner().unwrap();
+    let err = unpack_err(&tar_bytes, &t.path().join("d"));
+    assert!(err.contains("name contains a `..` component"), "{err}");
+    // GNU long name: a `././@LongLink` entry of type L carrying the name.
+    let name = format!("{}/../../x", "b".repeat(120));
+    let mut data = name.into_bytes();
+    data.push(0);
+    let tar_bytes = raw_tar(&[
+        ("././@LongLink", b'L', "", &data),
+        ("short", b'0', "", b"x"),
+    ]);
+    let err = unpack_err(&tar_bytes, &t.path().join("d2"));
+    assert!(err.contains("name contains a `..` component"), "{err}");
+    assert!(!t.path().join("escape").exists() && !t.path().join("x").exists());
+}

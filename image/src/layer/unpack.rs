@@ -579,29 +579,40 @@ impl Unpacker<'_> {
                 XattrFlags::empty(),
             )
             .map_err(|e| self.fs_err(name, "setting the opaque xattr", e)),
-            Target::Rootfs => {
-                let listing = std::fs::read_dir(proc_fd_path(&fd, b"."))
-                    .map_err(|e| self.fs_err(name, "listing an opaque directory", e))?;
-                let mut children = Vec::new();
-                for child in listing {
-                    let child =
-                        child.map_err(|e| self.fs_err(name, "listing an opaque directory", e))?;
-                    use std::os::unix::ffi::OsStrExt;
-                    children.push((
-                        child.file_name().as_bytes().to_vec(),
-                        child.file_type().map(|t| t.is_dir()).unwrap_or(false),
-                    ));
-                }
-                for (child, is_dir) in children {
-                    let mut path = dir.to_vec();
-                    path.push(child.clone());
-                    if !self.created.contains(&path) {
-                        self.remove_at(name, &fd, &child, is_dir)?;
-                    }
-                }
-                Ok(())
+            Target::Rootfs => self.remove_lower(name, &fd, dir),
+        }
+    }
+
+    /// Removes everything below `dir` (open as `fd`) that this layer did not
+    /// create, descending into directories it did create: the opaque marker
+    /// may come before or after the layer's own entries.
+    fn remove_lower(&self, name: &[u8], fd: &OwnedFd, dir: &[Vec<u8>]) -> Result<(), UnpackError> {
+        use std::os::unix::ffi::OsStrExt;
+        let list_err = |e| self.fs_err(name, "listing an opaque directory", e);
+        let mut children = Vec::new();
+        for child in std::fs::read_dir(proc_fd_path(fd, b".")).map_err(list_err)? {
+            let child = child.map_err(list_err)?;
+            let is_dir = child.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            children.push((child.file_name().as_bytes().to_vec(), is_dir));
+        }
+        children.sort();
+        for (child, is_dir) in children {
+            let mut path = dir.to_vec();
+            path.push(child.clone());
+            if !self.created.contains(&path) {
+                self.remove_at(name, fd, &child, is_dir)?;
+            } else if is_dir {
+                let sub = rustix::fs::openat(
+                    fd,
+                    child.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.fs_err(name, "opening a directory", e))?;
+                self.remove_lower(name, &sub, &path)?;
             }
         }
+        Ok(())
     }
 
     fn hardlink(
