@@ -282,12 +282,25 @@ impl Unpacker<'_> {
             let next = match rustix::fs::openat(&cur, comp.as_slice(), flags, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
-                    match rustix::fs::mkdirat(&cur, comp.as_slice(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(self.fs_err(name, "creating a parent directory", e)),
+                    let made = match rustix::fs::mkdirat(
+                        &cur,
+                        comp.as_slice(),
+                        Mode::from_raw_mode(0o755),
+                    ) {
+                        Ok(()) => true,
+                        Err(Errno::EXIST) => false,
+                        Err(e) => {
+                            return Err(self.fs_err(name, "creating a parent directory", e));
+                        }
+                    };
+                    let fd = rustix::fs::openat(&cur, comp.as_slice(), flags, Mode::empty())
+                        .map_err(|e| self.fs_err(name, "opening a parent directory", e))?;
+                    if made {
+                        // mkdir applies the umask; the layer must not depend on it.
+                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                            .map_err(|e| self.fs_err(name, "setting the mode", e))?;
                     }
-                    rustix::fs::openat(&cur, comp.as_slice(), flags, Mode::empty())
-                        .map_err(|e| self.fs_err(name, "opening a parent directory", e))?
+                    fd
                 }
                 Err(Errno::NOENT) => return Ok(None),
                 Err(Errno::LOOP | Errno::NOTDIR) => {

@@ -80,7 +80,11 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// Name of the opaque-directory marker entry in a layer tar.
 pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 
-type Pipeline<W> = HashingWriter<Compressor<HashingWriter<W>>>;
+/// tar → sha256 (diff_id) → compressor → sha256 (digest) → buffer → out.
+type Pipeline<W> = HashingWriter<Compressor<HashingWriter<io::BufWriter<W>>>>;
+
+/// Buffer size for file reads and for writes to the output.
+const IO_BUFFER: usize = 256 * 1024;
 
 /// Writes a layer from entries the caller makes up (an empty layer, a COPY
 /// result assembled elsewhere...). Entries must come in the order wanted in
@@ -102,6 +106,7 @@ impl<W: Write> std::fmt::Debug for LayerWriter<W> {
 impl<W: Write> LayerWriter<W> {
     /// Starts a layer on `out`.
     pub fn new(out: W, opts: &LayerOptions) -> io::Result<Self> {
+        let out = io::BufWriter::with_capacity(IO_BUFFER, out);
         let compressor = Compressor::new(HashingWriter::new(out), opts.compression, opts.level)?;
         Ok(Self {
             tar: TarEntryWriter::new(HashingWriter::new(compressor)),
@@ -161,7 +166,8 @@ impl<W: Write> LayerWriter<W> {
         let (compressor, diff_id, _) = hashed_tar.finish();
         let mut hashed_blob = compressor.finish()?;
         hashed_blob.flush()?;
-        let (out, digest, size) = hashed_blob.finish();
+        let (buffered, digest, size) = hashed_blob.finish();
+        let out = buffered.into_inner().map_err(|e| e.into_error())?;
         let digests = LayerDigests {
             diff_id,
             digest,
@@ -312,7 +318,8 @@ impl<W: Write> Walk<'_, W> {
             return Ok(());
         };
         if let EntryKind::File { .. } = kind {
-            let file = fs::File::open(abs).map_err(read_err)?;
+            let file =
+                io::BufReader::with_capacity(IO_BUFFER, fs::File::open(abs).map_err(read_err)?);
             self.writer
                 .append(&tar_name, &kind, &meta, file)
                 .map_err(write_err)

@@ -93,6 +93,14 @@ pub fn make_tree(root: &Path, umask: u32) {
         0,
     )
     .unwrap();
+    // Explicit modes where tests assert them (the umask is process-wide and
+    // other tests change it).
+    fs::set_permissions(
+        root.join("etc/app/config.toml"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("a.b"), fs::Permissions::from_mode(0o644)).unwrap();
     xattr::set(root.join("etc/app/config.toml"), "user.kiln.test", b"v1").unwrap();
     // Deletion of `gone` and an opaque directory `opq` (with one new file).
     rustix::fs::mknodat(
