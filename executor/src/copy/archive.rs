@@ -182,15 +182,16 @@ pub(crate) fn extract(
             p
         });
         let h = entry.header();
-        let mode = h.mode().map_err(read_err)? & 0o7777;
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
         let (uid, gid) = match chown {
             Some(o) => (o.uid, o.gid),
+            // Like Go's tar reader, an empty numeric field reads as 0.
             None => (
-                h.uid().map_err(read_err)?.try_into().unwrap_or(0),
-                h.gid().map_err(read_err)?.try_into().unwrap_or(0),
+                h.uid().ok().and_then(|v| v.try_into().ok()).unwrap_or(0),
+                h.gid().ok().and_then(|v| v.try_into().ok()).unwrap_or(0),
             ),
         };
-        let mtime = FileTime::from_unix_time(h.mtime().map_err(read_err)? as i64, 0);
+        let mtime = FileTime::from_unix_time(h.mtime().unwrap_or(0) as i64, 0);
         let link_name = entry
             .link_name()
             .map_err(read_err)?
@@ -217,7 +218,11 @@ pub(crate) fn extract(
             k if k.is_hard_link() => {
                 let target = link_name
                     .ok_or_else(|| unsafe_entry("is a hardlink without a target".into()))?;
-                let tcomps = safe_components(archive, &target)?;
+                let tcomps = safe_components(archive, &target).map_err(|_| {
+                    unsafe_entry(format!(
+                        "is a hardlink to {target:?}, outside the destination"
+                    ))
+                })?;
                 let Some(first) = files.get(&tcomps.join("/")) else {
                     return Err(unsafe_entry(format!(
                         "is a hardlink to {target:?}, which is not a file extracted earlier from this archive"
