@@ -24,6 +24,9 @@ pub(super) struct Source {
     pub requested: String,
     /// Context-relative, `""` for the root.
     pub resolved: String,
+    /// Matched by a wildcard: if it turns out to hold nothing visible it is skipped
+    /// rather than reported missing.
+    pub from_wildcard: bool,
 }
 
 /// An entry plus what hashing needs and the raw bytes that go into the digest.
@@ -123,6 +126,7 @@ impl Context {
             return Ok(vec![Source {
                 requested: lex,
                 resolved,
+                from_wildcard: false,
             }]);
         }
 
@@ -172,6 +176,7 @@ impl Context {
             out.push(Source {
                 requested: c,
                 resolved,
+                from_wildcard: true,
             });
         }
         Ok(out)
@@ -189,6 +194,9 @@ impl Context {
         let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
         let ignored = self.is_ignored(&src.resolved) || self.is_ignored(&src.requested);
         if !meta.is_dir() {
+            if ignored && src.from_wildcard {
+                return Ok(());
+            }
             if ignored {
                 return Err(ContextError::NotFound {
                     pattern: pattern.to_string(),
@@ -221,6 +229,9 @@ impl Context {
             &mut children,
         )?;
         if ignored && children.is_empty() {
+            if src.from_wildcard {
+                return Ok(());
+            }
             return Err(ContextError::NotFound {
                 pattern: pattern.to_string(),
             });
