@@ -127,11 +127,12 @@ impl Image {
         for l in &layers {
             apply_layer(&mut files, &entries[*l]);
         }
+        let layer_count = layers.len();
         Image {
             manifest,
             config,
             files,
-            layer_count: layers.len(),
+            layer_count,
         }
     }
 
