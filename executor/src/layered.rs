@@ -289,6 +289,13 @@ impl LayeredFs {
         self.lookup_raw(&components(&resolved))
     }
 
+    /// Looks up a path whose parents are known to be real directories (no symlink is
+    /// followed anywhere; a symlink among the parents hides the path). Cheaper than
+    /// [`LayeredFs::metadata`] for walks that only descend through directories.
+    pub fn lookup(&self, path: &str) -> Result<Option<Entry>, LayeredError> {
+        self.lookup_raw(&components(path))
+    }
+
     /// `stat` of a view path: every symlink is followed (inside the view).
     pub fn stat(&self, path: &str) -> Result<Option<Entry>, LayeredError> {
         let resolved = self.resolve(path, true)?;
@@ -375,7 +382,14 @@ impl LayeredFs {
     /// The merged, name-sorted children of a directory (symlinks in `path` are followed).
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>, LayeredError> {
         let resolved = self.resolve(path, true)?;
-        let comps = components(&resolved);
+        self.read_dir_resolved(&resolved)
+    }
+
+    /// [`LayeredFs::read_dir`] for a path already free of symlinks (an [`Entry::path`] of a
+    /// directory met while walking): skips resolution.
+    pub fn read_dir_resolved(&self, path: &str) -> Result<Vec<DirEntry>, LayeredError> {
+        let comps = components(path);
+        let resolved = join_components(&comps);
         match self.lookup_raw(&comps)? {
             None if !comps.is_empty() || self.layers.is_empty() => {
                 if comps.is_empty() {
@@ -465,7 +479,7 @@ impl LayeredFs {
         }
         let mut stack: Vec<(String, PathBuf)> = vec![("/".to_string(), dest.to_path_buf())];
         while let Some((vpath, hdir)) = stack.pop() {
-            for child in self.read_dir(&vpath)? {
+            for child in self.read_dir_resolved(&vpath)? {
                 let e = child.entry;
                 let target = hdir.join(&child.name);
                 let m = &e.metadata;

@@ -61,7 +61,7 @@ fn walk_matches(
     pattern: &str,
     out: &mut Vec<Match>,
 ) -> Result<(), CopyError> {
-    for child in src.fs.read_dir(dir)? {
+    for child in src.fs.read_dir_resolved(dir)? {
         if !src.visible(&child.entry) {
             continue;
         }
@@ -151,7 +151,7 @@ fn walk_parents(
     pattern: &[String],
     out: &mut Vec<(Vec<String>, Entry)>,
 ) -> Result<(), CopyError> {
-    for child in src.fs.read_dir(dir)? {
+    for child in src.fs.read_dir_resolved(dir)? {
         if !src.visible(&child.entry) {
             continue;
         }

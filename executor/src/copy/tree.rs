@@ -84,7 +84,7 @@ impl<'a> Copier<'a> {
         match e.kind {
             EntryKind::Dir => {
                 let (host, created) = w.prepare_dir_target(dst, e.mode() | 0o700)?;
-                for child in src.fs.read_dir(&e.path)? {
+                for child in src.fs.read_dir_resolved(&e.path)? {
                     if !src.visible(&child.entry) {
                         continue;
                     }

@@ -96,7 +96,7 @@ impl LayerWriter {
                 });
             }
         }
-        match self.view.metadata(cur)? {
+        match self.view.lookup(cur)? {
             Some(e) if e.is_dir() => {
                 self.bring_up_dir(&e, &host)?;
                 Ok(false)
@@ -131,7 +131,7 @@ impl LayerWriter {
     /// Prepares `vpath` (parent already in this layer) to receive a non-directory:
     /// refuses an existing directory, removes an earlier copy in this layer.
     pub fn prepare_file_target(&mut self, vpath: &str) -> Result<PathBuf, CopyError> {
-        if let Some(e) = self.view.metadata(vpath)?
+        if let Some(e) = self.view.lookup(vpath)?
             && e.is_dir()
         {
             return Err(CopyError::ReplaceDirWithFile {
@@ -161,7 +161,7 @@ impl LayerWriter {
         vpath: &str,
         mode: u32,
     ) -> Result<(PathBuf, bool), CopyError> {
-        if let Some(e) = self.view.metadata(vpath)?
+        if let Some(e) = self.view.lookup(vpath)?
             && !e.is_dir()
         {
             return Err(CopyError::CopyToNonDir {
@@ -191,7 +191,7 @@ impl LayerWriter {
             }
         }
         if want_dir {
-            match self.view.metadata(vpath)? {
+            match self.view.lookup(vpath)? {
                 Some(e) if e.is_dir() => self.bring_up_dir(&e, &host)?,
                 _ => fs::create_dir(&host).map_err(io_at("mkdir", &host))?,
             }
