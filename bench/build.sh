@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Build benchmarks for issue 3's targets, run with the release binary:
+#   noop   no-op rebuild of a 20,000-file, 160 MB context        (target < 100 ms)
+#   cold   cold COPY of that context (compare with peerbench.py's bigcontext)
+#   bigmem peak RSS while building a 2 GB layer                   (target < 200 MB)
+# Usage: bench/build.sh [noop|cold|bigmem ...]   (default: all). Needs ~5 GB in $BENCH_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+KILN=$PWD/target/release/kiln
+DIR=${BENCH_DIR:-/tmp/kiln-bench}
+mkdir -p "$DIR"
+scenarios=("$@")
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(noop cold bigmem)
+
+make_bigcontext() {
+  local ctx=$DIR/bigcontext
+  [ -f "$ctx/.done" ] && return
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  python3 - "$ctx" <<'PY'
+import hashlib, os, sys
+root = sys.argv[1]
+for i in range(20000):
+    d = os.path.join(root, "src", f"d{i % 100}", f"e{i % 7}")
+    os.makedirs(d, exist_ok=True)
+    h = hashlib.sha256(str(i).encode()).hexdigest().encode()
+    with open(os.path.join(d, f"f{i}.txt"), "wb") as f:
+        f.write((h * (8192 // len(h) + 1))[:8192])
+PY
+  printf 'FROM scratch\nCOPY src /src\n' > "$ctx/Dockerfile"
+  touch "$ctx/.done"
+}
+
+ms() { python3 -c 'import sys,time; print(int(float(sys.argv[1])*1000))' "$1"; }
+
+for s in "${scenarios[@]}"; do
+  case $s in
+    noop)
+      make_bigcontext
+      root=$DIR/store-noop; rm -rf "$root"
+      "$KILN" --root "$root" build --progress quiet -t big:1 "$DIR/bigcontext" >/dev/null
+      best=999999
+      for _ in 1 2 3 4 5; do
+        t0=$(date +%s.%N); "$KILN" --root "$root" build --progress quiet -t big:1 "$DIR/bigcontext" >/dev/null; t1=$(date +%s.%N)
+        t=$(ms "$(echo "$t1 - $t0" | bc)"); [ "$t" -lt "$best" ] && best=$t
+      done
+      echo "noop rebuild, 20000 files / 160 MB context: best of 5 = ${best} ms (target < 100 ms)"
+      ;;
+    cold)
+      make_bigcontext
+      best=999999
+      for _ in 1 2 3; do
+        root=$DIR/store-cold; rm -rf "$root"
+        t0=$(date +%s.%N); "$KILN" --root "$root" build --progress quiet --no-cache -t big:1 "$DIR/bigcontext" >/dev/null; t1=$(date +%s.%N)
+        t=$(ms "$(echo "$t1 - $t0" | bc)"); [ "$t" -lt "$best" ] && best=$t
+      done
+      echo "cold COPY of 20000 files / 160 MB (fresh store, gzip): best of 3 = ${best} ms"
+      ;;
+    bigmem)
+      ctx=$DIR/biglayer
+      if [ ! -f "$ctx/.done" ]; then
+        rm -rf "$ctx" && mkdir -p "$ctx/data"
+        for i in 0 1 2 3 4 5 6 7; do head -c 268435456 /dev/urandom > "$ctx/data/blob$i"; done
+        printf 'FROM scratch\nCOPY data /data\n' > "$ctx/Dockerfile"
+        touch "$ctx/.done"
+      fi
+      root=$DIR/store-bigmem; rm -rf "$root"
+      /usr/bin/time -f "%M %e" -o "$DIR/time.txt" "$KILN" --root "$root" build --progress quiet --compression zstd -t bigl:1 "$ctx" >/dev/null
+      read -r rss secs < "$DIR/time.txt"
+      echo "2 GB layer (zstd): peak RSS $((rss / 1024)) MB in ${secs} s (target < 200 MB)"
+      rm -rf "$root"
+      ;;
+    *) echo "unknown scenario $s" >&2; exit 2 ;;
+  esac
+done
