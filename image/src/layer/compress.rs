@@ -1,7 +1,8 @@
 //! Compression choices for layer blobs and the streaming compressor that sits
 //! between the tar writer and the output. Settings are fixed so the same tar
 //! always gives the same compressed bytes: gzip with no file name and mtime 0
-//! in its header; zstd always in multithreaded mode (its output with >= 1
+//! in its header, compressed in fixed 1 MiB chunks on worker threads
+//! (see `pgzip`); zstd always in multithreaded mode (its output with >= 1
 //! worker does not depend on the worker count, but differs from 0 workers).
 
 use std::io::{self, Write};
@@ -76,14 +77,14 @@ impl Compression {
     }
 }
 
-/// Number of zstd workers: never 0 (0 changes the bytes), at most 4.
+/// Number of compression workers: never 0 (0 changes zstd's bytes), at most 4.
 fn zstd_workers() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4) as u32)
 }
 
 /// A streaming compressor over `W`.
 pub(crate) enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(super::pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -102,10 +103,13 @@ impl<W: Write> Compressor<W> {
         Ok(match compression {
             Compression::Gzip => {
                 let level = level.map_or(DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 9) as u32);
-                // GzBuilder::new() writes no file name, mtime 0 and OS byte 255.
-                Compressor::Gzip(
-                    flate2::GzBuilder::new().write(out, flate2::Compression::new(level)),
-                )
+                // Header without file name, mtime 0, OS byte 255; chunked so
+                // the bytes do not depend on the thread count.
+                Compressor::Gzip(super::pgzip::ParallelGzip::new(
+                    out,
+                    level,
+                    workers as usize,
+                )?)
             }
             Compression::Zstd => {
                 let mut enc =
@@ -179,6 +183,17 @@ mod tests {
         let one = compress(Compression::Zstd, 1, &data);
         assert_eq!(one, compress(Compression::Zstd, 3, &data));
         assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn gzip_output_does_not_depend_on_the_worker_count() {
+        let data: Vec<u8> = (0..5u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3f)
+            .collect();
+        assert_eq!(
+            compress(Compression::Gzip, 1, &data),
+            compress(Compression::Gzip, 3, &data)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! rootfs), never writing outside the destination.
 
 pub mod compress;
+mod pgzip;
 pub mod tarfmt;
 pub mod unpack;
 pub mod write;
