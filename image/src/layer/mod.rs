@@ -6,6 +6,7 @@ pub mod compress;
 mod pgzip;
 pub mod tarfmt;
 pub mod unpack;
+mod whiteout;
 pub mod write;
 
 pub use compress::Compression;

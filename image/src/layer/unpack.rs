@@ -142,7 +142,7 @@ pub fn apply_layer(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub(super) enum Target {
     LayerDir,
     Rootfs,
 }
@@ -204,28 +204,28 @@ fn run(
     })
 }
 
-struct Unpacker<'o> {
-    root: OwnedFd,
-    dest: PathBuf,
-    opts: &'o UnpackOptions,
-    target: Target,
-    chown: bool,
+pub(super) struct Unpacker<'o> {
+    pub(super) root: OwnedFd,
+    pub(super) dest: PathBuf,
+    pub(super) opts: &'o UnpackOptions,
+    pub(super) target: Target,
+    pub(super) chown: bool,
     /// Directories whose mode and mtime are set at the end (children first),
     /// so extracting into read-only directories works and mtimes stick.
-    dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
+    pub(super) dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
     /// Paths created by this layer in a rootfs (an opaque marker keeps them).
     /// A layer directory starts empty, so there anything present is ours.
-    created: HashSet<Vec<Vec<u8>>>,
-    entries: u64,
+    pub(super) created: HashSet<Vec<Vec<u8>>>,
+    pub(super) entries: u64,
 }
 
 /// Header fields, with PAX overrides applied.
-struct Meta {
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: i64,
-    xattrs: BTreeMap<String, Vec<u8>>,
+pub(super) struct Meta {
+    pub(super) mode: u32,
+    pub(super) uid: u64,
+    pub(super) gid: u64,
+    pub(super) mtime: i64,
+    pub(super) xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -259,7 +259,12 @@ fn timestamps(mtime: i64) -> Timestamps {
 }
 
 impl Unpacker<'_> {
-    fn fs_err(&self, name: &[u8], op: &'static str, e: impl Into<io::Error>) -> UnpackError {
+    pub(super) fn fs_err(
+        &self,
+        name: &[u8],
+        op: &'static str,
+        e: impl Into<io::Error>,
+    ) -> UnpackError {
         UnpackError::Fs {
             name: lossy(name),
             dest: self.dest.clone(),
@@ -270,7 +275,7 @@ impl Unpacker<'_> {
 
     /// Opens the directory at `comps` below the root without following any
     /// symlink; missing directories are created (0755) when `create`.
-    fn open_dir(
+    pub(super) fn open_dir(
         &self,
         name: &[u8],
         comps: &[Vec<u8>],
@@ -316,7 +321,7 @@ impl Unpacker<'_> {
         Ok(Some(cur))
     }
 
-    fn parent(&self, name: &[u8], comps: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
+    pub(super) fn parent(&self, name: &[u8], comps: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
         let fd = self.open_dir(name, &comps[..comps.len() - 1], true)?;
         fd.ok_or_else(|| self.fs_err(name, "opening a parent directory", Errno::NOENT))
     }
@@ -489,7 +494,7 @@ impl Unpacker<'_> {
     /// Makes room for a new entry named `leaf`: keeps an existing directory
     /// when the new entry is a directory (returns true), else removes what is
     /// there.
-    fn clear_leaf(
+    pub(super) fn clear_leaf(
         &self,
         name: &[u8],
         parent: &OwnedFd,
@@ -509,7 +514,7 @@ impl Unpacker<'_> {
         Ok(false)
     }
 
-    fn remove_at(
+    pub(super) fn remove_at(
         &self,
         name: &[u8],
         parent: &OwnedFd,
@@ -525,107 +530,6 @@ impl Unpacker<'_> {
             rustix::fs::unlinkat(parent, leaf, AtFlags::empty())
                 .map_err(|e| self.fs_err(name, "removing an entry", e))
         }
-    }
-
-    fn whiteout(
-        &mut self,
-        name: &[u8],
-        target: &[Vec<u8>],
-        meta: &Meta,
-    ) -> Result<(), UnpackError> {
-        let Some(leaf) = target.last() else {
-            return Ok(());
-        };
-        match self.target {
-            Target::LayerDir => {
-                let parent = self.parent(name, target)?;
-                match rustix::fs::statat(&parent, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-                    // The same layer added the entry (a layer directory starts
-                    // empty): a whiteout only hides lower layers, so it stays.
-                    Ok(_) => return Ok(()),
-                    Err(Errno::NOENT) => {}
-                    Err(e) => return Err(self.fs_err(name, "inspecting a whited-out entry", e)),
-                }
-                rustix::fs::mknodat(
-                    &parent,
-                    leaf.as_slice(),
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(|e| self.fs_err(name, "creating a whiteout device", e))?;
-                let m = Meta {
-                    xattrs: BTreeMap::new(),
-                    mode: 0,
-                    ..*meta
-                };
-                self.finish_at(name, &parent, leaf, &m, false)
-            }
-            Target::Rootfs => {
-                if self.created.contains(target) {
-                    return Ok(());
-                }
-                let Some(parent) = self.open_dir(name, &target[..target.len() - 1], false)? else {
-                    return Ok(());
-                };
-                match rustix::fs::statat(&parent, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => {
-                        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                        self.remove_at(name, &parent, leaf, is_dir)
-                    }
-                    Err(Errno::NOENT) => Ok(()),
-                    Err(e) => Err(self.fs_err(name, "inspecting a whited-out entry", e)),
-                }
-            }
-        }
-    }
-
-    fn opaque(&mut self, name: &[u8], dir: &[Vec<u8>]) -> Result<(), UnpackError> {
-        let fd = self
-            .open_dir(name, dir, true)?
-            .ok_or_else(|| self.fs_err(name, "opening an opaque directory", Errno::NOENT))?;
-        match self.target {
-            Target::LayerDir => rustix::fs::fsetxattr(
-                &fd,
-                self.opts.opaque_xattr.as_str(),
-                b"y",
-                XattrFlags::empty(),
-            )
-            .map_err(|e| self.fs_err(name, "setting the opaque xattr", e)),
-            Target::Rootfs => self.remove_lower(name, &fd, dir),
-        }
-    }
-
-    /// Removes everything below `dir` (open as `fd`) that this layer did not
-    /// create, descending into directories it did create: the opaque marker
-    /// may come before or after the layer's own entries.
-    fn remove_lower(&self, name: &[u8], fd: &OwnedFd, dir: &[Vec<u8>]) -> Result<(), UnpackError> {
-        use std::os::unix::ffi::OsStrExt;
-        let list_err = |e| self.fs_err(name, "listing an opaque directory", e);
-        let mut children = Vec::new();
-        for child in std::fs::read_dir(proc_fd_path(fd, b".")).map_err(list_err)? {
-            let child = child.map_err(list_err)?;
-            let is_dir = child.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            children.push((child.file_name().as_bytes().to_vec(), is_dir));
-        }
-        children.sort();
-        for (child, is_dir) in children {
-            let mut path = dir.to_vec();
-            path.push(child.clone());
-            if !self.created.contains(&path) {
-                self.remove_at(name, fd, &child, is_dir)?;
-            } else if is_dir {
-                let sub = rustix::fs::openat(
-                    fd,
-                    child.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| self.fs_err(name, "opening a directory", e))?;
-                self.remove_lower(name, &sub, &path)?;
-            }
-        }
-        Ok(())
     }
 
     fn hardlink(
@@ -681,7 +585,7 @@ impl Unpacker<'_> {
 
     /// Owner, mode (unless a symlink), xattrs and mtime of an entry that has
     /// no open fd (symlinks, devices, whiteouts), by name under `parent`.
-    fn finish_at(
+    pub(super) fn finish_at(
         &self,
         name: &[u8],
         parent: &OwnedFd,
@@ -756,7 +660,7 @@ fn ids(meta: &Meta) -> (rustix::fs::Uid, rustix::fs::Gid) {
 
 /// `/proc/self/fd/<dirfd>/<leaf>`: names `leaf` inside an open directory for
 /// calls that only take paths; the magic link pins the directory itself.
-fn proc_fd_path(dir: &OwnedFd, leaf: &[u8]) -> PathBuf {
+pub(super) fn proc_fd_path(dir: &OwnedFd, leaf: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     p.push(std::ffi::OsStr::from_bytes(leaf));

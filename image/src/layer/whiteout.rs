@@ -1,0 +1,112 @@
+//! Whiteouts and opaque directories while unpacking: in a layer directory
+//! they become overlayfs markers (a 0:0 character device, the opaque xattr);
+//! on a flat rootfs they delete what the lower layers had.
+
+use super::unpack::{Meta, Target, UnpackError, Unpacker, proc_fd_path};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
+use rustix::io::Errno;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+
+impl Unpacker<'_> {
+    pub(super) fn whiteout(
+        &mut self,
+        name: &[u8],
+        target: &[Vec<u8>],
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        let Some(leaf) = target.last() else {
+            return Ok(());
+        };
+        match self.target {
+            Target::LayerDir => {
+                let parent = self.parent(name, target)?;
+                match rustix::fs::statat(&parent, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                    // The same layer added the entry (a layer directory starts
+                    // empty): a whiteout only hides lower layers, so it stays.
+                    Ok(_) => return Ok(()),
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(self.fs_err(name, "inspecting a whited-out entry", e)),
+                }
+                rustix::fs::mknodat(
+                    &parent,
+                    leaf.as_slice(),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(|e| self.fs_err(name, "creating a whiteout device", e))?;
+                let m = Meta {
+                    xattrs: BTreeMap::new(),
+                    mode: 0,
+                    ..*meta
+                };
+                self.finish_at(name, &parent, leaf, &m, false)
+            }
+            Target::Rootfs => {
+                if self.created.contains(target) {
+                    return Ok(());
+                }
+                let Some(parent) = self.open_dir(name, &target[..target.len() - 1], false)? else {
+                    return Ok(());
+                };
+                match rustix::fs::statat(&parent, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => {
+                        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                        self.remove_at(name, &parent, leaf, is_dir)
+                    }
+                    Err(Errno::NOENT) => Ok(()),
+                    Err(e) => Err(self.fs_err(name, "inspecting a whited-out entry", e)),
+                }
+            }
+        }
+    }
+
+    pub(super) fn opaque(&mut self, name: &[u8], dir: &[Vec<u8>]) -> Result<(), UnpackError> {
+        let fd = self
+            .open_dir(name, dir, true)?
+            .ok_or_else(|| self.fs_err(name, "opening an opaque directory", Errno::NOENT))?;
+        match self.target {
+            Target::LayerDir => rustix::fs::fsetxattr(
+                &fd,
+                self.opts.opaque_xattr.as_str(),
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(|e| self.fs_err(name, "setting the opaque xattr", e)),
+            Target::Rootfs => self.remove_lower(name, &fd, dir),
+        }
+    }
+
+    /// Removes everything below `dir` (open as `fd`) that this layer did not
+    /// create, descending into directories it did create: the opaque marker
+    /// may come before or after the layer's own entries.
+    fn remove_lower(&self, name: &[u8], fd: &OwnedFd, dir: &[Vec<u8>]) -> Result<(), UnpackError> {
+        use std::os::unix::ffi::OsStrExt;
+        let list_err = |e| self.fs_err(name, "listing an opaque directory", e);
+        let mut children = Vec::new();
+        for child in std::fs::read_dir(proc_fd_path(fd, b".")).map_err(list_err)? {
+            let child = child.map_err(list_err)?;
+            let is_dir = child.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            children.push((child.file_name().as_bytes().to_vec(), is_dir));
+        }
+        children.sort();
+        for (child, is_dir) in children {
+            let mut path = dir.to_vec();
+            path.push(child.clone());
+            if !self.created.contains(&path) {
+                self.remove_at(name, fd, &child, is_dir)?;
+            } else if is_dir {
+                let sub = rustix::fs::openat(
+                    fd,
+                    child.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.fs_err(name, "opening a directory", e))?;
+                self.remove_lower(name, &sub, &path)?;
+            }
+        }
+        Ok(())
+    }
+}
