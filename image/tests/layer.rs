@@ -355,3 +355,70 @@ with tarfile.open(sys.argv[1], "r:gz") as t:
     assert!(text.contains("opq/.wh..wh..opq 0"), "{text}");
     assert!(d.size > 0);
 }
+
+#[test]
+fn layer_writer_builds_synthesized_layers_that_unpack() {
+    use kiln_image::layer::{EntryKind, EntryMeta, LayerWriter};
+    let meta = |mode| EntryMeta {
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: 5_000,
+        xattrs: Default::default(),
+    };
+    let o = opts(Compression::Zstd, Some(100));
+    let mut w = LayerWriter::new(Vec::new(), &o).unwrap();
+    w.append(
+        b"app",
+        &EntryKind::Directory,
+        &meta(0o755),
+        std::io::empty(),
+    )
+    .unwrap();
+    w.append_opaque(b"app", &meta(0o755)).unwrap();
+    w.append(
+        b"app/run.sh",
+        &EntryKind::File { size: 9 },
+        &meta(0o755),
+        &b"#!/bin/sh"[..],
+    )
+    .unwrap();
+    w.append(
+        b"app/sh",
+        &EntryKind::Symlink {
+            target: b"/bin/sh".to_vec(),
+        },
+        &meta(0o777),
+        std::io::empty(),
+    )
+    .unwrap();
+    w.append_whiteout(b"old", &meta(0)).unwrap();
+    let (d, blob) = w.finish_into_inner().unwrap();
+    assert_eq!(kiln_image::sha256_digest(&blob), d.digest);
+    let t = tempfile::tempdir().unwrap();
+    unpack_layer(&blob[..], t.path(), &UnpackOptions::default()).unwrap();
+    let tree = describe(t.path());
+    let keys: Vec<&str> = tree.keys().map(|k| k.as_str()).collect();
+    assert_eq!(keys, vec!["app", "app/run.sh", "app/sh", "old"]);
+    assert!(
+        tree["app/run.sh"].starts_with("mode=100755 uid=0 gid=0 mtime=100 "),
+        "{}",
+        tree["app/run.sh"]
+    );
+    assert!(tree["app"].contains("user.overlay.opaque=y"));
+    assert!(tree["old"].starts_with("mode=20000 "), "{}", tree["old"]);
+    // A file shorter than its declared size is an error, not a corrupt tar.
+    let mut w = LayerWriter::new(Vec::new(), &o).unwrap();
+    let err = w
+        .append(
+            b"short",
+            &EntryKind::File { size: 10 },
+            &meta(0o644),
+            &b"abc"[..],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "file shrank while being archived (7 bytes missing)"
+    );
+}
