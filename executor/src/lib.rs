@@ -8,6 +8,11 @@
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
 
+pub mod diff;
+pub mod sandbox;
+pub mod snapshot;
+pub mod userns;
+
 pub mod copy;
 pub mod layered;
 

@@ -1,0 +1,356 @@
+//! Layer directories: reading a stack of them as one merged tree, comparing entries, and
+//! writing the difference between a rootfs and its lower layers as a new layer directory.
+//!
+//! Layer directory format (shared with the overlay snapshotter and the layer writer): the
+//! entries one layer adds or changes; a deletion is a 0:0 character device (overlay
+//! whiteout); a directory that hides everything below has `user.overlay.opaque=y`.
+//! Overlay-internal xattrs (`user.overlay.*` other than `opaque`) are never part of it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// xattr marking an opaque directory in a layer directory.
+pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
+const OVERLAY_XATTR_PREFIX: &str = "user.overlay.";
+
+/// Why a layer directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("{path}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("{path}: cannot represent file type in a layer (sockets are skipped, this is {kind})")]
+    Unsupported { path: PathBuf, kind: String },
+}
+
+pub(crate) fn ioe(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> DiffError + use<> {
+    let path = path.to_path_buf();
+    move |source| DiffError::Io { path, op, source }
+}
+
+/// Is this entry an overlay whiteout (a 0:0 character device)?
+pub fn is_whiteout(md: &Metadata) -> bool {
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Does this directory hide the layers below it?
+pub fn is_opaque(path: &Path) -> bool {
+    matches!(xattr::get(path, OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+}
+
+/// Sorted names in a directory.
+pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>, DiffError> {
+    let mut names = Vec::new();
+    for e in fs::read_dir(dir).map_err(ioe(dir, "read directory"))? {
+        names.push(e.map_err(ioe(dir, "read directory"))?.file_name());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The children of one directory of a merged layer stack.
+///
+/// `dirs` are the directories that make up this merged directory, top-most first (already
+/// cut after an opaque one). For each visible name, returns the paths that make it up:
+/// one path for a non-directory, the contributing directories (top first) for a directory.
+pub(crate) fn merged_children(dirs: &[PathBuf]) -> Result<BTreeMap<OsString, Vec<PathBuf>>, DiffError> {
+    struct Slot {
+        paths: Vec<PathBuf>,
+        closed: bool,
+    }
+    let mut slots: BTreeMap<OsString, Slot> = BTreeMap::new();
+    for d in dirs {
+        for name in read_dir_sorted(d)? {
+            let p = d.join(&name);
+            let slot = slots.entry(name).or_insert(Slot { paths: Vec::new(), closed: false });
+            if slot.closed {
+                continue;
+            }
+            let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
+            if is_whiteout(&md) {
+                slot.closed = true;
+            } else if md.is_dir() {
+                let opaque = is_opaque(&p);
+                slot.paths.push(p);
+                slot.closed = opaque;
+            } else {
+                // A non-directory hides everything below; below a directory it is hidden.
+                if slot.paths.is_empty() {
+                    slot.paths.push(p);
+                }
+                slot.closed = true;
+            }
+        }
+    }
+    Ok(slots.into_iter().filter(|(_, s)| !s.paths.is_empty()).map(|(n, s)| (n, s.paths)).collect())
+}
+
+/// The root directories of a layer stack (top-most first), cut after an opaque root.
+pub(crate) fn merged_root(lowers_top_first: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for l in lowers_top_first {
+        out.push(l.clone());
+        if is_opaque(l) {
+            break;
+        }
+    }
+    out
+}
+
+/// xattrs that belong to the content (everything but overlay's own bookkeeping).
+pub(crate) fn content_xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>, DiffError> {
+    let mut out = BTreeMap::new();
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        // Filesystems without xattr support simply have none.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
+        Err(e) => return Err(ioe(path, "list xattrs")(e)),
+    };
+    for name in names {
+        if name.to_string_lossy().starts_with(OVERLAY_XATTR_PREFIX) {
+            continue;
+        }
+        if let Some(v) = xattr::get(path, &name).map_err(ioe(path, "read xattr"))? {
+            out.insert(name, v);
+        }
+    }
+    Ok(out)
+}
+
+/// Do `a` and `b` describe the same entry: type, mode, owner, size, mtime, device, link
+/// target, xattrs, and (for regular files equal in all that) content? Directories compare
+/// metadata only.
+pub(crate) fn same_entry(a: &Path, am: &Metadata, b: &Path, bm: &Metadata) -> Result<bool, DiffError> {
+    if am.mode() != bm.mode() || am.uid() != bm.uid() || am.gid() != bm.gid() {
+        return Ok(false);
+    }
+    if am.mtime() != bm.mtime() || am.mtime_nsec() != bm.mtime_nsec() {
+        return Ok(false);
+    }
+    let ft = am.file_type();
+    if !ft.is_dir() && am.size() != bm.size() {
+        return Ok(false);
+    }
+    if (ft.is_char_device() || ft.is_block_device()) && am.rdev() != bm.rdev() {
+        return Ok(false);
+    }
+    if ft.is_symlink() && fs::read_link(a).map_err(ioe(a, "readlink"))? != fs::read_link(b).map_err(ioe(b, "readlink"))? {
+        return Ok(false);
+    }
+    if content_xattrs(a)? != content_xattrs(b)? {
+        return Ok(false);
+    }
+    if ft.is_file() {
+        return same_content(a, b);
+    }
+    Ok(true)
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool, DiffError> {
+    let mut fa = fs::File::open(a).map_err(ioe(a, "open"))?;
+    let mut fb = fs::File::open(b).map_err(ioe(b, "open"))?;
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(ioe(a, "read"))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(ioe(b, "read"))?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Copy owner, permissions, content xattrs and times of `src` onto `dst` (not following
+/// symlinks). Call after a directory's children are in place, or its mtime changes again.
+pub(crate) fn copy_metadata(src: &Path, sm: &Metadata, dst: &Path) -> Result<(), DiffError> {
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        dst,
+        Some(rustix::fs::Uid::from_raw(sm.uid())),
+        Some(rustix::fs::Gid::from_raw(sm.gid())),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| ioe(dst, "chown")(e.into()))?;
+    if !sm.file_type().is_symlink() {
+        // After chown: chown clears setuid/setgid bits.
+        fs::set_permissions(dst, fs::Permissions::from_mode(sm.mode() & 0o7777)).map_err(ioe(dst, "chmod"))?;
+        for (k, v) in content_xattrs(src)? {
+            xattr::set(dst, &k, &v).map_err(ioe(dst, "set xattr"))?;
+        }
+    }
+    let atime = filetime::FileTime::from_last_access_time(sm);
+    let mtime = filetime::FileTime::from_last_modification_time(sm);
+    filetime::set_symlink_file_times(dst, atime, mtime).map_err(ioe(dst, "set times"))
+}
+
+/// Hardlink bookkeeping while copying: source inode → first destination path.
+#[derive(Default)]
+pub(crate) struct Links {
+    seen: HashMap<(u64, u64), PathBuf>,
+    pub enabled: bool,
+}
+
+/// Copy one entry (a whole subtree for a directory) from `src` to `dst` with metadata.
+pub(crate) fn copy_tree(src: &Path, dst: &Path, links: &mut Links) -> Result<(), DiffError> {
+    let md = fs::symlink_metadata(src).map_err(ioe(src, "stat"))?;
+    copy_entry(src, &md, dst, links, &mut |s, d, l| {
+        for name in read_dir_sorted(s)? {
+            copy_tree(&s.join(&name), &d.join(&name), l)?;
+        }
+        Ok(())
+    })
+}
+
+/// Create `dst` as a copy of the entry `src`; for directories `children` fills it before
+/// its metadata is applied.
+pub(crate) fn copy_entry(
+    src: &Path,
+    md: &Metadata,
+    dst: &Path,
+    links: &mut Links,
+    children: &mut dyn FnMut(&Path, &Path, &mut Links) -> Result<(), DiffError>,
+) -> Result<(), DiffError> {
+    let ft = md.file_type();
+    if links.enabled && !ft.is_dir() && md.nlink() > 1 {
+        if let Some(first) = links.seen.get(&(md.dev(), md.ino())) {
+            return fs::hard_link(first, dst).map_err(ioe(dst, "hard link"));
+        }
+        links.seen.insert((md.dev(), md.ino()), dst.to_path_buf());
+    }
+    if ft.is_dir() {
+        fs::create_dir(dst).map_err(ioe(dst, "mkdir"))?;
+        children(src, dst, links)?;
+    } else if ft.is_file() {
+        fs::copy(src, dst).map_err(ioe(src, "copy"))?;
+    } else if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(ioe(src, "readlink"))?;
+        std::os::unix::fs::symlink(&target, dst).map_err(ioe(dst, "symlink"))?;
+    } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+        let kind = if ft.is_char_device() {
+            rustix::fs::FileType::CharacterDevice
+        } else if ft.is_block_device() {
+            rustix::fs::FileType::BlockDevice
+        } else {
+            rustix::fs::FileType::Fifo
+        };
+        rustix::fs::mknodat(rustix::fs::CWD, dst, kind, rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777), md.rdev())
+            .map_err(|e| ioe(dst, "mknod")(e.into()))?;
+    } else {
+        return Err(DiffError::Unsupported { path: src.to_path_buf(), kind: "a socket".into() });
+    }
+    copy_metadata(src, md, dst)
+}
+
+/// Write a 0:0 character device (a deletion) at `dst`.
+pub(crate) fn write_whiteout(dst: &Path) -> Result<(), DiffError> {
+    rustix::fs::mknodat(rustix::fs::CWD, dst, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0)
+        .map_err(|e| ioe(dst, "mknod whiteout")(e.into()))
+}
+
+/// What the copy snapshotter recorded when it materialized a rootfs.
+#[derive(Debug, Clone)]
+pub struct CopyBase {
+    /// Every materialized directory (relative path) and its inode: a directory at the same
+    /// path with another inode was removed and recreated (so it becomes opaque).
+    pub dirs: BTreeMap<PathBuf, u64>,
+    /// Change times at or before this (seconds, nanoseconds) predate the RUN.
+    pub barrier: (i64, i64),
+}
+
+/// Compare `rootfs` (a materialized copy of `lowers_top_first`, after a RUN) with the
+/// layers and write the changes into the empty layer directory `out`.
+pub fn write_layer(rootfs: &Path, lowers_top_first: &[PathBuf], out: &Path, base: &CopyBase) -> Result<(), DiffError> {
+    let mut d = Differ { rootfs, out, base, links: Links { enabled: true, ..Links::default() } };
+    d.dir(Path::new(""), &merged_root(lowers_top_first))?;
+    Ok(())
+}
+
+struct Differ<'a> {
+    rootfs: &'a Path,
+    out: &'a Path,
+    base: &'a CopyBase,
+    links: Links,
+}
+
+impl Differ<'_> {
+    fn changed_since_copy(&self, md: &Metadata) -> bool {
+        (md.ctime(), md.ctime_nsec()) > self.base.barrier
+    }
+
+    /// Make sure `out/rel` exists (metadata applied later by the caller).
+    fn ensure_out(&self, rel: &Path) -> Result<(), DiffError> {
+        let p = self.out.join(rel);
+        if !p.exists() {
+            fs::create_dir_all(&p).map_err(ioe(&p, "mkdir"))?;
+        }
+        Ok(())
+    }
+
+    /// Diff directory `rel` against the merged lower directories `lower`; true if anything
+    /// under it was written to the layer.
+    fn dir(&mut self, rel: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
+        let here = self.rootfs.join(rel);
+        let ours: BTreeSet<OsString> = read_dir_sorted(&here)?.into_iter().collect();
+        let theirs = merged_children(lower)?;
+        let names: BTreeSet<&OsString> = ours.iter().chain(theirs.keys()).collect();
+        let mut emitted = false;
+        for name in names {
+            let crel = rel.join(name);
+            let src = self.rootfs.join(&crel);
+            let dst = self.out.join(&crel);
+            match (ours.contains(name), theirs.get(name)) {
+                (false, None) => {}
+                (false, Some(_)) => {
+                    self.ensure_out(rel)?;
+                    write_whiteout(&dst)?;
+                    emitted = true;
+                }
+                (true, None) => {
+                    self.ensure_out(rel)?;
+                    copy_tree(&src, &dst, &mut self.links)?;
+                    emitted = true;
+                }
+                (true, Some(lp)) => {
+                    let md = fs::symlink_metadata(&src).map_err(ioe(&src, "stat"))?;
+                    let lmd = fs::symlink_metadata(&lp[0]).map_err(ioe(&lp[0], "stat"))?;
+                    if md.is_dir() && lmd.is_dir() && self.base.dirs.get(&crel) == Some(&md.ino()) {
+                        let inner = self.dir(&crel, lp)?;
+                        let meta_changed = self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?;
+                        if inner || meta_changed {
+                            self.ensure_out(&crel)?;
+                            copy_metadata(&src, &md, &dst)?;
+                            emitted = true;
+                        }
+                    } else if md.is_dir() {
+                        // A directory that replaced whatever was there: opaque, all new.
+                        self.ensure_out(rel)?;
+                        copy_tree(&src, &dst, &mut self.links)?;
+                        xattr::set(&dst, OPAQUE_XATTR, b"y").map_err(ioe(&dst, "set opaque xattr"))?;
+                        emitted = true;
+                    } else if lmd.is_dir() || (self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?) {
+                        self.ensure_out(rel)?;
+                        copy_tree(&src, &dst, &mut self.links)?;
+                        emitted = true;
+                    }
+                }
+            }
+        }
+        Ok(emitted)
+    }
+}

@@ -1,0 +1,432 @@
+//! The sandbox helper: a freshly exec'd, single-threaded kiln process (hidden subcommand)
+//! that creates the namespaces of one RUN, forks the sandbox's PID 1, and reports back.
+//!
+//! Process tree: kiln → helper (new mount/pid/ipc/uts[/net] namespaces) → PID 1 (mounts the
+//! rootfs, pivots, reaps) → the RUN process (drops privileges, execs). Every process has
+//! `PR_SET_PDEATHSIG = SIGKILL`, and PID 1 dying kills the whole PID namespace, so a killed
+//! kiln leaves no process; all mounts live in the private mount namespace and vanish with it.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::thread::UnshareFlags;
+
+use super::protocol::{self, Event, HelperRun, Request};
+use super::rootfs::{self, StepError, fail};
+use super::user;
+
+/// PATH given to the process when its environment has none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set (CAP_* numbers).
+const DEFAULT_CAPS: [u32; 14] = [
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+/// Entry point of the helper process; returns its exit code.
+pub(crate) fn helper_entry() -> i32 {
+    // If kiln dies, so do we (and, through PID 1, the whole sandbox).
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // An inherited SIG_IGN for SIGCHLD would make children vanish before PID 1 reaps them.
+    reset_signals();
+    let sock = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(_) => return 125,
+    };
+    let mut reader = match sock.try_clone() {
+        Ok(s) => BufReader::new(s),
+        Err(_) => return 125,
+    };
+    let mut out = sock;
+    let req: Request = match protocol::recv(&mut reader) {
+        Ok(Some(r)) => r,
+        _ => return 125,
+    };
+    match req {
+        Request::ProbeOverlay { dir } => {
+            let ev = match probe_overlay(&dir) {
+                Ok(()) => Event::Probe { ok: true, detail: String::new() },
+                Err(e) => Event::Probe { ok: false, detail: format!("{}: {}", e.step, e.message) },
+            };
+            let _ = protocol::send(&mut out, &ev);
+            0
+        }
+        Request::Run(run) => match run_sandbox(&run, &mut out) {
+            Ok(code) => code,
+            Err(e) => {
+                let _ = protocol::send(&mut out, &Event::Failed { step: e.step.to_string(), message: e.message });
+                1
+            }
+        },
+    }
+}
+
+fn unshare(flags: UnshareFlags, step: &'static str) -> Result<(), StepError> {
+    // SAFETY: the helper is single-threaded (a fresh exec that starts no threads), so no
+    // other thread can observe the unshared file-descriptor table or fs state.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(fail(step, format!("unshare {flags:?}")))
+}
+
+/// fork(2). Returns 0 in the child.
+fn fork(step: &'static str) -> Result<i32, StepError> {
+    // SAFETY: the helper and PID 1 are single-threaded, so the child may run any code
+    // (no lock can be held by a thread that does not exist in the child).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail(step, "fork")(rustix::io::Errno::from_raw_os_error(errno())));
+    }
+    Ok(pid)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Mount a tiny overlay in a throwaway mount namespace and check that a deletion leaves a
+/// 0:0 whiteout and a replaced directory is marked opaque with `user.overlay.opaque`.
+fn probe_overlay(dir: &Path) -> Result<(), StepError> {
+    unshare(UnshareFlags::NEWNS, "probe")?;
+    rootfs::make_private()?;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| StepError { step: "probe", message: format!("{what}: {e}") }
+    };
+    let (lower, upper, work, merged) = (dir.join("l"), dir.join("u"), dir.join("w"), dir.join("m"));
+    for d in [&lower, &upper, &work, &merged] {
+        std::fs::create_dir_all(d).map_err(io(&format!("mkdir {}", d.display())))?;
+    }
+    std::fs::write(lower.join("f"), b"x").map_err(io("write lower file"))?;
+    std::fs::create_dir_all(lower.join("d/sub")).map_err(io("mkdir lower dir"))?;
+    rootfs::mount_overlay(std::slice::from_ref(&lower), &upper, &work, &merged)?;
+    std::fs::remove_file(merged.join("f")).map_err(io("delete through overlay"))?;
+    std::fs::remove_dir_all(merged.join("d")).map_err(io("remove dir through overlay"))?;
+    std::fs::create_dir(merged.join("d")).map_err(io("recreate dir through overlay"))?;
+    let wh = rustix::fs::lstat(upper.join("f")).map_err(fail("probe", "stat whiteout"))?;
+    let is_whiteout = rustix::fs::FileType::from_raw_mode(wh.st_mode) == rustix::fs::FileType::CharacterDevice
+        && wh.st_rdev == 0;
+    if !is_whiteout {
+        return Err(StepError { step: "probe", message: "deletion did not leave a 0:0 whiteout".into() });
+    }
+    let opaque = xattr::get(upper.join("d"), "user.overlay.opaque").ok().flatten();
+    if opaque.as_deref() != Some(b"y") {
+        return Err(StepError { step: "probe", message: "replaced directory is not marked user.overlay.opaque".into() });
+    }
+    Ok(())
+}
+
+fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> {
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+    if run.network_none {
+        flags |= UnshareFlags::NEWNET;
+    }
+    unshare(flags, "namespaces")?;
+    rootfs::make_private()?;
+    // PID 1 cannot see its parent across the PID namespace; this pipe's write end, held
+    // only by the helper, tells it whether the helper is still alive.
+    let (alive_r, alive_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail("pid1", "pipe"))?;
+    let pid = fork("pid1")?;
+    if pid == 0 {
+        drop(alive_w);
+        let code = pid1(run, out, alive_r);
+        // SAFETY: _exit ends the forked child without running the parent's atexit state.
+        unsafe { libc::_exit(code) };
+    }
+    drop(alive_r);
+    // Wait for PID 1; it reports the RUN's status itself.
+    let pid = Pid::from_raw(pid).ok_or_else(|| StepError { step: "pid1", message: "fork returned pid 0".into() })?;
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => {
+                drop(alive_w);
+                if let Some(sig) = status.terminating_signal() {
+                    return Err(StepError { step: "pid1", message: format!("sandbox init killed by signal {sig}") });
+                }
+                return Ok(0);
+            }
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(fail("pid1", "wait for sandbox init")(e)),
+        }
+    }
+}
+
+/// The sandbox's PID 1: set up the filesystem, start the process, reap until it exits.
+fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let mut fds = [rustix::event::PollFd::new(&helper_alive, rustix::event::PollFlags::IN)];
+    if rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })).unwrap_or(0) > 0 {
+        return 1; // the helper died before we armed the death signal
+    }
+    let send = |out: &mut UnixStream, ev: &Event| {
+        let _ = protocol::send(out, ev);
+    };
+    let setup = || -> Result<Vec<protocol::Stub>, StepError> {
+        let root = rootfs::mount_rootfs(&run.rootfs)?;
+        let stubs = rootfs::populate(&root, run)?;
+        if !run.hostname.is_empty() {
+            rustix::system::sethostname(run.hostname.as_bytes()).map_err(fail("hostname", &run.hostname))?;
+        }
+        if run.network_none {
+            loopback_up()?;
+        }
+        rootfs::pivot(&root)?;
+        Ok(stubs)
+    };
+    match setup() {
+        Ok(stubs) => send(out, &Event::Stubs(stubs)),
+        Err(e) => {
+            send(out, &Event::Failed { step: e.step.to_string(), message: e.message });
+            return 1;
+        }
+    }
+    // A close-on-exec pipe tells us whether exec succeeded (EOF) or why it failed.
+    let (err_r, err_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            send(out, &Event::Failed { step: "exec".into(), message: format!("pipe: {e}") });
+            return 1;
+        }
+    };
+    let child = match fork("exec") {
+        Ok(p) => p,
+        Err(e) => {
+            send(out, &Event::Failed { step: e.step.to_string(), message: e.message });
+            return 1;
+        }
+    };
+    if child == 0 {
+        drop(err_r);
+        let e = exec_process(run);
+        let mut w = std::fs::File::from(err_w);
+        let _ = w.write_all(format!("{}\n{}", e.step, e.message).as_bytes());
+        // SAFETY: leave the forked child immediately; nothing of the parent must run here.
+        unsafe { libc::_exit(127) };
+    }
+    drop(err_w);
+    let mut msg = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+    let mut failed = false;
+    if !msg.is_empty() {
+        let (step, message) = msg.split_once('\n').unwrap_or(("exec", msg.as_str()));
+        send(out, &Event::Failed { step: step.to_string(), message: message.to_string() });
+        failed = true;
+    }
+    // Reap everything; stop when the RUN process itself is gone. Leaving PID 1 then kills
+    // whatever it left running in the PID namespace.
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == child => {
+                if !failed {
+                    let ev = match status.terminating_signal() {
+                        Some(sig) => Event::Exited { code: 128 + sig as i32, signal: Some(sig as i32) },
+                        None => Event::Exited { code: status.exit_status().unwrap_or(0) as i32, signal: None },
+                    };
+                    send(out, &ev);
+                }
+                return 0;
+            }
+            Ok(_) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return 0,
+        }
+    }
+}
+
+fn loopback_up() -> Result<(), StepError> {
+    // SAFETY: plain socket(2); the fd is checked and wrapped into an OwnedFd right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(fail("network", "socket for lo")(rustix::io::Errno::from_raw_os_error(errno())));
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, on a valid socket.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(fail("network", "get lo flags")(rustix::io::Errno::from_raw_os_error(errno())));
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(fail("network", "bring lo up")(rustix::io::Errno::from_raw_os_error(errno())));
+        }
+    }
+    Ok(())
+}
+
+fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Find argv[0] like runc does: through the container's PATH unless it contains a `/`.
+fn lookup(prog: &str, path: &str) -> Option<String> {
+    if prog.contains('/') {
+        return Some(prog.to_string());
+    }
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = format!("{dir}/{prog}");
+        if let Ok(st) = rustix::fs::stat(cand.as_str())
+            && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+            && st.st_mode & 0o111 != 0
+        {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+fn cstring(s: &str, what: &str) -> Result<CString, StepError> {
+    CString::new(s).map_err(|_| StepError { step: "exec", message: format!("{what} contains a NUL byte: {s:?}") })
+}
+
+/// In the RUN process, after pivot_root: stdio, user, capabilities, cwd, exec.
+fn exec_process(run: &HelperRun) -> StepError {
+    match exec_inner(run) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    reset_signals();
+    let _ = rustix::process::setsid();
+    let null = rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty())
+        .map_err(fail("stdio", "open /dev/null"))?;
+    // Replaces fd 0 (the control socket) with /dev/null.
+    rustix::stdio::dup2_stdin(&null).map_err(fail("stdio", "dup2 /dev/null"))?;
+    drop(null);
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let u = user::resolve_user(&run.user, &passwd, &group)
+        .map_err(|e| StepError { step: "user", message: e.to_string() })?;
+
+    drop_bounding_set()?;
+    let groups: Vec<libc::gid_t> = u.groups.clone();
+    // SAFETY: setgroups reads `groups.len()` gids from a live Vec.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        let e = errno();
+        // With a single-ID mapping setgroups is denied; without extra groups that is fine.
+        if !(e == libc::EPERM && groups.is_empty()) {
+            return Err(fail("user", format!("setgroups {groups:?}"))(rustix::io::Errno::from_raw_os_error(e)));
+        }
+    }
+    // SAFETY: setresgid/setresuid take plain integers; results are checked.
+    if unsafe { libc::setresgid(u.gid, u.gid, u.gid) } != 0 {
+        return Err(fail("user", format!("setgid {} (is the ID mapped in the user namespace?)", u.gid))(
+            rustix::io::Errno::from_raw_os_error(errno()),
+        ));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(u.uid, u.uid, u.uid) } != 0 {
+        return Err(fail("user", format!("setuid {} (is the ID mapped in the user namespace?)", u.uid))(
+            rustix::io::Errno::from_raw_os_error(errno()),
+        ));
+    }
+    if u.uid == 0 {
+        let mut set = rustix::thread::CapabilitySet::empty();
+        for c in DEFAULT_CAPS {
+            set |= rustix::thread::CapabilitySet::from_bits_retain(1u64 << c);
+        }
+        let sets = rustix::thread::CapabilitySets { effective: set, permitted: set, inheritable: set };
+        rustix::thread::set_capabilities(None, sets).map_err(fail("capabilities", "capset"))?;
+    }
+    rustix::thread::set_no_new_privs(true).map_err(fail("capabilities", "no_new_privs"))?;
+
+    let cwd = if run.cwd.is_empty() { "/" } else { run.cwd.as_str() };
+    rustix::process::chdir(cwd).map_err(fail("cwd", format!("chdir to cwd ({cwd:?}) set in config")))?;
+
+    let mut env: Vec<(String, String)> = run.env.clone();
+    if env_get(&env, "PATH").is_none() {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if env_get(&env, "HOME").is_none() {
+        env.push(("HOME".into(), u.home.clone()));
+    }
+    let prog = run.argv.first().ok_or_else(|| StepError { step: "exec", message: "empty command".into() })?;
+    let path = env_get(&env, "PATH").unwrap_or(DEFAULT_PATH).to_string();
+    let exe = lookup(prog, &path).ok_or_else(|| StepError {
+        step: "exec",
+        message: format!("exec: {prog:?}: executable file not found in $PATH"),
+    })?;
+    let exe_c = cstring(&exe, "program")?;
+    let argv: Vec<CString> = run.argv.iter().map(|a| cstring(a, "argument")).collect::<Result<_, _>>()?;
+    let envp: Vec<CString> =
+        env.iter().map(|(k, v)| cstring(&format!("{k}={v}"), "environment")).collect::<Result<_, _>>()?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    // SAFETY: exe_c, argv and envp are NUL-terminated C strings alive across the call, and
+    // both pointer arrays end with NULL.
+    unsafe { libc::execve(exe_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+    Err(fail("exec", format!("exec {exe}"))(rustix::io::Errno::from_raw_os_error(errno())))
+}
+
+/// Default dispositions and an empty mask for every signal: ignored signals survive exec
+/// (Rust's runtime ignores SIGPIPE), and the RUN must start like a fresh process.
+fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL for a valid signal number; no handler code involved.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty, initialized sigset passed to sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Remove every capability outside Docker's default set from the bounding set.
+fn drop_bounding_set() -> Result<(), StepError> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in 0..=last.min(63) {
+        if DEFAULT_CAPS.contains(&cap) {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; errors are checked.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 && errno() != libc::EINVAL {
+            return Err(fail("capabilities", format!("drop capability {cap}"))(rustix::io::Errno::from_raw_os_error(
+                errno(),
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! The rootless RUN sandbox: runs one process in fresh namespaces over a layered rootfs and
+//! turns what it changed into a layer directory.
+//!
+//! Entry point: [`run`]. The namespaces are made by a helper process (the kiln binary
+//! re-exec'd with the hidden argument [`HELPER_ARG`]; `main` must call [`helper_main`]
+//! first thing). The parent and the helper exchange typed JSON messages over a socket pair
+//! (`protocol`); the helper builds the filesystem view (`rootfs`), resolves USER (`user`)
+//! and execs the command (`helper`).
+//!
+//! Layer directory contract: after a successful [`run`], `spec.upper` holds exactly what the
+//! RUN added or changed — deletions as 0:0 character devices, replaced directories with
+//! `user.overlay.opaque=y` — and nothing else (no mount points, no overlay-internal xattrs,
+//! no copied-up entries that are identical to the lower layers). Both snapshotters give the
+//! same tree.
+
+mod helper;
+mod protocol;
+mod rootfs;
+pub mod user;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::snapshot::Snapshotter;
+pub use helper::DEFAULT_PATH;
+use protocol::{Event, HelperRun, Request, RootfsPlan, Stub};
+
+/// A mount point created in the rootfs during setup (crate-internal).
+pub(crate) type StubRef = Stub;
+
+/// argv[1] that makes the kiln binary act as the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
+
+/// Network mode of a RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace (BuildKit's default for RUN).
+    Host,
+    /// A fresh network namespace with only `lo`, up.
+    None,
+}
+
+/// One extra mount of a RUN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Absolute path inside the container.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+/// What is mounted at a [`MountSpec::target`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A host file or directory. Writable binds write through to `host`.
+    Bind { host: PathBuf, readonly: bool },
+    /// A merged stack of layer directories (bottom first), e.g. another stage's rootfs.
+    /// When writable, writes go to a throwaway tmpfs and are discarded.
+    Layers { lowers: Vec<PathBuf>, readonly: bool },
+    /// A fresh tmpfs, optionally limited to `size` bytes.
+    Tmpfs { size: Option<u64> },
+    /// A persistent cache directory (prepared by the caller with its mode and owner).
+    Cache { host: PathBuf },
+    /// A secret file, copied into a private tmpfs and shown read-only with this mode/owner.
+    Secret { host: PathBuf, mode: u32, uid: u32, gid: u32 },
+}
+
+/// Everything one RUN needs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The command; argv[0] is looked up in the container's PATH.
+    pub argv: Vec<String>,
+    /// Environment, in order; a later duplicate wins. PATH defaults to [`DEFAULT_PATH`].
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the container; must exist ("" = `/`).
+    pub cwd: String,
+    /// `""` (root), `name`, `uid`, `name:group`, `uid:gid`.
+    pub user: String,
+    /// Hostname inside the sandbox ("" keeps the host's).
+    pub hostname: String,
+    pub network: Network,
+    /// Layer directories of the rootfs, bottom first.
+    pub lowers: Vec<PathBuf>,
+    /// An empty directory: becomes this RUN's layer directory.
+    pub upper: PathBuf,
+    /// An empty scratch directory on the same filesystem as `upper`; the caller removes it.
+    pub work: PathBuf,
+    pub mounts: Vec<MountSpec>,
+    /// Files shown in the sandbox but never committed: (path, content, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    pub snapshotter: Snapshotter,
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of the process's output, without its `\n` (a last line without one is still
+/// delivered). Bytes, not text: output is not always UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: OutputStream,
+    pub line: Vec<u8>,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The exit status; 128+N when killed by signal N.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+}
+
+impl RunOutcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0 && self.signal.is_none()
+    }
+}
+
+/// Why a RUN could not be carried out (a non-zero exit is not an error: see [`RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot start the sandbox helper {exe}: {source}")]
+    Spawn { exe: String, source: std::io::Error },
+    #[error("sandbox helper protocol: {0}")]
+    Protocol(String),
+    #[error("sandbox setup failed ({step}): {message}")]
+    Setup { step: String, message: String },
+    #[error("sandbox helper exited without a result ({0})")]
+    HelperDied(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Diff(#[from] crate::diff::DiffError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+    move |source| SandboxError::Io { path: path.to_path_buf(), source }
+}
+
+/// Call first thing in `main()`: when this process was started as the sandbox helper, runs
+/// it and returns its exit code (the caller exits with it); otherwise returns `None`.
+///
+/// Also serves the user-namespace ID mapper ([`crate::userns::MAPPER_ARG`]).
+pub fn helper_main() -> Option<i32> {
+    if let Some(code) = crate::userns::mapper_main() {
+        return Some(code);
+    }
+    let arg = std::env::args_os().nth(1)?;
+    if arg != HELPER_ARG {
+        return None;
+    }
+    Some(helper::helper_entry())
+}
+
+/// The program that is re-exec'd as the helper (the running kiln binary).
+fn helper_exe() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
+type SpawnJob = (Command, std_mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns helpers from one thread that lives as long as the process: PR_SET_PDEATHSIG
+/// fires when the *thread* that forked the helper exits, so a tokio blocking thread (which
+/// retires when idle) must not be the helper's parent.
+fn spawn_helper(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std_mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("kiln-sandbox-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .ok();
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = std_mpsc::channel();
+    tx.lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    reply_rx.recv().map_err(|_| std::io::Error::other("spawner thread is gone"))?
+}
+
+/// A running helper: killed (and with it the whole sandbox) when dropped early.
+struct HelperProcess {
+    child: Option<Child>,
+}
+
+impl HelperProcess {
+    /// Wait for a helper that is expected to exit by itself.
+    fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self.child.take() {
+            Some(mut c) => c.wait(),
+            None => Err(std::io::Error::other("helper already reaped")),
+        }
+    }
+}
+
+impl Drop for HelperProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+enum Msg {
+    Line(OutputLine),
+    Event(Event),
+    ControlClosed(Option<String>),
+}
+
+/// Start the helper with `req`; stdout/stderr lines and events arrive on the returned channel.
+fn start_helper(req: &Request) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")))?;
+    let exe = helper_exe();
+    let mut cmd = Command::new(&exe);
+    cmd.arg(HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child =
+        spawn_helper(cmd).map_err(|source| SandboxError::Spawn { exe: exe.display().to_string(), source })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let helper = HelperProcess { child: Some(child) };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut writer = ours.try_clone().map_err(|e| SandboxError::Protocol(format!("socket: {e}")))?;
+    protocol::send(&mut writer, req).map_err(|e| SandboxError::Protocol(format!("send request: {e}")))?;
+    for (stream, pipe) in [
+        (OutputStream::Stdout, stdout.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
+        (OutputStream::Stderr, stderr.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
+    ] {
+        let Some(pipe) = pipe else { continue };
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(pipe);
+            loop {
+                let mut line = Vec::new();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if tx.send(Msg::Line(OutputLine { stream, line })).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(ours);
+        loop {
+            match protocol::recv::<Event>(&mut r) {
+                Ok(Some(ev)) => {
+                    if tx.send(Msg::Event(ev)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Msg::ControlClosed(None));
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::ControlClosed(Some(e.to_string())));
+                    break;
+                }
+            }
+        }
+    });
+    Ok((helper, rx))
+}
+
+/// Wait for the helper to exit and for all its output; returns the events it sent.
+async fn finish_helper(
+    helper: HelperProcess,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+    output: &mut impl FnMut(OutputLine),
+) -> Result<Vec<Event>, SandboxError> {
+    let mut events = Vec::new();
+    let mut protocol_error = None;
+    // The channel closes when both pipes and the socket reached EOF, i.e. every process of
+    // the sandbox is gone.
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Line(l) => output(l),
+            Msg::Event(e) => events.push(e),
+            Msg::ControlClosed(err) => protocol_error = err,
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || helper.wait())
+    .await
+    .map_err(|e| SandboxError::HelperDied(e.to_string()))?
+    .map_err(|e| SandboxError::HelperDied(e.to_string()))?;
+    if let Some(e) = protocol_error {
+        return Err(SandboxError::Protocol(format!("{e} (helper {status})")));
+    }
+    if events.is_empty() && !status.success() {
+        return Err(SandboxError::HelperDied(status.to_string()));
+    }
+    Ok(events)
+}
+
+fn mkdir(p: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(p).map_err(io_err(p))
+}
+
+/// Run `spec` and leave its layer directory in `spec.upper`.
+///
+/// `output` receives stdout/stderr lines as they come. A non-zero exit is reported in the
+/// outcome, not as an error; the caller commits `spec.upper` only on success. If this future
+/// is dropped, the sandbox is killed.
+pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<RunOutcome, SandboxError> {
+    let work = spec.work.clone();
+    let scratch = work.join("scratch");
+    mkdir(&scratch)?;
+    let mut files = Vec::new();
+    for (i, (path, content, mode)) in spec.files.iter().enumerate() {
+        let host = scratch.join(format!("file{i}"));
+        std::fs::write(&host, content).map_err(io_err(&host))?;
+        std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(io_err(&host))?;
+        files.push((path.clone(), host, *mode));
+    }
+    let top_first: Vec<PathBuf> = spec.lowers.iter().rev().cloned().collect();
+    let (rootfs, copy_root) = match spec.snapshotter {
+        Snapshotter::Overlay => {
+            let (ovl, merged) = (work.join("ovl"), work.join("merged"));
+            mkdir(&ovl)?;
+            mkdir(&merged)?;
+            let mut lowers = top_first.clone();
+            if lowers.is_empty() {
+                // overlayfs needs at least one lower layer: FROM scratch gets an empty one.
+                let empty = work.join("empty");
+                mkdir(&empty)?;
+                lowers.push(empty);
+            }
+            (RootfsPlan::Overlay { lowers, upper: spec.upper.clone(), work: ovl, target: merged }, None)
+        }
+        Snapshotter::Copy => {
+            let root = work.join("rootfs");
+            let lowers = top_first.clone();
+            let root2 = root.clone();
+            let base = tokio::task::spawn_blocking(move || crate::snapshot::materialize(&lowers, &root2))
+                .await
+                .map_err(|e| SandboxError::HelperDied(e.to_string()))??;
+            (RootfsPlan::Dir { path: root.clone() }, Some((root, base)))
+        }
+    };
+    let req = Request::Run(HelperRun {
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        user: spec.user.clone(),
+        hostname: spec.hostname.clone(),
+        network_none: spec.network == Network::None,
+        rootfs,
+        mounts: spec.mounts.clone(),
+        files,
+        scratch,
+    });
+    let (helper, rx) = start_helper(&req)?;
+    let events = finish_helper(helper, rx, &mut output).await?;
+    let mut stubs: Vec<Stub> = Vec::new();
+    let mut outcome = None;
+    for ev in events {
+        match ev {
+            Event::Stubs(s) => stubs = s,
+            Event::Exited { code, signal } => outcome = Some(RunOutcome { exit_code: code, signal }),
+            Event::Failed { step, message } => return Err(SandboxError::Setup { step, message }),
+            Event::Probe { .. } => return Err(SandboxError::Protocol("unexpected probe answer".into())),
+        }
+    }
+    let outcome = outcome.ok_or_else(|| SandboxError::HelperDied("no exit status reported".into()))?;
+    let upper = spec.upper.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), SandboxError> {
+        match copy_root {
+            None => {
+                crate::snapshot::remove_stubs(&upper, &stubs)?;
+                crate::snapshot::normalize_upper(&upper, &top_first)?;
+            }
+            Some((root, base)) => {
+                crate::snapshot::remove_stubs(&root, &stubs)?;
+                crate::diff::write_layer(&root, &top_first, &upper, &base)?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| SandboxError::HelperDied(e.to_string()))??;
+    Ok(outcome)
+}
+
+/// Ask a helper whether overlayfs with `userxattr` works here (used by
+/// [`Snapshotter::detect`]). `dir` is an empty scratch directory.
+pub(crate) async fn probe_overlay(dir: &Path) -> Result<Result<(), String>, SandboxError> {
+    let (helper, rx) = start_helper(&Request::ProbeOverlay { dir: dir.to_path_buf() })?;
+    let events = finish_helper(helper, rx, &mut |_| {}).await?;
+    for ev in events {
+        if let Event::Probe { ok, detail } = ev {
+            return Ok(if ok { Ok(()) } else { Err(detail) });
+        }
+    }
+    Err(SandboxError::HelperDied("overlay probe gave no answer".into()))
+}

@@ -1,0 +1,96 @@
+//! Typed messages between the kiln process and its sandbox helper.
+//!
+//! The helper's stdin is one end of a Unix socket pair; each message is one line of JSON.
+//! The parent sends exactly one [`Request`]; the helper (and the PID 1 it forks) answer
+//! with [`Event`]s until the socket closes.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::MountSpec;
+
+/// What the parent asks the helper to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Run one process in a fresh sandbox.
+    Run(HelperRun),
+    /// Check whether overlayfs with `userxattr` can be mounted, using scratch dirs in `dir`.
+    ProbeOverlay { dir: PathBuf },
+}
+
+/// Everything the helper needs for one RUN; paths are host paths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HelperRun {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub user: String,
+    pub hostname: String,
+    pub network_none: bool,
+    pub rootfs: RootfsPlan,
+    pub mounts: Vec<MountSpec>,
+    /// Files placed in the sandbox: (container path, host file holding the content, mode).
+    pub files: Vec<(String, PathBuf, u32)>,
+    /// Scratch directory for mount points and generated files (hosts, secrets).
+    pub scratch: PathBuf,
+}
+
+/// How the root filesystem is made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum RootfsPlan {
+    /// overlay(lowers, upper) mounted at `target`.
+    Overlay {
+        /// Layer directories, top-most first.
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
+    /// A plain directory used as the rootfs (copy snapshotter).
+    Dir { path: PathBuf },
+}
+
+/// A mount point the sandbox had to create in the rootfs; removed after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stub {
+    /// Path relative to the rootfs, as created (symlinks already resolved).
+    pub path: PathBuf,
+    pub dir: bool,
+    /// The parent's mtime before the stub was created (seconds, nanoseconds).
+    pub parent_mtime: (i64, i64),
+    pub parent_atime: (i64, i64),
+}
+
+/// What the helper reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Event {
+    /// Mount points created in the rootfs, to remove after the run.
+    Stubs(Vec<Stub>),
+    /// The process ran and exited.
+    Exited { code: i32, signal: Option<i32> },
+    /// Sandbox setup failed before the process could run.
+    Failed { step: String, message: String },
+    /// Answer to [`Request::ProbeOverlay`].
+    Probe { ok: bool, detail: String },
+}
+
+/// Write one message as a JSON line.
+pub(crate) fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    w.flush()
+}
+
+/// Read one message; `Ok(None)` at end of stream.
+pub(crate) fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> std::io::Result<Option<T>> {
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_slice(&line)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

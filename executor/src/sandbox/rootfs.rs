@@ -1,0 +1,464 @@
+//! Building the sandbox's filesystem view inside its private mount namespace: the rootfs
+//! (overlay or a plain directory), `/proc`, `/sys`, a minimal `/dev`, `/etc/hosts`,
+//! `/etc/resolv.conf`, the RUN's extra mounts and files, then `pivot_root`.
+//!
+//! Runs in the sandbox's PID 1 (a single-threaded process). Every mount target inside the
+//! rootfs is resolved with `openat2(RESOLVE_IN_ROOT)` so a hostile image's symlinks cannot
+//! send a mount outside the rootfs; mount points that had to be created are returned as
+//! [`Stub`]s so the caller removes them from the layer afterwards.
+
+use std::ffi::CString;
+use std::fmt::Display;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
+    UnmountFlags,
+};
+
+use super::protocol::{HelperRun, RootfsPlan, Stub};
+use super::{MountKind, MountSpec};
+
+/// A failed setup step: which step, and why (the path involved is in the message).
+#[derive(Debug)]
+pub(crate) struct StepError {
+    pub step: &'static str,
+    pub message: String,
+}
+
+pub(crate) fn fail(step: &'static str, what: impl Display) -> impl FnOnce(Errno) -> StepError {
+    let what = what.to_string();
+    move |e| StepError { step, message: format!("{what}: {e}") }
+}
+
+fn fail_io(step: &'static str, what: impl Display) -> impl FnOnce(std::io::Error) -> StepError {
+    let what = what.to_string();
+    move |e| StepError { step, message: format!("{what}: {e}") }
+}
+
+/// `/proc/self/fd/N`: lets path-based mount calls act on a resolved fd.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn cstr(s: &str) -> CString {
+    // Mount option strings we build never contain NUL; user paths go through fds.
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: &str,
+    step: &'static str,
+) -> Result<(), StepError> {
+    let data = cstr(data);
+    rustix::mount::mount(src, target, fstype, flags, data.as_c_str())
+        .map_err(fail(step, format!("mount {fstype} {src} on {target}")))
+}
+
+/// Make every mount in our namespace private so nothing propagates back to the host.
+pub(crate) fn make_private() -> Result<(), StepError> {
+    rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
+        .map_err(fail("mount-namespace", "make / rprivate"))
+}
+
+/// Mount the root filesystem and return its host path.
+pub(crate) fn mount_rootfs(plan: &RootfsPlan) -> Result<PathBuf, StepError> {
+    match plan {
+        RootfsPlan::Overlay { lowers, upper, work, target } => {
+            mount_overlay(lowers, upper, work, target)?;
+            Ok(target.clone())
+        }
+        RootfsPlan::Dir { path } => {
+            // pivot_root needs the new root to be a mount point.
+            rustix::mount::mount_bind_recursive(path, path)
+                .map_err(fail("rootfs", format!("bind {} onto itself", path.display())))?;
+            Ok(path.clone())
+        }
+    }
+}
+
+/// Mount overlayfs with `userxattr` (lowers top-most first) at `target`.
+///
+/// Uses the new mount API with one `lowerdir+` per layer (no 4 KiB option-string limit, no
+/// escaping of `,` and `:` in paths); falls back to the option string on kernels before 6.8.
+pub(crate) fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), StepError> {
+    const STEP: &str = "overlay";
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail(STEP, "fsopen overlay"))?;
+    let mut legacy = false;
+    for l in lowers {
+        match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l) {
+            Ok(()) => {}
+            Err(Errno::INVAL) if !legacy => {
+                legacy = true;
+                break;
+            }
+            Err(e) => return Err(fail(STEP, format!("lower layer {}", l.display()))(e)),
+        }
+    }
+    if legacy {
+        let esc = |p: &Path| p.to_string_lossy().replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,");
+        let lower: Vec<String> = lowers.iter().map(|p| esc(p)).collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr",
+            lower.join(":"),
+            esc(upper),
+            esc(work)
+        );
+        return mount("overlay", &target.to_string_lossy(), "overlay", MountFlags::empty(), &data, STEP);
+    }
+    rustix::mount::fsconfig_set_string(&fs, "upperdir", upper)
+        .map_err(fail(STEP, format!("upperdir {}", upper.display())))?;
+    rustix::mount::fsconfig_set_string(&fs, "workdir", work)
+        .map_err(fail(STEP, format!("workdir {}", work.display())))?;
+    rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(fail(STEP, "option userxattr"))?;
+    rustix::mount::fsconfig_create(&fs).map_err(|e| StepError {
+        step: STEP,
+        message: format!("create overlay (upper {}): {e}{}", upper.display(), fs_log(&fs)),
+    })?;
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(fail(STEP, "fsmount overlay"))?;
+    rustix::mount::move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(fail(STEP, format!("attach overlay at {}", target.display())))
+}
+
+/// The kernel's messages for a failed fsconfig, if any.
+fn fs_log(fs: &OwnedFd) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = rustix::io::read(fs, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.push_str(" (");
+        out.push_str(String::from_utf8_lossy(&buf[..n]).trim());
+        out.push(')');
+    }
+    out
+}
+
+/// Kind of mount point to create when missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Dir,
+    File,
+}
+
+/// The rootfs being populated: its host path, an `O_PATH` fd on it, its device.
+struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+    dev: u64,
+    stubs: Vec<Stub>,
+}
+
+fn oflags_path() -> OFlags {
+    OFlags::PATH | OFlags::CLOEXEC
+}
+
+impl Root {
+    fn open(path: &Path) -> Result<Root, StepError> {
+        let fd = rustix::fs::open(path, oflags_path() | OFlags::DIRECTORY, Mode::empty())
+            .map_err(fail("rootfs", format!("open {}", path.display())))?;
+        let dev = rustix::fs::fstat(&fd).map_err(fail("rootfs", "stat rootfs"))?.st_dev;
+        Ok(Root { path: path.to_path_buf(), fd, dev, stubs: Vec::new() })
+    }
+
+    fn reopen(&self, rel: &str) -> Result<OwnedFd, StepError> {
+        self.resolve(rel).map_err(fail("mount-point", format!("resolve {rel} in the rootfs")))
+    }
+
+    fn resolve(&self, rel: &str) -> Result<OwnedFd, Errno> {
+        let rel = rel.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        rustix::fs::openat2(&self.fd, rel, oflags_path(), Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
+    }
+
+    /// Resolve `target` inside the rootfs, creating missing components (recorded as stubs
+    /// when they land on the rootfs itself, not on a mount inside it).
+    fn ensure(&mut self, target: &str, want: Want) -> Result<OwnedFd, StepError> {
+        const STEP: &str = "mount-point";
+        let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        if comps.iter().any(|c| *c == "..") {
+            return Err(StepError { step: STEP, message: format!("mount target {target:?} contains \"..\"") });
+        }
+        let mut prefix = String::new();
+        for (i, comp) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let parent_rel = prefix.clone();
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            match self.resolve(&prefix) {
+                Ok(fd) => {
+                    if last {
+                        return Ok(fd);
+                    }
+                    continue;
+                }
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(fail(STEP, format!("resolve {target} in the rootfs"))(e)),
+            }
+            let parent = self
+                .resolve(&parent_rel)
+                .map_err(fail(STEP, format!("resolve parent of {target} in the rootfs")))?;
+            let pst = rustix::fs::fstat(&parent).map_err(fail(STEP, "stat parent"))?;
+            let make_dir = !last || want == Want::Dir;
+            let created = if make_dir {
+                rustix::fs::mkdirat(&parent, *comp, Mode::from_raw_mode(0o755))
+            } else {
+                rustix::fs::openat(
+                    &parent,
+                    *comp,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            };
+            match created {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    return Err(StepError {
+                        step: STEP,
+                        message: format!("mount target {target:?}: {prefix} is a dangling symlink in the image"),
+                    });
+                }
+                Err(e) => return Err(fail(STEP, format!("create mount point {prefix} for {target}"))(e)),
+            }
+            if pst.st_dev == self.dev {
+                // Where the stub really is, symlinks resolved: the parent's path under the root.
+                let parent_host = rustix::fs::readlinkat(CWD, fd_path(&parent), Vec::new())
+                    .map_err(fail(STEP, "readlink parent"))?;
+                let parent_host = PathBuf::from(parent_host.to_string_lossy().into_owned());
+                let rel = parent_host.strip_prefix(&self.path).unwrap_or(Path::new("")).join(comp);
+                self.stubs.push(Stub {
+                    path: rel,
+                    dir: make_dir,
+                    parent_mtime: (pst.st_mtime, pst.st_mtime_nsec as i64),
+                    parent_atime: (pst.st_atime, pst.st_atime_nsec as i64),
+                });
+            }
+        }
+        self.resolve(target).map_err(fail(STEP, format!("resolve {target} after creating it")))
+    }
+}
+
+/// Bind `src` (a host path) onto `target` (an fd-resolved mount point), read-only if
+/// asked. The read-only remount must act on the new mount, so the target is resolved again
+/// through `reopen` (a path through the old fd would name the covered mount point).
+fn bind(
+    src: &str,
+    target: &OwnedFd,
+    readonly: bool,
+    reopen: &dyn Fn() -> Result<OwnedFd, StepError>,
+    step: &'static str,
+) -> Result<(), StepError> {
+    rustix::mount::mount_bind_recursive(src, fd_path(target).as_str()).map_err(fail(step, format!("bind {src}")))?;
+    if readonly {
+        let top = reopen()?;
+        remount_readonly(&fd_path(&top), step)?;
+    }
+    Ok(())
+}
+
+/// Remount a bind mount read-only, keeping the flags the kernel locks in a user namespace.
+fn remount_readonly(target: &str, step: &'static str) -> Result<(), StepError> {
+    use rustix::fs::StatVfsMountFlags as S;
+    let vfs = rustix::fs::statvfs(target).map_err(fail(step, format!("statvfs {target}")))?;
+    let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+    for (s, m) in [
+        (S::NOSUID, MountFlags::NOSUID),
+        (S::NODEV, MountFlags::NODEV),
+        (S::NOEXEC, MountFlags::NOEXEC),
+        (S::NOATIME, MountFlags::NOATIME),
+        (S::NODIRATIME, MountFlags::NODIRATIME),
+        (S::RELATIME, MountFlags::RELATIME),
+    ] {
+        if vfs.f_flag.contains(s) {
+            flags |= m;
+        }
+    }
+    rustix::mount::mount_remount(target, flags, c"").map_err(fail(step, format!("remount {target} read-only")))
+}
+
+/// Mount everything the process sees besides the rootfs itself. Returns the stubs created.
+pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, StepError> {
+    let mut root = Root::open(root_path)?;
+    let nse = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+
+    let proc_fd = root.ensure("/proc", Want::Dir)?;
+    let proc_target = fd_path(&proc_fd);
+    if let Err(e) = rustix::mount::mount("proc", proc_target.as_str(), "proc", nse, c"") {
+        // A host /proc with masked sub-mounts makes a fresh procfs "too revealing".
+        if e != Errno::PERM {
+            return Err(fail("proc", "mount proc")(e));
+        }
+        bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?;
+    }
+
+    let sys_fd = root.ensure("/sys", Want::Dir)?;
+    let sys_target = fd_path(&sys_fd);
+    if rustix::mount::mount("sysfs", sys_target.as_str(), "sysfs", nse | MountFlags::RDONLY, c"").is_err() {
+        // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
+        bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
+    }
+
+    let dev_fd = root.ensure("/dev", Want::Dir)?;
+    mount(
+        "tmpfs",
+        &fd_path(&dev_fd),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+        "dev",
+    )?;
+    populate_dev(&root)?;
+
+    let hosts = run.scratch.join("hosts");
+    let mut hosts_text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if !hosts_text.is_empty() && !hosts_text.ends_with('\n') {
+        hosts_text.push('\n');
+    }
+    if hosts_text.trim().is_empty() {
+        hosts_text.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    }
+    if !run.hostname.is_empty() {
+        hosts_text.push_str(&format!("127.0.0.1\t{}\n", run.hostname));
+    }
+    std::fs::write(&hosts, hosts_text).map_err(fail_io("etc", format!("write {}", hosts.display())))?;
+    let resolv = run.scratch.join("resolv.conf");
+    let resolv_text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(&resolv, resolv_text).map_err(fail_io("etc", format!("write {}", resolv.display())))?;
+    for (target, src) in [("/etc/hosts", &hosts), ("/etc/resolv.conf", &resolv)] {
+        let fd = root.ensure(target, Want::File)?;
+        bind(&src.to_string_lossy(), &fd, true, &|| root.reopen(target), "etc")?;
+    }
+
+    let mut mounts: Vec<&MountSpec> = run.mounts.iter().collect();
+    // Parents before children, so a mount inside another mount lands on top of it.
+    mounts.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
+    for (i, m) in mounts.iter().enumerate() {
+        extra_mount(&mut root, m, &run.scratch.join(format!("mnt{i}")))?;
+    }
+    for (target, src, _mode) in &run.files {
+        let fd = root.ensure(target, Want::File)?;
+        bind(&src.to_string_lossy(), &fd, true, &|| root.reopen(target), "files")?;
+    }
+    Ok(root.stubs)
+}
+
+fn populate_dev(root: &Root) -> Result<(), StepError> {
+    const STEP: &str = "dev";
+    let dev = root.resolve("/dev").map_err(fail(STEP, "open /dev"))?;
+    let dev_path = fd_path(&dev);
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        rustix::fs::openat(
+            &dev,
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(fail(STEP, format!("create /dev/{name}")))?;
+        // Device nodes cannot be made in a user namespace; bind the host's instead.
+        rustix::mount::mount_bind(format!("/dev/{name}").as_str(), format!("{dev_path}/{name}").as_str())
+            .map_err(fail(STEP, format!("bind /dev/{name}")))?;
+    }
+    for dir in ["pts", "shm"] {
+        rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755)).map_err(fail(STEP, format!("mkdir /dev/{dir}")))?;
+    }
+    let pts = format!("{dev_path}/pts");
+    let pts_flags = MountFlags::NOSUID | MountFlags::NOEXEC;
+    if rustix::mount::mount("devpts", pts.as_str(), "devpts", pts_flags, c"newinstance,ptmxmode=0666,mode=0620,gid=5")
+        .is_err()
+    {
+        // gid=5 is not mappable in a single-ID user namespace.
+        mount("devpts", &pts, "devpts", pts_flags, "newinstance,ptmxmode=0666,mode=0620", STEP)?;
+    }
+    mount(
+        "shm",
+        &format!("{dev_path}/shm"),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=1777,size=65536k",
+        STEP,
+    )?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        rustix::fs::symlinkat(to, &dev, link).map_err(fail(STEP, format!("symlink /dev/{link}")))?;
+    }
+    Ok(())
+}
+
+fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), StepError> {
+    const STEP: &str = "mounts";
+    let is_file = match &m.kind {
+        MountKind::Secret { .. } => true,
+        MountKind::Bind { host, .. } => !host.is_dir(),
+        _ => false,
+    };
+    let fd = root.ensure(&m.target, if is_file { Want::File } else { Want::Dir })?;
+    let target = fd_path(&fd);
+    let root = &*root;
+    let reopen = || root.reopen(&m.target);
+    match &m.kind {
+        MountKind::Bind { host, readonly } => bind(&host.to_string_lossy(), &fd, *readonly, &reopen, STEP),
+        MountKind::Cache { host } => bind(&host.to_string_lossy(), &fd, false, &reopen, STEP),
+        MountKind::Tmpfs { size } => {
+            let data = size.map(|s| format!("size={s}")).unwrap_or_default();
+            mount("tmpfs", &target, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, &data, STEP)
+        }
+        MountKind::Secret { host, mode, uid, gid } => {
+            // The secret lives in a private tmpfs, never on disk in the rootfs.
+            std::fs::create_dir_all(scratch).map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
+            let s = scratch.to_string_lossy();
+            mount("tmpfs", &s, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "mode=700", STEP)?;
+            let file = scratch.join("secret");
+            std::fs::copy(host, &file).map_err(fail_io(STEP, format!("read secret {}", host.display())))?;
+            rustix::fs::chown(&file, Some(rustix::fs::Uid::from_raw(*uid)), Some(rustix::fs::Gid::from_raw(*gid)))
+                .map_err(fail(STEP, format!("chown secret for {}", m.target)))?;
+            rustix::fs::chmod(&file, Mode::from_raw_mode(*mode)).map_err(fail(STEP, "chmod secret"))?;
+            bind(&file.to_string_lossy(), &fd, true, &reopen, STEP)
+        }
+        MountKind::Layers { lowers, readonly } => {
+            std::fs::create_dir_all(scratch).map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
+            let top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
+            if *readonly && top_first.len() == 1 {
+                return bind(&top_first[0].to_string_lossy(), &fd, true, &reopen, STEP);
+            }
+            // Writes to a stage mount are discarded: the upper is in a throwaway tmpfs.
+            let s = scratch.to_string_lossy();
+            mount("tmpfs", &s, "tmpfs", MountFlags::empty(), "mode=755", STEP)?;
+            let (upper, work, empty) = (scratch.join("upper"), scratch.join("work"), scratch.join("empty"));
+            for d in [&upper, &work, &empty] {
+                std::fs::create_dir(d).map_err(fail_io(STEP, format!("mkdir {}", d.display())))?;
+            }
+            let lowers = if top_first.is_empty() { vec![empty] } else { top_first };
+            let merged = scratch.join("merged");
+            std::fs::create_dir(&merged).map_err(fail_io(STEP, format!("mkdir {}", merged.display())))?;
+            mount_overlay(&lowers, &upper, &work, &merged)?;
+            bind(&merged.to_string_lossy(), &fd, *readonly, &reopen, STEP)
+        }
+    }
+}
+
+/// Make the rootfs `/`, detaching the old root entirely.
+pub(crate) fn pivot(root: &Path) -> Result<(), StepError> {
+    const STEP: &str = "pivot_root";
+    rustix::process::chdir(root).map_err(fail(STEP, format!("chdir {}", root.display())))?;
+    rustix::process::pivot_root(".", ".").map_err(fail(STEP, format!("pivot_root {}", root.display())))?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(fail(STEP, "detach old root"))?;
+    rustix::process::chdir("/").map_err(fail(STEP, "chdir /"))
+}

@@ -1,0 +1,233 @@
+//! Entering a user namespace when kiln runs unprivileged, so the whole build — store
+//! writes, COPY chown, RUN — runs as root inside it with native file ownership (buildah's
+//! approach).
+//!
+//! How, without fork in a possibly threaded process: before unsharing, kiln starts a tiny
+//! mapper (itself, re-exec'd with [`MAPPER_ARG`]) that stays in the parent user namespace;
+//! then kiln calls `unshare(CLONE_NEWUSER)`, tells the mapper to go, and the mapper runs
+//! `newuidmap`/`newgidmap` on kiln's pid (checking their exit status). Without a subuid
+//! range kiln maps only itself (0 → its uid) by writing its own maps. Then kiln becomes
+//! uid/gid 0 in the namespace. Call [`enter_user_namespace_if_needed`] at the very start of
+//! `main`, before any thread exists (unshare(CLONE_NEWUSER) fails in a threaded process).
+#![allow(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+/// argv[1] of the mapper process.
+pub const MAPPER_ARG: &str = "__kiln-userns-mapper";
+
+/// One line of a uid_map/gid_map: `count` IDs from `inside` map to `outside`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// What [`enter_user_namespace_if_needed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsernsState {
+    /// Already root (real root, or root inside an existing user namespace): nothing done.
+    AlreadyRoot,
+    /// Entered a new user namespace with these mappings (0 → caller, 1.. → subordinate IDs).
+    Mapped { uids: Vec<IdMap>, gids: Vec<IdMap> },
+    /// Entered a new user namespace mapping only the caller; chown to other IDs fails.
+    SingleId { uid: u32, gid: u32 },
+}
+
+/// Why the user namespace could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    #[error("cannot create a user namespace: {0} (are unprivileged user namespaces enabled? see /proc/sys/user/max_user_namespaces)")]
+    Unshare(std::io::Error),
+    #[error("cannot start the ID mapper {exe}: {source}")]
+    Mapper { exe: String, source: std::io::Error },
+    #[error("mapping IDs with newuidmap/newgidmap failed: {0}")]
+    Map(String),
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("cannot become root in the user namespace: {0}")]
+    SetId(std::io::Error),
+}
+
+/// Parse `/etc/subuid`-style text: the first range for `name` or `uid`.
+pub fn find_subid_range(text: &str, name: &str, uid: u32) -> Option<(u32, u32)> {
+    let uid_s = uid.to_string();
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.trim().split(':').collect();
+        if f.len() != 3 || (f[0] != name && f[0] != uid_s) {
+            return None;
+        }
+        let start = f[1].parse().ok()?;
+        let count: u32 = f[2].parse().ok()?;
+        (count > 0).then_some((start, count))
+    })
+}
+
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
+        })
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default()
+}
+
+/// True when the full ID range is mapped, i.e. we are in the initial user namespace.
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
+}
+
+/// Enter a user namespace mapped to root when kiln runs unprivileged (see the module doc).
+pub fn enter_user_namespace_if_needed() -> Result<UsernsState, UsernsError> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    if uid == 0 {
+        return Ok(UsernsState::AlreadyRoot);
+    }
+    let _ = in_initial_userns(); // nested namespaces work the same way: map again.
+    let name = user_name(uid);
+    let subuid = std::fs::read_to_string("/etc/subuid").ok().and_then(|t| find_subid_range(&t, &name, uid));
+    let subgid = std::fs::read_to_string("/etc/subgid").ok().and_then(|t| find_subid_range(&t, &name, uid));
+    let state = match (subuid, subgid) {
+        (Some((us, uc)), Some((gs, gc))) => {
+            let uids = vec![IdMap { inside: 0, outside: uid, count: 1 }, IdMap { inside: 1, outside: us, count: uc }];
+            let gids = vec![IdMap { inside: 0, outside: gid, count: 1 }, IdMap { inside: 1, outside: gs, count: gc }];
+            map_with_helpers(&uids, &gids)?;
+            UsernsState::Mapped { uids, gids }
+        }
+        _ => {
+            eprintln!(
+                "kiln: warning: no range for user {name:?} in /etc/subuid and /etc/subgid; mapping only \
+                 uid {uid} to root: chown to other IDs (e.g. by package managers) will fail"
+            );
+            unshare_user()?;
+            write_file("/proc/self/setgroups", "deny")?;
+            write_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
+            write_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
+            UsernsState::SingleId { uid, gid }
+        }
+    };
+    become_root()?;
+    Ok(state)
+}
+
+fn unshare_user() -> Result<(), UsernsError> {
+    // SAFETY: called at the start of main before any thread exists (documented contract), so
+    // no other thread shares the state being unshared.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }
+        .map_err(|e| UsernsError::Unshare(e.into()))
+}
+
+fn write_file(path: &str, text: &str) -> Result<(), UsernsError> {
+    std::fs::write(path, text).map_err(|source| UsernsError::Write { path: path.to_string(), source })
+}
+
+fn become_root() -> Result<(), UsernsError> {
+    // SAFETY: plain integer syscalls; the result is checked. libc's wrappers apply them to
+    // every thread of the process.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+            return Err(UsernsError::SetId(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn map_args(maps: &[IdMap]) -> Vec<String> {
+    maps.iter().flat_map(|m| [m.inside.to_string(), m.outside.to_string(), m.count.to_string()]).collect()
+}
+
+fn map_with_helpers(uids: &[IdMap], gids: &[IdMap]) -> Result<(), UsernsError> {
+    let pid = std::process::id().to_string();
+    let exe = "/proc/self/exe";
+    let mut child = Command::new(exe)
+        .arg(MAPPER_ARG)
+        .arg(&pid)
+        .arg(map_args(uids).join(","))
+        .arg(map_args(gids).join(","))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| UsernsError::Mapper { exe: exe.into(), source })?;
+    let unshared = unshare_user();
+    let mut stdin = child.stdin.take();
+    if unshared.is_ok()
+        && let Some(s) = stdin.as_mut()
+    {
+        let _ = s.write_all(b"go\n");
+    }
+    drop(stdin); // EOF without "go" tells the mapper to give up
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().map_err(|source| UsernsError::Mapper { exe: exe.into(), source })?;
+    unshared?;
+    if !status.success() {
+        return Err(UsernsError::Map(format!("{} ({status})", err.trim())));
+    }
+    Ok(())
+}
+
+/// The mapper process: wait for "go", then run newuidmap/newgidmap on the target pid.
+/// Returns None unless argv[1] is [`MAPPER_ARG`].
+pub fn mapper_main() -> Option<i32> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some(MAPPER_ARG) || args.len() != 5 {
+        return None;
+    }
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
+    if go.trim() != "go" {
+        return Some(1);
+    }
+    for (tool, maps) in [("newuidmap", &args[3]), ("newgidmap", &args[4])] {
+        let mut cmd = Command::new(tool);
+        cmd.arg(&args[2]).args(maps.split(','));
+        match cmd.output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "{tool} {} {}: {} ({})",
+                    args[2],
+                    maps.replace(',', " "),
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                );
+                return Some(1);
+            }
+            Err(e) => {
+                eprintln!("cannot run {tool}: {e} (install the uidmap package)");
+                return Some(1);
+            }
+        }
+    }
+    Some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subid_range_is_found_by_name_or_uid() {
+        let t = "tester:100000:65536\n1005:300000:1000\n";
+        assert_eq!(find_subid_range(t, "tester", 1001), Some((100000, 65536)));
+        assert_eq!(find_subid_range(t, "other", 1005), Some((300000, 1000)));
+        assert_eq!(find_subid_range(t, "nobody", 7), None);
+    }
+
+    #[test]
+    fn map_args_are_triples() {
+        let m = [IdMap { inside: 0, outside: 1000, count: 1 }, IdMap { inside: 1, outside: 200000, count: 65536 }];
+        assert_eq!(map_args(&m).join(","), "0,1000,1,1,200000,65536");
+    }
+}
