@@ -409,6 +409,26 @@ fn link_does_not_follow_lower_symlinks() {
 }
 
 #[test]
+fn link_with_chmod_is_a_plain_copy_like_buildkit() {
+    let fx = Fixture::new();
+    write(&fx.ctx(), "a.txt", "A", 0o644);
+    let l = fx.layer("base");
+    mkdir(&l, "srv/app", 0o755);
+    symlink(&l, "app", "/srv/app");
+    let mut r = req(&fx, &["a.txt"], "/app/", LayeredFs::new(vec![l]));
+    r.link = true;
+    r.chmod = Some("600".into());
+    assert_eq!(
+        run_ok(&fx, &r),
+        lines(&[
+            "d /srv 0755 0:0",
+            "d /srv/app 0755 0:0",
+            "f /srv/app/a.txt 0600 0:0 A"
+        ])
+    );
+}
+
+#[test]
 fn existing_dirs_below_keep_or_take_metadata_like_buildkit() {
     let fx = Fixture::new();
     let c = fx.ctx();

@@ -300,7 +300,10 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
         return Err(CopyError::MultipleSourcesNeedDir { cmd });
     }
 
-    let lowers = if req.link {
+    // BuildKit takes the independent-layer (MergeOp) path only when --chmod is empty; with
+    // --chmod, --link is silently a plain copy onto the layers below.
+    let link = req.link && mode.is_none();
+    let lowers = if link {
         LayeredFs::new(Vec::new())
     } else {
         req.target.clone()

@@ -131,7 +131,8 @@ impl LayerWriter {
     /// Prepares `vpath` (parent already in this layer) to receive a non-directory:
     /// refuses an existing directory, removes an earlier copy in this layer.
     pub fn prepare_file_target(&mut self, vpath: &str) -> Result<PathBuf, CopyError> {
-        if let Some(e) = self.view.lookup(vpath)?
+        let existing = self.view.lookup(vpath)?;
+        if let Some(e) = &existing
             && e.is_dir()
         {
             return Err(CopyError::ReplaceDirWithFile {
@@ -139,6 +140,12 @@ impl LayerWriter {
             });
         }
         let host = self.host(vpath);
+        // Only an entry of this layer needs removing; a lower one is simply hidden.
+        let top = self.view.layers().len() - 1;
+        if existing.is_none_or(|e| e.layer != top) {
+            self.written.push(vpath.to_string());
+            return Ok(host);
+        }
         match fs::remove_file(&host) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
