@@ -21,12 +21,19 @@ const OVERLAY_XATTR_PREFIX: &str = "user.overlay.";
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
     #[error("{path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot represent file type in a layer (sockets are skipped, this is {kind})")]
     Unsupported { path: PathBuf, kind: String },
 }
 
-pub(crate) fn ioe(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> DiffError + use<> {
+pub(crate) fn ioe(
+    path: &Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> DiffError + use<> {
     let path = path.to_path_buf();
     move |source| DiffError::Io { path, op, source }
 }
@@ -56,7 +63,9 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>, DiffError> {
 /// `dirs` are the directories that make up this merged directory, top-most first (already
 /// cut after an opaque one). For each visible name, returns the paths that make it up:
 /// one path for a non-directory, the contributing directories (top first) for a directory.
-pub(crate) fn merged_children(dirs: &[PathBuf]) -> Result<BTreeMap<OsString, Vec<PathBuf>>, DiffError> {
+pub(crate) fn merged_children(
+    dirs: &[PathBuf],
+) -> Result<BTreeMap<OsString, Vec<PathBuf>>, DiffError> {
     struct Slot {
         paths: Vec<PathBuf>,
         closed: bool,
@@ -65,7 +74,10 @@ pub(crate) fn merged_children(dirs: &[PathBuf]) -> Result<BTreeMap<OsString, Vec
     for d in dirs {
         for name in read_dir_sorted(d)? {
             let p = d.join(&name);
-            let slot = slots.entry(name).or_insert(Slot { paths: Vec::new(), closed: false });
+            let slot = slots.entry(name).or_insert(Slot {
+                paths: Vec::new(),
+                closed: false,
+            });
             if slot.closed {
                 continue;
             }
@@ -85,7 +97,11 @@ pub(crate) fn merged_children(dirs: &[PathBuf]) -> Result<BTreeMap<OsString, Vec
             }
         }
     }
-    Ok(slots.into_iter().filter(|(_, s)| !s.paths.is_empty()).map(|(n, s)| (n, s.paths)).collect())
+    Ok(slots
+        .into_iter()
+        .filter(|(_, s)| !s.paths.is_empty())
+        .map(|(n, s)| (n, s.paths))
+        .collect())
 }
 
 /// The root directories of a layer stack (top-most first), cut after an opaque root.
@@ -123,7 +139,12 @@ pub(crate) fn content_xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>,
 /// Do `a` and `b` describe the same entry: type, mode, owner, size, mtime, device, link
 /// target, xattrs, and (for regular files equal in all that) content? Directories compare
 /// metadata only.
-pub(crate) fn same_entry(a: &Path, am: &Metadata, b: &Path, bm: &Metadata) -> Result<bool, DiffError> {
+pub(crate) fn same_entry(
+    a: &Path,
+    am: &Metadata,
+    b: &Path,
+    bm: &Metadata,
+) -> Result<bool, DiffError> {
     if am.mode() != bm.mode() || am.uid() != bm.uid() || am.gid() != bm.gid() {
         return Ok(false);
     }
@@ -137,7 +158,10 @@ pub(crate) fn same_entry(a: &Path, am: &Metadata, b: &Path, bm: &Metadata) -> Re
     if (ft.is_char_device() || ft.is_block_device()) && am.rdev() != bm.rdev() {
         return Ok(false);
     }
-    if ft.is_symlink() && fs::read_link(a).map_err(ioe(a, "readlink"))? != fs::read_link(b).map_err(ioe(b, "readlink"))? {
+    if ft.is_symlink()
+        && fs::read_link(a).map_err(ioe(a, "readlink"))?
+            != fs::read_link(b).map_err(ioe(b, "readlink"))?
+    {
         return Ok(false);
     }
     if content_xattrs(a)? != content_xattrs(b)? {
@@ -189,7 +213,8 @@ pub(crate) fn copy_metadata(src: &Path, sm: &Metadata, dst: &Path) -> Result<(),
     .map_err(|e| ioe(dst, "chown")(e.into()))?;
     if !sm.file_type().is_symlink() {
         // After chown: chown clears setuid/setgid bits.
-        fs::set_permissions(dst, fs::Permissions::from_mode(sm.mode() & 0o7777)).map_err(ioe(dst, "chmod"))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(sm.mode() & 0o7777))
+            .map_err(ioe(dst, "chmod"))?;
         for (k, v) in content_xattrs(src)? {
             xattr::set(dst, &k, &v).map_err(ioe(dst, "set xattr"))?;
         }
@@ -249,18 +274,33 @@ pub(crate) fn copy_entry(
         } else {
             rustix::fs::FileType::Fifo
         };
-        rustix::fs::mknodat(rustix::fs::CWD, dst, kind, rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777), md.rdev())
-            .map_err(|e| ioe(dst, "mknod")(e.into()))?;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            kind,
+            rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777),
+            md.rdev(),
+        )
+        .map_err(|e| ioe(dst, "mknod")(e.into()))?;
     } else {
-        return Err(DiffError::Unsupported { path: src.to_path_buf(), kind: "a socket".into() });
+        return Err(DiffError::Unsupported {
+            path: src.to_path_buf(),
+            kind: "a socket".into(),
+        });
     }
     copy_metadata(src, md, dst)
 }
 
 /// Write a 0:0 character device (a deletion) at `dst`.
 pub(crate) fn write_whiteout(dst: &Path) -> Result<(), DiffError> {
-    rustix::fs::mknodat(rustix::fs::CWD, dst, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0)
-        .map_err(|e| ioe(dst, "mknod whiteout")(e.into()))
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dst,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .map_err(|e| ioe(dst, "mknod whiteout")(e.into()))
 }
 
 /// What the copy snapshotter recorded when it materialized a rootfs.
@@ -275,8 +315,21 @@ pub struct CopyBase {
 
 /// Compare `rootfs` (a materialized copy of `lowers_top_first`, after a RUN) with the
 /// layers and write the changes into the empty layer directory `out`.
-pub fn write_layer(rootfs: &Path, lowers_top_first: &[PathBuf], out: &Path, base: &CopyBase) -> Result<(), DiffError> {
-    let mut d = Differ { rootfs, out, base, links: Links { enabled: true, ..Links::default() } };
+pub fn write_layer(
+    rootfs: &Path,
+    lowers_top_first: &[PathBuf],
+    out: &Path,
+    base: &CopyBase,
+) -> Result<(), DiffError> {
+    let mut d = Differ {
+        rootfs,
+        out,
+        base,
+        links: Links {
+            enabled: true,
+            ..Links::default()
+        },
+    };
     d.dir(Path::new(""), &merged_root(lowers_top_first))?;
     Ok(())
 }
@@ -289,6 +342,21 @@ struct Differ<'a> {
 }
 
 impl Differ<'_> {
+    /// Is this the directory materialized before the RUN (not one removed and recreated)?
+    /// Inode numbers get reused at once on ext4, so the birth time decides where known.
+    fn is_original_dir(&self, rel: &Path, md: &Metadata) -> bool {
+        if self.base.dirs.get(rel) != Some(&md.ino()) {
+            return false;
+        }
+        match md.created() {
+            Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64) <= self.base.barrier,
+                Err(_) => true,
+            },
+            Err(_) => true,
+        }
+    }
+
     fn changed_since_copy(&self, md: &Metadata) -> bool {
         (md.ctime(), md.ctime_nsec()) > self.base.barrier
     }
@@ -329,9 +397,10 @@ impl Differ<'_> {
                 (true, Some(lp)) => {
                     let md = fs::symlink_metadata(&src).map_err(ioe(&src, "stat"))?;
                     let lmd = fs::symlink_metadata(&lp[0]).map_err(ioe(&lp[0], "stat"))?;
-                    if md.is_dir() && lmd.is_dir() && self.base.dirs.get(&crel) == Some(&md.ino()) {
+                    if md.is_dir() && lmd.is_dir() && self.is_original_dir(&crel, &md) {
                         let inner = self.dir(&crel, lp)?;
-                        let meta_changed = self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?;
+                        let meta_changed =
+                            self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?;
                         if inner || meta_changed {
                             self.ensure_out(&crel)?;
                             copy_metadata(&src, &md, &dst)?;
@@ -341,9 +410,12 @@ impl Differ<'_> {
                         // A directory that replaced whatever was there: opaque, all new.
                         self.ensure_out(rel)?;
                         copy_tree(&src, &dst, &mut self.links)?;
-                        xattr::set(&dst, OPAQUE_XATTR, b"y").map_err(ioe(&dst, "set opaque xattr"))?;
+                        xattr::set(&dst, OPAQUE_XATTR, b"y")
+                            .map_err(ioe(&dst, "set opaque xattr"))?;
                         emitted = true;
-                    } else if lmd.is_dir() || (self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?) {
+                    } else if lmd.is_dir()
+                        || (self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?)
+                    {
                         self.ensure_out(rel)?;
                         copy_tree(&src, &dst, &mut self.links)?;
                         emitted = true;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::diff::CopyBase;
-use crate::diff::{self, DiffError, Links, ioe, merged_children, merged_root, read_dir_sorted, same_entry};
+use crate::diff::{
+    self, DiffError, Links, ioe, merged_children, merged_root, read_dir_sorted, same_entry,
+};
 use crate::sandbox::{SandboxError, probe_overlay};
 
 /// How a RUN's rootfs is made.
@@ -28,7 +30,11 @@ pub enum SnapshotError {
     #[error(transparent)]
     Diff(#[from] DiffError),
     #[error("{path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
 }
 
 impl Snapshotter {
@@ -66,32 +72,61 @@ impl Snapshotter {
 /// `root` (whiteouts and opaque directories applied; hardlinks not shared, like an overlay
 /// copy-up), and record what the diff needs.
 pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase, SandboxError> {
-    fs::create_dir_all(root).map_err(|source| SandboxError::Io { path: root.to_path_buf(), source })?;
+    fs::create_dir_all(root).map_err(|source| SandboxError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let mut dirs = BTreeMap::new();
-    dirs.insert(PathBuf::new(), fs::symlink_metadata(root).map(|m| m.ino()).unwrap_or(0));
-    fill(root, Path::new(""), &merged_root(lowers_top_first), &mut dirs).map_err(SnapshotError::from)?;
+    dirs.insert(
+        PathBuf::new(),
+        fs::symlink_metadata(root).map(|m| m.ino()).unwrap_or(0),
+    );
+    fill(
+        root,
+        Path::new(""),
+        &merged_root(lowers_top_first),
+        &mut dirs,
+    )
+    .map_err(SnapshotError::from)?;
     // The barrier: everything materialized has ctime <= barrier; wait until the clock has
     // moved past it so any change by the RUN has a later ctime.
     let marker = root.join(".kiln-barrier");
     let touch = |p: &Path| -> Result<(i64, i64), SandboxError> {
-        fs::write(p, b"").map_err(|source| SandboxError::Io { path: p.to_path_buf(), source })?;
-        let m = fs::symlink_metadata(p).map_err(|source| SandboxError::Io { path: p.to_path_buf(), source })?;
+        fs::write(p, b"").map_err(|source| SandboxError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        let m = fs::symlink_metadata(p).map_err(|source| SandboxError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
         Ok((m.ctime(), m.ctime_nsec()))
     };
     let barrier = touch(&marker)?;
     while touch(&marker)? <= barrier {
         std::thread::sleep(std::time::Duration::from_micros(500));
     }
-    fs::remove_file(&marker).map_err(|source| SandboxError::Io { path: marker.clone(), source })?;
+    fs::remove_file(&marker).map_err(|source| SandboxError::Io {
+        path: marker.clone(),
+        source,
+    })?;
     // Removing the marker changed the root's mtime: put it back.
     if let Some(top) = merged_root(lowers_top_first).first() {
-        let md = fs::symlink_metadata(top).map_err(|source| SandboxError::Io { path: top.clone(), source })?;
+        let md = fs::symlink_metadata(top).map_err(|source| SandboxError::Io {
+            path: top.clone(),
+            source,
+        })?;
         diff::copy_metadata(top, &md, root).map_err(SnapshotError::from)?;
     }
     Ok(CopyBase { dirs, barrier })
 }
 
-fn fill(root: &Path, rel: &Path, lower: &[PathBuf], dirs: &mut BTreeMap<PathBuf, u64>) -> Result<(), DiffError> {
+fn fill(
+    root: &Path,
+    rel: &Path,
+    lower: &[PathBuf],
+    dirs: &mut BTreeMap<PathBuf, u64>,
+) -> Result<(), DiffError> {
     let mut links = Links::default();
     for (name, paths) in merged_children(lower)? {
         let crel = rel.join(&name);
@@ -99,7 +134,9 @@ fn fill(root: &Path, rel: &Path, lower: &[PathBuf], dirs: &mut BTreeMap<PathBuf,
         let src = &paths[0];
         let md = fs::symlink_metadata(src).map_err(ioe(src, "stat"))?;
         if md.is_dir() {
-            diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| fill(root, &crel, &paths, dirs))?;
+            diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| {
+                fill(root, &crel, &paths, dirs)
+            })?;
             let ino = fs::symlink_metadata(&dst).map_err(ioe(&dst, "stat"))?.ino();
             dirs.insert(crel, ino);
         } else {
@@ -111,22 +148,31 @@ fn fill(root: &Path, rel: &Path, lower: &[PathBuf], dirs: &mut BTreeMap<PathBuf,
 
 /// Remove the mount points the sandbox created (deepest first, only while still empty) and
 /// give their parents back the times they had before.
-pub(crate) fn remove_stubs(root: &Path, stubs: &[crate::sandbox::StubRef]) -> Result<(), SnapshotError> {
+pub(crate) fn remove_stubs(
+    root: &Path,
+    stubs: &[crate::sandbox::StubRef],
+) -> Result<(), SnapshotError> {
     for stub in stubs.iter().rev() {
         let p = root.join(&stub.path);
-        let Ok(md) = fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         let removed = if stub.dir {
             md.is_dir() && fs::remove_dir(&p).is_ok()
         } else {
             md.is_file() && md.len() == 0 && fs::remove_file(&p).is_ok()
         };
         if removed && let Some(parent) = p.parent() {
-            let atime = filetime::FileTime::from_unix_time(stub.parent_atime.0, stub.parent_atime.1 as u32);
-            let mtime = filetime::FileTime::from_unix_time(stub.parent_mtime.0, stub.parent_mtime.1 as u32);
-            filetime::set_symlink_file_times(parent, atime, mtime).map_err(|source| SnapshotError::Io {
-                path: parent.to_path_buf(),
-                op: "restore times",
-                source,
+            let atime =
+                filetime::FileTime::from_unix_time(stub.parent_atime.0, stub.parent_atime.1 as u32);
+            let mtime =
+                filetime::FileTime::from_unix_time(stub.parent_mtime.0, stub.parent_mtime.1 as u32);
+            filetime::set_symlink_file_times(parent, atime, mtime).map_err(|source| {
+                SnapshotError::Io {
+                    path: parent.to_path_buf(),
+                    op: "restore times",
+                    source,
+                }
             })?;
         }
     }
@@ -136,14 +182,38 @@ pub(crate) fn remove_stubs(root: &Path, stubs: &[crate::sandbox::StubRef]) -> Re
 /// Turn an overlay upper directory into a clean layer directory: drop overlay-internal
 /// xattrs, and remove entries that are identical to the lower layers (copy-ups that changed
 /// nothing, directories copied up only for a mount point) and whiteouts of nothing.
-pub(crate) fn normalize_upper(upper: &Path, lowers_top_first: &[PathBuf]) -> Result<(), SnapshotError> {
+pub(crate) fn normalize_upper(
+    upper: &Path,
+    lowers_top_first: &[PathBuf],
+) -> Result<(), SnapshotError> {
     norm_dir(upper, &merged_root(lowers_top_first))?;
     Ok(())
 }
 
 /// Returns whether `dir` is empty afterwards.
 fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
-    let theirs = if lower.is_empty() { BTreeMap::new() } else { merged_children(lower)? };
+    let theirs = if lower.is_empty() {
+        BTreeMap::new()
+    } else {
+        merged_children(lower)?
+    };
+    // Removing entries below changes this directory's mtime: restore it afterwards.
+    let before = fs::symlink_metadata(dir).map_err(ioe(dir, "stat"))?;
+    let mut removed = false;
+    let left = norm_children(dir, &theirs, &mut removed)?;
+    if removed {
+        let atime = filetime::FileTime::from_last_access_time(&before);
+        let mtime = filetime::FileTime::from_last_modification_time(&before);
+        filetime::set_symlink_file_times(dir, atime, mtime).map_err(ioe(dir, "restore times"))?;
+    }
+    Ok(left == 0)
+}
+
+fn norm_children(
+    dir: &Path,
+    theirs: &BTreeMap<std::ffi::OsString, Vec<PathBuf>>,
+    removed: &mut bool,
+) -> Result<usize, DiffError> {
     let mut left = 0usize;
     for name in read_dir_sorted(dir)? {
         let p = dir.join(&name);
@@ -153,6 +223,7 @@ fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
         if diff::is_whiteout(&md) {
             if lp.is_none() {
                 fs::remove_file(&p).map_err(ioe(&p, "remove whiteout of nothing"))?;
+                *removed = true;
             } else {
                 left += 1;
             }
@@ -161,16 +232,27 @@ fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
         if md.is_dir() {
             let opaque = diff::is_opaque(&p);
             let lower_dirs: Vec<PathBuf> = match lp {
-                Some(v) if !opaque && fs::symlink_metadata(&v[0]).map(|m| m.is_dir()).unwrap_or(false) => v.clone(),
+                Some(v)
+                    if !opaque
+                        && fs::symlink_metadata(&v[0])
+                            .map(|m| m.is_dir())
+                            .unwrap_or(false) =>
+                {
+                    v.clone()
+                }
                 _ => Vec::new(),
             };
             let empty = norm_dir(&p, &lower_dirs)?;
-            if !opaque && empty && let Some(first) = lower_dirs.first() {
+            if !opaque
+                && empty
+                && let Some(first) = lower_dirs.first()
+            {
                 let lmd = fs::symlink_metadata(first).map_err(ioe(first, "stat"))?;
                 // Re-read: removing children may have changed nothing we compare but be safe.
                 let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
                 if same_entry(&p, &md, first, &lmd)? {
                     fs::remove_dir(&p).map_err(ioe(&p, "remove unchanged directory"))?;
+                    *removed = true;
                     continue;
                 }
             }
@@ -181,12 +263,13 @@ fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
             let lmd = fs::symlink_metadata(&v[0]).map_err(ioe(&v[0], "stat"))?;
             if !lmd.is_dir() && same_entry(&p, &md, &v[0], &lmd)? {
                 fs::remove_file(&p).map_err(ioe(&p, "remove unchanged copy-up"))?;
+                *removed = true;
                 continue;
             }
         }
         left += 1;
     }
-    Ok(left == 0)
+    Ok(left)
 }
 
 fn strip_overlay_xattrs(p: &Path, md: &fs::Metadata) -> Result<(), DiffError> {

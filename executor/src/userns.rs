@@ -39,14 +39,19 @@ pub enum UsernsState {
 /// Why the user namespace could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
-    #[error("cannot create a user namespace: {0} (are unprivileged user namespaces enabled? see /proc/sys/user/max_user_namespaces)")]
+    #[error(
+        "cannot create a user namespace: {0} (are unprivileged user namespaces enabled? see /proc/sys/user/max_user_namespaces)"
+    )]
     Unshare(std::io::Error),
     #[error("cannot start the ID mapper {exe}: {source}")]
     Mapper { exe: String, source: std::io::Error },
     #[error("mapping IDs with newuidmap/newgidmap failed: {0}")]
     Map(String),
     #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot become root in the user namespace: {0}")]
     SetId(std::io::Error),
 }
@@ -93,12 +98,38 @@ pub fn enter_user_namespace_if_needed() -> Result<UsernsState, UsernsError> {
     }
     let _ = in_initial_userns(); // nested namespaces work the same way: map again.
     let name = user_name(uid);
-    let subuid = std::fs::read_to_string("/etc/subuid").ok().and_then(|t| find_subid_range(&t, &name, uid));
-    let subgid = std::fs::read_to_string("/etc/subgid").ok().and_then(|t| find_subid_range(&t, &name, uid));
+    let subuid = std::fs::read_to_string("/etc/subuid")
+        .ok()
+        .and_then(|t| find_subid_range(&t, &name, uid));
+    let subgid = std::fs::read_to_string("/etc/subgid")
+        .ok()
+        .and_then(|t| find_subid_range(&t, &name, uid));
     let state = match (subuid, subgid) {
         (Some((us, uc)), Some((gs, gc))) => {
-            let uids = vec![IdMap { inside: 0, outside: uid, count: 1 }, IdMap { inside: 1, outside: us, count: uc }];
-            let gids = vec![IdMap { inside: 0, outside: gid, count: 1 }, IdMap { inside: 1, outside: gs, count: gc }];
+            let uids = vec![
+                IdMap {
+                    inside: 0,
+                    outside: uid,
+                    count: 1,
+                },
+                IdMap {
+                    inside: 1,
+                    outside: us,
+                    count: uc,
+                },
+            ];
+            let gids = vec![
+                IdMap {
+                    inside: 0,
+                    outside: gid,
+                    count: 1,
+                },
+                IdMap {
+                    inside: 1,
+                    outside: gs,
+                    count: gc,
+                },
+            ];
             map_with_helpers(&uids, &gids)?;
             UsernsState::Mapped { uids, gids }
         }
@@ -126,7 +157,10 @@ fn unshare_user() -> Result<(), UsernsError> {
 }
 
 fn write_file(path: &str, text: &str) -> Result<(), UsernsError> {
-    std::fs::write(path, text).map_err(|source| UsernsError::Write { path: path.to_string(), source })
+    std::fs::write(path, text).map_err(|source| UsernsError::Write {
+        path: path.to_string(),
+        source,
+    })
 }
 
 fn become_root() -> Result<(), UsernsError> {
@@ -141,7 +175,15 @@ fn become_root() -> Result<(), UsernsError> {
 }
 
 fn map_args(maps: &[IdMap]) -> Vec<String> {
-    maps.iter().flat_map(|m| [m.inside.to_string(), m.outside.to_string(), m.count.to_string()]).collect()
+    maps.iter()
+        .flat_map(|m| {
+            [
+                m.inside.to_string(),
+                m.outside.to_string(),
+                m.count.to_string(),
+            ]
+        })
+        .collect()
 }
 
 fn map_with_helpers(uids: &[IdMap], gids: &[IdMap]) -> Result<(), UsernsError> {
@@ -156,7 +198,10 @@ fn map_with_helpers(uids: &[IdMap], gids: &[IdMap]) -> Result<(), UsernsError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| UsernsError::Mapper { exe: exe.into(), source })?;
+        .map_err(|source| UsernsError::Mapper {
+            exe: exe.into(),
+            source,
+        })?;
     let unshared = unshare_user();
     let mut stdin = child.stdin.take();
     if unshared.is_ok()
@@ -169,7 +214,10 @@ fn map_with_helpers(uids: &[IdMap], gids: &[IdMap]) -> Result<(), UsernsError> {
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    let status = child.wait().map_err(|source| UsernsError::Mapper { exe: exe.into(), source })?;
+    let status = child.wait().map_err(|source| UsernsError::Mapper {
+        exe: exe.into(),
+        source,
+    })?;
     unshared?;
     if !status.success() {
         return Err(UsernsError::Map(format!("{} ({status})", err.trim())));
@@ -227,7 +275,18 @@ mod tests {
 
     #[test]
     fn map_args_are_triples() {
-        let m = [IdMap { inside: 0, outside: 1000, count: 1 }, IdMap { inside: 1, outside: 200000, count: 65536 }];
+        let m = [
+            IdMap {
+                inside: 0,
+                outside: 1000,
+                count: 1,
+            },
+            IdMap {
+                inside: 1,
+                outside: 200000,
+                count: 65536,
+            },
+        ];
         assert_eq!(map_args(&m).join(","), "0,1000,1,1,200000,65536");
     }
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_executor::sandbox::{
-    self, MountKind, MountSpec, Network, OutputLine, OutputStream, RunOutcome, RunSpec, SandboxError,
-    Snapshotter,
+    self, MountKind, MountSpec, Network, OutputLine, OutputStream, RunOutcome, RunSpec,
+    SandboxError, Snapshotter,
 };
 
 // ---------- fixtures ----------
@@ -23,16 +23,26 @@ fn busybox_layer(dir: &Path) -> PathBuf {
     let l = dir.join("base");
     std::fs::create_dir_all(l.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", l.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
     for name in String::from_utf8(list.stdout).unwrap().lines() {
         if name != "busybox" {
             std::os::unix::fs::symlink("busybox", l.join("bin").join(name)).unwrap();
         }
     }
     std::fs::create_dir_all(l.join("etc")).unwrap();
-    std::fs::write(l.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n")
-        .unwrap();
-    std::fs::write(l.join("etc/group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n").unwrap();
+    std::fs::write(
+        l.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        l.join("etc/group"),
+        "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n",
+    )
+    .unwrap();
     std::fs::write(l.join("etc/x"), "x\n").unwrap();
     std::fs::create_dir_all(l.join("root")).unwrap();
     std::fs::create_dir_all(l.join("keep/sub")).unwrap();
@@ -58,10 +68,18 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let tmp = tempfile::Builder::new().prefix("kiln-sbtest").tempdir_in("/var/tmp").unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("kiln-sbtest")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let lowers = vec![busybox_layer(&dir), second_layer(&dir)];
-        Sandbox { _tmp: tmp, dir, lowers, n: 0 }
+        Sandbox {
+            _tmp: tmp,
+            dir,
+            lowers,
+            n: 0,
+        }
     }
 
     fn spec(&mut self, script: &str) -> RunSpec {
@@ -94,24 +112,39 @@ struct Ran {
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn try_run(spec: RunSpec) -> Result<Ran, SandboxError> {
     let mut out = Vec::new();
-    let outcome = block_on(sandbox::run(spec, |l: OutputLine| { if std::env::var("SBDEBUG").is_ok() { eprintln!("{:?}", String::from_utf8_lossy(&l.line)); } out.push(l) }))?;
+    let outcome = block_on(sandbox::run(spec, |l: OutputLine| out.push(l)))?;
     let text = |s: OutputStream| {
         out.iter()
             .filter(|l| l.stream == s)
             .map(|l| String::from_utf8_lossy(&l.line).into_owned() + "\n")
             .collect::<String>()
     };
-    Ok(Ran { outcome, stdout: text(OutputStream::Stdout), stderr: text(OutputStream::Stderr) })
+    Ok(Ran {
+        outcome,
+        stdout: text(OutputStream::Stdout),
+        stderr: text(OutputStream::Stderr),
+    })
 }
 
 fn run(spec: RunSpec) -> Ran {
     let r = try_run(spec).unwrap();
-    assert!(r.outcome.success(), "RUN failed: {:?}\nstdout: {}\nstderr: {}", r.outcome, r.stdout, r.stderr);
+    assert!(
+        r.outcome.success(),
+        "RUN failed: {:?}\nstdout: {}\nstderr: {}",
+        r.outcome,
+        r.stdout,
+        r.stderr
+    );
     r
 }
 
@@ -123,7 +156,10 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     for n in names {
         let p = dir.join(&n);
@@ -132,22 +168,49 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let detail = if ft.is_dir() {
             let opq = xattr::get(&p, "user.overlay.opaque").ok().flatten();
-            format!("dir{}", if opq.as_deref() == Some(b"y") { " opaque" } else { "" })
+            format!(
+                "dir{}",
+                if opq.as_deref() == Some(b"y") {
+                    " opaque"
+                } else {
+                    ""
+                }
+            )
         } else if ft.is_symlink() {
             format!("link {}", std::fs::read_link(&p).unwrap().display())
         } else if ft.is_char_device() {
             format!("char {}", md.rdev())
         } else if ft.is_file() {
             let c = std::fs::read(&p).unwrap();
-            if c.len() < 200 { format!("file {:?}", String::from_utf8_lossy(&c)) } else { format!("file {} bytes", c.len()) }
+            if c.len() < 200 {
+                format!("file {:?}", String::from_utf8_lossy(&c))
+            } else {
+                format!("file {} bytes", c.len())
+            }
         } else {
             "other".into()
         };
         let xattrs: Vec<String> = xattr::list(&p)
-            .map(|l| l.map(|x| x.to_string_lossy().into_owned()).filter(|x| x != "user.overlay.opaque").collect())
+            .map(|l| {
+                l.map(|x| x.to_string_lossy().into_owned())
+                    .filter(|x| x != "user.overlay.opaque")
+                    .collect()
+            })
             .unwrap_or_default();
-        let x = if xattrs.is_empty() { String::new() } else { format!(" xattrs={xattrs:?}") };
-        out.insert(rel, format!("{detail} {:o} {}:{}{x}", md.mode() & 0o7777, md.uid(), md.gid()));
+        let x = if xattrs.is_empty() {
+            String::new()
+        } else {
+            format!(" xattrs={xattrs:?}")
+        };
+        out.insert(
+            rel,
+            format!(
+                "{detail} {:o} {}:{}{x}",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid()
+            ),
+        );
         if ft.is_dir() {
             walk(root, &p, out);
         }
@@ -158,7 +221,9 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 
 fn run_changes_become_a_layer_with_whiteouts_and_opaque_dirs() {
     let mut sb = Sandbox::new();
-    let spec = sb.spec("echo hi > /f; rm /etc/x; rm -rf /d; mkdir -p /d /n/m; echo y > /d/y; chown 1000:10 /f");
+    let spec = sb.spec(
+        "echo hi > /f; rm /etc/x; rm -rf /d; mkdir -p /d /n/m; echo y > /d/y; chown 1000:10 /f",
+    );
     let upper = spec.upper.clone();
     run(spec);
     let t = tree(&upper);
@@ -180,17 +245,28 @@ fn run_changes_become_a_layer_with_whiteouts_and_opaque_dirs() {
 fn mount_points_never_reach_the_layer() {
     let mut sb = Sandbox::new();
     let mut spec = sb.spec("test -e /proc/self/status && test -c /dev/null && test -f /etc/hosts && test -d /sys/class");
-    spec.mounts.push(MountSpec { target: "/mnt/tmp".into(), kind: MountKind::Tmpfs { size: Some(1 << 20) } });
-    spec.files.push(("/dev/pipes/EOF".into(), b"script".to_vec(), 0o755));
-    spec.files.push(("/run/kiln/script".into(), b"echo".to_vec(), 0o644));
+    spec.mounts.push(MountSpec {
+        target: "/mnt/tmp".into(),
+        kind: MountKind::Tmpfs {
+            size: Some(1 << 20),
+        },
+    });
+    spec.files
+        .push(("/dev/pipes/EOF".into(), b"script".to_vec(), 0o755));
+    spec.files
+        .push(("/run/kiln/script".into(), b"echo".to_vec(), 0o644));
     let upper = spec.upper.clone();
     run(spec);
-    assert_eq!(tree(&upper), BTreeMap::new(), "an empty RUN leaves an empty layer");
+    assert_eq!(
+        tree(&upper),
+        BTreeMap::new(),
+        "an empty RUN leaves an empty layer"
+    );
 }
 
 fn unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer() {
     let mut sb = Sandbox::new();
-    let spec = sb.spec("cat /etc/passwd >/dev/null; chown root:root /etc/x; chmod 644 /etc/x; touch /tmp 2>/dev/null; true");
+    let spec = sb.spec("cat /etc/passwd >/dev/null; chown root:root /etc/x; chmod 644 /etc/x; touch -r /etc/passwd /etc/passwd; true");
     let upper = spec.upper.clone();
     run(spec);
     assert_eq!(tree(&upper), BTreeMap::new());
@@ -199,11 +275,23 @@ fn unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer() {
 fn exit_code_and_both_output_streams_are_reported() {
     let mut sb = Sandbox::new();
     let r = try_run(sb.spec("echo out; echo err >&2; printf 'no newline'; exit 3")).unwrap();
-    assert_eq!(r.outcome, RunOutcome { exit_code: 3, signal: None });
+    assert_eq!(
+        r.outcome,
+        RunOutcome {
+            exit_code: 3,
+            signal: None
+        }
+    );
     assert_eq!(r.stdout, "out\nno newline\n");
     assert_eq!(r.stderr, "err\n");
     let r = try_run(sb.spec("kill -9 $$")).unwrap();
-    assert_eq!(r.outcome, RunOutcome { exit_code: 137, signal: Some(9) });
+    assert_eq!(
+        r.outcome,
+        RunOutcome {
+            exit_code: 137,
+            signal: Some(9)
+        }
+    );
 }
 
 fn user_is_resolved_by_name_and_number() {
@@ -219,8 +307,14 @@ fn user_is_resolved_by_name_and_number() {
     assert_eq!(run(spec).stdout, "1000\n10\n");
     let mut spec = sb.spec("true");
     spec.user = "bob".into();
-    let err = try_run(spec).err().expect("unknown user must fail").to_string();
-    assert!(err.contains("unable to find user bob: no matching entries in passwd file"), "{err}");
+    let err = try_run(spec)
+        .err()
+        .expect("unknown user must fail")
+        .to_string();
+    assert!(
+        err.contains("unable to find user bob: no matching entries in passwd file"),
+        "{err}"
+    );
 }
 
 fn env_cwd_hostname_and_pid_namespace_are_applied() {
@@ -229,30 +323,55 @@ fn env_cwd_hostname_and_pid_namespace_are_applied() {
     spec.env = vec![("FOO".into(), "bar".into())];
     spec.cwd = "/etc".into();
     let out = run(spec).stdout;
-    assert_eq!(out, format!("/etc\nbar\n{}\nkilntest\n2\n0022\n", sandbox::DEFAULT_PATH));
+    assert_eq!(
+        out,
+        format!("/etc\nbar\n{}\nkilntest\n2\n0022\n", sandbox::DEFAULT_PATH)
+    );
     let mut spec = sb.spec("true");
     spec.cwd = "/nonexistent".into();
-    let err = try_run(spec).err().expect("missing cwd must fail").to_string();
-    assert!(err.contains("/nonexistent") && err.contains("No such file"), "{err}");
-    let spec = RunSpec { argv: vec!["nosuchcmd".into()], ..sb.spec("") };
-    let err = try_run(spec).err().expect("missing program must fail").to_string();
-    assert!(err.contains("exec: \"nosuchcmd\": executable file not found in $PATH"), "{err}");
+    let err = try_run(spec)
+        .err()
+        .expect("missing cwd must fail")
+        .to_string();
+    assert!(
+        err.contains("/nonexistent") && err.contains("No such file"),
+        "{err}"
+    );
+    let spec = RunSpec {
+        argv: vec!["nosuchcmd".into()],
+        ..sb.spec("")
+    };
+    let err = try_run(spec)
+        .err()
+        .expect("missing program must fail")
+        .to_string();
+    assert!(
+        err.contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "{err}"
+    );
 }
 
 fn capabilities_are_dockers_default_set_with_no_new_privs() {
     let mut sb = Sandbox::new();
     let out = run(sb.spec("grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status")).stdout;
-    assert_eq!(out, "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n");
+    assert_eq!(
+        out,
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n"
+    );
 }
 
 fn network_none_has_only_loopback_and_host_network_is_shared() {
     let mut sb = Sandbox::new();
-    let mut spec = sb.spec("ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags");
+    let mut spec =
+        sb.spec("ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags");
     spec.network = Network::None;
     let out = run(spec).stdout;
     assert!(out.starts_with("lo\n"), "{out}");
     assert!(out.ends_with("0x9\n"), "lo must be up: {out}");
-    let host: Vec<String> = std::fs::read_dir("/sys/class/net").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     let out = run(sb.spec("ls /sys/class/net")).stdout;
     assert_eq!(out.lines().count(), host.len(), "{out}");
 }
@@ -267,26 +386,53 @@ fn extra_mounts_are_visible_and_read_only_binds_refuse_writes() {
     let cache = sb.dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let mut spec = sb.spec(
-        "cat /mnt/h/h; touch /mnt/h/new 2>/dev/null && echo wrote; cat /run/secrets/s; stat -c '%a %u' /run/secrets/s; \
+        "cat /mnt/h/h; touch /mnt/h/new 2>/dev/null && echo wrote; cat /run/secrets/s; echo; stat -c '%a %u' /run/secrets/s; \
          echo c > /cache/c; ls /stage/d; echo z > /stage/z; cat /dev/pipes/EOF",
     );
     spec.mounts = vec![
-        MountSpec { target: "/mnt/h".into(), kind: MountKind::Bind { host: host.clone(), readonly: true } },
+        MountSpec {
+            target: "/mnt/h".into(),
+            kind: MountKind::Bind {
+                host: host.clone(),
+                readonly: true,
+            },
+        },
         MountSpec {
             target: "/run/secrets/s".into(),
-            kind: MountKind::Secret { host: secret, mode: 0o400, uid: 0, gid: 0 },
+            kind: MountKind::Secret {
+                host: secret,
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
         },
-        MountSpec { target: "/cache".into(), kind: MountKind::Cache { host: cache.clone() } },
-        MountSpec { target: "/stage".into(), kind: MountKind::Layers { lowers: sb.lowers.clone(), readonly: false } },
+        MountSpec {
+            target: "/cache".into(),
+            kind: MountKind::Cache {
+                host: cache.clone(),
+            },
+        },
+        MountSpec {
+            target: "/stage".into(),
+            kind: MountKind::Layers {
+                lowers: sb.lowers.clone(),
+                readonly: false,
+            },
+        },
     ];
-    spec.files.push(("/dev/pipes/EOF".into(), b"piped\n".to_vec(), 0o644));
+    spec.files
+        .push(("/dev/pipes/EOF".into(), b"piped\n".to_vec(), 0o644));
     let upper = spec.upper.clone();
     let out = run(spec).stdout;
     assert_eq!(out, "host\ns3cret\n400 0\na\ninner\npiped\n");
     assert_eq!(std::fs::read_to_string(cache.join("c")).unwrap(), "c\n");
     assert!(!host.join("new").exists());
     assert!(!sb.lowers[0].join("z").exists());
-    assert_eq!(tree(&upper), BTreeMap::new(), "mounts leave nothing in the layer");
+    assert_eq!(
+        tree(&upper),
+        BTreeMap::new(),
+        "mounts leave nothing in the layer"
+    );
 }
 
 fn copy_snapshotter_gives_the_same_layer_as_overlay() {
@@ -294,6 +440,7 @@ fn copy_snapshotter_gives_the_same_layer_as_overlay() {
         "echo hi > /f; rm /etc/x; rm -rf /d; mkdir -p /d /n/m; echo y > /d/y; chown 1000:10 /f",
         "rm /d/inner/b; echo 2 >> /d/a; ln -s /etc/passwd /l; ln /f2 /f3 2>/dev/null; echo > /f2; ln /f2 /f3; mkfifo /fifo",
         "rm -rf /keep/sub; echo new > /keep/sub; chmod 4755 /bin/busybox; setfattr -n user.k -v v /etc/passwd 2>/dev/null; true",
+        "rm /etc/x; mkdir /etc/x; touch /etc/x/in; rm -rf /keep; ln -s /etc /keep; mkdir /d/inner/deeper",
         "true",
     ];
     for script in scripts {
@@ -325,29 +472,48 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
     let start = Instant::now();
     let marker = "sleep 4242";
     loop {
-        let found = std::process::Command::new("pgrep").args(["-f", marker]).output().unwrap();
+        let found = std::process::Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .unwrap();
         if found.status.success() {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the RUN never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the RUN never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let start = Instant::now();
     loop {
-        let left = std::process::Command::new("pgrep").args(["-f", marker]).output().unwrap();
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .unwrap();
         if !left.status.success() {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "sandbox processes survived: {:?}", left.stdout);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "sandbox processes survived: {:?}",
+            left.stdout
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let helpers = std::process::Command::new("pgrep").args(["-f", sandbox::HELPER_ARG]).output().unwrap();
+    let helpers = std::process::Command::new("pgrep")
+        .args(["-f", sandbox::HELPER_ARG])
+        .output()
+        .unwrap();
     assert!(!helpers.status.success(), "helper survived");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = tmp.path().to_string_lossy().into_owned();
-    assert!(!mountinfo.contains(&dir), "leftover mount under {dir}:\n{mountinfo}");
+    assert!(
+        !mountinfo.contains(&dir),
+        "leftover mount under {dir}:\n{mountinfo}"
+    );
 }
 
 fn sleeper_mode() {
@@ -366,7 +532,10 @@ fn sleeper_mode() {
         lowers: vec![lower],
         upper,
         work,
-        mounts: vec![MountSpec { target: "/t".into(), kind: MountKind::Tmpfs { size: None } }],
+        mounts: vec![MountSpec {
+            target: "/t".into(),
+            kind: MountKind::Tmpfs { size: None },
+        }],
         files: vec![],
         snapshotter: Snapshotter::Overlay,
     };
@@ -375,9 +544,18 @@ fn sleeper_mode() {
 
 fn per_run_overhead_of_true_is_small() {
     let mut sb = Sandbox::new();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let n = 20;
-    let mut specs: Vec<RunSpec> = (0..n).map(|_| RunSpec { argv: vec!["/bin/true".into()], ..sb.spec("") }).collect();
+    let mut specs: Vec<RunSpec> = (0..n)
+        .map(|_| RunSpec {
+            argv: vec!["/bin/true".into()],
+            ..sb.spec("")
+        })
+        .collect();
     let start = Instant::now();
     for spec in specs.drain(..) {
         let o = rt.block_on(sandbox::run(spec, |_| {})).unwrap();
@@ -393,16 +571,28 @@ fn per_run_overhead_of_true_is_small() {
 const ROOTLESS_USER: &str = "kilntest";
 
 fn ensure_rootless_user() {
-    if std::process::Command::new("id").arg(ROOTLESS_USER).output().unwrap().status.success() {
+    if std::process::Command::new("id")
+        .arg(ROOTLESS_USER)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
         return;
     }
-    let st = std::process::Command::new("useradd").args(["-m", ROOTLESS_USER]).status().unwrap();
+    let st = std::process::Command::new("useradd")
+        .args(["-m", ROOTLESS_USER])
+        .status()
+        .unwrap();
     assert!(st.success(), "useradd failed");
 }
 
 fn ensure_subid(file: &str) {
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with(&format!("{ROOTLESS_USER}:"))) {
+    if !text
+        .lines()
+        .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+    {
         let mut t = text;
         if !t.is_empty() && !t.ends_with('\n') {
             t.push('\n');
@@ -419,11 +609,17 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
     let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
     let dir = tmp.path().join("rl");
     std::fs::create_dir(&dir).unwrap();
-    let uid = String::from_utf8(std::process::Command::new("id").args(["-u", ROOTLESS_USER]).output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .parse::<u32>()
-        .unwrap();
+    let uid = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", ROOTLESS_USER])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse::<u32>()
+    .unwrap();
     rustix::fs::chown(&dir, Some(rustix::fs::Uid::from_raw(uid)), None).unwrap();
     // The test binary must be reachable by the unprivileged user.
     let exe = std::env::current_exe().unwrap();
@@ -432,35 +628,73 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("runuser")
-        .args(["-u", ROOTLESS_USER, "--", "env", "KILN_SBTEST_MODE=rootless"])
+        .args([
+            "-u",
+            ROOTLESS_USER,
+            "--",
+            "env",
+            "KILN_SBTEST_MODE=rootless",
+        ])
         .arg(format!("KILN_SBTEST_DIR={}", dir.display()))
         .arg(&copy)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "rootless driver failed\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        out.status.success(),
+        "rootless driver failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(stdout.contains("inside: f 1000:1000"), "{stdout}");
     assert!(stdout.contains("run-output: 0 1000"), "{stdout}");
     let upper = dir.join("upper");
     let md = std::fs::symlink_metadata(upper.join("f")).unwrap();
-    assert_eq!((md.uid(), md.gid()), (200999, 200999), "owner seen from outside the namespace");
+    // Container ID 1000 is subordinate ID 999 of the range (ID 0 is the user itself).
+    let start = |file: &str| -> u32 {
+        let t = std::fs::read_to_string(file).unwrap();
+        let line = t
+            .lines()
+            .find(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+            .unwrap()
+            .to_string();
+        line.split(':').nth(1).unwrap().parse().unwrap()
+    };
+    let want = (start("/etc/subuid") + 999, start("/etc/subgid") + 999);
+    assert_eq!(
+        (md.uid(), md.gid()),
+        want,
+        "owner seen from outside the namespace"
+    );
     let wh = std::fs::symlink_metadata(upper.join("etc/x")).unwrap();
-    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout made rootless");
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout made rootless"
+    );
     let t = tree(&upper);
-    assert_eq!(t.keys().cloned().collect::<Vec<_>>(), ["etc", "etc/x", "f"], "{t:?}");
+    assert_eq!(
+        t.keys().cloned().collect::<Vec<_>>(),
+        ["etc", "etc/x", "f"],
+        "{t:?}"
+    );
 }
 
 fn rootless_mode() {
     let state = kiln_executor::userns::enter_user_namespace_if_needed().unwrap();
-    assert!(matches!(state, kiln_executor::userns::UsernsState::Mapped { .. }), "{state:?}");
+    assert!(
+        matches!(state, kiln_executor::userns::UsernsState::Mapped { .. }),
+        "{state:?}"
+    );
     let dir = PathBuf::from(std::env::var("KILN_SBTEST_DIR").unwrap());
     let lower = busybox_layer(&dir);
     let (upper, work) = (dir.join("upper"), dir.join("work"));
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     let spec = RunSpec {
-        argv: vec!["/bin/sh".into(), "-c".into(), "echo f > /f; chown 1000:1000 /f; rm /etc/x; id -u; stat -c %u /f".into()],
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo f > /f; chown 1000:1000 /f; rm /etc/x; id -u; stat -c %u /f".into(),
+        ],
         env: vec![],
         cwd: "/".into(),
         user: String::new(),
@@ -474,7 +708,10 @@ fn rootless_mode() {
         snapshotter: Snapshotter::Overlay,
     };
     let r = run(spec);
-    println!("run-output: {}", r.stdout.split_whitespace().collect::<Vec<_>>().join(" "));
+    println!(
+        "run-output: {}",
+        r.stdout.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     let md = std::fs::symlink_metadata(upper.join("f")).unwrap();
     println!("inside: f {}:{}", md.uid(), md.gid());
 }
@@ -491,22 +728,67 @@ fn main() {
         _ => {}
     }
     let tests: &[(&str, fn())] = &[
-        ("run_changes_become_a_layer_with_whiteouts_and_opaque_dirs", run_changes_become_a_layer_with_whiteouts_and_opaque_dirs),
-        ("mount_points_never_reach_the_layer", mount_points_never_reach_the_layer),
-        ("unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer", unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer),
-        ("exit_code_and_both_output_streams_are_reported", exit_code_and_both_output_streams_are_reported),
-        ("user_is_resolved_by_name_and_number", user_is_resolved_by_name_and_number),
-        ("env_cwd_hostname_and_pid_namespace_are_applied", env_cwd_hostname_and_pid_namespace_are_applied),
-        ("capabilities_are_dockers_default_set_with_no_new_privs", capabilities_are_dockers_default_set_with_no_new_privs),
-        ("network_none_has_only_loopback_and_host_network_is_shared", network_none_has_only_loopback_and_host_network_is_shared),
-        ("extra_mounts_are_visible_and_read_only_binds_refuse_writes", extra_mounts_are_visible_and_read_only_binds_refuse_writes),
-        ("copy_snapshotter_gives_the_same_layer_as_overlay", copy_snapshotter_gives_the_same_layer_as_overlay),
-        ("snapshotter_detection_finds_overlay", snapshotter_detection_finds_overlay),
-        ("killing_kiln_mid_run_leaves_no_process_and_no_mount", killing_kiln_mid_run_leaves_no_process_and_no_mount),
-        ("per_run_overhead_of_true_is_small", per_run_overhead_of_true_is_small),
-        ("rootless_run_maps_ids_through_the_subuid_range", rootless_run_maps_ids_through_the_subuid_range),
+        (
+            "run_changes_become_a_layer_with_whiteouts_and_opaque_dirs",
+            run_changes_become_a_layer_with_whiteouts_and_opaque_dirs,
+        ),
+        (
+            "mount_points_never_reach_the_layer",
+            mount_points_never_reach_the_layer,
+        ),
+        (
+            "unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer",
+            unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer,
+        ),
+        (
+            "exit_code_and_both_output_streams_are_reported",
+            exit_code_and_both_output_streams_are_reported,
+        ),
+        (
+            "user_is_resolved_by_name_and_number",
+            user_is_resolved_by_name_and_number,
+        ),
+        (
+            "env_cwd_hostname_and_pid_namespace_are_applied",
+            env_cwd_hostname_and_pid_namespace_are_applied,
+        ),
+        (
+            "capabilities_are_dockers_default_set_with_no_new_privs",
+            capabilities_are_dockers_default_set_with_no_new_privs,
+        ),
+        (
+            "network_none_has_only_loopback_and_host_network_is_shared",
+            network_none_has_only_loopback_and_host_network_is_shared,
+        ),
+        (
+            "extra_mounts_are_visible_and_read_only_binds_refuse_writes",
+            extra_mounts_are_visible_and_read_only_binds_refuse_writes,
+        ),
+        (
+            "copy_snapshotter_gives_the_same_layer_as_overlay",
+            copy_snapshotter_gives_the_same_layer_as_overlay,
+        ),
+        (
+            "snapshotter_detection_finds_overlay",
+            snapshotter_detection_finds_overlay,
+        ),
+        (
+            "killing_kiln_mid_run_leaves_no_process_and_no_mount",
+            killing_kiln_mid_run_leaves_no_process_and_no_mount,
+        ),
+        (
+            "per_run_overhead_of_true_is_small",
+            per_run_overhead_of_true_is_small,
+        ),
+        (
+            "rootless_run_maps_ids_through_the_subuid_range",
+            rootless_run_maps_ids_through_the_subuid_range,
+        ),
     ];
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if std::env::args().any(|a| a == "--list") {
         for (name, _) in tests {
             println!("{name}: test");
@@ -526,12 +808,21 @@ fn main() {
         ran += 1;
         let start = Instant::now();
         let ok = std::panic::catch_unwind(f).is_ok();
-        println!("test {name} ... {} ({:.2?})", if ok { "ok" } else { "FAILED" }, start.elapsed());
+        println!(
+            "test {name} ... {} ({:.2?})",
+            if ok { "ok" } else { "FAILED" },
+            start.elapsed()
+        );
         if !ok {
             failed.push(*name);
         }
     }
-    println!("\ntest result: {}. {} passed; {} failed", if failed.is_empty() { "ok" } else { "FAILED" }, ran - failed.len(), failed.len());
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
     if !failed.is_empty() {
         println!("failures: {failed:?}");
         std::process::exit(101);

@@ -63,8 +63,14 @@ pub(crate) fn helper_entry() -> i32 {
     match req {
         Request::ProbeOverlay { dir } => {
             let ev = match probe_overlay(&dir) {
-                Ok(()) => Event::Probe { ok: true, detail: String::new() },
-                Err(e) => Event::Probe { ok: false, detail: format!("{}: {}", e.step, e.message) },
+                Ok(()) => Event::Probe {
+                    ok: true,
+                    detail: String::new(),
+                },
+                Err(e) => Event::Probe {
+                    ok: false,
+                    detail: format!("{}: {}", e.step, e.message),
+                },
             };
             let _ = protocol::send(&mut out, &ev);
             0
@@ -72,7 +78,13 @@ pub(crate) fn helper_entry() -> i32 {
         Request::Run(run) => match run_sandbox(&run, &mut out) {
             Ok(code) => code,
             Err(e) => {
-                let _ = protocol::send(&mut out, &Event::Failed { step: e.step.to_string(), message: e.message });
+                let _ = protocol::send(
+                    &mut out,
+                    &Event::Failed {
+                        step: e.step.to_string(),
+                        message: e.message,
+                    },
+                );
                 1
             }
         },
@@ -82,7 +94,8 @@ pub(crate) fn helper_entry() -> i32 {
 fn unshare(flags: UnshareFlags, step: &'static str) -> Result<(), StepError> {
     // SAFETY: the helper is single-threaded (a fresh exec that starts no threads), so no
     // other thread can observe the unshared file-descriptor table or fs state.
-    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(fail(step, format!("unshare {flags:?}")))
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+        .map_err(fail(step, format!("unshare {flags:?}")))
 }
 
 /// fork(2). Returns 0 in the child.
@@ -91,7 +104,9 @@ fn fork(step: &'static str) -> Result<i32, StepError> {
     // (no lock can be held by a thread that does not exist in the child).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(fail(step, "fork")(rustix::io::Errno::from_raw_os_error(errno())));
+        return Err(fail(step, "fork")(rustix::io::Errno::from_raw_os_error(
+            errno(),
+        )));
     }
     Ok(pid)
 }
@@ -107,7 +122,10 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
     rootfs::make_private()?;
     let io = |what: &str| {
         let what = what.to_string();
-        move |e: std::io::Error| StepError { step: "probe", message: format!("{what}: {e}") }
+        move |e: std::io::Error| StepError {
+            step: "probe",
+            message: format!("{what}: {e}"),
+        }
     };
     let (lower, upper, work, merged) = (dir.join("l"), dir.join("u"), dir.join("w"), dir.join("m"));
     for d in [&lower, &upper, &work, &merged] {
@@ -120,20 +138,30 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
     std::fs::remove_dir_all(merged.join("d")).map_err(io("remove dir through overlay"))?;
     std::fs::create_dir(merged.join("d")).map_err(io("recreate dir through overlay"))?;
     let wh = rustix::fs::lstat(upper.join("f")).map_err(fail("probe", "stat whiteout"))?;
-    let is_whiteout = rustix::fs::FileType::from_raw_mode(wh.st_mode) == rustix::fs::FileType::CharacterDevice
+    let is_whiteout = rustix::fs::FileType::from_raw_mode(wh.st_mode)
+        == rustix::fs::FileType::CharacterDevice
         && wh.st_rdev == 0;
     if !is_whiteout {
-        return Err(StepError { step: "probe", message: "deletion did not leave a 0:0 whiteout".into() });
+        return Err(StepError {
+            step: "probe",
+            message: "deletion did not leave a 0:0 whiteout".into(),
+        });
     }
-    let opaque = xattr::get(upper.join("d"), "user.overlay.opaque").ok().flatten();
+    let opaque = xattr::get(upper.join("d"), "user.overlay.opaque")
+        .ok()
+        .flatten();
     if opaque.as_deref() != Some(b"y") {
-        return Err(StepError { step: "probe", message: "replaced directory is not marked user.overlay.opaque".into() });
+        return Err(StepError {
+            step: "probe",
+            message: "replaced directory is not marked user.overlay.opaque".into(),
+        });
     }
     Ok(())
 }
 
 fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> {
-    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     if run.network_none {
         flags |= UnshareFlags::NEWNET;
     }
@@ -152,13 +180,19 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
     }
     drop(alive_r);
     // Wait for PID 1; it reports the RUN's status itself.
-    let pid = Pid::from_raw(pid).ok_or_else(|| StepError { step: "pid1", message: "fork returned pid 0".into() })?;
+    let pid = Pid::from_raw(pid).ok_or_else(|| StepError {
+        step: "pid1",
+        message: "fork returned pid 0".into(),
+    })?;
     loop {
         match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
             Ok(Some((_, status))) => {
                 drop(alive_w);
                 if let Some(sig) = status.terminating_signal() {
-                    return Err(StepError { step: "pid1", message: format!("sandbox init killed by signal {sig}") });
+                    return Err(StepError {
+                        step: "pid1",
+                        message: format!("sandbox init killed by signal {sig}"),
+                    });
                 }
                 return Ok(0);
             }
@@ -172,8 +206,20 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
 /// The sandbox's PID 1: set up the filesystem, start the process, reap until it exits.
 fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
-    let mut fds = [rustix::event::PollFd::new(&helper_alive, rustix::event::PollFlags::IN)];
-    if rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })).unwrap_or(0) > 0 {
+    let mut fds = [rustix::event::PollFd::new(
+        &helper_alive,
+        rustix::event::PollFlags::IN,
+    )];
+    if rustix::event::poll(
+        &mut fds,
+        Some(&rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }),
+    )
+    .unwrap_or(0)
+        > 0
+    {
         return 1; // the helper died before we armed the death signal
     }
     let send = |out: &mut UnixStream, ev: &Event| {
@@ -183,7 +229,8 @@ fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
         let root = rootfs::mount_rootfs(&run.rootfs)?;
         let stubs = rootfs::populate(&root, run)?;
         if !run.hostname.is_empty() {
-            rustix::system::sethostname(run.hostname.as_bytes()).map_err(fail("hostname", &run.hostname))?;
+            rustix::system::sethostname(run.hostname.as_bytes())
+                .map_err(fail("hostname", &run.hostname))?;
         }
         if run.network_none {
             loopback_up()?;
@@ -194,7 +241,13 @@ fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
     match setup() {
         Ok(stubs) => send(out, &Event::Stubs(stubs)),
         Err(e) => {
-            send(out, &Event::Failed { step: e.step.to_string(), message: e.message });
+            send(
+                out,
+                &Event::Failed {
+                    step: e.step.to_string(),
+                    message: e.message,
+                },
+            );
             return 1;
         }
     }
@@ -202,14 +255,26 @@ fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
     let (err_r, err_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
-            send(out, &Event::Failed { step: "exec".into(), message: format!("pipe: {e}") });
+            send(
+                out,
+                &Event::Failed {
+                    step: "exec".into(),
+                    message: format!("pipe: {e}"),
+                },
+            );
             return 1;
         }
     };
     let child = match fork("exec") {
         Ok(p) => p,
         Err(e) => {
-            send(out, &Event::Failed { step: e.step.to_string(), message: e.message });
+            send(
+                out,
+                &Event::Failed {
+                    step: e.step.to_string(),
+                    message: e.message,
+                },
+            );
             return 1;
         }
     };
@@ -227,7 +292,13 @@ fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
     let mut failed = false;
     if !msg.is_empty() {
         let (step, message) = msg.split_once('\n').unwrap_or(("exec", msg.as_str()));
-        send(out, &Event::Failed { step: step.to_string(), message: message.to_string() });
+        send(
+            out,
+            &Event::Failed {
+                step: step.to_string(),
+                message: message.to_string(),
+            },
+        );
         failed = true;
     }
     // Reap everything; stop when the RUN process itself is gone. Leaving PID 1 then kills
@@ -237,8 +308,14 @@ fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
             Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == child => {
                 if !failed {
                     let ev = match status.terminating_signal() {
-                        Some(sig) => Event::Exited { code: 128 + sig as i32, signal: Some(sig as i32) },
-                        None => Event::Exited { code: status.exit_status().unwrap_or(0) as i32, signal: None },
+                        Some(sig) => Event::Exited {
+                            code: 128 + sig,
+                            signal: Some(sig),
+                        },
+                        None => Event::Exited {
+                            code: status.exit_status().unwrap_or(0),
+                            signal: None,
+                        },
                     };
                     send(out, &ev);
                 }
@@ -255,7 +332,9 @@ fn loopback_up() -> Result<(), StepError> {
     // SAFETY: plain socket(2); the fd is checked and wrapped into an OwnedFd right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(fail("network", "socket for lo")(rustix::io::Errno::from_raw_os_error(errno())));
+        return Err(fail("network", "socket for lo")(
+            rustix::io::Errno::from_raw_os_error(errno()),
+        ));
     }
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
@@ -268,18 +347,25 @@ fn loopback_up() -> Result<(), StepError> {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, on a valid socket.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(fail("network", "get lo flags")(rustix::io::Errno::from_raw_os_error(errno())));
+            return Err(fail("network", "get lo flags")(
+                rustix::io::Errno::from_raw_os_error(errno()),
+            ));
         }
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(fail("network", "bring lo up")(rustix::io::Errno::from_raw_os_error(errno())));
+            return Err(fail("network", "bring lo up")(
+                rustix::io::Errno::from_raw_os_error(errno()),
+            ));
         }
     }
     Ok(())
 }
 
 fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Find argv[0] like runc does: through the container's PATH unless it contains a `/`.
@@ -301,7 +387,10 @@ fn lookup(prog: &str, path: &str) -> Option<String> {
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString, StepError> {
-    CString::new(s).map_err(|_| StepError { step: "exec", message: format!("{what} contains a NUL byte: {s:?}") })
+    CString::new(s).map_err(|_| StepError {
+        step: "exec",
+        message: format!("{what} contains a NUL byte: {s:?}"),
+    })
 }
 
 /// In the RUN process, after pivot_root: stdio, user, capabilities, cwd, exec.
@@ -318,8 +407,12 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     reset_signals();
     let _ = rustix::process::setsid();
-    let null = rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty())
-        .map_err(fail("stdio", "open /dev/null"))?;
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(fail("stdio", "open /dev/null"))?;
     // Replaces fd 0 (the control socket) with /dev/null.
     rustix::stdio::dup2_stdin(&null).map_err(fail("stdio", "dup2 /dev/null"))?;
     drop(null);
@@ -327,8 +420,10 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let u = user::resolve_user(&run.user, &passwd, &group)
-        .map_err(|e| StepError { step: "user", message: e.to_string() })?;
+    let u = user::resolve_user(&run.user, &passwd, &group).map_err(|e| StepError {
+        step: "user",
+        message: e.to_string(),
+    })?;
 
     drop_bounding_set()?;
     let groups: Vec<libc::gid_t> = u.groups.clone();
@@ -337,33 +432,46 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
         let e = errno();
         // With a single-ID mapping setgroups is denied; without extra groups that is fine.
         if !(e == libc::EPERM && groups.is_empty()) {
-            return Err(fail("user", format!("setgroups {groups:?}"))(rustix::io::Errno::from_raw_os_error(e)));
+            return Err(fail("user", format!("setgroups {groups:?}"))(
+                rustix::io::Errno::from_raw_os_error(e),
+            ));
         }
     }
     // SAFETY: setresgid/setresuid take plain integers; results are checked.
     if unsafe { libc::setresgid(u.gid, u.gid, u.gid) } != 0 {
-        return Err(fail("user", format!("setgid {} (is the ID mapped in the user namespace?)", u.gid))(
-            rustix::io::Errno::from_raw_os_error(errno()),
-        ));
+        return Err(fail(
+            "user",
+            format!("setgid {} (is the ID mapped in the user namespace?)", u.gid),
+        )(rustix::io::Errno::from_raw_os_error(errno())));
     }
     // SAFETY: as above.
     if unsafe { libc::setresuid(u.uid, u.uid, u.uid) } != 0 {
-        return Err(fail("user", format!("setuid {} (is the ID mapped in the user namespace?)", u.uid))(
-            rustix::io::Errno::from_raw_os_error(errno()),
-        ));
+        return Err(fail(
+            "user",
+            format!("setuid {} (is the ID mapped in the user namespace?)", u.uid),
+        )(rustix::io::Errno::from_raw_os_error(errno())));
     }
     if u.uid == 0 {
         let mut set = rustix::thread::CapabilitySet::empty();
         for c in DEFAULT_CAPS {
             set |= rustix::thread::CapabilitySet::from_bits_retain(1u64 << c);
         }
-        let sets = rustix::thread::CapabilitySets { effective: set, permitted: set, inheritable: set };
+        let sets = rustix::thread::CapabilitySets {
+            effective: set,
+            permitted: set,
+            inheritable: set,
+        };
         rustix::thread::set_capabilities(None, sets).map_err(fail("capabilities", "capset"))?;
     }
     rustix::thread::set_no_new_privs(true).map_err(fail("capabilities", "no_new_privs"))?;
 
-    let cwd = if run.cwd.is_empty() { "/" } else { run.cwd.as_str() };
-    rustix::process::chdir(cwd).map_err(fail("cwd", format!("chdir to cwd ({cwd:?}) set in config")))?;
+    let cwd = if run.cwd.is_empty() {
+        "/"
+    } else {
+        run.cwd.as_str()
+    };
+    rustix::process::chdir(cwd)
+        .map_err(fail("cwd", format!("chdir to cwd ({cwd:?}) set in config")))?;
 
     let mut env: Vec<(String, String)> = run.env.clone();
     if env_get(&env, "PATH").is_none() {
@@ -372,16 +480,25 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
     if env_get(&env, "HOME").is_none() {
         env.push(("HOME".into(), u.home.clone()));
     }
-    let prog = run.argv.first().ok_or_else(|| StepError { step: "exec", message: "empty command".into() })?;
+    let prog = run.argv.first().ok_or_else(|| StepError {
+        step: "exec",
+        message: "empty command".into(),
+    })?;
     let path = env_get(&env, "PATH").unwrap_or(DEFAULT_PATH).to_string();
     let exe = lookup(prog, &path).ok_or_else(|| StepError {
         step: "exec",
         message: format!("exec: {prog:?}: executable file not found in $PATH"),
     })?;
     let exe_c = cstring(&exe, "program")?;
-    let argv: Vec<CString> = run.argv.iter().map(|a| cstring(a, "argument")).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> =
-        env.iter().map(|(k, v)| cstring(&format!("{k}={v}"), "environment")).collect::<Result<_, _>>()?;
+    let argv: Vec<CString> = run
+        .argv
+        .iter()
+        .map(|a| cstring(a, "argument"))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}"), "environment"))
+        .collect::<Result<_, _>>()?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
@@ -389,7 +506,9 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
     // SAFETY: exe_c, argv and envp are NUL-terminated C strings alive across the call, and
     // both pointer arrays end with NULL.
     unsafe { libc::execve(exe_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    Err(fail("exec", format!("exec {exe}"))(rustix::io::Errno::from_raw_os_error(errno())))
+    Err(fail("exec", format!("exec {exe}"))(
+        rustix::io::Errno::from_raw_os_error(errno()),
+    ))
 }
 
 /// Default dispositions and an empty mask for every signal: ignored signals survive exec
@@ -423,9 +542,9 @@ fn drop_bounding_set() -> Result<(), StepError> {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; errors are checked.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r != 0 && errno() != libc::EINVAL {
-            return Err(fail("capabilities", format!("drop capability {cap}"))(rustix::io::Errno::from_raw_os_error(
-                errno(),
-            )));
+            return Err(fail("capabilities", format!("drop capability {cap}"))(
+                rustix::io::Errno::from_raw_os_error(errno()),
+            ));
         }
     }
     Ok(())

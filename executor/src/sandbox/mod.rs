@@ -61,13 +61,21 @@ pub enum MountKind {
     Bind { host: PathBuf, readonly: bool },
     /// A merged stack of layer directories (bottom first), e.g. another stage's rootfs.
     /// When writable, writes go to a throwaway tmpfs and are discarded.
-    Layers { lowers: Vec<PathBuf>, readonly: bool },
+    Layers {
+        lowers: Vec<PathBuf>,
+        readonly: bool,
+    },
     /// A fresh tmpfs, optionally limited to `size` bytes.
     Tmpfs { size: Option<u64> },
     /// A persistent cache directory (prepared by the caller with its mode and owner).
     Cache { host: PathBuf },
     /// A secret file, copied into a private tmpfs and shown read-only with this mode/owner.
-    Secret { host: PathBuf, mode: u32, uid: u32, gid: u32 },
+    Secret {
+        host: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// Everything one RUN needs.
@@ -137,7 +145,10 @@ pub enum SandboxError {
     #[error("sandbox helper exited without a result ({0})")]
     HelperDied(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
@@ -145,7 +156,10 @@ pub enum SandboxError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
-    move |source| SandboxError::Io { path: path.to_path_buf(), source }
+    move |source| SandboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Call first thing in `main()`: when this process was started as the sandbox helper, runs
@@ -192,7 +206,9 @@ fn spawn_helper(cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
         .send((cmd, reply_tx))
         .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
-    reply_rx.recv().map_err(|_| std::io::Error::other("spawner thread is gone"))?
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?
 }
 
 /// A running helper: killed (and with it the whole sandbox) when dropped early.
@@ -226,8 +242,11 @@ enum Msg {
 }
 
 /// Start the helper with `req`; stdout/stderr lines and events arrive on the returned channel.
-fn start_helper(req: &Request) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
-    let (ours, theirs) = UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")))?;
+fn start_helper(
+    req: &Request,
+) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")))?;
     let exe = helper_exe();
     let mut cmd = Command::new(&exe);
     cmd.arg(HELPER_ARG)
@@ -235,17 +254,28 @@ fn start_helper(req: &Request) -> Result<(HelperProcess, tokio::sync::mpsc::Unbo
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child =
-        spawn_helper(cmd).map_err(|source| SandboxError::Spawn { exe: exe.display().to_string(), source })?;
+    let mut child = spawn_helper(cmd).map_err(|source| SandboxError::Spawn {
+        exe: exe.display().to_string(),
+        source,
+    })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let helper = HelperProcess { child: Some(child) };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut writer = ours.try_clone().map_err(|e| SandboxError::Protocol(format!("socket: {e}")))?;
-    protocol::send(&mut writer, req).map_err(|e| SandboxError::Protocol(format!("send request: {e}")))?;
+    let mut writer = ours
+        .try_clone()
+        .map_err(|e| SandboxError::Protocol(format!("socket: {e}")))?;
+    protocol::send(&mut writer, req)
+        .map_err(|e| SandboxError::Protocol(format!("send request: {e}")))?;
     for (stream, pipe) in [
-        (OutputStream::Stdout, stdout.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
-        (OutputStream::Stderr, stderr.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
+        (
+            OutputStream::Stdout,
+            stdout.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            OutputStream::Stderr,
+            stderr.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
     ] {
         let Some(pipe) = pipe else { continue };
         let tx = tx.clone();
@@ -308,9 +338,9 @@ async fn finish_helper(
         }
     }
     let status = tokio::task::spawn_blocking(move || helper.wait())
-    .await
-    .map_err(|e| SandboxError::HelperDied(e.to_string()))?
-    .map_err(|e| SandboxError::HelperDied(e.to_string()))?;
+        .await
+        .map_err(|e| SandboxError::HelperDied(e.to_string()))?
+        .map_err(|e| SandboxError::HelperDied(e.to_string()))?;
     if let Some(e) = protocol_error {
         return Err(SandboxError::Protocol(format!("{e} (helper {status})")));
     }
@@ -329,7 +359,10 @@ fn mkdir(p: &Path) -> Result<(), SandboxError> {
 /// `output` receives stdout/stderr lines as they come. A non-zero exit is reported in the
 /// outcome, not as an error; the caller commits `spec.upper` only on success. If this future
 /// is dropped, the sandbox is killed.
-pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<RunOutcome, SandboxError> {
+pub async fn run(
+    spec: RunSpec,
+    mut output: impl FnMut(OutputLine),
+) -> Result<RunOutcome, SandboxError> {
     let work = spec.work.clone();
     let scratch = work.join("scratch");
     mkdir(&scratch)?;
@@ -337,7 +370,8 @@ pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<Ru
     for (i, (path, content, mode)) in spec.files.iter().enumerate() {
         let host = scratch.join(format!("file{i}"));
         std::fs::write(&host, content).map_err(io_err(&host))?;
-        std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(*mode)).map_err(io_err(&host))?;
+        std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+            .map_err(io_err(&host))?;
         files.push((path.clone(), host, *mode));
     }
     let top_first: Vec<PathBuf> = spec.lowers.iter().rev().cloned().collect();
@@ -353,19 +387,28 @@ pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<Ru
                 mkdir(&empty)?;
                 lowers.push(empty);
             }
-            (RootfsPlan::Overlay { lowers, upper: spec.upper.clone(), work: ovl, target: merged }, None)
+            (
+                RootfsPlan::Overlay {
+                    lowers,
+                    upper: spec.upper.clone(),
+                    work: ovl,
+                    target: merged,
+                },
+                None,
+            )
         }
         Snapshotter::Copy => {
             let root = work.join("rootfs");
             let lowers = top_first.clone();
             let root2 = root.clone();
-            let base = tokio::task::spawn_blocking(move || crate::snapshot::materialize(&lowers, &root2))
-                .await
-                .map_err(|e| SandboxError::HelperDied(e.to_string()))??;
+            let base =
+                tokio::task::spawn_blocking(move || crate::snapshot::materialize(&lowers, &root2))
+                    .await
+                    .map_err(|e| SandboxError::HelperDied(e.to_string()))??;
             (RootfsPlan::Dir { path: root.clone() }, Some((root, base)))
         }
     };
-    let req = Request::Run(HelperRun {
+    let req = Request::Run(Box::new(HelperRun {
         argv: spec.argv.clone(),
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
@@ -376,7 +419,7 @@ pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<Ru
         mounts: spec.mounts.clone(),
         files,
         scratch,
-    });
+    }));
     let (helper, rx) = start_helper(&req)?;
     let events = finish_helper(helper, rx, &mut output).await?;
     let mut stubs: Vec<Stub> = Vec::new();
@@ -384,12 +427,20 @@ pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<Ru
     for ev in events {
         match ev {
             Event::Stubs(s) => stubs = s,
-            Event::Exited { code, signal } => outcome = Some(RunOutcome { exit_code: code, signal }),
+            Event::Exited { code, signal } => {
+                outcome = Some(RunOutcome {
+                    exit_code: code,
+                    signal,
+                })
+            }
             Event::Failed { step, message } => return Err(SandboxError::Setup { step, message }),
-            Event::Probe { .. } => return Err(SandboxError::Protocol("unexpected probe answer".into())),
+            Event::Probe { .. } => {
+                return Err(SandboxError::Protocol("unexpected probe answer".into()));
+            }
         }
     }
-    let outcome = outcome.ok_or_else(|| SandboxError::HelperDied("no exit status reported".into()))?;
+    let outcome =
+        outcome.ok_or_else(|| SandboxError::HelperDied("no exit status reported".into()))?;
     let upper = spec.upper.clone();
     tokio::task::spawn_blocking(move || -> Result<(), SandboxError> {
         match copy_root {
@@ -412,12 +463,16 @@ pub async fn run(spec: RunSpec, mut output: impl FnMut(OutputLine)) -> Result<Ru
 /// Ask a helper whether overlayfs with `userxattr` works here (used by
 /// [`Snapshotter::detect`]). `dir` is an empty scratch directory.
 pub(crate) async fn probe_overlay(dir: &Path) -> Result<Result<(), String>, SandboxError> {
-    let (helper, rx) = start_helper(&Request::ProbeOverlay { dir: dir.to_path_buf() })?;
+    let (helper, rx) = start_helper(&Request::ProbeOverlay {
+        dir: dir.to_path_buf(),
+    })?;
     let events = finish_helper(helper, rx, &mut |_| {}).await?;
     for ev in events {
         if let Event::Probe { ok, detail } = ev {
             return Ok(if ok { Ok(()) } else { Err(detail) });
         }
     }
-    Err(SandboxError::HelperDied("overlay probe gave no answer".into()))
+    Err(SandboxError::HelperDied(
+        "overlay probe gave no answer".into(),
+    ))
 }

@@ -15,7 +15,7 @@ use super::MountSpec;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// Run one process in a fresh sandbox.
-    Run(HelperRun),
+    Run(Box<HelperRun>),
     /// Check whether overlayfs with `userxattr` can be mounted, using scratch dirs in `dir`.
     ProbeOverlay { dir: PathBuf },
 }
@@ -85,7 +85,9 @@ pub(crate) fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result
 }
 
 /// Read one message; `Ok(None)` at end of stream.
-pub(crate) fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> std::io::Result<Option<T>> {
+pub(crate) fn recv<T: for<'de> Deserialize<'de>>(
+    r: &mut impl BufRead,
+) -> std::io::Result<Option<T>> {
     let mut line = Vec::new();
     if r.read_until(b'\n', &mut line)? == 0 {
         return Ok(None);

@@ -31,12 +31,18 @@ pub(crate) struct StepError {
 
 pub(crate) fn fail(step: &'static str, what: impl Display) -> impl FnOnce(Errno) -> StepError {
     let what = what.to_string();
-    move |e| StepError { step, message: format!("{what}: {e}") }
+    move |e| StepError {
+        step,
+        message: format!("{what}: {e}"),
+    }
 }
 
 fn fail_io(step: &'static str, what: impl Display) -> impl FnOnce(std::io::Error) -> StepError {
     let what = what.to_string();
-    move |e| StepError { step, message: format!("{what}: {e}") }
+    move |e| StepError {
+        step,
+        message: format!("{what}: {e}"),
+    }
 }
 
 /// `/proc/self/fd/N`: lets path-based mount calls act on a resolved fd.
@@ -64,21 +70,31 @@ fn mount(
 
 /// Make every mount in our namespace private so nothing propagates back to the host.
 pub(crate) fn make_private() -> Result<(), StepError> {
-    rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-        .map_err(fail("mount-namespace", "make / rprivate"))
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(fail("mount-namespace", "make / rprivate"))
 }
 
 /// Mount the root filesystem and return its host path.
 pub(crate) fn mount_rootfs(plan: &RootfsPlan) -> Result<PathBuf, StepError> {
     match plan {
-        RootfsPlan::Overlay { lowers, upper, work, target } => {
+        RootfsPlan::Overlay {
+            lowers,
+            upper,
+            work,
+            target,
+        } => {
             mount_overlay(lowers, upper, work, target)?;
             Ok(target.clone())
         }
         RootfsPlan::Dir { path } => {
             // pivot_root needs the new root to be a mount point.
-            rustix::mount::mount_bind_recursive(path, path)
-                .map_err(fail("rootfs", format!("bind {} onto itself", path.display())))?;
+            rustix::mount::mount_bind_recursive(path, path).map_err(fail(
+                "rootfs",
+                format!("bind {} onto itself", path.display()),
+            ))?;
             Ok(path.clone())
         }
     }
@@ -88,9 +104,15 @@ pub(crate) fn mount_rootfs(plan: &RootfsPlan) -> Result<PathBuf, StepError> {
 ///
 /// Uses the new mount API with one `lowerdir+` per layer (no 4 KiB option-string limit, no
 /// escaping of `,` and `:` in paths); falls back to the option string on kernels before 6.8.
-pub(crate) fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), StepError> {
+pub(crate) fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), StepError> {
     const STEP: &str = "overlay";
-    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail(STEP, "fsopen overlay"))?;
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(fail(STEP, "fsopen overlay"))?;
     let mut legacy = false;
     for l in lowers {
         match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l) {
@@ -103,7 +125,12 @@ pub(crate) fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, targe
         }
     }
     if legacy {
-        let esc = |p: &Path| p.to_string_lossy().replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,");
+        let esc = |p: &Path| {
+            p.to_string_lossy()
+                .replace('\\', "\\\\")
+                .replace(':', "\\:")
+                .replace(',', "\\,")
+        };
         let lower: Vec<String> = lowers.iter().map(|p| esc(p)).collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={},userxattr",
@@ -111,7 +138,14 @@ pub(crate) fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, targe
             esc(upper),
             esc(work)
         );
-        return mount("overlay", &target.to_string_lossy(), "overlay", MountFlags::empty(), &data, STEP);
+        return mount(
+            "overlay",
+            &target.to_string_lossy(),
+            "overlay",
+            MountFlags::empty(),
+            &data,
+            STEP,
+        );
     }
     rustix::mount::fsconfig_set_string(&fs, "upperdir", upper)
         .map_err(fail(STEP, format!("upperdir {}", upper.display())))?;
@@ -120,12 +154,25 @@ pub(crate) fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, targe
     rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(fail(STEP, "option userxattr"))?;
     rustix::mount::fsconfig_create(&fs).map_err(|e| StepError {
         step: STEP,
-        message: format!("create overlay (upper {}): {e}{}", upper.display(), fs_log(&fs)),
+        message: format!(
+            "create overlay (upper {}): {e}{}",
+            upper.display(),
+            fs_log(&fs)
+        ),
     })?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(fail(STEP, "fsmount overlay"))?;
-    rustix::mount::move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .map_err(fail(STEP, format!("attach overlay at {}", target.display())))
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(fail(
+        STEP,
+        format!("attach overlay at {}", target.display()),
+    ))
 }
 
 /// The kernel's messages for a failed fsconfig, if any.
@@ -166,27 +213,47 @@ impl Root {
     fn open(path: &Path) -> Result<Root, StepError> {
         let fd = rustix::fs::open(path, oflags_path() | OFlags::DIRECTORY, Mode::empty())
             .map_err(fail("rootfs", format!("open {}", path.display())))?;
-        let dev = rustix::fs::fstat(&fd).map_err(fail("rootfs", "stat rootfs"))?.st_dev;
-        Ok(Root { path: path.to_path_buf(), fd, dev, stubs: Vec::new() })
+        let dev = rustix::fs::fstat(&fd)
+            .map_err(fail("rootfs", "stat rootfs"))?
+            .st_dev;
+        Ok(Root {
+            path: path.to_path_buf(),
+            fd,
+            dev,
+            stubs: Vec::new(),
+        })
     }
 
     fn reopen(&self, rel: &str) -> Result<OwnedFd, StepError> {
-        self.resolve(rel).map_err(fail("mount-point", format!("resolve {rel} in the rootfs")))
+        self.resolve(rel)
+            .map_err(fail("mount-point", format!("resolve {rel} in the rootfs")))
     }
 
     fn resolve(&self, rel: &str) -> Result<OwnedFd, Errno> {
         let rel = rel.trim_start_matches('/');
         let rel = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(&self.fd, rel, oflags_path(), Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
+        rustix::fs::openat2(
+            &self.fd,
+            rel,
+            oflags_path(),
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
     }
 
     /// Resolve `target` inside the rootfs, creating missing components (recorded as stubs
     /// when they land on the rootfs itself, not on a mount inside it).
     fn ensure(&mut self, target: &str, want: Want) -> Result<OwnedFd, StepError> {
         const STEP: &str = "mount-point";
-        let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-        if comps.iter().any(|c| *c == "..") {
-            return Err(StepError { step: STEP, message: format!("mount target {target:?} contains \"..\"") });
+        let comps: Vec<&str> = target
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if comps.contains(&"..") {
+            return Err(StepError {
+                step: STEP,
+                message: format!("mount target {target:?} contains \"..\""),
+            });
         }
         let mut prefix = String::new();
         for (i, comp) in comps.iter().enumerate() {
@@ -206,9 +273,10 @@ impl Root {
                 Err(Errno::NOENT) => {}
                 Err(e) => return Err(fail(STEP, format!("resolve {target} in the rootfs"))(e)),
             }
-            let parent = self
-                .resolve(&parent_rel)
-                .map_err(fail(STEP, format!("resolve parent of {target} in the rootfs")))?;
+            let parent = self.resolve(&parent_rel).map_err(fail(
+                STEP,
+                format!("resolve parent of {target} in the rootfs"),
+            ))?;
             let pst = rustix::fs::fstat(&parent).map_err(fail(STEP, "stat parent"))?;
             let make_dir = !last || want == Want::Dir;
             let created = if make_dir {
@@ -227,17 +295,27 @@ impl Root {
                 Err(Errno::EXIST) => {
                     return Err(StepError {
                         step: STEP,
-                        message: format!("mount target {target:?}: {prefix} is a dangling symlink in the image"),
+                        message: format!(
+                            "mount target {target:?}: {prefix} is a dangling symlink in the image"
+                        ),
                     });
                 }
-                Err(e) => return Err(fail(STEP, format!("create mount point {prefix} for {target}"))(e)),
+                Err(e) => {
+                    return Err(fail(
+                        STEP,
+                        format!("create mount point {prefix} for {target}"),
+                    )(e));
+                }
             }
             if pst.st_dev == self.dev {
                 // Where the stub really is, symlinks resolved: the parent's path under the root.
                 let parent_host = rustix::fs::readlinkat(CWD, fd_path(&parent), Vec::new())
                     .map_err(fail(STEP, "readlink parent"))?;
                 let parent_host = PathBuf::from(parent_host.to_string_lossy().into_owned());
-                let rel = parent_host.strip_prefix(&self.path).unwrap_or(Path::new("")).join(comp);
+                let rel = parent_host
+                    .strip_prefix(&self.path)
+                    .unwrap_or(Path::new(""))
+                    .join(comp);
                 self.stubs.push(Stub {
                     path: rel,
                     dir: make_dir,
@@ -246,7 +324,8 @@ impl Root {
                 });
             }
         }
-        self.resolve(target).map_err(fail(STEP, format!("resolve {target} after creating it")))
+        self.resolve(target)
+            .map_err(fail(STEP, format!("resolve {target} after creating it")))
     }
 }
 
@@ -260,7 +339,8 @@ fn bind(
     reopen: &dyn Fn() -> Result<OwnedFd, StepError>,
     step: &'static str,
 ) -> Result<(), StepError> {
-    rustix::mount::mount_bind_recursive(src, fd_path(target).as_str()).map_err(fail(step, format!("bind {src}")))?;
+    rustix::mount::mount_bind_recursive(src, fd_path(target).as_str())
+        .map_err(fail(step, format!("bind {src}")))?;
     if readonly {
         let top = reopen()?;
         remount_readonly(&fd_path(&top), step)?;
@@ -285,7 +365,8 @@ fn remount_readonly(target: &str, step: &'static str) -> Result<(), StepError> {
             flags |= m;
         }
     }
-    rustix::mount::mount_remount(target, flags, c"").map_err(fail(step, format!("remount {target} read-only")))
+    rustix::mount::mount_remount(target, flags, c"")
+        .map_err(fail(step, format!("remount {target} read-only")))
 }
 
 /// Mount everything the process sees besides the rootfs itself. Returns the stubs created.
@@ -305,7 +386,15 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
 
     let sys_fd = root.ensure("/sys", Want::Dir)?;
     let sys_target = fd_path(&sys_fd);
-    if rustix::mount::mount("sysfs", sys_target.as_str(), "sysfs", nse | MountFlags::RDONLY, c"").is_err() {
+    if rustix::mount::mount(
+        "sysfs",
+        sys_target.as_str(),
+        "sysfs",
+        nse | MountFlags::RDONLY,
+        c"",
+    )
+    .is_err()
+    {
         // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
         bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
     }
@@ -332,13 +421,21 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
     if !run.hostname.is_empty() {
         hosts_text.push_str(&format!("127.0.0.1\t{}\n", run.hostname));
     }
-    std::fs::write(&hosts, hosts_text).map_err(fail_io("etc", format!("write {}", hosts.display())))?;
+    std::fs::write(&hosts, hosts_text)
+        .map_err(fail_io("etc", format!("write {}", hosts.display())))?;
     let resolv = run.scratch.join("resolv.conf");
     let resolv_text = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(&resolv, resolv_text).map_err(fail_io("etc", format!("write {}", resolv.display())))?;
+    std::fs::write(&resolv, resolv_text)
+        .map_err(fail_io("etc", format!("write {}", resolv.display())))?;
     for (target, src) in [("/etc/hosts", &hosts), ("/etc/resolv.conf", &resolv)] {
         let fd = root.ensure(target, Want::File)?;
-        bind(&src.to_string_lossy(), &fd, true, &|| root.reopen(target), "etc")?;
+        bind(
+            &src.to_string_lossy(),
+            &fd,
+            true,
+            &|| root.reopen(target),
+            "etc",
+        )?;
     }
 
     let mut mounts: Vec<&MountSpec> = run.mounts.iter().collect();
@@ -349,7 +446,13 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
     }
     for (target, src, _mode) in &run.files {
         let fd = root.ensure(target, Want::File)?;
-        bind(&src.to_string_lossy(), &fd, true, &|| root.reopen(target), "files")?;
+        bind(
+            &src.to_string_lossy(),
+            &fd,
+            true,
+            &|| root.reopen(target),
+            "files",
+        )?;
     }
     Ok(root.stubs)
 }
@@ -367,19 +470,36 @@ fn populate_dev(root: &Root) -> Result<(), StepError> {
         )
         .map_err(fail(STEP, format!("create /dev/{name}")))?;
         // Device nodes cannot be made in a user namespace; bind the host's instead.
-        rustix::mount::mount_bind(format!("/dev/{name}").as_str(), format!("{dev_path}/{name}").as_str())
-            .map_err(fail(STEP, format!("bind /dev/{name}")))?;
+        rustix::mount::mount_bind(
+            format!("/dev/{name}").as_str(),
+            format!("{dev_path}/{name}").as_str(),
+        )
+        .map_err(fail(STEP, format!("bind /dev/{name}")))?;
     }
     for dir in ["pts", "shm"] {
-        rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755)).map_err(fail(STEP, format!("mkdir /dev/{dir}")))?;
+        rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755))
+            .map_err(fail(STEP, format!("mkdir /dev/{dir}")))?;
     }
     let pts = format!("{dev_path}/pts");
     let pts_flags = MountFlags::NOSUID | MountFlags::NOEXEC;
-    if rustix::mount::mount("devpts", pts.as_str(), "devpts", pts_flags, c"newinstance,ptmxmode=0666,mode=0620,gid=5")
-        .is_err()
+    if rustix::mount::mount(
+        "devpts",
+        pts.as_str(),
+        "devpts",
+        pts_flags,
+        c"newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )
+    .is_err()
     {
         // gid=5 is not mappable in a single-ID user namespace.
-        mount("devpts", &pts, "devpts", pts_flags, "newinstance,ptmxmode=0666,mode=0620", STEP)?;
+        mount(
+            "devpts",
+            &pts,
+            "devpts",
+            pts_flags,
+            "newinstance,ptmxmode=0666,mode=0620",
+            STEP,
+        )?;
     }
     mount(
         "shm",
@@ -397,7 +517,8 @@ fn populate_dev(root: &Root) -> Result<(), StepError> {
         ("stderr", "/proc/self/fd/2"),
         ("core", "/proc/kcore"),
     ] {
-        rustix::fs::symlinkat(to, &dev, link).map_err(fail(STEP, format!("symlink /dev/{link}")))?;
+        rustix::fs::symlinkat(to, &dev, link)
+            .map_err(fail(STEP, format!("symlink /dev/{link}")))?;
     }
     Ok(())
 }
@@ -414,26 +535,55 @@ fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), Ste
     let root = &*root;
     let reopen = || root.reopen(&m.target);
     match &m.kind {
-        MountKind::Bind { host, readonly } => bind(&host.to_string_lossy(), &fd, *readonly, &reopen, STEP),
+        MountKind::Bind { host, readonly } => {
+            bind(&host.to_string_lossy(), &fd, *readonly, &reopen, STEP)
+        }
         MountKind::Cache { host } => bind(&host.to_string_lossy(), &fd, false, &reopen, STEP),
         MountKind::Tmpfs { size } => {
             let data = size.map(|s| format!("size={s}")).unwrap_or_default();
-            mount("tmpfs", &target, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, &data, STEP)
+            mount(
+                "tmpfs",
+                &target,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                &data,
+                STEP,
+            )
         }
-        MountKind::Secret { host, mode, uid, gid } => {
+        MountKind::Secret {
+            host,
+            mode,
+            uid,
+            gid,
+        } => {
             // The secret lives in a private tmpfs, never on disk in the rootfs.
-            std::fs::create_dir_all(scratch).map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
+            std::fs::create_dir_all(scratch)
+                .map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
             let s = scratch.to_string_lossy();
-            mount("tmpfs", &s, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "mode=700", STEP)?;
+            mount(
+                "tmpfs",
+                &s,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                "mode=700",
+                STEP,
+            )?;
             let file = scratch.join("secret");
-            std::fs::copy(host, &file).map_err(fail_io(STEP, format!("read secret {}", host.display())))?;
-            rustix::fs::chown(&file, Some(rustix::fs::Uid::from_raw(*uid)), Some(rustix::fs::Gid::from_raw(*gid)))
-                .map_err(fail(STEP, format!("chown secret for {}", m.target)))?;
-            rustix::fs::chmod(&file, Mode::from_raw_mode(*mode)).map_err(fail(STEP, "chmod secret"))?;
+            std::fs::copy(host, &file)
+                .map_err(fail_io(STEP, format!("read secret {}", host.display())))?;
+            rustix::fs::chown(
+                &file,
+                Some(rustix::fs::Uid::from_raw(*uid)),
+                Some(rustix::fs::Gid::from_raw(*gid)),
+            )
+            .map_err(fail(STEP, format!("chown secret for {}", m.target)))?;
+            rustix::fs::chmod(&file, Mode::from_raw_mode(*mode))
+                .map_err(fail(STEP, "chmod secret"))?;
             bind(&file.to_string_lossy(), &fd, true, &reopen, STEP)
         }
         MountKind::Layers { lowers, readonly } => {
-            std::fs::create_dir_all(scratch).map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
+            std::fs::create_dir_all(scratch)
+                .map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
             let top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
             if *readonly && top_first.len() == 1 {
                 return bind(&top_first[0].to_string_lossy(), &fd, true, &reopen, STEP);
@@ -441,13 +591,22 @@ fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), Ste
             // Writes to a stage mount are discarded: the upper is in a throwaway tmpfs.
             let s = scratch.to_string_lossy();
             mount("tmpfs", &s, "tmpfs", MountFlags::empty(), "mode=755", STEP)?;
-            let (upper, work, empty) = (scratch.join("upper"), scratch.join("work"), scratch.join("empty"));
+            let (upper, work, empty) = (
+                scratch.join("upper"),
+                scratch.join("work"),
+                scratch.join("empty"),
+            );
             for d in [&upper, &work, &empty] {
                 std::fs::create_dir(d).map_err(fail_io(STEP, format!("mkdir {}", d.display())))?;
             }
-            let lowers = if top_first.is_empty() { vec![empty] } else { top_first };
+            let lowers = if top_first.is_empty() {
+                vec![empty]
+            } else {
+                top_first
+            };
             let merged = scratch.join("merged");
-            std::fs::create_dir(&merged).map_err(fail_io(STEP, format!("mkdir {}", merged.display())))?;
+            std::fs::create_dir(&merged)
+                .map_err(fail_io(STEP, format!("mkdir {}", merged.display())))?;
             mount_overlay(&lowers, &upper, &work, &merged)?;
             bind(&merged.to_string_lossy(), &fd, *readonly, &reopen, STEP)
         }
@@ -458,7 +617,8 @@ fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), Ste
 pub(crate) fn pivot(root: &Path) -> Result<(), StepError> {
     const STEP: &str = "pivot_root";
     rustix::process::chdir(root).map_err(fail(STEP, format!("chdir {}", root.display())))?;
-    rustix::process::pivot_root(".", ".").map_err(fail(STEP, format!("pivot_root {}", root.display())))?;
+    rustix::process::pivot_root(".", ".")
+        .map_err(fail(STEP, format!("pivot_root {}", root.display())))?;
     rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(fail(STEP, "detach old root"))?;
     rustix::process::chdir("/").map_err(fail(STEP, "chdir /"))
 }

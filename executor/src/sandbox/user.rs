@@ -73,7 +73,10 @@ fn parse_group(text: &str) -> Vec<GroupEntry<'_>> {
 
 fn numeric(s: &str) -> Option<Result<u32, UserError>> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        Some(s.parse::<u32>().map_err(|_| UserError::BadId(s.to_string())))
+        Some(
+            s.parse::<u32>()
+                .map_err(|_| UserError::BadId(s.to_string())),
+        )
     } else {
         None
     }
@@ -89,19 +92,46 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
         None => (user, None),
     };
     if user_part.is_empty() && group_part.is_none() {
-        let home = parse_passwd(passwd).iter().find(|e| e.uid == 0).map(|e| e.home).unwrap_or("/");
-        return Ok(ResolvedUser { uid: 0, gid: 0, groups: Vec::new(), home: non_empty(home) });
+        let home = parse_passwd(passwd)
+            .iter()
+            .find(|e| e.uid == 0)
+            .map(|e| e.home)
+            .unwrap_or("/");
+        return Ok(ResolvedUser {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: non_empty(home),
+        });
     }
     let users = parse_passwd(passwd);
     // BuildKit's fast path: numeric uid (and gid) take no IDs from the passwd file.
     if let Some(uid) = numeric(user_part) {
         let uid = uid?;
-        let home = non_empty(users.iter().find(|e| e.uid == uid).map(|e| e.home).unwrap_or("/"));
+        let home = non_empty(
+            users
+                .iter()
+                .find(|e| e.uid == uid)
+                .map(|e| e.home)
+                .unwrap_or("/"),
+        );
         match group_part {
-            None => return Ok(ResolvedUser { uid, gid: 0, groups: Vec::new(), home }),
+            None => {
+                return Ok(ResolvedUser {
+                    uid,
+                    gid: 0,
+                    groups: Vec::new(),
+                    home,
+                });
+            }
             Some(g) => {
                 if let Some(gid) = numeric(g) {
-                    return Ok(ResolvedUser { uid, gid: gid?, groups: Vec::new(), home });
+                    return Ok(ResolvedUser {
+                        uid,
+                        gid: gid?,
+                        groups: Vec::new(),
+                        home,
+                    });
                 }
             }
         }
@@ -140,11 +170,20 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
             }
         }
     }
-    Ok(ResolvedUser { uid, gid, groups, home: non_empty(home) })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home: non_empty(home),
+    })
 }
 
 fn non_empty(home: &str) -> String {
-    if home.is_empty() { "/".to_string() } else { home.to_string() }
+    if home.is_empty() {
+        "/".to_string()
+    } else {
+        home.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -157,19 +196,33 @@ mod tests {
     #[test]
     fn empty_user_is_root() {
         let u = resolve_user("", PASSWD, "").unwrap();
-        assert_eq!((u.uid, u.gid, u.groups, u.home.as_str()), (0, 0, vec![], "/root"));
+        assert_eq!(
+            (u.uid, u.gid, u.groups, u.home.as_str()),
+            (0, 0, vec![], "/root")
+        );
     }
 
     #[test]
     fn name_resolves_uid_primary_gid_and_member_groups() {
         let u = resolve_user("alice", PASSWD, GROUP).unwrap();
-        assert_eq!(u, ResolvedUser { uid: 1000, gid: 1001, groups: vec![10], home: "/home/alice".into() });
+        assert_eq!(
+            u,
+            ResolvedUser {
+                uid: 1000,
+                gid: 1001,
+                groups: vec![10],
+                home: "/home/alice".into()
+            }
+        );
     }
 
     #[test]
     fn numeric_uid_without_files_gets_gid_zero() {
         let u = resolve_user("1234", "", "").unwrap();
-        assert_eq!((u.uid, u.gid, u.groups, u.home.as_str()), (1234, 0, vec![], "/"));
+        assert_eq!(
+            (u.uid, u.gid, u.groups, u.home.as_str()),
+            (1234, 0, vec![], "/")
+        );
         assert_eq!(resolve_user("1234:55", "", "").unwrap().gid, 55);
     }
 
@@ -183,11 +236,15 @@ mod tests {
     #[test]
     fn unknown_names_give_buildkit_errors() {
         assert_eq!(
-            resolve_user("nobody2", PASSWD, GROUP).unwrap_err().to_string(),
+            resolve_user("nobody2", PASSWD, GROUP)
+                .unwrap_err()
+                .to_string(),
             "unable to find user nobody2: no matching entries in passwd file"
         );
         assert_eq!(
-            resolve_user("alice:nogroup", PASSWD, GROUP).unwrap_err().to_string(),
+            resolve_user("alice:nogroup", PASSWD, GROUP)
+                .unwrap_err()
+                .to_string(),
             "unable to find group nogroup: no matching entries in group file"
         );
     }
