@@ -186,6 +186,28 @@ fn context_owners_become_root_and_mtimes_are_kept() {
 }
 
 #[test]
+fn directory_mtimes_come_from_the_source_even_for_an_existing_dest() {
+    let fx = Fixture::new();
+    let c = fx.ctx();
+    write(&c, "src/sub/f", "1", 0o644);
+    let t = |s| filetime::FileTime::from_unix_time(s, 0);
+    filetime::set_file_mtime(c.join("src/sub"), t(2_000_000)).unwrap();
+    filetime::set_file_mtime(c.join("src"), t(3_000_000)).unwrap();
+    let l = fx.layer("base");
+    mkdir(&l, "app", 0o700);
+    filetime::set_file_mtime(l.join("app"), t(9)).unwrap();
+    let (out, r) = run(&fx, &req(&fx, &["src"], "/app", LayeredFs::new(vec![l])));
+    r.unwrap();
+    let mtime = |p: &str| std::fs::symlink_metadata(out.join(p)).unwrap().mtime();
+    assert_eq!((mtime("app"), mtime("app/sub")), (3_000_000, 2_000_000));
+    // Owner and mode of the existing destination stay the lower layer's.
+    assert_eq!(
+        std::fs::symlink_metadata(out.join("app")).unwrap().mode() & 0o7777,
+        0o700
+    );
+}
+
+#[test]
 fn chown_numeric_applies_to_files_and_created_parents() {
     let fx = Fixture::new();
     write(&fx.ctx(), "src/f", "1", 0o644);

@@ -102,12 +102,14 @@ impl<'a> Copier<'a> {
                 }
                 if created || overwrite_meta {
                     self.apply_meta(&host, src, e)?;
-                    w.defer_dir_time(
-                        host,
-                        FileTime::from_last_access_time(&e.metadata),
-                        FileTime::from_last_modification_time(&e.metadata),
-                    );
                 }
+                // Even an existing top-level destination takes the source directory's
+                // times (fsutil's `restoreFileTimestamp`), though not its owner or mode.
+                w.defer_dir_time(
+                    host,
+                    FileTime::from_last_access_time(&e.metadata),
+                    FileTime::from_last_modification_time(&e.metadata),
+                );
             }
             EntryKind::File => {
                 let host = w.prepare_file_target(dst)?;
