@@ -318,6 +318,16 @@ impl Backend {
                 serde_json::json!({ "run": run, "platform": self.options.platform })
             }
             Op::Copy(copy) => {
+                for source in &copy.sources {
+                    if let CopySource::Url(url) = source {
+                        // Content decides, like BuildKit: a pinned checksum, else the bytes.
+                        let sum = match &copy.checksum {
+                            Some(sum) => sum.clone(),
+                            None => self.url_digest(url)?,
+                        };
+                        inputs.push((format!("url {url}"), sum));
+                    }
+                }
                 match &copy.from {
                     Source::Context => {
                         for source in &copy.sources {
@@ -346,6 +356,36 @@ impl Backend {
             params,
             files,
         })
+    }
+
+    /// The digest of what `url` serves now: its content and Last-Modified time (BuildKit
+    /// keys HTTP sources on both).
+    fn url_digest(&self, url: &str) -> Result<String, String> {
+        use sha2::Digest;
+        use std::io::Read;
+        let dir = tempfile::tempdir_in(self.store.root().join("tmp"))
+            .map_err(|e| format!("ADD {url}: {e}"))?;
+        let name = kiln_executor::copy::http::download(url, None, dir.path())
+            .map_err(|e| e.to_string())?;
+        let path = dir.path().join(name);
+        let mut file = std::fs::File::open(&path).map_err(|e| format!("ADD {url}: {e}"))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| format!("ADD {url}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let mtime = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(format!("sha256:{} {mtime}", hex::encode(hasher.finalize())))
     }
 
     fn checksum(
