@@ -422,3 +422,21 @@ fn layer_writer_builds_synthesized_layers_that_unpack() {
         "file shrank while being archived (7 bytes missing)"
     );
 }
+
+#[test]
+fn overlay_redirect_or_metacopy_entries_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("moved")).unwrap();
+    xattr::set(t.path().join("moved"), "user.overlay.redirect", b"/orig").unwrap();
+    let err = write_layer(t.path(), std::io::sink(), &opts(Compression::None, Some(0)))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "reading {} for the layer: has the overlayfs xattr user.overlay.redirect: its content \
+             is in a lower layer (mount overlayfs with redirect_dir=off,metacopy=off)",
+            t.path().join("moved").display()
+        )
+    );
+}

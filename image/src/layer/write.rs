@@ -331,6 +331,16 @@ impl<W: Write> Walk<'_, W> {
     }
 }
 
+/// overlayfs xattrs that mean the upperdir entry is not self-contained (its
+/// content or children still live in a lower layer): such a tree is not a
+/// layer directory. Mount overlayfs with `redirect_dir=off,metacopy=off`.
+const INCOMPLETE_OVERLAY_XATTRS: [&str; 4] = [
+    "user.overlay.redirect",
+    "trusted.overlay.redirect",
+    "user.overlay.metacopy",
+    "trusted.overlay.metacopy",
+];
+
 /// Reads the xattrs to record (sorted) and whether the entry is an opaque
 /// overlay directory. Symlinks only carry `trusted.`/`security.` xattrs,
 /// which `llistxattr` reports like any other.
@@ -352,6 +362,12 @@ fn read_xattrs(path: &Path, _is_symlink: bool) -> io::Result<(BTreeMap<String, V
         if OPAQUE_XATTRS.contains(&name_str) {
             opaque |= xattr::get(path, &name)?.as_deref() == Some(b"y");
             continue;
+        }
+        if INCOMPLETE_OVERLAY_XATTRS.contains(&name_str) {
+            return Err(io::Error::other(format!(
+                "has the overlayfs xattr {name_str}: its content is in a lower layer \
+                 (mount overlayfs with redirect_dir=off,metacopy=off)"
+            )));
         }
         if is_excluded_xattr(name_str) {
             continue;
