@@ -356,3 +356,23 @@ fn not_an_archive_is_a_clear_error() {
         )
     );
 }
+
+#[test]
+fn gzip_compressed_archives_load_too() {
+    let t = tempfile::tempdir().unwrap();
+    let store = DirStore::new(&t.path().join("store"));
+    let (mdigest, _, _) = build_image(&store, t.path(), [Compression::Gzip, Compression::None]);
+    let tar_bytes = write_docker_archive(Vec::new(), &store, &export(&mdigest, "z:1")).unwrap();
+    let file = t.path().join("img.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(&file).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    gz.finish().unwrap();
+    let back = DirStore::new(&t.path().join("back"));
+    let loaded = read_archive(&file, &back).unwrap();
+    assert_eq!(loaded[0].manifest_digest, mdigest);
+    assert_eq!(loaded[0].ref_names, vec!["z:1".to_string()]);
+    assert_eq!(back.count(), 4);
+}
