@@ -589,6 +589,37 @@ fn exclude_patterns_filter_what_is_copied() {
 }
 
 #[test]
+fn exclude_exceptions_reinclude_below_an_excluded_dir() {
+    let fx = Fixture::new();
+    let c = fx.ctx();
+    write(&c, "src/sub/keep", "k", 0o644);
+    write(&c, "src/sub/drop", "d", 0o644);
+    write(&c, "src/top", "t", 0o644);
+    let mut r = req(&fx, &["src"], "/app/", scratch());
+    r.excludes = vec!["sub".into(), "!sub/keep".into()];
+    assert_eq!(
+        run_ok(&fx, &r),
+        lines(&[
+            "d /app 0755 0:0",
+            "d /app/sub 0755 0:0",
+            "f /app/sub/keep 0644 0:0 k",
+            "f /app/top 0644 0:0 t"
+        ])
+    );
+    // Patterns are relative to the named source, which itself is never excluded.
+    r.excludes = vec!["src".into(), "top".into()];
+    assert_eq!(
+        run_ok(&fx, &r),
+        lines(&[
+            "d /app 0755 0:0",
+            "d /app/sub 0755 0:0",
+            "f /app/sub/drop 0644 0:0 d",
+            "f /app/sub/keep 0644 0:0 k"
+        ])
+    );
+}
+
+#[test]
 fn parents_keep_the_source_path_below_the_root_or_pivot() {
     let fx = Fixture::new();
     let c = fx.ctx();

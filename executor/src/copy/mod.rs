@@ -281,7 +281,8 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
             SourceSpec::Path(p) => {
                 for m in source::expand(&src, p)? {
                     // `--exclude` also filters what a wildcard selected.
-                    if !excludes.is_empty()
+                    if m.wildcard
+                        && !excludes.is_empty()
                         && excludes.matches(m.entry.path.trim_start_matches('/'))
                     {
                         continue;
@@ -355,7 +356,11 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 let entry = fs
                     .metadata(&base)?
                     .ok_or_else(|| CopyError::SourceNotFound { path: base.clone() })?;
-                let m = source::Match { name: base, entry };
+                let m = source::Match {
+                    name: base,
+                    entry,
+                    wildcard: false,
+                };
                 bytes += copy_match(
                     &mut w,
                     &isrc,
@@ -380,7 +385,11 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 let entry = fs
                     .metadata(&name)?
                     .ok_or_else(|| CopyError::SourceNotFound { path: name.clone() })?;
-                let m = source::Match { name, entry };
+                let m = source::Match {
+                    name,
+                    entry,
+                    wildcard: false,
+                };
                 let unpack = req.unpack == Some(true);
                 bytes += copy_match(
                     &mut w,

@@ -19,6 +19,8 @@ pub(crate) struct Match {
     pub name: String,
     /// The entry after following symlinks.
     pub entry: Entry,
+    /// Selected by a wildcard (then `--exclude` also filters the match itself).
+    pub wildcard: bool,
 }
 
 /// Expands one source path (wildcards allowed).
@@ -39,7 +41,11 @@ pub(crate) fn expand(src: &Source<'_>, path: &str) -> Result<Vec<Match>, CopyErr
             return Err(not_found());
         }
         let name = comps.last().cloned().unwrap_or_default();
-        return Ok(vec![Match { name, entry }]);
+        return Ok(vec![Match {
+            name,
+            entry,
+            wildcard: false,
+        }]);
     }
     let base = src.fs.resolve(&join_components(&comps[..split]), true)?;
     let pattern = comps[split..].join("/");
@@ -77,6 +83,7 @@ fn walk_matches(
                 out.push(Match {
                     name: child.name.clone(),
                     entry,
+                    wildcard: true,
                 });
             }
             continue;
