@@ -196,3 +196,20 @@ fn prune_removes_stale_temp_entries_only() {
     assert!(!old.exists());
     assert!(fresh.exists());
 }
+
+#[test]
+fn prune_waits_for_builds_holding_the_shared_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let stray = s.put_blob_bytes(b"in use by a running build").unwrap();
+    let build = s.lock_shared().unwrap();
+    let s2 = s.clone();
+    let pruner = std::thread::spawn(move || s2.prune(PruneOptions::default()).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!pruner.is_finished(), "prune must wait for the build");
+    assert!(s.has_blob(&stray.digest));
+    drop(build);
+    let report = pruner.join().unwrap();
+    assert_eq!(report.blobs_removed, 1);
+    assert!(!s.has_blob(&stray.digest));
+}

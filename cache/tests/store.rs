@@ -345,3 +345,51 @@ fn shared_locks_coexist_and_exclusive_waits() {
     let x = s.try_lock_exclusive().unwrap();
     assert!(x.is_some());
 }
+
+/// Child half of `ref_updates_from_separate_processes_all_survive`: does nothing unless
+/// started by it (with KILN_CACHE_CHILD_ROOT set).
+#[test]
+fn child_process_ref_writer() {
+    let (Some(root), Some(prefix)) = (
+        std::env::var_os("KILN_CACHE_CHILD_ROOT"),
+        std::env::var("KILN_CACHE_CHILD_PREFIX").ok(),
+    ) else {
+        return;
+    };
+    let s = Store::open(std::path::Path::new(&root)).unwrap();
+    let _shared = s.lock_shared().unwrap();
+    for j in 0..25u8 {
+        s.set_ref(
+            &format!("{prefix}:v{j}"),
+            ImageRef {
+                manifest: sha256_digest(&[j]),
+                config: sha256_digest(prefix.as_bytes()),
+            },
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn ref_updates_from_separate_processes_all_survive() {
+    let (_d, s) = store();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["one", "two", "three"]
+        .iter()
+        .map(|prefix| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_process_ref_writer", "--test-threads=1"])
+                .env("KILN_CACHE_CHILD_ROOT", s.root())
+                .env("KILN_CACHE_CHILD_PREFIX", prefix)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let refs = s.list_refs().unwrap();
+    assert_eq!(refs.len(), 75, "{refs:?}");
+    assert!(refs.iter().any(|(n, _)| n == "three:v24"));
+}
