@@ -647,6 +647,11 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
     );
     assert!(stdout.contains("inside: f 1000:1000"), "{stdout}");
     assert!(stdout.contains("run-output: 0 1000"), "{stdout}");
+    let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
+    assert!(
+        stdout.contains(&format!("host-net: {host_links} ro proc")),
+        "{stdout}"
+    );
     let upper = dir.join("upper");
     let md = std::fs::symlink_metadata(upper.join("f")).unwrap();
     // Container ID 1000 is subordinate ID 999 of the range (ID 0 is the user itself).
@@ -707,13 +712,28 @@ fn rootless_mode() {
         files: vec![],
         snapshotter: Snapshotter::Overlay,
     };
-    let r = run(spec);
-    println!(
-        "run-output: {}",
-        r.stdout.split_whitespace().collect::<Vec<_>>().join(" ")
-    );
+    let r = run(spec.clone());
+    println!("run-output: {}", words(&r.stdout));
     let md = std::fs::symlink_metadata(upper.join("f")).unwrap();
     println!("inside: f {}:{}", md.uid(), md.gid());
+    // Host network: sysfs cannot be mounted, the host's /sys is bound read-only instead.
+    let (upper2, work2) = (dir.join("upper2"), dir.join("work2"));
+    std::fs::create_dir_all(&upper2).unwrap();
+    std::fs::create_dir_all(&work2).unwrap();
+    let script = "ls /sys/class/net | grep -c .; touch /sys/x 2>/dev/null || echo ro; \
+                  head -c 4 /proc/self/stat >/dev/null && echo proc";
+    let host = RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        network: Network::Host,
+        upper: upper2,
+        work: work2,
+        ..spec
+    };
+    println!("host-net: {}", words(&run(host).stdout));
+}
+
+fn words(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 // ---------- harness ----------

@@ -179,6 +179,15 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
         unsafe { libc::_exit(code) };
     }
     drop(alive_r);
+    // Only the sandbox should hold the output pipes, so their EOF means it is gone.
+    if let Ok(null) = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
     // Wait for PID 1; it reports the RUN's status itself.
     let pid = Pid::from_raw(pid).ok_or_else(|| StepError {
         step: "pid1",
@@ -194,6 +203,9 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
                         message: format!("sandbox init killed by signal {sig}"),
                     });
                 }
+                // PID 1 has exited, so the kernel has killed and reaped every process of
+                // the PID namespace: nothing writes to the rootfs any more.
+                let _ = protocol::send(out, &Event::Done);
                 return Ok(0);
             }
             Ok(None) => continue,

@@ -237,6 +237,7 @@ impl Drop for HelperProcess {
 
 enum Msg {
     Line(OutputLine),
+    OutputClosed,
     Event(Event),
     ControlClosed(Option<String>),
 }
@@ -284,7 +285,10 @@ fn start_helper(
             loop {
                 let mut line = Vec::new();
                 match r.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Msg::OutputClosed);
+                        break;
+                    }
                     Ok(_) => {
                         if line.last() == Some(&b'\n') {
                             line.pop();
@@ -328,14 +332,25 @@ async fn finish_helper(
 ) -> Result<Vec<Event>, SandboxError> {
     let mut events = Vec::new();
     let mut protocol_error = None;
-    // The channel closes when both pipes and the socket reached EOF, i.e. every process of
-    // the sandbox is gone.
+    let (mut done, mut closed) = (false, 0);
+    // Finished when the helper says the sandbox is gone and both pipes are drained, or when
+    // everything closed (the helper exited, e.g. after a setup failure).
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Line(l) => output(l),
+            Msg::OutputClosed => closed += 1,
+            Msg::Event(Event::Done) => done = true,
             Msg::Event(e) => events.push(e),
             Msg::ControlClosed(err) => protocol_error = err,
         }
+        if done && closed == 2 {
+            break;
+        }
+    }
+    if done && protocol_error.is_none() {
+        // Namespace teardown happens as the helper exits; reap it without waiting here.
+        std::thread::spawn(move || helper.wait());
+        return Ok(events);
     }
     let status = tokio::task::spawn_blocking(move || helper.wait())
         .await
@@ -427,6 +442,7 @@ pub async fn run(
     for ev in events {
         match ev {
             Event::Stubs(s) => stubs = s,
+            Event::Done => {}
             Event::Exited { code, signal } => {
                 outcome = Some(RunOutcome {
                     exit_code: code,

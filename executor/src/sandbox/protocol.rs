@@ -72,6 +72,9 @@ pub(crate) enum Event {
     Exited { code: i32, signal: Option<i32> },
     /// Sandbox setup failed before the process could run.
     Failed { step: String, message: String },
+    /// Every process of the sandbox is gone (sent by the helper after PID 1 is reaped); the
+    /// layer may be read. The helper's own exit (namespace teardown) is not waited for.
+    Done,
     /// Answer to [`Request::ProbeOverlay`].
     Probe { ok: bool, detail: String },
 }
