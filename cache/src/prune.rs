@@ -236,23 +236,39 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes entries of `tmp/` not modified for `age`.
+    /// Removes entries of `tmp/` not modified for `age`, and stray `.*.tmp` files that
+    /// [`crate::atomic_write`] leaves beside small files (refs, records, stat caches) when
+    /// a process dies between write and rename.
     pub(crate) fn clean_tmp(&self, age: Duration) -> Result<()> {
-        let tmp = self.tmp_dir();
         let now = SystemTime::now();
+        let is_old = |path: &std::path::Path| {
+            path.symlink_metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|d| d >= age)
+        };
+        let tmp = self.tmp_dir();
         for entry in fs::read_dir(&tmp).map_err(io_err("read directory", tmp.clone()))? {
             let Ok(entry) = entry else { continue };
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|d| d >= age);
-            if old {
-                let p = entry.path();
+            let p = entry.path();
+            if is_old(&p) {
                 remove_any(&p).map_err(io_err("remove", p.clone()))?;
+            }
+        }
+        for dir in [
+            self.root().to_path_buf(),
+            self.cache_dir(),
+            self.root().join("statcache"),
+        ] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for entry in rd.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let p = entry.path();
+                if name.starts_with('.') && name.ends_with(".tmp") && is_old(&p) {
+                    fs::remove_file(&p).map_err(io_err("remove", p.clone()))?;
+                }
             }
         }
         Ok(())

@@ -181,8 +181,10 @@ fn prune_removes_stale_temp_entries_only() {
     let s = Store::open(dir.path()).unwrap();
     let old = dir.path().join("tmp/blob-old");
     let fresh = dir.path().join("tmp/blob-fresh");
+    let stray_refs = dir.path().join(".refs-1-2-3.tmp");
     std::fs::write(&old, b"x").unwrap();
     std::fs::write(&fresh, b"y").unwrap();
+    std::fs::write(&stray_refs, b"{half").unwrap();
     let two_hours_ago = filetime::FileTime::from_unix_time(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -192,8 +194,11 @@ fn prune_removes_stale_temp_entries_only() {
         0,
     );
     filetime::set_file_mtime(&old, two_hours_ago).unwrap();
+    filetime::set_file_mtime(&stray_refs, two_hours_ago).unwrap();
     s.prune(PruneOptions::default()).unwrap();
     assert!(!old.exists());
+    assert!(!stray_refs.exists());
+    assert!(dir.path().join("VERSION").exists());
     assert!(fresh.exists());
 }
 
