@@ -93,7 +93,12 @@ pub fn image_config(
         entrypoint: c.entrypoint.clone(),
         cmd: c.cmd.clone(),
         volumes: set(&c.volumes),
-        working_dir: non_empty(&c.working_dir),
+        // BuildKit always records a working directory, "/" when none was set.
+        working_dir: Some(if c.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            c.working_dir.clone()
+        }),
         labels: (!labels.is_empty()).then_some(labels),
         stop_signal: c.stop_signal.clone(),
         healthcheck: c.healthcheck.as_ref().map(|h| oci::Healthcheck {

@@ -33,9 +33,12 @@ pub struct StageResult {
 }
 
 impl StageResult {
-    /// Snapshot directories of the layers, bottom first.
+    /// Snapshot directories of the layers, bottom first, as a rootfs needs them: a layer
+    /// that appears twice (two steps with the same diff) is kept only at its top-most place
+    /// — every entry of the lower copy is repeated above it, so the merged view is the same,
+    /// and overlayfs refuses a directory used twice.
     pub fn lowers(&self) -> Vec<PathBuf> {
-        self.layers.iter().map(|l| l.snapshot.clone()).collect()
+        lowers_of(&self.layers)
     }
 }
 
@@ -153,6 +156,19 @@ impl StageRunner {
         }
         Ok(current)
     }
+}
+
+/// See [`StageResult::lowers`].
+pub(crate) fn lowers_of(layers: &[Layer]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_first: Vec<PathBuf> = Vec::with_capacity(layers.len());
+    for layer in layers.iter().rev() {
+        if seen.insert(layer.diff_id.as_str()) {
+            top_first.push(layer.snapshot.clone());
+        }
+    }
+    top_first.reverse();
+    top_first
 }
 
 pub(crate) fn find_input(inputs: &StageInputs, index: usize) -> Result<&StageResult, SolveError> {

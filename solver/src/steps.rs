@@ -101,15 +101,30 @@ fn copy_request(
     })
 }
 
-/// WORKDIR: the directory and any missing parents, owned by the current USER, mode 0755.
-/// Parents that exist below are repeated with their own metadata so the layer changes
-/// nothing but what mkdir -p would.
+/// WORKDIR: `mkdir -p` as the current USER, mode 0755. Nothing to do when the directory
+/// exists (an empty layer); otherwise existing parents are repeated with their own metadata
+/// (as an overlay copy-up would) and the missing ones created.
 fn make_workdir(lowers: Vec<PathBuf>, w: &WorkdirOp, out: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let view = LayeredFs::new(lowers);
     let resolved = view
         .resolve(&w.path, true)
         .map_err(|e| format!("WORKDIR {}: {e}", w.path))?;
+    let comps = kiln_executor::layered::components(&resolved);
+    let mut existing = Vec::with_capacity(comps.len());
+    let mut inside = String::new();
+    for comp in &comps {
+        inside.push('/');
+        inside.push_str(comp);
+        match view.metadata(&inside).map_err(|e| e.to_string())? {
+            Some(e) if e.is_dir() => existing.push(Some(e)),
+            Some(_) => return Err(format!("mkdir {inside}: not a directory")),
+            None => existing.push(None),
+        }
+    }
+    if existing.iter().all(Option::is_some) {
+        return Ok(());
+    }
     let read = |p: &str| {
         view.read_file(p)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -122,20 +137,18 @@ fn make_workdir(lowers: Vec<PathBuf>, w: &WorkdirOp, out: &Path) -> Result<(), S
     )
     .map_err(|e| e.to_string())?;
     let mut inside = String::new();
-    for comp in kiln_executor::layered::components(&resolved) {
+    for (comp, existing) in comps.iter().zip(existing) {
         inside.push('/');
-        inside.push_str(&comp);
+        inside.push_str(comp);
         let host = out.join(inside.trim_start_matches('/'));
-        let existing = view.metadata(&inside).map_err(|e| e.to_string())?;
         std::fs::create_dir(&host).map_err(|e| format!("mkdir {inside}: {e}"))?;
         let (mode, uid, gid, mtime) = match existing {
-            Some(e) if e.is_dir() => (
+            Some(e) => (
                 e.mode(),
                 e.uid(),
                 e.gid(),
                 Some(filetime::FileTime::from_last_modification_time(&e.metadata)),
             ),
-            Some(_) => return Err(format!("mkdir {inside}: not a directory")),
             None => (0o755, owner.uid, owner.gid, None),
         };
         std::os::unix::fs::chown(&host, Some(uid), Some(gid))
