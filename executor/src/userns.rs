@@ -32,7 +32,8 @@ pub enum UsernsState {
     AlreadyRoot,
     /// Entered a new user namespace with these mappings (0 → caller, 1.. → subordinate IDs).
     Mapped { uids: Vec<IdMap>, gids: Vec<IdMap> },
-    /// Entered a new user namespace mapping only the caller; chown to other IDs fails.
+    /// Entered a new user namespace mapping only the caller (no range in /etc/subuid or
+    /// /etc/subgid); chown to other IDs fails. The caller should warn the user about that.
     SingleId { uid: u32, gid: u32 },
 }
 
@@ -134,10 +135,8 @@ pub fn enter_user_namespace_if_needed() -> Result<UsernsState, UsernsError> {
             UsernsState::Mapped { uids, gids }
         }
         _ => {
-            eprintln!(
-                "kiln: warning: no range for user {name:?} in /etc/subuid and /etc/subgid; mapping only \
-                 uid {uid} to root: chown to other IDs (e.g. by package managers) will fail"
-            );
+            // No subordinate range: the caller warns that chown to other IDs will fail
+            // (kiln's main prints it; a library must not write to stderr on its own).
             unshare_user()?;
             write_file("/proc/self/setgroups", "deny")?;
             write_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;

@@ -543,13 +543,16 @@ fn sleeper_mode() {
 }
 
 fn per_run_overhead_of_true_is_small() {
+    let n = std::env::var("KILN_SBTEST_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let mut sb = Sandbox::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let n = 20;
     let mut specs: Vec<RunSpec> = (0..n)
         .map(|_| RunSpec {
             argv: vec!["/bin/true".into()],
@@ -683,6 +686,94 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
     );
 }
 
+fn rootless_single_id_mapping_runs_as_root_and_refuses_foreign_chown() {
+    const USER: &str = "kilntest1";
+    if !std::process::Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        // No subordinate ranges for this one: kiln must fall back to a single-ID mapping.
+        let st = std::process::Command::new("useradd")
+            .args(["-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", USER])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd failed");
+    }
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let t = std::fs::read_to_string(f).unwrap_or_default();
+        assert!(
+            !t.lines().any(|l| l.starts_with(&format!("{USER}:"))),
+            "{USER} has a range in {f}"
+        );
+    }
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let dir = tmp.path().join("rl");
+    std::fs::create_dir(&dir).unwrap();
+    let uid: u32 = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", USER])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    rustix::fs::chown(&dir, Some(rustix::fs::Uid::from_raw(uid)), None).unwrap();
+    let copy = tmp.path().join("sbtest");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", USER, "--", "env", "KILN_SBTEST_MODE=rootless-single"])
+        .arg(format!("KILN_SBTEST_DIR={}", dir.display()))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "driver failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("single: 0 denied"), "{stdout}");
+    let md = std::fs::symlink_metadata(dir.join("upper/f")).unwrap();
+    assert_eq!(md.uid(), uid, "root inside is the user outside");
+}
+
+fn rootless_single_mode() {
+    let state = kiln_executor::userns::enter_user_namespace_if_needed().unwrap();
+    assert!(
+        matches!(state, kiln_executor::userns::UsernsState::SingleId { .. }),
+        "{state:?}"
+    );
+    let dir = PathBuf::from(std::env::var("KILN_SBTEST_DIR").unwrap());
+    let lower = busybox_layer(&dir);
+    let (upper, work) = (dir.join("upper"), dir.join("work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let script = "echo f > /f; id -u; chown 1000 /f 2>/dev/null || echo denied";
+    let spec = RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec![],
+        cwd: "/".into(),
+        user: String::new(),
+        hostname: String::new(),
+        network: Network::Host,
+        lowers: vec![lower],
+        upper,
+        work,
+        mounts: vec![],
+        files: vec![],
+        snapshotter: Snapshotter::Overlay,
+    };
+    println!("single: {}", words(&run(spec).stdout));
+}
+
 fn rootless_mode() {
     let state = kiln_executor::userns::enter_user_namespace_if_needed().unwrap();
     assert!(
@@ -745,9 +836,14 @@ fn main() {
     match std::env::var("KILN_SBTEST_MODE").as_deref() {
         Ok("sleeper") => return sleeper_mode(),
         Ok("rootless") => return rootless_mode(),
+        Ok("rootless-single") => return rootless_single_mode(),
         _ => {}
     }
     let tests: &[(&str, fn())] = &[
+        (
+            "rootless_single_id_mapping_runs_as_root_and_refuses_foreign_chown",
+            rootless_single_id_mapping_runs_as_root_and_refuses_foreign_chown,
+        ),
         (
             "run_changes_become_a_layer_with_whiteouts_and_opaque_dirs",
             run_changes_become_a_layer_with_whiteouts_and_opaque_dirs,
