@@ -240,7 +240,9 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         SnapshotterArg::Auto => {
             let (chosen, why) = runtime.block_on(Snapshotter::detect(&store.root().join("tmp")));
             if let Some(why) = why {
-                eprintln!("warning: overlayfs is not usable here ({why}); using the copy snapshotter");
+                eprintln!(
+                    "warning: overlayfs is not usable here ({why}); using the copy snapshotter"
+                );
             }
             chosen
         }
@@ -274,7 +276,11 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             .with_context(|| format!("naming the image {tag}"))?;
     }
     for output in &outputs {
-        output.write(&store, &image.manifest_digest, tags.first().map(String::as_str))?;
+        output.write(
+            &store,
+            &image.manifest_digest,
+            tags.first().map(String::as_str),
+        )?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &image.config_digest)
@@ -298,7 +304,10 @@ fn render_solve_error(e: &SolveError, df: &DockerfileSource) -> String {
     let mut out = String::new();
     if let Some(span) = e.span {
         let lines: Vec<&str> = df.text.lines().collect();
-        out.push_str(&format!("{}:{}\n--------------------\n", df.display, span.line));
+        out.push_str(&format!(
+            "{}:{}\n--------------------\n",
+            df.display, span.line
+        ));
         let first = span.line.saturating_sub(2).max(1);
         let last = span.end_line.max(span.line).min(lines.len());
         for n in first..=last {
@@ -327,8 +336,8 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
 }
 
 pub fn debug_parse(file: &Path) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
     let ast = kiln_parser::parse(&text).map_err(|e| anyhow!(e.render(&name, &text)))?;
     print!("{}", kiln_parser::dump(&ast));

@@ -6,8 +6,8 @@ use crate::outputs::write_file;
 use crate::root::open_store;
 use anyhow::{Context, Result, anyhow, bail};
 use kiln_cache::{ImageRef, Store};
-use kiln_image::oci::{ImageConfig, Manifest};
 use kiln_image::ExportImage;
+use kiln_image::oci::{ImageConfig, Manifest};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -111,7 +111,10 @@ pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
             h.comment.clone().unwrap_or_default(),
         ));
     }
-    println!("{:<22} {:<60} {:>10}  COMMENT", "CREATED", "CREATED BY", "SIZE");
+    println!(
+        "{:<22} {:<60} {:>10}  COMMENT",
+        "CREATED", "CREATED BY", "SIZE"
+    );
     for (created, by, size, comment) in rows.into_iter().rev() {
         let by: String = by.chars().take(60).collect();
         println!("{created:<22} {by:<60} {:>10}  {comment}", human_size(size));
@@ -154,10 +157,12 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<ExitCode> {
     }
     let src = StoreBlobs(&store);
     write_file(&args.output, |out| match args.format {
-        SaveFormat::Docker => {
-            kiln_image::write_docker_archive(out, &src, &images).map(drop).map_err(Into::into)
-        }
-        SaveFormat::Oci => kiln_image::write_oci_archive(out, &src, &images).map(drop).map_err(Into::into),
+        SaveFormat::Docker => kiln_image::write_docker_archive(out, &src, &images)
+            .map(drop)
+            .map_err(Into::into),
+        SaveFormat::Oci => kiln_image::write_oci_archive(out, &src, &images)
+            .map(drop)
+            .map_err(Into::into),
     })?;
     Ok(ExitCode::SUCCESS)
 }

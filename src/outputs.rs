@@ -25,9 +25,10 @@ impl OutputSpec {
                 Some(("type", v)) => kind = Some(v.to_string()),
                 Some(("dest", v)) => dest = Some(PathBuf::from(v)),
                 Some(("tar", v)) => {
-                    tar = Some(v.parse::<bool>().map_err(|_| {
-                        anyhow!("-o {spec:?}: tar= takes true or false, not {v:?}")
-                    })?)
+                    tar =
+                        Some(v.parse::<bool>().map_err(|_| {
+                            anyhow!("-o {spec:?}: tar= takes true or false, not {v:?}")
+                        })?)
                 }
                 _ => bail!("-o {spec:?}: unknown option {part:?} (expected type=, dest=, tar=)"),
             }
@@ -36,9 +37,7 @@ impl OutputSpec {
         match kind.as_deref() {
             Some("oci") => {
                 // A dest that exists as a directory, or ends in '/', means the layout itself.
-                let tar = tar.unwrap_or_else(|| {
-                    !(dest.is_dir() || spec.trim_end().ends_with('/'))
-                });
+                let tar = tar.unwrap_or_else(|| !(dest.is_dir() || spec.trim_end().ends_with('/')));
                 Ok(OutputSpec::Oci { dest, tar })
             }
             Some("docker") => Ok(OutputSpec::Docker { dest }),
@@ -60,10 +59,14 @@ impl OutputSpec {
                     .with_context(|| format!("writing the OCI layout {}", dest.display()))?;
             }
             OutputSpec::Oci { dest, tar: true } => write_file(dest, |f| {
-                kiln_image::write_oci_archive(f, &src, &images).map(drop).map_err(Into::into)
+                kiln_image::write_oci_archive(f, &src, &images)
+                    .map(drop)
+                    .map_err(Into::into)
             })?,
             OutputSpec::Docker { dest } => write_file(dest, |f| {
-                kiln_image::write_docker_archive(f, &src, &images).map(drop).map_err(Into::into)
+                kiln_image::write_docker_archive(f, &src, &images)
+                    .map(drop)
+                    .map_err(Into::into)
             })?,
         }
         Ok(())

@@ -113,8 +113,14 @@ fn no_cache_builds_in_different_stores_give_the_same_image_id() {
     // Different mtimes in the second context.
     let later = filetime::FileTime::from_unix_time(1_900_000_000, 0);
     filetime::set_file_mtime(ctx_b.path().join("site/index.html"), later).unwrap();
-    let a = iid(&Kiln::new(), &["--no-cache", ctx_a.path().to_str().unwrap()]);
-    let b = iid(&Kiln::new(), &["--no-cache", ctx_b.path().to_str().unwrap()]);
+    let a = iid(
+        &Kiln::new(),
+        &["--no-cache", ctx_a.path().to_str().unwrap()],
+    );
+    let b = iid(
+        &Kiln::new(),
+        &["--no-cache", ctx_b.path().to_str().unwrap()],
+    );
     assert!(a.starts_with("sha256:"), "{a}");
     assert_eq!(a, b);
     for compression in ["zstd", "none"] {
@@ -254,10 +260,11 @@ fn load_round_trips_a_saved_image() {
     a.build_ok(&["-t", "hello:1", testdata("hello").to_str().unwrap()]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("img.tar");
-    assert!(a
-        .run(&["save", "-o", file.to_str().unwrap(), "hello:1"])
-        .status
-        .success());
+    assert!(
+        a.run(&["save", "-o", file.to_str().unwrap(), "hello:1"])
+            .status
+            .success()
+    );
     let b = Kiln::new();
     let out = b.run(&["load", "-i", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -26,14 +26,22 @@ fn ensure_user() -> u32 {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
     };
     if id(()).is_none() {
         let status = Command::new("useradd")
             .args(["-m", "-s", "/bin/sh", USER])
             .status()
             .expect("useradd");
-        assert!(status.success() || id(()).is_some(), "useradd {USER} failed");
+        assert!(
+            status.success() || id(()).is_some(),
+            "useradd {USER} failed"
+        );
     }
     for file in ["/etc/subuid", "/etc/subgid"] {
         let text = fs::read_to_string(file).unwrap_or_default();

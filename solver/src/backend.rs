@@ -138,7 +138,10 @@ impl Backend {
     pub fn ensure_snapshot(&self, layer: &LayerRef) -> Result<Layer, String> {
         let id = hex_of(&layer.diff_id)?;
         if !self.store.has_snapshot(id) {
-            let blob = self.store.open_blob(&layer.digest).map_err(|e| e.to_string())?;
+            let blob = self
+                .store
+                .open_blob(&layer.digest)
+                .map_err(|e| e.to_string())?;
             let staging = self.store.snapshot_staging().map_err(|e| e.to_string())?;
             let info = kiln_image::unpack_layer(
                 std::io::BufReader::new(blob),
@@ -218,7 +221,10 @@ impl Backend {
                 progress.send(Event::Explain { id, reason });
             }
         }
-        let staging = self.store.snapshot_staging().map_err(|e| at(e.to_string()))?;
+        let staging = self
+            .store
+            .snapshot_staging()
+            .map_err(|e| at(e.to_string()))?;
         steps::execute(&self, step, current, inputs, staging.path(), id, progress).await?;
         let this = self.clone();
         let layer = blocking(move || this.commit_layer(staging))

@@ -4,10 +4,10 @@
 //! its steps in order (a Dockerfile stage is a chain). Independent stages therefore run in
 //! parallel, and a stage several others read from runs once.
 
+use crate::Backend;
 use crate::error::SolveError;
 use crate::progress::{Event, Progress, VertexInfo};
-use crate::stage::{StageRunner, StageResult};
-use crate::Backend;
+use crate::stage::{StageResult, StageRunner};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use kiln_parser::BuildGraph;
 use std::sync::Arc;

@@ -149,8 +149,18 @@ mod tests {
 
     #[test]
     fn names_the_changed_file() {
-        let a = inputs("k1", "p", serde_json::json!({"dest": "/"}), &[("a", "1"), ("b", "2")]);
-        let b = inputs("k2", "p", serde_json::json!({"dest": "/"}), &[("a", "1"), ("b", "3")]);
+        let a = inputs(
+            "k1",
+            "p",
+            serde_json::json!({"dest": "/"}),
+            &[("a", "1"), ("b", "2")],
+        );
+        let b = inputs(
+            "k2",
+            "p",
+            serde_json::json!({"dest": "/"}),
+            &[("a", "1"), ("b", "3")],
+        );
         assert_eq!(explain(Some(&a), &b), vec!["file changed: b"]);
     }
 

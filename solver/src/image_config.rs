@@ -55,12 +55,7 @@ pub fn state_from_config(config: &ImageConfig) -> ImageState {
             cmd: c.cmd.clone(),
             volumes: keys(&c.volumes),
             working_dir: c.working_dir.clone().unwrap_or_default(),
-            labels: c
-                .labels
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            labels: c.labels.clone().unwrap_or_default().into_iter().collect(),
             stop_signal: c.stop_signal.clone(),
             healthcheck,
             shell: c.shell.clone(),

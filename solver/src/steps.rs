@@ -338,7 +338,11 @@ fn mount_spec(
                 Some((_, SecretSource::Env(name))) => std::env::var(name)
                     .map_err(|_| format!("secret {id}: environment variable {name} is not set"))?
                     .into_bytes(),
-                None if *required => return Err(format!("secret {id}: not provided (--secret id={id},src=FILE)")),
+                None if *required => {
+                    return Err(format!(
+                        "secret {id}: not provided (--secret id={id},src=FILE)"
+                    ));
+                }
                 None => Vec::new(),
             };
             if let Some(name) = env_name {
@@ -346,7 +350,8 @@ fn mount_spec(
             }
             let mut file = tempfile::NamedTempFile::new_in(backend.store.root().join("tmp"))
                 .map_err(|e| format!("secret {id}: {e}"))?;
-            std::io::Write::write_all(&mut file, &value).map_err(|e| format!("secret {id}: {e}"))?;
+            std::io::Write::write_all(&mut file, &value)
+                .map_err(|e| format!("secret {id}: {e}"))?;
             let host = file.path().to_path_buf();
             keep.push(Box::new(file));
             SandboxMount::Secret {

@@ -14,7 +14,9 @@ pub fn kiln_bin() -> PathBuf {
 
 /// The repository's `testdata/` folder.
 pub fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
 }
 
 /// A kiln store in a temporary directory.
@@ -168,7 +170,10 @@ pub fn apply_layer(files: &mut BTreeMap<String, FileInfo>, data: &[u8]) {
     for e in ar.entries().expect("layer entries") {
         let mut e = e.expect("layer entry");
         let path = e.path().expect("path").to_string_lossy().into_owned();
-        let path = path.trim_start_matches("./").trim_end_matches('/').to_string();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
         let (dir, base) = match path.rsplit_once('/') {
             Some((d, b)) => (d.to_string(), b.to_string()),
             None => (String::new(), path.clone()),
