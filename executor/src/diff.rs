@@ -311,6 +311,9 @@ pub struct CopyBase {
     pub dirs: BTreeMap<PathBuf, u64>,
     /// Change times at or before this (seconds, nanoseconds) predate the RUN.
     pub barrier: (i64, i64),
+    /// Device nodes of the lower layers that could not be recreated (mknod is refused in a
+    /// user namespace): their absence from the rootfs is not a deletion.
+    pub skipped: BTreeSet<PathBuf>,
 }
 
 /// Compare `rootfs` (a materialized copy of `lowers_top_first`, after a RUN) with the
@@ -384,6 +387,7 @@ impl Differ<'_> {
             let dst = self.out.join(&crel);
             match (ours.contains(name), theirs.get(name)) {
                 (false, None) => {}
+                (false, Some(_)) if self.base.skipped.contains(&crel) => {}
                 (false, Some(_)) => {
                     self.ensure_out(rel)?;
                     write_whiteout(&dst)?;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -76,16 +76,18 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
         path: root.to_path_buf(),
         source,
     })?;
-    let mut dirs = BTreeMap::new();
-    dirs.insert(
-        PathBuf::new(),
-        fs::symlink_metadata(root).map(|m| m.ino()).unwrap_or(0),
-    );
+    let mut base = CopyBase {
+        dirs: BTreeMap::new(),
+        barrier: (0, 0),
+        skipped: Default::default(),
+    };
+    let root_ino = fs::symlink_metadata(root).map(|m| m.ino()).unwrap_or(0);
+    base.dirs.insert(PathBuf::new(), root_ino);
     fill(
         root,
         Path::new(""),
         &merged_root(lowers_top_first),
-        &mut dirs,
+        &mut base,
     )
     .map_err(SnapshotError::from)?;
     // The barrier: everything materialized has ctime <= barrier; wait until the clock has
@@ -118,15 +120,11 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
         })?;
         diff::copy_metadata(top, &md, root).map_err(SnapshotError::from)?;
     }
-    Ok(CopyBase { dirs, barrier })
+    base.barrier = barrier;
+    Ok(base)
 }
 
-fn fill(
-    root: &Path,
-    rel: &Path,
-    lower: &[PathBuf],
-    dirs: &mut BTreeMap<PathBuf, u64>,
-) -> Result<(), DiffError> {
+fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Result<(), DiffError> {
     let mut links = Links::default();
     for (name, paths) in merged_children(lower)? {
         let crel = rel.join(&name);
@@ -135,12 +133,24 @@ fn fill(
         let md = fs::symlink_metadata(src).map_err(ioe(src, "stat"))?;
         if md.is_dir() {
             diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| {
-                fill(root, &crel, &paths, dirs)
+                fill(root, &crel, &paths, base)
             })?;
             let ino = fs::symlink_metadata(&dst).map_err(ioe(&dst, "stat"))?.ino();
-            dirs.insert(crel, ino);
+            base.dirs.insert(crel, ino);
         } else {
-            diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| Ok(()))?;
+            let device = md.file_type().is_char_device() || md.file_type().is_block_device();
+            match diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| Ok(())) {
+                Ok(()) => {}
+                // Rootless: device nodes cannot be made; leave them out of the copy.
+                Err(DiffError::Io {
+                    op: "mknod",
+                    source,
+                    ..
+                }) if device && source.raw_os_error() == Some(libc::EPERM) => {
+                    base.skipped.insert(crel);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

@@ -624,6 +624,20 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
     .parse::<u32>()
     .unwrap();
     rustix::fs::chown(&dir, Some(rustix::fs::Uid::from_raw(uid)), None).unwrap();
+    // A layer with a device node, which the copy snapshotter cannot recreate rootless.
+    let devlayer = dir.join("devlayer");
+    std::fs::create_dir(&devlayer).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &devlayer.join("node"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    for p in [&devlayer, &devlayer.join("node")] {
+        rustix::fs::chown(p, Some(rustix::fs::Uid::from_raw(uid)), None).unwrap();
+    }
     // The test binary must be reachable by the unprivileged user.
     let exe = std::env::current_exe().unwrap();
     let copy = tmp.path().join("sbtest");
@@ -678,6 +692,7 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
         wh.file_type().is_char_device() && wh.rdev() == 0,
         "whiteout made rootless"
     );
+    assert!(stdout.contains("copy-layer: [\"c\"]"), "{stdout}");
     let t = tree(&upper);
     assert_eq!(
         t.keys().cloned().collect::<Vec<_>>(),
@@ -820,7 +835,21 @@ fn rootless_mode() {
         work: work2,
         ..spec
     };
-    println!("host-net: {}", words(&run(host).stdout));
+    println!("host-net: {}", words(&run(host.clone()).stdout));
+    // Copy snapshotter, rootless, over a layer holding a device node.
+    let (upper3, work3) = (dir.join("upper3"), dir.join("work3"));
+    std::fs::create_dir_all(&upper3).unwrap();
+    std::fs::create_dir_all(&work3).unwrap();
+    let copy = RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), "echo c > /c".into()],
+        lowers: vec![dir.join("base"), dir.join("devlayer")],
+        upper: upper3.clone(),
+        work: work3,
+        snapshotter: Snapshotter::Copy,
+        ..host
+    };
+    run(copy);
+    println!("copy-layer: {:?}", tree(&upper3).keys().collect::<Vec<_>>());
 }
 
 fn words(s: &str) -> String {
