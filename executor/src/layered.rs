@@ -62,7 +62,8 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn of(m: &Metadata) -> EntryKind {
+    /// The kind of an `lstat` result.
+    pub fn of(m: &Metadata) -> EntryKind {
         let ft = m.file_type();
         if ft.is_dir() {
             EntryKind::Dir
@@ -246,7 +247,8 @@ impl LayeredFs {
             if !m.is_dir() {
                 return Ok(Probe::Hidden);
             }
-            if self.is_opaque(&p) {
+            // Nothing lies below the bottom layer, so its opaque markers hide nothing.
+            if layer > 0 && self.is_opaque(&p) {
                 opaque = true;
             }
         }
@@ -441,7 +443,7 @@ impl LayeredFs {
                 };
                 seen.insert(name.to_string(), value);
             }
-            if opaque_above || self.is_opaque(&host) {
+            if opaque_above || (i > 0 && self.is_opaque(&host)) {
                 break;
             }
         }

@@ -29,6 +29,9 @@ pub(crate) struct LayerWriter {
     parent_owner: Owner,
     /// Directory times to set once everything below them is written.
     dir_times: Vec<(PathBuf, FileTime, FileTime)>,
+    /// Directories this step created where nothing existed below: their children can only
+    /// be in this layer, so lookups skip the lower layers.
+    fresh: std::collections::HashSet<String>,
     /// View paths written, in order.
     pub written: Vec<String>,
 }
@@ -45,7 +48,36 @@ impl LayerWriter {
             view: lowers.with_top(out.to_path_buf()),
             parent_owner,
             dir_times: Vec::new(),
+            fresh: std::collections::HashSet::new(),
             written: Vec::new(),
+        }
+    }
+
+    /// Like `view.lookup`, but only this layer is consulted below a fresh directory.
+    fn lookup_dst(&self, vpath: &str) -> Result<Option<Entry>, CopyError> {
+        if !self.fresh.contains(&super::parent_of(vpath)) {
+            return Ok(self.view.lookup(vpath)?);
+        }
+        let host = self.host(vpath);
+        match fs::symlink_metadata(&host) {
+            Ok(m) => Ok(Some(Entry {
+                path: vpath.to_string(),
+                host_path: host,
+                layer: self.view.layers().len() - 1,
+                kind: crate::layered::EntryKind::of(&m),
+                metadata: m,
+            })),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(CopyError::Io {
+                op: "stat",
+                path: host,
+                source: e,
+            }),
         }
     }
 
@@ -96,7 +128,7 @@ impl LayerWriter {
                 });
             }
         }
-        match self.view.lookup(cur)? {
+        match self.lookup_dst(cur)? {
             Some(e) if e.is_dir() => {
                 self.bring_up_dir(&e, &host)?;
                 Ok(false)
@@ -109,6 +141,7 @@ impl LayerWriter {
                 let o = self.parent_owner;
                 meta::set_owner(&host, o.uid, o.gid).map_err(io_at("chown", &host))?;
                 meta::set_mode(&host, mode.unwrap_or(0o755)).map_err(io_at("chmod", &host))?;
+                self.fresh.insert(cur.to_string());
                 self.written.push(cur.to_string());
                 Ok(true)
             }
@@ -131,7 +164,7 @@ impl LayerWriter {
     /// Prepares `vpath` (parent already in this layer) to receive a non-directory:
     /// refuses an existing directory, removes an earlier copy in this layer.
     pub fn prepare_file_target(&mut self, vpath: &str) -> Result<PathBuf, CopyError> {
-        let existing = self.view.lookup(vpath)?;
+        let existing = self.lookup_dst(vpath)?;
         if let Some(e) = &existing
             && e.is_dir()
         {
@@ -168,7 +201,7 @@ impl LayerWriter {
         vpath: &str,
         mode: u32,
     ) -> Result<(PathBuf, bool), CopyError> {
-        if let Some(e) = self.view.lookup(vpath)?
+        if let Some(e) = self.lookup_dst(vpath)?
             && !e.is_dir()
         {
             return Err(CopyError::CopyToNonDir {
@@ -198,7 +231,7 @@ impl LayerWriter {
             }
         }
         if want_dir {
-            match self.view.lookup(vpath)? {
+            match self.lookup_dst(vpath)? {
                 Some(e) if e.is_dir() => self.bring_up_dir(&e, &host)?,
                 _ => fs::create_dir(&host).map_err(io_at("mkdir", &host))?,
             }
