@@ -629,7 +629,7 @@ fn rootless_run_maps_ids_through_the_subuid_range() {
     std::fs::create_dir(&devlayer).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &devlayer.join("node"),
+        devlayer.join("node"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
