@@ -31,8 +31,9 @@ impl Source<'_> {
     /// Whether a source entry is visible (not excluded by `.dockerignore`).
     pub fn visible(&self, e: &Entry) -> bool {
         match self.filter {
-            Some(f) => f(e.path.trim_start_matches('/')),
-            None => true,
+            // The context root itself is always there.
+            Some(f) if e.path != "/" => f(e.path.trim_start_matches('/')),
+            _ => true,
         }
     }
 }
