@@ -135,23 +135,36 @@ impl<W: Write> LayerWriter<W> {
         }
     }
 
-    /// Appends a whiteout for `path` (the entry `dir/.wh.name`).
-    pub fn append_whiteout(&mut self, path: &[u8], meta: &EntryMeta) -> io::Result<()> {
+    /// Appends a whiteout for `path` (the entry `dir/.wh.name`). Like
+    /// containerd 2, markers carry fixed metadata (mode 0, owner 0:0, mtime
+    /// 0): when or by whom something was deleted never reaches the bytes.
+    pub fn append_whiteout(&mut self, path: &[u8]) -> io::Result<()> {
         let (dir, base) = split_parent(path);
         let mut name = dir.to_vec();
         name.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
         name.extend_from_slice(base);
-        self.append(&name, &EntryKind::File { size: 0 }, meta, io::empty())
+        self.append(
+            &name,
+            &EntryKind::File { size: 0 },
+            &EntryMeta::default(),
+            io::empty(),
+        )
     }
 
-    /// Appends the opaque marker for directory `dir` (`dir/.wh..wh..opq`).
-    pub fn append_opaque(&mut self, dir: &[u8], meta: &EntryMeta) -> io::Result<()> {
+    /// Appends the opaque marker for directory `dir` (`dir/.wh..wh..opq`),
+    /// with the same fixed metadata as whiteouts.
+    pub fn append_opaque(&mut self, dir: &[u8]) -> io::Result<()> {
         let mut name = dir.to_vec();
         if !name.is_empty() && !name.ends_with(b"/") {
             name.push(b'/');
         }
         name.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
-        self.append(&name, &EntryKind::File { size: 0 }, meta, io::empty())
+        self.append(
+            &name,
+            &EntryKind::File { size: 0 },
+            &EntryMeta::default(),
+            io::empty(),
+        )
     }
 
     /// Ends the tar, flushes the compressor and returns the digests.
@@ -260,10 +273,7 @@ impl<W: Write> Walk<'_, W> {
             source,
         };
         if ft.is_char_device() && md.rdev() == 0 {
-            return self
-                .writer
-                .append_whiteout(&tar_name, &meta)
-                .map_err(write_err);
+            return self.writer.append_whiteout(&tar_name).map_err(write_err);
         }
         if ft.is_dir() {
             self.writer
@@ -271,13 +281,7 @@ impl<W: Write> Walk<'_, W> {
                 .map_err(write_err)?;
             tar_name.push(b'/');
             if opaque {
-                let marker = EntryMeta {
-                    xattrs: BTreeMap::new(),
-                    ..meta.clone()
-                };
-                self.writer
-                    .append_opaque(&tar_name, &marker)
-                    .map_err(write_err)?;
+                self.writer.append_opaque(&tar_name).map_err(write_err)?;
             }
             return self.dir(abs, &tar_name);
         }
