@@ -108,21 +108,44 @@ impl Lexer {
 
     /// Expands `word` into one string (spaces kept), like `ProcessWord`.
     pub fn process_word(&self, word: &str, env: &dyn Env) -> Result<String, ExpandError> {
-        self.process(word, env).map(|(w, _)| w)
+        if self.is_literal(word) {
+            return Ok(word.to_string());
+        }
+        self.process(word, env, false).map(|(w, _)| w)
     }
 
     /// Expands `word` and splits it into words (quote-aware), like `ProcessWords`.
     pub fn process_words(&self, word: &str, env: &dyn Env) -> Result<Vec<String>, ExpandError> {
-        self.process(word, env).map(|(_, ws)| ws)
+        if self.is_literal(word) {
+            return Ok(word
+                .split(char::is_whitespace)
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect());
+        }
+        self.process(word, env, true).map(|(_, ws)| ws)
     }
 
-    fn process(&self, word: &str, env: &dyn Env) -> Result<(String, Vec<String>), ExpandError> {
+    /// Nothing to expand, unquote or unescape: the common case, answered without the lexer.
+    fn is_literal(&self, word: &str) -> bool {
+        !word
+            .chars()
+            .any(|c| c == '$' || c == '\'' || c == '"' || c == self.escape)
+    }
+
+    fn process(
+        &self,
+        word: &str,
+        env: &dyn Env,
+        want_words: bool,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let mut sw = ShellWord {
             lex: *self,
             chars: word.chars().collect(),
             pos: 0,
             env,
             raw_escapes: self.raw_escapes,
+            want_words,
         };
         let raw = sw.raw_escapes;
         sw.process_stop_on(None, raw).map_err(|reason| ExpandError {
@@ -148,6 +171,8 @@ struct ShellWord<'a> {
     pos: usize,
     env: &'a dyn Env,
     raw_escapes: bool,
+    /// Whether the caller wants the split words (ProcessWords) or only the string.
+    want_words: bool,
 }
 
 #[derive(Default)]
@@ -155,10 +180,14 @@ struct Words {
     word: String,
     words: Vec<String>,
     in_word: bool,
+    off: bool,
 }
 
 impl Words {
     fn add_char(&mut self, ch: char) {
+        if self.off {
+            return;
+        }
         if ch.is_whitespace() && self.in_word {
             if !self.word.is_empty() {
                 self.words.push(std::mem::take(&mut self.word));
@@ -169,15 +198,24 @@ impl Words {
         }
     }
     fn add_raw_char(&mut self, ch: char) {
+        if self.off {
+            return;
+        }
         self.word.push(ch);
         self.in_word = true;
     }
     fn add_string(&mut self, s: &str) {
+        if self.off {
+            return;
+        }
         for ch in s.chars() {
             self.add_char(ch);
         }
     }
     fn add_raw_string(&mut self, s: &str) {
+        if self.off {
+            return;
+        }
         self.word.push_str(s);
         self.in_word = true;
     }
@@ -217,7 +255,10 @@ impl ShellWord<'_> {
 
     fn process_stop_on_inner(&mut self, stop: Option<char>) -> Res<(String, Vec<String>)> {
         let mut result = String::new();
-        let mut words = Words::default();
+        let mut words = Words {
+            off: !self.want_words,
+            ..Words::default()
+        };
         while let Some(ch) = self.peek() {
             if stop == Some(ch) {
                 self.next();

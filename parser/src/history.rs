@@ -10,24 +10,27 @@ pub(crate) fn run_command_string(
     build_args: &[(String, Option<String>)],
     env: &dyn crate::expand::Env,
 ) -> String {
-    let mut tmp: Vec<(String, String)> = Vec::new();
-    for (k, v) in build_args {
-        let value = env
-            .get(k)
-            .map(str::to_string)
-            .unwrap_or_else(|| v.clone().unwrap_or_default());
-        match tmp.iter_mut().find(|(key, _)| key == k) {
-            Some(e) => e.1 = value,
-            None => tmp.push((k.clone(), value)),
+    // `build_args` holds each key once (lowering dedups in place), so no index is needed.
+    let mut out = String::new();
+    if !build_args.is_empty() {
+        out.push_str(&format!("|{}", build_args.len()));
+        for (k, v) in build_args {
+            let value = env
+                .get(k)
+                .unwrap_or_else(|| v.as_deref().unwrap_or_default());
+            out.push(' ');
+            out.push_str(k);
+            out.push('=');
+            out.push_str(value);
         }
     }
-    let mut parts: Vec<String> = Vec::new();
-    if !tmp.is_empty() {
-        parts.push(format!("|{}", tmp.len()));
-        parts.extend(tmp.into_iter().map(|(k, v)| format!("{k}={v}")));
+    for a in argv {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(a);
     }
-    parts.extend(argv.iter().cloned());
-    parts.join(" ")
+    out
 }
 
 /// `HEALTHCHECK %+v` of BuildKit's HealthcheckConfig.

@@ -474,9 +474,9 @@ impl Ctx<'_> {
         if let BaseRef::Stage(j) = self.bases[i] {
             deps.push(j);
         }
-        let mut all: Vec<Instruction> = self.triggers(i)?;
-        all.extend(self.df.stages[i].instructions.iter().cloned());
-        for ins in &all {
+        let triggers = self.triggers(i)?;
+        let df = self.df;
+        for ins in triggers.iter().chain(df.stages[i].instructions.iter()) {
             for name in from_refs(ins) {
                 if let FromRef::Stage(j) = self.resolve_from(&name.0, i, name.1, name.2)? {
                     deps.push(j);
@@ -707,7 +707,11 @@ impl StageLowering<'_, '_> {
                     {
                         self.state.env.set(&d.key, v);
                     }
-                    self.state.build_args.push((d.key.clone(), value.clone()));
+                    // Repeats keep their first position (BuildKit's history dedup).
+                    match self.state.build_args.iter_mut().find(|(k, _)| *k == d.key) {
+                        Some(e) => e.1 = value.clone(),
+                        None => self.state.build_args.push((d.key.clone(), value.clone())),
+                    }
                     parts.push(match &value {
                         Some(v) => format!("{}={v}", d.key),
                         None => d.key.clone(),
@@ -872,13 +876,18 @@ impl StageLowering<'_, '_> {
                 ));
             }
         }
-        let mut mounts = Vec::new();
-        for (m, mspan) in &r.mounts {
-            let env = self.state.env.clone();
+        let mut raws = Vec::with_capacity(r.mounts.len());
+        {
+            let env = &self.state.env;
             let lexer = self.ctx.lexer;
-            let mut ex = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
-            let raw = parse_mount(m, &mut ex).map_err(|e| at(*mspan, e))?;
-            mounts.push(self.lower_mount(raw, *mspan)?);
+            let mut ex = |w: &str| lexer.process_word(w, env).map_err(|e| e.to_string());
+            for (m, mspan) in &r.mounts {
+                raws.push((parse_mount(m, &mut ex).map_err(|e| at(*mspan, e))?, *mspan));
+            }
+        }
+        let mut mounts = Vec::with_capacity(raws.len());
+        for (raw, mspan) in raws {
+            mounts.push(self.lower_mount(raw, mspan)?);
         }
         let h = format!(
             "RUN {} # buildkit",

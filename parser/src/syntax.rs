@@ -776,6 +776,9 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
 }
 
 fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
+    if !line.contains("<<") {
+        return Ok(Vec::new());
+    }
     let mut lex = Lexer::new('\\');
     lex.raw_quotes = true;
     lex.raw_escapes = true;
