@@ -264,6 +264,32 @@ fn mount_points_never_reach_the_layer() {
     );
 }
 
+fn dangling_symlinked_mount_points_stay_inside_the_rootfs_and_leave_no_trace() {
+    let mut sb = Sandbox::new();
+    let links = sb.dir.join("links");
+    std::fs::create_dir_all(links.join("etc")).unwrap();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        links.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "/../../../../tmp/kiln-escape-hosts",
+        links.join("etc/hosts"),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file("/tmp/kiln-escape-hosts");
+    sb.lowers.push(links);
+    let spec = sb.spec("test -f /run/systemd/resolve/stub-resolv.conf && test -s /etc/hosts && test -s /tmp/kiln-escape-hosts && echo ok");
+    let upper = spec.upper.clone();
+    assert_eq!(run(spec).stdout, "ok\n");
+    assert!(
+        !Path::new("/tmp/kiln-escape-hosts").exists(),
+        "a mount point escaped the rootfs"
+    );
+    assert_eq!(tree(&upper), BTreeMap::new());
+}
+
 fn unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer() {
     let mut sb = Sandbox::new();
     let spec = sb.spec("cat /etc/passwd >/dev/null; chown root:root /etc/x; chmod 644 /etc/x; touch -r /etc/passwd /etc/passwd; true");
@@ -876,6 +902,10 @@ fn main() {
         (
             "run_changes_become_a_layer_with_whiteouts_and_opaque_dirs",
             run_changes_become_a_layer_with_whiteouts_and_opaque_dirs,
+        ),
+        (
+            "dangling_symlinked_mount_points_stay_inside_the_rootfs_and_leave_no_trace",
+            dangling_symlinked_mount_points_stay_inside_the_rootfs_and_leave_no_trace,
         ),
         (
             "mount_points_never_reach_the_layer",

@@ -216,8 +216,13 @@ impl Root {
         let dev = rustix::fs::fstat(&fd)
             .map_err(fail("rootfs", "stat rootfs"))?
             .st_dev;
+        // The kernel's name for the root (symlinks resolved), so that stub paths read back
+        // through /proc/self/fd strip to paths relative to it.
+        let path = rustix::fs::readlinkat(CWD, fd_path(&fd), Vec::new())
+            .map(|p| PathBuf::from(p.to_string_lossy().into_owned()))
+            .map_err(fail("rootfs", format!("readlink {}", path.display())))?;
         Ok(Root {
-            path: path.to_path_buf(),
+            path,
             fd,
             dev,
             stubs: Vec::new(),
@@ -244,7 +249,35 @@ impl Root {
     /// Resolve `target` inside the rootfs, creating missing components (recorded as stubs
     /// when they land on the rootfs itself, not on a mount inside it).
     fn ensure(&mut self, target: &str, want: Want) -> Result<OwnedFd, StepError> {
+        self.ensure_depth(target, want, 0)
+    }
+
+    /// The parent's path relative to the root, symlinks resolved (from the fd).
+    fn rel_of(&self, fd: &OwnedFd) -> Result<PathBuf, StepError> {
         const STEP: &str = "mount-point";
+        let host = rustix::fs::readlinkat(CWD, fd_path(fd), Vec::new())
+            .map_err(fail(STEP, "readlink parent"))?;
+        let host = PathBuf::from(host.to_string_lossy().into_owned());
+        match host.strip_prefix(&self.path) {
+            Ok(rel) => Ok(rel.to_path_buf()),
+            Err(_) => Err(StepError {
+                step: STEP,
+                message: format!(
+                    "mount point resolved outside the rootfs ({})",
+                    host.display()
+                ),
+            }),
+        }
+    }
+
+    fn ensure_depth(&mut self, target: &str, want: Want, depth: u32) -> Result<OwnedFd, StepError> {
+        const STEP: &str = "mount-point";
+        if depth > 16 {
+            return Err(StepError {
+                step: STEP,
+                message: format!("mount target {target:?}: too many levels of symbolic links"),
+            });
+        }
         let comps: Vec<&str> = target
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
@@ -293,12 +326,31 @@ impl Root {
             match created {
                 Ok(()) => {}
                 Err(Errno::EXIST) => {
-                    return Err(StepError {
-                        step: STEP,
-                        message: format!(
-                            "mount target {target:?}: {prefix} is a dangling symlink in the image"
-                        ),
-                    });
+                    // A dangling symlink: like runc, create the mount point where it points,
+                    // resolved inside the rootfs ("..", absolute links clamp at its root).
+                    let link = rustix::fs::readlinkat(&parent, *comp, Vec::new()).map_err(fail(
+                        STEP,
+                        format!("mount target {target:?}: read symlink {prefix}"),
+                    ))?;
+                    let link = link.to_string_lossy().into_owned();
+                    let base = if link.starts_with('/') {
+                        PathBuf::new()
+                    } else {
+                        self.rel_of(&parent)?
+                    };
+                    let mut joined: Vec<String> = Vec::new();
+                    let rest = comps[i + 1..].join("/");
+                    let full = format!("{}/{link}/{rest}", base.display());
+                    for c in full.split('/') {
+                        match c {
+                            "" | "." => {}
+                            ".." => {
+                                joined.pop();
+                            }
+                            c => joined.push(c.to_string()),
+                        }
+                    }
+                    return self.ensure_depth(&joined.join("/"), want, depth + 1);
                 }
                 Err(e) => {
                     return Err(fail(
@@ -309,13 +361,7 @@ impl Root {
             }
             if pst.st_dev == self.dev {
                 // Where the stub really is, symlinks resolved: the parent's path under the root.
-                let parent_host = rustix::fs::readlinkat(CWD, fd_path(&parent), Vec::new())
-                    .map_err(fail(STEP, "readlink parent"))?;
-                let parent_host = PathBuf::from(parent_host.to_string_lossy().into_owned());
-                let rel = parent_host
-                    .strip_prefix(&self.path)
-                    .unwrap_or(Path::new(""))
-                    .join(comp);
+                let rel = self.rel_of(&parent)?.join(comp);
                 self.stubs.push(Stub {
                     path: rel,
                     dir: make_dir,
