@@ -98,7 +98,9 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(base).unwrap();
-    let cache = dir.path().join("statcache");
+    let cache = std::env::var_os("KILN_BENCH_STATCACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("statcache"));
     // KILN_BENCH_CONTEXT: reuse (or create and keep) a generated context there, so a
     // profiler can watch the checksum runs without the generation.
     let root = match std::env::var_os("KILN_BENCH_CONTEXT") {

@@ -83,6 +83,35 @@ impl StatCache {
             .map(|i| (self.loaded[i].key, self.loaded[i].sha))
     }
 
+    /// Like [`StatCache::get`] for lookups made in (nearly) sorted order: `hint` is the
+    /// index just after the previous hit and is tried before a binary search, which turns
+    /// most lookups of a walk into one string comparison.
+    pub(crate) fn get_hinted(
+        &self,
+        rel: &str,
+        key: &StatKey,
+        hint: &mut usize,
+    ) -> Option<[u8; 32]> {
+        if self.updates.is_empty()
+            && let Some(l) = self.loaded.get(*hint)
+            && self.path_of(l) == rel
+        {
+            *hint += 1;
+            return (l.key == *key).then_some(l.sha);
+        }
+        if let Some(v) = self.updates.get(rel) {
+            return (v.0 == *key).then_some(v.1);
+        }
+        match self.loaded.binary_search_by(|l| self.path_of(l).cmp(rel)) {
+            Ok(i) => {
+                *hint = i + 1;
+                let l = &self.loaded[i];
+                (l.key == *key).then_some(l.sha)
+            }
+            Err(_) => None,
+        }
+    }
+
     pub(crate) fn get(&self, rel: &str, key: &StatKey) -> Option<[u8; 32]> {
         match self.lookup(rel) {
             Some((k, sha)) if k == *key => Some(sha),

@@ -39,6 +39,26 @@ pub(super) struct Item {
     pub sha: Option<[u8; 32]>,
 }
 
+/// A walked directory keeps its subtree as a tree until the source is done, so each item
+/// is moved a fixed number of times rather than once per ancestor directory.
+enum Node {
+    Leaf(Item),
+    Dir(Item, Vec<Node>),
+}
+
+/// Pre-order flattening: a directory, then its subtree.
+fn flatten(nodes: Vec<Node>, out: &mut Vec<Item>) {
+    for n in nodes {
+        match n {
+            Node::Leaf(i) => out.push(i),
+            Node::Dir(i, children) => {
+                out.push(i);
+                flatten(children, out);
+            }
+        }
+    }
+}
+
 impl Item {
     /// The path bytes that go into the digest.
     pub(super) fn raw_path(&self) -> &[u8] {
@@ -228,6 +248,11 @@ impl Context {
             &info,
             &mut children,
         )?;
+        let mut children = {
+            let mut flat = Vec::with_capacity(children.len());
+            flatten(children, &mut flat);
+            flat
+        };
         if ignored && children.is_empty() {
             if src.from_wildcard {
                 return Ok(());
@@ -255,7 +280,7 @@ impl Context {
         src_root: &str,
         excludes: Option<&IgnoreMatcher>,
         dir_info: &MatchInfo,
-        out: &mut Vec<Item>,
+        out: &mut Vec<Node>,
     ) -> Result<(), ContextError> {
         // Names are taken once: `DirEntry::file_name` allocates, so calling it inside the
         // sort comparator cost more than the sort itself.
@@ -326,7 +351,7 @@ impl Context {
 
         // Second pass: subdirectories in parallel (stat calls dominate a no-op rebuild),
         // stitched back in sorted order.
-        let subtrees: Vec<Result<Option<Vec<Item>>, ContextError>> = slots
+        let subtrees: Vec<Result<Option<Node>, ContextError>> = slots
             .par_iter()
             .map(|slot| match slot {
                 Slot::Leaf(_) => Ok(None),
@@ -340,19 +365,19 @@ impl Context {
                     let mut children = Vec::new();
                     self.walk_dir(rel, abs, src_root, excludes, info, &mut children)?;
                     if *hidden && children.is_empty() {
-                        return Ok(Some(Vec::new()));
+                        return Ok(None);
                     }
-                    let mut v = Vec::with_capacity(children.len() + 1);
-                    v.push(self.item(rel, || abs.clone(), meta)?);
-                    v.append(&mut children);
-                    Ok(Some(v))
+                    Ok(Some(Node::Dir(
+                        self.item(rel, || abs.clone(), meta)?,
+                        children,
+                    )))
                 }
             })
             .collect();
         for (slot, sub) in slots.into_iter().zip(subtrees) {
             match (slot, sub?) {
-                (Slot::Leaf(item), _) => out.push(item),
-                (Slot::Dir { .. }, Some(mut items)) => out.append(&mut items),
+                (Slot::Leaf(item), _) => out.push(Node::Leaf(item)),
+                (Slot::Dir { .. }, Some(node)) => out.push(node),
                 (Slot::Dir { .. }, None) => {}
             }
         }
@@ -427,9 +452,10 @@ impl Context {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
             };
+            let mut hint = 0;
             for (i, it) in items.iter_mut().enumerate() {
                 let Some(key) = it.stat else { continue };
-                match cache.get(&it.entry.rel_path, &key) {
+                match cache.get_hinted(&it.entry.rel_path, &key, &mut hint) {
                     Some(sha) => {
                         it.sha = Some(sha);
                         stats.cache_hits += 1;
