@@ -112,6 +112,7 @@ impl StatCache {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn get(&self, rel: &str, key: &StatKey) -> Option<[u8; 32]> {
         match self.lookup(rel) {
             Some((k, sha)) if k == *key => Some(sha),
