@@ -15,6 +15,30 @@
 //!
 //! The crate knows nothing of Dockerfile syntax or namespaces: the solver decides which
 //! patterns to checksum and how to combine digests into cache keys.
+//!
+//! A build, in short:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_cache::{ChecksumOptions, Context, Store, load_for};
+//! use std::path::Path;
+//!
+//! let store = Store::open(Path::new("/var/lib/kiln"))?;
+//! let _build = store.lock_shared()?; // prune waits until the build is done
+//! let ctx_dir = Path::new(".");
+//! let ignore = load_for(ctx_dir, &ctx_dir.join("Dockerfile"))?;
+//! let ctx = Context::open(ctx_dir, ignore, Some(store.stat_cache_path(ctx_dir)))?;
+//! let opts = ChecksumOptions { follow_links: true, wildcard: true, excludes: vec![] };
+//! let sum = ctx.checksum("src/", &opts)?; // sum.digest goes into the COPY step's key
+//! // ... look up / put cache records, write blobs, commit snapshots, set refs ...
+//! ctx.save_stat_cache()?;
+//! # let _ = sum;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Writers (build, tag, load) hold [`Store::lock_shared`]; [`Store::prune`] takes the
+//! lock exclusively and waits for them.
 
 mod blob;
 pub mod context;
