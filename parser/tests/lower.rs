@@ -489,3 +489,42 @@ fn lowering_errors_render_with_the_line() {
         "dockerfile contains no stages to build"
     );
 }
+
+#[test]
+fn onbuild_heredoc_triggers_round_trip() {
+    let src = "FROM scratch AS base\nONBUILD RUN <<EOF\necho from trigger\nEOF\nFROM base\n";
+    let g = graph(src);
+    assert_eq!(
+        g.stages[0].steps[0].op,
+        Op::OnBuild("RUN <<EOF\necho from trigger\nEOF".into())
+    );
+    let child = &g.stages[1];
+    assert_eq!(
+        run(&child.steps[0]).argv,
+        ["/bin/sh", "-c", "echo from trigger\n"]
+    );
+}
+
+#[test]
+fn exec_form_and_shell_wrapping_follow_shell() {
+    let g = graph(
+        "FROM scratch\nSHELL [\"/bin/bash\", \"-eo\", \"pipefail\", \"-c\"]\nRUN a | b\nENTRYPOINT exec app\nCMD [\"x\"]\n",
+    );
+    let s = &g.stages[0].steps;
+    assert_eq!(
+        run(&s[1]).argv,
+        ["/bin/bash", "-eo", "pipefail", "-c", "a | b"]
+    );
+    assert!(run(&s[1]).shell_form);
+    assert_eq!(
+        s[2].op,
+        Op::Entrypoint(vec![
+            "/bin/bash".into(),
+            "-eo".into(),
+            "pipefail".into(),
+            "-c".into(),
+            "exec app".into()
+        ])
+    );
+    assert_eq!(s[3].op, Op::Cmd(vec!["x".into()]));
+}
