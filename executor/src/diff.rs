@@ -7,7 +7,7 @@
 //! Overlay-internal xattrs (`user.overlay.*` other than `opaque`) are never part of it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -102,6 +102,38 @@ pub(crate) fn merged_children(
         .filter(|(_, s)| !s.paths.is_empty())
         .map(|(n, s)| (n, s.paths))
         .collect())
+}
+
+/// One name in a merged directory: what [`merged_children`] would give for `name`.
+pub(crate) fn merged_lookup(
+    dirs: &[PathBuf],
+    name: &OsStr,
+) -> Result<Option<Vec<PathBuf>>, DiffError> {
+    let mut paths = Vec::new();
+    for d in dirs {
+        let p = d.join(name);
+        let md = match fs::symlink_metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ioe(&p, "stat")(e)),
+        };
+        if is_whiteout(&md) {
+            break;
+        }
+        if md.is_dir() {
+            let opaque = is_opaque(&p);
+            paths.push(p);
+            if opaque {
+                break;
+            }
+        } else {
+            if paths.is_empty() {
+                paths.push(p);
+            }
+            break;
+        }
+    }
+    Ok((!paths.is_empty()).then_some(paths))
 }
 
 /// The root directories of a layer stack (top-most first), cut after an opaque root.

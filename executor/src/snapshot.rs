@@ -202,15 +202,10 @@ pub(crate) fn normalize_upper(
 
 /// Returns whether `dir` is empty afterwards.
 fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
-    let theirs = if lower.is_empty() {
-        BTreeMap::new()
-    } else {
-        merged_children(lower)?
-    };
     // Removing entries below changes this directory's mtime: restore it afterwards.
     let before = fs::symlink_metadata(dir).map_err(ioe(dir, "stat"))?;
     let mut removed = false;
-    let left = norm_children(dir, &theirs, &mut removed)?;
+    let left = norm_children(dir, lower, &mut removed)?;
     if removed {
         let atime = filetime::FileTime::from_last_access_time(&before);
         let mtime = filetime::FileTime::from_last_modification_time(&before);
@@ -219,17 +214,16 @@ fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
     Ok(left == 0)
 }
 
-fn norm_children(
-    dir: &Path,
-    theirs: &BTreeMap<std::ffi::OsString, Vec<PathBuf>>,
-    removed: &mut bool,
-) -> Result<usize, DiffError> {
+fn norm_children(dir: &Path, lower: &[PathBuf], removed: &mut bool) -> Result<usize, DiffError> {
     let mut left = 0usize;
     for name in read_dir_sorted(dir)? {
         let p = dir.join(&name);
         let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
         strip_overlay_xattrs(&p, &md)?;
-        let lp = theirs.get(&name);
+        // Look up only the names the upper holds: a small layer over a big directory
+        // (/usr/lib) costs a few stats, not a listing of the lower directory.
+        let lp = diff::merged_lookup(lower, &name)?;
+        let lp = lp.as_ref();
         if diff::is_whiteout(&md) {
             if lp.is_none() {
                 fs::remove_file(&p).map_err(ioe(&p, "remove whiteout of nothing"))?;
