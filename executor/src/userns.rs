@@ -34,7 +34,12 @@ pub enum UsernsState {
     Mapped { uids: Vec<IdMap>, gids: Vec<IdMap> },
     /// Entered a new user namespace mapping only the caller (no range in /etc/subuid or
     /// /etc/subgid); chown to other IDs fails. The caller should warn the user about that.
-    SingleId { uid: u32, gid: u32 },
+    SingleId {
+        uid: u32,
+        gid: u32,
+        /// Why: no subordinate range, or newuidmap/newgidmap failed (their message).
+        why: String,
+    },
 }
 
 /// Why the user namespace could not be set up.
@@ -131,21 +136,38 @@ pub fn enter_user_namespace_if_needed() -> Result<UsernsState, UsernsError> {
                     count: gc,
                 },
             ];
-            map_with_helpers(&uids, &gids)?;
-            UsernsState::Mapped { uids, gids }
+            match map_with_helpers(&uids, &gids) {
+                Ok(()) => UsernsState::Mapped { uids, gids },
+                // Already in the new namespace but unmapped: our own single mapping still
+                // works if newuidmap wrote nothing (e.g. it is not installed).
+                Err(UsernsError::Map(why)) => match write_single(uid, gid) {
+                    Ok(()) => UsernsState::SingleId { uid, gid, why },
+                    Err(_) => return Err(UsernsError::Map(why)),
+                },
+                Err(e) => return Err(e),
+            }
         }
         _ => {
             // No subordinate range: the caller warns that chown to other IDs will fail
             // (kiln's main prints it; a library must not write to stderr on its own).
             unshare_user()?;
-            write_file("/proc/self/setgroups", "deny")?;
-            write_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
-            write_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
-            UsernsState::SingleId { uid, gid }
+            write_single(uid, gid)?;
+            UsernsState::SingleId {
+                uid,
+                gid,
+                why: format!("no range for user {name:?} in /etc/subuid and /etc/subgid"),
+            }
         }
     };
     become_root()?;
     Ok(state)
+}
+
+/// Map only ourselves (0 → uid, 0 → gid); setgroups must be denied first when unprivileged.
+fn write_single(uid: u32, gid: u32) -> Result<(), UsernsError> {
+    write_file("/proc/self/setgroups", "deny")?;
+    write_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
+    write_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))
 }
 
 fn unshare_user() -> Result<(), UsernsError> {
