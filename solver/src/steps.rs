@@ -292,10 +292,28 @@ fn mount_spec(
             _ => {
                 let host = kiln_cache::resolve_in_root(backend.context_dir(), &source)
                     .map_err(|e| e.to_string())?;
-                // Writes to a context bind are discarded, never written to the context.
-                SandboxMount::Layers {
-                    lowers: vec![host],
-                    readonly: mount.readonly,
+                if host.is_dir() {
+                    // Writes to a context bind are discarded, never written to the context.
+                    SandboxMount::Layers {
+                        lowers: vec![host],
+                        readonly: mount.readonly,
+                    }
+                } else if mount.readonly {
+                    SandboxMount::Bind {
+                        host,
+                        readonly: true,
+                    }
+                } else {
+                    // A writable file bind gets a private copy, so the context stays as it is.
+                    let copy = tempfile::NamedTempFile::new_in(backend.store.root().join("tmp"))
+                        .map_err(|e| format!("bind {source}: {e}"))?;
+                    std::fs::copy(&host, copy.path()).map_err(|e| format!("bind {source}: {e}"))?;
+                    let path = copy.path().to_path_buf();
+                    keep.push(Box::new(copy));
+                    SandboxMount::Bind {
+                        host: path,
+                        readonly: false,
+                    }
                 }
             }
         },

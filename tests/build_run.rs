@@ -1,0 +1,183 @@
+//! End-to-end builds with RUN on a busybox base made FROM scratch: output, failures,
+//! layers, RUN --mount kinds, networks and the cache rules for RUN.
+
+mod common;
+
+use common::{Kiln, stderr};
+use std::fs;
+use std::path::Path;
+
+const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n";
+
+/// A context with busybox-static and the given Dockerfile (appended to [`BASE`]).
+fn context(dockerfile_tail: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .expect("busybox-static must be installed (apt-get install busybox-static)");
+    fs::write(
+        dir.path().join("Dockerfile"),
+        format!("{BASE}{dockerfile_tail}"),
+    )
+    .unwrap();
+    dir
+}
+
+fn path(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+#[test]
+fn run_output_is_streamed_and_files_land_in_the_layer() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "RUN echo hello-from-run && mkdir -p /opt/app && echo data > /opt/app/f && ln -s f /opt/app/l\nRUN rm /opt/app/f && echo new > /opt/app/g\n",
+    );
+    let out = kiln.build_ok(&["-t", "run:1", path(ctx.path())]);
+    assert!(stderr(&out).contains("hello-from-run"), "{}", stderr(&out));
+    let image = kiln.image("run:1");
+    assert!(!image.files.contains_key("opt/app/f"));
+    assert_eq!(image.text("opt/app/g"), "new\n");
+    assert_eq!(image.file("opt/app/l").kind, 'l');
+    assert_eq!(image.file("opt/app/l").link, "f");
+    // Mount points and files the sandbox provides are not committed.
+    assert!(!image.files.contains_key("etc/hosts"));
+    assert!(!image.files.contains_key("etc/resolv.conf"));
+    assert!(!image.files.keys().any(|k| k.starts_with("proc/")));
+    assert!(!image.files.keys().any(|k| k.starts_with("dev/")));
+}
+
+#[test]
+fn a_failing_run_reports_exit_code_output_and_line_and_tags_nothing() {
+    let kiln = Kiln::new();
+    let ctx = context("RUN echo before-failing && exit 3\n");
+    let out = kiln.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "fail:1",
+        path(ctx.path()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:5"), "{err}");
+    assert!(
+        err.contains(">>> RUN echo before-failing && exit 3"),
+        "{err}"
+    );
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("before-failing"), "{err}");
+    assert!(!common::stdout(&kiln.run(&["images"])).contains("fail"));
+}
+
+#[test]
+fn run_is_cached_by_its_command_and_args_in_scope() {
+    let kiln = Kiln::new();
+    let ctx = context("ARG V=1\nRUN echo v > /v\nRUN echo w > /w\n");
+    let c = path(ctx.path());
+    kiln.build_ok(&[c]);
+    let again = stderr(&kiln.build_ok(&[c]));
+    assert_eq!(again.matches("CACHED").count(), 4, "{again}");
+    // A changed ARG value re-runs every RUN after the ARG, not the ones before.
+    let changed = stderr(&kiln.build_ok(&["--build-arg", "V=2", "--explain-cache", c]));
+    assert_eq!(changed.matches("CACHED").count(), 2, "{changed}");
+    assert!(
+        changed.contains("V=2") || changed.contains("env"),
+        "{changed}"
+    );
+}
+
+#[test]
+fn cache_mounts_persist_and_never_reach_a_layer() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "RUN --mount=type=cache,target=/cache echo x >> /cache/log && wc -l < /cache/log > /count\n",
+    );
+    let c = path(ctx.path());
+    kiln.build_ok(&["-t", "cm:1", c]);
+    kiln.build_ok(&["--no-cache", "-t", "cm:1", c]);
+    let image = kiln.image("cm:1");
+    assert_eq!(image.text("count").trim(), "2");
+    assert!(!image.files.keys().any(|k| k.starts_with("cache/")));
+}
+
+#[test]
+fn secrets_are_visible_to_run_and_nowhere_else() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "RUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen-len && wc -c < /run/secrets/tok > /len\nRUN --mount=type=secret,id=tok,env=TOKEN test \"$TOKEN\" = s3cr3t-value\n",
+    );
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    fs::write(secret.path(), "s3cr3t-value").unwrap();
+    let spec = format!("id=tok,src={}", secret.path().display());
+    kiln.build_ok(&["--secret", &spec, "-t", "sec:1", path(ctx.path())]);
+    let image = kiln.image("sec:1");
+    assert_eq!(image.text("len").trim(), "12");
+    assert!(!image.files.keys().any(|k| k.starts_with("run/secrets")));
+    let config = serde_json::to_string(&image.config).unwrap();
+    assert!(!config.contains("s3cr3t"), "{config}");
+    // Missing required secret: a clear error.
+    let out = kiln.run(&["build", "--no-cache", path(ctx.path())]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("secret tok"), "{}", stderr(&out));
+}
+
+#[test]
+fn bind_and_tmpfs_mounts_are_not_committed() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "RUN --mount=type=bind,source=Dockerfile,target=/df cp /df /copied-df\nRUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && test -f /scratch/t\n",
+    );
+    kiln.build_ok(&["-t", "bind:1", path(ctx.path())]);
+    let image = kiln.image("bind:1");
+    assert!(image.text("copied-df").starts_with("FROM scratch"));
+    assert!(!image.files.keys().any(|k| k.starts_with("scratch/")));
+    assert!(!image.files.contains_key("df"));
+}
+
+#[test]
+fn network_none_leaves_only_loopback() {
+    let kiln = Kiln::new();
+    let ctx =
+        context("RUN --network=none ls /sys/class/net > /ifaces || cat /proc/net/dev > /ifaces\n");
+    kiln.build_ok(&["-t", "net:1", path(ctx.path())]);
+    let image = kiln.image("net:1");
+    let ifaces = image.text("ifaces");
+    assert!(ifaces.contains("lo"), "{ifaces}");
+    assert!(!ifaces.contains("eth0"), "{ifaces}");
+}
+
+#[test]
+fn heredoc_run_scripts_run() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "RUN <<EOF\necho one > /one\necho two > /two\nEOF\nRUN <<'EOT' sh\necho \"$0\" > /shell-arg\nEOT\n",
+    );
+    kiln.build_ok(&["-t", "hd:1", path(ctx.path())]);
+    let image = kiln.image("hd:1");
+    assert_eq!(image.text("one"), "one\n");
+    assert_eq!(image.text("two"), "two\n");
+}
+
+#[test]
+fn copy_snapshotter_gives_the_same_image_as_overlay() {
+    let ctx =
+        context("RUN mkdir -p /a/b && echo x > /a/b/c && rm -rf /bin/ls\nRUN echo y >> /a/b/c\n");
+    let ids: Vec<String> = ["overlay", "copy"]
+        .iter()
+        .map(|snapshotter| {
+            let kiln = Kiln::new();
+            let dir = tempfile::tempdir().unwrap();
+            let iid = dir.path().join("iid");
+            kiln.build_ok(&[
+                "--snapshotter",
+                snapshotter,
+                "--iidfile",
+                iid.to_str().unwrap(),
+                path(ctx.path()),
+            ]);
+            fs::read_to_string(iid).unwrap()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+}
