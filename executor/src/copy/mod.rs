@@ -420,6 +420,7 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 }
             }
         }
+        copier.flush()?;
         bytes += copier.bytes;
     }
     let written = w.finish()?;

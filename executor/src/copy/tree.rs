@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 
 use filetime::FileTime;
 
@@ -44,8 +46,35 @@ pub(crate) struct Copier<'a> {
     pub mode: Option<&'a ModeSpec>,
     pub excludes: &'a PatternMatcher,
     /// Source inode → first host path written, to recreate hardlinks.
-    links: HashMap<(u64, u64), std::path::PathBuf>,
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Regular files to write in [`Copier::flush`].
+    jobs: Vec<FileJob>,
+    /// (first name, new name) hardlinks to make once the jobs ran.
+    hardlinks: Vec<(PathBuf, PathBuf)>,
     pub bytes: u64,
+}
+
+/// One regular file to copy with its final metadata (run in parallel: the walk is
+/// sequential, the per-file syscalls are not).
+struct FileJob {
+    src: PathBuf,
+    dst: PathBuf,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    metadata: std::fs::Metadata,
+}
+
+impl FileJob {
+    fn run(&self) -> Result<u64, CopyError> {
+        let dst = &self.dst;
+        let n = fs::copy(&self.src, dst).map_err(io_at("copy to", dst))?;
+        meta::set_owner(dst, self.uid, self.gid).map_err(io_at("chown", dst))?;
+        meta::set_mode(dst, self.mode).map_err(io_at("chmod", dst))?;
+        meta::copy_xattrs(&self.src, dst).map_err(io_at("copy xattrs to", dst))?;
+        meta::set_times(dst, &self.metadata).map_err(io_at("set times of", dst))?;
+        Ok(n)
+    }
 }
 
 impl<'a> Copier<'a> {
@@ -59,6 +88,8 @@ impl<'a> Copier<'a> {
             mode,
             excludes,
             links: HashMap::new(),
+            jobs: Vec::new(),
+            hardlinks: Vec::new(),
             bytes: 0,
         }
     }
@@ -118,14 +149,21 @@ impl<'a> Copier<'a> {
                 if m.nlink() > 1 {
                     let key = (m.dev(), m.ino());
                     if let Some(first) = self.links.get(&key) {
-                        fs::hard_link(first, &host).map_err(io_at("hardlink", &host))?;
+                        // Linked once the first name has its content (see `flush`).
+                        self.hardlinks.push((first.clone(), host));
                         return Ok(());
                     }
                     self.links.insert(key, host.clone());
                 }
-                self.bytes += fs::copy(&e.host_path, &host).map_err(io_at("copy to", &host))?;
-                self.apply_meta(&host, src, e)?;
-                meta::set_times(&host, m).map_err(io_at("set times of", &host))?;
+                let (uid, gid, mode) = self.owner_mode(src, e);
+                self.jobs.push(FileJob {
+                    src: e.host_path.clone(),
+                    dst: host,
+                    uid,
+                    gid,
+                    mode,
+                    metadata: e.metadata.clone(),
+                });
             }
             EntryKind::Symlink => {
                 let host = w.prepare_file_target(dst)?;
@@ -166,19 +204,37 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Owner, mode and xattrs of a copied entry.
-    fn apply_meta(&self, host: &Path, src: &Source<'_>, e: &Entry) -> Result<(), CopyError> {
+    /// Writes the queued regular files (contents, owner, mode, xattrs, times) in parallel,
+    /// then the hardlinks to them. Called after each source; the queued paths are distinct.
+    pub fn flush(&mut self) -> Result<(), CopyError> {
+        let jobs = std::mem::take(&mut self.jobs);
+        let bytes: Result<Vec<u64>, CopyError> = jobs.par_iter().map(FileJob::run).collect();
+        self.bytes += bytes?.iter().sum::<u64>();
+        for (first, host) in std::mem::take(&mut self.hardlinks) {
+            fs::hard_link(&first, &host).map_err(io_at("hardlink", &host))?;
+        }
+        Ok(())
+    }
+
+    /// The owner and permission bits a copied entry gets.
+    fn owner_mode(&self, src: &Source<'_>, e: &Entry) -> (u32, u32, u32) {
         let (uid, gid) = match self.chown {
             Some(o) => (o.uid, o.gid),
             None if src.preserve_owner => (e.uid(), e.gid()),
             None => (0, 0),
         };
+        let mode = match self.mode {
+            Some(spec) => spec.apply(e.mode(), e.is_dir()),
+            None => e.mode(),
+        };
+        (uid, gid, mode)
+    }
+
+    /// Owner, mode and xattrs of a copied entry.
+    fn apply_meta(&self, host: &Path, src: &Source<'_>, e: &Entry) -> Result<(), CopyError> {
+        let (uid, gid, mode) = self.owner_mode(src, e);
         meta::set_owner(host, uid, gid).map_err(io_at("chown", host))?;
         if e.kind != EntryKind::Symlink {
-            let mode = match self.mode {
-                Some(spec) => spec.apply(e.mode(), e.is_dir()),
-                None => e.mode(),
-            };
             meta::set_mode(host, mode).map_err(io_at("chmod", host))?;
         }
         meta::copy_xattrs(&e.host_path, host).map_err(io_at("copy xattrs to", host))?;
