@@ -14,6 +14,7 @@
 //! - [`digest`]: sha256 helpers and hashing readers/writers.
 
 pub mod archive;
+pub mod compare;
 pub mod digest;
 pub mod layer;
 pub mod oci;
