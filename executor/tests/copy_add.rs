@@ -275,3 +275,36 @@ fn hostile_archive_with_hardlink_outside_is_refused() {
         "entry \"h\" is a hardlink to \"elsewhere\", which is not a file extracted earlier from this archive",
     );
 }
+
+#[test]
+fn add_mixes_archives_and_plain_files_and_reports_bytes() {
+    // Parents an archive implies without listing them are made 0755 root, like `tar -x`.
+    let fx = Fixture::new();
+    put(
+        &fx,
+        "a.tar.zst",
+        &zst(&tar_of(&[T::File("x/in.txt", "inside", 0o644)])),
+    );
+    write(&fx.ctx(), "plain.txt", "plain", 0o600);
+    let (out, res) = run(&fx, &{
+        let mut r = req(
+            &fx,
+            &["a.tar.zst", "plain.txt"],
+            "/m/",
+            LayeredFs::new(vec![]),
+        );
+        r.add = true;
+        r
+    });
+    let rep = res.unwrap();
+    assert_eq!(
+        tree(&out),
+        lines(&[
+            "d /m 0755 0:0",
+            "d /m/x 0755 0:0",
+            "f /m/x/in.txt 0644 1:2 inside",
+            "f /m/plain.txt 0600 0:0 plain"
+        ])
+    );
+    assert_eq!(rep.bytes, ("inside".len() + "plain".len()) as u64);
+}
