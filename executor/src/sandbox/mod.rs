@@ -14,6 +14,7 @@
 //! same tree.
 
 mod helper;
+mod mountpoint;
 mod protocol;
 mod rootfs;
 pub mod user;
