@@ -271,3 +271,96 @@ fn load_round_trips_a_saved_image() {
     let image = b.image("hello:1");
     assert_eq!(image.text("srv/www/greeting.txt"), "hello from kiln\n");
 }
+
+#[test]
+fn build_outputs_write_oci_layouts_and_docker_archives() {
+    let kiln = Kiln::new();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let oci_tar = dir.path().join("img-oci.tar");
+    let docker_tar = dir.path().join("img-docker.tar");
+    kiln.build_ok(&[
+        "-t",
+        "out:1",
+        "-o",
+        &format!("type=oci,dest={},tar=false", layout.display()),
+        "-o",
+        &format!("type=oci,dest={}", oci_tar.display()),
+        "-o",
+        &format!("type=docker,dest={}", docker_tar.display()),
+        testdata("hello").to_str().unwrap(),
+    ]);
+    assert!(layout.join("oci-layout").is_file());
+    assert!(layout.join("index.json").is_file());
+    for source in [
+        format!("oci:{}", layout.display()),
+        format!("oci-archive:{}", oci_tar.display()),
+        format!("docker-archive:{}", docker_tar.display()),
+    ] {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", &source])
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "{source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let image = common::Image::from_docker_archive(&docker_tar);
+    assert_eq!(image.text("srv/www/greeting.txt"), "hello from kiln\n");
+}
+
+#[test]
+fn image_commands_tag_inspect_history_rmi_and_prune() {
+    let kiln = Kiln::new();
+    let id = iid(&kiln, &["-t", "one:1", testdata("hello").to_str().unwrap()]);
+    assert!(kiln.run(&["tag", "one:1", "two:2"]).status.success());
+    let images = common::stdout(&kiln.run(&["images"]));
+    assert!(images.contains("one:1") && images.contains("two:2"), "{images}");
+
+    let inspect = kiln.run(&["inspect", "two:2"]);
+    assert!(inspect.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(doc["Id"], id.as_str());
+    assert_eq!(doc["Config"]["config"]["User"], "1000:1000");
+
+    let history = common::stdout(&kiln.run(&["history", "one:1"]));
+    assert!(history.contains("WORKDIR /srv/www"), "{history}");
+    assert!(history.contains("COPY /srv/www/ ./ # buildkit"), "{history}");
+
+    let out = kiln.run(&["rmi", "nothere:1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"));
+    assert!(kiln.run(&["rmi", "one:1", "two:2"]).status.success());
+    let blobs = |k: &Kiln| fs::read_dir(k.root.path().join("blobs/sha256")).unwrap().count();
+    let before = blobs(&kiln);
+    let out = kiln.run(&["prune", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(blobs(&kiln) < before, "prune freed nothing");
+    assert!(!kiln.run(&["inspect", "one:1"]).status.success());
+}
+
+#[test]
+fn concurrent_builds_on_one_store_keep_both_tags() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "f", "x");
+    write(ctx.path(), "Dockerfile", "FROM scratch\nCOPY f /f\n");
+    let c = ctx.path().to_str().unwrap().to_string();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let mut cmd = kiln.cmd();
+            cmd.args(["build", "--progress", "quiet", "-t", &format!("par:{i}"), &c]);
+            std::thread::spawn(move || cmd.output().unwrap())
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let images = common::stdout(&kiln.run(&["images"]));
+    for i in 0..4 {
+        assert!(images.contains(&format!("par:{i}")), "{images}");
+    }
+}
