@@ -124,6 +124,8 @@ pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
 
 pub fn tag(root: Option<PathBuf>, source: &str, target: &str) -> Result<ExitCode> {
     let store = open_store(root)?;
+    // Held so a concurrent prune cannot drop the image while it gains a name.
+    let _lock = store.lock_shared()?;
     let (_, image) = find(&store, source)?;
     let target = kiln_cache::normalize_ref(target).map_err(|e| anyhow!("{target}: {e}"))?;
     store.set_ref(&target, image)?;
