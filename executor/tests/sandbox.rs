@@ -281,6 +281,22 @@ fn copy_snapshotter_gives_the_same_layer_as_overlay() {
     }
 }
 
+fn many_layers_beyond_the_mount_option_limit_are_stacked_in_order() {
+    let mut sb = Sandbox::new();
+    // 120 layers with long names: far more than fits in a 4 KiB lowerdir= option string.
+    for i in 0..120 {
+        let l = sb
+            .dir
+            .join(format!("layer-with-a-rather-long-directory-name-{i:04}"));
+        std::fs::create_dir_all(l.join("stack")).unwrap();
+        std::fs::write(l.join("stack/top"), format!("{i}\n")).unwrap();
+        std::fs::write(l.join(format!("stack/{i}")), "").unwrap();
+        sb.lowers.push(l);
+    }
+    let out = run(sb.spec("cat /stack/top; ls /stack | wc -l")).stdout;
+    assert_eq!(out, "119\n121\n");
+}
+
 fn snapshotter_detection_finds_overlay() {
     let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
     let (s, why) = block_on(Snapshotter::detect(tmp.path()));
@@ -738,6 +754,10 @@ fn main() {
         (
             "copy_snapshotter_gives_the_same_layer_as_overlay",
             copy_snapshotter_gives_the_same_layer_as_overlay,
+        ),
+        (
+            "many_layers_beyond_the_mount_option_limit_are_stacked_in_order",
+            many_layers_beyond_the_mount_option_limit_are_stacked_in_order,
         ),
         (
             "snapshotter_detection_finds_overlay",
