@@ -90,8 +90,8 @@ pub struct Comparison {
     pub config: Vec<FieldChange>,
     /// History differences, by index.
     pub history: Vec<HistoryChange>,
-    /// Files, config and history agree but the layers (digests or
-    /// diff_ids) do not.
+    /// Files and config agree but the layers (digests or diff_ids) do not
+    /// (history may differ too).
     pub same_files_different_layering: bool,
 }
 
@@ -118,7 +118,7 @@ pub fn compare(a: &OpenImage<'_>, b: &OpenImage<'_>) -> Result<Comparison, Compa
     out.files = compare_trees(&a.file_tree()?, &b.file_tree()?);
     out.config = compare_config(&a.config, &b.config);
     out.history = compare_history(&a.config.history, &b.config.history);
-    let nothing_else = out.files.is_empty() && out.config.is_empty() && out.history.is_empty();
+    let same_content = out.files.is_empty() && out.config.is_empty();
     let layers = |i: &OpenImage<'_>| {
         (
             i.manifest
@@ -129,10 +129,11 @@ pub fn compare(a: &OpenImage<'_>, b: &OpenImage<'_>) -> Result<Comparison, Compa
             i.config.rootfs.diff_ids.clone(),
         )
     };
-    out.same_files_different_layering = nothing_else && layers(a) != layers(b);
+    // History may differ too (one COPY of two files against two COPYs).
+    out.same_files_different_layering = same_content && layers(a) != layers(b);
     // Anything else that changes the manifest digest (annotations, media
     // types) is not a difference a user asked about.
-    out.identical = nothing_else && !out.same_files_different_layering;
+    out.identical = same_content && out.history.is_empty() && !out.same_files_different_layering;
     Ok(out)
 }
 
