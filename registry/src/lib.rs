@@ -1,0 +1,44 @@
+//! kiln-registry: the OCI distribution client. Pulls images from registries into the
+//! store and pushes images from the store to registries; logs in and out.
+//!
+//! - [`pull_into_store`]: reference → manifest (platform chosen from an index) → blobs
+//!   streamed in parallel into the store, each verified → manifest → local tag.
+//! - [`push_from_store`]: blobs (HEAD, cross-repository mount, monolithic or chunked
+//!   upload) → manifest.
+//! - [`login`] / [`logout`]: check credentials against a registry and record them in the
+//!   docker config file (`auths`, or a credential helper).
+//! - [`RegistryRef`]: names with Docker Hub's defaults (`busybox` →
+//!   `docker.io/library/busybox:latest`).
+//!
+//! Transport: blocking ureq 3 with rustls (ring), already in the workspace; HTTPS always,
+//! plain HTTP only to loopback hosts and `--insecure-registry` hosts; CAs and client
+//! certificates from `certs.d/HOST:PORT/`. Auth: anonymous, basic, bearer tokens via the
+//! `WWW-Authenticate` challenge; credentials from `~/.docker/config.json`.
+
+mod auth;
+mod client;
+mod dockerconfig;
+mod error;
+mod login;
+mod name;
+mod options;
+mod pull;
+mod push;
+mod sources;
+mod tls;
+
+pub use auth::{Challenge, Credentials, repository_scope};
+pub use client::Client;
+pub use dockerconfig::{DockerConfig, auth_key, default_config_path};
+pub use error::{RegistryError, Result};
+pub use login::{login, logout};
+pub use name::{
+    DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, RegistryRef, is_loopback_host, registry_api_host,
+};
+pub use options::{Progress, ProgressFn, RegistryOptions};
+pub use pull::{
+    FetchedManifest, MANIFEST_ACCEPT, PlatformSpec, PulledImage, choose_platform,
+    fetch_blob_into_store, fetch_manifest, pull_into_store,
+};
+pub use push::{BlobOutcome, PushedImage, blob_exists, push_blob, push_from_store};
+pub use tls::default_certs_dirs;
