@@ -103,9 +103,10 @@ impl Client {
             Err(https_err) if insecure || is_loopback_host(&host) => {
                 client.base = format!("http://{host}");
                 match client.raw(http::Method::GET, "/v2/", &[], Payload::Empty) {
-                    Ok(r) => r,
-                    // Both failed: the HTTPS error is the one that explains more.
-                    Err(_) => return Err(https_err),
+                    // Only a registry's answer counts: a TLS server answering plain HTTP
+                    // with 400 means HTTPS was right and its error is the one to show.
+                    Ok(r) if matches!(r.status().as_u16(), 200..=299 | 401) => r,
+                    _ => return Err(https_err),
                 }
             }
             Err(e) => return Err(e),
