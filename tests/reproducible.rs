@@ -392,3 +392,27 @@ fn root_and_an_unprivileged_user_get_one_digest_with_run_steps() {
     assert_eq!(doc["Id"], id.as_str());
     assert_eq!(doc["ManifestDigest"], manifest.as_str());
 }
+
+#[test]
+fn diff_applies_whiteouts_and_opaque_dirs_of_run_layers() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "COPY conf/ /etc/app/\nRUN rm -rf /etc/app && mkdir -p /etc/app && echo n > /etc/app/n\n",
+    );
+    kiln.build_ok(&["-t", "w:a", s(ctx.path())]);
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("{BASE}COPY conf/ /etc/app/\nRUN rm /etc/app/b.conf\n"),
+    )
+    .unwrap();
+    kiln.build_ok(&["-t", "w:b", s(ctx.path())]);
+    let out = kiln.run(&["diff", "w:a", "w:b"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // The opaque /etc/app of w:a hides a.conf and b.conf; w:b's whiteout hides b.conf.
+    assert_eq!(
+        stdout(&out),
+        "+ /etc/app/a.conf\n- /etc/app/n\nhistory 4: created_by: \
+         \"RUN /bin/sh -c rm -rf /etc/app && mkdir -p /etc/app && echo n > /etc/app/n # buildkit\" \
+         -> \"RUN /bin/sh -c rm /etc/app/b.conf # buildkit\"\n"
+    );
+}
