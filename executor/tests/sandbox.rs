@@ -186,6 +186,15 @@ fn capabilities_are_dockers_default_set_with_no_new_privs() {
     );
 }
 
+fn proc_knobs_are_read_only_and_sensitive_files_masked() {
+    let mut sb = Sandbox::new();
+    let script = "v=$(cat /proc/sys/kernel/sysrq); echo $v 2>/dev/null > /proc/sys/kernel/sysrq && echo wrote; \
+                  test -w /proc/sysrq-trigger && echo writable; \
+                  cat /proc/timer_list | wc -c; ls /proc/acpi | wc -l; cat /proc/self/comm";
+    let out = run(sb.spec(script)).stdout;
+    assert_eq!(out, "0\n0\ncat\n");
+}
+
 fn network_none_has_only_loopback_and_host_network_is_shared() {
     let mut sb = Sandbox::new();
     let mut spec =
@@ -742,6 +751,10 @@ fn main() {
         (
             "capabilities_are_dockers_default_set_with_no_new_privs",
             capabilities_are_dockers_default_set_with_no_new_privs,
+        ),
+        (
+            "proc_knobs_are_read_only_and_sensitive_files_masked",
+            proc_knobs_are_read_only_and_sensitive_files_masked,
         ),
         (
             "network_none_has_only_loopback_and_host_network_is_shared",

@@ -237,12 +237,11 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
 
     let proc_fd = root.ensure("/proc", Want::Dir)?;
     let proc_target = fd_path(&proc_fd);
-    if let Err(e) = rustix::mount::mount("proc", proc_target.as_str(), "proc", nse, c"") {
+    match rustix::mount::mount("proc", proc_target.as_str(), "proc", nse, c"") {
+        Ok(()) => mask_proc(&root.reopen("/proc")?)?,
         // A host /proc with masked sub-mounts makes a fresh procfs "too revealing".
-        if e != Errno::PERM {
-            return Err(fail("proc", "mount proc")(e));
-        }
-        bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?;
+        Err(Errno::PERM) => bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?,
+        Err(e) => return Err(fail("proc", "mount proc")(e)),
     }
 
     let sys_fd = root.ensure("/sys", Want::Dir)?;
@@ -316,6 +315,44 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
         )?;
     }
     Ok(root.stubs)
+}
+
+/// Docker's protection of a fresh procfs: kernel knobs read-only, sensitive files masked.
+/// (Real root in the sandbox could otherwise write host sysctls through /proc/sys.)
+fn mask_proc(proc_fd: &OwnedFd) -> Result<(), StepError> {
+    const STEP: &str = "proc";
+    let proc = fd_path(proc_fd);
+    for name in ["bus", "fs", "irq", "sys", "sysrq-trigger"] {
+        let p = format!("{proc}/{name}");
+        match rustix::mount::mount_bind(p.as_str(), p.as_str()) {
+            Ok(()) => remount_readonly(&p, STEP)?,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(fail(STEP, format!("bind /proc/{name}"))(e)),
+        }
+    }
+    for name in [
+        "kcore",
+        "keys",
+        "latency_stats",
+        "timer_list",
+        "timer_stats",
+        "sched_debug",
+    ] {
+        let p = format!("{proc}/{name}");
+        match rustix::mount::mount_bind("/dev/null", p.as_str()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(fail(STEP, format!("mask /proc/{name}"))(e)),
+        }
+    }
+    for name in ["acpi", "scsi"] {
+        let p = format!("{proc}/{name}");
+        let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        match rustix::mount::mount("tmpfs", p.as_str(), "tmpfs", ro, c"size=0") {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(fail(STEP, format!("mask /proc/{name}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 fn populate_dev(root: &Root) -> Result<(), StepError> {
