@@ -386,3 +386,105 @@ pub fn open_location(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::{Descriptor, MEDIA_TYPE_CONFIG, json_blob};
+
+    fn put(blobs: &DirBlobs, bytes: &[u8]) -> String {
+        let digest = sha256_digest(bytes);
+        blobs.put_blob(&mut &bytes[..], &digest).unwrap();
+        digest
+    }
+
+    /// An image of one uncompressed layer holding `/hello`, stored in `blobs`.
+    fn image(blobs: &DirBlobs) -> (String, String) {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(2);
+        h.set_path("hello").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"hi"[..]).unwrap();
+        let layer = b.into_inner().unwrap();
+        let layer_digest = put(blobs, &layer);
+        let (config, config_digest, config_size) = json_blob(&ImageConfig::default());
+        put(blobs, &config);
+        let manifest = Manifest::new(
+            Descriptor::new(MEDIA_TYPE_CONFIG, &config_digest, config_size),
+            vec![Descriptor::new(
+                crate::layer::compress::MEDIA_TYPE_LAYER_TAR,
+                &layer_digest,
+                layer.len() as u64,
+            )],
+        );
+        let (bytes, manifest_digest, _) = json_blob(&manifest);
+        put(blobs, &bytes);
+        (manifest_digest, layer_digest)
+    }
+
+    #[test]
+    fn an_image_opens_from_any_blob_source_and_streams_its_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = DirBlobs::new(dir.path());
+        let (manifest, _) = image(&blobs);
+        let img = OpenImage::from_blobs("test", &manifest, Box::new(blobs)).unwrap();
+        let tree = img.file_tree().unwrap();
+        let keys: Vec<&str> = tree.entries.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["/hello"]);
+        assert_eq!(tree.entries["/hello"].size, 2);
+    }
+
+    #[test]
+    fn a_corrupted_layer_is_refused_with_both_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = DirBlobs::new(dir.path());
+        let (manifest, layer) = image(&blobs);
+        let path = blobs.path(&layer).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[600] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let actual = sha256_digest(&bytes);
+        let img = OpenImage::from_blobs("test", &manifest, Box::new(blobs)).unwrap();
+        let err = img.file_tree().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("blob {layer} has digest {actual}: content does not match")
+        );
+    }
+
+    #[test]
+    fn the_blob_sink_refuses_content_that_does_not_match_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = DirBlobs::new(dir.path());
+        let wrong = sha256_digest(b"other");
+        let err = blobs.put_blob(&mut &b"data"[..], &wrong).unwrap_err();
+        assert!(err.to_string().contains("content does not match"), "{err}");
+        assert!(blobs.open_blob(&wrong).is_err());
+    }
+
+    #[test]
+    fn locations_parse_by_prefix() {
+        assert_eq!(
+            ImageLocation::parse("oci:/x"),
+            ImageLocation::OciLayout("/x".into())
+        );
+        assert_eq!(
+            ImageLocation::parse("oci-archive:a.tar"),
+            ImageLocation::OciArchive("a.tar".into())
+        );
+        assert_eq!(
+            ImageLocation::parse("docker-archive:b.tar"),
+            ImageLocation::DockerArchive("b.tar".into())
+        );
+        assert_eq!(
+            ImageLocation::parse("app:1"),
+            ImageLocation::Store("app:1".into())
+        );
+    }
+}
