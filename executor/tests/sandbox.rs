@@ -190,9 +190,9 @@ fn proc_knobs_are_read_only_and_sensitive_files_masked() {
     let mut sb = Sandbox::new();
     let script = "v=$(cat /proc/sys/kernel/sysrq); echo $v 2>/dev/null > /proc/sys/kernel/sysrq && echo wrote; \
                   test -w /proc/sysrq-trigger && echo writable; \
-                  cat /proc/timer_list | wc -c; ls /proc/acpi | wc -l; cat /proc/self/comm";
+                  cat /proc/timer_list | wc -c; ls -A /proc/acpi | wc -l; ls -A /sys/firmware | wc -l; cat /proc/self/comm";
     let out = run(sb.spec(script)).stdout;
-    assert_eq!(out, "0\n0\ncat\n");
+    assert_eq!(out, "0\n0\n0\ncat\n");
 }
 
 fn network_none_has_only_loopback_and_host_network_is_shared() {

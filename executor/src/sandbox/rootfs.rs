@@ -258,6 +258,14 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
         // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
         bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
     }
+    // Docker masks firmware tables (ACPI, EFI variables) with an empty read-only tmpfs.
+    let sys_top = root.reopen("/sys")?; // keep the fd open while its path is used
+    let firmware = format!("{}/firmware", fd_path(&sys_top));
+    let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    match rustix::mount::mount("tmpfs", firmware.as_str(), "tmpfs", ro, c"size=0") {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(fail("sys", "mask /sys/firmware")(e)),
+    }
 
     let dev_fd = root.ensure("/dev", Want::Dir)?;
     mount(
