@@ -1,0 +1,208 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`: flags and output around the
+//! kiln-registry crate (which does the work).
+
+use crate::root::open_store;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kiln_registry::{Credentials, Progress, RegistryOptions};
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Flags every registry command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryFlags {
+    /// Allow plain HTTP and unverified TLS to this registry (`host[:port]`; repeatable).
+    /// Loopback registries (localhost, 127.0.0.0/8, ::1) may use HTTP without it.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl RegistryFlags {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            insecure_registries: self.insecure_registries.clone(),
+            ..RegistryOptions::default()
+        }
+    }
+}
+
+/// `kiln pull REF`
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Image to pull (`busybox`, `registry.example:5000/team/app:1`, `name@sha256:...`).
+    pub reference: String,
+    /// Platform to choose from a multi-platform image (`os/arch[/variant]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Print only the manifest digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln push REF [DEST]`
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// Image in the store to push.
+    pub source: String,
+    /// Where to push it (default: the same name; a name without a registry host goes to
+    /// Docker Hub).
+    pub dest: Option<String>,
+    /// Print only the manifest digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln login [-u USER] [--password-stdin] HOST`
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// Registry (`host[:port]`; default Docker Hub).
+    #[arg(default_value = "docker.io")]
+    pub server: String,
+    /// User name (asked on stdin when missing).
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin: command lines are visible to other users).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln logout HOST`
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// Registry (`host[:port]`; default Docker Hub).
+    #[arg(default_value = "docker.io")]
+    pub server: String,
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// Progress lines on stderr, one per blob.
+fn progress_printer(verb: &'static str) -> kiln_registry::ProgressFn {
+    Arc::new(move |p| {
+        let line = match p {
+            Progress::Resolved { reference, digest } => {
+                format!("{reference}: resolved to {digest}")
+            }
+            Progress::BlobExists { digest } => format!("{}: already exists", short(&digest)),
+            Progress::BlobMounted { digest, from } => {
+                format!("{}: mounted from {from}", short(&digest))
+            }
+            Progress::BlobDone { digest, size } => {
+                format!("{}: {verb} ({size} bytes)", short(&digest))
+            }
+            Progress::ManifestDone { digest } => format!("manifest {digest}: done"),
+        };
+        eprintln!("{line}");
+    })
+}
+
+/// `kiln pull`: fetches the image into the store and tags it as written.
+pub fn pull(root: Option<PathBuf>, args: PullArgs) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let _lock = store.lock_shared()?;
+    let mut opts = args.registry.options();
+    opts.platform = args.platform.clone();
+    if !args.quiet {
+        opts.progress = Some(progress_printer("downloaded"));
+    }
+    let pulled = kiln_registry::pull_into_store(&store, &args.reference, &opts)?;
+    if args.quiet {
+        println!("{}", pulled.image.manifest);
+    } else {
+        println!("Pulled {} as {}", pulled.reference, pulled.local_name);
+        println!("Digest: {}", pulled.resolved_digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln push`: sends the store's image to a registry.
+pub fn push(root: Option<PathBuf>, args: PushArgs) -> Result<ExitCode> {
+    let store = open_store(root)?;
+    let _lock = store.lock_shared()?;
+    let mut opts = args.registry.options();
+    if !args.quiet {
+        opts.progress = Some(progress_printer("pushed"));
+    }
+    let dest = args.dest.as_deref().unwrap_or(&args.source);
+    let pushed = kiln_registry::push_from_store(&store, &args.source, dest, &opts)?;
+    if args.quiet {
+        println!("{}", pushed.digest);
+    } else {
+        println!(
+            "Pushed {}: digest {} size {}",
+            pushed.reference, pushed.digest, pushed.size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_line(prompt: &str) -> Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `kiln login`: checks the credentials against the registry, then stores them in the
+/// docker config (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
+pub fn login(args: LoginArgs) -> Result<ExitCode> {
+    let username = match args.username {
+        Some(u) => u,
+        None if args.password_stdin => bail!("--password-stdin needs --username"),
+        None => read_line("Username: ")?,
+    };
+    let password = if args.password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from standard input")?;
+        s.trim_end_matches(['\r', '\n']).to_string()
+    } else if let Some(p) = args.password {
+        eprintln!(
+            "warning: a password on the command line is visible to other users; use --password-stdin"
+        );
+        p
+    } else {
+        read_line("Password: ")?
+    };
+    if username.is_empty() || password.is_empty() {
+        bail!(
+            "login to {}: user name and password must not be empty",
+            args.server
+        );
+    }
+    let creds = Credentials { username, password };
+    let path = kiln_registry::login(&args.server, &creds, &args.registry.options())?;
+    eprintln!("credentials saved in {}", path.display());
+    println!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln logout`: forgets the registry's credentials.
+pub fn logout(args: LogoutArgs) -> Result<ExitCode> {
+    if kiln_registry::logout(&args.server, &RegistryOptions::default())? {
+        println!("Removed login credentials for {}", args.server);
+    } else {
+        println!("Not logged in to {}", args.server);
+    }
+    Ok(ExitCode::SUCCESS)
+}
