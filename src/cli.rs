@@ -57,6 +57,9 @@ pub enum Command {
     },
     /// Remove blobs, snapshots and cache records that nothing uses.
     Prune(PruneArgs),
+    /// Compare two images: files (whiteouts applied), config and history.
+    /// Exit status 0 identical, 1 different, 2 error.
+    Diff(crate::diff_cmd::DiffArgs),
     /// Developer tools.
     Debug {
         #[command(subcommand)]
@@ -166,6 +169,10 @@ pub struct BuildArgs {
     /// `keep` keeps real file times instead of clamping them to SOURCE_DATE_EPOCH (default 0).
     #[arg(long, value_name = "keep")]
     pub timestamp: Option<String>,
+    /// Build twice with --no-cache in scratch stores, compare, and fail (exit 1) with the
+    /// differences unless both builds give the same image; then tag it as usual.
+    #[arg(long)]
+    pub verify_reproducible: bool,
 }
 
 #[derive(Debug, Args)]

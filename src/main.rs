@@ -5,6 +5,7 @@
 mod blobs;
 mod build;
 mod cli;
+mod diff_cmd;
 mod images;
 mod outputs;
 mod render;
@@ -36,7 +37,11 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Build(args) if args.verify_reproducible => {
+            diff_cmd::verify_reproducible(cli.root, &args)
+        }
         Command::Build(args) => build::run(cli.root, args),
+        Command::Diff(args) => diff_cmd::run(cli.root, args),
         Command::Graph(args) => build::graph(args),
         Command::Debug {
             command: DebugCommand::Parse { file },

@@ -354,6 +354,15 @@ impl Backend {
             Op::Workdir(w) => serde_json::json!({ "workdir": w }),
             other => serde_json::json!({ "metadata": other }),
         };
+        // The layer's bytes also depend on how it is written: a record made with another
+        // compression or epoch must not be reused.
+        let params = serde_json::json!({
+            "op": params,
+            "layer": {
+                "compression": self.options.compression.media_type(),
+                "source_date_epoch": self.options.source_date_epoch,
+            },
+        });
         let input_keys: Vec<&str> = inputs.iter().map(|(_, k)| k.as_str()).collect();
         let key = vertex_key("step", &params, &input_keys);
         Ok(KeyInputs {
