@@ -219,6 +219,13 @@ fn norm_children(dir: &Path, lower: &[PathBuf], removed: &mut bool) -> Result<us
     for name in read_dir_sorted(dir)? {
         let p = dir.join(&name);
         let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
+        if md.file_type().is_socket() {
+            // Layers cannot carry sockets (tar has no type for them): drop them, as the copy
+            // snapshotter does.
+            fs::remove_file(&p).map_err(ioe(&p, "remove socket"))?;
+            *removed = true;
+            continue;
+        }
         strip_overlay_xattrs(&p, &md)?;
         // Look up only the names the upper holds: a small layer over a big directory
         // (/usr/lib) costs a few stats, not a listing of the lower directory.
