@@ -889,10 +889,13 @@ impl StageLowering<'_, '_> {
         for (raw, mspan) in raws {
             mounts.push(self.lower_mount(raw, mspan)?);
         }
-        let h = format!(
-            "RUN {} # buildkit",
-            run_command_string(&argv, &self.state.build_args, &self.state.env)
-        );
+        let mut h = String::from("RUN ");
+        h.push_str(&run_command_string(
+            &argv,
+            &self.state.build_args,
+            &self.state.env,
+        ));
+        h.push_str(" # buildkit");
         let op = Op::Run(RunOp {
             argv,
             shell_form: r.cmd.prepend_shell,

@@ -269,7 +269,7 @@ impl<'a> Parser<'a> {
                 lines: &self.lines,
                 end_line: current_line,
             };
-            let mut node = new_node_from_line(&logical, &ctx, self.escape)
+            let mut node = new_node_from_line(&logical, &ctx, self.escape, false)
                 .map_err(|e| e.with_source_line(self.lines.get(start_line - 1).copied()))?;
             if can_contain_heredoc(&node) {
                 let docs = heredocs_from_line(&logical).map_err(|m| {
@@ -302,6 +302,8 @@ impl<'a> Parser<'a> {
                 }
             }
             node.span.end_line = current_line;
+            // The logical line is no longer borrowed: hand it over instead of copying.
+            node.original = logical;
             nodes.push(node);
         }
         if nodes.is_empty() {
@@ -366,7 +368,12 @@ fn is_token_ws(c: char) -> bool {
 }
 
 /// BuildKit `splitCommand` + dispatch: keyword, flags, then the per-instruction shape.
-fn new_node_from_line(line: &str, ctx: &LineCtx<'_>, escape: char) -> Result<Node, ParseError> {
+fn new_node_from_line(
+    line: &str,
+    ctx: &LineCtx<'_>,
+    escape: char,
+    nested: bool,
+) -> Result<Node, ParseError> {
     let trimmed = line.trim();
     let kw_end = trimmed.find(is_token_ws).unwrap_or(trimmed.len());
     let keyword = &trimmed[..kw_end];
@@ -381,7 +388,12 @@ fn new_node_from_line(line: &str, ctx: &LineCtx<'_>, escape: char) -> Result<Nod
     let lower = keyword.to_ascii_lowercase();
     let mut node = Node {
         keyword: keyword.to_string(),
-        original: line.to_string(),
+        // Top-level callers move the whole logical line in afterwards.
+        original: if nested {
+            line.to_string()
+        } else {
+            String::new()
+        },
         flags,
         span,
         ..Node::default()
@@ -426,7 +438,7 @@ fn new_node_from_line(line: &str, ctx: &LineCtx<'_>, escape: char) -> Result<Nod
         }
         "onbuild" => {
             if !rest.is_empty() {
-                node.child = Some(Box::new(new_node_from_line(rest, ctx, escape)?));
+                node.child = Some(Box::new(new_node_from_line(rest, ctx, escape, true)?));
             }
         }
         // Unknown instructions keep an empty argument, like BuildKit's parseIgnore.
@@ -485,24 +497,31 @@ fn split_whitespace_go(rest: &str) -> Vec<String> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    let mut cur = String::new();
+    let mut start = 0usize;
     let mut in_ws = false;
-    for c in rest.chars() {
+    for (i, c) in rest.char_indices() {
         if is_token_ws(c) {
             if !in_ws {
-                out.push(std::mem::take(&mut cur));
+                out.push(rest[start..i].to_string());
                 in_ws = true;
             }
-        } else {
+        } else if in_ws {
             in_ws = false;
-            cur.push(c);
+            start = i;
         }
     }
-    out.push(cur);
+    out.push(if in_ws {
+        String::new()
+    } else {
+        rest[start..].to_string()
+    });
     out
 }
 
 /// BuildKit `parseWords`: quote-aware words, quotes and escapes kept.
+///
+/// Every character of a word is kept except an escape token at the very end of the input,
+/// so each word is a substring: track byte bounds instead of building strings.
 pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
     #[derive(PartialEq)]
     enum Phase {
@@ -510,16 +529,17 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
         Word,
         Quote,
     }
-    let chars: Vec<char> = rest.chars().collect();
+    let chars: Vec<(usize, char)> = rest.char_indices().collect();
+    let n = chars.len();
+    let end_of = |i: usize| chars.get(i + 1).map_or(rest.len(), |c| c.0);
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
-    let mut word = String::new();
+    let (mut wstart, mut wend) = (0usize, 0usize);
     let mut quote = '\0';
     let mut blank_ok = false;
     let mut pos = 0usize;
-    let n = chars.len();
     while pos <= n {
-        let mut ch = if pos < n { chars[pos] } else { '\0' };
+        let ch = if pos < n { chars[pos].1 } else { '\0' };
         if phase == Phase::Spaces {
             if pos == n {
                 break;
@@ -529,20 +549,21 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 continue;
             }
             phase = Phase::Word;
+            wstart = chars[pos].0;
+            wend = wstart;
         }
         if (phase == Phase::Word || phase == Phase::Quote) && pos == n {
-            if blank_ok || !word.is_empty() {
-                words.push(std::mem::take(&mut word));
+            if blank_ok || wend > wstart {
+                words.push(rest[wstart..wend].to_string());
             }
             break;
         }
         if phase == Phase::Word {
             if ch.is_whitespace() {
                 phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
+                if blank_ok || wend > wstart {
+                    words.push(rest[wstart..wend].to_string());
                 }
-                word.clear();
                 blank_ok = false;
                 pos += 1;
                 continue;
@@ -557,11 +578,9 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                     pos += 1;
                     continue;
                 }
-                word.push(ch);
                 pos += 1;
-                ch = chars[pos];
             }
-            word.push(ch);
+            wend = end_of(pos);
             pos += 1;
             continue;
         }
@@ -576,10 +595,8 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 continue;
             }
             pos += 1;
-            word.push(ch);
-            ch = chars[pos];
         }
-        word.push(ch);
+        wend = end_of(pos);
         pos += 1;
     }
     words
