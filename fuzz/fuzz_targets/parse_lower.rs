@@ -1,7 +1,9 @@
 //! Fuzz target: any bytes through parse, dump, lower and DOT must not panic.
 #![no_main]
 
-use kiln_parser::{EmptyResolver, LowerOptions, dump, dump_ast, lower, parse, parse_syntax, to_dot};
+use kiln_parser::{
+    EmptyResolver, LowerOptions, dump, dump_ast, lower, parse, parse_syntax, to_dot,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
