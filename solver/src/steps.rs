@@ -241,6 +241,8 @@ async fn run_step(
         err.output_tail = tail.into_iter().collect();
         return Err(err);
     }
+    kiln_executor::runc_compat::add_runc_mount_dirs(&current.lowers(), out)
+        .map_err(|e| at(format!("finishing the RUN layer: {e}")))?;
     Ok(())
 }
 
