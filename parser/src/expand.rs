@@ -467,6 +467,10 @@ impl ShellWord<'_> {
                         }
                         Ok(value)
                     }
+                    // `${v:#p}` and `${v:%p}` are not shell syntax; BuildKit rejects them.
+                    Some('%' | '#') if null_is_unset => {
+                        Err(format!("unsupported modifier ({chs}) in substitution"))
+                    }
                     Some(c @ ('%' | '#')) => {
                         let (greedy, pat) = match word.strip_prefix(c) {
                             Some(rest) => (true, rest.to_string()),
@@ -654,6 +658,14 @@ mod tests {
         assert_eq!(x("${E-d}"), "");
         assert_eq!(x("${A:+y}"), "y");
         assert_eq!(x("${U+y}"), "");
+    }
+
+    #[test]
+    fn colon_with_trim_modifiers_is_rejected() {
+        let e = env();
+        let err = expand("${A:#a}", &e, '\\').unwrap_err();
+        assert_eq!(err.reason, "unsupported modifier (:#) in substitution");
+        assert!(expand("${A:%c}", &e, '\\').is_err());
     }
 
     #[test]
