@@ -375,6 +375,10 @@ fn mkdir(p: &Path) -> Result<(), SandboxError> {
 /// `output` receives stdout/stderr lines as they come. A non-zero exit is reported in the
 /// outcome, not as an error; the caller commits `spec.upper` only on success. If this future
 /// is dropped, the sandbox is killed.
+///
+/// Returns once every process of the sandbox is gone and the layer is final; the helper's
+/// namespaces may still be tearing down in the background (its mounts exist only in its own
+/// mount namespace), so the caller may rename `upper` and delete `work` right away.
 pub async fn run(
     spec: RunSpec,
     mut output: impl FnMut(OutputLine),
