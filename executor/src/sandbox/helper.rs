@@ -167,6 +167,7 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
     }
     unshare(flags, "namespaces")?;
     rootfs::make_private()?;
+    rootfs::mount_scratch(run)?;
     // PID 1 cannot see its parent across the PID namespace; this pipe's write end, held
     // only by the helper, tells it whether the helper is still alive.
     let (alive_r, alive_w) =

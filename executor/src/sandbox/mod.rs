@@ -384,11 +384,16 @@ pub async fn run(
     mut output: impl FnMut(OutputLine),
 ) -> Result<RunOutcome, SandboxError> {
     let work = spec.work.clone();
+    // The helper mounts a private tmpfs here: generated files and mount points of one RUN
+    // never touch the disk.
     let scratch = work.join("scratch");
     mkdir(&scratch)?;
     let mut files = Vec::new();
+    if !spec.files.is_empty() {
+        mkdir(&work.join("files"))?;
+    }
     for (i, (path, content, mode)) in spec.files.iter().enumerate() {
-        let host = scratch.join(format!("file{i}"));
+        let host = work.join("files").join(format!("file{i}"));
         std::fs::write(&host, content).map_err(io_err(&host))?;
         std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(*mode))
             .map_err(io_err(&host))?;
@@ -397,9 +402,10 @@ pub async fn run(
     let top_first: Vec<PathBuf> = spec.lowers.iter().rev().cloned().collect();
     let (rootfs, copy_root) = match spec.snapshotter {
         Snapshotter::Overlay => {
-            let (ovl, merged) = (work.join("ovl"), work.join("merged"));
+            // The overlay workdir must share the upper's filesystem; the mount point lives in
+            // the helper's tmpfs.
+            let (ovl, merged) = (work.join("ovl"), scratch.join("merged"));
             mkdir(&ovl)?;
-            mkdir(&merged)?;
             let mut lowers = top_first.clone();
             if lowers.is_empty() {
                 // overlayfs needs at least one lower layer: FROM scratch gets an empty one.

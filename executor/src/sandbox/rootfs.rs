@@ -77,6 +77,26 @@ pub(crate) fn make_private() -> Result<(), StepError> {
     .map_err(fail("mount-namespace", "make / rprivate"))
 }
 
+/// A private tmpfs over the RUN's scratch directory (hosts, resolv.conf, the rootfs mount
+/// point, secrets, stage mounts): nothing of it reaches the disk, all of it vanishes with
+/// the mount namespace.
+pub(crate) fn mount_scratch(run: &HelperRun) -> Result<(), StepError> {
+    let s = run.scratch.to_string_lossy();
+    mount(
+        "tmpfs",
+        &s,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=700",
+        "scratch",
+    )?;
+    if let RootfsPlan::Overlay { target, .. } = &run.rootfs {
+        std::fs::create_dir_all(target)
+            .map_err(fail_io("scratch", format!("mkdir {}", target.display())))?;
+    }
+    Ok(())
+}
+
 /// Mount the root filesystem and return its host path.
 pub(crate) fn mount_rootfs(plan: &RootfsPlan) -> Result<PathBuf, StepError> {
     match plan {
