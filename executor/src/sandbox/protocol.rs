@@ -33,7 +33,8 @@ pub(crate) struct HelperRun {
     pub mounts: Vec<MountSpec>,
     /// Files placed in the sandbox: (container path, host file holding the content, mode).
     pub files: Vec<(String, PathBuf, u32)>,
-    /// Scratch directory for mount points and generated files (hosts, secrets).
+    /// Empty directory the helper covers with a private tmpfs: the rootfs mount point and
+    /// generated files (hosts, resolv.conf, secrets, stage mounts).
     pub scratch: PathBuf,
 }
 
