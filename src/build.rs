@@ -2,7 +2,7 @@
 //! or an AST dump.
 
 use crate::cli::{BuildArgs, CompressionArg, GraphArgs, NetworkArg, ProgressMode, SnapshotterArg};
-use crate::{outputs, render, root};
+use crate::{cache_io, outputs, render, root};
 use anyhow::{Context, Result, anyhow, bail};
 use kiln_cache::Store;
 use kiln_executor::snapshot::Snapshotter;
@@ -115,17 +115,25 @@ fn lower(
     kiln_parser::lower(&ast, &opts, resolver).map_err(|e| anyhow!(e.render(&df.display, &df.text)))
 }
 
-/// Base images for lowering come from the store.
+/// Base images for lowering come from the store; a missing one (or every one, with
+/// `--pull`) is pulled from its registry first, so the solver finds it there.
 struct StoreResolver {
     store: Store,
+    pull: bool,
+    registry: kiln_registry::RegistryOptions,
 }
 
 impl BaseResolver for StoreResolver {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
         let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
-        let Some(image) = self.store.get_ref(&name).map_err(|e| e.to_string())? else {
-            // The solver reports a missing base with the FROM line; lowering goes on.
-            return Ok(BaseImage::default());
+        let mut found = self.store.get_ref(&name).map_err(|e| e.to_string())?;
+        if found.is_none() || self.pull {
+            let pulled = kiln_registry::pull_into_store(&self.store, reference, &self.registry)
+                .map_err(|e| format!("pulling {reference}: {e}"))?;
+            found = Some(pulled.image);
+        }
+        let Some(image) = found else {
+            return Err(format!("{reference}: not in the store"));
         };
         let config = kiln_image::oci::parse_config(
             &self
@@ -195,13 +203,36 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         .map(|o| outputs::OutputSpec::parse(o))
         .collect::<Result<Vec<_>>>()?;
     let epoch = source_date_epoch(&args, &build_args)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|c| cache_io::CacheSpec::parse(c))
+        .collect::<Result<Vec<_>>>()?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|c| cache_io::CacheSpec::parse(c))
+        .collect::<Result<Vec<_>>>()?;
 
     let store = root::open_store(root_flag)?;
     let _lock = store.lock_shared().context("locking the store")?;
+    let registry = kiln_registry::RegistryOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ..kiln_registry::RegistryOptions::default()
+    };
     let resolver = StoreResolver {
         store: store.clone(),
+        pull: args.pull,
+        registry: registry.clone(),
     };
     let graph = lower(&df, build_args, args.target.clone(), &resolver)?;
+    for spec in &cache_from {
+        // A cache that cannot be read costs time, not correctness: warn and build.
+        match cache_io::import(&store, spec, &registry) {
+            Ok(n) => eprintln!("imported {n} cache records from {spec:?}"),
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
     let graph_has_run = graph.stages.iter().any(|s| {
         s.steps
             .iter()
@@ -281,6 +312,25 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             &image.manifest_digest,
             tags.first().map(String::as_str),
         )?;
+    }
+    for spec in &cache_to {
+        let keys = if spec.max() {
+            &image.all_keys
+        } else {
+            &image.image_keys
+        };
+        let n = cache_io::export(&store, spec, keys, &registry)?;
+        eprintln!("exported {n} cache records to {spec:?}");
+    }
+    if args.push {
+        if tags.is_empty() {
+            bail!("--push needs a name: add -t REGISTRY/NAME:TAG");
+        }
+        for tag in &tags {
+            let pushed = kiln_registry::push_from_store(&store, tag, tag, &registry)
+                .with_context(|| format!("pushing {tag}"))?;
+            eprintln!("pushed {}: digest {}", pushed.reference, pushed.digest);
+        }
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &image.config_digest)

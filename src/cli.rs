@@ -57,6 +57,14 @@ pub enum Command {
     },
     /// Remove blobs, snapshots and cache records that nothing uses.
     Prune(PruneArgs),
+    /// Fetch an image from a registry into the store.
+    Pull(crate::registry_cmd::PullArgs),
+    /// Upload an image from the store to a registry.
+    Push(crate::registry_cmd::PushArgs),
+    /// Save registry credentials (in ~/.docker/config.json, like docker login).
+    Login(crate::registry_cmd::LoginArgs),
+    /// Remove saved registry credentials.
+    Logout(crate::registry_cmd::LogoutArgs),
     /// Compare two images: files (whiteouts applied), config and history.
     /// Exit status 0 identical, 1 different, 2 error.
     Diff(crate::diff_cmd::DiffArgs),
@@ -169,6 +177,21 @@ pub struct BuildArgs {
     /// `keep` keeps real file times instead of clamping them to SOURCE_DATE_EPOCH (default 0).
     #[arg(long, value_name = "keep")]
     pub timestamp: Option<String>,
+    /// Pull every base image again, even when the store has it.
+    #[arg(long)]
+    pub pull: bool,
+    /// Push every -t name to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
+    /// Export the build cache: type=registry,ref=R[,mode=min|max] or type=local,dest=DIR.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache first: type=registry,ref=R or type=local,src=DIR (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Allow plain HTTP and unverified TLS to this registry (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
     /// Build twice with --no-cache in scratch stores, compare, and fail (exit 1) with the
     /// differences unless both builds give the same image; then tag it as usual.
     #[arg(long)]

@@ -1,13 +1,16 @@
 //! The `kiln` command line: parses flags and calls the crates.
 //!
-//! Exit status: 0 on success, 1 when a build or command fails, 2 for usage errors (clap).
+//! Exit status: 0 on success, 1 when a build or command fails, 2 for usage errors (clap)
+//! and for `kiln diff` errors (its 1 means "the images differ").
 
 mod blobs;
 mod build;
+mod cache_io;
 mod cli;
 mod diff_cmd;
 mod images;
 mod outputs;
+mod registry_cmd;
 mod render;
 mod root;
 
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
         }
         Command::Build(args) => build::run(cli.root, args),
         Command::Diff(args) => diff_cmd::run(cli.root, args),
+        Command::Pull(args) => registry_cmd::pull(cli.root, args),
+        Command::Push(args) => registry_cmd::push(cli.root, args),
+        Command::Login(args) => registry_cmd::login(args),
+        Command::Logout(args) => registry_cmd::logout(args),
         Command::Graph(args) => build::graph(args),
         Command::Debug {
             command: DebugCommand::Parse { file },
@@ -66,5 +73,8 @@ fn main() -> ExitCode {
 
 /// Commands that read or write the store (and so need the user namespace when rootless).
 fn needs_store(command: &Command) -> bool {
-    !matches!(command, Command::Graph(_) | Command::Debug { .. })
+    !matches!(
+        command,
+        Command::Graph(_) | Command::Debug { .. } | Command::Login(_) | Command::Logout(_)
+    )
 }

@@ -317,7 +317,10 @@ fn image_commands_tag_inspect_history_rmi_and_prune() {
     let id = iid(&kiln, &["-t", "one:1", testdata("hello").to_str().unwrap()]);
     assert!(kiln.run(&["tag", "one:1", "two:2"]).status.success());
     let images = common::stdout(&kiln.run(&["images"]));
-    assert!(images.contains("one:1") && images.contains("two:2"), "{images}");
+    assert!(
+        images.contains("one:1") && images.contains("two:2"),
+        "{images}"
+    );
 
     let inspect = kiln.run(&["inspect", "two:2"]);
     assert!(inspect.status.success());
@@ -327,13 +330,20 @@ fn image_commands_tag_inspect_history_rmi_and_prune() {
 
     let history = common::stdout(&kiln.run(&["history", "one:1"]));
     assert!(history.contains("WORKDIR /srv/www"), "{history}");
-    assert!(history.contains("COPY /srv/www/ ./ # buildkit"), "{history}");
+    assert!(
+        history.contains("COPY /srv/www/ ./ # buildkit"),
+        "{history}"
+    );
 
     let out = kiln.run(&["rmi", "nothere:1"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no such image"));
     assert!(kiln.run(&["rmi", "one:1", "two:2"]).status.success());
-    let blobs = |k: &Kiln| fs::read_dir(k.root.path().join("blobs/sha256")).unwrap().count();
+    let blobs = |k: &Kiln| {
+        fs::read_dir(k.root.path().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
     let before = blobs(&kiln);
     let out = kiln.run(&["prune", "--all"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -351,7 +361,14 @@ fn concurrent_builds_on_one_store_keep_both_tags() {
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let mut cmd = kiln.cmd();
-            cmd.args(["build", "--progress", "quiet", "-t", &format!("par:{i}"), &c]);
+            cmd.args([
+                "build",
+                "--progress",
+                "quiet",
+                "-t",
+                &format!("par:{i}"),
+                &c,
+            ]);
             std::thread::spawn(move || cmd.output().unwrap())
         })
         .collect();
@@ -363,4 +380,34 @@ fn concurrent_builds_on_one_store_keep_both_tags() {
     for i in 0..4 {
         assert!(images.contains(&format!("par:{i}")), "{images}");
     }
+}
+
+#[test]
+fn a_local_cache_export_makes_a_fresh_store_build_everything_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ctx = testdata("hello");
+    let a = Kiln::new();
+    let first = iid(
+        &a,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(cache.join("kiln-cache.json").is_file());
+    let b = Kiln::new();
+    let iidfile = dir.path().join("iid");
+    let out = b.build_ok(&[
+        "--cache-from",
+        &format!("type=local,src={}", cache.display()),
+        "--iidfile",
+        iidfile.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    let log = stderr(&out);
+    // Every layer step of both stages: 2 in `site`, 3 in the final stage.
+    assert_eq!(log.matches("CACHED").count(), 5, "{log}");
+    assert_eq!(fs::read_to_string(iidfile).unwrap(), first);
 }

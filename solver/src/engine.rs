@@ -33,12 +33,13 @@ pub(crate) fn vertex_ids(graph: &BuildGraph, first: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Solves every stage of `graph` and returns the target stage's result.
+/// Solves every stage of `graph`; returns the target stage's result and the cache keys of
+/// every layer step of every stage (for `--cache-to ... mode=max`).
 pub async fn solve(
     backend: Arc<Backend>,
     graph: Arc<BuildGraph>,
     progress: Progress,
-) -> Result<Arc<StageResult>, SolveError> {
+) -> Result<(Arc<StageResult>, Vec<String>), SolveError> {
     let ids = vertex_ids(&graph, 1);
     let mut stages: Vec<StageFuture> = Vec::with_capacity(graph.stages.len());
     for (index, ids) in ids.into_iter().enumerate() {
@@ -78,8 +79,15 @@ pub async fn solve(
             first_error.get_or_insert_with(|| e.clone());
         }
     }
+    let mut all_keys: Vec<String> = results
+        .iter()
+        .flatten()
+        .flat_map(|r| r.keys.iter().cloned())
+        .collect();
+    all_keys.sort();
+    all_keys.dedup();
     match results.into_iter().nth(graph.target) {
-        Some(Ok(result)) => Ok(result),
+        Some(Ok(result)) => Ok((result, all_keys)),
         Some(Err(e)) => Err(SolveError::clone_of(&e)),
         None => Err(first_error
             .map(|e| SolveError::clone_of(&e))

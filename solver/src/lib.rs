@@ -33,6 +33,10 @@ pub struct BuiltImage {
     /// `sha256:` of the config: the image ID.
     pub config_digest: String,
     pub layers: Vec<Layer>,
+    /// Cache keys of the steps whose layers the image holds (`mode=min`).
+    pub image_keys: Vec<String>,
+    /// Cache keys of every layer step of every stage (`mode=max`).
+    pub all_keys: Vec<String>,
 }
 
 /// Builds `graph` into the backend's store. Nothing is tagged here: the caller names the
@@ -46,7 +50,7 @@ pub async fn build(
     let platform = graph.platform.clone();
     let result = engine::solve(backend.clone(), Arc::new(graph), progress.clone()).await;
     backend.save_stat_cache();
-    let result = result?;
+    let (result, all_keys) = result?;
     progress.send(Event::Note {
         message: "exporting to image".to_string(),
     });
@@ -76,5 +80,7 @@ pub async fn build(
         manifest_digest: manifest_blob.digest,
         config_digest: config_blob.digest,
         layers: result.layers.clone(),
+        image_keys: result.keys.clone(),
+        all_keys,
     })
 }

@@ -30,6 +30,9 @@ pub struct StageResult {
     pub state: ImageState,
     /// History entries that came with the base image (they keep their own times).
     pub base_history: usize,
+    /// Cache keys of the layer steps that made `layers` (inherited stages' included),
+    /// for exporting the cache of this result (`--cache-to ... mode=min`).
+    pub keys: Vec<String>,
 }
 
 impl StageResult {
@@ -75,6 +78,7 @@ impl StageRunner {
                 layers: Vec::new(),
                 state: ImageState::scratch(),
                 base_history: 0,
+                keys: Vec::new(),
             },
             Base::Stage(i) => {
                 let base = find_input(&inputs, *i)?;
@@ -83,6 +87,7 @@ impl StageRunner {
                     layers: base.layers.clone(),
                     state: ImageState::inherit(&base.state),
                     base_history: base.base_history,
+                    keys: base.keys.clone(),
                 }
             }
             Base::Image(reference) => {
@@ -97,6 +102,7 @@ impl StageRunner {
                     layers: resolved.layers,
                     state: ImageState::inherit(&resolved.state),
                     base_history,
+                    keys: Vec::new(),
                 }
             }
         };
@@ -150,6 +156,7 @@ impl StageRunner {
                     elapsed: t0.elapsed(),
                 });
             }
+            current.keys.push(step_key.clone());
             current.key = step_key;
             current.layers.push(layer);
             current.state.apply(step);
