@@ -5,6 +5,8 @@
 //!   streamed in parallel into the store, each verified → manifest → local tag.
 //! - [`push_from_store`]: blobs (HEAD, cross-repository mount, monolithic or chunked
 //!   upload) → manifest.
+//! - [`push_cache`] / [`pull_cache`]: the remote build cache as an OCI manifest whose
+//!   config lists cache records and whose layers are their blobs.
 //! - [`login`] / [`logout`]: check credentials against a registry and record them in the
 //!   docker config file (`auths`, or a credential helper).
 //! - [`RegistryRef`]: names with Docker Hub's defaults (`busybox` →
@@ -16,6 +18,7 @@
 //! `WWW-Authenticate` challenge; credentials from `~/.docker/config.json`.
 
 mod auth;
+mod cache;
 mod client;
 mod dockerconfig;
 mod error;
@@ -28,6 +31,7 @@ mod sources;
 mod tls;
 
 pub use auth::{Challenge, Credentials, repository_scope};
+pub use cache::{MEDIA_TYPE_CACHE_CONFIG, pull_cache, push_cache};
 pub use client::Client;
 pub use dockerconfig::{DockerConfig, auth_key, default_config_path};
 pub use error::{RegistryError, Result};

@@ -195,6 +195,29 @@ pub fn push_from_store(
             });
         }
     };
+    push_manifest(
+        store,
+        &manifest_bytes,
+        &image.manifest,
+        &manifest,
+        dest,
+        opts,
+        local,
+    )
+}
+
+/// Pushes a manifest whose blobs are all in the store: blobs first, manifest last.
+/// `label` names what is pushed in errors.
+pub(crate) fn push_manifest(
+    store: &Store,
+    manifest_bytes: &[u8],
+    manifest_digest: &str,
+    manifest: &kiln_image::oci::Manifest,
+    dest: &str,
+    opts: &RegistryOptions,
+    label: &str,
+) -> Result<PushedImage> {
+    let local = label;
     let rref = RegistryRef::parse(dest)?;
     let blobs: Vec<Descriptor> = {
         let mut v: Vec<Descriptor> = Vec::new();
@@ -258,24 +281,24 @@ pub fn push_from_store(
         Method::PUT,
         &path,
         &[("Content-Type", media_type.as_str())],
-        Payload::Bytes(&manifest_bytes),
+        Payload::Bytes(manifest_bytes),
         &format!("manifest {rref}"),
     )?;
     if let Some(h) = resp
         .headers()
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
-        && h != image.manifest
+        && h != manifest_digest
     {
         return Err(RegistryError::DigestMismatch {
             registry: client.registry().to_string(),
             what: format!("{request}: manifest as stored by the registry"),
-            expected: image.manifest.clone(),
+            expected: manifest_digest.to_string(),
             actual: h.to_string(),
         });
     }
     opts.report(Progress::ManifestDone {
-        digest: image.manifest.clone(),
+        digest: manifest_digest.to_string(),
     });
     crate::sources::record(
         store,
@@ -285,7 +308,7 @@ pub fn push_from_store(
     );
     Ok(PushedImage {
         reference: rref,
-        digest: image.manifest,
+        digest: manifest_digest.to_string(),
         size: manifest_bytes.len() as u64,
     })
 }

@@ -236,3 +236,45 @@ fn pushing_an_image_the_store_lacks_names_it() {
     .unwrap_err();
     assert_eq!(err.to_string(), "ghost:1: no such image in the store");
 }
+
+#[test]
+fn build_cache_records_round_trip_through_the_registry_into_a_fresh_store() {
+    let reg = Registry::start(None, Auth::None);
+    let home = tempfile::tempdir().unwrap();
+    let opts = isolated_opts(home.path());
+    let (_a, src) = new_store();
+    let (layer, diff_id) = make_layer(&src, 77, 50_000);
+    let with_layer = kiln_cache::CacheRecord {
+        created: 1,
+        layer: Some(kiln_cache::LayerRef {
+            diff_id,
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+        }),
+    };
+    let metadata_only = kiln_cache::CacheRecord {
+        created: 2,
+        layer: None,
+    };
+    let (k1, k2) = ("a".repeat(64), "b".repeat(64));
+    let records = vec![
+        (k1.clone(), with_layer.clone()),
+        (k2.clone(), metadata_only.clone()),
+    ];
+    let dest = format!("{}/cache/app:buildcache", reg.host());
+    kiln_registry::push_cache(&src, &records, &dest, &opts).unwrap();
+
+    let (_b, dst) = new_store();
+    assert_eq!(kiln_registry::pull_cache(&dst, &dest, &opts).unwrap(), 2);
+    assert_eq!(dst.get_record(&k1).unwrap(), Some(with_layer));
+    assert_eq!(dst.get_record(&k2).unwrap(), Some(metadata_only));
+    assert!(dst.has_blob(&layer.digest));
+
+    // An image is not a cache.
+    make_image(&src, "img:1", 78, &[10]);
+    let img = format!("{}/cache/img:1", reg.host());
+    push_from_store(&src, "img:1", &img, &opts).unwrap();
+    let err = kiln_registry::pull_cache(&dst, &img, &opts).unwrap_err();
+    assert!(err.to_string().contains("not a kiln build cache"), "{err}");
+}
