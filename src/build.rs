@@ -322,7 +322,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         let n = cache_io::export(&store, spec, keys, &registry)?;
         eprintln!("exported {n} cache records to {spec:?}");
     }
-    if args.push {
+    if args.push || outputs.contains(&outputs::OutputSpec::Registry) {
         if tags.is_empty() {
             bail!("--push needs a name: add -t REGISTRY/NAME:TAG");
         }

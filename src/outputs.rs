@@ -13,6 +13,8 @@ pub enum OutputSpec {
     Oci { dest: PathBuf, tar: bool },
     /// A `docker load` archive.
     Docker { dest: PathBuf },
+    /// Push the image's names to their registries (like `--push`).
+    Registry,
 }
 
 impl OutputSpec {
@@ -32,6 +34,13 @@ impl OutputSpec {
                 }
                 _ => bail!("-o {spec:?}: unknown option {part:?} (expected type=, dest=, tar=)"),
             }
+        }
+        if kind.as_deref() == Some("registry") {
+            // The names come from -t, as with --push.
+            if dest.is_some() || tar.is_some() {
+                bail!("-o {spec:?}: type=registry takes no other options (name the image with -t)");
+            }
+            return Ok(OutputSpec::Registry);
         }
         let dest = dest.ok_or_else(|| anyhow!("-o {spec:?}: missing dest="))?;
         match kind.as_deref() {
@@ -68,6 +77,8 @@ impl OutputSpec {
                     .map(drop)
                     .map_err(Into::into)
             })?,
+            // Pushed by the build command, which holds the registry options.
+            OutputSpec::Registry => {}
         }
         Ok(())
     }
@@ -121,8 +132,12 @@ mod tests {
                 tar: false
             }
         );
-        let err = OutputSpec::parse("type=registry,dest=x").unwrap_err();
-        assert!(err.to_string().contains("unsupported type \"registry\""));
+        assert_eq!(
+            OutputSpec::parse("type=registry").unwrap(),
+            OutputSpec::Registry
+        );
+        let err = OutputSpec::parse("type=tarball,dest=x").unwrap_err();
+        assert!(err.to_string().contains("unsupported type \"tarball\""));
         assert!(OutputSpec::parse("type=oci").is_err());
     }
 }
