@@ -233,11 +233,6 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             Err(e) => eprintln!("warning: {e:#}"),
         }
     }
-    let graph_has_run = graph.stages.iter().any(|s| {
-        s.steps
-            .iter()
-            .any(|step| matches!(step.op, kiln_parser::Op::Run(_)))
-    });
 
     let options = SolveOptions {
         context_dir: context.clone(),
@@ -254,7 +249,11 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             NetworkArg::Default | NetworkArg::Host => NetworkDefault::Host,
             NetworkArg::None => NetworkDefault::None,
         },
-        snapshotter: Snapshotter::Overlay,
+        snapshotter: match args.snapshotter {
+            SnapshotterArg::Overlay => Some(Snapshotter::Overlay),
+            SnapshotterArg::Copy => Some(Snapshotter::Copy),
+            SnapshotterArg::Auto => None,
+        },
         secrets,
         explain_cache: args.explain_cache,
         platform: graph.platform.clone(),
@@ -263,21 +262,6 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut options = options;
-    options.snapshotter = match args.snapshotter {
-        SnapshotterArg::Overlay => Snapshotter::Overlay,
-        SnapshotterArg::Copy => Snapshotter::Copy,
-        SnapshotterArg::Auto if !graph_has_run => Snapshotter::Overlay,
-        SnapshotterArg::Auto => {
-            let (chosen, why) = runtime.block_on(Snapshotter::detect(&store.root().join("tmp")));
-            if let Some(why) = why {
-                eprintln!(
-                    "warning: overlayfs is not usable here ({why}); using the copy snapshotter"
-                );
-            }
-            chosen
-        }
-    };
     let backend = Arc::new(Backend::new(store.clone(), options).map_err(|e| anyhow!(e.message))?);
     let mode = render::resolve_mode(args.progress);
     let result = runtime.block_on(async {

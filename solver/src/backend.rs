@@ -45,7 +45,9 @@ pub struct SolveOptions {
     /// Clamp times to this; `None` keeps real times (`--timestamp=keep`).
     pub source_date_epoch: Option<i64>,
     pub network: NetworkDefault,
-    pub snapshotter: kiln_executor::snapshot::Snapshotter,
+    /// `None` picks one the first time a RUN has to execute (a fully cached build never
+    /// pays for the overlay probe).
+    pub snapshotter: Option<kiln_executor::snapshot::Snapshotter>,
     pub secrets: Vec<(String, SecretSource)>,
     pub explain_cache: bool,
     pub platform: Platform,
@@ -55,6 +57,7 @@ pub struct SolveOptions {
 pub struct Backend {
     pub store: Store,
     pub options: SolveOptions,
+    snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
     context: Arc<Context>,
     explain: ExplainLog,
 }
@@ -78,6 +81,7 @@ impl Backend {
         let explain = ExplainLog::new(store.root());
         Ok(Backend {
             store,
+            snapshotter: tokio::sync::OnceCell::new(),
             options,
             context,
             explain,
@@ -424,6 +428,32 @@ impl Backend {
             files.insert(entry.rel_path.clone(), entry_digest(entry));
         }
         Ok(sum.digest)
+    }
+
+    /// The snapshotter for RUN: the one asked for, else overlayfs when a probe mount works
+    /// here, else the copy snapshotter (with a warning saying why).
+    pub(crate) async fn snapshotter(
+        &self,
+        progress: &Progress,
+    ) -> kiln_executor::snapshot::Snapshotter {
+        if let Some(chosen) = self.options.snapshotter {
+            return chosen;
+        }
+        *self
+            .snapshotter
+            .get_or_init(|| async {
+                let scratch = self.store.root().join("tmp");
+                let (chosen, why) = kiln_executor::snapshot::Snapshotter::detect(&scratch).await;
+                if let Some(why) = why {
+                    progress.send(Event::Note {
+                        message: format!(
+                            "warning: overlayfs is not usable here ({why}); using the copy snapshotter"
+                        ),
+                    });
+                }
+                chosen
+            })
+            .await
     }
 
     pub(crate) fn context_dir(&self) -> &std::path::Path {

@@ -209,7 +209,7 @@ async fn run_step(
             .iter()
             .map(|f| (f.path.clone(), f.content.clone().into_bytes(), f.mode))
             .collect(),
-        snapshotter: backend.options.snapshotter,
+        snapshotter: backend.snapshotter(progress).await,
     };
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let progress2 = progress.clone();
