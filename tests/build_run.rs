@@ -105,7 +105,7 @@ fn cache_mounts_persist_and_never_reach_a_layer() {
 fn secrets_are_visible_to_run_and_nowhere_else() {
     let kiln = Kiln::new();
     let ctx = context(
-        "RUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen-len && wc -c < /run/secrets/tok > /len\nRUN --mount=type=secret,id=tok,env=TOKEN test \"$TOKEN\" = s3cr3t-value\n",
+        "RUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen-len && wc -c < /run/secrets/tok > /len\nRUN --mount=type=secret,id=tok,env=TOKEN echo ${#TOKEN} > /envlen\n",
     );
     let secret = tempfile::NamedTempFile::new().unwrap();
     fs::write(secret.path(), "s3cr3t-value").unwrap();
@@ -113,13 +113,31 @@ fn secrets_are_visible_to_run_and_nowhere_else() {
     kiln.build_ok(&["--secret", &spec, "-t", "sec:1", path(ctx.path())]);
     let image = kiln.image("sec:1");
     assert_eq!(image.text("len").trim(), "12");
+    assert_eq!(image.text("envlen").trim(), "12");
     assert!(!image.files.keys().any(|k| k.starts_with("run/secrets")));
     let config = serde_json::to_string(&image.config).unwrap();
     assert!(!config.contains("s3cr3t"), "{config}");
-    // Missing required secret: a clear error.
+    // An optional secret that is not given is absent: the RUN reading it fails.
     let out = kiln.run(&["build", "--no-cache", path(ctx.path())]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("secret tok"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/run/secrets/tok"),
+        "{}",
+        stderr(&out)
+    );
+    // A required one is a clear error before anything runs.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("{BASE}RUN --mount=type=secret,id=tok,required=true true\n"),
+    )
+    .unwrap();
+    let out = kiln.run(&["build", "--no-cache", path(ctx.path())]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("secret tok: not provided"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

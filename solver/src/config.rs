@@ -81,10 +81,11 @@ impl ImageState {
     }
 
     fn ensure_path(&mut self) {
+        // Appended after the base's variables, as BuildKit does.
         if !self.config.env.iter().any(|(k, _)| k == "PATH") {
             self.config
                 .env
-                .insert(0, ("PATH".to_string(), DEFAULT_PATH.to_string()));
+                .push(("PATH".to_string(), DEFAULT_PATH.to_string()));
         }
     }
 
@@ -188,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn env_replaces_in_place_and_default_path_is_first() {
+    fn env_replaces_in_place_and_default_path_comes_with_the_stage() {
         let mut s = ImageState::scratch();
         s.apply(&step(Op::Env(vec![("A".into(), "1".into())])));
         s.apply(&step(Op::Env(vec![("PATH".into(), "/x".into())])));

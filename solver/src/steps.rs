@@ -183,7 +183,9 @@ async fn run_step(
     // Secret files and cache locks live until the process is done.
     let mut keep: Vec<Keep> = Vec::new();
     for mount in &run.mounts {
-        mounts.push(mount_spec(backend, mount, inputs, &mut env, &mut keep).map_err(at)?);
+        if let Some(spec) = mount_spec(backend, mount, inputs, &mut env, &mut keep).map_err(at)? {
+            mounts.push(spec);
+        }
     }
     let network = match (run.network, backend.options.network) {
         (NetworkMode::Host, _) | (NetworkMode::Default, NetworkDefault::Host) => {
@@ -263,13 +265,14 @@ fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The sandbox mount for `mount`, or `None` when it is only an environment variable.
 fn mount_spec(
     backend: &Backend,
     mount: &kiln_parser::Mount,
     inputs: &StageInputs,
     env: &mut Vec<(String, String)>,
     keep: &mut Vec<Keep>,
-) -> Result<MountSpec, String> {
+) -> Result<Option<MountSpec>, String> {
     let target = mount.target.clone();
     let source = mount.source.clone().unwrap_or_else(|| "/".into());
     let kind = match &mount.kind {
@@ -363,10 +366,15 @@ fn mount_spec(
                         "secret {id}: not provided (--secret id={id},src=FILE)"
                     ));
                 }
-                None => Vec::new(),
+                // Like BuildKit: an optional secret that was not given is simply absent.
+                None => return Ok(None),
             };
             if let Some(name) = env_name {
                 env.push((name.clone(), String::from_utf8_lossy(&value).into_owned()));
+            }
+            if target.is_empty() {
+                // `env=` alone: the secret is only an environment variable.
+                return Ok(None);
             }
             let mut file = tempfile::NamedTempFile::new_in(backend.store.root().join("tmp"))
                 .map_err(|e| format!("secret {id}: {e}"))?;
@@ -385,5 +393,5 @@ fn mount_spec(
             return Err("RUN --mount=type=ssh is not supported by kiln yet".to_string());
         }
     };
-    Ok(MountSpec { target, kind })
+    Ok(Some(MountSpec { target, kind }))
 }
