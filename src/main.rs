@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         Command::Build(args) if args.verify_reproducible => {
             diff_cmd::verify_reproducible(cli.root, &args)
         }
-        Command::Build(args) => build::run(cli.root, args),
+        Command::Build(args) => build::run(cli.root, *args),
         Command::Diff(args) => diff_cmd::run(cli.root, args),
         Command::Pull(args) => registry_cmd::pull(cli.root, args),
         Command::Push(args) => registry_cmd::push(cli.root, args),

@@ -53,7 +53,10 @@ mod tests {
         names.sort();
         assert_eq!(names, ["dev", "proc", "sys"]);
         assert!(upper.path().join("proc/keep").exists());
-        let mode = std::fs::metadata(upper.path().join("dev")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(upper.path().join("dev"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o755);
     }
 }
