@@ -99,6 +99,21 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
     Ok((id, source))
 }
 
+/// `-t` names, normalized (`app` → `app:latest`).
+pub fn parse_tags(tags: &[String]) -> Result<Vec<String>> {
+    tags.iter()
+        .map(|t| kiln_cache::normalize_ref(t).map_err(|e| anyhow!("-t {t}: {e}")))
+        .collect()
+}
+
+/// `-o` specs.
+pub fn parse_outputs(outputs: &[String]) -> Result<Vec<outputs::OutputSpec>> {
+    outputs
+        .iter()
+        .map(|o| outputs::OutputSpec::parse(o))
+        .collect()
+}
+
 /// Parses and lowers the Dockerfile, with base images looked up in `store`.
 fn lower(
     df: &DockerfileSource,
@@ -135,13 +150,7 @@ impl BaseResolver for StoreResolver {
         let Some(image) = found else {
             return Err(format!("{reference}: not in the store"));
         };
-        let config = kiln_image::oci::parse_config(
-            &self
-                .store
-                .read_blob(&image.config)
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{reference}: {e}"))?;
+        let (_, config) = kiln_solver::backend::read_image(&self.store, reference, &image)?;
         let state = kiln_solver::image_config::state_from_config(&config);
         Ok(BaseImage {
             env: state.config.env,
@@ -192,16 +201,8 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| parse_secret(s))
         .collect::<Result<Vec<_>>>()?;
-    let tags = args
-        .tags
-        .iter()
-        .map(|t| kiln_cache::normalize_ref(t).map_err(|e| anyhow!("-t {t}: {e}")))
-        .collect::<Result<Vec<_>>>()?;
-    let outputs = args
-        .outputs
-        .iter()
-        .map(|o| outputs::OutputSpec::parse(o))
-        .collect::<Result<Vec<_>>>()?;
+    let tags = parse_tags(&args.tags)?;
+    let outputs = parse_outputs(&args.outputs)?;
     let epoch = source_date_epoch(&args, &build_args)?;
     let cache_from = args
         .cache_from

@@ -292,16 +292,8 @@ fn import_result(
     image: &ImageRef,
     opened: &OpenImage<'_>,
 ) -> Result<()> {
-    let tags = args
-        .tags
-        .iter()
-        .map(|t| kiln_cache::normalize_ref(t).map_err(|e| anyhow!("-t {t}: {e}")))
-        .collect::<Result<Vec<_>>>()?;
-    let outputs = args
-        .outputs
-        .iter()
-        .map(|o| crate::outputs::OutputSpec::parse(o))
-        .collect::<Result<Vec<_>>>()?;
+    let tags = crate::build::parse_tags(&args.tags)?;
+    let outputs = crate::build::parse_outputs(&args.outputs)?;
     let store = open_store(root)?;
     let _lock = store.lock_shared().context("locking the store")?;
     // Children before the documents that name them.

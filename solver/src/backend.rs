@@ -100,20 +100,7 @@ impl Backend {
                     "{reference}: image not found in the store (build it, or `kiln load` it first)"
                 )
             })?;
-        let manifest = kiln_image::oci::parse_manifest(
-            &self
-                .store
-                .read_blob(&image.manifest)
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{reference}: {e}"))?;
-        let config = kiln_image::oci::parse_config(
-            &self
-                .store
-                .read_blob(&image.config)
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{reference}: {e}"))?;
+        let (manifest, config) = read_image(&self.store, reference, &image)?;
         if manifest.layers.len() != config.rootfs.diff_ids.len() {
             return Err(format!(
                 "{reference}: manifest lists {} layers but config {} diff_ids",
@@ -474,6 +461,20 @@ impl Backend {
     pub fn save_stat_cache(&self) {
         let _ = self.context.save_stat_cache();
     }
+}
+
+/// The manifest and config of a stored image (`reference` only names it in errors).
+pub fn read_image(
+    store: &Store,
+    reference: &str,
+    image: &kiln_cache::ImageRef,
+) -> Result<(kiln_image::Manifest, kiln_image::ImageConfig), String> {
+    let read = |digest: &str| store.read_blob(digest).map_err(|e| e.to_string());
+    let manifest = kiln_image::oci::parse_manifest(&read(&image.manifest)?)
+        .map_err(|e| format!("{reference}: {e}"))?;
+    let config = kiln_image::oci::parse_config(&read(&image.config)?)
+        .map_err(|e| format!("{reference}: {e}"))?;
+    Ok((manifest, config))
 }
 
 fn entry_digest(entry: &kiln_cache::context::HashedEntry) -> String {
