@@ -217,8 +217,20 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
 
     let store = root::open_store(root_flag)?;
     let _lock = store.lock_shared().context("locking the store")?;
+    let host = kiln_parser::lower::host_platform();
+    let host_name = match &host.variant {
+        Some(v) => format!("{}/{}/{v}", host.os, host.architecture),
+        None => format!("{}/{}", host.os, host.architecture),
+    };
+    if let Some(p) = &args.platform
+        && p != &host_name
+        && p != &format!("{}/{}", host.os, host.architecture)
+    {
+        bail!("--platform {p}: kiln builds for this machine's platform ({host_name}) only");
+    }
     let registry = kiln_registry::RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
+        platform: Some(host_name),
         ..kiln_registry::RegistryOptions::default()
     };
     let resolver = StoreResolver {

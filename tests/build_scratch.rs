@@ -411,3 +411,20 @@ fn a_local_cache_export_makes_a_fresh_store_build_everything_cached() {
     assert_eq!(log.matches("CACHED").count(), 5, "{log}");
     assert_eq!(fs::read_to_string(iidfile).unwrap(), first);
 }
+
+#[test]
+fn platform_other_than_the_host_is_refused_with_a_clear_error() {
+    let kiln = Kiln::new();
+    let out = kiln.run(&[
+        "build",
+        "--platform",
+        "linux/s390x",
+        testdata("hello").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--platform linux/s390x: kiln builds for this machine's platform"),
+        "{}",
+        stderr(&out)
+    );
+}
