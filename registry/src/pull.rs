@@ -204,8 +204,12 @@ pub fn fetch_manifest(
     })
 }
 
+/// How many times a blob download that broke off is resumed before giving up.
+const RESUME_ATTEMPTS: usize = 3;
+
 /// Streams one blob into the store, verifying size and digest. Nothing is stored if
-/// either is wrong.
+/// either is wrong. A download that breaks off is resumed from where it stopped with an
+/// HTTP `Range` request when the registry honours ranges (206); otherwise it restarts.
 pub fn fetch_blob_into_store(
     client: &Client,
     repository: &str,
@@ -215,27 +219,39 @@ pub fn fetch_blob_into_store(
     let path = format!("/v2/{repository}/blobs/{}", desc.digest);
     let request = format!("GET {}", client.url(&path));
     let what = format!("blob {} of {repository}", desc.digest);
-    let resp = client.call(Method::GET, &path, &[], Payload::Empty, &what)?;
-    let mut writer = store
-        .blob_writer()
-        .map_err(RegistryError::store(format!("writing {what}")))?;
-    // Read one byte past the descriptor's size so an overlong blob is noticed.
-    let mut body = resp.into_body().into_reader().take(desc.size + 1);
-    let mut buf = vec![0u8; 256 << 10];
+    let new_writer = || {
+        store
+            .blob_writer()
+            .map_err(RegistryError::store(format!("writing {what}")))
+    };
+    let mut writer = new_writer()?;
+    let mut attempts = 0;
     loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(client.read_error(&request, e)),
+        let offset = writer.size();
+        let range = format!("bytes={offset}-");
+        let headers: &[(&str, &str)] = if offset > 0 {
+            &[("Range", range.as_str())]
+        } else {
+            &[]
         };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|source| RegistryError::Io {
-                op: "write blob into the store at",
-                path: store.root().to_path_buf(),
-                source,
-            })?;
+        let resp = client.call(Method::GET, &path, headers, Payload::Empty, &what)?;
+        if offset > 0 && resp.status().as_u16() != 206 {
+            // The registry sent the whole blob again: start over with a fresh writer.
+            writer = new_writer()?;
+        }
+        // Read one byte past the descriptor's size so an overlong blob is noticed.
+        let remaining = (desc.size + 1).saturating_sub(writer.size());
+        let mut body = resp.into_body().into_reader().take(remaining);
+        match copy_body(&mut body, &mut writer, store) {
+            Ok(()) => break,
+            Err(CopyFailure::Store(e)) => return Err(e),
+            Err(CopyFailure::Read(e)) => {
+                attempts += 1;
+                if attempts > RESUME_ATTEMPTS {
+                    return Err(client.read_error(&request, e));
+                }
+            }
+        }
     }
     if writer.size() != desc.size {
         return Err(RegistryError::SizeMismatch {
@@ -256,6 +272,36 @@ pub fn fetch_blob_into_store(
             })
         }
         Err(e) => Err(RegistryError::Store { what, source: e }),
+    }
+}
+
+enum CopyFailure {
+    /// The network read failed: worth resuming.
+    Read(std::io::Error),
+    /// Writing into the store failed: final.
+    Store(RegistryError),
+}
+
+fn copy_body(
+    body: &mut impl Read,
+    writer: &mut kiln_cache::BlobWriter,
+    store: &Store,
+) -> std::result::Result<(), CopyFailure> {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyFailure::Read(e)),
+        };
+        writer.write_all(&buf[..n]).map_err(|source| {
+            CopyFailure::Store(RegistryError::Io {
+                op: "write blob into the store at",
+                path: store.root().to_path_buf(),
+                source,
+            })
+        })?;
     }
 }
 
