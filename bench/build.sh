@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
-KILN=$PWD/target/release/kiln
+KILN=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 DIR=${BENCH_DIR:-/tmp/kiln-bench}
 mkdir -p "$DIR"
 scenarios=("$@")

@@ -48,18 +48,27 @@ impl ExplainLog {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Saves `inputs` for `place`. Best effort: explanations never fail a build.
+    /// Saves `inputs` for `place`, unless the saved ones already have the same key (a
+    /// cache hit then writes nothing: the inputs of a big context can be megabytes).
+    /// Best effort: explanations never fail a build.
     pub fn save(&self, place: &str, inputs: &KeyInputs) {
+        let path = self.path(place);
+        let key_path = path.with_extension("key");
+        if std::fs::read_to_string(&key_path).is_ok_and(|k| k == inputs.key) {
+            return;
+        }
         let Ok(bytes) = serde_json::to_vec(inputs) else {
             return;
         };
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
         }
-        let path = self.path(place);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        for (dest, content) in [(&path, bytes), (&key_path, inputs.key.clone().into_bytes())] {
+            let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, content).is_err() || std::fs::rename(&tmp, dest).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+                return;
+            }
         }
     }
 }
