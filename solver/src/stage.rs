@@ -93,9 +93,16 @@ impl StageRunner {
             Base::Image(reference) => {
                 let backend = self.backend.clone();
                 let reference = reference.clone();
-                let resolved = blocking(move || backend.resolve_image(&reference))
-                    .await
-                    .map_err(|m| SolveError::at(stage.span, &stage.source, m))?;
+                let resolved = match blocking(move || backend.resolve_image(&reference)).await {
+                    Ok(resolved) => resolved,
+                    Err(message) => {
+                        self.progress.send(Event::Failed {
+                            id: from_id,
+                            error: message.clone(),
+                        });
+                        return Err(SolveError::at(stage.span, &stage.source, message));
+                    }
+                };
                 let base_history = resolved.state.history.len();
                 StageResult {
                     key: resolved.key,
