@@ -199,3 +199,21 @@ fn copy_snapshotter_gives_the_same_image_as_overlay() {
         .collect();
     assert_eq!(ids[0], ids[1]);
 }
+
+#[test]
+fn cache_mounts_can_be_seeded_from_a_stage_and_shared_privately() {
+    let kiln = Kiln::new();
+    let ctx = context(
+        "RUN mkdir -p /seed && echo seeded > /seed/f\n\nFROM base AS seed\nRUN true\n\nFROM base\nRUN --mount=type=cache,target=/c,id=seeded,from=seed,source=/seed,uid=7,mode=0700 cat /c/f > /got && stat -c '%u %a' /c > /owner\nRUN --mount=type=cache,target=/p,sharing=private echo x > /p/x && test -f /p/x\nRUN --mount=type=cache,target=/l,sharing=locked echo y > /l/y\n",
+    );
+    kiln.build_ok(&["-t", "seeded:1", path(ctx.path())]);
+    let image = kiln.image("seeded:1");
+    assert_eq!(image.text("got"), "seeded\n");
+    assert_eq!(image.text("owner").trim(), "7 700");
+    assert!(
+        !image
+            .files
+            .keys()
+            .any(|k| k.starts_with("p/") || k.starts_with("l/"))
+    );
+}

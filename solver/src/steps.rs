@@ -251,6 +251,90 @@ async fn run_step(
 /// Something a mount needs kept alive (a secret file, a held lock) until the process ends.
 type Keep = Box<dyn Send>;
 
+/// The directory of a cache mount, created on first use (seeded from `from=`/`source=`
+/// when given, then given the mount's mode and owner) and published atomically.
+///
+/// Every user holds the cache's lock file: shared for `sharing=shared`, exclusive for
+/// `locked` (waiting its turn). `private` takes the exclusive lock without waiting and,
+/// when another build holds the cache, gets a fresh throwaway directory instead, as
+/// BuildKit gives a private cache to a second writer.
+fn cache_mount_dir(
+    backend: &Backend,
+    mount: &kiln_parser::Mount,
+    id: &str,
+    sharing: kiln_parser::CacheSharing,
+    inputs: &StageInputs,
+    keep: &mut Vec<Keep>,
+) -> Result<PathBuf, String> {
+    use kiln_parser::CacheSharing;
+    use rustix::fs::FlockOperation;
+    use sha2::Digest;
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("cache mount {id}: {what}: {e}");
+    let base = backend.store.root().join("cachemounts");
+    std::fs::create_dir_all(&base).map_err(|e| err("creating", &e))?;
+    let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    let lock = std::fs::File::create(base.join(format!("{name}.lock")))
+        .map_err(|e| err("lock file", &e))?;
+    let op = match sharing {
+        CacheSharing::Shared => FlockOperation::LockShared,
+        CacheSharing::Locked => FlockOperation::LockExclusive,
+        CacheSharing::Private => FlockOperation::NonBlockingLockExclusive,
+    };
+    let dir = match rustix::fs::flock(&lock, op) {
+        Ok(()) => {
+            keep.push(Box::new(lock));
+            base.join(&name)
+        }
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let private = tempfile::tempdir_in(backend.store.root().join("tmp"))
+                .map_err(|e| err("private copy", &e))?;
+            let path = private.path().join("cache");
+            keep.push(Box::new(private));
+            path
+        }
+        Err(e) => return Err(err("locking", &e)),
+    };
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let staging = tempfile::tempdir_in(&base).map_err(|e| err("creating", &e))?;
+    let fresh = staging.path().join("cache");
+    let seed = match &mount.from {
+        Some(Source::Stage(i)) => Some(find_input(inputs, *i).map_err(|e| e.message)?.lowers()),
+        Some(Source::Image(reference)) => Some(
+            backend
+                .resolve_image(reference)?
+                .layers
+                .iter()
+                .map(|l| l.snapshot.clone())
+                .collect(),
+        ),
+        _ => None,
+    };
+    match seed {
+        Some(lowers) => {
+            let source = mount.source.clone().unwrap_or_else(|| "/".into());
+            LayeredFs::new(sub_lowers(lowers, &source))
+                .materialize(&fresh)
+                .map_err(|e| err("seeding", &e))?;
+        }
+        None => std::fs::create_dir(&fresh).map_err(|e| err("creating", &e))?,
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        &fresh,
+        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+    )
+    .map_err(|e| err("chmod", &e))?;
+    std::os::unix::fs::chown(&fresh, mount.uid.or(Some(0)), mount.gid.or(Some(0)))
+        .map_err(|e| err("chown", &e))?;
+    // Another build may have published it meanwhile: theirs wins, ours goes with staging.
+    if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
+        return Err(err("publishing", &"rename failed"));
+    }
+    Ok(dir)
+}
+
 /// The directories of `lowers` that hold `source` (a path inside the stack), bottom first:
 /// a bind of a subdirectory of a stage.
 fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Vec<PathBuf> {
@@ -322,32 +406,9 @@ fn mount_spec(
                 }
             }
         },
-        MountKind::Cache { id, sharing } => {
-            use sha2::Digest;
-            let base = backend.store.root().join("cachemounts");
-            let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
-            let dir = base.join(&name);
-            if !dir.exists() {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("creating cache mount {id}: {e}"))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(
-                    &dir,
-                    std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
-                )
-                .map_err(|e| format!("cache mount {id}: {e}"))?;
-                std::os::unix::fs::chown(&dir, mount.uid.or(Some(0)), mount.gid.or(Some(0)))
-                    .map_err(|e| format!("cache mount {id}: {e}"))?;
-            }
-            if *sharing == kiln_parser::CacheSharing::Locked {
-                let lock = std::fs::File::create(base.join(format!("{name}.lock")))
-                    .map_err(|e| format!("cache mount {id}: {e}"))?;
-                rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-                    .map_err(|e| format!("cache mount {id}: locking: {e}"))?;
-                keep.push(Box::new(lock));
-            }
-            SandboxMount::Cache { host: dir }
-        }
+        MountKind::Cache { id, sharing } => SandboxMount::Cache {
+            host: cache_mount_dir(backend, mount, id, *sharing, inputs, keep)?,
+        },
         MountKind::Tmpfs { size } => SandboxMount::Tmpfs { size: *size },
         MountKind::Secret {
             id,
