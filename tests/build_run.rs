@@ -217,3 +217,77 @@ fn cache_mounts_can_be_seeded_from_a_stage_and_shared_privately() {
             .any(|k| k.starts_with("p/") || k.starts_with("l/"))
     );
 }
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_run_leaves_nothing_behind_and_the_next_build_works() {
+    let kiln = Kiln::new();
+    let marker = format!("kiln-kill-test-{}", std::process::id());
+    let ctx = context(&format!("RUN sleep 1000 && echo {marker}\n"));
+    let mut child = kiln
+        .cmd()
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "killed:1",
+            path(ctx.path()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN's shell is up inside the sandbox.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while processes_with(&marker)
+        .iter()
+        .all(|p| !p.contains("sleep 1000"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RUN never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left running: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let store = kiln.root.path().to_string_lossy().into_owned();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&store), "mounts left: {mounts}");
+    assert!(!common::stdout(&kiln.run(&["images"])).contains("killed"));
+
+    // The store still works: the next build (same base, cached) succeeds.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("{BASE}RUN echo after > /after\n"),
+    )
+    .unwrap();
+    let out = kiln.build_ok(&["-t", "after:1", path(ctx.path())]);
+    assert!(stderr(&out).contains("CACHED"), "{}", stderr(&out));
+    assert_eq!(kiln.image("after:1").text("after"), "after\n");
+}
