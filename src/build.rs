@@ -335,7 +335,15 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     }
     match mode {
         ProgressMode::Quiet => println!("{}", image.config_digest),
-        ProgressMode::Json => {}
+        ProgressMode::Json => {
+            let done = serde_json::json!({
+                "event": "image",
+                "id": image.config_digest,
+                "manifest": image.manifest_digest,
+                "tags": tags,
+            });
+            println!("{done}");
+        }
         _ => {
             eprintln!("writing image {}", image.config_digest);
             for tag in &tags {

@@ -428,3 +428,27 @@ fn platform_other_than_the_host_is_refused_with_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn json_progress_is_one_event_per_line_ending_with_the_image() {
+    let kiln = Kiln::new();
+    let out = kiln.run(&[
+        "build",
+        "--progress",
+        "json",
+        "-t",
+        "j:1",
+        testdata("hello").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(lines.iter().any(|e| e["event"] == "started"));
+    assert!(lines.iter().any(|e| e["event"] == "done"));
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "image");
+    assert!(last["id"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(last["tags"], serde_json::json!(["j:1"]));
+}
