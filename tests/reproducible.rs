@@ -301,54 +301,7 @@ fn verify_reproducible_fails_on_a_nondeterministic_step_and_tags_nothing() {
 const USER: &str = "kilnrepro";
 
 fn ensure_user() -> Option<u32> {
-    if !rustix::process::geteuid().is_root() {
-        return None;
-    }
-    let id = || {
-        Command::new("id")
-            .args(["-u", USER])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-            })
-    };
-    if id().is_none() {
-        let _ = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", USER])
-            .status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let mut text = fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!("{USER}:400000:65536\n"));
-            fs::write(file, text).unwrap();
-        }
-    }
-    id()
-}
-
-/// Makes `dir` and everything below readable (and dirs enterable) by everyone.
-fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            open_up(&e.path());
-        } else if ft.is_file() {
-            let mode = fs::metadata(e.path()).unwrap().permissions().mode() | 0o444;
-            fs::set_permissions(e.path(), fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
+    common::ensure_test_user(USER, 400000)
 }
 
 #[test]
@@ -358,12 +311,12 @@ fn root_and_an_unprivileged_user_get_one_digest_with_run_steps() {
         return;
     };
     let ctx = context(STEPS);
-    open_up(ctx.path());
+    common::open_up(ctx.path());
     let root_kiln = Kiln::new();
     root_kiln.build_ok(&["--no-cache", "-t", "x:1", s(ctx.path())]);
 
     let tmp = tempfile::tempdir().unwrap();
-    open_up(tmp.path());
+    common::open_up(tmp.path());
     let home: PathBuf = tmp.path().join("home");
     fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();

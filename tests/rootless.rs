@@ -20,41 +20,7 @@ fn is_root() -> bool {
 
 /// Creates the test user and its subordinate ranges once; returns its uid.
 fn ensure_user() -> u32 {
-    let id = |_: ()| {
-        Command::new("id")
-            .args(["-u", USER])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-            })
-    };
-    if id(()).is_none() {
-        let status = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", USER])
-            .status()
-            .expect("useradd");
-        assert!(
-            status.success() || id(()).is_some(),
-            "useradd {USER} failed"
-        );
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            let mut text = text;
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!("{USER}:300000:65536\n"));
-            fs::write(file, text).expect("write subordinate ID file");
-        }
-    }
-    id(()).expect("test user exists")
+    common::ensure_test_user(USER, 300000).expect("test user exists")
 }
 
 /// Start of the test user's first subordinate range (useradd may have made one itself).
@@ -77,21 +43,6 @@ fn user_dir(parent: &Path, name: &str, uid: u32) -> std::path::PathBuf {
     dir
 }
 
-/// Makes a tree readable by everyone (a context the test user builds).
-fn open_up(dir: &Path) {
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            open_up(&e.path());
-        } else if ft.is_file() {
-            let mode = fs::metadata(e.path()).unwrap().permissions().mode() | 0o444;
-            fs::set_permissions(e.path(), fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-}
-
 fn context(tmp: &Path) -> std::path::PathBuf {
     let ctx = tmp.join("ctx");
     copy_dir(&testdata("hello"), &ctx);
@@ -101,7 +52,7 @@ fn context(tmp: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     fs::set_permissions(&ctx, fs::Permissions::from_mode(0o755)).unwrap();
-    open_up(&ctx);
+    common::open_up(&ctx);
     ctx
 }
 

@@ -247,3 +247,57 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Creates the unprivileged test user `name` (with a subordinate ID range starting at
+/// `sub_start` unless `useradd` already gave it one) and returns its uid; `None` when not
+/// running as root, since only root can create users.
+pub fn ensure_test_user(name: &str, sub_start: u32) -> Option<u32> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let id = || {
+        std::process::Command::new("id")
+            .args(["-u", name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+    };
+    if id().is_none() {
+        let _ = std::process::Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", name])
+            .status();
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let mut text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with(&format!("{name}:"))) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{name}:{sub_start}:65536\n"));
+            std::fs::write(file, text).expect("write subordinate ID file");
+        }
+    }
+    id()
+}
+
+/// Makes `dir` and everything below readable (and directories enterable) by everyone.
+pub fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            open_up(&e.path());
+        } else if ft.is_file() {
+            let mode = std::fs::metadata(e.path()).unwrap().permissions().mode() | 0o444;
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
