@@ -347,25 +347,11 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 std::fs::create_dir_all(&dir).map_err(writer::io_at("mkdir", &dir))?;
                 std::fs::write(&host, &content).map_err(writer::io_at("write", &host))?;
                 meta::set_mode(&host, 0o644).map_err(writer::io_at("chmod", &host))?;
-                let fs = LayeredFs::plain_dir(dir);
-                let isrc = Source {
-                    fs: &fs,
-                    filter: None,
-                    preserve_owner: false,
-                };
-                let entry = fs
-                    .metadata(&base)?
-                    .ok_or_else(|| CopyError::SourceNotFound { path: base.clone() })?;
-                let m = source::Match {
-                    name: base,
-                    entry,
-                    wildcard: false,
-                };
-                bytes += copy_match(
+                bytes += copy_scratch_file(
                     &mut w,
-                    &isrc,
                     &mut copier,
-                    &m,
+                    dir,
+                    base,
                     &dest_clean,
                     dir_form,
                     false,
@@ -376,26 +362,13 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 let dir = scratch.path().join(format!("url-{}", w.written.len()));
                 std::fs::create_dir_all(&dir).map_err(writer::io_at("mkdir", &dir))?;
                 let name = http::download(&url, req.checksum.as_deref(), &dir)?;
-                let fs = LayeredFs::plain_dir(dir);
-                let usrc = Source {
-                    fs: &fs,
-                    filter: None,
-                    preserve_owner: false,
-                };
-                let entry = fs
-                    .metadata(&name)?
-                    .ok_or_else(|| CopyError::SourceNotFound { path: name.clone() })?;
-                let m = source::Match {
-                    name,
-                    entry,
-                    wildcard: false,
-                };
+                // A URL is extracted only when asked (`--unpack=true`), unlike a local archive.
                 let unpack = req.unpack == Some(true);
-                bytes += copy_match(
+                bytes += copy_scratch_file(
                     &mut w,
-                    &usrc,
                     &mut copier,
-                    &m,
+                    dir,
+                    name,
                     &dest_clean,
                     dir_form,
                     unpack,
@@ -425,6 +398,36 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
     }
     let written = w.finish()?;
     Ok(CopyReport { written, bytes })
+}
+
+/// Copies the file `name` of the scratch directory `dir` (an inline or downloaded source)
+/// like a single local source: no filter, owners from `--chown` or root.
+#[allow(clippy::too_many_arguments)]
+fn copy_scratch_file(
+    w: &mut LayerWriter,
+    copier: &mut Copier<'_>,
+    dir: std::path::PathBuf,
+    name: String,
+    dest_clean: &str,
+    dir_form: bool,
+    unpack: bool,
+    chown: Option<Owner>,
+) -> Result<u64, CopyError> {
+    let fs = LayeredFs::plain_dir(dir);
+    let src = Source {
+        fs: &fs,
+        filter: None,
+        preserve_owner: false,
+    };
+    let entry = fs
+        .metadata(&name)?
+        .ok_or_else(|| CopyError::SourceNotFound { path: name.clone() })?;
+    let m = source::Match {
+        name,
+        entry,
+        wildcard: false,
+    };
+    copy_match(w, &src, copier, &m, dest_clean, dir_form, unpack, chown)
 }
 
 /// BuildKit's `Copy` for one selected source: decide the target path, create parents, and
