@@ -253,6 +253,15 @@ impl ShellWord<'_> {
         r
     }
 
+    /// The word up to `stop`; when the input ends before it, the error is `missing`.
+    fn word_until(&mut self, stop: Option<char>, raw_escapes: bool, missing: &str) -> Res<String> {
+        match self.process_stop_on(stop, raw_escapes) {
+            Ok((word, _)) => Ok(word),
+            Err(_) if self.peek().is_none() => Err(missing.into()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn process_stop_on_inner(&mut self, stop: Option<char>) -> Res<(String, Vec<String>)> {
         let mut result = String::new();
         let mut words = Words {
@@ -418,15 +427,7 @@ impl ShellWord<'_> {
                     chs.push(ch.unwrap_or('\u{FFFD}'));
                 }
                 let raw = matches!(ch, Some('#') | Some('%'));
-                let word = match self.process_stop_on(Some('}'), raw) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".into());
-                        }
-                        return Err(e);
-                    }
-                };
+                let word = self.word_until(Some('}'), raw, "syntax error: missing '}'")?;
                 let value = self.lookup(&name);
                 if self.lex.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}{chs}{word}}}"));
@@ -490,24 +491,9 @@ impl ShellWord<'_> {
                 if replace_all {
                     self.next();
                 }
-                let pattern = match self.process_stop_on(Some('/'), true) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '/' in ${}".into());
-                        }
-                        return Err(e);
-                    }
-                };
-                let replacement = match self.process_stop_on(Some('}'), true) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".into());
-                        }
-                        return Err(e);
-                    }
-                };
+                let pattern =
+                    self.word_until(Some('/'), true, "syntax error: missing '/' in ${}")?;
+                let replacement = self.word_until(Some('}'), true, "syntax error: missing '}'")?;
                 let value = self.lookup(&name);
                 if self.lex.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
