@@ -4,7 +4,7 @@
 use crate::backend::{Backend, NetworkDefault, SecretSource};
 use crate::error::SolveError;
 use crate::progress::{Event, Progress, Stream};
-use crate::stage::{StageInputs, StageResult, blocking, find_input};
+use crate::stage::{StageInputs, StageResult, blocking, find_input, lowers_of};
 use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 use kiln_executor::layered::LayeredFs;
 use kiln_executor::sandbox::{self, MountKind as SandboxMount, MountSpec, OutputStream, RunSpec};
@@ -67,9 +67,7 @@ fn copy_request(
         }
         Source::Image(reference) => {
             let image = backend.resolve_image(reference)?;
-            SourceRoot::Layers(LayeredFs::new(
-                image.layers.iter().map(|l| l.snapshot.clone()).collect(),
-            ))
+            SourceRoot::Layers(LayeredFs::new(lowers_of(&image.layers)))
         }
     };
     let sources = copy
@@ -301,14 +299,9 @@ fn cache_mount_dir(
     let fresh = staging.path().join("cache");
     let seed = match &mount.from {
         Some(Source::Stage(i)) => Some(find_input(inputs, *i).map_err(|e| e.message)?.lowers()),
-        Some(Source::Image(reference)) => Some(
-            backend
-                .resolve_image(reference)?
-                .layers
-                .iter()
-                .map(|l| l.snapshot.clone())
-                .collect(),
-        ),
+        Some(Source::Image(reference)) => {
+            Some(lowers_of(&backend.resolve_image(reference)?.layers))
+        }
         _ => None,
     };
     match seed {
@@ -371,10 +364,7 @@ fn mount_spec(
             Some(Source::Image(reference)) => {
                 let image = backend.resolve_image(reference)?;
                 SandboxMount::Layers {
-                    lowers: sub_lowers(
-                        image.layers.iter().map(|l| l.snapshot.clone()).collect(),
-                        &source,
-                    ),
+                    lowers: sub_lowers(lowers_of(&image.layers), &source),
                     readonly: mount.readonly,
                 }
             }
