@@ -41,6 +41,7 @@
 //! lock exclusively and waits for them.
 
 mod blob;
+mod blobindex;
 pub mod context;
 mod digest;
 mod error;
@@ -69,5 +70,5 @@ pub use record::{CacheRecord, LayerRef};
 pub use reference::{Reference, normalize_ref};
 pub use refs::ImageRef;
 pub use resolve::{ResolveError, resolve_in_root};
-pub use snapshot::{StagingDir, validate_snapshot_id};
+pub use snapshot::{StagingDir, tmpfs_staging_base, validate_snapshot_id};
 pub use store::{STORE_FORMAT_VERSION, Store, StoreLock};

@@ -232,6 +232,8 @@ impl Store {
             report.bytes_freed += size;
         }
 
+        // Index entries naming blobs removed above (theirs or earlier prunes').
+        self.prune_blob_index()?;
         self.clean_tmp(STALE_TMP_AGE)?;
         Ok(report)
     }

@@ -134,3 +134,95 @@ impl Store {
         Ok(ids)
     }
 }
+
+/// Name prefix of metadata-tree staging directories on a tmpfs.
+const TMPFS_STAGING_PREFIX: &str = "kiln-staging";
+
+/// The tmpfs directory where metadata trees are staged, chosen once per process:
+/// `$KILN_STAGING_TMPFS` (`off` disables), else `$XDG_RUNTIME_DIR`, else `/dev/shm`, each
+/// only when it is a writable tmpfs that keeps `user.*` xattrs (the copier relies on them).
+///
+/// A metadata tree's files are empty placeholders, so the tmpfs holds inodes, not file
+/// bytes: memory stays small however large the files are.
+pub fn tmpfs_staging_base() -> Option<&'static Path> {
+    static BASE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let candidates: Vec<PathBuf> = match std::env::var_os("KILN_STAGING_TMPFS") {
+            Some(v) if v == "off" => Vec::new(),
+            Some(v) => vec![PathBuf::from(v)],
+            None => std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .into_iter()
+                .chain([PathBuf::from("/dev/shm")])
+                .collect(),
+        };
+        let base = candidates.into_iter().find(|dir| usable_tmpfs(dir))?;
+        sweep_stale_staging(&base);
+        Some(base)
+    })
+    .as_deref()
+}
+
+fn usable_tmpfs(dir: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let Ok(st) = rustix::fs::statfs(dir) else {
+        return false;
+    };
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as i64 != TMPFS_MAGIC {
+        return false;
+    }
+    let probe = dir.join(unique_name(TMPFS_STAGING_PREFIX));
+    if fs::create_dir(&probe).is_err() {
+        return false;
+    }
+    let xattrs = rustix::fs::setxattr(
+        &probe,
+        "user.kiln.probe",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
+    let _ = fs::remove_dir(&probe);
+    xattrs
+}
+
+/// Removes staging directories left by kiln processes that no longer run (killed builds).
+fn sweep_stale_staging(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TMPFS_STAGING_PREFIX))
+            .and_then(|n| n.strip_prefix('-'))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = remove_any(&entry.path());
+        }
+    }
+}
+
+impl Store {
+    /// A fresh staging directory on a tmpfs for a metadata tree (see
+    /// [`tmpfs_staging_base`]), or `None` when no usable tmpfs exists. It cannot be
+    /// committed as a snapshot (another filesystem): materialize it into
+    /// [`Store::snapshot_staging`]. Dropped, it is deleted.
+    pub fn tmpfs_staging(&self) -> Result<Option<StagingDir>> {
+        let Some(base) = tmpfs_staging_base() else {
+            return Ok(None);
+        };
+        let path = base.join(unique_name(TMPFS_STAGING_PREFIX));
+        fs::create_dir(&path).map_err(io_err("create", path.clone()))?;
+        Ok(Some(StagingDir {
+            path,
+            committed: false,
+        }))
+    }
+}

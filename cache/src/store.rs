@@ -45,6 +45,7 @@ impl Store {
             store.root.join("snapshots"),
             store.root.join("cache"),
             store.root.join("statcache"),
+            store.root.join("layers"),
             store.tmp_dir(),
         ] {
             ensure_dir(&dir)?;

@@ -16,6 +16,7 @@ pub mod userns;
 pub mod copy;
 pub mod layered;
 pub mod runc_compat;
+pub mod staged;
 
 pub use copy::{CopyError, CopyReport, CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 pub use layered::{Entry, EntryKind, LayeredFs};

@@ -12,7 +12,7 @@ use crate::stage::{Layer, StageInputs, blocking};
 use crate::steps;
 use kiln_cache::context::{ChecksumOptions, Context};
 use kiln_cache::{CacheRecord, LayerRef, Store};
-use kiln_image::Compression;
+use kiln_image::{Compression, ExternalContent};
 use kiln_parser::{CopySource, Op, Platform, Source, Step};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -149,6 +149,10 @@ impl Backend {
             self.store
                 .commit_snapshot(staging, id)
                 .map_err(|e| e.to_string())?;
+            // Verified just now: a step that produces this tar can reuse the blob.
+            self.store
+                .put_layer_blob(layer)
+                .map_err(|e| e.to_string())?;
         }
         Ok(Layer {
             diff_id: layer.diff_id.clone(),
@@ -212,13 +216,35 @@ impl Backend {
                 progress.send(Event::Explain { id, reason });
             }
         }
-        let staging = self
-            .store
-            .snapshot_staging()
-            .map_err(|e| at(e.to_string()))?;
-        steps::execute(&self, step, current, inputs, staging.path(), id, progress).await?;
+        // A COPY is staged as a metadata tree on a tmpfs when one is usable: its files are
+        // written to the store only if the layer is not stored already.
+        let tmpfs = match &step.op {
+            Op::Copy(copy) if !copy.add => {
+                self.store.tmpfs_staging().map_err(|e| at(e.to_string()))?
+            }
+            _ => None,
+        };
+        let metadata_tree = tmpfs.is_some();
+        let staging = match tmpfs {
+            Some(staging) => staging,
+            None => self
+                .store
+                .snapshot_staging()
+                .map_err(|e| at(e.to_string()))?,
+        };
+        let content = steps::execute(
+            &self,
+            step,
+            current,
+            inputs,
+            staging.path(),
+            metadata_tree,
+            id,
+            progress,
+        )
+        .await?;
         let this = self.clone();
-        let layer = blocking(move || this.commit_layer(staging))
+        let layer = blocking(move || this.commit_layer(staging, &content, metadata_tree))
             .await
             .map_err(at)?;
         // Records carry the real time for prune's "oldest first"; the image never sees it.
@@ -243,34 +269,123 @@ impl Backend {
         Ok((key, layer, false))
     }
 
-    /// Writes the layer directory `staging` as a blob, then makes it the layer's snapshot.
-    fn commit_layer(&self, staging: kiln_cache::StagingDir) -> Result<Layer, String> {
+    /// Makes the layer directory `staging` a stored layer: its blob and its snapshot.
+    ///
+    /// The tar is hashed first (no compression): a layer produced before (kiln's layers
+    /// are deterministic, so `--no-cache` rebuilds usually produce the same tars) reuses
+    /// its stored blob and snapshot. What is missing is then written; for a metadata tree
+    /// the compressed blob and the snapshot's files are written side by side, both reading
+    /// the sources.
+    fn commit_layer(
+        &self,
+        staging: kiln_cache::StagingDir,
+        content: &ExternalContent,
+        metadata_tree: bool,
+    ) -> Result<Layer, String> {
+        let plain = kiln_image::LayerOptions {
+            compression: Compression::None,
+            source_date_epoch: self.options.source_date_epoch,
+            level: None,
+        };
+        let diff_id =
+            kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)
+                .map_err(|e| e.to_string())?
+                .diff_id;
+        let id = hex_of(&diff_id)?.to_string();
+        let media_type = self.options.compression.media_type();
+        let known = self
+            .store
+            .find_layer_blob(&diff_id, media_type)
+            .map_err(|e| e.to_string())?;
+        let blob = || match &known {
+            Some(layer) => Ok(layer.clone()),
+            None => self.write_blob(staging.path(), content, &diff_id),
+        };
+        let (blob, snapshot) = if metadata_tree {
+            std::thread::scope(|s| {
+                let blob = s.spawn(blob);
+                let snapshot = self.materialize_snapshot(staging.path(), content, &id);
+                let blob = blob
+                    .join()
+                    .unwrap_or_else(|_| Err("writing the layer blob panicked".to_string()));
+                (blob, snapshot)
+            })
+        } else {
+            // The directory itself becomes the snapshot: write the blob before moving it.
+            let blob = blob();
+            let snapshot = blob.as_ref().map_err(Clone::clone).and_then(|_| {
+                self.store
+                    .commit_snapshot(staging, &id)
+                    .map_err(|e| e.to_string())
+            });
+            (blob, snapshot)
+        };
+        let (blob, snapshot) = (blob?, snapshot?);
+        Ok(Layer {
+            diff_id,
+            digest: blob.digest,
+            size: blob.size,
+            media_type: blob.media_type,
+            snapshot,
+        })
+    }
+
+    /// Compresses the layer directory `dir` into a new blob and indexes it under `diff_id`.
+    fn write_blob(
+        &self,
+        dir: &std::path::Path,
+        content: &ExternalContent,
+        diff_id: &str,
+    ) -> Result<LayerRef, String> {
         let mut writer = self.store.blob_writer().map_err(|e| e.to_string())?;
-        let digests = kiln_image::write_layer(
-            staging.path(),
+        let digests = kiln_image::write_layer_with(
+            dir,
             &mut writer,
             &kiln_image::LayerOptions {
                 compression: self.options.compression,
                 source_date_epoch: self.options.source_date_epoch,
                 level: None,
             },
+            content,
         )
         .map_err(|e| e.to_string())?;
+        if digests.diff_id != diff_id {
+            return Err(format!(
+                "the layer changed while it was written ({diff_id}, then {})",
+                digests.diff_id
+            ));
+        }
         let blob = writer
             .commit_verified(&digests.digest)
             .map_err(|e| e.to_string())?;
-        let id = hex_of(&digests.diff_id)?.to_string();
-        let snapshot = self
-            .store
-            .commit_snapshot(staging, &id)
-            .map_err(|e| e.to_string())?;
-        Ok(Layer {
+        let layer = LayerRef {
             diff_id: digests.diff_id,
             digest: blob.digest,
-            size: blob.size,
             media_type: digests.media_type,
-            snapshot,
-        })
+            size: blob.size,
+        };
+        self.store
+            .put_layer_blob(&layer)
+            .map_err(|e| e.to_string())?;
+        Ok(layer)
+    }
+
+    /// The snapshot `id`, written from the metadata tree `tree` unless it is stored already.
+    fn materialize_snapshot(
+        &self,
+        tree: &std::path::Path,
+        content: &ExternalContent,
+        id: &str,
+    ) -> Result<PathBuf, String> {
+        if self.store.has_snapshot(id) {
+            return self.store.snapshot_path(id).map_err(|e| e.to_string());
+        }
+        let staging = self.store.snapshot_staging().map_err(|e| e.to_string())?;
+        kiln_executor::staged::materialize(tree, content, staging.path())
+            .map_err(|e| e.to_string())?;
+        self.store
+            .commit_snapshot(staging, id)
+            .map_err(|e| e.to_string())
     }
 
     /// What the key of `step` is made of: the op's canonical parameters, the keys it reads

@@ -8,6 +8,7 @@ use crate::stage::{StageInputs, StageResult, blocking, find_input, lowers_of};
 use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 use kiln_executor::layered::LayeredFs;
 use kiln_executor::sandbox::{self, MountKind as SandboxMount, MountSpec, OutputStream, RunSpec};
+use kiln_image::ExternalContent;
 use kiln_parser::{CopyOp, CopySource, MountKind, NetworkMode, Op, RunOp, Source, Step, WorkdirOp};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,23 +16,28 @@ use std::sync::Arc;
 /// How many lines of a failed RUN's output the error repeats.
 const TAIL_LINES: usize = 20;
 
+/// Fills `out` for `step`. With `metadata_tree`, a COPY stages placeholders there and the
+/// returned map says where their bytes are; otherwise it is empty.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute(
     backend: &Arc<Backend>,
     step: &Step,
     current: &StageResult,
     inputs: &StageInputs,
     out: &Path,
+    metadata_tree: bool,
     id: usize,
     progress: &Progress,
-) -> Result<(), SolveError> {
+) -> Result<ExternalContent, SolveError> {
     let at = |m: String| SolveError::at(step.span, &step.source, m);
     match &step.op {
         Op::Copy(copy) => {
-            let req = copy_request(backend, copy, current, inputs).map_err(at)?;
+            let mut req = copy_request(backend, copy, current, inputs).map_err(at)?;
+            req.stage_contents = metadata_tree;
             let out = out.to_path_buf();
             blocking(move || {
                 copy_into_layer(&req, &out)
-                    .map(|_| ())
+                    .map(|report| report.content)
                     .map_err(|e| e.to_string())
             })
             .await
@@ -43,10 +49,14 @@ pub(crate) async fn execute(
             let out = out.to_path_buf();
             blocking(move || make_workdir(lowers, &w, &out))
                 .await
-                .map_err(at)
+                .map_err(at)?;
+            Ok(ExternalContent::new())
         }
-        Op::Run(run) => run_step(backend, step, run, current, inputs, out, id, progress).await,
-        _ => Ok(()),
+        Op::Run(run) => {
+            run_step(backend, step, run, current, inputs, out, id, progress).await?;
+            Ok(ExternalContent::new())
+        }
+        _ => Ok(ExternalContent::new()),
     }
 }
 
@@ -96,6 +106,7 @@ fn copy_request(
         parents: copy.parents,
         excludes: copy.exclude.clone(),
         link: copy.link,
+        stage_contents: false,
     })
 }
 

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::layered::{LayeredError, LayeredFs, components, join_components};
+use kiln_image::ExternalContent;
 pub use mode::{ModeError, ModeSpec};
 pub use owner::{Owner, OwnerError, lookup_group, lookup_user, resolve_chown};
 use pattern::PatternMatcher;
@@ -106,6 +107,11 @@ pub struct CopyRequest {
     /// `--link`: the layer does not depend on the layers below (their symlinks are not
     /// followed and their directories not consulted).
     pub link: bool,
+    /// Stage a metadata tree: regular files read from the source root become empty
+    /// placeholders and [`CopyReport::content`] says where their bytes are (see
+    /// [`kiln_image::layer::external`]). Ignored for ADD, whose archives and downloads
+    /// have no lasting source to point at.
+    pub stage_contents: bool,
 }
 
 impl CopyRequest {
@@ -130,17 +136,20 @@ impl CopyRequest {
             parents: false,
             excludes: Vec::new(),
             link: false,
+            stage_contents: false,
         }
     }
 }
 
 /// What a step wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct CopyReport {
     /// View paths created or replaced in the layer, in the order written (parents included).
     pub written: Vec<String>,
-    /// Regular-file bytes copied or extracted.
+    /// Regular-file bytes copied or extracted (or, staged, referenced).
     pub bytes: u64,
+    /// With [`CopyRequest::stage_contents`], the placeholders' sources.
+    pub content: ExternalContent,
 }
 
 /// Why a COPY/ADD failed.
@@ -322,8 +331,14 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
             source: e,
         })?;
 
+    let staged = req.stage_contents && !req.add;
+    let mut external = ExternalContent::new();
     for item in items {
         let mut copier = Copier::new(chown, mode.as_ref(), &excludes);
+        // Inline sources live in `scratch`, gone on return: their bytes are written.
+        copier.reference = staged && matches!(item, Item::Local(_) | Item::Parents(_));
+        copier.track = staged;
+        copier.content = std::mem::take(&mut external);
         match item {
             Item::Local(m) => {
                 let unpack = req.add && req.unpack != Some(false);
@@ -395,9 +410,14 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
         }
         copier.flush()?;
         bytes += copier.bytes;
+        external = std::mem::take(&mut copier.content);
     }
     let written = w.finish()?;
-    Ok(CopyReport { written, bytes })
+    Ok(CopyReport {
+        written,
+        bytes,
+        content: external,
+    })
 }
 
 /// Copies the file `name` of the scratch directory `dir` (an inline or downloaded source)

@@ -19,6 +19,7 @@ use super::pattern::PatternMatcher;
 use super::writer::{LayerWriter, io_at};
 use super::{CopyError, SourceFilter, meta};
 use crate::layered::{Entry, EntryKind, LayeredFs};
+use kiln_image::{ExternalContent, ExternalFile};
 
 /// Where a source entry comes from and how its ownership is treated.
 pub(crate) struct Source<'a> {
@@ -52,6 +53,12 @@ pub(crate) struct Copier<'a> {
     /// (first name, new name) hardlinks to make once the jobs ran.
     hardlinks: Vec<(PathBuf, PathBuf)>,
     pub bytes: u64,
+    /// Write regular files as empty placeholders and record their sources in `content`.
+    pub reference: bool,
+    /// Record every regular file written (placeholders in `content`, real files removed
+    /// from it): an inode freed by a replaced placeholder may come back as a real file.
+    pub track: bool,
+    pub content: ExternalContent,
 }
 
 /// One regular file to copy with its final metadata (run in parallel: the walk is
@@ -65,15 +72,29 @@ struct FileJob {
     metadata: std::fs::Metadata,
 }
 
+/// What a finished [`FileJob`] left: its bytes, and with tracking the written file's
+/// `lstat` and its external source (None: it holds its own bytes).
+type JobResult = (u64, Option<(std::fs::Metadata, Option<ExternalFile>)>);
+
 impl FileJob {
-    fn run(&self) -> Result<u64, CopyError> {
+    fn run(&self, reference: bool, track: bool) -> Result<JobResult, CopyError> {
         let dst = &self.dst;
-        let n = fs::copy(&self.src, dst).map_err(io_at("copy to", dst))?;
+        let n = if reference {
+            fs::File::create_new(dst).map_err(io_at("create", dst))?;
+            self.metadata.len()
+        } else {
+            fs::copy(&self.src, dst).map_err(io_at("copy to", dst))?
+        };
         meta::set_owner(dst, self.uid, self.gid).map_err(io_at("chown", dst))?;
         meta::set_mode(dst, self.mode).map_err(io_at("chmod", dst))?;
         meta::copy_xattrs(&self.src, dst).map_err(io_at("copy xattrs to", dst))?;
         meta::set_times(dst, &self.metadata).map_err(io_at("set times of", dst))?;
-        Ok(n)
+        if !track {
+            return Ok((n, None));
+        }
+        let staged = fs::symlink_metadata(dst).map_err(io_at("stat", dst))?;
+        let source = reference.then(|| ExternalFile::new(self.src.clone(), &self.metadata));
+        Ok((n, Some((staged, source))))
     }
 }
 
@@ -91,6 +112,9 @@ impl<'a> Copier<'a> {
             jobs: Vec::new(),
             hardlinks: Vec::new(),
             bytes: 0,
+            reference: false,
+            track: false,
+            content: ExternalContent::new(),
         }
     }
 
@@ -208,8 +232,17 @@ impl<'a> Copier<'a> {
     /// then the hardlinks to them. Called after each source; the queued paths are distinct.
     pub fn flush(&mut self) -> Result<(), CopyError> {
         let jobs = std::mem::take(&mut self.jobs);
-        let bytes: Result<Vec<u64>, CopyError> = jobs.par_iter().map(FileJob::run).collect();
-        self.bytes += bytes?.iter().sum::<u64>();
+        let (reference, track) = (self.reference, self.track);
+        let done: Result<Vec<JobResult>, CopyError> =
+            jobs.par_iter().map(|j| j.run(reference, track)).collect();
+        for (n, placed) in done? {
+            self.bytes += n;
+            match placed {
+                Some((staged, Some(source))) => self.content.insert(&staged, source),
+                Some((staged, None)) => self.content.remove(&staged),
+                None => {}
+            }
+        }
         for (first, host) in std::mem::take(&mut self.hardlinks) {
             fs::hard_link(&first, &host).map_err(io_at("hardlink", &host))?;
         }

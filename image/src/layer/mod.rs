@@ -3,6 +3,7 @@
 //! rootfs), never writing outside the destination.
 
 pub mod compress;
+pub mod external;
 mod pgzip;
 pub mod tarfmt;
 pub mod unpack;
@@ -10,6 +11,9 @@ mod whiteout;
 pub mod write;
 
 pub use compress::Compression;
+pub use external::{ExternalContent, ExternalFile};
 pub use tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
 pub use unpack::{Owners, UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer};
-pub use write::{LayerDigests, LayerOptions, LayerWriteError, LayerWriter, write_layer};
+pub use write::{
+    LayerDigests, LayerOptions, LayerWriteError, LayerWriter, write_layer, write_layer_with,
+};

@@ -9,6 +9,7 @@
 //! always gives the same tar.
 
 use super::compress::{Compression, Compressor};
+use super::external::ExternalContent;
 use super::tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
 use crate::digest::HashingWriter;
 use std::collections::{BTreeMap, HashMap};
@@ -209,6 +210,17 @@ pub fn write_layer(
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerDigests, LayerWriteError> {
+    write_layer_with(dir, out, opts, &ExternalContent::new())
+}
+
+/// [`write_layer`] for a metadata tree: the bytes of placeholders listed in `content` are
+/// read from their sources (see [`super::external`]).
+pub fn write_layer_with(
+    dir: &Path,
+    out: impl Write,
+    opts: &LayerOptions,
+    content: &ExternalContent,
+) -> Result<LayerDigests, LayerWriteError> {
     let mut writer = LayerWriter::new(out, opts).map_err(|source| LayerWriteError::Write {
         entry: String::new(),
         source,
@@ -216,6 +228,7 @@ pub fn write_layer(
     let mut walk = Walk {
         writer: &mut writer,
         links: HashMap::new(),
+        content,
     };
     walk.dir(dir, &[])?;
     writer.finish().map_err(|source| LayerWriteError::Write {
@@ -228,6 +241,7 @@ struct Walk<'a, W: Write> {
     writer: &'a mut LayerWriter<W>,
     /// (dev, ino) of multiply-linked files already written → their tar name.
     links: HashMap<(u64, u64), Vec<u8>>,
+    content: &'a ExternalContent,
 }
 
 impl<W: Write> Walk<'_, W> {
@@ -297,6 +311,29 @@ impl<W: Write> Walk<'_, W> {
                     .map_err(write_err);
             }
             self.links.insert(key, tar_name.clone());
+        }
+        if ft.is_file()
+            && let Some(ext) = self.content.get(&md)
+        {
+            let file = ext.open().map_err(|source| LayerWriteError::Read {
+                path: ext.path.clone(),
+                source,
+            })?;
+            let mut reader = io::BufReader::with_capacity(IO_BUFFER, file);
+            self.writer
+                .append(
+                    &tar_name,
+                    &EntryKind::File { size: ext.len },
+                    &meta,
+                    &mut reader,
+                )
+                .map_err(write_err)?;
+            return ext
+                .check(reader.get_ref())
+                .map_err(|source| LayerWriteError::Read {
+                    path: ext.path.clone(),
+                    source,
+                });
         }
         let kind = if ft.is_file() {
             EntryKind::File { size: md.size() }
