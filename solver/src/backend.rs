@@ -244,7 +244,7 @@ impl Backend {
         )
         .await?;
         let this = self.clone();
-        let layer = blocking(move || this.commit_layer(staging, &content, metadata_tree))
+        let (layer, reused) = blocking(move || this.commit_layer(staging, &content, metadata_tree))
             .await
             .map_err(at)?;
         // Records carry the real time for prune's "oldest first"; the image never sees it.
@@ -264,12 +264,17 @@ impl Backend {
         progress.send(Event::Log {
             id,
             stream: Stream::Info,
-            line: format!("writing layer {}", layer.digest),
+            line: if reused {
+                format!("reusing stored layer {}", layer.digest)
+            } else {
+                format!("writing layer {}", layer.digest)
+            },
         });
         Ok((key, layer, false))
     }
 
-    /// Makes the layer directory `staging` a stored layer: its blob and its snapshot.
+    /// Makes the layer directory `staging` a stored layer: its blob and its snapshot; true
+    /// when the blob was stored already.
     ///
     /// The tar is hashed first (no compression): a layer produced before (kiln's layers
     /// are deterministic, so `--no-cache` rebuilds usually produce the same tars) reuses
@@ -281,7 +286,7 @@ impl Backend {
         staging: kiln_cache::StagingDir,
         content: &ExternalContent,
         metadata_tree: bool,
-    ) -> Result<Layer, String> {
+    ) -> Result<(Layer, bool), String> {
         let plain = kiln_image::LayerOptions {
             compression: Compression::None,
             source_date_epoch: self.options.source_date_epoch,
@@ -321,13 +326,14 @@ impl Backend {
             (blob, snapshot)
         };
         let (blob, snapshot) = (blob?, snapshot?);
-        Ok(Layer {
+        let layer = Layer {
             diff_id,
             digest: blob.digest,
             size: blob.size,
             media_type: blob.media_type,
             snapshot,
-        })
+        };
+        Ok((layer, known.is_some()))
     }
 
     /// Compresses the layer directory `dir` into a new blob and indexes it under `diff_id`.
