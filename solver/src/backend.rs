@@ -193,17 +193,19 @@ impl Backend {
             step.span.line,
             step.span.column
         );
-        if !no_cache {
-            let record = self.store.get_record(&key).map_err(|e| at(e.to_string()))?;
-            if let Some(CacheRecord {
+        // Even under --no-cache the record tells what the step gave last time: the layer
+        // it will most likely give again (see `commit_layer`).
+        let recorded = match self.store.get_record(&key).map_err(|e| at(e.to_string()))? {
+            Some(CacheRecord {
                 layer: Some(layer), ..
-            }) = record
-            {
-                let this = self.clone();
-                if let Ok(layer) = blocking(move || this.ensure_snapshot(&layer)).await {
-                    self.explain.save(&place, &key_inputs);
-                    return Ok((key, layer, true));
-                }
+            }) => Some(layer),
+            _ => None,
+        };
+        if !no_cache && let Some(layer) = recorded.clone() {
+            let this = self.clone();
+            if let Ok(layer) = blocking(move || this.ensure_snapshot(&layer)).await {
+                self.explain.save(&place, &key_inputs);
+                return Ok((key, layer, true));
             }
         }
         if self.options.explain_cache {
@@ -244,9 +246,10 @@ impl Backend {
         )
         .await?;
         let this = self.clone();
-        let (layer, reused) = blocking(move || this.commit_layer(staging, &content, metadata_tree))
-            .await
-            .map_err(at)?;
+        let (layer, reused) =
+            blocking(move || this.commit_layer(staging, &content, metadata_tree, recorded))
+                .await
+                .map_err(at)?;
         // Records carry the real time for prune's "oldest first"; the image never sees it.
         let record = CacheRecord {
             created: now_unix(),
@@ -276,58 +279,85 @@ impl Backend {
     /// Makes the layer directory `staging` a stored layer: its blob and its snapshot; true
     /// when the blob was stored already.
     ///
-    /// The tar is hashed first (no compression): a layer produced before (kiln's layers
-    /// are deterministic, so `--no-cache` rebuilds usually produce the same tars) reuses
-    /// its stored blob and snapshot. What is missing is then written; for a metadata tree
-    /// the compressed blob and the snapshot's files are written side by side, both reading
-    /// the sources.
+    /// kiln's layers are deterministic, so a step that runs again (`--no-cache`) usually
+    /// gives the layer it gave before (`recorded`). When that layer's blob or snapshot is
+    /// stored, the tar is hashed first (no compression) and whatever is stored under the
+    /// same diff_id is reused. Otherwise the tar is hashed and compressed in one pass. For a
+    /// metadata tree, the compressed blob and the snapshot's files are written side by
+    /// side, both reading the sources.
     fn commit_layer(
         &self,
         staging: kiln_cache::StagingDir,
         content: &ExternalContent,
         metadata_tree: bool,
+        recorded: Option<LayerRef>,
     ) -> Result<(Layer, bool), String> {
-        let plain = kiln_image::LayerOptions {
-            compression: Compression::None,
-            source_date_epoch: self.options.source_date_epoch,
-            level: None,
-        };
-        let diff_id =
-            kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)
-                .map_err(|e| e.to_string())?
-                .diff_id;
-        let id = hex_of(&diff_id)?.to_string();
         let media_type = self.options.compression.media_type();
-        let known = self
-            .store
-            .find_layer_blob(&diff_id, media_type)
-            .map_err(|e| e.to_string())?;
+        let worth_hashing = recorded.is_some_and(|r| {
+            hex_of(&r.diff_id).is_ok_and(|id| self.store.has_snapshot(id))
+                || matches!(
+                    self.store.find_layer_blob(&r.diff_id, media_type),
+                    Ok(Some(_))
+                )
+        });
+        let (diff_id, known) = if worth_hashing {
+            let plain = kiln_image::LayerOptions {
+                compression: Compression::None,
+                source_date_epoch: self.options.source_date_epoch,
+                level: None,
+            };
+            let diff_id =
+                kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)
+                    .map_err(|e| e.to_string())?
+                    .diff_id;
+            let known = self
+                .store
+                .find_layer_blob(&diff_id, media_type)
+                .map_err(|e| e.to_string())?;
+            (Some(diff_id), known)
+        } else {
+            (None, None)
+        };
         let blob = || match &known {
             Some(layer) => Ok(layer.clone()),
-            None => self.write_blob(staging.path(), content, &diff_id),
+            None => self.write_blob(staging.path(), content, diff_id.as_deref()),
         };
         let (blob, snapshot) = if metadata_tree {
             std::thread::scope(|s| {
                 let blob = s.spawn(blob);
-                let snapshot = self.materialize_snapshot(staging.path(), content, &id);
+                let snapshot =
+                    self.materialize_snapshot(staging.path(), content, diff_id.as_deref());
                 let blob = blob
                     .join()
                     .unwrap_or_else(|_| Err("writing the layer blob panicked".to_string()));
+                let snapshot = match (&blob, snapshot) {
+                    (Ok(blob), Ok(Materialized::Written(dir))) => {
+                        hex_of(&blob.diff_id).and_then(|id| {
+                            self.store
+                                .commit_snapshot(dir, id)
+                                .map_err(|e| e.to_string())
+                        })
+                    }
+                    (_, Ok(Materialized::Stored(path))) => Ok(path),
+                    (Err(e), _) => Err(e.clone()),
+                    (_, Err(e)) => Err(e),
+                };
                 (blob, snapshot)
             })
         } else {
             // The directory itself becomes the snapshot: write the blob before moving it.
             let blob = blob();
-            let snapshot = blob.as_ref().map_err(Clone::clone).and_then(|_| {
+            let snapshot = blob.as_ref().map_err(Clone::clone).and_then(|blob| {
+                let id = hex_of(&blob.diff_id)?;
                 self.store
-                    .commit_snapshot(staging, &id)
+                    .commit_snapshot(staging, id)
                     .map_err(|e| e.to_string())
             });
             (blob, snapshot)
         };
         let (blob, snapshot) = (blob?, snapshot?);
         let layer = Layer {
-            diff_id,
+            diff_id: blob.diff_id,
             digest: blob.digest,
             size: blob.size,
             media_type: blob.media_type,
@@ -336,12 +366,13 @@ impl Backend {
         Ok((layer, known.is_some()))
     }
 
-    /// Compresses the layer directory `dir` into a new blob and indexes it under `diff_id`.
+    /// Compresses the layer directory `dir` into a new blob and indexes it under its
+    /// diff_id (which must be `expected` when given).
     fn write_blob(
         &self,
         dir: &std::path::Path,
         content: &ExternalContent,
-        diff_id: &str,
+        expected: Option<&str>,
     ) -> Result<LayerRef, String> {
         let mut writer = self.store.blob_writer().map_err(|e| e.to_string())?;
         let digests = kiln_image::write_layer_with(
@@ -355,9 +386,11 @@ impl Backend {
             content,
         )
         .map_err(|e| e.to_string())?;
-        if digests.diff_id != diff_id {
+        if let Some(expected) = expected
+            && digests.diff_id != expected
+        {
             return Err(format!(
-                "the layer changed while it was written ({diff_id}, then {})",
+                "the layer changed while it was written ({expected}, then {})",
                 digests.diff_id
             ));
         }
@@ -376,22 +409,24 @@ impl Backend {
         Ok(layer)
     }
 
-    /// The snapshot `id`, written from the metadata tree `tree` unless it is stored already.
+    /// The snapshot of the metadata tree `tree`: the stored one when its diff_id `id` is
+    /// known and stored, else its files written into a staging directory to commit.
     fn materialize_snapshot(
         &self,
         tree: &std::path::Path,
         content: &ExternalContent,
-        id: &str,
-    ) -> Result<PathBuf, String> {
-        if self.store.has_snapshot(id) {
-            return self.store.snapshot_path(id).map_err(|e| e.to_string());
+        id: Option<&str>,
+    ) -> Result<Materialized, String> {
+        if let Some(id) = id.map(hex_of).transpose()?
+            && self.store.has_snapshot(id)
+        {
+            let path = self.store.snapshot_path(id).map_err(|e| e.to_string())?;
+            return Ok(Materialized::Stored(path));
         }
         let staging = self.store.snapshot_staging().map_err(|e| e.to_string())?;
         kiln_executor::staged::materialize(tree, content, staging.path())
             .map_err(|e| e.to_string())?;
-        self.store
-            .commit_snapshot(staging, id)
-            .map_err(|e| e.to_string())
+        Ok(Materialized::Written(staging))
     }
 
     /// What the key of `step` is made of: the op's canonical parameters, the keys it reads
@@ -582,6 +617,12 @@ impl Backend {
     pub fn save_stat_cache(&self) {
         let _ = self.context.save_stat_cache();
     }
+}
+
+/// A metadata tree's snapshot: already in the store, or written and waiting for its id.
+enum Materialized {
+    Stored(PathBuf),
+    Written(kiln_cache::StagingDir),
 }
 
 /// The manifest and config of a stored image (`reference` only names it in errors).
