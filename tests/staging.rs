@@ -149,7 +149,11 @@ fn a_no_cache_rebuild_reuses_stored_blobs_and_snapshots() {
     fs::write(ctx.path().join("app/a"), "alphA\n").unwrap();
     let (changed, log) = build_log(&kiln, tmpfs, ctx.path(), true);
     assert_ne!(changed, id);
-    assert_eq!(log.matches("reusing stored layer sha256:").count(), 2, "{log}");
+    assert_eq!(
+        log.matches("reusing stored layer sha256:").count(),
+        2,
+        "{log}"
+    );
     assert_eq!(log.matches("writing layer sha256:").count(), 3, "{log}");
     let after = layer_inodes(&kiln, "staged:1");
     assert_eq!(after[..2], before[..2], "the base layers are reused");

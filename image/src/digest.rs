@@ -37,7 +37,8 @@ pub struct InvalidDigest(pub String);
 #[derive(Debug)]
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    /// None: count only (the caller knows the digest already).
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -46,7 +47,17 @@ impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
+            count: 0,
+        }
+    }
+
+    /// Wraps `inner`, counting bytes without hashing them: [`HashingWriter::finish`] then
+    /// gives an empty digest.
+    pub(crate) fn counting(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: None,
             count: 0,
         }
     }
@@ -58,7 +69,10 @@ impl<W: Write> HashingWriter<W> {
 
     /// Returns the inner writer, the `sha256:` digest and the byte count.
     pub fn finish(self) -> (W, String, u64) {
-        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        let digest = self
+            .hasher
+            .map(|h| format!("sha256:{}", hex::encode(h.finalize())))
+            .unwrap_or_default();
         (self.inner, digest, self.count)
     }
 }
@@ -66,7 +80,9 @@ impl<W: Write> HashingWriter<W> {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

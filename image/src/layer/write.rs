@@ -108,7 +108,12 @@ impl<W: Write> LayerWriter<W> {
     /// Starts a layer on `out`.
     pub fn new(out: W, opts: &LayerOptions) -> io::Result<Self> {
         let out = io::BufWriter::with_capacity(IO_BUFFER, out);
-        let compressor = Compressor::new(HashingWriter::new(out), opts.compression, opts.level)?;
+        // An uncompressed blob is the tar itself: its digest is the diff_id, hashed once.
+        let blob = match opts.compression {
+            Compression::None => HashingWriter::counting(out),
+            _ => HashingWriter::new(out),
+        };
+        let compressor = Compressor::new(blob, opts.compression, opts.level)?;
         Ok(Self {
             tar: TarEntryWriter::new(HashingWriter::new(compressor)),
             compression: opts.compression,
@@ -181,6 +186,10 @@ impl<W: Write> LayerWriter<W> {
         let mut hashed_blob = compressor.finish()?;
         hashed_blob.flush()?;
         let (buffered, digest, size) = hashed_blob.finish();
+        let digest = match self.compression {
+            Compression::None => diff_id.clone(),
+            _ => digest,
+        };
         let out = buffered.into_inner().map_err(|e| e.into_error())?;
         let digests = LayerDigests {
             diff_id,
