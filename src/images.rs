@@ -227,10 +227,11 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
         keep_storage,
     })?;
     println!(
-        "Deleted {} blobs, {} snapshots, {} cache records; total reclaimed space: {}",
+        "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts; total reclaimed space: {}",
         report.blobs_removed,
         report.snapshots_removed,
         report.records_removed,
+        report.cache_mounts_removed,
         human_size(report.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)

@@ -40,6 +40,8 @@ pub struct PruneReport {
     pub blobs_removed: u64,
     pub snapshots_removed: u64,
     pub records_removed: u64,
+    /// `RUN --mount=type=cache` directories (only with `all`).
+    pub cache_mounts_removed: u64,
     pub bytes_freed: u64,
 }
 
@@ -234,8 +236,64 @@ impl Store {
 
         // Index entries naming blobs removed above (theirs or earlier prunes').
         self.prune_blob_index()?;
+        self.prune_side_dirs(opts.all, &mut report)?;
         self.clean_tmp(STALE_TMP_AGE)?;
         Ok(report)
+    }
+
+    /// The store's side directories, written by other crates under fixed names:
+    /// - `registry/sources/<hex>` (where a blob came from, for cross-repository mounts):
+    ///   dropped with the blob;
+    /// - `explain/<place>` + `.key` (`--explain-cache` inputs of a step): dropped with the
+    ///   cache record of that key;
+    /// - `cachemounts/<id>` + `.lock` (`RUN --mount=type=cache`): dropped with `all`, like
+    ///   BuildKit's `prune --all` (no build runs: prune holds the store lock exclusively).
+    fn prune_side_dirs(&self, all: bool, report: &mut PruneReport) -> Result<()> {
+        let read = |dir: &std::path::Path| -> Vec<fs::DirEntry> {
+            fs::read_dir(dir)
+                .map(|rd| rd.flatten().collect())
+                .unwrap_or_default()
+        };
+        for entry in read(&self.root().join("registry").join("sources")) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if is_sha256_hex(&name) && !self.has_blob(&format!("sha256:{name}")) {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(io_err("remove", p.clone()))?;
+            }
+        }
+        let explain = self.root().join("explain");
+        for entry in read(&explain) {
+            let p = entry.path();
+            if p.extension().is_none_or(|e| e != "key") {
+                continue;
+            }
+            let key = fs::read_to_string(&p).unwrap_or_default();
+            let live = is_sha256_hex(key.trim()) && self.get_record(key.trim())?.is_some();
+            if !live {
+                let inputs = p.with_extension("");
+                for f in [&inputs, &p] {
+                    match fs::remove_file(f) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err("remove", f.to_path_buf())(e)),
+                    }
+                }
+            }
+        }
+        if all {
+            let mounts = self.root().join("cachemounts");
+            for entry in read(&mounts) {
+                let p = entry.path();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir {
+                    report.bytes_freed += tree_size(&p);
+                    report.cache_mounts_removed += 1;
+                }
+                remove_any(&p).map_err(io_err("remove", p.clone()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes entries of `tmp/` not modified for `age`, and stray `.*.tmp` files that

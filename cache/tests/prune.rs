@@ -218,3 +218,53 @@ fn prune_waits_for_builds_holding_the_shared_lock() {
     assert_eq!(report.blobs_removed, 1);
     assert!(!s.has_blob(&stray.digest));
 }
+
+#[test]
+fn prune_cleans_side_directories_with_what_they_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = Store::open(root).unwrap();
+    let kept = put_image(&s, "app:1", "kept");
+    let gone = s.put_blob_bytes(b"unreferenced").unwrap();
+    let (live_key, _) = record(&s, 3, b"recorded", 10);
+
+    let sources = root.join("registry/sources");
+    std::fs::create_dir_all(&sources).unwrap();
+    let hex = |d: &str| d.strip_prefix("sha256:").unwrap().to_string();
+    std::fs::write(sources.join(hex(&kept.layer)), "example.com/app\n").unwrap();
+    std::fs::write(sources.join(hex(&gone.digest)), "example.com/app\n").unwrap();
+
+    let explain = root.join("explain");
+    std::fs::create_dir_all(&explain).unwrap();
+    std::fs::write(explain.join("aa"), "{}").unwrap();
+    std::fs::write(explain.join("aa.key"), &live_key).unwrap();
+    std::fs::write(explain.join("bb"), "{}").unwrap();
+    std::fs::write(explain.join("bb.key"), "cd".repeat(32)).unwrap();
+
+    let mounts = root.join("cachemounts");
+    std::fs::create_dir_all(mounts.join("m1/deep")).unwrap();
+    std::fs::write(mounts.join("m1/deep/file"), vec![7u8; 4096]).unwrap();
+    std::fs::write(mounts.join("m1.lock"), "").unwrap();
+
+    let report = s.prune(PruneOptions::default()).unwrap();
+    assert!(sources.join(hex(&kept.layer)).exists());
+    assert!(!sources.join(hex(&gone.digest)).exists());
+    assert!(explain.join("aa").exists() && explain.join("aa.key").exists());
+    assert!(!explain.join("bb").exists() && !explain.join("bb.key").exists());
+    assert!(
+        mounts.join("m1/deep/file").exists(),
+        "cache mounts stay without --all"
+    );
+    assert_eq!(report.cache_mounts_removed, 0);
+
+    let report = s
+        .prune(PruneOptions {
+            all: true,
+            keep_storage: None,
+        })
+        .unwrap();
+    assert_eq!(report.cache_mounts_removed, 1);
+    assert!(report.bytes_freed >= 4096);
+    assert_eq!(std::fs::read_dir(&mounts).unwrap().count(), 0);
+    assert!(!explain.join("aa").exists(), "its record went with --all");
+}
