@@ -35,10 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::layered::{LayeredError, LayeredFs, components, join_components};
+use kiln_cache::IgnoreMatcher;
 use kiln_image::ExternalContent;
 pub use mode::{ModeError, ModeSpec};
 pub use owner::{Owner, OwnerError, lookup_group, lookup_user, resolve_chown};
-use pattern::PatternMatcher;
 use tree::{Copier, Source};
 use writer::LayerWriter;
 
@@ -258,8 +258,8 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
             return Err(CopyError::ChecksumNeedsUrl);
         }
     }
-    let excludes =
-        PatternMatcher::new(&req.excludes).map_err(|e| CopyError::Pattern(e.to_string()))?;
+    let excludes = IgnoreMatcher::from_patterns(&req.excludes)
+        .map_err(|e| CopyError::Pattern(e.to_string()))?;
 
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()

@@ -2,12 +2,9 @@
 //!
 //! - [`go_match`]: Go's `filepath.Match` (source wildcards: `*` and `?` never match `/`,
 //!   `[...]` classes with `^` negation and ranges, `\` escapes).
-//! - [`PatternMatcher`]: moby/patternmatcher semantics used by `.dockerignore` and
-//!   `--exclude` (`**` spans directories, `!` re-includes, the last match wins, a pattern
-//!   matching a parent directory matches everything below it).
+//! - `--exclude` uses the `.dockerignore` matcher, [`kiln_cache::IgnoreMatcher`] (both
+//!   are moby's patternmatcher).
 //! - [`has_wildcards`]: whether a path component needs matching at all.
-
-use regex::Regex;
 
 /// A pattern that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -209,163 +206,6 @@ fn get_esc(chunk: &[char]) -> Option<(char, &[char])> {
     Some((r, rest))
 }
 
-/// One compiled `.dockerignore`-style pattern.
-#[derive(Debug, Clone)]
-struct Pattern {
-    text: String,
-    exclusion: bool,
-    re: Regex,
-}
-
-/// moby/patternmatcher: ordered patterns, `!` exceptions, last match wins.
-#[derive(Debug, Clone, Default)]
-pub struct PatternMatcher {
-    patterns: Vec<Pattern>,
-}
-
-/// Go's `filepath.Clean` on a relative, `/`-separated pattern.
-fn go_clean(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    let body = out.join("/");
-    match (rooted, body.is_empty()) {
-        (true, _) => format!("/{body}"),
-        (false, true) => ".".to_string(),
-        (false, false) => body,
-    }
-}
-
-impl PatternMatcher {
-    /// Compiles patterns as `.dockerignore` lines are compiled (each cleaned, a leading `/`
-    /// dropped, `!` marks an exception, empty lines skipped).
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<PatternMatcher, BadPattern> {
-        let mut out = Vec::new();
-        for raw in patterns {
-            let raw = raw.as_ref().trim();
-            if raw.is_empty() {
-                continue;
-            }
-            let (exclusion, body) = match raw.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, raw),
-            };
-            if body.is_empty() {
-                return Err(BadPattern {
-                    pattern: raw.to_string(),
-                });
-            }
-            let cleaned = go_clean(body);
-            let cleaned = cleaned.trim_start_matches('/').to_string();
-            let re = compile(&cleaned).ok_or_else(|| BadPattern {
-                pattern: raw.to_string(),
-            })?;
-            out.push(Pattern {
-                text: cleaned,
-                exclusion,
-                re,
-            });
-        }
-        Ok(PatternMatcher { patterns: out })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    /// Whether `file` (relative, `/`-separated) is matched: a pattern matching it or one of
-    /// its parent directories counts; the last matching pattern decides.
-    pub fn matches(&self, file: &str) -> bool {
-        let file = go_clean(file);
-        let parent = match file.rfind('/') {
-            Some(i) => &file[..i],
-            None => ".",
-        };
-        let parent_dirs: Vec<&str> = parent.split('/').collect();
-        let mut matched = false;
-        for p in &self.patterns {
-            if p.exclusion != matched {
-                continue;
-            }
-            let mut m = p.re.is_match(&file);
-            if !m && parent != "." {
-                for i in 0..parent_dirs.len() {
-                    if p.re.is_match(&parent_dirs[..=i].join("/")) {
-                        m = true;
-                        break;
-                    }
-                }
-            }
-            if m {
-                matched = !p.exclusion;
-            }
-        }
-        matched
-    }
-
-    /// True when some exception pattern could re-include something under directory `dir`
-    /// (so an excluded directory must still be walked).
-    pub fn may_reinclude_under(&self, dir: &str) -> bool {
-        let prefix = format!("{dir}/");
-        self.patterns
-            .iter()
-            .any(|p| p.exclusion && (p.text.starts_with(&prefix) || has_wildcards(&p.text)))
-    }
-}
-
-/// patternmatcher's pattern → regex translation.
-fn compile(pattern: &str) -> Option<Regex> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut re = String::from("^");
-    let mut i = 0;
-    while i < chars.len() {
-        let ch = chars[i];
-        if ch == '*' {
-            if chars.get(i + 1) == Some(&'*') {
-                i += 1;
-                if chars.get(i + 1) == Some(&'/') {
-                    i += 1;
-                }
-                if i + 1 >= chars.len() {
-                    re.push_str(".*");
-                } else {
-                    re.push_str("(.*/)?");
-                }
-            } else {
-                re.push_str("[^/]*");
-            }
-        } else if ch == '?' {
-            re.push_str("[^/]");
-        } else if ".+()|{}$".contains(ch) {
-            re.push('\\');
-            re.push(ch);
-        } else if ch == '\\' {
-            i += 1;
-            match chars.get(i) {
-                Some(n) => re.push_str(&regex::escape(&n.to_string())),
-                None => re.push_str("\\\\"),
-            }
-        } else {
-            re.push(ch);
-        }
-        i += 1;
-    }
-    re.push('$');
-    Regex::new(&re).ok()
-}
-
 /// Matches a `/`-separated relative path against a pattern whose components are Go
 /// patterns, plus `**` components spanning any number of directories. Returns
 /// `(full, partial)`: `full` when the path matches, `partial` when a descendant of the path
@@ -429,22 +269,6 @@ mod tests {
         }
         assert!(go_match("[", "a").is_err());
         assert!(go_match("a[", "x").is_err());
-    }
-
-    #[test]
-    fn pattern_matcher_follows_dockerignore_rules() {
-        let pm = PatternMatcher::new(&["*.log", "!keep.log", "build", "**/tmp"]).unwrap();
-        assert!(pm.matches("a.log"));
-        assert!(!pm.matches("keep.log"));
-        assert!(!pm.matches("sub/a.log"));
-        assert!(pm.matches("build/x/y"));
-        assert!(pm.matches("tmp"));
-        assert!(pm.matches("a/b/tmp/c"));
-        assert!(!pm.matches("src/main.rs"));
-        let pm = PatternMatcher::new(&["**/*.go"]).unwrap();
-        assert!(pm.matches("x.go") && pm.matches("a/b/x.go"));
-        let pm = PatternMatcher::new(&["dir/**"]).unwrap();
-        assert!(pm.matches("dir/a/b"));
     }
 
     #[test]

@@ -15,10 +15,10 @@ use filetime::FileTime;
 
 use super::mode::ModeSpec;
 use super::owner::Owner;
-use super::pattern::PatternMatcher;
 use super::writer::{LayerWriter, io_at};
 use super::{CopyError, SourceFilter, meta};
 use crate::layered::{Entry, EntryKind, LayeredFs};
+use kiln_cache::IgnoreMatcher;
 use kiln_image::{ExternalContent, ExternalFile};
 
 /// Where a source entry comes from and how its ownership is treated.
@@ -45,7 +45,7 @@ impl Source<'_> {
 pub(crate) struct Copier<'a> {
     pub chown: Option<Owner>,
     pub mode: Option<&'a ModeSpec>,
-    pub excludes: &'a PatternMatcher,
+    pub excludes: &'a IgnoreMatcher,
     /// Source inode → first host path written, to recreate hardlinks.
     links: HashMap<(u64, u64), PathBuf>,
     /// Regular files to write in [`Copier::flush`].
@@ -102,7 +102,7 @@ impl<'a> Copier<'a> {
     pub fn new(
         chown: Option<Owner>,
         mode: Option<&'a ModeSpec>,
-        excludes: &'a PatternMatcher,
+        excludes: &'a IgnoreMatcher,
     ) -> Copier<'a> {
         Copier {
             chown,
