@@ -60,9 +60,14 @@ pub struct Backend {
     snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
     context: Arc<Context>,
     explain: ExplainLog,
+    /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
+    /// manifest, config and snapshots once per build, and every step sees the same image
+    /// even if its tag moves meanwhile.
+    images: std::sync::Mutex<std::collections::HashMap<String, ResolvedImage>>,
 }
 
 /// A base image resolved in the store.
+#[derive(Clone)]
 pub struct ResolvedImage {
     pub key: String,
     pub layers: Vec<Layer>,
@@ -85,11 +90,26 @@ impl Backend {
             options,
             context,
             explain,
+            images: Default::default(),
         })
     }
 
     /// Finds `reference` among the store's images, with every layer unpacked.
     pub fn resolve_image(&self, reference: &str) -> Result<ResolvedImage, String> {
+        let known = |images: &std::collections::HashMap<String, ResolvedImage>| {
+            images.get(reference).cloned()
+        };
+        if let Some(image) = self.images.lock().ok().and_then(|m| known(&m)) {
+            return Ok(image);
+        }
+        let image = self.resolve_image_uncached(reference)?;
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(reference.to_string(), image.clone());
+        }
+        Ok(image)
+    }
+
+    fn resolve_image_uncached(&self, reference: &str) -> Result<ResolvedImage, String> {
         let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
         let image = self
             .store
