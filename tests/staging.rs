@@ -159,3 +159,48 @@ fn a_no_cache_rebuild_reuses_stored_blobs_and_snapshots() {
     assert_eq!(after[..2], before[..2], "the base layers are reused");
     assert_ne!(after[2], before[2]);
 }
+
+/// A tmpfs of its own with room for `inodes` inodes (needs root, as the e2e tests have);
+/// unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(inodes: u32) -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let data = format!("size=4m,nr_inodes={inodes},mode=1777");
+        rustix::mount::mount(
+            "kiln-test",
+            dir.path(),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(std::ffi::CString::new(data).unwrap().as_c_str()),
+        )
+        .expect("mounting a tmpfs (the e2e tests run as root)");
+        SmallTmpfs { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_full_tmpfs_falls_back_to_staging_in_the_store() {
+    let ctx = context();
+    for i in 0..200 {
+        fs::write(ctx.path().join(format!("app/sub/f{i}")), format!("{i}\n")).unwrap();
+    }
+    let small = SmallTmpfs::mount(64);
+    let kiln = Kiln::new();
+    let (id, log) = build_log(&kiln, small.dir.path().to_str().unwrap(), ctx.path(), false);
+    assert!(
+        log.contains("the tmpfs staging area is full; staging in the store"),
+        "{log}"
+    );
+    assert_eq!(fs::read_dir(small.dir.path()).unwrap().count(), 0);
+    assert_eq!(build(&Kiln::new(), "off", ctx.path(), false), id);
+}

@@ -246,25 +246,41 @@ impl Backend {
             }
             _ => None,
         };
-        let metadata_tree = tmpfs.is_some();
-        let staging = match tmpfs {
+        let mut metadata_tree = tmpfs.is_some();
+        let mut staging = match tmpfs {
             Some(staging) => staging,
             None => self
                 .store
                 .snapshot_staging()
                 .map_err(|e| at(e.to_string()))?,
         };
-        let content = steps::execute(
-            &self,
-            step,
-            current,
-            inputs,
-            staging.path(),
-            metadata_tree,
-            id,
-            progress,
-        )
-        .await?;
+        let content = loop {
+            let run = steps::execute(
+                &self,
+                step,
+                current,
+                inputs,
+                staging.path(),
+                metadata_tree,
+                id,
+                progress,
+            );
+            match run.await? {
+                steps::Executed::Done(content) => break content,
+                steps::Executed::TmpfsFull => {
+                    progress.send(Event::Log {
+                        id,
+                        stream: Stream::Info,
+                        line: "the tmpfs staging area is full; staging in the store".to_string(),
+                    });
+                    staging = self
+                        .store
+                        .snapshot_staging()
+                        .map_err(|e| at(e.to_string()))?;
+                    metadata_tree = false;
+                }
+            }
+        };
         let this = self.clone();
         let (layer, reused) =
             blocking(move || this.commit_layer(staging, &content, metadata_tree, recorded))

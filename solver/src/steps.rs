@@ -16,8 +16,15 @@ use std::sync::Arc;
 /// How many lines of a failed RUN's output the error repeats.
 const TAIL_LINES: usize = 20;
 
-/// Fills `out` for `step`. With `metadata_tree`, a COPY stages placeholders there and the
-/// returned map says where their bytes are; otherwise it is empty.
+/// What [`execute`] left in `out`.
+pub(crate) enum Executed {
+    /// The layer directory; for a metadata tree, where its placeholders' bytes are.
+    Done(ExternalContent),
+    /// The metadata tree did not fit on the tmpfs: run the step again on disk.
+    TmpfsFull,
+}
+
+/// Fills `out` for `step`. With `metadata_tree`, a COPY stages placeholders there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute(
     backend: &Arc<Backend>,
@@ -28,17 +35,17 @@ pub(crate) async fn execute(
     metadata_tree: bool,
     id: usize,
     progress: &Progress,
-) -> Result<ExternalContent, SolveError> {
+) -> Result<Executed, SolveError> {
     let at = |m: String| SolveError::at(step.span, &step.source, m);
     match &step.op {
         Op::Copy(copy) => {
             let mut req = copy_request(backend, copy, current, inputs).map_err(at)?;
             req.stage_contents = metadata_tree;
             let out = out.to_path_buf();
-            blocking(move || {
-                copy_into_layer(&req, &out)
-                    .map(|report| report.content)
-                    .map_err(|e| e.to_string())
+            blocking(move || match copy_into_layer(&req, &out) {
+                Ok(report) => Ok(Executed::Done(report.content)),
+                Err(e) if metadata_tree && e.is_out_of_space() => Ok(Executed::TmpfsFull),
+                Err(e) => Err(e.to_string()),
             })
             .await
             .map_err(at)
@@ -50,13 +57,13 @@ pub(crate) async fn execute(
             blocking(move || make_workdir(lowers, &w, &out))
                 .await
                 .map_err(at)?;
-            Ok(ExternalContent::new())
+            Ok(Executed::Done(ExternalContent::new()))
         }
         Op::Run(run) => {
             run_step(backend, step, run, current, inputs, out, id, progress).await?;
-            Ok(ExternalContent::new())
+            Ok(Executed::Done(ExternalContent::new()))
         }
-        _ => Ok(ExternalContent::new()),
+        _ => Ok(Executed::Done(ExternalContent::new())),
     }
 }
 

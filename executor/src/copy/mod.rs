@@ -195,6 +195,19 @@ pub enum CopyError {
     },
 }
 
+impl CopyError {
+    /// The destination filesystem ran out of room or inodes (a full tmpfs staging area:
+    /// the caller can stage on disk instead).
+    pub fn is_out_of_space(&self) -> bool {
+        let code = match self {
+            CopyError::Io { source, .. } => source.raw_os_error(),
+            CopyError::Layered(LayeredError::Write { source, .. }) => source.raw_os_error(),
+            _ => None,
+        };
+        matches!(code, Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    }
+}
+
 /// True when a destination as written names a directory (`/` at the end, `.`, `..`).
 fn dest_is_dir_form(dest: &str) -> bool {
     dest.is_empty()
