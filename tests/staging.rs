@@ -1,7 +1,7 @@
-//! COPY staged as a metadata tree on a tmpfs, and layers reused by content: the image is
-//! the one an ordinary copy gives, RUN sees the copied bytes, nothing is left on the tmpfs,
-//! and a `--no-cache` rebuild reuses the stored blobs and snapshots instead of writing
-//! them again.
+//! Layers reused by content, and COPY staged as a metadata tree on a tmpfs when its record
+//! predicts a stored layer: a `--no-cache` rebuild reuses the stored blobs and snapshots
+//! instead of writing them again; snapshots written from a metadata tree give the image
+//! an ordinary copy gives (RUN sees the copied bytes); nothing is left on the tmpfs.
 
 mod common;
 
@@ -64,12 +64,26 @@ fn shm_dir() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").expect("/dev/shm must be a writable tmpfs")
 }
 
+/// Removes every snapshot of the store (blobs, records and the blob index stay): the
+/// next `--no-cache` build predicts its layers from the records, stages its COPYs as
+/// metadata trees and has to write their snapshots from them.
+fn drop_snapshots(kiln: &Kiln) {
+    let dir = kiln.root.path().join("snapshots");
+    fs::remove_dir_all(&dir).unwrap();
+    fs::create_dir(&dir).unwrap();
+}
+
 #[test]
 fn a_staged_copy_gives_the_image_an_ordinary_copy_gives() {
     let ctx = context();
     let shm = shm_dir();
+    let tmpfs = shm.path().to_str().unwrap();
     let staged = Kiln::new();
-    let id = build(&staged, shm.path().to_str().unwrap(), ctx.path(), false);
+    let id = build(&staged, tmpfs, ctx.path(), false);
+    drop_snapshots(&staged);
+    let (again, log) = build_log(&staged, tmpfs, ctx.path(), true);
+    assert_eq!(again, id);
+    assert_eq!(log.matches("reusing stored layer").count(), 5, "{log}");
     assert_eq!(
         fs::read_dir(shm.path()).unwrap().count(),
         0,
@@ -196,11 +210,13 @@ fn a_full_tmpfs_falls_back_to_staging_in_the_store() {
     }
     let small = SmallTmpfs::mount(64);
     let kiln = Kiln::new();
-    let (id, log) = build_log(&kiln, small.dir.path().to_str().unwrap(), ctx.path(), false);
+    let id = build(&kiln, "off", ctx.path(), false);
+    drop_snapshots(&kiln);
+    let (again, log) = build_log(&kiln, small.dir.path().to_str().unwrap(), ctx.path(), true);
     assert!(
         log.contains("the tmpfs staging area is full; staging in the store"),
         "{log}"
     );
     assert_eq!(fs::read_dir(small.dir.path()).unwrap().count(), 0);
-    assert_eq!(build(&Kiln::new(), "off", ctx.path(), false), id);
+    assert_eq!(again, id);
 }

@@ -238,10 +238,13 @@ impl Backend {
                 progress.send(Event::Explain { id, reason });
             }
         }
-        // A COPY is staged as a metadata tree on a tmpfs when one is usable: its files are
-        // written to the store only if the layer is not stored already.
+        // When the record predicts a stored layer, a COPY is staged as a metadata tree on a
+        // tmpfs (when one is usable): its files are written to the store only if the layer
+        // turns out not to be stored. A layer not seen before is copied into the store
+        // directly (a metadata tree would only add a pass over its files).
+        let predicted = self.predicts_stored_layer(recorded.as_ref());
         let tmpfs = match &step.op {
-            Op::Copy(copy) if !copy.add => {
+            Op::Copy(copy) if !copy.add && predicted => {
                 self.store.tmpfs_staging().map_err(|e| at(e.to_string()))?
             }
             _ => None,
@@ -283,7 +286,7 @@ impl Backend {
         };
         let this = self.clone();
         let (layer, reused) =
-            blocking(move || this.commit_layer(staging, &content, metadata_tree, recorded))
+            blocking(move || this.commit_layer(staging, &content, metadata_tree, predicted))
                 .await
                 .map_err(at)?;
         // Records carry the real time for prune's "oldest first"; the image never sees it.
@@ -316,27 +319,19 @@ impl Backend {
     /// when the blob was stored already.
     ///
     /// kiln's layers are deterministic, so a step that runs again (`--no-cache`) usually
-    /// gives the layer it gave before (`recorded`). When that layer's blob or snapshot is
-    /// stored, the tar is hashed first (no compression) and whatever is stored under the
-    /// same diff_id is reused. Otherwise the tar is hashed and compressed in one pass. For a
-    /// metadata tree, the compressed blob and the snapshot's files are written side by
-    /// side, both reading the sources.
+    /// gives the layer it gave before. When that layer is `predicted` to be stored, the tar
+    /// is hashed first (no compression) and whatever is stored under the same diff_id is
+    /// reused. Otherwise the tar is hashed and compressed in one pass. For a metadata tree,
+    /// a missing blob and snapshot are written side by side, both reading the sources.
     fn commit_layer(
         &self,
         staging: kiln_cache::StagingDir,
         content: &ExternalContent,
         metadata_tree: bool,
-        recorded: Option<LayerRef>,
+        predicted: bool,
     ) -> Result<(Layer, bool), String> {
         let media_type = self.options.compression.media_type();
-        let worth_hashing = recorded.is_some_and(|r| {
-            hex_of(&r.diff_id).is_ok_and(|id| self.store.has_snapshot(id))
-                || matches!(
-                    self.store.find_layer_blob(&r.diff_id, media_type),
-                    Ok(Some(_))
-                )
-        });
-        let (diff_id, known) = if worth_hashing {
+        let (diff_id, known) = if predicted {
             let plain = kiln_image::LayerOptions {
                 compression: Compression::None,
                 source_date_epoch: self.options.source_date_epoch,
@@ -400,6 +395,19 @@ impl Backend {
             snapshot,
         };
         Ok((layer, known.is_some()))
+    }
+
+    /// Whether the layer a step gave last time (`recorded`) is still stored, blob or
+    /// snapshot: the step will most likely give it again.
+    fn predicts_stored_layer(&self, recorded: Option<&LayerRef>) -> bool {
+        let media_type = self.options.compression.media_type();
+        recorded.is_some_and(|r| {
+            hex_of(&r.diff_id).is_ok_and(|id| self.store.has_snapshot(id))
+                || matches!(
+                    self.store.find_layer_blob(&r.diff_id, media_type),
+                    Ok(Some(_))
+                )
+        })
     }
 
     /// Compresses the layer directory `dir` into a new blob and indexes it under its
