@@ -25,7 +25,7 @@ fn context() -> tempfile::TempDir {
     fs::write(
         p.join("Dockerfile"),
         format!(
-            "{BASE}COPY app /app\nCOPY <<EOF /app/inline\nfrom a heredoc\nEOF\nRUN cat /app/a /app/l /app/inline | sha256sum > /sum && stat -c %h /app/a-link > /links\n"
+            "{BASE}COPY app /app\nCOPY <<EOF /app/inline\nfrom a heredoc\nEOF\nRUN cat /app/a /app/l /app/inline | sha256sum > /sum && stat -c %h /app/a-link > /links && stat -c %a / > /rootmode\n"
         ),
     )
     .unwrap();
@@ -102,6 +102,11 @@ fn a_staged_copy_gives_the_image_an_ordinary_copy_gives() {
     let want = format!("{}  -\n", kiln_cache::sha256_hex(&joined));
     assert_eq!(image.text("sum"), want);
     assert_eq!(image.text("links"), "2\n");
+    assert_eq!(
+        image.text("rootmode"),
+        "755\n",
+        "the staging dir's 0700 stays off /"
+    );
 }
 
 /// The inode of every layer blob and snapshot of `tag`.

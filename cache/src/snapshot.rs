@@ -219,7 +219,10 @@ impl Store {
             return Ok(None);
         };
         let path = base.join(unique_name(TMPFS_STAGING_PREFIX));
-        fs::create_dir(&path).map_err(io_err("create", path.clone()))?;
+        // The tmpfs is shared with other users: the tree's names are nobody else's business.
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+            .create(&path)
+            .map_err(io_err("create", path.clone()))?;
         Ok(Some(StagingDir {
             path,
             committed: false,

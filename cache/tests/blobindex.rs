@@ -78,6 +78,9 @@ fn tmpfs_staging_is_on_a_tmpfs_and_removed_when_dropped() {
     #[allow(clippy::unnecessary_cast)]
     let f_type = st.f_type as i64;
     assert_eq!(f_type, 0x0102_1994);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "private on a shared tmpfs");
     std::fs::write(path.join("f"), b"x").unwrap();
     drop(staging);
     assert!(!path.exists());

@@ -35,15 +35,18 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
     }
 }
 
-/// Copies the tree under `staged` into the existing empty directory `dest`, reading
+/// Copies the tree under `staged` into the existing empty directory `dest` (its own mode
+/// and owner kept), reading
 /// placeholders' bytes through `content`. Returns the regular-file bytes written.
 pub fn materialize(
     staged: &Path,
     content: &ExternalContent,
     dest: &Path,
 ) -> Result<u64, MaterializeError> {
+    // `dest` keeps its own owner and mode: a layer's root is no entry of its tar, and the
+    // tree's root is a private staging directory (0700) whose mode must not reach the
+    // overlay's `/`.
     let root = fs::symlink_metadata(staged).map_err(at(staged))?;
-    apply_meta(staged, &root, dest)?;
     let mut files: Vec<(PathBuf, PathBuf, Metadata)> = Vec::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut first_name: HashMap<(u64, u64), PathBuf> = HashMap::new();

@@ -153,3 +153,20 @@ fn add_never_stages() {
     assert!(report.content.is_empty());
     assert_eq!(fs::read_to_string(out.join("c/a.conf")).unwrap(), "a=1\n");
 }
+
+#[test]
+fn materialize_keeps_the_destination_root_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    context(&fx);
+    let mut req = req(&fx, &["app"], "/srv/", LayeredFs::new(Vec::new()));
+    req.stage_contents = true;
+    let tree_dir = fx.out();
+    fs::set_permissions(&tree_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let report = copy_into_layer(&req, &tree_dir).unwrap();
+    let snapshot = fx.out();
+    fs::set_permissions(&snapshot, fs::Permissions::from_mode(0o755)).unwrap();
+    staged::materialize(&tree_dir, &report.content, &snapshot).unwrap();
+    let mode = fs::metadata(&snapshot).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755);
+}
