@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::digest::{canonical_json, is_sha256_hex, sha256_hex};
 use crate::error::{Result, StoreError};
-use crate::fsutil::{atomic_write, io_err};
+use crate::fsutil::{atomic_write, io_err, read_if_exists};
 use crate::record::LayerRef;
 use crate::store::Store;
 
@@ -41,16 +41,8 @@ impl Store {
     /// The stored blob holding the layer `diff_id` as `media_type`, if there is one.
     pub fn find_layer_blob(&self, diff_id: &str, media_type: &str) -> Result<Option<LayerRef>> {
         let path = self.blob_index_path(diff_id, media_type)?;
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    op: "read",
-                    path,
-                    source,
-                });
-            }
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
         };
         // An unreadable entry or one naming another layer is a miss: it only costs a
         // compression.

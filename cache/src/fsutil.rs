@@ -57,6 +57,19 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Creates `dir` (and parents) if missing.
+/// The bytes of `path`, or `None` when it does not exist.
+pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(|source| StoreError::Io {
         op: "create directory",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{canonical_json, is_sha256_hex};
 use crate::error::{Result, StoreError};
-use crate::fsutil::{atomic_write, io_err};
+use crate::fsutil::{atomic_write, io_err, read_if_exists};
 use crate::store::Store;
 
 /// The layer a cached step produced. Fields are declared in sorted order so the derived
@@ -53,16 +53,8 @@ impl Store {
     pub fn get_record(&self, key: &str) -> Result<Option<CacheRecord>> {
         validate_key(key)?;
         let path = self.cache_dir().join(format!("{key}.json"));
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    op: "read",
-                    path,
-                    source,
-                });
-            }
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
         };
         let Ok(record) = serde_json::from_slice::<CacheRecord>(&bytes) else {
             return Ok(None);
