@@ -56,7 +56,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     })
 }
 
-/// Creates `dir` (and parents) if missing.
 /// The bytes of `path`, or `None` when it does not exist.
 pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
@@ -70,6 +69,7 @@ pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError>
     }
 }
 
+/// Creates `dir` (and parents) if missing.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(|source| StoreError::Io {
         op: "create directory",

@@ -85,11 +85,6 @@ impl ExternalContent {
         self.files.remove(&(staged.dev(), staged.ino()));
     }
 
-    /// Adds every entry of `other`; `other` wins on the same inode (it was written later).
-    pub fn extend(&mut self, other: ExternalContent) {
-        self.files.extend(other.files);
-    }
-
     /// The source of a staged regular file, if its bytes are elsewhere.
     pub fn get(&self, staged: &Metadata) -> Option<&ExternalFile> {
         self.files.get(&(staged.dev(), staged.ino()))
