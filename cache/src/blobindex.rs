@@ -11,17 +11,16 @@
 //! written atomically after the blob is committed. An entry whose blob is gone (pruned) is
 //! a miss; prune removes such entries.
 
-use std::fs;
-use std::io;
 use std::path::PathBuf;
 
 use crate::digest::{canonical_json, is_sha256_hex, sha256_hex};
 use crate::error::{Result, StoreError};
-use crate::fsutil::{atomic_write, io_err, read_if_exists};
+use crate::fsutil::{atomic_write, read_if_exists};
 use crate::record::LayerRef;
 use crate::store::Store;
 
 impl Store {
+    /// Where the index lives (prune drops entries whose blob is gone).
     pub(crate) fn layers_dir(&self) -> PathBuf {
         self.root().join("layers")
     }
@@ -66,33 +65,5 @@ impl Store {
             source,
         })?;
         atomic_write(&path, &bytes)
-    }
-
-    /// Removes index entries whose blob is no longer stored; returns how many.
-    pub(crate) fn prune_blob_index(&self) -> Result<usize> {
-        let dir = self.layers_dir();
-        let mut removed = 0;
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    op: "read directory",
-                    path: dir,
-                    source,
-                });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err("read directory", dir.clone()))?;
-            let live = fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LayerRef>(&b).ok())
-                .is_some_and(|l| self.has_blob(&l.digest));
-            if !live && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }

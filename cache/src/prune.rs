@@ -234,14 +234,15 @@ impl Store {
             report.bytes_freed += size;
         }
 
-        // Index entries naming blobs removed above (theirs or earlier prunes').
-        self.prune_blob_index()?;
         self.prune_side_dirs(opts.all, &mut report)?;
         self.clean_tmp(STALE_TMP_AGE)?;
         Ok(report)
     }
 
-    /// The store's side directories, written by other crates under fixed names:
+    /// The store's side directories, written by other crates under fixed names (and the
+    /// blob index):
+    /// - `layers/<diff_id>.<kind>.json` (the blob index): dropped with the blob it names
+    ///   (removed above or by an earlier prune);
     /// - `registry/sources/<hex>` (where a blob came from, for cross-repository mounts):
     ///   dropped with the blob;
     /// - `explain/<place>` + `.key` (`--explain-cache` inputs of a step): dropped with the
@@ -254,6 +255,16 @@ impl Store {
                 .map(|rd| rd.flatten().collect())
                 .unwrap_or_default()
         };
+        for entry in read(&self.layers_dir()) {
+            let live = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::record::LayerRef>(&b).ok())
+                .is_some_and(|l| self.has_blob(&l.digest));
+            if !live {
+                // A stale entry is only a miss: failing to remove it fails nothing.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         for entry in read(&self.root().join("registry").join("sources")) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
