@@ -292,3 +292,21 @@ fn bad_ignore_file_error_names_the_file() {
         "{text}"
     );
 }
+
+/// The `COPY --exclude` expectations the copier's own matcher was tested with, kept now
+/// that `--exclude` uses this matcher.
+#[test]
+fn exclude_patterns_follow_dockerignore_rules() {
+    let pm = IgnoreMatcher::from_patterns(&["*.log", "!keep.log", "build", "**/tmp"]).unwrap();
+    assert!(pm.matches("a.log"));
+    assert!(!pm.matches("keep.log"));
+    assert!(!pm.matches("sub/a.log"));
+    assert!(pm.matches("build/x/y"));
+    assert!(pm.matches("tmp"));
+    assert!(pm.matches("a/b/tmp/c"));
+    assert!(!pm.matches("src/main.rs"));
+    let pm = IgnoreMatcher::from_patterns(&["**/*.go"]).unwrap();
+    assert!(pm.matches("x.go") && pm.matches("a/b/x.go"));
+    let pm = IgnoreMatcher::from_patterns(&["dir/**"]).unwrap();
+    assert!(pm.matches("dir/a/b"));
+}
