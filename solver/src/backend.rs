@@ -332,11 +332,7 @@ impl Backend {
     ) -> Result<(Layer, bool), String> {
         let media_type = self.options.compression.media_type();
         let (diff_id, known) = if predicted {
-            let plain = kiln_image::LayerOptions {
-                compression: Compression::None,
-                source_date_epoch: self.options.source_date_epoch,
-                level: None,
-            };
+            let plain = self.layer_options(Compression::None);
             let diff_id =
                 kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)
                     .map_err(|e| e.to_string())?
@@ -410,6 +406,15 @@ impl Backend {
         })
     }
 
+    /// How this build writes layers, with `compression`.
+    fn layer_options(&self, compression: Compression) -> kiln_image::LayerOptions {
+        kiln_image::LayerOptions {
+            compression,
+            source_date_epoch: self.options.source_date_epoch,
+            level: None,
+        }
+    }
+
     /// Compresses the layer directory `dir` into a new blob and indexes it under its
     /// diff_id (which must be `expected` when given).
     fn write_blob(
@@ -422,11 +427,7 @@ impl Backend {
         let digests = kiln_image::write_layer_with(
             dir,
             &mut writer,
-            &kiln_image::LayerOptions {
-                compression: self.options.compression,
-                source_date_epoch: self.options.source_date_epoch,
-                level: None,
-            },
+            &self.layer_options(self.options.compression),
             content,
         )
         .map_err(|e| e.to_string())?;
