@@ -4,19 +4,10 @@ use kiln_parser::*;
 
 #[test]
 fn dot_of_moby_dockerfile_has_one_cluster_per_reachable_stage() {
-    let path = [
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/conformance/realworld/files/moby__moby__Dockerfile"
-        ),
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/conformance/realworld/files/moby__moby__Dockerfile"
-        ),
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("realworld corpus");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/conformance/realworld/files/moby__moby__Dockerfile"
+    );
     let src = std::fs::read_to_string(path).unwrap();
     let g = lower(
         &parse(&src).unwrap(),
