@@ -8,7 +8,9 @@ use kiln_cache::Store;
 use kiln_executor::snapshot::Snapshotter;
 use kiln_parser::{BaseImage, BaseResolver, LowerOptions};
 use kiln_solver::progress::Progress;
-use kiln_solver::{Backend, NetworkDefault, SecretSource, SolveError, SolveOptions};
+use kiln_solver::{
+    Backend, Entitlement, Entitlements, NetworkDefault, SecretSource, SolveError, SolveOptions,
+};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +99,18 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
     let id = id.ok_or_else(|| anyhow!("--secret {spec:?}: missing id="))?;
     let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
     Ok((id, source))
+}
+
+/// `--allow` values.
+fn parse_entitlements(allow: &[String]) -> Result<Entitlements> {
+    let mut entitlements = Entitlements::default();
+    for name in allow {
+        let entitlement = name
+            .parse::<Entitlement>()
+            .map_err(|e| anyhow!("--allow {name}: {e}"))?;
+        entitlements.allow(entitlement);
+    }
+    Ok(entitlements)
 }
 
 /// `-t` names, normalized (`app` → `app:latest`).
@@ -204,6 +218,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let tags = parse_tags(&args.tags)?;
     let outputs = parse_outputs(&args.outputs)?;
     let epoch = source_date_epoch(&args, &build_args)?;
+    let entitlements = parse_entitlements(&args.allow)?;
     let cache_from = args
         .cache_from
         .iter()
@@ -262,6 +277,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             NetworkArg::Default | NetworkArg::Host => NetworkDefault::Host,
             NetworkArg::None => NetworkDefault::None,
         },
+        entitlements,
         snapshotter: match args.snapshotter {
             SnapshotterArg::Overlay => Some(Snapshotter::Overlay),
             SnapshotterArg::Copy => Some(Snapshotter::Copy),

@@ -153,9 +153,13 @@ pub struct BuildArgs {
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
-    /// Network for RUN steps.
+    /// Network for RUN steps. `none` holds for every RUN, even `RUN --network=host`.
     #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
+    /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
+    /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// Add a label to the image (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,

@@ -159,6 +159,9 @@ fn child_build_args(args: &BuildArgs, dockerfile: Option<&Path>) -> Vec<String> 
         }
         .into(),
     ]);
+    for a in &args.allow {
+        v.extend(["--allow".into(), a.clone()]);
+    }
     for l in &args.labels {
         v.extend(["--label".into(), l.clone()]);
     }

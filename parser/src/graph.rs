@@ -179,9 +179,28 @@ pub struct RunOp {
     /// `USER` as written after expansion (`""` means root); resolved by the executor.
     pub user: String,
     pub network: NetworkMode,
+    /// Left out of the serialized op when `sandbox`, so the cache keys of every RUN written
+    /// before this field existed stay the same.
+    #[serde(skip_serializing_if = "SecurityMode::is_sandbox")]
+    pub security: SecurityMode,
     pub mounts: Vec<Mount>,
     /// Files to place in the sandbox (heredoc scripts, e.g. under `/dev/pipes/`); never committed.
     pub files: Vec<InlineFile>,
+}
+
+/// `RUN --security`. `insecure` needs the `security.insecure` entitlement, which the
+/// solver checks before anything runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum SecurityMode {
+    #[default]
+    Sandbox,
+    Insecure,
+}
+
+impl SecurityMode {
+    pub fn is_sandbox(&self) -> bool {
+        *self == SecurityMode::Sandbox
+    }
 }
 
 /// `RUN --network`.

@@ -3,6 +3,7 @@
 //! Everything here is per step; ordering lives in [`crate::engine`] and [`crate::stage`].
 
 use crate::config::ImageState;
+use crate::entitlements::effective_network;
 use crate::error::SolveError;
 use crate::explain::{ExplainLog, KeyInputs, explain};
 use crate::image_config;
@@ -45,6 +46,8 @@ pub struct SolveOptions {
     /// Clamp times to this; `None` keeps real times (`--timestamp=keep`).
     pub source_date_epoch: Option<i64>,
     pub network: NetworkDefault,
+    /// What the Dockerfile may ask for beyond the defaults (`--allow`).
+    pub entitlements: crate::Entitlements,
     /// `None` picks one the first time a RUN has to execute (a fully cached build never
     /// pays for the overlay probe).
     pub snapshotter: Option<kiln_executor::snapshot::Snapshotter>,
@@ -494,12 +497,7 @@ impl Backend {
         let params = match &step.op {
             Op::Run(run) => {
                 let mut run = run.clone();
-                if run.network == kiln_parser::NetworkMode::Default {
-                    run.network = match self.options.network {
-                        NetworkDefault::Host => kiln_parser::NetworkMode::Host,
-                        NetworkDefault::None => kiln_parser::NetworkMode::None,
-                    };
-                }
+                run.network = effective_network(run.network, self.options.network);
                 for mount in &run.mounts {
                     match &mount.from {
                         Some(Source::Stage(i)) => {

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 mod engine;
+pub mod entitlements;
 pub mod error;
 pub mod explain;
 pub mod image_config;
@@ -18,6 +19,7 @@ mod stage;
 mod steps;
 
 pub use backend::{Backend, NetworkDefault, SecretSource, SolveOptions};
+pub use entitlements::{Entitlement, Entitlements};
 pub use error::SolveError;
 pub use stage::{Layer, StageResult};
 
@@ -47,6 +49,7 @@ pub async fn build(
     labels: Vec<(String, String)>,
     progress: Progress,
 ) -> Result<BuiltImage, SolveError> {
+    entitlements::check(&graph, &backend.options.entitlements)?;
     let platform = graph.platform.clone();
     let result = engine::solve(backend.clone(), Arc::new(graph), progress.clone()).await;
     backend.save_stat_cache();

@@ -1,7 +1,8 @@
 //! Executing a layer step that missed the cache: RUN in the sandbox, COPY/ADD through the
 //! copier, WORKDIR as a directory. Each fills `out`, an empty layer directory.
 
-use crate::backend::{Backend, NetworkDefault, SecretSource};
+use crate::backend::{Backend, SecretSource};
+use crate::entitlements::effective_network;
 use crate::error::SolveError;
 use crate::progress::{Event, Progress, Stream};
 use crate::stage::{StageInputs, StageResult, blocking, find_input, lowers_of};
@@ -203,14 +204,17 @@ async fn run_step(
             mounts.push(spec);
         }
     }
-    let network = match (run.network, backend.options.network) {
-        (NetworkMode::Host, _) | (NetworkMode::Default, NetworkDefault::Host) => {
-            sandbox::Network::Host
-        }
-        (NetworkMode::None, _) | (NetworkMode::Default, NetworkDefault::None) => {
-            sandbox::Network::None
-        }
+    let network = match effective_network(run.network, backend.options.network) {
+        NetworkMode::None => sandbox::Network::None,
+        NetworkMode::Host | NetworkMode::Default => sandbox::Network::Host,
     };
+    if run.network == NetworkMode::Host && network == sandbox::Network::None {
+        progress.send(Event::Log {
+            id,
+            stream: Stream::Info,
+            line: "--network none: this RUN --network=host runs without a network".to_string(),
+        });
+    }
     let spec = RunSpec {
         argv: run.argv.clone(),
         env,

@@ -267,14 +267,11 @@ impl StageLowering<'_, '_> {
                 ));
             }
         };
-        match r.security.as_deref() {
-            None | Some("sandbox") => {}
-            Some("insecure") => {
-                return Err(at(
-                    span,
-                    "RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant",
-                ));
-            }
+        // Whether the build may use `insecure` is the command line's decision (an
+        // entitlement), checked by the solver.
+        let security = match r.security.as_deref() {
+            None | Some("sandbox") => SecurityMode::Sandbox,
+            Some("insecure") => SecurityMode::Insecure,
             Some(other) => {
                 return Err(at(
                     span,
@@ -284,7 +281,7 @@ impl StageLowering<'_, '_> {
                     ),
                 ));
             }
-        }
+        };
         let mut raws = Vec::with_capacity(r.mounts.len());
         {
             let env = &self.state.env;
@@ -312,6 +309,7 @@ impl StageLowering<'_, '_> {
             workdir: self.state.workdir.clone(),
             user: self.state.user.clone(),
             network,
+            security,
             mounts,
             files,
         });
