@@ -1,8 +1,15 @@
 //! The sandbox helper: a freshly exec'd, single-threaded kiln process (hidden subcommand)
 //! that creates the namespaces of one RUN, forks the sandbox's PID 1, and reports back.
 //!
-//! Process tree: kiln → helper (new mount/pid/ipc/uts[/net] namespaces) → PID 1 (mounts the
-//! rootfs, pivots, reaps) → the RUN process (drops privileges, execs). Every process has
+//! Process tree: kiln → helper (new user/mount/pid/ipc/uts[/net] namespaces) → PID 1 (mounts
+//! the rootfs, pivots, reaps) → the RUN process (drops privileges, execs).
+//!
+//! A build as real root holds no more power over the host than a rootless one: the helper
+//! of a real-root kiln enters a user namespace of its own with the identity mapping
+//! (`0 0 4294967295`, so every file keeps its owner and images do not change), which scopes
+//! the RUN's capabilities to namespaces the build owns: CAP_MKNOD cannot make a device,
+//! CAP_NET_RAW cannot open a packet socket on the host's network, and every filesystem the
+//! sandbox mounts is `nodev`. Descriptors the caller leaked to kiln are closed first thing. Every process has
 //! `PR_SET_PDEATHSIG = SIGKILL`, and PID 1 dying kills the whole PID namespace, so a killed
 //! kiln leaves no process; all mounts live in the private mount namespace and vanish with it.
 #![allow(unsafe_code)]
@@ -43,6 +50,12 @@ const DEFAULT_CAPS: [u32; 14] = [
 
 /// Entry point of the helper process; returns its exit code.
 pub(crate) fn helper_entry() -> i32 {
+    // Only stdio is ours: fds a shell, CI runner or job server leaked to kiln (not
+    // close-on-exec) would otherwise reach PID 1 and the RUN, e.g. a directory fd that
+    // opens the host filesystem through /proc/self/fd/N.
+    if close_from(3, false).is_err() {
+        return 125;
+    }
     // If kiln dies, so do we (and, through PID 1, the whole sandbox).
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // An inherited SIG_IGN for SIGCHLD would make children vanish before PID 1 reaps them.
@@ -111,6 +124,77 @@ fn fork(step: &'static str) -> Result<i32, StepError> {
     Ok(pid)
 }
 
+/// close_range(2) from `first` up: closes the fds, or with `cloexec` marks them
+/// close-on-exec (for a process that still needs a close-on-exec pipe until it execs).
+fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes plain integers; no Rust object owns an fd >= `first` here
+    // (called before any fd is opened, or just before exec).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) };
+    if r != 0 {
+        return Err(fail("fds", "close inherited file descriptors")(
+            rustix::io::Errno::from_raw_os_error(errno()),
+        ));
+    }
+    Ok(())
+}
+
+/// True when this process is real root in the initial user namespace.
+fn real_root() -> bool {
+    rustix::process::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false)
+}
+
+/// As real root, move into a new user namespace with the identity mapping, so that the
+/// sandbox's capabilities are scoped to namespaces it owns (see the module doc). Rootless
+/// kiln is already in a user namespace of its own and needs nothing.
+///
+/// A process cannot write a full mapping for itself once it has left the parent namespace,
+/// so a child forked beforehand (still real root outside) writes it.
+fn enter_own_userns() -> Result<(), StepError> {
+    const STEP: &str = "user-namespace";
+    if !real_root() {
+        return Ok(());
+    }
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let (go_r, go_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
+    let child = fork(STEP)?;
+    if child == 0 {
+        drop(go_w);
+        let mut go = [0u8; 1];
+        let ok = matches!(rustix::io::read(&go_r, &mut go), Ok(1)) && go[0] == b'1';
+        let mapped = ok
+            && ["uid_map", "gid_map"]
+                .iter()
+                .all(|f| std::fs::write(format!("/proc/{me}/{f}"), "0 0 4294967295\n").is_ok());
+        // SAFETY: leave the forked child at once, running nothing of the parent's state.
+        unsafe { libc::_exit(if mapped { 0 } else { 1 }) };
+    }
+    drop(go_r);
+    let unshared = unshare(UnshareFlags::NEWUSER, STEP);
+    let _ = rustix::io::write(&go_w, if unshared.is_ok() { b"1" } else { b"0" });
+    drop(go_w);
+    let status = loop {
+        match rustix::process::waitpid(Pid::from_raw(child), WaitOptions::empty()) {
+            Ok(Some((_, status))) => break status,
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(fail(STEP, "wait for the ID mapper")(e)),
+        }
+    };
+    unshared?;
+    if status.exit_status() != Some(0) {
+        return Err(StepError {
+            step: STEP,
+            message: "writing the identity uid_map/gid_map of the sandbox failed".into(),
+        });
+    }
+    Ok(())
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -118,6 +202,8 @@ fn errno() -> i32 {
 /// Mount a tiny overlay in a throwaway mount namespace and check that a deletion leaves a
 /// 0:0 whiteout and a replaced directory is marked opaque with `user.overlay.opaque`.
 fn probe_overlay(dir: &Path) -> Result<(), StepError> {
+    // Probe under the same conditions as a RUN: in the sandbox's user namespace.
+    enter_own_userns()?;
     unshare(UnshareFlags::NEWNS, "probe")?;
     rootfs::make_private()?;
     let io = |what: &str| {
@@ -165,6 +251,7 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
     if run.network_none {
         flags |= UnshareFlags::NEWNET;
     }
+    enter_own_userns()?;
     unshare(flags, "namespaces")?;
     rootfs::make_private()?;
     rootfs::mount_scratch(run)?;
@@ -219,6 +306,13 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
 /// The sandbox's PID 1: set up the filesystem, start the process, reap until it exits.
 fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
+    // control socket) through /proc/1/fd or ptrace it.
+    if rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .is_err()
+    {
+        return 1;
+    }
     let mut fds = [rustix::event::PollFd::new(
         &helper_alive,
         rustix::event::PollFlags::IN,
@@ -399,10 +493,12 @@ fn lookup(prog: &str, path: &str) -> Option<String> {
     None
 }
 
-fn cstring(s: &str, what: &str) -> Result<CString, StepError> {
+/// `s` as a C string; `what` names it in the error, which never shows the value itself (an
+/// environment value may hold a secret).
+fn cstring(s: &str, what: impl FnOnce() -> String) -> Result<CString, StepError> {
     CString::new(s).map_err(|_| StepError {
         step: "exec",
-        message: format!("{what} contains a NUL byte: {s:?}"),
+        message: format!("{} contains a NUL byte", what()),
     })
 }
 
@@ -429,6 +525,9 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
     // Replaces fd 0 (the control socket) with /dev/null.
     rustix::stdio::dup2_stdin(&null).map_err(fail("stdio", "dup2 /dev/null"))?;
     drop(null);
+    // Whatever PID 1 still holds (the control socket's clone) must not survive exec; the
+    // exec-error pipe must, until exec, so mark rather than close.
+    close_from(3, true)?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -502,15 +601,21 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
         step: "exec",
         message: format!("exec: {prog:?}: executable file not found in $PATH"),
     })?;
-    let exe_c = cstring(&exe, "program")?;
+    let exe_c = cstring(&exe, || "the program path".into())?;
     let argv: Vec<CString> = run
         .argv
         .iter()
-        .map(|a| cstring(a, "argument"))
+        .enumerate()
+        .map(|(i, a)| cstring(a, || format!("argument {i} of the command")))
         .collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env
         .iter()
-        .map(|(k, v)| cstring(&format!("{k}={v}"), "environment"))
+        .map(|(k, v)| {
+            let name: String = k.chars().filter(|c| *c != '\0').collect();
+            cstring(&format!("{k}={v}"), || {
+                format!("the environment variable {name:?}")
+            })
+        })
         .collect::<Result<_, _>>()?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());

@@ -5,6 +5,12 @@
 //! Runs in the sandbox's PID 1 (a single-threaded process). Mount targets inside the rootfs
 //! are resolved and created by `mountpoint` (symlink-safe; created ones are returned as
 //! [`Stub`]s so the caller removes them from the layer afterwards).
+//!
+//! Every filesystem mounted here but the host's `/dev/{null,zero,...}` binds is `nodev` (a
+//! device node in an image or made by a build never opens a host device), and a read-only
+//! bind is read-only all the way down (`mount_setattr` with `AT_RECURSIVE`: a plain
+//! read-only remount would leave submounts such as `/sys/fs/cgroup` writable).
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::fmt::Display;
@@ -115,6 +121,9 @@ pub(crate) fn mount_rootfs(plan: &RootfsPlan) -> Result<PathBuf, StepError> {
                 "rootfs",
                 format!("bind {} onto itself", path.display()),
             ))?;
+            let top = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(fail("rootfs", format!("open {}", path.display())))?;
+            set_mount_attrs(&top, libc::MOUNT_ATTR_NODEV, "rootfs")?;
             Ok(path.clone())
         }
     }
@@ -162,7 +171,7 @@ pub(crate) fn mount_overlay(
             "overlay",
             &target.to_string_lossy(),
             "overlay",
-            MountFlags::empty(),
+            MountFlags::NODEV,
             &data,
             STEP,
         );
@@ -180,8 +189,12 @@ pub(crate) fn mount_overlay(
             fs_log(&fs)
         ),
     })?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(fail(STEP, "fsmount overlay"))?;
+    let mnt = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(fail(STEP, "fsmount overlay"))?;
     rustix::mount::move_mount(
         &mnt,
         "",
@@ -210,9 +223,10 @@ fn fs_log(fs: &OwnedFd) -> String {
     out
 }
 
-/// Bind `src` (a host path) onto `target` (an fd-resolved mount point), read-only if
-/// asked. The read-only remount must act on the new mount, so the target is resolved again
-/// through `reopen` (a path through the old fd would name the covered mount point).
+/// Bind `src` (a host path, with everything mounted below it) onto `target` (an
+/// fd-resolved mount point): `nodev`, and read-only throughout if asked. The attributes must
+/// act on the new mounts, so the target is resolved again through `reopen` (a path through
+/// the old fd would name the covered mount point).
 fn bind(
     src: &str,
     target: &OwnedFd,
@@ -222,9 +236,38 @@ fn bind(
 ) -> Result<(), StepError> {
     rustix::mount::mount_bind_recursive(src, fd_path(target).as_str())
         .map_err(fail(step, format!("bind {src}")))?;
+    let top = reopen()?;
+    let mut attrs = libc::MOUNT_ATTR_NODEV;
     if readonly {
-        let top = reopen()?;
-        remount_readonly(&fd_path(&top), step)?;
+        attrs |= libc::MOUNT_ATTR_RDONLY;
+    }
+    set_mount_attrs(&top, attrs, step)
+}
+
+/// Set mount attributes on the mount at `fd` and on every mount below it.
+fn set_mount_attrs(fd: &OwnedFd, attrs: u64, step: &'static str) -> Result<(), StepError> {
+    let attr = libc::mount_attr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) reads `size_of::<mount_attr>()` bytes from a live struct and
+    // a NUL-terminated empty path; `fd` is an open descriptor we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r != 0 {
+        return Err(fail(step, format!("set mount attributes {attrs:#x}"))(
+            Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+        ));
     }
     Ok(())
 }
@@ -258,11 +301,12 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
     let proc_fd = root.ensure("/proc", Want::Dir)?;
     let proc_target = fd_path(&proc_fd);
     match rustix::mount::mount("proc", proc_target.as_str(), "proc", nse, c"") {
-        Ok(()) => mask_proc(&root.reopen("/proc")?)?,
+        Ok(()) => {}
         // A host /proc with masked sub-mounts makes a fresh procfs "too revealing".
         Err(Errno::PERM) => bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?,
         Err(e) => return Err(fail("proc", "mount proc")(e)),
     }
+    mask(&root.reopen("/proc")?, PROC_READONLY, PROC_MASKED, "proc")?;
 
     let sys_fd = root.ensure("/sys", Want::Dir)?;
     let sys_target = fd_path(&sys_fd);
@@ -278,14 +322,7 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
         // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
         bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
     }
-    // Docker masks firmware tables (ACPI, EFI variables) with an empty read-only tmpfs.
-    let sys_top = root.reopen("/sys")?; // keep the fd open while its path is used
-    let firmware = format!("{}/firmware", fd_path(&sys_top));
-    let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    match rustix::mount::mount("tmpfs", firmware.as_str(), "tmpfs", ro, c"size=0") {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(fail("sys", "mask /sys/firmware")(e)),
-    }
+    mask(&root.reopen("/sys")?, &[], SYS_MASKED, "sys")?;
 
     let dev_fd = root.ensure("/dev", Want::Dir)?;
     mount(
@@ -345,39 +382,59 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
     Ok(root.stubs)
 }
 
-/// Docker's protection of a fresh procfs: kernel knobs read-only, sensitive files masked.
-/// (Real root in the sandbox could otherwise write host sysctls through /proc/sys.)
-fn mask_proc(proc_fd: &OwnedFd) -> Result<(), StepError> {
-    const STEP: &str = "proc";
-    let proc = fd_path(proc_fd);
-    for name in ["bus", "fs", "irq", "sys", "sysrq-trigger"] {
-        let p = format!("{proc}/{name}");
+/// Docker's default read-only paths under /proc: kernel knobs a RUN must not turn.
+const PROC_READONLY: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
+/// Docker's default masked paths under /proc (files read as empty, directories as empty).
+const PROC_MASKED: &[&str] = &[
+    "asound",
+    "acpi",
+    "interrupts",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+/// Docker's default masked paths under /sys: firmware tables (ACPI, EFI variables) and the
+/// power-capping counters (RAPL energy readings leak what other processes compute).
+const SYS_MASKED: &[&str] = &["firmware", "devices/virtual/powercap"];
+
+/// Docker's protection of /proc and /sys: `readonly` entries are bound read-only onto
+/// themselves, `masked` ones covered (directories by an empty read-only tmpfs, files by
+/// /dev/null). Entries the kernel does not have are skipped.
+fn mask(
+    top: &OwnedFd,
+    readonly: &[&str],
+    masked: &[&str],
+    step: &'static str,
+) -> Result<(), StepError> {
+    let base = fd_path(top);
+    for name in readonly {
+        let p = format!("{base}/{name}");
         match rustix::mount::mount_bind(p.as_str(), p.as_str()) {
-            Ok(()) => remount_readonly(&p, STEP)?,
+            Ok(()) => remount_readonly(&p, step)?,
             Err(Errno::NOENT) => {}
-            Err(e) => return Err(fail(STEP, format!("bind /proc/{name}"))(e)),
+            Err(e) => return Err(fail(step, format!("bind {name}"))(e)),
         }
     }
-    for name in [
-        "kcore",
-        "keys",
-        "latency_stats",
-        "timer_list",
-        "timer_stats",
-        "sched_debug",
-    ] {
-        let p = format!("{proc}/{name}");
-        match rustix::mount::mount_bind("/dev/null", p.as_str()) {
+    let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    for name in masked {
+        let p = format!("{base}/{name}");
+        let st = match rustix::fs::stat(p.as_str()) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(fail(step, format!("stat {name}"))(e)),
+        };
+        let r = if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
+            rustix::mount::mount("tmpfs", p.as_str(), "tmpfs", ro, c"size=0")
+        } else {
+            rustix::mount::mount_bind("/dev/null", p.as_str())
+        };
+        match r {
             Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(fail(STEP, format!("mask /proc/{name}"))(e)),
-        }
-    }
-    for name in ["acpi", "scsi"] {
-        let p = format!("{proc}/{name}");
-        let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-        match rustix::mount::mount("tmpfs", p.as_str(), "tmpfs", ro, c"size=0") {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(fail(STEP, format!("mask /proc/{name}"))(e)),
+            Err(e) => return Err(fail(step, format!("mask {name}"))(e)),
         }
     }
     Ok(())

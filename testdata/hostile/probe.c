@@ -1,0 +1,68 @@
+/* A probe for the hostile test suite (tests/hostile): run inside a RUN, it tries one thing a
+ * build must not be able to do to the host and prints one line saying whether it could.
+ *
+ *   probe packet              open an AF_PACKET socket on the build's network
+ *   probe open PATH           open PATH read-write (a device node), read one byte
+ *   probe mknod PATH MAJ MIN  make a character device node
+ *   probe fds                 list open descriptors above stderr, and where they lead
+ *
+ * Output: "<what>: ALLOWED" or "<what>: denied (<error>)". Built static by the tests.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_ether.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+static int report(const char *what, int ok) {
+    if (ok)
+        printf("%s: ALLOWED\n", what);
+    else
+        printf("%s: denied (%s)\n", what, strerror(errno));
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "packet") == 0) {
+        int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+        return report("packet", fd >= 0);
+    }
+    if (argc >= 3 && strcmp(argv[1], "open") == 0) {
+        int fd = open(argv[2], O_RDWR);
+        char c;
+        if (fd >= 0 && read(fd, &c, 1) < 0 && errno != EINVAL)
+            fd = -1;
+        return report("open", fd >= 0);
+    }
+    if (argc >= 5 && strcmp(argv[1], "mknod") == 0) {
+        dev_t d = makedev(atoi(argv[3]), atoi(argv[4]));
+        return report("mknod", mknod(argv[2], S_IFCHR | 0666, d) == 0);
+    }
+    if (argc >= 2 && strcmp(argv[1], "fds") == 0) {
+        DIR *dir = opendir("/proc/self/fd");
+        struct dirent *e;
+        int mine = dir ? dirfd(dir) : -1;
+        while (dir && (e = readdir(dir)) != NULL) {
+            int n = atoi(e->d_name);
+            char path[64], target[4096];
+            ssize_t len;
+            if (e->d_name[0] == '.' || n <= 2 || n == mine)
+                continue;
+            snprintf(path, sizeof path, "/proc/self/fd/%d", n);
+            len = readlink(path, target, sizeof target - 1);
+            target[len < 0 ? 0 : len] = 0;
+            printf("fd %d: INHERITED -> %s\n", n, target);
+        }
+        printf("fds: done\n");
+        return 0;
+    }
+    fprintf(stderr, "usage: probe packet|open PATH|mknod PATH MAJ MIN|fds\n");
+    return 2;
+}

@@ -1,0 +1,312 @@
+//! The RUN sandbox: a build as root holds no more power over the host than a rootless one.
+//! Devices made in a build or shipped in an image never open a host device; raw sockets
+//! never see the host's traffic; descriptors leaked to kiln never reach the RUN; every
+//! submount of a read-only bind is read-only; Docker's masked paths are masked.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::Image;
+use crate::support::{BUSYBOX, Identity, World, assert_ok, both, identities};
+
+/// testdata/hostile/probe.c, built static into `dir/probe`.
+fn probe(dir: &Path) -> PathBuf {
+    let src = crate::common::testdata("hostile").join("probe.c");
+    let out = dir.join("probe");
+    let st = Command::new("cc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("cc (gcc with libc6-dev) builds the probe");
+    assert!(
+        st.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out
+}
+
+/// A context with busybox, the probe at /probe, and `dockerfile` after the base.
+fn probe_context(w: &World, name: &str, body: &str) -> PathBuf {
+    let ctx = w.context(name, &format!("{BUSYBOX}COPY probe /probe\n{body}"));
+    probe(&ctx);
+    crate::common::open_up(&ctx);
+    ctx
+}
+
+/// `kiln save` of `tag`, read back.
+fn image(w: &World, tag: &str) -> Image {
+    let dir = w.user_dir("save");
+    let file = dir.join(format!("{}.tar", tag.replace(':', "_")));
+    let out = w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]);
+    assert_ok(&out);
+    Image::from_docker_archive(&file)
+}
+
+fn snapshotters() -> [&'static str; 2] {
+    ["overlay", "copy"]
+}
+
+#[test]
+fn run_cannot_make_or_open_host_devices() {
+    // The host's root filesystem device: reading it through a node made in the build
+    // would read the host's disk.
+    let root_dev = std::fs::metadata("/").expect("stat /").dev();
+    let (maj, min) = (libc_major(root_dev), libc_minor(root_dev));
+    for id in identities() {
+        for snap in snapshotters() {
+            let w = World::new(id);
+            let body = format!(
+                "RUN /probe mknod /null 1 3 > /made-null; /probe open /null > /open-null; \
+                 /probe mknod /disk {maj} {min} > /made-disk; /probe open /disk > /open-disk; true\n"
+            );
+            let ctx = probe_context(&w, "ctx", &body);
+            assert_ok(&w.build(&ctx, &["--snapshotter", snap, "-t", "dev:1"]));
+            let img = image(&w, "dev:1");
+            for f in ["/made-null", "/open-null", "/made-disk", "/open-disk"] {
+                let text = img.text(f.trim_start_matches('/'));
+                assert!(
+                    text.contains("denied"),
+                    "{id:?}/{snap}: {f} says {text:?}: a RUN reached a host device"
+                );
+            }
+        }
+    }
+}
+
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
+}
+
+/// A docker-archive whose one layer holds `/probe` and device nodes `/devnull` (1:3) and
+/// `/devdisk` (the host root filesystem's device), mode 0666: what a hostile image ships.
+fn device_image(dir: &Path, probe: &Path) -> PathBuf {
+    let root_dev = std::fs::metadata("/").expect("stat /").dev();
+    let mut layer = tar::Builder::new(Vec::new());
+    let probe_bytes = std::fs::read(probe).expect("read probe");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(probe_bytes.len() as u64);
+    layer
+        .append_data(&mut h, "probe", &probe_bytes[..])
+        .expect("append probe");
+    for (name, maj, min) in [
+        ("devnull", 1, 3),
+        ("devdisk", libc_major(root_dev), libc_minor(root_dev)),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_mode(0o666);
+        h.set_size(0);
+        h.set_device_major(maj as u32).expect("major");
+        h.set_device_minor(min as u32).expect("minor");
+        layer
+            .append_data(&mut h, name, &[][..])
+            .expect("append node");
+    }
+    let layer = layer.into_inner().expect("layer tar");
+    let digest = sha256_hex(&layer);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{digest}")]},
+    })
+    .to_string();
+    let config_hex = sha256_hex(config.as_bytes());
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": ["devices:1"],
+        "Layers": [format!("{digest}/layer.tar")],
+    }])
+    .to_string();
+    let path = dir.join("devices.tar");
+    let mut ar = tar::Builder::new(std::fs::File::create(&path).expect("create archive"));
+    for (name, data) in [
+        ("manifest.json".to_string(), manifest.into_bytes()),
+        (format!("{config_hex}.json"), config.into_bytes()),
+        (format!("{digest}/layer.tar"), layer),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        ar.append_data(&mut h, name, &data[..]).expect("append");
+    }
+    ar.into_inner().expect("archive").flush().expect("flush");
+    crate::common::open_up(dir);
+    path
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_string()
+}
+
+#[test]
+fn device_nodes_from_an_image_never_open_a_host_device() {
+    // Only root can unpack device nodes (a user namespace cannot make them), so only a
+    // root build can meet one: that build must still not open it.
+    for id in identities().into_iter().filter(|i| *i == Identity::Root) {
+        for snap in snapshotters() {
+            let w = World::new(id);
+            let dir = w.user_dir("archive");
+            let probe = probe(&dir);
+            let archive = device_image(&dir, &probe);
+            assert_ok(&w.kiln(&["load", "-i", archive.to_str().expect("utf-8")]));
+            let ctx = w.context(
+                "ctx",
+                "FROM devices:1\nRUN [\"/probe\", \"open\", \"/devnull\"]\nRUN [\"/probe\", \"open\", \"/devdisk\"]\n",
+            );
+            let out = w.build(&ctx, &["--snapshotter", snap, "-t", "x:1"]);
+            assert_ok(&out);
+            let log = both(&out);
+            assert!(!log.contains("open: ALLOWED"), "{snap}: {log}");
+            assert_eq!(log.matches("open: denied").count(), 2, "{snap}: {log}");
+        }
+    }
+}
+
+#[test]
+fn raw_sockets_never_reach_the_host_network() {
+    for id in identities() {
+        let w = World::new(id);
+        // RUN's default network is the host's.
+        let ctx = probe_context(&w, "ctx", "RUN [\"/probe\", \"packet\"]\n");
+        let out = w.build(&ctx, &["-t", "net:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        assert!(log.contains("packet: denied"), "{id:?}: {log}");
+        assert!(!log.contains("packet: ALLOWED"), "{id:?}: {log}");
+    }
+}
+
+#[test]
+fn descriptors_leaked_to_kiln_never_reach_run() {
+    for id in identities() {
+        let w = World::new(id);
+        // A host directory with a file the build must not read, open as fd 7 in kiln's
+        // caller without close-on-exec (as shells and job servers leak them).
+        let host = w.user_dir("hostdir");
+        let token = format!("host-secret-{}", std::process::id());
+        std::fs::write(host.join("token.txt"), &token).expect("write token");
+        crate::common::open_up(&host);
+        let ctx = probe_context(
+            &w,
+            "ctx",
+            "RUN /probe fds; cat /proc/self/fd/7/token.txt /proc/1/fd/7/token.txt; ls /proc/1/fd; true\n",
+        );
+        let kiln = crate::common::kiln_bin();
+        let script = format!(
+            "exec 7<{host}; exec {kiln} --root {store} build --progress plain -t fd:1 {ctx}",
+            host = host.display(),
+            kiln = kiln.display(),
+            store = w.store().display(),
+            ctx = ctx.display()
+        );
+        let mut cmd = match id {
+            Identity::Root => Command::new("sh"),
+            Identity::Rootless => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", crate::support::USER, "--", "sh"]);
+                c
+            }
+        };
+        let out = cmd
+            .arg("-c")
+            .arg(&script)
+            .env("HOME", &w.home)
+            .current_dir(&w.home)
+            .output()
+            .expect("sh");
+        assert_ok(&out);
+        let log = both(&out);
+        assert!(
+            log.contains("fds: done"),
+            "{id:?}: probe did not run: {log}"
+        );
+        assert!(!log.contains("INHERITED"), "{id:?}: {log}");
+        assert!(
+            !log.contains(&token),
+            "{id:?}: the host file was read: {log}"
+        );
+    }
+}
+
+#[test]
+fn read_only_binds_are_read_only_all_the_way_down() {
+    for id in identities() {
+        for network in ["host", "none"] {
+            let w = World::new(id);
+            // Every mount below /sys and /proc/sys that is not read-only is printed (the
+            // marker is split in the command so that the echoed command never matches).
+            let ctx = w.context(
+                "ctx",
+                &format!(
+                    "{BUSYBOX}RUN awk '($5 ~ \"^/sys\" || $5 ~ \"^/proc/sys\") && $6 !~ /(^|,)ro(,|$)/ {{ print \"WRITA\" \"BLE \" $5 }}' /proc/self/mountinfo; echo checked-mounts\n"
+                ),
+            );
+            let out = w.build(&ctx, &["--network", network, "-t", "ro:1"]);
+            assert_ok(&out);
+            let log = both(&out);
+            assert!(log.contains("checked-mounts"), "{log}");
+            assert!(!log.contains("WRITABLE"), "{id:?}/{network}: {log}");
+        }
+    }
+}
+
+#[test]
+fn dockers_masked_paths_are_masked() {
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context(
+            "ctx",
+            &format!(
+                "{BUSYBOX}RUN for f in /proc/kcore /proc/keys /proc/interrupts /proc/timer_list /proc/sched_debug; do \
+                 [ -e $f ] && echo \"$f $(head -c 64 $f | wc -c)\"; done; \
+                 ls /sys/firmware | wc -l; ls /proc/acpi /proc/asound 2>/dev/null | wc -l; \
+                 (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo WROTE\"\"-SYSCTL; echo masked-done\n"
+            ),
+        );
+        let out = w.build(&ctx, &["-t", "mask:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        assert!(log.contains("masked-done"), "{log}");
+        assert!(!log.contains("WROTE-SYSCTL"), "{id:?}: {log}");
+        for line in log.lines().filter(|l| l.contains("/proc/")) {
+            if let Some(n) = line.rsplit(' ').next()
+                && n.chars().all(|c| c.is_ascii_digit())
+                && !n.is_empty()
+            {
+                assert_eq!(n, "0", "{id:?}: a masked file has content: {line}\n{log}");
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Running kiln as each identity a hostile test covers, on a busybox base made `FROM scratch`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use crate::common;
+
+/// The unprivileged test user (shared with `tests/rootless.rs`).
+pub const USER: &str = "kilnrootless";
+
+/// A context prefix that gives a busybox rootfs with `/bin/sh` and friends.
+pub const BUSYBOX: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n";
+
+/// Who runs kiln.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// Real root: no user namespace unless kiln makes one itself.
+    Root,
+    /// [`USER`], with a subordinate ID range: kiln maps itself into a user namespace.
+    Rootless,
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Every identity this process can test: both as root (CI), only the current user otherwise.
+pub fn identities() -> Vec<Identity> {
+    if is_root() {
+        vec![Identity::Root, Identity::Rootless]
+    } else {
+        eprintln!("note: not root, so the hostile suite runs only as the current user");
+        vec![Identity::Rootless]
+    }
+}
+
+/// The test user's uid, created once per test binary (with its subordinate range).
+pub fn test_user() -> Option<u32> {
+    static UID: OnceLock<Option<u32>> = OnceLock::new();
+    *UID.get_or_init(|| common::ensure_test_user(USER, 300000))
+}
+
+/// A temporary world with a store, a home and contexts for one identity.
+pub struct World {
+    pub id: Identity,
+    /// Root-owned, 0755: everything of the test lives below it.
+    pub tmp: tempfile::TempDir,
+    /// The identity's home (owned by it); the store is `home/store`.
+    pub home: PathBuf,
+    /// Some(uid) when kiln runs as the test user.
+    pub uid: Option<u32>,
+}
+
+impl World {
+    pub fn new(id: Identity) -> World {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir home");
+        let uid = match id {
+            Identity::Rootless if is_root() => {
+                let uid = test_user().expect("test user");
+                std::os::unix::fs::chown(&home, Some(uid), Some(uid)).expect("chown home");
+                Some(uid)
+            }
+            _ => None,
+        };
+        World { id, tmp, home, uid }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.home.join("store")
+    }
+
+    /// A directory owned by the identity (for files kiln should write).
+    pub fn user_dir(&self, name: &str) -> PathBuf {
+        let d = self.home.join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        if let Some(uid) = self.uid {
+            std::os::unix::fs::chown(&d, Some(uid), Some(uid)).expect("chown");
+        }
+        d
+    }
+
+    /// A build context holding busybox and `dockerfile` (readable by every identity).
+    pub fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
+        let ctx = self.tmp.path().join(name);
+        std::fs::create_dir_all(&ctx).expect("mkdir context");
+        std::fs::copy("/bin/busybox", ctx.join("busybox"))
+            .expect("busybox-static must be installed (apt-get install busybox-static)");
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("write Dockerfile");
+        common::open_up(&ctx);
+        ctx
+    }
+
+    /// `kiln --root STORE ARGS...` as the identity, with `envs` added to a clean environment.
+    pub fn kiln_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = match self.uid {
+            Some(_) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", USER, "--"]).arg(common::kiln_bin());
+                c
+            }
+            None => Command::new(common::kiln_bin()),
+        };
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", &self.home)
+            .envs(envs.iter().copied())
+            .current_dir(&self.home)
+            .arg("--root")
+            .arg(self.store())
+            .args(args);
+        cmd.output().expect("running kiln")
+    }
+
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_env(args, &[])
+    }
+
+    /// `kiln build --progress plain ARGS... CONTEXT`.
+    pub fn build(&self, ctx: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["build", "--progress", "plain"];
+        all.extend_from_slice(args);
+        let ctx = ctx.to_str().expect("utf-8 path");
+        all.push(ctx);
+        self.kiln(&all)
+    }
+}
+
+/// Everything kiln printed, for assertion messages.
+pub fn both(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// kiln refused: a non-zero exit status, not a signal and not a panic (101).
+pub fn assert_refused(out: &Output) {
+    assert!(
+        out.status.signal().is_none(),
+        "kiln was killed by a signal: {}",
+        both(out)
+    );
+    let code = out.status.code().unwrap_or(0);
+    assert!(
+        code != 0,
+        "kiln succeeded where it must fail: {}",
+        both(out)
+    );
+    assert!(code != 101, "kiln panicked: {}", both(out));
+}
+
+/// kiln succeeded.
+pub fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "kiln failed: {}", both(out));
+}
+
+/// Every regular file below `dir` whose bytes contain `needle` (symlinks not followed).
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file()
+                && let Ok(bytes) = std::fs::read(e.path())
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
