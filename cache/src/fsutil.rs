@@ -78,6 +78,32 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// Creates `dir` (and parents) if missing, and makes sure `dir` itself is reachable by its
+/// owner only (0700), tightening a looser mode as containerd does with its root.
+///
+/// A store holds image files as the images have them, setuid binaries and device nodes
+/// included: another local user must not be able to reach (and run) them.
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(io_err("create directory", dir)(source)),
+    }
+    let mode = fs::metadata(dir)
+        .map_err(io_err("stat", dir))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700))
+            .map_err(io_err("restrict to its owner (chmod 0700)", dir))?;
+    }
+    Ok(())
+}
+
 /// Wraps an io error with the operation and path for [`StoreError::Io`].
 pub(crate) fn io_err(
     op: &'static str,

@@ -3,7 +3,7 @@
 //! Layout (all under one root, one filesystem, so `rename` is atomic):
 //!
 //! ```text
-//! VERSION                 format version ("1\n")
+//! VERSION                 format version ("1\n"); the root itself is 0700
 //! blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests)
 //! snapshots/<id>/         unpacked layers; <id> is the hex of the layer's diff_id
 //! cache/<key>.json        cache index: one record per cache key
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FlockOperation;
 
 use crate::error::{Result, StoreError};
-use crate::fsutil::{atomic_write, ensure_dir};
+use crate::fsutil::{atomic_write, ensure_dir, ensure_private_dir};
 
 /// The store format this code reads and writes.
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -33,10 +33,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store at `root`, creating the layout if missing. Fails if the root holds a
-    /// store of another format version.
+    /// Opens the store at `root`, creating the layout if missing and keeping the root
+    /// 0700 (see [`ensure_private_dir`]). Fails if the root holds a store of another
+    /// format version.
     pub fn open(root: &Path) -> Result<Store> {
-        ensure_dir(root)?;
+        ensure_private_dir(root)?;
         let store = Store {
             root: root.to_path_buf(),
         };
@@ -173,5 +174,29 @@ impl StoreLock {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_store_root_is_private_and_a_loose_one_is_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/b/store");
+        Store::open(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+
+        let loose = tmp.path().join("loose");
+        std::fs::create_dir(&loose).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Store::open(&loose).unwrap();
+        assert_eq!(mode(&loose), 0o700);
     }
 }
