@@ -264,24 +264,58 @@ pub(crate) struct Links {
 }
 
 /// Copy one entry (a whole subtree for a directory) from `src` to `dst` with metadata.
+///
+/// The walk keeps its directories on an explicit stack: a RUN can nest directories
+/// thousands deep, more than recursion on a thread's stack survives.
 pub(crate) fn copy_tree(src: &Path, dst: &Path, links: &mut Links) -> Result<(), DiffError> {
+    struct Frame {
+        src: PathBuf,
+        dst: PathBuf,
+        md: Metadata,
+        names: std::vec::IntoIter<OsString>,
+    }
     let md = fs::symlink_metadata(src).map_err(ioe(src, "stat"))?;
-    copy_entry(src, &md, dst, links, &mut |s, d, l| {
-        for name in read_dir_sorted(s)? {
-            copy_tree(&s.join(&name), &d.join(&name), l)?;
+    if !md.is_dir() {
+        return copy_entry(src, &md, dst, links);
+    }
+    fs::create_dir(dst).map_err(ioe(dst, "mkdir"))?;
+    let mut stack = vec![Frame {
+        names: read_dir_sorted(src)?.into_iter(),
+        src: src.to_path_buf(),
+        dst: dst.to_path_buf(),
+        md,
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            // Last: creating the children moved the directory's mtime.
+            let done = stack.pop().expect("the loop holds a frame");
+            copy_metadata(&done.src, &done.md, &done.dst)?;
+            continue;
+        };
+        let (s, d) = (top.src.join(&name), top.dst.join(&name));
+        let md = fs::symlink_metadata(&s).map_err(ioe(&s, "stat"))?;
+        if md.is_dir() {
+            fs::create_dir(&d).map_err(ioe(&d, "mkdir"))?;
+            stack.push(Frame {
+                names: read_dir_sorted(&s)?.into_iter(),
+                src: s,
+                dst: d,
+                md,
+            });
+        } else {
+            copy_entry(&s, &md, &d, links)?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
-/// Create `dst` as a copy of the entry `src`; for directories `children` fills it before
-/// its metadata is applied.
+/// Create `dst` as a copy of the entry `src`, which is not a directory (directories are
+/// created, filled and given their metadata by the walks that own them).
 pub(crate) fn copy_entry(
     src: &Path,
     md: &Metadata,
     dst: &Path,
     links: &mut Links,
-    children: &mut dyn FnMut(&Path, &Path, &mut Links) -> Result<(), DiffError>,
 ) -> Result<(), DiffError> {
     let ft = md.file_type();
     if links.enabled && !ft.is_dir() && md.nlink() > 1 {
@@ -290,10 +324,7 @@ pub(crate) fn copy_entry(
         }
         links.seen.insert((md.dev(), md.ino()), dst.to_path_buf());
     }
-    if ft.is_dir() {
-        fs::create_dir(dst).map_err(ioe(dst, "mkdir"))?;
-        children(src, dst, links)?;
-    } else if ft.is_file() {
+    if ft.is_file() {
         fs::copy(src, dst).map_err(ioe(src, "copy"))?;
     } else if ft.is_symlink() {
         let target = fs::read_link(src).map_err(ioe(src, "readlink"))?;
@@ -320,7 +351,11 @@ pub(crate) fn copy_entry(
     } else {
         return Err(DiffError::Unsupported {
             path: src.to_path_buf(),
-            kind: "a socket".into(),
+            kind: if ft.is_dir() {
+                "a directory".into()
+            } else {
+                "an unknown type".into()
+            },
         });
     }
     copy_metadata(src, md, dst)
@@ -409,59 +444,119 @@ impl Differ<'_> {
     }
 
     /// Diff directory `rel` against the merged lower directories `lower`; true if anything
-    /// under it was written to the layer.
+    /// under it was written to the layer. Depth first with an explicit stack (a RUN can nest
+    /// directories deeper than recursion survives).
     fn dir(&mut self, rel: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
-        let here = self.rootfs.join(rel);
-        let ours: BTreeSet<OsString> = read_dir_sorted(&here)?.into_iter().collect();
-        let theirs = merged_children(lower)?;
-        let names: BTreeSet<&OsString> = ours.iter().chain(theirs.keys()).collect();
-        let mut emitted = false;
-        for name in names {
-            let crel = rel.join(name);
+        let mut stack = vec![self.frame(rel.to_path_buf(), lower.to_vec())?];
+        // Whether the frame just finished wrote anything.
+        let mut finished: Option<bool> = None;
+        while let Some(top) = stack.last_mut() {
+            if let Some(inner) = finished.take()
+                && let Some(p) = top.pending.take()
+            {
+                // The directory's own metadata goes last: its children's writes moved it.
+                let meta_changed =
+                    self.changed_since_copy(&p.md) && !same_entry(&p.src, &p.md, &p.lower, &p.lmd)?;
+                if inner || meta_changed {
+                    self.ensure_out(&p.rel)?;
+                    copy_metadata(&p.src, &p.md, &self.out.join(&p.rel))?;
+                    top.emitted = true;
+                }
+                continue;
+            }
+            let Some(name) = top.names.next() else {
+                let done = stack.pop().expect("the loop holds a frame");
+                finished = Some(done.emitted);
+                continue;
+            };
+            let rel = top.rel.clone();
+            let crel = rel.join(&name);
             let src = self.rootfs.join(&crel);
             let dst = self.out.join(&crel);
-            match (ours.contains(name), theirs.get(name)) {
+            let theirs = top.theirs.get(&name).cloned();
+            match (top.ours.contains(&name), theirs.as_ref()) {
                 (false, None) => {}
                 (false, Some(_)) if self.base.skipped.contains(&crel) => {}
                 (false, Some(_)) => {
-                    self.ensure_out(rel)?;
+                    self.ensure_out(&rel)?;
                     write_whiteout(&dst)?;
-                    emitted = true;
+                    top.emitted = true;
                 }
                 (true, None) => {
-                    self.ensure_out(rel)?;
+                    self.ensure_out(&rel)?;
                     copy_tree(&src, &dst, &mut self.links)?;
-                    emitted = true;
+                    top.emitted = true;
                 }
                 (true, Some(lp)) => {
                     let md = fs::symlink_metadata(&src).map_err(ioe(&src, "stat"))?;
                     let lmd = fs::symlink_metadata(&lp[0]).map_err(ioe(&lp[0], "stat"))?;
                     if md.is_dir() && lmd.is_dir() && self.is_original_dir(&crel, &md) {
-                        let inner = self.dir(&crel, lp)?;
-                        let meta_changed =
-                            self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?;
-                        if inner || meta_changed {
-                            self.ensure_out(&crel)?;
-                            copy_metadata(&src, &md, &dst)?;
-                            emitted = true;
-                        }
+                        let lp = lp.clone();
+                        top.pending = Some(Pending {
+                            rel: crel.clone(),
+                            src,
+                            md,
+                            lower: lp[0].clone(),
+                            lmd,
+                        });
+                        let frame = self.frame(crel, lp)?;
+                        stack.push(frame);
                     } else if md.is_dir() {
                         // A directory that replaced whatever was there: opaque, all new.
-                        self.ensure_out(rel)?;
+                        self.ensure_out(&rel)?;
                         copy_tree(&src, &dst, &mut self.links)?;
                         xattr::set(&dst, OPAQUE_XATTR, b"y")
                             .map_err(ioe(&dst, "set opaque xattr"))?;
-                        emitted = true;
+                        top.emitted = true;
                     } else if lmd.is_dir()
                         || (self.changed_since_copy(&md) && !same_entry(&src, &md, &lp[0], &lmd)?)
                     {
-                        self.ensure_out(rel)?;
+                        self.ensure_out(&rel)?;
                         copy_tree(&src, &dst, &mut self.links)?;
-                        emitted = true;
+                        top.emitted = true;
                     }
                 }
             }
         }
-        Ok(emitted)
+        Ok(finished.unwrap_or(false))
     }
+
+    /// A directory about to be diffed: both sides' children, in name order.
+    fn frame(&self, rel: PathBuf, lower: Vec<PathBuf>) -> Result<DiffFrame, DiffError> {
+        let ours: BTreeSet<OsString> = read_dir_sorted(&self.rootfs.join(&rel))?
+            .into_iter()
+            .collect();
+        let theirs = merged_children(&lower)?;
+        let names: BTreeSet<OsString> = ours.iter().chain(theirs.keys()).cloned().collect();
+        Ok(DiffFrame {
+            rel,
+            ours,
+            theirs,
+            names: names.into_iter(),
+            emitted: false,
+            pending: None,
+        })
+    }
+}
+
+/// One directory of [`Differ::dir`]'s walk.
+struct DiffFrame {
+    rel: PathBuf,
+    ours: BTreeSet<OsString>,
+    theirs: BTreeMap<OsString, Vec<PathBuf>>,
+    names: std::collections::btree_set::IntoIter<OsString>,
+    /// Anything under this directory written to the layer.
+    emitted: bool,
+    /// The original subdirectory being walked above this frame.
+    pending: Option<Pending>,
+}
+
+/// A subdirectory whose metadata is compared once its children are diffed.
+struct Pending {
+    rel: PathBuf,
+    src: PathBuf,
+    md: Metadata,
+    /// The top-most lower directory it is compared with.
+    lower: PathBuf,
+    lmd: Metadata,
 }

@@ -8,6 +8,7 @@
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
 
+mod beneath;
 pub mod diff;
 pub mod sandbox;
 pub mod snapshot;

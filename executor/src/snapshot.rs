@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::beneath;
 pub use crate::diff::CopyBase;
 use crate::diff::{
     self, DiffError, Links, ioe, merged_children, merged_root, read_dir_sorted, same_entry,
@@ -124,33 +125,61 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
     Ok(base)
 }
 
+/// Writes the merged children of `lower` under `root/rel`, depth first with an explicit
+/// stack (a layer can nest directories deeper than recursion survives).
 fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Result<(), DiffError> {
+    struct Frame {
+        rel: PathBuf,
+        children: std::collections::btree_map::IntoIter<std::ffi::OsString, Vec<PathBuf>>,
+        /// The lower directory whose metadata this one gets once filled (none for the root,
+        /// which the caller handles).
+        src: Option<(PathBuf, fs::Metadata)>,
+    }
+    // Hardlinks are not shared in the copy, like an overlay copy-up.
     let mut links = Links::default();
-    for (name, paths) in merged_children(lower)? {
-        let crel = rel.join(&name);
+    let mut stack = vec![Frame {
+        rel: rel.to_path_buf(),
+        children: merged_children(lower)?.into_iter(),
+        src: None,
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some((name, paths)) = top.children.next() else {
+            let done = stack.pop().expect("the loop holds a frame");
+            if let Some((src, md)) = done.src {
+                // Last: creating the children moved the directory's mtime.
+                let dst = root.join(&done.rel);
+                diff::copy_metadata(&src, &md, &dst)?;
+                let ino = fs::symlink_metadata(&dst).map_err(ioe(&dst, "stat"))?.ino();
+                base.dirs.insert(done.rel, ino);
+            }
+            continue;
+        };
+        let crel = top.rel.join(&name);
         let dst = root.join(&crel);
         let src = &paths[0];
         let md = fs::symlink_metadata(src).map_err(ioe(src, "stat"))?;
         if md.is_dir() {
-            diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| {
-                fill(root, &crel, &paths, base)
-            })?;
-            let ino = fs::symlink_metadata(&dst).map_err(ioe(&dst, "stat"))?.ino();
-            base.dirs.insert(crel, ino);
-        } else {
-            let device = md.file_type().is_char_device() || md.file_type().is_block_device();
-            match diff::copy_entry(src, &md, &dst, &mut links, &mut |_, _, _| Ok(())) {
-                Ok(()) => {}
-                // Rootless: device nodes cannot be made; leave them out of the copy.
-                Err(DiffError::Io {
-                    op: "mknod",
-                    source,
-                    ..
-                }) if device && source.raw_os_error() == Some(libc::EPERM) => {
-                    base.skipped.insert(crel);
-                }
-                Err(e) => return Err(e),
+            fs::create_dir(&dst).map_err(ioe(&dst, "mkdir"))?;
+            let children = merged_children(&paths)?.into_iter();
+            stack.push(Frame {
+                rel: crel,
+                children,
+                src: Some((src.clone(), md)),
+            });
+            continue;
+        }
+        let device = md.file_type().is_char_device() || md.file_type().is_block_device();
+        match diff::copy_entry(src, &md, &dst, &mut links) {
+            Ok(()) => {}
+            // Rootless: device nodes cannot be made; leave them out of the copy.
+            Err(DiffError::Io {
+                op: "mknod",
+                source,
+                ..
+            }) if device && source.raw_os_error() == Some(libc::EPERM) => {
+                base.skipped.insert(crel);
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -158,28 +187,47 @@ fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Resu
 
 /// Remove the mount points the sandbox created (deepest first, only while still empty) and
 /// give their parents back the times they had before.
+///
+/// The step ran between the stubs' creation and now: it may have renamed a stub's parent
+/// and left a symlink to a host directory under the old name. So every stub is reached
+/// fd-relative from `root` with no symlink followed ([`beneath`]); a stub that is not where
+/// the sandbox put it any more is the step's business and stays.
 pub(crate) fn remove_stubs(
     root: &Path,
     stubs: &[crate::sandbox::StubRef],
 ) -> Result<(), SnapshotError> {
+    if stubs.is_empty() {
+        return Ok(());
+    }
+    let root_fd = beneath::open_root(root).map_err(|source| SnapshotError::Io {
+        path: root.to_path_buf(),
+        op: "open",
+        source,
+    })?;
     for stub in stubs.iter().rev() {
-        let p = root.join(&stub.path);
-        let Ok(md) = fs::symlink_metadata(&p) else {
+        let (Some(parent), Some(name)) = (stub.path.parent(), stub.path.file_name()) else {
             continue;
         };
-        let removed = if stub.dir {
-            md.is_dir() && fs::remove_dir(&p).is_ok()
-        } else {
-            md.is_file() && md.len() == 0 && fs::remove_file(&p).is_ok()
+        let dir = match beneath::open_dir(&root_fd, parent) {
+            Ok(dir) => dir,
+            Err(e) if beneath::is_gone(&e) => continue,
+            Err(source) => {
+                return Err(SnapshotError::Io {
+                    path: root.join(parent),
+                    op: "open stub's parent",
+                    source,
+                });
+            }
         };
-        if removed && let Some(parent) = p.parent() {
-            let atime =
-                filetime::FileTime::from_unix_time(stub.parent_atime.0, stub.parent_atime.1 as u32);
-            let mtime =
-                filetime::FileTime::from_unix_time(stub.parent_mtime.0, stub.parent_mtime.1 as u32);
-            filetime::set_symlink_file_times(parent, atime, mtime).map_err(|source| {
+        let expect = if stub.dir {
+            beneath::Expect::EmptyDir
+        } else {
+            beneath::Expect::EmptyFile
+        };
+        if beneath::remove_if(&dir, Path::new(name), expect) {
+            beneath::set_times(&dir, stub.parent_atime, stub.parent_mtime).map_err(|source| {
                 SnapshotError::Io {
-                    path: parent.to_path_buf(),
+                    path: root.join(parent),
                     op: "restore times",
                     source,
                 }
@@ -200,87 +248,160 @@ pub(crate) fn normalize_upper(
     Ok(())
 }
 
-/// Returns whether `dir` is empty afterwards.
-fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
-    // Removing entries below changes this directory's mtime: restore it afterwards.
-    let before = fs::symlink_metadata(dir).map_err(ioe(dir, "stat"))?;
-    let mut removed = false;
-    let left = norm_children(dir, lower, &mut removed)?;
-    if removed {
-        let atime = filetime::FileTime::from_last_access_time(&before);
-        let mtime = filetime::FileTime::from_last_modification_time(&before);
-        filetime::set_symlink_file_times(dir, atime, mtime).map_err(ioe(dir, "restore times"))?;
-    }
-    Ok(left == 0)
+/// One directory of the upper being normalized: the walk keeps these on an explicit stack
+/// (a RUN can nest directories thousands deep; recursion would overflow the thread's stack).
+struct NormFrame {
+    dir: PathBuf,
+    lower: Vec<PathBuf>,
+    /// Removing entries below changes this directory's mtime: restored when it is done.
+    before: fs::Metadata,
+    names: std::vec::IntoIter<std::ffi::OsString>,
+    /// Entries that stay.
+    left: usize,
+    removed: bool,
+    /// The subdirectory being walked above this frame, with its own lower directories and
+    /// whether it is opaque.
+    child: Option<(PathBuf, Vec<PathBuf>, bool)>,
 }
 
-fn norm_children(dir: &Path, lower: &[PathBuf], removed: &mut bool) -> Result<usize, DiffError> {
-    let mut left = 0usize;
-    for name in read_dir_sorted(dir)? {
-        let p = dir.join(&name);
-        let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
-        if md.file_type().is_socket() {
-            // Layers cannot carry sockets (tar has no type for them): drop them, as the copy
-            // snapshotter does.
-            fs::remove_file(&p).map_err(ioe(&p, "remove socket"))?;
-            *removed = true;
-            continue;
-        }
-        strip_overlay_xattrs(&p, &md)?;
-        // Look up only the names the upper holds: a small layer over a big directory
-        // (/usr/lib) costs a few stats, not a listing of the lower directory.
-        let lp = diff::merged_lookup(lower, &name)?;
-        let lp = lp.as_ref();
-        if diff::is_whiteout(&md) {
-            if lp.is_none() {
-                fs::remove_file(&p).map_err(ioe(&p, "remove whiteout of nothing"))?;
-                *removed = true;
-            } else {
-                left += 1;
-            }
-            continue;
-        }
-        if md.is_dir() {
-            let opaque = diff::is_opaque(&p);
-            let lower_dirs: Vec<PathBuf> = match lp {
-                Some(v)
-                    if !opaque
-                        && fs::symlink_metadata(&v[0])
-                            .map(|m| m.is_dir())
-                            .unwrap_or(false) =>
-                {
-                    v.clone()
-                }
-                _ => Vec::new(),
-            };
-            let empty = norm_dir(&p, &lower_dirs)?;
-            if !opaque
-                && empty
-                && let Some(first) = lower_dirs.first()
-            {
-                let lmd = fs::symlink_metadata(first).map_err(ioe(first, "stat"))?;
-                // Re-read: removing children may have changed nothing we compare but be safe.
-                let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
-                if same_entry(&p, &md, first, &lmd)? {
-                    fs::remove_dir(&p).map_err(ioe(&p, "remove unchanged directory"))?;
-                    *removed = true;
-                    continue;
-                }
-            }
-            left += 1;
-            continue;
-        }
-        if let Some(v) = lp {
-            let lmd = fs::symlink_metadata(&v[0]).map_err(ioe(&v[0], "stat"))?;
-            if !lmd.is_dir() && same_entry(&p, &md, &v[0], &lmd)? {
-                fs::remove_file(&p).map_err(ioe(&p, "remove unchanged copy-up"))?;
-                *removed = true;
-                continue;
-            }
-        }
-        left += 1;
+impl NormFrame {
+    fn new(dir: PathBuf, lower: Vec<PathBuf>) -> Result<NormFrame, DiffError> {
+        let before = fs::symlink_metadata(&dir).map_err(ioe(&dir, "stat"))?;
+        let names = read_dir_sorted(&dir)?.into_iter();
+        Ok(NormFrame {
+            dir,
+            lower,
+            before,
+            names,
+            left: 0,
+            removed: false,
+            child: None,
+        })
     }
-    Ok(left)
+}
+
+/// Normalizes `dir` against the merged `lower` directories, depth first; returns whether
+/// `dir` is empty afterwards.
+fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
+    let mut stack = vec![NormFrame::new(dir.to_path_buf(), lower.to_vec())?];
+    // The result of the frame just finished: is its directory empty now?
+    let mut finished: Option<bool> = None;
+    while let Some(top) = stack.last_mut() {
+        if let Some(empty) = finished.take()
+            && let Some((p, lower_dirs, opaque)) = top.child.take()
+        {
+            if subdir_unchanged(&p, &lower_dirs, opaque, empty)? {
+                fs::remove_dir(&p).map_err(ioe(&p, "remove unchanged directory"))?;
+                top.removed = true;
+            } else {
+                top.left += 1;
+            }
+            continue;
+        }
+        let Some(name) = top.names.next() else {
+            let done = stack.pop().expect("the loop holds a frame");
+            if done.removed {
+                let atime = filetime::FileTime::from_last_access_time(&done.before);
+                let mtime = filetime::FileTime::from_last_modification_time(&done.before);
+                filetime::set_symlink_file_times(&done.dir, atime, mtime)
+                    .map_err(ioe(&done.dir, "restore times"))?;
+            }
+            finished = Some(done.left == 0);
+            continue;
+        };
+        match norm_entry(&top.dir, &top.lower, &name)? {
+            Norm::Kept => top.left += 1,
+            Norm::Removed => top.removed = true,
+            Norm::Dir {
+                path,
+                lower,
+                opaque,
+            } => {
+                top.child = Some((path.clone(), lower.clone(), opaque));
+                stack.push(NormFrame::new(path, lower)?);
+            }
+        }
+    }
+    Ok(finished.unwrap_or(false))
+}
+
+/// What [`norm_entry`] did with one name.
+enum Norm {
+    Kept,
+    Removed,
+    /// A directory: walk it with these lower directories, then [`subdir_unchanged`].
+    Dir {
+        path: PathBuf,
+        lower: Vec<PathBuf>,
+        opaque: bool,
+    },
+}
+
+fn norm_entry(dir: &Path, lower: &[PathBuf], name: &std::ffi::OsStr) -> Result<Norm, DiffError> {
+    let p = dir.join(name);
+    let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
+    if md.file_type().is_socket() {
+        // Layers cannot carry sockets (tar has no type for them): drop them, as the copy
+        // snapshotter does.
+        fs::remove_file(&p).map_err(ioe(&p, "remove socket"))?;
+        return Ok(Norm::Removed);
+    }
+    strip_overlay_xattrs(&p, &md)?;
+    // Look up only the names the upper holds: a small layer over a big directory
+    // (/usr/lib) costs a few stats, not a listing of the lower directory.
+    let lp = diff::merged_lookup(lower, name)?;
+    let lp = lp.as_ref();
+    if diff::is_whiteout(&md) {
+        if lp.is_none() {
+            fs::remove_file(&p).map_err(ioe(&p, "remove whiteout of nothing"))?;
+            return Ok(Norm::Removed);
+        }
+        return Ok(Norm::Kept);
+    }
+    if md.is_dir() {
+        let opaque = diff::is_opaque(&p);
+        let lower_dirs: Vec<PathBuf> = match lp {
+            Some(v)
+                if !opaque
+                    && fs::symlink_metadata(&v[0])
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false) =>
+            {
+                v.clone()
+            }
+            _ => Vec::new(),
+        };
+        return Ok(Norm::Dir {
+            path: p,
+            lower: lower_dirs,
+            opaque,
+        });
+    }
+    if let Some(v) = lp {
+        let lmd = fs::symlink_metadata(&v[0]).map_err(ioe(&v[0], "stat"))?;
+        if !lmd.is_dir() && same_entry(&p, &md, &v[0], &lmd)? {
+            fs::remove_file(&p).map_err(ioe(&p, "remove unchanged copy-up"))?;
+            return Ok(Norm::Removed);
+        }
+    }
+    Ok(Norm::Kept)
+}
+
+/// After its children were normalized: is the directory `p` (now `empty` or not) only a
+/// copy-up of the lower one, so that the layer need not hold it?
+fn subdir_unchanged(
+    p: &Path,
+    lower_dirs: &[PathBuf],
+    opaque: bool,
+    empty: bool,
+) -> Result<bool, DiffError> {
+    let Some(first) = lower_dirs.first().filter(|_| !opaque && empty) else {
+        return Ok(false);
+    };
+    let lmd = fs::symlink_metadata(first).map_err(ioe(first, "stat"))?;
+    // Re-read: removing children may have changed nothing we compare but be safe.
+    let md = fs::symlink_metadata(p).map_err(ioe(p, "stat"))?;
+    same_entry(p, &md, first, &lmd)
 }
 
 fn strip_overlay_xattrs(p: &Path, md: &fs::Metadata) -> Result<(), DiffError> {

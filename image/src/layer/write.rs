@@ -254,26 +254,37 @@ struct Walk<'a, W: Write> {
 }
 
 impl<W: Write> Walk<'_, W> {
-    /// Writes the contents of `abs` (whose tar name prefix is `rel`, empty or
-    /// ending in `/`), sorted by name bytes.
-    fn dir(&mut self, abs: &Path, rel: &[u8]) -> Result<(), LayerWriteError> {
-        let read_err = |source| LayerWriteError::Read {
-            path: abs.to_path_buf(),
-            source,
-        };
-        let mut names: Vec<_> = fs::read_dir(abs)
-            .map_err(read_err)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(read_err)?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            self.entry(&abs.join(&name), rel, &name)?;
+    /// Writes the contents of `root` depth first, each directory's names sorted by bytes.
+    /// The directories being walked are an explicit stack: a layer can nest directories
+    /// thousands deep (a RUN made them), more than recursion on a thread's stack survives.
+    fn dir(&mut self, root: &Path, rel: &[u8]) -> Result<(), LayerWriteError> {
+        let mut stack = vec![(
+            root.to_path_buf(),
+            rel.to_vec(),
+            sorted_names(root)?.into_iter(),
+        )];
+        while let Some((abs, rel, names)) = stack.last_mut() {
+            let Some(name) = names.next() else {
+                stack.pop();
+                continue;
+            };
+            let child = abs.join(&name);
+            if let Some(prefix) = self.entry(&child, rel, &name)? {
+                let names = sorted_names(&child)?.into_iter();
+                stack.push((child, prefix, names));
+            }
         }
         Ok(())
     }
 
-    fn entry(&mut self, abs: &Path, rel: &[u8], name: &OsStr) -> Result<(), LayerWriteError> {
+    /// Writes one entry; for a directory, returns the tar name prefix of its children (the
+    /// caller walks them).
+    fn entry(
+        &mut self,
+        abs: &Path,
+        rel: &[u8],
+        name: &OsStr,
+    ) -> Result<Option<Vec<u8>>, LayerWriteError> {
         let read_err = |source| LayerWriteError::Read {
             path: abs.to_path_buf(),
             source,
@@ -296,7 +307,8 @@ impl<W: Write> Walk<'_, W> {
             source,
         };
         if ft.is_char_device() && md.rdev() == 0 {
-            return self.writer.append_whiteout(&tar_name).map_err(write_err);
+            self.writer.append_whiteout(&tar_name).map_err(write_err)?;
+            return Ok(None);
         }
         if ft.is_dir() {
             self.writer
@@ -306,7 +318,7 @@ impl<W: Write> Walk<'_, W> {
             if opaque {
                 self.writer.append_opaque(&tar_name).map_err(write_err)?;
             }
-            return self.dir(abs, &tar_name);
+            return Ok(Some(tar_name));
         }
         if md.nlink() > 1 {
             let key = (md.dev(), md.ino());
@@ -314,10 +326,10 @@ impl<W: Write> Walk<'_, W> {
                 let kind = EntryKind::Hardlink {
                     target: first.clone(),
                 };
-                return self
-                    .writer
+                self.writer
                     .append(&tar_name, &kind, &meta, io::empty())
-                    .map_err(write_err);
+                    .map_err(write_err)?;
+                return Ok(None);
             }
             self.links.insert(key, tar_name.clone());
         }
@@ -337,12 +349,12 @@ impl<W: Write> Walk<'_, W> {
                     &mut reader,
                 )
                 .map_err(write_err)?;
-            return ext
-                .check(reader.get_ref())
+            ext.check(reader.get_ref())
                 .map_err(|source| LayerWriteError::Read {
                     path: ext.path.clone(),
                     source,
-                });
+                })?;
+            return Ok(None);
         }
         let kind = if ft.is_file() {
             EntryKind::File { size: md.size() }
@@ -365,20 +377,36 @@ impl<W: Write> Walk<'_, W> {
             EntryKind::Fifo
         } else {
             // Sockets cannot be carried in a tar; BuildKit skips them too.
-            return Ok(());
+            return Ok(None);
         };
         if let EntryKind::File { .. } = kind {
             let file =
                 io::BufReader::with_capacity(IO_BUFFER, fs::File::open(abs).map_err(read_err)?);
             self.writer
                 .append(&tar_name, &kind, &meta, file)
-                .map_err(write_err)
+                .map_err(write_err)?;
         } else {
             self.writer
                 .append(&tar_name, &kind, &meta, io::empty())
-                .map_err(write_err)
+                .map_err(write_err)?;
         }
+        Ok(None)
     }
+}
+
+/// The names in directory `abs`, sorted by bytes (the tar order).
+fn sorted_names(abs: &Path) -> Result<Vec<std::ffi::OsString>, LayerWriteError> {
+    let read_err = |source| LayerWriteError::Read {
+        path: abs.to_path_buf(),
+        source,
+    };
+    let mut names: Vec<_> = fs::read_dir(abs)
+        .map_err(read_err)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(read_err)?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
 }
 
 /// overlayfs xattrs that mean the upperdir entry is not self-contained (its
