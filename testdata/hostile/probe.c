@@ -5,9 +5,12 @@
  *   probe open PATH           open PATH read-write (a device node), read one byte
  *   probe mknod PATH MAJ MIN  make a character device node
  *   probe fds                 list open descriptors above stderr, and where they lead
+ *   probe syscall NAME        a syscall Docker's seccomp profile refuses: unshare-user,
+ *                             keyctl, vsock, alg-highbits (AF_ALG with high bits set)
  *
  * Output: "<what>: ALLOWED" or "<what>: denied (<error>)". Built static by the tests.
  */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +21,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sched.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -44,6 +49,21 @@ int main(int argc, char **argv) {
     if (argc >= 5 && strcmp(argv[1], "mknod") == 0) {
         dev_t d = makedev(atoi(argv[3]), atoi(argv[4]));
         return report("mknod", mknod(argv[2], S_IFCHR | 0666, d) == 0);
+    }
+    if (argc >= 3 && strcmp(argv[1], "syscall") == 0) {
+        const char *n = argv[2];
+        long r = -1;
+        if (strcmp(n, "unshare-user") == 0)
+            r = unshare(CLONE_NEWUSER);
+        else if (strcmp(n, "keyctl") == 0)
+            r = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 0);
+        else if (strcmp(n, "vsock") == 0)
+            r = socket(40 /* AF_VSOCK */, SOCK_STREAM, 0);
+        else if (strcmp(n, "alg-highbits") == 0)
+            r = syscall(SYS_socket, 0x100000026L /* AF_ALG, high bits set */, SOCK_SEQPACKET, 0);
+        else
+            errno = EINVAL;
+        return report(n, r >= 0);
     }
     if (argc >= 2 && strcmp(argv[1], "fds") == 0) {
         DIR *dir = opendir("/proc/self/fd");

@@ -310,3 +310,27 @@ fn dockers_masked_paths_are_masked() {
         }
     }
 }
+
+#[test]
+fn dockers_seccomp_profile_refuses_what_it_refuses() {
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = probe_context(
+            &w,
+            "ctx",
+            "RUN for s in unshare-user keyctl vsock alg-highbits; do /probe syscall $s; done; \
+             sh -c 'echo forked-child' & wait\n",
+        );
+        let out = w.build(&ctx, &["-t", "seccomp:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        // Forks and threads still work (clone without namespace flags; clone3 → ENOSYS).
+        assert!(log.contains("forked-child"), "{id:?}: {log}");
+        for s in ["unshare-user", "keyctl", "vsock", "alg-highbits"] {
+            assert!(
+                log.contains(&format!("{s}: denied (Operation not permitted)")),
+                "{id:?}: {s} was not refused by seccomp: {log}"
+            );
+        }
+    }
+}

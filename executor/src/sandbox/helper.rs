@@ -576,6 +576,12 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
         rustix::thread::set_capabilities(None, sets).map_err(fail("capabilities", "capset"))?;
     }
     rustix::thread::set_no_new_privs(true).map_err(fail("capabilities", "no_new_privs"))?;
+    // Compiled before the filter is on (building it allocates and reads nothing filtered,
+    // but the order keeps that true for any future rule).
+    let filters = super::seccomp::default_filters().map_err(|e| StepError {
+        step: "seccomp",
+        message: e.to_string(),
+    })?;
 
     let cwd = if run.cwd.is_empty() {
         "/"
@@ -621,6 +627,13 @@ fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
     envp_p.push(std::ptr::null());
+    // Last, so that nothing kiln itself does in this process runs under the filter.
+    for f in &filters {
+        seccompiler::apply_filter(f).map_err(|e| StepError {
+            step: "seccomp",
+            message: format!("installing the filter: {e}"),
+        })?;
+    }
     // SAFETY: exe_c, argv and envp are NUL-terminated C strings alive across the call, and
     // both pointer arrays end with NULL.
     unsafe { libc::execve(exe_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };

@@ -17,6 +17,7 @@ mod helper;
 mod mountpoint;
 mod protocol;
 mod rootfs;
+mod seccomp;
 pub mod user;
 
 use std::io::{BufRead, BufReader};
