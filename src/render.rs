@@ -7,11 +7,10 @@
 
 use crate::cli::ProgressMode;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_solver::progress::{Event, Stream};
+use kiln_solver::progress::{Event, ProgressReceiver, Stream};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The concrete mode after resolving `auto`.
 pub fn resolve_mode(mode: ProgressMode) -> ProgressMode {
@@ -23,7 +22,7 @@ pub fn resolve_mode(mode: ProgressMode) -> ProgressMode {
 }
 
 /// Reads events until the solver drops its sender, drawing them in `mode`.
-pub async fn render(mode: ProgressMode, mut rx: UnboundedReceiver<Event>) {
+pub async fn render(mode: ProgressMode, mut rx: ProgressReceiver) {
     match resolve_mode(mode) {
         ProgressMode::Tty => {
             let mut tty = Tty::new();

@@ -10,6 +10,7 @@
 
 mod beneath;
 pub mod diff;
+pub mod output_gate;
 pub mod sandbox;
 pub mod snapshot;
 pub mod userns;

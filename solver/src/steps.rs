@@ -4,7 +4,7 @@
 use crate::backend::{Backend, SecretSource};
 use crate::entitlements::effective_network;
 use crate::error::SolveError;
-use crate::progress::{Event, Progress, Stream};
+use crate::progress::{Event, OutputTail, Progress, Stream};
 use crate::stage::{StageInputs, StageResult, blocking, find_input, lowers_of};
 use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 use kiln_executor::layered::LayeredFs;
@@ -13,9 +13,6 @@ use kiln_image::ExternalContent;
 use kiln_parser::{CopyOp, CopySource, MountKind, NetworkMode, Op, RunOp, Source, Step, WorkdirOp};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// How many lines of a failed RUN's output the error repeats.
-const TAIL_LINES: usize = 20;
 
 /// What [`execute`] left in `out`.
 pub(crate) enum Executed {
@@ -233,7 +230,7 @@ async fn run_step(
             .collect(),
         snapshotter: backend.snapshotter(progress).await,
     };
-    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut tail = OutputTail::default();
     let progress2 = progress.clone();
     let outcome = sandbox::run(spec, |line: sandbox::OutputLine| {
         let stream = match line.stream {
@@ -241,10 +238,7 @@ async fn run_step(
             OutputStream::Stderr => Stream::Stderr,
         };
         let text = String::from_utf8_lossy(&line.line).into_owned();
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(text.clone());
+        tail.push(&text);
         progress2.send(Event::Log {
             id,
             stream,
@@ -260,7 +254,7 @@ async fn run_step(
             "process \"{command}\" did not complete successfully: exit code: {}",
             outcome.exit_code
         ));
-        err.output_tail = tail.into_iter().collect();
+        err.output_tail = tail.into_lines();
         return Err(err);
     }
     kiln_executor::runc_compat::add_runc_mount_dirs(&current.lowers(), out)

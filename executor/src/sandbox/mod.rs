@@ -248,6 +248,27 @@ enum Msg {
 fn start_helper(
     req: &Request,
 ) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
+    /// The longest piece of output delivered as one line: a longer line (a RUN can print
+    /// a gigabyte without a newline) arrives as several, so nothing holds it whole.
+    const MAX_CHUNK: usize = 64 << 10;
+    /// Where to split a full chunk: before a UTF-8 sequence cut short at its end, so each
+    /// piece of a text line is still text.
+    fn utf8_cut(chunk: &[u8]) -> usize {
+        let len = chunk.len();
+        let Some(start) = (len.saturating_sub(3)..len)
+            .rev()
+            .find(|&i| chunk[i] & 0xC0 != 0x80)
+        else {
+            return len;
+        };
+        let needs = match chunk[start] {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        if start + needs > len { start } else { len }
+    }
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")))?;
     let exe = helper_exe();
@@ -283,22 +304,44 @@ fn start_helper(
         let Some(pipe) = pipe else { continue };
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(pipe);
+            let mut r = BufReader::with_capacity(MAX_CHUNK, pipe);
+            let mut line = Vec::new();
             loop {
-                let mut line = Vec::new();
-                match r.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(Msg::OutputClosed);
-                        break;
+                // Whoever shows the output may be behind: then the pipe waits, not memory.
+                crate::output_gate::wait_open();
+                let buf = match r.fill_buf() {
+                    Ok(buf) => buf,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => &[],
+                };
+                if buf.is_empty() {
+                    // A last line without `\n` is still a line.
+                    if !line.is_empty() {
+                        let _ = tx.send(Msg::Line(OutputLine { stream, line }));
                     }
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        if tx.send(Msg::Line(OutputLine { stream, line })).is_err() {
-                            break;
-                        }
-                    }
+                    let _ = tx.send(Msg::OutputClosed);
+                    break;
+                }
+                let take = buf.len().min(MAX_CHUNK - line.len());
+                let (piece, ended) = match buf[..take].iter().position(|&b| b == b'\n') {
+                    Some(i) => (i, true),
+                    None => (take, false),
+                };
+                line.extend_from_slice(&buf[..piece]);
+                r.consume(if ended { piece + 1 } else { piece });
+                let rest = if ended {
+                    Vec::new()
+                } else if line.len() == MAX_CHUNK {
+                    line.split_off(utf8_cut(&line))
+                } else {
+                    continue;
+                };
+                let full = std::mem::replace(&mut line, rest);
+                if tx
+                    .send(Msg::Line(OutputLine { stream, line: full }))
+                    .is_err()
+                {
+                    break;
                 }
             }
         });
