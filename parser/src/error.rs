@@ -54,6 +54,10 @@ impl ParseError {
     }
 }
 
+/// Characters of the offending line an error shows (at least; more when the column is
+/// further right).
+const SHOWN_LINE_CHARS: usize = 240;
+
 /// Shared by parse and lowering errors: the message, the line and a caret.
 pub(crate) fn render_at(
     file_name: &str,
@@ -73,6 +77,12 @@ pub(crate) fn render_at(
                 .map(|l| l.trim_end_matches(['\r', '\n']).to_string())
         })
         .unwrap_or_default();
+    // A hostile line can be megabytes long: show its start up to a little past the caret.
+    let keep = SHOWN_LINE_CHARS.max(column.saturating_add(40));
+    let text = match text.char_indices().nth(keep) {
+        Some((end, _)) => format!("{} ...", &text[..end]),
+        None => text,
+    };
     let mut out = format!("{file_name}:{line}:{column}: {message}\n");
     if !text.is_empty() {
         let gutter = format!("{line} | ");

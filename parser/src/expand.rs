@@ -9,6 +9,22 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
+/// Deepest nesting of `${...}` inside one word. BuildKit has no limit and recurses once per
+/// level, so 50,000 nested `${X:-${X:-...}}` overflow its stack as they did ours. Real
+/// Dockerfiles nest two or three levels; 100 is far beyond any of them and costs a few
+/// hundred KiB of stack at most, even unoptimized.
+pub const MAX_NESTING: usize = 100;
+
+/// Largest result of expanding one word (bytes). Linux refuses a single argument or
+/// environment string over 128 KiB (MAX_ARG_STRLEN) and all of a process's arguments and
+/// environment over ~2 MiB, so no RUN could use more; 1 MiB leaves room for labels and
+/// paths while doubling ARGs (`A1=${A0}${A0}`...) stop at 1 MiB instead of gigabytes.
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
+/// How much of the word an error shows: a word that hit a limit can be huge, and the
+/// message needs only enough to find it (the line is named by the caller).
+const ERROR_WORD_CHARS: usize = 200;
+
 /// Why a word could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("failed to process {}: {reason}", crate::goformat::quote(word))]
@@ -46,6 +62,8 @@ impl Env for Vec<(String, String)> {
 pub struct EnvList {
     entries: Vec<(String, String)>,
     index: HashMap<String, usize>,
+    /// Keys and values, in bytes (what the list costs to hold and to copy).
+    bytes: usize,
 }
 
 impl EnvList {
@@ -56,12 +74,21 @@ impl EnvList {
     /// Sets `key` to `value`, replacing an existing value in place.
     pub fn set(&mut self, key: &str, value: &str) {
         match self.index.get(key) {
-            Some(&i) => self.entries[i].1 = value.to_string(),
+            Some(&i) => {
+                self.bytes = self.bytes - self.entries[i].1.len() + value.len();
+                self.entries[i].1 = value.to_string();
+            }
             None => {
+                self.bytes += key.len() + value.len();
                 self.index.insert(key.to_string(), self.entries.len());
                 self.entries.push((key.to_string(), value.to_string()));
             }
         }
+    }
+
+    /// The total length of every key and value.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The entries in insertion order.
@@ -143,16 +170,39 @@ impl Lexer {
             lex: *self,
             chars: word.chars().collect(),
             pos: 0,
+            depth: 0,
             env,
             raw_escapes: self.raw_escapes,
             want_words,
         };
         let raw = sw.raw_escapes;
         sw.process_stop_on(None, raw).map_err(|reason| ExpandError {
-            word: word.to_string(),
+            word: clip(word),
             reason,
         })
     }
+}
+
+/// `word` cut to [`ERROR_WORD_CHARS`] characters (with `...`) for an error message.
+fn clip(word: &str) -> String {
+    match word.char_indices().nth(ERROR_WORD_CHARS) {
+        Some((end, _)) => format!("{}...", &word[..end]),
+        None => word.to_string(),
+    }
+}
+
+/// The error for a result over [`MAX_EXPANDED_BYTES`].
+fn too_long() -> String {
+    format!("expansion exceeds {MAX_EXPANDED_BYTES} bytes")
+}
+
+/// Fails once `s` is over [`MAX_EXPANDED_BYTES`]: checked as results grow, so a word never
+/// builds more than one step past the limit.
+fn check_len(s: &str) -> Res<()> {
+    if s.len() > MAX_EXPANDED_BYTES {
+        return Err(too_long());
+    }
+    Ok(())
 }
 
 /// Expands one word with the default lexer for `escape` (what most instructions use).
@@ -169,6 +219,8 @@ struct ShellWord<'a> {
     lex: Lexer,
     chars: Vec<char>,
     pos: usize,
+    /// `${` levels open at `pos` (bounded by [`MAX_NESTING`]).
+    depth: usize,
     env: &'a dyn Env,
     raw_escapes: bool,
     /// Whether the caller wants the split words (ProcessWords) or only the string.
@@ -276,6 +328,7 @@ impl ShellWord<'_> {
             if ch == '$' {
                 let tmp = self.process_dollar()?;
                 result.push_str(&tmp);
+                check_len(&result)?;
                 words.add_string(&tmp);
             } else if ch == '\'' && !self.lex.skip_process_quotes {
                 let tmp = self.process_single_quote()?;
@@ -284,6 +337,7 @@ impl ShellWord<'_> {
             } else if ch == '"' && !self.lex.skip_process_quotes {
                 let tmp = self.process_double_quote()?;
                 result.push_str(&tmp);
+                check_len(&result)?;
                 words.add_raw_string(&tmp);
             } else {
                 let mut ch = ch;
@@ -361,6 +415,7 @@ impl ShellWord<'_> {
                 Some('$') => {
                     let v = self.process_dollar()?;
                     result.push_str(&v);
+                    check_len(&result)?;
                 }
                 Some(_) => {
                     let Some(mut ch) = self.next() else { continue };
@@ -409,6 +464,21 @@ impl ShellWord<'_> {
             }
             _ => {}
         }
+        // Each `${` level is a level of recursion below: bounded, so a hostile word gets an
+        // error rather than a stack overflow.
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "more than {MAX_NESTING} nested ${{...}} substitutions"
+            ));
+        }
+        self.depth += 1;
+        let r = self.process_braced();
+        self.depth -= 1;
+        r
+    }
+
+    /// `${name...}` after the `${`.
+    fn process_braced(&mut self) -> Res<String> {
         let name = self.process_name();
         let first = self.next();
         let mut chs: String = first.map(String::from).unwrap_or_else(|| "\u{FFFD}".into());
@@ -502,6 +572,15 @@ impl ShellWord<'_> {
                 let re = shell_pattern_to_regex(&pattern, true, false)
                     .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
                 if replace_all {
+                    // Every match can add the whole replacement: bound the result before
+                    // building it.
+                    let matches = re.find_iter(&value).count();
+                    let bound = matches
+                        .saturating_mul(replacement.len())
+                        .saturating_add(value.len());
+                    if bound > MAX_EXPANDED_BYTES {
+                        return Err(too_long());
+                    }
                     Ok(re.replace_all(&value, replacement.as_str()).into_owned())
                 } else if let Some(m) = re.find(&value) {
                     Ok(format!(
@@ -664,6 +743,50 @@ mod tests {
         );
         let err = expand("${E:?}", &e, '\\').unwrap_err();
         assert_eq!(err.reason, "E: is not allowed to be empty");
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
+        let e = env();
+        let nested = |n: usize| format!("{}x{}", "${X:-".repeat(n), "}".repeat(n));
+        assert_eq!(expand(&nested(MAX_NESTING), &e, '\\').unwrap(), "x");
+        let err = expand(&nested(50_000), &e, '\\').unwrap_err();
+        assert_eq!(
+            err.reason,
+            format!("more than {MAX_NESTING} nested ${{...}} substitutions")
+        );
+        // The message shows the start of the word, not all 300,000 characters of it.
+        assert!(err.to_string().len() < 400, "{}", err.to_string().len());
+        // Quotes inside substitutions nest through the same path.
+        let quoted = format!("{}x{}", "\"${X:-".repeat(50_000), "}\"".repeat(50_000));
+        assert!(expand(&quoted, &e, '\\').is_err());
+    }
+
+    #[test]
+    fn results_beyond_the_size_limit_are_an_error() {
+        // Doubling: each variable twice the one before, as ARG A1=${A0}${A0}... would.
+        let mut env: Vec<(String, String)> = vec![("A0".into(), "x".repeat(8))];
+        let mut failed_at = None;
+        for i in 1..=24 {
+            match expand(&format!("${{A{p}}}${{A{p}}}", p = i - 1), &env, '\\') {
+                Ok(v) => env.push((format!("A{i}"), v)),
+                Err(e) => {
+                    assert_eq!(
+                        e.reason,
+                        format!("expansion exceeds {MAX_EXPANDED_BYTES} bytes")
+                    );
+                    failed_at = Some(i);
+                    break;
+                }
+            }
+        }
+        // 8 << 17 is exactly 1 MiB: A17 fits, A18 does not.
+        assert_eq!(failed_at, Some(18));
+        // In double quotes and through a replacement the same bound holds.
+        let e = vec![("B".into(), "y".repeat(1 << 19))];
+        assert!(expand("\"$B$B$B\"", &e, '\\').is_err());
+        assert!(expand("${B//y/zzz}", &e, '\\').is_err());
+        assert_eq!(expand("${B//y/z}", &e, '\\').unwrap().len(), 1 << 19);
     }
 
     #[test]

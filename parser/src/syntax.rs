@@ -269,7 +269,7 @@ impl<'a> Parser<'a> {
                 lines: &self.lines,
                 end_line: current_line,
             };
-            let mut node = new_node_from_line(&logical, &ctx, self.escape, false)
+            let mut node = new_node_from_line(&logical, &ctx, self.escape, 0)
                 .map_err(|e| e.with_source_line(self.lines.get(start_line - 1).copied()))?;
             if can_contain_heredoc(&node) {
                 let docs = heredocs_from_line(&logical).map_err(|m| {
@@ -367,13 +367,21 @@ fn is_token_ws(c: char) -> bool {
     matches!(c, '\t' | '\x0b' | '\x0c' | '\r' | ' ')
 }
 
+/// How deep `ONBUILD ONBUILD ...` is parsed. Each level is a level of recursion (here, in
+/// the dump and in dropping the tree); BuildKit parses any depth and then refuses all but
+/// one level (`Chaining ONBUILD ... isn't allowed`), so a bound that keeps the first few
+/// levels gives the same answer without letting a long line overflow the stack.
+const MAX_ONBUILD_NESTING: usize = 8;
+
 /// BuildKit `splitCommand` + dispatch: keyword, flags, then the per-instruction shape.
+/// `depth` counts the ONBUILDs this line is nested in (0 at the top level).
 fn new_node_from_line(
     line: &str,
     ctx: &LineCtx<'_>,
     escape: char,
-    nested: bool,
+    depth: usize,
 ) -> Result<Node, ParseError> {
+    let nested = depth > 0;
     let trimmed = line.trim();
     let kw_end = trimmed.find(is_token_ws).unwrap_or(trimmed.len());
     let keyword = &trimmed[..kw_end];
@@ -438,7 +446,12 @@ fn new_node_from_line(
         }
         "onbuild" => {
             if !rest.is_empty() {
-                node.child = Some(Box::new(new_node_from_line(rest, ctx, escape, true)?));
+                if depth >= MAX_ONBUILD_NESTING {
+                    return Err(fail(format!(
+                        "ONBUILD nested more than {MAX_ONBUILD_NESTING} levels deep"
+                    )));
+                }
+                node.child = Some(Box::new(new_node_from_line(rest, ctx, escape, depth + 1)?));
             }
         }
         // Unknown instructions keep an empty argument, like BuildKit's parseIgnore.

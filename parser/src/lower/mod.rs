@@ -77,6 +77,25 @@ fn at(span: Span, message: impl Into<String>) -> LowerError {
     }
 }
 
+/// Largest environment (ENV and ARG keys and values, in bytes) a stage may build up. Every
+/// RUN gets it as its process environment, which Linux caps at ~2 MiB with the arguments
+/// (ARG_MAX); 4 MiB refuses nothing a RUN could use, and stops `ARG B1=$BIG ...` lines
+/// from turning a few bytes of Dockerfile into megabytes each.
+const MAX_STAGE_ENV_BYTES: usize = 4 << 20;
+
+/// Each step keeps a copy of its stage's environment: the sum over every step of the
+/// Dockerfile is bounded too, or a large environment times thousands of `RUN true` lines
+/// still takes gigabytes. Real Dockerfiles carry a few KiB per step.
+const MAX_CARRIED_ENV_BYTES: usize = 256 << 20;
+
+/// The error for an environment over [`MAX_STAGE_ENV_BYTES`].
+fn env_too_large(span: Span) -> LowerError {
+    at(
+        span,
+        format!("the environment (ENV and ARG values) exceeds {MAX_STAGE_ENV_BYTES} bytes"),
+    )
+}
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The platform of this machine, with Go's architecture names.
@@ -140,6 +159,8 @@ struct Ctx<'a> {
     bases: Vec<BaseRef>,
     platforms: Vec<Option<String>>,
     images: HashMap<String, BaseImage>,
+    /// Environment bytes carried by the steps lowered so far ([`MAX_CARRIED_ENV_BYTES`]).
+    carried_env: usize,
 }
 
 /// Lowers a parsed Dockerfile into the graph for `opts.target` (the last stage if none).
@@ -198,6 +219,9 @@ pub fn lower(
                     global.set(&d.key, &v);
                 }
             }
+            if global.bytes() > MAX_STAGE_ENV_BYTES {
+                return Err(env_too_large(ins.span));
+            }
         }
     }
 
@@ -210,6 +234,7 @@ pub fn lower(
         bases: Vec::new(),
         platforms: Vec::new(),
         images: HashMap::new(),
+        carried_env: 0,
     };
     ctx.resolve_bases()?;
 
@@ -529,6 +554,7 @@ impl Ctx<'_> {
             state.workdir = "/".into();
         }
         let triggers = self.triggers(i)?;
+        let mut carried = self.carried_env;
         let mut lw = StageLowering {
             ctx: self,
             index: i,
@@ -539,8 +565,23 @@ impl Ctx<'_> {
         let mut steps = Vec::new();
         for ins in triggers.iter().chain(decl.instructions.iter()) {
             steps.push(lw.lower_instruction(ins)?);
+            let bytes = lw.state.env.bytes();
+            if bytes > MAX_STAGE_ENV_BYTES {
+                return Err(env_too_large(ins.span));
+            }
+            carried = carried.saturating_add(bytes);
+            if carried > MAX_CARRIED_ENV_BYTES {
+                return Err(at(
+                    ins.span,
+                    format!(
+                        "the steps so far carry more than {MAX_CARRIED_ENV_BYTES} bytes of \
+                         environment in all (each step holds a copy of its stage's)"
+                    ),
+                ));
+            }
         }
         let state = lw.state;
+        self.carried_env = carried;
         Ok((
             Stage {
                 name: decl.name.clone(),
