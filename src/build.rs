@@ -40,7 +40,17 @@ fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<DockerfileSour
             let path = file
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| context.join("Dockerfile"));
-            let bytes = std::fs::read(&path)
+            // A Dockerfile inside the context is one of its files: a symlink there resolves
+            // inside the context (a planted `Dockerfile -> /etc/shadow` must not be read and
+            // echoed in a parse error). One outside it is the user's explicit choice.
+            let real = kiln_cache::resolve::resolve_context_path(context, &path)
+                .with_context(|| format!("finding the Dockerfile {}", path.display()))?;
+            let meta = std::fs::metadata(&real)
+                .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            if !meta.is_file() {
+                bail!("the Dockerfile {}: not a regular file", path.display());
+            }
+            let bytes = std::fs::read(&real)
                 .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| anyhow!("{}: the Dockerfile is not UTF-8 text", path.display()))?;

@@ -31,6 +31,12 @@ pub enum IgnoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot resolve {} inside the build context: {source}", path.display())]
+    Resolve {
+        path: PathBuf,
+        #[source]
+        source: crate::resolve::ResolveError,
+    },
     #[error("in {}: {source}", path.display())]
     InFile {
         path: PathBuf,
@@ -411,7 +417,14 @@ pub fn load_for(context_dir: &Path, dockerfile_path: &Path) -> Result<IgnoreMatc
     beside.push(".dockerignore");
     let candidates = [PathBuf::from(beside), context_dir.join(".dockerignore")];
     for path in candidates {
-        match std::fs::read(&path) {
+        // Inside the context, a symlink resolves inside it: the file is the context's own.
+        let real = crate::resolve::resolve_context_path(context_dir, &path).map_err(|source| {
+            IgnoreError::Resolve {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        match std::fs::read(&real) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 return IgnoreMatcher::parse(&text).map_err(|e| IgnoreError::InFile {

@@ -102,9 +102,84 @@ pub fn resolve_rel(root: &Path, path: &str, follow_final: bool) -> Result<String
     Ok(current.join("/"))
 }
 
+/// Where a host path names a file of the build context rooted at `root`: when `path` lies
+/// inside the context (lexically, against the context as given or as canonicalized), the
+/// rest is resolved inside it like every other context path, so a symlink there (a
+/// `Dockerfile` or `.dockerignore` pointing at `/etc/shadow`) cannot lead out. A path outside
+/// the context was named by the user and is returned as it is.
+pub fn resolve_context_path(root: &Path, path: &Path) -> Result<PathBuf, ResolveError> {
+    let path = lexical_absolute(path);
+    let roots = [
+        Some(lexical_absolute(root)),
+        std::fs::canonicalize(root).ok(),
+    ];
+    for r in roots.into_iter().flatten() {
+        if let Ok(rel) = path.strip_prefix(&r) {
+            return resolve_in_root(&r, &rel.to_string_lossy());
+        }
+    }
+    Ok(path)
+}
+
+/// `path` made absolute against the working directory, with `.` and `..` applied by name:
+/// no symlink is read, so a link inside the context cannot make a path look outside it.
+fn lexical_absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn split(p: &str) -> VecDeque<String> {
     p.split('/')
         .filter(|s| !s.is_empty() && *s != ".")
         .map(str::to_string)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_file_symlinked_out_resolves_inside_the_context() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"host").unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let link = ctx.path().join("Dockerfile");
+        std::os::unix::fs::symlink(outside.path().join("secret"), &link).unwrap();
+        let real = resolve_context_path(ctx.path(), &link).unwrap();
+        let canon = std::fs::canonicalize(ctx.path()).unwrap();
+        assert!(
+            real.starts_with(ctx.path()) || real.starts_with(&canon),
+            "{real:?} left the context"
+        );
+        assert!(std::fs::read(&real).is_err(), "{real:?} is readable");
+        // A relative link climbing with `..` stops at the context's root.
+        let rel = ctx.path().join("Dockerfile.rel");
+        std::os::unix::fs::symlink("../../../../../../../../etc/passwd", &rel).unwrap();
+        let real = resolve_context_path(ctx.path(), &rel).unwrap();
+        assert!(
+            real.starts_with(ctx.path()) || real.starts_with(&canon),
+            "{real:?} left the context"
+        );
+    }
+
+    #[test]
+    fn a_path_outside_the_context_is_the_callers_choice() {
+        let outside = tempfile::tempdir().unwrap();
+        let file = outside.path().join("Dockerfile");
+        std::fs::write(&file, b"FROM scratch\n").unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_context_path(ctx.path(), &file).unwrap(), file);
+    }
 }

@@ -310,3 +310,24 @@ fn exclude_patterns_follow_dockerignore_rules() {
     let pm = IgnoreMatcher::from_patterns(&["dir/**"]).unwrap();
     assert!(pm.matches("dir/a/b"));
 }
+
+#[test]
+fn dockerignore_symlinked_out_of_the_context_is_not_read() {
+    // A pattern that would fail to parse: reading it would put it in the error.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"[HOST-SECRET\n").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret"),
+        ctx.path().join(".dockerignore"),
+    )
+    .unwrap();
+    let df = ctx.path().join("Dockerfile");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret"),
+        ctx.path().join("Dockerfile.dockerignore"),
+    )
+    .unwrap();
+    let pm = load_for(ctx.path(), &df).unwrap();
+    assert!(pm.is_empty(), "the host file was read as ignore rules");
+}
