@@ -40,7 +40,7 @@ fn load_image(store: &Store, image: &ImageRef) -> Result<(Manifest, ImageConfig)
     Ok((manifest, config))
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut unit = 0;
@@ -227,11 +227,13 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
         keep_storage,
     })?;
     println!(
-        "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts; total reclaimed space: {}",
+        "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts, \
+         {} leftovers of interrupted builds; total reclaimed space: {}",
         report.blobs_removed,
         report.snapshots_removed,
         report.records_removed,
         report.cache_mounts_removed,
+        report.scratch_removed,
         human_size(report.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ mod cache_io;
 mod cli;
 mod diff_cmd;
 mod images;
+mod interrupt;
 mod outputs;
 mod registry_cmd;
 mod render;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     if let Some(code) = kiln_executor::sandbox::helper_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    interrupt::quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Unprivileged: the whole command runs as root inside a user namespace, so the store's
     // files and every layer carry the image's own owners. Must happen before any thread.
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    interrupt::clean_up_on_signals();
     let result = match cli.command {
         Command::Build(args) if args.verify_reproducible => {
             diff_cmd::verify_reproducible(cli.root, &args)
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Load { input } => images::load(cli.root, &input),
         Command::Prune(args) => images::prune(cli.root, args),
     };
+    kiln_cache::remove_own_scratch();
     match result {
         Ok(code) => code,
         Err(e) => {

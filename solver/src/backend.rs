@@ -60,6 +60,9 @@ pub struct SolveOptions {
 pub struct Backend {
     pub store: Store,
     pub options: SolveOptions,
+    /// This process's scratch directory in the store (see `kiln_cache::Store::scratch_dir`):
+    /// staging put here is reclaimed if the build is killed.
+    pub scratch: std::path::PathBuf,
     snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
     context: Arc<Context>,
     explain: ExplainLog,
@@ -87,8 +90,12 @@ impl Backend {
                 .map_err(|e| SolveError::internal(e.to_string()))?,
         );
         let explain = ExplainLog::new(store.root());
+        let scratch = store
+            .scratch_dir()
+            .map_err(|e| SolveError::internal(e.to_string()))?;
         Ok(Backend {
             store,
+            scratch,
             snapshotter: tokio::sync::OnceCell::new(),
             options,
             context,
@@ -568,8 +575,7 @@ impl Backend {
     fn url_digest(&self, url: &str) -> Result<String, String> {
         use sha2::Digest;
         use std::io::Read;
-        let dir = tempfile::tempdir_in(self.store.root().join("tmp"))
-            .map_err(|e| format!("ADD {url}: {e}"))?;
+        let dir = tempfile::tempdir_in(&self.scratch).map_err(|e| format!("ADD {url}: {e}"))?;
         let name = kiln_executor::copy::http::download(url, None, dir.path())
             .map_err(|e| e.to_string())?;
         let path = dir.path().join(name);
@@ -628,8 +634,8 @@ impl Backend {
         *self
             .snapshotter
             .get_or_init(|| async {
-                let scratch = self.store.root().join("tmp");
-                let (chosen, why) = kiln_executor::snapshot::Snapshotter::detect(&scratch).await;
+                let (chosen, why) =
+                    kiln_executor::snapshot::Snapshotter::detect(&self.scratch).await;
                 if let Some(why) = why {
                     progress.send(Event::Note {
                         message: format!(
