@@ -242,6 +242,17 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
 
     let store = root::open_store(root_flag)?;
     let _lock = store.lock_shared().context("locking the store")?;
+    // Leftovers of killed builds (their scratch lock died with them) go before this one
+    // adds its own; a failure here costs disk, not this build.
+    match store.reclaim_scratch() {
+        Ok(r) if r.entries > 0 => eprintln!(
+            "removed {} leftovers of interrupted kiln processes ({})",
+            r.entries,
+            crate::images::human_size(r.bytes)
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: removing leftovers of interrupted builds: {e}"),
+    }
     let host = kiln_parser::lower::host_platform();
     let host_name = match &host.variant {
         Some(v) => format!("{}/{}/{v}", host.os, host.architecture),
