@@ -229,6 +229,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let outputs = parse_outputs(&args.outputs)?;
     let epoch = source_date_epoch(&args, &build_args)?;
     let entitlements = parse_entitlements(&args.allow)?;
+    kiln_executor::cgroup::configure(resource_limits(&args)?);
     let cache_from = args
         .cache_from
         .iter()
@@ -435,4 +436,25 @@ pub fn debug_parse(file: &Path) -> Result<ExitCode> {
     let ast = kiln_parser::parse_syntax(&text).map_err(|e| anyhow!(e.render(&name, &text)))?;
     print!("{}", kiln_parser::dump_ast(&ast));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--memory`, `--cpus`, `--pids-limit` → the limits every RUN gets.
+fn resource_limits(args: &BuildArgs) -> Result<kiln_executor::cgroup::Limits> {
+    let mut l = kiln_executor::cgroup::Limits::default();
+    if let Some(m) = &args.memory {
+        l.memory = Some(crate::images::parse_size("--memory", m)?);
+    }
+    if let Some(c) = args.cpus {
+        if !(c.is_finite() && c > 0.0) {
+            bail!("--cpus {c}: must be a positive number of CPUs");
+        }
+        l.cpus = Some(c);
+    }
+    match args.pids_limit {
+        None => {}
+        Some(n) if n < 0 => l.pids = None,
+        Some(0) => bail!("--pids-limit 0: a RUN needs at least one process (-1: no limit)"),
+        Some(n) => l.pids = Some(n as u64),
+    }
+    Ok(l)
 }

@@ -9,6 +9,7 @@
 //! the solver.
 
 mod beneath;
+pub mod cgroup;
 pub mod diff;
 pub mod output_gate;
 pub mod sandbox;

@@ -64,6 +64,8 @@ pub struct Backend {
     /// staging put here is reclaimed if the build is killed.
     pub scratch: std::path::PathBuf,
     snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
+    /// Whether the build has said that RUN has no cgroup limits here.
+    limits_note: std::sync::Once,
     context: Arc<Context>,
     explain: ExplainLog,
     /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
@@ -97,6 +99,7 @@ impl Backend {
             store,
             scratch,
             snapshotter: tokio::sync::OnceCell::new(),
+            limits_note: std::sync::Once::new(),
             options,
             context,
             explain,
@@ -595,6 +598,16 @@ impl Backend {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
+        // Asked before the first RUN, so the one note about resource limits comes with it.
+        self.limits_note.call_once(|| {
+            if let kiln_executor::cgroup::Support::Unavailable(why) =
+                kiln_executor::cgroup::support()
+            {
+                progress.send(Event::Note {
+                    message: format!("note: RUN steps run without resource limits: {why}"),
+                });
+            }
+        });
             .unwrap_or(0);
         Ok(format!("sha256:{} {mtime}", hex::encode(hasher.finalize())))
     }
