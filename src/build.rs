@@ -417,6 +417,14 @@ fn render_solve_error(e: &SolveError, df: &DockerfileSource) -> String {
         }
     }
     out.push_str(&format!("ERROR: failed to solve: {}\n", e.message));
+    // A RUN that switches users or chowns fails in its own words (EINVAL, "invalid user"):
+    // say what kiln knows about the cause.
+    if kiln_executor::userns::only_own_id_mapped() && !e.message.contains("is not mapped") {
+        out.push_str(&format!(
+            "hint: {}\n",
+            kiln_executor::userns::single_id_hint()
+        ));
+    }
     out
 }
 

@@ -30,10 +30,16 @@ fn main() -> ExitCode {
     // files and every layer carry the image's own owners. Must happen before any thread.
     if needs_store(&cli.command) {
         match kiln_executor::userns::enter_user_namespace_if_needed() {
-            Ok(kiln_executor::userns::UsernsState::SingleId { .. }) => eprintln!(
-                "warning: no subordinate ID range in /etc/subuid and /etc/subgid for this user; \
-                 only root (your own ID) is mapped, so chown to other IDs will fail"
-            ),
+            // Without a subordinate range nothing is said here: only a step that needs other
+            // IDs fails, and its error names the cause and the fix. A range that newuidmap
+            // could not apply is a broken setup worth a word on every command.
+            Ok(kiln_executor::userns::UsernsState::SingleId { why, .. })
+                if !why.starts_with(kiln_executor::userns::NO_RANGE) =>
+            {
+                eprintln!(
+                    "warning: mapping subordinate IDs failed ({why}); only your own ID is mapped"
+                )
+            }
             Ok(_) => {}
             Err(e) => {
                 eprintln!("error: {e}");
