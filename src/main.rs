@@ -9,7 +9,6 @@ mod cache_io;
 mod cli;
 mod diff_cmd;
 mod images;
-mod interrupt;
 mod outputs;
 mod registry_cmd;
 mod render;
@@ -24,22 +23,15 @@ fn main() -> ExitCode {
     if let Some(code) = kiln_executor::sandbox::helper_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    interrupt::quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Unprivileged: the whole command runs as root inside a user namespace, so the store's
     // files and every layer carry the image's own owners. Must happen before any thread.
     if needs_store(&cli.command) {
         match kiln_executor::userns::enter_user_namespace_if_needed() {
-            // Without a subordinate range nothing is said here: only a step that needs other
-            // IDs fails, and its error names the cause and the fix. A range that newuidmap
-            // could not apply is a broken setup worth a word on every command.
-            Ok(kiln_executor::userns::UsernsState::SingleId { why, .. })
-                if !why.starts_with(kiln_executor::userns::NO_RANGE) =>
-            {
-                eprintln!(
-                    "warning: mapping subordinate IDs failed ({why}); only your own ID is mapped"
-                )
-            }
+            Ok(kiln_executor::userns::UsernsState::SingleId { .. }) => eprintln!(
+                "warning: no subordinate ID range in /etc/subuid and /etc/subgid for this user; \
+                 only root (your own ID) is mapped, so chown to other IDs will fail"
+            ),
             Ok(_) => {}
             Err(e) => {
                 eprintln!("error: {e}");
@@ -47,7 +39,6 @@ fn main() -> ExitCode {
             }
         }
     }
-    interrupt::clean_up_on_signals();
     let result = match cli.command {
         Command::Build(args) if args.verify_reproducible => {
             diff_cmd::verify_reproducible(cli.root, &args)
@@ -71,7 +62,6 @@ fn main() -> ExitCode {
         Command::Load { input } => images::load(cli.root, &input),
         Command::Prune(args) => images::prune(cli.root, args),
     };
-    kiln_cache::remove_own_scratch();
     match result {
         Ok(code) => code,
         Err(e) => {

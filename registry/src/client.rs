@@ -20,10 +20,6 @@ use crate::options::RegistryOptions;
 /// Largest error body we read to quote in a message.
 const MAX_ERROR_BODY: u64 = 64 << 10;
 
-/// Largest token-endpoint response accepted. A token is a JWT of a few KiB (Docker Hub's
-/// are about 1.5 KiB); containerd sets no cap. Over this is an error, not a token.
-const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
-
 /// A request body.
 pub(crate) enum Payload<'a> {
     Empty,
@@ -63,11 +59,41 @@ fn agent_for(tls: ureq::tls::TlsConfig) -> Agent {
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(300)))
         .max_redirects(10)
+        // A blob GET is often redirected to a storage host: the Authorization header (the
+        // registry's credentials or token) is never carried across a redirect.
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         // Keep "Accept-Encoding" off: layer blobs must arrive byte for byte.
         .accept_encoding("identity")
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
+}
+
+/// The scheme, host and port of an absolute URL: where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    /// Lowercased; an IPv6 address keeps its brackets.
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn of(url: &str) -> Option<Origin> {
+        let uri: http::Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let port = match (uri.port_u16(), scheme.as_str()) {
+            (Some(p), _) => p,
+            (None, "https") => 443,
+            (None, "http") => 80,
+            (None, _) => return None,
+        };
+        Some(Origin {
+            host: uri.host()?.to_ascii_lowercase(),
+            scheme,
+            port,
+        })
+    }
 }
 
 fn transport_reason(e: &ureq::Error) -> String {
@@ -235,9 +261,15 @@ impl Client {
         }
         let request = format!("GET {realm} (token)");
         let mut req = http::Request::get(&url);
-        if let Some(c) = &self.credentials {
-            req = req.header(http::header::AUTHORIZATION, c.basic_header());
-        }
+        let withheld = match &self.credentials {
+            Some(c) if self.may_send_credentials_to_realm(realm) => {
+                req = req.header(http::header::AUTHORIZATION, c.basic_header());
+                false
+            }
+            // Asked anonymously: a public repository still gets its token.
+            Some(_) => true,
+            None => false,
+        };
         let req = req.body(()).map_err(|e| RegistryError::Protocol {
             registry: self.registry.clone(),
             what: request.clone(),
@@ -249,6 +281,17 @@ impl Client {
             reason: transport_reason(&e),
         })?;
         let status = resp.status().as_u16();
+        if (status == 401 || status == 403) && withheld {
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                request,
+                message: format!(
+                    "kiln did not send the credentials for {} to the token realm {realm}: \
+                     credentials go only over https (plain http only between loopback hosts)",
+                    self.registry
+                ),
+            });
+        }
         if status == 401 || status == 403 {
             return Err(self.unauthorized(request));
         }
@@ -261,27 +304,53 @@ impl Client {
                 message,
             });
         }
-        let body = match kiln_image::limits::read_capped(
-            resp.body_mut().as_reader(),
-            MAX_TOKEN_RESPONSE,
-            format!("token response from {realm}"),
-        ) {
-            Ok(b) => b,
-            Err(kiln_image::limits::CappedReadError::TooLarge(e)) => return Err(self.too_large(e)),
-            Err(kiln_image::limits::CappedReadError::Io { source, .. }) => {
-                return Err(self.read_error(&request, source));
-            }
-        };
-        let token = parse_token_response(&body).map_err(|e| RegistryError::Protocol {
-            registry: self.registry.clone(),
-            what: request.clone(),
-            reason: format!("token response is not JSON: {e}"),
-        })?;
-        token.ok_or_else(|| RegistryError::Protocol {
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| RegistryError::Transport {
+                registry: self.registry.clone(),
+                request: request.clone(),
+                reason: transport_reason(&e),
+            })?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                what: request.clone(),
+                reason: format!("token response is not JSON: {e}"),
+            })?;
+        parsed.into_token().ok_or_else(|| RegistryError::Protocol {
             registry: self.registry.clone(),
             what: request,
             reason: "token response has no token".into(),
         })
+    }
+
+    /// Whether the registry's Basic credentials may go to `realm`, the token endpoint its
+    /// challenge named: over https to whichever host the registry names (as Docker Hub
+    /// names auth.docker.io), over plain http only between loopback hosts (a local test
+    /// setup) or to the registry's own host when the registry itself is plain http
+    /// (`--insecure-registry`: the credentials go there in clear anyway).
+    fn may_send_credentials_to_realm(&self, realm: &str) -> bool {
+        let (Some(realm), Some(registry)) = (Origin::of(realm), Origin::of(&self.base)) else {
+            return false;
+        };
+        match realm.scheme.as_str() {
+            "https" => true,
+            "http" => {
+                (is_loopback_host(&realm.host) && is_loopback_host(&registry.host))
+                    || (registry.scheme == "http" && realm.host == registry.host)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `url` is on the registry itself (same scheme, host and port as the base):
+    /// only there do the registry's credentials and tokens go. An upload `Location` may
+    /// name another host (a storage bucket), which gets the request without them.
+    fn is_registry_url(&self, url: &str) -> bool {
+        Origin::of(url).is_some_and(|o| Origin::of(&self.base) == Some(o))
     }
 
     fn auth_header(&self) -> Option<String> {
@@ -315,7 +384,9 @@ impl Client {
         let url = self.url(path);
         let request = format!("{method} {url}");
         let mut builder = http::Request::builder().method(method).uri(&url);
-        if let Some(h) = self.auth_header() {
+        if self.is_registry_url(&url)
+            && let Some(h) = self.auth_header()
+        {
             builder = builder.header(http::header::AUTHORIZATION, h);
         }
         for (k, v) in headers {
@@ -368,7 +439,8 @@ impl Client {
         };
         let can_retry = payload.replayable();
         let resp = self.raw(method.clone(), path, headers, payload)?;
-        if resp.status().as_u16() != 401 || !can_retry {
+        // Only the registry's own challenge may send the credentials to a token realm.
+        if resp.status().as_u16() != 401 || !can_retry || !self.is_registry_url(&self.url(path)) {
             return Ok(resp);
         }
         let challenge = resp
@@ -440,14 +512,6 @@ impl Client {
         self.check(resp, &request, what)
     }
 
-    /// A document from this registry over its cap.
-    pub(crate) fn too_large(&self, source: kiln_image::limits::TooLarge) -> RegistryError {
-        RegistryError::TooLarge {
-            registry: self.registry.clone(),
-            source,
-        }
-    }
-
     /// A transport error for a body read that failed mid-way.
     pub(crate) fn read_error(&self, request: &str, e: impl std::fmt::Display) -> RegistryError {
         RegistryError::Transport {
@@ -461,26 +525,13 @@ impl Client {
 /// The message of a registry error body (`{"errors":[{"code","message"}]}`), else the
 /// status line's reason, else the first bytes of the body.
 fn error_message(resp: &mut Response<Body>) -> String {
-    let reason = resp.status().canonical_reason().unwrap_or("");
+    let reason = resp.status().canonical_reason().unwrap_or("").to_string();
     let body = resp
         .body_mut()
         .with_config()
         .limit(MAX_ERROR_BODY)
         .read_to_vec()
         .unwrap_or_default();
-    error_body_message(reason, &body)
-}
-
-/// The token of a token-endpoint response body (`token`, else `access_token`); `None`
-/// when it names none. Public so the fuzz targets reach what a token realm controls.
-pub fn parse_token_response(body: &[u8]) -> std::result::Result<Option<String>, serde_json::Error> {
-    serde_json::from_slice::<TokenResponse>(body).map(TokenResponse::into_token)
-}
-
-/// What to quote from an error body: the registry's `{"errors":[...]}` messages, else the
-/// status reason, else the body's first 200 characters. Public for the fuzz targets.
-pub fn error_body_message(reason: &str, body: &[u8]) -> String {
-    let reason = reason.to_string();
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -492,7 +543,7 @@ pub fn error_body_message(reason: &str, body: &[u8]) -> String {
         #[serde(default)]
         message: String,
     }
-    if let Ok(parsed) = serde_json::from_slice::<Errors>(body)
+    if let Ok(parsed) = serde_json::from_slice::<Errors>(&body)
         && !parsed.errors.is_empty()
     {
         return parsed
@@ -506,7 +557,7 @@ pub fn error_body_message(reason: &str, body: &[u8]) -> String {
             .collect::<Vec<_>>()
             .join("; ");
     }
-    let text = String::from_utf8_lossy(body);
+    let text = String::from_utf8_lossy(&body);
     let text = text.trim();
     if text.is_empty() {
         reason

@@ -14,7 +14,6 @@ mod common;
 mod support;
 
 mod input;
-mod input_limits;
 mod network;
 mod output;
 mod sandbox;

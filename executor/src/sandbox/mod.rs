@@ -521,8 +521,6 @@ pub async fn run(
             }
             Some((root, base)) => {
                 crate::snapshot::remove_stubs(&root, &stubs)?;
-    // Kept until the sandbox is gone; dropping it removes the cgroup.
-    let cgroup = crate::cgroup::RunCgroup::create();
                 crate::diff::write_layer(&root, &top_first, &upper, &base)?;
             }
         }
@@ -534,11 +532,9 @@ pub async fn run(
 }
 
 /// Ask a helper whether overlayfs with `userxattr` works here (used by
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs()),
 /// [`Snapshotter::detect`]). `dir` is an empty scratch directory.
 pub(crate) async fn probe_overlay(dir: &Path) -> Result<Result<(), String>, SandboxError> {
     let (helper, rx) = start_helper(&Request::ProbeOverlay {
-    drop(cgroup);
         dir: dir.to_path_buf(),
     })?;
     let events = finish_helper(helper, rx, &mut |_| {}).await?;

@@ -44,9 +44,6 @@ pub(crate) enum RootfsPlan {
     /// overlay(lowers, upper) mounted at `target`.
     Overlay {
         /// Layer directories, top-most first.
-    /// The `cgroup.procs` file of this RUN's cgroup, joined by PID 1 before anything runs.
-    #[serde(default)]
-    pub cgroup_procs: Option<PathBuf>,
         lowers: Vec<PathBuf>,
         upper: PathBuf,
         work: PathBuf,

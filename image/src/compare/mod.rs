@@ -91,7 +91,4 @@ pub enum CompareError {
         /// What is wrong.
         reason: String,
     },
-    /// A manifest, index or config over kiln's cap.
-    #[error(transparent)]
-    TooLarge(#[from] crate::limits::TooLarge),
 }
