@@ -12,6 +12,13 @@
 //! sandbox mounts is `nodev`. Descriptors the caller leaked to kiln are closed first thing. Every process has
 //! `PR_SET_PDEATHSIG = SIGKILL`, and PID 1 dying kills the whole PID namespace, so a killed
 //! kiln leaves no process; all mounts live in the private mount namespace and vanish with it.
+//!
+//! stdio: a RUN gets `/dev/null` for stdin and pipes for its output. `kiln run` starts the
+//! helper with its own stdout/stderr instead, and with `-i` passes its stdin over the
+//! control socket (SCM_RIGHTS) after the fds above 2 are closed: the process receives
+//! exactly those three and nothing else. An inherited terminal never becomes the
+//! process's controlling terminal (it starts its own session), so it cannot inject input
+//! into the caller's shell with TIOCSTI.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -48,6 +55,10 @@ const DEFAULT_CAPS: [u32; 14] = [
     31, // SETFCAP
 ];
 
+/// argv[2] of a helper that receives the process's stdin over the control socket
+/// (`kiln run -i`) before the request.
+pub(crate) const STDIN_ARG: &str = "--stdin-fd";
+
 /// Entry point of the helper process; returns its exit code.
 pub(crate) fn helper_entry() -> i32 {
     // Only stdio is ours: fds a shell, CI runner or job server leaked to kiln (not
@@ -63,6 +74,14 @@ pub(crate) fn helper_entry() -> i32 {
     let sock = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
         Err(_) => return 125,
+    };
+    let passed_stdin = if std::env::args_os().nth(2).is_some_and(|a| a == STDIN_ARG) {
+        match protocol::recv_fd(&sock) {
+            Ok(fd) => Some(fd),
+            Err(_) => return 125,
+        }
+    } else {
+        None
     };
     let mut reader = match sock.try_clone() {
         Ok(s) => BufReader::new(s),
@@ -88,7 +107,7 @@ pub(crate) fn helper_entry() -> i32 {
             let _ = protocol::send(&mut out, &ev);
             0
         }
-        Request::Run(run) => match run_sandbox(&run, &mut out) {
+        Request::Run(run) => match run_sandbox(&run, &mut out, passed_stdin.as_ref()) {
             Ok(code) => code,
             Err(e) => {
                 let _ = protocol::send(
@@ -245,7 +264,11 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
     Ok(())
 }
 
-fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> {
+fn run_sandbox(
+    run: &HelperRun,
+    out: &mut UnixStream,
+    stdin: Option<&OwnedFd>,
+) -> Result<i32, StepError> {
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     if run.network_none {
@@ -262,7 +285,7 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
     let pid = fork("pid1")?;
     if pid == 0 {
         drop(alive_w);
-        let code = pid1(run, out, alive_r);
+        let code = pid1(run, out, alive_r, stdin);
         // SAFETY: _exit ends the forked child without running the parent's atexit state.
         unsafe { libc::_exit(code) };
     }
@@ -304,7 +327,12 @@ fn run_sandbox(run: &HelperRun, out: &mut UnixStream) -> Result<i32, StepError> 
 }
 
 /// The sandbox's PID 1: set up the filesystem, start the process, reap until it exits.
-fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
+fn pid1(
+    run: &HelperRun,
+    out: &mut UnixStream,
+    helper_alive: OwnedFd,
+    stdin: Option<&OwnedFd>,
+) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
     // control socket) through /proc/1/fd or ptrace it.
@@ -387,7 +415,7 @@ fn pid1(run: &HelperRun, out: &mut UnixStream, helper_alive: OwnedFd) -> i32 {
     };
     if child == 0 {
         drop(err_r);
-        let e = exec_process(run);
+        let e = exec_process(run, stdin);
         let mut w = std::fs::File::from(err_w);
         let _ = w.write_all(format!("{}\n{}", e.step, e.message).as_bytes());
         // SAFETY: leave the forked child immediately; nothing of the parent must run here.
@@ -503,8 +531,8 @@ fn cstring(s: &str, what: impl FnOnce() -> String) -> Result<CString, StepError>
 }
 
 /// In the RUN process, after pivot_root: stdio, user, capabilities, cwd, exec.
-fn exec_process(run: &HelperRun) -> StepError {
-    match exec_inner(run) {
+fn exec_process(run: &HelperRun, stdin: Option<&OwnedFd>) -> StepError {
+    match exec_inner(run, stdin) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -512,19 +540,26 @@ fn exec_process(run: &HelperRun) -> StepError {
 
 enum Never {}
 
-fn exec_inner(run: &HelperRun) -> Result<Never, StepError> {
+fn exec_inner(run: &HelperRun, stdin: Option<&OwnedFd>) -> Result<Never, StepError> {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     reset_signals();
+    // Also what keeps a terminal inherited by `kiln run -t` from being this process's
+    // controlling terminal: TIOCSTI on it then needs CAP_SYS_ADMIN in the initial namespace.
     let _ = rustix::process::setsid();
-    let null = rustix::fs::open(
-        "/dev/null",
-        rustix::fs::OFlags::RDWR,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(fail("stdio", "open /dev/null"))?;
-    // Replaces fd 0 (the control socket) with /dev/null.
-    rustix::stdio::dup2_stdin(&null).map_err(fail("stdio", "dup2 /dev/null"))?;
-    drop(null);
+    if let Some(fd) = stdin {
+        // Replaces fd 0 (the control socket) with the stdin `kiln run -i` passed.
+        rustix::stdio::dup2_stdin(fd).map_err(fail("stdio", "dup2 stdin"))?;
+    } else {
+        let null = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDWR,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(fail("stdio", "open /dev/null"))?;
+        // Replaces fd 0 (the control socket) with /dev/null.
+        rustix::stdio::dup2_stdin(&null).map_err(fail("stdio", "dup2 /dev/null"))?;
+        drop(null);
+    }
     // Whatever PID 1 still holds (the control socket's clone) must not survive exec; the
     // exec-error pipe must, until exec, so mark rather than close.
     close_from(3, true)?;

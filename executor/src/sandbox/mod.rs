@@ -21,6 +21,7 @@ mod seccomp;
 pub mod user;
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,6 +105,19 @@ pub struct RunSpec {
     /// Files shown in the sandbox but never committed: (path, content, mode).
     pub files: Vec<(String, Vec<u8>, u32)>,
     pub snapshotter: Snapshotter,
+}
+
+/// Where the process's stdin, stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessIo {
+    /// RUN: stdin is `/dev/null`, stdout and stderr come back line by line to the caller.
+    #[default]
+    Pipe,
+    /// `kiln run`: stdout and stderr are the caller's own (a terminal, if it has one), so
+    /// output arrives unchanged and unbuffered; stdin is the caller's with `stdin`, else
+    /// `/dev/null`. The process still starts a session of its own, so an inherited
+    /// terminal is never its controlling terminal (no TIOCSTI into the caller's shell).
+    Inherit { stdin: bool },
 }
 
 /// Which stream a line came from.
@@ -247,6 +261,7 @@ enum Msg {
 /// Start the helper with `req`; stdout/stderr lines and events arrive on the returned channel.
 fn start_helper(
     req: &Request,
+    io: ProcessIo,
 ) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
     /// The longest piece of output delivered as one line: a longer line (a RUN can print
     /// a gigabyte without a newline) arrives as several, so nothing holds it whole.
@@ -275,9 +290,18 @@ fn start_helper(
     let mut cmd = Command::new(&exe);
     cmd.arg(HELPER_ARG)
         .env_clear()
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+    match io {
+        ProcessIo::Pipe => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        ProcessIo::Inherit { stdin } => {
+            if stdin {
+                cmd.arg(helper::STDIN_ARG);
+            }
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
+    }
     let mut child = spawn_helper(cmd).map_err(|source| SandboxError::Spawn {
         exe: exe.display().to_string(),
         source,
@@ -289,6 +313,11 @@ fn start_helper(
     let mut writer = ours
         .try_clone()
         .map_err(|e| SandboxError::Protocol(format!("socket: {e}")))?;
+    if io == (ProcessIo::Inherit { stdin: true }) {
+        // Before the request: the helper takes it first, before it reads any line.
+        protocol::send_fd(&writer, std::io::stdin().as_fd())
+            .map_err(|e| SandboxError::Protocol(format!("passing stdin: {e}")))?;
+    }
     protocol::send(&mut writer, req)
         .map_err(|e| SandboxError::Protocol(format!("send request: {e}")))?;
     for (stream, pipe) in [
@@ -301,7 +330,11 @@ fn start_helper(
             stderr.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ),
     ] {
-        let Some(pipe) = pipe else { continue };
+        let Some(pipe) = pipe else {
+            // Inherited: nothing to drain.
+            let _ = tx.send(Msg::OutputClosed);
+            continue;
+        };
         let tx = tx.clone();
         std::thread::spawn(move || {
             let mut r = BufReader::with_capacity(MAX_CHUNK, pipe);
@@ -425,6 +458,16 @@ fn mkdir(p: &Path) -> Result<(), SandboxError> {
 /// mount namespace), so the caller may rename `upper` and delete `work` right away.
 pub async fn run(
     spec: RunSpec,
+    output: impl FnMut(OutputLine),
+) -> Result<RunOutcome, SandboxError> {
+    run_with_io(spec, ProcessIo::Pipe, output).await
+}
+
+/// [`run`] with the process's stdio chosen by `io`; `output` only hears from
+/// [`ProcessIo::Pipe`].
+pub async fn run_with_io(
+    spec: RunSpec,
+    io: ProcessIo,
     mut output: impl FnMut(OutputLine),
 ) -> Result<RunOutcome, SandboxError> {
     let work = spec.work.clone();
@@ -490,7 +533,7 @@ pub async fn run(
         files,
         scratch,
     }));
-    let (helper, rx) = start_helper(&req)?;
+    let (helper, rx) = start_helper(&req, io)?;
     let events = finish_helper(helper, rx, &mut output).await?;
     let mut stubs: Vec<Stub> = Vec::new();
     let mut outcome = None;
@@ -534,9 +577,12 @@ pub async fn run(
 /// Ask a helper whether overlayfs with `userxattr` works here (used by
 /// [`Snapshotter::detect`]). `dir` is an empty scratch directory.
 pub(crate) async fn probe_overlay(dir: &Path) -> Result<Result<(), String>, SandboxError> {
-    let (helper, rx) = start_helper(&Request::ProbeOverlay {
-        dir: dir.to_path_buf(),
-    })?;
+    let (helper, rx) = start_helper(
+        &Request::ProbeOverlay {
+            dir: dir.to_path_buf(),
+        },
+        ProcessIo::Pipe,
+    )?;
     let events = finish_helper(helper, rx, &mut |_| {}).await?;
     for ev in events {
         if let Event::Probe { ok, detail } = ev {

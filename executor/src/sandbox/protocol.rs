@@ -4,8 +4,16 @@
 //! The parent sends exactly one [`Request`]; the helper (and the PID 1 it forks) answer
 //! with [`Event`]s until the socket closes.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IoSlice, IoSliceMut, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -99,4 +107,50 @@ pub(crate) fn recv<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&line)
         .map(Some)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Hands `fd` to the helper over the control socket (SCM_RIGHTS, one byte of payload):
+/// how `kiln run -i` gives the process the caller's stdin while the helper's own fd 0
+/// stays the control socket.
+pub(crate) fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let fds = [fd];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("no room for the descriptor"));
+    }
+    rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(b"F")],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// Receives the descriptor [`send_fd`] sent. Reads exactly its one byte, so the request
+/// line after it is left for the buffered reader.
+pub(crate) fn recv_fd(sock: &UnixStream) -> std::io::Result<OwnedFd> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    if got.bytes != 1 {
+        return Err(std::io::Error::other("no descriptor before the request"));
+    }
+    let mut received = None;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = msg {
+            for fd in fds {
+                // A second descriptor is nobody's: dropping closes it.
+                received.get_or_insert(fd);
+            }
+        }
+    }
+    received.ok_or_else(|| std::io::Error::other("the descriptor message carried no fd"))
 }
