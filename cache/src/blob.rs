@@ -6,9 +6,10 @@
 //! under `blobs/` is always complete.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
+use kiln_image::limits::{self, CappedReadError, MAX_JSON_SIZE};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{SHA256_PREFIX, parse_digest};
@@ -195,13 +196,23 @@ impl Store {
     }
 
     /// Reads a whole blob and verifies its sha256 (meant for small JSON blobs: manifests,
-    /// configs, indexes). A tampered or truncated blob is [`StoreError::CorruptBlob`].
+    /// configs, indexes). A tampered or truncated blob is [`StoreError::CorruptBlob`]; one
+    /// over [`MAX_JSON_SIZE`] is [`StoreError::TooLarge`] and is not read.
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(digest)?;
-        let mut f = self.open_blob(digest)?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .map_err(io_err("read", path.clone()))?;
+        let f = self.open_blob(digest)?;
+        let too_large = |source| StoreError::TooLarge {
+            digest: digest.to_string(),
+            source,
+        };
+        let len = f.metadata().map_err(io_err("stat", path.clone()))?.len();
+        limits::check_size("as a manifest, index or config it", len, MAX_JSON_SIZE)
+            .map_err(too_large)?;
+        let buf = match limits::read_capped(f, MAX_JSON_SIZE, "as a manifest, index or config it") {
+            Ok(buf) => buf,
+            Err(CappedReadError::TooLarge(e)) => return Err(too_large(e)),
+            Err(CappedReadError::Io { source, .. }) => return Err(io_err("read", path)(source)),
+        };
         let actual = crate::digest::sha256_digest(&buf);
         if actual != digest {
             return Err(StoreError::CorruptBlob {

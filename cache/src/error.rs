@@ -28,6 +28,14 @@ pub enum StoreError {
         actual: String,
         path: PathBuf,
     },
+    /// A blob read whole (a manifest, index or config) is over kiln's cap: a hostile
+    /// image or archive can point a config or manifest digest at a layer-sized blob.
+    #[error("blob {digest}: {source}")]
+    TooLarge {
+        digest: String,
+        #[source]
+        source: kiln_image::limits::TooLarge,
+    },
     #[error("invalid snapshot id {id:?}: expected lowercase letters, digits and '-'")]
     InvalidSnapshotId { id: String },
     #[error("invalid cache key {key:?}: expected 64 lowercase hex characters")]

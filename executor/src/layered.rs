@@ -17,6 +17,8 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use kiln_image::limits::{self, CappedReadError, MAX_IMAGE_FILE_SIZE, TooLarge};
+
 use crate::copy::meta;
 
 /// Most symlinks followed while resolving one path (Linux uses 40; BuildKit's
@@ -42,6 +44,8 @@ pub enum LayeredError {
     Io { host: PathBuf, source: io::Error },
     #[error("writing {host}: {source}")]
     Write { host: PathBuf, source: io::Error },
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
 }
 
 fn io_err(host: &Path) -> impl FnOnce(io::Error) -> LayeredError + '_ {
@@ -453,13 +457,23 @@ impl LayeredFs {
             .collect())
     }
 
-    /// Reads a regular file (symlinks followed inside the view).
+    /// Reads a regular file (symlinks followed inside the view), refusing one over
+    /// [`MAX_IMAGE_FILE_SIZE`]: the image (or an earlier RUN) decides how big it is.
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, LayeredError> {
         let resolved = self.resolve(path, true)?;
         match self.lookup_raw(&components(&resolved))? {
             None => Err(LayeredError::NotFound { path: resolved }),
             Some(e) if e.kind != EntryKind::File => Err(LayeredError::NotAFile { path: resolved }),
-            Some(e) => fs::read(&e.host_path).map_err(io_err(&e.host_path)),
+            Some(e) => {
+                let f = fs::File::open(&e.host_path).map_err(io_err(&e.host_path))?;
+                let len = f.metadata().map_err(io_err(&e.host_path))?.len();
+                limits::check_size(resolved.as_str(), len, MAX_IMAGE_FILE_SIZE)?;
+                match limits::read_capped(f, MAX_IMAGE_FILE_SIZE, resolved.as_str()) {
+                    Ok(bytes) => Ok(bytes),
+                    Err(CappedReadError::TooLarge(e)) => Err(e.into()),
+                    Err(CappedReadError::Io { source, .. }) => Err(io_err(&e.host_path)(source)),
+                }
+            }
         }
     }
 

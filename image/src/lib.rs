@@ -12,11 +12,13 @@
 //!   (written from and read into a blob store through [`BlobSource`] and
 //!   [`BlobSink`], so this crate does not depend on the store).
 //! - [`digest`]: sha256 helpers and hashing readers/writers.
+//! - [`limits`]: caps on the documents read into memory from untrusted sources.
 
 pub mod archive;
 pub mod compare;
 pub mod digest;
 pub mod layer;
+pub mod limits;
 pub mod oci;
 
 pub use archive::{

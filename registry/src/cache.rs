@@ -91,6 +91,13 @@ pub fn pull_cache(store: &Store, source: &str, opts: &RegistryOptions) -> Result
             });
         }
     };
+    // The cache config is read whole: refuse an oversized one before downloading it.
+    kiln_image::limits::check_size(
+        format!("cache config {} of {rref}", manifest.config.digest),
+        manifest.config.size,
+        kiln_image::limits::MAX_CONFIG_SIZE,
+    )
+    .map_err(|e| client.too_large(e))?;
     let mut blobs: Vec<&Descriptor> = vec![&manifest.config];
     for l in &manifest.layers {
         if store.has_blob(&l.digest) {

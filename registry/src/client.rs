@@ -20,6 +20,10 @@ use crate::options::RegistryOptions;
 /// Largest error body we read to quote in a message.
 const MAX_ERROR_BODY: u64 = 64 << 10;
 
+/// Largest token-endpoint response accepted. A token is a JWT of a few KiB (Docker Hub's
+/// are about 1.5 KiB); containerd sets no cap. Over this is an error, not a token.
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+
 /// A request body.
 pub(crate) enum Payload<'a> {
     Empty,
@@ -304,23 +308,23 @@ impl Client {
                 message,
             });
         }
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| RegistryError::Transport {
-                registry: self.registry.clone(),
-                request: request.clone(),
-                reason: transport_reason(&e),
-            })?;
-        let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                registry: self.registry.clone(),
-                what: request.clone(),
-                reason: format!("token response is not JSON: {e}"),
-            })?;
-        parsed.into_token().ok_or_else(|| RegistryError::Protocol {
+        let body = match kiln_image::limits::read_capped(
+            resp.body_mut().as_reader(),
+            MAX_TOKEN_RESPONSE,
+            format!("token response from {realm}"),
+        ) {
+            Ok(b) => b,
+            Err(kiln_image::limits::CappedReadError::TooLarge(e)) => return Err(self.too_large(e)),
+            Err(kiln_image::limits::CappedReadError::Io { source, .. }) => {
+                return Err(self.read_error(&request, source));
+            }
+        };
+        let token = parse_token_response(&body).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            what: request.clone(),
+            reason: format!("token response is not JSON: {e}"),
+        })?;
+        token.ok_or_else(|| RegistryError::Protocol {
             registry: self.registry.clone(),
             what: request,
             reason: "token response has no token".into(),
@@ -512,6 +516,14 @@ impl Client {
         self.check(resp, &request, what)
     }
 
+    /// A document from this registry over its cap.
+    pub(crate) fn too_large(&self, source: kiln_image::limits::TooLarge) -> RegistryError {
+        RegistryError::TooLarge {
+            registry: self.registry.clone(),
+            source,
+        }
+    }
+
     /// A transport error for a body read that failed mid-way.
     pub(crate) fn read_error(&self, request: &str, e: impl std::fmt::Display) -> RegistryError {
         RegistryError::Transport {
@@ -525,13 +537,26 @@ impl Client {
 /// The message of a registry error body (`{"errors":[{"code","message"}]}`), else the
 /// status line's reason, else the first bytes of the body.
 fn error_message(resp: &mut Response<Body>) -> String {
-    let reason = resp.status().canonical_reason().unwrap_or("").to_string();
+    let reason = resp.status().canonical_reason().unwrap_or("");
     let body = resp
         .body_mut()
         .with_config()
         .limit(MAX_ERROR_BODY)
         .read_to_vec()
         .unwrap_or_default();
+    error_body_message(reason, &body)
+}
+
+/// The token of a token-endpoint response body (`token`, else `access_token`); `None`
+/// when it names none. Public so the fuzz targets reach what a token realm controls.
+pub fn parse_token_response(body: &[u8]) -> std::result::Result<Option<String>, serde_json::Error> {
+    serde_json::from_slice::<TokenResponse>(body).map(TokenResponse::into_token)
+}
+
+/// What to quote from an error body: the registry's `{"errors":[...]}` messages, else the
+/// status reason, else the body's first 200 characters. Public for the fuzz targets.
+pub fn error_body_message(reason: &str, body: &[u8]) -> String {
+    let reason = reason.to_string();
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -543,7 +568,7 @@ fn error_message(resp: &mut Response<Body>) -> String {
         #[serde(default)]
         message: String,
     }
-    if let Ok(parsed) = serde_json::from_slice::<Errors>(&body)
+    if let Ok(parsed) = serde_json::from_slice::<Errors>(body)
         && !parsed.errors.is_empty()
     {
         return parsed
@@ -557,7 +582,7 @@ fn error_message(resp: &mut Response<Body>) -> String {
             .collect::<Vec<_>>()
             .join("; ");
     }
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {
         reason

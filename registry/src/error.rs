@@ -57,6 +57,14 @@ pub enum RegistryError {
         actual: u64,
     },
 
+    /// A manifest, config or token response over kiln's cap (`kiln_image::limits`).
+    #[error("registry {registry}: {source}")]
+    TooLarge {
+        registry: String,
+        #[source]
+        source: kiln_image::limits::TooLarge,
+    },
+
     #[error("registry {registry}: {what}: {reason}")]
     Protocol {
         registry: String,

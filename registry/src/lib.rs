@@ -32,7 +32,7 @@ mod tls;
 
 pub use auth::{Challenge, Credentials, repository_scope};
 pub use cache::{MEDIA_TYPE_CACHE_CONFIG, pull_cache, push_cache};
-pub use client::Client;
+pub use client::{Client, error_body_message, parse_token_response};
 pub use dockerconfig::{DockerConfig, auth_key, default_config_path};
 pub use error::{RegistryError, Result};
 pub use login::{login, logout};

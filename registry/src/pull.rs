@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kiln_cache::{ImageRef, Store, StoreError};
+use kiln_image::limits::{self, CappedReadError, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use kiln_image::oci::{
     Descriptor, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest,
     ManifestKind, host_architecture, parse_manifest_or_index,
@@ -22,9 +23,6 @@ use crate::options::{Progress, RegistryOptions};
 
 /// Accept header for manifests: every manifest and index type we read.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// Largest manifest or index we accept.
-const MAX_MANIFEST: u64 = 4 << 20;
 
 /// What a pull produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,14 +152,21 @@ pub fn fetch_manifest(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_MANIFEST)
-        .read_to_vec()
-        .map_err(|e| client.read_error(&request, e))?;
-    let digest = sha256(&bytes);
     let what = format!("manifest {repository}:{reference}");
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared {
+        limits::check_size(what.as_str(), n, MAX_MANIFEST_SIZE).map_err(|e| client.too_large(e))?;
+    }
+    let bytes = match limits::read_capped(resp.body_mut().as_reader(), MAX_MANIFEST_SIZE, &what) {
+        Ok(b) => b,
+        Err(CappedReadError::TooLarge(e)) => return Err(client.too_large(e)),
+        Err(CappedReadError::Io { source, .. }) => return Err(client.read_error(&request, source)),
+    };
+    let digest = sha256(&bytes);
     if reference.starts_with("sha256:") && reference != digest {
         return Err(RegistryError::DigestMismatch {
             registry: client.registry().to_string(),
@@ -405,6 +410,14 @@ pub fn pull_into_store(
                     },
                 });
             };
+            // The index's word for the child's size is checked first; the fetch itself
+            // is capped whatever the index says.
+            limits::check_size(
+                format!("manifest {}", desc.digest),
+                desc.size,
+                MAX_MANIFEST_SIZE,
+            )
+            .map_err(|e| client.too_large(e))?;
             let child = fetch_manifest(&client, &rref.repository, &desc.digest)?;
             let m = match parse_manifest_or_index(&child.bytes) {
                 Ok(ManifestKind::Manifest(m)) => m,
@@ -427,6 +440,14 @@ pub fn pull_into_store(
         }
     };
     check_manifest_types(&client, &manifest, &rref)?;
+    // The config is read whole later (by every FROM of this image): refuse an oversized
+    // one before downloading it. Its digest is verified, so the size cannot lie.
+    limits::check_size(
+        format!("config {} of {rref}", manifest.config.digest),
+        manifest.config.size,
+        MAX_CONFIG_SIZE,
+    )
+    .map_err(|e| client.too_large(e))?;
     let mut blobs: Vec<&Descriptor> = Vec::new();
     for d in manifest
         .layers

@@ -13,6 +13,10 @@ pub struct SolveError {
     pub instruction: Option<String>,
     /// Last lines of output of a failed RUN.
     pub output_tail: Vec<String>,
+    /// A failed RUN: the image ID of the state before it (config blob in the store; its
+    /// layers are snapshots), for `kiln run` to open a shell in. Boxed: the error is
+    /// returned by value everywhere, so it stays small.
+    pub debug_image: Option<Box<str>>,
 }
 
 impl SolveError {
@@ -23,6 +27,7 @@ impl SolveError {
             span: None,
             instruction: None,
             output_tail: Vec::new(),
+            debug_image: None,
         }
     }
 
@@ -33,6 +38,7 @@ impl SolveError {
             span: Some(span),
             instruction: Some(instruction.to_string()),
             output_tail: Vec::new(),
+            debug_image: None,
         }
     }
 

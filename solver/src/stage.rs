@@ -147,7 +147,13 @@ impl StageRunner {
                 .await;
             let (step_key, layer, cached) = match outcome {
                 Ok(v) => v,
-                Err(e) => {
+                Err(mut e) => {
+                    if let kiln_parser::Op::Run(run) = &step.op {
+                        // Best effort: the build fails with its own error either way.
+                        e.debug_image = crate::run::store_debug_state(&self.backend, &current, run)
+                            .ok()
+                            .map(String::into_boxed_str);
+                    }
                     self.progress.send(Event::Failed {
                         id,
                         error: e.message.clone(),

@@ -14,6 +14,7 @@ mod common;
 mod support;
 
 mod input;
+mod input_limits;
 mod network;
 mod output;
 mod sandbox;

@@ -13,6 +13,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
+use kiln_image::limits::TarGuard;
 
 use super::owner::Owner;
 use super::writer::{LayerWriter, io_at};
@@ -92,7 +93,7 @@ pub fn is_archive(path: &Path) -> Result<bool, ArchiveError> {
     let Ok(r) = open_decompressed(path) else {
         return Ok(false);
     };
-    let mut ar = tar::Archive::new(r);
+    let mut ar = tar::Archive::new(TarGuard::new(r));
     let Ok(mut entries) = ar.entries() else {
         return Ok(false);
     };
@@ -139,7 +140,7 @@ pub(crate) fn extract(
         source,
     };
     let r = open_decompressed(archive).map_err(read_err)?;
-    let mut ar = tar::Archive::new(r);
+    let mut ar = tar::Archive::new(TarGuard::new(r));
     let top = w.view().layers().len() - 1;
     // Archive-relative path → host path of regular files extracted, for hardlinks.
     let mut files: HashMap<String, PathBuf> = HashMap::new();

@@ -2,6 +2,13 @@
 //! hashing, `--checksum=sha256:<hex>` verified, file named after the URL path's basename
 //! (`__unnamed__` when there is none), mode 0600 and mtime from `Last-Modified`, as
 //! BuildKit's HTTP source does.
+//!
+//! The server controls how much it sends, so a download is bounded twice (BuildKit has
+//! neither bound; an `ADD <url>` is untrusted input here): by [`max_download`] (32 GiB, or
+//! `KILN_MAX_DOWNLOAD`), refused up front when `Content-Length` says so and stopped once
+//! the body passes it; and by the disk, stopped while the filesystem it lands on has less
+//! than [`DISK_RESERVE`] left, so an endless body fails the build instead of filling the
+//! store's filesystem. Nothing is held in memory beyond one 64 KiB buffer.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -9,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use filetime::FileTime;
+use kiln_image::limits::TooLarge;
 use sha2::{Digest, Sha256};
 
 use super::meta;
@@ -34,6 +42,66 @@ pub enum HttpError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error(
+        "downloading {url}: {source}; set KILN_MAX_DOWNLOAD (bytes, or with a K/M/G/T suffix) to allow more"
+    )]
+    TooLarge {
+        url: String,
+        #[source]
+        source: TooLarge,
+    },
+    #[error(
+        "downloading {url}: stopped after {written} bytes: the filesystem of {} has only {free} bytes left (kiln keeps {DISK_RESERVE} free)",
+        path.display()
+    )]
+    DiskFull {
+        url: String,
+        path: PathBuf,
+        written: u64,
+        free: u64,
+    },
+    #[error(
+        "invalid KILN_MAX_DOWNLOAD {0:?}: expected a number of bytes, optionally with a K, M, G or T suffix"
+    )]
+    InvalidMaxDownload(String),
+}
+
+/// Largest download when `KILN_MAX_DOWNLOAD` is not set: far above any installer or
+/// toolchain archive, well below "until the disk is full".
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 32 << 30;
+
+/// Free space a download never takes from the filesystem it is written to.
+pub const DISK_RESERVE: u64 = 256 << 20;
+
+/// How many bytes are written between two free-space checks (so a small download never
+/// pays for one).
+const DISK_CHECK_EVERY: u64 = 16 << 20;
+
+/// The cap on one download: `KILN_MAX_DOWNLOAD` (bytes, or with a binary K/M/G/T
+/// suffix) if set, else [`DEFAULT_MAX_DOWNLOAD`].
+pub fn max_download() -> Result<u64, HttpError> {
+    match std::env::var("KILN_MAX_DOWNLOAD") {
+        Ok(v) => parse_size(&v).ok_or(HttpError::InvalidMaxDownload(v)),
+        Err(_) => Ok(DEFAULT_MAX_DOWNLOAD),
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, shift) = match s.as_bytes().last()?.to_ascii_uppercase() {
+        b'K' => (&s[..s.len() - 1], 10),
+        b'M' => (&s[..s.len() - 1], 20),
+        b'G' => (&s[..s.len() - 1], 30),
+        b'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// Bytes available to us on the filesystem holding `file`.
+fn free_space(file: &File) -> io::Result<u64> {
+    let st = rustix::fs::fstatvfs(file)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Parses `sha256:<hex>` into lowercase hex.
@@ -83,9 +151,28 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Downloads `url` into `dir`, verifying `checksum` when given. Returns the file name.
+/// Downloads `url` into `dir`, verifying `checksum` when given, up to [`max_download`]
+/// bytes. Returns the file name.
 pub fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<String, HttpError> {
+    download_limited(url, checksum, dir, max_download()?)
+}
+
+/// [`download`] with an explicit cap of `limit` bytes.
+pub fn download_limited(
+    url: &str,
+    checksum: Option<&str>,
+    dir: &Path,
+    limit: u64,
+) -> Result<String, HttpError> {
     let expected = checksum.map(parse_checksum).transpose()?;
+    let too_large = |size: Option<u64>| HttpError::TooLarge {
+        url: url.to_string(),
+        source: TooLarge {
+            what: "the download".into(),
+            size,
+            limit,
+        },
+    };
     let req_err = |reason: String| HttpError::Request {
         url: url.to_string(),
         reason,
@@ -103,6 +190,14 @@ pub fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<String,
             status,
         });
     }
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(too_large(Some(n)));
+    }
     let last_modified = resp
         .headers()
         .get("last-modified")
@@ -116,16 +211,40 @@ pub fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<String,
         source,
     };
     let mut file = File::create(&path).map_err(write_err)?;
-    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    // One byte past the limit is read so a body of exactly `limit` bytes still passes.
+    let mut reader = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .reader()
+        .take(limit.saturating_add(1));
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut written: u64 = 0;
+    let mut next_check = DISK_CHECK_EVERY;
     loop {
         let n = reader.read(&mut buf).map_err(|e| req_err(e.to_string()))?;
         if n == 0 {
             break;
         }
+        written += n as u64;
+        if written > limit {
+            return Err(too_large(None));
+        }
         hasher.update(&buf[..n]);
         file.write_all(&buf[..n]).map_err(write_err)?;
+        if written >= next_check {
+            next_check = written.saturating_add(DISK_CHECK_EVERY);
+            let free = free_space(&file).map_err(write_err)?;
+            if free < DISK_RESERVE {
+                return Err(HttpError::DiskFull {
+                    url: url.to_string(),
+                    path: path.clone(),
+                    written,
+                    free,
+                });
+            }
+        }
     }
     file.sync_all().map_err(write_err)?;
     drop(file);
@@ -161,6 +280,17 @@ mod tests {
         assert_eq!(file_name_for("http://example.com/"), "__unnamed__");
         assert_eq!(file_name_for("http://example.com"), "__unnamed__");
         assert_eq!(file_name_for("http://h/dir/my%20file"), "my file");
+    }
+
+    #[test]
+    fn download_caps_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size(" 1 T "), Some(1 << 40));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999T"), None);
     }
 
     #[test]

@@ -88,6 +88,17 @@ pub enum ArchiveError {
         /// The cause.
         source: OciError,
     },
+    /// A document (or the archive's set of them) is over kiln's in-memory cap.
+    #[error(transparent)]
+    TooLarge(#[from] crate::limits::TooLarge),
+    /// An archive holds more JSON documents than `kiln load` keeps in memory.
+    #[error(
+        "refusing the archive: more than {limit} JSON documents (kiln keeps at most that many in memory)"
+    )]
+    TooManyDocuments {
+        /// The cap ([`crate::limits::MAX_ARCHIVE_JSON_ENTRIES`]).
+        limit: usize,
+    },
     /// An export request cannot be written in this format.
     #[error("{0}")]
     Unsupported(String),

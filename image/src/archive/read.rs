@@ -13,10 +13,13 @@
 //! config blob as is, and each layer file as a blob whose media type follows
 //! its magic bytes (plain tar, gzip or zstd).
 
-use super::write::MAX_JSON;
 use super::{ArchiveError, BlobSink};
 use crate::digest::{HashingReader, digest_hex, sha256_digest};
 use crate::layer::compress::{Compression, decompressor};
+use crate::limits::{
+    self, CappedReadError, MAX_ARCHIVE_JSON_ENTRIES, MAX_ARCHIVE_JSON_TOTAL, MAX_CONFIG_SIZE,
+    MAX_JSON_SIZE,
+};
 use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, MEDIA_TYPE_CONFIG, Manifest,
     ManifestKind, json_blob, parse_manifest_or_index,
@@ -53,6 +56,8 @@ struct FileInfo {
 #[derive(Debug, Default)]
 struct Scan {
     small: BTreeMap<String, Vec<u8>>,
+    /// Total bytes held in `small`.
+    small_bytes: u64,
     files: BTreeMap<String, FileInfo>,
     symlinks: BTreeMap<String, String>,
 }
@@ -132,26 +137,61 @@ fn is_blob_name(name: &str) -> bool {
 
 /// Reads an entry during the scan: JSON-looking small files are kept, names
 /// not addressed by digest are hashed, and the first bytes are recorded.
-fn scan_entry(scan: &mut Scan, name: String, size: u64, mut r: impl Read) -> io::Result<()> {
+///
+/// What is kept is bounded per entry ([`MAX_JSON_SIZE`]) and per archive (count and
+/// total), so an archive of a million small JSON files is refused instead of being held.
+fn scan_entry(
+    scan: &mut Scan,
+    name: String,
+    size: u64,
+    mut r: impl Read,
+    io_err: &dyn Fn(io::Error) -> ArchiveError,
+) -> Result<(), ArchiveError> {
     let mut head = Vec::new();
-    (&mut r).take(4).read_to_end(&mut head)?;
-    let jsonish = size <= MAX_JSON && (head.first() == Some(&b'{') || head.first() == Some(&b'['));
+    (&mut r).take(4).read_to_end(&mut head).map_err(io_err)?;
+    let jsonish =
+        size <= MAX_JSON_SIZE && (head.first() == Some(&b'{') || head.first() == Some(&b'['));
     let blob = is_blob_name(&name);
     let mut info = FileInfo {
         size,
         digest: None,
         magic: head.clone(),
     };
+    if !jsonish && size > MAX_JSON_SIZE && (name == "index.json" || name == "manifest.json") {
+        // Said here, or the load would fail later as "no index.json nor manifest.json".
+        limits::check_size(format!("{name} in the archive"), size, MAX_JSON_SIZE)?;
+    }
     if jsonish {
+        if scan.small.len() >= MAX_ARCHIVE_JSON_ENTRIES {
+            return Err(ArchiveError::TooManyDocuments {
+                limit: MAX_ARCHIVE_JSON_ENTRIES,
+            });
+        }
+        limits::check_size(
+            "the archive's JSON",
+            scan.small_bytes.saturating_add(size),
+            MAX_ARCHIVE_JSON_TOTAL,
+        )?;
+        // The declared size bounds a tar entry's reader, not a directory's file (it can
+        // grow while read), so the read is capped too.
+        let what = format!("{name} in the archive");
+        let rest = match limits::read_capped(r, MAX_JSON_SIZE - head.len() as u64, what) {
+            Ok(rest) => rest,
+            Err(CappedReadError::TooLarge(e)) => return Err(e.into()),
+            Err(CappedReadError::Io { source, .. }) => return Err(io_err(source)),
+        };
         let mut all = head;
-        r.read_to_end(&mut all)?;
+        all.extend_from_slice(&rest);
         if !blob {
             info.digest = Some(sha256_digest(&all));
         }
-        scan.small.insert(name.clone(), all);
+        scan.small_bytes += all.len() as u64;
+        if let Some(old) = scan.small.insert(name.clone(), all) {
+            scan.small_bytes -= old.len() as u64;
+        }
     } else if !blob {
         let mut h = HashingReader::new(io::Cursor::new(head).chain(r));
-        io::copy(&mut h, &mut io::sink())?;
+        io::copy(&mut h, &mut io::sink()).map_err(io_err)?;
         info.digest = Some(h.finish().0);
     }
     scan.files.insert(name, info);
@@ -177,7 +217,8 @@ impl Input {
     fn open_tar(&self) -> Result<tar::Archive<Box<dyn Read>>, ArchiveError> {
         let file = File::open(self.path()).map_err(self.io_err("opening"))?;
         let (_, reader) = decompressor(BufReader::new(file)).map_err(self.io_err("reading"))?;
-        Ok(tar::Archive::new(reader))
+        let guarded: Box<dyn Read> = Box::new(limits::TarGuard::new(reader));
+        Ok(tar::Archive::new(guarded))
     }
 
     fn scan(&self) -> Result<Scan, ArchiveError> {
@@ -194,8 +235,7 @@ impl Input {
                     match entry.header().entry_type() {
                         tar::EntryType::Regular | tar::EntryType::Continuous => {
                             let size = entry.size();
-                            scan_entry(&mut scan, name, size, entry)
-                                .map_err(self.io_err("reading"))?;
+                            scan_entry(&mut scan, name, size, entry, &self.io_err("reading"))?;
                         }
                         tar::EntryType::Symlink | tar::EntryType::Link => {
                             let target = entry
@@ -265,11 +305,12 @@ impl Input {
                     path: path.clone(),
                     source,
                 })?;
-                scan_entry(scan, name, md.len(), f).map_err(|source| ArchiveError::Io {
+                let io_err = |source| ArchiveError::Io {
                     op: "reading",
                     path: path.clone(),
                     source,
-                })?;
+                };
+                scan_entry(scan, name, md.len(), f, &io_err)?;
             }
         }
         Ok(())
@@ -383,11 +424,13 @@ impl Plan<'_> {
     fn json_blob(&self, digest: &str) -> Result<Vec<u8>, ArchiveError> {
         let hex = digest_hex(digest).map_err(|e| self.invalid(e.to_string()))?;
         let name = format!("blobs/sha256/{hex}");
-        let bytes = self
-            .scan
-            .small
-            .get(&name)
-            .ok_or_else(|| self.missing(format!("blob {digest}")))?;
+        let Some(bytes) = self.scan.small.get(&name) else {
+            // Present but not kept: too big to be a manifest (or not JSON at all).
+            if let Some(info) = self.scan.files.get(&name) {
+                limits::check_size(format!("manifest {digest}"), info.size, MAX_JSON_SIZE)?;
+            }
+            return Err(self.missing(format!("blob {digest}")));
+        };
         let actual = sha256_digest(bytes);
         if actual != digest {
             return Err(ArchiveError::DigestMismatch {
@@ -425,6 +468,12 @@ impl Plan<'_> {
             source,
         })? {
             ManifestKind::Manifest(m) => {
+                // Every later FROM reads the config whole: refuse an oversized one now.
+                limits::check_size(
+                    format!("config {}", m.config.digest),
+                    m.config.size,
+                    MAX_CONFIG_SIZE,
+                )?;
                 self.want(&m.config.digest)?;
                 for l in &m.layers {
                     self.want(&l.digest)?;
@@ -504,12 +553,11 @@ impl Plan<'_> {
             let config_name = self
                 .resolve(&entry.config)
                 .ok_or_else(|| self.missing(format!("config {}", entry.config)))?;
-            let config_bytes = self
-                .scan
-                .small
-                .get(&config_name)
-                .ok_or_else(|| self.invalid(format!("config {} is not JSON", entry.config)))?
-                .clone();
+            let Some(config_bytes) = self.scan.small.get(&config_name).cloned() else {
+                let size = self.scan.files.get(&config_name).map_or(0, |f| f.size);
+                limits::check_size(format!("config {}", entry.config), size, MAX_CONFIG_SIZE)?;
+                return Err(self.invalid(format!("config {} is not JSON", entry.config)));
+            };
             let config_digest = sha256_digest(&config_bytes);
             let config =
                 crate::oci::parse_config(&config_bytes).map_err(|source| ArchiveError::Oci {

@@ -12,6 +12,7 @@
 use super::{ArchiveError, BlobSource};
 use crate::digest::{HashingReader, digest_hex};
 use crate::layer::tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
+use crate::limits::{self, CappedReadError, MAX_JSON_SIZE};
 use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_INDEX,
     MEDIA_TYPE_MANIFEST, ManifestKind, canonical_json, parse_manifest_or_index,
@@ -19,7 +20,7 @@ use crate::oci::{
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 /// One image to export.
@@ -30,9 +31,6 @@ pub struct ExportImage {
     /// Name to record (`name:tag`), if any.
     pub ref_name: Option<String>,
 }
-
-/// Largest manifest/index/config JSON we read into memory.
-pub(crate) const MAX_JSON: u64 = 16 << 20;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
@@ -51,15 +49,15 @@ fn read_json_blob(src: &dyn BlobSource, digest: &str) -> Result<Vec<u8>, Archive
         digest: digest.to_string(),
         source,
     };
+    let what = format!("manifest {digest}");
     let size = src.blob_size(digest).map_err(source_err)?;
-    if size > MAX_JSON {
-        return Err(ArchiveError::Unsupported(format!(
-            "manifest {digest} is {size} bytes; too large"
-        )));
-    }
-    let mut buf = Vec::new();
+    limits::check_size(what.as_str(), size, MAX_JSON_SIZE)?;
     let mut reader = HashingReader::new(src.open_blob(digest).map_err(source_err)?);
-    reader.read_to_end(&mut buf).map_err(source_err)?;
+    let buf = match limits::read_capped(&mut reader, MAX_JSON_SIZE, what) {
+        Ok(buf) => buf,
+        Err(CappedReadError::TooLarge(e)) => return Err(e.into()),
+        Err(CappedReadError::Io { source, .. }) => return Err(source_err(source)),
+    };
     let (actual, _) = reader.finish();
     if actual != digest {
         return Err(ArchiveError::DigestMismatch {

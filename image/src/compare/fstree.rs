@@ -140,7 +140,7 @@ impl FileTree {
     /// paths (an opaque directory hides everything below it that this layer
     /// did not add itself). Contents are hashed as they stream past.
     pub fn apply_layer(&mut self, tar_stream: impl Read) -> io::Result<()> {
-        let mut archive = tar::Archive::new(tar_stream);
+        let mut archive = tar::Archive::new(crate::limits::TarGuard::new(tar_stream));
         // Paths this layer wrote: whiteouts only hide what lies below.
         let mut added: BTreeSet<String> = BTreeSet::new();
         for entry in archive.entries()? {

@@ -91,4 +91,7 @@ pub enum CompareError {
         /// What is wrong.
         reason: String,
     },
+    /// A manifest, index or config over kiln's cap.
+    #[error(transparent)]
+    TooLarge(#[from] crate::limits::TooLarge),
 }

@@ -9,6 +9,7 @@ use super::fstree::FileTree;
 use crate::archive::{BlobSink, BlobSource, read_archive};
 use crate::digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
 use crate::layer::compress::decompressor;
+use crate::limits::{self, CappedReadError, MAX_JSON_SIZE, MAX_MANIFEST_SIZE};
 use crate::oci::{ImageConfig, Manifest, ManifestKind, parse_config, parse_manifest_or_index};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
@@ -129,14 +130,12 @@ fn read_verified(blobs: &dyn BlobSource, digest: &str) -> Result<Vec<u8>, Compar
         digest: digest.to_string(),
         source,
     };
-    let mut bytes = Vec::new();
-    blobs
-        .open_blob(digest)
-        .map_err(blob_err)?
-        // Manifests and configs are small; a huge one is not one.
-        .take(64 << 20)
-        .read_to_end(&mut bytes)
-        .map_err(blob_err)?;
+    let reader = blobs.open_blob(digest).map_err(blob_err)?;
+    let bytes = match limits::read_capped(reader, MAX_JSON_SIZE, format!("blob {digest}")) {
+        Ok(bytes) => bytes,
+        Err(CappedReadError::TooLarge(e)) => return Err(e.into()),
+        Err(CappedReadError::Io { source, .. }) => return Err(blob_err(source)),
+    };
     let actual = sha256_digest(&bytes);
     if actual != digest {
         return Err(CompareError::DigestMismatch {
@@ -268,10 +267,16 @@ impl<'a> OpenImage<'a> {
 pub fn open_oci_layout(dir: &Path) -> Result<OpenImage<'static>, CompareError> {
     let name = format!("oci:{}", dir.display());
     let index_path = dir.join("index.json");
-    let bytes = fs::read(&index_path).map_err(|source| CompareError::Io {
+    let io_err = |source| CompareError::Io {
         path: index_path.clone(),
         source,
-    })?;
+    };
+    let file = File::open(&index_path).map_err(io_err)?;
+    let bytes = match limits::read_capped(file, MAX_MANIFEST_SIZE, "index.json") {
+        Ok(bytes) => bytes,
+        Err(CappedReadError::TooLarge(e)) => return Err(e.into()),
+        Err(CappedReadError::Io { source, .. }) => return Err(io_err(source)),
+    };
     let index_digest = sha256_digest(&bytes);
     let blobs = DirBlobs::new(dir.join("blobs"));
     // index.json is not a blob: resolve its entries by hand, then go on by digest.

@@ -170,7 +170,8 @@ fn run(
     };
     let mut raw = BufReader::with_capacity(256 * 1024, HashingReader::new(input));
     let (compression, plain) = decompressor(&mut raw).map_err(UnpackError::Stream)?;
-    let mut archive = tar::Archive::new(HashingReader::new(plain));
+    // The guard refuses oversized long-name/PAX headers, which the tar crate reads whole.
+    let mut archive = tar::Archive::new(HashingReader::new(crate::limits::TarGuard::new(plain)));
     let mut un = Unpacker {
         root,
         dest: dest.to_path_buf(),

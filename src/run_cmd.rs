@@ -1,0 +1,132 @@
+//! `kiln run`: flags and exit status around `kiln_solver::run` (which does the work).
+//!
+//! Exit status as docker's: the process's own (128+N when signal N killed it), 125 when
+//! kiln could not run it, 126 when the command cannot be executed, 127 when it is not
+//! found.
+
+use crate::cli::SnapshotterArg;
+use crate::root::open_store;
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, ValueEnum};
+use kiln_executor::sandbox::{ProcessIo, SandboxError};
+use kiln_executor::snapshot::Snapshotter;
+use kiln_solver::run::{Bind, RunError, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Network of the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunNetwork {
+    /// The host's network (as RUN has by default).
+    Host,
+    /// Only a loopback interface.
+    None,
+}
+
+/// `kiln run [FLAGS] IMAGE [COMMAND [ARG...]]`
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Remove the container's changes when it exits: always so (accepted for docker's
+    /// command lines).
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open: the process reads kiln's stdin (else /dev/null).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// The process writes to kiln's own terminal (stdout/stderr are always passed
+    /// through unchanged; kiln makes no pty of its own).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (repeatable); `-e K` takes K from kiln's environment.
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
+    /// Network of the container.
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: RunNetwork,
+    /// User (name, uid, name:group or uid:gid) instead of the image's.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container (must exist) instead of the image's.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Snapshotter for the container's filesystem.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub snapshotter: SnapshotterArg,
+    /// Image (name, image ID or ID prefix; or the ID a failed build printed), then the
+    /// command and its arguments (default: the image's entrypoint and cmd).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub args: Vec<String>,
+}
+
+pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    let Some((reference, command)) = args.args.split_first() else {
+        return Err(anyhow!("kiln run: missing IMAGE"));
+    };
+    let env = args
+        .env
+        .iter()
+        .filter_map(|e| match e.split_once('=') {
+            Some((k, v)) => Some(Ok((k.to_string(), v.to_string()))),
+            None if e.is_empty() => Some(Err(anyhow!("-e \"\": expected K=V or K"))),
+            // docker: a bare name passes kiln's value, or nothing when unset.
+            None => std::env::var(e).ok().map(|v| Ok((e.clone(), v))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let binds = args
+        .volumes
+        .iter()
+        .map(|v| v.parse::<Bind>().map_err(|e| anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = RunOptions {
+        command: command.to_vec(),
+        entrypoint: args.entrypoint,
+        env,
+        user: args.user,
+        workdir: args.workdir,
+        network_none: args.network == RunNetwork::None,
+        binds,
+        io: ProcessIo::Inherit {
+            stdin: args.interactive,
+        },
+        snapshotter: match args.snapshotter {
+            SnapshotterArg::Overlay => Some(Snapshotter::Overlay),
+            SnapshotterArg::Copy => Some(Snapshotter::Copy),
+            SnapshotterArg::Auto => None,
+        },
+    };
+    let store = open_store(root)?;
+    let _lock = store.lock_shared().context("locking the store")?;
+    let image = kiln_solver::run::open_image(&store, reference)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(kiln_solver::run::run_image(&store, &image, &opts)) {
+        Ok(outcome) => Ok(ExitCode::from(
+            u8::try_from(outcome.exit_code).unwrap_or(u8::MAX),
+        )),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(match &e {
+                RunError::Sandbox(SandboxError::Setup { step, message }) if step == "exec" => {
+                    if message.contains("not found") {
+                        127
+                    } else {
+                        126
+                    }
+                }
+                _ => 125,
+            }))
+        }
+    }
+}

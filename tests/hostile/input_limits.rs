@@ -1,0 +1,171 @@
+//! Also required, bounded reads: what a registry, an archive, a URL or a base image
+//! controls never becomes unbounded memory. A 100 MiB manifest from a registry, an
+//! archive of tens of thousands of JSON files for `kiln load`, an `ADD <url>` that sends
+//! past the download cap and an image whose `/etc/passwd` is bigger than kiln reads whole
+//! are each refused with an error naming what was too big, and kiln exits with an error,
+//! not a signal (the OOM killer) or a panic.
+
+use crate::support::{BUSYBOX, World, assert_ok, assert_refused, both, identities};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+/// Answers every request on 127.0.0.1 with `body_len` bytes of `{` (no `Content-Length`,
+/// so only the read itself can stop it), except a registry's `/v2/` ping (200, `{}`).
+/// Hangs up on TLS hellos so kiln falls back to plain HTTP on loopback.
+fn serve_endless(body_len: u64) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let Ok(clone) = s.try_clone() else { continue };
+            let mut r = BufReader::new(clone);
+            if r.fill_buf()
+                .map(|b| b.first() == Some(&0x16))
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            if first.split_whitespace().nth(1) == Some("/v2/") {
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+                continue;
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+            );
+            let chunk = vec![b'{'; 64 << 10];
+            let mut sent = 0;
+            while sent < body_len && s.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+        }
+    });
+    addr.to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_100_mib_manifest_from_a_registry_is_refused() {
+    let host = serve_endless(100 << 20);
+    for id in identities() {
+        let w = World::new(id);
+        let reference = format!("{host}/evil:latest");
+        let out = w.kiln(&["pull", &reference]);
+        assert_refused(&out);
+        let err = stderr(&out);
+        assert!(
+            err.contains("manifest evil:latest is too large"),
+            "{id:?}: the error names what was too big: {}",
+            both(&out)
+        );
+        let images = w.kiln(&["images"]);
+        assert!(
+            !String::from_utf8_lossy(&images.stdout).contains("evil"),
+            "{id:?}: nothing was tagged: {}",
+            both(&images)
+        );
+    }
+}
+
+/// A tar at `path` of `n` two-byte JSON files (`{}`), written as it goes.
+fn many_json_tar(path: &Path, n: usize) {
+    let file = std::fs::File::create(path).expect("create archive");
+    let mut b = tar::Builder::new(std::io::BufWriter::new(file));
+    for i in 0..n {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("j/{i}.json"), &b"{}"[..])
+            .expect("append");
+    }
+    b.into_inner().expect("finish archive");
+}
+
+#[test]
+fn kiln_load_of_a_hundred_thousand_small_json_files_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("many.tar");
+    many_json_tar(&archive, 100_000);
+    crate::common::open_up(dir.path());
+    for id in identities() {
+        let w = World::new(id);
+        let out = w.kiln(&["load", "-i", archive.to_str().expect("utf-8 path")]);
+        assert_refused(&out);
+        assert!(
+            stderr(&out).contains("JSON documents"),
+            "{id:?}: the error says why: {}",
+            both(&out)
+        );
+    }
+}
+
+#[test]
+fn add_url_past_the_download_cap_fails_the_build() {
+    let host = serve_endless(8 << 20);
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context(
+            "ctx",
+            &format!("FROM scratch\nADD http://{host}/big.bin /big.bin\n"),
+        );
+        let ctx_arg = ctx.to_str().expect("utf-8 path");
+        let out = w.kiln_env(
+            &["build", "--progress", "plain", ctx_arg],
+            &[("KILN_MAX_DOWNLOAD", "1M")],
+        );
+        assert_refused(&out);
+        let err = both(&out);
+        assert!(
+            err.contains("too large") && err.contains("KILN_MAX_DOWNLOAD"),
+            "{id:?}: the error names the cap: {err}"
+        );
+        // Under the cap the same download goes through.
+        let small = serve_endless(100 << 10);
+        let ctx = w.context(
+            "ctx-small",
+            &format!("FROM scratch\nADD http://{small}/small.bin /small.bin\n"),
+        );
+        let ctx_arg = ctx.to_str().expect("utf-8 path");
+        let out = w.kiln_env(
+            &["build", "--progress", "plain", ctx_arg],
+            &[("KILN_MAX_DOWNLOAD", "1M")],
+        );
+        assert_ok(&out);
+    }
+}
+
+#[test]
+fn a_passwd_bigger_than_kiln_reads_is_refused_for_chown() {
+    for id in identities() {
+        let w = World::new(id);
+        // 17 MiB of zeros: one MiB over the cap on files read whole from an image.
+        let ctx = w.context(
+            "ctx",
+            &format!(
+                "{BUSYBOX}RUN head -c 17825792 /dev/zero > /etc/passwd\nCOPY --chown=app Dockerfile /x\n"
+            ),
+        );
+        let out = w.build(&ctx, &[]);
+        assert_refused(&out);
+        assert!(
+            both(&out).contains("/etc/passwd is too large"),
+            "{id:?}: the error names the file: {}",
+            both(&out)
+        );
+    }
+}
