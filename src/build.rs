@@ -240,6 +240,8 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         .map(|c| cache_io::CacheSpec::parse(c))
         .collect::<Result<Vec<_>>>()?;
 
+    // Named in the debug hint of a failed RUN, so the printed command finds the store.
+    let root_given = root_flag.clone();
     let store = root::open_store(root_flag)?;
     let _lock = store.lock_shared().context("locking the store")?;
     let host = kiln_parser::lower::host_platform();
@@ -314,6 +316,13 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         Ok(image) => image,
         Err(e) => {
             eprint!("{}", render_solve_error(&e, &df));
+            if let Some(id) = &e.debug_image {
+                let root = match &root_given {
+                    Some(dir) => format!(" --root {}", shell_word(&dir.display().to_string())),
+                    None => String::new(),
+                };
+                eprintln!("to debug: kiln{root} run --rm -it {id} sh");
+            }
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -378,6 +387,18 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@%,".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// BuildKit-style failure report: the Dockerfile lines around the step, then the error.

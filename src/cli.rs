@@ -55,6 +55,11 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         input: PathBuf,
     },
+    /// Make a one-layer image from a root filesystem tarball (as `docker import`).
+    Import(crate::import_cmd::ImportArgs),
+    /// Run a command in an image, in the build's rootless sandbox; its changes are thrown
+    /// away. Exits with the command's status.
+    Run(crate::run_cmd::RunArgs),
     /// Remove blobs, snapshots and cache records that nothing uses.
     Prune(PruneArgs),
     /// Fetch an image from a registry into the store.

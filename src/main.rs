@@ -9,10 +9,12 @@ mod cache_io;
 mod cli;
 mod diff_cmd;
 mod images;
+mod import_cmd;
 mod outputs;
 mod registry_cmd;
 mod render;
 mod root;
+mod run_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command, DebugCommand};
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
         Command::Save(args) => images::save(cli.root, args),
         Command::Load { input } => images::load(cli.root, &input),
         Command::Prune(args) => images::prune(cli.root, args),
+        Command::Import(args) => import_cmd::run(cli.root, args),
+        Command::Run(args) => run_cmd::run(cli.root, args),
     };
     match result {
         Ok(code) => code,

@@ -150,40 +150,7 @@ impl Backend {
 
     /// The layer of `layer`, unpacking its blob into a snapshot if that is missing.
     pub fn ensure_snapshot(&self, layer: &LayerRef) -> Result<Layer, String> {
-        let id = hex_of(&layer.diff_id)?;
-        if !self.store.has_snapshot(id) {
-            let blob = self
-                .store
-                .open_blob(&layer.digest)
-                .map_err(|e| e.to_string())?;
-            let staging = self.store.snapshot_staging().map_err(|e| e.to_string())?;
-            let info = kiln_image::unpack_layer(
-                std::io::BufReader::new(blob),
-                staging.path(),
-                &Default::default(),
-            )
-            .map_err(|e| format!("unpacking layer {}: {e}", layer.digest))?;
-            if info.diff_id != layer.diff_id {
-                return Err(format!(
-                    "layer {} unpacks to {} but the image says {}",
-                    layer.digest, info.diff_id, layer.diff_id
-                ));
-            }
-            self.store
-                .commit_snapshot(staging, id)
-                .map_err(|e| e.to_string())?;
-            // Verified just now: a step that produces this tar can reuse the blob.
-            self.store
-                .put_layer_blob(layer)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(Layer {
-            diff_id: layer.diff_id.clone(),
-            digest: layer.digest.clone(),
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-            snapshot: self.store.snapshot_path(id).map_err(|e| e.to_string())?,
-        })
+        ensure_snapshot(&self.store, layer)
     }
 
     /// Keys `step`, reuses its recorded layer when allowed, otherwise runs it and records it.
@@ -666,6 +633,39 @@ impl Backend {
 enum Materialized {
     Stored(PathBuf),
     Written(kiln_cache::StagingDir),
+}
+
+/// The layer of `layer` in `store`, unpacking its blob into a snapshot if that is missing.
+pub fn ensure_snapshot(store: &Store, layer: &LayerRef) -> Result<Layer, String> {
+    let id = hex_of(&layer.diff_id)?;
+    if !store.has_snapshot(id) {
+        let blob = store.open_blob(&layer.digest).map_err(|e| e.to_string())?;
+        let staging = store.snapshot_staging().map_err(|e| e.to_string())?;
+        let info = kiln_image::unpack_layer(
+            std::io::BufReader::new(blob),
+            staging.path(),
+            &Default::default(),
+        )
+        .map_err(|e| format!("unpacking layer {}: {e}", layer.digest))?;
+        if info.diff_id != layer.diff_id {
+            return Err(format!(
+                "layer {} unpacks to {} but the image says {}",
+                layer.digest, info.diff_id, layer.diff_id
+            ));
+        }
+        store
+            .commit_snapshot(staging, id)
+            .map_err(|e| e.to_string())?;
+        // Verified just now: a step that produces this tar can reuse the blob.
+        store.put_layer_blob(layer).map_err(|e| e.to_string())?;
+    }
+    Ok(Layer {
+        diff_id: layer.diff_id.clone(),
+        digest: layer.digest.clone(),
+        size: layer.size,
+        media_type: layer.media_type.clone(),
+        snapshot: store.snapshot_path(id).map_err(|e| e.to_string())?,
+    })
 }
 
 /// The manifest and config of a stored image (`reference` only names it in errors).

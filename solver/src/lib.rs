@@ -13,8 +13,10 @@ pub mod entitlements;
 pub mod error;
 pub mod explain;
 pub mod image_config;
+pub mod import;
 pub mod key;
 pub mod progress;
+pub mod run;
 mod stage;
 mod steps;
 
