@@ -152,3 +152,39 @@ fn an_unknown_base_image_fails_with_the_from_line_and_tags_nothing() {
     assert!(err.contains("nothing/here"), "{err}");
     assert!(!common::stdout(&kiln.run(&["images"])).contains("x:1"));
 }
+
+#[test]
+fn copy_from_and_mount_from_pull_a_missing_image_like_from() {
+    let reg = Registry::start();
+    let src = format!("{}/kiln/hello:1", reg.host());
+    Kiln::new().build_ok(&["--push", "-t", &src, testdata("hello").to_str().unwrap()]);
+
+    // COPY --from=<image> in a store that has never seen it.
+    let b = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY --from={src} /srv/www/greeting.txt /copied.txt\n"),
+    )
+    .unwrap();
+    b.build_ok(&["-t", "copied:1", ctx.path().to_str().unwrap()]);
+    assert_eq!(b.image("copied:1").text("copied.txt"), "hello from kiln\n");
+
+    // RUN --mount=from=<image>, likewise (on a busybox base FROM scratch).
+    let c = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
+        .expect("busybox-static must be installed (apt-get install busybox-static)");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN --mount=from={src},target=/m [\"/bin/busybox\", \"cp\", \"/m/srv/www/greeting.txt\", \"/mounted.txt\"]\n"
+        ),
+    )
+    .unwrap();
+    c.build_ok(&["-t", "mounted:1", ctx.path().to_str().unwrap()]);
+    assert_eq!(
+        c.image("mounted:1").text("mounted.txt"),
+        "hello from kiln\n"
+    );
+}

@@ -336,6 +336,9 @@ pub struct BaseImage {
 }
 
 /// Looks up base images for lowering; the CLI implements it over the store / registry.
+/// Asked once per image: for every FROM image and every image a `COPY --from` or a
+/// `RUN --mount from=` reads (only the config of a FROM matters to lowering; the others
+/// are asked so that a resolver that pulls fetches them before the build starts).
 pub trait BaseResolver {
     /// The config of `reference` (as written after expansion), or a message why not.
     fn resolve(&self, reference: &str) -> Result<BaseImage, String>;

@@ -528,3 +528,45 @@ fn exec_form_and_shell_wrapping_follow_shell() {
     );
     assert_eq!(s[3].op, Op::Cmd(vec!["x".into()]));
 }
+
+/// Records every reference it is asked about.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<String>>);
+impl BaseResolver for Recording {
+    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+        self.0.lock().unwrap().push(reference.to_string());
+        if reference == "missing:1" {
+            return Err("not in the store and no registry has it".into());
+        }
+        Ok(BaseImage::default())
+    }
+}
+
+#[test]
+fn images_read_by_copy_from_and_mount_from_are_resolved_like_from() {
+    let df = parse(
+        "FROM scratch AS unused\nCOPY --from=never:1 / /\n\
+         FROM scratch\nCOPY --from=copied:1 /a /b\n\
+         RUN --mount=from=bound:1,target=/m true\n\
+         RUN --mount=type=cache,from=cached:1,target=/c true\n\
+         RUN --mount=type=tmpfs,target=/t true\n",
+    )
+    .unwrap();
+    let resolver = Recording::default();
+    lower(&df, &LowerOptions::default(), &resolver).unwrap();
+    // Only what the target needs, each once; a pulling resolver fetches them up front.
+    assert_eq!(
+        *resolver.0.lock().unwrap(),
+        ["copied:1", "bound:1", "cached:1"]
+    );
+    let err = lower(
+        &parse("FROM scratch\nCOPY --from=missing:1 /a /b\n").unwrap(),
+        &LowerOptions::default(),
+        &Recording::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2: failed to resolve base image missing:1: not in the store and no registry has it"
+    );
+}

@@ -44,11 +44,16 @@ impl StageLowering<'_, '_> {
         argv
     }
 
-    fn source_ref(&self, r: FromRef) -> Source {
-        match r {
+    /// An image is resolved as a FROM is (the resolver may fetch it), so a missing one is
+    /// found or pulled before the build starts.
+    fn source_ref(&mut self, r: FromRef, span: Span) -> Result<Source, LowerError> {
+        Ok(match r {
             FromRef::Stage(j) => Source::Stage(self.remap[&j]),
-            FromRef::Image(s) => Source::Image(s),
-        }
+            FromRef::Image(s) => {
+                self.ctx.image(&s, span)?;
+                Source::Image(s)
+            }
+        })
     }
 
     pub(super) fn lower_instruction(&mut self, ins: &Instruction) -> Result<Step, LowerError> {
@@ -329,7 +334,7 @@ impl StageLowering<'_, '_> {
             None
         } else {
             let r = self.ctx.resolve_from(&m.from, self.index, span, "mount")?;
-            Some(self.source_ref(r))
+            Some(self.source_ref(r, span)?)
         };
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let (kind, target, mode) = match m.kind.as_str() {
@@ -450,7 +455,7 @@ impl StageLowering<'_, '_> {
                     ));
                 }
                 let r = self.ctx.resolve_from(f, self.index, span, "copy")?;
-                self.source_ref(r)
+                self.source_ref(r, span)?
             }
         };
         let chown = c
