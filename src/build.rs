@@ -229,6 +229,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let outputs = parse_outputs(&args.outputs)?;
     let epoch = source_date_epoch(&args, &build_args)?;
     let entitlements = parse_entitlements(&args.allow)?;
+    kiln_executor::cgroup::configure(resource_limits(&args)?);
     let cache_from = args
         .cache_from
         .iter()
@@ -244,6 +245,17 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let root_given = root_flag.clone();
     let store = root::open_store(root_flag)?;
     let _lock = store.lock_shared().context("locking the store")?;
+    // Leftovers of killed builds (their scratch lock died with them) go before this one
+    // adds its own; a failure here costs disk, not this build.
+    match store.reclaim_scratch() {
+        Ok(r) if r.entries > 0 => eprintln!(
+            "removed {} leftovers of interrupted kiln processes ({})",
+            r.entries,
+            crate::images::human_size(r.bytes)
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: removing leftovers of interrupted builds: {e}"),
+    }
     let host = kiln_parser::lower::host_platform();
     let host_name = match &host.variant {
         Some(v) => format!("{}/{}/{v}", host.os, host.architecture),
@@ -426,6 +438,14 @@ fn render_solve_error(e: &SolveError, df: &DockerfileSource) -> String {
         }
     }
     out.push_str(&format!("ERROR: failed to solve: {}\n", e.message));
+    // A RUN that switches users or chowns fails in its own words (EINVAL, "invalid user"):
+    // say what kiln knows about the cause.
+    if kiln_executor::userns::only_own_id_mapped() && !e.message.contains("is not mapped") {
+        out.push_str(&format!(
+            "hint: {}\n",
+            kiln_executor::userns::single_id_hint()
+        ));
+    }
     out
 }
 
@@ -445,4 +465,25 @@ pub fn debug_parse(file: &Path) -> Result<ExitCode> {
     let ast = kiln_parser::parse_syntax(&text).map_err(|e| anyhow!(e.render(&name, &text)))?;
     print!("{}", kiln_parser::dump_ast(&ast));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--memory`, `--cpus`, `--pids-limit` → the limits every RUN gets.
+fn resource_limits(args: &BuildArgs) -> Result<kiln_executor::cgroup::Limits> {
+    let mut l = kiln_executor::cgroup::Limits::default();
+    if let Some(m) = &args.memory {
+        l.memory = Some(crate::images::parse_size("--memory", m)?);
+    }
+    if let Some(c) = args.cpus {
+        if !(c.is_finite() && c > 0.0) {
+            bail!("--cpus {c}: must be a positive number of CPUs");
+        }
+        l.cpus = Some(c);
+    }
+    match args.pids_limit {
+        None => {}
+        Some(n) if n < 0 => l.pids = None,
+        Some(0) => bail!("--pids-limit 0: a RUN needs at least one process (-1: no limit)"),
+        Some(n) => l.pids = Some(n as u64),
+    }
+    Ok(l)
 }

@@ -166,6 +166,15 @@ pub struct BuildArgs {
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
     /// Add a label to the image (repeatable).
+    /// Memory limit of each RUN (`512m`, `2g`); needs a cgroup v2 delegated to kiln.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU limit of each RUN, in CPUs (`1.5`); needs a cgroup v2 delegated to kiln.
+    #[arg(long, value_name = "CPUS")]
+    pub cpus: Option<f64>,
+    /// Most processes and threads one RUN may have (default 4096; -1: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
     /// Layer compression.

@@ -40,7 +40,7 @@ fn load_image(store: &Store, image: &ImageRef) -> Result<(Manifest, ImageConfig)
     Ok((manifest, config))
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut unit = 0;
@@ -195,8 +195,8 @@ pub fn load(root: Option<PathBuf>, input: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `10GB`, `512MB`, `1.5G`, `2048` (bytes) → bytes.
-fn parse_size(s: &str) -> Result<u64> {
+/// `10GB`, `512MB`, `1.5G`, `2048` (bytes) → bytes; `flag` names the option in errors.
+pub(crate) fn parse_size(flag: &str, s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -204,7 +204,7 @@ fn parse_size(s: &str) -> Result<u64> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| anyhow!("--keep-storage {s:?}: not a size"))?;
+        .map_err(|_| anyhow!("{flag} {s:?}: not a size"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -214,24 +214,30 @@ fn parse_size(s: &str) -> Result<u64> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => bail!("--keep-storage {s:?}: unknown unit {other:?}"),
+        other => bail!("{flag} {s:?}: unknown unit {other:?}"),
     };
     Ok((n * mult) as u64)
 }
 
 pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
-    let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
+    let keep_storage = args
+        .keep_storage
+        .as_deref()
+        .map(|s| parse_size("--keep-storage", s))
+        .transpose()?;
     let report = store.prune(kiln_cache::PruneOptions {
         all: args.all,
         keep_storage,
     })?;
     println!(
-        "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts; total reclaimed space: {}",
+        "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts, \
+         {} leftovers of interrupted builds; total reclaimed space: {}",
         report.blobs_removed,
         report.snapshots_removed,
         report.records_removed,
         report.cache_mounts_removed,
+        report.scratch_removed,
         human_size(report.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)

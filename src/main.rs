@@ -10,6 +10,7 @@ mod cli;
 mod diff_cmd;
 mod images;
 mod import_cmd;
+mod interrupt;
 mod outputs;
 mod registry_cmd;
 mod render;
@@ -25,15 +26,22 @@ fn main() -> ExitCode {
     if let Some(code) = kiln_executor::sandbox::helper_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    interrupt::quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Unprivileged: the whole command runs as root inside a user namespace, so the store's
     // files and every layer carry the image's own owners. Must happen before any thread.
     if needs_store(&cli.command) {
         match kiln_executor::userns::enter_user_namespace_if_needed() {
-            Ok(kiln_executor::userns::UsernsState::SingleId { .. }) => eprintln!(
-                "warning: no subordinate ID range in /etc/subuid and /etc/subgid for this user; \
-                 only root (your own ID) is mapped, so chown to other IDs will fail"
-            ),
+            // Without a subordinate range nothing is said here: only a step that needs other
+            // IDs fails, and its error names the cause and the fix. A range that newuidmap
+            // could not apply is a broken setup worth a word on every command.
+            Ok(kiln_executor::userns::UsernsState::SingleId { why, .. })
+                if !why.starts_with(kiln_executor::userns::NO_RANGE) =>
+            {
+                eprintln!(
+                    "warning: mapping subordinate IDs failed ({why}); only your own ID is mapped"
+                )
+            }
             Ok(_) => {}
             Err(e) => {
                 eprintln!("error: {e}");
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    interrupt::clean_up_on_signals();
     let result = match cli.command {
         Command::Build(args) if args.verify_reproducible => {
             diff_cmd::verify_reproducible(cli.root, &args)
@@ -66,6 +75,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import_cmd::run(cli.root, args),
         Command::Run(args) => run_cmd::run(cli.root, args),
     };
+    kiln_cache::remove_own_scratch();
     match result {
         Ok(code) => code,
         Err(e) => {

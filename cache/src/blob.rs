@@ -127,7 +127,7 @@ impl Drop for BlobWriter {
 impl Store {
     /// A new writer whose bytes become a blob on commit.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        let tmp_path = self.tmp_dir().join(unique_name("blob"));
+        let tmp_path = self.scratch_dir()?.join(unique_name("blob"));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

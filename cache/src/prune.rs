@@ -20,10 +20,8 @@ use crate::digest::{is_sha256_hex, parse_digest};
 use crate::error::Result;
 use crate::fsutil::{io_err, remove_any, tree_size};
 use crate::record::CacheRecord;
+use crate::scratch::STALE_TMP_AGE;
 use crate::store::Store;
-
-/// Temp entries older than this are leftovers of a killed process.
-const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 
 /// How much to prune.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +40,8 @@ pub struct PruneReport {
     pub records_removed: u64,
     /// `RUN --mount=type=cache` directories (only with `all`).
     pub cache_mounts_removed: u64,
+    /// Scratch left in `tmp/` by dead processes (a build killed mid-RUN).
+    pub scratch_removed: u64,
     pub bytes_freed: u64,
 }
 
@@ -235,7 +235,10 @@ impl Store {
         }
 
         self.prune_side_dirs(opts.all, &mut report)?;
-        self.clean_tmp(STALE_TMP_AGE)?;
+        let reclaimed = self.reclaim_scratch()?;
+        report.scratch_removed += reclaimed.entries;
+        report.bytes_freed += reclaimed.bytes;
+        self.clean_tmp_files(STALE_TMP_AGE)?;
         Ok(report)
     }
 
@@ -307,10 +310,10 @@ impl Store {
         Ok(())
     }
 
-    /// Removes entries of `tmp/` not modified for `age`, and stray `.*.tmp` files that
-    /// [`crate::atomic_write`] leaves beside small files (refs, records, stat caches) when
-    /// a process dies between write and rename.
-    pub(crate) fn clean_tmp(&self, age: Duration) -> Result<()> {
+    /// Removes stray `.*.tmp` files not modified for `age`, which [`crate::atomic_write`]
+    /// leaves beside small files (refs, records, stat caches) when a process dies between
+    /// write and rename. (Their writers hold no lock that would say they are dead.)
+    pub(crate) fn clean_tmp_files(&self, age: Duration) -> Result<()> {
         let now = SystemTime::now();
         let is_old = |path: &std::path::Path| {
             path.symlink_metadata()
@@ -319,14 +322,6 @@ impl Store {
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|d| d >= age)
         };
-        let tmp = self.tmp_dir();
-        for entry in fs::read_dir(&tmp).map_err(io_err("read directory", tmp.clone()))? {
-            let Ok(entry) = entry else { continue };
-            let p = entry.path();
-            if is_old(&p) {
-                remove_any(&p).map_err(io_err("remove", p.clone()))?;
-            }
-        }
         for dir in [
             self.root().to_path_buf(),
             self.cache_dir(),

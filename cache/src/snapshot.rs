@@ -68,7 +68,7 @@ impl Store {
 
     /// A fresh empty staging directory under `tmp/`.
     pub fn snapshot_staging(&self) -> Result<StagingDir> {
-        let path = self.tmp_dir().join(unique_name("snapshot"));
+        let path = self.scratch_dir()?.join(unique_name("snapshot"));
         fs::create_dir(&path).map_err(io_err("create", path.clone()))?;
         Ok(StagingDir {
             path,

@@ -10,7 +10,7 @@
 //! refs                    image refs (JSON), rewritten under refs.lock
 //! refs.lock               short exclusive lock for refs updates
 //! statcache/<hex>         context stat caches (see [`Store::stat_cache_path`])
-//! tmp/                    staging for blobs and snapshots; leftovers are ignored
+//! tmp/proc-*/             per-process staging (see [`crate::scratch`]); a dead one is reclaimed
 //! lock                    builds hold it shared, prune holds it exclusive
 //! ```
 
@@ -47,7 +47,7 @@ impl Store {
             store.root.join("cache"),
             store.root.join("statcache"),
             store.root.join("layers"),
-            store.tmp_dir(),
+            store.tmp_root(),
         ] {
             ensure_dir(&dir)?;
         }
@@ -88,7 +88,7 @@ impl Store {
         self.root.join("blobs").join("sha256")
     }
 
-    pub(crate) fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_root(&self) -> PathBuf {
         self.root.join("tmp")
     }
 

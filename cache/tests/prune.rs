@@ -203,6 +203,26 @@ fn prune_removes_stale_temp_entries_only() {
 }
 
 #[test]
+fn prune_removes_the_scratch_of_dead_processes_at_once_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    // A process killed mid-RUN: its scratch directory, with nobody holding its lock.
+    let dead = dir.path().join("tmp/proc-999999-0-0");
+    std::fs::create_dir_all(dead.join("snapshot-1/usr")).unwrap();
+    std::fs::write(dead.join("snapshot-1/usr/big"), vec![0u8; 4096]).unwrap();
+    // A live one (this process's), with something staged in it.
+    let own = s.scratch_dir().unwrap();
+    std::fs::write(own.join("blob-staged"), b"in progress").unwrap();
+    let report = s.prune(PruneOptions::default()).unwrap();
+    assert_eq!(report.scratch_removed, 1);
+    assert!(report.bytes_freed >= 4096);
+    assert!(!dead.exists());
+    assert!(own.join("blob-staged").exists(), "a live scratch is kept");
+    // The next build's reclaim finds nothing more.
+    assert_eq!(s.reclaim_scratch().unwrap().entries, 0);
+}
+
+#[test]
 fn prune_waits_for_builds_holding_the_shared_lock() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();

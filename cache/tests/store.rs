@@ -11,10 +11,20 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// What `tmp/` holds, looking inside this process's own scratch directory (`proc-*`,
+/// which lives as long as the process).
 fn tmp_entries(store: &Store) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(store.root().join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let own = store.scratch_dir().unwrap();
+    let list = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut v: Vec<String> = list(&store.root().join("tmp"))
+        .into_iter()
+        .filter(|n| own.file_name().is_none_or(|o| o.to_string_lossy() != *n))
+        .chain(list(&own))
         .collect();
     v.sort();
     v

@@ -1,14 +1,17 @@
 //! kiln's executor: where steps touch files and processes.
 //!
 //! Owns the rootless sandbox that runs `RUN` (user, mount, pid, ipc, uts and optional
-//! network namespaces, entered through a re-exec'd single-threaded helper), rootfs
-//! snapshots (overlayfs, with a copy fallback), turning a snapshot's changes into a layer
-//! directory, and applying `COPY`/`ADD` into a new layer.
+//! network namespaces, entered through a re-exec'd single-threaded helper, with Docker's
+//! seccomp profile and a cgroup per RUN: `sandbox`, `cgroup`), rootfs snapshots (overlayfs,
+//! with a copy fallback), turning a snapshot's changes into a layer directory (cleaned up
+//! fd-relative, never through a symlink: `beneath`), and applying `COPY`/`ADD` into a new
+//! layer.
 //!
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
 
 mod beneath;
+pub mod cgroup;
 pub mod diff;
 pub mod output_gate;
 pub mod sandbox;

@@ -46,9 +46,14 @@ pub enum UsernsState {
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
     #[error(
-        "cannot create a user namespace: {0} (are unprivileged user namespaces enabled? see /proc/sys/user/max_user_namespaces)"
+        "cannot create a user namespace: {source}{}",
+        restriction_hint(restriction)
     )]
-    Unshare(std::io::Error),
+    Unshare {
+        source: std::io::Error,
+        /// What the distribution's settings say about unprivileged user namespaces.
+        restriction: Option<Restriction>,
+    },
     #[error("cannot start the ID mapper {exe}: {source}")]
     Mapper { exe: String, source: std::io::Error },
     #[error("mapping IDs with newuidmap/newgidmap failed: {0}")]
@@ -60,6 +65,159 @@ pub enum UsernsError {
     },
     #[error("cannot become root in the user namespace: {0}")]
     SetId(std::io::Error),
+}
+
+/// A setting that stops unprivileged users from creating user namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restriction {
+    /// Ubuntu 23.10+: AppArmor confines unprivileged user namespaces.
+    AppArmor,
+    /// Debian's (and older Ubuntu's) `kernel.unprivileged_userns_clone=0`.
+    UnprivilegedClone,
+    /// `user.max_user_namespaces=0`.
+    MaxUserNamespaces,
+}
+
+impl Restriction {
+    /// The first restricting setting found in /proc/sys, if any.
+    pub fn detect() -> Option<Restriction> {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
+        if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+            Some(Restriction::AppArmor)
+        } else if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+            Some(Restriction::UnprivilegedClone)
+        } else if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+            Some(Restriction::MaxUserNamespaces)
+        } else {
+            None
+        }
+    }
+
+    /// What to change, as the user would type it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Restriction::AppArmor => {
+                "AppArmor restricts unprivileged user namespaces \
+                 (kernel.apparmor_restrict_unprivileged_userns=1); allow them with \
+                 `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0` (persist it in \
+                 /etc/sysctl.d/), or give kiln an AppArmor profile with `userns,`"
+            }
+            Restriction::UnprivilegedClone => {
+                "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone=0); \
+                 enable them with `sudo sysctl kernel.unprivileged_userns_clone=1` (persist it \
+                 in /etc/sysctl.d/)"
+            }
+            Restriction::MaxUserNamespaces => {
+                "user namespaces are disabled (user.max_user_namespaces=0); enable them with \
+                 `sudo sysctl user.max_user_namespaces=15000` (persist it in /etc/sysctl.d/)"
+            }
+        }
+    }
+}
+
+fn restriction_hint(r: &Option<Restriction>) -> String {
+    match r {
+        Some(r) => format!("; {}", r.fix()),
+        None => {
+            " (are unprivileged user namespaces enabled? see /proc/sys/user/max_user_namespaces)"
+                .into()
+        }
+    }
+}
+
+/// How [`UsernsState::SingleId::why`] starts when the user has no subordinate range.
+pub const NO_RANGE: &str = "no range for user";
+
+/// The command that gives the current user a subordinate ID range.
+pub const SUBID_FIX: &str =
+    "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER";
+
+/// A chown to an ID that kiln's user namespace does not map (the kernel says EINVAL).
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {id} is not mapped in kiln's user namespace: {why}")]
+pub struct UnmappedId {
+    /// `uid` or `gid`.
+    pub kind: &'static str,
+    pub id: u32,
+    why: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// How many IDs `/proc/self/{uid,gid}_map` maps, and whether `id` is one of them.
+fn id_mapping(file: &str, id: u32) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut total = 0u64;
+    let mut mapped = false;
+    for line in text.lines() {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        if let [inside, _outside, count] = f[..] {
+            total += count;
+            mapped |= (inside..inside + count).contains(&u64::from(id));
+        }
+    }
+    Some((total, mapped))
+}
+
+/// Explains a failed chown to `uid`:`gid`: an EINVAL for an ID the namespace does not map
+/// becomes an [`UnmappedId`] naming the cause and the fix; any other error is returned as
+/// it was.
+pub fn explain_chown_error(uid: u32, gid: u32, err: std::io::Error) -> std::io::Error {
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return err;
+    }
+    for (kind, file, id) in [
+        ("uid", "/proc/self/uid_map", uid),
+        ("gid", "/proc/self/gid_map", gid),
+    ] {
+        let Some((total, false)) = id_mapping(file, id) else {
+            continue;
+        };
+        let why = if total <= 1 {
+            format!(
+                "only your own ID is, because this user has no subordinate ID range in \
+                 /etc/subuid and /etc/subgid; fix: `{SUBID_FIX}`, then run kiln again"
+            )
+        } else {
+            format!(
+                "the user's subordinate ID range maps IDs 0 to {}; give it a larger one in \
+                 /etc/subuid and /etc/subgid (`sudo usermod --add-subuids ...`)",
+                total - 1
+            )
+        };
+        return std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            UnmappedId {
+                kind,
+                id,
+                why,
+                source: err,
+            },
+        );
+    }
+    err
+}
+
+/// True when kiln runs in a user namespace that maps a single ID (its user's own): the
+/// user has no usable subordinate range, so RUN cannot switch users or chown.
+pub fn only_own_id_mapped() -> bool {
+    id_mapping("/proc/self/uid_map", 0).is_some_and(|(total, _)| total <= 1)
+}
+
+/// What a failed step should add when [`only_own_id_mapped`]: the likely cause and the fix.
+pub fn single_id_hint() -> String {
+    format!(
+        "kiln maps only your own ID (this user has no subordinate ID range in /etc/subuid \
+         and /etc/subgid), so a step that needs other IDs (chown, USER, files owned by \
+         others) fails; fix: `{SUBID_FIX}`"
+    )
 }
 
 /// Parse `/etc/subuid`-style text: the first range for `name` or `uid`.
@@ -155,7 +313,7 @@ pub fn enter_user_namespace_if_needed() -> Result<UsernsState, UsernsError> {
             UsernsState::SingleId {
                 uid,
                 gid,
-                why: format!("no range for user {name:?} in /etc/subuid and /etc/subgid"),
+                why: format!("{NO_RANGE} {name:?} in /etc/subuid and /etc/subgid"),
             }
         }
     };
@@ -173,8 +331,12 @@ fn write_single(uid: u32, gid: u32) -> Result<(), UsernsError> {
 fn unshare_user() -> Result<(), UsernsError> {
     // SAFETY: called at the start of main before any thread exists (documented contract), so
     // no other thread shares the state being unshared.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }
-        .map_err(|e| UsernsError::Unshare(e.into()))
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }.map_err(|e| {
+        UsernsError::Unshare {
+            source: e.into(),
+            restriction: Restriction::detect(),
+        }
+    })
 }
 
 fn write_file(path: &str, text: &str) -> Result<(), UsernsError> {
@@ -284,6 +446,27 @@ pub fn mapper_main() -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_unshare_says_which_setting_to_change() {
+        let err = |restriction| UsernsError::Unshare {
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+            restriction,
+        };
+        let apparmor = err(Some(Restriction::AppArmor)).to_string();
+        assert!(
+            apparmor.contains("sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0"),
+            "{apparmor}"
+        );
+        let debian = err(Some(Restriction::UnprivilegedClone)).to_string();
+        assert!(
+            debian.contains("kernel.unprivileged_userns_clone=1"),
+            "{debian}"
+        );
+        let max = err(Some(Restriction::MaxUserNamespaces)).to_string();
+        assert!(max.contains("user.max_user_namespaces=15000"), "{max}");
+        assert!(err(None).to_string().contains("max_user_namespaces"));
+    }
+
     use super::*;
 
     #[test]

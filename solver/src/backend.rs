@@ -60,7 +60,12 @@ pub struct SolveOptions {
 pub struct Backend {
     pub store: Store,
     pub options: SolveOptions,
+    /// This process's scratch directory in the store (see `kiln_cache::Store::scratch_dir`):
+    /// staging put here is reclaimed if the build is killed.
+    pub scratch: std::path::PathBuf,
     snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
+    /// Whether the build has said that RUN has no cgroup limits here.
+    limits_note: std::sync::Once,
     context: Arc<Context>,
     explain: ExplainLog,
     /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
@@ -87,9 +92,14 @@ impl Backend {
                 .map_err(|e| SolveError::internal(e.to_string()))?,
         );
         let explain = ExplainLog::new(store.root());
+        let scratch = store
+            .scratch_dir()
+            .map_err(|e| SolveError::internal(e.to_string()))?;
         Ok(Backend {
             store,
+            scratch,
             snapshotter: tokio::sync::OnceCell::new(),
+            limits_note: std::sync::Once::new(),
             options,
             context,
             explain,
@@ -535,8 +545,7 @@ impl Backend {
     fn url_digest(&self, url: &str) -> Result<String, String> {
         use sha2::Digest;
         use std::io::Read;
-        let dir = tempfile::tempdir_in(self.store.root().join("tmp"))
-            .map_err(|e| format!("ADD {url}: {e}"))?;
+        let dir = tempfile::tempdir_in(&self.scratch).map_err(|e| format!("ADD {url}: {e}"))?;
         let name = kiln_executor::copy::http::download(url, None, dir.path())
             .map_err(|e| e.to_string())?;
         let path = dir.path().join(name);
@@ -589,14 +598,24 @@ impl Backend {
         &self,
         progress: &Progress,
     ) -> kiln_executor::snapshot::Snapshotter {
+        // Asked before the first RUN, so the one note about resource limits comes with it.
+        self.limits_note.call_once(|| {
+            if let kiln_executor::cgroup::Support::Unavailable(why) =
+                kiln_executor::cgroup::support()
+            {
+                progress.send(Event::Note {
+                    message: format!("note: RUN steps run without resource limits: {why}"),
+                });
+            }
+        });
         if let Some(chosen) = self.options.snapshotter {
             return chosen;
         }
         *self
             .snapshotter
             .get_or_init(|| async {
-                let scratch = self.store.root().join("tmp");
-                let (chosen, why) = kiln_executor::snapshot::Snapshotter::detect(&scratch).await;
+                let (chosen, why) =
+                    kiln_executor::snapshot::Snapshotter::detect(&self.scratch).await;
                 if let Some(why) = why {
                     progress.send(Event::Note {
                         message: format!(

@@ -300,7 +300,7 @@ fn cache_mount_dir(
             base.join(&name)
         }
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let private = tempfile::tempdir_in(backend.store.root().join("tmp"))
+            let private = tempfile::tempdir_in(&backend.scratch)
                 .map_err(|e| err("private copy", &e))?;
             let path = private.path().join("cache");
             keep.push(Box::new(private));
@@ -400,7 +400,7 @@ fn mount_spec(
                     }
                 } else {
                     // A writable file bind gets a private copy, so the context stays as it is.
-                    let copy = tempfile::NamedTempFile::new_in(backend.store.root().join("tmp"))
+                    let copy = tempfile::NamedTempFile::new_in(&backend.scratch)
                         .map_err(|e| format!("bind {source}: {e}"))?;
                     std::fs::copy(&host, copy.path()).map_err(|e| format!("bind {source}: {e}"))?;
                     let path = copy.path().to_path_buf();
@@ -443,7 +443,7 @@ fn mount_spec(
                 // `env=` alone: the secret is only an environment variable.
                 return Ok(None);
             }
-            let mut file = tempfile::NamedTempFile::new_in(backend.store.root().join("tmp"))
+            let mut file = tempfile::NamedTempFile::new_in(&backend.scratch)
                 .map_err(|e| format!("secret {id}: {e}"))?;
             std::io::Write::write_all(&mut file, &value)
                 .map_err(|e| format!("secret {id}: {e}"))?;

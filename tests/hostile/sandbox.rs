@@ -334,3 +334,72 @@ fn dockers_seccomp_profile_refuses_what_it_refuses() {
         }
     }
 }
+
+/// The `pids` line of /proc/self/cgroup inside a RUN, then 120 children that each note
+/// that they started (the loop's shell dies at the first fork that fails), then how many
+/// did, once they are gone.
+const FORK_LOOP: &str = "RUN grep pids /proc/self/cgroup; (i=0; while [ $i -lt 120 ]; do \
+    (echo x >> /started; sleep 2) & i=$((i+1)); done) 2>/dev/null; sleep 3; \
+    echo procs=$(wc -l < /started)\n";
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context("ctx", &format!("{BUSYBOX}{FORK_LOOP}"));
+        let out = w.build(&ctx, &["--pids-limit", "40", "-t", "pids:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        // The echoed command holds "procs=" too: take the line with a number after it.
+        let procs: usize = log
+            .lines()
+            .find_map(|l| l.split("procs=").nth(1).and_then(|n| n.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no process count: {log}"));
+        let supported = match kiln_cgroup_support(id) {
+            Some(s) => s,
+            None => continue,
+        };
+        if supported {
+            assert!(
+                procs <= 40,
+                "{id:?}: {procs} processes under --pids-limit 40: {log}"
+            );
+            assert!(
+                log.contains("/kiln-run-"),
+                "{id:?}: not in a RUN cgroup: {log}"
+            );
+            // The RUN's cgroup is gone afterwards.
+            let path = log
+                .lines()
+                .find_map(|l| l.split(":pids:").nth(1))
+                .unwrap_or_else(|| panic!("no cgroup path: {log}"));
+            let dir = format!("/sys/fs/cgroup/pids{}", path.trim());
+            assert!(
+                !std::path::Path::new(&dir).exists(),
+                "{id:?}: {dir} left behind"
+            );
+        } else {
+            // No cgroup to limit with: said once, and the build carried on.
+            assert_eq!(
+                log.matches("RUN steps run without resource limits").count(),
+                1,
+                "{id:?}: {log}"
+            );
+        }
+    }
+}
+
+/// Whether kiln can make RUN cgroups for `id` on this machine: v1 pids as root, or a
+/// delegated cgroup v2 (not delegated to the test user here). None: cannot tell.
+fn kiln_cgroup_support(id: Identity) -> Option<bool> {
+    let v2 = rustix::fs::statfs("/sys/fs/cgroup")
+        .map(|s| s.f_type as i64 == 0x6367_7270)
+        .ok()?;
+    Some(match id {
+        Identity::Root => v2 || std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists(),
+        // Whether a v2 cgroup is delegated to the test user depends on how the machine
+        // started it; without v2 there is nothing to delegate.
+        Identity::Rootless if v2 => return None,
+        Identity::Rootless => false,
+    })
+}

@@ -19,7 +19,9 @@ pub fn is_overlay_xattr(name: &str) -> bool {
 
 /// `lchown`.
 pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    // Rootless without a subordinate range, EINVAL alone would not say which ID or why.
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| crate::userns::explain_chown_error(uid, gid, e))
 }
 
 /// `chmod` of a non-symlink (symlink modes do not exist on Linux).

@@ -362,6 +362,11 @@ fn pid1(
     };
     let setup = || -> Result<Vec<protocol::Stub>, StepError> {
         let root = rootfs::mount_rootfs(&run.rootfs)?;
+    // Into the RUN's cgroup before the RUN process exists, so all of it is limited. A
+    // failure leaves the RUN unlimited rather than failed (crate::cgroup's module doc).
+    if let Some(procs) = &run.cgroup_procs {
+        let _ = std::fs::write(procs, "0");
+    }
         let stubs = rootfs::populate(&root, run)?;
         if !run.hostname.is_empty() {
             rustix::system::sethostname(run.hostname.as_bytes())

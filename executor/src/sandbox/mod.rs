@@ -521,6 +521,8 @@ pub async fn run_with_io(
             (RootfsPlan::Dir { path: root.clone() }, Some((root, base)))
         }
     };
+    // Kept until the sandbox is gone; dropping it removes the cgroup.
+    let cgroup = crate::cgroup::RunCgroup::create();
     let req = Request::Run(Box::new(HelperRun {
         argv: spec.argv.clone(),
         env: spec.env.clone(),
@@ -532,9 +534,11 @@ pub async fn run_with_io(
         mounts: spec.mounts.clone(),
         files,
         scratch,
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs()),
     }));
     let (helper, rx) = start_helper(&req, io)?;
     let events = finish_helper(helper, rx, &mut output).await?;
+    drop(cgroup);
     let mut stubs: Vec<Stub> = Vec::new();
     let mut outcome = None;
     for ev in events {

@@ -44,6 +44,9 @@ pub(crate) struct HelperRun {
     /// Empty directory the helper covers with a private tmpfs: the rootfs mount point and
     /// generated files (hosts, resolv.conf, secrets, stage mounts).
     pub scratch: PathBuf,
+    /// The `cgroup.procs` file of this RUN's cgroup, joined by PID 1 before anything runs.
+    #[serde(default)]
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// How the root filesystem is made.

@@ -1,0 +1,315 @@
+//! Resource limits for RUN: each sandbox gets a cgroup of its own, with a pids limit (a
+//! fork bomb in a Dockerfile stops at it instead of at the host's process table) and the
+//! optional memory and CPU limits of `kiln build --memory/--cpus`.
+//!
+//! Where kiln may make cgroups:
+//! - **cgroup v2, delegated** (kiln's own cgroup is writable, e.g. under
+//!   `systemd-run --user -p Delegate=yes`): one child per RUN with `pids.max`, `memory.max`
+//!   and `cpu.max`. The "no internal processes" rule forbids enabling controllers for the
+//!   children of a cgroup that holds processes, so kiln first moves itself into a leaf
+//!   (`kiln-<pid>`) beside them, as runc and podman do in a delegated scope.
+//! - **cgroup v1 as real root**: the `pids` hierarchy only (memory and cpu of v1 belong to
+//!   whoever placed kiln in its cgroup; moving a RUN out of them would escape their
+//!   accounting).
+//! - otherwise nothing: [`RunCgroup::create`] returns `None` and [`support`] says why, once,
+//!   for the caller to print.
+//!
+//! The sandbox's PID 1 joins the cgroup first thing (before the RUN process exists), so
+//! the kiln process and the helper stay outside it and every process of the RUN is inside.
+//! Failing to set a cgroup up never fails a build: limits are protection, not semantics.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The pids limit of a RUN when none is given (podman's default is 2048; builds such as
+/// `make -j` with many compilers need more headroom than a container does).
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// Limits for every RUN of this process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Maximum number of processes and threads; `None` = unlimited.
+    pub pids: Option<u64>,
+    /// Memory limit in bytes (cgroup v2 only).
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs, e.g. 1.5 (cgroup v2 only).
+    pub cpus: Option<f64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pids: Some(DEFAULT_PIDS_LIMIT),
+            memory: None,
+            cpus: None,
+        }
+    }
+}
+
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// Sets the limits for every RUN of this process (the first call wins; before any RUN).
+pub fn configure(limits: Limits) {
+    let _ = LIMITS.set(limits);
+}
+
+fn limits() -> Limits {
+    LIMITS.get().copied().unwrap_or_default()
+}
+
+/// Where RUN cgroups can be made, or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Support {
+    /// cgroup v2: children of this directory, with these controllers enabled for them.
+    V2 {
+        parent: PathBuf,
+        controllers: Vec<String>,
+    },
+    /// cgroup v1 `pids` hierarchy: children of this directory.
+    V1Pids { parent: PathBuf },
+    /// No cgroup can be made; why, in a sentence for the user.
+    Unavailable(String),
+}
+
+/// What this process can do, decided once.
+pub fn support() -> &'static Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    SUPPORT.get_or_init(|| detect(Path::new("/sys/fs/cgroup")))
+}
+
+/// The path of this process's cgroup in hierarchy `hier` (v2: "" → the "0::" line).
+fn own_cgroup(hier: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, names, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = if hier.is_empty() {
+            names.is_empty()
+        } else {
+            names.split(',').any(|n| n == hier)
+        };
+        hit.then(|| path.to_string())
+    })
+}
+
+fn is_cgroup2(p: &Path) -> bool {
+    rustix::fs::statfs(p)
+        .map(|s| s.f_type == libc::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+fn detect(mnt: &Path) -> Support {
+    if is_cgroup2(mnt) {
+        return detect_v2(mnt);
+    }
+    let pids = mnt.join("pids");
+    if rustix::process::geteuid().is_root()
+        && pids.join("cgroup.procs").exists()
+        && let Some(own) = own_cgroup("pids")
+    {
+        let parent = pids.join(own.trim_start_matches('/'));
+        return match writable(&parent) {
+            true => Support::V1Pids { parent },
+            false => Support::Unavailable(format!(
+                "the cgroup v1 pids hierarchy ({}) is not writable",
+                parent.display()
+            )),
+        };
+    }
+    Support::Unavailable(
+        "cgroup v2 is not mounted at /sys/fs/cgroup with a cgroup delegated to this user".into(),
+    )
+}
+
+fn writable(dir: &Path) -> bool {
+    rustix::fs::access(dir.join("cgroup.procs"), rustix::fs::Access::WRITE_OK).is_ok()
+        && rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+}
+
+fn detect_v2(mnt: &Path) -> Support {
+    let Some(own) = own_cgroup("") else {
+        return Support::Unavailable("no cgroup v2 entry in /proc/self/cgroup".into());
+    };
+    let own = mnt.join(own.trim_start_matches('/'));
+    if !writable(&own) {
+        return Support::Unavailable(format!(
+            "kiln's cgroup {} is not delegated to this user (run kiln under \
+             `systemd-run --user --scope -p Delegate=yes`, or as root)",
+            own.display()
+        ));
+    }
+    let available: Vec<String> = std::fs::read_to_string(own.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|c| matches!(*c, "pids" | "memory" | "cpu"))
+        .map(str::to_string)
+        .collect();
+    let enable = |dir: &Path| -> std::io::Result<()> {
+        let text: Vec<String> = available.iter().map(|c| format!("+{c}")).collect();
+        std::fs::write(dir.join("cgroup.subtree_control"), text.join(" "))
+    };
+    match enable(&own) {
+        Ok(()) => {}
+        // kiln's cgroup holds processes (kiln itself): move kiln into a leaf of its own,
+        // then the controllers can be enabled for the children.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            let leaf = own.join(format!("kiln-{}", std::process::id()));
+            let moved = std::fs::create_dir(&leaf)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"))
+                .and_then(|()| enable(&own));
+            if let Err(e) = moved {
+                return Support::Unavailable(format!(
+                    "cannot enable controllers in {} ({e}): other processes share kiln's cgroup",
+                    own.display()
+                ));
+            }
+        }
+        Err(e) => {
+            return Support::Unavailable(format!(
+                "cannot enable controllers in {}: {e}",
+                own.display()
+            ));
+        }
+    }
+    Support::V2 {
+        parent: own,
+        controllers: available,
+    }
+}
+
+/// One RUN's cgroup; removed when dropped (its processes are gone by then).
+#[derive(Debug)]
+pub struct RunCgroup {
+    dir: PathBuf,
+}
+
+impl RunCgroup {
+    /// Makes a cgroup for one RUN with the configured limits; `None` where cgroups are
+    /// unavailable or setting one up failed (see the module doc: never fatal).
+    pub fn create() -> Option<RunCgroup> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "kiln-run-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let l = limits();
+        let (dir, writes) = match support() {
+            Support::V2 {
+                parent,
+                controllers,
+            } => {
+                let has = |c: &str| controllers.iter().any(|x| x == c);
+                let mut w = Vec::new();
+                if let Some(p) = l.pids.filter(|_| has("pids")) {
+                    w.push(("pids.max", p.to_string()));
+                }
+                if let Some(m) = l.memory.filter(|_| has("memory")) {
+                    w.push(("memory.max", m.to_string()));
+                    // Swap would let a limited RUN go on using memory as disk.
+                    w.push(("memory.swap.max", "0".into()));
+                }
+                if let Some(c) = l.cpus.filter(|_| has("cpu")) {
+                    let period = 100_000u64;
+                    let quota = ((c * period as f64).round() as u64).max(1000);
+                    w.push(("cpu.max", format!("{quota} {period}")));
+                }
+                (parent.join(&name), w)
+            }
+            Support::V1Pids { parent } => {
+                let w = l
+                    .pids
+                    .map(|p| vec![("pids.max", p.to_string())])
+                    .unwrap_or_default();
+                (parent.join(&name), w)
+            }
+            Support::Unavailable(_) => return None,
+        };
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        if let Some(parent) = dir.parent() {
+            SWEPT.call_once(|| sweep_dead(parent));
+        }
+        std::fs::create_dir(&dir).ok()?;
+        let cg = RunCgroup { dir };
+        for (file, value) in writes {
+            // memory.swap.max is absent without swap accounting: not a reason to give up.
+            if std::fs::write(cg.dir.join(file), &value).is_err() && file != "memory.swap.max" {
+                return None; // dropping cg removes the directory
+            }
+        }
+        Some(cg)
+    }
+
+    /// The file PID 1 writes "0" to, to join.
+    pub fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Removes the RUN cgroups of kiln processes that are gone (killed before they could
+/// remove their own). A cgroup that still holds processes refuses rmdir, so a reused PID
+/// costs nothing but a leftover empty directory.
+fn sweep_dead(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kiln-run-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+impl Drop for RunCgroup {
+    fn drop(&mut self) {
+        // The last process may still be leaving (exit is not instant after the PID
+        // namespace's init is reaped): retry briefly, then leave it (empty, harmless).
+        for _ in 0..50 {
+            match std::fs::remove_dir(&self.dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_cap_pids_only() {
+        let l = Limits::default();
+        assert_eq!(l.pids, Some(DEFAULT_PIDS_LIMIT));
+        assert_eq!((l.memory, l.cpus), (None, None));
+    }
+
+    #[test]
+    fn a_missing_hierarchy_is_unavailable_with_a_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match detect(dir.path()) {
+            Support::Unavailable(why) => assert!(why.contains("cgroup"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
