@@ -1,14 +1,14 @@
 //! `kiln run`: flags and exit status around `kiln_solver::run` (which does the work).
 //!
 //! Exit status as docker's: the process's own (128+N when signal N killed it), 125 when
-//! kiln could not run it, 126 when the command cannot be executed, 127 when it is not
-//! found.
+//! kiln could not run it (no such image, an unusable flag, a sandbox failure), 126 when
+//! the command cannot be executed, 127 when it is not found.
 
 use crate::cli::SnapshotterArg;
 use crate::root::open_store;
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, ValueEnum};
-use kiln_executor::sandbox::{ProcessIo, SandboxError};
+use kiln_executor::sandbox::{ProcessIo, RunOutcome, SandboxError};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_solver::run::{Bind, RunError, RunOptions};
 use std::path::PathBuf;
@@ -69,9 +69,36 @@ pub struct RunArgs {
 }
 
 pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    let started = options(args).and_then(|(reference, opts)| start(root, &reference, &opts));
+    match started {
+        Ok(outcome) => Ok(ExitCode::from(
+            u8::try_from(outcome.exit_code).unwrap_or(u8::MAX),
+        )),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<RunError>() {
+                Some(RunError::Sandbox(SandboxError::Setup { step, message }))
+                    if step == "exec" =>
+                {
+                    if message.contains("not found") {
+                        127
+                    } else {
+                        126
+                    }
+                }
+                _ => 125,
+            };
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// The image reference and what to change from its config, from the flags.
+fn options(args: RunArgs) -> Result<(String, RunOptions)> {
     let Some((reference, command)) = args.args.split_first() else {
-        return Err(anyhow!("kiln run: missing IMAGE"));
+        return Err(anyhow!("missing IMAGE"));
     };
+    let reference = reference.clone();
     let env = args
         .env
         .iter()
@@ -104,6 +131,11 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             SnapshotterArg::Auto => None,
         },
     };
+    Ok((reference, opts))
+}
+
+/// Everything up to the process's exit; an error here is kiln's, not the command's.
+fn start(root: Option<PathBuf>, reference: &str, opts: &RunOptions) -> Result<RunOutcome> {
     let store = open_store(root)?;
     let _lock = store.lock_shared().context("locking the store")?;
     let image = kiln_solver::run::open_image(&store, reference)?;
@@ -111,22 +143,5 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(kiln_solver::run::run_image(&store, &image, &opts)) {
-        Ok(outcome) => Ok(ExitCode::from(
-            u8::try_from(outcome.exit_code).unwrap_or(u8::MAX),
-        )),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(match &e {
-                RunError::Sandbox(SandboxError::Setup { step, message }) if step == "exec" => {
-                    if message.contains("not found") {
-                        127
-                    } else {
-                        126
-                    }
-                }
-                _ => 125,
-            }))
-        }
-    }
+    Ok(runtime.block_on(kiln_solver::run::run_image(&store, &image, opts))?)
 }

@@ -178,8 +178,11 @@ fn output_exit_status_and_the_image_config() {
             text(&missing.stderr)
         );
         let unknown = r.kiln(&["run", "nothing:here", "true"]);
-        assert_eq!(unknown.status.code(), Some(1), "{who}");
+        assert_eq!(unknown.status.code(), Some(125), "{who}");
         assert!(text(&unknown.stderr).contains("no such image"), "{who}");
+        let bad_bind = r.kiln(&["run", "-v", "relative:/x", "img:1", "true"]);
+        assert_eq!(bad_bind.status.code(), Some(125), "{who}");
+        assert!(text(&bad_bind.stderr).contains("absolute"), "{who}");
 
         // Config defaults, and docker's flags over them.
         expect(
