@@ -39,7 +39,7 @@ fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<DockerfileSour
         _ => {
             let path = file
                 .map(Path::to_path_buf)
-                .unwrap_or_else(|| context.join("Dockerfile"));
+                .unwrap_or_else(|| default_dockerfile(context));
             // A Dockerfile inside the context is one of its files: a symlink there resolves
             // inside the context (a planted `Dockerfile -> /etc/shadow` must not be read and
             // echoed in a parse error). One outside it is the user's explicit choice.
@@ -64,6 +64,17 @@ fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<DockerfileSour
                 text,
             })
         }
+    }
+}
+
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (docker's fallback).
+fn default_dockerfile(context: &Path) -> PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if std::fs::symlink_metadata(&upper).is_err() && std::fs::symlink_metadata(&lower).is_ok() {
+        lower
+    } else {
+        upper
     }
 }
 
@@ -215,6 +226,12 @@ fn source_date_epoch(args: &BuildArgs, build_args: &[(String, String)]) -> Resul
 pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let context = args.context.clone();
     if !context.is_dir() {
+        if std::fs::symlink_metadata(&context).is_err() {
+            bail!(
+                "build context {}: the path does not exist",
+                context.display()
+            );
+        }
         bail!("build context {}: not a directory", context.display());
     }
     let df = read_dockerfile(&context, args.file.as_deref())?;
@@ -349,6 +366,15 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
                 },
             )
             .with_context(|| format!("naming the image {tag}"))?;
+    }
+    if tags.is_empty() {
+        // Listed as `<none>` by `kiln images`, as docker lists an unnamed build.
+        store
+            .record_untagged(kiln_cache::ImageRef {
+                config: image.config_digest.clone(),
+                manifest: image.manifest_digest.clone(),
+            })
+            .context("recording the untagged image")?;
     }
     for output in &outputs {
         output.write(

@@ -180,7 +180,10 @@ pub struct BuildArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: CompressionArg,
-    /// Extra outputs: type=oci,dest=DIR|FILE or type=docker,dest=FILE (repeatable).
+    /// Extra outputs (repeatable): type=oci,dest=FILE writes an OCI archive (a tar, as
+    /// buildx); add tar=false (or name an existing directory, or end dest with /) for an OCI
+    /// layout directory. type=docker,dest=FILE writes a `docker load` archive; type=registry
+    /// pushes the -t names.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Say, for every step that missed the cache, which input changed.

@@ -49,6 +49,10 @@ pub fn run(root: Option<PathBuf>, args: DiffArgs) -> Result<ExitCode> {
     match diff(root, &args) {
         Ok(c) => {
             match args.format {
+                // Silence would read as "no output yet"; JSON says it in `identical`.
+                DiffFormat::Text if c.identical => {
+                    println!("identical: {} and {}", args.a, args.b)
+                }
                 DiffFormat::Text => print!("{}", c.render_text()),
                 DiffFormat::Json => print!("{}", c.render_json()),
             }
@@ -321,8 +325,14 @@ fn import_result(
         ProgressMode::Quiet => println!("{}", image.config),
         ProgressMode::Json => {}
         _ => {
-            eprintln!("verify-reproducible: both builds gave {}", image.manifest);
-            eprintln!("writing image {}", image.config);
+            eprintln!(
+                "verify-reproducible: both builds gave the same manifest digest {}",
+                image.manifest
+            );
+            eprintln!(
+                "writing image {} (image ID: its config digest)",
+                image.config
+            );
             for tag in &tags {
                 eprintln!("naming to {tag}");
             }

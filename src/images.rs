@@ -29,7 +29,31 @@ fn find(store: &Store, reference: &str) -> Result<(String, ImageRef)> {
             return Ok(first.clone());
         }
     }
-    bail!("{reference}: no such image")
+    let Ok(wanted) = kiln_cache::normalize_ref(reference) else {
+        bail!("{reference}: no such image");
+    };
+    // `bb` means `bb:latest`, as in docker; when `bb` has exactly one tag, name it.
+    let repo = |name: &str| kiln_cache::Reference::parse(name).map(|r| r.name).ok();
+    let same_repo: Vec<String> = store
+        .list_refs()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| repo(name).is_some() && repo(name) == repo(&wanted))
+        .collect();
+    match &same_repo[..] {
+        [only] => bail!("No such image: {wanted} (did you mean {only}?)"),
+        _ => bail!("No such image: {wanted}"),
+    }
+}
+
+/// The CREATED column: a date from SOURCE_DATE_EPOCH (0 unless set, for reproducible
+/// images) says so, or 1970 looks like a bug.
+fn created_label(created: &str) -> String {
+    match created {
+        "" => "-".to_string(),
+        c if c.starts_with("1970-01-01T00:00:00") => "1970-01-01 (SOURCE_DATE_EPOCH=0)".to_string(),
+        c => c.to_string(),
+    }
 }
 
 fn load_image(store: &Store, image: &ImageRef) -> Result<(Manifest, ImageConfig)> {
@@ -61,16 +85,27 @@ pub fn human_size(bytes: u64) -> String {
 
 pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
     let store = open_store(root)?;
-    println!("{:<40} {:<14} {:<22} SIZE", "NAME", "IMAGE ID", "CREATED");
-    for (name, image) in store.list_refs()? {
+    // SIZE sums the layer blobs as stored: compressed, unlike docker's unpacked size.
+    println!(
+        "{:<40} {:<14} {:<32} SIZE (compressed)",
+        "NAME", "IMAGE ID", "CREATED"
+    );
+    let named = store.list_refs()?;
+    // Untagged builds show as docker shows them, unless a name now points at them.
+    let untagged = store
+        .list_untagged()?
+        .into_iter()
+        .filter(|u| !named.iter().any(|(_, r)| r == u))
+        .map(|u| ("<none>".to_string(), u));
+    for (name, image) in named.iter().cloned().chain(untagged) {
         let (manifest, config) = load_image(&store, &image)?;
         let size: u64 = manifest.layers.iter().map(|l| l.size).sum();
         let id = image.config.trim_start_matches("sha256:");
         println!(
-            "{:<40} {:<14} {:<22} {}",
+            "{:<40} {:<14} {:<32} {}",
             name,
             &id[..id.len().min(12)],
-            config.created.unwrap_or_default(),
+            created_label(config.created.as_deref().unwrap_or_default()),
             human_size(size)
         );
     }
@@ -105,19 +140,19 @@ pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
             layers.next().map(|l| l.size).unwrap_or(0)
         };
         rows.push((
-            h.created.clone().unwrap_or_default(),
+            created_label(h.created.as_deref().unwrap_or_default()),
             h.created_by.clone().unwrap_or_default(),
             size,
             h.comment.clone().unwrap_or_default(),
         ));
     }
     println!(
-        "{:<22} {:<60} {:>10}  COMMENT",
-        "CREATED", "CREATED BY", "SIZE"
+        "{:<32} {:<60} {:>17}  COMMENT",
+        "CREATED", "CREATED BY", "SIZE (compressed)"
     );
     for (created, by, size, comment) in rows.into_iter().rev() {
         let by: String = by.chars().take(60).collect();
-        println!("{created:<22} {by:<60} {:>10}  {comment}", human_size(size));
+        println!("{created:<32} {by:<60} {:>17}  {comment}", human_size(size));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,8 @@
 //! `kiln build -o`: extra places a built image is written to.
+//!
+//! As with buildx, `type=oci,dest=X` writes an OCI archive (a tar of the layout) and
+//! `tar=false` writes the layout as a directory; kiln also takes a `dest` that is an existing
+//! directory or ends in `/` as a layout. Each output says on stderr what it wrote where.
 
 use crate::blobs::StoreBlobs;
 use anyhow::{Context, Result, anyhow, bail};
@@ -66,17 +70,30 @@ impl OutputSpec {
             OutputSpec::Oci { dest, tar: false } => {
                 kiln_image::write_oci_layout(dest, &src, &images)
                     .with_context(|| format!("writing the OCI layout {}", dest.display()))?;
+                eprintln!("exported an OCI layout directory to {}", dest.display());
             }
-            OutputSpec::Oci { dest, tar: true } => write_file(dest, |f| {
-                kiln_image::write_oci_archive(f, &src, &images)
-                    .map(drop)
-                    .map_err(Into::into)
-            })?,
-            OutputSpec::Docker { dest } => write_file(dest, |f| {
-                kiln_image::write_docker_archive(f, &src, &images)
-                    .map(drop)
-                    .map_err(Into::into)
-            })?,
+            OutputSpec::Oci { dest, tar: true } => {
+                write_file(dest, |f| {
+                    kiln_image::write_oci_archive(f, &src, &images)
+                        .map(drop)
+                        .map_err(Into::into)
+                })?;
+                eprintln!(
+                    "exported an OCI archive (tar) to {}; add tar=false for an OCI layout directory",
+                    dest.display()
+                );
+            }
+            OutputSpec::Docker { dest } => {
+                write_file(dest, |f| {
+                    kiln_image::write_docker_archive(f, &src, &images)
+                        .map(drop)
+                        .map_err(Into::into)
+                })?;
+                eprintln!(
+                    "exported a docker archive (for docker load) to {}",
+                    dest.display()
+                );
+            }
             // Pushed by the build command, which holds the registry options.
             OutputSpec::Registry => {}
         }
@@ -93,7 +110,11 @@ pub fn write_file(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)
+    // Created 0666 less the umask, as `docker save` and any shell redirect would (a bare
+    // NamedTempFile is 0600, and the rename would keep that).
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let mut out = std::io::BufWriter::new(tmp.reopen()?);
     fill(&mut out).with_context(|| format!("writing {}", dest.display()))?;

@@ -12,11 +12,15 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// The concrete mode after resolving `auto`.
+/// The concrete mode after resolving `auto`. A terminal that reports no size (a pty nobody
+/// sized, as under `script` without a terminal) gets plain lines: the live display would
+/// redraw every line over the last one without a newline.
 pub fn resolve_mode(mode: ProgressMode) -> ProgressMode {
+    let sized = || console::Term::stderr().size_checked().is_some();
     match mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+        ProgressMode::Auto if std::io::stderr().is_terminal() && sized() => ProgressMode::Tty,
         ProgressMode::Auto => ProgressMode::Plain,
+        ProgressMode::Tty if !sized() => ProgressMode::Plain,
         other => other,
     }
 }
@@ -89,6 +93,9 @@ impl Plain {
 struct Tty {
     multi: MultiProgress,
     bars: HashMap<usize, (ProgressBar, String)>,
+    /// Steps whose `#N name` header is printed already (before their first output line,
+    /// so a step's lines never come before its name).
+    headed: std::collections::HashSet<usize>,
 }
 
 impl Tty {
@@ -96,6 +103,7 @@ impl Tty {
         Tty {
             multi: MultiProgress::new(),
             bars: HashMap::new(),
+            headed: std::collections::HashSet::new(),
         }
     }
 
@@ -115,9 +123,11 @@ impl Tty {
             }
             Event::Cached { id } => self.close(id, "CACHED".to_string()),
             Event::Log { id, line, .. } => {
+                self.header(id);
                 let _ = self.multi.println(format!("#{id} {line}"));
             }
             Event::Explain { id, reason } => {
+                self.header(id);
                 let _ = self.multi.println(format!("#{id} cache miss: {reason}"));
             }
             Event::Done { id, elapsed } => {
@@ -127,6 +137,14 @@ impl Tty {
             Event::Note { message } => {
                 let _ = self.multi.println(message);
             }
+        }
+    }
+
+    fn header(&mut self, id: usize) {
+        if let Some((_, name)) = self.bars.get(&id)
+            && self.headed.insert(id)
+        {
+            let _ = self.multi.println(format!("#{id} {name}"));
         }
     }
 

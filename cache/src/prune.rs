@@ -1,8 +1,9 @@
 //! Garbage collection: drops blobs, snapshots and cache records nothing live points at.
 //!
 //! Live set:
-//! - every ref's manifest blob, and what that manifest names (config and layers; an OCI
-//!   index's manifests, recursively); the config's `rootfs.diff_ids` keep snapshots;
+//! - every ref's (and untagged build result's) manifest blob, and what that manifest
+//!   names (config and layers; an OCI index's manifests, recursively); the config's
+//!   `rootfs.diff_ids` keep snapshots;
 //! - every cache record's layer blob and snapshot (records are dropped first with
 //!   `all`, or oldest first with `keep_storage`).
 //!
@@ -122,7 +123,8 @@ impl Store {
 
     fn live_from_refs(&self) -> Result<Live> {
         let mut live = Live::default();
-        for (_, r) in self.list_refs()? {
+        let refs = self.list_refs()?.into_iter().map(|(_, r)| r);
+        for r in refs.chain(self.list_untagged()?) {
             self.mark_manifest(&r.manifest, &mut live, 0);
             live.blobs.insert(r.config.clone());
             self.mark_config(&r.config, &mut live);
@@ -144,6 +146,8 @@ impl Store {
 
         if opts.all {
             dropped.extend(records.drain(..).map(|(k, _)| k));
+            // Like `docker image prune -a`: unnamed images go too.
+            self.forget_untagged()?;
         }
 
         let mut live = self.live_from_refs()?;

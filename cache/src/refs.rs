@@ -29,7 +29,14 @@ pub struct ImageRef {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RefsFile {
     refs: BTreeMap<String, ImageRef>,
+    /// The last images built without a name, oldest first (docker's `<none>` images):
+    /// listed by `kiln images`, kept by prune like refs, forgotten by `prune --all`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    untagged: Vec<ImageRef>,
 }
+
+/// How many untagged build results the store remembers.
+const MAX_UNTAGGED: usize = 16;
 
 impl Store {
     fn read_refs(&self) -> Result<RefsFile> {
@@ -83,6 +90,27 @@ impl Store {
     /// All refs, sorted by name.
     pub fn list_refs(&self) -> Result<Vec<(String, ImageRef)>> {
         Ok(self.read_refs()?.refs.into_iter().collect())
+    }
+
+    /// Remembers `image`, built without a name, as the newest untagged image (the oldest
+    /// beyond [`MAX_UNTAGGED`] is forgotten; its blobs go with the next prune).
+    pub fn record_untagged(&self, image: ImageRef) -> Result<()> {
+        self.update_refs(|r| {
+            r.untagged.retain(|u| u != &image);
+            r.untagged.push(image);
+            let extra = r.untagged.len().saturating_sub(MAX_UNTAGGED);
+            r.untagged.drain(..extra);
+        })
+    }
+
+    /// Untagged build results, newest first.
+    pub fn list_untagged(&self) -> Result<Vec<ImageRef>> {
+        Ok(self.read_refs()?.untagged.into_iter().rev().collect())
+    }
+
+    /// Forgets every untagged image (`prune --all`).
+    pub(crate) fn forget_untagged(&self) -> Result<()> {
+        self.update_refs(|r| r.untagged.clear())
     }
 
     /// Removes `name`; true if it existed. The image's blobs stay until prune.

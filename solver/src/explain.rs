@@ -81,8 +81,26 @@ pub fn explain(previous: Option<&KeyInputs>, current: &KeyInputs) -> Vec<String>
     if prev.key == current.key {
         return vec!["same key as before, but its result is no longer in the store".to_string()];
     }
+    let mut file_reasons = Vec::new();
+    for (path, digest) in &current.files {
+        match prev.files.get(path) {
+            None => file_reasons.push(format!("file added: {path}")),
+            Some(old) if old != digest => file_reasons.push(format!("file changed: {path}")),
+            _ => {}
+        }
+    }
+    for path in prev.files.keys() {
+        if !current.files.contains_key(path) {
+            file_reasons.push(format!("file removed: {path}"));
+        }
+    }
     let mut reasons = Vec::new();
     for (label, key) in &current.inputs {
+        // A context checksum changes because of the files it covers: once those are
+        // named, "context X changed" would be a second reason for the same change.
+        if label.starts_with("context ") && !file_reasons.is_empty() {
+            continue;
+        }
         match prev.inputs.iter().find(|(l, _)| l == label) {
             Some((_, old)) if old != key => reasons.push(format!("{label} changed")),
             None => reasons.push(format!("new input: {label}")),
@@ -90,18 +108,7 @@ pub fn explain(previous: Option<&KeyInputs>, current: &KeyInputs) -> Vec<String>
         }
     }
     diff_params("", &prev.params, &current.params, &mut reasons);
-    for (path, digest) in &current.files {
-        match prev.files.get(path) {
-            None => reasons.push(format!("file added: {path}")),
-            Some(old) if old != digest => reasons.push(format!("file changed: {path}")),
-            _ => {}
-        }
-    }
-    for path in prev.files.keys() {
-        if !current.files.contains_key(path) {
-            reasons.push(format!("file removed: {path}"));
-        }
-    }
+    reasons.extend(file_reasons);
     if reasons.is_empty() {
         reasons.push("the cache key format changed".to_string());
     }
@@ -171,6 +178,26 @@ mod tests {
             &[("a", "1"), ("b", "3")],
         );
         assert_eq!(explain(Some(&a), &b), vec!["file changed: b"]);
+    }
+
+    #[test]
+    fn a_changed_file_is_one_reason_not_also_its_context_checksum() {
+        let with_context = |key: &str, sum: &str, digest: &str| KeyInputs {
+            key: key.into(),
+            inputs: vec![
+                ("previous step".into(), "p".into()),
+                ("context a".into(), sum.into()),
+            ],
+            params: serde_json::json!({"dest": "/a"}),
+            files: [("a".to_string(), digest.to_string())].into(),
+        };
+        assert_eq!(
+            explain(
+                Some(&with_context("k1", "s1", "1")),
+                &with_context("k2", "s2", "2")
+            ),
+            vec!["file changed: a"]
+        );
     }
 
     #[test]

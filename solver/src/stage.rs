@@ -56,6 +56,19 @@ pub(crate) struct StageRunner {
     pub progress: Progress,
 }
 
+/// The FROM line progress shows: an image base expanded and with its tag, as the store
+/// names it (`FROM ${BASE}` in the Dockerfile shows as `FROM alpine:3`; BuildKit also
+/// shows the expanded name), never the unexpanded source.
+fn from_line(stage: &kiln_parser::Stage) -> String {
+    match &stage.base {
+        Base::Image(reference) => {
+            let name = kiln_cache::normalize_ref(reference).unwrap_or_else(|_| reference.clone());
+            format!("FROM {name}")
+        }
+        _ => stage.source.clone(),
+    }
+}
+
 impl StageRunner {
     pub async fn run(self, inputs: StageInputs) -> Result<StageResult, SolveError> {
         let stage = &self.graph.stages[self.index];
@@ -69,7 +82,7 @@ impl StageRunner {
         started(
             &self.progress,
             from_id,
-            vertex_name(&label, 1, total, &stage.source),
+            vertex_name(&label, 1, total, &from_line(stage)),
         );
         let t0 = Instant::now();
         let mut current = match &stage.base {
