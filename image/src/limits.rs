@@ -45,6 +45,15 @@ pub const MAX_ARCHIVE_JSON_TOTAL: u64 = 128 << 20;
 /// The tar crate reads them whole with no cap of its own; see [`TarGuard`].
 pub const MAX_TAR_METADATA_SIZE: u64 = 1 << 20;
 
+/// How many files and links `kiln load` keeps track of in one archive (a name, size,
+/// digest and the first bytes of each, some 200 bytes): a gzip of millions of empty
+/// entries is a few MB. A `docker save` of a large image has a few hundred entries.
+pub const MAX_ARCHIVE_ENTRIES: usize = 1 << 18;
+
+/// Longest archive entry name `kiln load` records (PATH_MAX); a longer one cannot be a
+/// name a manifest refers to, and is passed over.
+pub const MAX_ARCHIVE_NAME: usize = 4096;
+
 /// A document (or a set of them) larger than kiln accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} is too large: {} (kiln's limit is {limit} bytes)", describe(*.size, *.limit))]

@@ -9,7 +9,8 @@ use common::DirStore;
 use kiln_image::ArchiveError;
 use kiln_image::archive::read_archive;
 use kiln_image::limits::{
-    MAX_ARCHIVE_JSON_ENTRIES, MAX_ARCHIVE_JSON_TOTAL, MAX_CONFIG_SIZE, MAX_JSON_SIZE,
+    MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_JSON_ENTRIES, MAX_ARCHIVE_JSON_TOTAL, MAX_CONFIG_SIZE,
+    MAX_JSON_SIZE,
 };
 use kiln_image::oci::{Descriptor, Index, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, Manifest};
 use std::fs::{self, File};
@@ -61,6 +62,33 @@ fn an_archive_of_too_many_small_json_files_is_refused() {
     );
     assert!(err.to_string().contains("JSON documents"), "{err}");
     assert_eq!(sink.count(), 0, "nothing was stored");
+}
+
+#[test]
+fn a_gzip_of_too_many_empty_files_is_refused() {
+    // Empty entries are one header each: gzip makes a quarter million of them a few MB.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("many.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        BufWriter::new(File::create(&tar).unwrap()),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    for i in 0..=MAX_ARCHIVE_ENTRIES {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("f/{i}"), io::empty())
+            .unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap();
+    let (err, sink, _out) = load(&tar);
+    assert!(
+        matches!(err, ArchiveError::TooManyEntries { limit } if limit == MAX_ARCHIVE_ENTRIES),
+        "{err:?}"
+    );
+    assert_eq!(sink.count(), 0);
 }
 
 #[test]

@@ -99,6 +99,14 @@ pub enum ArchiveError {
         /// The cap ([`crate::limits::MAX_ARCHIVE_JSON_ENTRIES`]).
         limit: usize,
     },
+    /// An archive holds more files than `kiln load` keeps track of.
+    #[error(
+        "refusing the archive: more than {limit} entries (kiln keeps track of at most that many)"
+    )]
+    TooManyEntries {
+        /// The cap ([`crate::limits::MAX_ARCHIVE_ENTRIES`]).
+        limit: usize,
+    },
     /// An export request cannot be written in this format.
     #[error("{0}")]
     Unsupported(String),

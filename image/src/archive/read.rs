@@ -17,8 +17,8 @@ use super::{ArchiveError, BlobSink};
 use crate::digest::{HashingReader, digest_hex, sha256_digest};
 use crate::layer::compress::{Compression, decompressor};
 use crate::limits::{
-    self, CappedReadError, MAX_ARCHIVE_JSON_ENTRIES, MAX_ARCHIVE_JSON_TOTAL, MAX_CONFIG_SIZE,
-    MAX_JSON_SIZE,
+    self, CappedReadError, MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_JSON_ENTRIES, MAX_ARCHIVE_JSON_TOTAL,
+    MAX_ARCHIVE_NAME, MAX_CONFIG_SIZE, MAX_JSON_SIZE,
 };
 use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, MEDIA_TYPE_CONFIG, Manifest,
@@ -60,6 +60,23 @@ struct Scan {
     small_bytes: u64,
     files: BTreeMap<String, FileInfo>,
     symlinks: BTreeMap<String, String>,
+}
+
+impl Scan {
+    /// Whether to record an entry named `name`: every recorded name is held until the
+    /// load ends, so their number is capped, and a name longer than any path (which no
+    /// manifest can refer to) is passed over rather than kept.
+    fn admit(&self, name: &str) -> Result<bool, ArchiveError> {
+        if name.len() > MAX_ARCHIVE_NAME {
+            return Ok(false);
+        }
+        if self.files.len() + self.symlinks.len() >= MAX_ARCHIVE_ENTRIES {
+            return Err(ArchiveError::TooManyEntries {
+                limit: MAX_ARCHIVE_ENTRIES,
+            });
+        }
+        Ok(true)
+    }
 }
 
 enum Input {
@@ -147,6 +164,9 @@ fn scan_entry(
     mut r: impl Read,
     io_err: &dyn Fn(io::Error) -> ArchiveError,
 ) -> Result<(), ArchiveError> {
+    if !scan.admit(&name)? {
+        return Ok(());
+    }
     let mut head = Vec::new();
     (&mut r).take(4).read_to_end(&mut head).map_err(io_err)?;
     let jsonish =
@@ -250,7 +270,9 @@ impl Input {
                                 let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
                                 normalize(&format!("{dir}/{target}"))
                             };
-                            if let Some(r) = resolved {
+                            if let Some(r) = resolved
+                                && scan.admit(&name)?
+                            {
                                 scan.symlinks.insert(name, r);
                             }
                         }
