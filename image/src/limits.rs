@@ -146,6 +146,8 @@ pub struct TarGuard<R> {
     inner: R,
     /// The bytes of the current block seen so far (`stream position % 512` of them).
     partial: Vec<u8>,
+    /// Extension blocks seen so far of the GNU sparse map being read, if one is.
+    sparse_chain: Option<u64>,
 }
 
 impl<R> TarGuard<R> {
@@ -154,6 +156,7 @@ impl<R> TarGuard<R> {
         TarGuard {
             inner,
             partial: Vec::with_capacity(BLOCK),
+            sparse_chain: None,
         }
     }
 
@@ -172,26 +175,48 @@ impl<R: Read> Read for TarGuard<R> {
             self.partial.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.partial.len() == BLOCK {
-                check_block(&self.partial)?;
+                check_block(&self.partial, &mut self.sparse_chain)?;
                 self.partial.clear();
             }
         }
         let mut blocks = data.chunks_exact(BLOCK);
         for block in &mut blocks {
-            check_block(block)?;
+            check_block(block, &mut self.sparse_chain)?;
         }
         self.partial.extend_from_slice(blocks.remainder());
         Ok(n)
     }
 }
 
-/// Fails on a valid tar header of a metadata type whose size is over the cap.
-fn check_block(block: &[u8]) -> io::Result<()> {
+/// How many extension blocks a GNU sparse map may have: the map is metadata too (the tar
+/// crate keeps 21 entries per block in memory for the file), so it gets the same 1 MiB.
+const MAX_SPARSE_EXTENSIONS: u64 = MAX_TAR_METADATA_SIZE / BLOCK as u64;
+
+/// Fails on a valid tar header of a metadata type whose size is over the cap, and on a
+/// GNU sparse map with more extension blocks than [`MAX_SPARSE_EXTENSIONS`].
+fn check_block(block: &[u8], sparse_chain: &mut Option<u64>) -> io::Result<()> {
+    if let Some(seen) = sparse_chain {
+        // An extension block of an old GNU sparse map: 21 entries, then the flag saying
+        // whether another block follows.
+        *seen += 1;
+        if *seen > MAX_SPARSE_EXTENSIONS {
+            return Err(io::Error::other(TooLarge {
+                what: "a tar GNU sparse map".into(),
+                size: None,
+                limit: MAX_TAR_METADATA_SIZE,
+            }));
+        }
+        if block[504] == 0 {
+            *sparse_chain = None;
+        }
+        return Ok(());
+    }
     let kind = match block[156] {
         b'L' => "GNU long name",
         b'K' => "GNU long link name",
         b'x' => "PAX header",
         b'g' => "PAX global header",
+        b'S' => "GNU sparse file",
         _ => return Ok(()),
     };
     let Some(stored) = octal(&block[148..156]) else {
@@ -210,6 +235,13 @@ fn check_block(block: &[u8]) -> io::Result<()> {
         })
         .sum();
     if sum != stored {
+        return Ok(());
+    }
+    if block[156] == b'S' {
+        // The header's `isextended` flag: extension blocks follow it.
+        if block[482] != 0 {
+            *sparse_chain = Some(0);
+        }
         return Ok(());
     }
     let Some(size) = tar_size(&block[124..136]) else {
@@ -313,6 +345,34 @@ mod tests {
         let mut shifted = vec![0u8; 3];
         shifted.extend_from_slice(&header(b'x', 1 << 40));
         assert!(read_all_through_guard(&shifted, 64).is_ok());
+    }
+
+    #[test]
+    fn a_gnu_sparse_map_is_held_to_the_metadata_cap() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("sparse").unwrap();
+        h.set_size(0);
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.as_gnu_mut().unwrap().isextended[0] = 1;
+        h.set_cksum();
+        let chain = |blocks: u64, last_ends: bool| {
+            let mut t = h.as_bytes().to_vec();
+            for i in 0..blocks {
+                let mut ext = [0u8; 512];
+                ext[504] = u8::from(!(last_ends && i + 1 == blocks));
+                t.extend_from_slice(&ext);
+            }
+            t
+        };
+        let long = chain(MAX_SPARSE_EXTENSIONS + 1, false);
+        let err = read_all_through_guard(&long, 4096).unwrap_err();
+        assert!(err.to_string().contains("sparse map"), "{err}");
+        // A map that ends in time passes, and blocks after it are headers again.
+        let mut ok = chain(MAX_SPARSE_EXTENSIONS, true);
+        ok.extend_from_slice(&header(b'L', 10));
+        assert!(read_all_through_guard(&ok, 4096).is_ok());
+        ok.extend_from_slice(&header(b'L', MAX_TAR_METADATA_SIZE + 1));
+        assert!(read_all_through_guard(&ok, 4096).is_err());
     }
 
     #[test]
