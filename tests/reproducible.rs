@@ -297,11 +297,11 @@ fn verify_reproducible_fails_on_a_nondeterministic_step_and_tags_nothing() {
     assert!(!inspect.status.success(), "nothing is tagged");
 }
 
-/// The tests' unprivileged user (shared with tests/rootless.rs's scheme).
-const USER: &str = "kilnrepro";
+/// The test suite's one unprivileged account (as tests/rootless.rs and tests/hostile/).
+const USER: &str = common::TEST_USER;
 
 fn ensure_user() -> Option<u32> {
-    common::ensure_test_user(USER, 400000)
+    common::ensure_test_user(USER, 300000)
 }
 
 #[test]

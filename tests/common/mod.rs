@@ -248,6 +248,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The test suite's one account (README: "What the tests do to the machine"). Tests that
+/// need a user without a subordinate range run as `nobody` instead of creating one.
+pub const TEST_USER: &str = "kilnrootless";
+
 /// Creates the unprivileged test user `name` (with a subordinate ID range starting at
 /// `sub_start` unless `useradd` already gave it one) and returns its uid; `None` when not
 /// running as root, since only root can create users.
