@@ -16,6 +16,7 @@ pub mod image_config;
 pub mod import;
 pub mod key;
 pub mod progress;
+mod secret;
 pub mod run;
 mod stage;
 mod steps;

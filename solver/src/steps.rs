@@ -5,6 +5,7 @@ use crate::backend::{Backend, SecretSource};
 use crate::entitlements::effective_network;
 use crate::error::SolveError;
 use crate::progress::{Event, OutputTail, Progress, Stream};
+use crate::secret::SecretFile;
 use crate::stage::{StageInputs, StageResult, blocking, find_input, lowers_of};
 use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 use kiln_executor::layered::LayeredFs;
@@ -443,11 +444,11 @@ fn mount_spec(
                 // `env=` alone: the secret is only an environment variable.
                 return Ok(None);
             }
-            let mut file = tempfile::NamedTempFile::new_in(&backend.scratch)
-                .map_err(|e| format!("secret {id}: {e}"))?;
-            std::io::Write::write_all(&mut file, &value)
-                .map_err(|e| format!("secret {id}: {e}"))?;
-            let host = file.path().to_path_buf();
+            // Never a file under the store or on a disk, and gone with kiln however kiln
+            // ends (crate::secret).
+            let file =
+                SecretFile::new(&backend.store, &value).map_err(|e| format!("secret {id}: {e}"))?;
+            let host = file.path();
             keep.push(Box::new(file));
             SandboxMount::Secret {
                 host,
