@@ -54,14 +54,16 @@ pub struct Reclaimed {
     pub bytes: u64,
 }
 
-/// Removes this process's scratch directories (best effort). For the end of the process
-/// and for SIGINT/SIGTERM handlers, where there is nobody left to report a failure to:
-/// whatever stays is reclaimed by the next build or prune once this process is gone.
+/// Removes this process's scratch directories, and its staging on a tmpfs (best effort).
+/// For the end of the process and for SIGINT/SIGTERM handlers, where there is nobody left
+/// to report a failure to: whatever stays is reclaimed by the next build or prune once
+/// this process is gone.
 pub fn remove_own_scratch() {
     let mut owned = owned();
     for o in owned.drain(..) {
         let _ = remove_any(&o.dir);
     }
+    crate::snapshot::remove_own_tmpfs_staging();
 }
 
 /// Tries to take the lock of the scratch directory `dir` without waiting: `Some` when no

@@ -145,22 +145,22 @@ const TMPFS_STAGING_PREFIX: &str = "kiln-staging";
 /// A metadata tree's files are empty placeholders, so the tmpfs holds inodes, not file
 /// bytes: memory stays small however large the files are.
 pub fn tmpfs_staging_base() -> Option<&'static Path> {
-    static BASE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    BASE.get_or_init(|| {
-        let candidates: Vec<PathBuf> = match std::env::var_os("KILN_STAGING_TMPFS") {
-            Some(v) if v == "off" => Vec::new(),
-            Some(v) => vec![PathBuf::from(v)],
-            None => std::env::var_os("XDG_RUNTIME_DIR")
-                .map(PathBuf::from)
-                .into_iter()
-                .chain([PathBuf::from("/dev/shm")])
-                .collect(),
-        };
-        let base = candidates.into_iter().find(|dir| usable_tmpfs(dir))?;
-        sweep_stale_staging(&base);
-        Some(base)
-    })
-    .as_deref()
+    TMPFS_BASE
+        .get_or_init(|| {
+            let candidates: Vec<PathBuf> = match std::env::var_os("KILN_STAGING_TMPFS") {
+                Some(v) if v == "off" => Vec::new(),
+                Some(v) => vec![PathBuf::from(v)],
+                None => std::env::var_os("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .into_iter()
+                    .chain([PathBuf::from("/dev/shm")])
+                    .collect(),
+            };
+            let base = candidates.into_iter().find(|dir| usable_tmpfs(dir))?;
+            sweep_stale_staging(&base);
+            Some(base)
+        })
+        .as_deref()
 }
 
 fn usable_tmpfs(dir: &Path) -> bool {
@@ -185,6 +185,27 @@ fn usable_tmpfs(dir: &Path) -> bool {
     .is_ok();
     let _ = fs::remove_dir(&probe);
     xattrs
+}
+
+/// The tmpfs staging base, chosen on first use (see [`tmpfs_staging_base`]).
+static TMPFS_BASE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Removes this process's tmpfs staging directories (best effort), for an exit that runs no
+/// destructors (SIGINT, SIGTERM): they hold RAM, not disk. Probes nothing when this
+/// process never used the tmpfs.
+pub(crate) fn remove_own_tmpfs_staging() {
+    let Some(Some(base)) = TMPFS_BASE.get() else {
+        return;
+    };
+    let own = format!("{TMPFS_STAGING_PREFIX}-{}-", std::process::id());
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&own) {
+            let _ = remove_any(&entry.path());
+        }
+    }
 }
 
 /// Removes staging directories left by kiln processes that no longer run (killed builds).
