@@ -42,16 +42,18 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry must be installed (apt-get install docker-registry)");
+        // Owned before the wait, so a registry that never answers is still stopped (drop).
+        let registry = Registry {
+            _dir: dir,
+            port,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry {
-            _dir: dir,
-            port,
-            child,
-        }
+        registry
     }
 
     fn host(&self) -> String {
