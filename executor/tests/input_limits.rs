@@ -103,3 +103,48 @@ fn an_oversized_passwd_in_the_image_is_refused_not_read() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
 }
+
+/// CRC-32 (IEEE), for re-sealing a patched xz block header.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn an_xz_archive_asking_for_a_huge_dictionary_is_refused() {
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    e.write_all(b"not much").unwrap();
+    let mut xz = e.finish().unwrap();
+    // Stream header (12 bytes), then the block header: its size byte, flags, the LZMA2
+    // filter (id 0x21, one property byte: the dictionary size), padding and a CRC-32.
+    let header_len = (usize::from(xz[12]) + 1) * 4;
+    let header = 12..12 + header_len;
+    let props = xz[header.clone()]
+        .windows(2)
+        .position(|w| w == [0x21, 0x01])
+        .map(|i| 12 + i + 2)
+        .expect("an LZMA2 filter in the block header");
+    xz[props] = 38; // (2 | 0) << (38 / 2 + 11): a 2 GiB dictionary
+    let crc = crc32(&xz[12..12 + header_len - 4]).to_le_bytes();
+    xz[12 + header_len - 4..12 + header_len].copy_from_slice(&crc);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big-dict.xz");
+    std::fs::write(&path, &xz).unwrap();
+    let mut out = Vec::new();
+    let err = std::io::Read::read_to_end(
+        &mut kiln_executor::copy::archive::open_decompressed(&path).unwrap(),
+        &mut out,
+    )
+    .expect_err("the decoder must refuse the dictionary");
+    assert!(err.to_string().to_lowercase().contains("memory"), "{err}");
+}

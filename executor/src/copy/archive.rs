@@ -58,6 +58,11 @@ pub fn detect(head: &[u8]) -> Compression {
     }
 }
 
+/// Most memory the xz decoder of an ADD archive may use: four times what `xz -9` needs
+/// (a 64 MiB dictionary, 65 MiB to decode). An archive made with a bigger dictionary is
+/// refused with liblzma's "memory usage limit reached".
+pub const MAX_XZ_DECODER_MEMORY: u64 = 256 << 20;
+
 /// Opens `path` and returns a reader of the decompressed bytes.
 pub fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
     let mut f = File::open(path)?;
@@ -75,7 +80,16 @@ pub fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
         Compression::None => Box::new(f),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(f)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(f)),
+        Compression::Xz => {
+            // liblzma's default has no memory limit, and an .xz header may ask for a
+            // 1.5 GiB dictionary that decompression then fills.
+            let stream = liblzma::stream::Stream::new_stream_decoder(
+                MAX_XZ_DECODER_MEMORY,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(io::Error::other)?;
+            Box::new(liblzma::read::XzDecoder::new_stream(f, stream))
+        }
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(f)?),
     })
 }
