@@ -136,8 +136,9 @@ impl Store {
         self.snapshot_path(id).map(|p| tree_size(&p)).unwrap_or(0)
     }
 
-    /// Removes unreferenced blobs, snapshots and (per `opts`) cache records, plus stale
-    /// temp files. Blocks until no build holds the store lock.
+    /// Removes unreferenced blobs, snapshots and (per `opts`) cache records, the scratch
+    /// of dead processes (see [`Store::scratch_dir`]) and stale temp files. Blocks until no
+    /// build holds the store lock.
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
         let _lock = self.lock_exclusive()?;
         let mut report = PruneReport::default();

@@ -93,7 +93,7 @@ impl Store {
     }
 
     /// Remembers `image`, built without a name, as the newest untagged image (the oldest
-    /// beyond [`MAX_UNTAGGED`] is forgotten; its blobs go with the next prune).
+    /// beyond the 16 newest is forgotten; its blobs go with the next prune).
     pub fn record_untagged(&self, image: ImageRef) -> Result<()> {
         self.update_refs(|r| {
             r.untagged.retain(|u| u != &image);
