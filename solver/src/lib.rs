@@ -16,8 +16,8 @@ pub mod image_config;
 pub mod import;
 pub mod key;
 pub mod progress;
-mod secret;
 pub mod run;
+mod secret;
 mod stage;
 mod steps;
 

@@ -301,8 +301,8 @@ fn cache_mount_dir(
             base.join(&name)
         }
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let private = tempfile::tempdir_in(&backend.scratch)
-                .map_err(|e| err("private copy", &e))?;
+            let private =
+                tempfile::tempdir_in(&backend.scratch).map_err(|e| err("private copy", &e))?;
             let path = private.path().join("cache");
             keep.push(Box::new(private));
             path
