@@ -201,9 +201,9 @@ impl Store {
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(digest)?;
         let f = self.open_blob(digest)?;
-        let too_large = |source| StoreError::TooLarge {
+        let too_large = |cause| StoreError::TooLarge {
             digest: digest.to_string(),
-            source,
+            cause,
         };
         let len = f.metadata().map_err(io_err("stat", path.clone()))?.len();
         limits::check_size("as a manifest, index or config it", len, MAX_JSON_SIZE)

@@ -30,11 +30,12 @@ pub enum StoreError {
     },
     /// A blob read whole (a manifest, index or config) is over kiln's cap: a hostile
     /// image or archive can point a config or manifest digest at a layer-sized blob.
-    #[error("blob {digest}: {source}")]
+    #[error("blob {digest}: {cause}")]
     TooLarge {
         digest: String,
-        #[source]
-        source: kiln_image::limits::TooLarge,
+        // A field, not `#[source]`: the message already holds it, and a chain printer
+        // would repeat it.
+        cause: kiln_image::limits::TooLarge,
     },
     #[error("invalid snapshot id {id:?}: expected lowercase letters, digits and '-'")]
     InvalidSnapshotId { id: String },

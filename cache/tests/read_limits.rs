@@ -21,10 +21,10 @@ fn a_blob_over_the_json_cap_is_not_read_whole() {
     }
     let big = w.commit().unwrap();
     match store.read_blob(&big.digest) {
-        Err(StoreError::TooLarge { digest, source }) => {
+        Err(StoreError::TooLarge { digest, cause }) => {
             assert_eq!(digest, big.digest);
-            assert_eq!(source.size, Some(MAX_JSON_SIZE + 1));
-            assert_eq!(source.limit, MAX_JSON_SIZE);
+            assert_eq!(cause.size, Some(MAX_JSON_SIZE + 1));
+            assert_eq!(cause.limit, MAX_JSON_SIZE);
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }

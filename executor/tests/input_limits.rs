@@ -42,9 +42,9 @@ fn serve(length: Option<u64>, send: u64) -> String {
 
 fn assert_too_large(r: Result<String, HttpError>, size: Option<u64>, limit: u64) {
     match r {
-        Err(HttpError::TooLarge { ref source, .. }) => {
-            assert_eq!(source.size, size);
-            assert_eq!(source.limit, limit);
+        Err(HttpError::TooLarge { ref cause, .. }) => {
+            assert_eq!(cause.size, size);
+            assert_eq!(cause.limit, limit);
             let msg = r.unwrap_err().to_string();
             assert!(msg.contains("KILN_MAX_DOWNLOAD"), "{msg}");
         }

@@ -517,10 +517,10 @@ impl Client {
     }
 
     /// A document from this registry over its cap.
-    pub(crate) fn too_large(&self, source: kiln_image::limits::TooLarge) -> RegistryError {
+    pub(crate) fn too_large(&self, cause: kiln_image::limits::TooLarge) -> RegistryError {
         RegistryError::TooLarge {
             registry: self.registry.clone(),
-            source,
+            cause,
         }
     }
 

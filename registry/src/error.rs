@@ -58,11 +58,12 @@ pub enum RegistryError {
     },
 
     /// A manifest, config or token response over kiln's cap (`kiln_image::limits`).
-    #[error("registry {registry}: {source}")]
+    #[error("registry {registry}: {cause}")]
     TooLarge {
         registry: String,
-        #[source]
-        source: kiln_image::limits::TooLarge,
+        // A field, not `#[source]`: the message already holds it, and a chain printer
+        // would repeat it.
+        cause: kiln_image::limits::TooLarge,
     },
 
     #[error("registry {registry}: {what}: {reason}")]

@@ -148,9 +148,9 @@ fn pull(h: &Hostile) -> (RegistryError, kiln_cache::Store, tempfile::TempDir) {
 
 fn assert_too_large(err: &RegistryError, what: &str, limit: u64) {
     match err {
-        RegistryError::TooLarge { source, .. } => {
-            assert!(source.what.contains(what), "{err}");
-            assert_eq!(source.limit, limit, "{err}");
+        RegistryError::TooLarge { cause, .. } => {
+            assert!(cause.what.contains(what), "{err}");
+            assert_eq!(cause.limit, limit, "{err}");
         }
         other => panic!("expected TooLarge naming {what:?}, got {other:?}: {other}"),
     }

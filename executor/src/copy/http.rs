@@ -43,12 +43,13 @@ pub enum HttpError {
         source: io::Error,
     },
     #[error(
-        "downloading {url}: {source}; set KILN_MAX_DOWNLOAD (bytes, or with a K/M/G/T suffix) to allow more"
+        "downloading {url}: {cause}; set KILN_MAX_DOWNLOAD (bytes, or with a K/M/G/T suffix) to allow more"
     )]
     TooLarge {
         url: String,
-        #[source]
-        source: TooLarge,
+        // A field, not `#[source]`: the message already holds it, and a chain printer
+        // would repeat it.
+        cause: TooLarge,
     },
     #[error(
         "downloading {url}: stopped after {written} bytes: the filesystem of {} has only {free} bytes left (kiln keeps {DISK_RESERVE} free)",
@@ -167,7 +168,7 @@ pub fn download_limited(
     let expected = checksum.map(parse_checksum).transpose()?;
     let too_large = |size: Option<u64>| HttpError::TooLarge {
         url: url.to_string(),
-        source: TooLarge {
+        cause: TooLarge {
             what: "the download".into(),
             size,
             limit,
