@@ -78,13 +78,15 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
-/// Creates `dir` (and parents) if missing, and makes sure `dir` itself is reachable by its
-/// owner only (0700), tightening a looser mode as containerd does with its root.
+/// Creates `dir` (and parents) if missing, and makes sure `dir` itself belongs to this
+/// user and is reachable by its owner only (0700), tightening a looser mode as containerd
+/// does with its root.
 ///
 /// A store holds image files as the images have them, setuid binaries and device nodes
-/// included: another local user must not be able to reach (and run) them.
+/// included: another local user must not be able to reach (and run) them, nor own (and
+/// so change) the store.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_dir(parent)?;
     }
@@ -93,10 +95,16 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => return Err(io_err("create directory", dir)(source)),
     }
-    let mode = fs::metadata(dir)
-        .map_err(io_err("stat", dir))?
-        .permissions()
-        .mode();
+    let meta = fs::metadata(dir).map_err(io_err("stat", dir))?;
+    let user = rustix::process::geteuid().as_raw();
+    if meta.uid() != user {
+        return Err(StoreError::ForeignStore {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            user,
+        });
+    }
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700))
             .map_err(io_err("restrict to its owner (chmod 0700)", dir))?;
@@ -113,7 +121,9 @@ pub(crate) fn io_err(
     move |source| StoreError::Io { op, path, source }
 }
 
-/// Total size in bytes of regular files under `path` (symlinks not followed).
+/// Total size in bytes of regular files under `path` (symlinks not followed). The
+/// directories still to visit are a heap stack: a snapshot can nest deeper than recursion
+/// survives. What cannot be read (a path past PATH_MAX) counts as nothing.
 pub(crate) fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
@@ -122,42 +132,31 @@ pub(crate) fn tree_size(path: &Path) -> u64 {
         return meta.len();
     }
     let mut total = 0;
-    if let Ok(rd) = fs::read_dir(path) {
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in rd.flatten() {
-            total += tree_size(&entry.path());
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => dirs.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
         }
     }
     total
 }
 
-/// Removes a file or a directory tree; a missing path is not an error.
+/// Removes a file or a directory tree; a missing path is not an error. Directories a
+/// build left read-only (`chmod 0555`) are made writable on the way, and the walk is
+/// iterative and fd-relative ([`kiln_image::layer::remove`]), as a snapshot can nest
+/// directories deeper than recursion or PATH_MAX allow.
 pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            // Directories inside an unpacked layer may lack write permission (a
-            // `chmod 0555` in a Dockerfile); make them writable before deleting.
-            make_tree_writable(path);
-            fs::remove_dir_all(path)
-        }
+        Ok(m) if m.is_dir() => kiln_image::layer::remove::remove_tree(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-fn make_tree_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && meta.is_dir()
-    {
-        let mode = meta.permissions().mode();
-        if mode & 0o700 != 0o700 {
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
-        }
-        if let Ok(rd) = fs::read_dir(path) {
-            for entry in rd.flatten() {
-                make_tree_writable(&entry.path());
-            }
-        }
     }
 }

@@ -44,9 +44,19 @@ pub(super) struct Item {
 enum Node {
     Leaf(Item),
     Dir(Item, Vec<Node>),
+    /// A subtree below [`PARALLEL_DEPTH`], already flat in pre-order (its directory first).
+    Flat(Vec<Item>),
 }
 
-/// Pre-order flattening: a directory, then its subtree.
+/// How many directory levels are walked with one parallel task per subdirectory
+/// (recursion: each level costs stack on a rayon thread). Below that a subtree is walked
+/// by one task with an explicit stack, so a context nested thousands of directories deep
+/// cannot overflow the stack (rayon threads may also run stolen tasks on top of a waiting
+/// one, so the margin is wide); the top levels are where the parallel stat calls matter.
+const PARALLEL_DEPTH: usize = 16;
+
+/// Pre-order flattening: a directory, then its subtree. The tree is at most
+/// [`PARALLEL_DEPTH`] nodes deep, and so is this recursion.
 fn flatten(nodes: Vec<Node>, out: &mut Vec<Item>) {
     for n in nodes {
         match n {
@@ -55,8 +65,23 @@ fn flatten(nodes: Vec<Node>, out: &mut Vec<Item>) {
                 out.push(i);
                 flatten(children, out);
             }
+            Node::Flat(items) => out.extend(items),
         }
     }
+}
+
+/// One entry of a directory listing after ignore matching and stat: a finished item, or a
+/// subdirectory to walk.
+enum Slot {
+    Leaf(Item),
+    Dir {
+        rel: String,
+        abs: std::path::PathBuf,
+        meta: fs::Metadata,
+        info: MatchInfo,
+        /// Ignored or excluded itself: kept only if something below is re-included.
+        hidden: bool,
+    },
 }
 
 impl Item {
@@ -246,6 +271,7 @@ impl Context {
             &src.resolved,
             excludes,
             &info,
+            0,
             &mut children,
         )?;
         let mut children = {
@@ -270,9 +296,9 @@ impl Context {
     /// `--exclude`d) directories are entered only if an exception could re-include
     /// something below; they appear only if something below them does.
     ///
-    /// Entries are stat'ed through their `DirEntry` (fstatat relative to the open
-    /// directory) rather than by full path: on a 20,000-file context the path lookups
-    /// were the largest cost of a no-op rebuild.
+    /// Subdirectories are walked in parallel down to [`PARALLEL_DEPTH`] levels below
+    /// `depth`, then each remaining subtree by [`Context::walk_flat`].
+    #[allow(clippy::too_many_arguments)]
     fn walk_dir(
         &self,
         dir_rel: &str,
@@ -280,8 +306,129 @@ impl Context {
         src_root: &str,
         excludes: Option<&IgnoreMatcher>,
         dir_info: &MatchInfo,
+        depth: usize,
         out: &mut Vec<Node>,
     ) -> Result<(), ContextError> {
+        let slots = self.scan_dir(dir_rel, dir_abs, src_root, excludes, dir_info)?;
+        // Subdirectories in parallel (stat calls dominate a no-op rebuild), stitched back
+        // in sorted order.
+        let subtrees: Vec<Result<Option<Node>, ContextError>> = slots
+            .par_iter()
+            .map(|slot| match slot {
+                Slot::Leaf(_) => Ok(None),
+                Slot::Dir {
+                    rel,
+                    abs,
+                    meta,
+                    info,
+                    hidden,
+                } if depth + 1 >= PARALLEL_DEPTH => {
+                    let items =
+                        self.walk_flat(rel, abs, meta, info, *hidden, src_root, excludes)?;
+                    Ok((!items.is_empty()).then_some(Node::Flat(items)))
+                }
+                Slot::Dir {
+                    rel,
+                    abs,
+                    meta,
+                    info,
+                    hidden,
+                } => {
+                    let mut children = Vec::new();
+                    self.walk_dir(rel, abs, src_root, excludes, info, depth + 1, &mut children)?;
+                    if *hidden && children.is_empty() {
+                        return Ok(None);
+                    }
+                    Ok(Some(Node::Dir(
+                        self.item(rel, || abs.clone(), meta)?,
+                        children,
+                    )))
+                }
+            })
+            .collect();
+        for (slot, sub) in slots.into_iter().zip(subtrees) {
+            match (slot, sub?) {
+                (Slot::Leaf(item), _) => out.push(Node::Leaf(item)),
+                (Slot::Dir { .. }, Some(node)) => out.push(node),
+                (Slot::Dir { .. }, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory `rel` and its subtree in pre-order, walked by this thread with an
+    /// explicit stack (no recursion, whatever the depth). Empty when the directory is
+    /// hidden and nothing below it is visible.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_flat(
+        &self,
+        rel: &str,
+        abs: &Path,
+        meta: &fs::Metadata,
+        info: &MatchInfo,
+        hidden: bool,
+        src_root: &str,
+        excludes: Option<&IgnoreMatcher>,
+    ) -> Result<Vec<Item>, ContextError> {
+        struct Frame {
+            slots: std::vec::IntoIter<Slot>,
+            /// Where this directory's own item sits in `out`.
+            at: usize,
+            hidden: bool,
+        }
+        let mut out = vec![self.item(rel, || abs.to_path_buf(), meta)?];
+        let mut stack = vec![Frame {
+            slots: self
+                .scan_dir(rel, abs, src_root, excludes, info)?
+                .into_iter(),
+            at: 0,
+            hidden,
+        }];
+        while let Some(frame) = stack.last_mut() {
+            match frame.slots.next() {
+                Some(Slot::Leaf(item)) => out.push(item),
+                Some(Slot::Dir {
+                    rel,
+                    abs,
+                    meta,
+                    info,
+                    hidden,
+                }) => {
+                    let at = out.len();
+                    out.push(self.item(&rel, || abs.clone(), &meta)?);
+                    let slots = self.scan_dir(&rel, &abs, src_root, excludes, &info)?;
+                    stack.push(Frame {
+                        slots: slots.into_iter(),
+                        at,
+                        hidden,
+                    });
+                }
+                None => {
+                    let done = stack.pop().expect("the loop holds a frame");
+                    // A hidden directory with nothing visible below is dropped again.
+                    if done.hidden && out.len() == done.at + 1 {
+                        out.pop();
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One directory's children, sorted by name, with ignore rules and `--exclude`
+    /// applied and each entry stat'ed.
+    ///
+    /// Entries are stat'ed through their `DirEntry` (fstatat relative to the open
+    /// directory) rather than by full path: on a 20,000-file context the path lookups
+    /// were the largest cost of a no-op rebuild.
+    fn scan_dir(
+        &self,
+        dir_rel: &str,
+        dir_abs: &Path,
+        src_root: &str,
+        excludes: Option<&IgnoreMatcher>,
+        dir_info: &MatchInfo,
+    ) -> Result<Vec<Slot>, ContextError> {
         // Names are taken once: `DirEntry::file_name` allocates, so calling it inside the
         // sort comparator cost more than the sort itself.
         let mut entries: Vec<(std::ffi::OsString, fs::DirEntry)> = fs::read_dir(dir_abs)
@@ -291,18 +438,6 @@ impl Context {
             })
             .map_err(io_err(dir_abs))?;
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-
-        // First pass (this directory only): names, ignore results, stat.
-        enum Slot {
-            Leaf(Item),
-            Dir {
-                rel: String,
-                abs: std::path::PathBuf,
-                meta: fs::Metadata,
-                info: MatchInfo,
-                hidden: bool,
-            },
-        }
         let mut slots = Vec::with_capacity(entries.len());
         for (name, entry) in entries {
             let name_str = name.to_string_lossy();
@@ -349,39 +484,7 @@ impl Context {
             }
         }
 
-        // Second pass: subdirectories in parallel (stat calls dominate a no-op rebuild),
-        // stitched back in sorted order.
-        let subtrees: Vec<Result<Option<Node>, ContextError>> = slots
-            .par_iter()
-            .map(|slot| match slot {
-                Slot::Leaf(_) => Ok(None),
-                Slot::Dir {
-                    rel,
-                    abs,
-                    meta,
-                    info,
-                    hidden,
-                } => {
-                    let mut children = Vec::new();
-                    self.walk_dir(rel, abs, src_root, excludes, info, &mut children)?;
-                    if *hidden && children.is_empty() {
-                        return Ok(None);
-                    }
-                    Ok(Some(Node::Dir(
-                        self.item(rel, || abs.clone(), meta)?,
-                        children,
-                    )))
-                }
-            })
-            .collect();
-        for (slot, sub) in slots.into_iter().zip(subtrees) {
-            match (slot, sub?) {
-                (Slot::Leaf(item), _) => out.push(Node::Leaf(item)),
-                (Slot::Dir { .. }, Some(node)) => out.push(node),
-                (Slot::Dir { .. }, None) => {}
-            }
-        }
-        Ok(())
+        Ok(slots)
     }
 
     /// `abs` is only called for symlinks and non-UTF-8 names: building a full path per

@@ -98,6 +98,17 @@ impl FileJob {
     }
 }
 
+/// A directory [`Copier::copy`] is filling.
+struct CopyFrame {
+    entry: Entry,
+    rel: String,
+    dst: String,
+    host: PathBuf,
+    /// Whether the directory's own metadata is applied once its children are in.
+    apply: bool,
+    children: std::vec::IntoIter<crate::layered::DirEntry>,
+}
+
 impl<'a> Copier<'a> {
     pub fn new(
         chown: Option<Owner>,
@@ -122,6 +133,9 @@ impl<'a> Copier<'a> {
     /// path below the copy's source root, used by `--exclude` (empty at the top).
     /// `overwrite_meta`: an existing directory at `dst` takes the source's metadata
     /// (true below the top, as in BuildKit).
+    ///
+    /// Directories being copied are an explicit stack, not recursion: a stage or a context
+    /// can nest directories deeper than a thread's stack survives.
     pub fn copy(
         &mut self,
         w: &mut LayerWriter,
@@ -131,41 +145,74 @@ impl<'a> Copier<'a> {
         dst: &str,
         overwrite_meta: bool,
     ) -> Result<(), CopyError> {
+        let Some(top) = self.copy_one(w, src, e, rel, dst, overwrite_meta)? else {
+            return Ok(());
+        };
+        let mut stack = vec![top];
+        while let Some(frame) = stack.last_mut() {
+            let Some(child) = frame.children.next() else {
+                let done = stack.pop().expect("the loop holds a frame");
+                if done.apply {
+                    self.apply_meta(&done.host, src, &done.entry)?;
+                }
+                // Even an existing top-level destination takes the source directory's
+                // times (fsutil's `restoreFileTimestamp`), though not its owner or mode.
+                w.defer_dir_time(
+                    done.host,
+                    FileTime::from_last_access_time(&done.entry.metadata),
+                    FileTime::from_last_modification_time(&done.entry.metadata),
+                );
+                continue;
+            };
+            if !src.visible(&child.entry) {
+                continue;
+            }
+            let crel = if frame.rel.is_empty() {
+                child.name.clone()
+            } else {
+                format!("{}/{}", frame.rel, child.name)
+            };
+            let cdst = if frame.dst == "/" {
+                format!("/{}", child.name)
+            } else {
+                format!("{}/{}", frame.dst, child.name)
+            };
+            if let Some(sub) = self.copy_one(w, src, &child.entry, &crel, &cdst, true)? {
+                stack.push(sub);
+            }
+        }
+        Ok(())
+    }
+
+    /// One entry of [`Copier::copy`]: a directory is created (its children and its own
+    /// metadata are left to the caller, returned as a frame), anything else copied whole.
+    fn copy_one(
+        &mut self,
+        w: &mut LayerWriter,
+        src: &Source<'_>,
+        e: &Entry,
+        rel: &str,
+        dst: &str,
+        overwrite_meta: bool,
+    ) -> Result<Option<CopyFrame>, CopyError> {
         if !rel.is_empty() && !self.excludes.is_empty() && self.excludes.matches(rel) {
             // An excluded directory is still walked when an exception may re-include below.
             if !(e.is_dir() && self.excludes.may_reinclude_under(rel)) {
-                return Ok(());
+                return Ok(None);
             }
         }
         match e.kind {
             EntryKind::Dir => {
                 let (host, created) = w.prepare_dir_target(dst, e.mode() | 0o700)?;
-                for child in src.fs.read_dir_resolved(&e.path)? {
-                    if !src.visible(&child.entry) {
-                        continue;
-                    }
-                    let crel = if rel.is_empty() {
-                        child.name.clone()
-                    } else {
-                        format!("{rel}/{}", child.name)
-                    };
-                    let cdst = if dst == "/" {
-                        format!("/{}", child.name)
-                    } else {
-                        format!("{dst}/{}", child.name)
-                    };
-                    self.copy(w, src, &child.entry, &crel, &cdst, true)?;
-                }
-                if created || overwrite_meta {
-                    self.apply_meta(&host, src, e)?;
-                }
-                // Even an existing top-level destination takes the source directory's
-                // times (fsutil's `restoreFileTimestamp`), though not its owner or mode.
-                w.defer_dir_time(
+                let children = src.fs.read_dir_resolved(&e.path)?;
+                return Ok(Some(CopyFrame {
+                    entry: e.clone(),
+                    rel: rel.to_string(),
+                    dst: dst.to_string(),
                     host,
-                    FileTime::from_last_access_time(&e.metadata),
-                    FileTime::from_last_modification_time(&e.metadata),
-                );
+                    apply: created || overwrite_meta,
+                    children: children.into_iter(),
+                }));
             }
             EntryKind::File => {
                 let host = w.prepare_file_target(dst)?;
@@ -175,7 +222,7 @@ impl<'a> Copier<'a> {
                     if let Some(first) = self.links.get(&key) {
                         // Linked once the first name has its content (see `flush`).
                         self.hardlinks.push((first.clone(), host));
-                        return Ok(());
+                        return Ok(None);
                     }
                     self.links.insert(key, host.clone());
                 }
@@ -204,7 +251,7 @@ impl<'a> Copier<'a> {
                 meta::set_times(&host, &e.metadata).map_err(io_at("set times of", &host))?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Creates a directory like `e` (no contents) unless one is already there: used for the

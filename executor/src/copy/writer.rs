@@ -219,7 +219,10 @@ impl LayerWriter {
         let host = self.host(vpath);
         match fs::symlink_metadata(&host) {
             Ok(m) if m.is_dir() && want_dir => return Ok(host),
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&host).map_err(io_at("remove", &host))?,
+            // Iterative and never through a symlink: the tree may be a deep one from a stage.
+            Ok(m) if m.is_dir() => {
+                kiln_image::layer::remove::remove_tree(&host).map_err(io_at("remove", &host))?
+            }
             Ok(_) => fs::remove_file(&host).map_err(io_at("remove", &host))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -4,6 +4,7 @@
 
 pub mod compress;
 pub mod external;
+pub mod remove;
 mod pgzip;
 pub mod tarfmt;
 pub mod unpack;

@@ -523,10 +523,11 @@ impl Unpacker<'_> {
         is_dir: bool,
     ) -> Result<(), UnpackError> {
         if is_dir {
-            // std's remove_dir_all never follows symlinks below the start; the
-            // start is reached through the parent's fd, so no symlink is in play.
-            let path = proc_fd_path(parent, leaf);
-            std::fs::remove_dir_all(&path).map_err(|e| self.fs_err(name, "removing a directory", e))
+            // Relative to the parent's fd and never through a symlink; iterative, as an
+            // image can nest directories deeper than recursion survives.
+            use std::os::unix::ffi::OsStrExt;
+            super::remove::remove_tree_at(parent, std::ffi::OsStr::from_bytes(leaf))
+                .map_err(|e| self.fs_err(name, "removing a directory", e))
         } else {
             rustix::fs::unlinkat(parent, leaf, AtFlags::empty())
                 .map_err(|e| self.fs_err(name, "removing an entry", e))

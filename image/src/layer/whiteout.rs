@@ -7,6 +7,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 
 impl Unpacker<'_> {
     pub(super) fn whiteout(
@@ -80,8 +81,49 @@ impl Unpacker<'_> {
 
     /// Removes everything below `dir` (open as `fd`) that this layer did not
     /// create, descending into directories it did create: the opaque marker
-    /// may come before or after the layer's own entries.
+    /// may come before or after the layer's own entries. Depth first in name
+    /// order with an explicit stack (a layer's own paths can nest deeper than
+    /// recursion survives); a pending directory holds its parent's fd, so the
+    /// fds open at once are about the depth, as with recursion.
     fn remove_lower(&self, name: &[u8], fd: &OwnedFd, dir: &[Vec<u8>]) -> Result<(), UnpackError> {
+        type Pending = (Rc<OwnedFd>, Vec<u8>, Vec<Vec<u8>>);
+        let root = Rc::new(
+            fd.try_clone()
+                .map_err(|e| self.fs_err(name, "opening a directory", e))?,
+        );
+        let mut todo: Vec<Pending> = Vec::new();
+        let push = |todo: &mut Vec<Pending>, parent: &Rc<OwnedFd>, subs: Vec<_>| {
+            for (child, path) in subs.into_iter().rev() {
+                todo.push((Rc::clone(parent), child, path));
+            }
+        };
+        let subs = self.remove_lower_here(name, &root, dir)?;
+        push(&mut todo, &root, subs);
+        while let Some((parent, child, path)) = todo.pop() {
+            let sub = rustix::fs::openat(
+                &*parent,
+                child.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.fs_err(name, "opening a directory", e))?;
+            drop(parent);
+            let sub = Rc::new(sub);
+            let subs = self.remove_lower_here(name, &sub, &path)?;
+            push(&mut todo, &sub, subs);
+        }
+        Ok(())
+    }
+
+    /// One directory of [`Self::remove_lower`]: removes what this layer did not create
+    /// and returns the directories it did create (name, path), in name order.
+    #[allow(clippy::type_complexity)]
+    fn remove_lower_here(
+        &self,
+        name: &[u8],
+        fd: &OwnedFd,
+        dir: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, UnpackError> {
         use std::os::unix::ffi::OsStrExt;
         let list_err = |e| self.fs_err(name, "listing an opaque directory", e);
         let mut children = Vec::new();
@@ -91,22 +133,16 @@ impl Unpacker<'_> {
             children.push((child.file_name().as_bytes().to_vec(), is_dir));
         }
         children.sort();
+        let mut subs = Vec::new();
         for (child, is_dir) in children {
             let mut path = dir.to_vec();
             path.push(child.clone());
             if !self.created.contains(&path) {
                 self.remove_at(name, fd, &child, is_dir)?;
             } else if is_dir {
-                let sub = rustix::fs::openat(
-                    fd,
-                    child.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| self.fs_err(name, "opening a directory", e))?;
-                self.remove_lower(name, &sub, &path)?;
+                subs.push((child, path));
             }
         }
-        Ok(())
+        Ok(subs)
     }
 }
