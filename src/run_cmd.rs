@@ -33,8 +33,9 @@ pub struct RunArgs {
     /// Keep stdin open: the process reads kiln's stdin (else /dev/null).
     #[arg(short, long)]
     pub interactive: bool,
-    /// The process writes to kiln's own terminal (stdout/stderr are always passed
-    /// through unchanged; kiln makes no pty of its own).
+    /// Give the process a terminal: a new pty, relayed to kiln's stdio (with -i and a
+    /// terminal, kiln's is put in raw mode meanwhile). Without -t the process writes to
+    /// kiln's stdout and stderr directly.
     #[arg(short, long)]
     pub tty: bool,
     /// Set an environment variable (repeatable); `-e K` takes K from kiln's environment.
@@ -122,8 +123,14 @@ fn options(args: RunArgs) -> Result<(String, RunOptions)> {
         workdir: args.workdir,
         network_none: args.network == RunNetwork::None,
         binds,
-        io: ProcessIo::Inherit {
-            stdin: args.interactive,
+        io: if args.tty {
+            ProcessIo::Terminal {
+                stdin: args.interactive,
+            }
+        } else {
+            ProcessIo::Inherit {
+                stdin: args.interactive,
+            }
         },
         snapshotter: match args.snapshotter {
             SnapshotterArg::Overlay => Some(Snapshotter::Overlay),

@@ -1,7 +1,7 @@
 //! `kiln run` through the binary, as root and as the unprivileged test user `kilnrootless`
 //! (subordinate ID range; created when the tests run as root): output and exit status,
-//! the image's config and docker's overrides, binds, `--network none`, stdin with `-i`,
-//! changes thrown away, and the debug command a failed RUN prints.
+//! the image's config and docker's overrides, binds, `--network none`, stdin with `-i`, a
+//! terminal with `-t`, changes thrown away, and the debug command a failed RUN prints.
 
 mod common;
 
@@ -342,6 +342,49 @@ fn stdin_reaches_the_process_only_with_i() {
             0,
             "",
         );
+    }
+}
+
+#[test]
+fn t_gives_the_process_a_terminal_of_its_own() {
+    for r in Runner::all() {
+        let who = r.name();
+        r.build_ok("img:1", IMAGE);
+        // util-linux `script` gives kiln a terminal, as a user's shell would.
+        let kiln = format!(
+            "{} --root {} run -it img:1 sh -c 'test -t 0 && test -t 1 && echo tty-ok; cut -d\" \" -f7 /proc/self/stat; exit 4'",
+            kiln_bin().display(),
+            r.store().display()
+        );
+        let mut cmd = match r.uid {
+            Some(_) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", USER, "--", "script"]);
+                c
+            }
+            None => Command::new("script"),
+        };
+        let out = cmd
+            .args(["-qec", &kiln, "/dev/null"])
+            .env("HOME", &r.home)
+            .current_dir(&r.home)
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux) runs kiln on a terminal");
+        assert_eq!(out.status.code(), Some(4), "{who}: {}", text(&out.stdout));
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+        // (`script` with no input of its own sends a NUL, which the pty echoes as `^@`.)
+        assert!(
+            lines.iter().any(|l| l.ends_with("tty-ok")),
+            "{who}: {stdout:?}"
+        );
+        // Field 7 of /proc/self/stat: the controlling terminal, 0 when there is none.
+        let tty_nr = lines
+            .iter()
+            .find_map(|l| l.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{who}: {stdout:?}"));
+        assert_ne!(tty_nr, 0, "{who}: no controlling terminal: {stdout:?}");
     }
 }
 

@@ -31,7 +31,7 @@ fn files() -> Vec<PathBuf> {
                     || name.ends_with(".sh")
                     || name.ends_with(".md")
                     || name.ends_with(".toml")
-                    || e.path().parent().is_some_and(|p| p.ends_with(".ci")))
+                    || dir.file_name().is_some_and(|d| d == ".ci"))
             {
                 out.push(e.path());
             }

@@ -393,7 +393,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 /// delegated cgroup v2 (not delegated to the test user here). None: cannot tell.
 fn kiln_cgroup_support(id: Identity) -> Option<bool> {
     let v2 = rustix::fs::statfs("/sys/fs/cgroup")
-        .map(|s| s.f_type as i64 == 0x6367_7270)
+        .map(|s| s.f_type == 0x6367_7270)
         .ok()?;
     Some(match id {
         Identity::Root => v2 || std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists(),

@@ -18,7 +18,8 @@
 //! control socket (SCM_RIGHTS) after the fds above 2 are closed: the process receives
 //! exactly those three and nothing else. An inherited terminal never becomes the
 //! process's controlling terminal (it starts its own session), so it cannot inject input
-//! into the caller's shell with TIOCSTI.
+//! into the caller's shell with TIOCSTI. With `-t` the three are the slave of a new pty
+//! kiln opened for this process alone, made its controlling terminal.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -59,6 +60,17 @@ const DEFAULT_CAPS: [u32; 14] = [
 /// (`kiln run -i`) before the request.
 pub(crate) const STDIN_ARG: &str = "--stdin-fd";
 
+/// argv[3] after [`STDIN_ARG`]: that stdin is a pty made for this process alone
+/// (`kiln run -t`), to become its controlling terminal.
+pub(crate) const CTTY_ARG: &str = "--controlling-tty";
+
+/// The stdin `kiln run` passed over the control socket.
+struct PassedStdin {
+    fd: OwnedFd,
+    /// A pty of this process's own: made its controlling terminal.
+    controlling: bool,
+}
+
 /// Entry point of the helper process; returns its exit code.
 pub(crate) fn helper_entry() -> i32 {
     // Only stdio is ours: fds a shell, CI runner or job server leaked to kiln (not
@@ -77,7 +89,10 @@ pub(crate) fn helper_entry() -> i32 {
     };
     let passed_stdin = if std::env::args_os().nth(2).is_some_and(|a| a == STDIN_ARG) {
         match protocol::recv_fd(&sock) {
-            Ok(fd) => Some(fd),
+            Ok(fd) => Some(PassedStdin {
+                fd,
+                controlling: std::env::args_os().nth(3).is_some_and(|a| a == CTTY_ARG),
+            }),
             Err(_) => return 125,
         }
     } else {
@@ -267,7 +282,7 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
 fn run_sandbox(
     run: &HelperRun,
     out: &mut UnixStream,
-    stdin: Option<&OwnedFd>,
+    stdin: Option<&PassedStdin>,
 ) -> Result<i32, StepError> {
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
@@ -331,7 +346,7 @@ fn pid1(
     run: &HelperRun,
     out: &mut UnixStream,
     helper_alive: OwnedFd,
-    stdin: Option<&OwnedFd>,
+    stdin: Option<&PassedStdin>,
 ) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
@@ -536,7 +551,7 @@ fn cstring(s: &str, what: impl FnOnce() -> String) -> Result<CString, StepError>
 }
 
 /// In the RUN process, after pivot_root: stdio, user, capabilities, cwd, exec.
-fn exec_process(run: &HelperRun, stdin: Option<&OwnedFd>) -> StepError {
+fn exec_process(run: &HelperRun, stdin: Option<&PassedStdin>) -> StepError {
     match exec_inner(run, stdin) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -545,15 +560,21 @@ fn exec_process(run: &HelperRun, stdin: Option<&OwnedFd>) -> StepError {
 
 enum Never {}
 
-fn exec_inner(run: &HelperRun, stdin: Option<&OwnedFd>) -> Result<Never, StepError> {
+fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, StepError> {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     reset_signals();
     // Also what keeps a terminal inherited by `kiln run -t` from being this process's
     // controlling terminal: TIOCSTI on it then needs CAP_SYS_ADMIN in the initial namespace.
     let _ = rustix::process::setsid();
-    if let Some(fd) = stdin {
+    if let Some(passed) = stdin {
         // Replaces fd 0 (the control socket) with the stdin `kiln run -i` passed.
-        rustix::stdio::dup2_stdin(fd).map_err(fail("stdio", "dup2 stdin"))?;
+        rustix::stdio::dup2_stdin(&passed.fd).map_err(fail("stdio", "dup2 stdin"))?;
+        if passed.controlling {
+            // The pty kiln opened for this process alone (`kiln run -t`): as its
+            // controlling terminal, Ctrl-C and job control work as in `docker run -it`.
+            rustix::process::ioctl_tiocsctty(&passed.fd)
+                .map_err(fail("stdio", "TIOCSCTTY on the pseudo-terminal"))?;
+        }
     } else {
         let null = rustix::fs::open(
             "/dev/null",

@@ -18,6 +18,7 @@ mod mountpoint;
 mod protocol;
 mod rootfs;
 mod seccomp;
+mod terminal;
 pub mod user;
 
 use std::io::{BufRead, BufReader};
@@ -118,6 +119,10 @@ pub enum ProcessIo {
     /// `/dev/null`. The process still starts a session of its own, so an inherited
     /// terminal is never its controlling terminal (no TIOCSTI into the caller's shell).
     Inherit { stdin: bool },
+    /// `kiln run -t`: a new pseudo-terminal is the process's stdin, stdout, stderr and
+    /// controlling terminal; kiln relays its own stdout to it, and its stdin with `stdin`
+    /// (module `terminal`).
+    Terminal { stdin: bool },
 }
 
 /// Which stream a line came from.
@@ -262,6 +267,7 @@ enum Msg {
 fn start_helper(
     req: &Request,
     io: ProcessIo,
+    tty: Option<&std::os::fd::OwnedFd>,
 ) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
     /// The longest piece of output delivered as one line: a longer line (a RUN can print
     /// a gigabyte without a newline) arrives as several, so nothing holds it whole.
@@ -301,6 +307,17 @@ fn start_helper(
             }
             cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         }
+        ProcessIo::Terminal { .. } => {
+            let slave = |what: &str| {
+                tty.ok_or_else(|| SandboxError::Protocol("no terminal to hand over".into()))?
+                    .try_clone()
+                    .map_err(|e| SandboxError::Protocol(format!("terminal for {what}: {e}")))
+            };
+            cmd.arg(helper::STDIN_ARG)
+                .arg(helper::CTTY_ARG)
+                .stdout(Stdio::from(slave("stdout")?))
+                .stderr(Stdio::from(slave("stderr")?));
+        }
     }
     let mut child = spawn_helper(cmd).map_err(|source| SandboxError::Spawn {
         exe: exe.display().to_string(),
@@ -313,9 +330,15 @@ fn start_helper(
     let mut writer = ours
         .try_clone()
         .map_err(|e| SandboxError::Protocol(format!("socket: {e}")))?;
-    if io == (ProcessIo::Inherit { stdin: true }) {
+    let own_stdin = std::io::stdin();
+    let passed = match io {
+        ProcessIo::Inherit { stdin: true } => Some(own_stdin.as_fd()),
+        ProcessIo::Terminal { .. } => tty.map(|t| t.as_fd()),
+        _ => None,
+    };
+    if let Some(fd) = passed {
         // Before the request: the helper takes it first, before it reads any line.
-        protocol::send_fd(&writer, std::io::stdin().as_fd())
+        protocol::send_fd(&writer, fd)
             .map_err(|e| SandboxError::Protocol(format!("passing stdin: {e}")))?;
     }
     protocol::send(&mut writer, req)
@@ -536,8 +559,30 @@ pub async fn run_with_io(
         scratch,
         cgroup_procs: cgroup.as_ref().map(|c| c.procs()),
     }));
-    let (helper, rx) = start_helper(&req, io)?;
-    let events = finish_helper(helper, rx, &mut output).await?;
+    let pty = match io {
+        ProcessIo::Terminal { .. } => Some(
+            terminal::Pty::open()
+                .map_err(|e| SandboxError::Protocol(format!("opening a pseudo-terminal: {e}")))?,
+        ),
+        _ => None,
+    };
+    let (helper, rx) = start_helper(&req, io, pty.as_ref().map(|p| &p.slave))?;
+    let attached = match (pty, io) {
+        (Some(pty), ProcessIo::Terminal { stdin }) => {
+            // Only the sandbox may hold the slave: its EOF (EIO) ends the output relay.
+            drop(pty.slave);
+            Some(
+                terminal::Attached::new(pty.master, stdin)
+                    .map_err(|e| SandboxError::Protocol(format!("terminal relay: {e}")))?,
+            )
+        }
+        _ => None,
+    };
+    let events = finish_helper(helper, rx, &mut output).await;
+    if let Some(attached) = attached {
+        attached.finish().await;
+    }
+    let events = events?;
     drop(cgroup);
     let mut stubs: Vec<Stub> = Vec::new();
     let mut outcome = None;
@@ -586,6 +631,7 @@ pub(crate) async fn probe_overlay(dir: &Path) -> Result<Result<(), String>, Sand
             dir: dir.to_path_buf(),
         },
         ProcessIo::Pipe,
+        None,
     )?;
     let events = finish_helper(helper, rx, &mut |_| {}).await?;
     for ev in events {
