@@ -15,6 +15,16 @@ pub enum StoreError {
         source: io::Error,
     },
     #[error(
+        "the store {} belongs to uid {owner}, not to uid {user} running kiln: its owner could \
+         change what kiln builds and runs; use a store of your own (--root)",
+        path.display()
+    )]
+    ForeignStore {
+        path: PathBuf,
+        owner: u32,
+        user: u32,
+    },
+    #[error(
         "invalid digest {digest:?}: expected \"sha256:\" followed by 64 lowercase hex characters"
     )]
     InvalidDigest { digest: String },

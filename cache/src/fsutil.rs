@@ -78,13 +78,15 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
-/// Creates `dir` (and parents) if missing, and makes sure `dir` itself is reachable by its
-/// owner only (0700), tightening a looser mode as containerd does with its root.
+/// Creates `dir` (and parents) if missing, and makes sure `dir` itself belongs to this
+/// user and is reachable by its owner only (0700), tightening a looser mode as containerd
+/// does with its root.
 ///
 /// A store holds image files as the images have them, setuid binaries and device nodes
-/// included: another local user must not be able to reach (and run) them.
+/// included: another local user must not be able to reach (and run) them, nor own (and
+/// so change) the store.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_dir(parent)?;
     }
@@ -93,10 +95,16 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => return Err(io_err("create directory", dir)(source)),
     }
-    let mode = fs::metadata(dir)
-        .map_err(io_err("stat", dir))?
-        .permissions()
-        .mode();
+    let meta = fs::metadata(dir).map_err(io_err("stat", dir))?;
+    let user = rustix::process::geteuid().as_raw();
+    if meta.uid() != user {
+        return Err(StoreError::ForeignStore {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            user,
+        });
+    }
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700))
             .map_err(io_err("restrict to its owner (chmod 0700)", dir))?;

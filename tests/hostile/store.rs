@@ -97,3 +97,34 @@ fn a_loose_store_root_is_tightened_when_opened() {
         assert_eq!(mode(&w.store()), 0o700, "{id:?}: a new root");
     }
 }
+
+/// A store another user owns could be changed under kiln by that user (a planted snapshot,
+/// a swapped blob): kiln refuses it rather than build from it, even as root.
+#[test]
+fn a_store_owned_by_another_user_is_refused() {
+    if !crate::support::is_root() {
+        eprintln!("note: needs root to make a directory another user owns; skipped");
+        return;
+    }
+    for id in identities() {
+        let w = World::new(id);
+        let store = w.store();
+        std::fs::create_dir(&store).expect("mkdir store");
+        // Someone else's, and open to all so that only ownership is in question.
+        let other = match w.uid {
+            Some(_) => 0,
+            None => 65534,
+        };
+        std::os::unix::fs::chown(&store, Some(other), Some(other)).expect("chown store");
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod store");
+        let out = w.kiln(&["images"]);
+        crate::support::assert_refused(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("belongs to uid"),
+            "{id:?}: {}",
+            both(&out)
+        );
+        assert_eq!(mode(&store), 0o777, "{id:?}: left as it was");
+    }
+}
