@@ -335,3 +335,76 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// A storage host's own 401 is not the registry's challenge: the realm it names never gets
+/// the registry's credentials (the last, replayable PUT of a chunked upload would retry
+/// through it).
+#[test]
+fn a_challenge_from_an_upload_host_starts_no_token_fetch() {
+    let realm = Scripted::start(loopback("127.0.0.3"), |_, _| {
+        (200, Vec::new(), br#"{"token":"stolen"}"#.to_vec())
+    });
+    let realm_url = format!("http://{}/token", realm.host());
+    let storage = Scripted::start(loopback("127.0.0.2"), move |req, addr| {
+        match req.method.as_str() {
+            "PATCH" => (
+                202,
+                vec![("Location".into(), format!("http://{addr}/upload/session-1"))],
+                Vec::new(),
+            ),
+            _ => (
+                401,
+                vec![(
+                    "WWW-Authenticate".into(),
+                    format!(r#"Bearer realm="{realm_url}",service="storage""#),
+                )],
+                Vec::new(),
+            ),
+        }
+    });
+    let upload_url = format!("http://{}/upload/session-1", storage.host());
+    let registry = Scripted::start(loopback("127.0.0.1"), move |req, _| {
+        if let Some(refused) = basic_auth_gate(req) {
+            return refused;
+        }
+        match (req.method.as_str(), req.target.as_str()) {
+            ("GET", "/v2/") => (200, Vec::new(), Vec::new()),
+            ("POST", t) if t.contains("/blobs/uploads/") => (
+                202,
+                vec![("Location".into(), upload_url.clone())],
+                Vec::new(),
+            ),
+            _ => (404, Vec::new(), Vec::new()),
+        }
+    });
+    let home = tempfile::tempdir().expect("home");
+    let (_d, store) = new_store();
+    make_image(&store, "app:1", 9, &[4096]);
+    let opts = RegistryOptions {
+        monolithic_max: 0,
+        chunk_size: 1024,
+        ..opts_with_creds(home.path())
+    };
+    let pushed = push_from_store(
+        &store,
+        "app:1",
+        &format!("{}/app:1", registry.host()),
+        &opts,
+    );
+    assert!(pushed.is_err(), "the storage host refused the upload");
+    assert!(
+        storage.seen().iter().any(|s| s.method == "PUT"),
+        "the upload reached its last PUT (the test's premise): {:?}",
+        storage.seen()
+    );
+    let leaked: Vec<Seen> = realm
+        .seen()
+        .into_iter()
+        .filter(|s| s.authorization.is_some())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the upload host's realm got credentials: {leaked:?}"
+    );
+    assert_never_authorized(&storage, "the upload host");
+}
