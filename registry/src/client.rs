@@ -538,12 +538,14 @@ impl Client {
 /// status line's reason, else the first bytes of the body.
 fn error_message(resp: &mut Response<Body>) -> String {
     let reason = resp.status().canonical_reason().unwrap_or("");
-    let body = resp
+    // Only quoted, so an oversized body is cut rather than refused (ureq's limit would
+    // fail the read and lose even the first bytes); a broken one quotes what arrived.
+    let mut body = Vec::new();
+    let _ = resp
         .body_mut()
-        .with_config()
-        .limit(MAX_ERROR_BODY)
-        .read_to_vec()
-        .unwrap_or_default();
+        .as_reader()
+        .take(MAX_ERROR_BODY)
+        .read_to_end(&mut body);
     error_body_message(reason, &body)
 }
 

@@ -27,6 +27,8 @@ enum Body {
     HugeUnannounced,
     /// These bytes.
     Bytes(Vec<u8>),
+    /// A 500 with `HUGE` bytes of `x`, close-delimited.
+    HugeError,
 }
 
 /// Serves `/v2/` (200, or a bearer challenge when `token` is set), the manifest of
@@ -55,6 +57,17 @@ fn send(s: &mut impl Write, status: &str, extra: &str, body: &Body) {
                 s,
                 "HTTP/1.1 {status}\r\nContent-Type: {MEDIA_TYPE_MANIFEST}\r\n{extra}Connection: close\r\n\r\n"
             );
+            let mut sent = 0;
+            while sent < HUGE && s.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+        }
+        Body::HugeError => {
+            let _ = write!(
+                s,
+                "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n"
+            );
+            let chunk = vec![b'x'; 64 << 10];
             let mut sent = 0;
             while sent < HUGE && s.write_all(&chunk).is_ok() {
                 sent += chunk.len() as u64;
@@ -174,6 +187,22 @@ fn a_100_mib_manifest_without_a_length_is_cut_off_at_the_cap() {
     let h = Hostile::start(Body::HugeUnannounced, None);
     let (err, _store, _dir) = pull(&h);
     assert_too_large(&err, "manifest evil:latest", MAX_MANIFEST_SIZE);
+}
+
+#[test]
+fn a_100_mib_error_body_is_quoted_in_part() {
+    let h = Hostile::start(Body::HugeError, None);
+    let (err, _store, _dir) = pull(&h);
+    match &err {
+        RegistryError::Status {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 500);
+            assert!(message.starts_with("Internal Server Error: xxx"), "{err}");
+            assert!(message.len() < 300, "{err}");
+        }
+        other => panic!("expected a 500, got {other:?}"),
+    }
 }
 
 #[test]
