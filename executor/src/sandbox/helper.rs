@@ -289,6 +289,9 @@ fn run_sandbox(
     if run.network_none {
         flags |= UnshareFlags::NEWNET;
     }
+    // Before leaving kiln's user namespace: kiln's secret memfds cannot be opened from
+    // another one.
+    let secrets = rootfs::Secrets::open(run)?;
     enter_own_userns()?;
     unshare(flags, "namespaces")?;
     rootfs::make_private()?;
@@ -300,7 +303,7 @@ fn run_sandbox(
     let pid = fork("pid1")?;
     if pid == 0 {
         drop(alive_w);
-        let code = pid1(run, out, alive_r, stdin);
+        let code = pid1(run, out, alive_r, stdin, &secrets);
         // SAFETY: _exit ends the forked child without running the parent's atexit state.
         unsafe { libc::_exit(code) };
     }
@@ -347,6 +350,7 @@ fn pid1(
     out: &mut UnixStream,
     helper_alive: OwnedFd,
     stdin: Option<&PassedStdin>,
+    secrets: &rootfs::Secrets,
 ) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
@@ -355,6 +359,11 @@ fn pid1(
         .is_err()
     {
         return 1;
+    }
+    // Into the RUN's cgroup before the RUN process exists, so all of it is limited. A
+    // failure leaves the RUN unlimited rather than failed (crate::cgroup's module doc).
+    if let Some(procs) = &run.cgroup_procs {
+        let _ = std::fs::write(procs, "0");
     }
     let mut fds = [rustix::event::PollFd::new(
         &helper_alive,
@@ -377,12 +386,7 @@ fn pid1(
     };
     let setup = || -> Result<Vec<protocol::Stub>, StepError> {
         let root = rootfs::mount_rootfs(&run.rootfs)?;
-    // Into the RUN's cgroup before the RUN process exists, so all of it is limited. A
-    // failure leaves the RUN unlimited rather than failed (crate::cgroup's module doc).
-    if let Some(procs) = &run.cgroup_procs {
-        let _ = std::fs::write(procs, "0");
-    }
-        let stubs = rootfs::populate(&root, run)?;
+        let stubs = rootfs::populate(&root, run, secrets)?;
         if !run.hostname.is_empty() {
             rustix::system::sethostname(run.hostname.as_bytes())
                 .map_err(fail("hostname", &run.hostname))?;

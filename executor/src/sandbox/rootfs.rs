@@ -15,6 +15,7 @@
 use std::ffi::CString;
 use std::fmt::Display;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{CWD, Mode, OFlags};
@@ -293,8 +294,37 @@ fn remount_readonly(target: &str, step: &'static str) -> Result<(), StepError> {
         .map_err(fail(step, format!("remount {target} read-only")))
 }
 
+/// The secrets of a RUN, opened by the helper while it is still in kiln's user namespace
+/// (kiln hands them over as `/proc/<kiln>/fd/N` of a sealed memfd, which a process in
+/// another user namespace may not open): mount target → open file.
+#[derive(Default)]
+pub(crate) struct Secrets(Vec<(String, OwnedFd)>);
+
+impl Secrets {
+    /// Opens every secret mount's source; call before leaving kiln's user namespace.
+    pub(crate) fn open(run: &HelperRun) -> Result<Secrets, StepError> {
+        let mut out = Vec::new();
+        for m in &run.mounts {
+            if let MountKind::Secret { host, .. } = &m.kind {
+                let fd = rustix::fs::open(host, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(fail("mounts", format!("open the secret for {}", m.target)))?;
+                out.push((m.target.clone(), fd));
+            }
+        }
+        Ok(Secrets(out))
+    }
+
+    fn get(&self, target: &str) -> Option<&OwnedFd> {
+        self.0.iter().find(|(t, _)| t == target).map(|(_, fd)| fd)
+    }
+}
+
 /// Mount everything the process sees besides the rootfs itself. Returns the stubs created.
-pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, StepError> {
+pub(crate) fn populate(
+    root_path: &Path,
+    run: &HelperRun,
+    secrets: &Secrets,
+) -> Result<Vec<Stub>, StepError> {
     let mut root = Root::open(root_path)?;
     let nse = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
 
@@ -367,7 +397,7 @@ pub(crate) fn populate(root_path: &Path, run: &HelperRun) -> Result<Vec<Stub>, S
     // Parents before children, so a mount inside another mount lands on top of it.
     mounts.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
     for (i, m) in mounts.iter().enumerate() {
-        extra_mount(&mut root, m, &run.scratch.join(format!("mnt{i}")))?;
+        extra_mount(&mut root, m, &run.scratch.join(format!("mnt{i}")), secrets)?;
     }
     for (target, src, _mode) in &run.files {
         let fd = root.ensure(target, Want::File)?;
@@ -506,7 +536,12 @@ fn populate_dev(root: &Root) -> Result<(), StepError> {
     Ok(())
 }
 
-fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), StepError> {
+fn extra_mount(
+    root: &mut Root,
+    m: &MountSpec,
+    scratch: &Path,
+    secrets: &Secrets,
+) -> Result<(), StepError> {
     const STEP: &str = "mounts";
     let is_file = match &m.kind {
         MountKind::Secret { .. } => true,
@@ -533,12 +568,7 @@ fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), Ste
                 STEP,
             )
         }
-        MountKind::Secret {
-            host,
-            mode,
-            uid,
-            gid,
-        } => {
+        MountKind::Secret { mode, uid, gid, .. } => {
             // The secret lives in a private tmpfs, never on disk in the rootfs.
             std::fs::create_dir_all(scratch)
                 .map_err(fail_io(STEP, format!("mkdir {}", scratch.display())))?;
@@ -552,8 +582,20 @@ fn extra_mount(root: &mut Root, m: &MountSpec, scratch: &Path) -> Result<(), Ste
                 STEP,
             )?;
             let file = scratch.join("secret");
-            std::fs::copy(host, &file)
-                .map_err(fail_io(STEP, format!("read secret {}", host.display())))?;
+            let src = secrets.get(&m.target).ok_or_else(|| StepError {
+                step: STEP,
+                message: format!("the secret for {} was not opened", m.target),
+            })?;
+            // A fresh open of the source (not a dup), so the offset is this read's own.
+            let copied = std::fs::File::open(fd_path(src)).and_then(|mut input| {
+                let mut output = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&file)?;
+                std::io::copy(&mut input, &mut output)
+            });
+            copied.map_err(fail_io(STEP, format!("copy the secret for {}", m.target)))?;
             rustix::fs::chown(
                 &file,
                 Some(rustix::fs::Uid::from_raw(*uid)),
