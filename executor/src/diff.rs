@@ -148,6 +148,33 @@ pub(crate) fn merged_root(lowers_top_first: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// The directories that make up the directory `rel` of the layer stack `lowers_bottom_first`,
+/// bottom first; empty when `rel` is no directory there. `rel` must already be free of
+/// symlinks in the merged view (resolve it first): each component is looked up with
+/// `lstat` in each layer, cut at opaque directories and whiteouts as overlayfs would, so a
+/// symlink a build step left in some layer (`/x -> /` on the host) is never followed.
+pub fn merged_dirs(lowers_bottom_first: &[PathBuf], rel: &str) -> Result<Vec<PathBuf>, DiffError> {
+    let top_first: Vec<PathBuf> = lowers_bottom_first.iter().rev().cloned().collect();
+    let mut dirs = merged_root(&top_first);
+    for comp in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if comp == ".." {
+            return Ok(Vec::new());
+        }
+        match merged_lookup(&dirs, OsStr::new(comp))? {
+            Some(paths)
+                if fs::symlink_metadata(&paths[0])
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false) =>
+            {
+                dirs = paths;
+            }
+            _ => return Ok(Vec::new()),
+        }
+    }
+    dirs.reverse();
+    Ok(dirs)
+}
+
 /// xattrs that belong to the content (everything but overlay's own bookkeeping).
 pub(crate) fn content_xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>, DiffError> {
     let mut out = BTreeMap::new();

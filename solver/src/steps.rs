@@ -324,7 +324,7 @@ fn cache_mount_dir(
     match seed {
         Some(lowers) => {
             let source = mount.source.clone().unwrap_or_else(|| "/".into());
-            LayeredFs::new(sub_lowers(lowers, &source))
+            LayeredFs::new(sub_lowers(lowers, &source).map_err(|e| err("seeding", &e))?)
                 .materialize(&fresh)
                 .map_err(|e| err("seeding", &e))?;
         }
@@ -347,16 +347,20 @@ fn cache_mount_dir(
 
 /// The directories of `lowers` that hold `source` (a path inside the stack), bottom first:
 /// a bind of a subdirectory of a stage.
-fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Vec<PathBuf> {
-    let rel = source.trim_start_matches('/');
-    if rel.is_empty() {
-        return lowers;
+///
+/// The layers were written by build steps: `source` is resolved inside the stack (its
+/// symlinks with the stack as `/`, `..` clamped there) and then found layer by layer
+/// without following any symlink, so neither `source=../../..` nor a `/x -> /` a step left
+/// can make the mount a directory of the host.
+fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Result<Vec<PathBuf>, String> {
+    let resolved = LayeredFs::new(lowers.clone())
+        .resolve(source, true)
+        .map_err(|e| format!("bind source {source}: {e}"))?;
+    if resolved == "/" {
+        return Ok(lowers);
     }
-    lowers
-        .into_iter()
-        .map(|l| l.join(rel))
-        .filter(|p| p.is_dir())
-        .collect()
+    kiln_executor::diff::merged_dirs(&lowers, &resolved)
+        .map_err(|e| format!("bind source {source}: {e}"))
 }
 
 /// The sandbox mount for `mount`, or `None` when it is only an environment variable.
@@ -374,14 +378,14 @@ fn mount_spec(
             Some(Source::Stage(i)) => {
                 let stage = find_input(inputs, *i).map_err(|e| e.message)?;
                 SandboxMount::Layers {
-                    lowers: sub_lowers(stage.lowers(), &source),
+                    lowers: sub_lowers(stage.lowers(), &source)?,
                     readonly: mount.readonly,
                 }
             }
             Some(Source::Image(reference)) => {
                 let image = backend.resolve_image(reference)?;
                 SandboxMount::Layers {
-                    lowers: sub_lowers(lowers_of(&image.layers), &source),
+                    lowers: sub_lowers(lowers_of(&image.layers), &source)?,
                     readonly: mount.readonly,
                 }
             }

@@ -230,3 +230,40 @@ fn prune_removes_a_deep_snapshot() {
         );
     }
 }
+
+/// A bind mount from a stage names a path inside that stage's layers, which earlier steps
+/// wrote: neither a symlink they planted nor `..` may turn it into a host directory.
+#[test]
+fn bind_mount_from_a_stage_never_reaches_the_host() {
+    const SECRET: &str = "KILN-BIND-SECRET-51c2";
+    for id in identities() {
+        let world = World::new(id);
+        let host = world.tmp.path().join("host-dir");
+        std::fs::create_dir(&host).expect("mkdir");
+        std::fs::write(host.join("secret"), SECRET).expect("write");
+        common::open_up(&host);
+        let base = BUSYBOX.replacen("FROM scratch", "FROM scratch AS base", 1);
+        let climb = format!("/{}{}", "../".repeat(40), host.display());
+        for (name, source) in [("symlink", "/x".to_string()), ("dotdot", climb)] {
+            let dockerfile = format!(
+                "{base}RUN ln -s {h} /x\n\
+                 FROM base\n\
+                 RUN --mount=type=bind,from=base,source={source},target=/mnt \
+                 cat /mnt/secret || true\n\
+                 RUN --mount=type=cache,id={name},from=base,source={source},target=/c \
+                 cat /c/secret || true\n",
+                h = host.display(),
+            );
+            let ctx = world.context(&format!("ctx-{name}"), &dockerfile);
+            let out = world.build(&ctx, &[]);
+            assert!(
+                !both(&out).contains(SECRET),
+                "a {name} bind source reached the host: {}",
+                both(&out)
+            );
+            if !out.status.success() {
+                assert_refused(&out);
+            }
+        }
+    }
+}

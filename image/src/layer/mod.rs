@@ -4,8 +4,8 @@
 
 pub mod compress;
 pub mod external;
-pub mod remove;
 mod pgzip;
+pub mod remove;
 pub mod tarfmt;
 pub mod unpack;
 mod whiteout;
