@@ -7,7 +7,7 @@
 //! - [`has_wildcards`]: whether a path component needs matching at all.
 
 /// A pattern that does not parse.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("syntax error in pattern {pattern:?}")]
 pub struct BadPattern {
     pub pattern: String,
@@ -210,33 +210,59 @@ fn get_esc(chunk: &[char]) -> Option<(char, &[char])> {
 /// patterns, plus `**` components spanning any number of directories. Returns
 /// `(full, partial)`: `full` when the path matches, `partial` when a descendant of the path
 /// might match (the path is a prefix of some possible match).
+///
+/// Neither recursive nor exponential: a Dockerfile can give many `**` and a context many
+/// levels, so without `**` this is one pass, and with it a table over (pattern component,
+/// path component) filled from the end, each cell once. Errors come out exactly where the
+/// recursive definition would meet them (a bad component is only judged when reached).
 pub fn match_parents_pattern(
     pattern: &[String],
     path: &[&str],
 ) -> Result<(bool, bool), BadPattern> {
-    fn rec(p: &[String], s: &[&str]) -> Result<(bool, bool), BadPattern> {
-        if p.is_empty() {
-            return Ok((s.is_empty(), false));
-        }
-        if p[0] == "**" {
-            // `**` matches zero components, or one and stays.
-            let (f0, p0) = rec(&p[1..], s)?;
-            if s.is_empty() {
-                return Ok((f0, true));
+    let (np, ns) = (pattern.len(), path.len());
+    if !pattern.iter().any(|c| c == "**") {
+        for i in 0.. {
+            if i == np {
+                return Ok((i == ns, false));
             }
-            let (f1, p1) = rec(p, &s[1..])?;
-            return Ok((f0 || f1, p0 || p1));
-        }
-        if s.is_empty() {
-            return Ok((false, true));
-        }
-        if go_match(&p[0], s[0])? {
-            rec(&p[1..], &s[1..])
-        } else {
-            Ok((false, false))
+            if i == ns {
+                return Ok((false, true));
+            }
+            if !go_match(&pattern[i], path[i])? {
+                return Ok((false, false));
+            }
         }
     }
-    rec(pattern, path)
+    // cell(i, j): the answer for pattern[i..] against path[j..].
+    let width = ns + 1;
+    let mut table: Vec<Result<(bool, bool), BadPattern>> =
+        vec![Ok((false, false)); (np + 1) * width];
+    for i in (0..=np).rev() {
+        for j in (0..=ns).rev() {
+            let cell = if i == np {
+                Ok((j == ns, false))
+            } else if pattern[i] == "**" {
+                // `**` matches zero components, or one and stays.
+                match table[(i + 1) * width + j].clone() {
+                    Err(e) => Err(e),
+                    Ok((f0, _)) if j == ns => Ok((f0, true)),
+                    Ok((f0, p0)) => table[i * width + j + 1]
+                        .clone()
+                        .map(|(f1, p1)| (f0 || f1, p0 || p1)),
+                }
+            } else if j == ns {
+                Ok((false, true))
+            } else {
+                match go_match(&pattern[i], path[j]) {
+                    Err(e) => Err(e),
+                    Ok(true) => table[(i + 1) * width + j + 1].clone(),
+                    Ok(false) => Ok((false, false)),
+                }
+            };
+            table[i * width + j] = cell;
+        }
+    }
+    table[0].clone()
 }
 
 #[cfg(test)]
@@ -285,6 +311,81 @@ mod tests {
         assert_eq!(
             match_parents_pattern(&p, &["x", "y", "c"]).unwrap(),
             (true, false)
+        );
+    }
+
+    /// The recursive definition the table replaces, for comparison.
+    fn reference(p: &[String], s: &[&str]) -> Result<(bool, bool), BadPattern> {
+        if p.is_empty() {
+            return Ok((s.is_empty(), false));
+        }
+        if p[0] == "**" {
+            let (f0, p0) = reference(&p[1..], s)?;
+            if s.is_empty() {
+                return Ok((f0, true));
+            }
+            let (f1, p1) = reference(p, &s[1..])?;
+            return Ok((f0 || f1, p0 || p1));
+        }
+        if s.is_empty() {
+            return Ok((false, true));
+        }
+        if go_match(&p[0], s[0])? {
+            reference(&p[1..], &s[1..])
+        } else {
+            Ok((false, false))
+        }
+    }
+
+    #[test]
+    fn parents_pattern_table_agrees_with_the_recursive_definition() {
+        let pats = ["**", "a", "*", "b*", "[", "c"];
+        let paths = ["a", "b", "bc", "c", "x"];
+        // Every pattern of up to 3 components against every path of up to 3 components.
+        let mut patterns: Vec<Vec<String>> = vec![vec![]];
+        for _ in 0..3 {
+            let mut next = patterns.clone();
+            for p in &patterns {
+                for c in pats {
+                    let mut q = p.clone();
+                    q.push(c.to_string());
+                    next.push(q);
+                }
+            }
+            patterns = next;
+        }
+        let mut names: Vec<Vec<&str>> = vec![vec![]];
+        for _ in 0..3 {
+            let mut next = names.clone();
+            for n in &names {
+                for c in paths {
+                    let mut q = n.clone();
+                    q.push(c);
+                    next.push(q);
+                }
+            }
+            names = next;
+        }
+        for p in &patterns {
+            for n in &names {
+                assert_eq!(match_parents_pattern(p, n), reference(p, n), "{p:?} {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn many_double_stars_against_a_deep_path_take_no_time() {
+        let p: Vec<String> = std::iter::repeat_n("**".to_string(), 40)
+            .chain(["nomatch".to_string()])
+            .collect();
+        let path: Vec<&str> = vec!["d"; 2000];
+        let started = std::time::Instant::now();
+        assert_eq!(match_parents_pattern(&p, &path).unwrap(), (false, true));
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+        let literal: Vec<String> = vec!["d".to_string(); 50_000];
+        assert_eq!(
+            match_parents_pattern(&literal, &path).unwrap(),
+            (false, true)
         );
     }
 }
