@@ -229,11 +229,26 @@ pub fn new_store() -> (tempfile::TempDir, Store) {
 }
 
 /// Files left under the store's `tmp/` (must be none after any pull).
+///
+/// A process stages in its own locked `tmp/proc-*` directory (kiln_cache::scratch), which
+/// lives as long as the process: what counts is what is left inside it.
 pub fn tmp_files(store: &Store) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(store.root().join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let list = |dir: &Path| -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().collect())
+            .unwrap_or_default()
+    };
+    let mut v = Vec::new();
+    for e in list(&store.root().join("tmp")) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("proc-") {
+            for inner in list(&e.path()) {
+                v.push(format!("{name}/{}", inner.file_name().to_string_lossy()));
+            }
+        } else {
+            v.push(name);
+        }
+    }
     v.sort();
     v
 }
