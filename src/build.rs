@@ -11,7 +11,6 @@ use kiln_solver::progress::Progress;
 use kiln_solver::{
     Backend, Entitlement, Entitlements, NetworkDefault, SecretSource, SolveError, SolveOptions,
 };
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,10 +25,13 @@ struct DockerfileSource {
 fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<DockerfileSource> {
     match file {
         Some(p) if p == Path::new("-") => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the Dockerfile from stdin")?;
+            let bytes = kiln_image::limits::read_capped(
+                std::io::stdin(),
+                kiln_parser::MAX_DOCKERFILE_SIZE,
+                "the Dockerfile from stdin",
+            )?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow!("the Dockerfile from stdin is not UTF-8 text"))?;
             Ok(DockerfileSource {
                 path: context.join("Dockerfile"),
                 display: "Dockerfile".into(),
@@ -50,8 +52,11 @@ fn read_dockerfile(context: &Path, file: Option<&Path>) -> Result<DockerfileSour
             if !meta.is_file() {
                 bail!("the Dockerfile {}: not a regular file", path.display());
             }
-            let bytes = std::fs::read(&real)
+            let file = std::fs::File::open(&real)
                 .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            let what = format!("the Dockerfile {}", path.display());
+            let bytes =
+                kiln_image::limits::read_capped(file, kiln_parser::MAX_DOCKERFILE_SIZE, what)?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| anyhow!("{}: the Dockerfile is not UTF-8 text", path.display()))?;
             let display = path

@@ -161,11 +161,6 @@ pub struct BuildArgs {
     /// Network for RUN steps. `none` holds for every RUN, even `RUN --network=host`.
     #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
-    /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
-    /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
-    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
-    pub allow: Vec<String>,
-    /// Add a label to the image (repeatable).
     /// Memory limit of each RUN (`512m`, `2g`); needs a cgroup v2 delegated to kiln.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
@@ -175,6 +170,11 @@ pub struct BuildArgs {
     /// Most processes and threads one RUN may have (default 4096; -1: no limit).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
+    /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Add a label to the image (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
     /// Layer compression.

@@ -37,6 +37,12 @@ pub enum IgnoreError {
         #[source]
         source: crate::resolve::ResolveError,
     },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: kiln_image::limits::CappedReadError,
+    },
     #[error("in {}: {source}", path.display())]
     InFile {
         path: PathBuf,
@@ -410,6 +416,10 @@ impl IgnoreMatcher {
     }
 }
 
+/// The largest `.dockerignore` read (the same bound as a Dockerfile's: it comes with the
+/// untrusted context).
+const MAX_IGNORE_FILE_SIZE: u64 = 16 << 20;
+
 /// Loads the ignore rules for a build: `<dockerfile>.dockerignore` beside the Dockerfile
 /// wins over `<context_dir>/.dockerignore`; neither present means nothing is ignored.
 pub fn load_for(context_dir: &Path, dockerfile_path: &Path) -> Result<IgnoreMatcher, IgnoreError> {
@@ -424,8 +434,30 @@ pub fn load_for(context_dir: &Path, dockerfile_path: &Path) -> Result<IgnoreMatc
                 source,
             }
         })?;
-        match std::fs::read(&real) {
-            Ok(bytes) => {
+        // A FIFO would block the open and a device read forever: only a regular file counts.
+        match std::fs::metadata(&real) {
+            Ok(m) if !m.is_file() => {
+                return Err(IgnoreError::Io {
+                    path,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ),
+                });
+            }
+            _ => {}
+        }
+        match std::fs::File::open(&real) {
+            Ok(file) => {
+                let bytes = kiln_image::limits::read_capped(
+                    file,
+                    MAX_IGNORE_FILE_SIZE,
+                    path.display().to_string(),
+                )
+                .map_err(|source| IgnoreError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 let text = String::from_utf8_lossy(&bytes);
                 return IgnoreMatcher::parse(&text).map_err(|e| IgnoreError::InFile {
                     path,

@@ -169,3 +169,73 @@ fn a_passwd_bigger_than_kiln_reads_is_refused_for_chown() {
         );
     }
 }
+
+#[test]
+fn an_oversized_dockerfile_or_dockerignore_is_refused() {
+    for id in identities() {
+        let w = World::new(id);
+        // 17 MiB of comments: past the 16 MiB a Dockerfile may have.
+        let mut huge = String::from("FROM scratch\n");
+        let line = format!("# {}\n", "x".repeat(1021));
+        while huge.len() < 17 << 20 {
+            huge.push_str(&line);
+        }
+        let ctx = w.context("big-df", &huge);
+        let out = w.build(&ctx, &["-t", "big:1"]);
+        assert_refused(&out);
+        let err = stderr(&out);
+        assert!(
+            err.contains("Dockerfile") && err.contains("large"),
+            "{id:?}: {err}"
+        );
+        assert!(
+            err.len() < 4096,
+            "{id:?}: the error quotes the file: {} bytes",
+            err.len()
+        );
+
+        let ctx = w.context("big-ignore", "FROM scratch\nCOPY busybox /\n");
+        std::fs::write(ctx.join(".dockerignore"), huge.as_bytes()).expect("write");
+        crate::common::open_up(&ctx);
+        let out = w.build(&ctx, &["-t", "big:2"]);
+        assert_refused(&out);
+        let err = stderr(&out);
+        assert!(
+            err.contains(".dockerignore") && err.contains("large"),
+            "{id:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn fifos_where_kiln_reads_a_file_fail_instead_of_hanging() {
+    for id in identities() {
+        let w = World::new(id);
+        // A .dockerignore that is a FIFO: opening it would block kiln forever.
+        let ctx = w.context("fifo-ignore", "FROM scratch\nCOPY busybox /\n");
+        let fifo = ctx.join(".dockerignore");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        crate::common::open_up(&ctx);
+        let out = w.build(&ctx, &["-t", "fifo:1"]);
+        assert_refused(&out);
+        assert!(
+            stderr(&out).contains("not a regular file"),
+            "{id:?}: {}",
+            both(&out)
+        );
+
+        // An /etc/passwd a step made a FIFO: the next RUN reads it for its user.
+        let ctx = w.context(
+            "fifo-passwd",
+            &format!("{BUSYBOX}RUN mkdir -p /etc && mkfifo /etc/passwd\nRUN true\n"),
+        );
+        let out = w.build(&ctx, &["-t", "fifo:2"]);
+        assert_refused(&out);
+        assert!(
+            stderr(&out).contains("/etc/passwd is not a regular file"),
+            "{id:?}: {}",
+            both(&out)
+        );
+    }
+}

@@ -595,8 +595,8 @@ fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, Ste
     close_from(3, true)?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
 
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = account_file("/etc/passwd")?;
+    let group = account_file("/etc/group")?;
     let u = user::resolve_user(&run.user, &passwd, &group).map_err(|e| StepError {
         step: "user",
         message: e.to_string(),
@@ -705,6 +705,36 @@ fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, Ste
     Err(fail("exec", format!("exec {exe}"))(
         rustix::io::Errno::from_raw_os_error(errno()),
     ))
+}
+
+/// The rootfs's `/etc/passwd` or `/etc/group` for resolving USER ("" when missing). An
+/// earlier step may have made it anything: only a regular file is read (a FIFO would block
+/// the open, a device never end), and at most MAX_IMAGE_FILE_SIZE of it.
+fn account_file(path: &str) -> Result<String, StepError> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
+        Err(e) => return Err(fail("user", format!("open {path}"))(e)),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(fail("user", format!("stat {path}")))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(StepError {
+            step: "user",
+            message: format!("{path} is not a regular file"),
+        });
+    }
+    let bytes = kiln_image::limits::read_capped(
+        std::fs::File::from(fd),
+        kiln_image::limits::MAX_IMAGE_FILE_SIZE,
+        path,
+    )
+    .map_err(|e| StepError {
+        step: "user",
+        message: e.to_string(),
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Default dispositions and an empty mask for every signal: ignored signals survive exec
