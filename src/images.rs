@@ -284,7 +284,10 @@ mod tests {
 
     #[test]
     fn sizes_parse_with_units() {
-        assert_eq!(parse_size("--keep-storage", "10GB").unwrap(), 10_000_000_000);
+        assert_eq!(
+            parse_size("--keep-storage", "10GB").unwrap(),
+            10_000_000_000
+        );
         assert_eq!(parse_size("--keep-storage", "512mb").unwrap(), 512_000_000);
         assert_eq!(parse_size("--keep-storage", "1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("--keep-storage", "2048").unwrap(), 2048);

@@ -76,6 +76,8 @@ fn vendored_test_data_carries_its_sources_and_licenses() {
     ] {
         assert!(c.join(f).is_file(), "missing {f}");
     }
-    let corpus = std::fs::read_dir(c.join("realworld/files")).expect("corpus").count();
+    let corpus = std::fs::read_dir(c.join("realworld/files"))
+        .expect("corpus")
+        .count();
     assert_eq!(corpus, 539);
 }

@@ -450,8 +450,7 @@ fn mount_spec(
             }
             // Never a file under the store or on a disk, and gone with kiln however kiln
             // ends (crate::secret).
-            let file =
-                SecretFile::new(&value).map_err(|e| format!("secret {id}: {e}"))?;
+            let file = SecretFile::new(&value).map_err(|e| format!("secret {id}: {e}"))?;
             let host = file.path();
             keep.push(Box::new(file));
             SandboxMount::Secret {
