@@ -390,6 +390,7 @@ fn sleeper_mode() {
         }],
         files: vec![],
         snapshotter: Snapshotter::Overlay,
+        insecure: false,
     };
     let _ = try_run(spec);
 }
@@ -627,6 +628,7 @@ fn rootless_single_mode() {
         mounts: vec![],
         files: vec![],
         snapshotter: Snapshotter::Overlay,
+        insecure: false,
     };
     println!("single: {}", words(&run(spec).stdout));
 }
@@ -659,6 +661,7 @@ fn rootless_mode() {
         mounts: vec![],
         files: vec![],
         snapshotter: Snapshotter::Overlay,
+        insecure: false,
     };
     let r = run(spec.clone());
     println!("run-output: {}", words(&r.stdout));

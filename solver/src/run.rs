@@ -277,6 +277,7 @@ pub async fn run_image(
             .collect(),
         files: Vec::new(),
         snapshotter,
+        insecure: false,
     };
     let outcome = sandbox::run_with_io(spec, opts.io, |_| {}).await?;
     drop(upper);

@@ -230,6 +230,8 @@ async fn run_step(
             .map(|f| (f.path.clone(), f.content.clone().into_bytes(), f.mode))
             .collect(),
         snapshotter: backend.snapshotter(progress).await,
+        // Entitled by --allow security.insecure (crate::entitlements checked it).
+        insecure: run.security == kiln_parser::SecurityMode::Insecure,
     };
     let mut tail = OutputTail::default();
     let progress2 = progress.clone();

@@ -403,3 +403,25 @@ fn kiln_cgroup_support(id: Identity) -> Option<bool> {
         Identity::Rootless => false,
     })
 }
+
+#[test]
+fn insecure_runs_get_every_capability_and_still_no_host_power() {
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = probe_context(
+            &w,
+            "ctx",
+            "RUN --security=insecure mkdir -p /mnt2 && mount -t tmpfs none /mnt2 && echo mount\"\"ed; \
+             /probe syscall keyctl; /probe packet; /probe mknod /null 1 3; true\n",
+        );
+        let out = w.build(&ctx, &["--allow", "security.insecure", "-t", "insecure:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        // CAP_SYS_ADMIN in the build's namespaces and no seccomp filter...
+        assert!(log.contains("mounted"), "{id:?}: {log}");
+        assert!(log.contains("keyctl: ALLOWED"), "{id:?}: {log}");
+        // ...but still nothing of the host: no raw socket on its network, no device.
+        assert!(log.contains("packet: denied"), "{id:?}: {log}");
+        assert!(log.contains("mknod: denied"), "{id:?}: {log}");
+    }
+}

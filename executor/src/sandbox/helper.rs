@@ -602,7 +602,9 @@ fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, Ste
         message: e.to_string(),
     })?;
 
-    drop_bounding_set()?;
+    if !run.insecure {
+        drop_bounding_set()?;
+    }
     let groups: Vec<libc::gid_t> = u.groups.clone();
     // SAFETY: setgroups reads `groups.len()` gids from a live Vec.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
@@ -629,8 +631,14 @@ fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, Ste
         )(rustix::io::Errno::from_raw_os_error(errno())));
     }
     if u.uid == 0 {
+        // --security=insecure: every capability, all of them scoped to the build's own
+        // namespaces (the user namespace is still there, as for every RUN).
+        let caps: Vec<u32> = match run.insecure {
+            true => (0..=last_cap().min(63)).collect(),
+            false => DEFAULT_CAPS.to_vec(),
+        };
         let mut set = rustix::thread::CapabilitySet::empty();
-        for c in DEFAULT_CAPS {
+        for c in caps {
             set |= rustix::thread::CapabilitySet::from_bits_retain(1u64 << c);
         }
         let sets = rustix::thread::CapabilitySets {
@@ -643,10 +651,13 @@ fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, Ste
     rustix::thread::set_no_new_privs(true).map_err(fail("capabilities", "no_new_privs"))?;
     // Compiled before the filter is on (building it allocates and reads nothing filtered,
     // but the order keeps that true for any future rule).
-    let filters = super::seccomp::default_filters().map_err(|e| StepError {
-        step: "seccomp",
-        message: e.to_string(),
-    })?;
+    let filters = match run.insecure {
+        true => Vec::new(),
+        false => super::seccomp::default_filters().map_err(|e| StepError {
+            step: "seccomp",
+            message: e.to_string(),
+        })?,
+    };
 
     let cwd = if run.cwd.is_empty() {
         "/"
@@ -755,13 +766,17 @@ fn reset_signals() {
     }
 }
 
-/// Remove every capability outside Docker's default set from the bounding set.
-fn drop_bounding_set() -> Result<(), StepError> {
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+/// The highest capability number this kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    for cap in 0..=last.min(63) {
+        .unwrap_or(40)
+}
+
+/// Remove every capability outside Docker's default set from the bounding set.
+fn drop_bounding_set() -> Result<(), StepError> {
+    for cap in 0..=last_cap().min(63) {
         if DEFAULT_CAPS.contains(&cap) {
             continue;
         }

@@ -106,6 +106,10 @@ pub struct RunSpec {
     /// Files shown in the sandbox but never committed: (path, content, mode).
     pub files: Vec<(String, Vec<u8>, u32)>,
     pub snapshotter: Snapshotter,
+    /// `RUN --security=insecure` (entitled by `--allow security.insecure`): every
+    /// capability, no seccomp filter, no masked paths. Still inside the build's own user
+    /// namespace, so no more power over the host than a rootless build's.
+    pub insecure: bool,
 }
 
 /// Where the process's stdin, stdout and stderr go.
@@ -558,6 +562,7 @@ pub async fn run_with_io(
         files,
         scratch,
         cgroup_procs: cgroup.as_ref().map(|c| c.procs()),
+        insecure: spec.insecure,
     }));
     let pty = match io {
         ProcessIo::Terminal { .. } => Some(

@@ -47,6 +47,9 @@ pub(crate) struct HelperRun {
     /// The `cgroup.procs` file of this RUN's cgroup, joined by PID 1 before anything runs.
     #[serde(default)]
     pub cgroup_procs: Option<PathBuf>,
+    /// `RunSpec::insecure`.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// How the root filesystem is made.

@@ -336,7 +336,10 @@ pub(crate) fn populate(
         Err(Errno::PERM) => bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?,
         Err(e) => return Err(fail("proc", "mount proc")(e)),
     }
-    mask(&root.reopen("/proc")?, PROC_READONLY, PROC_MASKED, "proc")?;
+    // --security=insecure unmasks, as a privileged container does.
+    if !run.insecure {
+        mask(&root.reopen("/proc")?, PROC_READONLY, PROC_MASKED, "proc")?;
+    }
 
     let sys_fd = root.ensure("/sys", Want::Dir)?;
     let sys_target = fd_path(&sys_fd);
@@ -352,7 +355,9 @@ pub(crate) fn populate(
         // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
         bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
     }
-    mask(&root.reopen("/sys")?, &[], SYS_MASKED, "sys")?;
+    if !run.insecure {
+        mask(&root.reopen("/sys")?, &[], SYS_MASKED, "sys")?;
+    }
 
     let dev_fd = root.ensure("/dev", Want::Dir)?;
     mount(

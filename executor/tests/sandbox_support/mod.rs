@@ -93,6 +93,7 @@ impl Sandbox {
             mounts: vec![],
             files: vec![],
             snapshotter: Snapshotter::Overlay,
+            insecure: false,
         }
     }
 }
