@@ -131,7 +131,12 @@ fn detect_v2(mnt: &Path) -> Support {
     let Some(own) = own_cgroup("") else {
         return Support::Unavailable("no cgroup v2 entry in /proc/self/cgroup".into());
     };
-    let own = mnt.join(own.trim_start_matches('/'));
+    delegated_v2(&mnt.join(own.trim_start_matches('/')))
+}
+
+/// Support in kiln's own v2 cgroup directory `own`.
+fn delegated_v2(own: &Path) -> Support {
+    let own = own.to_path_buf();
     if !writable(&own) {
         return Support::Unavailable(format!(
             "kiln's cgroup {} is not delegated to this user (run kiln under \
@@ -192,14 +197,17 @@ impl RunCgroup {
     /// Makes a cgroup for one RUN with the configured limits; `None` where cgroups are
     /// unavailable or setting one up failed (see the module doc: never fatal).
     pub fn create() -> Option<RunCgroup> {
+        RunCgroup::create_in(support(), limits())
+    }
+
+    fn create_in(support: &Support, l: Limits) -> Option<RunCgroup> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "kiln-run-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let l = limits();
-        let (dir, writes) = match support() {
+        let (dir, writes) = match support {
             Support::V2 {
                 parent,
                 controllers,
@@ -302,6 +310,81 @@ mod tests {
         let l = Limits::default();
         assert_eq!(l.pids, Some(DEFAULT_PIDS_LIMIT));
         assert_eq!((l.memory, l.cpus), (None, None));
+    }
+
+    /// A directory laid out like a delegated cgroup v2 directory (the kernel's own files
+    /// are plain files here: this checks what kiln writes, not what the kernel enforces,
+    /// which tests/hostile does where the machine has the controllers).
+    fn fake_v2(controllers: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (f, text) in [
+            ("cgroup.procs", ""),
+            ("cgroup.controllers", controllers),
+            ("cgroup.subtree_control", ""),
+        ] {
+            std::fs::write(dir.path().join(f), text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn a_delegated_v2_cgroup_enables_the_controllers_it_has() {
+        let own = fake_v2("cpuset cpu io memory pids");
+        match delegated_v2(own.path()) {
+            Support::V2 {
+                parent,
+                controllers,
+            } => {
+                assert_eq!(parent, own.path());
+                assert_eq!(controllers, ["cpu", "memory", "pids"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let written = std::fs::read_to_string(own.path().join("cgroup.subtree_control"));
+        assert_eq!(written.expect("read"), "+cpu +memory +pids");
+    }
+
+    #[test]
+    fn a_run_cgroup_gets_the_limits_and_goes_away() {
+        let own = fake_v2("memory pids");
+        let support = delegated_v2(own.path());
+        let limits = Limits {
+            pids: Some(100),
+            memory: Some(512 << 20),
+            cpus: Some(1.5),
+        };
+        let cg = RunCgroup::create_in(&support, limits).expect("cgroup");
+        let dir = cg.path().to_path_buf();
+        assert!(dir.starts_with(own.path()));
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        assert_eq!(read("pids.max").as_deref(), Some("100"));
+        assert_eq!(read("memory.max").as_deref(), Some("536870912"));
+        assert_eq!(read("memory.swap.max").as_deref(), Some("0"));
+        // No cpu controller delegated: no cpu.max, and no failure either.
+        assert_eq!(read("cpu.max"), None);
+        assert_eq!(cg.procs(), dir.join("cgroup.procs"));
+        // A real cgroup directory is empty once its processes are gone; a plain one is
+        // emptied here so that rmdir can work as it would.
+        for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            std::fs::remove_file(e.path()).expect("rm");
+        }
+        drop(cg);
+        assert!(!dir.exists(), "the RUN's cgroup is removed");
+    }
+
+    #[test]
+    fn cpus_become_a_quota_per_period() {
+        let own = fake_v2("cpu");
+        let support = delegated_v2(own.path());
+        let limits = Limits {
+            pids: None,
+            memory: None,
+            cpus: Some(0.5),
+        };
+        let cg = RunCgroup::create_in(&support, limits).expect("cgroup");
+        let max = std::fs::read_to_string(cg.path().join("cpu.max")).expect("cpu.max");
+        assert_eq!(max, "50000 100000");
+        assert!(!cg.path().join("pids.max").exists());
     }
 
     #[test]
