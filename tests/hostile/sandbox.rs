@@ -415,6 +415,14 @@ fn insecure_runs_get_every_capability_and_still_no_host_power() {
              /probe syscall keyctl; /probe packet; /probe mknod /null 1 3; true\n",
         );
         let out = w.build(&ctx, &["--allow", "security.insecure", "-t", "insecure:1"]);
+        if id == Identity::Root {
+            // Under the identity mapping its root would be the host's root for uid checks
+            // (the host's sysctls, core_pattern among them): refused, before anything runs.
+            crate::support::assert_refused(&out);
+            assert!(both(&out).contains("only rootless"), "{}", both(&out));
+            assert!(!both(&out).contains("mounted"), "{}", both(&out));
+            continue;
+        }
         assert_ok(&out);
         let log = both(&out);
         // CAP_SYS_ADMIN in the build's namespaces and no seccomp filter...
@@ -423,5 +431,47 @@ fn insecure_runs_get_every_capability_and_still_no_host_power() {
         // ...but still nothing of the host: no raw socket on its network, no device.
         assert!(log.contains("packet: denied"), "{id:?}: {log}");
         assert!(log.contains("mknod: denied"), "{id:?}: {log}");
+    }
+}
+
+#[test]
+fn host_device_nodes_and_root_only_proc_files_stay_out_of_reach() {
+    use std::os::unix::fs::MetadataExt;
+    for id in identities() {
+        let w = World::new(id);
+        let before = std::fs::metadata("/dev/full").expect("stat /dev/full");
+        // chmod to the mode it has: harmless to the host even if it went through, but it
+        // would still move the host node's ctime.
+        let ctx = w.context(
+            "ctx",
+            &format!(
+                "{BUSYBOX}RUN chmod 666 /dev/full; chown 0:0 /dev/null; \
+                 echo kpageflags=$(head -c 64 /proc/kpageflags 2>/dev/null | wc -c); \
+                 echo slabinfo=$(head -c 64 /proc/slabinfo 2>/dev/null | wc -c); \
+                 echo x > /dev/null && echo wrote-dev-null\n"
+            ),
+        );
+        let out = w.build(&ctx, &["-t", "devnodes:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        let after = std::fs::metadata("/dev/full").expect("stat /dev/full");
+        assert_eq!(
+            (
+                before.mode(),
+                before.uid(),
+                before.ctime(),
+                before.ctime_nsec()
+            ),
+            (after.mode(), after.uid(), after.ctime(), after.ctime_nsec()),
+            "{id:?}: the host's /dev/full changed: {log}"
+        );
+        // The devices still work as devices.
+        assert!(log.contains("wrote-dev-null"), "{id:?}: {log}");
+        for f in ["kpageflags", "slabinfo"] {
+            assert!(
+                log.contains(&format!("{f}=0")),
+                "{id:?}: {f} readable: {log}"
+            );
+        }
     }
 }

@@ -289,6 +289,13 @@ fn run_sandbox(
     if run.network_none {
         flags |= UnshareFlags::NEWNET;
     }
+    if run.insecure && real_root() {
+        // The solver refuses this first (sandbox::insecure_refusal); never run it anyway.
+        return Err(StepError {
+            step: "security",
+            message: "RUN --security=insecure is refused as real root".into(),
+        });
+    }
     // Before leaving kiln's user namespace: kiln's secret memfds cannot be opened from
     // another one.
     let secrets = rootfs::Secrets::open(run)?;

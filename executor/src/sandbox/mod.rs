@@ -187,6 +187,24 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
     }
 }
 
+/// Why `RunSpec::insecure` cannot be honoured by this process, if it cannot.
+///
+/// A real-root kiln gives the sandbox the identity mapping, so the RUN's uid 0 is the host's
+/// uid 0 for every check that looks at uids rather than capabilities: with every capability
+/// and no masks, it could write the host's sysctls (`/proc/sys/kernel/core_pattern` runs a
+/// program as host root). Until real root's builds map to a subordinate range, insecure
+/// RUNs are for rootless kiln only.
+pub fn insecure_refusal() -> Option<&'static str> {
+    let initial_root = rustix::process::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false);
+    initial_root.then_some(
+        "kiln runs RUN --security=insecure only rootless: as real root the step's root would \
+         be the host's root for uid checks (run kiln as an unprivileged user)",
+    )
+}
+
 /// Call first thing in `main()`: when this process was started as the sandbox helper, runs
 /// it and returns its exit code (the caller exits with it); otherwise returns `None`.
 ///

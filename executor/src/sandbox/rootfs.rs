@@ -421,6 +421,15 @@ pub(crate) fn populate(
 const PROC_READONLY: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
 /// Docker's default masked paths under /proc (files read as empty, directories as empty).
 const PROC_MASKED: &[&str] = &[
+    // Beyond Docker's list: files only the host's root may read, which a RUN as real root
+    // (uid 0 under the identity mapping) could otherwise read and a rootless one cannot
+    // (physical page flags and slab layout help kernel exploits).
+    "kpageflags",
+    "kpagecount",
+    "kpagecgroup",
+    "slabinfo",
+    "vmallocinfo",
+    "pagetypeinfo",
     "asound",
     "acpi",
     "interrupts",
@@ -488,11 +497,23 @@ fn populate_dev(root: &Root) -> Result<(), StepError> {
         )
         .map_err(fail(STEP, format!("create /dev/{name}")))?;
         // Device nodes cannot be made in a user namespace; bind the host's instead.
-        rustix::mount::mount_bind(
-            format!("/dev/{name}").as_str(),
-            format!("{dev_path}/{name}").as_str(),
+        let target = format!("{dev_path}/{name}");
+        rustix::mount::mount_bind(format!("/dev/{name}").as_str(), target.as_str())
+            .map_err(fail(STEP, format!("bind /dev/{name}")))?;
+        // These are the host's own inodes: read-only binds, so that reading and writing
+        // the device works but chmod, chown and utimes on it fail (EROFS). A RUN as real
+        // root could otherwise change the host's /dev/null.
+        let bound = rustix::fs::open(
+            target.as_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
         )
-        .map_err(fail(STEP, format!("bind /dev/{name}")))?;
+        .map_err(fail(STEP, format!("open /dev/{name}")))?;
+        set_mount_attrs(
+            &bound,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC,
+            STEP,
+        )?;
     }
     for dir in ["pts", "shm"] {
         rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755))
