@@ -428,3 +428,40 @@ fn a_failed_run_prints_a_command_that_opens_the_state_before_it() {
         expect(who, &out, 0, "before\ndebugging /srv\n");
     }
 }
+
+#[test]
+fn a_process_on_the_callers_terminal_cannot_leave_it_changed() {
+    for r in Runner::all() {
+        let who = r.name();
+        r.build_ok("img:1", IMAGE);
+        // Without -t the process writes to kiln's own terminal; it turns echo off there,
+        // then kiln is gone and the shell asks the terminal how it is.
+        let script = format!(
+            "{} --root {} run img:1 sh -c 'stty -echo -icanon <&1'; stty -a",
+            kiln_bin().display(),
+            r.store().display()
+        );
+        let mut cmd = match r.uid {
+            Some(_) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", USER, "--", "script"]);
+                c
+            }
+            None => Command::new("script"),
+        };
+        let out = cmd
+            .args(["-qec", &script, "/dev/null"])
+            .env("HOME", &r.home)
+            .current_dir(&r.home)
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux) runs kiln on a terminal");
+        let stdout = text(&out.stdout);
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        assert!(words.contains(&"echo"), "{who}: echo left off: {stdout:?}");
+        assert!(
+            words.contains(&"icanon"),
+            "{who}: icanon left off: {stdout:?}"
+        );
+    }
+}

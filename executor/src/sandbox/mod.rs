@@ -589,6 +589,8 @@ pub async fn run_with_io(
         ),
         _ => None,
     };
+    // The process gets kiln's own terminal: whatever it does to its settings is undone.
+    let _settings = matches!(io, ProcessIo::Inherit { .. }).then(terminal::TerminalSettings::save);
     let (helper, rx) = start_helper(&req, io, pty.as_ref().map(|p| &p.slave))?;
     let attached = match (pty, io) {
         (Some(pty), ProcessIo::Terminal { stdin }) => {

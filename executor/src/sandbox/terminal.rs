@@ -61,6 +61,42 @@ impl Drop for RawMode {
     }
 }
 
+/// The settings of the terminals on kiln's fds 0-2, put back when dropped: a process that
+/// writes straight to the caller's terminal (`kiln run` without `-t`) could otherwise leave
+/// it changed (`stty -echo`) after kiln is gone.
+pub(crate) struct TerminalSettings {
+    saved: Vec<(i32, Termios)>,
+}
+
+impl TerminalSettings {
+    pub(crate) fn save() -> TerminalSettings {
+        let fds: [(i32, std::os::fd::BorrowedFd<'static>); 3] = [
+            (0, rustix::stdio::stdin()),
+            (1, rustix::stdio::stdout()),
+            (2, rustix::stdio::stderr()),
+        ];
+        let saved = fds
+            .into_iter()
+            .filter(|(_, fd)| rustix::termios::isatty(fd))
+            .filter_map(|(n, fd)| rustix::termios::tcgetattr(fd).ok().map(|t| (n, t)))
+            .collect();
+        TerminalSettings { saved }
+    }
+}
+
+impl Drop for TerminalSettings {
+    fn drop(&mut self) {
+        for (n, t) in &self.saved {
+            let fd = match n {
+                0 => rustix::stdio::stdin(),
+                1 => rustix::stdio::stdout(),
+                _ => rustix::stdio::stderr(),
+            };
+            let _ = rustix::termios::tcsetattr(fd, OptionalActions::Now, t);
+        }
+    }
+}
+
 /// Copies the master's output to kiln's stdout until every slave is closed (EIO), on a
 /// thread; join it to have all the output written.
 pub(crate) fn relay_output(master: &OwnedFd) -> std::io::Result<std::thread::JoinHandle<()>> {
