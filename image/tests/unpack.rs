@@ -304,3 +304,30 @@ fn pax_and_gnu_long_names_with_dotdot_are_refused() {
     assert!(err.contains("name contains a `..` component"), "{err}");
     assert!(!t.path().join("escape").exists() && !t.path().join("x").exists());
 }
+
+#[test]
+fn whiteouts_of_dot_and_dotdot_are_refused_and_touch_nothing_outside() {
+    for (name, what) in [(".wh...", "`..`"), ("a/.wh...", "`..`"), (".wh..", "`.`")] {
+        let t = tempfile::tempdir().unwrap();
+        // A sibling of the rootfs: `.wh...` on a flat rootfs meant "delete the parent".
+        fs::write(t.path().join("SIBLING"), b"must survive").unwrap();
+        let rootfs = t.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("a")).unwrap();
+        fs::write(rootfs.join("a/file"), b"x").unwrap();
+        let tar_bytes = raw_tar(&[(name, b'0', "", b"")]);
+        let err = apply_layer(&tar_bytes[..], &rootfs, &UnpackOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("whiteout of `.` or `..`"),
+            "{name} ({what}): {err}"
+        );
+        assert_eq!(fs::read(t.path().join("SIBLING")).unwrap(), b"must survive");
+        assert_eq!(fs::read(rootfs.join("a/file")).unwrap(), b"x", "{name}");
+        let dest = t.path().join("layerdir");
+        assert!(
+            unpack_err(&tar_bytes, &dest).contains("whiteout of"),
+            "{name}"
+        );
+    }
+}

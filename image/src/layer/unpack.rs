@@ -353,6 +353,14 @@ impl Unpacker<'_> {
                 // `.wh.` alone or other aufs metadata (`.wh..wh.plnk`): ignored.
                 return Ok(());
             }
+            // `.wh..` and `.wh...` would name the directory itself or its parent: on a
+            // rootfs, deleting "whatever `..` is" removes what lies outside the target.
+            if hidden == b"." || hidden == b".." {
+                return Err(UnpackError::UnsafePath {
+                    name: lossy(&name),
+                    reason: "whiteout of `.` or `..`",
+                });
+            }
             let mut target = comps.clone();
             if let Some(l) = target.last_mut() {
                 *l = hidden.to_vec();
