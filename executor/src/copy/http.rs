@@ -181,6 +181,9 @@ pub fn download_limited(
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
+        // A server that accepts and never answers must not hang the build (as the
+        // registry client: kiln_registry's Client).
+        .timeout_recv_response(Some(Duration::from_secs(300)))
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| req_err(e.to_string()))?;
