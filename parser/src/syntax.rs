@@ -268,6 +268,7 @@ impl<'a> Parser<'a> {
                 map: &map,
                 lines: &self.lines,
                 end_line: current_line,
+                last: std::cell::Cell::new((0, 0, 0)),
             };
             let mut node = new_node_from_line(&logical, &ctx, self.escape, 0)
                 .map_err(|e| e.with_source_line(self.lines.get(start_line - 1).copied()))?;
@@ -324,26 +325,30 @@ pub(crate) struct LineCtx<'a> {
     map: &'a SegmentMap,
     lines: &'a [&'a str],
     end_line: usize,
+    /// The last column computed: (line, byte column, char count). Spans are asked for left
+    /// to right (each flag of an instruction), so counting on from the last one keeps a
+    /// line of many flags linear instead of quadratic (a hostile line of 600,000 flags
+    /// took minutes).
+    last: std::cell::Cell<(usize, usize, usize)>,
 }
 
 impl LineCtx<'_> {
     fn locate(&self, offset: usize) -> (usize, usize) {
-        let mut seg = self.map.segments[0];
-        for s in &self.map.segments {
-            if s.0 <= offset {
-                seg = *s;
-            } else {
-                break;
-            }
-        }
-        let (start, line, col0) = seg;
+        let segs = &self.map.segments;
+        let i = segs.partition_point(|s| s.0 <= offset);
+        let (start, line, col0) = segs[i.saturating_sub(1)];
         let byte_col = col0 + (offset - start);
         let text = self.lines.get(line - 1).copied().unwrap_or("");
-        let column = text
-            .get(..byte_col.min(text.len()))
-            .map_or(byte_col, |p| p.chars().count())
-            + 1;
-        (line, column)
+        let end = byte_col.min(text.len());
+        let (l0, b0, c0) = self.last.get();
+        let counted = match text.get(b0..end) {
+            Some(delta) if l0 == line && b0 <= end => Some(c0 + delta.chars().count()),
+            _ => text.get(..end).map(|p| p.chars().count()),
+        };
+        if let Some(chars) = counted {
+            self.last.set((line, end, chars));
+        }
+        (line, counted.unwrap_or(byte_col) + 1)
     }
 
     fn column_at(&self, offset: usize) -> usize {

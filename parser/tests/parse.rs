@@ -153,3 +153,27 @@ fn structural_errors_have_buildkit_texts() {
     );
     assert_eq!(perr("").message, "file with no instructions");
 }
+
+#[test]
+fn flag_spans_count_characters_on_long_lines_and_across_continuations() {
+    // Non-ASCII values before later flags: columns are characters, not bytes, whether
+    // counted from the line start or on from the previous flag (kiln counts on, so a line
+    // of many flags stays linear).
+    let df = parse(
+        "FROM scratch\nCOPY --chown=ü --chmod=755 --exclude=é \\\n   --link --exclude=ß a b\n",
+    )
+    .unwrap();
+    let ins = &df.stages[0].instructions[0];
+    let at: Vec<(usize, usize)> = ins
+        .flags
+        .iter()
+        .map(|f| (f.span.line, f.span.column))
+        .collect();
+    assert_eq!(at, [(2, 6), (2, 16), (2, 28), (3, 4), (3, 11)]);
+    // Many flags on one line still get exact columns.
+    let line: String = (0..2000).map(|_| "--exclude=x ").collect();
+    let df = parse(&format!("FROM scratch\nCOPY {line}a b\n")).unwrap();
+    let ins = &df.stages[0].instructions[0];
+    assert_eq!(ins.flags.len(), 2000);
+    assert_eq!(ins.flags[1999].span.column, 6 + 12 * 1999);
+}
