@@ -239,3 +239,75 @@ fn fifos_where_kiln_reads_a_file_fail_instead_of_hanging() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted at the identity's store path, unmounted when dropped.
+struct SmallStore(std::path::PathBuf);
+
+impl SmallStore {
+    fn mount(w: &World, size: &str) -> SmallStore {
+        let dir = w.store();
+        std::fs::create_dir_all(&dir).expect("mkdir store");
+        let mut opts = format!("size={size},mode=0700");
+        if let Some(uid) = w.uid {
+            opts.push_str(&format!(",uid={uid},gid={uid}"));
+        }
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "kiln-small-store"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs");
+        SmallStore(dir)
+    }
+}
+
+impl Drop for SmallStore {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn add_of_a_small_archive_that_inflates_past_the_disk_stops_first() {
+    if !crate::support::is_root() {
+        eprintln!("SKIP: mounting a small store needs root");
+        return;
+    }
+    for id in identities() {
+        let w = World::new(id);
+        // 1 GiB of zeros in one file, zstd: a few KB on disk.
+        let ctx = w.context(
+            "ctx",
+            &format!("{BUSYBOX}ADD bomb.tar.zst /x/\nRUN echo never-here\n"),
+        );
+        let file = std::fs::File::create(ctx.join("bomb.tar.zst")).expect("create");
+        let enc = zstd::Encoder::new(file, 3).expect("zstd").auto_finish();
+        let mut tar = tar::Builder::new(enc);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1 << 30);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(
+            &mut h,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), 1 << 30),
+        )
+        .expect("append");
+        drop(tar.into_inner().expect("finish tar"));
+        crate::common::open_up(&ctx);
+        // 320 MiB of store: extraction must stop while 256 MiB are still free.
+        let _store = SmallStore::mount(&w, "320m");
+        let out = w.build(&ctx, &["-t", "bomb:1"]);
+        assert_refused(&out);
+        let err = stderr(&out);
+        assert!(
+            err.contains("extracting archive") && err.contains("bytes left"),
+            "{id:?}: {}",
+            both(&out)
+        );
+        assert!(!both(&out).contains("never-here\n#"), "{id:?}");
+    }
+}

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -31,6 +31,18 @@ pub enum ArchiveError {
     },
     #[error("reading archive {archive}: {source}")]
     Read { archive: PathBuf, source: io::Error },
+    /// A small archive can decompress to far more than the disk holds (a zstd file of
+    /// 33 KB held 1 GiB of zeros): extraction stops while DISK_RESERVE is still free, as
+    /// downloads do.
+    #[error(
+        "extracting archive {archive}: stopped after {written} bytes: the filesystem has only {free} bytes left (kiln keeps {reserve} free)",
+        reserve = super::http::DISK_RESERVE
+    )]
+    DiskFull {
+        archive: PathBuf,
+        written: u64,
+        free: u64,
+    },
 }
 
 /// Compression detected from the first bytes.
@@ -159,6 +171,7 @@ pub(crate) fn extract(
     // Archive-relative path → host path of regular files extracted, for hardlinks.
     let mut files: HashMap<String, PathBuf> = HashMap::new();
     let mut bytes = 0u64;
+    let mut next_check = super::http::DISK_CHECK_EVERY;
     for entry in ar.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
         let raw = entry.path_bytes();
@@ -222,7 +235,27 @@ pub(crate) fn extract(
                 || k == tar::EntryType::GNUSparse =>
             {
                 let mut f = File::create(&host).map_err(io_at("create", &host))?;
-                bytes += io::copy(&mut entry, &mut f).map_err(read_err)?;
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = entry.read(&mut buf).map_err(read_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_all(&buf[..n]).map_err(io_at("write", &host))?;
+                    bytes += n as u64;
+                    if bytes >= next_check {
+                        next_check = bytes.saturating_add(super::http::DISK_CHECK_EVERY);
+                        let free = super::http::free_space(&f).map_err(io_at("statvfs", &host))?;
+                        if free < super::http::DISK_RESERVE {
+                            return Err(ArchiveError::DiskFull {
+                                archive: archive.to_path_buf(),
+                                written: bytes,
+                                free,
+                            }
+                            .into());
+                        }
+                    }
+                }
                 files.insert(comps.join("/"), host.clone());
             }
             k if k.is_symlink() => {

@@ -76,7 +76,7 @@ pub const DISK_RESERVE: u64 = 256 << 20;
 
 /// How many bytes are written between two free-space checks (so a small download never
 /// pays for one).
-const DISK_CHECK_EVERY: u64 = 16 << 20;
+pub(crate) const DISK_CHECK_EVERY: u64 = 16 << 20;
 
 /// The cap on one download: `KILN_MAX_DOWNLOAD` (bytes, or with a binary K/M/G/T
 /// suffix) if set, else [`DEFAULT_MAX_DOWNLOAD`].
@@ -100,7 +100,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Bytes available to us on the filesystem holding `file`.
-fn free_space(file: &File) -> io::Result<u64> {
+pub(crate) fn free_space(file: &File) -> io::Result<u64> {
     let st = rustix::fs::fstatvfs(file)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
