@@ -54,6 +54,18 @@ pub const MAX_ARCHIVE_ENTRIES: usize = 1 << 18;
 /// name a manifest refers to, and is passed over.
 pub const MAX_ARCHIVE_NAME: usize = 4096;
 
+/// How many bytes of entry names and symlink targets `kiln load` keeps in total for one
+/// archive. Each is at most [`MAX_ARCHIVE_NAME`], but a gzip of a quarter million entries
+/// with 4 KiB names and 4 KiB link targets (a few MB on disk) would otherwise be held as
+/// 2 GiB. A `docker save` of a large image keeps a few hundred names of ~100 bytes.
+pub const MAX_ARCHIVE_NAMES_TOTAL: u64 = 64 << 20;
+
+/// How many manifest and index descriptors `kiln load` walks in one archive, repeats
+/// included: `index.json`'s entries plus every nested index's. Each distinct document is
+/// parsed once whatever the count, so this bounds the walk itself (and the images an
+/// archive can name): 65,536 is hundreds of multi-platform images.
+pub const MAX_ARCHIVE_DESCRIPTORS: usize = 1 << 16;
+
 /// A document (or a set of them) larger than kiln accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} is too large: {} (kiln's limit is {limit} bytes)", describe(*.size, *.limit))]
