@@ -31,6 +31,18 @@ pub const MAX_JSON_SIZE: u64 = 16 << 20;
 /// 16 MiB is some 200,000 users, and a RUN can make either file any size at all.
 pub const MAX_IMAGE_FILE_SIZE: u64 = 16 << 20;
 
+/// How many paths `kiln diff` holds for one image's filesystem (while a layer is read:
+/// the lower layers' paths plus that layer's own). Each costs some 300 bytes beyond its
+/// strings, and a gzip of a million empty tar entries is a few MB; the largest real
+/// images (CUDA, TeX Live, conda stacks) hold a few hundred thousand files.
+pub const MAX_IMAGE_FILES: usize = 1 << 20;
+
+/// How many bytes of paths, link targets, content digests and xattrs `kiln diff` holds
+/// for one image's filesystem. Each path and link is at most [`MAX_ARCHIVE_NAME`]; a
+/// real file costs ~150 bytes here (a path and a 71-byte digest), so 256 MiB fits the
+/// largest real images while a layer of long PAX names is refused before it takes GBs.
+pub const MAX_IMAGE_TREE_BYTES: u64 = 256 << 20;
+
 /// How many JSON-looking entries `kiln load` keeps in memory from one archive. A
 /// `docker save` of an image has two per layer at most (legacy `<id>/json` and
 /// `blobs/sha256/...`) plus a handful; 65,536 fits hundreds of large images.
