@@ -18,7 +18,7 @@ pub use diff::{
     Change, Comparison, FieldChange, FileChange, HistoryChange, ImageIds, compare, compare_config,
     compare_history, compare_trees,
 };
-pub use fstree::{FileMeta, FileTree, FileType, normalize_path};
+pub use fstree::{FileMeta, FileTree, FileType, TreeError, normalize_path};
 pub use source::{
     DirBlobs, ImageLocation, OpenImage, open_archive, open_location, open_oci_layout,
 };
@@ -57,7 +57,8 @@ pub enum CompareError {
         /// The cause.
         source: OciError,
     },
-    /// A layer is not a readable (compressed) tar.
+    /// A layer is not a readable (compressed) tar, or its filesystem is
+    /// over one of kiln's caps.
     #[error("{name}: layer {digest}: {source}")]
     Layer {
         /// The image.
@@ -65,7 +66,18 @@ pub enum CompareError {
         /// The layer blob.
         digest: String,
         /// The cause.
-        source: io::Error,
+        source: TreeError,
+    },
+    /// A blob's length is not the size its descriptor gives.
+    #[error("blob {digest} {}, but its descriptor says {declared} bytes", found_size(*.found, *.declared))]
+    BlobSize {
+        /// The blob.
+        digest: String,
+        /// The descriptor's size.
+        declared: u64,
+        /// Bytes found; `None` when there were more than `declared` (reading
+        /// stops one byte past it).
+        found: Option<u64>,
     },
     /// A file or directory could not be read.
     #[error("{}: {source}", path.display())]
@@ -94,4 +106,11 @@ pub enum CompareError {
     /// A manifest, index or config over kiln's cap.
     #[error(transparent)]
     TooLarge(#[from] crate::limits::TooLarge),
+}
+
+fn found_size(found: Option<u64>, declared: u64) -> String {
+    match found {
+        Some(n) => format!("has {n} bytes"),
+        None => format!("has more than {declared} bytes"),
+    }
 }

@@ -5,7 +5,7 @@
 //! against its digest.
 
 use super::CompareError;
-use super::fstree::FileTree;
+use super::fstree::{FileTree, TreeError};
 use crate::archive::{BlobSink, BlobSource, read_archive};
 use crate::digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
 use crate::layer::compress::decompressor;
@@ -63,13 +63,48 @@ impl DirBlobs {
     }
 }
 
+/// Opens a blob file: never through a symlink (`O_NOFOLLOW`), and never
+/// anything but a regular file. A layout directory is input kiln does not
+/// control: a blob linked to `/dev/zero` would be read forever, and a FIFO
+/// would block the open itself (hence `O_NONBLOCK` until the type is known).
+/// Returns the file and its length.
+fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // What O_NOFOLLOW reports for a symlink; "too many levels of symbolic
+        // links" would not say what is wrong.
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "is a symbolic link; blobs must be regular files",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "is not a regular file; blobs must be regular files",
+        ));
+    }
+    // Reads of a regular file never block; the flag goes so that the file
+    // behaves as any other to whoever reads it.
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    let len = u64::try_from(st.st_size).map_err(io::Error::other)?;
+    Ok((File::from(fd), len))
+}
+
 impl BlobSource for DirBlobs {
     fn open_blob(&self, digest: &str) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(BufReader::new(File::open(self.path(digest)?)?)))
+        let (file, _) = open_regular(&self.path(digest)?)?;
+        Ok(Box::new(BufReader::new(file)))
     }
 
     fn blob_size(&self, digest: &str) -> io::Result<u64> {
-        Ok(fs::metadata(self.path(digest)?)?.len())
+        Ok(open_regular(&self.path(digest)?)?.1)
     }
 }
 
@@ -227,15 +262,17 @@ impl<'a> OpenImage<'a> {
     }
 
     /// Streams every layer, base first, into the final filesystem. Each
-    /// layer blob is hashed as it is read and must match its digest.
+    /// layer blob is hashed as it is read and must have its descriptor's
+    /// size and digest.
     pub fn file_tree(&self) -> Result<FileTree, CompareError> {
         let mut tree = FileTree::new();
         for layer in &self.manifest.layers {
-            let layer_err = |source| CompareError::Layer {
+            let layer_err = |source: TreeError| CompareError::Layer {
                 name: self.name.clone(),
                 digest: layer.digest.clone(),
                 source,
             };
+            let io_err = |source: io::Error| layer_err(source.into());
             let raw = self
                 .blobs
                 .open_blob(&layer.digest)
@@ -243,15 +280,24 @@ impl<'a> OpenImage<'a> {
                     digest: layer.digest.clone(),
                     source,
                 })?;
-            let mut hashing = HashingReader::new(raw);
+            // Never read past the descriptor's size (one byte more tells a
+            // longer blob from an exact one): whatever the blob is, the read
+            // ends.
+            let mut hashing = HashingReader::new(raw.take(layer.size.saturating_add(1)));
             {
-                let (_, tar_stream) =
-                    decompressor(BufReader::new(&mut hashing)).map_err(layer_err)?;
+                let (_, tar_stream) = decompressor(BufReader::new(&mut hashing)).map_err(io_err)?;
                 tree.apply_layer(tar_stream).map_err(layer_err)?;
             }
             // The tar reader stops at the end-of-archive blocks: hash the rest.
-            io::copy(&mut hashing, &mut io::sink()).map_err(layer_err)?;
-            let (actual, _) = hashing.finish();
+            io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
+            let (actual, read) = hashing.finish();
+            if read != layer.size {
+                return Err(CompareError::BlobSize {
+                    digest: layer.digest.clone(),
+                    declared: layer.size,
+                    found: (read <= layer.size).then_some(read),
+                });
+            }
             if actual != layer.digest {
                 return Err(CompareError::DigestMismatch {
                     expected: layer.digest.clone(),
@@ -271,7 +317,9 @@ pub fn open_oci_layout(dir: &Path) -> Result<OpenImage<'static>, CompareError> {
         path: index_path.clone(),
         source,
     };
-    let file = File::open(&index_path).map_err(io_err)?;
+    // index.json is held to what blobs are: a FIFO or a link to a device
+    // there would hang the read as surely.
+    let (file, _) = open_regular(&index_path).map_err(io_err)?;
     let bytes = match limits::read_capped(file, MAX_MANIFEST_SIZE, "index.json") {
         Ok(bytes) => bytes,
         Err(CappedReadError::TooLarge(e)) => return Err(e.into()),
@@ -319,6 +367,19 @@ pub fn open_archive(
     file: &Path,
     scratch: &Path,
 ) -> Result<OpenImage<'static>, CompareError> {
+    // The archive is read twice (a scan, then the blobs), and a FIFO or a
+    // device never ends or cannot be read again: only a regular file (the
+    // name given may be a symlink to one) is an archive.
+    let md = fs::metadata(file).map_err(|source| CompareError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    if !md.is_file() {
+        return Err(CompareError::Invalid {
+            name: name.to_string(),
+            reason: "not a regular file (an archive must be a file, not a pipe or device)".into(),
+        });
+    }
     let blobs = DirBlobs::new(scratch);
     let images = read_archive(file, &blobs).map_err(|source| CompareError::Archive {
         name: name.to_string(),
