@@ -107,6 +107,15 @@ pub enum ArchiveError {
         /// The cap ([`crate::limits::MAX_ARCHIVE_ENTRIES`]).
         limit: usize,
     },
+    /// An archive's indexes list more manifests and indexes than `kiln load` walks.
+    #[error(
+        "refusing the archive: its indexes list more than {limit} manifests and indexes \
+         (repeats included; kiln walks at most that many)"
+    )]
+    TooManyDescriptors {
+        /// The cap ([`crate::limits::MAX_ARCHIVE_DESCRIPTORS`]).
+        limit: usize,
+    },
     /// An export request cannot be written in this format.
     #[error("{0}")]
     Unsupported(String),

@@ -17,8 +17,9 @@ use super::{ArchiveError, BlobSink};
 use crate::digest::{HashingReader, digest_hex, sha256_digest};
 use crate::layer::compress::{Compression, decompressor};
 use crate::limits::{
-    self, CappedReadError, MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_JSON_ENTRIES, MAX_ARCHIVE_JSON_TOTAL,
-    MAX_ARCHIVE_NAME, MAX_CONFIG_SIZE, MAX_JSON_SIZE,
+    self, CappedReadError, MAX_ARCHIVE_DESCRIPTORS, MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_JSON_ENTRIES,
+    MAX_ARCHIVE_JSON_TOTAL, MAX_ARCHIVE_NAME, MAX_ARCHIVE_NAMES_TOTAL, MAX_CONFIG_SIZE,
+    MAX_JSON_SIZE,
 };
 use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, MEDIA_TYPE_CONFIG, Manifest,
@@ -59,14 +60,18 @@ struct Scan {
     /// Total bytes held in `small`.
     small_bytes: u64,
     files: BTreeMap<String, FileInfo>,
+    /// Link name → resolved target, each at most [`MAX_ARCHIVE_NAME`] bytes.
     symlinks: BTreeMap<String, String>,
+    /// Total bytes of the names and link targets recorded in `files` and `symlinks`.
+    names_bytes: u64,
 }
 
 impl Scan {
-    /// Whether to record an entry named `name`: every recorded name is held until the
-    /// load ends, so their number is capped, and a name longer than any path (which no
+    /// Whether to record an entry named `name` (with a link target of `target_len` bytes,
+    /// 0 for a file): every recorded name is held until the load ends, so their number
+    /// and their total size are capped, and a name longer than any path (which no
     /// manifest can refer to) is passed over rather than kept.
-    fn admit(&self, name: &str) -> Result<bool, ArchiveError> {
+    fn admit(&mut self, name: &str, target_len: usize) -> Result<bool, ArchiveError> {
         if name.len() > MAX_ARCHIVE_NAME {
             return Ok(false);
         }
@@ -75,6 +80,17 @@ impl Scan {
                 limit: MAX_ARCHIVE_ENTRIES,
             });
         }
+        // Counted as admitted (a repeated name is counted again: the count only errs high).
+        let total = self
+            .names_bytes
+            .saturating_add(name.len() as u64)
+            .saturating_add(target_len as u64);
+        limits::check_size(
+            "the archive's entry names and link targets",
+            total,
+            MAX_ARCHIVE_NAMES_TOTAL,
+        )?;
+        self.names_bytes = total;
         Ok(true)
     }
 }
@@ -105,6 +121,9 @@ pub fn read_archive(path: &Path, sink: &dyn BlobSink) -> Result<Vec<LoadedImage>
         big: BTreeMap::new(),
         small_puts: Vec::new(),
         seen: BTreeSet::new(),
+        walked: BTreeSet::new(),
+        configs: BTreeMap::new(),
+        descriptors: 0,
     };
     let images = if scan.small.contains_key("index.json") {
         plan.load_index()?
@@ -164,7 +183,7 @@ fn scan_entry(
     mut r: impl Read,
     io_err: &dyn Fn(io::Error) -> ArchiveError,
 ) -> Result<(), ArchiveError> {
-    if !scan.admit(&name)? {
+    if !scan.admit(&name, 0)? {
         return Ok(());
     }
     let mut head = Vec::new();
@@ -258,10 +277,14 @@ impl Input {
                             scan_entry(&mut scan, name, size, entry, &self.io_err("reading"))?;
                         }
                         tar::EntryType::Symlink | tar::EntryType::Link => {
-                            let target = entry
-                                .link_name_bytes()
-                                .map(|t| String::from_utf8_lossy(&t).into_owned())
-                                .unwrap_or_default();
+                            let target = entry.link_name_bytes().unwrap_or_default();
+                            // A target longer than PATH_MAX is one no kernel follows, and
+                            // keeping each whole (a PAX linkpath can be 1 MiB) would let a
+                            // small gzip fill memory: passed over, as a long name is.
+                            if target.len() > MAX_ARCHIVE_NAME {
+                                continue;
+                            }
+                            let target = String::from_utf8_lossy(&target).into_owned();
                             let resolved = if entry.header().entry_type() == tar::EntryType::Link
                                 || target.starts_with('/')
                             {
@@ -270,8 +293,10 @@ impl Input {
                                 let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
                                 normalize(&format!("{dir}/{target}"))
                             };
+                            // A resolved target over the cap cannot name a recorded file.
                             if let Some(r) = resolved
-                                && scan.admit(&name)?
+                                && r.len() <= MAX_ARCHIVE_NAME
+                                && scan.admit(&name, r.len())?
                             {
                                 scan.symlinks.insert(name, r);
                             }
@@ -403,6 +428,15 @@ struct Plan<'s> {
     /// JSON blobs to put from memory, in order.
     small_puts: Vec<(String, Vec<u8>)>,
     seen: BTreeSet<String>,
+    /// Manifests and indexes already walked: a digest names one content, so walking it
+    /// again would queue nothing new, only re-hash and re-parse it (quadratic work when
+    /// thousands of index entries share one index of thousands of entries).
+    walked: BTreeSet<String>,
+    /// Manifest digest → its config's digest, for the docker tags of `index.json`'s
+    /// entries without re-parsing each.
+    configs: BTreeMap<String, String>,
+    /// Descriptors walked so far, repeats included (see [`MAX_ARCHIVE_DESCRIPTORS`]).
+    descriptors: usize,
 }
 
 #[derive(Deserialize)]
@@ -415,7 +449,7 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
-impl Plan<'_> {
+impl<'s> Plan<'s> {
     fn missing(&self, what: String) -> ArchiveError {
         ArchiveError::Missing {
             archive: self.archive.clone(),
@@ -443,7 +477,7 @@ impl Plan<'_> {
     }
 
     /// The verified JSON blob with this digest.
-    fn json_blob(&self, digest: &str) -> Result<Vec<u8>, ArchiveError> {
+    fn json_blob(&self, digest: &str) -> Result<&'s [u8], ArchiveError> {
         let hex = digest_hex(digest).map_err(|e| self.invalid(e.to_string()))?;
         let name = format!("blobs/sha256/{hex}");
         let Some(bytes) = self.scan.small.get(&name) else {
@@ -460,7 +494,7 @@ impl Plan<'_> {
                 actual,
             });
         }
-        Ok(bytes.clone())
+        Ok(bytes)
     }
 
     /// Queues a blob named by digest: from memory if it was small, else streamed.
@@ -481,11 +515,24 @@ impl Plan<'_> {
     }
 
     fn walk(&mut self, desc: &Descriptor, depth: u32) -> Result<(), ArchiveError> {
+        // Counted before the repeat check: even a cheap repeat costs a lookup, and an
+        // index of millions of entries is refused rather than walked.
+        self.descriptors += 1;
+        if self.descriptors > MAX_ARCHIVE_DESCRIPTORS {
+            return Err(ArchiveError::TooManyDescriptors {
+                limit: MAX_ARCHIVE_DESCRIPTORS,
+            });
+        }
         if depth > 4 {
             return Err(self.invalid(format!("index nesting too deep at {}", desc.digest)));
         }
+        // Its children and itself were queued the first time (children first, so the
+        // order of puts is unchanged); digests cannot form a cycle.
+        if !self.walked.insert(desc.digest.clone()) {
+            return Ok(());
+        }
         let bytes = self.json_blob(&desc.digest)?;
-        match parse_manifest_or_index(&bytes).map_err(|source| ArchiveError::Oci {
+        match parse_manifest_or_index(bytes).map_err(|source| ArchiveError::Oci {
             what: format!("manifest {}", desc.digest),
             source,
         })? {
@@ -496,6 +543,8 @@ impl Plan<'_> {
                     m.config.size,
                     MAX_CONFIG_SIZE,
                 )?;
+                self.configs
+                    .insert(desc.digest.clone(), m.config.digest.clone());
                 self.want(&m.config.digest)?;
                 for l in &m.layers {
                     self.want(&l.digest)?;
@@ -548,10 +597,10 @@ impl Plan<'_> {
                 names.push(n.clone());
             }
             if names.is_empty() {
-                // docker save lists tags in manifest.json, keyed by config path.
-                let bytes = self.json_blob(&desc.digest)?;
-                if let Ok(ManifestKind::Manifest(m)) = parse_manifest_or_index(&bytes)
-                    && let Ok(hex) = digest_hex(&m.config.digest)
+                // docker save lists tags in manifest.json, keyed by config path. The walk
+                // above verified and parsed the manifest and noted its config.
+                if let Some(config) = self.configs.get(&desc.digest)
+                    && let Ok(hex) = digest_hex(config)
                     && let Some(tags) = docker_tags.get(&format!("blobs/sha256/{hex}"))
                 {
                     names.extend(tags.iter().cloned());
