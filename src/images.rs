@@ -8,6 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use kiln_cache::{ImageRef, Store};
 use kiln_image::ExportImage;
 use kiln_image::oci::{ImageConfig, Manifest};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -212,17 +213,39 @@ pub fn load(root: Option<PathBuf>, input: &Path) -> Result<ExitCode> {
     if loaded.is_empty() {
         bail!("{}: the archive holds no image", input.display());
     }
+    // Every name and manifest is checked before any name is set: a load that fails
+    // must tag nothing, or an archive listing `bb:1` then an invalid name would move an
+    // existing `bb:1` to its image and still exit with an error.
+    let mut refs: BTreeMap<String, ImageRef> = BTreeMap::new();
+    let mut planned: Vec<(ImageRef, Vec<String>)> = Vec::with_capacity(loaded.len());
     for image in loaded {
-        let manifest = kiln_image::parse_manifest(&store.read_blob(&image.manifest_digest)?)?;
-        let image_ref = ImageRef {
-            config: manifest.config.digest.clone(),
-            manifest: image.manifest_digest.clone(),
+        // An archive may list one manifest many times: each is read and parsed once.
+        let image_ref = match refs.get(&image.manifest_digest) {
+            Some(r) => r.clone(),
+            None => {
+                let manifest =
+                    kiln_image::parse_manifest(&store.read_blob(&image.manifest_digest)?)
+                        .with_context(|| format!("reading manifest {}", image.manifest_digest))?;
+                let r = ImageRef {
+                    config: manifest.config.digest.clone(),
+                    manifest: image.manifest_digest.clone(),
+                };
+                refs.insert(image.manifest_digest.clone(), r.clone());
+                r
+            }
         };
-        if image.ref_names.is_empty() {
+        let names = image
+            .ref_names
+            .iter()
+            .map(|name| kiln_cache::normalize_ref(name).map_err(|e| anyhow!("{name}: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        planned.push((image_ref, names));
+    }
+    for (image_ref, names) in planned {
+        if names.is_empty() {
             println!("Loaded image ID: {}", image_ref.config);
         }
-        for name in &image.ref_names {
-            let name = kiln_cache::normalize_ref(name).map_err(|e| anyhow!("{name}: {e}"))?;
+        for name in names {
             store.set_ref(&name, image_ref.clone())?;
             println!("Loaded image: {name}");
         }

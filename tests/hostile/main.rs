@@ -15,6 +15,7 @@ mod support;
 
 mod input;
 mod input_limits;
+mod load;
 mod network;
 mod output;
 mod sandbox;
