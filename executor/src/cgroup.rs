@@ -10,7 +10,10 @@
 //!   (`kiln-<pid>`) beside them, as runc and podman do in a delegated scope.
 //! - **cgroup v1 as real root**: the `pids` hierarchy only (memory and cpu of v1 belong to
 //!   whoever placed kiln in its cgroup; moving a RUN out of them would escape their
-//!   accounting).
+//!   accounting), and one cgroup for the whole build (`kiln-build-<pid>`), which the thread
+//!   that spawns every sandbox joins once ([`join_build_cgroup`]): moving a process into a
+//!   v1 cgroup waits for an RCU grace period (about 10 ms), too much to pay per RUN, while a
+//!   child is born in its parent thread's cgroup for free. The build's RUNs share the limit.
 //! - otherwise nothing: [`RunCgroup::create`] returns `None` and [`support`] says why, once,
 //!   for the caller to print.
 //!
@@ -229,14 +232,8 @@ impl RunCgroup {
                 }
                 (parent.join(&name), w)
             }
-            Support::V1Pids { parent } => {
-                let w = l
-                    .pids
-                    .map(|p| vec![("pids.max", p.to_string())])
-                    .unwrap_or_default();
-                (parent.join(&name), w)
-            }
-            Support::Unavailable(_) => return None,
+            // One cgroup for the build, joined by the spawner thread (join_build_cgroup).
+            Support::V1Pids { .. } | Support::Unavailable(_) => return None,
         };
         static SWEPT: std::sync::Once = std::sync::Once::new();
         if let Some(parent) = dir.parent() {
@@ -263,6 +260,28 @@ impl RunCgroup {
     }
 }
 
+/// v1 only: puts the calling thread (the one that spawns every sandbox helper) into this
+/// build's cgroup, made with the configured pids limit, so every helper and everything it
+/// starts is born inside it. Nothing happens elsewhere (v2 has a cgroup per RUN) or when it
+/// cannot be made (limits are protection, not semantics).
+pub fn join_build_cgroup() {
+    let Support::V1Pids { parent } = support() else {
+        return;
+    };
+    sweep_dead(parent);
+    let dir = parent.join(format!("kiln-build-{}", std::process::id()));
+    if std::fs::create_dir(&dir).is_err() && !dir.is_dir() {
+        return;
+    }
+    if let Some(p) = limits().pids
+        && std::fs::write(dir.join("pids.max"), p.to_string()).is_err()
+    {
+        return;
+    }
+    // `tasks` moves one thread, where `cgroup.procs` would move all of kiln.
+    let _ = std::fs::write(dir.join("tasks"), "0");
+}
+
 /// Removes the RUN cgroups of kiln processes that are gone (killed before they could
 /// remove their own). A cgroup that still holds processes refuses rmdir, so a reused PID
 /// costs nothing but a leftover empty directory.
@@ -274,7 +293,10 @@ fn sweep_dead(parent: &Path) {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix("kiln-run-"))
+            .and_then(|n| {
+                n.strip_prefix("kiln-run-")
+                    .or_else(|| n.strip_prefix("kiln-build-"))
+            })
             .and_then(|rest| rest.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {

@@ -237,6 +237,8 @@ fn spawn_helper(cmd: Command) -> std::io::Result<Child> {
         std::thread::Builder::new()
             .name("kiln-sandbox-spawner".into())
             .spawn(move || {
+                // Before the first helper: they are all born in the build's cgroup.
+                crate::cgroup::join_build_cgroup();
                 for (mut cmd, reply) in rx {
                     let _ = reply.send(cmd.spawn());
                 }
