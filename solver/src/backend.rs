@@ -134,23 +134,8 @@ impl Backend {
                 )
             })?;
         let (manifest, config) = read_image(&self.store, reference, &image)?;
-        if manifest.layers.len() != config.rootfs.diff_ids.len() {
-            return Err(format!(
-                "{reference}: manifest lists {} layers but config {} diff_ids",
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            ));
-        }
-        let mut layers = Vec::new();
-        for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            let layer = LayerRef {
-                diff_id: diff_id.clone(),
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
-                size: desc.size,
-            };
-            layers.push(self.ensure_snapshot(&layer)?);
-        }
+        let layers = image_layers(&self.store, &manifest, &config)
+            .map_err(|e| format!("{reference}: {e}"))?;
         Ok(ResolvedImage {
             key: vertex_key("image", &image.manifest, &[]),
             layers,
@@ -685,6 +670,35 @@ pub fn ensure_snapshot(store: &Store, layer: &LayerRef) -> Result<Layer, String>
         media_type: layer.media_type.clone(),
         snapshot: store.snapshot_path(id).map_err(|e| e.to_string())?,
     })
+}
+
+/// The layers of a stored image, bottom first, each unpacked into its snapshot if missing.
+pub fn image_layers(
+    store: &Store,
+    manifest: &kiln_image::Manifest,
+    config: &kiln_image::ImageConfig,
+) -> Result<Vec<Layer>, String> {
+    if manifest.layers.len() != config.rootfs.diff_ids.len() {
+        return Err(format!(
+            "manifest lists {} layers but config {} diff_ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        ));
+    }
+    manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(desc, diff_id)| {
+            let layer = LayerRef {
+                diff_id: diff_id.clone(),
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                size: desc.size,
+            };
+            ensure_snapshot(store, &layer)
+        })
+        .collect()
 }
 
 /// The manifest and config of a stored image (`reference` only names it in errors).

@@ -12,9 +12,9 @@
 //! ([`store_debug_state`]) and prints its ID; [`open_image`] accepts such an ID, whose
 //! layers are already snapshots. It lives until the next `kiln prune` removes the blob.
 
-use crate::backend::{Backend, ensure_snapshot, read_image};
+use crate::backend::{Backend, image_layers, read_image};
 use crate::stage::{Layer, StageResult, lowers_of};
-use kiln_cache::{ImageRef, LayerRef, Store};
+use kiln_cache::{ImageRef, Store};
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_image::ImageConfig;
@@ -106,23 +106,7 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
     };
     if let Some(image) = find_ref(store, reference).map_err(err)? {
         let (manifest, config) = read_image(store, reference, &image).map_err(err)?;
-        if manifest.layers.len() != config.rootfs.diff_ids.len() {
-            return Err(err(format!(
-                "manifest lists {} layers but config {} diff_ids",
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
-        let mut layers = Vec::new();
-        for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            let layer = LayerRef {
-                diff_id: diff_id.clone(),
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
-                size: desc.size,
-            };
-            layers.push(ensure_snapshot(store, &layer).map_err(err)?);
-        }
+        let layers = image_layers(store, &manifest, &config).map_err(err)?;
         return Ok(RunnableImage {
             id: image.config,
             config,
