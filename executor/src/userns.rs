@@ -246,11 +246,13 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// True when the full ID range is mapped, i.e. we are in the initial user namespace.
-fn in_initial_userns() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-        .unwrap_or(true)
+/// True when this process is real root: uid 0 in the initial user namespace (the full ID
+/// range mapped to itself). An unreadable map counts as not real root.
+pub fn is_real_root() -> bool {
+    rustix::process::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false)
 }
 
 /// Enter a user namespace mapped to root when kiln runs unprivileged (see the module doc).
@@ -260,7 +262,6 @@ pub fn enter_user_namespace_if_needed() -> Result<UsernsState, UsernsError> {
     if uid == 0 {
         return Ok(UsernsState::AlreadyRoot);
     }
-    let _ = in_initial_userns(); // nested namespaces work the same way: map again.
     let name = user_name(uid);
     let subuid = std::fs::read_to_string("/etc/subuid")
         .ok()

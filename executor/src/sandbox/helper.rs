@@ -174,14 +174,6 @@ fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
     Ok(())
 }
 
-/// True when this process is real root in the initial user namespace.
-fn real_root() -> bool {
-    rustix::process::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-            .unwrap_or(false)
-}
-
 /// As real root, move into a new user namespace with the identity mapping, so that the
 /// sandbox's capabilities are scoped to namespaces it owns (see the module doc). Rootless
 /// kiln is already in a user namespace of its own and needs nothing.
@@ -190,7 +182,7 @@ fn real_root() -> bool {
 /// so a child forked beforehand (still real root outside) writes it.
 fn enter_own_userns() -> Result<(), StepError> {
     const STEP: &str = "user-namespace";
-    if !real_root() {
+    if !crate::userns::is_real_root() {
         return Ok(());
     }
     let me = rustix::process::getpid().as_raw_nonzero().get();
@@ -289,7 +281,7 @@ fn run_sandbox(
     if run.network_none {
         flags |= UnshareFlags::NEWNET;
     }
-    if run.insecure && real_root() {
+    if run.insecure && crate::userns::is_real_root() {
         // The solver refuses this first (sandbox::insecure_refusal); never run it anyway.
         return Err(StepError {
             step: "security",

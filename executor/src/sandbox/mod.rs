@@ -195,11 +195,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
 /// program as host root). Until real root's builds map to a subordinate range, insecure
 /// RUNs are for rootless kiln only.
 pub fn insecure_refusal() -> Option<&'static str> {
-    let initial_root = rustix::process::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-            .unwrap_or(false);
-    initial_root.then_some(
+    crate::userns::is_real_root().then_some(
         "kiln runs RUN --security=insecure only rootless: as real root the step's root would \
          be the host's root for uid checks (run kiln as an unprivileged user)",
     )
