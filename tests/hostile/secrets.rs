@@ -3,9 +3,8 @@
 //! succeeded, after a RUN that failed, and after kiln was killed with SIGKILL while a RUN
 //! had the secret mounted; and kiln never prints it.
 
-use crate::common;
 use crate::support::{
-    BUSYBOX, USER, World, assert_ok, assert_refused, both, files_containing, identities,
+    BUSYBOX, World, assert_ok, assert_refused, both, files_containing, identities,
 };
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -129,27 +128,13 @@ fn a_secret_leaves_nothing_behind_when_kiln_is_killed() {
                 "{BUSYBOX}RUN --mount=type=secret,id=k,target=/run/secrets/k,env=API_KEY sh -c 'test -s /run/secrets/k && echo mounted-$((6*7)) && sleep 30'\n"
             ),
         );
-        let mut cmd = match w.uid {
-            Some(_) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", USER, "--"]).arg(common::kiln_bin());
-                c
-            }
-            None => Command::new(common::kiln_bin()),
-        };
-        cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOME", &w.home)
-            .current_dir(&w.home)
-            .arg("--root")
-            .arg(w.store())
-            .args(["build", "--progress", "plain", "--secret"])
-            .arg(secret_arg(&file))
-            .arg(&ctx)
-            .stdin(Stdio::null())
+        let secret = secret_arg(&file);
+        let ctx_arg = ctx.to_str().expect("utf-8 path");
+        let mut cmd = w.kiln_command(
+            &["build", "--progress", "plain", "--secret", &secret, ctx_arg],
+            &[],
+        );
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn kiln");

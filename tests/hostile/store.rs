@@ -29,22 +29,7 @@ fn as_other(argv: &[&str]) -> Result<(), String> {
 
 /// Every setuid regular file under `dir`.
 fn setuid_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(md) = e.metadata() else { continue };
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if md.is_file() && md.permissions().mode() & 0o4000 != 0 {
-                found.push(e.path());
-            }
-        }
-    }
-    found
+    crate::support::files_where(dir, |_, md| md.permissions().mode() & 0o4000 != 0)
 }
 
 #[test]

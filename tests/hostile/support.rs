@@ -99,6 +99,14 @@ impl World {
 
     /// `kiln --root STORE ARGS...` as the identity, with `envs` added to a clean environment.
     pub fn kiln_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.kiln_command(args, envs)
+            .output()
+            .expect("running kiln")
+    }
+
+    /// The command [`World::kiln_env`] runs, for a test that must spawn it and act on it
+    /// while it runs.
+    pub fn kiln_command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
         let mut cmd = match self.uid {
             Some(_) => {
                 let mut c = Command::new("runuser");
@@ -118,7 +126,7 @@ impl World {
             .arg("--root")
             .arg(self.store())
             .args(args);
-        cmd.output().expect("running kiln")
+        cmd
     }
 
     pub fn kiln(&self, args: &[&str]) -> Output {
@@ -168,6 +176,14 @@ pub fn assert_ok(out: &Output) {
 
 /// Every regular file below `dir` whose bytes contain `needle` (symlinks not followed).
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_where(dir, |path, _| {
+        std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+/// Every regular file below `dir` for which `keep(path, metadata)` holds (symlinks not
+/// followed, unreadable directories skipped).
+pub fn files_where(dir: &Path, keep: impl Fn(&Path, &std::fs::Metadata) -> bool) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -175,13 +191,10 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             continue;
         };
         for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file()
-                && let Ok(bytes) = std::fs::read(e.path())
-                && bytes.windows(needle.len()).any(|w| w == needle)
-            {
+            } else if md.is_file() && keep(&e.path(), &md) {
                 found.push(e.path());
             }
         }
