@@ -441,7 +441,7 @@ impl Backend {
 
     /// What the key of `step` is made of: the op's canonical parameters, the keys it reads
     /// from, and for context sources the checksums of the selected files.
-    fn key_inputs(
+    pub(crate) fn key_inputs(
         &self,
         step: &Step,
         parent: &str,

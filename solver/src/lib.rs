@@ -21,6 +21,9 @@ mod secret;
 mod stage;
 mod steps;
 
+#[cfg(test)]
+mod pinned_keys;
+
 pub use backend::{Backend, NetworkDefault, SecretSource, SolveOptions};
 pub use entitlements::{Entitlement, Entitlements};
 pub use error::SolveError;

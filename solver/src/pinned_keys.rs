@@ -1,0 +1,349 @@
+//! Known cache keys, pinned: the key of each representative layer step, computed over a
+//! temp-dir store and context, must stay exactly these hex values.
+//!
+//! A key is what a build looks up in every store it has written, so a key that changes
+//! silently makes every cached layer a miss (and every `--cache-from` useless). The values
+//! below were computed by the code before keys were made of explicit per-op fields; any
+//! change to what enters a key, or to how it is serialized, shows here first.
+//!
+//! Metadata-only steps (ENV, LABEL, USER, ...) have no key of their own: they never reach
+//! the cache (the stage applies them to its config), and they enter the keys of the RUNs
+//! after them through the RUN's expanded environment, user and directory.
+
+use crate::backend::{Backend, NetworkDefault, SolveOptions};
+use crate::key::vertex_key;
+use kiln_cache::Store;
+use kiln_parser::{
+    CacheSharing, CopyOp, CopySource, InlineFile, Mount, MountKind, NetworkMode, Op, Platform,
+    RunOp, SecurityMode, Source, Span, Step, WorkdirOp,
+};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+/// The key of the previous step every pinned step sits on.
+const PARENT: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+/// The key of the stage the `--from` / `from=` steps read (stage 0).
+const STAGE0: &str = "0000000000000000000000000000000000000000000000000000000000000002";
+
+/// A build session over a fresh store and a context with fixed contents and modes.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    backend: Arc<Backend>,
+}
+
+fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    std::fs::create_dir_all(context.join("src/sub")).unwrap();
+    let files: [(&str, &[u8], u32); 3] = [
+        ("src/a.txt", b"alpha\n", 0o644),
+        ("src/sub/b.sh", b"#!/bin/sh\necho b\n", 0o755),
+        ("go.mod", b"module example\n", 0o600),
+    ];
+    for (path, content, mode) in files {
+        let path = context.join(path);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for d in ["", "src", "src/sub"] {
+        std::fs::set_permissions(context.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dockerfile = context.join("Dockerfile");
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let options = SolveOptions {
+        context_dir: context,
+        dockerfile,
+        no_cache: false,
+        no_cache_filter: Vec::new(),
+        compression: kiln_image::Compression::Gzip,
+        source_date_epoch,
+        network,
+        entitlements: Default::default(),
+        snapshotter: None,
+        secrets: Vec::new(),
+        explain_cache: false,
+        platform: Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        },
+    };
+    let backend = Arc::new(Backend::new(store, options).unwrap());
+    Fixture { _dir: dir, backend }
+}
+
+fn step(op: Op) -> Step {
+    Step {
+        span: Span {
+            line: 3,
+            column: 1,
+            end_line: 3,
+        },
+        source: "STEP".into(),
+        created_by: "STEP # buildkit".into(),
+        op,
+    }
+}
+
+fn key(f: &Fixture, op: Op) -> String {
+    f.backend
+        .key_inputs(&step(op), PARENT, &[(0, STAGE0.to_string())])
+        .unwrap()
+        .key
+}
+
+fn mount(kind: MountKind, target: &str) -> Mount {
+    Mount {
+        kind,
+        target: target.into(),
+        source: None,
+        from: None,
+        readonly: false,
+        mode: None,
+        uid: None,
+        gid: None,
+    }
+}
+
+fn run_with_mounts() -> RunOp {
+    RunOp {
+        argv: vec!["/bin/sh".into(), "-c".into(), "make && make install".into()],
+        shell_form: true,
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("GOFLAGS".into(), "-mod=mod".into()),
+        ],
+        workdir: "/src".into(),
+        user: "build".into(),
+        network: NetworkMode::Default,
+        security: SecurityMode::Sandbox,
+        mounts: vec![
+            Mount {
+                source: Some("/out".into()),
+                from: Some(Source::Stage(0)),
+                readonly: true,
+                ..mount(MountKind::Bind, "/in")
+            },
+            Mount {
+                source: Some("src".into()),
+                ..mount(MountKind::Bind, "/ctx")
+            },
+            Mount {
+                mode: Some(0o755),
+                uid: Some(1000),
+                gid: Some(0),
+                ..mount(
+                    MountKind::Cache {
+                        id: "gocache".into(),
+                        sharing: CacheSharing::Locked,
+                    },
+                    "/root/.cache",
+                )
+            },
+            mount(
+                MountKind::Tmpfs {
+                    size: Some(1 << 20),
+                },
+                "/tmp",
+            ),
+            Mount {
+                mode: Some(0o400),
+                uid: Some(0),
+                gid: Some(0),
+                ..mount(
+                    MountKind::Secret {
+                        id: "token".into(),
+                        env: Some("TOKEN".into()),
+                        required: true,
+                    },
+                    "/run/secrets/token",
+                )
+            },
+        ],
+        files: vec![InlineFile {
+            path: "/dev/pipes/script".into(),
+            content: "echo hi\n".into(),
+            mode: 0o755,
+        }],
+    }
+}
+
+fn copy() -> CopyOp {
+    CopyOp {
+        add: false,
+        from: Source::Context,
+        sources: vec![CopySource::Path("src".into())],
+        dest: "app/".into(),
+        workdir: "/work".into(),
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        checksum: None,
+        unpack: None,
+        keep_git_dir: false,
+    }
+}
+
+/// Serves `body` with a fixed `Last-Modified` to every request on 127.0.0.1.
+fn serve(body: &'static [u8]) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let Ok(clone) = s.try_clone() else { continue };
+            let mut r = BufReader::new(clone);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 15 Nov 1994 08:12:31 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
+        }
+    });
+    format!("http://{addr}/files/tool.tar.gz")
+}
+
+#[test]
+fn run_keys_are_pinned() {
+    let f = fixture(NetworkDefault::Host, Some(0));
+    assert_eq!(
+        key(&f, Op::Run(run_with_mounts())),
+        "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59"
+    );
+    let insecure_host = RunOp {
+        network: NetworkMode::Host,
+        security: SecurityMode::Insecure,
+        mounts: Vec::new(),
+        files: Vec::new(),
+        shell_form: false,
+        ..run_with_mounts()
+    };
+    assert_eq!(
+        key(&f, Op::Run(insecure_host.clone())),
+        "dd374decf7ab2517dcb37bb7727593e4f5e29715d8939a6609fb01212a239bf7"
+    );
+    // `--network none` on the command line is keyed as the network the RUN really gets.
+    let none = fixture(NetworkDefault::None, None);
+    assert_eq!(
+        key(&none, Op::Run(insecure_host)),
+        "a8d1dd6df7a01c45876320bff1ddbe34ef41c564e6306c68f372716d4ca7b5b4"
+    );
+}
+
+#[test]
+fn copy_keys_are_pinned() {
+    let f = fixture(NetworkDefault::Host, Some(0));
+    assert_eq!(
+        key(&f, Op::Copy(copy())),
+        "48843cf40e0bff11008ad61879f2a9735a896e1602e192b40ca39b634372b288"
+    );
+    let from_stage = CopyOp {
+        from: Source::Stage(0),
+        sources: vec![CopySource::Path("/out/bin".into())],
+        chown: Some("1000:1000".into()),
+        chmod: Some("0755".into()),
+        link: true,
+        ..copy()
+    };
+    assert_eq!(
+        key(&f, Op::Copy(from_stage)),
+        "2bdf7abdea1d44298e4de48d932f472cc7616769b5c340c18b1ccea0b2017bf5"
+    );
+    let parents = CopyOp {
+        sources: vec![
+            CopySource::Path("./src/**/*.sh".into()),
+            CopySource::Heredoc {
+                name: "note".into(),
+                content: "hello\n".into(),
+            },
+        ],
+        parents: true,
+        exclude: vec!["*.txt".into()],
+        keep_git_dir: true,
+        ..copy()
+    };
+    assert_eq!(
+        key(&f, Op::Copy(parents)),
+        "f91c6347b6346aba40c58f44d2e2af815ca5b6128b3acdd758b8df85772f9ae3"
+    );
+}
+
+#[test]
+fn add_keys_are_pinned() {
+    let f = fixture(NetworkDefault::Host, None);
+    let checksummed = CopyOp {
+        add: true,
+        sources: vec![CopySource::Url("https://example.invalid/tool.tgz".into())],
+        checksum: Some(format!("sha256:{}", "ab".repeat(32))),
+        unpack: Some(true),
+        ..copy()
+    };
+    assert_eq!(
+        key(&f, Op::Copy(checksummed)),
+        "19e0aa25c08e14757431e0ce8cce42c67cee76a770e7159bb8aeefa0a05f186d"
+    );
+    // Without a checksum the bytes and Last-Modified the server sends decide. The URL
+    // holds the server's port, so the hashed document is written out here in full.
+    let url = serve(b"tool bytes\n");
+    let downloaded = CopyOp {
+        add: true,
+        sources: vec![CopySource::Url(url.clone())],
+        ..copy()
+    };
+    let inputs = f
+        .backend
+        .key_inputs(&step(Op::Copy(downloaded)), PARENT, &[])
+        .unwrap();
+    let digest =
+        "sha256:67adcd1086be37ccf08376a039b8424ca3bfd93881c4895942c8e7defc817bd4 784887151";
+    assert_eq!(inputs.inputs[1].1, digest);
+    let params = serde_json::json!({
+        "op": {"copy": {
+            "add": true, "from": "Context", "sources": [{"Url": url}], "dest": "app/",
+            "workdir": "/work", "chown": null, "chmod": null, "link": false,
+            "parents": false, "exclude": [], "checksum": null, "unpack": null,
+            "keep_git_dir": false,
+        }},
+        "layer": {
+            "compression": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "source_date_epoch": null,
+        },
+    });
+    assert_eq!(inputs.key, vertex_key("step", &params, &[PARENT, digest]));
+}
+
+#[test]
+fn workdir_keys_are_pinned() {
+    let f = fixture(NetworkDefault::Host, Some(1_700_000_000));
+    let w = WorkdirOp {
+        path: "/srv/app".into(),
+        user: "1000:1000".into(),
+    };
+    assert_eq!(
+        key(&f, Op::Workdir(w)),
+        "2edb3d6c5691515d04e8deddb58876c4f9f93d8e3537568dcb474aaaac7b7f59"
+    );
+}
+
+#[test]
+fn the_layer_format_enters_every_key() {
+    let gzip = fixture(NetworkDefault::Host, Some(0));
+    let w = || {
+        Op::Workdir(WorkdirOp {
+            path: "/srv".into(),
+            user: String::new(),
+        })
+    };
+    let epoch = fixture(NetworkDefault::Host, Some(1));
+    assert_ne!(key(&gzip, w()), key(&epoch, w()));
+}
