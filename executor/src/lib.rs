@@ -4,8 +4,8 @@
 //! network namespaces, entered through a re-exec'd single-threaded helper, with Docker's
 //! seccomp profile and a cgroup per RUN: `sandbox`, `cgroup`), rootfs snapshots (overlayfs,
 //! with a copy fallback), turning a snapshot's changes into a layer directory (cleaned up
-//! fd-relative, never through a symlink: `beneath`), and applying `COPY`/`ADD` into a new
-//! layer.
+//! fd-relative, never through a symlink: `beneath`), applying `COPY`/`ADD` into a new
+//! layer, and making WORKDIR's directory (`workdir`).
 //!
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
@@ -22,6 +22,7 @@ pub mod copy;
 pub mod layered;
 pub mod runc_compat;
 pub mod staged;
+pub mod workdir;
 
 pub use copy::{CopyError, CopyReport, CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 pub use layered::{Entry, EntryKind, LayeredFs};

@@ -4,10 +4,11 @@
 //! its steps in order (a Dockerfile stage is a chain). Independent stages therefore run in
 //! parallel, and a stage several others read from runs once.
 
-use crate::Backend;
+use crate::backend::Backend;
 use crate::error::SolveError;
-use crate::progress::{Event, Progress, VertexInfo};
-use crate::stage::{StageResult, StageRunner};
+use crate::progress::Progress;
+use crate::result::StageResult;
+use crate::stage::StageRunner;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use kiln_parser::BuildGraph;
 use std::sync::Arc;
@@ -93,18 +94,4 @@ pub async fn solve(
             .map(|e| SolveError::clone_of(&e))
             .unwrap_or_else(|| SolveError::internal("the graph has no target stage".into()))),
     }
-}
-
-/// The display name BuildKit gives a vertex: `[build 2/4] COPY src/ ./`.
-pub(crate) fn vertex_name(stage: &str, n: usize, total: usize, text: &str) -> String {
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if stage.is_empty() {
-        format!("[{n}/{total}] {text}")
-    } else {
-        format!("[{stage} {n}/{total}] {text}")
-    }
-}
-
-pub(crate) fn started(progress: &Progress, id: usize, name: String) {
-    progress.send(Event::Started(VertexInfo { id, name }));
 }

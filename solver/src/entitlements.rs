@@ -14,9 +14,15 @@
 //! gets). BuildKit would give that RUN the host network; kiln's rule makes `--network none`
 //! a guarantee that holds whatever the Dockerfile says.
 
-use crate::backend::NetworkDefault;
 use crate::error::SolveError;
 use kiln_parser::{BuildGraph, NetworkMode, Op, SecurityMode};
+
+/// Network for RUN steps that do not pick one (`kiln build --network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkDefault {
+    Host,
+    None,
+}
 
 /// One `--allow` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

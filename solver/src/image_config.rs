@@ -4,7 +4,7 @@
 //! comments, base-image history kept with its own times.
 
 use crate::config::{HistoryEntry, ImageState, RuntimeConfig};
-use crate::stage::StageResult;
+use crate::result::StageResult;
 use kiln_image::oci::{self, ContainerConfig, Descriptor, Empty, History, ImageConfig, Manifest};
 use kiln_parser::{Healthcheck, Platform};
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@
 
 use crate::config::{HistoryEntry, ImageState};
 use crate::image_config;
-use crate::stage::{Layer, StageResult};
+use crate::result::{Layer, StageResult};
 use kiln_cache::{ImageRef, LayerRef, Store};
 use kiln_image::{Compression, LayerOptions};
 use kiln_parser::Platform;

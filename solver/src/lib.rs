@@ -1,33 +1,55 @@
 //! kiln's solver: walks a [`kiln_parser::BuildGraph`] and produces an image.
 //!
 //! Owns the order of work (each stage starts when the stages it reads from are done;
-//! independent stages run in parallel on tokio), cache keys ([`key`]), the decision
-//! hit-or-run ([`backend`]), the image config a stage accumulates ([`config`]) and progress
-//! events ([`progress`]). How a sandbox is made or how bytes are laid out on disk belongs to
-//! the executor, cache and image crates it calls.
+//! independent stages run in parallel on tokio), cache keys, the decision hit-or-run, the
+//! image config a stage accumulates and progress events. How a sandbox is made or how
+//! bytes are laid out on disk belongs to the executor, cache and image crates it calls.
+//!
+//! The modules, from the top down:
+//! - `engine`: one task per stage, started when the stages it reads are done; `stage`:
+//!   a stage's base, then its steps in order (metadata-only ones only change its config).
+//! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record.
+//! - `ops`: the layer ops, one module each (`run` with its `mounts`, `copy` for COPY and
+//!   ADD with `fetch` for ADD's URLs, `workdir`), each with its cache key, built from the
+//!   fields it names, and its execution into an empty layer directory.
+//! - [`backend`]: the build session ([`Backend`]): store, context, options, and what is
+//!   resolved once per build (images, the snapshotter, context checksums).
+//! - `commit`: a layer directory into the store, blob and snapshot; [`images`]: stored
+//!   images and their layers' snapshots; `result`: what a stage produced.
+//! - [`key`] (the hash), [`config`] and [`image_config`] (the image config a stage
+//!   accumulates, and its OCI form), [`explain`] (`--explain-cache`), [`entitlements`]
+//!   (`--allow`), [`progress`], [`error`]; [`run`] (`kiln run`) and [`import`]
+//!   (`kiln import`) use the same pieces outside a build.
 
 pub mod backend;
+mod blocking;
+mod commit;
 pub mod config;
 mod engine;
 pub mod entitlements;
 pub mod error;
 pub mod explain;
+mod hit_or_run;
 pub mod image_config;
+pub mod images;
 pub mod import;
 pub mod key;
+mod ops;
 pub mod progress;
+mod result;
 pub mod run;
 mod secret;
 mod stage;
-mod steps;
 
 #[cfg(test)]
 mod pinned_keys;
+#[cfg(test)]
+mod test_session;
 
-pub use backend::{Backend, NetworkDefault, SecretSource, SolveOptions};
-pub use entitlements::{Entitlement, Entitlements};
+pub use backend::{Backend, SecretSource, SolveOptions};
+pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::SolveError;
-pub use stage::{Layer, StageResult};
+pub use result::{Layer, StageResult};
 
 use kiln_parser::BuildGraph;
 use progress::{Event, Progress};

@@ -10,87 +10,36 @@
 //! the cache (the stage applies them to its config), and they enter the keys of the RUNs
 //! after them through the RUN's expanded environment, user and directory.
 
-use crate::backend::{Backend, NetworkDefault, SolveOptions};
+use crate::entitlements::NetworkDefault;
+use crate::explain::KeyInputs;
 use crate::key::vertex_key;
-use kiln_cache::Store;
+use crate::ops::{KeyContext, LayerOp};
+use crate::test_session::{Fixture, fixture, serve, step};
 use kiln_parser::{
-    CacheSharing, CopyOp, CopySource, InlineFile, Mount, MountKind, NetworkMode, Op, Platform,
-    RunOp, SecurityMode, Source, Span, Step, WorkdirOp,
+    CacheSharing, CopyOp, CopySource, InlineFile, Mount, MountKind, NetworkMode, Op, RunOp,
+    SecurityMode, Source, WorkdirOp,
 };
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 
 /// The key of the previous step every pinned step sits on.
 const PARENT: &str = "0000000000000000000000000000000000000000000000000000000000000001";
 /// The key of the stage the `--from` / `from=` steps read (stage 0).
 const STAGE0: &str = "0000000000000000000000000000000000000000000000000000000000000002";
 
-/// A build session over a fresh store and a context with fixed contents and modes.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    backend: Arc<Backend>,
-}
-
-fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let context = dir.path().join("context");
-    std::fs::create_dir_all(context.join("src/sub")).unwrap();
-    let files: [(&str, &[u8], u32); 3] = [
-        ("src/a.txt", b"alpha\n", 0o644),
-        ("src/sub/b.sh", b"#!/bin/sh\necho b\n", 0o755),
-        ("go.mod", b"module example\n", 0o600),
-    ];
-    for (path, content, mode) in files {
-        let path = context.join(path);
-        std::fs::write(&path, content).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-    for d in ["", "src", "src/sub"] {
-        std::fs::set_permissions(context.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let dockerfile = context.join("Dockerfile");
-    let store = Store::open(&dir.path().join("store")).unwrap();
-    let options = SolveOptions {
-        context_dir: context,
-        dockerfile,
-        no_cache: false,
-        no_cache_filter: Vec::new(),
-        compression: kiln_image::Compression::Gzip,
-        source_date_epoch,
-        network,
-        entitlements: Default::default(),
-        snapshotter: None,
-        secrets: Vec::new(),
-        explain_cache: false,
-        platform: Platform {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-        },
+/// What the step of `op` on [`PARENT`], reading stage 0 as [`STAGE0`], was keyed from.
+fn key_inputs(f: &Fixture, op: Op) -> KeyInputs {
+    let stage_keys = [(0, STAGE0.to_string())];
+    let kc = KeyContext {
+        session: &f.backend,
+        parent: PARENT,
+        stage_keys: &stage_keys,
     };
-    let backend = Arc::new(Backend::new(store, options).unwrap());
-    Fixture { _dir: dir, backend }
-}
-
-fn step(op: Op) -> Step {
-    Step {
-        span: Span {
-            line: 3,
-            column: 1,
-            end_line: 3,
-        },
-        source: "STEP".into(),
-        created_by: "STEP # buildkit".into(),
-        op,
-    }
+    let step = step(op);
+    let op = LayerOp::of(&step.op).expect("a layer step");
+    op.key(&kc).unwrap().inputs
 }
 
 fn key(f: &Fixture, op: Op) -> String {
-    f.backend
-        .key_inputs(&step(op), PARENT, &[(0, STAGE0.to_string())])
-        .unwrap()
-        .key
+    key_inputs(f, op).key
 }
 
 fn mount(kind: MountKind, target: &str) -> Mount {
@@ -187,32 +136,6 @@ fn copy() -> CopyOp {
     }
 }
 
-/// Serves `body` with a fixed `Last-Modified` to every request on 127.0.0.1.
-fn serve(body: &'static [u8]) -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let Ok(clone) = s.try_clone() else { continue };
-            let mut r = BufReader::new(clone);
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 15 Nov 1994 08:12:31 GMT\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(body);
-        }
-    });
-    format!("http://{addr}/files/tool.tar.gz")
-}
-
 #[test]
 fn run_keys_are_pinned() {
     let f = fixture(NetworkDefault::Host, Some(0));
@@ -294,16 +217,13 @@ fn add_keys_are_pinned() {
     );
     // Without a checksum the bytes and Last-Modified the server sends decide. The URL
     // holds the server's port, so the hashed document is written out here in full.
-    let url = serve(b"tool bytes\n");
+    let (url, _) = serve(|_| b"tool bytes\n".to_vec());
     let downloaded = CopyOp {
         add: true,
         sources: vec![CopySource::Url(url.clone())],
         ..copy()
     };
-    let inputs = f
-        .backend
-        .key_inputs(&step(Op::Copy(downloaded)), PARENT, &[])
-        .unwrap();
+    let inputs = key_inputs(&f, Op::Copy(downloaded));
     let digest =
         "sha256:67adcd1086be37ccf08376a039b8424ca3bfd93881c4895942c8e7defc817bd4 784887151";
     assert_eq!(inputs.inputs[1].1, digest);

@@ -179,6 +179,21 @@ fn clip(line: &str) -> String {
     }
 }
 
+/// The display name BuildKit gives a vertex: `[build 2/4] COPY src/ ./`.
+pub(crate) fn vertex_name(stage: &str, n: usize, total: usize, text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if stage.is_empty() {
+        format!("[{n}/{total}] {text}")
+    } else {
+        format!("[{stage} {n}/{total}] {text}")
+    }
+}
+
+/// Says that vertex `id`, shown as `name`, has started.
+pub(crate) fn started(progress: &Progress, id: usize, name: String) {
+    progress.send(Event::Started(VertexInfo { id, name }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

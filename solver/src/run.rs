@@ -12,8 +12,9 @@
 //! ([`store_debug_state`]) and prints its ID; [`open_image`] accepts such an ID, whose
 //! layers are already snapshots. It lives until the next `kiln prune` removes the blob.
 
-use crate::backend::{Backend, image_layers, read_image};
-use crate::stage::{Layer, StageResult, lowers_of};
+use crate::backend::Backend;
+use crate::images::{image_layers, read_image};
+use crate::result::{Layer, StageResult, lowers_of};
 use kiln_cache::{ImageRef, Store};
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
 use kiln_executor::snapshot::Snapshotter;

@@ -1,52 +1,17 @@
 //! Running one stage: its base, then its steps in order, each a cache hit or an execution.
 
-use crate::Backend;
+use crate::backend::Backend;
+use crate::blocking::blocking;
 use crate::config::ImageState;
-use crate::engine::{started, vertex_name};
 use crate::error::SolveError;
+use crate::hit_or_run::{Solved, solve_step};
 use crate::key;
-use crate::progress::{Event, Progress};
+use crate::ops::{LayerOp, StepContext};
+use crate::progress::{Event, Progress, started, vertex_name};
+use crate::result::{StageInputs, StageResult, find_input};
 use kiln_parser::{Base, BuildGraph};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// A committed layer: what the image lists and where its files sit unpacked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Layer {
-    pub diff_id: String,
-    pub digest: String,
-    pub size: u64,
-    pub media_type: String,
-    /// The layer directory (overlay lower dir) in the store.
-    pub snapshot: PathBuf,
-}
-
-/// What a stage produced: the key of its last layer step, its layers and its config.
-#[derive(Debug, Clone)]
-pub struct StageResult {
-    pub key: String,
-    pub layers: Vec<Layer>,
-    pub state: ImageState,
-    /// History entries that came with the base image (they keep their own times).
-    pub base_history: usize,
-    /// Cache keys of the layer steps that made `layers` (inherited stages' included),
-    /// for exporting the cache of this result (`--cache-to ... mode=min`).
-    pub keys: Vec<String>,
-}
-
-impl StageResult {
-    /// Snapshot directories of the layers, bottom first, as a rootfs needs them: a layer
-    /// that appears twice (two steps with the same diff) is kept only at its top-most place
-    /// — every entry of the lower copy is repeated above it, so the merged view is the same,
-    /// and overlayfs refuses a directory used twice.
-    pub fn lowers(&self) -> Vec<PathBuf> {
-        lowers_of(&self.layers)
-    }
-}
-
-/// The results of the stages a stage reads from, by index into the graph's stages.
-pub type StageInputs = Vec<(usize, Arc<StageResult>)>;
 
 pub(crate) struct StageRunner {
     pub backend: Arc<Backend>,
@@ -141,10 +106,10 @@ impl StageRunner {
             });
         let mut n = 1;
         for step in &stage.steps {
-            if step.is_metadata_only() {
+            let Some(op) = LayerOp::of(&step.op) else {
                 current.state.apply(step);
                 continue;
-            }
+            };
             let id = self.ids[n];
             n += 1;
             started(
@@ -153,12 +118,19 @@ impl StageRunner {
                 vertex_name(&label, n, total, &step.source),
             );
             let t0 = Instant::now();
-            let outcome = self
-                .backend
-                .clone()
-                .solve_step(step, &current, &inputs, id, no_cache, &self.progress)
-                .await;
-            let (step_key, layer, cached) = match outcome {
+            let ctx = StepContext {
+                session: &self.backend,
+                step,
+                current: &current,
+                inputs: &inputs,
+                id,
+                progress: &self.progress,
+            };
+            let Solved {
+                key: step_key,
+                layer,
+                cached,
+            } = match solve_step(&ctx, op, no_cache).await {
                 Ok(v) => v,
                 Err(mut e) => {
                     if let kiln_parser::Op::Run(run) = &step.op {
@@ -188,38 +160,5 @@ impl StageRunner {
             current.state.apply(step);
         }
         Ok(current)
-    }
-}
-
-/// See [`StageResult::lowers`].
-pub(crate) fn lowers_of(layers: &[Layer]) -> Vec<PathBuf> {
-    let mut seen = std::collections::HashSet::new();
-    let mut top_first: Vec<PathBuf> = Vec::with_capacity(layers.len());
-    for layer in layers.iter().rev() {
-        if seen.insert(layer.diff_id.as_str()) {
-            top_first.push(layer.snapshot.clone());
-        }
-    }
-    top_first.reverse();
-    top_first
-}
-
-pub(crate) fn find_input(inputs: &StageInputs, index: usize) -> Result<&StageResult, SolveError> {
-    inputs
-        .iter()
-        .find(|(i, _)| *i == index)
-        .map(|(_, r)| r.as_ref())
-        .ok_or_else(|| SolveError::internal(format!("stage {index} was not solved first")))
-}
-
-/// Runs blocking work (hashing, copying, tar) off the async threads.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T, String>
-where
-    F: FnOnce() -> Result<T, String> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(format!("worker failed: {e}")),
     }
 }

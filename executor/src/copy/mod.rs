@@ -56,6 +56,10 @@ pub enum SourceSpec {
     Inline { name: String, content: Vec<u8> },
     /// An `http://` or `https://` URL (ADD only).
     Url(String),
+    /// A URL source the caller downloaded already ([`http::download`]): the file `name`
+    /// in `dir`, copied as a downloaded URL is. The solver downloads once, to key the step,
+    /// and copies those bytes, so the layer always holds what its key was made of.
+    Fetched { dir: PathBuf, name: String },
 }
 
 /// Where path sources are read from.
@@ -236,6 +240,7 @@ enum Item {
     Local(source::Match),
     Inline { name: String, content: Vec<u8> },
     Url(String),
+    Fetched { dir: PathBuf, name: String },
     Parents(source::ParentsSpec),
 }
 
@@ -255,7 +260,7 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
     let urls = req
         .sources
         .iter()
-        .filter(|s| matches!(s, SourceSpec::Url(_)))
+        .filter(|s| matches!(s, SourceSpec::Url(_) | SourceSpec::Fetched { .. }))
         .count();
     if urls > 0 && !req.add {
         return Err(CopyError::UrlForCopy);
@@ -317,6 +322,10 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 content: content.clone(),
             }),
             SourceSpec::Url(u) => items.push(Item::Url(u.clone())),
+            SourceSpec::Fetched { dir, name } => items.push(Item::Fetched {
+                dir: dir.clone(),
+                name: name.clone(),
+            }),
         }
     }
     if items.len() > 1 && !dir_form {
@@ -344,6 +353,12 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
             source: e,
         })?;
 
+    // A downloaded file is extracted only when asked (`--unpack=true`), unlike a local
+    // archive.
+    let copy_url_file = |w: &mut LayerWriter, copier: &mut Copier<'_>, dir, name| {
+        let unpack = req.unpack == Some(true);
+        copy_scratch_file(w, copier, dir, name, &dest_clean, dir_form, unpack, chown)
+    };
     let staged = req.stage_contents && !req.add;
     let mut external = ExternalContent::new();
     for item in items {
@@ -390,18 +405,10 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
                 let dir = scratch.path().join(format!("url-{}", w.written.len()));
                 std::fs::create_dir_all(&dir).map_err(writer::io_at("mkdir", &dir))?;
                 let name = http::download(&url, req.checksum.as_deref(), &dir)?;
-                // A URL is extracted only when asked (`--unpack=true`), unlike a local archive.
-                let unpack = req.unpack == Some(true);
-                bytes += copy_scratch_file(
-                    &mut w,
-                    &mut copier,
-                    dir,
-                    name,
-                    &dest_clean,
-                    dir_form,
-                    unpack,
-                    chown,
-                )?;
+                bytes += copy_url_file(&mut w, &mut copier, dir, name)?;
+            }
+            Item::Fetched { dir, name } => {
+                bytes += copy_url_file(&mut w, &mut copier, dir, name)?;
             }
             Item::Parents(spec) => {
                 let dst = w.ensure_dir(&dest_clean)?;

@@ -1,0 +1,288 @@
+//! One layer step, hit or run: key it, reuse its recorded layer when allowed, otherwise
+//! execute it into a fresh layer directory, commit that layer and record it under the key.
+//!
+//! Which op it is matters only to [`crate::ops`]; ordering lives in [`crate::engine`] and
+//! [`crate::stage`].
+
+use crate::backend::Backend;
+use crate::blocking::blocking;
+use crate::error::SolveError;
+use crate::explain::explain;
+use crate::ops::{Executed, KeyContext, LayerOp, StepContext};
+use crate::progress::{Event, Stream};
+use crate::result::Layer;
+use kiln_cache::{CacheRecord, LayerRef};
+use kiln_parser::Step;
+
+/// A solved step: its key, its layer, and whether the layer came from the cache.
+pub(crate) struct Solved {
+    pub key: String,
+    pub layer: Layer,
+    pub cached: bool,
+}
+
+/// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records).
+pub(crate) async fn solve_step(
+    ctx: &StepContext<'_>,
+    op: LayerOp<'_>,
+    no_cache: bool,
+) -> Result<Solved, SolveError> {
+    let session = ctx.session;
+    let (step, id, progress) = (ctx.step, ctx.id, ctx.progress);
+    let at = |m: String| ctx.at(m);
+    let keyed = {
+        let session = session.clone();
+        let step = step.clone();
+        let parent = ctx.current.key.clone();
+        let stage_keys: Vec<(usize, String)> = ctx
+            .inputs
+            .iter()
+            .map(|(i, r)| (*i, r.key.clone()))
+            .collect();
+        blocking(move || {
+            let kc = KeyContext {
+                session: &session,
+                parent: &parent,
+                stage_keys: &stage_keys,
+            };
+            match LayerOp::of(&step.op) {
+                Some(op) => op.key(&kc),
+                None => Err("a metadata-only step has no layer".to_string()),
+            }
+        })
+        .await
+        .map_err(at)?
+    };
+    let key = keyed.inputs.key.clone();
+    let options = &session.options;
+    let place = place(session, step);
+    // Even under --no-cache the record tells what the step gave last time: the layer
+    // it will most likely give again (see `LayerCommit::commit`).
+    let recorded = match session
+        .store
+        .get_record(&key)
+        .map_err(|e| at(e.to_string()))?
+    {
+        Some(CacheRecord {
+            layer: Some(layer), ..
+        }) => Some(layer),
+        _ => None,
+    };
+    if !no_cache && let Some(layer) = recorded.clone() {
+        let s = session.clone();
+        if let Ok(layer) = blocking(move || s.ensure_snapshot(&layer)).await {
+            session.explain.save(&place, &keyed.inputs);
+            return Ok(Solved {
+                key,
+                layer,
+                cached: true,
+            });
+        }
+    }
+    if options.explain_cache {
+        let reasons = if no_cache {
+            vec!["--no-cache".to_string()]
+        } else {
+            explain(session.explain.previous(&place).as_ref(), &keyed.inputs)
+        };
+        for reason in reasons {
+            progress.send(Event::Explain { id, reason });
+        }
+    }
+    // When the record predicts a stored layer, a COPY is staged as a metadata tree on a
+    // tmpfs (when one is usable): its files are written to the store only if the layer
+    // turns out not to be stored. A layer not seen before is copied into the store
+    // directly (a metadata tree would only add a pass over its files).
+    let predicted = session
+        .layer_commit()
+        .predicts_stored_layer(recorded.as_ref());
+    let tmpfs = if op.stages_metadata_tree() && predicted {
+        session
+            .store
+            .tmpfs_staging()
+            .map_err(|e| at(e.to_string()))?
+    } else {
+        None
+    };
+    let mut metadata_tree = tmpfs.is_some();
+    let mut staging = match tmpfs {
+        Some(staging) => staging,
+        None => session
+            .store
+            .snapshot_staging()
+            .map_err(|e| at(e.to_string()))?,
+    };
+    let content = loop {
+        match op.exec(ctx, &keyed, staging.path(), metadata_tree).await? {
+            Executed::Done(content) => break content,
+            Executed::TmpfsFull => {
+                progress.send(Event::Log {
+                    id,
+                    stream: Stream::Info,
+                    line: "the tmpfs staging area is full; staging in the store".to_string(),
+                });
+                staging = session
+                    .store
+                    .snapshot_staging()
+                    .map_err(|e| at(e.to_string()))?;
+                metadata_tree = false;
+            }
+        }
+    };
+    let s = session.clone();
+    let (layer, reused) = blocking(move || {
+        s.layer_commit()
+            .commit(staging, &content, metadata_tree, predicted)
+    })
+    .await
+    .map_err(at)?;
+    // Records carry the real time for prune's "oldest first"; the image never sees it.
+    let record = CacheRecord {
+        created: now_unix(),
+        layer: Some(LayerRef {
+            diff_id: layer.diff_id.clone(),
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+        }),
+    };
+    session
+        .store
+        .put_record(&key, &record)
+        .map_err(|e| at(e.to_string()))?;
+    session.explain.save(&place, &keyed.inputs);
+    progress.send(Event::Log {
+        id,
+        stream: Stream::Info,
+        line: if reused {
+            format!("reusing stored layer {}", layer.digest)
+        } else {
+            format!("writing layer {}", layer.digest)
+        },
+    });
+    Ok(Solved {
+        key,
+        layer,
+        cached: false,
+    })
+}
+
+/// Where `step` stands, for `--explain-cache`: the context, the Dockerfile and the line.
+fn place(session: &Backend, step: &Step) -> String {
+    let options = &session.options;
+    format!(
+        "{}\0{}\0{}:{}",
+        options.context_dir.display(),
+        options.dockerfile.display(),
+        step.span.line,
+        step.span.column
+    )
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImageState;
+    use crate::entitlements::NetworkDefault;
+    use crate::progress::Progress;
+    use crate::result::StageResult;
+    use crate::test_session::{Fixture, fixture, serve, step};
+    use kiln_parser::{CopyOp, CopySource, Op, Source};
+    use sha2::Digest;
+    use std::sync::atomic::Ordering;
+
+    fn copy(add: bool, sources: Vec<CopySource>, dest: &str) -> Op {
+        Op::Copy(CopyOp {
+            add,
+            from: Source::Context,
+            sources,
+            dest: dest.into(),
+            workdir: "/".into(),
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            exclude: Vec::new(),
+            checksum: None,
+            unpack: None,
+            keep_git_dir: false,
+        })
+    }
+
+    /// Solves `op` on an empty rootfs.
+    async fn solve(f: &Fixture, op: Op, no_cache: bool) -> Solved {
+        let step = step(op);
+        let current = StageResult {
+            key: crate::key::scratch_key(),
+            layers: Vec::new(),
+            state: ImageState::scratch(),
+            base_history: 0,
+            keys: Vec::new(),
+        };
+        let inputs = Vec::new();
+        let progress = Progress::discard();
+        let ctx = StepContext {
+            session: &f.backend,
+            step: &step,
+            current: &current,
+            inputs: &inputs,
+            id: 1,
+            progress: &progress,
+        };
+        let op = LayerOp::of(&step.op).expect("a layer step");
+        match solve_step(&ctx, op, no_cache).await {
+            Ok(solved) => solved,
+            Err(e) => panic!("{}", e.message),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_runs_once_then_hits_until_what_it_reads_changes() {
+        let f = fixture(NetworkDefault::Host, Some(0));
+        let op = || copy(false, vec![CopySource::Path("src".into())], "/app/");
+        let first = solve(&f, op(), false).await;
+        assert!(!first.cached);
+        let copied = first.layer.snapshot.join("app/a.txt");
+        assert_eq!(std::fs::read(copied).unwrap(), b"alpha\n");
+        assert!(f.backend.store.get_record(&first.key).unwrap().is_some());
+
+        let again = solve(&f, op(), false).await;
+        assert!(again.cached);
+        assert_eq!((&again.key, &again.layer), (&first.key, &first.layer));
+
+        // --no-cache runs it again: same key, and the same bytes give the same layer.
+        let forced = solve(&f, op(), true).await;
+        assert!(!forced.cached);
+        assert_eq!(forced.key, first.key);
+        assert_eq!(forced.layer.diff_id, first.layer.diff_id);
+
+        std::fs::write(f.dir.path().join("context/src/a.txt"), b"beta\n").unwrap();
+        let changed = solve(&f, op(), false).await;
+        assert!(!changed.cached);
+        assert_ne!(changed.key, first.key);
+        assert_ne!(changed.layer.diff_id, first.layer.diff_id);
+    }
+
+    #[tokio::test]
+    async fn add_copies_the_bytes_its_key_was_made_of() {
+        let f = fixture(NetworkDefault::Host, None);
+        // Each request gets another answer: a second download would copy other bytes.
+        let (url, served) = serve(|n| format!("answer {n}\n").into_bytes());
+        let add = copy(true, vec![CopySource::Url(url)], "/tool");
+        let solved = solve(&f, add.clone(), false).await;
+        assert_eq!(served.load(Ordering::SeqCst), 1, "downloaded once");
+        let copied = std::fs::read(solved.layer.snapshot.join("tool")).unwrap();
+        assert_eq!(copied, b"answer 0\n");
+        let keyed = f.backend.explain.previous(&place(&f.backend, &step(add)));
+        let keyed = keyed.expect("the key's inputs are saved");
+        let digest = hex::encode(sha2::Sha256::digest(&copied));
+        assert_eq!(keyed.inputs[1].1, format!("sha256:{digest} 784887151"));
+    }
+}

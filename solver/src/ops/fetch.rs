@@ -1,0 +1,79 @@
+//! ADD's URL sources, fetched once: keying downloads a URL (one without `--checksum`) into
+//! the session's scratch space and hashes those bytes; the copy then takes that same file.
+//! A server whose answer changes between two requests can therefore never give a layer
+//! that does not match its key.
+
+use kiln_executor::copy::SourceSpec;
+use std::io::Read;
+use std::path::Path;
+
+/// The URLs a step's keying downloaded, kept until the step is done.
+#[derive(Default)]
+pub(crate) struct Fetched {
+    files: Vec<FetchedUrl>,
+}
+
+struct FetchedUrl {
+    url: String,
+    /// The download's directory in the scratch space; removed when dropped.
+    dir: tempfile::TempDir,
+    /// The file's name in `dir` (from the URL's path, as the copier names it).
+    name: String,
+    digest: String,
+}
+
+impl Fetched {
+    /// Downloads `url` into `scratch` (once per step) and returns the digest of what it
+    /// served: its content and its Last-Modified time (BuildKit keys HTTP sources on both).
+    pub(crate) fn fetch(&mut self, scratch: &Path, url: &str) -> Result<String, String> {
+        if let Some(known) = self.files.iter().find(|f| f.url == url) {
+            return Ok(known.digest.clone());
+        }
+        let dir = tempfile::tempdir_in(scratch).map_err(|e| format!("ADD {url}: {e}"))?;
+        let name = kiln_executor::copy::http::download(url, None, dir.path())
+            .map_err(|e| e.to_string())?;
+        let digest = file_digest(&dir.path().join(&name)).map_err(|e| format!("ADD {url}: {e}"))?;
+        self.files.push(FetchedUrl {
+            url: url.to_string(),
+            dir,
+            name,
+            digest: digest.clone(),
+        });
+        Ok(digest)
+    }
+
+    /// What the copier gets for `url`: the file fetched while keying, else the URL itself
+    /// (a source with `--checksum`, which the copier downloads and verifies).
+    pub(crate) fn source(&self, url: &str) -> SourceSpec {
+        match self.files.iter().find(|f| f.url == url) {
+            Some(f) => SourceSpec::Fetched {
+                dir: f.dir.path().to_path_buf(),
+                name: f.name.clone(),
+            },
+            None => SourceSpec::Url(url.to_string()),
+        }
+    }
+}
+
+/// `sha256:<hex of the content> <mtime in seconds>` of a downloaded file.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let mtime = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(format!("sha256:{} {mtime}", hex::encode(hasher.finalize())))
+}

@@ -1,0 +1,198 @@
+//! The layer steps, one module per op, each with its two halves as BuildKit's ops have
+//! `CacheMap` and `Exec`: its cache key (the fields it names, explicitly, plus the keys
+//! and checksums it reads) and its execution into an empty layer directory.
+//!
+//! [`LayerOp`] is the one place that tells op kinds apart; [`crate::hit_or_run`] drives an
+//! op through key, lookup, execution and commit without knowing which it is.
+//!
+//! Metadata-only instructions (ENV, LABEL, USER, CMD, ...) are not ops here: they have no
+//! layer and no key of their own; the stage applies them to its config
+//! ([`crate::config::ImageState::apply`]), and they reach the keys of later RUNs through
+//! the RUN's expanded environment, user and directory.
+//!
+//! A key's parameters are serialized from the key structs of each op module, never from
+//! the parser's types: a field added to `kiln_parser`'s ops fails to compile here (every
+//! op is destructured whole) instead of silently changing every key. The bytes are pinned
+//! by `crate::pinned_keys`.
+
+pub(crate) mod copy;
+pub(crate) mod fetch;
+pub(crate) mod mounts;
+pub(crate) mod run;
+pub(crate) mod workdir;
+
+use crate::backend::Backend;
+use crate::error::SolveError;
+use crate::explain::KeyInputs;
+use crate::key::vertex_key;
+use crate::progress::Progress;
+use crate::result::{StageInputs, StageResult};
+use kiln_image::ExternalContent;
+use kiln_parser::{CopyOp, Op, RunOp, Source, Step, WorkdirOp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A step that makes a layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LayerOp<'a> {
+    Run(&'a RunOp),
+    /// COPY and ADD.
+    Copy(&'a CopyOp),
+    Workdir(&'a WorkdirOp),
+}
+
+/// What keying reads besides the op: the build session and the keys below the step.
+pub(crate) struct KeyContext<'a> {
+    pub session: &'a Backend,
+    /// The key of the step below (or of the stage's base).
+    pub parent: &'a str,
+    /// The keys of the stages this stage reads from, by index.
+    pub stage_keys: &'a [(usize, String)],
+}
+
+/// What an op adds to its key besides its parameters: labelled input keys, and the
+/// context files it selected (for `--explain-cache`).
+#[derive(Default)]
+pub(crate) struct KeyParts {
+    pub inputs: Vec<(String, String)>,
+    pub files: BTreeMap<String, String>,
+}
+
+/// A keyed step: what its key was made of, and what keying fetched that execution must
+/// use as it is (ADD's downloads, so the layer holds the bytes that were keyed).
+pub(crate) struct Keyed {
+    pub inputs: KeyInputs,
+    pub fetched: fetch::Fetched,
+}
+
+/// What an execution reads: the session, the step and the state it runs on.
+pub(crate) struct StepContext<'a> {
+    pub session: &'a Arc<Backend>,
+    pub step: &'a Step,
+    pub current: &'a StageResult,
+    pub inputs: &'a StageInputs,
+    /// The step's progress vertex.
+    pub id: usize,
+    pub progress: &'a Progress,
+}
+
+impl StepContext<'_> {
+    /// An error of this step, at its Dockerfile line.
+    pub fn at(&self, message: String) -> SolveError {
+        SolveError::at(self.step.span, &self.step.source, message)
+    }
+}
+
+/// What an execution left in its layer directory.
+pub(crate) enum Executed {
+    /// The layer directory; for a metadata tree, where its placeholders' bytes are.
+    Done(ExternalContent),
+    /// The metadata tree did not fit on the tmpfs: run the step again on disk.
+    TmpfsFull,
+}
+
+/// The hashed document of a step: the op's key and the layer format.
+#[derive(Serialize)]
+struct StepKey {
+    op: serde_json::Value,
+    layer: crate::commit::LayerFormatKey,
+}
+
+/// `from=` / `--from`, as keys name it.
+#[derive(Serialize)]
+pub(crate) enum SourceKey<'a> {
+    Context,
+    Stage(usize),
+    Image(&'a str),
+}
+
+impl<'a> SourceKey<'a> {
+    pub(crate) fn of(source: &'a Source) -> SourceKey<'a> {
+        match source {
+            Source::Context => SourceKey::Context,
+            Source::Stage(i) => SourceKey::Stage(*i),
+            Source::Image(reference) => SourceKey::Image(reference),
+        }
+    }
+}
+
+impl<'a> LayerOp<'a> {
+    /// The op of `op`, `None` for a metadata-only instruction.
+    pub(crate) fn of(op: &'a Op) -> Option<LayerOp<'a>> {
+        match op {
+            Op::Run(run) => Some(LayerOp::Run(run)),
+            Op::Copy(copy) => Some(LayerOp::Copy(copy)),
+            Op::Workdir(w) => Some(LayerOp::Workdir(w)),
+            _ => None,
+        }
+    }
+
+    /// Keys the op: `sha256` over its parameters (each op's key struct), the layer format
+    /// and its input keys.
+    pub(crate) fn key(self, kc: &KeyContext) -> Result<Keyed, String> {
+        let mut parts = KeyParts {
+            inputs: vec![("previous step".to_string(), kc.parent.to_string())],
+            files: BTreeMap::new(),
+        };
+        let mut fetched = fetch::Fetched::default();
+        let op = match self {
+            LayerOp::Run(run) => run::key(run, kc, &mut parts)?,
+            LayerOp::Copy(copy) => copy::key(copy, kc, &mut parts, &mut fetched)?,
+            LayerOp::Workdir(w) => workdir::key(w)?,
+        };
+        let params = serde_json::to_value(StepKey {
+            op,
+            layer: kc.session.layer_format().key(),
+        })
+        .map_err(|e| format!("serializing the key: {e}"))?;
+        let input_keys: Vec<&str> = parts.inputs.iter().map(|(_, k)| k.as_str()).collect();
+        let key = vertex_key("step", &params, &input_keys);
+        Ok(Keyed {
+            inputs: KeyInputs {
+                key,
+                inputs: parts.inputs,
+                params,
+                files: parts.files,
+            },
+            fetched,
+        })
+    }
+
+    /// Whether the op may stage a metadata tree (placeholders pointing at their sources'
+    /// bytes) instead of copying files: only COPY, whose sources outlive the step.
+    pub(crate) fn stages_metadata_tree(self) -> bool {
+        matches!(self, LayerOp::Copy(copy) if !copy.add)
+    }
+
+    /// Fills the empty layer directory `out`. With `metadata_tree`, stages placeholders.
+    pub(crate) async fn exec(
+        self,
+        ctx: &StepContext<'_>,
+        keyed: &Keyed,
+        out: &Path,
+        metadata_tree: bool,
+    ) -> Result<Executed, SolveError> {
+        match self {
+            LayerOp::Run(run) => {
+                run::exec(run, ctx, out).await?;
+                Ok(Executed::Done(ExternalContent::new()))
+            }
+            LayerOp::Copy(copy) => copy::exec(copy, ctx, &keyed.fetched, out, metadata_tree).await,
+            LayerOp::Workdir(w) => {
+                workdir::exec(w, ctx, out).await?;
+                Ok(Executed::Done(ExternalContent::new()))
+            }
+        }
+    }
+}
+
+/// The key of stage `i` among the stages read.
+pub(crate) fn stage_key(kc: &KeyContext, i: usize) -> Result<String, String> {
+    kc.stage_keys
+        .iter()
+        .find(|(j, _)| *j == i)
+        .map(|(_, k)| k.clone())
+        .ok_or_else(|| format!("stage {i} has no result"))
+}

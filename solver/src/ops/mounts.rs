@@ -1,0 +1,215 @@
+//! RUN's mounts: what each `--mount` becomes in the sandbox (a stage, image or context
+//! directory, a cache directory shared between builds under a lock, a tmpfs, a secret
+//! file), and what must stay alive until the process ends.
+
+use crate::backend::{Backend, SecretSource};
+use crate::result::{StageInputs, find_input, lowers_of};
+use crate::secret::SecretFile;
+use kiln_executor::layered::LayeredFs;
+use kiln_executor::sandbox::{MountKind as SandboxMount, MountSpec};
+use kiln_parser::{MountKind, Source};
+use std::path::PathBuf;
+
+/// Something a mount needs kept alive (a secret file, a held lock) until the process ends.
+pub(crate) type Keep = Box<dyn Send>;
+
+/// The directory of a cache mount, created on first use (seeded from `from=`/`source=`
+/// when given, then given the mount's mode and owner) and published atomically.
+///
+/// Every user holds the cache's lock file: shared for `sharing=shared`, exclusive for
+/// `locked` (waiting its turn). `private` takes the exclusive lock without waiting and,
+/// when another build holds the cache, gets a fresh throwaway directory instead, as
+/// BuildKit gives a private cache to a second writer.
+fn cache_mount_dir(
+    backend: &Backend,
+    mount: &kiln_parser::Mount,
+    id: &str,
+    sharing: kiln_parser::CacheSharing,
+    inputs: &StageInputs,
+    keep: &mut Vec<Keep>,
+) -> Result<PathBuf, String> {
+    use kiln_parser::CacheSharing;
+    use rustix::fs::FlockOperation;
+    use sha2::Digest;
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("cache mount {id}: {what}: {e}");
+    let base = backend.store.root().join("cachemounts");
+    std::fs::create_dir_all(&base).map_err(|e| err("creating", &e))?;
+    let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    let lock = std::fs::File::create(base.join(format!("{name}.lock")))
+        .map_err(|e| err("lock file", &e))?;
+    let op = match sharing {
+        CacheSharing::Shared => FlockOperation::LockShared,
+        CacheSharing::Locked => FlockOperation::LockExclusive,
+        CacheSharing::Private => FlockOperation::NonBlockingLockExclusive,
+    };
+    let dir = match rustix::fs::flock(&lock, op) {
+        Ok(()) => {
+            keep.push(Box::new(lock));
+            base.join(&name)
+        }
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let private =
+                tempfile::tempdir_in(&backend.scratch).map_err(|e| err("private copy", &e))?;
+            let path = private.path().join("cache");
+            keep.push(Box::new(private));
+            path
+        }
+        Err(e) => return Err(err("locking", &e)),
+    };
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let staging = tempfile::tempdir_in(&base).map_err(|e| err("creating", &e))?;
+    let fresh = staging.path().join("cache");
+    let seed = match &mount.from {
+        Some(Source::Stage(i)) => Some(find_input(inputs, *i).map_err(|e| e.message)?.lowers()),
+        Some(Source::Image(reference)) => {
+            Some(lowers_of(&backend.resolve_image(reference)?.layers))
+        }
+        _ => None,
+    };
+    match seed {
+        Some(lowers) => {
+            let source = mount.source.clone().unwrap_or_else(|| "/".into());
+            LayeredFs::new(sub_lowers(lowers, &source).map_err(|e| err("seeding", &e))?)
+                .materialize(&fresh)
+                .map_err(|e| err("seeding", &e))?;
+        }
+        None => std::fs::create_dir(&fresh).map_err(|e| err("creating", &e))?,
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        &fresh,
+        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+    )
+    .map_err(|e| err("chmod", &e))?;
+    std::os::unix::fs::chown(&fresh, mount.uid.or(Some(0)), mount.gid.or(Some(0)))
+        .map_err(|e| err("chown", &e))?;
+    // Another build may have published it meanwhile: theirs wins, ours goes with staging.
+    if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
+        return Err(err("publishing", &"rename failed"));
+    }
+    Ok(dir)
+}
+
+/// The directories of `lowers` that hold `source` (a path inside the stack), bottom first:
+/// a bind of a subdirectory of a stage.
+///
+/// The layers were written by build steps: `source` is resolved inside the stack (its
+/// symlinks with the stack as `/`, `..` clamped there) and then found layer by layer
+/// without following any symlink, so neither `source=../../..` nor a `/x -> /` a step left
+/// can make the mount a directory of the host.
+fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Result<Vec<PathBuf>, String> {
+    let resolved = LayeredFs::new(lowers.clone())
+        .resolve(source, true)
+        .map_err(|e| format!("bind source {source}: {e}"))?;
+    if resolved == "/" {
+        return Ok(lowers);
+    }
+    kiln_executor::diff::merged_dirs(&lowers, &resolved)
+        .map_err(|e| format!("bind source {source}: {e}"))
+}
+
+/// The sandbox mount for `mount`, or `None` when it is only an environment variable.
+pub(crate) fn mount_spec(
+    backend: &Backend,
+    mount: &kiln_parser::Mount,
+    inputs: &StageInputs,
+    env: &mut Vec<(String, String)>,
+    keep: &mut Vec<Keep>,
+) -> Result<Option<MountSpec>, String> {
+    let target = mount.target.clone();
+    let source = mount.source.clone().unwrap_or_else(|| "/".into());
+    let kind = match &mount.kind {
+        MountKind::Bind => match &mount.from {
+            Some(Source::Stage(i)) => {
+                let stage = find_input(inputs, *i).map_err(|e| e.message)?;
+                SandboxMount::Layers {
+                    lowers: sub_lowers(stage.lowers(), &source)?,
+                    readonly: mount.readonly,
+                }
+            }
+            Some(Source::Image(reference)) => {
+                let image = backend.resolve_image(reference)?;
+                SandboxMount::Layers {
+                    lowers: sub_lowers(lowers_of(&image.layers), &source)?,
+                    readonly: mount.readonly,
+                }
+            }
+            _ => {
+                let host = kiln_cache::resolve_in_root(backend.context_dir(), &source)
+                    .map_err(|e| e.to_string())?;
+                if host.is_dir() {
+                    // Writes to a context bind are discarded, never written to the context.
+                    SandboxMount::Layers {
+                        lowers: vec![host],
+                        readonly: mount.readonly,
+                    }
+                } else if mount.readonly {
+                    SandboxMount::Bind {
+                        host,
+                        readonly: true,
+                    }
+                } else {
+                    // A writable file bind gets a private copy, so the context stays as it is.
+                    let copy = tempfile::NamedTempFile::new_in(&backend.scratch)
+                        .map_err(|e| format!("bind {source}: {e}"))?;
+                    std::fs::copy(&host, copy.path()).map_err(|e| format!("bind {source}: {e}"))?;
+                    let path = copy.path().to_path_buf();
+                    keep.push(Box::new(copy));
+                    SandboxMount::Bind {
+                        host: path,
+                        readonly: false,
+                    }
+                }
+            }
+        },
+        MountKind::Cache { id, sharing } => SandboxMount::Cache {
+            host: cache_mount_dir(backend, mount, id, *sharing, inputs, keep)?,
+        },
+        MountKind::Tmpfs { size } => SandboxMount::Tmpfs { size: *size },
+        MountKind::Secret {
+            id,
+            env: env_name,
+            required,
+        } => {
+            let found = backend.options.secrets.iter().find(|(sid, _)| sid == id);
+            let value = match found {
+                Some((_, SecretSource::File(path))) => std::fs::read(path)
+                    .map_err(|e| format!("secret {id}: reading {}: {e}", path.display()))?,
+                Some((_, SecretSource::Env(name))) => std::env::var(name)
+                    .map_err(|_| format!("secret {id}: environment variable {name} is not set"))?
+                    .into_bytes(),
+                None if *required => {
+                    return Err(format!(
+                        "secret {id}: not provided (--secret id={id},src=FILE)"
+                    ));
+                }
+                // Like BuildKit: an optional secret that was not given is simply absent.
+                None => return Ok(None),
+            };
+            if let Some(name) = env_name {
+                env.push((name.clone(), String::from_utf8_lossy(&value).into_owned()));
+            }
+            if target.is_empty() {
+                // `env=` alone: the secret is only an environment variable.
+                return Ok(None);
+            }
+            // Never a file under the store or on a disk, and gone with kiln however kiln
+            // ends (crate::secret).
+            let file = SecretFile::new(&value).map_err(|e| format!("secret {id}: {e}"))?;
+            let host = file.path();
+            keep.push(Box::new(file));
+            SandboxMount::Secret {
+                host,
+                mode: mount.mode.unwrap_or(0o400),
+                uid: mount.uid.unwrap_or(0),
+                gid: mount.gid.unwrap_or(0),
+            }
+        }
+        MountKind::Ssh { .. } => {
+            return Err("RUN --mount=type=ssh is not supported by kiln yet".to_string());
+        }
+    };
+    Ok(Some(MountSpec { target, kind }))
+}

@@ -1,0 +1,64 @@
+//! What a stage produces and the steps after it read: its layers, config and keys.
+
+use crate::config::ImageState;
+use crate::error::SolveError;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A committed layer: what the image lists and where its files sit unpacked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub diff_id: String,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// The layer directory (overlay lower dir) in the store.
+    pub snapshot: PathBuf,
+}
+
+/// What a stage produced: the key of its last layer step, its layers and its config.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub key: String,
+    pub layers: Vec<Layer>,
+    pub state: ImageState,
+    /// History entries that came with the base image (they keep their own times).
+    pub base_history: usize,
+    /// Cache keys of the layer steps that made `layers` (inherited stages' included),
+    /// for exporting the cache of this result (`--cache-to ... mode=min`).
+    pub keys: Vec<String>,
+}
+
+impl StageResult {
+    /// Snapshot directories of the layers, bottom first, as a rootfs needs them: a layer
+    /// that appears twice (two steps with the same diff) is kept only at its top-most place
+    /// — every entry of the lower copy is repeated above it, so the merged view is the same,
+    /// and overlayfs refuses a directory used twice.
+    pub fn lowers(&self) -> Vec<PathBuf> {
+        lowers_of(&self.layers)
+    }
+}
+
+/// The results of the stages a stage reads from, by index into the graph's stages.
+pub type StageInputs = Vec<(usize, Arc<StageResult>)>;
+
+/// See [`StageResult::lowers`].
+pub(crate) fn lowers_of(layers: &[Layer]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_first: Vec<PathBuf> = Vec::with_capacity(layers.len());
+    for layer in layers.iter().rev() {
+        if seen.insert(layer.diff_id.as_str()) {
+            top_first.push(layer.snapshot.clone());
+        }
+    }
+    top_first.reverse();
+    top_first
+}
+
+pub(crate) fn find_input(inputs: &StageInputs, index: usize) -> Result<&StageResult, SolveError> {
+    inputs
+        .iter()
+        .find(|(i, _)| *i == index)
+        .map(|(_, r)| r.as_ref())
+        .ok_or_else(|| SolveError::internal(format!("stage {index} was not solved first")))
+}
