@@ -5,6 +5,8 @@
  *   probe open PATH           open PATH read-write (a device node), read one byte
  *   probe mknod PATH MAJ MIN  make a character device node
  *   probe fds                 list open descriptors above stderr, and where they lead
+ *   probe peer NAME           connect to the abstract Unix socket NAME and send one byte
+ *                             (the listener reads the build's host uid from SO_PEERCRED)
  *   probe syscall NAME        a syscall Docker's seccomp profile refuses: unshare-user,
  *                             keyctl, vsock, alg-highbits (AF_ALG with high bits set)
  *
@@ -14,12 +16,14 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <linux/if_ether.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sched.h>
@@ -38,6 +42,20 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "packet") == 0) {
         int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
         return report("packet", fd >= 0);
+    }
+    if (argc >= 3 && strcmp(argv[1], "peer") == 0) {
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        size_t n = strlen(argv[2]);
+        if (n > sizeof a.sun_path - 2)
+            n = sizeof a.sun_path - 2;
+        memcpy(a.sun_path + 1, argv[2], n); /* sun_path[0] = 0: abstract */
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        int ok = fd >= 0 &&
+                 connect(fd, (struct sockaddr *)&a, offsetof(struct sockaddr_un, sun_path) + 1 + n) == 0 &&
+                 write(fd, "x", 1) == 1;
+        return report("peer", ok);
     }
     if (argc >= 3 && strcmp(argv[1], "open") == 0) {
         int fd = open(argv[2], O_RDWR);

@@ -415,18 +415,14 @@ fn insecure_runs_get_every_capability_and_still_no_host_power() {
         let ctx = probe_context(
             &w,
             "ctx",
+            // core_pattern is written with the value it has: harmless to the host even if it
+            // went through.
             "RUN --security=insecure mkdir -p /mnt2 && mount -t tmpfs none /mnt2 && echo mount\"\"ed; \
-             /probe syscall keyctl; /probe packet; /probe mknod /null 1 3; true\n",
+             /probe syscall keyctl; /probe packet; /probe mknod /null 1 3; \
+             cp=$(cat /proc/sys/kernel/core_pattern); \
+             (echo \"$cp\" > /proc/sys/kernel/core_pattern) 2>/dev/null && echo core-pattern-WRIT\"\"TEN; true\n",
         );
         let out = w.build(&ctx, &["--allow", "security.insecure", "-t", "insecure:1"]);
-        if id == Identity::Root {
-            // Under the identity mapping its root would be the host's root for uid checks
-            // (the host's sysctls, core_pattern among them): refused, before anything runs.
-            crate::support::assert_refused(&out);
-            assert!(both(&out).contains("only rootless"), "{}", both(&out));
-            assert!(!both(&out).contains("mounted"), "{}", both(&out));
-            continue;
-        }
         assert_ok(&out);
         let log = both(&out);
         // CAP_SYS_ADMIN in the build's namespaces and no seccomp filter...
@@ -435,6 +431,8 @@ fn insecure_runs_get_every_capability_and_still_no_host_power() {
         // ...but still nothing of the host: no raw socket on its network, no device.
         assert!(log.contains("packet: denied"), "{id:?}: {log}");
         assert!(log.contains("mknod: denied"), "{id:?}: {log}");
+        // ...and not the host's root for uid checks: the host's sysctls stay its own.
+        assert!(!log.contains("core-pattern-WRITTEN"), "{id:?}: {log}");
     }
 }
 
@@ -476,6 +474,56 @@ fn host_device_nodes_and_root_only_proc_files_stay_out_of_reach() {
                 log.contains(&format!("{f}=0")),
                 "{id:?}: {f} readable: {log}"
             );
+        }
+    }
+}
+
+/// The uids /etc/passwd gives an account.
+fn account_uids() -> Vec<u32> {
+    std::fs::read_to_string("/etc/passwd")
+        .expect("read /etc/passwd")
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn run_is_nobody_in_particular_to_a_host_service_checking_peer_credentials() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    for id in identities() {
+        let w = World::new(id);
+        // A host service on an abstract Unix socket (reachable over the default host
+        // network) that trusts its peer's uid, as many daemons trust uid 0.
+        let name = format!("kiln-peer-{}-{id:?}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+        let listener = UnixListener::bind_addr(&addr).expect("bind the abstract socket");
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let cred = rustix::net::sockopt::socket_peercred(&conn).expect("SO_PEERCRED");
+            let mut byte = [0u8; 1];
+            std::io::Read::read_exact(&mut conn, &mut byte).expect("read the byte");
+            cred.uid.as_raw()
+        });
+        let ctx = probe_context(
+            &w,
+            "ctx",
+            &format!("RUN [\"/probe\", \"peer\", \"{name}\"]\n"),
+        );
+        let out = w.build(&ctx, &["-t", "peer:1"]);
+        assert_ok(&out);
+        let log = both(&out);
+        assert!(log.contains("peer: ALLOWED"), "{id:?}: {log}");
+        let uid = server.join().expect("listener thread");
+        assert_ne!(uid, 0, "{id:?}: the RUN was the host's root to its peer");
+        match id {
+            // Rootless: the RUN's root is the user who ran kiln.
+            Identity::Rootless => assert_eq!(Some(uid), w.uid, "{log}"),
+            // Real root: an ID of no account on the host.
+            Identity::Root => assert!(
+                !account_uids().contains(&uid),
+                "the RUN was account uid {uid} to its peer"
+            ),
         }
     }
 }

@@ -33,7 +33,8 @@ use rustix::thread::UnshareFlags;
 
 use super::protocol::{self, Event, HelperRun, Request};
 use super::rootfs::{self, StepError, fail};
-use super::user;
+use super::{idmap, user};
+use std::os::unix::fs::OpenOptionsExt;
 
 /// PATH given to the process when its environment has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -122,7 +123,7 @@ pub(crate) fn helper_entry() -> i32 {
             let _ = protocol::send(&mut out, &ev);
             0
         }
-        Request::Run(run) => match run_sandbox(&run, &mut out, passed_stdin.as_ref()) {
+        Request::Run(run) => match run_sandbox(*run, &mut out, passed_stdin.as_ref()) {
             Ok(code) => code,
             Err(e) => {
                 let _ = protocol::send(
@@ -146,7 +147,7 @@ fn unshare(flags: UnshareFlags, step: &'static str) -> Result<(), StepError> {
 }
 
 /// fork(2). Returns 0 in the child.
-fn fork(step: &'static str) -> Result<i32, StepError> {
+pub(super) fn fork(step: &'static str) -> Result<i32, StepError> {
     // SAFETY: the helper and PID 1 are single-threaded, so the child may run any code
     // (no lock can be held by a thread that does not exist in the child).
     let pid = unsafe { libc::fork() };
@@ -174,17 +175,14 @@ fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
     Ok(())
 }
 
-/// As real root, move into a new user namespace with the identity mapping, so that the
-/// sandbox's capabilities are scoped to namespaces it owns (see the module doc). Rootless
-/// kiln is already in a user namespace of its own and needs nothing.
+/// As real root where the store cannot be idmapped (`idmap`'s module doc), move into a new
+/// user namespace with the identity mapping, so that the sandbox's capabilities are at
+/// least scoped to namespaces it owns.
 ///
 /// A process cannot write a full mapping for itself once it has left the parent namespace,
 /// so a child forked beforehand (still real root outside) writes it.
-fn enter_own_userns() -> Result<(), StepError> {
+pub(super) fn enter_identity_userns() -> Result<(), StepError> {
     const STEP: &str = "user-namespace";
-    if !crate::userns::is_real_root() {
-        return Ok(());
-    }
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let (go_r, go_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
@@ -228,9 +226,13 @@ fn errno() -> i32 {
 /// Mount a tiny overlay in a throwaway mount namespace and check that a deletion leaves a
 /// 0:0 whiteout and a replaced directory is marked opaque with `user.overlay.opaque`.
 fn probe_overlay(dir: &Path) -> Result<(), StepError> {
-    // Probe under the same conditions as a RUN: in the sandbox's user namespace.
-    enter_own_userns()?;
-    unshare(UnshareFlags::NEWNS, "probe")?;
+    // Probe under the same conditions as a RUN: in the sandbox's user namespace, on an
+    // idmapped view of `dir` as real root.
+    let mut dir = dir.to_path_buf();
+    let entered = idmap::enter_for_probe(&mut dir)?;
+    if !entered.scratch_mounted() {
+        unshare(UnshareFlags::NEWNS, "probe")?;
+    }
     rootfs::make_private()?;
     let io = |what: &str| {
         let what = what.to_string();
@@ -272,7 +274,7 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
 }
 
 fn run_sandbox(
-    run: &HelperRun,
+    mut run: HelperRun,
     out: &mut UnixStream,
     stdin: Option<&PassedStdin>,
 ) -> Result<i32, StepError> {
@@ -281,20 +283,38 @@ fn run_sandbox(
     if run.network_none {
         flags |= UnshareFlags::NEWNET;
     }
-    if run.insecure && crate::userns::is_real_root() {
-        // The solver refuses this first (sandbox::insecure_refusal); never run it anyway.
-        return Err(StepError {
-            step: "security",
-            message: "RUN --security=insecure is refused as real root".into(),
-        });
-    }
     // Before leaving kiln's user namespace: kiln's secret memfds cannot be opened from
     // another one.
-    let secrets = rootfs::Secrets::open(run)?;
-    enter_own_userns()?;
+    let secrets = rootfs::Secrets::open(&run)?;
+    // Opened while still privileged: the sandbox's root need not be able to open it, the
+    // kernel checks the opener's credentials when PID 1 writes to it.
+    let cgroup_procs = run.cgroup_procs.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(p)
+            .ok()
+    });
+    let entered = idmap::enter(&mut run)?;
+    if let idmap::Entered::Identity(why) = &entered {
+        if run.insecure {
+            // Every capability and no masks, with a root that is the host's root for uid
+            // checks, could write the host's sysctls (core_pattern runs a program as root).
+            return Err(StepError {
+                step: "security",
+                message: format!(
+                    "RUN --security=insecure needs an unprivileged ID range, and the store \
+                     cannot be idmapped ({why}); run kiln as an unprivileged user"
+                ),
+            });
+        }
+        let _ = protocol::send(out, &Event::Note(why.clone()));
+    }
     unshare(flags, "namespaces")?;
+    entered.rebase(&mut run)?;
     rootfs::make_private()?;
-    rootfs::mount_scratch(run)?;
+    rootfs::mount_scratch(&run, entered.scratch_mounted())?;
+    let run = &run;
     // PID 1 cannot see its parent across the PID namespace; this pipe's write end, held
     // only by the helper, tells it whether the helper is still alive.
     let (alive_r, alive_w) =
@@ -302,7 +322,7 @@ fn run_sandbox(
     let pid = fork("pid1")?;
     if pid == 0 {
         drop(alive_w);
-        let code = pid1(run, out, alive_r, stdin, &secrets);
+        let code = pid1(run, out, alive_r, stdin, &secrets, cgroup_procs);
         // SAFETY: _exit ends the forked child without running the parent's atexit state.
         unsafe { libc::_exit(code) };
     }
@@ -350,6 +370,7 @@ fn pid1(
     helper_alive: OwnedFd,
     stdin: Option<&PassedStdin>,
     secrets: &rootfs::Secrets,
+    cgroup_procs: Option<std::fs::File>,
 ) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
@@ -361,8 +382,8 @@ fn pid1(
     }
     // Into the RUN's cgroup before the RUN process exists, so all of it is limited. A
     // failure leaves the RUN unlimited rather than failed (crate::cgroup's module doc).
-    if let Some(procs) = &run.cgroup_procs {
-        let _ = std::fs::write(procs, "0");
+    if let Some(mut procs) = cgroup_procs {
+        let _ = procs.write_all(b"0");
     }
     let mut fds = [rustix::event::PollFd::new(
         &helper_alive,

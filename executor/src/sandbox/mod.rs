@@ -14,6 +14,7 @@
 //! same tree.
 
 mod helper;
+mod idmap;
 mod mountpoint;
 mod protocol;
 mod rootfs;
@@ -185,20 +186,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Why `RunSpec::insecure` cannot be honoured by this process, if it cannot.
-///
-/// A real-root kiln gives the sandbox the identity mapping, so the RUN's uid 0 is the host's
-/// uid 0 for every check that looks at uids rather than capabilities: with every capability
-/// and no masks, it could write the host's sysctls (`/proc/sys/kernel/core_pattern` runs a
-/// program as host root). Until real root's builds map to a subordinate range, insecure
-/// RUNs are for rootless kiln only.
-pub fn insecure_refusal() -> Option<&'static str> {
-    crate::userns::is_real_root().then_some(
-        "kiln runs RUN --security=insecure only rootless: as real root the step's root would \
-         be the host's root for uid checks (run kiln as an unprivileged user)",
-    )
 }
 
 /// Call first thing in `main()`: when this process was started as the sandbox helper, runs
@@ -445,6 +432,20 @@ fn start_helper(
     Ok((helper, rx))
 }
 
+/// Said once per kiln process: a real-root sandbox fell back to the identity mapping
+/// (module `idmap`). Straight to stderr: it concerns the machine, not one build step.
+fn identity_mapping_note(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "warning: RUN steps run with the identity user mapping, so their root is the \
+             host's root wherever the kernel checks a uid (peer credentials of Unix sockets, \
+             signals): the store cannot be idmapped ({why}). Run kiln unprivileged, or keep \
+             its store on ext4, xfs, btrfs or tmpfs."
+        )
+    });
+}
+
 /// Wait for the helper to exit and for all its output; returns the events it sent.
 async fn finish_helper(
     helper: HelperProcess,
@@ -461,6 +462,7 @@ async fn finish_helper(
             Msg::Line(l) => output(l),
             Msg::OutputClosed => closed += 1,
             Msg::Event(Event::Done) => done = true,
+            Msg::Event(Event::Note(why)) => identity_mapping_note(&why),
             Msg::Event(e) => events.push(e),
             Msg::ControlClosed(err) => protocol_error = err,
         }
@@ -612,7 +614,7 @@ pub async fn run_with_io(
     for ev in events {
         match ev {
             Event::Stubs(s) => stubs = s,
-            Event::Done => {}
+            Event::Done | Event::Note(_) => {}
             Event::Exited { code, signal } => {
                 outcome = Some(RunOutcome {
                     exit_code: code,

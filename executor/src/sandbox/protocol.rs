@@ -90,6 +90,9 @@ pub(crate) enum Event {
     /// Every process of the sandbox is gone (sent by the helper after PID 1 is reaped); the
     /// layer may be read. The helper's own exit (namespace teardown) is not waited for.
     Done,
+    /// Something the user should hear once (the sandbox runs with less isolation than
+    /// usual, and why).
+    Note(String),
     /// Answer to [`Request::ProbeOverlay`].
     Probe { ok: bool, detail: String },
 }

@@ -87,16 +87,19 @@ pub(crate) fn make_private() -> Result<(), StepError> {
 /// A private tmpfs over the RUN's scratch directory (hosts, resolv.conf, the rootfs mount
 /// point, secrets, stage mounts): nothing of it reaches the disk, all of it vanishes with
 /// the mount namespace.
-pub(crate) fn mount_scratch(run: &HelperRun) -> Result<(), StepError> {
-    let s = run.scratch.to_string_lossy();
-    mount(
-        "tmpfs",
-        &s,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV,
-        "mode=700",
-        "scratch",
-    )?;
+/// `mounted`: the helper mounted it already, as real root (module `idmap`).
+pub(crate) fn mount_scratch(run: &HelperRun, mounted: bool) -> Result<(), StepError> {
+    if !mounted {
+        let s = run.scratch.to_string_lossy();
+        mount(
+            "tmpfs",
+            &s,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=700",
+            "scratch",
+        )?;
+    }
     if let RootfsPlan::Overlay { target, .. } = &run.rootfs {
         std::fs::create_dir_all(target)
             .map_err(fail_io("scratch", format!("mkdir {}", target.display())))?;
