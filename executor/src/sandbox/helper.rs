@@ -5,11 +5,12 @@
 //! the rootfs, pivots, reaps) → the RUN process (drops privileges, execs).
 //!
 //! A build as real root holds no more power over the host than a rootless one: the helper
-//! of a real-root kiln enters a user namespace of its own with the identity mapping
-//! (`0 0 4294967295`, so every file keeps its owner and images do not change), which scopes
-//! the RUN's capabilities to namespaces the build owns: CAP_MKNOD cannot make a device,
-//! CAP_NET_RAW cannot open a packet socket on the host's network, and every filesystem the
-//! sandbox mounts is `nodev`. Descriptors the caller leaked to kiln are closed first thing. Every process has
+//! of a real-root kiln enters a user namespace of its own, mapped to an unprivileged range
+//! of host IDs, with every host path it is given shown through idmapped mounts so files keep
+//! their owners (module `idmap`). That scopes the RUN's capabilities to namespaces the build
+//! owns (CAP_MKNOD cannot make a device, CAP_NET_RAW cannot open a packet socket on the
+//! host's network, and every filesystem the sandbox mounts is `nodev`), and makes its root
+//! no account of the host's wherever the kernel checks a uid. Descriptors the caller leaked to kiln are closed first thing. Every process has
 //! `PR_SET_PDEATHSIG = SIGKILL`, and PID 1 dying kills the whole PID namespace, so a killed
 //! kiln leaves no process; all mounts live in the private mount namespace and vanish with it.
 //!

@@ -174,12 +174,33 @@ fn host_paths(run: &mut HelperRun) -> Vec<&mut PathBuf> {
 }
 
 /// The paths to clone: each host path, but the overlay's upper and work directories as
-/// their common parent (overlayfs wants them on one mount). A path under another root is
-/// served by it.
+/// their common parent (overlayfs wants them on one mount), and layer directories as their
+/// parent (the store keeps them side by side: one clone for all, not one per layer). A path
+/// under another root is served by it. The clones are seen only by the helper and PID 1
+/// before it pivots, never by the RUN.
 fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
-    if let RootfsPlan::Overlay { upper, work, .. } = &run.rootfs {
+    let mut lowers: Vec<PathBuf> = Vec::new();
+    if let RootfsPlan::Overlay {
+        upper,
+        work,
+        lowers: l,
+        ..
+    } = &run.rootfs
+    {
         roots.push(common_parent(upper, work));
+        lowers.extend(l.iter().cloned());
+    }
+    for m in &run.mounts {
+        if let MountKind::Layers { lowers: l, .. } = &m.kind {
+            lowers.extend(l.iter().cloned());
+        }
+    }
+    for p in lowers {
+        let parent = p.parent().map(Path::to_path_buf).unwrap_or(p);
+        if !roots.iter().any(|r| parent.starts_with(r)) {
+            roots.push(parent);
+        }
     }
     for p in host_paths(run) {
         if !roots.iter().any(|r| p.starts_with(r)) {
@@ -504,11 +525,7 @@ mod tests {
         };
         assert_eq!(
             clone_roots(&mut run),
-            [
-                PathBuf::from("/s/tmp/r1"),
-                "/s/layers/b".into(),
-                "/s/layers/a".into()
-            ]
+            [PathBuf::from("/s/tmp/r1"), "/s/layers".into()]
         );
     }
 }

@@ -425,7 +425,7 @@ const PROC_READONLY: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
 /// Docker's default masked paths under /proc (files read as empty, directories as empty).
 const PROC_MASKED: &[&str] = &[
     // Beyond Docker's list: files only the host's root may read, which a RUN as real root
-    // (uid 0 under the identity mapping) could otherwise read and a rootless one cannot
+    // under the identity mapping (module `idmap`'s fallback) could otherwise read
     // (physical page flags and slab layout help kernel exploits).
     "kpageflags",
     "kpagecount",
