@@ -4,7 +4,8 @@
 //!
 //! - **The store** ([`Store`]): content-addressed blobs (sha256, verified reads), unpacked
 //!   layer snapshots, the cache index (cache key → [`CacheRecord`]), image refs
-//!   (`name:tag` → [`ImageRef`]), file locks for concurrent builds, and [`Store::prune`].
+//!   (`name:tag` → [`ImageRef`]) and the one image lookup by name or ID prefix
+//!   ([`Store::find_image`]), file locks for concurrent builds, and [`Store::prune`].
 //!   Every write is atomic (temp file, fsync, rename, fsync dir): a build killed at any
 //!   instant leaves a store the next build uses without repair.
 //! - **The build context**: `.dockerignore` matching with moby's semantics
@@ -48,6 +49,7 @@ mod error;
 mod fsutil;
 pub mod glob;
 pub mod ignore;
+mod lookup;
 mod prune;
 mod record;
 mod reference;
@@ -66,6 +68,7 @@ pub use digest::{canonical_json, is_sha256_hex, parse_digest, sha256_digest, sha
 pub use error::StoreError;
 pub use fsutil::{atomic_write, fsync_dir};
 pub use ignore::{IgnoreError, IgnoreMatcher, load_for};
+pub use lookup::{FoundImage, LookupError};
 pub use prune::{PruneOptions, PruneReport};
 pub use record::{CacheRecord, LayerRef};
 pub use reference::{Reference, normalize_ref};

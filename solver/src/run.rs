@@ -15,7 +15,7 @@
 use crate::backend::Backend;
 use crate::images::{image_layers, read_image};
 use crate::result::{Layer, StageResult, lowers_of};
-use kiln_cache::{ImageRef, Store};
+use kiln_cache::Store;
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_image::ImageConfig;
@@ -28,6 +28,9 @@ pub enum RunError {
     NoSuchImage(String),
     #[error("{reference}: {message}")]
     Image { reference: String, message: String },
+    /// An ID prefix of several images, or a store that could not be read.
+    #[error(transparent)]
+    Lookup(#[from] kiln_cache::LookupError),
     #[error("{0}")]
     Usage(String),
     #[error("preparing the container's scratch space: {0}")]
@@ -105,7 +108,14 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
         reference: reference.to_string(),
         message,
     };
-    if let Some(image) = find_ref(store, reference).map_err(err)? {
+    // A prefix of two images is an error here too; only "not a named image" falls back
+    // to the debug states below.
+    let found = match store.find_image(reference) {
+        Ok(found) => Some(found.image),
+        Err(kiln_cache::LookupError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(image) = found {
         let (manifest, config) = read_image(store, reference, &image).map_err(err)?;
         let layers = image_layers(store, &manifest, &config).map_err(err)?;
         return Ok(RunnableImage {
@@ -146,25 +156,6 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
         config,
         lowers: lowers_of(&layers),
     })
-}
-
-/// A named image, or a named image by ID or unique-enough ID prefix.
-fn find_ref(store: &Store, reference: &str) -> Result<Option<ImageRef>, String> {
-    if let Ok(name) = kiln_cache::normalize_ref(reference)
-        && let Some(image) = store.get_ref(&name).map_err(|e| e.to_string())?
-    {
-        return Ok(Some(image));
-    }
-    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    Ok(store
-        .list_refs()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(_, r)| r)
-        .find(|r| r.config.trim_start_matches("sha256:").starts_with(hex)))
 }
 
 /// The argv docker would run: `--entrypoint` replaces the image's Entrypoint and drops its
