@@ -56,23 +56,23 @@ pub enum Command {
         input: PathBuf,
     },
     /// Make a one-layer image from a root filesystem tarball (as `docker import`).
-    Import(crate::import_cmd::ImportArgs),
+    Import(ImportArgs),
     /// Run a command in an image, in the build's rootless sandbox; its changes are thrown
     /// away. Exits with the command's status.
-    Run(crate::run_cmd::RunArgs),
+    Run(RunArgs),
     /// Remove blobs, snapshots and cache records that nothing uses.
     Prune(PruneArgs),
     /// Fetch an image from a registry into the store.
-    Pull(crate::registry_cmd::PullArgs),
+    Pull(PullArgs),
     /// Upload an image from the store to a registry.
-    Push(crate::registry_cmd::PushArgs),
+    Push(PushArgs),
     /// Save registry credentials (in ~/.docker/config.json, like docker login).
-    Login(crate::registry_cmd::LoginArgs),
+    Login(LoginArgs),
     /// Remove saved registry credentials.
-    Logout(crate::registry_cmd::LogoutArgs),
+    Logout(LogoutArgs),
     /// Compare two images: files (whiteouts applied), config and history.
     /// Exit status 0 identical, 1 different, 2 error.
-    Diff(crate::diff_cmd::DiffArgs),
+    Diff(DiffArgs),
     /// Developer tools.
     Debug {
         #[command(subcommand)]
@@ -268,4 +268,164 @@ pub struct PruneArgs {
     /// Keep at most this much cache (e.g. 10GB, 512MB), dropping the oldest records first.
     #[arg(long, value_name = "SIZE")]
     pub keep_storage: Option<String>,
+}
+
+/// Output format of `kiln diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// One line per difference.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `kiln diff`: compare two images by their final filesystems, config and history.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// First image: a name in the store, oci:DIR, oci-archive:FILE or docker-archive:FILE.
+    pub a: String,
+    /// Second image, in the same forms.
+    pub b: String,
+}
+
+/// Network of the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunNetwork {
+    /// The host's network (as RUN has by default).
+    Host,
+    /// Only a loopback interface.
+    None,
+}
+
+/// `kiln run [FLAGS] IMAGE [COMMAND [ARG...]]`
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Remove the container's changes when it exits: always so (accepted for docker's
+    /// command lines).
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open: the process reads kiln's stdin (else /dev/null).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the process a terminal: a new pty, relayed to kiln's stdio (with -i and a
+    /// terminal, kiln's is put in raw mode meanwhile). Without -t the process writes to
+    /// kiln's stdout and stderr directly.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (repeatable); `-e K` takes K from kiln's environment.
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
+    /// Network of the container.
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: RunNetwork,
+    /// User (name, uid, name:group or uid:gid) instead of the image's.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container (must exist) instead of the image's.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Snapshotter for the container's filesystem.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub snapshotter: SnapshotterArg,
+    /// Image (name, image ID or ID prefix; or the ID a failed build printed), then the
+    /// command and its arguments (default: the image's entrypoint and cmd).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub args: Vec<String>,
+}
+
+/// `kiln import ROOTFS.tar[.gz|.zst|-] NAME[:TAG]`
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Root filesystem tarball (plain, gzip or zstd); `-` reads it from stdin.
+    pub file: PathBuf,
+    /// Name for the image.
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
+    /// Apply a Dockerfile instruction to the config: CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR (repeatable).
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// History comment (default: `Imported from -`, as docker writes).
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+}
+
+/// Flags every registry command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryFlags {
+    /// Allow plain HTTP and unverified TLS to this registry (`host[:port]`; repeatable).
+    /// Loopback registries (localhost, 127.0.0.0/8, ::1) may use HTTP without it.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// `kiln pull REF`
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Image to pull (`busybox`, `registry.example:5000/team/app:1`, `name@sha256:...`).
+    pub reference: String,
+    /// Platform to choose from a multi-platform image (`os/arch[/variant]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Print only the manifest digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln push REF [DEST]`
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// Image in the store to push.
+    pub source: String,
+    /// Where to push it (default: the same name; a name without a registry host goes to
+    /// Docker Hub).
+    pub dest: Option<String>,
+    /// Print only the manifest digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln login [-u USER] [--password-stdin] HOST`
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// Registry (`host[:port]`; default Docker Hub).
+    #[arg(default_value = "docker.io")]
+    pub server: String,
+    /// User name (asked on stdin when missing).
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin: command lines are visible to other users).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// `kiln logout HOST`
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// Registry (`host[:port]`; default Docker Hub).
+    #[arg(default_value = "docker.io")]
+    pub server: String,
 }

@@ -1,10 +1,11 @@
 //! Image commands over the store: images, inspect, history, tag, rmi, save, load, prune.
 
-use crate::blobs::StoreBlobs;
 use crate::cli::{PruneArgs, SaveArgs, SaveFormat};
-use crate::outputs::write_file;
 use crate::root::open_store;
+use crate::sizes;
 use anyhow::{Context, Result, anyhow, bail};
+use kiln_build::blobs::StoreBlobs;
+use kiln_build::files::write_file;
 use kiln_cache::{ImageRef, Store};
 use kiln_image::ExportImage;
 use kiln_image::oci::{ImageConfig, Manifest};
@@ -12,39 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Finds an image by name (normalized) or by ID (`sha256:...` or a unique hex prefix).
+/// Finds an image by name or ID (the store's one lookup: an ambiguous ID prefix is an
+/// error).
 fn find(store: &Store, reference: &str) -> Result<(String, ImageRef)> {
-    if let Ok(name) = kiln_cache::normalize_ref(reference)
-        && let Some(image) = store.get_ref(&name)?
-    {
-        return Ok((name, image));
-    }
-    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let matches: Vec<(String, ImageRef)> = store
-            .list_refs()?
-            .into_iter()
-            .filter(|(_, r)| r.config.trim_start_matches("sha256:").starts_with(hex))
-            .collect();
-        if let Some(first) = matches.first() {
-            return Ok(first.clone());
-        }
-    }
-    let Ok(wanted) = kiln_cache::normalize_ref(reference) else {
-        bail!("{reference}: no such image");
-    };
-    // `bb` means `bb:latest`, as in docker; when `bb` has exactly one tag, name it.
-    let repo = |name: &str| kiln_cache::Reference::parse(name).map(|r| r.name).ok();
-    let same_repo: Vec<String> = store
-        .list_refs()?
-        .into_iter()
-        .map(|(name, _)| name)
-        .filter(|name| repo(name).is_some() && repo(name) == repo(&wanted))
-        .collect();
-    match &same_repo[..] {
-        [only] => bail!("No such image: {wanted} (did you mean {only}?)"),
-        _ => bail!("No such image: {wanted}"),
-    }
+    let found = store.find_image(reference)?;
+    Ok((found.name, found.image))
 }
 
 /// The CREATED column: a date from SOURCE_DATE_EPOCH (0 unless set, for reproducible
@@ -57,31 +30,9 @@ fn created_label(created: &str) -> String {
     }
 }
 
-fn load_image(store: &Store, image: &ImageRef) -> Result<(Manifest, ImageConfig)> {
-    let manifest = kiln_image::parse_manifest(&store.read_blob(&image.manifest)?)
-        .with_context(|| format!("reading manifest {}", image.manifest))?;
-    let config = kiln_image::parse_config(&store.read_blob(&image.config)?)
-        .with_context(|| format!("reading config {}", image.config))?;
-    Ok((manifest, config))
-}
-
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + UNITS[unit]
-    }
+/// The manifest and config of a stored image, read as a build reads its bases.
+fn load_image(store: &Store, name: &str, image: &ImageRef) -> Result<(Manifest, ImageConfig)> {
+    kiln_solver::images::read_image(store, name, image).map_err(|e| anyhow!(e))
 }
 
 pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
@@ -99,7 +50,7 @@ pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
         .filter(|u| !named.iter().any(|(_, r)| r == u))
         .map(|u| ("<none>".to_string(), u));
     for (name, image) in named.iter().cloned().chain(untagged) {
-        let (manifest, config) = load_image(&store, &image)?;
+        let (manifest, config) = load_image(&store, &name, &image)?;
         let size: u64 = manifest.layers.iter().map(|l| l.size).sum();
         let id = image.config.trim_start_matches("sha256:");
         println!(
@@ -107,7 +58,7 @@ pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
             name,
             &id[..id.len().min(12)],
             created_label(config.created.as_deref().unwrap_or_default()),
-            human_size(size)
+            sizes::human_size(size)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -116,7 +67,7 @@ pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
 pub fn inspect(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
     let store = open_store(root)?;
     let (name, image) = find(&store, reference)?;
-    let (manifest, config) = load_image(&store, &image)?;
+    let (manifest, config) = load_image(&store, &name, &image)?;
     let doc = serde_json::json!({
         "Name": name,
         "Id": image.config,
@@ -130,8 +81,8 @@ pub fn inspect(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
 
 pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
     let store = open_store(root)?;
-    let (_, image) = find(&store, reference)?;
-    let (manifest, config) = load_image(&store, &image)?;
+    let (name, image) = find(&store, reference)?;
+    let (manifest, config) = load_image(&store, &name, &image)?;
     let mut layers = manifest.layers.iter();
     let mut rows = Vec::new();
     for h in &config.history {
@@ -153,7 +104,10 @@ pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
     );
     for (created, by, size, comment) in rows.into_iter().rev() {
         let by: String = by.chars().take(60).collect();
-        println!("{created:<32} {by:<60} {:>17}  {comment}", human_size(size));
+        println!(
+            "{created:<32} {by:<60} {:>17}  {comment}",
+            sizes::human_size(size)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -194,13 +148,12 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<ExitCode> {
         });
     }
     let src = StoreBlobs(&store);
-    write_file(&args.output, |out| match args.format {
-        SaveFormat::Docker => kiln_image::write_docker_archive(out, &src, &images)
-            .map(drop)
-            .map_err(Into::into),
-        SaveFormat::Oci => kiln_image::write_oci_archive(out, &src, &images)
-            .map(drop)
-            .map_err(Into::into),
+    write_file(&args.output, |out| {
+        match args.format {
+            SaveFormat::Docker => kiln_image::write_docker_archive(out, &src, &images).map(drop),
+            SaveFormat::Oci => kiln_image::write_oci_archive(out, &src, &images).map(drop),
+        }
+        .map_err(std::io::Error::other)
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -253,36 +206,12 @@ pub fn load(root: Option<PathBuf>, input: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `10GB`, `512MB`, `1.5G`, `2048` (bytes) → bytes; `flag` names the option in errors.
-pub(crate) fn parse_size(flag: &str, s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow!("{flag} {s:?}: not a size"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => bail!("{flag} {s:?}: unknown unit {other:?}"),
-    };
-    Ok((n * mult) as u64)
-}
-
 pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let keep_storage = args
         .keep_storage
         .as_deref()
-        .map(|s| parse_size("--keep-storage", s))
+        .map(|s| sizes::parse_size("--keep-storage", s))
         .transpose()?;
     let report = store.prune(kiln_cache::PruneOptions {
         all: args.all,
@@ -296,32 +225,7 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
         report.records_removed,
         report.cache_mounts_removed,
         report.scratch_removed,
-        human_size(report.bytes_freed)
+        sizes::human_size(report.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(
-            parse_size("--keep-storage", "10GB").unwrap(),
-            10_000_000_000
-        );
-        assert_eq!(parse_size("--keep-storage", "512mb").unwrap(), 512_000_000);
-        assert_eq!(parse_size("--keep-storage", "1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("--keep-storage", "2048").unwrap(), 2048);
-        assert!(parse_size("--keep-storage", "ten").is_err());
-        assert!(parse_size("--keep-storage", "1XB").is_err());
-    }
-
-    #[test]
-    fn human_sizes_are_short() {
-        assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1_500_000), "1.5MB");
-        assert_eq!(human_size(2_000), "2kB");
-    }
 }

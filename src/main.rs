@@ -3,19 +3,17 @@
 //! Exit status: 0 on success, 1 when a build or command fails, 2 for usage errors (clap)
 //! and for `kiln diff` errors (its 1 means "the images differ").
 
-mod blobs;
 mod build;
-mod cache_io;
 mod cli;
 mod diff_cmd;
 mod images;
 mod import_cmd;
 mod interrupt;
-mod outputs;
 mod registry_cmd;
 mod render;
 mod root;
 mod run_cmd;
+mod sizes;
 
 use clap::Parser;
 use cli::{Cli, Command, DebugCommand};
@@ -51,9 +49,6 @@ fn main() -> ExitCode {
     }
     interrupt::clean_up_on_signals();
     let result = match cli.command {
-        Command::Build(args) if args.verify_reproducible => {
-            diff_cmd::verify_reproducible(cli.root, &args)
-        }
         Command::Build(args) => build::run(cli.root, *args),
         Command::Diff(args) => diff_cmd::run(cli.root, args),
         Command::Pull(args) => registry_cmd::pull(cli.root, args),

@@ -1,89 +1,21 @@
 //! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`: flags and output around the
 //! kiln-registry crate (which does the work).
 
+use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryFlags};
 use crate::root::open_store;
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use kiln_registry::{Credentials, Progress, RegistryOptions};
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Flags every registry command takes.
-#[derive(Debug, Clone, Default, Args)]
-pub struct RegistryFlags {
-    /// Allow plain HTTP and unverified TLS to this registry (`host[:port]`; repeatable).
-    /// Loopback registries (localhost, 127.0.0.0/8, ::1) may use HTTP without it.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure_registries: Vec<String>,
-}
-
-impl RegistryFlags {
-    fn options(&self) -> RegistryOptions {
-        RegistryOptions {
-            insecure_registries: self.insecure_registries.clone(),
-            ..RegistryOptions::default()
-        }
+/// The registry options the flags give.
+fn options(flags: &RegistryFlags) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries: flags.insecure_registries.clone(),
+        ..RegistryOptions::default()
     }
-}
-
-/// `kiln pull REF`
-#[derive(Debug, Clone, Args)]
-pub struct PullArgs {
-    /// Image to pull (`busybox`, `registry.example:5000/team/app:1`, `name@sha256:...`).
-    pub reference: String,
-    /// Platform to choose from a multi-platform image (`os/arch[/variant]`; default: this
-    /// machine's).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
-    /// Print only the manifest digest.
-    #[arg(short, long)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub registry: RegistryFlags,
-}
-
-/// `kiln push REF [DEST]`
-#[derive(Debug, Clone, Args)]
-pub struct PushArgs {
-    /// Image in the store to push.
-    pub source: String,
-    /// Where to push it (default: the same name; a name without a registry host goes to
-    /// Docker Hub).
-    pub dest: Option<String>,
-    /// Print only the manifest digest.
-    #[arg(short, long)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub registry: RegistryFlags,
-}
-
-/// `kiln login [-u USER] [--password-stdin] HOST`
-#[derive(Debug, Clone, Args)]
-pub struct LoginArgs {
-    /// Registry (`host[:port]`; default Docker Hub).
-    #[arg(default_value = "docker.io")]
-    pub server: String,
-    /// User name (asked on stdin when missing).
-    #[arg(short, long)]
-    pub username: Option<String>,
-    /// Password (prefer --password-stdin: command lines are visible to other users).
-    #[arg(short, long, conflicts_with = "password_stdin")]
-    pub password: Option<String>,
-    /// Read the password from standard input.
-    #[arg(long)]
-    pub password_stdin: bool,
-    #[command(flatten)]
-    pub registry: RegistryFlags,
-}
-
-/// `kiln logout HOST`
-#[derive(Debug, Clone, Args)]
-pub struct LogoutArgs {
-    /// Registry (`host[:port]`; default Docker Hub).
-    #[arg(default_value = "docker.io")]
-    pub server: String,
 }
 
 fn short(digest: &str) -> &str {
@@ -115,7 +47,7 @@ fn progress_printer(verb: &'static str) -> kiln_registry::ProgressFn {
 pub fn pull(root: Option<PathBuf>, args: PullArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let _lock = store.lock_shared()?;
-    let mut opts = args.registry.options();
+    let mut opts = options(&args.registry);
     opts.platform = args.platform.clone();
     if !args.quiet {
         opts.progress = Some(progress_printer("downloaded"));
@@ -134,7 +66,7 @@ pub fn pull(root: Option<PathBuf>, args: PullArgs) -> Result<ExitCode> {
 pub fn push(root: Option<PathBuf>, args: PushArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let _lock = store.lock_shared()?;
-    let mut opts = args.registry.options();
+    let mut opts = options(&args.registry);
     if !args.quiet {
         opts.progress = Some(progress_printer("pushed"));
     }
@@ -191,7 +123,7 @@ pub fn login(args: LoginArgs) -> Result<ExitCode> {
         );
     }
     let creds = Credentials { username, password };
-    let path = kiln_registry::login(&args.server, &creds, &args.registry.options())?;
+    let path = kiln_registry::login(&args.server, &creds, &options(&args.registry))?;
     eprintln!("credentials saved in {}", path.display());
     println!("Login Succeeded");
     Ok(ExitCode::SUCCESS)

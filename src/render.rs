@@ -53,6 +53,15 @@ pub async fn render(mode: ProgressMode, mut rx: ProgressReceiver) {
     }
 }
 
+/// Events kept of a build nobody watched (a failed build of `--verify-reproducible`),
+/// drawn as plain lines on stderr.
+pub fn replay_plain(events: Vec<Event>) {
+    let mut plain = Plain::default();
+    for event in events {
+        plain.event(event);
+    }
+}
+
 /// BuildKit-style plain lines on stderr.
 #[derive(Default)]
 struct Plain {

@@ -4,70 +4,14 @@
 //! kiln could not run it (no such image, an unusable flag, a sandbox failure), 126 when
 //! the command cannot be executed, 127 when it is not found.
 
-use crate::cli::SnapshotterArg;
+use crate::cli::{RunArgs, RunNetwork, SnapshotterArg};
 use crate::root::open_store;
 use anyhow::{Context, Result, anyhow};
-use clap::{Args, ValueEnum};
 use kiln_executor::sandbox::{ProcessIo, RunOutcome, SandboxError};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_solver::run::{Bind, RunError, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Network of the container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RunNetwork {
-    /// The host's network (as RUN has by default).
-    Host,
-    /// Only a loopback interface.
-    None,
-}
-
-/// `kiln run [FLAGS] IMAGE [COMMAND [ARG...]]`
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Remove the container's changes when it exits: always so (accepted for docker's
-    /// command lines).
-    #[arg(long)]
-    pub rm: bool,
-    /// Keep stdin open: the process reads kiln's stdin (else /dev/null).
-    #[arg(short, long)]
-    pub interactive: bool,
-    /// Give the process a terminal: a new pty, relayed to kiln's stdio (with -i and a
-    /// terminal, kiln's is put in raw mode meanwhile). Without -t the process writes to
-    /// kiln's stdout and stderr directly.
-    #[arg(short, long)]
-    pub tty: bool,
-    /// Set an environment variable (repeatable); `-e K` takes K from kiln's environment.
-    #[arg(short, long = "env", value_name = "K=V")]
-    pub env: Vec<String>,
-    /// Bind a host path: HOST:CONTAINER[:ro] (repeatable).
-    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    pub volumes: Vec<String>,
-    /// Network of the container.
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: RunNetwork,
-    /// User (name, uid, name:group or uid:gid) instead of the image's.
-    #[arg(short, long)]
-    pub user: Option<String>,
-    /// Working directory inside the container (must exist) instead of the image's.
-    #[arg(short, long)]
-    pub workdir: Option<String>,
-    /// Replace the image's entrypoint ("" clears it).
-    #[arg(long)]
-    pub entrypoint: Option<String>,
-    /// Snapshotter for the container's filesystem.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub snapshotter: SnapshotterArg,
-    /// Image (name, image ID or ID prefix; or the ID a failed build printed), then the
-    /// command and its arguments (default: the image's entrypoint and cmd).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        value_name = "IMAGE [COMMAND [ARG...]]"
-    )]
-    pub args: Vec<String>,
-}
 
 pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let started = options(args).and_then(|(reference, opts)| start(root, &reference, &opts));

@@ -369,3 +369,58 @@ fn diff_applies_whiteouts_and_opaque_dirs_of_run_layers() {
          -> \"RUN /bin/sh -c rm /etc/app/b.conf # buildkit\"\n"
     );
 }
+
+/// Base images are inputs, not part of the check: a base only the user's store has (made
+/// with `kiln import`) serves both builds of `--verify-reproducible`. Nothing is pulled:
+/// `kiln-verify-localbase` exists on no registry, so a build that looked for it anywhere
+/// but the user's store would fail.
+#[test]
+fn verify_reproducible_builds_from_a_base_in_the_users_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs.tar");
+    let mut tar = tar::Builder::new(fs::File::create(&rootfs).unwrap());
+    let busybox = fs::read("/bin/busybox")
+        .expect("busybox-static must be installed (apt-get install busybox-static)");
+    let mut dir = tar::Header::new_gnu();
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    dir.set_entry_type(tar::EntryType::Directory);
+    tar.append_data(&mut dir, "bin/", std::io::empty()).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(busybox.len() as u64);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "bin/busybox", busybox.as_slice())
+        .unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let kiln = Kiln::new();
+    let out = kiln.run(&["import", s(&rootfs), "kiln-verify-localbase:1"]);
+    assert!(out.status.success(), "import: {}", stderr(&out));
+
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM kiln-verify-localbase:1\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo from-base > /made\"]\n",
+    )
+    .unwrap();
+    let out = kiln.build_ok(&[
+        "--network",
+        "none",
+        "--verify-reproducible",
+        "-t",
+        "on-local:1",
+        s(ctx.path()),
+    ]);
+    assert!(
+        stderr(&out).contains("both builds gave the same manifest digest"),
+        "{}",
+        stderr(&out)
+    );
+    let image = kiln.image("on-local:1");
+    assert_eq!(image.text("made"), "from-base\n");
+    assert!(
+        image.files.contains_key("bin/busybox"),
+        "the base's layer is in the image"
+    );
+}

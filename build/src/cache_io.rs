@@ -5,10 +5,10 @@
 //! the layers as `blobs/sha256/<hex>`; both are written through temporary names, so a
 //! reader never sees half a cache.
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::BuildError;
+use crate::files::write_file;
 use kiln_cache::{CacheRecord, Store};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where a cache goes to or comes from.
@@ -20,9 +20,12 @@ pub enum CacheSpec {
 
 const LOCAL_INDEX: &str = "kiln-cache.json";
 
-impl CacheSpec {
+impl std::str::FromStr for CacheSpec {
+    type Err = BuildError;
+
     /// Parses `type=registry,ref=R[,mode=min|max]` or `type=local,dest=DIR|src=DIR`.
-    pub fn parse(spec: &str) -> Result<CacheSpec> {
+    fn from_str(spec: &str) -> Result<CacheSpec, BuildError> {
+        let bad = |why: String| BuildError::Request(format!("cache {spec:?}: {why}"));
         let mut kind = None;
         let mut reference = None;
         let mut dir = None;
@@ -35,28 +38,32 @@ impl CacheSpec {
                 Some(("mode", "max")) => max = true,
                 Some(("mode", "min")) => max = false,
                 Some(("mode", other)) => {
-                    bail!("cache {spec:?}: mode must be min or max, not {other:?}")
+                    return Err(bad(format!("mode must be min or max, not {other:?}")));
                 }
                 // Accepted for compatibility with buildx; kiln's format has no such knobs.
                 Some(("ignore-error" | "oci-mediatypes" | "image-manifest" | "compression", _)) => {
                 }
-                _ => bail!("cache {spec:?}: unknown option {part:?}"),
+                _ => return Err(bad(format!("unknown option {part:?}"))),
             }
         }
         match kind.as_deref() {
             Some("registry") => Ok(CacheSpec::Registry {
-                reference: reference.ok_or_else(|| anyhow!("cache {spec:?}: missing ref="))?,
+                reference: reference.ok_or_else(|| bad("missing ref=".into()))?,
                 max,
             }),
             Some("local") => Ok(CacheSpec::Local {
-                dir: dir.ok_or_else(|| anyhow!("cache {spec:?}: missing dest= or src="))?,
+                dir: dir.ok_or_else(|| bad("missing dest= or src=".into()))?,
                 max,
             }),
-            Some(other) => bail!("cache {spec:?}: unsupported type {other:?} (registry or local)"),
-            None => bail!("cache {spec:?}: missing type="),
+            Some(other) => Err(bad(format!(
+                "unsupported type {other:?} (registry or local)"
+            ))),
+            None => Err(bad("missing type=".into())),
         }
     }
+}
 
+impl CacheSpec {
     /// Whether every step of every stage is exported (`mode=max`), not only the image's.
     pub fn max(&self) -> bool {
         match self {
@@ -70,11 +77,12 @@ pub fn import(
     store: &Store,
     spec: &CacheSpec,
     registry: &kiln_registry::RegistryOptions,
-) -> Result<usize> {
+) -> Result<usize, BuildError> {
     match spec {
         CacheSpec::Registry { reference, .. } => {
-            kiln_registry::pull_cache(store, reference, registry)
-                .with_context(|| format!("importing the cache from {reference}"))
+            kiln_registry::pull_cache(store, reference, registry).map_err(BuildError::registry(
+                format!("importing the cache from {reference}"),
+            ))
         }
         CacheSpec::Local { dir, .. } => import_local(store, dir),
     }
@@ -86,76 +94,89 @@ pub fn export(
     spec: &CacheSpec,
     keys: &[String],
     registry: &kiln_registry::RegistryOptions,
-) -> Result<usize> {
+) -> Result<usize, BuildError> {
     let mut records = Vec::new();
     for key in keys {
-        if let Some(record) = store.get_record(key)? {
+        if let Some(record) = store
+            .get_record(key)
+            .map_err(BuildError::store(format!("reading cache record {key}")))?
+        {
             records.push((key.clone(), record));
         }
     }
     match spec {
         CacheSpec::Registry { reference, .. } => {
-            kiln_registry::push_cache(store, &records, reference, registry)
-                .with_context(|| format!("exporting the cache to {reference}"))?;
+            kiln_registry::push_cache(store, &records, reference, registry).map_err(
+                BuildError::registry(format!("exporting the cache to {reference}")),
+            )?;
         }
         CacheSpec::Local { dir, .. } => export_local(store, dir, &records)?,
     }
     Ok(records.len())
 }
 
-fn export_local(store: &Store, dir: &Path, records: &[(String, CacheRecord)]) -> Result<()> {
+fn blob_hex(digest: &str) -> Result<&str, BuildError> {
+    kiln_image::digest_hex(digest).map_err(|e| BuildError::Request(e.to_string()))
+}
+
+fn export_local(
+    store: &Store,
+    dir: &Path,
+    records: &[(String, CacheRecord)],
+) -> Result<(), BuildError> {
     let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    std::fs::create_dir_all(&blobs)
+        .map_err(BuildError::io(format!("creating {}", blobs.display())))?;
     for (_, record) in records {
         let Some(layer) = &record.layer else { continue };
-        let hex = kiln_image::digest_hex(&layer.digest).map_err(|e| anyhow!("{e}"))?;
-        let dest = blobs.join(hex);
+        let dest = blobs.join(blob_hex(&layer.digest)?);
         if dest.exists() {
             continue;
         }
-        let mut src = store.open_blob(&layer.digest)?;
-        crate::outputs::write_file(&dest, |out| {
-            std::io::copy(&mut src, out)?;
-            Ok(())
-        })?;
+        let mut src = store
+            .open_blob(&layer.digest)
+            .map_err(BuildError::store(format!("opening blob {}", layer.digest)))?;
+        write_file(&dest, |out| std::io::copy(&mut src, out).map(drop))?;
     }
     let index: BTreeMap<&str, &CacheRecord> =
         records.iter().map(|(k, r)| (k.as_str(), r)).collect();
-    kiln_cache::atomic_write(&dir.join(LOCAL_INDEX), &kiln_cache::canonical_json(&index)?)
-        .with_context(|| format!("writing {}", dir.join(LOCAL_INDEX).display()))?;
+    let index_path = dir.join(LOCAL_INDEX);
+    let writing = || format!("writing {}", index_path.display());
+    let bytes = kiln_cache::canonical_json(&index)
+        .map_err(|e| BuildError::io(writing())(std::io::Error::other(e)))?;
+    kiln_cache::atomic_write(&index_path, &bytes).map_err(BuildError::store(writing()))?;
     Ok(())
 }
 
-fn import_local(store: &Store, dir: &Path) -> Result<usize> {
+fn import_local(store: &Store, dir: &Path) -> Result<usize, BuildError> {
     let index_path = dir.join(LOCAL_INDEX);
-    let bytes = std::fs::read(&index_path)
-        .with_context(|| format!("reading the cache index {}", index_path.display()))?;
-    let index: BTreeMap<String, CacheRecord> = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not a kiln cache index", index_path.display()))?;
+    let bytes = std::fs::read(&index_path).map_err(BuildError::io(format!(
+        "reading the cache index {}",
+        index_path.display()
+    )))?;
+    let index: BTreeMap<String, CacheRecord> = serde_json::from_slice(&bytes).map_err(|e| {
+        BuildError::io(format!("{}: not a kiln cache index", index_path.display()))(
+            std::io::Error::other(e),
+        )
+    })?;
     let mut imported = 0;
     for (key, record) in index {
         if let Some(layer) = &record.layer
             && !store.has_blob(&layer.digest)
         {
-            let hex = kiln_image::digest_hex(&layer.digest).map_err(|e| anyhow!("{e}"))?;
-            let path = dir.join("blobs/sha256").join(hex);
-            let mut file = std::fs::File::open(&path)
-                .with_context(|| format!("cache blob {}", path.display()))?;
-            let mut writer = store.blob_writer()?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                std::io::Write::write_all(&mut writer, &buf[..n])?;
-            }
+            let path = dir.join("blobs/sha256").join(blob_hex(&layer.digest)?);
+            let what = || format!("cache blob {}", path.display());
+            let mut file = std::fs::File::open(&path).map_err(BuildError::io(what()))?;
+            let mut writer = store.blob_writer().map_err(BuildError::store(what()))?;
+            std::io::copy(&mut file, &mut writer).map_err(BuildError::io(what()))?;
             // A tampered cache blob is refused here and never stored.
             writer
                 .commit_verified(&layer.digest)
-                .with_context(|| format!("cache blob {}", path.display()))?;
+                .map_err(BuildError::store(what()))?;
         }
-        store.put_record(&key, &record)?;
+        store
+            .put_record(&key, &record)
+            .map_err(BuildError::store(format!("storing cache record {key}")))?;
         imported += 1;
     }
     Ok(imported)
@@ -168,21 +189,23 @@ mod tests {
     #[test]
     fn cache_specs_parse() {
         assert_eq!(
-            CacheSpec::parse("type=registry,ref=127.0.0.1:5000/c:1,mode=max").unwrap(),
+            "type=registry,ref=127.0.0.1:5000/c:1,mode=max"
+                .parse::<CacheSpec>()
+                .unwrap(),
             CacheSpec::Registry {
                 reference: "127.0.0.1:5000/c:1".into(),
                 max: true
             }
         );
         assert_eq!(
-            CacheSpec::parse("type=local,dest=/tmp/c").unwrap(),
+            "type=local,dest=/tmp/c".parse::<CacheSpec>().unwrap(),
             CacheSpec::Local {
                 dir: "/tmp/c".into(),
                 max: false
             }
         );
-        assert!(CacheSpec::parse("type=gha").is_err());
-        assert!(CacheSpec::parse("type=registry").is_err());
-        assert!(CacheSpec::parse("type=local,dest=/x,mode=huge").is_err());
+        assert!("type=gha".parse::<CacheSpec>().is_err());
+        assert!("type=registry".parse::<CacheSpec>().is_err());
+        assert!("type=local,dest=/x,mode=huge".parse::<CacheSpec>().is_err());
     }
 }

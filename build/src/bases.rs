@@ -1,0 +1,64 @@
+//! Base images while lowering: looked up in the store by name, a missing one (or every
+//! one, with `--pull`) pulled from its registry first, so the solver finds it there. The
+//! images used are recorded, so `--verify-reproducible` can give its scratch stores the
+//! very same bases.
+
+use kiln_cache::{ImageRef, Store};
+use kiln_parser::{BaseImage, BaseResolver};
+use std::sync::Mutex;
+
+/// A [`BaseResolver`] over a store.
+pub struct StoreResolver<'a> {
+    store: &'a Store,
+    pull: bool,
+    registry: &'a kiln_registry::RegistryOptions,
+    /// Every image resolved, by its normalized name.
+    used: Mutex<Vec<(String, ImageRef)>>,
+}
+
+impl<'a> StoreResolver<'a> {
+    pub fn new(
+        store: &'a Store,
+        pull: bool,
+        registry: &'a kiln_registry::RegistryOptions,
+    ) -> StoreResolver<'a> {
+        StoreResolver {
+            store,
+            pull,
+            registry,
+            used: Mutex::default(),
+        }
+    }
+
+    /// The images resolved so far, by normalized name.
+    pub fn used(&self) -> Vec<(String, ImageRef)> {
+        self.used.lock().map(|u| u.clone()).unwrap_or_default()
+    }
+}
+
+impl BaseResolver for StoreResolver<'_> {
+    fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+        let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
+        let mut found = self.store.get_ref(&name).map_err(|e| e.to_string())?;
+        if found.is_none() || self.pull {
+            let pulled = kiln_registry::pull_into_store(self.store, reference, self.registry)
+                .map_err(|e| format!("pulling {reference}: {e}"))?;
+            found = Some(pulled.image);
+        }
+        let Some(image) = found else {
+            return Err(format!("{reference}: not in the store"));
+        };
+        let (_, config) = kiln_solver::images::read_image(self.store, reference, &image)?;
+        if let Ok(mut used) = self.used.lock() {
+            used.push((name, image));
+        }
+        let state = kiln_solver::image_config::state_from_config(&config);
+        Ok(BaseImage {
+            env: state.config.env,
+            working_dir: state.config.working_dir,
+            user: state.config.user,
+            shell: state.config.shell.unwrap_or_default(),
+            on_build: state.config.on_build,
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! [`build`]: one build into one store, from lowering to the stored image.
+
+use crate::bases::StoreResolver;
+use crate::cache_io::{self, CacheSpec};
+use crate::exporter::OutputSpec;
+use crate::{BuildError, BuildRequest, BuiltImage};
+use kiln_cache::{ImageRef, Store};
+use kiln_parser::BuildGraph;
+use kiln_solver::progress::Progress;
+use kiln_solver::{Backend, SolveOptions};
+use std::sync::Arc;
+
+/// What a build or an export did that its caller may want to say (nothing here prints).
+#[derive(Debug)]
+pub enum Notice {
+    /// Leftovers of killed kiln processes were removed from the store first.
+    Reclaimed(kiln_cache::Reclaimed),
+    /// Removing those leftovers failed: it costs disk, not this build.
+    ReclaimFailed(kiln_cache::StoreError),
+    CacheImported {
+        spec: CacheSpec,
+        records: usize,
+    },
+    /// A cache that cannot be read costs time, not correctness: the build goes on.
+    CacheImportFailed(BuildError),
+    OutputWritten(OutputSpec),
+    CacheExported {
+        spec: CacheSpec,
+        records: usize,
+    },
+    Pushed {
+        reference: String,
+        digest: String,
+    },
+}
+
+/// Builds `request` into `store`, which the caller holds locked (shared). Nothing is
+/// named: [`crate::export`] does that once this returned `Ok`, so a failed build never
+/// gets a name.
+pub async fn build(
+    store: &Store,
+    request: &BuildRequest,
+    progress: Progress,
+    notify: &(dyn Fn(Notice) + Sync),
+) -> Result<BuiltImage, BuildError> {
+    kiln_executor::cgroup::configure(request.limits);
+    // Leftovers of killed builds (their scratch lock died with them) go before this one
+    // adds its own.
+    match store.reclaim_scratch() {
+        Ok(r) if r.entries > 0 => notify(Notice::Reclaimed(r)),
+        Ok(_) => {}
+        Err(e) => notify(Notice::ReclaimFailed(e)),
+    }
+    let registry = request.registry_options()?;
+    let (graph, _) = lower(store, request, &registry)?;
+    for spec in &request.cache_from {
+        match cache_io::import(store, spec, &registry) {
+            Ok(records) => notify(Notice::CacheImported {
+                spec: spec.clone(),
+                records,
+            }),
+            Err(e) => notify(Notice::CacheImportFailed(e)),
+        }
+    }
+    solve(store, request, graph, progress).await
+}
+
+/// Lowers the request's Dockerfile with its bases looked up in `store` (pulled into it
+/// when missing); also returns the bases used, by normalized name.
+pub(crate) fn lower(
+    store: &Store,
+    request: &BuildRequest,
+    registry: &kiln_registry::RegistryOptions,
+) -> Result<(BuildGraph, Vec<(String, ImageRef)>), BuildError> {
+    let resolver = StoreResolver::new(store, request.pull, registry);
+    let graph = request.dockerfile.lower(
+        request.build_args.clone(),
+        request.target.clone(),
+        &resolver,
+    )?;
+    Ok((graph, resolver.used()))
+}
+
+/// Solves a lowered graph into `store`.
+pub(crate) async fn solve(
+    store: &Store,
+    request: &BuildRequest,
+    graph: BuildGraph,
+    progress: Progress,
+) -> Result<BuiltImage, BuildError> {
+    let options = SolveOptions {
+        context_dir: request.context.clone(),
+        dockerfile: request.dockerfile.path.clone(),
+        no_cache: request.no_cache,
+        no_cache_filter: request.no_cache_filter.clone(),
+        compression: request.compression,
+        source_date_epoch: request.source_date_epoch,
+        network: request.network,
+        entitlements: request.entitlements,
+        snapshotter: request.snapshotter,
+        secrets: request.secrets.clone(),
+        explain_cache: request.explain_cache,
+        platform: graph.platform.clone(),
+    };
+    let backend =
+        Arc::new(Backend::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?);
+    kiln_solver::build(backend, graph, request.labels.clone(), progress)
+        .await
+        .map_err(|e| BuildError::Solve(Box::new(e)))
+}

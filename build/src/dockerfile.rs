@@ -1,0 +1,132 @@
+//! [`Dockerfile`]: the build's Dockerfile as read, from the context, a path, or stdin.
+
+use crate::BuildError;
+use std::path::{Path, PathBuf};
+
+/// A Dockerfile as read: where from (for messages and the ignore file) and its text.
+#[derive(Debug, Clone)]
+pub struct Dockerfile {
+    /// Its path (`CONTEXT/Dockerfile` for stdin): the ignore file is looked up beside it.
+    pub path: PathBuf,
+    /// Its name in messages.
+    pub display: String,
+    pub text: String,
+}
+
+impl Dockerfile {
+    /// Checks the context directory and reads `file` (default `CONTEXT/Dockerfile`; `-`
+    /// reads stdin), at most [`kiln_parser::MAX_DOCKERFILE_SIZE`] bytes.
+    pub fn read_for_build(context: &Path, file: Option<&Path>) -> Result<Dockerfile, BuildError> {
+        if !context.is_dir() {
+            if std::fs::symlink_metadata(context).is_err() {
+                return Err(BuildError::Request(format!(
+                    "build context {}: the path does not exist",
+                    context.display()
+                )));
+            }
+            return Err(BuildError::Request(format!(
+                "build context {}: not a directory",
+                context.display()
+            )));
+        }
+        Dockerfile::read(context, file)
+    }
+
+    /// Reads `file` (default `CONTEXT/Dockerfile`; `-` reads stdin).
+    pub fn read(context: &Path, file: Option<&Path>) -> Result<Dockerfile, BuildError> {
+        let not_utf8 = |what: String| BuildError::Request(what);
+        match file {
+            Some(p) if p == Path::new("-") => {
+                let bytes = kiln_image::limits::read_capped(
+                    std::io::stdin(),
+                    kiln_parser::MAX_DOCKERFILE_SIZE,
+                    "the Dockerfile from stdin",
+                )
+                .map_err(capped)?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| not_utf8("the Dockerfile from stdin is not UTF-8 text".into()))?;
+                Ok(Dockerfile {
+                    path: context.join("Dockerfile"),
+                    display: "Dockerfile".into(),
+                    text,
+                })
+            }
+            _ => {
+                let path = file
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| default_dockerfile(context));
+                // A Dockerfile inside the context is one of its files: a symlink there
+                // resolves inside the context (a planted `Dockerfile -> /etc/shadow` must not
+                // be read and echoed in a parse error). One outside it is the user's choice.
+                let real =
+                    kiln_cache::resolve::resolve_context_path(context, &path).map_err(|e| {
+                        BuildError::io(format!("finding the Dockerfile {}", path.display()))(
+                            std::io::Error::other(e),
+                        )
+                    })?;
+                let reading = || format!("reading the Dockerfile {}", path.display());
+                let meta = std::fs::metadata(&real).map_err(BuildError::io(reading()))?;
+                if !meta.is_file() {
+                    return Err(BuildError::Request(format!(
+                        "the Dockerfile {}: not a regular file",
+                        path.display()
+                    )));
+                }
+                let file = std::fs::File::open(&real).map_err(BuildError::io(reading()))?;
+                let what = format!("the Dockerfile {}", path.display());
+                let bytes =
+                    kiln_image::limits::read_capped(file, kiln_parser::MAX_DOCKERFILE_SIZE, what)
+                        .map_err(capped)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    not_utf8(format!(
+                        "{}: the Dockerfile is not UTF-8 text",
+                        path.display()
+                    ))
+                })?;
+                let display = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string());
+                Ok(Dockerfile {
+                    path,
+                    display,
+                    text,
+                })
+            }
+        }
+    }
+
+    /// Parses and lowers this Dockerfile, with base images from `resolver`.
+    pub fn lower(
+        &self,
+        build_args: Vec<(String, String)>,
+        target: Option<String>,
+        resolver: &dyn kiln_parser::BaseResolver,
+    ) -> Result<kiln_parser::BuildGraph, BuildError> {
+        let ast = kiln_parser::parse(&self.text)
+            .map_err(|e| BuildError::Dockerfile(e.render(&self.display, &self.text)))?;
+        let opts = kiln_parser::LowerOptions {
+            build_args,
+            target,
+            platform: None,
+        };
+        kiln_parser::lower(&ast, &opts, resolver)
+            .map_err(|e| BuildError::Dockerfile(e.render(&self.display, &self.text)))
+    }
+}
+
+/// A capped read's error as it was (its message names the file and the limit).
+fn capped(e: kiln_image::limits::CappedReadError) -> BuildError {
+    BuildError::Request(e.to_string())
+}
+
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (docker's fallback).
+fn default_dockerfile(context: &Path) -> PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if std::fs::symlink_metadata(&upper).is_err() && std::fs::symlink_metadata(&lower).is_ok() {
+        lower
+    } else {
+        upper
+    }
+}

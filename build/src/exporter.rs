@@ -1,0 +1,228 @@
+//! Where a built image goes once it is in the store: its names (`-t`, or the `<none>`
+//! list), `-o` outputs, `--cache-to` caches, `--push`, `--iidfile`.
+//!
+//! As with buildx, `-o type=oci,dest=X` writes an OCI archive (a tar of the layout) and
+//! `tar=false` writes the layout as a directory; kiln also takes a `dest` that is an existing
+//! directory or ends in `/` as a layout.
+
+use crate::blobs::StoreBlobs;
+use crate::build::Notice;
+use crate::cache_io::{self, CacheSpec};
+use crate::files::write_file;
+use crate::{BuildError, BuiltImage};
+use kiln_cache::{ImageRef, Store};
+use kiln_image::ExportImage;
+use std::path::PathBuf;
+
+/// One `-o type=...,dest=...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// An OCI layout: a directory, or a tar of one when `tar` (dest is a file).
+    Oci { dest: PathBuf, tar: bool },
+    /// A `docker load` archive.
+    Docker { dest: PathBuf },
+    /// Push the image's names to their registries (like `--push`).
+    Registry,
+}
+
+impl std::str::FromStr for OutputSpec {
+    type Err = BuildError;
+
+    fn from_str(spec: &str) -> Result<OutputSpec, BuildError> {
+        let bad = |why: String| BuildError::Request(format!("-o {spec:?}: {why}"));
+        let mut kind = None;
+        let mut dest = None;
+        let mut tar = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("type", v)) => kind = Some(v.to_string()),
+                Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+                Some(("tar", v)) => {
+                    tar = Some(
+                        v.parse::<bool>()
+                            .map_err(|_| bad(format!("tar= takes true or false, not {v:?}")))?,
+                    )
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option {part:?} (expected type=, dest=, tar=)"
+                    )));
+                }
+            }
+        }
+        if kind.as_deref() == Some("registry") {
+            // The names come from -t, as with --push.
+            if dest.is_some() || tar.is_some() {
+                return Err(bad(
+                    "type=registry takes no other options (name the image with -t)".into(),
+                ));
+            }
+            return Ok(OutputSpec::Registry);
+        }
+        let dest = dest.ok_or_else(|| bad("missing dest=".into()))?;
+        match kind.as_deref() {
+            Some("oci") => {
+                // A dest that exists as a directory, or ends in '/', means the layout itself.
+                let tar = tar.unwrap_or_else(|| !(dest.is_dir() || spec.trim_end().ends_with('/')));
+                Ok(OutputSpec::Oci { dest, tar })
+            }
+            Some("docker") => Ok(OutputSpec::Docker { dest }),
+            Some(other) => Err(bad(format!("unsupported type {other:?} (oci or docker)"))),
+            None => Err(bad("missing type=".into())),
+        }
+    }
+}
+
+impl OutputSpec {
+    /// Writes the image `manifest_digest` (named `name` if given) to this output.
+    pub fn write(
+        &self,
+        store: &Store,
+        manifest_digest: &str,
+        name: Option<&str>,
+    ) -> Result<(), BuildError> {
+        let images = [ExportImage {
+            manifest_digest: manifest_digest.to_string(),
+            ref_name: name.map(str::to_string),
+        }];
+        let src = StoreBlobs(store);
+        let archive = |e: kiln_image::ArchiveError| std::io::Error::other(e);
+        match self {
+            OutputSpec::Oci { dest, tar: false } => {
+                kiln_image::write_oci_layout(dest, &src, &images).map_err(|source| {
+                    BuildError::Archive {
+                        what: format!("writing the OCI layout {}", dest.display()),
+                        source,
+                    }
+                })?
+            }
+            OutputSpec::Oci { dest, tar: true } => write_file(dest, |f| {
+                kiln_image::write_oci_archive(f, &src, &images)
+                    .map(drop)
+                    .map_err(archive)
+            })?,
+            OutputSpec::Docker { dest } => write_file(dest, |f| {
+                kiln_image::write_docker_archive(f, &src, &images)
+                    .map(drop)
+                    .map_err(archive)
+            })?,
+            // Pushed by [`export`], which holds the registry options.
+            OutputSpec::Registry => {}
+        }
+        Ok(())
+    }
+}
+
+/// What to do with a built image, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Exports {
+    /// `-t` names, normalized.
+    pub tags: Vec<String>,
+    pub outputs: Vec<OutputSpec>,
+    pub cache_to: Vec<CacheSpec>,
+    pub push: bool,
+    pub iidfile: Option<PathBuf>,
+}
+
+/// Exports `image`, stored in `store`: names, outputs, caches (their records read from
+/// `records`, the store the build ran in), pushes, iidfile, in that order, so a failed
+/// push still leaves the image named.
+pub fn export(
+    store: &Store,
+    records: &Store,
+    image: &BuiltImage,
+    exports: &Exports,
+    registry: &kiln_registry::RegistryOptions,
+    notify: &dyn Fn(Notice),
+) -> Result<(), BuildError> {
+    let stored = ImageRef {
+        config: image.config_digest.clone(),
+        manifest: image.manifest_digest.clone(),
+    };
+    for tag in &exports.tags {
+        store
+            .set_ref(tag, stored.clone())
+            .map_err(BuildError::store(format!("naming the image {tag}")))?;
+    }
+    if exports.tags.is_empty() {
+        // Listed as `<none>` by `kiln images`, as docker lists an unnamed build.
+        store
+            .record_untagged(stored)
+            .map_err(BuildError::store("recording the untagged image"))?;
+    }
+    let first_tag = exports.tags.first().map(String::as_str);
+    for output in &exports.outputs {
+        output.write(store, &image.manifest_digest, first_tag)?;
+        if *output != OutputSpec::Registry {
+            notify(Notice::OutputWritten(output.clone()));
+        }
+    }
+    for spec in &exports.cache_to {
+        let keys = if spec.max() {
+            &image.all_keys
+        } else {
+            &image.image_keys
+        };
+        let n = cache_io::export(records, spec, keys, registry)?;
+        notify(Notice::CacheExported {
+            spec: spec.clone(),
+            records: n,
+        });
+    }
+    if exports.push || exports.outputs.contains(&OutputSpec::Registry) {
+        if exports.tags.is_empty() {
+            return Err(BuildError::Request(
+                "--push needs a name: add -t REGISTRY/NAME:TAG".into(),
+            ));
+        }
+        for tag in &exports.tags {
+            let pushed = kiln_registry::push_from_store(store, tag, tag, registry)
+                .map_err(BuildError::registry(format!("pushing {tag}")))?;
+            notify(Notice::Pushed {
+                reference: pushed.reference.to_string(),
+                digest: pushed.digest,
+            });
+        }
+    }
+    if let Some(path) = &exports.iidfile {
+        std::fs::write(path, &image.config_digest).map_err(BuildError::io(format!(
+            "writing --iidfile {}",
+            path.display()
+        )))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_oci_and_docker_outputs() {
+        let parse = |s: &str| s.parse::<OutputSpec>();
+        assert_eq!(
+            parse("type=docker,dest=/tmp/a.tar").unwrap(),
+            OutputSpec::Docker {
+                dest: "/tmp/a.tar".into()
+            }
+        );
+        assert_eq!(
+            parse("type=oci,dest=/nonexistent/x.tar").unwrap(),
+            OutputSpec::Oci {
+                dest: "/nonexistent/x.tar".into(),
+                tar: true
+            }
+        );
+        assert_eq!(
+            parse("type=oci,dest=/tmp/layout,tar=false").unwrap(),
+            OutputSpec::Oci {
+                dest: "/tmp/layout".into(),
+                tar: false
+            }
+        );
+        assert_eq!(parse("type=registry").unwrap(), OutputSpec::Registry);
+        let err = parse("type=tarball,dest=x").unwrap_err();
+        assert!(err.to_string().contains("unsupported type \"tarball\""));
+        assert!(parse("type=oci").is_err());
+    }
+}

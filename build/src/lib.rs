@@ -1,0 +1,41 @@
+//! kiln-build: the build facade. A [`BuildRequest`] in, an image in the store out
+//! ([`build`]), then written where the user asked ([`export`]); and
+//! `--verify-reproducible` as two such builds compared ([`verify`]).
+//!
+//! The data flow of one build:
+//!
+//! 1. [`Dockerfile::read`] reads the Dockerfile (from the context, a path, or stdin);
+//!    [`request`] holds the policies decided before anything runs: SOURCE_DATE_EPOCH,
+//!    the platform (the host's only), the registry options.
+//! 2. [`build`] lowers the Dockerfile with base images looked up in the store, pulling a
+//!    missing one ([`bases`]), imports `--cache-from` caches ([`cache_io`]) and hands the
+//!    graph to the solver, whose progress events go to the caller's renderer.
+//! 3. [`export`] names the image (or records it as untagged), writes `-o` outputs,
+//!    exports `--cache-to` caches, pushes and writes the iidfile ([`exporter`]).
+//!
+//! [`verify::verify`] runs step 2 twice, at once, in two scratch stores that get the
+//! user's base images copied in (the user's store is only read; a base missing from it
+//! is pulled into it once, as a plain build would), compares the results with the image
+//! crate's compare engine, and on a match copies the image into the user's store and
+//! exports it as step 3.
+//!
+//! Nothing here prints: what a caller shows comes back as values ([`Notice`],
+//! [`BuildError`], [`verify::Verdict`]), so the CLI renders every line itself.
+
+pub mod bases;
+pub mod blobs;
+mod build;
+pub mod cache_io;
+mod dockerfile;
+mod error;
+pub mod exporter;
+pub mod files;
+pub mod request;
+pub mod verify;
+
+pub use build::{Notice, build};
+pub use dockerfile::Dockerfile;
+pub use error::BuildError;
+pub use exporter::{Exports, OutputSpec, export};
+pub use kiln_solver::BuiltImage;
+pub use request::{BuildRequest, source_date_epoch};

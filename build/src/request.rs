@@ -1,0 +1,113 @@
+//! [`BuildRequest`]: everything a build is told, and the policies decided from it before
+//! anything runs: the SOURCE_DATE_EPOCH every time is clamped to, the platform (this
+//! machine's only), and the registry options every pull and push of the build shares.
+
+use crate::cache_io::CacheSpec;
+use crate::{BuildError, Dockerfile};
+use kiln_executor::snapshot::Snapshotter;
+use kiln_image::Compression;
+use kiln_solver::{Entitlements, NetworkDefault, SecretSource};
+use std::path::PathBuf;
+
+/// One build, as the command line asked for it (flag values already parsed).
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context: PathBuf,
+    pub dockerfile: Dockerfile,
+    pub build_args: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub compression: Compression,
+    /// From [`source_date_epoch`]; `None` keeps real times.
+    pub source_date_epoch: Option<i64>,
+    pub network: NetworkDefault,
+    pub entitlements: Entitlements,
+    /// `None` picks one when a RUN first needs it.
+    pub snapshotter: Option<Snapshotter>,
+    pub secrets: Vec<(String, SecretSource)>,
+    pub explain_cache: bool,
+    /// Limits of every RUN (memory, CPUs, processes).
+    pub limits: kiln_executor::cgroup::Limits,
+    /// `--platform`, checked against this machine's by [`BuildRequest::registry_options`].
+    pub platform: Option<String>,
+    /// Pull every base image again, even when the store has it.
+    pub pull: bool,
+    pub insecure_registries: Vec<String>,
+    pub cache_from: Vec<CacheSpec>,
+}
+
+/// The epoch every time in the image is clamped to: `keep` keeps real times, else
+/// SOURCE_DATE_EPOCH from the build args (the last one) or the environment, else 0.
+pub fn source_date_epoch(
+    keep: bool,
+    build_args: &[(String, String)],
+) -> Result<Option<i64>, BuildError> {
+    if keep {
+        return Ok(None);
+    }
+    let raw = build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty());
+    match raw {
+        None => Ok(Some(0)),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            BuildError::Request(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+    }
+}
+
+impl BuildRequest {
+    /// The registry options of this build's pulls and pushes: its insecure registries and
+    /// this machine's platform, the only one kiln builds for (a `--platform` naming
+    /// another is refused here).
+    pub fn registry_options(&self) -> Result<kiln_registry::RegistryOptions, BuildError> {
+        let host = kiln_parser::lower::host_platform();
+        let short = format!("{}/{}", host.os, host.architecture);
+        let host_name = match &host.variant {
+            Some(v) => format!("{short}/{v}"),
+            None => short.clone(),
+        };
+        if let Some(p) = &self.platform
+            && p != &host_name
+            && p != &short
+        {
+            return Err(BuildError::Request(format!(
+                "--platform {p}: kiln builds for this machine's platform ({host_name}) only"
+            )));
+        }
+        Ok(kiln_registry::RegistryOptions {
+            insecure_registries: self.insecure_registries.clone(),
+            platform: Some(host_name),
+            ..kiln_registry::RegistryOptions::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_build_arg_sets_the_epoch_and_keep_keeps_real_times() {
+        let args = vec![
+            ("SOURCE_DATE_EPOCH".to_string(), "5".to_string()),
+            ("SOURCE_DATE_EPOCH".to_string(), " 7 ".to_string()),
+        ];
+        assert_eq!(source_date_epoch(false, &args).unwrap(), Some(7));
+        assert_eq!(source_date_epoch(true, &args).unwrap(), None);
+        let bad = vec![("SOURCE_DATE_EPOCH".to_string(), "soon".to_string())];
+        assert_eq!(
+            source_date_epoch(false, &bad).unwrap_err().to_string(),
+            "SOURCE_DATE_EPOCH=\"soon\" is not a number of seconds"
+        );
+    }
+}

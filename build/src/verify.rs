@@ -1,0 +1,141 @@
+//! `--verify-reproducible`: two `--no-cache` builds of one request, at once, in two
+//! scratch stores, compared with the image crate's compare engine.
+//!
+//! Base images are inputs, not part of what is checked: the Dockerfile is lowered once
+//! against the user's store (a base missing there is pulled into it once, as a plain build
+//! would), and every base it names is copied into both scratch stores, so both builds
+//! start from the same bytes, a base made with `kiln import` or `kiln load` included. The
+//! user's store is only read until the builds agree; then the image is copied into it and
+//! exported as a plain build's would be.
+//!
+//! The two builds run in this process, so they share its RUN limits: on cgroup v1 as root,
+//! the one pids cgroup of the process holds the RUNs of both.
+
+use crate::blobs::{StoreBlobs, copy_image};
+use crate::build::{Notice, lower, solve};
+use crate::exporter::{Exports, export};
+use crate::{BuildError, BuildRequest, BuiltImage};
+use kiln_cache::{ImageRef, Store};
+use kiln_image::compare::{Comparison, OpenImage, compare};
+use kiln_solver::progress::{Event, Progress};
+use std::collections::VecDeque;
+
+/// Events kept of each build, for showing a failed one: its last ones, bounded however
+/// much its steps print.
+const KEPT_EVENTS: usize = 10_000;
+
+/// How the check came out.
+pub enum Verdict {
+    /// Both builds gave this image; it is now in the user's store and exported.
+    Reproducible(BuiltImage),
+    /// The builds gave different manifests.
+    Differs {
+        comparison: Box<Comparison>,
+        manifests: [String; 2],
+    },
+    /// Build `build` (1 or 2) failed: its last progress events and its error.
+    Failed {
+        build: usize,
+        events: Vec<Event>,
+        error: BuildError,
+    },
+}
+
+/// Runs the check for `request` (whose `no_cache` is forced on) and, when the builds
+/// agree, puts the image into `store` and applies `exports`.
+pub async fn verify(
+    store: &Store,
+    request: &BuildRequest,
+    exports: &Exports,
+    notify: &(dyn Fn(Notice) + Sync),
+) -> Result<Verdict, BuildError> {
+    let mut request = request.clone();
+    request.no_cache = true;
+    kiln_executor::cgroup::configure(request.limits);
+    let registry = request.registry_options()?;
+    let (graph, bases) = lower(store, &request, &registry)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-verify-")
+        .tempdir()
+        .map_err(BuildError::io("making scratch stores"))?;
+    let open = |name: &str| -> Result<Store, BuildError> {
+        let scratch_store = Store::open(&scratch.path().join(name))
+            .map_err(BuildError::store(format!("opening scratch store {name}")))?;
+        give_bases(store, &scratch_store, &bases)?;
+        Ok(scratch_store)
+    };
+    let stores = [open("a")?, open("b")?];
+    let ([a, b], [events_a, events_b]) = {
+        let run = |n: usize| {
+            let (progress, mut rx) = Progress::channel();
+            let kept = tokio::spawn(async move {
+                let mut kept = VecDeque::new();
+                while let Some(event) = rx.recv().await {
+                    if kept.len() == KEPT_EVENTS {
+                        kept.pop_front();
+                    }
+                    kept.push_back(event);
+                }
+                Vec::from(kept)
+            });
+            let built = solve(&stores[n], &request, graph.clone(), progress);
+            async move {
+                let built = built.await;
+                (built, kept.await.unwrap_or_default())
+            }
+        };
+        let ((a, ea), (b, eb)) = tokio::join!(run(0), run(1));
+        ([a, b], [ea, eb])
+    };
+    let (image_a, image_b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(error), _) => return Ok(failed(1, events_a, error)),
+        (_, Err(error)) => return Ok(failed(2, events_b, error)),
+    };
+    if image_a.manifest_digest != image_b.manifest_digest {
+        let opened_a = open_built(&stores[0], "build 1", &image_a)?;
+        let opened_b = open_built(&stores[1], "build 2", &image_b)?;
+        let comparison = compare(&opened_a, &opened_b).map_err(BuildError::Compare)?;
+        return Ok(Verdict::Differs {
+            comparison: Box::new(comparison),
+            manifests: [image_a.manifest_digest, image_b.manifest_digest],
+        });
+    }
+    let stored = ImageRef {
+        config: image_a.config_digest.clone(),
+        manifest: image_a.manifest_digest.clone(),
+    };
+    copy_image(&stores[0], store, &stored)?;
+    export(store, &stores[0], &image_a, exports, &registry, notify)?;
+    Ok(Verdict::Reproducible(image_a))
+}
+
+fn failed(build: usize, events: Vec<Event>, error: BuildError) -> Verdict {
+    Verdict::Failed {
+        build,
+        events,
+        error,
+    }
+}
+
+/// Copies the bases the Dockerfile names from the user's store into a scratch store,
+/// under the names the solver looks them up by.
+fn give_bases(from: &Store, to: &Store, bases: &[(String, ImageRef)]) -> Result<(), BuildError> {
+    for (name, image) in bases {
+        copy_image(from, to, image)?;
+        to.set_ref(name, image.clone())
+            .map_err(BuildError::store(format!(
+                "naming the base {name} in a scratch store"
+            )))?;
+    }
+    Ok(())
+}
+
+fn open_built<'s>(
+    store: &'s Store,
+    label: &str,
+    image: &BuiltImage,
+) -> Result<OpenImage<'s>, BuildError> {
+    OpenImage::from_blobs(label, &image.manifest_digest, Box::new(StoreBlobs(store)))
+        .map_err(BuildError::Compare)
+}
