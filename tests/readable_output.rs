@@ -148,6 +148,42 @@ fn a_name_without_its_only_tag_gets_a_hint() {
     assert!(!stderr(&out).contains("did you mean"), "two tags: no guess");
 }
 
+/// One image ID, two images: the same files stored gzip and zstd have one config (the
+/// image ID) and two manifests. An ID prefix then names no image in particular, and every
+/// command says so instead of taking the first (as docker refuses "multiple IDs found").
+#[test]
+fn an_id_prefix_of_two_images_is_an_error_everywhere() {
+    let kiln = Kiln::new();
+    let ctx = context("FROM scratch\nCOPY a.txt /a\n");
+    let iid = ctx.path().join("iid");
+    kiln.build_ok(&[
+        "--compression",
+        "gzip",
+        "-t",
+        "gz:1",
+        "--iidfile",
+        path(&iid),
+        path(ctx.path()),
+    ]);
+    kiln.build_ok(&["--compression", "zstd", "-t", "zst:1", path(ctx.path())]);
+    let id = fs::read_to_string(&iid).unwrap();
+    let prefix = &id["sha256:".len().."sha256:".len() + 12];
+    let wanted = format!("{prefix}: 2 images have IDs starting with {prefix}");
+    for args in [
+        vec!["inspect", prefix],
+        vec!["tag", prefix, "other:1"],
+        vec!["run", prefix, "true"],
+        vec!["diff", prefix, "gz:1"],
+    ] {
+        let out = kiln.run(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(&wanted), "{args:?}: {}", stderr(&out));
+    }
+    // Names still find each one.
+    let out = kiln.run(&["inspect", "zst:1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn images_shows_untagged_builds_labels_size_and_explains_1970() {
     let kiln = Kiln::new();
