@@ -6,10 +6,10 @@
 
 use crate::commit::{LayerCommit, LayerFormat};
 use crate::entitlements::NetworkDefault;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use crate::explain::ExplainLog;
 use crate::image_config;
-use crate::images::{ResolvedImage, ensure_snapshot, image_layers};
+use crate::images::{ImageError, ResolvedImage, ensure_snapshot, image_layers, read_stored_image};
 use crate::key::vertex_key;
 use crate::progress::{Event, Progress};
 use crate::result::Layer;
@@ -75,16 +75,14 @@ pub struct Backend {
 impl Backend {
     pub fn new(store: Store, options: SolveOptions) -> Result<Backend, SolveError> {
         let matcher = kiln_cache::ignore::load_for(&options.context_dir, &options.dockerfile)
-            .map_err(|e| SolveError::internal(e.to_string()))?;
+            .map_err(SolveError::internal)?;
         let stat_cache = store.stat_cache_path(&options.context_dir);
         let context = Arc::new(
             Context::open(&options.context_dir, matcher, Some(stat_cache))
-                .map_err(|e| SolveError::internal(e.to_string()))?,
+                .map_err(SolveError::internal)?,
         );
         let explain = ExplainLog::new(store.root());
-        let scratch = store
-            .scratch_dir()
-            .map_err(|e| SolveError::internal(e.to_string()))?;
+        let scratch = store.scratch_dir().map_err(SolveError::internal)?;
         Ok(Backend {
             store,
             scratch,
@@ -98,7 +96,7 @@ impl Backend {
     }
 
     /// Finds `reference` among the store's images, with every layer unpacked.
-    pub fn resolve_image(&self, reference: &str) -> Result<ResolvedImage, String> {
+    pub fn resolve_image(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
         let known = |images: &std::collections::HashMap<String, ResolvedImage>| {
             images.get(reference).cloned()
         };
@@ -112,20 +110,20 @@ impl Backend {
         Ok(image)
     }
 
-    fn resolve_image_uncached(&self, reference: &str) -> Result<ResolvedImage, String> {
-        let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
+    fn resolve_image_uncached(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        let name = kiln_cache::normalize_ref(reference)?;
         let image = self
             .store
-            .get_ref(&name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "{reference}: image not found in the store (build it, or `kiln load` it first)"
-                )
+            .get_ref(&name)?
+            .ok_or_else(|| ImageError::NotFound {
+                reference: reference.to_string(),
             })?;
-        let (manifest, config) = read_image(&self.store, reference, &image)?;
-        let layers = image_layers(&self.store, &manifest, &config)
-            .map_err(|e| format!("{reference}: {e}"))?;
+        let (manifest, config) = read_stored_image(&self.store, reference, &image)?;
+        let layers =
+            image_layers(&self.store, &manifest, &config).map_err(|e| ImageError::Layers {
+                reference: reference.to_string(),
+                source: Box::new(e),
+            })?;
         Ok(ResolvedImage {
             key: vertex_key("image", &image.manifest, &[]),
             layers,
@@ -134,7 +132,7 @@ impl Backend {
     }
 
     /// The layer of `layer`, unpacking its blob into a snapshot if that is missing.
-    pub fn ensure_snapshot(&self, layer: &LayerRef) -> Result<Layer, String> {
+    pub fn ensure_snapshot(&self, layer: &LayerRef) -> Result<Layer, ImageError> {
         ensure_snapshot(&self.store, layer)
     }
 
@@ -145,18 +143,15 @@ impl Backend {
         pattern: &str,
         excludes: &[String],
         files: &mut BTreeMap<String, String>,
-    ) -> Result<String, String> {
-        let sum = self
-            .context
-            .checksum(
-                pattern,
-                &ChecksumOptions {
-                    follow_links: true,
-                    wildcard: true,
-                    excludes: excludes.to_vec(),
-                },
-            )
-            .map_err(|e| e.to_string())?;
+    ) -> Result<String, StepError> {
+        let sum = self.context.checksum(
+            pattern,
+            &ChecksumOptions {
+                follow_links: true,
+                wildcard: true,
+                excludes: excludes.to_vec(),
+            },
+        )?;
         for entry in &sum.files {
             files.insert(entry.rel_path.clone(), entry_digest(entry));
         }

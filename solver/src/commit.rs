@@ -1,6 +1,7 @@
 //! Committing a layer directory: its blob (compressed tar, indexed by diff_id) and its
 //! snapshot, written side by side on two threads for a metadata tree.
 
+use crate::error::StepError;
 use crate::images::hex_of;
 use crate::result::Layer;
 use kiln_cache::{LayerRef, Store};
@@ -54,18 +55,14 @@ impl LayerCommit<'_> {
         content: &ExternalContent,
         metadata_tree: bool,
         predicted: bool,
-    ) -> Result<(Layer, bool), String> {
+    ) -> Result<(Layer, bool), StepError> {
         let media_type = self.format.compression.media_type();
         let (diff_id, known) = if predicted {
             let plain = self.layer_options(Compression::None);
             let diff_id =
-                kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)
-                    .map_err(|e| e.to_string())?
+                kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)?
                     .diff_id;
-            let known = self
-                .store
-                .find_layer_blob(&diff_id, media_type)
-                .map_err(|e| e.to_string())?;
+            let known = self.store.find_layer_blob(&diff_id, media_type)?;
             (Some(diff_id), known)
         } else {
             (None, None)
@@ -75,39 +72,27 @@ impl LayerCommit<'_> {
             None => self.write_blob(staging.path(), content, diff_id.as_deref()),
         };
         let (blob, snapshot) = if metadata_tree {
-            std::thread::scope(|s| {
+            std::thread::scope(|s| -> Result<_, StepError> {
                 let blob = s.spawn(blob);
                 let snapshot =
                     self.materialize_snapshot(staging.path(), content, diff_id.as_deref());
-                let blob = blob
-                    .join()
-                    .unwrap_or_else(|_| Err("writing the layer blob panicked".to_string()));
-                let snapshot = match (&blob, snapshot) {
-                    (Ok(blob), Ok(Materialized::Written(dir))) => {
-                        hex_of(&blob.diff_id).and_then(|id| {
-                            self.store
-                                .commit_snapshot(dir, id)
-                                .map_err(|e| e.to_string())
-                        })
+                let blob = blob.join().unwrap_or(Err(StepError::BlobWriterPanicked))?;
+                let snapshot = match snapshot? {
+                    Materialized::Written(dir) => {
+                        self.store.commit_snapshot(dir, hex_of(&blob.diff_id)?)?
                     }
-                    (_, Ok(Materialized::Stored(path))) => Ok(path),
-                    (Err(e), _) => Err(e.clone()),
-                    (_, Err(e)) => Err(e),
+                    Materialized::Stored(path) => path,
                 };
-                (blob, snapshot)
-            })
+                Ok((blob, snapshot))
+            })?
         } else {
             // The directory itself becomes the snapshot: write the blob before moving it.
-            let blob = blob();
-            let snapshot = blob.as_ref().map_err(Clone::clone).and_then(|blob| {
-                let id = hex_of(&blob.diff_id)?;
-                self.store
-                    .commit_snapshot(staging, id)
-                    .map_err(|e| e.to_string())
-            });
+            let blob = blob()?;
+            let snapshot = self
+                .store
+                .commit_snapshot(staging, hex_of(&blob.diff_id)?)?;
             (blob, snapshot)
         };
-        let (blob, snapshot) = (blob?, snapshot?);
         let layer = Layer {
             diff_id: blob.diff_id,
             digest: blob.digest,
@@ -147,35 +132,30 @@ impl LayerCommit<'_> {
         dir: &std::path::Path,
         content: &ExternalContent,
         expected: Option<&str>,
-    ) -> Result<LayerRef, String> {
-        let mut writer = self.store.blob_writer().map_err(|e| e.to_string())?;
+    ) -> Result<LayerRef, StepError> {
+        let mut writer = self.store.blob_writer()?;
         let digests = kiln_image::write_layer_with(
             dir,
             &mut writer,
             &self.layer_options(self.format.compression),
             content,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         if let Some(expected) = expected
             && digests.diff_id != expected
         {
-            return Err(format!(
-                "the layer changed while it was written ({expected}, then {})",
-                digests.diff_id
-            ));
+            return Err(StepError::LayerChanged {
+                expected: expected.to_string(),
+                actual: digests.diff_id,
+            });
         }
-        let blob = writer
-            .commit_verified(&digests.digest)
-            .map_err(|e| e.to_string())?;
+        let blob = writer.commit_verified(&digests.digest)?;
         let layer = LayerRef {
             diff_id: digests.diff_id,
             digest: blob.digest,
             media_type: digests.media_type,
             size: blob.size,
         };
-        self.store
-            .put_layer_blob(&layer)
-            .map_err(|e| e.to_string())?;
+        self.store.put_layer_blob(&layer)?;
         Ok(layer)
     }
 
@@ -186,16 +166,14 @@ impl LayerCommit<'_> {
         tree: &std::path::Path,
         content: &ExternalContent,
         id: Option<&str>,
-    ) -> Result<Materialized, String> {
+    ) -> Result<Materialized, StepError> {
         if let Some(id) = id.map(hex_of).transpose()?
             && self.store.has_snapshot(id)
         {
-            let path = self.store.snapshot_path(id).map_err(|e| e.to_string())?;
-            return Ok(Materialized::Stored(path));
+            return Ok(Materialized::Stored(self.store.snapshot_path(id)?));
         }
-        let staging = self.store.snapshot_staging().map_err(|e| e.to_string())?;
-        kiln_executor::staged::materialize(tree, content, staging.path())
-            .map_err(|e| e.to_string())?;
+        let staging = self.store.snapshot_staging()?;
+        kiln_executor::staged::materialize(tree, content, staging.path())?;
         Ok(Materialized::Written(staging))
     }
 }

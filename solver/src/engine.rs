@@ -5,7 +5,7 @@
 //! parallel, and a stage several others read from runs once.
 
 use crate::backend::Backend;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use crate::progress::Progress;
 use crate::result::StageResult;
 use crate::stage::StageRunner;
@@ -63,9 +63,7 @@ pub async fn solve(
             }
             match tokio::spawn(runner.run(inputs)).await {
                 Ok(result) => result.map(Arc::new).map_err(Arc::new),
-                Err(join) => Err(Arc::new(SolveError::internal(format!(
-                    "stage task failed: {join}"
-                )))),
+                Err(join) => Err(Arc::new(SolveError::internal(StepError::StageTask(join)))),
             }
         }
         .boxed()
@@ -92,6 +90,6 @@ pub async fn solve(
         Some(Err(e)) => Err(SolveError::clone_of(&e)),
         None => Err(first_error
             .map(|e| SolveError::clone_of(&e))
-            .unwrap_or_else(|| SolveError::internal("the graph has no target stage".into()))),
+            .unwrap_or_else(|| SolveError::internal(StepError::NoTarget))),
     }
 }

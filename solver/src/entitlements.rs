@@ -14,7 +14,7 @@
 //! gets). BuildKit would give that RUN the host network; kiln's rule makes `--network none`
 //! a guarantee that holds whatever the Dockerfile says.
 
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use kiln_parser::{BuildGraph, NetworkMode, Op, SecurityMode};
 
 /// Network for RUN steps that do not pick one (`kiln build --network`).
@@ -93,13 +93,10 @@ pub fn check(graph: &BuildGraph, allowed: &Entitlements) -> Result<(), SolveErro
         ];
         for entitlement in wants.into_iter().flatten() {
             if !allowed.allows(entitlement) {
-                let name = entitlement.name();
                 return Err(SolveError::at(
                     step.span,
                     &step.source,
-                    format!(
-                        "{name} is not allowed (the Dockerfile asks for it; allow it with `kiln build --allow {name}`)"
-                    ),
+                    StepError::NotEntitled(entitlement.name()),
                 ));
             }
         }

@@ -1,16 +1,140 @@
-//! Why a build failed, with the Dockerfile position of the step that failed.
+//! Why a build failed: [`StepError`], the typed cause, and [`SolveError`], that cause with
+//! the Dockerfile position of the step that failed.
 
+use crate::images::ImageError;
 use kiln_parser::Span;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a step, or the build around it, failed. Causes from the crates the solver calls
+/// read as those crates say them; the solver's own say what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Store(#[from] kiln_cache::StoreError),
+    #[error(transparent)]
+    Ignore(#[from] kiln_cache::IgnoreError),
+    #[error(transparent)]
+    Context(#[from] kiln_cache::ContextError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Copy(#[from] kiln_executor::CopyError),
+    #[error(transparent)]
+    Download(#[from] kiln_executor::copy::http::HttpError),
+    #[error(transparent)]
+    Sandbox(#[from] kiln_executor::sandbox::SandboxError),
+    #[error(transparent)]
+    Workdir(#[from] kiln_executor::workdir::WorkdirError),
+    #[error(transparent)]
+    LayerWrite(#[from] kiln_image::LayerWriteError),
+    #[error(transparent)]
+    Materialize(#[from] kiln_executor::staged::MaterializeError),
+
+    #[error("{what}: {source}")]
+    Export {
+        what: &'static str,
+        source: kiln_cache::StoreError,
+    },
+    #[error("stage task failed: {0}")]
+    StageTask(#[source] tokio::task::JoinError),
+    #[error("worker failed: {0}")]
+    Worker(#[source] tokio::task::JoinError),
+    #[error("the graph has no target stage")]
+    NoTarget,
+    #[error("stage {0} was not solved first")]
+    StageNotSolved(usize),
+    #[error("stage {0} has no result")]
+    NoStageResult(usize),
+    #[error("a metadata-only step has no layer")]
+    NotALayerStep,
+    #[error("serializing the key: {0}")]
+    KeySerialize(#[source] serde_json::Error),
+    #[error(
+        "{0} is not allowed (the Dockerfile asks for it; allow it with `kiln build --allow {0}`)"
+    )]
+    NotEntitled(&'static str),
+
+    #[error("ADD {url}: {source}")]
+    Fetch { url: String, source: std::io::Error },
+    #[error("the layer changed while it was written ({expected}, then {actual})")]
+    LayerChanged { expected: String, actual: String },
+    #[error("writing the layer blob panicked")]
+    BlobWriterPanicked,
+
+    #[error("process \"{command}\" did not complete successfully: exit code: {exit_code}")]
+    ProcessFailed { command: String, exit_code: i32 },
+    #[error("finishing the RUN layer: {0}")]
+    FinishRun(#[source] std::io::Error),
+    #[error(transparent)]
+    BindResolve(#[from] kiln_cache::ResolveError),
+    #[error("bind {path}: {source}")]
+    BindCopy {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("bind source {path}: {source}")]
+    BindSource {
+        path: String,
+        source: kiln_executor::layered::LayeredError,
+    },
+    #[error("bind source {path}: {source}")]
+    BindSourceLayers {
+        path: String,
+        source: kiln_executor::diff::DiffError,
+    },
+    #[error("cache mount {id}: {what}: {source}")]
+    CacheMount {
+        id: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cache mount {id}: locking: {source}")]
+    CacheLock {
+        id: String,
+        source: rustix::io::Errno,
+    },
+    #[error("cache mount {id}: seeding: {source}")]
+    CacheSeed { id: String, source: Box<StepError> },
+    #[error("cache mount {id}: seeding: {source}")]
+    CacheSeedCopy {
+        id: String,
+        source: kiln_executor::layered::LayeredError,
+    },
+    #[error("cache mount {id}: publishing: rename failed")]
+    CachePublish { id: String },
+    #[error("secret {id}: reading {}: {source}", path.display())]
+    SecretRead {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret {id}: environment variable {name} is not set")]
+    SecretEnv { id: String, name: String },
+    #[error("secret {id}: not provided (--secret id={id},src=FILE)")]
+    SecretMissing { id: String },
+    #[error("secret {id}: {source}")]
+    SecretFile {
+        id: String,
+        source: crate::secret::SecretError,
+    },
+    #[error("RUN --mount=type=ssh is not supported by kiln yet")]
+    SshUnsupported,
+}
 
 /// A build failure. `span` points at the instruction when one is to blame; the CLI renders
 /// it as `Dockerfile:LINE` with the line shown.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SolveError {
+    /// What `cause` says, as the CLI prints it.
     pub message: String,
+    /// The typed cause. A field, not `#[source]`: `message` already holds it, and a chain
+    /// printer would repeat it.
+    pub cause: Option<Arc<StepError>>,
     pub span: Option<Span>,
     /// The instruction as written, when a step failed.
-    pub instruction: Option<String>,
+    pub instruction: Option<Box<str>>,
     /// Last lines of output of a failed RUN.
     pub output_tail: Vec<String>,
     /// A failed RUN: the image ID of the state before it (config blob in the store; its
@@ -21,9 +145,11 @@ pub struct SolveError {
 
 impl SolveError {
     /// An error not tied to a Dockerfile line (store, I/O of the builder itself).
-    pub fn internal(message: String) -> SolveError {
+    pub fn internal(cause: impl Into<StepError>) -> SolveError {
+        let cause = cause.into();
         SolveError {
-            message,
+            message: cause.to_string(),
+            cause: Some(Arc::new(cause)),
             span: None,
             instruction: None,
             output_tail: Vec::new(),
@@ -32,17 +158,53 @@ impl SolveError {
     }
 
     /// An error of the instruction at `span`.
-    pub fn at(span: kiln_parser::Span, instruction: &str, message: String) -> SolveError {
+    pub fn at(span: Span, instruction: &str, cause: impl Into<StepError>) -> SolveError {
         SolveError {
-            message,
             span: Some(span),
-            instruction: Some(instruction.to_string()),
-            output_tail: Vec::new(),
-            debug_image: None,
+            instruction: Some(instruction.into()),
+            ..SolveError::internal(cause)
         }
     }
 
-    pub(crate) fn clone_of(shared: &std::sync::Arc<SolveError>) -> SolveError {
+    pub(crate) fn clone_of(shared: &Arc<SolveError>) -> SolveError {
         SolveError::clone(shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_as_the_cli_has_always_printed_them() {
+        let cases = [
+            (
+                StepError::NotEntitled("network.host"),
+                "network.host is not allowed (the Dockerfile asks for it; allow it with `kiln build --allow network.host`)",
+            ),
+            (
+                StepError::ProcessFailed {
+                    command: "/bin/sh -c false".into(),
+                    exit_code: 1,
+                },
+                "process \"/bin/sh -c false\" did not complete successfully: exit code: 1",
+            ),
+            (
+                StepError::SecretMissing { id: "tok".into() },
+                "secret tok: not provided (--secret id=tok,src=FILE)",
+            ),
+            (
+                StepError::Image(ImageError::NotFound {
+                    reference: "app:1".into(),
+                }),
+                "app:1: image not found in the store (build it, or `kiln load` it first)",
+            ),
+        ];
+        for (cause, text) in cases {
+            let e = SolveError::at(Span::default(), "RUN x", cause);
+            assert_eq!(e.message, text);
+            assert_eq!(e.cause.map(|c| c.to_string()).as_deref(), Some(text));
+            assert_eq!(e.instruction.as_deref(), Some("RUN x"));
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::backend::Backend;
 use crate::blocking::blocking;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use crate::explain::explain;
 use crate::ops::{Executed, KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
@@ -29,7 +29,6 @@ pub(crate) async fn solve_step(
 ) -> Result<Solved, SolveError> {
     let session = ctx.session;
     let (step, id, progress) = (ctx.step, ctx.id, ctx.progress);
-    let at = |m: String| ctx.at(m);
     let keyed = {
         let session = session.clone();
         let step = step.clone();
@@ -47,22 +46,18 @@ pub(crate) async fn solve_step(
             };
             match LayerOp::of(&step.op) {
                 Some(op) => op.key(&kc),
-                None => Err("a metadata-only step has no layer".to_string()),
+                None => Err(StepError::NotALayerStep),
             }
         })
         .await
-        .map_err(at)?
+        .map_err(|e| ctx.at(e))?
     };
     let key = keyed.inputs.key.clone();
     let options = &session.options;
     let place = place(session, step);
     // Even under --no-cache the record tells what the step gave last time: the layer
     // it will most likely give again (see `LayerCommit::commit`).
-    let recorded = match session
-        .store
-        .get_record(&key)
-        .map_err(|e| at(e.to_string()))?
-    {
+    let recorded = match session.store.get_record(&key).map_err(|e| ctx.at(e))? {
         Some(CacheRecord {
             layer: Some(layer), ..
         }) => Some(layer),
@@ -97,20 +92,14 @@ pub(crate) async fn solve_step(
         .layer_commit()
         .predicts_stored_layer(recorded.as_ref());
     let tmpfs = if op.stages_metadata_tree() && predicted {
-        session
-            .store
-            .tmpfs_staging()
-            .map_err(|e| at(e.to_string()))?
+        session.store.tmpfs_staging().map_err(|e| ctx.at(e))?
     } else {
         None
     };
     let mut metadata_tree = tmpfs.is_some();
     let mut staging = match tmpfs {
         Some(staging) => staging,
-        None => session
-            .store
-            .snapshot_staging()
-            .map_err(|e| at(e.to_string()))?,
+        None => session.store.snapshot_staging().map_err(|e| ctx.at(e))?,
     };
     let content = loop {
         match op.exec(ctx, &keyed, staging.path(), metadata_tree).await? {
@@ -121,10 +110,7 @@ pub(crate) async fn solve_step(
                     stream: Stream::Info,
                     line: "the tmpfs staging area is full; staging in the store".to_string(),
                 });
-                staging = session
-                    .store
-                    .snapshot_staging()
-                    .map_err(|e| at(e.to_string()))?;
+                staging = session.store.snapshot_staging().map_err(|e| ctx.at(e))?;
                 metadata_tree = false;
             }
         }
@@ -135,7 +121,7 @@ pub(crate) async fn solve_step(
             .commit(staging, &content, metadata_tree, predicted)
     })
     .await
-    .map_err(at)?;
+    .map_err(|e| ctx.at(e))?;
     // Records carry the real time for prune's "oldest first"; the image never sees it.
     let record = CacheRecord {
         created: now_unix(),
@@ -149,7 +135,7 @@ pub(crate) async fn solve_step(
     session
         .store
         .put_record(&key, &record)
-        .map_err(|e| at(e.to_string()))?;
+        .map_err(|e| ctx.at(e))?;
     session.explain.save(&place, &keyed.inputs);
     progress.send(Event::Log {
         id,

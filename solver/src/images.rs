@@ -13,36 +13,73 @@ pub struct ResolvedImage {
     pub state: ImageState,
 }
 
+/// Why a stored image or one of its layers could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Store(#[from] kiln_cache::StoreError),
+    #[error("{reference}: image not found in the store (build it, or `kiln load` it first)")]
+    NotFound { reference: String },
+    #[error("{reference}: {source}")]
+    Parse {
+        reference: String,
+        source: kiln_image::oci::OciError,
+    },
+    /// A layer of `reference` could not be made a snapshot.
+    #[error("{reference}: {source}")]
+    Layers {
+        reference: String,
+        source: Box<ImageError>,
+    },
+    #[error("manifest lists {manifest} layers but config {config} diff_ids")]
+    LayerCount { manifest: usize, config: usize },
+    #[error("not a sha256 digest: {0}")]
+    NotSha256(String),
+    #[error("unpacking layer {digest}: {source}")]
+    Unpack {
+        digest: String,
+        source: kiln_image::UnpackError,
+    },
+    #[error("layer {digest} unpacks to {actual} but the image says {expected}")]
+    DiffIdMismatch {
+        digest: String,
+        actual: String,
+        expected: String,
+    },
+}
+
 /// The layer of `layer` in `store`, unpacking its blob into a snapshot if that is missing.
-pub fn ensure_snapshot(store: &Store, layer: &LayerRef) -> Result<Layer, String> {
+pub fn ensure_snapshot(store: &Store, layer: &LayerRef) -> Result<Layer, ImageError> {
     let id = hex_of(&layer.diff_id)?;
     if !store.has_snapshot(id) {
-        let blob = store.open_blob(&layer.digest).map_err(|e| e.to_string())?;
-        let staging = store.snapshot_staging().map_err(|e| e.to_string())?;
+        let blob = store.open_blob(&layer.digest)?;
+        let staging = store.snapshot_staging()?;
         let info = kiln_image::unpack_layer(
             std::io::BufReader::new(blob),
             staging.path(),
             &Default::default(),
         )
-        .map_err(|e| format!("unpacking layer {}: {e}", layer.digest))?;
+        .map_err(|source| ImageError::Unpack {
+            digest: layer.digest.clone(),
+            source,
+        })?;
         if info.diff_id != layer.diff_id {
-            return Err(format!(
-                "layer {} unpacks to {} but the image says {}",
-                layer.digest, info.diff_id, layer.diff_id
-            ));
+            return Err(ImageError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                actual: info.diff_id,
+                expected: layer.diff_id.clone(),
+            });
         }
-        store
-            .commit_snapshot(staging, id)
-            .map_err(|e| e.to_string())?;
+        store.commit_snapshot(staging, id)?;
         // Verified just now: a step that produces this tar can reuse the blob.
-        store.put_layer_blob(layer).map_err(|e| e.to_string())?;
+        store.put_layer_blob(layer)?;
     }
     Ok(Layer {
         diff_id: layer.diff_id.clone(),
         digest: layer.digest.clone(),
         size: layer.size,
         media_type: layer.media_type.clone(),
-        snapshot: store.snapshot_path(id).map_err(|e| e.to_string())?,
+        snapshot: store.snapshot_path(id)?,
     })
 }
 
@@ -51,13 +88,12 @@ pub fn image_layers(
     store: &Store,
     manifest: &kiln_image::Manifest,
     config: &kiln_image::ImageConfig,
-) -> Result<Vec<Layer>, String> {
+) -> Result<Vec<Layer>, ImageError> {
     if manifest.layers.len() != config.rootfs.diff_ids.len() {
-        return Err(format!(
-            "manifest lists {} layers but config {} diff_ids",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        ));
+        return Err(ImageError::LayerCount {
+            manifest: manifest.layers.len(),
+            config: config.rootfs.diff_ids.len(),
+        });
     }
     manifest
         .layers
@@ -76,23 +112,35 @@ pub fn image_layers(
 }
 
 /// The manifest and config of a stored image (`reference` only names it in errors).
+pub fn read_stored_image(
+    store: &Store,
+    reference: &str,
+    image: &kiln_cache::ImageRef,
+) -> Result<(kiln_image::Manifest, kiln_image::ImageConfig), ImageError> {
+    let parse = |source| ImageError::Parse {
+        reference: reference.to_string(),
+        source,
+    };
+    let manifest =
+        kiln_image::oci::parse_manifest(&store.read_blob(&image.manifest)?).map_err(parse)?;
+    let config = kiln_image::oci::parse_config(&store.read_blob(&image.config)?).map_err(parse)?;
+    Ok((manifest, config))
+}
+
+/// [`read_stored_image`] with its error as text, as the CLI (`src/`) takes it until it
+/// moves to [`ImageError`].
 pub fn read_image(
     store: &Store,
     reference: &str,
     image: &kiln_cache::ImageRef,
 ) -> Result<(kiln_image::Manifest, kiln_image::ImageConfig), String> {
-    let read = |digest: &str| store.read_blob(digest).map_err(|e| e.to_string());
-    let manifest = kiln_image::oci::parse_manifest(&read(&image.manifest)?)
-        .map_err(|e| format!("{reference}: {e}"))?;
-    let config = kiln_image::oci::parse_config(&read(&image.config)?)
-        .map_err(|e| format!("{reference}: {e}"))?;
-    Ok((manifest, config))
+    read_stored_image(store, reference, image).map_err(|e| e.to_string())
 }
 
 /// The hex of a `sha256:` digest (a snapshot's id).
-pub(crate) fn hex_of(digest: &str) -> Result<&str, String> {
+pub(crate) fn hex_of(digest: &str) -> Result<&str, ImageError> {
     digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64)
-        .ok_or_else(|| format!("not a sha256 digest: {digest}"))
+        .ok_or_else(|| ImageError::NotSha256(digest.to_string()))
 }

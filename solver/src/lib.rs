@@ -48,7 +48,7 @@ mod test_session;
 
 pub use backend::{Backend, SecretSource, SolveOptions};
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
-pub use error::SolveError;
+pub use error::{SolveError, StepError};
 pub use result::{Layer, StageResult};
 
 use kiln_parser::BuildGraph;
@@ -96,17 +96,23 @@ pub async fn build(
         &result, &platform, &created, &labels,
     ));
     let store = &backend.store;
-    let config_blob = store
-        .put_blob_bytes(&config)
-        .map_err(|e| SolveError::internal(format!("writing the image config: {e}")))?;
+    let config_blob = store.put_blob_bytes(&config).map_err(|source| {
+        SolveError::internal(StepError::Export {
+            what: "writing the image config",
+            source,
+        })
+    })?;
     let manifest = kiln_image::oci::canonical_json(&image_config::manifest(
         &result,
         &config_blob.digest,
         config_blob.size,
     ));
-    let manifest_blob = store
-        .put_blob_bytes(&manifest)
-        .map_err(|e| SolveError::internal(format!("writing the manifest: {e}")))?;
+    let manifest_blob = store.put_blob_bytes(&manifest).map_err(|source| {
+        SolveError::internal(StepError::Export {
+            what: "writing the manifest",
+            source,
+        })
+    })?;
     Ok(BuiltImage {
         manifest_digest: manifest_blob.digest,
         config_digest: config_blob.digest,

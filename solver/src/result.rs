@@ -1,7 +1,7 @@
 //! What a stage produces and the steps after it read: its layers, config and keys.
 
 use crate::config::ImageState;
-use crate::error::SolveError;
+use crate::error::StepError;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -55,10 +55,11 @@ pub(crate) fn lowers_of(layers: &[Layer]) -> Vec<PathBuf> {
     top_first
 }
 
-pub(crate) fn find_input(inputs: &StageInputs, index: usize) -> Result<&StageResult, SolveError> {
+/// The result of stage `index` among `inputs`.
+pub(crate) fn find_input(inputs: &StageInputs, index: usize) -> Result<&StageResult, StepError> {
     inputs
         .iter()
         .find(|(i, _)| *i == index)
         .map(|(_, r)| r.as_ref())
-        .ok_or_else(|| SolveError::internal(format!("stage {index} was not solved first")))
+        .ok_or(StepError::StageNotSolved(index))
 }

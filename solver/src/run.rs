@@ -117,7 +117,7 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
     };
     if let Some(image) = found {
         let (manifest, config) = read_image(store, reference, &image).map_err(err)?;
-        let layers = image_layers(store, &manifest, &config).map_err(err)?;
+        let layers = image_layers(store, &manifest, &config).map_err(|e| err(e.to_string()))?;
         return Ok(RunnableImage {
             id: image.config,
             config,
@@ -268,7 +268,7 @@ pub(crate) fn store_debug_state(
     backend: &Backend,
     current: &StageResult,
     run: &kiln_parser::RunOp,
-) -> Result<String, String> {
+) -> Result<String, kiln_cache::StoreError> {
     let mut before = current.clone();
     let c = &mut before.state.config;
     c.env = run.env.clone();
@@ -279,8 +279,7 @@ pub(crate) fn store_debug_state(
         crate::image_config::image_config(&before, &backend.options.platform, &created, &[]);
     let blob = backend
         .store
-        .put_blob_bytes(&kiln_image::oci::canonical_json(&config))
-        .map_err(|e| e.to_string())?;
+        .put_blob_bytes(&kiln_image::oci::canonical_json(&config))?;
     Ok(blob.digest)
 }
 

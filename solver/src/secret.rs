@@ -16,7 +16,7 @@ pub(crate) struct SecretFile(OwnedFd);
 
 /// Why a secret could not be staged (never with its value).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SecretError {
+pub enum SecretError {
     #[error("creating a memory file: {0}")]
     Create(#[source] std::io::Error),
     #[error("writing the secret: {0}")]

@@ -59,7 +59,7 @@ impl StageRunner {
                 keys: Vec::new(),
             },
             Base::Stage(i) => {
-                let base = find_input(&inputs, *i)?;
+                let base = find_input(&inputs, *i).map_err(SolveError::internal)?;
                 StageResult {
                     key: base.key.clone(),
                     layers: base.layers.clone(),
@@ -73,12 +73,13 @@ impl StageRunner {
                 let reference = reference.clone();
                 let resolved = match blocking(move || backend.resolve_image(&reference)).await {
                     Ok(resolved) => resolved,
-                    Err(message) => {
+                    Err(cause) => {
+                        let e = SolveError::at(stage.span, &stage.source, cause);
                         self.progress.send(Event::Failed {
                             id: from_id,
-                            error: message.clone(),
+                            error: e.message.clone(),
                         });
-                        return Err(SolveError::at(stage.span, &stage.source, message));
+                        return Err(e);
                     }
                 };
                 let base_history = resolved.state.history.len();

@@ -6,7 +6,7 @@ use super::fetch::Fetched;
 use super::{Executed, KeyContext, KeyParts, SourceKey, StepContext, stage_key};
 use crate::backend::Backend;
 use crate::blocking::blocking;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use crate::result::{StageInputs, StageResult, find_input, lowers_of};
 use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 use kiln_executor::layered::LayeredFs;
@@ -52,7 +52,7 @@ pub(crate) fn key(
     kc: &KeyContext,
     parts: &mut KeyParts,
     fetched: &mut Fetched,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, StepError> {
     let CopyOp {
         add,
         from,
@@ -121,7 +121,7 @@ pub(crate) fn key(
             keep_git_dir: *keep_git_dir,
         },
     };
-    serde_json::to_value(key).map_err(|e| format!("serializing the key: {e}"))
+    serde_json::to_value(key).map_err(StepError::KeySerialize)
 }
 
 /// Copies into `out`; with `metadata_tree`, regular files become placeholders, and a
@@ -134,16 +134,16 @@ pub(crate) async fn exec(
     metadata_tree: bool,
 ) -> Result<Executed, SolveError> {
     let mut req =
-        copy_request(ctx.session, copy, ctx.current, ctx.inputs, fetched).map_err(|m| ctx.at(m))?;
+        copy_request(ctx.session, copy, ctx.current, ctx.inputs, fetched).map_err(|e| ctx.at(e))?;
     req.stage_contents = metadata_tree;
     let out = out.to_path_buf();
     blocking(move || match copy_into_layer(&req, &out) {
         Ok(report) => Ok(Executed::Done(report.content)),
         Err(e) if metadata_tree && e.is_out_of_space() => Ok(Executed::TmpfsFull),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     })
     .await
-    .map_err(|m| ctx.at(m))
+    .map_err(|e| ctx.at(e))
 }
 
 fn copy_request(
@@ -152,14 +152,14 @@ fn copy_request(
     current: &StageResult,
     inputs: &StageInputs,
     fetched: &Fetched,
-) -> Result<CopyRequest, String> {
+) -> Result<CopyRequest, StepError> {
     let from = match &copy.from {
         Source::Context => SourceRoot::Dir {
             root: session.context_dir().to_path_buf(),
             filter: Some(session.context_filter()),
         },
         Source::Stage(i) => {
-            let stage = find_input(inputs, *i).map_err(|e| e.message)?;
+            let stage = find_input(inputs, *i)?;
             SourceRoot::Layers(LayeredFs::new(stage.lowers()))
         }
         Source::Image(reference) => {

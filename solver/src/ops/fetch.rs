@@ -3,6 +3,7 @@
 //! A server whose answer changes between two requests can therefore never give a layer
 //! that does not match its key.
 
+use crate::error::StepError;
 use kiln_executor::copy::SourceSpec;
 use std::io::Read;
 use std::path::Path;
@@ -25,14 +26,17 @@ struct FetchedUrl {
 impl Fetched {
     /// Downloads `url` into `scratch` (once per step) and returns the digest of what it
     /// served: its content and its Last-Modified time (BuildKit keys HTTP sources on both).
-    pub(crate) fn fetch(&mut self, scratch: &Path, url: &str) -> Result<String, String> {
+    pub(crate) fn fetch(&mut self, scratch: &Path, url: &str) -> Result<String, StepError> {
         if let Some(known) = self.files.iter().find(|f| f.url == url) {
             return Ok(known.digest.clone());
         }
-        let dir = tempfile::tempdir_in(scratch).map_err(|e| format!("ADD {url}: {e}"))?;
-        let name = kiln_executor::copy::http::download(url, None, dir.path())
-            .map_err(|e| e.to_string())?;
-        let digest = file_digest(&dir.path().join(&name)).map_err(|e| format!("ADD {url}: {e}"))?;
+        let fetch_err = |source| StepError::Fetch {
+            url: url.to_string(),
+            source,
+        };
+        let dir = tempfile::tempdir_in(scratch).map_err(fetch_err)?;
+        let name = kiln_executor::copy::http::download(url, None, dir.path())?;
+        let digest = file_digest(&dir.path().join(&name)).map_err(fetch_err)?;
         self.files.push(FetchedUrl {
             url: url.to_string(),
             dir,

@@ -22,7 +22,7 @@ pub(crate) mod run;
 pub(crate) mod workdir;
 
 use crate::backend::Backend;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use crate::explain::KeyInputs;
 use crate::key::vertex_key;
 use crate::progress::Progress;
@@ -80,8 +80,8 @@ pub(crate) struct StepContext<'a> {
 
 impl StepContext<'_> {
     /// An error of this step, at its Dockerfile line.
-    pub fn at(&self, message: String) -> SolveError {
-        SolveError::at(self.step.span, &self.step.source, message)
+    pub fn at(&self, cause: impl Into<StepError>) -> SolveError {
+        SolveError::at(self.step.span, &self.step.source, cause)
     }
 }
 
@@ -131,7 +131,7 @@ impl<'a> LayerOp<'a> {
 
     /// Keys the op: `sha256` over its parameters (each op's key struct), the layer format
     /// and its input keys.
-    pub(crate) fn key(self, kc: &KeyContext) -> Result<Keyed, String> {
+    pub(crate) fn key(self, kc: &KeyContext) -> Result<Keyed, StepError> {
         let mut parts = KeyParts {
             inputs: vec![("previous step".to_string(), kc.parent.to_string())],
             files: BTreeMap::new(),
@@ -146,7 +146,7 @@ impl<'a> LayerOp<'a> {
             op,
             layer: kc.session.layer_format().key(),
         })
-        .map_err(|e| format!("serializing the key: {e}"))?;
+        .map_err(StepError::KeySerialize)?;
         let input_keys: Vec<&str> = parts.inputs.iter().map(|(_, k)| k.as_str()).collect();
         let key = vertex_key("step", &params, &input_keys);
         Ok(Keyed {
@@ -189,10 +189,10 @@ impl<'a> LayerOp<'a> {
 }
 
 /// The key of stage `i` among the stages read.
-pub(crate) fn stage_key(kc: &KeyContext, i: usize) -> Result<String, String> {
+pub(crate) fn stage_key(kc: &KeyContext, i: usize) -> Result<String, StepError> {
     kc.stage_keys
         .iter()
         .find(|(j, _)| *j == i)
         .map(|(_, k)| k.clone())
-        .ok_or_else(|| format!("stage {i} has no result"))
+        .ok_or(StepError::NoStageResult(i))
 }

@@ -3,6 +3,7 @@
 //! file), and what must stay alive until the process ends.
 
 use crate::backend::{Backend, SecretSource};
+use crate::error::StepError;
 use crate::result::{StageInputs, find_input, lowers_of};
 use crate::secret::SecretFile;
 use kiln_executor::layered::LayeredFs;
@@ -27,16 +28,22 @@ fn cache_mount_dir(
     sharing: kiln_parser::CacheSharing,
     inputs: &StageInputs,
     keep: &mut Vec<Keep>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, StepError> {
     use kiln_parser::CacheSharing;
     use rustix::fs::FlockOperation;
     use sha2::Digest;
-    let err = |what: &str, e: &dyn std::fmt::Display| format!("cache mount {id}: {what}: {e}");
+    let err = |what: &'static str| {
+        move |source| StepError::CacheMount {
+            id: id.to_string(),
+            what,
+            source,
+        }
+    };
     let base = backend.store.root().join("cachemounts");
-    std::fs::create_dir_all(&base).map_err(|e| err("creating", &e))?;
+    std::fs::create_dir_all(&base).map_err(err("creating"))?;
     let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
-    let lock = std::fs::File::create(base.join(format!("{name}.lock")))
-        .map_err(|e| err("lock file", &e))?;
+    let lock =
+        std::fs::File::create(base.join(format!("{name}.lock"))).map_err(err("lock file"))?;
     let op = match sharing {
         CacheSharing::Shared => FlockOperation::LockShared,
         CacheSharing::Locked => FlockOperation::LockExclusive,
@@ -48,21 +55,25 @@ fn cache_mount_dir(
             base.join(&name)
         }
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let private =
-                tempfile::tempdir_in(&backend.scratch).map_err(|e| err("private copy", &e))?;
+            let private = tempfile::tempdir_in(&backend.scratch).map_err(err("private copy"))?;
             let path = private.path().join("cache");
             keep.push(Box::new(private));
             path
         }
-        Err(e) => return Err(err("locking", &e)),
+        Err(source) => {
+            return Err(StepError::CacheLock {
+                id: id.to_string(),
+                source,
+            });
+        }
     };
     if dir.exists() {
         return Ok(dir);
     }
-    let staging = tempfile::tempdir_in(&base).map_err(|e| err("creating", &e))?;
+    let staging = tempfile::tempdir_in(&base).map_err(err("creating"))?;
     let fresh = staging.path().join("cache");
     let seed = match &mount.from {
-        Some(Source::Stage(i)) => Some(find_input(inputs, *i).map_err(|e| e.message)?.lowers()),
+        Some(Source::Stage(i)) => Some(find_input(inputs, *i)?.lowers()),
         Some(Source::Image(reference)) => {
             Some(lowers_of(&backend.resolve_image(reference)?.layers))
         }
@@ -71,23 +82,30 @@ fn cache_mount_dir(
     match seed {
         Some(lowers) => {
             let source = mount.source.clone().unwrap_or_else(|| "/".into());
-            LayeredFs::new(sub_lowers(lowers, &source).map_err(|e| err("seeding", &e))?)
-                .materialize(&fresh)
-                .map_err(|e| err("seeding", &e))?;
+            let seed = sub_lowers(lowers, &source).map_err(|e| StepError::CacheSeed {
+                id: id.to_string(),
+                source: Box::new(e),
+            })?;
+            LayeredFs::new(seed).materialize(&fresh).map_err(|source| {
+                StepError::CacheSeedCopy {
+                    id: id.to_string(),
+                    source,
+                }
+            })?;
         }
-        None => std::fs::create_dir(&fresh).map_err(|e| err("creating", &e))?,
+        None => std::fs::create_dir(&fresh).map_err(err("creating"))?,
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         &fresh,
         std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
     )
-    .map_err(|e| err("chmod", &e))?;
+    .map_err(err("chmod"))?;
     std::os::unix::fs::chown(&fresh, mount.uid.or(Some(0)), mount.gid.or(Some(0)))
-        .map_err(|e| err("chown", &e))?;
+        .map_err(err("chown"))?;
     // Another build may have published it meanwhile: theirs wins, ours goes with staging.
     if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
-        return Err(err("publishing", &"rename failed"));
+        return Err(StepError::CachePublish { id: id.to_string() });
     }
     Ok(dir)
 }
@@ -99,15 +117,20 @@ fn cache_mount_dir(
 /// symlinks with the stack as `/`, `..` clamped there) and then found layer by layer
 /// without following any symlink, so neither `source=../../..` nor a `/x -> /` a step left
 /// can make the mount a directory of the host.
-fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Result<Vec<PathBuf>, String> {
+fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Result<Vec<PathBuf>, StepError> {
     let resolved = LayeredFs::new(lowers.clone())
         .resolve(source, true)
-        .map_err(|e| format!("bind source {source}: {e}"))?;
+        .map_err(|e| StepError::BindSource {
+            path: source.to_string(),
+            source: e,
+        })?;
     if resolved == "/" {
         return Ok(lowers);
     }
-    kiln_executor::diff::merged_dirs(&lowers, &resolved)
-        .map_err(|e| format!("bind source {source}: {e}"))
+    kiln_executor::diff::merged_dirs(&lowers, &resolved).map_err(|e| StepError::BindSourceLayers {
+        path: source.to_string(),
+        source: e,
+    })
 }
 
 /// The sandbox mount for `mount`, or `None` when it is only an environment variable.
@@ -117,13 +140,13 @@ pub(crate) fn mount_spec(
     inputs: &StageInputs,
     env: &mut Vec<(String, String)>,
     keep: &mut Vec<Keep>,
-) -> Result<Option<MountSpec>, String> {
+) -> Result<Option<MountSpec>, StepError> {
     let target = mount.target.clone();
     let source = mount.source.clone().unwrap_or_else(|| "/".into());
     let kind = match &mount.kind {
         MountKind::Bind => match &mount.from {
             Some(Source::Stage(i)) => {
-                let stage = find_input(inputs, *i).map_err(|e| e.message)?;
+                let stage = find_input(inputs, *i)?;
                 SandboxMount::Layers {
                     lowers: sub_lowers(stage.lowers(), &source)?,
                     readonly: mount.readonly,
@@ -137,8 +160,7 @@ pub(crate) fn mount_spec(
                 }
             }
             _ => {
-                let host = kiln_cache::resolve_in_root(backend.context_dir(), &source)
-                    .map_err(|e| e.to_string())?;
+                let host = kiln_cache::resolve_in_root(backend.context_dir(), &source)?;
                 if host.is_dir() {
                     // Writes to a context bind are discarded, never written to the context.
                     SandboxMount::Layers {
@@ -152,9 +174,13 @@ pub(crate) fn mount_spec(
                     }
                 } else {
                     // A writable file bind gets a private copy, so the context stays as it is.
-                    let copy = tempfile::NamedTempFile::new_in(&backend.scratch)
-                        .map_err(|e| format!("bind {source}: {e}"))?;
-                    std::fs::copy(&host, copy.path()).map_err(|e| format!("bind {source}: {e}"))?;
+                    let bind_err = |e| StepError::BindCopy {
+                        path: source.clone(),
+                        source: e,
+                    };
+                    let copy =
+                        tempfile::NamedTempFile::new_in(&backend.scratch).map_err(bind_err)?;
+                    std::fs::copy(&host, copy.path()).map_err(bind_err)?;
                     let path = copy.path().to_path_buf();
                     keep.push(Box::new(copy));
                     SandboxMount::Bind {
@@ -175,15 +201,21 @@ pub(crate) fn mount_spec(
         } => {
             let found = backend.options.secrets.iter().find(|(sid, _)| sid == id);
             let value = match found {
-                Some((_, SecretSource::File(path))) => std::fs::read(path)
-                    .map_err(|e| format!("secret {id}: reading {}: {e}", path.display()))?,
+                Some((_, SecretSource::File(path))) => {
+                    std::fs::read(path).map_err(|source| StepError::SecretRead {
+                        id: id.clone(),
+                        path: path.clone(),
+                        source,
+                    })?
+                }
                 Some((_, SecretSource::Env(name))) => std::env::var(name)
-                    .map_err(|_| format!("secret {id}: environment variable {name} is not set"))?
+                    .map_err(|_| StepError::SecretEnv {
+                        id: id.clone(),
+                        name: name.clone(),
+                    })?
                     .into_bytes(),
                 None if *required => {
-                    return Err(format!(
-                        "secret {id}: not provided (--secret id={id},src=FILE)"
-                    ));
+                    return Err(StepError::SecretMissing { id: id.clone() });
                 }
                 // Like BuildKit: an optional secret that was not given is simply absent.
                 None => return Ok(None),
@@ -197,7 +229,10 @@ pub(crate) fn mount_spec(
             }
             // Never a file under the store or on a disk, and gone with kiln however kiln
             // ends (crate::secret).
-            let file = SecretFile::new(&value).map_err(|e| format!("secret {id}: {e}"))?;
+            let file = SecretFile::new(&value).map_err(|source| StepError::SecretFile {
+                id: id.clone(),
+                source,
+            })?;
             let host = file.path();
             keep.push(Box::new(file));
             SandboxMount::Secret {
@@ -208,7 +243,7 @@ pub(crate) fn mount_spec(
             }
         }
         MountKind::Ssh { .. } => {
-            return Err("RUN --mount=type=ssh is not supported by kiln yet".to_string());
+            return Err(StepError::SshUnsupported);
         }
     };
     Ok(Some(MountSpec { target, kind }))

@@ -5,7 +5,7 @@
 use super::mounts::{Keep, mount_spec};
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
 use crate::entitlements::effective_network;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use crate::progress::{Event, OutputTail, Stream};
 use kiln_executor::sandbox::{self, OutputStream, RunSpec};
 use kiln_parser::{
@@ -143,7 +143,7 @@ pub(crate) fn key(
     run: &RunOp,
     kc: &KeyContext,
     parts: &mut KeyParts,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, StepError> {
     let RunOp {
         argv,
         shell_form,
@@ -209,24 +209,20 @@ pub(crate) fn key(
             variant: variant.as_deref(),
         },
     };
-    serde_json::to_value(key).map_err(|e| format!("serializing the key: {e}"))
+    serde_json::to_value(key).map_err(StepError::KeySerialize)
 }
 
 /// Runs `run` in the sandbox on the layers below, writing into `out`.
 pub(crate) async fn exec(run: &RunOp, ctx: &StepContext<'_>, out: &Path) -> Result<(), SolveError> {
     let (session, current, id, progress) = (ctx.session, ctx.current, ctx.id, ctx.progress);
-    let at = |m: String| ctx.at(m);
-    let work = session
-        .store
-        .snapshot_staging()
-        .map_err(|e| at(e.to_string()))?;
+    let work = session.store.snapshot_staging().map_err(|e| ctx.at(e))?;
     let mut env = run.env.clone();
     let mut mounts = Vec::new();
     // Secret files and cache locks live until the process is done.
     let mut keep: Vec<Keep> = Vec::new();
     for mount in &run.mounts {
         if let Some(spec) =
-            mount_spec(session, mount, ctx.inputs, &mut env, &mut keep).map_err(at)?
+            mount_spec(session, mount, ctx.inputs, &mut env, &mut keep).map_err(|e| ctx.at(e))?
         {
             mounts.push(spec);
         }
@@ -278,18 +274,17 @@ pub(crate) async fn exec(run: &RunOp, ctx: &StepContext<'_>, out: &Path) -> Resu
         });
     })
     .await
-    .map_err(|e| at(e.to_string()))?;
+    .map_err(|e| ctx.at(e))?;
     drop(keep);
     if !outcome.success() {
-        let command = run.argv.join(" ");
-        let mut err = at(format!(
-            "process \"{command}\" did not complete successfully: exit code: {}",
-            outcome.exit_code
-        ));
+        let mut err = ctx.at(StepError::ProcessFailed {
+            command: run.argv.join(" "),
+            exit_code: outcome.exit_code,
+        });
         err.output_tail = tail.into_lines();
         return Err(err);
     }
     kiln_executor::runc_compat::add_runc_mount_dirs(&current.lowers(), out)
-        .map_err(|e| at(format!("finishing the RUN layer: {e}")))?;
+        .map_err(|e| ctx.at(StepError::FinishRun(e)))?;
     Ok(())
 }

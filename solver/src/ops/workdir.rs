@@ -3,7 +3,7 @@
 
 use super::StepContext;
 use crate::blocking::blocking;
-use crate::error::SolveError;
+use crate::error::{SolveError, StepError};
 use kiln_parser::WorkdirOp;
 use serde::Serialize;
 use std::path::Path;
@@ -21,12 +21,12 @@ struct WorkdirFields<'a> {
 }
 
 /// The key parameters of `w`; it reads nothing but the step below.
-pub(crate) fn key(w: &WorkdirOp) -> Result<serde_json::Value, String> {
+pub(crate) fn key(w: &WorkdirOp) -> Result<serde_json::Value, StepError> {
     let WorkdirOp { path, user } = w;
     let key = WorkdirKey {
         workdir: WorkdirFields { path, user },
     };
-    serde_json::to_value(key).map_err(|e| format!("serializing the key: {e}"))
+    serde_json::to_value(key).map_err(StepError::KeySerialize)
 }
 
 /// Makes the directory into `out`.
@@ -37,9 +37,7 @@ pub(crate) async fn exec(
 ) -> Result<(), SolveError> {
     let (lowers, path, user) = (ctx.current.lowers(), w.path.clone(), w.user.clone());
     let out = out.to_path_buf();
-    blocking(move || {
-        kiln_executor::workdir::make_workdir(lowers, &path, &user, &out).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|m| ctx.at(m))
+    blocking(move || kiln_executor::workdir::make_workdir(lowers, &path, &user, &out))
+        .await
+        .map_err(|e| ctx.at(e))
 }
