@@ -10,6 +10,33 @@
 //! was too big instead of taking the machine's memory.
 
 use std::io::{self, Read};
+use std::time::Duration;
+
+/// How long kiln waits for the next bytes from a server it does not control (a
+/// registry, an `ADD <url>`) before it gives up the transfer: `KILN_STALL_TIMEOUT`
+/// seconds, else two minutes. Sizes are capped elsewhere; this bounds how long a server
+/// that accepts and then stops sending can hold a build. It bounds silence, not the whole
+/// transfer: a big layer over a slow link is never cut short while bytes still arrive.
+pub fn stall_timeout() -> Duration {
+    stall_timeout_from(std::env::var("KILN_STALL_TIMEOUT").ok().as_deref())
+}
+
+/// What to say when [`stall_timeout`] ran out.
+pub fn stall_message() -> String {
+    format!(
+        "the server sent nothing for {} s (KILN_STALL_TIMEOUT)",
+        stall_timeout().as_secs()
+    )
+}
+
+/// [`stall_timeout`] for a value of `KILN_STALL_TIMEOUT`: whole seconds, at least one;
+/// anything else gives the default.
+fn stall_timeout_from(value: Option<&str>) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(Duration::from_secs(120), Duration::from_secs)
+}
 
 /// Largest manifest or index accepted: containerd's `MaxManifestSize`
 /// (`core/remotes/docker/resolver.go`, `4 * 1048 * 1048`, about 4.2 MB), so kiln
@@ -303,6 +330,14 @@ fn tar_size(field: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stall_timeout_is_whole_seconds_or_two_minutes() {
+        assert_eq!(stall_timeout_from(Some("5")), Duration::from_secs(5));
+        assert_eq!(stall_timeout_from(None), Duration::from_secs(120));
+        assert_eq!(stall_timeout_from(Some("0")), Duration::from_secs(120));
+        assert_eq!(stall_timeout_from(Some("soon")), Duration::from_secs(120));
+    }
 
     #[test]
     fn a_read_stops_one_byte_past_the_limit() {

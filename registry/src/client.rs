@@ -62,6 +62,8 @@ fn agent_for(tls: ureq::tls::TlsConfig) -> Agent {
         .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(300)))
+        // A server that stops sending halfway through a blob must not hang the build.
+        .timeout_per_read(Some(kiln_image::limits::stall_timeout()))
         .max_redirects(10)
         // A blob GET is often redirected to a storage host: the Authorization header (the
         // registry's credentials or token) is never carried across a redirect.
@@ -102,6 +104,7 @@ impl Origin {
 
 fn transport_reason(e: &ureq::Error) -> String {
     match e {
+        ureq::Error::Timeout(ureq::Timeout::PerRead) => kiln_image::limits::stall_message(),
         ureq::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
@@ -316,7 +319,7 @@ impl Client {
             Ok(b) => b,
             Err(kiln_image::limits::CappedReadError::TooLarge(e)) => return Err(self.too_large(e)),
             Err(kiln_image::limits::CappedReadError::Io { source, .. }) => {
-                return Err(self.read_error(&request, source));
+                return Err(self.read_error(&request, &source));
             }
         };
         let token = parse_token_response(&body).map_err(|e| RegistryError::Protocol {
@@ -525,11 +528,15 @@ impl Client {
     }
 
     /// A transport error for a body read that failed mid-way.
-    pub(crate) fn read_error(&self, request: &str, e: impl std::fmt::Display) -> RegistryError {
+    pub(crate) fn read_error(&self, request: &str, e: &std::io::Error) -> RegistryError {
+        let reason = match e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>()) {
+            Some(inner) => transport_reason(inner),
+            None => e.to_string(),
+        };
         RegistryError::Transport {
             registry: self.registry.clone(),
             request: request.to_string(),
-            reason: e.to_string(),
+            reason,
         }
     }
 }

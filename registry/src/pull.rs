@@ -164,7 +164,7 @@ pub fn fetch_manifest(
     let bytes = match limits::read_capped(resp.body_mut().as_reader(), MAX_MANIFEST_SIZE, &what) {
         Ok(b) => b,
         Err(CappedReadError::TooLarge(e)) => return Err(client.too_large(e)),
-        Err(CappedReadError::Io { source, .. }) => return Err(client.read_error(&request, source)),
+        Err(CappedReadError::Io { source, .. }) => return Err(client.read_error(&request, &source)),
     };
     let digest = sha256(&bytes);
     if reference.starts_with("sha256:") && reference != digest {
@@ -253,7 +253,7 @@ pub fn fetch_blob_into_store(
             Err(CopyFailure::Read(e)) => {
                 attempts += 1;
                 if attempts > RESUME_ATTEMPTS {
-                    return Err(client.read_error(&request, e));
+                    return Err(client.read_error(&request, &e));
                 }
             }
         }

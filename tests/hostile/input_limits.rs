@@ -14,6 +14,12 @@ use std::path::Path;
 /// so only the read itself can stop it), except a registry's `/v2/` ping (200, `{}`).
 /// Hangs up on TLS hellos so kiln falls back to plain HTTP on loopback.
 fn serve_endless(body_len: u64) -> String {
+    serve(body_len, false)
+}
+
+/// [`serve_endless`], but with `stall` the server sends one chunk and then nothing more,
+/// holding the connection open.
+fn serve(body_len: u64, stall: bool) -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -48,6 +54,13 @@ fn serve_endless(body_len: u64) -> String {
             let mut sent = 0;
             while sent < body_len && s.write_all(&chunk).is_ok() {
                 sent += chunk.len() as u64;
+                if stall {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_secs(900));
+                        drop(s);
+                    });
+                    break;
+                }
             }
         }
     });
@@ -146,6 +159,71 @@ fn add_url_past_the_download_cap_fails_the_build() {
             &[("KILN_MAX_DOWNLOAD", "1M")],
         );
         assert_ok(&out);
+    }
+}
+
+/// Runs `cmd` and fails the test if it has not finished after `secs` seconds (killing it):
+/// the harm here is a build that never ends.
+fn output_within(mut cmd: std::process::Command, secs: u64) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(out) => out.expect("wait for kiln"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("kiln still waited for a stalled server after {secs} s");
+        }
+    }
+}
+
+#[test]
+fn a_server_that_stops_sending_fails_the_transfer_instead_of_hanging_the_build() {
+    let host = serve(8 << 20, true);
+    let stall = [("KILN_STALL_TIMEOUT", "2")];
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context(
+            "ctx",
+            &format!("FROM scratch\nADD http://{host}/big.bin /big.bin\n"),
+        );
+        let ctx_arg = ctx.to_str().expect("utf-8 path");
+        let build = w.kiln_command(
+            &["build", "--progress", "plain", "-t", "stalled:1", ctx_arg],
+            &stall,
+        );
+        let out = output_within(build, 120);
+        assert_refused(&out);
+        let err = both(&out);
+        assert!(
+            err.contains("the server sent nothing for 2 s (KILN_STALL_TIMEOUT)"),
+            "{id:?}: the error says why: {err}"
+        );
+        assert!(
+            err.contains("Dockerfile:2"),
+            "{id:?}: the error names the line: {err}"
+        );
+        let images = w.kiln(&["images"]);
+        assert!(!both(&images).contains("stalled"), "{id:?}: nothing tagged");
+
+        let reference = format!("{host}/stalled:latest");
+        let pull = w.kiln_command(&["pull", &reference], &stall);
+        let out = output_within(pull, 120);
+        assert_refused(&out);
+        assert!(
+            both(&out).contains("the server sent nothing for 2 s"),
+            "{id:?}: {}",
+            both(&out)
+        );
     }
 }
 

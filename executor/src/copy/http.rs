@@ -184,9 +184,11 @@ pub fn download_limited(
         // A server that accepts and never answers must not hang the build (as the
         // registry client: kiln_registry's Client).
         .timeout_recv_response(Some(Duration::from_secs(300)))
+        // ...nor one that stops sending halfway through the body.
+        .timeout_per_read(Some(kiln_image::limits::stall_timeout()))
         .build()
         .into();
-    let mut resp = agent.get(url).call().map_err(|e| req_err(e.to_string()))?;
+    let mut resp = agent.get(url).call().map_err(|e| req_err(reason(&e)))?;
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         return Err(HttpError::Status {
@@ -227,7 +229,14 @@ pub fn download_limited(
     let mut written: u64 = 0;
     let mut next_check = DISK_CHECK_EVERY;
     loop {
-        let n = reader.read(&mut buf).map_err(|e| req_err(e.to_string()))?;
+        let n = reader.read(&mut buf).map_err(|e| {
+            req_err(
+                match e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>()) {
+                    Some(inner) => reason(inner),
+                    None => e.to_string(),
+                },
+            )
+        })?;
         if n == 0 {
             break;
         }
@@ -269,6 +278,14 @@ pub fn download_limited(
     };
     meta::set_mtime(&path, t).map_err(write_err)?;
     Ok(name)
+}
+
+/// Why a transfer failed, in words: a stall names its timeout.
+fn reason(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(ureq::Timeout::PerRead) => kiln_image::limits::stall_message(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
