@@ -3,13 +3,11 @@
 use crate::cli::{PruneArgs, SaveArgs, SaveFormat};
 use crate::root::open_store;
 use crate::sizes;
-use anyhow::{Context, Result, anyhow, bail};
-use kiln_build::blobs::StoreBlobs;
-use kiln_build::files::write_file;
+use anyhow::{Result, anyhow};
+use kiln_build::exporter::ArchiveFormat;
 use kiln_cache::{ImageRef, Store};
 use kiln_image::ExportImage;
 use kiln_image::oci::{ImageConfig, Manifest};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -147,59 +145,22 @@ pub fn save(root: Option<PathBuf>, args: SaveArgs) -> Result<ExitCode> {
             ref_name: Some(name),
         });
     }
-    let src = StoreBlobs(&store);
-    write_file(&args.output, |out| {
-        match args.format {
-            SaveFormat::Docker => kiln_image::write_docker_archive(out, &src, &images).map(drop),
-            SaveFormat::Oci => kiln_image::write_oci_archive(out, &src, &images).map(drop),
-        }
-        .map_err(std::io::Error::other)
-    })?;
+    let format = match args.format {
+        SaveFormat::Docker => ArchiveFormat::Docker,
+        SaveFormat::Oci => ArchiveFormat::Oci,
+    };
+    kiln_build::exporter::write_archive(&store, &images, format, &args.output)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn load(root: Option<PathBuf>, input: &Path) -> Result<ExitCode> {
     let store = open_store(root)?;
     let _lock = store.lock_shared()?;
-    let loaded = kiln_image::read_archive(input, &StoreBlobs(&store))
-        .with_context(|| format!("loading {}", input.display()))?;
-    if loaded.is_empty() {
-        bail!("{}: the archive holds no image", input.display());
-    }
-    // Every name and manifest is checked before any name is set: a load that fails
-    // must tag nothing, or an archive listing `bb:1` then an invalid name would move an
-    // existing `bb:1` to its image and still exit with an error.
-    let mut refs: BTreeMap<String, ImageRef> = BTreeMap::new();
-    let mut planned: Vec<(ImageRef, Vec<String>)> = Vec::with_capacity(loaded.len());
-    for image in loaded {
-        // An archive may list one manifest many times: each is read and parsed once.
-        let image_ref = match refs.get(&image.manifest_digest) {
-            Some(r) => r.clone(),
-            None => {
-                let manifest =
-                    kiln_image::parse_manifest(&store.read_blob(&image.manifest_digest)?)
-                        .with_context(|| format!("reading manifest {}", image.manifest_digest))?;
-                let r = ImageRef {
-                    config: manifest.config.digest.clone(),
-                    manifest: image.manifest_digest.clone(),
-                };
-                refs.insert(image.manifest_digest.clone(), r.clone());
-                r
-            }
-        };
-        let names = image
-            .ref_names
-            .iter()
-            .map(|name| kiln_cache::normalize_ref(name).map_err(|e| anyhow!("{name}: {e}")))
-            .collect::<Result<Vec<_>>>()?;
-        planned.push((image_ref, names));
-    }
-    for (image_ref, names) in planned {
-        if names.is_empty() {
-            println!("Loaded image ID: {}", image_ref.config);
+    for loaded in kiln_build::load::load(&store, input)? {
+        if loaded.names.is_empty() {
+            println!("Loaded image ID: {}", loaded.image.config);
         }
-        for name in names {
-            store.set_ref(&name, image_ref.clone())?;
+        for name in loaded.names {
             println!("Loaded image: {name}");
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! As with buildx, `-o type=oci,dest=X` writes an OCI archive (a tar of the layout) and
 //! `tar=false` writes the layout as a directory; kiln also takes a `dest` that is an existing
-//! directory or ends in `/` as a layout.
+//! directory or ends in `/` as a layout. `kiln save` writes its archives here too
+//! ([`write_archive`]).
 
 use crate::blobs::StoreBlobs;
 use crate::build::Notice;
@@ -85,32 +86,51 @@ impl OutputSpec {
             manifest_digest: manifest_digest.to_string(),
             ref_name: name.map(str::to_string),
         }];
-        let src = StoreBlobs(store);
-        let archive = |e: kiln_image::ArchiveError| std::io::Error::other(e);
         match self {
             OutputSpec::Oci { dest, tar: false } => {
-                kiln_image::write_oci_layout(dest, &src, &images).map_err(|source| {
+                kiln_image::write_oci_layout(dest, &StoreBlobs(store), &images).map_err(|source| {
                     BuildError::Archive {
                         what: format!("writing the OCI layout {}", dest.display()),
                         source,
                     }
-                })?
+                })
             }
-            OutputSpec::Oci { dest, tar: true } => write_file(dest, |f| {
-                kiln_image::write_oci_archive(f, &src, &images)
-                    .map(drop)
-                    .map_err(archive)
-            })?,
-            OutputSpec::Docker { dest } => write_file(dest, |f| {
-                kiln_image::write_docker_archive(f, &src, &images)
-                    .map(drop)
-                    .map_err(archive)
-            })?,
+            OutputSpec::Oci { dest, tar: true } => {
+                write_archive(store, &images, ArchiveFormat::Oci, dest)
+            }
+            OutputSpec::Docker { dest } => {
+                write_archive(store, &images, ArchiveFormat::Docker, dest)
+            }
             // Pushed by [`export`], which holds the registry options.
-            OutputSpec::Registry => {}
+            OutputSpec::Registry => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// The archive files a store image is written as (`-o`, `kiln save`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// `docker load` format (also a valid OCI layout inside).
+    Docker,
+    /// An OCI image layout as a tar.
+    Oci,
+}
+
+/// Writes `images` from `store` as one archive at `dest`, whole or not at all.
+pub fn write_archive(
+    store: &Store,
+    images: &[ExportImage],
+    format: ArchiveFormat,
+    dest: &std::path::Path,
+) -> Result<(), BuildError> {
+    let src = StoreBlobs(store);
+    write_file(dest, |out| {
+        match format {
+            ArchiveFormat::Docker => kiln_image::write_docker_archive(out, &src, images).map(drop),
+            ArchiveFormat::Oci => kiln_image::write_oci_archive(out, &src, images).map(drop),
+        }
+        .map_err(std::io::Error::other)
+    })
 }
 
 /// What to do with a built image, from the command line.

@@ -19,6 +19,9 @@
 //! crate's compare engine, and on a match copies the image into the user's store and
 //! exports it as step 3.
 //!
+//! `kiln save` and `kiln load` use the same archive writer and a store-side load
+//! ([`exporter::write_archive`], [`load::load`]).
+//!
 //! Nothing here prints: what a caller shows comes back as values ([`Notice`],
 //! [`BuildError`], [`verify::Verdict`]), so the CLI renders every line itself.
 
@@ -30,6 +33,7 @@ mod dockerfile;
 mod error;
 pub mod exporter;
 pub mod files;
+pub mod load;
 pub mod request;
 pub mod verify;
 

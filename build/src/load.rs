@@ -1,0 +1,77 @@
+//! `kiln load`: the images of a docker-archive, OCI archive or OCI layout into the store,
+//! and their names set only once every name and manifest is known good.
+
+use crate::BuildError;
+use crate::blobs::StoreBlobs;
+use kiln_cache::{ImageRef, Store};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One image of the archive, as stored, with the names it now has (none: ID only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub image: ImageRef,
+    pub names: Vec<String>,
+}
+
+/// Loads `input` into `store` (which the caller holds locked) and names its images.
+pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>, BuildError> {
+    let loaded = kiln_image::read_archive(input, &StoreBlobs(store)).map_err(|source| {
+        BuildError::Archive {
+            what: format!("loading {}", input.display()),
+            source,
+        }
+    })?;
+    if loaded.is_empty() {
+        return Err(BuildError::Request(format!(
+            "{}: the archive holds no image",
+            input.display()
+        )));
+    }
+    // Every name and manifest is checked before any name is set: a load that fails
+    // must tag nothing, or an archive listing `bb:1` then an invalid name would move an
+    // existing `bb:1` to its image and still exit with an error.
+    let mut refs: BTreeMap<String, ImageRef> = BTreeMap::new();
+    let mut planned: Vec<Loaded> = Vec::with_capacity(loaded.len());
+    for image in loaded {
+        // An archive may list one manifest many times: each is read and parsed once.
+        let digest = &image.manifest_digest;
+        let image_ref = match refs.get(digest) {
+            Some(r) => r.clone(),
+            None => {
+                let reading = || format!("reading manifest {digest}");
+                let bytes = store
+                    .read_blob(digest)
+                    .map_err(BuildError::store(reading()))?;
+                let manifest = kiln_image::parse_manifest(&bytes)
+                    .map_err(|e| BuildError::io(reading())(std::io::Error::other(e)))?;
+                let r = ImageRef {
+                    config: manifest.config.digest.clone(),
+                    manifest: digest.clone(),
+                };
+                refs.insert(digest.clone(), r.clone());
+                r
+            }
+        };
+        let names = image
+            .ref_names
+            .iter()
+            .map(|name| {
+                kiln_cache::normalize_ref(name)
+                    .map_err(|e| BuildError::Request(format!("{name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        planned.push(Loaded {
+            image: image_ref,
+            names,
+        });
+    }
+    for loaded in &planned {
+        for name in &loaded.names {
+            store
+                .set_ref(name, loaded.image.clone())
+                .map_err(BuildError::store(format!("naming the image {name}")))?;
+        }
+    }
+    Ok(planned)
+}
