@@ -291,3 +291,44 @@ fn sigkill_in_the_middle_of_a_run_leaves_nothing_behind_and_the_next_build_works
     assert!(stderr(&out).contains("CACHED"), "{}", stderr(&out));
     assert_eq!(kiln.image("after:1").text("after"), "after\n");
 }
+
+/// A context directory that is a mount point of its own (a CI workspace often is): a RUN
+/// bind mount of the context sees its files, not the empty directory below the mount.
+#[test]
+fn a_context_that_is_a_mount_point_is_seen_by_a_bind_mount() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP: mounting a context needs root");
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let ctx = outer.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &ctx,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"mode=755",
+    )
+    .expect("mount a tmpfs on the context");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(&ctx);
+    fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    fs::write(ctx.join("data.txt"), "from the mounted context\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("{BASE}RUN --mount=type=bind,target=/ctx cat /ctx/data.txt > /seen\n"),
+    )
+    .unwrap();
+    let kiln = Kiln::new();
+    kiln.build_ok(&["-t", "mounted:1", path(&ctx)]);
+    assert_eq!(
+        kiln.image("mounted:1").text("seen"),
+        "from the mounted context\n"
+    );
+}

@@ -197,9 +197,14 @@ fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
         }
     }
     for p in lowers {
-        let parent = p.parent().map(Path::to_path_buf).unwrap_or(p);
-        if !roots.iter().any(|r| parent.starts_with(r)) {
-            roots.push(parent);
+        // The parent only when it is on the same mount: a clone does not take the mounts
+        // below it, and a context directory can be a mount point of its own.
+        let root = match p.parent() {
+            Some(parent) if same_mount(&p, parent) => parent.to_path_buf(),
+            _ => p,
+        };
+        if !roots.iter().any(|r| root.starts_with(r)) {
+            roots.push(root);
         }
     }
     for p in host_paths(run) {
@@ -208,6 +213,22 @@ fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
         }
     }
     roots
+}
+
+/// Whether `a` and `b` are on one mount (unknown counts as not).
+fn same_mount(a: &Path, b: &Path) -> bool {
+    let id = |p: &Path| {
+        rustix::fs::statx(
+            CWD,
+            p,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            rustix::fs::StatxFlags::MNT_ID,
+        )
+        .ok()
+        .filter(|s| s.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)
+        .map(|s| s.stx_mnt_id)
+    };
+    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn common_parent(a: &Path, b: &Path) -> PathBuf {
@@ -504,6 +525,17 @@ mod tests {
 
     #[test]
     fn upper_and_work_share_one_clone_and_paths_below_a_root_reuse_it() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = tmp.path();
+        for d in [
+            "layers/a",
+            "layers/b",
+            "tmp/r1/upper",
+            "tmp/r1/work/ovl",
+            "tmp/r1/work/files",
+        ] {
+            std::fs::create_dir_all(s.join(d)).expect("mkdir");
+        }
         let mut run = HelperRun {
             argv: Vec::new(),
             env: Vec::new(),
@@ -512,20 +544,26 @@ mod tests {
             hostname: String::new(),
             network_none: true,
             rootfs: RootfsPlan::Overlay {
-                lowers: vec!["/s/layers/b".into(), "/s/layers/a".into()],
-                upper: "/s/tmp/r1/upper".into(),
-                work: "/s/tmp/r1/work/ovl".into(),
-                target: "/s/tmp/r1/work/scratch/merged".into(),
+                lowers: vec![s.join("layers/b"), s.join("layers/a")],
+                upper: s.join("tmp/r1/upper"),
+                work: s.join("tmp/r1/work/ovl"),
+                target: s.join("tmp/r1/work/scratch/merged"),
             },
             mounts: Vec::new(),
-            files: vec![("/x".into(), "/s/tmp/r1/work/files/file0".into(), 0o644)],
-            scratch: "/s/tmp/r1/work/scratch".into(),
+            files: vec![("/x".into(), s.join("tmp/r1/work/files/file0"), 0o644)],
+            scratch: s.join("tmp/r1/work/scratch"),
             cgroup_procs: None,
             insecure: false,
         };
+        assert_eq!(clone_roots(&mut run), [s.join("tmp/r1"), s.join("layers")]);
+        // A layer directory that is not there (so not known to share its parent's mount)
+        // is cloned by itself.
+        if let RootfsPlan::Overlay { lowers, .. } = &mut run.rootfs {
+            lowers.push(s.join("gone/c"));
+        }
         assert_eq!(
             clone_roots(&mut run),
-            [PathBuf::from("/s/tmp/r1"), "/s/layers".into()]
+            [s.join("tmp/r1"), s.join("layers"), s.join("gone/c")]
         );
     }
 }
