@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::{canonical_json, is_sha256_hex, sha256_hex};
+use crate::digest::{canonical_json, parse_digest, sha256_hex};
 use crate::error::{Result, StoreError};
 use crate::fsutil::{atomic_write, read_if_exists};
 use crate::record::LayerRef;
@@ -26,12 +26,7 @@ impl Store {
     }
 
     fn blob_index_path(&self, diff_id: &str, media_type: &str) -> Result<PathBuf> {
-        let hex = diff_id
-            .strip_prefix("sha256:")
-            .filter(|h| is_sha256_hex(h))
-            .ok_or_else(|| StoreError::InvalidDigest {
-                digest: diff_id.to_string(),
-            })?;
+        let hex = parse_digest(diff_id)?;
         // The media type is hashed so any string names a safe file.
         let kind = &sha256_hex(media_type.as_bytes())[..16];
         Ok(self.layers_dir().join(format!("{hex}.{kind}.json")))

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use crate::glob::GlobPattern;
+use kiln_base::gopath::{self, Pattern as GlobPattern};
 
 /// Errors from parsing or loading ignore patterns.
 #[derive(Debug, thiserror::Error)]
@@ -96,42 +96,6 @@ pub struct IgnoreMatcher {
     exclusions: bool,
 }
 
-/// Go's `filepath.Clean` for `/`-separated paths.
-pub fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if matches!(out.last(), Some(l) if *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
-
-/// Go's `filepath.Dir` for `/`-separated paths.
-fn go_dir(p: &str) -> String {
-    match p.rfind('/') {
-        Some(i) => clean_path(&p[..=i]),
-        None => ".".to_string(),
-    }
-}
-
 /// Lines of an ignore file → patterns, as `ignorefile.ReadAll` does.
 pub fn read_patterns(text: &str) -> Vec<String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -150,7 +114,7 @@ pub fn read_patterns(text: &str) -> Vec<String> {
         }
         let mut p = String::new();
         if !pattern.is_empty() {
-            p = clean_path(pattern);
+            p = gopath::clean(pattern);
             if p.len() > 1 && p.starts_with('/') {
                 p.remove(0);
             }
@@ -276,7 +240,7 @@ impl IgnoreMatcher {
             if p.is_empty() {
                 continue;
             }
-            let mut p = clean_path(p);
+            let mut p = gopath::clean(p);
             let mut exclusion = false;
             if let Some(rest) = p.strip_prefix('!') {
                 if rest.is_empty() {
@@ -317,9 +281,9 @@ impl IgnoreMatcher {
     /// Is `rel_path` (relative to the context root, `/`-separated) excluded? The path is
     /// cleaned first; the root itself (`.`) is never excluded.
     pub fn matches(&self, rel_path: &str) -> bool {
-        let mut p = clean_path(rel_path);
+        let mut p = gopath::clean(rel_path);
         if p.starts_with('/') {
-            p = clean_path(p.trim_start_matches('/'));
+            p = gopath::clean(p.trim_start_matches('/'));
         }
         if p == "." {
             return false;
@@ -329,7 +293,7 @@ impl IgnoreMatcher {
 
     /// moby's `MatchesOrParentMatches`: `file` as given (no cleaning).
     pub fn matches_or_parent_matches(&self, file: &str) -> bool {
-        let parent = go_dir(file);
+        let parent = gopath::dir(file);
         let parent_dirs: Vec<&str> = parent.split('/').collect();
         let mut matched = false;
         for pat in &self.patterns {
@@ -382,7 +346,7 @@ impl IgnoreMatcher {
                 }
                 m = pat.matches(file);
                 if !m && !known {
-                    let parent_path = go_dir(file);
+                    let parent_path = gopath::dir(file);
                     if parent_path != "." {
                         let dirs: Vec<&str> = parent_path.split('/').collect();
                         for j in 0..dirs.len() {
@@ -411,7 +375,7 @@ impl IgnoreMatcher {
         }
         let dir_slash = format!("{dir}/");
         self.patterns.iter().filter(|p| p.exclusion).any(|p| {
-            crate::glob::has_meta(&p.cleaned) || format!("{}/", p.cleaned).starts_with(&dir_slash)
+            gopath::has_meta(&p.cleaned) || format!("{}/", p.cleaned).starts_with(&dir_slash)
         })
     }
 }
@@ -469,25 +433,4 @@ pub fn load_for(context_dir: &Path, dockerfile_path: &Path) -> Result<IgnoreMatc
         }
     }
     Ok(IgnoreMatcher::empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_path_matches_go() {
-        for (a, b) in [
-            ("", "."),
-            ("a/b/", "a/b"),
-            ("a//b/./c", "a/b/c"),
-            ("a/../..", ".."),
-            ("/../a", "/a"),
-            ("/", "/"),
-            ("./a/", "a"),
-            ("!docs/", "!docs"),
-        ] {
-            assert_eq!(clean_path(a), b, "{a}");
-        }
-    }
 }

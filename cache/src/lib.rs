@@ -47,7 +47,6 @@ pub mod context;
 mod digest;
 mod error;
 mod fsutil;
-pub mod glob;
 pub mod ignore;
 mod lookup;
 mod prune;

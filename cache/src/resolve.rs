@@ -41,7 +41,7 @@ pub fn resolve_in_root_nofollow(root: &Path, path: &str) -> Result<PathBuf, Reso
 /// The resolved path relative to `root`, `/`-separated, `""` for the root itself.
 pub fn resolve_rel(root: &Path, path: &str, follow_final: bool) -> Result<String, ResolveError> {
     // Lexical clean first, as BuildKit does with sources: `a/../b` is `b` whatever `a` is.
-    let mut remaining: VecDeque<String> = split(&crate::ignore::clean_path(&format!("/{path}")));
+    let mut remaining: VecDeque<String> = split(&kiln_base::gopath::clean(&format!("/{path}")));
     let mut current: Vec<String> = Vec::new();
     let mut links = 0;
     while let Some(c) = remaining.pop_front() {

@@ -472,3 +472,25 @@ fn context_open_requires_a_directory() {
     let err = Context::open(&d.path().join("missing"), IgnoreMatcher::empty(), None).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
+
+/// BuildKit's reading of a source with `\`: without an unescaped wildcard it is a name as
+/// written (the copy reads the file `a\b` too); after a wildcard `\` escapes. The checksum
+/// used to glob `a\b` (matching `ab`), a key over other bytes than the ones copied.
+#[test]
+fn backslash_is_a_name_without_wildcards_and_an_escape_after_one() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "a\\b", "backslash\n");
+    write(d.path(), "ab", "plain\n");
+    write(d.path(), "d/ab", "under d\n");
+    let c = ctx(d.path());
+    let sum = c.checksum("a\\b", &copy_opts()).unwrap();
+    let names: Vec<&str> = sum.files.iter().map(|f| f.rel_path.as_str()).collect();
+    assert_eq!(names, ["a\\b"]);
+    assert_eq!(
+        sum.files[0].sha256.as_deref(),
+        Some(kiln_cache::sha256_hex(b"backslash\n").as_str())
+    );
+    let sum = c.checksum("*/a\\b", &copy_opts()).unwrap();
+    let names: Vec<&str> = sum.files.iter().map(|f| f.rel_path.as_str()).collect();
+    assert_eq!(names, ["d/ab"]);
+}

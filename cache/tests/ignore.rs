@@ -149,10 +149,7 @@ fn moby_table_matches_or_parent_matches() {
 fn moby_table_matches_using_parent_results() {
     use kiln_cache::ignore::MatchInfo;
     let check = |pm: &IgnoreMatcher, text: &str, want: bool, desc: String| {
-        let parent = match text.rfind('/') {
-            Some(i) => kiln_cache::ignore::clean_path(&text[..=i]),
-            None => ".".to_string(),
-        };
+        let parent = kiln_base::gopath::dir(text);
         let mut info = MatchInfo::default();
         if parent != "." {
             let dirs: Vec<&str> = parent.split('/').collect();

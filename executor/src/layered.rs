@@ -150,11 +150,6 @@ pub fn join_components<S: AsRef<str>>(comps: &[S]) -> String {
     s
 }
 
-/// The clean absolute form of a view path (`a/../b/` → `/b`).
-pub fn clean_path(path: &str) -> String {
-    join_components(&components(path))
-}
-
 /// Result of probing one layer for a path.
 enum Probe {
     Found(Metadata),

@@ -1,37 +1,11 @@
-//! sha256 digests: formatting, validation, and readers/writers that hash the
-//! bytes flowing through them (so a layer or blob is hashed while it streams,
-//! never after being buffered).
+//! Readers and writers that hash the bytes flowing through them (so a layer or blob is
+//! hashed while it streams, never after being buffered). Formatting and validating digest
+//! strings is [`kiln_base::digest`]'s, re-exported here for the crate's users.
 
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 
-/// The `sha256:<hex>` digest of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// Checks that `digest` is `sha256:` followed by 64 lowercase hex digits and
-/// returns the hex part. Anything else is refused: digests become file names
-/// (`blobs/sha256/<hex>`), so they must never carry `/` or `..`.
-pub fn digest_hex(digest: &str) -> Result<&str, InvalidDigest> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| InvalidDigest(digest.to_string()))?;
-    if hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        Ok(hex)
-    } else {
-        Err(InvalidDigest(digest.to_string()))
-    }
-}
-
-/// A digest string that is not `sha256:<64 lowercase hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
-pub struct InvalidDigest(pub String);
+pub use kiln_base::digest::{InvalidDigest, digest_hex, sha256_digest};
 
 /// A writer that hashes and counts every byte before passing it on.
 #[derive(Debug)]
@@ -150,15 +124,6 @@ mod tests {
             sha256_digest(b""),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-    }
-
-    #[test]
-    fn digest_hex_refuses_paths_and_uppercase() {
-        let good = sha256_digest(b"x");
-        assert_eq!(digest_hex(&good).unwrap(), &good[7..]);
-        assert!(digest_hex("sha256:../../etc/passwd").is_err());
-        assert!(digest_hex(&good.to_uppercase()).is_err());
-        assert!(digest_hex("md5:abc").is_err());
     }
 
     #[test]

@@ -326,50 +326,11 @@ pub enum OciError {
     MediaType(String),
 }
 
-/// Serializes `value` as canonical JSON: object keys sorted by byte order,
-/// no insignificant whitespace. Use this for every byte that is hashed.
+/// `value` as canonical JSON ([`kiln_base::canonical_json`]), for the image's own types,
+/// whose serialization cannot fail (string keys only); use this for every byte that is
+/// hashed.
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    // Serializing our own types to a Value cannot fail (no non-string keys).
-    let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-    let mut out = Vec::new();
-    write_canonical(&value, &mut out);
-    out
-}
-
-fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(k.clone()), out);
-                out.push(b':');
-                write_canonical(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_scalar(scalar, out),
-    }
-}
-
-fn write_scalar(value: &serde_json::Value, out: &mut Vec<u8>) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    kiln_base::canonical_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
 }
 
 /// Canonical JSON of `value` with its `sha256:` digest and size.

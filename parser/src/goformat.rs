@@ -1,8 +1,8 @@
 //! Go-compatible text formatting that BuildKit's outputs depend on.
 //!
 //! `strconv.Quote` (for the AST dump), `%q` of a `[]string` (history of CMD/ENTRYPOINT),
-//! `path.Clean`, and `time.Duration` parsing and printing (HEALTHCHECK). Kept in one place
-//! so every byte-exact output uses the same helpers.
+//! and `time.Duration` parsing and printing (HEALTHCHECK). Kept in one place so every
+//! byte-exact output uses the same helpers. (`path.Clean` is [`kiln_base::gopath`]'s.)
 
 /// Whether Go's `unicode.IsPrint` would call `c` printable (approximation without tables:
 /// controls, separators other than the ASCII space, and format characters are not).
@@ -68,34 +68,6 @@ pub fn quote_list(items: &[String]) -> String {
 /// Go's `fmt.Sprintf("%v", []string{...})`: `[a b]`.
 pub fn plain_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
-}
-
-/// Go's `path.Clean` for slash-separated paths.
-pub fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds (negative values are rejected by callers).
@@ -225,12 +197,5 @@ mod tests {
         assert_eq!(format_duration(1_500_000_000), "1.5s");
         assert_eq!(format_duration(500_000_000), "500ms");
         assert_eq!(format_duration(3_600_000_000_000), "1h0m0s");
-    }
-
-    #[test]
-    fn clean_path_matches_go() {
-        assert_eq!(clean_path("/a/b/../c/"), "/a/c");
-        assert_eq!(clean_path("/../x"), "/x");
-        assert_eq!(clean_path("a//b/."), "a/b");
     }
 }

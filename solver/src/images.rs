@@ -139,8 +139,5 @@ pub fn read_image(
 
 /// The hex of a `sha256:` digest (a snapshot's id).
 pub(crate) fn hex_of(digest: &str) -> Result<&str, ImageError> {
-    digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64)
-        .ok_or_else(|| ImageError::NotSha256(digest.to_string()))
+    kiln_base::digest::digest_hex(digest).map_err(|e| ImageError::NotSha256(e.0))
 }

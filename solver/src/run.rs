@@ -125,7 +125,7 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
         });
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    let is_id = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let is_id = kiln_base::digest::is_sha256_hex(hex);
     let digest = format!("sha256:{hex}");
     if !is_id || !store.has_blob(&digest) {
         return Err(RunError::NoSuchImage(reference.to_string()));

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::StoreError;
-use crate::glob::BadPattern;
 use crate::ignore::{IgnoreError, IgnoreMatcher};
 use crate::resolve::ResolveError;
 use crate::statcache::StatCache;
+use kiln_base::gopath::BadPattern;
 
 pub use diff::diff_entries;
 

@@ -13,10 +13,10 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::{ChecksumStats, Context, ContextError, EntryKind, HashedEntry};
-use crate::glob::{GlobPattern, has_meta};
-use crate::ignore::{IgnoreMatcher, MatchInfo, clean_path};
+use crate::ignore::{IgnoreMatcher, MatchInfo};
 use crate::resolve::resolve_rel;
 use crate::statcache::{RACY_WINDOW, StatKey};
+use kiln_base::gopath::{self, Pattern as GlobPattern, has_meta, has_wildcards};
 
 /// A selected source: the path as matched (lexical) and where it resolved to.
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
 
 /// Lexically cleaned, root-relative form of a pattern (`""` for the root).
 fn lexical(pattern: &str) -> String {
-    let c = clean_path(&format!("/{pattern}"));
+    let c = gopath::clean(&format!("/{pattern}"));
     c.trim_start_matches('/').to_string()
 }
 
@@ -143,7 +143,7 @@ impl Context {
         opts: &super::ChecksumOptions,
     ) -> Result<Vec<Source>, ContextError> {
         let lex = lexical(pattern);
-        if !(opts.wildcard && has_meta(&lex)) {
+        if !(opts.wildcard && has_wildcards(&lex)) {
             let resolved = resolve_rel(&self.root, pattern, opts.follow_links)?;
             let not_found = || ContextError::NotFound {
                 pattern: pattern.to_string(),
@@ -176,10 +176,14 @@ impl Context {
         }
 
         // Wildcards: expand one component at a time, listing only the directories the
-        // pattern walks through.
+        // pattern walks through. As in BuildKit, the components before the first one with
+        // a wildcard are names as written (`\` included); from there on each is a
+        // `filepath.Match` pattern (where `\` escapes), the copy's reading too.
         let mut candidates = vec![String::new()];
+        let mut matching = false;
         for comp in lex.split('/') {
-            if !has_meta(comp) {
+            matching |= has_wildcards(comp);
+            if !(matching && has_meta(comp)) {
                 for c in &mut candidates {
                     *c = join(c, comp);
                 }

@@ -107,13 +107,12 @@ pub(crate) fn free_space(file: &File) -> io::Result<u64> {
 
 /// Parses `sha256:<hex>` into lowercase hex.
 pub fn parse_checksum(s: &str) -> Result<String, HttpError> {
-    let hex = s
-        .strip_prefix("sha256:")
-        .ok_or_else(|| HttpError::InvalidChecksum(s.to_string()))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(HttpError::InvalidChecksum(s.to_string()));
-    }
-    Ok(hex.to_ascii_lowercase())
+    // Upper-case hex is lowered first: kiln has always taken it (BuildKit refuses it), and
+    // a Dockerfile that built must keep building.
+    s.strip_prefix(kiln_base::digest::SHA256_PREFIX)
+        .map(str::to_ascii_lowercase)
+        .filter(|hex| kiln_base::digest::is_sha256_hex(hex))
+        .ok_or_else(|| HttpError::InvalidChecksum(s.to_string()))
 }
 
 /// The file name BuildKit gives a URL: the basename of its (decoded) path.

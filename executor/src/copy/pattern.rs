@@ -1,210 +1,12 @@
-//! Path patterns for COPY/ADD.
+//! `--parents` patterns for COPY/ADD: Go `filepath.Match` components plus `**`.
 //!
-//! - [`go_match`]: Go's `filepath.Match` (source wildcards: `*` and `?` never match `/`,
-//!   `[...]` classes with `^` negation and ranges, `\` escapes).
+//! - One component, and a plain wildcard source, is [`kiln_base::gopath`]'s
+//!   `filepath.Match` (`*` and `?` never match `/`, `[...]` classes, `\` escapes), the
+//!   same matcher the context checksum uses for the cache key.
 //! - `--exclude` uses the `.dockerignore` matcher, [`kiln_cache::IgnoreMatcher`] (both
 //!   are moby's patternmatcher).
-//! - [`has_wildcards`]: whether a path component needs matching at all.
 
-/// A pattern that does not parse.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("syntax error in pattern {pattern:?}")]
-pub struct BadPattern {
-    pub pattern: String,
-}
-
-/// True when `s` contains an unescaped `*`, `?` or `[`.
-pub fn has_wildcards(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 1,
-            b'*' | b'?' | b'[' => return true,
-            _ => {}
-        }
-        i += 1;
-    }
-    false
-}
-
-/// Go's `filepath.Match(pattern, name)` on Unix.
-pub fn go_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {
-    let bad = || BadPattern {
-        pattern: pattern.to_string(),
-    };
-    let mut pat: &[char] = &pattern.chars().collect::<Vec<_>>();
-    let name_chars: Vec<char> = name.chars().collect();
-    let mut name: &[char] = &name_chars;
-    'outer: while !pat.is_empty() {
-        let (star, chunk, rest) = scan_chunk(pat);
-        pat = rest;
-        if star && chunk.is_empty() {
-            return Ok(!name.contains(&'/'));
-        }
-        let (t, ok, err) = match_chunk(chunk, name);
-        if ok && (t.is_empty() || !pat.is_empty()) {
-            name = t;
-            continue;
-        }
-        if err {
-            return Err(bad());
-        }
-        if star {
-            let mut i = 0;
-            while i < name.len() && name[i] != '/' {
-                let (t, ok, err) = match_chunk(chunk, &name[i + 1..]);
-                if ok {
-                    if pat.is_empty() && !t.is_empty() {
-                        i += 1;
-                        continue;
-                    }
-                    name = t;
-                    continue 'outer;
-                }
-                if err {
-                    return Err(bad());
-                }
-                i += 1;
-            }
-        }
-        // Report a syntax error in the rest of the pattern even when the match failed.
-        while !pat.is_empty() {
-            let (_, chunk, rest) = scan_chunk(pat);
-            pat = rest;
-            if match_chunk(chunk, &[]).2 {
-                return Err(bad());
-            }
-        }
-        return Ok(false);
-    }
-    Ok(name.is_empty())
-}
-
-fn scan_chunk(mut pat: &[char]) -> (bool, &[char], &[char]) {
-    let mut star = false;
-    while pat.first() == Some(&'*') {
-        pat = &pat[1..];
-        star = true;
-    }
-    let mut inrange = false;
-    let mut i = 0;
-    while i < pat.len() {
-        match pat[i] {
-            '\\' if i + 1 < pat.len() => {
-                i += 1;
-            }
-            '[' => inrange = true,
-            ']' => inrange = false,
-            '*' if !inrange => break,
-            _ => {}
-        }
-        i += 1;
-    }
-    (star, &pat[..i], &pat[i..])
-}
-
-/// Returns (rest of name, matched, syntax error).
-fn match_chunk<'a>(mut chunk: &[char], mut s: &'a [char]) -> (&'a [char], bool, bool) {
-    let mut failed = false;
-    while !chunk.is_empty() {
-        if !failed && s.is_empty() {
-            failed = true;
-        }
-        match chunk[0] {
-            '[' => {
-                let mut r = '\0';
-                if !failed {
-                    r = s[0];
-                    s = &s[1..];
-                }
-                chunk = &chunk[1..];
-                let mut negated = false;
-                if chunk.first() == Some(&'^') {
-                    negated = true;
-                    chunk = &chunk[1..];
-                }
-                let mut matched = false;
-                let mut nrange = 0;
-                loop {
-                    if chunk.first() == Some(&']') && nrange > 0 {
-                        chunk = &chunk[1..];
-                        break;
-                    }
-                    let Some((lo, rest)) = get_esc(chunk) else {
-                        return (&[], false, true);
-                    };
-                    chunk = rest;
-                    let mut hi = lo;
-                    if chunk.first() == Some(&'-') {
-                        let Some((h, rest)) = get_esc(&chunk[1..]) else {
-                            return (&[], false, true);
-                        };
-                        hi = h;
-                        chunk = rest;
-                    }
-                    if lo <= r && r <= hi {
-                        matched = true;
-                    }
-                    nrange += 1;
-                }
-                if matched == negated {
-                    failed = true;
-                }
-            }
-            '?' => {
-                if !failed {
-                    if s[0] == '/' {
-                        failed = true;
-                    }
-                    s = &s[1..];
-                }
-                chunk = &chunk[1..];
-            }
-            c => {
-                let c = if c == '\\' {
-                    chunk = &chunk[1..];
-                    match chunk.first() {
-                        Some(c) => *c,
-                        None => return (&[], false, true),
-                    }
-                } else {
-                    c
-                };
-                if !failed {
-                    if c != s[0] {
-                        failed = true;
-                    }
-                    s = &s[1..];
-                }
-                chunk = &chunk[1..];
-            }
-        }
-    }
-    if failed {
-        (&[], false, false)
-    } else {
-        (s, true, false)
-    }
-}
-
-fn get_esc(chunk: &[char]) -> Option<(char, &[char])> {
-    let mut chunk = chunk;
-    match chunk.first() {
-        None | Some('-') | Some(']') => return None,
-        Some('\\') => {
-            chunk = &chunk[1..];
-            chunk.first()?;
-        }
-        _ => {}
-    }
-    let r = chunk[0];
-    let rest = &chunk[1..];
-    if rest.is_empty() {
-        return None;
-    }
-    Some((r, rest))
-}
+use kiln_base::gopath::{BadPattern, filepath_match};
 
 /// Matches a `/`-separated relative path against a pattern whose components are Go
 /// patterns, plus `**` components spanning any number of directories. Returns
@@ -228,7 +30,7 @@ pub fn match_parents_pattern(
             if i == ns {
                 return Ok((false, true));
             }
-            if !go_match(&pattern[i], path[i])? {
+            if !filepath_match(&pattern[i], path[i])? {
                 return Ok((false, false));
             }
         }
@@ -253,7 +55,7 @@ pub fn match_parents_pattern(
             } else if j == ns {
                 Ok((false, true))
             } else {
-                match go_match(&pattern[i], path[j]) {
+                match filepath_match(&pattern[i], path[j]) {
                     Err(e) => Err(e),
                     Ok(true) => table[(i + 1) * width + j + 1].clone(),
                     Ok(false) => Ok((false, false)),
@@ -268,34 +70,6 @@ pub fn match_parents_pattern(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_match_table() {
-        let cases = [
-            ("abc", "abc", true),
-            ("*", "abc", true),
-            ("*c", "abc", true),
-            ("a*", "a", true),
-            ("a*", "ab/c", false),
-            ("a*/b", "abc/b", true),
-            ("a*b*c*d*e*/f", "axbxcxdxe/f", true),
-            ("ab[c]", "abc", true),
-            ("ab[b-d]", "abc", true),
-            ("ab[^c]", "abc", false),
-            ("ab[^b-d]", "abe", true),
-            ("a\\*b", "a*b", true),
-            ("a\\*b", "ab", false),
-            ("a?b", "a☺b", true),
-            ("a?b", "a/b", false),
-            ("*.txt", "foo.txt", true),
-            ("*.txt", "dir/foo.txt", false),
-        ];
-        for (p, n, want) in cases {
-            assert_eq!(go_match(p, n), Ok(want), "{p} vs {n}");
-        }
-        assert!(go_match("[", "a").is_err());
-        assert!(go_match("a[", "x").is_err());
-    }
 
     #[test]
     fn parents_pattern_partial_and_full() {
@@ -330,7 +104,7 @@ mod tests {
         if s.is_empty() {
             return Ok((false, true));
         }
-        if go_match(&p[0], s[0])? {
+        if filepath_match(&p[0], s[0])? {
             reference(&p[1..], &s[1..])
         } else {
             Ok((false, false))

@@ -9,9 +9,10 @@
 //! that does not exist is an error.
 
 use super::CopyError;
-use super::pattern::{go_match, has_wildcards, match_parents_pattern};
+use super::pattern::match_parents_pattern;
 use super::tree::Source;
 use crate::layered::{Entry, components, join_components};
+use kiln_base::gopath::{self, filepath_match, has_wildcards};
 
 /// One source entry selected by a source argument.
 pub(crate) struct Match {
@@ -76,7 +77,7 @@ fn walk_matches(
         } else {
             format!("{rel}/{}", child.name)
         };
-        if go_match(pattern, &crel).map_err(|e| CopyError::Pattern(e.to_string()))? {
+        if filepath_match(pattern, &crel).map_err(|e| CopyError::Pattern(e.to_string()))? {
             let resolved = src.fs.resolve(&child.entry.path, true)?;
             // A dangling symlink matched by a wildcard has nothing to copy.
             if let Some(entry) = src.fs.metadata(&resolved)? {
@@ -118,16 +119,12 @@ pub(crate) fn parents_spec(src: &Source<'_>, path: &str) -> Result<ParentsSpec, 
         all.extend(pattern.iter().cloned());
         Some(join_components(&all))
     };
-    let base = src.fs.resolve(&clean_base(&base), true)?;
+    let base = src.fs.resolve(&gopath::clean(&format!("/{base}")), true)?;
     Ok(ParentsSpec {
         base,
         pattern,
         required,
     })
-}
-
-fn clean_base(b: &str) -> String {
-    join_components(&components(b))
 }
 
 /// Walks the pivot and returns `(path below the pivot, entry)` for every match, in order.

@@ -11,10 +11,10 @@ use thiserror::Error;
 
 use crate::error::{ParseError, render_at, with_suggestion};
 use crate::expand::{EnvList, Lexer};
-use crate::goformat::clean_path;
 use crate::graph::*;
 use crate::instructions::{Command, Dockerfile, Instruction, StageDecl};
 use crate::mount::split_csv;
+use kiln_base::gopath::clean as clean_path;
 
 mod steps;
 use steps::StageLowering;

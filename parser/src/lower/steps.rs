@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{Ctx, FromRef, StageResult, at, build_arg, normalize_workdir};
 use crate::expand::{Env, Lexer};
-use crate::goformat::{clean_path, plain_list, quote_list};
+use crate::goformat::{plain_list, quote_list};
 use crate::graph::*;
 use crate::history::{
     healthcheck_string, parse_port_spec, run_command_string, valid_chmod, valid_signal,
@@ -14,6 +14,7 @@ use crate::instructions::{Command, CopyCommand, Instruction, RunCommand};
 use crate::lower::LowerError;
 use crate::mount::{RawMount, parse_mount};
 use crate::syntax::{chomp_heredoc_content, parse_heredoc};
+use kiln_base::gopath::clean as clean_path;
 
 pub(super) struct StageLowering<'c, 'a> {
     pub(super) ctx: &'c mut Ctx<'a>,

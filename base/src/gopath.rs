@@ -1,10 +1,73 @@
-//! A port of Go's `path/filepath.Match` (the wildcard syntax of COPY/ADD sources and the
-//! syntax check of `.dockerignore` patterns).
+//! Go's path rules for `/`-separated paths, as BuildKit and moby apply them: `path.Clean`,
+//! `filepath.Match` on Unix, and which COPY/ADD sources are wildcards.
 //!
-//! Syntax: `*` any run of non-`/` characters, `?` one non-`/` character, `[...]` a class
-//! (`[^...]` negated, ranges `a-z`, `\` escapes inside), `\c` a literal `c`. Malformed
-//! patterns (`[`, `[]a]`, `[-]`, `[x-]`, `[a-b-c]`, a trailing `\`) are errors even
-//! when they would not be reached, like Go ≥ 1.16.
+//! Cache keys and the copy itself must read a source path the same way (a key over
+//! other files than the ones copied is a wrong cache hit), so both take these from here.
+//!
+//! Match syntax: `*` any run of non-`/` characters, `?` one non-`/` character, `[...]` a
+//! class (`[^...]` negated, ranges `a-z`, `\` escapes inside), `\c` a literal `c`.
+//! Malformed patterns (`[`, `[]a]`, `[-]`, `[x-]`, `[a-b-c]`, a trailing `\`) are errors
+//! even when they would not be reached, like Go ≥ 1.16.
+
+/// Go's `path.Clean`: `.` and empty parts dropped, `..` resolved lexically (kept at the
+/// front of a relative path, dropped at the root), `.` for an empty result.
+pub fn clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// Go's `filepath.Dir` for `/`-separated paths: all but the last element, cleaned.
+pub fn dir(p: &str) -> String {
+    match p.rfind('/') {
+        Some(i) => clean(&p[..=i]),
+        None => ".".to_string(),
+    }
+}
+
+/// BuildKit's `containsWildcards` (Unix): an unescaped `*`, `?` or `[`. A source path
+/// without one is a literal name, `\` and all; the first component with one starts the
+/// part that is matched.
+pub fn has_wildcards(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'*' | b'?' | b'[' => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Go's `filepath` `hasMeta` (Unix): any character special to [`Pattern`] (`*`, `?`, `[`,
+/// `\`), escaped or not: whether a pattern could match anything but its own text.
+pub fn has_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', '\\'])
+}
 
 /// The pattern is malformed (Go's `filepath.ErrBadPattern`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,18 +89,13 @@ enum Tok {
 
 /// A compiled `filepath.Match` pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GlobPattern {
+pub struct Pattern {
     toks: Vec<Tok>,
 }
 
-/// True if `s` has any character special to [`GlobPattern`] (`*`, `?`, `[`, `\`).
-pub fn has_meta(s: &str) -> bool {
-    s.contains(['*', '?', '[', '\\'])
-}
-
-impl GlobPattern {
+impl Pattern {
     /// Compiles `pattern`, rejecting malformed syntax.
-    pub fn new(pattern: &str) -> Result<GlobPattern, BadPattern> {
+    pub fn new(pattern: &str) -> Result<Pattern, BadPattern> {
         let bad = || BadPattern {
             pattern: pattern.to_string(),
         };
@@ -93,7 +151,7 @@ impl GlobPattern {
                 }
             }
         }
-        Ok(GlobPattern { toks })
+        Ok(Pattern { toks })
     }
 
     /// True if the whole of `name` matches.
@@ -134,9 +192,9 @@ fn class_char(chars: &[char], i: usize) -> Option<(char, usize)> {
     }
 }
 
-/// `filepath.Match(pattern, name)`.
-pub fn glob_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {
-    Ok(GlobPattern::new(pattern)?.matches(name))
+/// Go's `filepath.Match(pattern, name)` on Unix.
+pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {
+    Ok(Pattern::new(pattern)?.matches(name))
 }
 
 #[cfg(test)]
@@ -201,10 +259,71 @@ mod tests {
             ("a[", "a", Err(())),
             ("a[", "ab", Err(())),
             ("*x", "xxx", Ok(true)),
+            // The COPY source matcher's own table.
+            ("ab[^b-d]", "abe", Ok(true)),
+            ("*.txt", "foo.txt", Ok(true)),
+            ("*.txt", "dir/foo.txt", Ok(false)),
         ];
         for (pattern, name, want) in cases {
-            let got = glob_match(pattern, name).map_err(|_| ());
+            let got = filepath_match(pattern, name).map_err(|_| ());
             assert_eq!(&got, want, "Match({pattern:?}, {name:?})");
         }
+    }
+    #[test]
+    fn clean_is_go_path_clean() {
+        for (a, b) in [
+            ("", "."),
+            (".", "."),
+            ("/", "/"),
+            ("//", "/"),
+            ("/a/b/../c/", "/a/c"),
+            ("/../x", "/x"),
+            ("a//b/.", "a/b"),
+            ("../a/..", ".."),
+            ("a/../../b", "../b"),
+            ("./", "."),
+            ("abc/def/../../..", ".."),
+            ("/abc/def/../../..", "/"),
+            ("./a/", "a"),
+            ("!docs/", "!docs"),
+        ] {
+            assert_eq!(clean(a), b, "Clean({a:?})");
+        }
+    }
+
+    #[test]
+    fn dir_is_go_filepath_dir() {
+        for (a, b) in [
+            ("a/b", "a"),
+            ("a/b/", "a/b"),
+            ("a", "."),
+            ("/a", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(dir(a), b, "Dir({a:?})");
+        }
+    }
+
+    /// BuildKit's rule (fsutil and contenthash `containsWildcards`): an escaped wildcard is
+    /// no wildcard, and a `\` alone does not make a source a pattern. The context checksum
+    /// used to treat `a\b` as a pattern (matching `ab`) while the copy read the file
+    /// `a\b`.
+    #[test]
+    fn only_unescaped_stars_questions_and_brackets_are_wildcards() {
+        for s in ["*", "a?", "[ab]", "x/\\*y*", "\\\\*"] {
+            assert!(has_wildcards(s), "{s}");
+        }
+        for s in ["abc", "a\\b", "a\\*", "\\?", "\\[x]", "x\\"] {
+            assert!(!has_wildcards(s), "{s}");
+        }
+        assert!(has_meta("a\\b") && has_meta("a*") && !has_meta("abc"));
+    }
+
+    #[test]
+    fn bad_pattern_names_the_pattern() {
+        assert_eq!(
+            filepath_match("a[", "a").unwrap_err().to_string(),
+            "syntax error in pattern \"a[\""
+        );
     }
 }
