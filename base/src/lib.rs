@@ -2,15 +2,18 @@
 //!
 //! Each of these used to be written again in the crate that needed it, and the copies
 //! drifted apart (one matcher escaped `\`, the other did not; one atomic write skipped the
-//! fsync). This crate is the lowest in the workspace: it depends on no other kiln crate,
-//! does no I/O beyond what [`atomic`] is for, and knows nothing of Dockerfiles, stores or
-//! sandboxes.
+//! fsync; one host platform had arm's variant, the other not). This crate is the lowest in
+//! the workspace: it depends on no other kiln crate, does no I/O beyond what [`atomic`] is
+//! for, and knows nothing of Dockerfiles, stores or sandboxes.
 //!
 //! - [`digest`]: `sha256:<hex>` strings: hashing, validation, the hex part.
 //! - [`canonical_json`]: the JSON bytes kiln hashes (keys sorted, no whitespace).
 //! - [`gopath`]: Go's `path.Clean` and `filepath.Match` (Unix: `\` escapes), and
 //!   BuildKit's rule for which sources are wildcards.
+//! - [`whiteout`]: deletions and opaque directories, as tar markers and as overlayfs
+//!   devices and xattrs.
 
 pub mod canonical_json;
 pub mod digest;
 pub mod gopath;
+pub mod whiteout;

@@ -13,9 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// xattr marking an opaque directory in a layer directory.
-pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
-const OVERLAY_XATTR_PREFIX: &str = "user.overlay.";
+use kiln_base::whiteout::{self, OPAQUE_VALUE, OPAQUE_XATTR, is_whiteout_device};
 
 /// Why a layer directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +36,11 @@ pub(crate) fn ioe(
     move |source| DiffError::Io { path, op, source }
 }
 
-/// Is this entry an overlay whiteout (a 0:0 character device)?
-pub fn is_whiteout(md: &Metadata) -> bool {
-    md.file_type().is_char_device() && md.rdev() == 0
-}
-
 /// Does this directory hide the layers below it?
 pub fn is_opaque(path: &Path) -> bool {
-    matches!(xattr::get(path, OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+    whiteout::OPAQUE_XATTRS
+        .iter()
+        .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == OPAQUE_VALUE))
 }
 
 /// Sorted names in a directory.
@@ -82,7 +77,7 @@ pub(crate) fn merged_children(
                 continue;
             }
             let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
-            if is_whiteout(&md) {
+            if is_whiteout_device(&md) {
                 slot.closed = true;
             } else if md.is_dir() {
                 let opaque = is_opaque(&p);
@@ -117,7 +112,7 @@ pub(crate) fn merged_lookup(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(ioe(&p, "stat")(e)),
         };
-        if is_whiteout(&md) {
+        if is_whiteout_device(&md) {
             break;
         }
         if md.is_dir() {
@@ -185,7 +180,7 @@ pub(crate) fn content_xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>,
         Err(e) => return Err(ioe(path, "list xattrs")(e)),
     };
     for name in names {
-        if name.to_string_lossy().starts_with(OVERLAY_XATTR_PREFIX) {
+        if whiteout::is_overlay_xattr(&name.to_string_lossy()) {
             continue;
         }
         if let Some(v) = xattr::get(path, &name).map_err(ioe(path, "read xattr"))? {
@@ -532,7 +527,7 @@ impl Differ<'_> {
                         // A directory that replaced whatever was there: opaque, all new.
                         self.ensure_out(&rel)?;
                         copy_tree(&src, &dst, &mut self.links)?;
-                        xattr::set(&dst, OPAQUE_XATTR, b"y")
+                        xattr::set(&dst, OPAQUE_XATTR, OPAQUE_VALUE)
                             .map_err(ioe(&dst, "set opaque xattr"))?;
                         top.emitted = true;
                     } else if lmd.is_dir()

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, Metadata};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use kiln_image::limits::{self, CappedReadError, MAX_IMAGE_FILE_SIZE, TooLarge};
@@ -203,16 +203,11 @@ impl LayeredFs {
     }
 
     fn is_whiteout(&self, m: &Metadata) -> bool {
-        !self.plain && m.file_type().is_char_device() && m.rdev() == 0
+        !self.plain && kiln_base::whiteout::is_whiteout_device(m)
     }
 
     fn is_opaque(&self, host: &Path) -> bool {
-        if self.plain {
-            return false;
-        }
-        meta::OPAQUE_XATTRS
-            .iter()
-            .any(|name| matches!(xattr::get(host, name), Ok(Some(v)) if v == b"y"))
+        !self.plain && crate::diff::is_opaque(host)
     }
 
     fn probe(&self, layer: usize, comps: &[String]) -> Result<Probe, LayeredError> {

@@ -351,7 +351,7 @@ fn norm_entry(dir: &Path, lower: &[PathBuf], name: &std::ffi::OsStr) -> Result<N
     // (/usr/lib) costs a few stats, not a listing of the lower directory.
     let lp = diff::merged_lookup(lower, name)?;
     let lp = lp.as_ref();
-    if diff::is_whiteout(&md) {
+    if kiln_base::whiteout::is_whiteout_device(&md) {
         if lp.is_none() {
             fs::remove_file(&p).map_err(ioe(&p, "remove whiteout of nothing"))?;
             return Ok(Norm::Removed);
@@ -414,7 +414,7 @@ fn strip_overlay_xattrs(p: &Path, md: &fs::Metadata) -> Result<(), DiffError> {
     };
     for n in names {
         let s = n.to_string_lossy();
-        if s.starts_with("user.overlay.") && s != diff::OPAQUE_XATTR {
+        if kiln_base::whiteout::is_overlay_xattr(&s) && s != kiln_base::whiteout::OPAQUE_XATTR {
             xattr::remove(p, &n).map_err(ioe(p, "remove overlay xattr"))?;
         }
     }

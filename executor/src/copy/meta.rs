@@ -9,13 +9,7 @@ use std::path::Path;
 
 use filetime::FileTime;
 
-/// Xattrs that mark an opaque directory in a layer (rootless overlay writes `user.`).
-pub const OPAQUE_XATTRS: [&str; 2] = ["user.overlay.opaque", "trusted.overlay.opaque"];
-
-/// Overlay bookkeeping xattrs are layer structure, never file content.
-pub fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.")
-}
+pub use kiln_base::whiteout::is_overlay_xattr;
 
 /// `lchown`.
 pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {

@@ -262,7 +262,7 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
             message: "deletion did not leave a 0:0 whiteout".into(),
         });
     }
-    let opaque = xattr::get(upper.join("d"), "user.overlay.opaque")
+    let opaque = xattr::get(upper.join("d"), kiln_base::whiteout::OPAQUE_XATTR)
         .ok()
         .flatten();
     if opaque.as_deref() != Some(b"y") {

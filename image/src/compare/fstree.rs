@@ -4,6 +4,7 @@
 
 use crate::digest::HashingWriter;
 use crate::limits::{MAX_ARCHIVE_NAME, MAX_IMAGE_FILES, MAX_IMAGE_TREE_BYTES, TooLarge};
+use kiln_base::whiteout::{self, Marker};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -259,16 +260,23 @@ impl FileTree {
                 path
             };
             let (dir, base) = split_parent(&path);
-            if base == ".wh..wh..opq" {
-                let dir = dir.to_string();
-                self.remove_lower_children(&dir);
-                continue;
-            }
-            if let Some(gone) = base.strip_prefix(".wh.") {
-                let gone = join(dir, gone);
-                self.remove_lower(&gone);
-                self.remove_lower_children(&gone);
-                continue;
+            // The unpacker's rules: aufs metadata and `.wh.` alone delete nothing, and a
+            // whiteout of `.` or `..` names no entry of the tree.
+            match whiteout::classify(base.as_bytes()) {
+                None => {}
+                Some(Marker::Opaque) => {
+                    let dir = dir.to_string();
+                    self.remove_lower_children(&dir);
+                    continue;
+                }
+                Some(Marker::Ignored) => continue,
+                Some(Marker::Whiteout(b".." | b".")) => continue,
+                Some(Marker::Whiteout(gone)) => {
+                    let gone = join(dir, &String::from_utf8_lossy(gone));
+                    self.remove_lower(&gone);
+                    self.remove_lower_children(&gone);
+                    continue;
+                }
             }
             let header = entry.header().clone();
             let kind = match header.entry_type() {
@@ -406,6 +414,19 @@ mod tests {
             .unwrap();
         let keys: Vec<&str> = t.entries.keys().map(String::as_str).collect();
         assert_eq!(keys, ["/b", "/c"]);
+    }
+
+    /// As the unpacker reads them: `.wh.` alone and aufs metadata delete nothing (a bare
+    /// `.wh.` at the root used to delete the whole tree here).
+    #[test]
+    fn bare_and_aufs_markers_delete_nothing() {
+        let mut t = FileTree::new();
+        t.apply_layer(&tar_of(&[("a/", D, b""), ("a/x", F, b"1"), ("b", F, b"2")])[..])
+            .unwrap();
+        t.apply_layer(&tar_of(&[(".wh.", F, b""), ("a/.wh..wh.plnk", F, b"")])[..])
+            .unwrap();
+        let keys: Vec<&str> = t.entries.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["/a", "/a/x", "/b"]);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! point at an existing non-directory inside the destination.
 
 use super::compress::{Compression, decompressor};
-use super::write::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::digest::HashingReader;
+use kiln_base::whiteout::{self, Marker};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 use std::collections::{BTreeMap, HashSet};
@@ -47,7 +47,7 @@ impl Default for UnpackOptions {
     fn default() -> Self {
         Self {
             owners: Owners::Auto,
-            opaque_xattr: "user.overlay.opaque".into(),
+            opaque_xattr: whiteout::OPAQUE_XATTR.into(),
         }
     }
 }
@@ -344,28 +344,29 @@ impl Unpacker<'_> {
             return Ok(());
         };
         // Whiteouts.
-        if last == WHITEOUT_OPAQUE.as_bytes() {
-            let dir = comps[..comps.len() - 1].to_vec();
-            return self.opaque(&name, &dir);
-        }
-        if let Some(hidden) = last.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
-                // `.wh.` alone or other aufs metadata (`.wh..wh.plnk`): ignored.
-                return Ok(());
+        match whiteout::classify(&last) {
+            None => {}
+            Some(Marker::Opaque) => {
+                let dir = comps[..comps.len() - 1].to_vec();
+                return self.opaque(&name, &dir);
             }
+            // `.wh.` alone or other aufs metadata (`.wh..wh.plnk`).
+            Some(Marker::Ignored) => return Ok(()),
             // `.wh..` and `.wh...` would name the directory itself or its parent: on a
             // rootfs, deleting "whatever `..` is" removes what lies outside the target.
-            if hidden == b"." || hidden == b".." {
+            Some(Marker::Whiteout(hidden)) if hidden == b"." || hidden == b".." => {
                 return Err(UnpackError::UnsafePath {
                     name: lossy(&name),
                     reason: "whiteout of `.` or `..`",
                 });
             }
-            let mut target = comps.clone();
-            if let Some(l) = target.last_mut() {
-                *l = hidden.to_vec();
+            Some(Marker::Whiteout(hidden)) => {
+                let mut target = comps.clone();
+                if let Some(l) = target.last_mut() {
+                    *l = hidden.to_vec();
+                }
+                return self.whiteout(&name, &target, &meta);
             }
-            return self.whiteout(&name, &target, &meta);
         }
         let parent = self.parent(&name, &comps)?;
         let leaf = last.as_slice();

@@ -71,7 +71,7 @@ impl Unpacker<'_> {
             Target::LayerDir => rustix::fs::fsetxattr(
                 &fd,
                 self.opts.opaque_xattr.as_str(),
-                b"y",
+                kiln_base::whiteout::OPAQUE_VALUE,
                 XattrFlags::empty(),
             )
             .map_err(|e| self.fs_err(name, "setting the opaque xattr", e)),

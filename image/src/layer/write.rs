@@ -12,6 +12,7 @@ use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
 use super::tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
 use crate::digest::HashingWriter;
+use kiln_base::whiteout;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
@@ -69,17 +70,8 @@ pub enum LayerWriteError {
 /// xattrs that are overlayfs bookkeeping (turned into whiteout entries) or
 /// machine-local labels; they never go into a layer as xattrs.
 fn is_excluded_xattr(name: &str) -> bool {
-    name.starts_with("user.overlay.")
-        || name.starts_with("trusted.overlay.")
-        || name == "security.selinux"
+    whiteout::is_overlay_xattr(name) || name == "security.selinux"
 }
-
-/// Names of the opaque-directory xattr, in the order checked.
-pub const OPAQUE_XATTRS: [&str; 2] = ["user.overlay.opaque", "trusted.overlay.opaque"];
-/// Prefix of a whiteout entry in a layer tar.
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-/// Name of the opaque-directory marker entry in a layer tar.
-pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 
 /// tar → sha256 (diff_id) → compressor → sha256 (digest) → buffer → out.
 type Pipeline<W> = HashingWriter<Compressor<HashingWriter<io::BufWriter<W>>>>;
@@ -147,8 +139,7 @@ impl<W: Write> LayerWriter<W> {
     pub fn append_whiteout(&mut self, path: &[u8]) -> io::Result<()> {
         let (dir, base) = split_parent(path);
         let mut name = dir.to_vec();
-        name.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
-        name.extend_from_slice(base);
+        name.extend_from_slice(&whiteout::whiteout_name(base));
         self.append(
             &name,
             &EntryKind::File { size: 0 },
@@ -164,7 +155,7 @@ impl<W: Write> LayerWriter<W> {
         if !name.is_empty() && !name.ends_with(b"/") {
             name.push(b'/');
         }
-        name.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
+        name.extend_from_slice(whiteout::OPAQUE_MARKER.as_bytes());
         self.append(
             &name,
             &EntryKind::File { size: 0 },
@@ -306,7 +297,7 @@ impl<W: Write> Walk<'_, W> {
             entry: entry_name.clone(),
             source,
         };
-        if ft.is_char_device() && md.rdev() == 0 {
+        if whiteout::is_whiteout_device(&md) {
             self.writer.append_whiteout(&tar_name).map_err(write_err)?;
             return Ok(None);
         }
@@ -437,8 +428,8 @@ fn read_xattrs(path: &Path, _is_symlink: bool) -> io::Result<(BTreeMap<String, V
         let Some(name_str) = name.to_str() else {
             continue;
         };
-        if OPAQUE_XATTRS.contains(&name_str) {
-            opaque |= xattr::get(path, &name)?.as_deref() == Some(b"y");
+        if whiteout::OPAQUE_XATTRS.contains(&name_str) {
+            opaque |= xattr::get(path, &name)?.as_deref() == Some(whiteout::OPAQUE_VALUE);
             continue;
         }
         if INCOMPLETE_OVERLAY_XATTRS.contains(&name_str) {
