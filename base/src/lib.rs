@@ -12,7 +12,9 @@
 //!   BuildKit's rule for which sources are wildcards.
 //! - [`whiteout`]: deletions and opaque directories, as tar markers and as overlayfs
 //!   devices and xattrs.
+//! - [`atomic`]: replacing a file so that a crash leaves the old one or the new one.
 
+pub mod atomic;
 pub mod canonical_json;
 pub mod digest;
 pub mod gopath;

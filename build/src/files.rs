@@ -2,36 +2,32 @@
 //! or not at all, with the user's umask.
 
 use crate::BuildError;
-use std::fs::File;
+use kiln_base::atomic::AtomicFile;
 use std::io::BufWriter;
 use std::path::Path;
 
-/// Writes `dest` through a temporary file beside it, renamed into place only when complete.
+/// Writes `dest` through a temporary file beside it, renamed into place only when complete
+/// ([`AtomicFile`]: the file and the directory fsynced). Created 0666 less the umask, as
+/// `docker save` and any shell redirect would.
 pub fn write_file(
     dest: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    fill: impl FnOnce(&mut BufWriter<AtomicFile>) -> std::io::Result<()>,
 ) -> Result<(), BuildError> {
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // Created 0666 less the umask, as `docker save` and any shell redirect would (a bare
-    // NamedTempFile is 0600, and the rename would keep that).
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(BuildError::io(format!(
-            "creating a temporary file in {}",
-            dir.display()
-        )))?;
+    let tmp = AtomicFile::create(dest, 0o666).map_err(BuildError::io(format!(
+        "creating a temporary file in {}",
+        dir.display()
+    )))?;
     let writing = || format!("writing {}", dest.display());
-    let mut out = BufWriter::new(tmp.reopen().map_err(BuildError::io(writing()))?);
+    let mut out = BufWriter::new(tmp);
     fill(&mut out).map_err(BuildError::io(writing()))?;
     let file = out
         .into_inner()
         .map_err(|e| BuildError::io(writing())(e.into_error()))?;
-    file.sync_all().map_err(BuildError::io(writing()))?;
-    tmp.persist(dest)
-        .map_err(|e| BuildError::io(format!("renaming into {}", dest.display()))(e.error))?;
+    file.commit()
+        .map_err(BuildError::io(format!("renaming into {}", dest.display())))?;
     Ok(())
 }

@@ -1,55 +1,24 @@
-//! Small filesystem helpers: atomic file replacement and directory fsync.
+//! Small filesystem helpers of the store: atomic file replacement with the store's error,
+//! private directories, sizes and removal.
 //!
-//! The pattern everywhere is: write a temp file in the same directory (or the store's
-//! `tmp/`, which is on the same filesystem), fsync it, rename over the final name, fsync
-//! the directory. A process killed at any instant leaves either the old file or the new
-//! one under the final name, plus perhaps a stray temp file that readers never look at.
+//! The pattern everywhere is [`kiln_base::atomic`]'s: write a temp file in the same
+//! directory (or the store's `tmp/`, which is on the same filesystem), fsync it, rename
+//! over the final name, fsync the directory. A process killed at any instant leaves either
+//! the old file or the new one under the final name, plus perhaps a stray temp file that
+//! readers never look at.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::StoreError;
 
-/// A process-unique suffix for temp names: pid, a counter and the clock, so concurrent
-/// writers (threads or processes) never pick the same temp file.
-pub(crate) fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{n}-{nanos:08x}", std::process::id())
-}
+pub use kiln_base::atomic::fsync_dir;
+pub(crate) use kiln_base::atomic::unique_name;
 
-/// fsync a directory so a rename inside it survives a crash.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Atomically replaces `path` with `bytes`: temp file beside it, write, fsync, rename,
-/// fsync the parent directory.
+/// Atomically replaces `path` with `bytes` ([`kiln_base::atomic::write`]).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".to_string());
-    let tmp = parent.join(format!(".{}.tmp", unique_name(&name)));
-    let result = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fsync_dir(parent)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|source| StoreError::Io {
+    kiln_base::atomic::write(path, bytes).map_err(|source| StoreError::Io {
         op: "atomically write",
         path: path.to_path_buf(),
         source,

@@ -325,7 +325,7 @@ impl DockerConfig {
 
     /// Writes the file atomically with mode 0600 (it holds secrets).
     pub fn save(&self) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use kiln_base::atomic::AtomicFile;
         let io = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| RegistryError::Io { op, path, source }
@@ -338,19 +338,10 @@ impl DockerConfig {
                 reason: format!("cannot encode: {e}"),
             }
         })?;
-        let tmp = dir.join(format!(".config.json.kiln-{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(&bytes).map_err(io("write", &tmp))?;
-        f.write_all(b"\n").map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(io("rename into", &self.path))?;
+        let mut f = AtomicFile::create(&self.path, 0o600).map_err(io("create", &self.path))?;
+        f.write_all(&bytes).map_err(io("write", &self.path))?;
+        f.write_all(b"\n").map_err(io("write", &self.path))?;
+        f.commit().map_err(io("write", &self.path))?;
         Ok(())
     }
 }

@@ -63,10 +63,9 @@ impl ExplainLog {
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
         }
+        // The key last: it says the inputs beside it are whole.
         for (dest, content) in [(&path, bytes), (&key_path, inputs.key.clone().into_bytes())] {
-            let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, content).is_err() || std::fs::rename(&tmp, dest).is_err() {
-                let _ = std::fs::remove_file(&tmp);
+            if kiln_base::atomic::write(dest, &content).is_err() {
                 return;
             }
         }

@@ -17,6 +17,7 @@ use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_INDEX,
     MEDIA_TYPE_MANIFEST, ManifestKind, canonical_json, parse_manifest_or_index,
 };
+use kiln_base::atomic::AtomicFile;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -191,11 +192,9 @@ pub fn write_oci_layout(
         {
             continue;
         }
-        let tmp = blob_dir.join(format!(".tmp-{hex}"));
-        let mut file = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        let mut file = AtomicFile::create(&path, 0o666).map_err(io_err("creating", &path))?;
         copy_verified(src, digest, &mut file)?;
-        file.sync_all().map_err(io_err("syncing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
+        file.commit().map_err(io_err("writing", &path))?;
     }
     write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
     write_atomic(&dir.join("index.json"), &index_json(images, &closures))?;
@@ -203,14 +202,11 @@ pub fn write_oci_layout(
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|source| ArchiveError::Io {
-            op: "writing",
-            path: path.to_path_buf(),
-            source,
-        })
+    kiln_base::atomic::write(path, bytes).map_err(|source| ArchiveError::Io {
+        op: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Copies a blob from `src` to `out`, failing if it does not hash to `digest`.
