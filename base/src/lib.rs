@@ -13,9 +13,11 @@
 //! - [`whiteout`]: deletions and opaque directories, as tar markers and as overlayfs
 //!   devices and xattrs.
 //! - [`atomic`]: replacing a file so that a crash leaves the old one or the new one.
+//! - [`platform`]: `os/arch[/variant]` and this machine's, with containerd's names.
 
 pub mod atomic;
 pub mod canonical_json;
 pub mod digest;
 pub mod gopath;
+pub mod platform;
 pub mod whiteout;

@@ -283,30 +283,17 @@ pub struct ImageConfig {
 
 impl Default for ImageConfig {
     fn default() -> Self {
+        let host = kiln_base::platform::Platform::host();
         Self {
             created: None,
             author: None,
-            architecture: host_architecture().into(),
+            architecture: host.architecture,
             os: "linux".into(),
-            variant: None,
+            variant: host.variant,
             config: ContainerConfig::default(),
             rootfs: RootFs::default(),
             history: Vec::new(),
         }
-    }
-}
-
-/// The OCI/Go name of the architecture kiln runs on.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
     }
 }
 

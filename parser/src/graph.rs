@@ -30,13 +30,7 @@ pub struct BuildGraph {
     pub platform: Platform,
 }
 
-/// `os/arch[/variant]`, as in OCI image indexes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
+pub use kiln_base::platform::Platform;
 
 /// One `FROM` and the instructions under it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -41,8 +41,8 @@ pub use name::{
 };
 pub use options::{Progress, ProgressFn, RegistryOptions};
 pub use pull::{
-    FetchedManifest, MANIFEST_ACCEPT, PlatformSpec, PulledImage, choose_platform,
-    fetch_blob_into_store, fetch_manifest, pull_into_store,
+    FetchedManifest, MANIFEST_ACCEPT, PulledImage, choose_platform, fetch_blob_into_store,
+    fetch_manifest, pull_into_store,
 };
 pub use push::{BlobOutcome, PushedImage, blob_exists, push_blob, push_from_store};
 pub use tls::default_certs_dirs;

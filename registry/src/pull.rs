@@ -7,11 +7,12 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use kiln_base::platform::Platform;
 use kiln_cache::{ImageRef, Store, StoreError};
 use kiln_image::limits::{self, CappedReadError, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use kiln_image::oci::{
     Descriptor, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest,
-    ManifestKind, host_architecture, parse_manifest_or_index,
+    ManifestKind, parse_manifest_or_index,
 };
 use ureq::http::Method;
 
@@ -45,61 +46,21 @@ pub struct FetchedManifest {
     pub media_type: String,
 }
 
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformSpec {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl PlatformSpec {
-    /// The host's platform (`linux/amd64` here).
-    pub fn host() -> PlatformSpec {
-        PlatformSpec {
-            os: "linux".into(),
-            architecture: host_architecture().into(),
+/// The platform to pull: `--platform` as given, else this machine's without its variant
+/// (an index's first entry for the architecture is taken then, whatever its variant).
+fn wanted_platform(given: Option<&str>) -> Result<Platform> {
+    match given {
+        Some(p) => Platform::parse(p).map_err(|e| RegistryError::InvalidPlatform(e.0)),
+        None => Ok(Platform {
             variant: None,
-        }
-    }
-
-    /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> Result<PlatformSpec> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(PlatformSpec {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                Ok(PlatformSpec {
-                    os: os.to_string(),
-                    architecture: arch.to_string(),
-                    variant: Some(variant.to_string()),
-                })
-            }
-            _ => Err(RegistryError::InvalidPlatform(s.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for PlatformSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+            ..Platform::host()
+        }),
     }
 }
 
 /// Picks the manifest for `want` from an index: same os and architecture, the wanted
 /// variant if one was asked for (else the first entry of that architecture).
-pub fn choose_platform<'a>(
-    manifests: &'a [Descriptor],
-    want: &PlatformSpec,
-) -> Option<&'a Descriptor> {
+pub fn choose_platform<'a>(manifests: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
     let candidates = manifests.iter().filter(|d| {
         matches!(
             d.media_type.as_str(),
@@ -386,10 +347,7 @@ pub fn pull_into_store(
     let (manifest_bytes, manifest_digest, manifest) = match parse_manifest_or_index(&top.bytes) {
         Ok(ManifestKind::Manifest(m)) => (top.bytes.clone(), top.digest.clone(), m),
         Ok(ManifestKind::Index(index)) => {
-            let want = match &opts.platform {
-                Some(p) => PlatformSpec::parse(p)?,
-                None => PlatformSpec::host(),
-            };
+            let want = wanted_platform(opts.platform.as_deref())?;
             let Some(desc) = choose_platform(&index.manifests, &want) else {
                 let available: Vec<String> = index
                     .manifests
@@ -556,7 +514,7 @@ mod tests {
             entry("arm", Some("v6"), 'd'),
         ];
         let pick = |s: &str| {
-            choose_platform(&list, &PlatformSpec::parse(s).unwrap())
+            choose_platform(&list, &kiln_base::platform::Platform::parse(s).unwrap())
                 .map(|d| d.digest.chars().last().unwrap())
         };
         assert_eq!(pick("linux/amd64"), Some('c'));
@@ -564,6 +522,6 @@ mod tests {
         assert_eq!(pick("linux/arm/v6"), Some('d'));
         assert_eq!(pick("linux/arm"), Some('a'));
         assert_eq!(pick("linux/s390x"), None);
-        assert!(PlatformSpec::parse("amd64").is_err());
+        assert!(wanted_platform(Some("amd64")).is_err());
     }
 }

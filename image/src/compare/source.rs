@@ -11,6 +11,7 @@ use crate::digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
 use crate::layer::compress::decompressor;
 use crate::limits::{self, CappedReadError, MAX_JSON_SIZE, MAX_MANIFEST_SIZE};
 use crate::oci::{ImageConfig, Manifest, ManifestKind, parse_config, parse_manifest_or_index};
+use kiln_base::atomic::AtomicFile;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -116,20 +117,15 @@ impl BlobSink for DirBlobs {
         }
         let dir = self.dir.join("sha256");
         fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(
-            ".tmp-{}",
-            digest_hex(expected_digest).unwrap_or("blob")
-        ));
-        let mut w = HashingWriter::new(File::create(&tmp)?);
+        let mut w = HashingWriter::new(AtomicFile::create(&path, 0o666)?);
         io::copy(reader, &mut w)?;
-        let (_, actual, _) = w.finish();
+        let (file, actual, _) = w.finish();
         if actual != expected_digest {
-            let _ = fs::remove_file(&tmp);
             return Err(io::Error::other(format!(
                 "blob {expected_digest} has digest {actual}: content does not match"
             )));
         }
-        fs::rename(&tmp, &path)
+        file.commit()
     }
 }
 
@@ -200,7 +196,7 @@ fn resolve_manifest(
         match doc {
             ManifestKind::Manifest(m) => return Ok((digest, m)),
             ManifestKind::Index(index) => {
-                let arch = crate::oci::host_architecture();
+                let arch = kiln_base::platform::Platform::host().architecture;
                 let chosen = index
                     .manifests
                     .iter()

@@ -98,31 +98,9 @@ fn env_too_large(span: Span) -> LowerError {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The platform of this machine, with Go's architecture names.
+/// The platform of this machine, with Go's architecture names (BUILDPLATFORM).
 pub fn host_platform() -> Platform {
-    let (arch, variant) = match std::env::consts::ARCH {
-        "x86_64" => ("amd64", None),
-        "x86" => ("386", None),
-        "aarch64" => ("arm64", None),
-        "arm" => ("arm", Some("v7")),
-        "powerpc64" if cfg!(target_endian = "little") => ("ppc64le", None),
-        "powerpc64" => ("ppc64", None),
-        "loongarch64" => ("loong64", None),
-        "mips64" if cfg!(target_endian = "little") => ("mips64le", None),
-        other => (other, None),
-    };
-    Platform {
-        os: std::env::consts::OS.to_string(),
-        architecture: arch.to_string(),
-        variant: variant.map(str::to_string),
-    }
-}
-
-fn format_platform(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
+    Platform::host()
 }
 
 /// Where a stage starts from, before pruning.
@@ -181,14 +159,14 @@ pub fn lower(
     let mut global = EnvList::new();
     let target_name = df.stages[target_idx].name.clone().unwrap_or_default();
     let defaults: [(&str, String); 9] = [
-        ("BUILDPLATFORM", format_platform(&build_platform)),
+        ("BUILDPLATFORM", build_platform.to_string()),
         ("BUILDOS", build_platform.os.clone()),
         ("BUILDARCH", build_platform.architecture.clone()),
         (
             "BUILDVARIANT",
             build_platform.variant.clone().unwrap_or_default(),
         ),
-        ("TARGETPLATFORM", format_platform(&target_platform)),
+        ("TARGETPLATFORM", target_platform.to_string()),
         ("TARGETOS", target_platform.os.clone()),
         ("TARGETARCH", target_platform.architecture.clone()),
         (
