@@ -14,10 +14,14 @@
 //!   devices and xattrs.
 //! - [`atomic`]: replacing a file so that a crash leaves the old one or the new one.
 //! - [`platform`]: `os/arch[/variant]` and this machine's, with containerd's names.
+//! - [`compression`]: gzip, zstd, bzip2, xz or none, by magic number.
+//! - [`passwd`]: `/etc/passwd` and `/etc/group` entries.
 
 pub mod atomic;
 pub mod canonical_json;
+pub mod compression;
 pub mod digest;
 pub mod gopath;
+pub mod passwd;
 pub mod platform;
 pub mod whiteout;

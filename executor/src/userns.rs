@@ -236,12 +236,9 @@ pub fn find_subid_range(text: &str, name: &str, uid: u32) -> Option<(u32, u32)> 
 
 fn user_name(uid: u32) -> String {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
-        })
+    kiln_base::passwd::users(&passwd)
+        .find(|u| u.uid == uid)
+        .map(|u| u.name.to_string())
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_default()
 }

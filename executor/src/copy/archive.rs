@@ -7,6 +7,7 @@
 //! components, a path through a symlink the archive itself created, or a hardlink to
 //! anything that is not a file extracted earlier from the same archive.
 
+use kiln_base::compression::{Compression, SNIFF_LEN, sniff};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -45,31 +46,6 @@ pub enum ArchiveError {
     },
 }
 
-/// Compression detected from the first bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-/// Detects the compression of a stream from its magic bytes.
-pub fn detect(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
 /// Most memory the xz decoder of an ADD archive may use: four times what `xz -9` needs
 /// (a 64 MiB dictionary, 65 MiB to decode). An archive made with a bigger dictionary is
 /// refused with liblzma's "memory usage limit reached".
@@ -78,7 +54,7 @@ pub const MAX_XZ_DECODER_MEMORY: u64 = 256 << 20;
 /// Opens `path` and returns a reader of the decompressed bytes.
 pub fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
     let mut f = File::open(path)?;
-    let mut head = [0u8; 6];
+    let mut head = [0u8; SNIFF_LEN];
     let mut n = 0;
     while n < head.len() {
         let r = f.read(&mut head[n..])?;
@@ -88,7 +64,7 @@ pub fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
         n += r;
     }
     let f = BufReader::new(File::open(path)?);
-    Ok(match detect(&head[..n]) {
+    Ok(match sniff(&head[..n]) {
         Compression::None => Box::new(f),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(f)),
@@ -323,15 +299,6 @@ pub(crate) fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detects_compression_by_magic() {
-        assert_eq!(detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(detect(b"BZh91AY"), Compression::Bzip2);
-        assert_eq!(detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]), Compression::Xz);
-        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
-        assert_eq!(detect(b"hello"), Compression::None);
-    }
 
     #[test]
     fn entry_names_are_confined() {

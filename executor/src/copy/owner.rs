@@ -35,31 +35,17 @@ fn read_db(fs: &LayeredFs, path: &str) -> Result<String, LayeredError> {
 /// `(uid, primary gid)` of user `name` in the view's `/etc/passwd`.
 pub fn lookup_user(fs: &LayeredFs, name: &str) -> Result<Option<(u32, u32)>, LayeredError> {
     let db = read_db(fs, "/etc/passwd")?;
-    for line in db.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 4
-            && f[0] == name
-            && let (Ok(uid), Ok(gid)) = (f[2].trim().parse(), f[3].trim().parse())
-        {
-            return Ok(Some((uid, gid)));
-        }
-    }
-    Ok(None)
+    Ok(kiln_base::passwd::users(&db)
+        .find(|u| u.name == name)
+        .map(|u| (u.uid, u.gid)))
 }
 
 /// The gid of group `name` in the view's `/etc/group`.
 pub fn lookup_group(fs: &LayeredFs, name: &str) -> Result<Option<u32>, LayeredError> {
     let db = read_db(fs, "/etc/group")?;
-    for line in db.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 3
-            && f[0] == name
-            && let Ok(gid) = f[2].trim().parse()
-        {
-            return Ok(Some(gid));
-        }
-    }
-    Ok(None)
+    Ok(kiln_base::passwd::groups(&db)
+        .find(|g| g.name == name)
+        .map(|g| g.gid))
 }
 
 /// Resolves a `--chown` value (`user`, `user:group`, numeric or names) against `fs`.

@@ -1,7 +1,8 @@
 //! Resolving a Dockerfile `USER` value against the container's `/etc/passwd` and
 //! `/etc/group`, with BuildKit's rules and error texts.
 //!
-//! Pure functions over file contents; the helper reads the files after `pivot_root`.
+//! Pure functions over file contents ([`kiln_base::passwd`] reads them); the helper reads
+//! the files after `pivot_root`.
 
 /// The IDs a RUN process gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,51 +27,6 @@ pub enum UserError {
     BadId(String),
 }
 
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
-}
-
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
-}
-
-fn parse_passwd(text: &str) -> Vec<PasswdEntry<'_>> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(PasswdEntry {
-                name: f.first()?,
-                uid: f.get(2)?.parse().ok()?,
-                gid: f.get(3)?.parse().ok()?,
-                home: f.get(5).copied().unwrap_or(""),
-            })
-        })
-        .collect()
-}
-
-fn parse_group(text: &str) -> Vec<GroupEntry<'_>> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(GroupEntry {
-                name: f.first()?,
-                gid: f.get(2)?.parse().ok()?,
-                members: f
-                    .get(3)
-                    .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
-                    .unwrap_or_default(),
-            })
-        })
-        .collect()
-}
-
 fn numeric(s: &str) -> Option<Result<u32, UserError>> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         Some(
@@ -92,8 +48,7 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
         None => (user, None),
     };
     if user_part.is_empty() && group_part.is_none() {
-        let home = parse_passwd(passwd)
-            .iter()
+        let home = kiln_base::passwd::users(passwd)
             .find(|e| e.uid == 0)
             .map(|e| e.home)
             .unwrap_or("/");
@@ -104,7 +59,7 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
             home: non_empty(home),
         });
     }
-    let users = parse_passwd(passwd);
+    let users: Vec<_> = kiln_base::passwd::users(passwd).collect();
     // BuildKit's fast path: numeric uid (and gid) take no IDs from the passwd file.
     if let Some(uid) = numeric(user_part) {
         let uid = uid?;
@@ -148,7 +103,7 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
             None => return Err(UserError::UnknownUser(user_part.to_string())),
         }
     };
-    let groups_db = parse_group(group);
+    let groups_db: Vec<_> = kiln_base::passwd::groups(group).collect();
     let mut groups = Vec::new();
     match group_part {
         Some(g) => {

@@ -53,14 +53,13 @@ impl Compression {
         }
     }
 
-    /// Guesses the compression of a blob from its first bytes.
+    /// Guesses the compression of a blob from its first bytes ([`kiln_base::compression`]);
+    /// formats a layer cannot have (bzip2, xz) count as none.
     pub fn detect(magic: &[u8]) -> Compression {
-        if magic.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
+        match kiln_base::compression::sniff(magic) {
+            kiln_base::compression::Compression::Gzip => Compression::Gzip,
+            kiln_base::compression::Compression::Zstd => Compression::Zstd,
+            _ => Compression::None,
         }
     }
 
