@@ -14,7 +14,6 @@ pub use crate::diff::CopyBase;
 use crate::diff::{
     self, DiffError, Links, ioe, merged_children, merged_root, read_dir_sorted, same_entry,
 };
-use crate::sandbox::{SandboxError, probe_overlay};
 
 /// How a RUN's rootfs is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +22,17 @@ pub enum Snapshotter {
     Overlay,
     /// A full copy of the merged layers, diffed after the RUN.
     Copy,
+}
+
+/// A mount point the sandbox had to create in the rootfs; removed after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stub {
+    /// Path relative to the rootfs, as created (symlinks already resolved).
+    pub path: PathBuf,
+    pub dir: bool,
+    /// The parent's mtime before the stub was created (seconds, nanoseconds).
+    pub parent_mtime: (i64, i64),
+    pub parent_atime: (i64, i64),
 }
 
 /// Why a snapshot could not be prepared or cleaned.
@@ -39,26 +49,6 @@ pub enum SnapshotError {
 }
 
 impl Snapshotter {
-    /// Pick overlay when a test mount (in a throwaway mount namespace, through the sandbox
-    /// helper) works with `userxattr`; otherwise Copy, with the reason. `scratch` is a
-    /// directory this may create files under (on the filesystem layers will live on).
-    pub async fn detect(scratch: &Path) -> (Snapshotter, Option<String>) {
-        let dir = scratch.join(format!("overlay-probe-{}", std::process::id()));
-        let result = match fs::create_dir_all(&dir) {
-            Ok(()) => match probe_overlay(&dir).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(why)) => Err(why),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(format!("{}: {e}", dir.display())),
-        };
-        let _ = fs::remove_dir_all(&dir);
-        match result {
-            Ok(()) => (Snapshotter::Overlay, None),
-            Err(why) => (Snapshotter::Copy, Some(why)),
-        }
-    }
-
     /// Parse `overlay` / `copy` (the `--snapshotter` flag; `auto` is [`Snapshotter::detect`]).
     pub fn from_name(name: &str) -> Option<Snapshotter> {
         match name {
@@ -72,9 +62,10 @@ impl Snapshotter {
 /// Copy snapshotter: write the merged view of `lowers_top_first` into the new directory
 /// `root` (whiteouts and opaque directories applied; hardlinks not shared, like an overlay
 /// copy-up), and record what the diff needs.
-pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase, SandboxError> {
-    fs::create_dir_all(root).map_err(|source| SandboxError::Io {
+pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase, SnapshotError> {
+    fs::create_dir_all(root).map_err(|source| SnapshotError::Io {
         path: root.to_path_buf(),
+        op: "mkdir",
         source,
     })?;
     let mut base = CopyBase {
@@ -94,13 +85,15 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
     // The barrier: everything materialized has ctime <= barrier; wait until the clock has
     // moved past it so any change by the RUN has a later ctime.
     let marker = root.join(".kiln-barrier");
-    let touch = |p: &Path| -> Result<(i64, i64), SandboxError> {
-        fs::write(p, b"").map_err(|source| SandboxError::Io {
+    let touch = |p: &Path| -> Result<(i64, i64), SnapshotError> {
+        fs::write(p, b"").map_err(|source| SnapshotError::Io {
             path: p.to_path_buf(),
+            op: "write",
             source,
         })?;
-        let m = fs::symlink_metadata(p).map_err(|source| SandboxError::Io {
+        let m = fs::symlink_metadata(p).map_err(|source| SnapshotError::Io {
             path: p.to_path_buf(),
+            op: "stat",
             source,
         })?;
         Ok((m.ctime(), m.ctime_nsec()))
@@ -109,14 +102,16 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
     while touch(&marker)? <= barrier {
         std::thread::sleep(std::time::Duration::from_micros(500));
     }
-    fs::remove_file(&marker).map_err(|source| SandboxError::Io {
+    fs::remove_file(&marker).map_err(|source| SnapshotError::Io {
         path: marker.clone(),
+        op: "remove",
         source,
     })?;
     // Removing the marker changed the root's mtime: put it back.
     if let Some(top) = merged_root(lowers_top_first).first() {
-        let md = fs::symlink_metadata(top).map_err(|source| SandboxError::Io {
+        let md = fs::symlink_metadata(top).map_err(|source| SnapshotError::Io {
             path: top.clone(),
+            op: "stat",
             source,
         })?;
         diff::copy_metadata(top, &md, root).map_err(SnapshotError::from)?;
@@ -192,10 +187,7 @@ fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Resu
 /// and left a symlink to a host directory under the old name. So every stub is reached
 /// fd-relative from `root` with no symlink followed ([`beneath`]); a stub that is not where
 /// the sandbox put it any more is the step's business and stays.
-pub(crate) fn remove_stubs(
-    root: &Path,
-    stubs: &[crate::sandbox::StubRef],
-) -> Result<(), SnapshotError> {
+pub(crate) fn remove_stubs(root: &Path, stubs: &[Stub]) -> Result<(), SnapshotError> {
     if stubs.is_empty() {
         return Ok(());
     }

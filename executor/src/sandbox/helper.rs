@@ -32,8 +32,10 @@ use std::path::Path;
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
 
+use super::process::{errno, fork, unshare};
 use super::protocol::{self, Event, HelperRun, Request};
-use super::rootfs::{self, StepError, fail};
+use super::rootfs;
+use super::step::{StepError, fail};
 use super::{idmap, user};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -140,26 +142,6 @@ pub(crate) fn helper_entry() -> i32 {
     }
 }
 
-fn unshare(flags: UnshareFlags, step: &'static str) -> Result<(), StepError> {
-    // SAFETY: the helper is single-threaded (a fresh exec that starts no threads), so no
-    // other thread can observe the unshared file-descriptor table or fs state.
-    unsafe { rustix::thread::unshare_unsafe(flags) }
-        .map_err(fail(step, format!("unshare {flags:?}")))
-}
-
-/// fork(2). Returns 0 in the child.
-pub(super) fn fork(step: &'static str) -> Result<i32, StepError> {
-    // SAFETY: the helper and PID 1 are single-threaded, so the child may run any code
-    // (no lock can be held by a thread that does not exist in the child).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(fail(step, "fork")(rustix::io::Errno::from_raw_os_error(
-            errno(),
-        )));
-    }
-    Ok(pid)
-}
-
 /// close_range(2) from `first` up: closes the fds, or with `cloexec` marks them
 /// close-on-exec (for a process that still needs a close-on-exec pipe until it execs).
 fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
@@ -174,54 +156,6 @@ fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
         ));
     }
     Ok(())
-}
-
-/// As real root where the store cannot be idmapped (`idmap`'s module doc), move into a new
-/// user namespace with the identity mapping, so that the sandbox's capabilities are at
-/// least scoped to namespaces it owns.
-///
-/// A process cannot write a full mapping for itself once it has left the parent namespace,
-/// so a child forked beforehand (still real root outside) writes it.
-pub(super) fn enter_identity_userns() -> Result<(), StepError> {
-    const STEP: &str = "user-namespace";
-    let me = rustix::process::getpid().as_raw_nonzero().get();
-    let (go_r, go_w) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
-    let child = fork(STEP)?;
-    if child == 0 {
-        drop(go_w);
-        let mut go = [0u8; 1];
-        let ok = matches!(rustix::io::read(&go_r, &mut go), Ok(1)) && go[0] == b'1';
-        let mapped = ok
-            && ["uid_map", "gid_map"]
-                .iter()
-                .all(|f| std::fs::write(format!("/proc/{me}/{f}"), "0 0 4294967295\n").is_ok());
-        // SAFETY: leave the forked child at once, running nothing of the parent's state.
-        unsafe { libc::_exit(if mapped { 0 } else { 1 }) };
-    }
-    drop(go_r);
-    let unshared = unshare(UnshareFlags::NEWUSER, STEP);
-    let _ = rustix::io::write(&go_w, if unshared.is_ok() { b"1" } else { b"0" });
-    drop(go_w);
-    let status = loop {
-        match rustix::process::waitpid(Pid::from_raw(child), WaitOptions::empty()) {
-            Ok(Some((_, status))) => break status,
-            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(fail(STEP, "wait for the ID mapper")(e)),
-        }
-    };
-    unshared?;
-    if status.exit_status() != Some(0) {
-        return Err(StepError {
-            step: STEP,
-            message: "writing the identity uid_map/gid_map of the sandbox failed".into(),
-        });
-    }
-    Ok(())
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Mount a tiny overlay in a throwaway mount namespace and check that a deletion leaves a

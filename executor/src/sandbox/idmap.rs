@@ -43,8 +43,9 @@ use rustix::process::{Pid, WaitOptions};
 use rustix::thread::UnshareFlags;
 
 use super::MountKind;
+use super::process::{errno, fork, unshare};
 use super::protocol::{HelperRun, RootfsPlan};
-use super::rootfs::{StepError, fail};
+use super::step::{StepError, fail};
 
 /// An ID range of the host: sandbox IDs `0..count` are host uids `uid..uid+count` and gids
 /// `gid..gid+count`.
@@ -248,7 +249,7 @@ pub(crate) fn enter(run: &mut HelperRun) -> Result<Entered, StepError> {
     let range = range();
     let userns = make_userns(range)?;
     // The clones and the scratch mount live in a mount namespace of the helper's own.
-    unshare(UnshareFlags::NEWNS)?;
+    unshare(UnshareFlags::NEWNS, STEP)?;
     super::rootfs::make_private()?;
     let roots = clone_roots(run);
     let mut clones = Vec::with_capacity(roots.len());
@@ -314,7 +315,7 @@ pub(crate) fn enter(run: &mut HelperRun) -> Result<Entered, StepError> {
     };
     if !ids {
         return Err(fail(STEP, "become root of the sandbox's user namespace")(
-            Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+            Errno::from_raw_os_error(errno()),
         ));
     }
     // A change of credentials clears the parent-death signal: arm it again, and make sure
@@ -351,7 +352,7 @@ pub(crate) fn enter_for_probe(dir: &mut PathBuf) -> Result<Entered, StepError> {
         message: format!("mkdir {}: {e}", run.scratch.display()),
     })?;
     let entered = enter(&mut run)?;
-    unshare(UnshareFlags::NEWNS)?;
+    unshare(UnshareFlags::NEWNS, STEP)?;
     entered.rebase(&mut run)?;
     if let RootfsPlan::Dir { path } = run.rootfs {
         *dir = path;
@@ -359,8 +360,47 @@ pub(crate) fn enter_for_probe(dir: &mut PathBuf) -> Result<Entered, StepError> {
     Ok(entered)
 }
 
+/// As real root where the store cannot be idmapped (`idmap`'s module doc), move into a new
+/// user namespace with the identity mapping, so that the sandbox's capabilities are at
+/// least scoped to namespaces it owns.
+///
+/// A process cannot write a full mapping for itself once it has left the parent namespace,
+/// so a child forked beforehand (still real root outside) writes it.
 fn enter_identity() -> Result<(), StepError> {
-    super::helper::enter_identity_userns()
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let (go_r, go_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
+    let child = fork(STEP)?;
+    if child == 0 {
+        drop(go_w);
+        let mut go = [0u8; 1];
+        let ok = matches!(rustix::io::read(&go_r, &mut go), Ok(1)) && go[0] == b'1';
+        let mapped = ok
+            && ["uid_map", "gid_map"]
+                .iter()
+                .all(|f| std::fs::write(format!("/proc/{me}/{f}"), "0 0 4294967295\n").is_ok());
+        // SAFETY: leave the forked child at once, running nothing of the parent's state.
+        unsafe { libc::_exit(if mapped { 0 } else { 1 }) };
+    }
+    drop(go_r);
+    let unshared = unshare(UnshareFlags::NEWUSER, STEP);
+    let _ = rustix::io::write(&go_w, if unshared.is_ok() { b"1" } else { b"0" });
+    drop(go_w);
+    let status = loop {
+        match rustix::process::waitpid(Pid::from_raw(child), WaitOptions::empty()) {
+            Ok(Some((_, status))) => break status,
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(fail(STEP, "wait for the ID mapper")(e)),
+        }
+    };
+    unshared?;
+    if status.exit_status() != Some(0) {
+        return Err(StepError {
+            step: STEP,
+            message: "writing the identity uid_map/gid_map of the sandbox failed".into(),
+        });
+    }
+    Ok(())
 }
 
 enum CloneError {
@@ -399,8 +439,7 @@ fn idmapped_clone(path: &Path, userns: &OwnedFd) -> Result<OwnedFd, CloneError> 
         )
     };
     if r != 0 {
-        let e =
-            Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        let e = Errno::from_raw_os_error(errno());
         // EINVAL: the filesystem type has no idmapped mounts (overlayfs, NFS, ...).
         return if e == Errno::INVAL {
             Err(CloneError::Unsupported(format!(
@@ -437,7 +476,7 @@ fn make_userns(range: Range) -> Result<OwnedFd, StepError> {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
     let (done_r, done_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
-    let child = super::helper::fork(STEP)?;
+    let child = fork(STEP)?;
     if child == 0 {
         drop(ready_r);
         drop(done_w);
@@ -488,12 +527,6 @@ fn make_userns(range: Range) -> Result<OwnedFd, StepError> {
         rustix::process::waitpid(Pid::from_raw(child), WaitOptions::empty())
     {}
     made
-}
-
-fn unshare(flags: UnshareFlags) -> Result<(), StepError> {
-    // SAFETY: the helper is single-threaded (a fresh exec that starts no threads).
-    unsafe { rustix::thread::unshare_unsafe(flags) }
-        .map_err(fail(STEP, format!("unshare {flags:?}")))
 }
 
 #[cfg(test)]

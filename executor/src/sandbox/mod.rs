@@ -4,8 +4,12 @@
 //! Entry point: [`run`]. The namespaces are made by a helper process (the kiln binary
 //! re-exec'd with the hidden argument [`HELPER_ARG`]; `main` must call [`helper_main`]
 //! first thing). The parent and the helper exchange typed JSON messages over a socket pair
-//! (`protocol`); the helper builds the filesystem view (`rootfs`), resolves USER (`user`)
-//! and execs the command (`helper`).
+//! (`protocol`); the helper enters the sandbox's user namespace (`idmap`: as real root an
+//! unprivileged ID range over idmapped mounts), builds the filesystem view (`rootfs`, with
+//! symlink-safe mount points from `mountpoint`), resolves USER (`user`), confines the
+//! process (`seccomp`) and execs the command (`helper`). `process` holds the fork and
+//! unshare of those single-threaded processes, `step` the error every setup step reports.
+//! Choosing a snapshotter ([`Snapshotter::detect`]) asks a helper to mount a test overlay.
 //!
 //! Layer directory contract: after a successful [`run`], `spec.upper` holds exactly what the
 //! RUN added or changed — deletions as 0:0 character devices, replaced directories with
@@ -16,9 +20,11 @@
 mod helper;
 mod idmap;
 mod mountpoint;
+mod process;
 mod protocol;
 mod rootfs;
 mod seccomp;
+mod step;
 mod terminal;
 pub mod user;
 
@@ -35,9 +41,6 @@ use serde::{Deserialize, Serialize};
 pub use crate::snapshot::Snapshotter;
 pub use helper::DEFAULT_PATH;
 use protocol::{Event, HelperRun, Request, RootfsPlan, Stub};
-
-/// A mount point created in the rootfs during setup (crate-internal).
-pub(crate) type StubRef = Stub;
 
 /// argv[1] that makes the kiln binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
@@ -646,6 +649,28 @@ pub async fn run_with_io(
     .await
     .map_err(|e| SandboxError::HelperDied(e.to_string()))??;
     Ok(outcome)
+}
+
+impl Snapshotter {
+    /// Pick overlay when a test mount (in a throwaway mount namespace, through the sandbox
+    /// helper) works with `userxattr`; otherwise Copy, with the reason. `scratch` is a
+    /// directory this may create files under (on the filesystem layers will live on).
+    pub async fn detect(scratch: &Path) -> (Snapshotter, Option<String>) {
+        let dir = scratch.join(format!("overlay-probe-{}", std::process::id()));
+        let result = match std::fs::create_dir_all(&dir) {
+            Ok(()) => match probe_overlay(&dir).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(why)) => Err(why),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("{}: {e}", dir.display())),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            Ok(()) => (Snapshotter::Overlay, None),
+            Err(why) => (Snapshotter::Copy, Some(why)),
+        }
+    }
 }
 
 /// Ask a helper whether overlayfs with `userxattr` works here (used by

@@ -10,7 +10,7 @@ use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use super::protocol::Stub;
-use super::rootfs::{StepError, fail, fd_path};
+use super::step::{StepError, fail, fd_path};
 
 /// Kind of mount point to create when missing.
 #[derive(Clone, Copy, PartialEq, Eq)]

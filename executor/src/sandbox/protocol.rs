@@ -18,6 +18,7 @@ use rustix::net::{
 use serde::{Deserialize, Serialize};
 
 use super::MountSpec;
+pub(crate) use crate::snapshot::Stub;
 
 /// What the parent asks the helper to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,17 +66,6 @@ pub(crate) enum RootfsPlan {
     },
     /// A plain directory used as the rootfs (copy snapshotter).
     Dir { path: PathBuf },
-}
-
-/// A mount point the sandbox had to create in the rootfs; removed after the run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Stub {
-    /// Path relative to the rootfs, as created (symlinks already resolved).
-    pub path: PathBuf,
-    pub dir: bool,
-    /// The parent's mtime before the stub was created (seconds, nanoseconds).
-    pub parent_mtime: (i64, i64),
-    pub parent_atime: (i64, i64),
 }
 
 /// What the helper reports.

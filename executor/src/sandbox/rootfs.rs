@@ -13,7 +13,6 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::fmt::Display;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -27,35 +26,8 @@ use rustix::mount::{
 
 use super::mountpoint::{Root, Want};
 use super::protocol::{HelperRun, RootfsPlan, Stub};
+use super::step::{StepError, fail, fail_io, fd_path};
 use super::{MountKind, MountSpec};
-
-/// A failed setup step: which step, and why (the path involved is in the message).
-#[derive(Debug)]
-pub(crate) struct StepError {
-    pub step: &'static str,
-    pub message: String,
-}
-
-pub(crate) fn fail(step: &'static str, what: impl Display) -> impl FnOnce(Errno) -> StepError {
-    let what = what.to_string();
-    move |e| StepError {
-        step,
-        message: format!("{what}: {e}"),
-    }
-}
-
-fn fail_io(step: &'static str, what: impl Display) -> impl FnOnce(std::io::Error) -> StepError {
-    let what = what.to_string();
-    move |e| StepError {
-        step,
-        message: format!("{what}: {e}"),
-    }
-}
-
-/// `/proc/self/fd/N`: lets path-based mount calls act on a resolved fd.
-pub(super) fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
 
 fn cstr(s: &str) -> CString {
     // Mount option strings we build never contain NUL; user paths go through fds.
