@@ -5,7 +5,8 @@
 //! ([`instructions`]), word expansion with BuildKit's rules ([`expand`]), and lowering
 //! the AST into a graph of stages and steps ([`lower`]: ARG/ENV scoping, stage
 //! references, `--target` pruning). [`dump`] prints BuildKit's AST dump format and
-//! [`to_dot`] draws a graph as Graphviz.
+//! [`to_dot`] draws a graph as Graphviz. [`copy_rules`] are the COPY/ADD source rules,
+//! which the executor applies again to a copy request.
 //!
 //! It knows nothing about files, processes or the store: callers hand it text and a
 //! [`BaseResolver`] for facts about base images.
@@ -14,6 +15,7 @@
 /// untrusted, and the biggest of 539 real Dockerfiles is under 200 KB.
 pub const MAX_DOCKERFILE_SIZE: u64 = 16 << 20;
 
+pub mod copy_rules;
 pub mod dot;
 pub mod dump;
 pub mod error;

@@ -29,6 +29,7 @@ mod source;
 mod tree;
 mod writer;
 
+use kiln_parser::copy_rules::{CopyRuleError, SourceKind, check_sources};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -177,14 +178,8 @@ pub enum CopyError {
     CopyToNonDir { path: String },
     #[error("cannot create directory {path}: a non-directory is in the way")]
     NotADirectory { path: String },
-    #[error("source can't be a URL for COPY")]
-    UrlForCopy,
-    #[error("checksum can't be specified for COPY")]
-    ChecksumForCopy,
-    #[error("checksum requires HTTP(S) or Git sources")]
-    ChecksumNeedsUrl,
-    #[error("checksum can't be specified for multiple sources")]
-    ChecksumMultipleSources,
+    #[error(transparent)]
+    Rule(#[from] CopyRuleError),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
     #[error(transparent)]
@@ -257,25 +252,17 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
         Some(s) => Some(resolve_chown(s, &req.target)?),
         None => None,
     };
-    let urls = req
+    // The parser's rules, for a request however it was made (heredocs are not counted).
+    let kinds: Vec<SourceKind> = req
         .sources
         .iter()
-        .filter(|s| matches!(s, SourceSpec::Url(_) | SourceSpec::Fetched { .. }))
-        .count();
-    if urls > 0 && !req.add {
-        return Err(CopyError::UrlForCopy);
-    }
-    if req.checksum.is_some() {
-        if !req.add {
-            return Err(CopyError::ChecksumForCopy);
-        }
-        if req.sources.len() != 1 {
-            return Err(CopyError::ChecksumMultipleSources);
-        }
-        if urls != 1 {
-            return Err(CopyError::ChecksumNeedsUrl);
-        }
-    }
+        .filter_map(|s| match s {
+            SourceSpec::Path(_) => Some(SourceKind::Path),
+            SourceSpec::Url(_) | SourceSpec::Fetched { .. } => Some(SourceKind::Url),
+            SourceSpec::Inline { .. } => None,
+        })
+        .collect();
+    check_sources(req.add, req.checksum.is_some(), &kinds)?;
     let excludes = IgnoreMatcher::from_patterns(&req.excludes)
         .map_err(|e| CopyError::Pattern(e.to_string()))?;
 

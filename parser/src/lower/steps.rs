@@ -1,6 +1,7 @@
 //! Lowering of single instructions within a stage: expansion of their values, the ops
 //! they become and the history text BuildKit writes for each (`created_by`).
 
+use crate::copy_rules::{self, SourceKind};
 use std::collections::{BTreeSet, HashMap};
 
 use super::{Ctx, FromRef, StageResult, at, build_arg, normalize_workdir};
@@ -485,27 +486,17 @@ impl StageLowering<'_, '_> {
             srcs.push(self.expand(s, span)?);
         }
         let dest = self.expand(&c.dest, span)?;
-        let mut sources = Vec::new();
-        for s in &srcs {
-            let is_url = s.starts_with("http://") || s.starts_with("https://");
-            if is_url && !c.add {
-                return Err(at(span, "source can't be a URL for COPY"));
-            }
-            sources.push(if is_url {
-                CopySource::Url(s.clone())
-            } else {
-                CopySource::Path(s.clone())
-            });
-        }
-        if let Some(sum) = &checksum {
-            if srcs.len() != 1 {
-                return Err(at(span, "checksum can't be specified for multiple sources"));
-            }
-            if !srcs[0].starts_with("http://") && !srcs[0].starts_with("https://") {
-                return Err(at(span, "checksum requires HTTP(S) or Git sources"));
-            }
-            let _ = sum;
-        }
+        let kinds: Vec<SourceKind> = srcs.iter().map(|s| SourceKind::of(s)).collect();
+        copy_rules::check_sources(c.add, checksum.is_some(), &kinds)
+            .map_err(|e| at(span, e.to_string()))?;
+        let mut sources: Vec<CopySource> = srcs
+            .iter()
+            .zip(&kinds)
+            .map(|(s, kind)| match kind {
+                SourceKind::Url => CopySource::Url(s.clone()),
+                SourceKind::Path => CopySource::Path(s.clone()),
+            })
+            .collect();
         for content in &c.contents {
             let data = if content.expand {
                 let mut lex = Lexer::new('\\');
