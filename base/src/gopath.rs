@@ -38,6 +38,23 @@ pub fn clean(p: &str) -> String {
     }
 }
 
+/// The parts of `p` with empty and `.` parts dropped and each `..` taking the part before
+/// it, or `None` when a `..` would climb above where `p` starts: how a name inside an
+/// archive or a layer is read, which may never reach outside it.
+pub fn components_within(p: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(parts)
+}
+
 /// Go's `filepath.Dir` for `/`-separated paths: all but the last element, cleaned.
 pub fn dir(p: &str) -> String {
     match p.rfind('/') {
@@ -289,6 +306,14 @@ mod tests {
         ] {
             assert_eq!(clean(a), b, "Clean({a:?})");
         }
+    }
+
+    #[test]
+    fn components_within_refuse_to_climb_out() {
+        assert_eq!(components_within("./a//b/../c/"), Some(vec!["a", "c"]));
+        assert_eq!(components_within("/"), Some(vec![]));
+        assert_eq!(components_within("a/../.."), None);
+        assert_eq!(components_within("../x"), None);
     }
 
     #[test]

@@ -153,17 +153,7 @@ pub fn read_archive(path: &Path, sink: &dyn BlobSink) -> Result<Vec<LoadedImage>
 /// Normalizes an archive name: no leading `./` or `/`, no empty or `.`
 /// parts, `..` resolved lexically (escaping names give `None`).
 fn normalize(name: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in name.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(parts.join("/"))
+    kiln_base::gopath::components_within(name).map(|parts| parts.join("/"))
 }
 
 fn is_blob_name(name: &str) -> bool {

@@ -4,6 +4,7 @@
 
 use crate::digest::HashingWriter;
 use crate::limits::{MAX_ARCHIVE_NAME, MAX_IMAGE_FILES, MAX_IMAGE_TREE_BYTES, TooLarge};
+use kiln_base::gopath;
 use kiln_base::whiteout::{self, Marker};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -156,17 +157,7 @@ fn check_name(what: &str, name: &[u8]) -> Result<(), TooLarge> {
 /// parts dropped and `..` resolved lexically. Names that climb above the
 /// root give `None` (they cannot be part of the filesystem).
 pub fn normalize_path(name: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in name.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
+    gopath::components_within(name).map(|parts| format!("/{}", parts.join("/")))
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
