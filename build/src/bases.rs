@@ -48,7 +48,8 @@ impl BaseResolver for StoreResolver<'_> {
         let Some(image) = found else {
             return Err(format!("{reference}: not in the store"));
         };
-        let (_, config) = kiln_solver::images::read_image(self.store, reference, &image)?;
+        let (_, config) = kiln_solver::images::read_image(self.store, reference, &image)
+            .map_err(|e| e.to_string())?;
         if let Ok(mut used) = self.used.lock() {
             used.push((name, image));
         }

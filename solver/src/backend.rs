@@ -9,7 +9,7 @@ use crate::entitlements::NetworkDefault;
 use crate::error::{SolveError, StepError};
 use crate::explain::ExplainLog;
 use crate::image_config;
-use crate::images::{ImageError, ResolvedImage, ensure_snapshot, image_layers, read_stored_image};
+use crate::images::{ImageError, ResolvedImage, ensure_snapshot, image_layers, read_image};
 use crate::key::vertex_key;
 use crate::progress::{Event, Progress};
 use crate::result::Layer;
@@ -20,9 +20,6 @@ use kiln_parser::Platform;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// At this path for the CLI, which reads base images' configs with it.
-pub use crate::images::read_image;
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +115,7 @@ impl Backend {
             .ok_or_else(|| ImageError::NotFound {
                 reference: reference.to_string(),
             })?;
-        let (manifest, config) = read_stored_image(&self.store, reference, &image)?;
+        let (manifest, config) = read_image(&self.store, reference, &image)?;
         let layers =
             image_layers(&self.store, &manifest, &config).map_err(|e| ImageError::Layers {
                 reference: reference.to_string(),

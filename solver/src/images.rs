@@ -33,8 +33,16 @@ pub enum ImageError {
     },
     #[error("manifest lists {manifest} layers but config {config} diff_ids")]
     LayerCount { manifest: usize, config: usize },
+    /// A config read without its manifest (the state before a failed RUN).
+    #[error(transparent)]
+    Config(kiln_image::oci::OciError),
     #[error("not a sha256 digest: {0}")]
     NotSha256(String),
+    #[error("not a sha256 diff_id: {0}")]
+    NotSha256DiffId(String),
+    /// A layer of a config read without its manifest has no snapshot any more.
+    #[error("layer {0} is no longer in the store (pruned?); build again")]
+    Pruned(String),
     #[error("unpacking layer {digest}: {source}")]
     Unpack {
         digest: String,
@@ -112,7 +120,7 @@ pub fn image_layers(
 }
 
 /// The manifest and config of a stored image (`reference` only names it in errors).
-pub fn read_stored_image(
+pub fn read_image(
     store: &Store,
     reference: &str,
     image: &kiln_cache::ImageRef,
@@ -125,16 +133,6 @@ pub fn read_stored_image(
         kiln_image::oci::parse_manifest(&store.read_blob(&image.manifest)?).map_err(parse)?;
     let config = kiln_image::oci::parse_config(&store.read_blob(&image.config)?).map_err(parse)?;
     Ok((manifest, config))
-}
-
-/// [`read_stored_image`] with its error as text, as the CLI (`src/`) takes it until it
-/// moves to [`ImageError`].
-pub fn read_image(
-    store: &Store,
-    reference: &str,
-    image: &kiln_cache::ImageRef,
-) -> Result<(kiln_image::Manifest, kiln_image::ImageConfig), String> {
-    read_stored_image(store, reference, image).map_err(|e| e.to_string())
 }
 
 /// The hex of a `sha256:` digest (a snapshot's id).

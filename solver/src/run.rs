@@ -13,7 +13,7 @@
 //! layers are already snapshots. It lives until the next `kiln prune` removes the blob.
 
 use crate::backend::Backend;
-use crate::images::{image_layers, read_image};
+use crate::images::{ImageError, image_layers, read_image};
 use crate::result::{Layer, StageResult, lowers_of};
 use kiln_cache::Store;
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
@@ -26,8 +26,11 @@ use std::path::PathBuf;
 pub enum RunError {
     #[error("{0}: no such image (name, image ID or ID prefix)")]
     NoSuchImage(String),
-    #[error("{reference}: {message}")]
-    Image { reference: String, message: String },
+    #[error("{reference}: {source}")]
+    Image {
+        reference: String,
+        source: crate::images::ImageError,
+    },
     /// An ID prefix of several images, or a store that could not be read.
     #[error(transparent)]
     Lookup(#[from] kiln_cache::LookupError),
@@ -104,9 +107,9 @@ pub struct RunOptions {
 /// Finds `reference`: a name, an image ID or ID prefix of a named image, or the full ID
 /// of any config in the store whose layers are unpacked (the state before a failed RUN).
 pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunError> {
-    let err = |message: String| RunError::Image {
+    let err = |source: ImageError| RunError::Image {
         reference: reference.to_string(),
-        message,
+        source,
     };
     // A prefix of two images is an error here too; only "not a named image" falls back
     // to the debug states below.
@@ -117,7 +120,7 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
     };
     if let Some(image) = found {
         let (manifest, config) = read_image(store, reference, &image).map_err(err)?;
-        let layers = image_layers(store, &manifest, &config).map_err(|e| err(e.to_string()))?;
+        let layers = image_layers(store, &manifest, &config).map_err(err)?;
         return Ok(RunnableImage {
             id: image.config,
             config,
@@ -130,18 +133,16 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
     if !is_id || !store.has_blob(&digest) {
         return Err(RunError::NoSuchImage(reference.to_string()));
     }
-    let bytes = store.read_blob(&digest).map_err(|e| err(e.to_string()))?;
-    let config = kiln_image::parse_config(&bytes).map_err(|e| err(e.to_string()))?;
+    let bytes = store.read_blob(&digest).map_err(|e| err(e.into()))?;
+    let config = kiln_image::parse_config(&bytes).map_err(|e| err(ImageError::Config(e)))?;
     let mut layers = Vec::new();
     for diff_id in &config.rootfs.diff_ids {
         // Without a manifest there is no blob to unpack from: the snapshot must be there.
         let id = diff_id
             .strip_prefix("sha256:")
-            .ok_or_else(|| err(format!("not a sha256 diff_id: {diff_id}")))?;
+            .ok_or_else(|| err(ImageError::NotSha256DiffId(diff_id.clone())))?;
         if !store.has_snapshot(id) {
-            return Err(err(format!(
-                "layer {diff_id} is no longer in the store (pruned?); build again"
-            )));
+            return Err(err(ImageError::Pruned(diff_id.clone())));
         }
         layers.push(Layer {
             diff_id: diff_id.clone(),
