@@ -246,10 +246,7 @@ fn user_name(uid: u32) -> String {
 /// True when this process is real root: uid 0 in the initial user namespace (the full ID
 /// range mapped to itself). An unreadable map counts as not real root.
 pub fn is_real_root() -> bool {
-    rustix::process::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-            .unwrap_or(false)
+    rustix::process::geteuid().is_root() && kiln_image::host::in_initial_user_namespace()
 }
 
 /// Enter a user namespace mapped to root when kiln runs unprivileged (see the module doc).

@@ -13,10 +13,12 @@
 //!   [`BlobSink`], so this crate does not depend on the store).
 //! - [`digest`]: sha256 helpers and hashing readers/writers.
 //! - [`limits`]: caps on the documents read into memory from untrusted sources.
+//! - [`host`]: what the process kiln runs in may do (make device nodes or not).
 
 pub mod archive;
 pub mod compare;
 pub mod digest;
+pub mod host;
 pub mod layer;
 pub mod limits;
 pub mod oci;

@@ -444,15 +444,21 @@ impl Unpacker<'_> {
                         (ft, rustix::fs::makedev(major, minor))
                     }
                 };
-                rustix::fs::mknodat(
+                match rustix::fs::mknodat(
                     &parent,
                     leaf,
                     ft,
                     Mode::from_raw_mode(meta.mode & 0o777),
                     dev,
-                )
-                .map_err(|e| self.fs_err(&name, "creating a device or fifo", e))?;
-                self.finish_at(&name, &parent, leaf, &meta, true)?;
+                ) {
+                    Ok(()) => self.finish_at(&name, &parent, leaf, &meta, true)?,
+                    // A user namespace cannot make device nodes: the snapshot goes without
+                    // (a RUN gets its own /dev), the layer blob keeps them. moby and
+                    // containers/storage skip them the same way.
+                    Err(Errno::PERM)
+                        if ft != FileType::Fifo && !crate::host::in_initial_user_namespace() => {}
+                    Err(e) => return Err(self.fs_err(&name, "creating a device or fifo", e)),
+                }
             }
             other => {
                 return Err(UnpackError::Unsupported {
