@@ -6,10 +6,11 @@
 
 use crate::commit::{LayerCommit, LayerFormat};
 use crate::entitlements::NetworkDefault;
+use crate::error::ImageError;
 use crate::error::{SolveError, StepError};
 use crate::explain::ExplainLog;
 use crate::image_config;
-use crate::images::{ImageError, ResolvedImage, ensure_snapshot, image_layers, read_image};
+use crate::images::{ResolvedImage, ensure_snapshot, image_layers, read_image};
 use crate::key::vertex_key;
 use crate::progress::{Event, Progress};
 use crate::result::Layer;

@@ -2,6 +2,7 @@
 //! unpacked into its snapshot (the lower dirs of a rootfs).
 
 use crate::config::ImageState;
+use crate::error::ImageError;
 use crate::result::Layer;
 use kiln_cache::{LayerRef, Store};
 
@@ -11,49 +12,6 @@ pub struct ResolvedImage {
     pub key: String,
     pub layers: Vec<Layer>,
     pub state: ImageState,
-}
-
-/// Why a stored image or one of its layers could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error(transparent)]
-    Store(#[from] kiln_cache::StoreError),
-    #[error("{reference}: image not found in the store (build it, or `kiln load` it first)")]
-    NotFound { reference: String },
-    #[error("{reference}: {source}")]
-    Parse {
-        reference: String,
-        source: kiln_image::oci::OciError,
-    },
-    /// A layer of `reference` could not be made a snapshot.
-    #[error("{reference}: {source}")]
-    Layers {
-        reference: String,
-        source: Box<ImageError>,
-    },
-    #[error("manifest lists {manifest} layers but config {config} diff_ids")]
-    LayerCount { manifest: usize, config: usize },
-    /// A config read without its manifest (the state before a failed RUN).
-    #[error(transparent)]
-    Config(kiln_image::oci::OciError),
-    #[error("not a sha256 digest: {0}")]
-    NotSha256(String),
-    #[error("not a sha256 diff_id: {0}")]
-    NotSha256DiffId(String),
-    /// A layer of a config read without its manifest has no snapshot any more.
-    #[error("layer {0} is no longer in the store (pruned?); build again")]
-    Pruned(String),
-    #[error("unpacking layer {digest}: {source}")]
-    Unpack {
-        digest: String,
-        source: kiln_image::UnpackError,
-    },
-    #[error("layer {digest} unpacks to {actual} but the image says {expected}")]
-    DiffIdMismatch {
-        digest: String,
-        actual: String,
-        expected: String,
-    },
 }
 
 /// The layer of `layer` in `store`, unpacking its blob into a snapshot if that is missing.

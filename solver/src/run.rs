@@ -13,7 +13,8 @@
 //! layers are already snapshots. It lives until the next `kiln prune` removes the blob.
 
 use crate::backend::Backend;
-use crate::images::{ImageError, image_layers, read_image};
+use crate::error::ImageError;
+use crate::images::{image_layers, read_image};
 use crate::result::{Layer, StageResult, lowers_of};
 use kiln_cache::Store;
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
@@ -29,7 +30,7 @@ pub enum RunError {
     #[error("{reference}: {source}")]
     Image {
         reference: String,
-        source: crate::images::ImageError,
+        source: ImageError,
     },
     /// An ID prefix of several images, or a store that could not be read.
     #[error(transparent)]
