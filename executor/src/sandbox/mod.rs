@@ -6,9 +6,10 @@
 //! first thing). The parent and the helper exchange typed JSON messages over a socket pair
 //! (`protocol`); the helper enters the sandbox's user namespace (`idmap`: as real root an
 //! unprivileged ID range over idmapped mounts), builds the filesystem view (`rootfs`, with
-//! symlink-safe mount points from `mountpoint`), resolves USER (`user`), confines the
-//! process (`seccomp`) and execs the command (`helper`). `process` holds the fork and
-//! unshare of those single-threaded processes, `step` the error every setup step reports.
+//! symlink-safe mount points from `mountpoint`) in its PID 1 (`pid1`), and the RUN process
+//! resolves USER (`user`), confines itself (`seccomp`) and execs the command (`exec`).
+//! `process` holds the fork, unshare and fd/signal resets of those single-threaded
+//! processes, `step` the error every setup step reports.
 //! Choosing a snapshotter ([`Snapshotter::detect`]) asks a helper to mount a test overlay.
 //!
 //! Layer directory contract: after a successful [`run`], `spec.upper` holds exactly what the
@@ -17,9 +18,11 @@
 //! no copied-up entries that are identical to the lower layers). Both snapshotters give the
 //! same tree.
 
+mod exec;
 mod helper;
 mod idmap;
 mod mountpoint;
+mod pid1;
 mod process;
 mod protocol;
 mod rootfs;
@@ -39,7 +42,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 pub use crate::snapshot::Snapshotter;
-pub use helper::DEFAULT_PATH;
+pub use exec::DEFAULT_PATH;
 use protocol::{Event, HelperRun, Request, RootfsPlan, Stub};
 
 /// argv[1] that makes the kiln binary act as the sandbox helper.

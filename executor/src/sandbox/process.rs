@@ -30,3 +30,37 @@ pub(super) fn fork(step: &'static str) -> Result<i32, StepError> {
 pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
+
+/// close_range(2) from `first` up: closes the fds, or with `cloexec` marks them
+/// close-on-exec (for a process that still needs a close-on-exec pipe until it execs).
+pub(super) fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes plain integers; no Rust object owns an fd >= `first` here
+    // (called before any fd is opened, or just before exec).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) };
+    if r != 0 {
+        return Err(fail("fds", "close inherited file descriptors")(
+            rustix::io::Errno::from_raw_os_error(errno()),
+        ));
+    }
+    Ok(())
+}
+
+/// Default dispositions and an empty mask for every signal: ignored signals survive exec
+/// (Rust's runtime ignores SIGPIPE), and the RUN must start like a fresh process.
+pub(super) fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL for a valid signal number; no handler code involved.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty, initialized sigset passed to sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
