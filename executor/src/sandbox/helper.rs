@@ -104,13 +104,7 @@ pub(crate) fn helper_entry() -> i32 {
         Request::Run(run) => match run_sandbox(*run, &mut out, passed_stdin.as_ref()) {
             Ok(code) => code,
             Err(e) => {
-                let _ = protocol::send(
-                    &mut out,
-                    &Event::Failed {
-                        step: e.step.to_string(),
-                        message: e.message,
-                    },
-                );
+                let _ = protocol::send(&mut out, &Event::from(e));
                 1
             }
         },

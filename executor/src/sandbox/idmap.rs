@@ -333,20 +333,7 @@ pub(crate) fn enter(run: &mut HelperRun) -> Result<Entered, StepError> {
 /// Enter a user namespace for `dir` alone, as a RUN would (the overlay probe): `dir` is
 /// replaced by its idmapped view.
 pub(crate) fn enter_for_probe(dir: &mut PathBuf) -> Result<Entered, StepError> {
-    let mut run = HelperRun {
-        argv: Vec::new(),
-        env: Vec::new(),
-        cwd: String::new(),
-        user: String::new(),
-        hostname: String::new(),
-        network_none: true,
-        rootfs: RootfsPlan::Dir { path: dir.clone() },
-        mounts: Vec::new(),
-        files: Vec::new(),
-        scratch: dir.join("scratch"),
-        cgroup_procs: None,
-        insecure: false,
-    };
+    let mut run = HelperRun::bare(RootfsPlan::Dir { path: dir.clone() }, dir.join("scratch"));
     std::fs::create_dir_all(&run.scratch).map_err(|e| StepError {
         step: "probe",
         message: format!("mkdir {}: {e}", run.scratch.display()),
@@ -569,25 +556,16 @@ mod tests {
         ] {
             std::fs::create_dir_all(s.join(d)).expect("mkdir");
         }
-        let mut run = HelperRun {
-            argv: Vec::new(),
-            env: Vec::new(),
-            cwd: String::new(),
-            user: String::new(),
-            hostname: String::new(),
-            network_none: true,
-            rootfs: RootfsPlan::Overlay {
+        let mut run = HelperRun::bare(
+            RootfsPlan::Overlay {
                 lowers: vec![s.join("layers/b"), s.join("layers/a")],
                 upper: s.join("tmp/r1/upper"),
                 work: s.join("tmp/r1/work/ovl"),
                 target: s.join("tmp/r1/work/scratch/merged"),
             },
-            mounts: Vec::new(),
-            files: vec![("/x".into(), s.join("tmp/r1/work/files/file0"), 0o644)],
-            scratch: s.join("tmp/r1/work/scratch"),
-            cgroup_procs: None,
-            insecure: false,
-        };
+            s.join("tmp/r1/work/scratch"),
+        );
+        run.files = vec![("/x".into(), s.join("tmp/r1/work/files/file0"), 0o644)];
         assert_eq!(clone_roots(&mut run), [s.join("tmp/r1"), s.join("layers")]);
         // A layer directory that is not there (so not known to share its parent's mount)
         // is cloned by itself.

@@ -72,13 +72,7 @@ pub(super) fn pid1(
     match setup() {
         Ok(stubs) => send(out, &Event::Stubs(stubs)),
         Err(e) => {
-            send(
-                out,
-                &Event::Failed {
-                    step: e.step.to_string(),
-                    message: e.message,
-                },
-            );
+            send(out, &Event::from(e));
             return 1;
         }
     }
@@ -86,26 +80,14 @@ pub(super) fn pid1(
     let (err_r, err_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
-            send(
-                out,
-                &Event::Failed {
-                    step: "exec".into(),
-                    message: format!("pipe: {e}"),
-                },
-            );
+            send(out, &Event::from(fail("exec", "pipe")(e)));
             return 1;
         }
     };
     let child = match fork("exec") {
         Ok(p) => p,
         Err(e) => {
-            send(
-                out,
-                &Event::Failed {
-                    step: e.step.to_string(),
-                    message: e.message,
-                },
-            );
+            send(out, &Event::from(e));
             return 1;
         }
     };

@@ -53,6 +53,27 @@ pub(crate) struct HelperRun {
     pub insecure: bool,
 }
 
+impl HelperRun {
+    /// A run of nothing over `rootfs`: no process, mounts or files, no network (the overlay
+    /// probe's, and tests').
+    pub(crate) fn bare(rootfs: RootfsPlan, scratch: PathBuf) -> HelperRun {
+        HelperRun {
+            argv: Vec::new(),
+            env: Vec::new(),
+            cwd: String::new(),
+            user: String::new(),
+            hostname: String::new(),
+            network_none: true,
+            rootfs,
+            mounts: Vec::new(),
+            files: Vec::new(),
+            scratch,
+            cgroup_procs: None,
+            insecure: false,
+        }
+    }
+}
+
 /// How the root filesystem is made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum RootfsPlan {
@@ -85,6 +106,15 @@ pub(crate) enum Event {
     Note(String),
     /// Answer to [`Request::ProbeOverlay`].
     Probe { ok: bool, detail: String },
+}
+
+impl From<super::step::StepError> for Event {
+    fn from(e: super::step::StepError) -> Event {
+        Event::Failed {
+            step: e.step.to_string(),
+            message: e.message,
+        }
+    }
 }
 
 /// Write one message as a JSON line.
