@@ -53,7 +53,7 @@ impl BaseResolver for StoreResolver<'_> {
         if let Ok(mut used) = self.used.lock() {
             used.push((name, image));
         }
-        let state = kiln_solver::image_config::state_from_config(&config);
+        let state = kiln_solver::oci_config::state_from_config(&config);
         Ok(BaseImage {
             env: state.config.env,
             working_dir: state.config.working_dir,

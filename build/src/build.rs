@@ -7,7 +7,7 @@ use crate::{BuildError, BuildRequest, BuiltImage};
 use kiln_cache::{ImageRef, Store};
 use kiln_parser::BuildGraph;
 use kiln_solver::progress::Progress;
-use kiln_solver::{Backend, SolveOptions};
+use kiln_solver::{BuildSession, SolveOptions};
 use std::sync::Arc;
 
 /// What a build or an export did that its caller may want to say (nothing here prints).
@@ -102,9 +102,10 @@ pub(crate) async fn solve(
         explain_cache: request.explain_cache,
         platform: graph.platform.clone(),
     };
-    let backend =
-        Arc::new(Backend::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?);
-    kiln_solver::build(backend, graph, request.labels.clone(), progress)
+    let session = Arc::new(
+        BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?,
+    );
+    kiln_solver::build(session, graph, request.labels.clone(), progress)
         .await
         .map_err(|e| BuildError::Solve(Box::new(e)))
 }

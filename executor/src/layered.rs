@@ -57,7 +57,7 @@ fn io_err(host: &Path) -> impl FnOnce(io::Error) -> LayeredError + '_ {
 
 /// What kind of file an entry is (after whiteouts are interpreted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
+pub enum FileKind {
     File,
     Dir,
     Symlink,
@@ -65,18 +65,18 @@ pub enum EntryKind {
     Other,
 }
 
-impl EntryKind {
+impl FileKind {
     /// The kind of an `lstat` result.
-    pub fn of(m: &Metadata) -> EntryKind {
+    pub fn of(m: &Metadata) -> FileKind {
         let ft = m.file_type();
         if ft.is_dir() {
-            EntryKind::Dir
+            FileKind::Dir
         } else if ft.is_symlink() {
-            EntryKind::Symlink
+            FileKind::Symlink
         } else if ft.is_file() {
-            EntryKind::File
+            FileKind::File
         } else {
-            EntryKind::Other
+            FileKind::Other
         }
     }
 }
@@ -90,7 +90,7 @@ pub struct Entry {
     pub host_path: PathBuf,
     /// Index of the layer holding it (0 = bottom).
     pub layer: usize,
-    pub kind: EntryKind,
+    pub kind: FileKind,
     /// `lstat` of `host_path`.
     pub metadata: Metadata,
 }
@@ -107,7 +107,7 @@ impl Entry {
         self.metadata.gid()
     }
     pub fn is_dir(&self) -> bool {
-        self.kind == EntryKind::Dir
+        self.kind == FileKind::Dir
     }
     /// The final path component (empty for the root).
     pub fn name(&self) -> &str {
@@ -207,7 +207,7 @@ impl LayeredFs {
     }
 
     fn is_opaque(&self, host: &Path) -> bool {
-        !self.plain && crate::diff::is_opaque(host)
+        !self.plain && crate::layer_dir::is_opaque(host)
     }
 
     fn probe(&self, layer: usize, comps: &[String]) -> Result<Probe, LayeredError> {
@@ -266,7 +266,7 @@ impl LayeredFs {
                         path: join_components(comps),
                         host_path: self.host_of(i, comps),
                         layer: i,
-                        kind: EntryKind::of(&m),
+                        kind: FileKind::of(&m),
                         metadata: m,
                     }));
                 }
@@ -343,7 +343,7 @@ impl LayeredFs {
             let Some(e) = self.lookup_raw(&cur)? else {
                 continue;
             };
-            if e.kind != EntryKind::Symlink {
+            if e.kind != FileKind::Symlink {
                 continue;
             }
             if avoid == Some(e.layer) {
@@ -431,7 +431,7 @@ impl LayeredFs {
                         path: join_components(&child),
                         host_path: child_host,
                         layer: i,
-                        kind: EntryKind::of(&cm),
+                        kind: FileKind::of(&cm),
                         metadata: cm,
                     })
                 };
@@ -453,7 +453,7 @@ impl LayeredFs {
         let resolved = self.resolve(path, true)?;
         match self.lookup_raw(&components(&resolved))? {
             None => Err(LayeredError::NotFound { path: resolved }),
-            Some(e) if e.kind != EntryKind::File => Err(LayeredError::NotAFile { path: resolved }),
+            Some(e) if e.kind != FileKind::File => Err(LayeredError::NotAFile { path: resolved }),
             Some(e) => {
                 let f = fs::File::open(&e.host_path).map_err(io_err(&e.host_path))?;
                 let len = f.metadata().map_err(io_err(&e.host_path))?.len();
@@ -490,12 +490,12 @@ impl LayeredFs {
                 let target = hdir.join(&child.name);
                 let m = &e.metadata;
                 match e.kind {
-                    EntryKind::Dir => {
+                    FileKind::Dir => {
                         fs::create_dir(&target).map_err(wr(&target))?;
                         dirs.push((target.clone(), m.clone()));
                         stack.push((e.path.clone(), target.clone()));
                     }
-                    EntryKind::File => {
+                    FileKind::File => {
                         let key = (m.dev(), m.ino());
                         if m.nlink() > 1 {
                             if let Some(first) = links.get(&key) {
@@ -506,17 +506,17 @@ impl LayeredFs {
                         }
                         fs::copy(&e.host_path, &target).map_err(wr(&target))?;
                     }
-                    EntryKind::Symlink => {
+                    FileKind::Symlink => {
                         let t = fs::read_link(&e.host_path).map_err(io_err(&e.host_path))?;
                         std::os::unix::fs::symlink(&t, &target).map_err(wr(&target))?;
                     }
-                    EntryKind::Other => {
+                    FileKind::Other => {
                         meta::mknod_like(&target, m).map_err(wr(&target))?;
                     }
                 }
                 meta::apply_owner_mode(&target, m).map_err(wr(&target))?;
                 meta::copy_xattrs(&e.host_path, &target).map_err(wr(&target))?;
-                if e.kind != EntryKind::Dir {
+                if e.kind != FileKind::Dir {
                     meta::set_times(&target, m).map_err(wr(&target))?;
                 }
             }

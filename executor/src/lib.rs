@@ -3,16 +3,18 @@
 //! Owns the rootless sandbox that runs `RUN` (user, mount, pid, ipc, uts and optional
 //! network namespaces, entered through a re-exec'd single-threaded helper, with Docker's
 //! seccomp profile and a cgroup per RUN: `sandbox`, `cgroup`), rootfs snapshots (overlayfs,
-//! with a copy fallback), turning a snapshot's changes into a layer directory (cleaned up
-//! fd-relative, never through a symlink: `beneath`), applying `COPY`/`ADD` into a new
-//! layer, and making WORKDIR's directory (`workdir`).
+//! with a copy fallback), turning a snapshot's changes into a layer directory (`layer_dir`:
+//! the layer directory format, read merged and written as the difference to its lowers;
+//! cleaned up fd-relative, never through a symlink: `beneath`), the merged read-only view
+//! of a layer stack (`layered`), applying `COPY`/`ADD` into a new layer, and making
+//! WORKDIR's directory (`workdir`).
 //!
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
 
 mod beneath;
 pub mod cgroup;
-pub mod diff;
+pub mod layer_dir;
 pub mod output_gate;
 pub mod sandbox;
 pub mod snapshot;
@@ -25,4 +27,4 @@ pub mod staged;
 pub mod workdir;
 
 pub use copy::{CopyError, CopyReport, CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
-pub use layered::{Entry, EntryKind, LayeredFs};
+pub use layered::{Entry, FileKind, LayeredFs};

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::beneath;
-pub use crate::diff::CopyBase;
-use crate::diff::{
-    self, DiffError, Links, ioe, merged_children, merged_root, read_dir_sorted, same_entry,
+pub use crate::layer_dir::CopyBase;
+use crate::layer_dir::{
+    self, LayerDirError, Links, ioe, merged_children, merged_root, read_dir_sorted, same_entry,
 };
 
 /// How a RUN's rootfs is made.
@@ -39,7 +39,7 @@ pub(crate) struct Stub {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error(transparent)]
-    Diff(#[from] DiffError),
+    Diff(#[from] LayerDirError),
     #[error("{path}: {op}: {source}")]
     Io {
         path: PathBuf,
@@ -114,7 +114,7 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
             op: "stat",
             source,
         })?;
-        diff::copy_metadata(top, &md, root).map_err(SnapshotError::from)?;
+        layer_dir::copy_metadata(top, &md, root).map_err(SnapshotError::from)?;
     }
     base.barrier = barrier;
     Ok(base)
@@ -122,7 +122,12 @@ pub fn materialize(lowers_top_first: &[PathBuf], root: &Path) -> Result<CopyBase
 
 /// Writes the merged children of `lower` under `root/rel`, depth first with an explicit
 /// stack (a layer can nest directories deeper than recursion survives).
-fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Result<(), DiffError> {
+fn fill(
+    root: &Path,
+    rel: &Path,
+    lower: &[PathBuf],
+    base: &mut CopyBase,
+) -> Result<(), LayerDirError> {
     struct Frame {
         rel: PathBuf,
         children: std::collections::btree_map::IntoIter<std::ffi::OsString, Vec<PathBuf>>,
@@ -143,7 +148,7 @@ fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Resu
             if let Some((src, md)) = done.src {
                 // Last: creating the children moved the directory's mtime.
                 let dst = root.join(&done.rel);
-                diff::copy_metadata(&src, &md, &dst)?;
+                layer_dir::copy_metadata(&src, &md, &dst)?;
                 let ino = fs::symlink_metadata(&dst).map_err(ioe(&dst, "stat"))?.ino();
                 base.dirs.insert(done.rel, ino);
             }
@@ -164,10 +169,10 @@ fn fill(root: &Path, rel: &Path, lower: &[PathBuf], base: &mut CopyBase) -> Resu
             continue;
         }
         let device = md.file_type().is_char_device() || md.file_type().is_block_device();
-        match diff::copy_entry(src, &md, &dst, &mut links) {
+        match layer_dir::copy_entry(src, &md, &dst, &mut links) {
             Ok(()) => {}
             // Rootless: device nodes cannot be made; leave them out of the copy.
-            Err(DiffError::Io {
+            Err(LayerDirError::Io {
                 op: "mknod",
                 source,
                 ..
@@ -257,7 +262,7 @@ struct NormFrame {
 }
 
 impl NormFrame {
-    fn new(dir: PathBuf, lower: Vec<PathBuf>) -> Result<NormFrame, DiffError> {
+    fn new(dir: PathBuf, lower: Vec<PathBuf>) -> Result<NormFrame, LayerDirError> {
         let before = fs::symlink_metadata(&dir).map_err(ioe(&dir, "stat"))?;
         let names = read_dir_sorted(&dir)?.into_iter();
         Ok(NormFrame {
@@ -274,7 +279,7 @@ impl NormFrame {
 
 /// Normalizes `dir` against the merged `lower` directories, depth first; returns whether
 /// `dir` is empty afterwards.
-fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
+fn norm_dir(dir: &Path, lower: &[PathBuf]) -> Result<bool, LayerDirError> {
     let mut stack = vec![NormFrame::new(dir.to_path_buf(), lower.to_vec())?];
     // The result of the frame just finished: is its directory empty now?
     let mut finished: Option<bool> = None;
@@ -329,7 +334,11 @@ enum Norm {
     },
 }
 
-fn norm_entry(dir: &Path, lower: &[PathBuf], name: &std::ffi::OsStr) -> Result<Norm, DiffError> {
+fn norm_entry(
+    dir: &Path,
+    lower: &[PathBuf],
+    name: &std::ffi::OsStr,
+) -> Result<Norm, LayerDirError> {
     let p = dir.join(name);
     let md = fs::symlink_metadata(&p).map_err(ioe(&p, "stat"))?;
     if md.file_type().is_socket() {
@@ -341,7 +350,7 @@ fn norm_entry(dir: &Path, lower: &[PathBuf], name: &std::ffi::OsStr) -> Result<N
     strip_overlay_xattrs(&p, &md)?;
     // Look up only the names the upper holds: a small layer over a big directory
     // (/usr/lib) costs a few stats, not a listing of the lower directory.
-    let lp = diff::merged_lookup(lower, name)?;
+    let lp = layer_dir::merged_lookup(lower, name)?;
     let lp = lp.as_ref();
     if kiln_base::whiteout::is_whiteout_device(&md) {
         if lp.is_none() {
@@ -351,7 +360,7 @@ fn norm_entry(dir: &Path, lower: &[PathBuf], name: &std::ffi::OsStr) -> Result<N
         return Ok(Norm::Kept);
     }
     if md.is_dir() {
-        let opaque = diff::is_opaque(&p);
+        let opaque = layer_dir::is_opaque(&p);
         let lower_dirs: Vec<PathBuf> = match lp {
             Some(v)
                 if !opaque
@@ -386,7 +395,7 @@ fn subdir_unchanged(
     lower_dirs: &[PathBuf],
     opaque: bool,
     empty: bool,
-) -> Result<bool, DiffError> {
+) -> Result<bool, LayerDirError> {
     let Some(first) = lower_dirs.first().filter(|_| !opaque && empty) else {
         return Ok(false);
     };
@@ -396,7 +405,7 @@ fn subdir_unchanged(
     same_entry(p, &md, first, &lmd)
 }
 
-fn strip_overlay_xattrs(p: &Path, md: &fs::Metadata) -> Result<(), DiffError> {
+fn strip_overlay_xattrs(p: &Path, md: &fs::Metadata) -> Result<(), LayerDirError> {
     if md.file_type().is_symlink() {
         return Ok(()); // user.* xattrs cannot exist on symlinks
     }

@@ -18,7 +18,7 @@ use kiln_image::layer::external::copy_content;
 use rayon::prelude::*;
 
 use crate::copy::meta;
-use crate::layered::EntryKind;
+use crate::layered::FileKind;
 
 /// Why a metadata tree could not be materialized.
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +58,14 @@ pub fn materialize(
             let src = entry.path();
             let dst = dst_dir.join(entry.file_name());
             let m = fs::symlink_metadata(&src).map_err(at(&src))?;
-            match EntryKind::of(&m) {
-                EntryKind::Dir => {
+            match FileKind::of(&m) {
+                FileKind::Dir => {
                     fs::create_dir(&dst).map_err(at(&dst))?;
                     apply_meta(&src, &m, &dst)?;
                     stack.push((src, dst.clone()));
                     dirs.push((dst, m));
                 }
-                EntryKind::File => {
+                FileKind::File => {
                     if m.nlink() > 1 {
                         let key = (m.dev(), m.ino());
                         if let Some(first) = first_name.get(&key) {
@@ -76,13 +76,13 @@ pub fn materialize(
                     }
                     files.push((src, dst, m));
                 }
-                EntryKind::Symlink => {
+                FileKind::Symlink => {
                     let target = fs::read_link(&src).map_err(at(&src))?;
                     std::os::unix::fs::symlink(&target, &dst).map_err(at(&dst))?;
                     apply_meta(&src, &m, &dst)?;
                     meta::set_times(&dst, &m).map_err(at(&dst))?;
                 }
-                EntryKind::Other => {
+                FileKind::Other => {
                     meta::mknod_like(&dst, &m).map_err(at(&dst))?;
                     apply_meta(&src, &m, &dst)?;
                     meta::set_times(&dst, &m).map_err(at(&dst))?;

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 
 use copy_support::*;
 use kiln_executor::copy::{lookup_group, lookup_user};
-use kiln_executor::layered::{EntryKind, LayeredError, LayeredFs};
+use kiln_executor::layered::{FileKind, LayeredError, LayeredFs};
 
 fn whiteout(dir: &std::path::Path, rel: &str) {
     rustix::fs::mknodat(
@@ -81,15 +81,15 @@ fn metadata_reports_the_top_most_copy() {
     let fx = Fixture::new();
     let fs = stack(&fx);
     let e = fs.metadata("/b/x").unwrap().unwrap();
-    assert_eq!((e.layer, e.kind, e.mode()), (1, EntryKind::File, 0o600));
+    assert_eq!((e.layer, e.kind, e.mode()), (1, FileKind::File, 0o600));
     assert_eq!(e.host_path, fx.path("layers/1/b/x"));
     assert_eq!(fs.read_file("/b/x").unwrap(), b"upper x");
     // lstat semantics: the symlink itself; stat follows it.
     assert_eq!(
         fs.metadata("/abs").unwrap().unwrap().kind,
-        EntryKind::Symlink
+        FileKind::Symlink
     );
-    assert_eq!(fs.stat("/abs").unwrap().unwrap().kind, EntryKind::Dir);
+    assert_eq!(fs.stat("/abs").unwrap().unwrap().kind, FileKind::Dir);
 }
 
 #[test]

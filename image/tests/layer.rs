@@ -389,7 +389,7 @@ with tarfile.open(sys.argv[1], "r:gz") as t:
 
 #[test]
 fn layer_writer_builds_synthesized_layers_that_unpack() {
-    use kiln_image::layer::{EntryKind, EntryMeta, LayerWriter};
+    use kiln_image::layer::{EntryMeta, LayerWriter, TarEntryKind};
     let meta = |mode| EntryMeta {
         mode,
         uid: 0,
@@ -401,7 +401,7 @@ fn layer_writer_builds_synthesized_layers_that_unpack() {
     let mut w = LayerWriter::new(Vec::new(), &o).unwrap();
     w.append(
         b"app",
-        &EntryKind::Directory,
+        &TarEntryKind::Directory,
         &meta(0o755),
         std::io::empty(),
     )
@@ -409,14 +409,14 @@ fn layer_writer_builds_synthesized_layers_that_unpack() {
     w.append_opaque(b"app").unwrap();
     w.append(
         b"app/run.sh",
-        &EntryKind::File { size: 9 },
+        &TarEntryKind::File { size: 9 },
         &meta(0o755),
         &b"#!/bin/sh"[..],
     )
     .unwrap();
     w.append(
         b"app/sh",
-        &EntryKind::Symlink {
+        &TarEntryKind::Symlink {
             target: b"/bin/sh".to_vec(),
         },
         &meta(0o777),
@@ -447,7 +447,7 @@ fn layer_writer_builds_synthesized_layers_that_unpack() {
     let err = w
         .append(
             b"short",
-            &EntryKind::File { size: 10 },
+            &TarEntryKind::File { size: 10 },
             &meta(0o644),
             &b"abc"[..],
         )

@@ -4,10 +4,10 @@
 //! its steps in order (a Dockerfile stage is a chain). Independent stages therefore run in
 //! parallel, and a stage several others read from runs once.
 
-use crate::backend::Backend;
 use crate::error::{SolveError, StepError};
 use crate::progress::Progress;
 use crate::result::StageResult;
+use crate::session::BuildSession;
 use crate::stage::StageRunner;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use kiln_parser::BuildGraph;
@@ -37,7 +37,7 @@ pub(crate) fn vertex_ids(graph: &BuildGraph, first: usize) -> Vec<Vec<usize>> {
 /// Solves every stage of `graph`; returns the target stage's result and the cache keys of
 /// every layer step of every stage (for `--cache-to ... mode=max`).
 pub async fn solve(
-    backend: Arc<Backend>,
+    session: Arc<BuildSession>,
     graph: Arc<BuildGraph>,
     progress: Progress,
 ) -> Result<(Arc<StageResult>, Vec<String>), SolveError> {
@@ -50,7 +50,7 @@ pub async fn solve(
             .filter_map(|d| stages.get(d).map(|f| (d, f.clone())))
             .collect();
         let runner = StageRunner {
-            backend: backend.clone(),
+            session: session.clone(),
             graph: graph.clone(),
             index,
             ids,

@@ -81,7 +81,7 @@ pub enum StepError {
     #[error("bind source {path}: {source}")]
     BindSourceLayers {
         path: String,
-        source: kiln_executor::diff::DiffError,
+        source: kiln_executor::layer_dir::LayerDirError,
     },
     #[error("cache mount {id}: {what}: {source}")]
     CacheMount {

@@ -4,13 +4,13 @@
 //! Which op it is matters only to [`crate::ops`]; ordering lives in [`crate::engine`] and
 //! [`crate::stage`].
 
-use crate::backend::Backend;
 use crate::blocking::blocking;
 use crate::error::{SolveError, StepError};
 use crate::explain::explain;
 use crate::ops::{Executed, KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
 use crate::result::Layer;
+use crate::session::BuildSession;
 use kiln_cache::{CacheRecord, LayerRef};
 use kiln_parser::Step;
 
@@ -154,7 +154,7 @@ pub(crate) async fn solve_step(
 }
 
 /// Where `step` stands, for `--explain-cache`: the context, the Dockerfile and the line.
-fn place(session: &Backend, step: &Step) -> String {
+fn place(session: &BuildSession, step: &Step) -> String {
     let options = &session.options;
     format!(
         "{}\0{}\0{}:{}",
@@ -175,8 +175,8 @@ fn now_unix() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ImageState;
     use crate::entitlements::NetworkDefault;
+    use crate::image_state::ImageState;
     use crate::progress::Progress;
     use crate::result::StageResult;
     use crate::test_session::{Fixture, fixture, serve, step};
@@ -215,7 +215,7 @@ mod tests {
         let inputs = Vec::new();
         let progress = Progress::discard();
         let ctx = StepContext {
-            session: &f.backend,
+            session: &f.session,
             step: &step,
             current: &current,
             inputs: &inputs,
@@ -237,7 +237,7 @@ mod tests {
         assert!(!first.cached);
         let copied = first.layer.snapshot.join("app/a.txt");
         assert_eq!(std::fs::read(copied).unwrap(), b"alpha\n");
-        assert!(f.backend.store.get_record(&first.key).unwrap().is_some());
+        assert!(f.session.store.get_record(&first.key).unwrap().is_some());
 
         let again = solve(&f, op(), false).await;
         assert!(again.cached);
@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(served.load(Ordering::SeqCst), 1, "downloaded once");
         let copied = std::fs::read(solved.layer.snapshot.join("tool")).unwrap();
         assert_eq!(copied, b"answer 0\n");
-        let keyed = f.backend.explain.previous(&place(&f.backend, &step(add)));
+        let keyed = f.session.explain.previous(&place(&f.session, &step(add)));
         let keyed = keyed.expect("the key's inputs are saved");
         let digest = hex::encode(sha2::Sha256::digest(&copied));
         assert_eq!(keyed.inputs[1].1, format!("sha256:{digest} 784887151"));

@@ -1,8 +1,8 @@
 //! Images in the store as a build reads them: manifest and config, and every layer
 //! unpacked into its snapshot (the lower dirs of a rootfs).
 
-use crate::config::ImageState;
 use crate::error::ImageError;
+use crate::image_state::ImageState;
 use crate::result::Layer;
 use kiln_cache::{LayerRef, Store};
 

@@ -7,8 +7,8 @@
 //! lowered by kiln's own parser as the body of a `FROM scratch` stage and applied to the
 //! config exactly as a build applies them.
 
-use crate::config::{HistoryEntry, ImageState};
-use crate::image_config;
+use crate::image_state::{HistoryEntry, ImageState};
+use crate::oci_config;
 use crate::result::{Layer, StageResult};
 use kiln_cache::{ImageRef, LayerRef, Store};
 use kiln_image::{Compression, LayerOptions};
@@ -241,14 +241,14 @@ pub fn import(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     }));
-    let config = kiln_image::oci::canonical_json(&image_config::image_config(
+    let config = kiln_image::oci::canonical_json(&oci_config::image_config(
         &result,
         &opts.platform,
         &created,
         &[],
     ));
     let config_blob = store.put_blob_bytes(&config)?;
-    let manifest = kiln_image::oci::canonical_json(&image_config::manifest(
+    let manifest = kiln_image::oci::canonical_json(&oci_config::manifest(
         &result,
         &config_blob.digest,
         config_blob.size,

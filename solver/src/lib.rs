@@ -12,33 +12,34 @@
 //! - `ops`: the layer ops, one module each (`run` with its `mounts`, `copy` for COPY and
 //!   ADD with `fetch` for ADD's URLs, `workdir`), each with its cache key, built from the
 //!   fields it names, and its execution into an empty layer directory.
-//! - [`backend`]: the build session ([`Backend`]): store, context, options, and what is
+//! - [`session`]: the build session ([`BuildSession`]): store, context, options, and what is
 //!   resolved once per build (images, the snapshotter, context checksums).
 //! - `commit`: a layer directory into the store, blob and snapshot; [`images`]: stored
 //!   images and their layers' snapshots; `result`: what a stage produced.
-//! - [`key`] (the hash), [`config`] and [`image_config`] (the image config a stage
-//!   accumulates, and its OCI form), [`explain`] (`--explain-cache`), [`entitlements`]
+//! - [`key`] (the hash), [`image_state`] (the image state a stage accumulates: runtime
+//!   config and history) and [`oci_config`] (that state to and from the OCI image config
+//!   and manifest), [`explain`] (`--explain-cache`), [`entitlements`]
 //!   (`--allow`), [`progress`], [`error`]; [`run`] (`kiln run`) and [`import`]
 //!   (`kiln import`) use the same pieces outside a build.
 
-pub mod backend;
 mod blocking;
 mod commit;
-pub mod config;
 mod engine;
 pub mod entitlements;
 pub mod error;
 pub mod explain;
 mod hit_or_run;
-pub mod image_config;
+pub mod image_state;
 pub mod images;
 pub mod import;
 pub mod key;
+pub mod oci_config;
 mod ops;
 pub mod progress;
 mod result;
 pub mod run;
 mod secret;
+pub mod session;
 mod stage;
 
 #[cfg(test)]
@@ -46,10 +47,10 @@ mod pinned_keys;
 #[cfg(test)]
 mod test_session;
 
-pub use backend::{Backend, SecretSource, SolveOptions};
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
 pub use result::{Layer, StageResult};
+pub use session::{BuildSession, SecretSource, SolveOptions};
 
 use kiln_parser::BuildGraph;
 use progress::{Event, Progress};
@@ -69,40 +70,40 @@ pub struct BuiltImage {
     pub all_keys: Vec<String>,
 }
 
-/// Builds `graph` into the backend's store. Nothing is tagged here: the caller names the
+/// Builds `graph` into the session's store. Nothing is tagged here: the caller names the
 /// image only after this returned `Ok`, so a failed build never gets a tag.
 pub async fn build(
-    backend: Arc<Backend>,
+    session: Arc<BuildSession>,
     graph: BuildGraph,
     labels: Vec<(String, String)>,
     progress: Progress,
 ) -> Result<BuiltImage, SolveError> {
-    entitlements::check(&graph, &backend.options.entitlements)?;
+    entitlements::check(&graph, &session.options.entitlements)?;
     let platform = graph.platform.clone();
-    let result = engine::solve(backend.clone(), Arc::new(graph), progress.clone()).await;
-    backend.save_stat_cache();
+    let result = engine::solve(session.clone(), Arc::new(graph), progress.clone()).await;
+    session.save_stat_cache();
     let (result, all_keys) = result?;
     progress.send(Event::Note {
         message: "exporting to image".to_string(),
     });
-    let created = kiln_image::oci::rfc3339(match backend.options.source_date_epoch {
+    let created = kiln_image::oci::rfc3339(match session.options.source_date_epoch {
         Some(epoch) => epoch,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
     });
-    let config = kiln_image::oci::canonical_json(&image_config::image_config(
+    let config = kiln_image::oci::canonical_json(&oci_config::image_config(
         &result, &platform, &created, &labels,
     ));
-    let store = &backend.store;
+    let store = &session.store;
     let config_blob = store.put_blob_bytes(&config).map_err(|source| {
         SolveError::internal(StepError::Export {
             what: "writing the image config",
             source,
         })
     })?;
-    let manifest = kiln_image::oci::canonical_json(&image_config::manifest(
+    let manifest = kiln_image::oci::canonical_json(&oci_config::manifest(
         &result,
         &config_blob.digest,
         config_blob.size,

@@ -29,7 +29,7 @@ const STAGE0: &str = "0000000000000000000000000000000000000000000000000000000000
 fn key_inputs(f: &Fixture, op: Op) -> KeyInputs {
     let stage_keys = [(0, STAGE0.to_string())];
     let kc = KeyContext {
-        session: &f.backend,
+        session: &f.session,
         parent: PARENT,
         stage_keys: &stage_keys,
     };

@@ -1,7 +1,7 @@
 //! What a stage produces and the steps after it read: its layers, config and keys.
 
-use crate::config::ImageState;
 use crate::error::StepError;
+use crate::image_state::ImageState;
 use std::path::PathBuf;
 use std::sync::Arc;
 

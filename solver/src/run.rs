@@ -12,10 +12,10 @@
 //! ([`store_debug_state`]) and prints its ID; [`open_image`] accepts such an ID, whose
 //! layers are already snapshots. It lives until the next `kiln prune` removes the blob.
 
-use crate::backend::Backend;
 use crate::error::ImageError;
 use crate::images::{image_layers, read_image};
 use crate::result::{Layer, StageResult, lowers_of};
+use crate::session::BuildSession;
 use kiln_cache::Store;
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
 use kiln_executor::snapshot::Snapshotter;
@@ -267,7 +267,7 @@ pub async fn run_image(
 /// its ID: the stage's layers and config, with the RUN's own environment (ARGs included),
 /// working directory and user, so `kiln run ID sh` opens a shell where the RUN ran.
 pub(crate) fn store_debug_state(
-    backend: &Backend,
+    session: &BuildSession,
     current: &StageResult,
     run: &kiln_parser::RunOp,
 ) -> Result<String, kiln_cache::StoreError> {
@@ -276,10 +276,9 @@ pub(crate) fn store_debug_state(
     c.env = run.env.clone();
     c.working_dir = run.workdir.clone();
     c.user = run.user.clone();
-    let created = kiln_image::oci::rfc3339(backend.options.source_date_epoch.unwrap_or(0));
-    let config =
-        crate::image_config::image_config(&before, &backend.options.platform, &created, &[]);
-    let blob = backend
+    let created = kiln_image::oci::rfc3339(session.options.source_date_epoch.unwrap_or(0));
+    let config = crate::oci_config::image_config(&before, &session.options.platform, &created, &[]);
+    let blob = session
         .store
         .put_blob_bytes(&kiln_image::oci::canonical_json(&config))?;
     Ok(blob.digest)

@@ -1,20 +1,20 @@
 //! Running one stage: its base, then its steps in order, each a cache hit or an execution.
 
-use crate::backend::Backend;
 use crate::blocking::blocking;
-use crate::config::ImageState;
 use crate::error::SolveError;
 use crate::hit_or_run::{Solved, solve_step};
+use crate::image_state::ImageState;
 use crate::key;
 use crate::ops::{LayerOp, StepContext};
 use crate::progress::{Event, Progress, started, vertex_name};
 use crate::result::{StageInputs, StageResult, find_input};
+use crate::session::BuildSession;
 use kiln_parser::{Base, BuildGraph};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) struct StageRunner {
-    pub backend: Arc<Backend>,
+    pub session: Arc<BuildSession>,
     pub graph: Arc<BuildGraph>,
     pub index: usize,
     pub ids: Vec<usize>,
@@ -69,9 +69,9 @@ impl StageRunner {
                 }
             }
             Base::Image(reference) => {
-                let backend = self.backend.clone();
+                let session = self.session.clone();
                 let reference = reference.clone();
-                let resolved = match blocking(move || backend.resolve_image(&reference)).await {
+                let resolved = match blocking(move || session.resolve_image(&reference)).await {
                     Ok(resolved) => resolved,
                     Err(cause) => {
                         let e = SolveError::at(stage.span, &stage.source, cause);
@@ -97,9 +97,9 @@ impl StageRunner {
             elapsed: t0.elapsed(),
         });
 
-        let no_cache = self.backend.options.no_cache
+        let no_cache = self.session.options.no_cache
             || stage.name.as_ref().is_some_and(|n| {
-                self.backend
+                self.session
                     .options
                     .no_cache_filter
                     .iter()
@@ -120,7 +120,7 @@ impl StageRunner {
             );
             let t0 = Instant::now();
             let ctx = StepContext {
-                session: &self.backend,
+                session: &self.session,
                 step,
                 current: &current,
                 inputs: &inputs,
@@ -136,7 +136,7 @@ impl StageRunner {
                 Err(mut e) => {
                     if let kiln_parser::Op::Run(run) = &step.op {
                         // Best effort: the build fails with its own error either way.
-                        e.debug_image = crate::run::store_debug_state(&self.backend, &current, run)
+                        e.debug_image = crate::run::store_debug_state(&self.session, &current, run)
                             .ok()
                             .map(String::into_boxed_str);
                     }

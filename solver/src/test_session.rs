@@ -1,8 +1,8 @@
 //! A build session for tests: a fresh temp-dir store and a context with fixed contents and
 //! modes, no namespaces; and a local HTTP server for ADD's URLs.
 
-use crate::backend::{Backend, SolveOptions};
 use crate::entitlements::NetworkDefault;
+use crate::session::{BuildSession, SolveOptions};
 use kiln_cache::Store;
 use kiln_parser::{Op, Platform, Span, Step};
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// A build session over a fresh store and a context with fixed contents and modes.
 pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
-    pub backend: Arc<Backend>,
+    pub session: Arc<BuildSession>,
 }
 
 pub(crate) fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -> Fixture {
@@ -53,8 +53,8 @@ pub(crate) fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -
             variant: None,
         },
     };
-    let backend = Arc::new(Backend::new(store, options).unwrap());
-    Fixture { dir, backend }
+    let session = Arc::new(BuildSession::new(store, options).unwrap());
+    Fixture { dir, session }
 }
 
 /// A step of `op` at line 3.

@@ -477,7 +477,7 @@ fn copy_match(
     }
     let dst = w.view().resolve(dest_clean, true)?;
     if unpack
-        && m.entry.kind == crate::layered::EntryKind::File
+        && m.entry.kind == crate::layered::FileKind::File
         && archive::is_archive(&m.entry.host_path)?
     {
         let dst = w.ensure_dir(&dst)?;

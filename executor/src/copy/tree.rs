@@ -17,7 +17,7 @@ use super::mode::ModeSpec;
 use super::owner::Owner;
 use super::writer::{LayerWriter, io_at};
 use super::{CopyError, SourceFilter, meta};
-use crate::layered::{Entry, EntryKind, LayeredFs};
+use crate::layered::{Entry, FileKind, LayeredFs};
 use kiln_cache::IgnoreMatcher;
 use kiln_image::{ExternalContent, ExternalFile};
 
@@ -202,7 +202,7 @@ impl<'a> Copier<'a> {
             }
         }
         match e.kind {
-            EntryKind::Dir => {
+            FileKind::Dir => {
                 let (host, created) = w.prepare_dir_target(dst, e.mode() | 0o700)?;
                 let children = src.fs.read_dir_resolved(&e.path)?;
                 return Ok(Some(CopyFrame {
@@ -214,7 +214,7 @@ impl<'a> Copier<'a> {
                     children: children.into_iter(),
                 }));
             }
-            EntryKind::File => {
+            FileKind::File => {
                 let host = w.prepare_file_target(dst)?;
                 let m = &e.metadata;
                 if m.nlink() > 1 {
@@ -236,7 +236,7 @@ impl<'a> Copier<'a> {
                     metadata: e.metadata.clone(),
                 });
             }
-            EntryKind::Symlink => {
+            FileKind::Symlink => {
                 let host = w.prepare_file_target(dst)?;
                 let target =
                     fs::read_link(&e.host_path).map_err(io_at("readlink", &e.host_path))?;
@@ -244,7 +244,7 @@ impl<'a> Copier<'a> {
                 self.apply_meta(&host, src, e)?;
                 meta::set_times(&host, &e.metadata).map_err(io_at("set times of", &host))?;
             }
-            EntryKind::Other => {
+            FileKind::Other => {
                 let host = w.prepare_file_target(dst)?;
                 meta::mknod_like(&host, &e.metadata).map_err(io_at("mknod", &host))?;
                 self.apply_meta(&host, src, e)?;
@@ -314,7 +314,7 @@ impl<'a> Copier<'a> {
     fn apply_meta(&self, host: &Path, src: &Source<'_>, e: &Entry) -> Result<(), CopyError> {
         let (uid, gid, mode) = self.owner_mode(src, e);
         meta::set_owner(host, uid, gid).map_err(io_at("chown", host))?;
-        if e.kind != EntryKind::Symlink {
+        if e.kind != FileKind::Symlink {
             meta::set_mode(host, mode).map_err(io_at("chmod", host))?;
         }
         meta::copy_xattrs(&e.host_path, host).map_err(io_at("copy xattrs to", host))?;

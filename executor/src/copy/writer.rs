@@ -64,7 +64,7 @@ impl LayerWriter {
                 path: vpath.to_string(),
                 host_path: host,
                 layer: self.view.layers().len() - 1,
-                kind: crate::layered::EntryKind::of(&m),
+                kind: crate::layered::FileKind::of(&m),
                 metadata: m,
             })),
             Err(e)

@@ -184,7 +184,7 @@ pub enum SandboxError {
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
-    Diff(#[from] crate::diff::DiffError),
+    Diff(#[from] crate::layer_dir::LayerDirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
@@ -644,7 +644,7 @@ pub async fn run_with_io(
             }
             Some((root, base)) => {
                 crate::snapshot::remove_stubs(&root, &stubs)?;
-                crate::diff::write_layer(&root, &top_first, &upper, &base)?;
+                crate::layer_dir::write_layer(&root, &top_first, &upper, &base)?;
             }
         }
         Ok(())

@@ -11,7 +11,7 @@
 
 use super::{ArchiveError, BlobSource};
 use crate::digest::{HashingReader, digest_hex};
-use crate::layer::tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
+use crate::layer::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
 use crate::limits::{self, CappedReadError, MAX_JSON_SIZE};
 use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_INDEX,
@@ -252,7 +252,7 @@ impl<W: Write> ArchiveTar<W> {
             ..Default::default()
         };
         self.tar
-            .append(name, &EntryKind::Directory, &meta, io::empty())
+            .append(name, &TarEntryKind::Directory, &meta, io::empty())
             .map_err(out_err)
     }
 
@@ -261,7 +261,7 @@ impl<W: Write> ArchiveTar<W> {
             mode: 0o644,
             ..Default::default()
         };
-        let kind = EntryKind::File {
+        let kind = TarEntryKind::File {
             size: bytes.len() as u64,
         };
         self.tar
@@ -286,7 +286,7 @@ impl<W: Write> ArchiveTar<W> {
             self.tar
                 .append(
                     name.as_bytes(),
-                    &EntryKind::File { size },
+                    &TarEntryKind::File { size },
                     &meta,
                     &mut reader,
                 )

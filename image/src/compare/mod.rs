@@ -10,11 +10,11 @@
 //! store refs without this crate knowing the store), or from `oci:DIR`,
 //! `oci-archive:FILE` and `docker-archive:FILE` ([`open_location`]).
 
-mod diff;
+mod changes;
 mod fstree;
 mod source;
 
-pub use diff::{
+pub use changes::{
     Change, Comparison, FieldChange, FileChange, HistoryChange, ImageIds, compare, compare_config,
     compare_history, compare_trees,
 };

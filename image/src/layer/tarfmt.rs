@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 
 /// What kind of tar entry to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
+pub enum TarEntryKind {
     /// A directory; its name gets a trailing `/`.
     Directory,
     /// A regular file of this many bytes (the reader must supply exactly that).
@@ -77,24 +77,24 @@ impl<W: Write> TarEntryWriter<W> {
     pub fn append(
         &mut self,
         name: &[u8],
-        kind: &EntryKind,
+        kind: &TarEntryKind,
         meta: &EntryMeta,
         data: impl Read,
     ) -> io::Result<()> {
         let mut name = name.to_vec();
-        if *kind == EntryKind::Directory && !name.ends_with(b"/") {
+        if *kind == TarEntryKind::Directory && !name.ends_with(b"/") {
             name.push(b'/');
         }
         let mut pax: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut header = tar::Header::new_ustar();
         let (entry_type, size) = match kind {
-            EntryKind::Directory => (tar::EntryType::Directory, 0),
-            EntryKind::File { size } => (tar::EntryType::Regular, *size),
-            EntryKind::Symlink { .. } => (tar::EntryType::Symlink, 0),
-            EntryKind::Hardlink { .. } => (tar::EntryType::Link, 0),
-            EntryKind::CharDevice { .. } => (tar::EntryType::Char, 0),
-            EntryKind::BlockDevice { .. } => (tar::EntryType::Block, 0),
-            EntryKind::Fifo => (tar::EntryType::Fifo, 0),
+            TarEntryKind::Directory => (tar::EntryType::Directory, 0),
+            TarEntryKind::File { size } => (tar::EntryType::Regular, *size),
+            TarEntryKind::Symlink { .. } => (tar::EntryType::Symlink, 0),
+            TarEntryKind::Hardlink { .. } => (tar::EntryType::Link, 0),
+            TarEntryKind::CharDevice { .. } => (tar::EntryType::Char, 0),
+            TarEntryKind::BlockDevice { .. } => (tar::EntryType::Block, 0),
+            TarEntryKind::Fifo => (tar::EntryType::Fifo, 0),
         };
         header.set_entry_type(entry_type);
         header.set_mode(meta.mode & 0o7777);
@@ -112,12 +112,12 @@ impl<W: Write> TarEntryWriter<W> {
                 .as_ustar_mut()
                 .ok_or_else(|| io::Error::other("not ustar"))?;
             put_long(&mut ustar.name, &mut pax, "path", &name);
-            if let EntryKind::Symlink { target } | EntryKind::Hardlink { target } = kind {
+            if let TarEntryKind::Symlink { target } | TarEntryKind::Hardlink { target } = kind {
                 put_long(&mut ustar.linkname, &mut pax, "linkpath", target);
             }
         }
-        if let EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } =
-            kind
+        if let TarEntryKind::CharDevice { major, minor }
+        | TarEntryKind::BlockDevice { major, minor } = kind
         {
             header.set_device_major(*major)?;
             header.set_device_minor(*minor)?;
@@ -131,7 +131,7 @@ impl<W: Write> TarEntryWriter<W> {
         }
         header.set_cksum();
         match kind {
-            EntryKind::File { size } => {
+            TarEntryKind::File { size } => {
                 let mut exact = ExactReader {
                     inner: data,
                     left: *size,

@@ -10,7 +10,7 @@
 
 use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
-use super::tarfmt::{EntryKind, EntryMeta, TarEntryWriter};
+use super::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
 use crate::digest::HashingWriter;
 use kiln_base::whiteout;
 use std::collections::{BTreeMap, HashMap};
@@ -117,7 +117,7 @@ impl<W: Write> LayerWriter<W> {
     pub fn append(
         &mut self,
         name: &[u8],
-        kind: &EntryKind,
+        kind: &TarEntryKind,
         meta: &EntryMeta,
         data: impl Read,
     ) -> io::Result<()> {
@@ -142,7 +142,7 @@ impl<W: Write> LayerWriter<W> {
         name.extend_from_slice(&whiteout::whiteout_name(base));
         self.append(
             &name,
-            &EntryKind::File { size: 0 },
+            &TarEntryKind::File { size: 0 },
             &EntryMeta::default(),
             io::empty(),
         )
@@ -158,7 +158,7 @@ impl<W: Write> LayerWriter<W> {
         name.extend_from_slice(whiteout::OPAQUE_MARKER.as_bytes());
         self.append(
             &name,
-            &EntryKind::File { size: 0 },
+            &TarEntryKind::File { size: 0 },
             &EntryMeta::default(),
             io::empty(),
         )
@@ -303,7 +303,7 @@ impl<W: Write> Walk<'_, W> {
         }
         if ft.is_dir() {
             self.writer
-                .append(&tar_name, &EntryKind::Directory, &meta, io::empty())
+                .append(&tar_name, &TarEntryKind::Directory, &meta, io::empty())
                 .map_err(write_err)?;
             tar_name.push(b'/');
             if opaque {
@@ -314,7 +314,7 @@ impl<W: Write> Walk<'_, W> {
         if md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.links.get(&key) {
-                let kind = EntryKind::Hardlink {
+                let kind = TarEntryKind::Hardlink {
                     target: first.clone(),
                 };
                 self.writer
@@ -335,7 +335,7 @@ impl<W: Write> Walk<'_, W> {
             self.writer
                 .append(
                     &tar_name,
-                    &EntryKind::File { size: ext.len },
+                    &TarEntryKind::File { size: ext.len },
                     &meta,
                     &mut reader,
                 )
@@ -348,29 +348,29 @@ impl<W: Write> Walk<'_, W> {
             return Ok(None);
         }
         let kind = if ft.is_file() {
-            EntryKind::File { size: md.size() }
+            TarEntryKind::File { size: md.size() }
         } else if ft.is_symlink() {
             let target = fs::read_link(abs).map_err(read_err)?;
-            EntryKind::Symlink {
+            TarEntryKind::Symlink {
                 target: target.as_os_str().as_bytes().to_vec(),
             }
         } else if ft.is_char_device() {
-            EntryKind::CharDevice {
+            TarEntryKind::CharDevice {
                 major: rustix::fs::major(md.rdev()),
                 minor: rustix::fs::minor(md.rdev()),
             }
         } else if ft.is_block_device() {
-            EntryKind::BlockDevice {
+            TarEntryKind::BlockDevice {
                 major: rustix::fs::major(md.rdev()),
                 minor: rustix::fs::minor(md.rdev()),
             }
         } else if ft.is_fifo() {
-            EntryKind::Fifo
+            TarEntryKind::Fifo
         } else {
             // Sockets cannot be carried in a tar; BuildKit skips them too.
             return Ok(None);
         };
-        if let EntryKind::File { .. } = kind {
+        if let TarEntryKind::File { .. } = kind {
             let file =
                 io::BufReader::with_capacity(IO_BUFFER, fs::File::open(abs).map_err(read_err)?);
             self.writer

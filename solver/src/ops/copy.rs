@@ -4,10 +4,10 @@
 
 use super::fetch::Fetched;
 use super::{Executed, KeyContext, KeyParts, SourceKey, StepContext, stage_key};
-use crate::backend::Backend;
 use crate::blocking::blocking;
 use crate::error::{SolveError, StepError};
 use crate::result::{StageInputs, StageResult, find_input, lowers_of};
+use crate::session::BuildSession;
 use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
 use kiln_executor::layered::LayeredFs;
 use kiln_parser::{CopyOp, CopySource, Source};
@@ -147,7 +147,7 @@ pub(crate) async fn exec(
 }
 
 fn copy_request(
-    session: &Backend,
+    session: &BuildSession,
     copy: &CopyOp,
     current: &StageResult,
     inputs: &StageInputs,

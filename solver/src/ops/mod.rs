@@ -7,7 +7,7 @@
 //!
 //! Metadata-only instructions (ENV, LABEL, USER, CMD, ...) are not ops here: they have no
 //! layer and no key of their own; the stage applies them to its config
-//! ([`crate::config::ImageState::apply`]), and they reach the keys of later RUNs through
+//! ([`crate::image_state::ImageState::apply`]), and they reach the keys of later RUNs through
 //! the RUN's expanded environment, user and directory.
 //!
 //! A key's parameters are serialized from the key structs of each op module, never from
@@ -21,12 +21,12 @@ pub(crate) mod mounts;
 pub(crate) mod run;
 pub(crate) mod workdir;
 
-use crate::backend::Backend;
 use crate::error::{SolveError, StepError};
 use crate::explain::KeyInputs;
 use crate::key::vertex_key;
 use crate::progress::Progress;
 use crate::result::{StageInputs, StageResult};
+use crate::session::BuildSession;
 use kiln_image::ExternalContent;
 use kiln_parser::{CopyOp, Op, RunOp, Source, Step, WorkdirOp};
 use serde::Serialize;
@@ -45,7 +45,7 @@ pub(crate) enum LayerOp<'a> {
 
 /// What keying reads besides the op: the build session and the keys below the step.
 pub(crate) struct KeyContext<'a> {
-    pub session: &'a Backend,
+    pub session: &'a BuildSession,
     /// The key of the step below (or of the stage's base).
     pub parent: &'a str,
     /// The keys of the stages this stage reads from, by index.
@@ -69,7 +69,7 @@ pub(crate) struct Keyed {
 
 /// What an execution reads: the session, the step and the state it runs on.
 pub(crate) struct StepContext<'a> {
-    pub session: &'a Arc<Backend>,
+    pub session: &'a Arc<BuildSession>,
     pub step: &'a Step,
     pub current: &'a StageResult,
     pub inputs: &'a StageInputs,

@@ -2,10 +2,10 @@
 //! directory, a cache directory shared between builds under a lock, a tmpfs, a secret
 //! file), and what must stay alive until the process ends.
 
-use crate::backend::{Backend, SecretSource};
 use crate::error::StepError;
 use crate::result::{StageInputs, find_input, lowers_of};
 use crate::secret::SecretFile;
+use crate::session::{BuildSession, SecretSource};
 use kiln_executor::layered::LayeredFs;
 use kiln_executor::sandbox::{MountKind as SandboxMount, MountSpec};
 use kiln_parser::{MountKind, Source};
@@ -22,7 +22,7 @@ pub(crate) type Keep = Box<dyn Send>;
 /// when another build holds the cache, gets a fresh throwaway directory instead, as
 /// BuildKit gives a private cache to a second writer.
 fn cache_mount_dir(
-    backend: &Backend,
+    session: &BuildSession,
     mount: &kiln_parser::Mount,
     id: &str,
     sharing: kiln_parser::CacheSharing,
@@ -39,7 +39,7 @@ fn cache_mount_dir(
             source,
         }
     };
-    let base = backend.store.root().join("cachemounts");
+    let base = session.store.root().join("cachemounts");
     std::fs::create_dir_all(&base).map_err(err("creating"))?;
     let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
     let lock =
@@ -55,7 +55,7 @@ fn cache_mount_dir(
             base.join(&name)
         }
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let private = tempfile::tempdir_in(&backend.scratch).map_err(err("private copy"))?;
+            let private = tempfile::tempdir_in(&session.scratch).map_err(err("private copy"))?;
             let path = private.path().join("cache");
             keep.push(Box::new(private));
             path
@@ -75,7 +75,7 @@ fn cache_mount_dir(
     let seed = match &mount.from {
         Some(Source::Stage(i)) => Some(find_input(inputs, *i)?.lowers()),
         Some(Source::Image(reference)) => {
-            Some(lowers_of(&backend.resolve_image(reference)?.layers))
+            Some(lowers_of(&session.resolve_image(reference)?.layers))
         }
         _ => None,
     };
@@ -127,15 +127,17 @@ fn sub_lowers(lowers: Vec<PathBuf>, source: &str) -> Result<Vec<PathBuf>, StepEr
     if resolved == "/" {
         return Ok(lowers);
     }
-    kiln_executor::diff::merged_dirs(&lowers, &resolved).map_err(|e| StepError::BindSourceLayers {
-        path: source.to_string(),
-        source: e,
+    kiln_executor::layer_dir::merged_dirs(&lowers, &resolved).map_err(|e| {
+        StepError::BindSourceLayers {
+            path: source.to_string(),
+            source: e,
+        }
     })
 }
 
 /// The sandbox mount for `mount`, or `None` when it is only an environment variable.
 pub(crate) fn mount_spec(
-    backend: &Backend,
+    session: &BuildSession,
     mount: &kiln_parser::Mount,
     inputs: &StageInputs,
     env: &mut Vec<(String, String)>,
@@ -153,14 +155,14 @@ pub(crate) fn mount_spec(
                 }
             }
             Some(Source::Image(reference)) => {
-                let image = backend.resolve_image(reference)?;
+                let image = session.resolve_image(reference)?;
                 SandboxMount::Layers {
                     lowers: sub_lowers(lowers_of(&image.layers), &source)?,
                     readonly: mount.readonly,
                 }
             }
             _ => {
-                let host = kiln_cache::resolve_in_root(backend.context_dir(), &source)?;
+                let host = kiln_cache::resolve_in_root(session.context_dir(), &source)?;
                 if host.is_dir() {
                     // Writes to a context bind are discarded, never written to the context.
                     SandboxMount::Layers {
@@ -179,7 +181,7 @@ pub(crate) fn mount_spec(
                         source: e,
                     };
                     let copy =
-                        tempfile::NamedTempFile::new_in(&backend.scratch).map_err(bind_err)?;
+                        tempfile::NamedTempFile::new_in(&session.scratch).map_err(bind_err)?;
                     std::fs::copy(&host, copy.path()).map_err(bind_err)?;
                     let path = copy.path().to_path_buf();
                     keep.push(Box::new(copy));
@@ -191,7 +193,7 @@ pub(crate) fn mount_spec(
             }
         },
         MountKind::Cache { id, sharing } => SandboxMount::Cache {
-            host: cache_mount_dir(backend, mount, id, *sharing, inputs, keep)?,
+            host: cache_mount_dir(session, mount, id, *sharing, inputs, keep)?,
         },
         MountKind::Tmpfs { size } => SandboxMount::Tmpfs { size: *size },
         MountKind::Secret {
@@ -199,7 +201,7 @@ pub(crate) fn mount_spec(
             env: env_name,
             required,
         } => {
-            let found = backend.options.secrets.iter().find(|(sid, _)| sid == id);
+            let found = session.options.secrets.iter().find(|(sid, _)| sid == id);
             let value = match found {
                 Some((_, SecretSource::File(path))) => {
                     std::fs::read(path).map_err(|source| StepError::SecretRead {

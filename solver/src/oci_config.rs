@@ -3,7 +3,7 @@
 //! Output follows what BuildKit writes: Docker's field names, empty fields omitted, history
 //! comments, base-image history kept with its own times.
 
-use crate::config::{HistoryEntry, ImageState, RuntimeConfig};
+use crate::image_state::{HistoryEntry, ImageState, RuntimeConfig};
 use crate::result::StageResult;
 use kiln_image::oci::{self, ContainerConfig, Descriptor, Empty, History, ImageConfig, Manifest};
 use kiln_parser::{Healthcheck, Platform};

@@ -9,9 +9,9 @@ use crate::entitlements::NetworkDefault;
 use crate::error::ImageError;
 use crate::error::{SolveError, StepError};
 use crate::explain::ExplainLog;
-use crate::image_config;
 use crate::images::{ResolvedImage, ensure_snapshot, image_layers, read_image};
 use crate::key::vertex_key;
+use crate::oci_config;
 use crate::progress::{Event, Progress};
 use crate::result::Layer;
 use kiln_cache::context::{ChecksumOptions, Context};
@@ -53,7 +53,7 @@ pub struct SolveOptions {
 }
 
 /// What the solver works with: the store, the context and the options.
-pub struct Backend {
+pub struct BuildSession {
     pub store: Store,
     pub options: SolveOptions,
     /// This process's scratch directory in the store (see `kiln_cache::Store::scratch_dir`):
@@ -70,8 +70,8 @@ pub struct Backend {
     images: std::sync::Mutex<std::collections::HashMap<String, ResolvedImage>>,
 }
 
-impl Backend {
-    pub fn new(store: Store, options: SolveOptions) -> Result<Backend, SolveError> {
+impl BuildSession {
+    pub fn new(store: Store, options: SolveOptions) -> Result<BuildSession, SolveError> {
         let matcher = kiln_cache::ignore::load_for(&options.context_dir, &options.dockerfile)
             .map_err(SolveError::internal)?;
         let stat_cache = store.stat_cache_path(&options.context_dir);
@@ -81,7 +81,7 @@ impl Backend {
         );
         let explain = ExplainLog::new(store.root());
         let scratch = store.scratch_dir().map_err(SolveError::internal)?;
-        Ok(Backend {
+        Ok(BuildSession {
             store,
             scratch,
             snapshotter: tokio::sync::OnceCell::new(),
@@ -125,7 +125,7 @@ impl Backend {
         Ok(ResolvedImage {
             key: vertex_key("image", &image.manifest, &[]),
             layers,
-            state: image_config::state_from_config(&config),
+            state: oci_config::state_from_config(&config),
         })
     }
 

@@ -17,7 +17,7 @@ use kiln_base::whiteout::{self, OPAQUE_VALUE, OPAQUE_XATTR, is_whiteout_device};
 
 /// Why a layer directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum DiffError {
+pub enum LayerDirError {
     #[error("{path}: {op}: {source}")]
     Io {
         path: PathBuf,
@@ -31,9 +31,9 @@ pub enum DiffError {
 pub(crate) fn ioe(
     path: &Path,
     op: &'static str,
-) -> impl FnOnce(std::io::Error) -> DiffError + use<> {
+) -> impl FnOnce(std::io::Error) -> LayerDirError + use<> {
     let path = path.to_path_buf();
-    move |source| DiffError::Io { path, op, source }
+    move |source| LayerDirError::Io { path, op, source }
 }
 
 /// Does this directory hide the layers below it?
@@ -44,7 +44,7 @@ pub fn is_opaque(path: &Path) -> bool {
 }
 
 /// Sorted names in a directory.
-pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>, DiffError> {
+pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>, LayerDirError> {
     let mut names = Vec::new();
     for e in fs::read_dir(dir).map_err(ioe(dir, "read directory"))? {
         names.push(e.map_err(ioe(dir, "read directory"))?.file_name());
@@ -60,7 +60,7 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>, DiffError> {
 /// one path for a non-directory, the contributing directories (top first) for a directory.
 pub(crate) fn merged_children(
     dirs: &[PathBuf],
-) -> Result<BTreeMap<OsString, Vec<PathBuf>>, DiffError> {
+) -> Result<BTreeMap<OsString, Vec<PathBuf>>, LayerDirError> {
     struct Slot {
         paths: Vec<PathBuf>,
         closed: bool,
@@ -103,7 +103,7 @@ pub(crate) fn merged_children(
 pub(crate) fn merged_lookup(
     dirs: &[PathBuf],
     name: &OsStr,
-) -> Result<Option<Vec<PathBuf>>, DiffError> {
+) -> Result<Option<Vec<PathBuf>>, LayerDirError> {
     let mut paths = Vec::new();
     for d in dirs {
         let p = d.join(name);
@@ -148,7 +148,10 @@ pub(crate) fn merged_root(lowers_top_first: &[PathBuf]) -> Vec<PathBuf> {
 /// symlinks in the merged view (resolve it first): each component is looked up with
 /// `lstat` in each layer, cut at opaque directories and whiteouts as overlayfs would, so a
 /// symlink a build step left in some layer (`/x -> /` on the host) is never followed.
-pub fn merged_dirs(lowers_bottom_first: &[PathBuf], rel: &str) -> Result<Vec<PathBuf>, DiffError> {
+pub fn merged_dirs(
+    lowers_bottom_first: &[PathBuf],
+    rel: &str,
+) -> Result<Vec<PathBuf>, LayerDirError> {
     let top_first: Vec<PathBuf> = lowers_bottom_first.iter().rev().cloned().collect();
     let mut dirs = merged_root(&top_first);
     for comp in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
@@ -171,7 +174,7 @@ pub fn merged_dirs(lowers_bottom_first: &[PathBuf], rel: &str) -> Result<Vec<Pat
 }
 
 /// xattrs that belong to the content (everything but overlay's own bookkeeping).
-pub(crate) fn content_xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>, DiffError> {
+pub(crate) fn content_xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>, LayerDirError> {
     let mut out = BTreeMap::new();
     let names = match xattr::list(path) {
         Ok(n) => n,
@@ -198,7 +201,7 @@ pub(crate) fn same_entry(
     am: &Metadata,
     b: &Path,
     bm: &Metadata,
-) -> Result<bool, DiffError> {
+) -> Result<bool, LayerDirError> {
     if am.mode() != bm.mode() || am.uid() != bm.uid() || am.gid() != bm.gid() {
         return Ok(false);
     }
@@ -227,7 +230,7 @@ pub(crate) fn same_entry(
     Ok(true)
 }
 
-fn same_content(a: &Path, b: &Path) -> Result<bool, DiffError> {
+fn same_content(a: &Path, b: &Path) -> Result<bool, LayerDirError> {
     let mut fa = fs::File::open(a).map_err(ioe(a, "open"))?;
     let mut fb = fs::File::open(b).map_err(ioe(b, "open"))?;
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
@@ -256,7 +259,7 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Copy owner, permissions, content xattrs and times of `src` onto `dst` (not following
 /// symlinks). Call after a directory's children are in place, or its mtime changes again.
-pub(crate) fn copy_metadata(src: &Path, sm: &Metadata, dst: &Path) -> Result<(), DiffError> {
+pub(crate) fn copy_metadata(src: &Path, sm: &Metadata, dst: &Path) -> Result<(), LayerDirError> {
     rustix::fs::chownat(
         rustix::fs::CWD,
         dst,
@@ -289,7 +292,7 @@ pub(crate) struct Links {
 ///
 /// The walk keeps its directories on an explicit stack: a RUN can nest directories
 /// thousands deep, more than recursion on a thread's stack survives.
-pub(crate) fn copy_tree(src: &Path, dst: &Path, links: &mut Links) -> Result<(), DiffError> {
+pub(crate) fn copy_tree(src: &Path, dst: &Path, links: &mut Links) -> Result<(), LayerDirError> {
     struct Frame {
         src: PathBuf,
         dst: PathBuf,
@@ -338,7 +341,7 @@ pub(crate) fn copy_entry(
     md: &Metadata,
     dst: &Path,
     links: &mut Links,
-) -> Result<(), DiffError> {
+) -> Result<(), LayerDirError> {
     let ft = md.file_type();
     if links.enabled && !ft.is_dir() && md.nlink() > 1 {
         if let Some(first) = links.seen.get(&(md.dev(), md.ino())) {
@@ -371,7 +374,7 @@ pub(crate) fn copy_entry(
         // Layers cannot carry sockets (tar has no type for them); like BuildKit, skip them.
         return Ok(());
     } else {
-        return Err(DiffError::Unsupported {
+        return Err(LayerDirError::Unsupported {
             path: src.to_path_buf(),
             kind: if ft.is_dir() {
                 "a directory".into()
@@ -384,7 +387,7 @@ pub(crate) fn copy_entry(
 }
 
 /// Write a 0:0 character device (a deletion) at `dst`.
-pub(crate) fn write_whiteout(dst: &Path) -> Result<(), DiffError> {
+pub(crate) fn write_whiteout(dst: &Path) -> Result<(), LayerDirError> {
     rustix::fs::mknodat(
         rustix::fs::CWD,
         dst,
@@ -415,7 +418,7 @@ pub fn write_layer(
     lowers_top_first: &[PathBuf],
     out: &Path,
     base: &CopyBase,
-) -> Result<(), DiffError> {
+) -> Result<(), LayerDirError> {
     let mut d = Differ {
         rootfs,
         out,
@@ -457,7 +460,7 @@ impl Differ<'_> {
     }
 
     /// Make sure `out/rel` exists (metadata applied later by the caller).
-    fn ensure_out(&self, rel: &Path) -> Result<(), DiffError> {
+    fn ensure_out(&self, rel: &Path) -> Result<(), LayerDirError> {
         let p = self.out.join(rel);
         if !p.exists() {
             fs::create_dir_all(&p).map_err(ioe(&p, "mkdir"))?;
@@ -468,7 +471,7 @@ impl Differ<'_> {
     /// Diff directory `rel` against the merged lower directories `lower`; true if anything
     /// under it was written to the layer. Depth first with an explicit stack (a RUN can nest
     /// directories deeper than recursion survives).
-    fn dir(&mut self, rel: &Path, lower: &[PathBuf]) -> Result<bool, DiffError> {
+    fn dir(&mut self, rel: &Path, lower: &[PathBuf]) -> Result<bool, LayerDirError> {
         let mut stack = vec![self.frame(rel.to_path_buf(), lower.to_vec())?];
         // Whether the frame just finished wrote anything.
         let mut finished: Option<bool> = None;
@@ -544,7 +547,7 @@ impl Differ<'_> {
     }
 
     /// A directory about to be diffed: both sides' children, in name order.
-    fn frame(&self, rel: PathBuf, lower: Vec<PathBuf>) -> Result<DiffFrame, DiffError> {
+    fn frame(&self, rel: PathBuf, lower: Vec<PathBuf>) -> Result<DiffFrame, LayerDirError> {
         let ours: BTreeSet<OsString> = read_dir_sorted(&self.rootfs.join(&rel))?
             .into_iter()
             .collect();

@@ -1,4 +1,5 @@
-//! The image config a stage accumulates as its steps run.
+//! The image state a stage accumulates as its steps run (runtime config and history;
+//! `crate::oci_config` turns it into the OCI image config).
 //!
 //! Metadata instructions (ENV, LABEL, CMD, ...) only change this; layer steps add a diff_id.
 //! Every step appends a history entry the way BuildKit does (`empty_layer` for metadata).
