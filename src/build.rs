@@ -104,7 +104,7 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
     let tags = args
         .tags
         .iter()
-        .map(|t| kiln_cache::normalize_ref(t).map_err(|e| anyhow!("-t {t}: {e}")))
+        .map(|t| kiln_store::normalize_ref(t).map_err(|e| anyhow!("-t {t}: {e}")))
         .collect::<Result<Vec<_>>>()?;
     let outputs = args
         .outputs
@@ -270,7 +270,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
 /// `kiln build --verify-reproducible`: different builds print their differences (as
 /// `kiln diff` does) and exit 1; the same image is named and exported as a plain build's.
 fn verify(
-    store: &kiln_cache::Store,
+    store: &kiln_store::Store,
     request: &BuildRequest,
     exports: &Exports,
     mode: ProgressMode,

@@ -7,8 +7,8 @@ use crate::cli::{DiffArgs, DiffFormat};
 use crate::root::open_store;
 use anyhow::{Context, Result, anyhow, bail};
 use kiln_build::blobs::StoreBlobs;
-use kiln_cache::{LookupError, Store};
 use kiln_image::compare::{Comparison, ImageLocation, OpenImage, compare, open_location};
+use kiln_store::{LookupError, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -5,9 +5,9 @@ use crate::root::open_store;
 use crate::sizes;
 use anyhow::{Result, anyhow};
 use kiln_build::exporter::ArchiveFormat;
-use kiln_cache::{ImageRef, Store};
 use kiln_image::ExportImage;
 use kiln_image::oci::{ImageConfig, Manifest};
+use kiln_store::{ImageRef, Store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -115,7 +115,7 @@ pub fn tag(root: Option<PathBuf>, source: &str, target: &str) -> Result<ExitCode
     // Held so a concurrent prune cannot drop the image while it gains a name.
     let _lock = store.lock_shared()?;
     let (_, image) = find(&store, source)?;
-    let target = kiln_cache::normalize_ref(target).map_err(|e| anyhow!("{target}: {e}"))?;
+    let target = kiln_store::normalize_ref(target).map_err(|e| anyhow!("{target}: {e}"))?;
     store.set_ref(&target, image)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -124,7 +124,7 @@ pub fn rmi(root: Option<PathBuf>, references: &[String]) -> Result<ExitCode> {
     let store = open_store(root)?;
     let mut code = ExitCode::SUCCESS;
     for r in references {
-        let name = kiln_cache::normalize_ref(r).map_err(|e| anyhow!("{r}: {e}"))?;
+        let name = kiln_store::normalize_ref(r).map_err(|e| anyhow!("{r}: {e}"))?;
         if store.remove_ref(&name)? {
             println!("Untagged: {name}");
         } else {
@@ -174,7 +174,7 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|s| sizes::parse_size("--keep-storage", s))
         .transpose()?;
-    let report = store.prune(kiln_cache::PruneOptions {
+    let report = store.prune(kiln_store::PruneOptions {
         all: args.all,
         keep_storage,
     })?;

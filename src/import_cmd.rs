@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub fn run(root: Option<PathBuf>, args: ImportArgs) -> Result<ExitCode> {
-    let name = kiln_cache::normalize_ref(&args.name).map_err(|e| anyhow!("{}: {e}", args.name))?;
+    let name = kiln_store::normalize_ref(&args.name).map_err(|e| anyhow!("{}: {e}", args.name))?;
     // A build's policy: SOURCE_DATE_EPOCH, else 0, so the same tarball gives the same ID.
     let epoch = kiln_build::source_date_epoch(false, &[])?;
     let input: Box<dyn Read> = if args.file == std::path::Path::new("-") {

@@ -34,7 +34,7 @@ pub fn quiet_on_broken_pipe() {
                 && m.to_ascii_lowercase().contains("broken pipe")
         });
         if broken_pipe {
-            kiln_cache::remove_own_scratch();
+            kiln_store::remove_own_scratch();
             std::process::exit(EXIT_BROKEN_PIPE);
         }
         default(info);
@@ -69,7 +69,7 @@ pub fn clean_up_on_signals() {
                 }
             });
             if let Some(code) = code {
-                kiln_cache::remove_own_scratch();
+                kiln_store::remove_own_scratch();
                 std::process::exit(code);
             }
         });

@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import_cmd::run(cli.root, args),
         Command::Run(args) => run_cmd::run(cli.root, args),
     };
-    kiln_cache::remove_own_scratch();
+    kiln_store::remove_own_scratch();
     match result {
         Ok(code) => code,
         Err(e) => {

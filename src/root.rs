@@ -2,7 +2,7 @@
 //! `~/.local/share/kiln`.
 
 use anyhow::{Context, Result, bail};
-use kiln_cache::Store;
+use kiln_store::Store;
 use std::path::PathBuf;
 
 /// The store directory chosen by flags and environment.

@@ -99,7 +99,7 @@ fn a_staged_copy_gives_the_image_an_ordinary_copy_gives() {
     let mut joined = b"alpha\n".to_vec();
     joined.extend("beta\n".repeat(10_000).as_bytes());
     joined.extend(b"from a heredoc\n");
-    let want = format!("{}  -\n", kiln_cache::sha256_hex(&joined));
+    let want = format!("{}  -\n", kiln_store::sha256_hex(&joined));
     assert_eq!(image.text("sum"), want);
     assert_eq!(image.text("links"), "2\n");
     assert_eq!(

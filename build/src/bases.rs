@@ -3,8 +3,8 @@
 //! images used are recorded, so `--verify-reproducible` can give its scratch stores the
 //! very same bases.
 
-use kiln_cache::{ImageRef, Store};
 use kiln_parser::{BaseImage, BaseResolver};
+use kiln_store::{ImageRef, Store};
 use std::sync::Mutex;
 
 /// A [`BaseResolver`] over a store.
@@ -38,7 +38,7 @@ impl<'a> StoreResolver<'a> {
 
 impl BaseResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
-        let name = kiln_cache::normalize_ref(reference).map_err(|e| e.to_string())?;
+        let name = kiln_store::normalize_ref(reference).map_err(|e| e.to_string())?;
         let mut found = self.store.get_ref(&name).map_err(|e| e.to_string())?;
         if found.is_none() || self.pull {
             let pulled = kiln_registry::pull_into_store(self.store, reference, self.registry)

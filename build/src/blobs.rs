@@ -3,8 +3,8 @@
 //! images into a scratch store).
 
 use crate::BuildError;
-use kiln_cache::Store;
 use kiln_image::{BlobSink, BlobSource};
+use kiln_store::Store;
 use std::io::{self, Read};
 
 /// Adapts [`Store`] to [`BlobSource`] and [`BlobSink`].
@@ -58,7 +58,7 @@ pub fn copy_blob(from: &Store, to: &Store, digest: &str) -> Result<(), BuildErro
 pub fn copy_image(
     from: &Store,
     to: &Store,
-    image: &kiln_cache::ImageRef,
+    image: &kiln_store::ImageRef,
 ) -> Result<(), BuildError> {
     let bytes = from
         .read_blob(&image.manifest)

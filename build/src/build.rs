@@ -4,19 +4,19 @@ use crate::bases::StoreResolver;
 use crate::cache_io::{self, CacheSpec};
 use crate::exporter::OutputSpec;
 use crate::{BuildError, BuildRequest, BuiltImage};
-use kiln_cache::{ImageRef, Store};
 use kiln_parser::BuildGraph;
 use kiln_solver::progress::Progress;
 use kiln_solver::{BuildSession, SolveOptions};
+use kiln_store::{ImageRef, Store};
 use std::sync::Arc;
 
 /// What a build or an export did that its caller may want to say (nothing here prints).
 #[derive(Debug)]
 pub enum Notice {
     /// Leftovers of killed kiln processes were removed from the store first.
-    Reclaimed(kiln_cache::Reclaimed),
+    Reclaimed(kiln_store::Reclaimed),
     /// Removing those leftovers failed: it costs disk, not this build.
-    ReclaimFailed(kiln_cache::StoreError),
+    ReclaimFailed(kiln_store::StoreError),
     CacheImported {
         spec: CacheSpec,
         records: usize,

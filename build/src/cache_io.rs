@@ -7,7 +7,7 @@
 
 use crate::BuildError;
 use crate::files::write_file;
-use kiln_cache::{CacheRecord, Store};
+use kiln_store::{CacheRecord, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -142,9 +142,9 @@ fn export_local(
         records.iter().map(|(k, r)| (k.as_str(), r)).collect();
     let index_path = dir.join(LOCAL_INDEX);
     let writing = || format!("writing {}", index_path.display());
-    let bytes = kiln_cache::canonical_json(&index)
+    let bytes = kiln_store::canonical_json(&index)
         .map_err(|e| BuildError::io(writing())(std::io::Error::other(e)))?;
-    kiln_cache::atomic_write(&index_path, &bytes).map_err(BuildError::store(writing()))?;
+    kiln_store::atomic_write(&index_path, &bytes).map_err(BuildError::store(writing()))?;
     Ok(())
 }
 

@@ -59,7 +59,7 @@ impl Dockerfile {
                 // resolves inside the context (a planted `Dockerfile -> /etc/shadow` must not
                 // be read and echoed in a parse error). One outside it is the user's choice.
                 let real =
-                    kiln_cache::resolve::resolve_context_path(context, &path).map_err(|e| {
+                    kiln_context::resolve::resolve_context_path(context, &path).map_err(|e| {
                         BuildError::io(format!("finding the Dockerfile {}", path.display()))(
                             std::io::Error::other(e),
                         )

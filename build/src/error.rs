@@ -29,7 +29,7 @@ pub enum BuildError {
     Store {
         what: String,
         #[source]
-        source: kiln_cache::StoreError,
+        source: kiln_store::StoreError,
     },
     /// Boxed: a registry error is large and every result here carries this enum.
     #[error("{what}")]
@@ -57,7 +57,7 @@ impl BuildError {
 
     pub(crate) fn store(
         what: impl Into<String>,
-    ) -> impl FnOnce(kiln_cache::StoreError) -> BuildError {
+    ) -> impl FnOnce(kiln_store::StoreError) -> BuildError {
         let what = what.into();
         move |source| BuildError::Store { what, source }
     }

@@ -11,8 +11,8 @@ use crate::build::Notice;
 use crate::cache_io::{self, CacheSpec};
 use crate::files::write_file;
 use crate::{BuildError, BuiltImage};
-use kiln_cache::{ImageRef, Store};
 use kiln_image::ExportImage;
+use kiln_store::{ImageRef, Store};
 use std::path::PathBuf;
 
 /// One `-o type=...,dest=...`.

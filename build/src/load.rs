@@ -3,7 +3,7 @@
 
 use crate::BuildError;
 use crate::blobs::StoreBlobs;
-use kiln_cache::{ImageRef, Store};
+use kiln_store::{ImageRef, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -57,7 +57,7 @@ pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>, BuildError> {
             .ref_names
             .iter()
             .map(|name| {
-                kiln_cache::normalize_ref(name)
+                kiln_store::normalize_ref(name)
                     .map_err(|e| BuildError::Request(format!("{name}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;

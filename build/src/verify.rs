@@ -15,9 +15,9 @@ use crate::blobs::{StoreBlobs, copy_image};
 use crate::build::{Notice, lower, solve};
 use crate::exporter::{Exports, export};
 use crate::{BuildError, BuildRequest, BuiltImage};
-use kiln_cache::{ImageRef, Store};
 use kiln_image::compare::{Comparison, OpenImage, compare};
 use kiln_solver::progress::{Event, Progress};
+use kiln_store::{ImageRef, Store};
 use std::collections::VecDeque;
 
 /// Events kept of each build, for showing a failed one: its last ones, bounded however

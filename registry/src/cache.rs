@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use kiln_cache::{CacheRecord, Store};
 use kiln_image::oci::{Descriptor, MEDIA_TYPE_MANIFEST, Manifest, ManifestKind, canonical_json};
+use kiln_store::{CacheRecord, Store};
 
 use crate::auth::repository_scope;
 use crate::client::Client;

@@ -93,7 +93,7 @@ pub enum RegistryError {
     Store {
         what: String,
         #[source]
-        source: kiln_cache::StoreError,
+        source: kiln_store::StoreError,
     },
 
     #[error("{}: {reason}", path.display())]
@@ -120,7 +120,7 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    pub(crate) fn store(what: impl Into<String>) -> impl FnOnce(kiln_cache::StoreError) -> Self {
+    pub(crate) fn store(what: impl Into<String>) -> impl FnOnce(kiln_store::StoreError) -> Self {
         let what = what.into();
         move |source| RegistryError::Store { what, source }
     }

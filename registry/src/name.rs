@@ -2,7 +2,7 @@
 //! Hub's defaults filled in (`busybox` → `docker.io/library/busybox:latest`, served by
 //! `registry-1.docker.io`).
 //!
-//! Syntax checks are `kiln_cache::Reference`'s (Docker's grammar); this module only
+//! Syntax checks are `kiln_store::Reference`'s (Docker's grammar); this module only
 //! splits off the registry host and applies the Hub defaults.
 
 use crate::error::{RegistryError, Result};
@@ -28,8 +28,8 @@ pub struct RegistryRef {
 impl RegistryRef {
     /// Parses `s`, adding Docker Hub's domain, `library/` and `:latest` where Docker would.
     pub fn parse(s: &str) -> Result<RegistryRef> {
-        let parsed = kiln_cache::Reference::parse(s).map_err(|e| match e {
-            kiln_cache::StoreError::InvalidReference { reason, .. } => {
+        let parsed = kiln_store::Reference::parse(s).map_err(|e| match e {
+            kiln_store::StoreError::InvalidReference { reason, .. } => {
                 RegistryError::InvalidReference {
                     reference: s.to_string(),
                     reason,

@@ -8,12 +8,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kiln_base::platform::Platform;
-use kiln_cache::{ImageRef, Store, StoreError};
 use kiln_image::limits::{self, CappedReadError, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use kiln_image::oci::{
     Descriptor, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest,
     ManifestKind, parse_manifest_or_index,
 };
+use kiln_store::{ImageRef, Store, StoreError};
 use ureq::http::Method;
 
 use crate::auth::repository_scope;
@@ -84,7 +84,7 @@ pub fn choose_platform<'a>(manifests: &'a [Descriptor], want: &Platform) -> Opti
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    kiln_cache::sha256_digest(bytes)
+    kiln_store::sha256_digest(bytes)
 }
 
 /// GETs a manifest or index by tag or digest and verifies its digest (against the
@@ -250,7 +250,7 @@ enum CopyFailure {
 
 fn copy_body(
     body: &mut impl Read,
-    writer: &mut kiln_cache::BlobWriter,
+    writer: &mut kiln_store::BlobWriter,
     store: &Store,
 ) -> std::result::Result<(), CopyFailure> {
     let mut buf = vec![0u8; 256 << 10];
@@ -324,7 +324,7 @@ fn put_json_blob(store: &Store, bytes: &[u8], digest: &str, what: &str) -> Resul
     Ok(())
 }
 
-/// Pulls `reference` into `store` and tags it locally as `kiln_cache::normalize_ref`
+/// Pulls `reference` into `store` and tags it locally as `kiln_store::normalize_ref`
 /// of what was written (so `FROM busybox` finds `busybox:latest`).
 pub fn pull_into_store(
     store: &Store,
@@ -332,7 +332,7 @@ pub fn pull_into_store(
     opts: &RegistryOptions,
 ) -> Result<PulledImage> {
     let rref = RegistryRef::parse(reference)?;
-    let local_name = kiln_cache::normalize_ref(reference)
+    let local_name = kiln_store::normalize_ref(reference)
         .map_err(RegistryError::store(format!("naming {reference}")))?;
     let client = Client::connect(
         &rref.domain,
@@ -464,7 +464,7 @@ fn check_manifest_types(client: &Client, manifest: &Manifest, rref: &RegistryRef
         .iter()
         .chain(std::iter::once(&manifest.config))
     {
-        if kiln_cache::parse_digest(&d.digest).is_err() {
+        if kiln_store::parse_digest(&d.digest).is_err() {
             return Err(RegistryError::Protocol {
                 registry: client.registry().to_string(),
                 what: format!("manifest of {rref}"),

@@ -6,8 +6,8 @@
 
 use std::io::Read;
 
-use kiln_cache::Store;
 use kiln_image::oci::{Descriptor, MEDIA_TYPE_MANIFEST, ManifestKind, parse_manifest_or_index};
+use kiln_store::Store;
 use ureq::http::Method;
 
 use crate::auth::repository_scope;
@@ -232,7 +232,7 @@ pub(crate) fn push_manifest(
         if !store.has_blob(&d.digest) {
             return Err(RegistryError::Store {
                 what: format!("pushing {local}"),
-                source: kiln_cache::StoreError::BlobNotFound {
+                source: kiln_store::StoreError::BlobNotFound {
                     digest: d.digest.clone(),
                 },
             });

@@ -7,12 +7,12 @@
 
 use std::path::PathBuf;
 
-use kiln_cache::Store;
+use kiln_store::Store;
 
 use crate::name::RegistryRef;
 
 fn path(store: &Store, digest: &str) -> Option<PathBuf> {
-    let hex = kiln_cache::parse_digest(digest).ok()?;
+    let hex = kiln_store::parse_digest(digest).ok()?;
     Some(store.root().join("registry").join("sources").join(hex))
 }
 
@@ -38,7 +38,7 @@ pub(crate) fn record<'a>(
         }
         let mut text = lines.join("\n");
         text.push('\n');
-        let _ = kiln_cache::atomic_write(&p, text.as_bytes());
+        let _ = kiln_store::atomic_write(&p, text.as_bytes());
     }
 }
 

@@ -142,7 +142,7 @@ impl Hostile {
     }
 }
 
-fn pull(h: &Hostile) -> (RegistryError, kiln_cache::Store, tempfile::TempDir) {
+fn pull(h: &Hostile) -> (RegistryError, kiln_store::Store, tempfile::TempDir) {
     let home = tempfile::tempdir().unwrap();
     let (dir, store) = new_store();
     let err = pull_into_store(

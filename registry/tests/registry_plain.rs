@@ -244,16 +244,16 @@ fn build_cache_records_round_trip_through_the_registry_into_a_fresh_store() {
     let opts = isolated_opts(home.path());
     let (_a, src) = new_store();
     let (layer, diff_id) = make_layer(&src, 77, 50_000);
-    let with_layer = kiln_cache::CacheRecord {
+    let with_layer = kiln_store::CacheRecord {
         created: 1,
-        layer: Some(kiln_cache::LayerRef {
+        layer: Some(kiln_store::LayerRef {
             diff_id,
             digest: layer.digest.clone(),
             media_type: layer.media_type.clone(),
             size: layer.size,
         }),
     };
-    let metadata_only = kiln_cache::CacheRecord {
+    let metadata_only = kiln_store::CacheRecord {
         created: 2,
         layer: None,
     };

@@ -4,8 +4,8 @@
 use crate::error::StepError;
 use crate::images::hex_of;
 use crate::result::Layer;
-use kiln_cache::{LayerRef, Store};
 use kiln_image::{Compression, ExternalContent};
+use kiln_store::{LayerRef, Store};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -51,7 +51,7 @@ impl LayerCommit<'_> {
     /// a missing blob and snapshot are written side by side, both reading the sources.
     pub(crate) fn commit(
         &self,
-        staging: kiln_cache::StagingDir,
+        staging: kiln_store::StagingDir,
         content: &ExternalContent,
         metadata_tree: bool,
         predicted: bool,
@@ -181,5 +181,5 @@ impl LayerCommit<'_> {
 /// A metadata tree's snapshot: already in the store, or written and waiting for its id.
 enum Materialized {
     Stored(PathBuf),
-    Written(kiln_cache::StagingDir),
+    Written(kiln_store::StagingDir),
 }

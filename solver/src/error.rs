@@ -11,11 +11,11 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
-    Store(#[from] kiln_cache::StoreError),
+    Store(#[from] kiln_store::StoreError),
     #[error(transparent)]
-    Ignore(#[from] kiln_cache::IgnoreError),
+    Ignore(#[from] kiln_context::IgnoreError),
     #[error(transparent)]
-    Context(#[from] kiln_cache::ContextError),
+    Context(#[from] kiln_context::ContextError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -34,7 +34,7 @@ pub enum StepError {
     #[error("{what}: {source}")]
     Export {
         what: &'static str,
-        source: kiln_cache::StoreError,
+        source: kiln_store::StoreError,
     },
     #[error("stage task failed: {0}")]
     StageTask(#[source] tokio::task::JoinError),
@@ -67,7 +67,7 @@ pub enum StepError {
     #[error("finishing the RUN layer: {0}")]
     FinishRun(#[source] std::io::Error),
     #[error(transparent)]
-    BindResolve(#[from] kiln_cache::ResolveError),
+    BindResolve(#[from] kiln_context::ResolveError),
     #[error("bind {path}: {source}")]
     BindCopy {
         path: String,
@@ -126,7 +126,7 @@ pub enum StepError {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(transparent)]
-    Store(#[from] kiln_cache::StoreError),
+    Store(#[from] kiln_store::StoreError),
     #[error("{reference}: image not found in the store (build it, or `kiln load` it first)")]
     NotFound { reference: String },
     #[error("{reference}: {source}")]

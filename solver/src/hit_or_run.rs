@@ -11,8 +11,8 @@ use crate::ops::{Executed, KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
 use crate::result::Layer;
 use crate::session::BuildSession;
-use kiln_cache::{CacheRecord, LayerRef};
 use kiln_parser::Step;
+use kiln_store::{CacheRecord, LayerRef};
 
 /// A solved step: its key, its layer, and whether the layer came from the cache.
 pub(crate) struct Solved {

@@ -4,7 +4,7 @@
 use crate::error::ImageError;
 use crate::image_state::ImageState;
 use crate::result::Layer;
-use kiln_cache::{LayerRef, Store};
+use kiln_store::{LayerRef, Store};
 
 /// A base image resolved in the store.
 #[derive(Clone)]
@@ -81,7 +81,7 @@ pub fn image_layers(
 pub fn read_image(
     store: &Store,
     reference: &str,
-    image: &kiln_cache::ImageRef,
+    image: &kiln_store::ImageRef,
 ) -> Result<(kiln_image::Manifest, kiln_image::ImageConfig), ImageError> {
     let parse = |source| ImageError::Parse {
         reference: reference.to_string(),

@@ -10,10 +10,10 @@
 use crate::image_state::{HistoryEntry, ImageState};
 use crate::oci_config;
 use crate::result::{Layer, StageResult};
-use kiln_cache::{ImageRef, LayerRef, Store};
 use kiln_image::{Compression, LayerOptions};
 use kiln_parser::Platform;
 use kiln_parser::instructions::Command;
+use kiln_store::{ImageRef, LayerRef, Store};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -53,7 +53,7 @@ pub enum ImportError {
     #[error("writing the layer: {0}")]
     Layer(#[from] kiln_image::LayerWriteError),
     #[error(transparent)]
-    Store(#[from] kiln_cache::StoreError),
+    Store(#[from] kiln_store::StoreError),
 }
 
 /// The tar reader quotes the bytes it choked on; of a binary file those are noise.

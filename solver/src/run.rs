@@ -16,10 +16,10 @@ use crate::error::ImageError;
 use crate::images::{image_layers, read_image};
 use crate::result::{Layer, StageResult, lowers_of};
 use crate::session::BuildSession;
-use kiln_cache::Store;
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_image::ImageConfig;
+use kiln_store::Store;
 use std::path::PathBuf;
 
 /// Why `kiln run` could not run the process (its own non-zero exit is not one of these).
@@ -34,11 +34,11 @@ pub enum RunError {
     },
     /// An ID prefix of several images, or a store that could not be read.
     #[error(transparent)]
-    Lookup(#[from] kiln_cache::LookupError),
+    Lookup(#[from] kiln_store::LookupError),
     #[error("{0}")]
     Usage(String),
     #[error("preparing the container's scratch space: {0}")]
-    Store(#[from] kiln_cache::StoreError),
+    Store(#[from] kiln_store::StoreError),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
 }
@@ -116,7 +116,7 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
     // to the debug states below.
     let found = match store.find_image(reference) {
         Ok(found) => Some(found.image),
-        Err(kiln_cache::LookupError::NotFound { .. }) => None,
+        Err(kiln_store::LookupError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
     if let Some(image) = found {
@@ -270,7 +270,7 @@ pub(crate) fn store_debug_state(
     session: &BuildSession,
     current: &StageResult,
     run: &kiln_parser::RunOp,
-) -> Result<String, kiln_cache::StoreError> {
+) -> Result<String, kiln_store::StoreError> {
     let mut before = current.clone();
     let c = &mut before.state.config;
     c.env = run.env.clone();

@@ -14,10 +14,10 @@ use crate::key::vertex_key;
 use crate::oci_config;
 use crate::progress::{Event, Progress};
 use crate::result::Layer;
-use kiln_cache::context::{ChecksumOptions, Context};
-use kiln_cache::{LayerRef, Store};
+use kiln_context::{ChecksumOptions, Context};
 use kiln_image::Compression;
 use kiln_parser::Platform;
+use kiln_store::{LayerRef, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub struct SolveOptions {
 pub struct BuildSession {
     pub store: Store,
     pub options: SolveOptions,
-    /// This process's scratch directory in the store (see `kiln_cache::Store::scratch_dir`):
+    /// This process's scratch directory in the store (see `kiln_store::Store::scratch_dir`):
     /// staging put here is reclaimed if the build is killed.
     pub scratch: std::path::PathBuf,
     snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
@@ -72,7 +72,7 @@ pub struct BuildSession {
 
 impl BuildSession {
     pub fn new(store: Store, options: SolveOptions) -> Result<BuildSession, SolveError> {
-        let matcher = kiln_cache::ignore::load_for(&options.context_dir, &options.dockerfile)
+        let matcher = kiln_context::ignore::load_for(&options.context_dir, &options.dockerfile)
             .map_err(SolveError::internal)?;
         let stat_cache = store.stat_cache_path(&options.context_dir);
         let context = Arc::new(
@@ -109,7 +109,7 @@ impl BuildSession {
     }
 
     fn resolve_image_uncached(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
-        let name = kiln_cache::normalize_ref(reference)?;
+        let name = kiln_store::normalize_ref(reference)?;
         let image = self
             .store
             .get_ref(&name)?
@@ -228,7 +228,7 @@ impl BuildSession {
     }
 }
 
-fn entry_digest(entry: &kiln_cache::context::HashedEntry) -> String {
+fn entry_digest(entry: &kiln_context::HashedEntry) -> String {
     format!(
         "{:?} {:o} {} {}",
         entry.kind,

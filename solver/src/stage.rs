@@ -27,7 +27,7 @@ pub(crate) struct StageRunner {
 fn from_line(stage: &kiln_parser::Stage) -> String {
     match &stage.base {
         Base::Image(reference) => {
-            let name = kiln_cache::normalize_ref(reference).unwrap_or_else(|_| reference.clone());
+            let name = kiln_store::normalize_ref(reference).unwrap_or_else(|_| reference.clone());
             format!("FROM {name}")
         }
         _ => stage.source.clone(),

@@ -3,8 +3,8 @@
 
 use crate::entitlements::NetworkDefault;
 use crate::session::{BuildSession, SolveOptions};
-use kiln_cache::Store;
 use kiln_parser::{Op, Platform, Span, Step};
+use kiln_store::Store;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::layered::{LayeredError, LayeredFs, components, join_components};
-use kiln_cache::IgnoreMatcher;
+use kiln_context::IgnoreMatcher;
 use kiln_image::ExternalContent;
 pub use mode::{ModeError, ModeSpec};
 pub use owner::{Owner, OwnerError, lookup_group, lookup_user, resolve_chown};

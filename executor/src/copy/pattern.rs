@@ -3,7 +3,7 @@
 //! - One component, and a plain wildcard source, is [`kiln_base::gopath`]'s
 //!   `filepath.Match` (`*` and `?` never match `/`, `[...]` classes, `\` escapes), the
 //!   same matcher the context checksum uses for the cache key.
-//! - `--exclude` uses the `.dockerignore` matcher, [`kiln_cache::IgnoreMatcher`] (both
+//! - `--exclude` uses the `.dockerignore` matcher, [`kiln_context::IgnoreMatcher`] (both
 //!   are moby's patternmatcher).
 
 use kiln_base::gopath::{BadPattern, filepath_match};

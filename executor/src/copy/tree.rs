@@ -18,7 +18,7 @@ use super::owner::Owner;
 use super::writer::{LayerWriter, io_at};
 use super::{CopyError, SourceFilter, meta};
 use crate::layered::{Entry, FileKind, LayeredFs};
-use kiln_cache::IgnoreMatcher;
+use kiln_context::IgnoreMatcher;
 use kiln_image::{ExternalContent, ExternalFile};
 
 /// Where a source entry comes from and how its ownership is treated.

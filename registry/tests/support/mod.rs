@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use kiln_cache::{ImageRef, Store};
 use kiln_image::oci::{Descriptor, ImageConfig, Manifest, json_blob};
+use kiln_store::{ImageRef, Store};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -230,7 +230,7 @@ pub fn new_store() -> (tempfile::TempDir, Store) {
 
 /// Files left under the store's `tmp/` (must be none after any pull).
 ///
-/// A process stages in its own locked `tmp/proc-*` directory (kiln_cache::scratch), which
+/// A process stages in its own locked `tmp/proc-*` directory (kiln_store::scratch), which
 /// lives as long as the process: what counts is what is left inside it.
 pub fn tmp_files(store: &Store) -> Vec<String> {
     let list = |dir: &Path| -> Vec<std::fs::DirEntry> {

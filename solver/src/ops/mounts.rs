@@ -162,7 +162,7 @@ pub(crate) fn mount_spec(
                 }
             }
             _ => {
-                let host = kiln_cache::resolve_in_root(session.context_dir(), &source)?;
+                let host = kiln_context::resolve_in_root(session.context_dir(), &source)?;
                 if host.is_dir() {
                     // Writes to a context bind are discarded, never written to the context.
                     SandboxMount::Layers {

@@ -6,8 +6,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use filetime::FileTime;
-use kiln_cache::{
-    ChecksumOptions, Context, ContextError, EntryKind, IgnoreMatcher, diff_entries, resolve_in_root,
+use kiln_context::{
+    ChecksumOptions, Context, ContextError, ContextFileType, IgnoreMatcher, diff_entries,
+    resolve_in_root,
 };
 
 fn write(root: &Path, rel: &str, content: &str) {
@@ -122,15 +123,15 @@ fn entries_record_path_kind_mode_target_and_sha() {
         ]
     );
     let main = &sum.files[3];
-    assert_eq!(main.kind, EntryKind::File);
+    assert_eq!(main.kind, ContextFileType::File);
     assert_eq!(main.mode, 0o640);
     assert_eq!(main.size, 13);
     assert_eq!(
         main.sha256.as_deref(),
-        Some(kiln_cache::sha256_hex(b"fn main() {}\n").as_str())
+        Some(kiln_base::digest::sha256_hex(b"fn main() {}\n").as_str())
     );
     let link = &sum.files[4];
-    assert_eq!(link.kind, EntryKind::Symlink);
+    assert_eq!(link.kind, ContextFileType::Symlink);
     assert_eq!(link.link_target.as_deref(), Some("../README.md"));
     assert_eq!(link.sha256, None);
     assert_eq!(sum.sources, ["src"]);
@@ -219,7 +220,7 @@ fn sources_are_clamped_to_the_context() {
     let sum = c.checksum("/etc/passwd", &copy_opts()).unwrap();
     assert_eq!(
         sum.files[0].sha256.as_deref(),
-        Some(kiln_cache::sha256_hex(b"fake passwd").as_str())
+        Some(kiln_base::digest::sha256_hex(b"fake passwd").as_str())
     );
     fs::remove_dir_all(root.join("etc")).unwrap();
     assert!(matches!(
@@ -238,7 +239,7 @@ fn symlinks_resolve_with_the_context_as_root() {
     symlink("../../..", root.join("up")).unwrap();
     symlink("/file", root.join("abs")).unwrap();
     let c = ctx(&root);
-    let inside = kiln_cache::sha256_hex(b"inside");
+    let inside = kiln_base::digest::sha256_hex(b"inside");
     for p in [
         "rootlink/file",
         "up/file",
@@ -267,7 +268,7 @@ fn symlinks_resolve_with_the_context_as_root() {
             },
         )
         .unwrap();
-    assert_eq!(sum.files[0].kind, EntryKind::Symlink);
+    assert_eq!(sum.files[0].kind, ContextFileType::Symlink);
     assert_eq!(sum.files[0].link_target.as_deref(), Some("/file"));
 }
 
@@ -488,7 +489,7 @@ fn backslash_is_a_name_without_wildcards_and_an_escape_after_one() {
     assert_eq!(names, ["a\\b"]);
     assert_eq!(
         sum.files[0].sha256.as_deref(),
-        Some(kiln_cache::sha256_hex(b"backslash\n").as_str())
+        Some(kiln_base::digest::sha256_hex(b"backslash\n").as_str())
     );
     let sum = c.checksum("*/a\\b", &copy_opts()).unwrap();
     let names: Vec<&str> = sum.files.iter().map(|f| f.rel_path.as_str()).collect();

@@ -1,33 +1,19 @@
-//! Selecting sources (plain paths and wildcards), walking them in sorted order with
-//! `.dockerignore` and `--exclude` applied, and hashing file contents in parallel.
+//! Walking selected sources in sorted order with `.dockerignore` and `--exclude` applied:
+//! the top directory levels in parallel, deeper subtrees with an explicit stack.
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
-use sha2::{Digest as _, Sha256};
 
-use super::{ChecksumStats, Context, ContextError, EntryKind, HashedEntry};
+use super::select::{Source, join};
+use super::{Context, ContextError, ContextFileType, HashedEntry};
 use crate::ignore::{IgnoreMatcher, MatchInfo};
-use crate::resolve::resolve_rel;
-use crate::statcache::{RACY_WINDOW, StatKey};
-use kiln_base::gopath::{self, Pattern as GlobPattern, has_meta, has_wildcards};
-
-/// A selected source: the path as matched (lexical) and where it resolved to.
-#[derive(Debug, Clone)]
-pub(super) struct Source {
-    pub requested: String,
-    /// Context-relative, `""` for the root.
-    pub resolved: String,
-    /// Matched by a wildcard: if it turns out to hold nothing visible it is skipped
-    /// rather than reported missing.
-    pub from_wildcard: bool,
-}
+use crate::statcache::StatKey;
 
 /// An entry plus what hashing needs and the raw bytes that go into the digest.
 pub(super) struct Item {
@@ -35,8 +21,17 @@ pub(super) struct Item {
     /// Set only when the name is not valid UTF-8 (then `entry.rel_path` is lossy).
     raw_path: Option<Vec<u8>>,
     pub raw_target: Option<Vec<u8>>,
-    stat: Option<StatKey>,
+    pub stat: Option<StatKey>,
     pub sha: Option<[u8; 32]>,
+}
+
+impl Item {
+    /// The path bytes that go into the digest.
+    pub(super) fn raw_path(&self) -> &[u8] {
+        self.raw_path
+            .as_deref()
+            .unwrap_or(self.entry.rel_path.as_bytes())
+    }
 }
 
 /// A walked directory keeps its subtree as a tree until the source is done, so each item
@@ -84,23 +79,6 @@ enum Slot {
     },
 }
 
-impl Item {
-    /// The path bytes that go into the digest.
-    pub(super) fn raw_path(&self) -> &[u8] {
-        self.raw_path
-            .as_deref()
-            .unwrap_or(self.entry.rel_path.as_bytes())
-    }
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 fn display(rel: &str) -> String {
     if rel.is_empty() {
         ".".to_string()
@@ -109,128 +87,15 @@ fn display(rel: &str) -> String {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
+/// Wraps an io error with the path it concerns.
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
     move |source| ContextError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-/// Lexically cleaned, root-relative form of a pattern (`""` for the root).
-fn lexical(pattern: &str) -> String {
-    let c = gopath::clean(&format!("/{pattern}"));
-    c.trim_start_matches('/').to_string()
-}
-
-/// Sorted names in `dir`.
-fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-    let mut names: Vec<_> = fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
-}
-
 impl Context {
-    fn is_ignored(&self, rel: &str) -> bool {
-        !rel.is_empty() && !self.matcher.is_empty() && self.matcher.matches(rel)
-    }
-
-    /// The sources `pattern` selects.
-    pub(super) fn select(
-        &self,
-        pattern: &str,
-        opts: &super::ChecksumOptions,
-    ) -> Result<Vec<Source>, ContextError> {
-        let lex = lexical(pattern);
-        if !(opts.wildcard && has_wildcards(&lex)) {
-            let resolved = resolve_rel(&self.root, pattern, opts.follow_links)?;
-            let not_found = || ContextError::NotFound {
-                pattern: pattern.to_string(),
-            };
-            match fs::symlink_metadata(self.root.join(&resolved)) {
-                Ok(_) => {}
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotFound
-                        || e.kind() == io::ErrorKind::NotADirectory =>
-                {
-                    return Err(not_found());
-                }
-                Err(source) => {
-                    return Err(ContextError::Io {
-                        path: self.root.join(&resolved),
-                        source,
-                    });
-                }
-            }
-            // An excluded path does not exist in the context BuildKit would see. (An
-            // excluded directory with re-included content is checked by the walk.)
-            if self.is_ignored(&lex) && !self.matcher.may_reinclude_under(&lex) {
-                return Err(not_found());
-            }
-            return Ok(vec![Source {
-                requested: lex,
-                resolved,
-                from_wildcard: false,
-            }]);
-        }
-
-        // Wildcards: expand one component at a time, listing only the directories the
-        // pattern walks through. As in BuildKit, the components before the first one with
-        // a wildcard are names as written (`\` included); from there on each is a
-        // `filepath.Match` pattern (where `\` escapes), the copy's reading too.
-        let mut candidates = vec![String::new()];
-        let mut matching = false;
-        for comp in lex.split('/') {
-            matching |= has_wildcards(comp);
-            if !(matching && has_meta(comp)) {
-                for c in &mut candidates {
-                    *c = join(c, comp);
-                }
-                continue;
-            }
-            let glob = GlobPattern::new(comp).map_err(|source| ContextError::BadPattern {
-                pattern: pattern.to_string(),
-                source,
-            })?;
-            let mut next = Vec::new();
-            for c in &candidates {
-                let dir = self.root.join(resolve_rel(&self.root, c, true)?);
-                let names = match sorted_names(&dir) {
-                    Ok(n) => n,
-                    Err(e)
-                        if e.kind() == io::ErrorKind::NotFound
-                            || e.kind() == io::ErrorKind::NotADirectory =>
-                    {
-                        continue;
-                    }
-                    Err(source) => return Err(ContextError::Io { path: dir, source }),
-                };
-                for name in names {
-                    let name = name.to_string_lossy();
-                    if glob.matches(&name) {
-                        next.push(join(c, &name));
-                    }
-                }
-            }
-            candidates = next;
-        }
-        let mut out = Vec::new();
-        for c in candidates {
-            let resolved = resolve_rel(&self.root, &c, opts.follow_links)?;
-            let exists = fs::symlink_metadata(self.root.join(&resolved)).is_ok();
-            if !exists || (self.is_ignored(&c) && !self.matcher.may_reinclude_under(&c)) {
-                continue;
-            }
-            out.push(Source {
-                requested: c,
-                resolved,
-                from_wildcard: true,
-            });
-        }
-        Ok(out)
-    }
-
     /// Appends the entries of one source.
     pub(super) fn collect_source(
         &self,
@@ -503,18 +368,21 @@ impl Context {
         let (kind, raw_target) = if ft.is_symlink() {
             let abs = abs();
             let t = fs::read_link(&abs).map_err(io_err(&abs))?;
-            (EntryKind::Symlink, Some(t.as_os_str().as_bytes().to_vec()))
+            (
+                ContextFileType::Symlink,
+                Some(t.as_os_str().as_bytes().to_vec()),
+            )
         } else if ft.is_dir() {
-            (EntryKind::Dir, None)
+            (ContextFileType::Dir, None)
         } else if ft.is_file() {
-            (EntryKind::File, None)
+            (ContextFileType::File, None)
         } else {
             debug_assert!(
                 ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
             );
-            (EntryKind::Other, None)
+            (ContextFileType::Other, None)
         };
-        let mode = if kind == EntryKind::Symlink {
+        let mode = if kind == ContextFileType::Symlink {
             0o777
         } else {
             meta.mode() & 0o7777
@@ -533,7 +401,7 @@ impl Context {
                 rel_path: display(rel),
                 kind,
                 mode,
-                size: if kind == EntryKind::File {
+                size: if kind == ContextFileType::File {
                     meta.size()
                 } else {
                     0
@@ -545,99 +413,8 @@ impl Context {
             },
             raw_path,
             raw_target,
-            stat: (kind == EntryKind::File).then(|| StatKey::from_meta(meta)),
+            stat: (kind == ContextFileType::File).then(|| StatKey::from_meta(meta)),
             sha: None,
         })
     }
-
-    /// Fills in content digests: stat-cache hits first, then the misses in parallel.
-    pub(super) fn hash_items(&self, items: &mut [Item]) -> Result<ChecksumStats, ContextError> {
-        let mut stats = ChecksumStats::default();
-        let mut misses = Vec::new();
-        {
-            let cache = match self.cache.lock() {
-                Ok(c) => c,
-                Err(p) => p.into_inner(),
-            };
-            let mut hint = 0;
-            for (i, it) in items.iter_mut().enumerate() {
-                let Some(key) = it.stat else { continue };
-                match cache.get_hinted(&it.entry.rel_path, &key, &mut hint) {
-                    Some(sha) => {
-                        it.sha = Some(sha);
-                        stats.cache_hits += 1;
-                    }
-                    None => misses.push(i),
-                }
-            }
-        }
-        let root = &self.root;
-        let results: Vec<(usize, [u8; 32], bool)> = misses
-            .par_iter()
-            .map(|&i| {
-                let it = &items[i];
-                let abs = root.join(OsStr::from_bytes(it.raw_path()));
-                let started = SystemTime::now();
-                let sha = hash_file(&abs).map_err(io_err(&abs))?;
-                let cacheable = it.stat.is_some_and(|k| not_racy(k.mtime_ns, started));
-                Ok((i, sha, cacheable))
-            })
-            .collect::<Result<_, ContextError>>()?;
-        let mut cache = match self.cache.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
-        for (i, sha, cacheable) in results {
-            let it = &mut items[i];
-            it.sha = Some(sha);
-            stats.files_hashed += 1;
-            stats.bytes_hashed += it.entry.size;
-            if cacheable && let Some(key) = it.stat {
-                cache.insert(it.entry.rel_path.clone(), key, sha);
-            }
-        }
-        for it in items.iter_mut() {
-            if let Some(sha) = it.sha {
-                it.entry.sha256 = Some(fast_hex(&sha));
-            }
-        }
-        Ok(stats)
-    }
-}
-
-/// True when `mtime_ns` is older than `read_start` by more than the racy window.
-fn not_racy(mtime_ns: i64, read_start: SystemTime) -> bool {
-    let Ok(now) = read_start.duration_since(UNIX_EPOCH) else {
-        return false;
-    };
-    let limit = now.saturating_sub(RACY_WINDOW).as_nanos() as i64;
-    mtime_ns < limit
-}
-
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
-    let mut f = fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().into())
-}
-
-/// Lowercase hex of a digest; `hex::encode` goes through a char iterator and showed up in
-/// profiles of no-op rebuilds (one call per file).
-fn fast_hex(bytes: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(64);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize]);
-        out.push(DIGITS[(b & 0xf) as usize]);
-    }
-    String::from_utf8(out).unwrap_or_default()
 }

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{EntryKind, HashedEntry};
+use super::{ContextFileType, HashedEntry};
 
-fn kind_name(k: EntryKind) -> &'static str {
+fn kind_name(k: ContextFileType) -> &'static str {
     match k {
-        EntryKind::File => "file",
-        EntryKind::Dir => "directory",
-        EntryKind::Symlink => "symlink",
-        EntryKind::Other => "special file",
+        ContextFileType::File => "file",
+        ContextFileType::Dir => "directory",
+        ContextFileType::Symlink => "symlink",
+        ContextFileType::Other => "special file",
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use kiln_cache::{CacheRecord, ImageRef, LayerRef, Store, StoreError, sha256_digest};
+use kiln_store::{CacheRecord, ImageRef, LayerRef, Store, StoreError, sha256_digest};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_cache::{ImageRef, Store, sha256_digest};
+use kiln_store::{ImageRef, Store, sha256_digest};
 
 /// Child half: loops writing blobs and refs until killed. Does nothing unless started by
 /// a test below (KILN_CACHE_KILL_ROOT set).

@@ -1,6 +1,6 @@
 //! Garbage collection keeps what refs and cache records use and drops the rest.
 
-use kiln_cache::{CacheRecord, ImageRef, LayerRef, PruneOptions, Store, sha256_digest};
+use kiln_store::{CacheRecord, ImageRef, LayerRef, PruneOptions, Store, sha256_digest};
 
 struct Image {
     manifest: String,

@@ -4,8 +4,8 @@
 
 use std::io::Write;
 
-use kiln_cache::{Store, StoreError};
 use kiln_image::limits::MAX_JSON_SIZE;
+use kiln_store::{Store, StoreError};
 
 #[test]
 fn a_blob_over_the_json_cap_is_not_read_whole() {

@@ -2,7 +2,7 @@
 //! leaves: nothing of this process's, in the store's scratch or on the staging tmpfs. In a
 //! test binary of its own, since it removes every scratch directory of the process.
 
-use kiln_cache::{Store, remove_own_scratch};
+use kiln_store::{Store, remove_own_scratch};
 
 #[test]
 fn remove_own_scratch_removes_store_scratch_and_tmpfs_staging() {

@@ -2,14 +2,14 @@
 //! (empty stat cache: every file read and hashed) and warm (stat cache loaded from disk:
 //! nothing read). Target: warm under 100 ms.
 //!
-//! `cargo bench -p kiln-cache --bench context` (set KILN_BENCH_DIR to generate the context
+//! `cargo bench -p kiln-context --bench context` (set KILN_BENCH_DIR to generate the context
 //! somewhere other than the system temp dir). Cold runs read from the page cache, since
 //! the files were just written; dropping caches would disturb other users of the machine.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_cache::{ChecksumOptions, Context, IgnoreMatcher};
+use kiln_context::{ChecksumOptions, Context, IgnoreMatcher};
 
 const DIRS: usize = 200;
 const FILES_PER_DIR: usize = 100;
@@ -50,12 +50,7 @@ fn process_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-type Run = (
-    Duration,
-    kiln_cache::context::ChecksumStats,
-    String,
-    Duration,
-);
+type Run = (Duration, kiln_context::ChecksumStats, String, Duration);
 
 /// One build's worth: open (loads the stat cache), checksum the whole context, save.
 /// The last field is the time spent in `Context::open`.

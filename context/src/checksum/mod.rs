@@ -10,8 +10,14 @@
 //! A stat cache (see `statcache`) maps unchanged files to their previous sha256, so a
 //! no-op rebuild reads no file contents; call [`Context::save_stat_cache`] at the end of
 //! a build to persist it.
+//!
+//! Submodules by step: `select` (which sources a pattern names), `walk` (their entries,
+//! in order), `hash` (content digests, with the stat cache), `changes` (how two entry
+//! lists differ, for `--explain-cache`).
 
-mod diff;
+mod changes;
+mod hash;
+mod select;
 mod walk;
 
 use std::path::{Path, PathBuf};
@@ -20,13 +26,12 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::StoreError;
 use crate::ignore::{IgnoreError, IgnoreMatcher};
 use crate::resolve::ResolveError;
 use crate::statcache::StatCache;
 use kiln_base::gopath::BadPattern;
 
-pub use diff::diff_entries;
+pub use changes::diff_entries;
 
 /// Errors from opening a context or computing a checksum.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +59,13 @@ pub enum ContextError {
     },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("cannot save the context stat cache: {0}")]
-    SaveStatCache(#[source] StoreError),
+    /// The text keeps the form it had when the store wrote the file.
+    #[error("cannot save the context stat cache: cannot atomically write {}: {source}", path.display())]
+    SaveStatCache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How to select sources.
@@ -72,10 +82,10 @@ pub struct ChecksumOptions {
     pub excludes: Vec<String>,
 }
 
-/// The type of an entry.
+/// The file type of a checksummed context entry (what `lstat` says it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EntryKind {
+pub enum ContextFileType {
     File,
     Dir,
     Symlink,
@@ -83,13 +93,13 @@ pub enum EntryKind {
     Other,
 }
 
-impl EntryKind {
+impl ContextFileType {
     fn tag(self) -> u8 {
         match self {
-            EntryKind::File => b'f',
-            EntryKind::Dir => b'd',
-            EntryKind::Symlink => b'l',
-            EntryKind::Other => b'o',
+            ContextFileType::File => b'f',
+            ContextFileType::Dir => b'd',
+            ContextFileType::Symlink => b'l',
+            ContextFileType::Other => b'o',
         }
     }
 }
@@ -100,7 +110,7 @@ impl EntryKind {
 pub struct HashedEntry {
     /// Path relative to the context root, `/`-separated; `.` for the root itself.
     pub rel_path: String,
-    pub kind: EntryKind,
+    pub kind: ContextFileType,
     /// Permission bits (`mode & 0o7777`); 0o777 for symlinks.
     pub mode: u32,
     /// Content size for files, 0 otherwise.
@@ -205,7 +215,12 @@ impl Context {
                 source,
             })?;
         }
-        crate::fsutil::atomic_write(path, &cache.encode()).map_err(ContextError::SaveStatCache)?;
+        kiln_base::atomic::write(path, &cache.encode()).map_err(|source| {
+            ContextError::SaveStatCache {
+                path: path.clone(),
+                source,
+            }
+        })?;
         cache.mark_clean();
         Ok(true)
     }

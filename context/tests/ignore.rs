@@ -1,6 +1,6 @@
 //! `.dockerignore` semantics, table-driven from moby/patternmatcher's tests.
 
-use kiln_cache::{IgnoreMatcher, load_for};
+use kiln_context::{IgnoreMatcher, load_for};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Want {
@@ -147,7 +147,7 @@ fn moby_table_matches_or_parent_matches() {
 /// Walk-style matching (parent results passed down) agrees with the table.
 #[test]
 fn moby_table_matches_using_parent_results() {
-    use kiln_cache::ignore::MatchInfo;
+    use kiln_context::ignore::MatchInfo;
     let check = |pm: &IgnoreMatcher, text: &str, want: bool, desc: String| {
         let parent = kiln_base::gopath::dir(text);
         let mut info = MatchInfo::default();

@@ -1,6 +1,6 @@
 //! The blob index (diff_id + media type → stored blob) and the tmpfs staging area.
 
-use kiln_cache::{LayerRef, PruneOptions, Store, sha256_digest};
+use kiln_store::{LayerRef, PruneOptions, Store, sha256_digest};
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
@@ -70,7 +70,7 @@ fn tmpfs_staging_is_on_a_tmpfs_and_removed_when_dropped() {
     let s = Store::open(dir.path()).unwrap();
     let Some(staging) = s.tmpfs_staging().unwrap() else {
         // No usable tmpfs here: the solver falls back to the store's own staging.
-        assert!(kiln_cache::tmpfs_staging_base().is_none());
+        assert!(kiln_store::tmpfs_staging_base().is_none());
         return;
     };
     let path = staging.path().to_path_buf();

@@ -4,8 +4,8 @@
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use kiln_cache::resolve::{resolve_in_root_nofollow, resolve_rel};
-use kiln_cache::resolve_in_root;
+use kiln_context::resolve::{resolve_in_root_nofollow, resolve_rel};
+use kiln_context::resolve_in_root;
 use proptest::prelude::*;
 
 /// A tree with hostile symlinks: to `/`, to `..` chains, absolute, loops, to missing.

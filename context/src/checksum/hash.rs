@@ -1,0 +1,109 @@
+//! Content digests of walked files: stat-cache hits first, then the misses read and
+//! hashed in parallel; a file modified within the racy window is not cached.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::walk::{Item, io_err};
+use super::{ChecksumStats, Context, ContextError};
+use crate::statcache::RACY_WINDOW;
+
+impl Context {
+    /// Fills in content digests: stat-cache hits first, then the misses in parallel.
+    pub(super) fn hash_items(&self, items: &mut [Item]) -> Result<ChecksumStats, ContextError> {
+        let mut stats = ChecksumStats::default();
+        let mut misses = Vec::new();
+        {
+            let cache = match self.cache.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            let mut hint = 0;
+            for (i, it) in items.iter_mut().enumerate() {
+                let Some(key) = it.stat else { continue };
+                match cache.get_hinted(&it.entry.rel_path, &key, &mut hint) {
+                    Some(sha) => {
+                        it.sha = Some(sha);
+                        stats.cache_hits += 1;
+                    }
+                    None => misses.push(i),
+                }
+            }
+        }
+        let root = &self.root;
+        let results: Vec<(usize, [u8; 32], bool)> = misses
+            .par_iter()
+            .map(|&i| {
+                let it = &items[i];
+                let abs = root.join(OsStr::from_bytes(it.raw_path()));
+                let started = SystemTime::now();
+                let sha = hash_file(&abs).map_err(io_err(&abs))?;
+                let cacheable = it.stat.is_some_and(|k| not_racy(k.mtime_ns, started));
+                Ok((i, sha, cacheable))
+            })
+            .collect::<Result<_, ContextError>>()?;
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        for (i, sha, cacheable) in results {
+            let it = &mut items[i];
+            it.sha = Some(sha);
+            stats.files_hashed += 1;
+            stats.bytes_hashed += it.entry.size;
+            if cacheable && let Some(key) = it.stat {
+                cache.insert(it.entry.rel_path.clone(), key, sha);
+            }
+        }
+        for it in items.iter_mut() {
+            if let Some(sha) = it.sha {
+                it.entry.sha256 = Some(fast_hex(&sha));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// True when `mtime_ns` is older than `read_start` by more than the racy window.
+fn not_racy(mtime_ns: i64, read_start: SystemTime) -> bool {
+    let Ok(now) = read_start.duration_since(UNIX_EPOCH) else {
+        return false;
+    };
+    let limit = now.saturating_sub(RACY_WINDOW).as_nanos() as i64;
+    mtime_ns < limit
+}
+
+fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Lowercase hex of a digest; `hex::encode` goes through a char iterator and showed up in
+/// profiles of no-op rebuilds (one call per file).
+fn fast_hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(64);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 0xf) as usize]);
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
