@@ -1,8 +1,8 @@
 //! `kiln import`: flags and output around `kiln_solver::import` (which does the work).
 
 use crate::cli::ImportArgs;
-use crate::root::open_store;
 use anyhow::{Context, Result, anyhow};
+use kiln_build::open_store;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;

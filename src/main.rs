@@ -11,9 +11,7 @@ mod import_cmd;
 mod interrupt;
 mod registry_cmd;
 mod render;
-mod root;
 mod run_cmd;
-mod sizes;
 
 use clap::Parser;
 use cli::{Cli, Command, DebugCommand};

@@ -2,8 +2,8 @@
 //! kiln-registry crate (which does the work).
 
 use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryFlags};
-use crate::root::open_store;
 use anyhow::{Context, Result, bail};
+use kiln_build::open_store;
 use kiln_registry::{Credentials, Progress, RegistryOptions};
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;

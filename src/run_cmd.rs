@@ -5,8 +5,8 @@
 //! the command cannot be executed, 127 when it is not found.
 
 use crate::cli::{RunArgs, RunNetwork, SnapshotterArg};
-use crate::root::open_store;
 use anyhow::{Context, Result, anyhow};
+use kiln_build::open_store;
 use kiln_executor::sandbox::{ProcessIo, RunOutcome, SandboxError};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_solver::run::{Bind, RunError, RunOptions};

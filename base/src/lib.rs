@@ -16,6 +16,8 @@
 //! - [`platform`]: `os/arch[/variant]` and this machine's, with containerd's names.
 //! - [`compression`]: gzip, zstd, bzip2, xz or none, by magic number.
 //! - [`passwd`]: `/etc/passwd` and `/etc/group` entries.
+//! - [`size`]: sizes in flags and columns (`10GB` in, `1.5MB` out), in docker's decimal
+//!   units.
 
 pub mod atomic;
 pub mod canonical_json;
@@ -24,4 +26,5 @@ pub mod digest;
 pub mod gopath;
 pub mod passwd;
 pub mod platform;
+pub mod size;
 pub mod whiteout;

@@ -1,38 +1,13 @@
 //! [`build`]: one build into one store, from lowering to the stored image.
 
 use crate::bases::StoreResolver;
-use crate::cache_io::{self, CacheSpec};
-use crate::exporter::OutputSpec;
-use crate::{BuildError, BuildRequest, BuiltImage};
+use crate::cache_io;
+use crate::{BuildError, BuildRequest, BuiltImage, Notice};
 use kiln_parser::BuildGraph;
 use kiln_solver::progress::Progress;
 use kiln_solver::{BuildSession, SolveOptions};
 use kiln_store::{ImageRef, Store};
 use std::sync::Arc;
-
-/// What a build or an export did that its caller may want to say (nothing here prints).
-#[derive(Debug)]
-pub enum Notice {
-    /// Leftovers of killed kiln processes were removed from the store first.
-    Reclaimed(kiln_store::Reclaimed),
-    /// Removing those leftovers failed: it costs disk, not this build.
-    ReclaimFailed(kiln_store::StoreError),
-    CacheImported {
-        spec: CacheSpec,
-        records: usize,
-    },
-    /// A cache that cannot be read costs time, not correctness: the build goes on.
-    CacheImportFailed(BuildError),
-    OutputWritten(OutputSpec),
-    CacheExported {
-        spec: CacheSpec,
-        records: usize,
-    },
-    Pushed {
-        reference: String,
-        digest: String,
-    },
-}
 
 /// Builds `request` into `store`, which the caller holds locked (shared). Nothing is
 /// named: [`crate::export`] does that once this returned `Ok`, so a failed build never

@@ -44,6 +44,9 @@ pub enum BuildError {
         #[source]
         source: kiln_image::ArchiveError,
     },
+    /// An image the command names is not in the store, or its ID prefix is ambiguous.
+    #[error(transparent)]
+    Lookup(#[from] kiln_store::LookupError),
     /// Reading two images for comparison failed; the message names the cause.
     #[error("{0}")]
     Compare(kiln_image::compare::CompareError),

@@ -6,8 +6,8 @@
 //! directory or ends in `/` as a layout. `kiln save` writes its archives here too
 //! ([`write_archive`]).
 
+use crate::Notice;
 use crate::blobs::StoreBlobs;
-use crate::build::Notice;
 use crate::cache_io::{self, CacheSpec};
 use crate::files::write_file;
 use crate::{BuildError, BuiltImage};

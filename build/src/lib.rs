@@ -20,26 +20,40 @@
 //! exports it as step 3.
 //!
 //! `kiln save` and `kiln load` use the same archive writer and a store-side load
-//! ([`exporter::write_archive`], [`load::load`]).
+//! ([`exporter::write_archive`], [`load::load`]); the other image commands find, list and
+//! sum up stored images through [`images`], `kiln diff` opens its two images through
+//! [`compare`], and every command opens the store [`location`] chooses.
 //!
-//! Nothing here prints: what a caller shows comes back as values ([`Notice`],
-//! [`BuildError`], [`verify::Verdict`]), so the CLI renders every line itself.
+//! The values of build flags (`--build-arg`, `--secret`, `--allow`, limits) are read by
+//! [`flags`]; a failed step is reported by [`report`], the same for a plain build and
+//! `--verify-reproducible`.
+//!
+//! Nothing here prints: what a caller shows comes back as values ([`Notice`] with its
+//! words, [`BuildError`], [`verify::Verdict`]), so the CLI writes every line itself.
 
 pub mod bases;
 pub mod blobs;
 mod build;
 pub mod cache_io;
+pub mod compare;
 mod dockerfile;
 mod error;
 pub mod exporter;
 pub mod files;
+pub mod flags;
+pub mod images;
 pub mod load;
+pub mod location;
+mod notice;
+pub mod report;
 pub mod request;
 pub mod verify;
 
-pub use build::{Notice, build};
+pub use build::build;
 pub use dockerfile::Dockerfile;
 pub use error::BuildError;
 pub use exporter::{Exports, OutputSpec, export};
 pub use kiln_solver::BuiltImage;
+pub use location::open_store;
+pub use notice::{Notice, chain};
 pub use request::{BuildRequest, source_date_epoch};

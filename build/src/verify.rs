@@ -11,8 +11,9 @@
 //! The two builds run in this process, so they share its RUN limits: on cgroup v1 as root,
 //! the one pids cgroup of the process holds the RUNs of both.
 
+use crate::Notice;
 use crate::blobs::{StoreBlobs, copy_image};
-use crate::build::{Notice, lower, solve};
+use crate::build::{lower, solve};
 use crate::exporter::{Exports, export};
 use crate::{BuildError, BuildRequest, BuiltImage};
 use kiln_image::compare::{Comparison, OpenImage, compare};

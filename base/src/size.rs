@@ -1,6 +1,10 @@
-//! Sizes in flags and columns: `10GB` in, `1.5MB` out (decimal units, as docker).
+//! Sizes as docker writes them: `10GB`, `512m`, `1GiB` in (flags such as `--memory` and
+//! `--keep-storage`), `1.5MB` out (columns and messages), in decimal units.
 
-use anyhow::{Result, anyhow, bail};
+/// A size that does not parse; the message names the flag it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SizeError(String);
 
 /// `bytes` in the largest decimal unit that keeps it at least 1, to 3 decimals.
 pub fn human_size(bytes: u64) -> String {
@@ -23,7 +27,7 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 /// `10GB`, `512MB`, `1.5G`, `2048` (bytes) → bytes; `flag` names the option in errors.
-pub fn parse_size(flag: &str, s: &str) -> Result<u64> {
+pub fn parse_size(flag: &str, s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -31,7 +35,7 @@ pub fn parse_size(flag: &str, s: &str) -> Result<u64> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| anyhow!("{flag} {s:?}: not a size"))?;
+        .map_err(|_| SizeError(format!("{flag} {s:?}: not a size")))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -41,7 +45,7 @@ pub fn parse_size(flag: &str, s: &str) -> Result<u64> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => bail!("{flag} {s:?}: unknown unit {other:?}"),
+        other => return Err(SizeError(format!("{flag} {s:?}: unknown unit {other:?}"))),
     };
     Ok((n * mult) as u64)
 }

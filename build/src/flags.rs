@@ -1,0 +1,143 @@
+//! What the values of `kiln build`'s flags mean: `K=V` pairs (a bare `--build-arg K`
+//! read from the environment), `--secret` specs, `--allow` entitlements, the limits of
+//! every RUN and `--timestamp`. The command line keeps the flags themselves; the rules for
+//! their values live here beside the request they fill, as `-o` and `--cache-to` specs
+//! do ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
+//! the command line has always printed them.
+
+use crate::BuildError;
+use kiln_executor::cgroup::Limits;
+use kiln_solver::{Entitlement, Entitlements, SecretSource};
+use std::path::PathBuf;
+
+/// `--build-arg` values: `K=V`; a bare `K` takes its value from the environment (skipped
+/// when unset).
+pub fn build_args(args: &[String]) -> Result<Vec<(String, String)>, BuildError> {
+    let mut out = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
+            Some(_) => return Err(bad(format!("--build-arg {a:?}: expected KEY=VALUE"))),
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.push((a.clone(), v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `--label K=V` values.
+pub fn labels(labels: &[String]) -> Result<Vec<(String, String)>, BuildError> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(bad(format!("--label {l:?}: expected KEY=VALUE"))),
+        })
+        .collect()
+}
+
+/// `--secret id=X,src=FILE` or `id=X,env=NAME`; without a source, the environment
+/// variable named as the id (as buildx).
+pub fn secret(spec: &str) -> Result<(String, SecretSource), BuildError> {
+    let mut id = None;
+    let mut source = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => source = Some(SecretSource::File(PathBuf::from(v))),
+            Some(("env", v)) => source = Some(SecretSource::Env(v.to_string())),
+            Some(("type", "file" | "env")) => {}
+            _ => {
+                return Err(bad(format!(
+                    "--secret {spec:?}: expected id=ID,src=FILE or id=ID,env=NAME"
+                )));
+            }
+        }
+    }
+    let id = id.ok_or_else(|| bad(format!("--secret {spec:?}: missing id=")))?;
+    let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
+    Ok((id, source))
+}
+
+/// `--allow` values.
+pub fn entitlements(allow: &[String]) -> Result<Entitlements, BuildError> {
+    let mut entitlements = Entitlements::default();
+    for name in allow {
+        let entitlement = name
+            .parse::<Entitlement>()
+            .map_err(|e| bad(format!("--allow {name}: {e}")))?;
+        entitlements.allow(entitlement);
+    }
+    Ok(entitlements)
+}
+
+/// `--memory`, `--cpus`, `--pids-limit` → the limits every RUN gets (a negative pids
+/// limit lifts it; 0 would leave no room for the RUN itself).
+pub fn limits(
+    memory: Option<&str>,
+    cpus: Option<f64>,
+    pids_limit: Option<i64>,
+) -> Result<Limits, BuildError> {
+    let mut l = Limits::default();
+    if let Some(m) = memory {
+        let bytes = kiln_base::size::parse_size("--memory", m)
+            .map_err(|e| BuildError::Request(e.to_string()))?;
+        l.memory = Some(bytes);
+    }
+    if let Some(c) = cpus {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(bad(format!(
+                "--cpus {c}: must be a positive number of CPUs"
+            )));
+        }
+        l.cpus = Some(c);
+    }
+    match pids_limit {
+        None => {}
+        Some(n) if n < 0 => l.pids = None,
+        Some(0) => {
+            return Err(bad(
+                "--pids-limit 0: a RUN needs at least one process (-1: no limit)".into(),
+            ));
+        }
+        Some(n) => l.pids = Some(n.unsigned_abs()),
+    }
+    Ok(l)
+}
+
+/// `--timestamp`: `keep` keeps real file times (else they are clamped to
+/// SOURCE_DATE_EPOCH).
+pub fn keep_timestamps(timestamp: Option<&str>) -> Result<bool, BuildError> {
+    match timestamp {
+        None => Ok(false),
+        Some("keep") => Ok(true),
+        Some(t) => Err(bad(format!("--timestamp {t:?}: the only value is `keep`"))),
+    }
+}
+
+fn bad(message: String) -> BuildError {
+    BuildError::Request(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_are_checked_in_the_flags_words() {
+        assert_eq!(
+            labels(&["=x".into()]).unwrap_err().to_string(),
+            "--label \"=x\": expected KEY=VALUE"
+        );
+        let (id, source) = secret("id=tok").unwrap();
+        assert_eq!(id, "tok");
+        assert!(matches!(source, SecretSource::Env(v) if v == "tok"));
+        assert!(secret("src=f").is_err());
+        assert_eq!(limits(None, None, Some(-1)).unwrap().pids, None);
+        assert!(limits(None, Some(0.0), None).is_err());
+        assert!(keep_timestamps(Some("now")).is_err());
+    }
+}

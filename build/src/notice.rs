@@ -1,0 +1,81 @@
+//! [`Notice`]: what a build or an export did that its caller may want to say, and the
+//! line that says it. The facade prints nothing itself; every front end shows the same
+//! words for the same event.
+
+use crate::BuildError;
+use crate::cache_io::CacheSpec;
+use crate::exporter::OutputSpec;
+use kiln_base::size::human_size;
+
+/// What a build or an export did that its caller may want to say.
+#[derive(Debug)]
+pub enum Notice {
+    /// Leftovers of killed kiln processes were removed from the store first.
+    Reclaimed(kiln_store::Reclaimed),
+    /// Removing those leftovers failed: it costs disk, not this build.
+    ReclaimFailed(kiln_store::StoreError),
+    CacheImported {
+        spec: CacheSpec,
+        records: usize,
+    },
+    /// A cache that cannot be read costs time, not correctness: the build goes on.
+    CacheImportFailed(BuildError),
+    OutputWritten(OutputSpec),
+    CacheExported {
+        spec: CacheSpec,
+        records: usize,
+    },
+    Pushed {
+        reference: String,
+        digest: String,
+    },
+}
+
+impl Notice {
+    /// The line to show for this notice, or `None` when there is nothing to say (a
+    /// registry output: its pushes have their own notices).
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            Notice::Reclaimed(r) => format!(
+                "removed {} leftovers of interrupted kiln processes ({})",
+                r.entries,
+                human_size(r.bytes)
+            ),
+            Notice::ReclaimFailed(e) => {
+                format!("warning: removing leftovers of interrupted builds: {e}")
+            }
+            Notice::CacheImported { spec, records } => {
+                format!("imported {records} cache records from {spec:?}")
+            }
+            Notice::CacheImportFailed(e) => format!("warning: {}", chain(e)),
+            Notice::OutputWritten(OutputSpec::Oci { dest, tar: false }) => {
+                format!("exported an OCI layout directory to {}", dest.display())
+            }
+            Notice::OutputWritten(OutputSpec::Oci { dest, tar: true }) => format!(
+                "exported an OCI archive (tar) to {}; add tar=false for an OCI layout directory",
+                dest.display()
+            ),
+            Notice::OutputWritten(OutputSpec::Docker { dest }) => format!(
+                "exported a docker archive (for docker load) to {}",
+                dest.display()
+            ),
+            Notice::OutputWritten(OutputSpec::Registry) => return None,
+            Notice::CacheExported { spec, records } => {
+                format!("exported {records} cache records to {spec:?}")
+            }
+            Notice::Pushed { reference, digest } => format!("pushed {reference}: digest {digest}"),
+        })
+    }
+}
+
+/// `e` and its causes, joined by `: ` (as `{:#}` of an `anyhow::Error` reads).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
