@@ -6,7 +6,8 @@
 //! the AST into a graph of stages and steps ([`lower`]: ARG/ENV scoping, stage
 //! references, `--target` pruning). [`dump`] prints BuildKit's AST dump format and
 //! [`to_dot`] draws a graph as Graphviz. [`copy_rules`] are the COPY/ADD source rules,
-//! which the executor applies again to a copy request.
+//! which the executor applies again to a copy request; `instruction_values` checks the
+//! values of EXPOSE, STOPSIGNAL and `--chmod`, and `history` writes the history texts.
 //!
 //! It knows nothing about files, processes or the store: callers hand it text and a
 //! [`BaseResolver`] for facts about base images.
@@ -23,6 +24,7 @@ pub mod expand;
 pub mod goformat;
 pub mod graph;
 mod history;
+mod instruction_values;
 pub mod instructions;
 pub mod lower;
 mod mount;

@@ -8,9 +8,8 @@ use super::{Ctx, FromRef, StageResult, at, build_arg, normalize_workdir};
 use crate::expand::{Env, Lexer};
 use crate::goformat::{plain_list, quote_list};
 use crate::graph::*;
-use crate::history::{
-    healthcheck_string, parse_port_spec, run_command_string, valid_chmod, valid_signal,
-};
+use crate::history::{healthcheck_string, run_command_string};
+use crate::instruction_values::{parse_port_spec, valid_chmod, valid_signal};
 use crate::instructions::{Command, CopyCommand, Instruction, RunCommand};
 use crate::lower::LowerError;
 use crate::mount::{RawMount, parse_mount};

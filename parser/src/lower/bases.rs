@@ -1,0 +1,251 @@
+//! Which image or stage each stage starts from, and what else it reads: FROM lines
+//! (names case-insensitive, indexes, `--platform`), the stages `COPY --from` and
+//! `RUN --mount from=` name, base images through the caller's [`BaseResolver`], and the
+//! ONBUILD triggers a base brings.
+
+use super::error::{LowerError, at};
+use super::{BaseRef, Ctx, FromRef};
+use crate::error::ParseError;
+use crate::graph::*;
+use crate::instructions::{Command, Instruction};
+use crate::mount::split_csv;
+
+impl Ctx<'_> {
+    /// Expands every FROM with the global ARGs and decides what each stage starts from.
+    pub(super) fn resolve_bases(&mut self) -> Result<(), LowerError> {
+        for (i, st) in self.df.stages.iter().enumerate() {
+            let base = self
+                .lexer
+                .process_word(&st.base, &self.global)
+                .map_err(|e| at(st.span, e.to_string()))?;
+            if base.is_empty() {
+                return Err(at(
+                    st.span,
+                    format!("base name ({}) should not be blank", st.base),
+                ));
+            }
+            let platform = match &st.platform {
+                Some(p) => {
+                    let v = self.lexer.process_word(p, &self.global).map_err(|e| {
+                        at(
+                            st.span,
+                            format!("failed to process arguments for platform: {e}"),
+                        )
+                    })?;
+                    if v.is_empty() {
+                        return Err(at(
+                            st.span,
+                            format!("empty platform value from expression {p}"),
+                        ));
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            let lower = base.to_ascii_lowercase();
+            let earlier = self.df.stages[..i]
+                .iter()
+                .rposition(|s| s.name.as_deref() == Some(lower.as_str()));
+            let r = if let Some(j) = earlier {
+                BaseRef::Stage(j)
+            } else if self.df.stages[i..]
+                .iter()
+                .any(|s| s.name.as_deref() == Some(lower.as_str()))
+            {
+                return Err(at(
+                    st.span,
+                    format!(
+                        "stage {} needs to be defined before it is used as a base (FROM {base})",
+                        crate::goformat::quote(&lower)
+                    ),
+                ));
+            } else if base == "scratch" {
+                BaseRef::Scratch
+            } else {
+                BaseRef::Image(base)
+            };
+            self.bases.push(r);
+            self.platforms.push(platform);
+        }
+        Ok(())
+    }
+
+    pub(super) fn stage_label(&self, i: usize) -> String {
+        self.df.stages[i]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{i}"))
+    }
+
+    /// Resolves a `--from`/`from=` reference seen in stage `current`.
+    pub(super) fn resolve_from(
+        &self,
+        name: &str,
+        current: usize,
+        span: Span,
+        what: &str,
+    ) -> Result<FromRef, LowerError> {
+        let lower = name.to_ascii_lowercase();
+        let found = self
+            .df
+            .stages
+            .iter()
+            .rposition(|s| s.name.as_deref() == Some(lower.as_str()));
+        let idx = match found {
+            Some(j) => Some(j),
+            None => match name.parse::<usize>() {
+                Ok(j) if j < self.df.stages.len() => Some(j),
+                Ok(j) => return Err(at(span, format!("invalid stage index {j}"))),
+                Err(_) => None,
+            },
+        };
+        match idx {
+            Some(j) if j >= current => {
+                // A later one with the same name may shadow an earlier one; prefer earlier.
+                if let Some(e) = self.df.stages[..current]
+                    .iter()
+                    .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
+                {
+                    return Ok(FromRef::Stage(e));
+                }
+                if j == current {
+                    Err(at(
+                        span,
+                        format!(
+                            "circular dependency detected on stage: {} ({what} refers to its own stage)",
+                            self.stage_label(current)
+                        ),
+                    ))
+                } else {
+                    Err(at(
+                        span,
+                        format!(
+                            "cannot {what} from stage {}, it needs to be defined before current stage {}",
+                            crate::goformat::quote(name),
+                            crate::goformat::quote(&self.stage_label(current))
+                        ),
+                    ))
+                }
+            }
+            Some(j) => Ok(FromRef::Stage(j)),
+            None => Ok(FromRef::Image(name.to_string())),
+        }
+    }
+
+    pub(super) fn image(&mut self, reference: &str, span: Span) -> Result<BaseImage, LowerError> {
+        if let Some(img) = self.images.get(reference) {
+            return Ok(img.clone());
+        }
+        let img = self
+            .resolver
+            .resolve(reference)
+            .map_err(|message| LowerError::Resolve {
+                span,
+                reference: reference.to_string(),
+                message,
+            })?;
+        self.images.insert(reference.to_string(), img.clone());
+        Ok(img)
+    }
+
+    /// ONBUILD triggers a stage runs first: its base stage's ONBUILD lines or its base
+    /// image's config.
+    pub(super) fn triggers(&mut self, i: usize) -> Result<Vec<Instruction>, LowerError> {
+        let st = &self.df.stages[i];
+        let span = st.span;
+        let exprs: Vec<String> = match self.bases[i].clone() {
+            BaseRef::Scratch => Vec::new(),
+            BaseRef::Stage(j) => self.df.stages[j]
+                .instructions
+                .iter()
+                .filter_map(|ins| match &ins.command {
+                    Command::OnBuild(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect(),
+            BaseRef::Image(r) => self.image(&r, span)?.on_build,
+        };
+        let mut out = Vec::new();
+        for e in exprs {
+            let trig = |source: ParseError| LowerError::Trigger { span, source };
+            let ast = crate::syntax::parse_syntax(&e).map_err(trig)?;
+            if ast.nodes.len() != 1 {
+                return Err(at(span, "onbuild trigger should be a single expression"));
+            }
+            let mut ins = crate::instructions::parse_instruction(&ast.nodes[0]).map_err(trig)?;
+            ins.span = span;
+            ins.source = e.clone();
+            for f in &mut ins.flags {
+                f.span = span;
+            }
+            if let Command::Run(r) = &mut ins.command {
+                for m in &mut r.mounts {
+                    m.1 = span;
+                }
+            }
+            out.push(ins);
+        }
+        Ok(out)
+    }
+
+    /// Stages that stage `i` reads from (base, --from, mount from=, triggers').
+    pub(super) fn stage_deps(&mut self, i: usize) -> Result<Vec<usize>, LowerError> {
+        let mut deps = Vec::new();
+        if let BaseRef::Stage(j) = self.bases[i] {
+            deps.push(j);
+        }
+        let triggers = self.triggers(i)?;
+        let df = self.df;
+        for ins in triggers.iter().chain(df.stages[i].instructions.iter()) {
+            for name in from_refs(ins) {
+                if let FromRef::Stage(j) = self.resolve_from(&name.0, i, name.1, name.2)? {
+                    deps.push(j);
+                }
+            }
+        }
+        Ok(deps)
+    }
+}
+
+/// Every stage reference of an instruction: (name, span, verb for messages).
+fn from_refs(ins: &Instruction) -> Vec<(String, Span, &'static str)> {
+    let mut out = Vec::new();
+    match &ins.command {
+        Command::Copy(c) => {
+            if let Some(f) = &c.from {
+                let span = ins
+                    .flags
+                    .iter()
+                    .find(|f| f.text.starts_with("--from"))
+                    .map_or(ins.span, |f| f.span);
+                out.push((f.clone(), span, "copy"));
+            }
+        }
+        Command::Run(r) => {
+            for (m, span) in &r.mounts {
+                let Ok(fields) = split_csv(m) else { continue };
+                let mut from = None;
+                let mut secretish = false;
+                for f in fields {
+                    if let Some((k, v)) = f.split_once('=') {
+                        match k.to_ascii_lowercase().as_str() {
+                            "from" => from = Some(v.to_string()),
+                            "type" => {
+                                secretish = matches!(
+                                    v.to_ascii_lowercase().as_str(),
+                                    "secret" | "ssh" | "tmpfs"
+                                )
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if let Some(f) = from.filter(|f| !f.is_empty() && !secretish) {
+                    out.push((f, *span, "mount"));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
