@@ -35,6 +35,7 @@ use rustix::thread::UnshareFlags;
 
 use super::exec::PassedStdin;
 use super::idmap;
+use super::mount;
 use super::pid1::pid1;
 use super::process::{close_from, fork, reset_signals, unshare};
 use super::protocol::{self, Event, HelperRun, Request};
@@ -121,7 +122,7 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
     if !entered.scratch_mounted() {
         unshare(UnshareFlags::NEWNS, "probe")?;
     }
-    rootfs::make_private()?;
+    mount::make_private()?;
     let io = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| StepError {
@@ -135,7 +136,7 @@ fn probe_overlay(dir: &Path) -> Result<(), StepError> {
     }
     std::fs::write(lower.join("f"), b"x").map_err(io("write lower file"))?;
     std::fs::create_dir_all(lower.join("d/sub")).map_err(io("mkdir lower dir"))?;
-    rootfs::mount_overlay(std::slice::from_ref(&lower), &upper, &work, &merged)?;
+    mount::mount_overlay(std::slice::from_ref(&lower), &upper, &work, &merged)?;
     std::fs::remove_file(merged.join("f")).map_err(io("delete through overlay"))?;
     std::fs::remove_dir_all(merged.join("d")).map_err(io("remove dir through overlay"))?;
     std::fs::create_dir(merged.join("d")).map_err(io("recreate dir through overlay"))?;
@@ -200,7 +201,7 @@ fn run_sandbox(
     }
     unshare(flags, "namespaces")?;
     entered.rebase(&mut run)?;
-    rootfs::make_private()?;
+    mount::make_private()?;
     rootfs::mount_scratch(&run, entered.scratch_mounted())?;
     let run = &run;
     // PID 1 cannot see its parent across the PID namespace; this pipe's write end, held

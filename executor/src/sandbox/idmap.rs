@@ -42,9 +42,9 @@ use rustix::mount::{MountFlags, MoveMountFlags, OpenTreeFlags};
 use rustix::process::{Pid, WaitOptions};
 use rustix::thread::UnshareFlags;
 
-use super::MountKind;
 use super::process::{errno, fork, unshare};
 use super::protocol::{HelperRun, RootfsPlan};
+use super::spec::MountKind;
 use super::step::{StepError, fail};
 
 /// An ID range of the host: sandbox IDs `0..count` are host uids `uid..uid+count` and gids
@@ -250,7 +250,7 @@ pub(crate) fn enter(run: &mut HelperRun) -> Result<Entered, StepError> {
     let userns = make_userns(range)?;
     // The clones and the scratch mount live in a mount namespace of the helper's own.
     unshare(UnshareFlags::NEWNS, STEP)?;
-    super::rootfs::make_private()?;
+    super::mount::make_private()?;
     let roots = clone_roots(run);
     let mut clones = Vec::with_capacity(roots.len());
     for root in &roots {

@@ -17,7 +17,7 @@ use rustix::net::{
 
 use serde::{Deserialize, Serialize};
 
-use super::MountSpec;
+use super::spec::MountSpec;
 pub(crate) use crate::snapshot::Stub;
 
 /// What the parent asks the helper to do.

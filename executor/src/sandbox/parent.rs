@@ -1,0 +1,302 @@
+//! The parent's side of the helper: spawning it (from one long-lived thread, so its
+//! parent-death signal stays armed), relaying its output lines and events while the RUN
+//! runs, and waiting for it to finish.
+
+use super::helper;
+use super::protocol::{self, Event, Request};
+use super::spec::{OutputLine, OutputStream, ProcessIo, SandboxError};
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Mutex, OnceLock};
+
+/// argv[1] that makes the kiln binary act as the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
+
+/// The program that is re-exec'd as the helper (the running kiln binary).
+fn helper_exe() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
+type SpawnJob = (Command, std_mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns helpers from one thread that lives as long as the process: PR_SET_PDEATHSIG
+/// fires when the *thread* that forked the helper exits, so a tokio blocking thread (which
+/// retires when idle) must not be the helper's parent.
+fn spawn_helper(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<std_mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std_mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("kiln-sandbox-spawner".into())
+            .spawn(move || {
+                // Before the first helper: they are all born in the build's cgroup.
+                crate::cgroup::join_build_cgroup();
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .ok();
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = std_mpsc::channel();
+    tx.lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+}
+
+/// A running helper: killed (and with it the whole sandbox) when dropped early.
+pub(super) struct HelperProcess {
+    child: Option<Child>,
+}
+
+impl HelperProcess {
+    /// Wait for a helper that is expected to exit by itself.
+    fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self.child.take() {
+            Some(mut c) => c.wait(),
+            None => Err(std::io::Error::other("helper already reaped")),
+        }
+    }
+}
+
+impl Drop for HelperProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub(super) enum Msg {
+    Line(OutputLine),
+    OutputClosed,
+    Event(Event),
+    ControlClosed(Option<String>),
+}
+
+/// Start the helper with `req`; stdout/stderr lines and events arrive on the returned channel.
+pub(super) fn start_helper(
+    req: &Request,
+    io: ProcessIo,
+    tty: Option<&std::os::fd::OwnedFd>,
+) -> Result<(HelperProcess, tokio::sync::mpsc::UnboundedReceiver<Msg>), SandboxError> {
+    /// The longest piece of output delivered as one line: a longer line (a RUN can print
+    /// a gigabyte without a newline) arrives as several, so nothing holds it whole.
+    const MAX_CHUNK: usize = 64 << 10;
+    /// Where to split a full chunk: before a UTF-8 sequence cut short at its end, so each
+    /// piece of a text line is still text.
+    fn utf8_cut(chunk: &[u8]) -> usize {
+        let len = chunk.len();
+        let Some(start) = (len.saturating_sub(3)..len)
+            .rev()
+            .find(|&i| chunk[i] & 0xC0 != 0x80)
+        else {
+            return len;
+        };
+        let needs = match chunk[start] {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        if start + needs > len { start } else { len }
+    }
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")))?;
+    let exe = helper_exe();
+    let mut cmd = Command::new(&exe);
+    cmd.arg(HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+    match io {
+        ProcessIo::Pipe => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        ProcessIo::Inherit { stdin } => {
+            if stdin {
+                cmd.arg(helper::STDIN_ARG);
+            }
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
+        ProcessIo::Terminal { .. } => {
+            let slave = |what: &str| {
+                tty.ok_or_else(|| SandboxError::Protocol("no terminal to hand over".into()))?
+                    .try_clone()
+                    .map_err(|e| SandboxError::Protocol(format!("terminal for {what}: {e}")))
+            };
+            cmd.arg(helper::STDIN_ARG)
+                .arg(helper::CTTY_ARG)
+                .stdout(Stdio::from(slave("stdout")?))
+                .stderr(Stdio::from(slave("stderr")?));
+        }
+    }
+    let mut child = spawn_helper(cmd).map_err(|source| SandboxError::Spawn {
+        exe: exe.display().to_string(),
+        source,
+    })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let helper = HelperProcess { child: Some(child) };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut writer = ours
+        .try_clone()
+        .map_err(|e| SandboxError::Protocol(format!("socket: {e}")))?;
+    let own_stdin = std::io::stdin();
+    let passed = match io {
+        ProcessIo::Inherit { stdin: true } => Some(own_stdin.as_fd()),
+        ProcessIo::Terminal { .. } => tty.map(|t| t.as_fd()),
+        _ => None,
+    };
+    if let Some(fd) = passed {
+        // Before the request: the helper takes it first, before it reads any line.
+        protocol::send_fd(&writer, fd)
+            .map_err(|e| SandboxError::Protocol(format!("passing stdin: {e}")))?;
+    }
+    protocol::send(&mut writer, req)
+        .map_err(|e| SandboxError::Protocol(format!("send request: {e}")))?;
+    for (stream, pipe) in [
+        (
+            OutputStream::Stdout,
+            stdout.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            OutputStream::Stderr,
+            stderr.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+    ] {
+        let Some(pipe) = pipe else {
+            // Inherited: nothing to drain.
+            let _ = tx.send(Msg::OutputClosed);
+            continue;
+        };
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::with_capacity(MAX_CHUNK, pipe);
+            let mut line = Vec::new();
+            loop {
+                // Whoever shows the output may be behind: then the pipe waits, not memory.
+                crate::output_gate::wait_open();
+                let buf = match r.fill_buf() {
+                    Ok(buf) => buf,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => &[],
+                };
+                if buf.is_empty() {
+                    // A last line without `\n` is still a line.
+                    if !line.is_empty() {
+                        let _ = tx.send(Msg::Line(OutputLine { stream, line }));
+                    }
+                    let _ = tx.send(Msg::OutputClosed);
+                    break;
+                }
+                let take = buf.len().min(MAX_CHUNK - line.len());
+                let (piece, ended) = match buf[..take].iter().position(|&b| b == b'\n') {
+                    Some(i) => (i, true),
+                    None => (take, false),
+                };
+                line.extend_from_slice(&buf[..piece]);
+                r.consume(if ended { piece + 1 } else { piece });
+                let rest = if ended {
+                    Vec::new()
+                } else if line.len() == MAX_CHUNK {
+                    line.split_off(utf8_cut(&line))
+                } else {
+                    continue;
+                };
+                let full = std::mem::replace(&mut line, rest);
+                if tx
+                    .send(Msg::Line(OutputLine { stream, line: full }))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(ours);
+        loop {
+            match protocol::recv::<Event>(&mut r) {
+                Ok(Some(ev)) => {
+                    if tx.send(Msg::Event(ev)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Msg::ControlClosed(None));
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::ControlClosed(Some(e.to_string())));
+                    break;
+                }
+            }
+        }
+    });
+    Ok((helper, rx))
+}
+
+/// Said once per kiln process: a real-root sandbox fell back to the identity mapping
+/// (module `idmap`). Straight to stderr: it concerns the machine, not one build step.
+fn identity_mapping_note(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "warning: RUN steps run with the identity user mapping, so their root is the \
+             host's root wherever the kernel checks a uid (peer credentials of Unix sockets, \
+             signals): the store cannot be idmapped ({why}). Run kiln unprivileged, or keep \
+             its store on ext4, xfs, btrfs or tmpfs."
+        )
+    });
+}
+
+/// Wait for the helper to exit and for all its output; returns the events it sent.
+pub(super) async fn finish_helper(
+    helper: HelperProcess,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+    output: &mut impl FnMut(OutputLine),
+) -> Result<Vec<Event>, SandboxError> {
+    let mut events = Vec::new();
+    let mut protocol_error = None;
+    let (mut done, mut closed) = (false, 0);
+    // Finished when the helper says the sandbox is gone and both pipes are drained, or when
+    // everything closed (the helper exited, e.g. after a setup failure).
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Line(l) => output(l),
+            Msg::OutputClosed => closed += 1,
+            Msg::Event(Event::Done) => done = true,
+            Msg::Event(Event::Note(why)) => identity_mapping_note(&why),
+            Msg::Event(e) => events.push(e),
+            Msg::ControlClosed(err) => protocol_error = err,
+        }
+        if done && closed == 2 {
+            break;
+        }
+    }
+    if done && protocol_error.is_none() {
+        // Namespace teardown happens as the helper exits; reap it without waiting here.
+        std::thread::spawn(move || helper.wait());
+        return Ok(events);
+    }
+    let status = tokio::task::spawn_blocking(move || helper.wait())
+        .await
+        .map_err(|e| SandboxError::HelperDied(e.to_string()))?
+        .map_err(|e| SandboxError::HelperDied(e.to_string()))?;
+    if let Some(e) = protocol_error {
+        return Err(SandboxError::Protocol(format!("{e} (helper {status})")));
+    }
+    if events.is_empty() && !status.success() {
+        return Err(SandboxError::HelperDied(status.to_string()));
+    }
+    Ok(events)
+}
