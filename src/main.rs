@@ -28,17 +28,11 @@ fn main() -> ExitCode {
     // files and every layer carry the image's own owners. Must happen before any thread.
     if needs_store(&cli.command) {
         match kiln_executor::userns::enter_user_namespace_if_needed() {
-            // Without a subordinate range nothing is said here: only a step that needs other
-            // IDs fails, and its error names the cause and the fix. A range that newuidmap
-            // could not apply is a broken setup worth a word on every command.
-            Ok(kiln_executor::userns::UsernsState::SingleId { why, .. })
-                if !why.starts_with(kiln_executor::userns::NO_RANGE) =>
-            {
-                eprintln!(
-                    "warning: mapping subordinate IDs failed ({why}); only your own ID is mapped"
-                )
+            Ok(state) => {
+                if let Some(warning) = state.warning() {
+                    eprintln!("{warning}");
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

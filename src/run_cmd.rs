@@ -7,7 +7,7 @@
 use crate::cli::{RunArgs, RunNetwork, SnapshotterArg};
 use anyhow::{Context, Result, anyhow};
 use kiln_build::open_store;
-use kiln_executor::sandbox::{ProcessIo, RunOutcome, SandboxError};
+use kiln_executor::sandbox::{ProcessIo, RunOutcome};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_solver::run::{Bind, RunError, RunOptions};
 use std::path::PathBuf;
@@ -21,18 +21,9 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         )),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = match e.downcast_ref::<RunError>() {
-                Some(RunError::Sandbox(SandboxError::Setup { step, message }))
-                    if step == "exec" =>
-                {
-                    if message.contains("not found") {
-                        127
-                    } else {
-                        126
-                    }
-                }
-                _ => 125,
-            };
+            let code = e
+                .downcast_ref::<RunError>()
+                .map_or(125, RunError::exit_status);
             Ok(ExitCode::from(code))
         }
     }

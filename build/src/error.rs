@@ -44,6 +44,9 @@ pub enum BuildError {
         #[source]
         source: kiln_image::ArchiveError,
     },
+    /// `kiln import` failed; nothing is tagged.
+    #[error(transparent)]
+    Import(#[from] kiln_solver::import::ImportError),
     /// An image the command names is not in the store, or its ID prefix is ambiguous.
     #[error(transparent)]
     Lookup(#[from] kiln_store::LookupError),

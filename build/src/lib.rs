@@ -22,7 +22,8 @@
 //! `kiln save` and `kiln load` use the same archive writer and a store-side load
 //! ([`exporter::write_archive`], [`load::load`]); the other image commands find, list and
 //! sum up stored images through [`images`], `kiln diff` opens its two images through
-//! [`compare`], and every command opens the store [`location`] chooses.
+//! [`compare`], `kiln import` applies a build's policies through [`import`], and every
+//! command opens the store [`location`] chooses.
 //!
 //! The values of build flags (`--build-arg`, `--secret`, `--allow`, limits) are read by
 //! [`flags`]; a failed step is reported by [`report`], the same for a plain build and
@@ -42,6 +43,7 @@ pub mod exporter;
 pub mod files;
 pub mod flags;
 pub mod images;
+pub mod import;
 pub mod load;
 pub mod location;
 mod notice;

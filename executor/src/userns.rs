@@ -42,6 +42,21 @@ pub enum UsernsState {
     },
 }
 
+impl UsernsState {
+    /// What to say on every command about this state, if anything. Without a subordinate
+    /// range nothing is said here: only a step that needs other IDs fails, and its error
+    /// names the cause and the fix. A range that newuidmap could not apply is a broken
+    /// setup worth a word on every command.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            UsernsState::SingleId { why, .. } if !why.starts_with(NO_RANGE) => Some(format!(
+                "warning: mapping subordinate IDs failed ({why}); only your own ID is mapped"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Why the user namespace could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {

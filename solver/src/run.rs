@@ -43,6 +43,24 @@ pub enum RunError {
     Sandbox(#[from] sandbox::SandboxError),
 }
 
+impl RunError {
+    /// The exit status `kiln run` ends with, as docker's: 126 when the command cannot be
+    /// executed, 127 when it is not found, 125 for every failure of kiln's own (no such
+    /// image, an unusable flag, a sandbox failure).
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            RunError::Sandbox(sandbox::SandboxError::Setup { step, message }) if step == "exec" => {
+                if message.contains("not found") {
+                    127
+                } else {
+                    126
+                }
+            }
+            _ => 125,
+        }
+    }
+}
+
 /// An image ready to run: its config and its layers' snapshot dirs, bottom first.
 pub struct RunnableImage {
     /// `sha256:` of the config (the image ID).
