@@ -258,3 +258,69 @@ fn the_readme_offline_example_builds_a_run_step_and_runs_it() {
         None => eprintln!("SKIP rootless half: creating kilnrootless needs root"),
     }
 }
+
+/// A rootfs tar with device nodes in `/dev`, as debootstrap, mmdebstrap and `docker export`
+/// write them.
+fn rootfs_with_devices(out: &Path) {
+    let mut writer = tar::Builder::new(fs::File::create(out).unwrap());
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, dev: (u32, u32), data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        if kind.is_character_special() || kind.is_block_special() {
+            h.set_device_major(dev.0).unwrap();
+            h.set_device_minor(dev.1).unwrap();
+        }
+        writer.append_data(&mut h, name, data).unwrap();
+    };
+    add("./", tar::EntryType::Directory, 0o755, (0, 0), b"");
+    add("./dev/", tar::EntryType::Directory, 0o755, (0, 0), b"");
+    add("./dev/null", tar::EntryType::Char, 0o666, (1, 3), b"");
+    add("./dev/loop0", tar::EntryType::Block, 0o660, (7, 0), b"");
+    add("./dev/zero", tar::EntryType::Char, 0o666, (1, 5), b"");
+    add("./etc/", tar::EntryType::Directory, 0o755, (0, 0), b"");
+    add(
+        "./etc/hostname",
+        tar::EntryType::Regular,
+        0o644,
+        (0, 0),
+        b"base\n",
+    );
+    writer.finish().unwrap();
+}
+
+#[test]
+fn device_nodes_survive_a_rootless_import_with_the_root_image_id() {
+    use common::identity::{Identity, World, assert_ok, both, is_root};
+    if !is_root() {
+        eprintln!("SKIP: comparing with a root import needs root (CI runs as root)");
+        return;
+    }
+    let mut ids = Vec::new();
+    for id in [Identity::Root, Identity::Rootless] {
+        let world = World::new(id);
+        let tar = world.tmp.path().join("rootfs.tar");
+        rootfs_with_devices(&tar);
+        fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+        let out = world.kiln(&["import", tar.to_str().unwrap(), "devbase:1"]);
+        assert_ok(&out);
+        ids.push(stdout(&out).trim().to_string());
+        // The layer keeps every node (a user namespace only leaves them out of the snapshot).
+        let saved = world.user_dir("out").join("image.tar");
+        assert_ok(&world.kiln(&["save", "-o", saved.to_str().unwrap(), "devbase:1"]));
+        let image = common::Image::from_docker_archive(&saved);
+        for dev in ["dev/null", "dev/loop0", "dev/zero"] {
+            let kind = image.files.get(dev).map(|f| f.kind);
+            assert!(
+                matches!(kind, Some('c' | 'b')),
+                "{id:?}: {dev} is {kind:?}: {}",
+                both(&out)
+            );
+        }
+    }
+    assert_eq!(ids[0], ids[1], "root and rootless imports differ");
+}

@@ -29,9 +29,9 @@ pub use archive::{
 };
 pub use digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
 pub use layer::{
-    Compression, EntryMeta, ExternalContent, ExternalFile, LayerDigests, LayerOptions,
+    Compression, DeviceNode, EntryMeta, ExternalContent, ExternalFile, LayerDigests, LayerOptions,
     LayerWriteError, LayerWriter, Owners, TarEntryKind, UnpackError, UnpackInfo, UnpackOptions,
-    apply_layer, unpack_layer, write_layer, write_layer_with,
+    apply_layer, unpack_layer, write_layer, write_layer_adding_devices, write_layer_with,
 };
 pub use oci::{
     Descriptor, ImageConfig, Index, Manifest, canonical_json, json_blob, parse_config,

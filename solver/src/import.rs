@@ -3,9 +3,10 @@
 //! The tarball is unpacked into the store's scratch space and written again with the same
 //! layer writer as every build step, so the layer is normalised the same way (sorted
 //! entries, no user names, times clamped to SOURCE_DATE_EPOCH or 0): the same input gives
-//! the same image ID wherever it is imported. `--change` instructions are parsed and
-//! lowered by kiln's own parser as the body of a `FROM scratch` stage and applied to the
-//! config exactly as a build applies them.
+//! the same image ID wherever it is imported, by root or in a user namespace (device nodes
+//! that a user namespace cannot create are written from the unpack's record of them).
+//! `--change` instructions are parsed and lowered by kiln's own parser as the body of a
+//! `FROM scratch` stage and applied to the config exactly as a build applies them.
 
 use crate::image_state::{HistoryEntry, ImageState};
 use crate::oci_config;
@@ -191,7 +192,7 @@ pub fn import(
         });
     }
     let mut writer = store.blob_writer()?;
-    let digests = kiln_image::write_layer(
+    let digests = kiln_image::write_layer_adding_devices(
         staging.path(),
         &mut writer,
         &LayerOptions {
@@ -199,6 +200,7 @@ pub fn import(
             source_date_epoch: opts.source_date_epoch,
             level: None,
         },
+        &info.skipped_devices,
     )?;
     let blob = writer.commit_verified(&digests.digest)?;
     drop(staging);

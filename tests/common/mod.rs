@@ -2,6 +2,8 @@
 //! and read the images it writes (docker-archive) back into a file tree to assert on.
 #![allow(dead_code)]
 
+pub mod identity;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

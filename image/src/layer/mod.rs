@@ -14,7 +14,10 @@ pub mod write;
 pub use compress::Compression;
 pub use external::{ExternalContent, ExternalFile};
 pub use tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
-pub use unpack::{Owners, UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer};
+pub use unpack::{
+    DeviceNode, Owners, UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer,
+};
 pub use write::{
-    LayerDigests, LayerOptions, LayerWriteError, LayerWriter, write_layer, write_layer_with,
+    LayerDigests, LayerOptions, LayerWriteError, LayerWriter, write_layer,
+    write_layer_adding_devices, write_layer_with,
 };

@@ -65,6 +65,26 @@ pub struct UnpackInfo {
     pub compression: Compression,
     /// Number of tar entries processed.
     pub entries: u64,
+    /// Device nodes of the layer that a user namespace could not create, sorted by path.
+    /// The layer directory lacks them, so whoever writes it out again as a layer adds them
+    /// back (`kiln import`, whose layer must not depend on who imported it).
+    pub skipped_devices: Vec<DeviceNode>,
+}
+
+/// A character or block device entry of a layer, as its tar header gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// The path below the layer root, components joined by `/` (no `./`, no trailing `/`).
+    pub path: Vec<u8>,
+    /// Block device rather than character device.
+    pub block: bool,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
 }
 
 /// Errors while unpacking a layer.
@@ -181,6 +201,7 @@ fn run(
         dirs: Vec::new(),
         created: HashSet::new(),
         entries: 0,
+        skipped: BTreeMap::new(),
     };
     for entry in archive.entries().map_err(UnpackError::Stream)? {
         let entry = entry.map_err(UnpackError::Stream)?;
@@ -188,6 +209,7 @@ fn run(
     }
     un.finish_dirs()?;
     let entries = un.entries;
+    let skipped_devices = un.skipped.into_values().collect();
     // The diff_id covers the whole uncompressed stream, including any zero
     // padding after the end-of-archive marker; the digest the whole input.
     let mut rest = archive.into_inner();
@@ -202,6 +224,7 @@ fn run(
         size,
         compression,
         entries,
+        skipped_devices,
     })
 }
 
@@ -218,6 +241,9 @@ pub(super) struct Unpacker<'o> {
     /// A layer directory starts empty, so there anything present is ours.
     pub(super) created: HashSet<Vec<Vec<u8>>>,
     pub(super) entries: u64,
+    /// Device nodes not created (user namespace), by path; a later entry of the same path
+    /// replaces them.
+    pub(super) skipped: BTreeMap<Vec<Vec<u8>>, DeviceNode>,
 }
 
 /// Header fields, with PAX overrides applied.
@@ -339,6 +365,7 @@ impl Unpacker<'_> {
             reason,
         })?;
         let meta = self.meta(&mut entry)?;
+        self.skipped.remove(&comps);
         let Some(last) = comps.last().cloned() else {
             // The root itself ("./"): its metadata belongs to the lower layers.
             return Ok(());
@@ -456,7 +483,22 @@ impl Unpacker<'_> {
                     // (a RUN gets its own /dev), the layer blob keeps them. moby and
                     // containers/storage skip them the same way.
                     Err(Errno::PERM)
-                        if ft != FileType::Fifo && !crate::host::in_initial_user_namespace() => {}
+                        if ft != FileType::Fifo && !crate::host::in_initial_user_namespace() =>
+                    {
+                        self.skipped.insert(
+                            comps.clone(),
+                            DeviceNode {
+                                path: comps.join(&b'/'),
+                                block: ft == FileType::BlockDevice,
+                                major: rustix::fs::major(dev),
+                                minor: rustix::fs::minor(dev),
+                                mode: meta.mode & 0o7777,
+                                uid: meta.uid,
+                                gid: meta.gid,
+                                mtime: meta.mtime,
+                            },
+                        );
+                    }
                     Err(e) => return Err(self.fs_err(&name, "creating a device or fifo", e)),
                 }
             }

@@ -11,6 +11,7 @@
 use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
 use super::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
+use super::unpack::DeviceNode;
 use crate::digest::HashingWriter;
 use kiln_base::whiteout;
 use std::collections::{BTreeMap, HashMap};
@@ -221,6 +222,40 @@ pub fn write_layer_with(
     opts: &LayerOptions,
     content: &ExternalContent,
 ) -> Result<LayerDigests, LayerWriteError> {
+    write_walk(dir, out, opts, content, &[])
+}
+
+/// [`write_layer`] of a layer directory that an unpack in a user namespace left without
+/// some device nodes: `devices` (from [`super::UnpackInfo::skipped_devices`]) are written
+/// where the walk would have met them, so the layer is the one real root would write.
+pub fn write_layer_adding_devices(
+    dir: &Path,
+    out: impl Write,
+    opts: &LayerOptions,
+    devices: &[DeviceNode],
+) -> Result<LayerDigests, LayerWriteError> {
+    write_walk(dir, out, opts, &ExternalContent::new(), devices)
+}
+
+fn write_walk(
+    dir: &Path,
+    out: impl Write,
+    opts: &LayerOptions,
+    content: &ExternalContent,
+    devices: &[DeviceNode],
+) -> Result<LayerDigests, LayerWriteError> {
+    let mut extra: HashMap<Vec<u8>, Vec<(std::ffi::OsString, &DeviceNode)>> = HashMap::new();
+    for d in devices {
+        // The walk's prefix of a directory's children is its path with a trailing `/`.
+        let (prefix, name) = match d.path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (d.path[..=i].to_vec(), &d.path[i + 1..]),
+            None => (Vec::new(), &d.path[..]),
+        };
+        extra
+            .entry(prefix)
+            .or_default()
+            .push((OsStr::from_bytes(name).to_os_string(), d));
+    }
     let mut writer = LayerWriter::new(out, opts).map_err(|source| LayerWriteError::Write {
         entry: String::new(),
         source,
@@ -229,6 +264,7 @@ pub fn write_layer_with(
         writer: &mut writer,
         links: HashMap::new(),
         content,
+        extra,
     };
     walk.dir(dir, &[])?;
     writer.finish().map_err(|source| LayerWriteError::Write {
@@ -242,9 +278,11 @@ struct Walk<'a, W: Write> {
     /// (dev, ino) of multiply-linked files already written → their tar name.
     links: HashMap<(u64, u64), Vec<u8>>,
     content: &'a ExternalContent,
+    /// Device nodes missing on disk, by the prefix of their directory, to write in place.
+    extra: HashMap<Vec<u8>, Vec<(std::ffi::OsString, &'a DeviceNode)>>,
 }
 
-impl<W: Write> Walk<'_, W> {
+impl<'a, W: Write> Walk<'a, W> {
     /// Writes the contents of `root` depth first, each directory's names sorted by bytes.
     /// The directories being walked are an explicit stack: a layer can nest directories
     /// thousands deep (a RUN made them), more than recursion on a thread's stack survives.
@@ -252,7 +290,7 @@ impl<W: Write> Walk<'_, W> {
         let mut stack = vec![(
             root.to_path_buf(),
             rel.to_vec(),
-            sorted_names(root)?.into_iter(),
+            self.names(root, rel)?.into_iter(),
         )];
         while let Some((abs, rel, names)) = stack.last_mut() {
             let Some(name) = names.next() else {
@@ -261,11 +299,31 @@ impl<W: Write> Walk<'_, W> {
             };
             let child = abs.join(&name);
             if let Some(prefix) = self.entry(&child, rel, &name)? {
-                let names = sorted_names(&child)?.into_iter();
+                let names = self.names(&child, &prefix)?.into_iter();
                 stack.push((child, prefix, names));
             }
         }
         Ok(())
+    }
+
+    /// The names to write in directory `abs` (tar prefix `rel`): those on disk and the
+    /// device nodes missing there, sorted by bytes.
+    fn names(&self, abs: &Path, rel: &[u8]) -> Result<Vec<std::ffi::OsString>, LayerWriteError> {
+        let mut names = sorted_names(abs)?;
+        if let Some(extra) = self.extra.get(rel) {
+            for (name, _) in extra {
+                if let Err(at) = names.binary_search_by(|n| n.as_bytes().cmp(name.as_bytes())) {
+                    names.insert(at, name.clone());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// The device node missing on disk that `rel` + `name` names, if any.
+    fn extra_device(&self, rel: &[u8], name: &OsStr) -> Option<&'a DeviceNode> {
+        let extra = self.extra.get(rel)?;
+        extra.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
     }
 
     /// Writes one entry; for a directory, returns the tar name prefix of its children (the
@@ -276,6 +334,37 @@ impl<W: Write> Walk<'_, W> {
         rel: &[u8],
         name: &OsStr,
     ) -> Result<Option<Vec<u8>>, LayerWriteError> {
+        if let Some(dev) = self.extra_device(rel, name)
+            && fs::symlink_metadata(abs).is_err()
+        {
+            let mut tar_name = rel.to_vec();
+            tar_name.extend_from_slice(name.as_bytes());
+            let kind = if dev.block {
+                TarEntryKind::BlockDevice {
+                    major: dev.major,
+                    minor: dev.minor,
+                }
+            } else {
+                TarEntryKind::CharDevice {
+                    major: dev.major,
+                    minor: dev.minor,
+                }
+            };
+            let meta = EntryMeta {
+                mode: dev.mode,
+                uid: dev.uid,
+                gid: dev.gid,
+                mtime: dev.mtime,
+                xattrs: Default::default(),
+            };
+            self.writer
+                .append(&tar_name, &kind, &meta, io::empty())
+                .map_err(|source| LayerWriteError::Write {
+                    entry: String::from_utf8_lossy(&tar_name).into_owned(),
+                    source,
+                })?;
+            return Ok(None);
+        }
         let read_err = |source| LayerWriteError::Read {
             path: abs.to_path_buf(),
             source,
