@@ -6,14 +6,16 @@
 //! with a copy fallback), turning a snapshot's changes into a layer directory (`layer_dir`:
 //! the layer directory format, read merged and written as the difference to its lowers;
 //! cleaned up fd-relative, never through a symlink: `beneath`), the merged read-only view
-//! of a layer stack (`layered`), applying `COPY`/`ADD` into a new layer, and making
-//! WORKDIR's directory (`workdir`).
+//! of a layer stack (`layered`), applying `COPY`/`ADD` into a new layer, making
+//! WORKDIR's directory (`workdir`), and committing a step's layer into the store, blob and
+//! snapshot ([`commit::commit_layer`], the one owner of the COPY staging on a tmpfs).
 //!
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
 
 mod beneath;
 pub mod cgroup;
+pub mod commit;
 pub mod layer_dir;
 pub mod output_gate;
 pub mod sandbox;

@@ -1,5 +1,6 @@
 //! Turning a metadata tree (a COPY staged with placeholders, see
-//! [`kiln_image::layer::external`]) into a real layer directory.
+//! [`kiln_image::layer::external`]) into a real layer directory, for [`crate::commit`]
+//! (which decides when a COPY is staged so).
 //!
 //! The tree is copied entry by entry: directories, symlinks and devices as they are,
 //! regular files with their bytes from the placeholder's source (or from the file itself

@@ -29,7 +29,7 @@ pub enum StepError {
     #[error(transparent)]
     LayerWrite(#[from] kiln_image::LayerWriteError),
     #[error(transparent)]
-    Materialize(#[from] kiln_executor::staged::MaterializeError),
+    Commit(#[from] kiln_executor::commit::CommitError),
 
     #[error("{what}: {source}")]
     Export {
@@ -57,10 +57,6 @@ pub enum StepError {
 
     #[error("ADD {url}: {source}")]
     Fetch { url: String, source: std::io::Error },
-    #[error("the layer changed while it was written ({expected}, then {actual})")]
-    LayerChanged { expected: String, actual: String },
-    #[error("writing the layer blob panicked")]
-    BlobWriterPanicked,
 
     #[error("process \"{command}\" did not complete successfully: exit code: {exit_code}")]
     ProcessFailed { command: String, exit_code: i32 },

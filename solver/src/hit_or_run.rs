@@ -7,10 +7,11 @@
 use crate::blocking::blocking;
 use crate::error::{SolveError, StepError};
 use crate::explain::explain;
-use crate::ops::{Executed, KeyContext, LayerOp, StepContext};
+use crate::ops::{KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
 use crate::result::Layer;
 use crate::session::BuildSession;
+use kiln_executor::commit::{CommitRequest, commit_layer};
 use kiln_parser::Step;
 use kiln_store::{CacheRecord, LayerRef};
 
@@ -56,7 +57,7 @@ pub(crate) async fn solve_step(
     let options = &session.options;
     let place = place(session, step);
     // Even under --no-cache the record tells what the step gave last time: the layer
-    // it will most likely give again (see `LayerCommit::commit`).
+    // it will most likely give again (see `kiln_executor::commit`).
     let recorded = match session.store.get_record(&key).map_err(|e| ctx.at(e))? {
         Some(CacheRecord {
             layer: Some(layer), ..
@@ -84,44 +85,36 @@ pub(crate) async fn solve_step(
             progress.send(Event::Explain { id, reason });
         }
     }
-    // When the record predicts a stored layer, a COPY is staged as a metadata tree on a
-    // tmpfs (when one is usable): its files are written to the store only if the layer
-    // turns out not to be stored. A layer not seen before is copied into the store
-    // directly (a metadata tree would only add a pass over its files).
-    let predicted = session
-        .layer_commit()
-        .predicts_stored_layer(recorded.as_ref());
-    let tmpfs = if op.stages_metadata_tree() && predicted {
-        session.store.tmpfs_staging().map_err(|e| ctx.at(e))?
-    } else {
-        None
-    };
-    let mut metadata_tree = tmpfs.is_some();
-    let mut staging = match tmpfs {
-        Some(staging) => staging,
-        None => session.store.snapshot_staging().map_err(|e| ctx.at(e))?,
-    };
-    let content = loop {
-        match op.exec(ctx, &keyed, staging.path(), metadata_tree).await? {
-            Executed::Done(content) => break content,
-            Executed::TmpfsFull => {
-                progress.send(Event::Log {
+    // The recorded layer is what the step most likely gives again: the executor uses it
+    // to reuse a stored layer instead of writing it again.
+    let source = op.exec(ctx, &keyed).await?;
+    let s = session.clone();
+    let log = progress.clone();
+    let committed = blocking(move || {
+        commit_layer(CommitRequest {
+            store: &s.store,
+            format: s.layer_format(),
+            recorded: recorded.as_ref(),
+            source,
+            note: &|line| {
+                log.send(Event::Log {
                     id,
                     stream: Stream::Info,
-                    line: "the tmpfs staging area is full; staging in the store".to_string(),
-                });
-                staging = session.store.snapshot_staging().map_err(|e| ctx.at(e))?;
-                metadata_tree = false;
-            }
-        }
-    };
-    let s = session.clone();
-    let (layer, reused) = blocking(move || {
-        s.layer_commit()
-            .commit(staging, &content, metadata_tree, predicted)
+                    line: line.to_string(),
+                })
+            },
+        })
     })
     .await
     .map_err(|e| ctx.at(e))?;
+    let reused = committed.reused;
+    let layer = Layer {
+        diff_id: committed.layer.diff_id,
+        digest: committed.layer.digest,
+        size: committed.layer.size,
+        media_type: committed.layer.media_type,
+        snapshot: committed.snapshot,
+    };
     // Records carry the real time for prune's "oldest first"; the image never sees it.
     let record = CacheRecord {
         created: now_unix(),

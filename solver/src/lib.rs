@@ -14,8 +14,9 @@
 //!   fields it names, and its execution into an empty layer directory.
 //! - [`session`]: the build session ([`BuildSession`]): store, context, options, and what is
 //!   resolved once per build (images, the snapshotter, context checksums).
-//! - `commit`: a layer directory into the store, blob and snapshot; [`images`]: stored
-//!   images and their layers' snapshots; `result`: what a stage produced.
+//! - [`images`]: stored images and their layers' snapshots; `result`: what a stage
+//!   produced. Committing a step's layer (blob, snapshot, the COPY staging on a tmpfs) is
+//!   the executor's ([`kiln_executor::commit::commit_layer`]): one call from `hit_or_run`.
 //! - [`key`] (the hash), [`image_state`] (the image state a stage accumulates: runtime
 //!   config and history) and [`oci_config`] (that state to and from the OCI image config
 //!   and manifest), [`explain`] (`--explain-cache`), [`entitlements`]
@@ -23,7 +24,6 @@
 //!   (`kiln import`) use the same pieces outside a build.
 
 mod blocking;
-mod commit;
 mod engine;
 pub mod entitlements;
 pub mod error;

@@ -4,7 +4,6 @@
 //! Per-step work lives in `crate::hit_or_run` and `crate::ops`; ordering in
 //! `crate::engine` and `crate::stage`.
 
-use crate::commit::{LayerCommit, LayerFormat};
 use crate::entitlements::NetworkDefault;
 use crate::error::ImageError;
 use crate::error::{SolveError, StepError};
@@ -207,18 +206,10 @@ impl BuildSession {
     }
 
     /// How this build writes layers.
-    pub(crate) fn layer_format(&self) -> LayerFormat {
-        LayerFormat {
+    pub(crate) fn layer_format(&self) -> kiln_executor::commit::LayerFormat {
+        kiln_executor::commit::LayerFormat {
             compression: self.options.compression,
             source_date_epoch: self.options.source_date_epoch,
-        }
-    }
-
-    /// Commits layers in this build's format into its store.
-    pub(crate) fn layer_commit(&self) -> LayerCommit<'_> {
-        LayerCommit {
-            store: &self.store,
-            format: self.layer_format(),
         }
     }
 

@@ -3,16 +3,15 @@
 //! by the executor's copier into the layer directory.
 
 use super::fetch::Fetched;
-use super::{Executed, KeyContext, KeyParts, SourceKey, StepContext, stage_key};
-use crate::blocking::blocking;
+use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
 use crate::error::{SolveError, StepError};
 use crate::result::{StageInputs, StageResult, find_input, lowers_of};
 use crate::session::BuildSession;
-use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec, copy_into_layer};
+use kiln_executor::commit::LayerSource;
+use kiln_executor::copy::{CopyRequest, SourceRoot, SourceSpec};
 use kiln_executor::layered::LayeredFs;
 use kiln_parser::{CopyOp, CopySource, Source};
 use serde::Serialize;
-use std::path::Path;
 
 /// The hashed parameters of a COPY/ADD: `{"copy": ...}`.
 #[derive(Serialize)]
@@ -124,26 +123,16 @@ pub(crate) fn key(
     serde_json::to_value(key).map_err(StepError::KeySerialize)
 }
 
-/// Copies into `out`; with `metadata_tree`, regular files become placeholders, and a
-/// tmpfs that fills up is reported instead of failing the step.
-pub(crate) async fn exec(
+/// The copy to carry out: the executor runs it as it commits the layer (where and how it
+/// stages it is the executor's business, see [`kiln_executor::commit`]).
+pub(crate) fn exec(
     copy: &CopyOp,
     ctx: &StepContext<'_>,
     fetched: &Fetched,
-    out: &Path,
-    metadata_tree: bool,
-) -> Result<Executed, SolveError> {
-    let mut req =
+) -> Result<LayerSource, SolveError> {
+    let req =
         copy_request(ctx.session, copy, ctx.current, ctx.inputs, fetched).map_err(|e| ctx.at(e))?;
-    req.stage_contents = metadata_tree;
-    let out = out.to_path_buf();
-    blocking(move || match copy_into_layer(&req, &out) {
-        Ok(report) => Ok(Executed::Done(report.content)),
-        Err(e) if metadata_tree && e.is_out_of_space() => Ok(Executed::TmpfsFull),
-        Err(e) => Err(e),
-    })
-    .await
-    .map_err(|e| ctx.at(e))
+    Ok(LayerSource::Copy(Box::new(req)))
 }
 
 fn copy_request(

@@ -1,6 +1,7 @@
 //! The layer steps, one module per op, each with its two halves as BuildKit's ops have
 //! `CacheMap` and `Exec`: its cache key (the fields it names, explicitly, plus the keys
-//! and checksums it reads) and its execution into an empty layer directory.
+//! and checksums it reads) and its execution into an empty layer directory (for COPY and
+//! ADD, the copy request the executor carries out as it commits the layer).
 //!
 //! [`LayerOp`] is the one place that tells op kinds apart; [`crate::hit_or_run`] drives an
 //! op through key, lookup, execution and commit without knowing which it is.
@@ -27,11 +28,10 @@ use crate::key::vertex_key;
 use crate::progress::Progress;
 use crate::result::{StageInputs, StageResult};
 use crate::session::BuildSession;
-use kiln_image::ExternalContent;
+use kiln_executor::commit::{LayerFormat, LayerSource};
 use kiln_parser::{CopyOp, Op, RunOp, Source, Step, WorkdirOp};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 /// A step that makes a layer.
@@ -85,19 +85,28 @@ impl StepContext<'_> {
     }
 }
 
-/// What an execution left in its layer directory.
-pub(crate) enum Executed {
-    /// The layer directory; for a metadata tree, where its placeholders' bytes are.
-    Done(ExternalContent),
-    /// The metadata tree did not fit on the tmpfs: run the step again on disk.
-    TmpfsFull,
-}
-
 /// The hashed document of a step: the op's key and the layer format.
 #[derive(Serialize)]
 struct StepKey {
     op: serde_json::Value,
-    layer: crate::commit::LayerFormatKey,
+    layer: LayerFormatKey,
+}
+
+/// The part of a key the layer format makes (field names are the hashed ones): a record
+/// made with another compression or epoch must not be reused.
+#[derive(Serialize)]
+struct LayerFormatKey {
+    compression: &'static str,
+    source_date_epoch: Option<i64>,
+}
+
+impl LayerFormatKey {
+    fn of(format: &LayerFormat) -> LayerFormatKey {
+        LayerFormatKey {
+            compression: format.compression.media_type(),
+            source_date_epoch: format.source_date_epoch,
+        }
+    }
 }
 
 /// `from=` / `--from`, as keys name it.
@@ -144,7 +153,7 @@ impl<'a> LayerOp<'a> {
         };
         let params = serde_json::to_value(StepKey {
             op,
-            layer: kc.session.layer_format().key(),
+            layer: LayerFormatKey::of(&kc.session.layer_format()),
         })
         .map_err(StepError::KeySerialize)?;
         let input_keys: Vec<&str> = parts.inputs.iter().map(|(_, k)| k.as_str()).collect();
@@ -160,29 +169,33 @@ impl<'a> LayerOp<'a> {
         })
     }
 
-    /// Whether the op may stage a metadata tree (placeholders pointing at their sources'
-    /// bytes) instead of copying files: only COPY, whose sources outlive the step.
-    pub(crate) fn stages_metadata_tree(self) -> bool {
-        matches!(self, LayerOp::Copy(copy) if !copy.add)
-    }
-
-    /// Fills the empty layer directory `out`. With `metadata_tree`, stages placeholders.
+    /// Executes the op: RUN and WORKDIR fill a fresh layer directory; COPY and ADD give
+    /// the copy the executor carries out as it commits the layer
+    /// ([`kiln_executor::commit::commit_layer`]).
     pub(crate) async fn exec(
         self,
         ctx: &StepContext<'_>,
         keyed: &Keyed,
-        out: &Path,
-        metadata_tree: bool,
-    ) -> Result<Executed, SolveError> {
+    ) -> Result<LayerSource, SolveError> {
         match self {
             LayerOp::Run(run) => {
-                run::exec(run, ctx, out).await?;
-                Ok(Executed::Done(ExternalContent::new()))
+                let out = ctx
+                    .session
+                    .store
+                    .snapshot_staging()
+                    .map_err(|e| ctx.at(e))?;
+                run::exec(run, ctx, out.path()).await?;
+                Ok(LayerSource::Dir(out))
             }
-            LayerOp::Copy(copy) => copy::exec(copy, ctx, &keyed.fetched, out, metadata_tree).await,
+            LayerOp::Copy(copy) => copy::exec(copy, ctx, &keyed.fetched),
             LayerOp::Workdir(w) => {
-                workdir::exec(w, ctx, out).await?;
-                Ok(Executed::Done(ExternalContent::new()))
+                let out = ctx
+                    .session
+                    .store
+                    .snapshot_staging()
+                    .map_err(|e| ctx.at(e))?;
+                workdir::exec(w, ctx, out.path()).await?;
+                Ok(LayerSource::Dir(out))
             }
         }
     }

@@ -1,0 +1,281 @@
+//! A step's layer into the store: [`commit_layer`] takes what the step made (a filled layer
+//! directory, or a COPY/ADD to carry out) and gives the stored layer, blob and snapshot.
+//!
+//! The COPY staging speed-up lives here and nowhere else. kiln's layers are deterministic,
+//! so a step that runs again (`--no-cache`) usually gives the layer it gave before. When
+//! the step's recorded layer is still stored, a COPY is staged as a metadata tree on a
+//! tmpfs (placeholders pointing at their sources' bytes, see
+//! [`kiln_image::layer::external`]): the tar is hashed first, uncompressed, and whatever
+//! is stored under the same diff_id is reused; only a layer that turns out not to be stored
+//! has its blob written and its snapshot materialized ([`crate::staged`]), side by side on
+//! two threads. A tmpfs that fills up is no error: the copy runs again into the store. A
+//! layer not seen before is copied into the store directly (a metadata tree would only add
+//! a pass over its files), and its tar is hashed and compressed in one pass.
+
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Compression, ExternalContent, LayerOptions, LayerWriteError};
+use kiln_store::{LayerRef, StagingDir, Store, StoreError};
+
+use crate::copy::{CopyError, CopyRequest, copy_into_layer};
+use crate::staged::{MaterializeError, materialize};
+
+/// How a build writes its layers. A record made with another format must not be reused,
+/// so the solver puts it in every key.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerFormat {
+    pub compression: Compression,
+    /// Clamp times to this; `None` keeps real times.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What a step made, to become its layer.
+pub enum LayerSource {
+    /// A layer directory the step filled (RUN, WORKDIR), from [`Store::snapshot_staging`]:
+    /// it becomes the snapshot itself.
+    Dir(StagingDir),
+    /// A COPY or ADD, carried out here (a COPY maybe as a metadata tree on a tmpfs).
+    Copy(Box<CopyRequest>),
+}
+
+/// One layer to commit.
+pub struct CommitRequest<'a> {
+    pub store: &'a Store,
+    pub format: LayerFormat,
+    /// The layer the step gave last time, when its cache record says: the layer it will
+    /// most likely give again.
+    pub recorded: Option<&'a LayerRef>,
+    pub source: LayerSource,
+    /// Told (one line) when the tmpfs fills up and the copy runs again in the store.
+    pub note: &'a (dyn Fn(&str) + Sync),
+}
+
+/// A committed layer.
+#[derive(Debug, Clone)]
+pub struct CommittedLayer {
+    pub layer: LayerRef,
+    /// The layer's snapshot directory in the store.
+    pub snapshot: PathBuf,
+    /// Whether the blob was stored already (the step gave a layer the store had).
+    pub reused: bool,
+}
+
+/// Why a layer could not be made or committed. Causes read as the crates that raised
+/// them say them.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    LayerWrite(#[from] LayerWriteError),
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
+    #[error("the layer changed while it was written ({expected}, then {actual})")]
+    LayerChanged { expected: String, actual: String },
+    #[error("writing the layer blob panicked")]
+    BlobWriterPanicked,
+    #[error("not a sha256 digest: {0}")]
+    NotSha256(String),
+}
+
+/// Makes what the step made a stored layer: its blob (indexed by diff_id) and its
+/// snapshot. See the module doc for when a COPY is staged on a tmpfs.
+pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitError> {
+    let CommitRequest {
+        store,
+        format,
+        recorded,
+        source,
+        note,
+    } = req;
+    let commit = Committer { store, format };
+    let predicted = commit.predicts_stored_layer(recorded);
+    let (staging, content, metadata_tree) = match source {
+        LayerSource::Dir(dir) => (dir, ExternalContent::new(), false),
+        LayerSource::Copy(copy) => commit.copy(*copy, predicted, note)?,
+    };
+    commit.commit(staging, &content, metadata_tree, predicted)
+}
+
+/// Writes layers of one [`LayerFormat`] into a store.
+struct Committer<'a> {
+    store: &'a Store,
+    format: LayerFormat,
+}
+
+impl Committer<'_> {
+    /// Carries out `copy` into a fresh layer directory: a metadata tree on a tmpfs when
+    /// the layer is `predicted` to be stored and a tmpfs is usable (COPY only: ADD's
+    /// sources do not outlive the step), else the files themselves in the store. Returns
+    /// the directory, where its placeholders' bytes are, and whether it is a metadata tree.
+    fn copy(
+        &self,
+        mut copy: CopyRequest,
+        predicted: bool,
+        note: &(dyn Fn(&str) + Sync),
+    ) -> Result<(StagingDir, ExternalContent, bool), CommitError> {
+        let tmpfs = if !copy.add && predicted {
+            self.store.tmpfs_staging()?
+        } else {
+            None
+        };
+        if let Some(staging) = tmpfs {
+            copy.stage_contents = true;
+            match copy_into_layer(&copy, staging.path()) {
+                Ok(report) => return Ok((staging, report.content, true)),
+                Err(e) if e.is_out_of_space() => {
+                    note("the tmpfs staging area is full; staging in the store");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let staging = self.store.snapshot_staging()?;
+        copy.stage_contents = false;
+        let report = copy_into_layer(&copy, staging.path())?;
+        Ok((staging, report.content, false))
+    }
+
+    /// Makes the layer directory `staging` a stored layer: its blob and its snapshot. When
+    /// `predicted`, the tar is hashed first (no compression) and a blob stored under the
+    /// same diff_id is reused. For a metadata tree, a missing blob and snapshot are written
+    /// side by side, both reading the sources.
+    fn commit(
+        &self,
+        staging: StagingDir,
+        content: &ExternalContent,
+        metadata_tree: bool,
+        predicted: bool,
+    ) -> Result<CommittedLayer, CommitError> {
+        let media_type = self.format.compression.media_type();
+        let (diff_id, known) = if predicted {
+            let plain = self.layer_options(Compression::None);
+            let diff_id =
+                kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)?
+                    .diff_id;
+            let known = self.store.find_layer_blob(&diff_id, media_type)?;
+            (Some(diff_id), known)
+        } else {
+            (None, None)
+        };
+        let blob = || match &known {
+            Some(layer) => Ok(layer.clone()),
+            None => self.write_blob(staging.path(), content, diff_id.as_deref()),
+        };
+        let (layer, snapshot) = if metadata_tree {
+            std::thread::scope(|s| -> Result<_, CommitError> {
+                let blob = s.spawn(blob);
+                let snapshot =
+                    self.materialize_snapshot(staging.path(), content, diff_id.as_deref());
+                let blob = blob
+                    .join()
+                    .unwrap_or(Err(CommitError::BlobWriterPanicked))?;
+                let snapshot = match snapshot? {
+                    Materialized::Written(dir) => {
+                        self.store.commit_snapshot(dir, hex_of(&blob.diff_id)?)?
+                    }
+                    Materialized::Stored(path) => path,
+                };
+                Ok((blob, snapshot))
+            })?
+        } else {
+            // The directory itself becomes the snapshot: write the blob before moving it.
+            let blob = blob()?;
+            let snapshot = self
+                .store
+                .commit_snapshot(staging, hex_of(&blob.diff_id)?)?;
+            (blob, snapshot)
+        };
+        Ok(CommittedLayer {
+            layer,
+            snapshot,
+            reused: known.is_some(),
+        })
+    }
+
+    /// Whether the layer a step gave last time (`recorded`) is still stored, blob or
+    /// snapshot: the step will most likely give it again.
+    fn predicts_stored_layer(&self, recorded: Option<&LayerRef>) -> bool {
+        let media_type = self.format.compression.media_type();
+        recorded.is_some_and(|r| {
+            hex_of(&r.diff_id).is_ok_and(|id| self.store.has_snapshot(id))
+                || matches!(
+                    self.store.find_layer_blob(&r.diff_id, media_type),
+                    Ok(Some(_))
+                )
+        })
+    }
+
+    /// How this build writes layers, with `compression`.
+    fn layer_options(&self, compression: Compression) -> LayerOptions {
+        LayerOptions {
+            compression,
+            source_date_epoch: self.format.source_date_epoch,
+            level: None,
+        }
+    }
+
+    /// Compresses the layer directory `dir` into a new blob and indexes it under its
+    /// diff_id (which must be `expected` when given).
+    fn write_blob(
+        &self,
+        dir: &Path,
+        content: &ExternalContent,
+        expected: Option<&str>,
+    ) -> Result<LayerRef, CommitError> {
+        let mut writer = self.store.blob_writer()?;
+        let digests = kiln_image::write_layer_with(
+            dir,
+            &mut writer,
+            &self.layer_options(self.format.compression),
+            content,
+        )?;
+        if let Some(expected) = expected
+            && digests.diff_id != expected
+        {
+            return Err(CommitError::LayerChanged {
+                expected: expected.to_string(),
+                actual: digests.diff_id,
+            });
+        }
+        let blob = writer.commit_verified(&digests.digest)?;
+        let layer = LayerRef {
+            diff_id: digests.diff_id,
+            digest: blob.digest,
+            media_type: digests.media_type,
+            size: blob.size,
+        };
+        self.store.put_layer_blob(&layer)?;
+        Ok(layer)
+    }
+
+    /// The snapshot of the metadata tree `tree`: the stored one when its diff_id `id` is
+    /// known and stored, else its files written into a staging directory to commit.
+    fn materialize_snapshot(
+        &self,
+        tree: &Path,
+        content: &ExternalContent,
+        id: Option<&str>,
+    ) -> Result<Materialized, CommitError> {
+        if let Some(id) = id.map(hex_of).transpose()?
+            && self.store.has_snapshot(id)
+        {
+            return Ok(Materialized::Stored(self.store.snapshot_path(id)?));
+        }
+        let staging = self.store.snapshot_staging()?;
+        materialize(tree, content, staging.path())?;
+        Ok(Materialized::Written(staging))
+    }
+}
+
+/// A metadata tree's snapshot: already in the store, or written and waiting for its id.
+enum Materialized {
+    Stored(PathBuf),
+    Written(StagingDir),
+}
+
+/// The hex of a `sha256:` digest (a snapshot's id).
+fn hex_of(digest: &str) -> Result<&str, CommitError> {
+    kiln_base::digest::digest_hex(digest).map_err(|e| CommitError::NotSha256(e.0))
+}
