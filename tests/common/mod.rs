@@ -2,6 +2,7 @@
 //! and read the images it writes (docker-archive) back into a file tree to assert on.
 #![allow(dead_code)]
 
+pub mod dockerd;
 pub mod identity;
 
 use std::collections::BTreeMap;

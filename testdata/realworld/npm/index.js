@@ -1,0 +1,1 @@
+console.log("is-number", require("is-number")(5));
