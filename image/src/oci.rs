@@ -2,6 +2,16 @@
 //! structs with sorted maps, canonical JSON for anything that is hashed, and
 //! parsing of manifests and configs written by other tools (Docker schema2
 //! media types included).
+//!
+//! Why not the `oci-spec` crate: it was tried (0.10, feature `image`) by parsing kiln's
+//! own configs, manifests and indexes with it and writing them back as canonical JSON.
+//! Manifests, indexes, `ExposedPorts`/`Volumes`, variants and history came back
+//! byte-identical, but its `Config` has no `Healthcheck`, `Shell`, `OnBuild` or
+//! `ArgsEscaped` (Docker's fields, not the OCI spec's): a base image's HEALTHCHECK, SHELL or
+//! ONBUILD would be dropped silently and every image built on it would get another ID. Its
+//! descriptors also validate digests while parsing, so a malformed manifest would fail
+//! with oci-spec's words instead of [`kiln_base::digest::InvalidDigest`]'s. One set of
+//! types for every document, written here, keeps the bytes and the error texts.
 
 use crate::digest::sha256_digest;
 use serde::{Deserialize, Serialize};

@@ -282,7 +282,7 @@ fn an_upload_location_on_another_host_gets_no_authorization() {
 #[test]
 fn a_blob_redirect_to_another_host_carries_no_authorization() {
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
-    let config_digest = format!("sha256:{}", sha256_hex(config));
+    let config_digest = kiln_base::digest::sha256_digest(config);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -329,11 +329,6 @@ fn a_blob_redirect_to_another_host_carries_no_authorization() {
         &opts_with_creds(home.path()),
     );
     assert_never_authorized(&storage, "a blob redirect to another host");
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// A storage host's own 401 is not the registry's challenge: the realm it names never gets
