@@ -103,11 +103,7 @@ fn add_url_checksum_is_verified() {
     let url = format!("{base}/files/hello.txt");
     let good = "sha256:3e3e1e27fc7bafbe3c3e4a1b0f4c4e8b43fa6cc0e86fa6e5e0cb08ab8d36a5d9";
     // Compute the real digest of the served body.
-    use sha2::Digest;
-    let real = format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(b"remote content"))
-    );
+    let real = kiln_base::digest::sha256_digest(b"remote content");
     let mut r = url_req(&fx, &url, "/f");
     r.checksum = Some(real.clone());
     assert_eq!(run_ok(&fx, &r), lines(&["f /f 0600 0:0 remote content"]));

@@ -2,6 +2,7 @@
 //! hashed while it streams, never after being buffered). Formatting and validating digest
 //! strings is [`kiln_base::digest`]'s, re-exported here for the crate's users.
 
+use kiln_base::digest::Digest;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 
@@ -45,7 +46,7 @@ impl<W: Write> HashingWriter<W> {
     pub fn finish(self) -> (W, String, u64) {
         let digest = self
             .hasher
-            .map(|h| format!("sha256:{}", hex::encode(h.finalize())))
+            .map(|h| Digest::from_hasher(h).into_string())
             .unwrap_or_default();
         (self.inner, digest, self.count)
     }
@@ -91,10 +92,7 @@ impl<R: Read> HashingReader<R> {
 
     /// The `sha256:` digest of everything read so far, and the byte count.
     pub fn finish(self) -> (String, u64) {
-        (
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        )
+        (Digest::from_hasher(self.hasher).into_string(), self.count)
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use kiln_base::digest::{Digest, SHA256_PREFIX};
 use kiln_base::platform::Platform;
 use kiln_image::limits::{self, CappedReadError, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use kiln_image::oci::{
@@ -83,10 +84,6 @@ pub fn choose_platform<'a>(manifests: &'a [Descriptor], want: &Platform) -> Opti
     if want.variant.is_some() { None } else { first }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    kiln_store::sha256_digest(bytes)
-}
-
 /// GETs a manifest or index by tag or digest and verifies its digest (against the
 /// reference when pinned, and against `Docker-Content-Digest` when sent).
 pub fn fetch_manifest(
@@ -127,8 +124,9 @@ pub fn fetch_manifest(
         Err(CappedReadError::TooLarge(e)) => return Err(client.too_large(e)),
         Err(CappedReadError::Io { source, .. }) => return Err(client.read_error(&request, &source)),
     };
-    let digest = sha256(&bytes);
-    if reference.starts_with("sha256:") && reference != digest {
+    let digest = Digest::of(&bytes).into_string();
+    // A reference that is not a tag is a digest (RegistryRef validated it).
+    if reference.starts_with(SHA256_PREFIX) && reference != digest {
         return Err(RegistryError::DigestMismatch {
             registry: client.registry().to_string(),
             what,
@@ -136,7 +134,7 @@ pub fn fetch_manifest(
             actual: digest,
         });
     }
-    if let Some(h) = header_digest.filter(|h| h.starts_with("sha256:"))
+    if let Some(h) = header_digest.filter(|h| h.starts_with(SHA256_PREFIX))
         && h != digest
     {
         return Err(RegistryError::DigestMismatch {

@@ -37,9 +37,8 @@ impl ExplainLog {
     }
 
     fn path(&self, place: &str) -> PathBuf {
-        use sha2::Digest;
         self.dir
-            .join(hex::encode(sha2::Sha256::digest(place.as_bytes())))
+            .join(kiln_base::digest::sha256_hex(place.as_bytes()))
     }
 
     /// The inputs saved by the previous build of `place`, if any.

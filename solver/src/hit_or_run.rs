@@ -174,7 +174,6 @@ mod tests {
     use crate::result::StageResult;
     use crate::test_session::{Fixture, fixture, serve, step};
     use kiln_parser::{CopyOp, CopySource, Op, Source};
-    use sha2::Digest;
     use std::sync::atomic::Ordering;
 
     fn copy(add: bool, sources: Vec<CopySource>, dest: &str) -> Op {
@@ -261,7 +260,7 @@ mod tests {
         assert_eq!(copied, b"answer 0\n");
         let keyed = f.session.explain.previous(&place(&f.session, &step(add)));
         let keyed = keyed.expect("the key's inputs are saved");
-        let digest = hex::encode(sha2::Sha256::digest(&copied));
-        assert_eq!(keyed.inputs[1].1, format!("sha256:{digest} 784887151"));
+        let digest = kiln_base::digest::sha256_digest(&copied);
+        assert_eq!(keyed.inputs[1].1, format!("{digest} 784887151"));
     }
 }

@@ -7,9 +7,9 @@
 //! everything below it. Parameters are hashed as canonical JSON (sorted keys, no spaces) so
 //! that the bytes never depend on map order or on serde_json's features.
 
+use kiln_base::digest::sha256_hex;
 use kiln_image::oci::canonical_json;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// Bumped whenever the meaning of a key changes, so old records are never misread.
 const KEY_VERSION: u32 = 1;
@@ -24,7 +24,7 @@ pub fn vertex_key<P: Serialize>(kind: &str, params: &P, inputs: &[&str]) -> Stri
         "params": params,
         "inputs": inputs,
     });
-    hex::encode(Sha256::digest(canonical_json(&doc)))
+    sha256_hex(&canonical_json(&doc))
 }
 
 /// The key of an empty rootfs (`FROM scratch`).

@@ -16,6 +16,7 @@ use crate::error::ImageError;
 use crate::images::{image_layers, read_image};
 use crate::result::{Layer, StageResult, lowers_of};
 use crate::session::BuildSession;
+use kiln_base::digest::{Digest, SHA256_PREFIX};
 use kiln_executor::sandbox::{self, MountKind, MountSpec, Network, ProcessIo, RunOutcome, RunSpec};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_image::ImageConfig;
@@ -146,19 +147,21 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
             lowers: lowers_of(&layers),
         });
     }
-    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    let is_id = kiln_base::digest::is_sha256_hex(hex);
-    let digest = format!("sha256:{hex}");
-    if !is_id || !store.has_blob(&digest) {
-        return Err(RunError::NoSuchImage(reference.to_string()));
-    }
-    let bytes = store.read_blob(&digest).map_err(|e| err(e.into()))?;
+    // An image ID, with or without its `sha256:`.
+    let hex = reference.strip_prefix(SHA256_PREFIX).unwrap_or(reference);
+    let digest = match Digest::from_hex(hex) {
+        Ok(d) if store.has_blob(d.as_str()) => d,
+        _ => return Err(RunError::NoSuchImage(reference.to_string())),
+    };
+    let bytes = store
+        .read_blob(digest.as_str())
+        .map_err(|e| err(e.into()))?;
     let config = kiln_image::parse_config(&bytes).map_err(|e| err(ImageError::Config(e)))?;
     let mut layers = Vec::new();
     for diff_id in &config.rootfs.diff_ids {
         // Without a manifest there is no blob to unpack from: the snapshot must be there.
         let id = diff_id
-            .strip_prefix("sha256:")
+            .strip_prefix(SHA256_PREFIX)
             .ok_or_else(|| err(ImageError::NotSha256DiffId(diff_id.clone())))?;
         if !store.has_snapshot(id) {
             return Err(err(ImageError::Pruned(diff_id.clone())));
@@ -172,7 +175,7 @@ pub fn open_image(store: &Store, reference: &str) -> Result<RunnableImage, RunEr
         });
     }
     Ok(RunnableImage {
-        id: digest,
+        id: digest.into_string(),
         config,
         lowers: lowers_of(&layers),
     })
@@ -248,7 +251,7 @@ pub async fn run_image(
             .unwrap_or_default(),
         hostname: image
             .id
-            .trim_start_matches("sha256:")
+            .trim_start_matches(SHA256_PREFIX)
             .chars()
             .take(12)
             .collect(),

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use filetime::FileTime;
+use kiln_base::digest::Digest;
 use kiln_image::limits::TooLarge;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::meta;
 
@@ -105,13 +106,12 @@ pub(crate) fn free_space(file: &File) -> io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Parses `sha256:<hex>` into lowercase hex.
-pub fn parse_checksum(s: &str) -> Result<String, HttpError> {
+/// Parses `--checksum=sha256:<hex>`.
+pub fn parse_checksum(s: &str) -> Result<Digest, HttpError> {
     // Upper-case hex is lowered first: kiln has always taken it (BuildKit refuses it), and
     // a Dockerfile that built must keep building.
     s.strip_prefix(kiln_base::digest::SHA256_PREFIX)
-        .map(str::to_ascii_lowercase)
-        .filter(|hex| kiln_base::digest::is_sha256_hex(hex))
+        .and_then(|hex| Digest::from_hex(&hex.to_ascii_lowercase()).ok())
         .ok_or_else(|| HttpError::InvalidChecksum(s.to_string()))
 }
 
@@ -260,14 +260,14 @@ pub fn download_limited(
     }
     file.sync_all().map_err(write_err)?;
     drop(file);
-    let actual = hex::encode(hasher.finalize());
+    let actual = Digest::from_hasher(hasher);
     if let Some(expected) = expected
         && expected != actual
     {
         return Err(HttpError::ChecksumMismatch {
             url: url.to_string(),
-            expected: format!("sha256:{expected}"),
-            actual: format!("sha256:{actual}"),
+            expected: expected.into_string(),
+            actual: actual.into_string(),
         });
     }
     meta::set_mode(&path, 0o600).map_err(write_err)?;
@@ -318,6 +318,6 @@ mod tests {
         assert!(parse_checksum("sha256:abc").is_err());
         assert!(parse_checksum("md5:00").is_err());
         let ok = format!("sha256:{}", "A".repeat(64));
-        assert_eq!(parse_checksum(&ok).unwrap(), "a".repeat(64));
+        assert_eq!(parse_checksum(&ok).unwrap().hex(), "a".repeat(64));
     }
 }

@@ -25,6 +25,7 @@ use crate::oci::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, MEDIA_TYPE_CONFIG, Manifest,
     ManifestKind, json_blob, parse_manifest_or_index,
 };
+use kiln_base::digest::Digest;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -48,8 +49,9 @@ pub struct LoadedImage {
 #[derive(Debug, Clone, Default)]
 struct FileInfo {
     size: u64,
-    /// sha256 of the content (only for names not of the form blobs/sha256/<hex>).
-    digest: Option<String>,
+    /// `sha256:<hex>` of the content; for a name of the form `blobs/sha256/<hex>`, the
+    /// digest the name says (such a file is not hashed in the scan).
+    digest: String,
     magic: Vec<u8>,
 }
 
@@ -156,9 +158,10 @@ fn normalize(name: &str) -> Option<String> {
     kiln_base::gopath::components_within(name).map(|parts| parts.join("/"))
 }
 
-fn is_blob_name(name: &str) -> bool {
+/// The digest a `blobs/sha256/<hex>` name says its content has.
+fn blob_name_digest(name: &str) -> Option<Digest> {
     name.strip_prefix("blobs/sha256/")
-        .is_some_and(|hex| digest_hex(&format!("sha256:{hex}")).is_ok())
+        .and_then(|hex| Digest::from_hex(hex).ok())
 }
 
 /// Reads an entry during the scan: JSON-looking small files are kept, names
@@ -180,10 +183,11 @@ fn scan_entry(
     (&mut r).take(4).read_to_end(&mut head).map_err(io_err)?;
     let jsonish =
         size <= MAX_JSON_SIZE && (head.first() == Some(&b'{') || head.first() == Some(&b'['));
-    let blob = is_blob_name(&name);
+    let named = blob_name_digest(&name);
+    let blob = named.is_some();
     let mut info = FileInfo {
         size,
-        digest: None,
+        digest: named.map(Digest::into_string).unwrap_or_default(),
         magic: head.clone(),
     };
     if !jsonish && size > MAX_JSON_SIZE && (name == "index.json" || name == "manifest.json") {
@@ -212,7 +216,7 @@ fn scan_entry(
         let mut all = head;
         all.extend_from_slice(&rest);
         if !blob {
-            info.digest = Some(sha256_digest(&all));
+            info.digest = sha256_digest(&all);
         }
         scan.small_bytes += all.len() as u64;
         if let Some(old) = scan.small.insert(name.clone(), all) {
@@ -221,7 +225,7 @@ fn scan_entry(
     } else if !blob {
         let mut h = HashingReader::new(io::Cursor::new(head).chain(r));
         io::copy(&mut h, &mut io::sink()).map_err(io_err)?;
-        info.digest = Some(h.finish().0);
+        info.digest = h.finish().0;
     }
     scan.files.insert(name, info);
     Ok(())
@@ -639,10 +643,7 @@ impl<'s> Plan<'s> {
                     .resolve(layer)
                     .ok_or_else(|| self.missing(format!("layer {layer}")))?;
                 let info = &self.scan.files[&name];
-                let digest = match &info.digest {
-                    Some(d) => d.clone(),
-                    None => format!("sha256:{}", name.trim_start_matches("blobs/sha256/")),
-                };
+                let digest = info.digest.clone();
                 let compression = Compression::detect(&info.magic);
                 if compression == Compression::None && digest != *diff_id {
                     return Err(ArchiveError::DigestMismatch {

@@ -5,7 +5,6 @@
 
 use crate::error::StepError;
 use kiln_executor::copy::SourceSpec;
-use std::io::Read;
 use std::path::Path;
 
 /// The URLs a step's keying downloaded, kept until the step is done.
@@ -61,17 +60,8 @@ impl Fetched {
 
 /// `sha256:<hex of the content> <mtime in seconds>` of a downloaded file.
 fn file_digest(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    let file = std::fs::File::open(path)?;
+    let (digest, _) = kiln_image::digest::digest_reader(&file)?;
     let mtime = file
         .metadata()
         .and_then(|m| m.modified())
@@ -79,5 +69,5 @@ fn file_digest(path: &Path) -> std::io::Result<String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    Ok(format!("sha256:{} {mtime}", hex::encode(hasher.finalize())))
+    Ok(format!("{digest} {mtime}"))
 }

@@ -31,7 +31,6 @@ fn cache_mount_dir(
 ) -> Result<PathBuf, StepError> {
     use kiln_parser::CacheSharing;
     use rustix::fs::FlockOperation;
-    use sha2::Digest;
     let err = |what: &'static str| {
         move |source| StepError::CacheMount {
             id: id.to_string(),
@@ -41,7 +40,7 @@ fn cache_mount_dir(
     };
     let base = session.store.root().join("cachemounts");
     std::fs::create_dir_all(&base).map_err(err("creating"))?;
-    let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    let name = kiln_base::digest::sha256_hex(id.as_bytes());
     let lock =
         std::fs::File::create(base.join(format!("{name}.lock"))).map_err(err("lock file"))?;
     let op = match sharing {
