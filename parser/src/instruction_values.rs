@@ -1,5 +1,6 @@
 //! Values of instructions checked as BuildKit (and the moby packages it uses) check
-//! them while converting: EXPOSE port specs, STOPSIGNAL names, COPY/ADD `--chmod` modes.
+//! them while converting: EXPOSE port specs and STOPSIGNAL names
+//! (COPY/ADD `--chmod` modes are [`crate::chmod`]'s).
 
 /// docker/go-connections `nat.ParsePortSpec` reduced to the container side: every
 /// `port/proto` a spec names (ranges expanded).
@@ -63,39 +64,6 @@ pub(crate) fn valid_signal(raw: &str) -> bool {
     false
 }
 
-/// COPY/ADD `--chmod`: octal up to 07777 or a symbolic mode (`u+x,g-w`).
-pub(crate) fn valid_chmod(v: &str) -> Result<(), String> {
-    let non_octal = || {
-        format!("invalid chmod parameter: '{v}'. it should be octal string and between 0 and 07777")
-    };
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return match u32::from_str_radix(v, 8) {
-            Ok(m) if m <= 0o7777 => Ok(()),
-            _ => Err(non_octal()),
-        };
-    }
-    let ok = !v.is_empty()
-        && v.split(',').all(|clause| {
-            let who_end = clause
-                .find(|c: char| !matches!(c, 'u' | 'g' | 'o' | 'a'))
-                .unwrap_or(clause.len());
-            let rest = &clause[who_end..];
-            !rest.is_empty()
-                && rest.starts_with(['+', '-', '='])
-                && rest.chars().all(|c| {
-                    matches!(
-                        c,
-                        '+' | '-' | '=' | 'r' | 'w' | 'x' | 'X' | 's' | 't' | 'u' | 'g' | 'o'
-                    )
-                })
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid mode: {v}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,10 +84,8 @@ mod tests {
     }
 
     #[test]
-    fn signals_and_modes_are_checked() {
+    fn signals_are_checked() {
         assert!(valid_signal("SIGTERM") && valid_signal("9") && valid_signal("rtmin+3"));
         assert!(!valid_signal("SIGFOO") && !valid_signal("0"));
-        assert!(valid_chmod("755").is_ok() && valid_chmod("u+x,g-w").is_ok());
-        assert!(valid_chmod("8888").is_err());
     }
 }

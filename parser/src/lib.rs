@@ -5,9 +5,10 @@
 //! ([`instructions`]), word expansion with BuildKit's rules ([`expand`]), and lowering
 //! the AST into a graph of stages and steps ([`lower`]: ARG/ENV scoping, stage
 //! references, `--target` pruning). [`dump`] prints BuildKit's AST dump format and
-//! [`to_dot`] draws a graph as Graphviz. [`copy_rules`] are the COPY/ADD source rules,
-//! which the executor applies again to a copy request; `instruction_values` checks the
-//! values of EXPOSE, STOPSIGNAL and `--chmod`, and `history` writes the history texts.
+//! [`to_dot`] draws a graph as Graphviz. [`copy_rules`] are the COPY/ADD source rules
+//! and [`chmod`] the `--chmod` modes, which the executor applies again to a copy request;
+//! `instruction_values` checks the values of EXPOSE and STOPSIGNAL, and `history` writes
+//! the history texts.
 //!
 //! It knows nothing about files, processes or the store: callers hand it text and a
 //! [`BaseResolver`] for facts about base images.
@@ -16,6 +17,7 @@
 /// untrusted, and the biggest of 539 real Dockerfiles is under 200 KB.
 pub const MAX_DOCKERFILE_SIZE: u64 = 16 << 20;
 
+pub mod chmod;
 pub mod copy_rules;
 pub mod dot;
 pub mod dump;

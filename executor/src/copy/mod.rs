@@ -14,7 +14,8 @@
 //!   (0755, owned by the `--chown` user), symlinks in the image are followed inside the
 //!   image's root (not with `--link`);
 //! - owners 0:0 for context files, kept for `--from` sources, `--chown` overrides (names from
-//!   the image's `/etc/passwd` and `/etc/group`); `--chmod` octal or symbolic;
+//!   the image's `/etc/passwd` and `/etc/group`); `--chmod` octal or symbolic
+//!   ([`kiln_parser::chmod`], the parser's own check);
 //! - ADD: local archives (tar, gzip, bzip2, xz, zstd; sniffed by content) are extracted,
 //!   refusing entries that would land outside the destination; URLs are downloaded
 //!   (`--checksum` verified, mtime from `Last-Modified`, mode 0600).
@@ -22,7 +23,6 @@
 pub mod archive;
 pub mod http;
 pub mod meta;
-pub mod mode;
 pub mod owner;
 pub mod pattern;
 mod source;
@@ -38,7 +38,7 @@ use std::sync::Arc;
 use crate::layered::{LayeredError, LayeredFs, components, join_components};
 use kiln_context::IgnoreMatcher;
 use kiln_image::ExternalContent;
-pub use mode::{ModeError, ModeSpec};
+pub use kiln_parser::chmod::{ModeError, ModeSpec};
 pub use owner::{Owner, OwnerError, lookup_group, lookup_user, resolve_chown};
 use tree::{Copier, Source};
 use writer::LayerWriter;

@@ -13,13 +13,13 @@ use rayon::prelude::*;
 
 use filetime::FileTime;
 
-use super::mode::ModeSpec;
 use super::owner::Owner;
 use super::writer::{LayerWriter, io_at};
 use super::{CopyError, SourceFilter, meta};
 use crate::layered::{Entry, FileKind, LayeredFs};
 use kiln_context::IgnoreMatcher;
 use kiln_image::{ExternalContent, ExternalFile};
+use kiln_parser::chmod::ModeSpec;
 
 /// Where a source entry comes from and how its ownership is treated.
 pub(crate) struct Source<'a> {

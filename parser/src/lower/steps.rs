@@ -1,6 +1,7 @@
 //! Lowering of single instructions within a stage: expansion of their values, the ops
 //! they become and the history text BuildKit writes for each (`created_by`).
 
+use crate::chmod::ModeSpec;
 use crate::copy_rules::{self, SourceKind};
 use std::collections::{BTreeSet, HashMap};
 
@@ -9,7 +10,7 @@ use crate::expand::{Env, Lexer};
 use crate::goformat::{plain_list, quote_list};
 use crate::graph::*;
 use crate::history::{healthcheck_string, run_command_string};
-use crate::instruction_values::{parse_port_spec, valid_chmod, valid_signal};
+use crate::instruction_values::{parse_port_spec, valid_signal};
 use crate::instructions::{Command, CopyCommand, Instruction, RunCommand};
 use crate::lower::LowerError;
 use crate::mount::{RawMount, parse_mount};
@@ -472,7 +473,7 @@ impl StageLowering<'_, '_> {
             .transpose()?
             .filter(|v| !v.is_empty());
         if let Some(m) = &chmod {
-            valid_chmod(m).map_err(|e| at(span, e))?;
+            ModeSpec::parse(m).map_err(|e| at(span, e.lowering_message()))?;
         }
         let checksum = c
             .checksum

@@ -1,5 +1,9 @@
 //! `--chmod`: octal (`0755`, at most `07777`) or symbolic (`u+x,g-w`, `a=r`, `go=u`, `+X`)
 //! modes, applied to every copied file and directory (never to symlinks), as BuildKit does.
+//!
+//! One parser for both checks: lowering refuses a Dockerfile whose `--chmod` this does not
+//! parse, and the executor parses a copy request's value with it again to apply it, so the
+//! two can never accept different modes.
 
 /// A parsed `--chmod` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +37,17 @@ pub enum ModeError {
     Octal(String),
     #[error("invalid chmod parameter: '{value}': {reason}")]
     Symbolic { value: String, reason: String },
+}
+
+impl ModeError {
+    /// The text lowering reports at the instruction: BuildKit's for an octal value, the
+    /// short one the parser has always given for a symbolic mode.
+    pub(crate) fn lowering_message(&self) -> String {
+        match self {
+            ModeError::Octal(_) => self.to_string(),
+            ModeError::Symbolic { value, .. } => format!("invalid mode: {value}"),
+        }
+    }
 }
 
 impl ModeSpec {
@@ -180,5 +195,16 @@ mod tests {
         );
         assert!(ModeSpec::parse("u+z").is_err());
         assert!(ModeSpec::parse("u").is_err());
+    }
+
+    #[test]
+    fn lowering_keeps_its_messages() {
+        let octal = ModeSpec::parse("8755").unwrap_err();
+        assert_eq!(
+            octal.lowering_message(),
+            "invalid chmod parameter: '8755'. it should be octal string and between 0 and 07777"
+        );
+        let symbolic = ModeSpec::parse("u+z").unwrap_err();
+        assert_eq!(symbolic.lowering_message(), "invalid mode: u+z");
     }
 }
