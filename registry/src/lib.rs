@@ -11,6 +11,8 @@
 //!   docker config file (`auths`, or a credential helper).
 //! - [`RegistryRef`]: names with Docker Hub's defaults (`busybox` →
 //!   `docker.io/library/busybox:latest`).
+//! - [`transport`]: the HTTP agent's timeouts and transport errors in words, shared with
+//!   `ADD <url>` in kiln-executor.
 //!
 //! Transport: blocking ureq 3 with rustls (ring), already in the workspace; HTTPS always,
 //! plain HTTP only to loopback hosts and `--insecure-registry` hosts; CAs and client
@@ -29,6 +31,7 @@ mod pull;
 mod push;
 mod sources;
 mod tls;
+pub mod transport;
 
 pub use auth::{Challenge, Credentials, repository_scope};
 pub use cache::{MEDIA_TYPE_CACHE_CONFIG, pull_cache, push_cache};

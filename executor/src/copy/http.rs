@@ -13,11 +13,12 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use filetime::FileTime;
 use kiln_base::digest::Digest;
 use kiln_image::limits::TooLarge;
+use kiln_registry::transport;
+use percent_encoding::percent_decode_str;
 use sha2::{Digest as _, Sha256};
 
 use super::meta;
@@ -123,32 +124,13 @@ pub fn file_name_for(url: &str) -> String {
         None => "",
     };
     let path = path.split(['?', '#']).next().unwrap_or("");
-    let decoded = percent_decode(path);
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
     match decoded.trim_end_matches('/').rsplit('/').next() {
         Some(b) if !b.is_empty() && b != "." && b != ".." && !decoded.ends_with('/') => {
             b.to_string()
         }
         _ => "__unnamed__".to_string(),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Downloads `url` into `dir`, verifying `checksum` when given, up to [`max_download`]
@@ -177,17 +159,13 @@ pub fn download_limited(
         url: url.to_string(),
         reason,
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        // A server that accepts and never answers must not hang the build (as the
-        // registry client: kiln_registry's Client).
-        .timeout_recv_response(Some(Duration::from_secs(300)))
-        // ...nor one that stops sending halfway through the body.
-        .timeout_per_read(Some(kiln_image::limits::stall_timeout()))
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| req_err(reason(&e)))?;
+    // The registry client's bounds: a server that never answers, or stops sending halfway
+    // through the body, must not hang the build.
+    let agent: ureq::Agent = transport::agent_config().build().into();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| req_err(transport::reason(&e)))?;
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         return Err(HttpError::Status {
@@ -228,14 +206,9 @@ pub fn download_limited(
     let mut written: u64 = 0;
     let mut next_check = DISK_CHECK_EVERY;
     loop {
-        let n = reader.read(&mut buf).map_err(|e| {
-            req_err(
-                match e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>()) {
-                    Some(inner) => reason(inner),
-                    None => e.to_string(),
-                },
-            )
-        })?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| req_err(transport::read_reason(&e)))?;
         if n == 0 {
             break;
         }
@@ -279,14 +252,6 @@ pub fn download_limited(
     Ok(name)
 }
 
-/// Why a transfer failed, in words: a stall names its timeout.
-fn reason(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::Timeout(ureq::Timeout::PerRead) => kiln_image::limits::stall_message(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +265,8 @@ mod tests {
         assert_eq!(file_name_for("http://example.com/"), "__unnamed__");
         assert_eq!(file_name_for("http://example.com"), "__unnamed__");
         assert_eq!(file_name_for("http://h/dir/my%20file"), "my file");
+        // An escape that is not one is kept as written; a multi-byte one is decoded.
+        assert_eq!(file_name_for("http://h/a%2x%C3%A9"), "a%2xé");
     }
 
     #[test]
