@@ -406,23 +406,18 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, OciError> {
     })
 }
 
-/// RFC 3339 UTC time (`1970-01-01T00:00:00Z`) for seconds since the epoch,
-/// the form Go (and so BuildKit) writes for whole seconds.
+/// RFC 3339 UTC time (`1970-01-01T00:00:00Z`) for seconds since the epoch, the form Go
+/// (and so BuildKit) writes for whole seconds. A time outside the years 0000-9999, which
+/// Go refuses to write into JSON, is clamped to them (the last instant jiff has is
+/// 9999-12-30T22:00:00Z).
 pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    /// 0000-01-01T00:00:00Z.
+    const FIRST: i64 = -62_167_219_200;
+    let last = jiff::Timestamp::MAX.as_second();
+    // Clamped into jiff's range, so this cannot fail.
+    jiff::Timestamp::from_second(secs.clamp(FIRST, last))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -465,6 +460,11 @@ mod tests {
     fn rfc3339_formats_epoch_and_a_known_date() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-30T22:00:00Z");
+        assert_eq!(rfc3339(253_402_207_200), "9999-12-30T22:00:00Z");
     }
 
     #[test]

@@ -9,14 +9,6 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 
 use crate::error::{RegistryError, Result};
 
-/// System CA bundles, first one found wins (`SSL_CERT_FILE` overrides).
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
 /// The default `certs.d` roots: `/etc/docker/certs.d` and `~/.config/kiln/certs.d`.
 pub fn default_certs_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("/etc/docker/certs.d")];
@@ -67,18 +59,16 @@ fn read_key(path: &Path) -> Result<PrivateKey<'static>> {
     Err(tls_err(path, "no PEM private key in the file"))
 }
 
+/// The system's CAs: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the distribution's
+/// bundle and directory where OpenSSL would look (rustls-native-certs).
 fn system_roots() -> Vec<Certificate<'static>> {
-    let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    for path in from_env
-        .into_iter()
-        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
-    {
-        // An unreadable system bundle is not the registry's fault: try the next one.
-        if let Ok(certs) = read_certs(&path) {
-            return certs;
-        }
-    }
-    Vec::new()
+    // An unreadable or partly broken system store is not the registry's fault: the
+    // certificates that were read are used, and none falls back to Mozilla's roots.
+    rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect()
 }
 
 /// What the certs.d directories hold for one host.
