@@ -74,11 +74,24 @@ impl AtomicFile {
 
     /// fsyncs the new file, renames it over the destination and fsyncs the directory.
     pub fn commit(mut self) -> io::Result<()> {
-        self.file.sync_all()?;
-        fs::rename(&self.tmp, &self.dest)?;
+        put_in_place(&self.file, &self.tmp, &self.dest)?;
         self.committed = true;
-        fsync_dir(parent(&self.dest))
+        Ok(())
     }
+}
+
+/// Puts a finished temp file in place under a name chosen only now (a content-addressed
+/// blob is named by its digest, known once the last byte is written): the steps of
+/// [`AtomicFile::commit`] for a temp file made elsewhere on `dest`'s filesystem.
+pub fn persist(file: File, tmp: &Path, dest: &Path) -> io::Result<()> {
+    put_in_place(&file, tmp, dest)
+}
+
+/// fsyncs `file` (written at `tmp`), renames it to `dest` and fsyncs `dest`'s directory.
+fn put_in_place(file: &File, tmp: &Path, dest: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    fs::rename(tmp, dest)?;
+    fsync_dir(parent(dest))
 }
 
 impl Write for AtomicFile {
@@ -164,5 +177,18 @@ mod tests {
     #[test]
     fn unique_names_differ_within_a_process() {
         assert_ne!(unique_name("x"), unique_name("x"));
+    }
+
+    #[test]
+    fn persist_names_a_temp_file_made_elsewhere() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("tmp")).unwrap();
+        fs::create_dir(d.path().join("blobs")).unwrap();
+        let tmp = d.path().join("tmp/x");
+        let mut f = File::create(&tmp).unwrap();
+        f.write_all(b"content").unwrap();
+        persist(f, &tmp, &d.path().join("blobs/abc")).unwrap();
+        assert_eq!(fs::read(d.path().join("blobs/abc")).unwrap(), b"content");
+        assert!(names(&d.path().join("tmp")).is_empty());
     }
 }

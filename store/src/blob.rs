@@ -1,7 +1,7 @@
 //! Content-addressed blobs: `blobs/sha256/<hex>`, written through [`BlobWriter`].
 //!
 //! A blob is hashed while it streams into a temp file under `tmp/`; on commit the file is
-//! fsynced and renamed under its digest. A writer dropped without commit deletes its temp
+//! fsynced and renamed under its digest ([`kiln_base::atomic::persist`]). A writer dropped without commit deletes its temp
 //! file, and a killed process leaves at most a temp file that prune removes later: a file
 //! under `blobs/` is always complete.
 
@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use kiln_image::limits::{self, CappedReadError, MAX_JSON_SIZE};
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{SHA256_PREFIX, parse_digest};
+use crate::digest::parse_digest;
 use crate::error::{Result, StoreError};
-use crate::fsutil::{fsync_dir, io_err, unique_name};
+use crate::fsutil::{io_err, unique_name};
 use crate::store::Store;
+use kiln_base::digest::Digest;
 
 /// What a committed blob is: its digest (`sha256:<hex>`) and size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,20 +77,18 @@ impl BlobWriter {
     }
 
     fn finish(mut self, expected: Option<String>) -> Result<BlobInfo> {
-        let hasher = std::mem::take(&mut self.hasher);
-        let hex = hex::encode(hasher.finalize());
-        let digest = format!("{SHA256_PREFIX}{hex}");
+        let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
         let info = BlobInfo {
-            digest: digest.clone(),
+            digest: digest.to_string(),
             size: self.size,
         };
         if let Some(expected) = expected
-            && expected != digest
+            && expected != digest.as_str()
         {
             // Drop (below) removes the temp file.
             return Err(StoreError::DigestMismatch {
                 expected,
-                actual: digest,
+                actual: digest.into_string(),
             });
         }
         let Some(file) = self.file.take() else {
@@ -99,18 +98,14 @@ impl BlobWriter {
                 source: io::Error::other("blob writer already finished"),
             });
         };
-        let final_path = self.store.blobs_dir().join(&hex);
+        let final_path = self.store.blobs_dir().join(digest.hex());
         if final_path.exists() {
             drop(file);
             let _ = fs::remove_file(&self.tmp_path);
             return Ok(info);
         }
-        file.sync_all()
-            .map_err(io_err("fsync", self.tmp_path.clone()))?;
-        drop(file);
-        fs::rename(&self.tmp_path, &final_path)
-            .map_err(io_err("rename blob into", final_path.clone()))?;
-        fsync_dir(&self.store.blobs_dir()).map_err(io_err("fsync", self.store.blobs_dir()))?;
+        kiln_base::atomic::persist(file, &self.tmp_path, &final_path)
+            .map_err(io_err("commit blob as", final_path.clone()))?;
         Ok(info)
     }
 }

@@ -4,7 +4,7 @@
 //! digest string from a manifest or the user can never name a file outside `blobs/`.
 
 pub use kiln_base::canonical_json::to_vec as canonical_json;
-pub use kiln_base::digest::{SHA256_PREFIX, is_sha256_hex, sha256_digest, sha256_hex};
+pub use kiln_base::digest::{is_sha256_hex, sha256_digest, sha256_hex};
 
 use crate::error::StoreError;
 

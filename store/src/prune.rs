@@ -23,6 +23,7 @@ use crate::fsutil::{io_err, remove_any, tree_size};
 use crate::record::CacheRecord;
 use crate::scratch::STALE_TMP_AGE;
 use crate::store::Store;
+use kiln_base::digest::Digest;
 
 /// How much to prune.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -209,18 +210,21 @@ impl Store {
 
         // Blobs.
         let blobs_dir = self.blobs_dir();
-        let mut names: Vec<String> = fs::read_dir(&blobs_dir)
+        let mut stored: Vec<Digest> = fs::read_dir(&blobs_dir)
             .map_err(io_err("read directory", blobs_dir.clone()))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| is_sha256_hex(n))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| Digest::from_hex(n).ok())
+            })
             .collect();
-        names.sort();
-        for hex in names {
-            if live.blobs.contains(&format!("sha256:{hex}")) {
+        stored.sort();
+        for digest in stored {
+            if live.blobs.contains(digest.as_str()) {
                 continue;
             }
-            let path = blobs_dir.join(&hex);
+            let path = blobs_dir.join(digest.hex());
             let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&path).map_err(io_err("remove", path.clone()))?;
             report.blobs_removed += 1;
@@ -276,7 +280,7 @@ impl Store {
         for entry in read(&self.root().join("registry").join("sources")) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if is_sha256_hex(&name) && !self.has_blob(&format!("sha256:{name}")) {
+            if Digest::from_hex(&name).is_ok_and(|d| !self.has_blob(d.as_str())) {
                 let p = entry.path();
                 fs::remove_file(&p).map_err(io_err("remove", p.clone()))?;
             }

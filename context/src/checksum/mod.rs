@@ -259,7 +259,7 @@ impl Context {
             field(&mut h, it.raw_target.as_deref().unwrap_or(b""));
             h.update(it.sha.unwrap_or([0; 32]));
         }
-        let digest = format!("sha256:{}", hex::encode(h.finalize()));
+        let digest = kiln_base::digest::Digest::from_hasher(h).into_string();
         Ok(Checksum {
             digest,
             sources: sources
