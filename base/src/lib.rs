@@ -6,7 +6,8 @@
 //! the workspace: it depends on no other kiln crate, does no I/O beyond what [`atomic`] is
 //! for, and knows nothing of Dockerfiles, stores or sandboxes.
 //!
-//! - [`digest`]: `sha256:<hex>` strings: hashing, validation, the hex part.
+//! - [`digest`]: `sha256:<hex>` digests: the [`digest::Digest`] type (validated once),
+//!   hashing, validation, the hex part.
 //! - [`canonical_json`]: the JSON bytes kiln hashes (keys sorted, no whitespace).
 //! - [`gopath`]: Go's `path.Clean` and `filepath.Match` (Unix: `\` escapes), and
 //!   BuildKit's rule for which sources are wildcards.
