@@ -452,3 +452,42 @@ fn json_progress_is_one_event_per_line_ending_with_the_image() {
     assert!(last["id"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(last["tags"], serde_json::json!(["j:1"]));
 }
+
+#[test]
+fn the_syntax_directive_names_a_frontend_kiln_does_not_run() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "hi\n").unwrap();
+    let dockerfile = |syntax: &str| {
+        fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("# syntax={syntax}\nFROM scratch\nCOPY f /f\n"),
+        )
+        .unwrap();
+    };
+    // docker/dockerfile:1 in all its spellings is kiln's own frontend: nothing to say.
+    for own in [
+        "docker/dockerfile:1",
+        "docker.io/docker/dockerfile:1.7-labs",
+    ] {
+        dockerfile(own);
+        let out = kiln.build_ok(&["-t", "syn:1", ctx.path().to_str().unwrap()]);
+        assert!(!stderr(&out).contains("warning"), "{own}: {}", stderr(&out));
+    }
+    // Another frontend: the file parses, so it is built, with a warning naming the line.
+    dockerfile("example.com/my/frontend:3");
+    let out = kiln.build_ok(&["-t", "syn:2", ctx.path().to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains(
+            "warning: Dockerfile:1: `# syntax=example.com/my/frontend:3` asks for another \
+             Dockerfile frontend; kiln runs only its built-in one (docker/dockerfile:1) and \
+             builds with that"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Same image as without the directive.
+    let a = kiln.image("syn:1");
+    let b = kiln.image("syn:2");
+    assert_eq!(a.config["rootfs"], b.config["rootfs"]);
+}

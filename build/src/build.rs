@@ -26,6 +26,9 @@ pub async fn build(
         Ok(_) => {}
         Err(e) => notify(Notice::ReclaimFailed(e)),
     }
+    for warning in request.dockerfile.warnings() {
+        notify(Notice::Dockerfile(warning));
+    }
     let registry = request.registry_options()?;
     let (graph, _) = lower(store, request, &registry)?;
     for spec in &request.cache_from {

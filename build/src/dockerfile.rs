@@ -97,6 +97,22 @@ impl Dockerfile {
     }
 
     /// Parses and lowers this Dockerfile, with base images from `resolver`.
+    /// The file's `# syntax=` directive (read from the directives alone, so a file whose
+    /// instructions do not parse still has one).
+    pub fn syntax_directive(&self) -> Option<kiln_parser::frontend::SyntaxDirective> {
+        let ast = kiln_parser::parse_syntax(&self.text).ok()?;
+        kiln_parser::frontend::syntax_directive(&ast)
+    }
+
+    /// What a build of this file warns about before it starts (a frontend kiln cannot run
+    /// is named here, so a file that then fails to parse has said why).
+    pub fn warnings(&self) -> Vec<String> {
+        self.syntax_directive()
+            .and_then(|d| d.warning(&self.display))
+            .into_iter()
+            .collect()
+    }
+
     pub fn lower(
         &self,
         build_args: Vec<(String, String)>,

@@ -29,6 +29,8 @@ pub enum Notice {
         reference: String,
         digest: String,
     },
+    /// Something in the Dockerfile the build goes on with, named by file and line.
+    Dockerfile(String),
 }
 
 impl Notice {
@@ -64,6 +66,7 @@ impl Notice {
                 format!("exported {records} cache records to {spec:?}")
             }
             Notice::Pushed { reference, digest } => format!("pushed {reference}: digest {digest}"),
+            Notice::Dockerfile(warning) => format!("warning: {warning}"),
         })
     }
 }

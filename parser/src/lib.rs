@@ -5,10 +5,10 @@
 //! ([`instructions`]), word expansion with BuildKit's rules ([`expand`]), and lowering
 //! the AST into a graph of stages and steps ([`lower`]: ARG/ENV scoping, stage
 //! references, `--target` pruning). [`dump`] prints BuildKit's AST dump format and
-//! [`to_dot`] draws a graph as Graphviz. [`copy_rules`] are the COPY/ADD source rules
-//! and [`chmod`] the `--chmod` modes, which the executor applies again to a copy request;
-//! `instruction_values` checks the values of EXPOSE and STOPSIGNAL, and `history` writes
-//! the history texts.
+//! [`to_dot`] draws a graph as Graphviz. [`frontend`] reads the `# syntax=` directive.
+//! [`copy_rules`] are the COPY/ADD source rules and [`chmod`] the `--chmod` modes, which the
+//! executor applies again to a copy request; `instruction_values` checks the values of
+//! EXPOSE and STOPSIGNAL, and `history` writes the history texts.
 //!
 //! It knows nothing about files, processes or the store: callers hand it text and a
 //! [`BaseResolver`] for facts about base images.
@@ -23,6 +23,7 @@ pub mod dot;
 pub mod dump;
 pub mod error;
 pub mod expand;
+pub mod frontend;
 pub mod goformat;
 pub mod graph;
 mod history;
