@@ -332,3 +332,57 @@ fn a_context_that_is_a_mount_point_is_seen_by_a_bind_mount() {
         "from the mounted context\n"
     );
 }
+
+#[test]
+fn proxy_build_args_reach_run_without_arg_but_not_the_key_or_history() {
+    let kiln = Kiln::new();
+    let ctx = context("RUN echo \"proxy=$HTTP_PROXY no=$no_proxy other=$OTHER\" > /seen\n");
+    let build = |proxy: &str, tag: &str| {
+        let iid = kiln.root.path().join(format!("{tag}.iid"));
+        let out = kiln.build_ok(&[
+            "--build-arg",
+            &format!("HTTP_PROXY={proxy}"),
+            "--build-arg",
+            "no_proxy=localhost",
+            "--build-arg",
+            "OTHER=x",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "-t",
+            tag,
+            path(ctx.path()),
+        ]);
+        (fs::read_to_string(iid).unwrap(), stderr(&out))
+    };
+    let (first, _) = build("http://proxy-a.example:3128", "px:1");
+    let image = kiln.image("px:1");
+    // Undeclared OTHER is not set; the proxy args are, without an ARG.
+    assert_eq!(
+        image.text("seen"),
+        "proxy=http://proxy-a.example:3128 no=localhost other=\n"
+    );
+    let history = image.config["history"].to_string();
+    assert!(!history.contains("proxy-a"), "{history}");
+    assert!(!history.contains("HTTP_PROXY="), "{history}");
+    // Another proxy is another way to the network, not another step: all cached.
+    let (second, log) = build("http://proxy-b.example:3128", "px:2");
+    assert_eq!(first, second);
+    assert!(log.contains("CACHED"), "{log}");
+
+    // Declared with ARG, the proxy is an ordinary build arg: in history and key.
+    let declared = context("ARG HTTP_PROXY\nRUN echo \"proxy=$HTTP_PROXY\" > /seen\n");
+    kiln.build_ok(&[
+        "--build-arg",
+        "HTTP_PROXY=http://proxy-a.example:3128",
+        "-t",
+        "px:3",
+        path(declared.path()),
+    ]);
+    let image = kiln.image("px:3");
+    assert_eq!(image.text("seen"), "proxy=http://proxy-a.example:3128\n");
+    assert!(
+        image.config["history"]
+            .to_string()
+            .contains("HTTP_PROXY=http://proxy-a.example:3128")
+    );
+}

@@ -180,7 +180,27 @@ pub struct RunOp {
     pub mounts: Vec<Mount>,
     /// Files to place in the sandbox (heredoc scripts, e.g. under `/dev/pipes/`); never committed.
     pub files: Vec<InlineFile>,
+    /// The predefined proxy args given as build args and not declared with ARG
+    /// ([`PROXY_ARGS`]): set in the process environment after `env`, but kept out of the
+    /// cache key and the history, as BuildKit's `ProxyEnv` is (a proxy is how this machine
+    /// reaches the network, not what the step makes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy_env: Vec<(String, String)>,
 }
+
+/// The build args a RUN sees without an `ARG` (BuildKit's predefined proxy args).
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 /// `RUN --security`. `insecure` needs the `security.insecure` entitlement, which the
 /// solver checks before anything runs.

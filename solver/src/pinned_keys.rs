@@ -115,6 +115,8 @@ fn run_with_mounts() -> RunOp {
             content: "echo hi\n".into(),
             mode: 0o755,
         }],
+        // Not in the key: the pinned key below is the one from before proxies were passed.
+        proxy_env: vec![("HTTPS_PROXY".into(), "http://proxy.example:3128".into())],
     }
 }
 

@@ -319,8 +319,19 @@ impl StageLowering<'_, '_> {
             security,
             mounts,
             files,
+            proxy_env: self.proxy_env(),
         });
         Ok((op, h))
+    }
+
+    /// The proxy args given on the command line that no ARG in scope declares (a declared
+    /// one is in the environment already, and in the key and history like any ARG).
+    fn proxy_env(&self) -> Vec<(String, String)> {
+        PROXY_ARGS
+            .iter()
+            .filter(|k| !self.state.build_args.iter().any(|(d, _)| d == *k))
+            .filter_map(|k| build_arg(self.ctx.opts, k).map(|v| (k.to_string(), v)))
+            .collect()
     }
 
     fn lower_mount(&mut self, m: RawMount, span: Span) -> Result<Mount, LowerError> {

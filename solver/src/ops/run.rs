@@ -154,6 +154,9 @@ pub(crate) fn key(
         security,
         mounts,
         files,
+        // How this machine reaches the network, not what the step makes (BuildKit clears
+        // `ProxyEnv` before hashing the exec op too).
+        proxy_env: _,
     } = run;
     for mount in mounts {
         match &mount.from {
@@ -217,6 +220,11 @@ pub(crate) async fn exec(run: &RunOp, ctx: &StepContext<'_>, out: &Path) -> Resu
     let (session, current, id, progress) = (ctx.session, ctx.current, ctx.id, ctx.progress);
     let work = session.store.snapshot_staging().map_err(|e| ctx.at(e))?;
     let mut env = run.env.clone();
+    for (k, v) in &run.proxy_env {
+        if !env.iter().any(|(e, _)| e == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
     let mut mounts = Vec::new();
     // Secret files and cache locks live until the process is done.
     let mut keep: Vec<Keep> = Vec::new();
