@@ -71,6 +71,7 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
         cache_to,
         push: args.push,
         iidfile: args.iidfile.clone(),
+        metadata_file: args.metadata_file.clone(),
     };
     Ok((request, exports))
 }

@@ -155,6 +155,11 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Write the build result's metadata (buildx's keys: containerimage.digest,
+    /// containerimage.config.digest, containerimage.descriptor, image.name) to this file
+    /// as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,

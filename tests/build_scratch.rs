@@ -491,3 +491,45 @@ fn the_syntax_directive_names_a_frontend_kiln_does_not_run() {
     let b = kiln.image("syn:2");
     assert_eq!(a.config["rootfs"], b.config["rootfs"]);
 }
+
+#[test]
+fn metadata_file_has_buildx_keys_for_the_built_image() {
+    let kiln = Kiln::new();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "hi\n").unwrap();
+    fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (iid, meta) = (out_dir.path().join("iid"), out_dir.path().join("meta.json"));
+    kiln.build_ok(&[
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        "-t",
+        "meta:1",
+        "-t",
+        "meta:2",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        doc["containerimage.config.digest"],
+        fs::read_to_string(&iid).unwrap().as_str()
+    );
+    assert_eq!(
+        doc["image.name"],
+        "docker.io/library/meta:1,docker.io/library/meta:2"
+    );
+    let digest = doc["containerimage.digest"].as_str().unwrap();
+    let descriptor = &doc["containerimage.descriptor"];
+    assert_eq!(descriptor["digest"], digest);
+    assert_eq!(
+        descriptor["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    // The digest and size are those of the manifest blob the store holds.
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let blob = fs::read(kiln.root.path().join("blobs/sha256").join(hex)).unwrap();
+    assert_eq!(kiln_base::digest::sha256_digest(&blob), digest);
+    assert_eq!(descriptor["size"], blob.len());
+}

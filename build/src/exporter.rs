@@ -142,6 +142,8 @@ pub struct Exports {
     pub cache_to: Vec<CacheSpec>,
     pub push: bool,
     pub iidfile: Option<PathBuf>,
+    /// `--metadata-file`: buildx's JSON record of the result.
+    pub metadata_file: Option<PathBuf>,
 }
 
 /// Exports `image`, stored in `store`: names, outputs, caches (their records read from
@@ -210,7 +212,52 @@ pub fn export(
             path.display()
         )))?;
     }
+    if let Some(path) = &exports.metadata_file {
+        let bytes = metadata(store, image, &exports.tags)?;
+        kiln_base::atomic::write(path, &bytes).map_err(BuildError::io(format!(
+            "writing --metadata-file {}",
+            path.display()
+        )))?;
+    }
     Ok(())
+}
+
+/// The `--metadata-file` document, with the keys buildx writes for an image build (CI
+/// scripts read `containerimage.digest` to pin what they push).
+fn metadata(store: &Store, image: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, BuildError> {
+    let manifest = store
+        .read_blob(&image.manifest_digest)
+        .map_err(BuildError::store("reading the image manifest"))?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
+        .ok()
+        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_else(|| kiln_image::oci::MEDIA_TYPE_MANIFEST.to_string());
+    let mut doc = serde_json::json!({
+        "containerimage.config.digest": image.config_digest,
+        "containerimage.digest": image.manifest_digest,
+        "containerimage.descriptor": {
+            "mediaType": media_type,
+            "digest": image.manifest_digest,
+            "size": manifest.len(),
+        },
+    });
+    if !tags.is_empty() {
+        // Fully qualified, as BuildKit names them (`docker.io/library/app:1`).
+        let names: Vec<String> = tags
+            .iter()
+            .map(|t| {
+                kiln_registry::RegistryRef::parse(t).map_or_else(|_| t.clone(), |r| r.to_string())
+            })
+            .collect();
+        doc["image.name"] = serde_json::Value::String(names.join(","));
+    }
+    let mut bytes = serde_json::to_vec_pretty(&doc)
+        .map_err(std::io::Error::other)
+        .map_err(BuildError::io(
+            "writing the --metadata-file document".to_string(),
+        ))?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 #[cfg(test)]
