@@ -1,19 +1,19 @@
-//! Where blobs came from: `registry/sources/<hex>` under the store root lists the
-//! `domain/repository` names a blob was pulled from or pushed to, one per line, so a push
-//! to another repository of the same registry can mount it instead of uploading it.
+//! Where blobs came from: a side record of the store per blob
+//! ([`SideRecordKind::RegistrySources`], named by the blob's hex digest; prune drops it
+//! with the blob) lists the `domain/repository` names the blob was pulled from or pushed
+//! to, one per line, so a push to another repository of the same registry can mount it
+//! instead of uploading it.
 //!
 //! A hint only: a stale line costs one failed mount request, which falls back to an
 //! upload; so writes are best effort and never fail a pull or push.
 
-use std::path::PathBuf;
-
-use kiln_store::Store;
+use kiln_store::{SideRecordKind, Store};
 
 use crate::name::RegistryRef;
 
-fn path(store: &Store, digest: &str) -> Option<PathBuf> {
-    let hex = kiln_store::parse_digest(digest).ok()?;
-    Some(store.root().join("registry").join("sources").join(hex))
+/// The record name of `digest` (its hex), `None` for an invalid digest.
+fn name(digest: &str) -> Option<&str> {
+    kiln_store::parse_digest(digest).ok()
 }
 
 /// Notes that `digests` are in `rref`'s repository.
@@ -22,28 +22,28 @@ pub(crate) fn record<'a>(
     rref: &RegistryRef,
     digests: impl Iterator<Item = &'a str>,
 ) {
+    let records = store.side_records(SideRecordKind::RegistrySources);
     let line = rref.name();
     for digest in digests {
-        let Some(p) = path(store, digest) else {
+        let Some(name) = name(digest) else {
             continue;
         };
-        let mut lines = read(&p);
+        let mut lines = read(records.read(name));
         if lines.contains(&line) {
             continue;
         }
         lines.push(line.clone());
         lines.sort();
-        if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
         let mut text = lines.join("\n");
         text.push('\n');
-        let _ = kiln_store::atomic_write(&p, text.as_bytes());
+        let _ = records.write(name, text.as_bytes());
     }
 }
 
-fn read(p: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(p)
+/// The lines of a record (none when it is missing or not text).
+fn read(record: Option<Vec<u8>>) -> Vec<String> {
+    record
+        .and_then(|b| String::from_utf8(b).ok())
         .map(|t| {
             t.lines()
                 .filter(|l| !l.is_empty())
@@ -60,14 +60,18 @@ pub(crate) fn mount_candidates(
     domain: &str,
     repository: &str,
 ) -> Vec<String> {
-    let Some(p) = path(store, digest) else {
+    let Some(name) = name(digest) else {
         return Vec::new();
     };
-    read(&p)
-        .into_iter()
-        .filter_map(|l| {
-            let (d, repo) = l.split_once('/')?;
-            (d == domain && repo != repository).then(|| repo.to_string())
-        })
-        .collect()
+    read(
+        store
+            .side_records(SideRecordKind::RegistrySources)
+            .read(name),
+    )
+    .into_iter()
+    .filter_map(|l| {
+        let (d, repo) = l.split_once('/')?;
+        (d == domain && repo != repository).then(|| repo.to_string())
+    })
+    .collect()
 }

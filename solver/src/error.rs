@@ -79,17 +79,9 @@ pub enum StepError {
         path: String,
         source: kiln_executor::layer_dir::LayerDirError,
     },
-    #[error("cache mount {id}: {what}: {source}")]
-    CacheMount {
-        id: String,
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("cache mount {id}: locking: {source}")]
-    CacheLock {
-        id: String,
-        source: rustix::io::Errno,
-    },
+    /// The store's part of a cache mount: its directory, lock and publishing.
+    #[error(transparent)]
+    CacheMount(#[from] kiln_store::CacheMountError),
     #[error("cache mount {id}: seeding: {source}")]
     CacheSeed { id: String, source: Box<StepError> },
     #[error("cache mount {id}: seeding: {source}")]
@@ -97,8 +89,6 @@ pub enum StepError {
         id: String,
         source: kiln_executor::layered::LayeredError,
     },
-    #[error("cache mount {id}: publishing: rename failed")]
-    CachePublish { id: String },
     #[error("secret {id}: reading {}: {source}", path.display())]
     SecretRead {
         id: String,

@@ -6,10 +6,10 @@
 //! with the new ones, and the difference is named: which file, which parameter, or which
 //! upstream step.
 
+use kiln_store::{SideRecordKind, SideRecords, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 /// Everything a step's key was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,27 +23,30 @@ pub struct KeyInputs {
     pub files: BTreeMap<String, String>,
 }
 
-/// Where explanations are kept: one small JSON file per Dockerfile place.
+/// Where explanations are kept: one small JSON file per Dockerfile place, as the store's
+/// [`SideRecordKind::Explain`] records (prune drops those whose key has no cache record).
 #[derive(Debug, Clone)]
 pub struct ExplainLog {
-    dir: PathBuf,
+    records: SideRecords,
 }
 
 impl ExplainLog {
-    pub fn new(store_root: &Path) -> ExplainLog {
+    pub fn new(store: &Store) -> ExplainLog {
         ExplainLog {
-            dir: store_root.join("explain"),
+            records: store.side_records(SideRecordKind::Explain),
         }
     }
 
-    fn path(&self, place: &str) -> PathBuf {
-        self.dir
-            .join(kiln_base::digest::sha256_hex(place.as_bytes()))
+    /// The record names of `place`: its inputs, and the key they were computed for.
+    fn names(place: &str) -> (String, String) {
+        let name = kiln_base::digest::sha256_hex(place.as_bytes());
+        let key = format!("{name}.key");
+        (name, key)
     }
 
     /// The inputs saved by the previous build of `place`, if any.
     pub fn previous(&self, place: &str) -> Option<KeyInputs> {
-        let bytes = std::fs::read(self.path(place)).ok()?;
+        let bytes = self.records.read(&Self::names(place).0)?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -51,20 +54,20 @@ impl ExplainLog {
     /// cache hit then writes nothing: the inputs of a big context can be megabytes).
     /// Best effort: explanations never fail a build.
     pub fn save(&self, place: &str, inputs: &KeyInputs) {
-        let path = self.path(place);
-        let key_path = path.with_extension("key");
-        if std::fs::read_to_string(&key_path).is_ok_and(|k| k == inputs.key) {
+        let (name, key_name) = Self::names(place);
+        if self
+            .records
+            .read(&key_name)
+            .is_some_and(|k| k == inputs.key.as_bytes())
+        {
             return;
         }
         let Ok(bytes) = serde_json::to_vec(inputs) else {
             return;
         };
-        if std::fs::create_dir_all(&self.dir).is_err() {
-            return;
-        }
         // The key last: it says the inputs beside it are whole.
-        for (dest, content) in [(&path, bytes), (&key_path, inputs.key.clone().into_bytes())] {
-            if kiln_base::atomic::write(dest, &content).is_err() {
+        for (dest, content) in [(&name, bytes), (&key_name, inputs.key.clone().into_bytes())] {
+            if self.records.write(dest, &content).is_err() {
                 return;
             }
         }

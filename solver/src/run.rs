@@ -230,7 +230,8 @@ pub async fn run_image(
     }
     let snapshotter = match opts.snapshotter {
         Some(s) => s,
-        None => Snapshotter::detect(&store.root().join("tmp")).await.0,
+        // Probed in this process's scratch: on the store's filesystem, reclaimed if killed.
+        None => Snapshotter::detect(&store.scratch_dir()?).await.0,
     };
     // Both live in the store's scratch space and are removed when dropped: nothing the
     // process wrote survives the run.

@@ -78,7 +78,7 @@ impl BuildSession {
             Context::open(&options.context_dir, matcher, Some(stat_cache))
                 .map_err(SolveError::internal)?,
         );
-        let explain = ExplainLog::new(store.root());
+        let explain = ExplainLog::new(&store);
         let scratch = store.scratch_dir().map_err(SolveError::internal)?;
         Ok(BuildSession {
             store,

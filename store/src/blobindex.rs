@@ -20,11 +20,6 @@ use crate::record::LayerRef;
 use crate::store::Store;
 
 impl Store {
-    /// Where the index lives (prune drops entries whose blob is gone).
-    pub(crate) fn layers_dir(&self) -> PathBuf {
-        self.root().join("layers")
-    }
-
     fn blob_index_path(&self, diff_id: &str, media_type: &str) -> Result<PathBuf> {
         let hex = parse_digest(diff_id)?;
         // The media type is hashed so any string names a safe file.

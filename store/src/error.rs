@@ -49,6 +49,8 @@ pub enum StoreError {
     },
     #[error("invalid snapshot id {id:?}: expected lowercase letters, digits and '-'")]
     InvalidSnapshotId { id: String },
+    #[error("invalid side record name {name:?}: expected one file name not starting with '.'")]
+    InvalidRecordName { name: String },
     #[error("invalid cache key {key:?}: expected 64 lowercase hex characters")]
     InvalidCacheKey { key: String },
     #[error("invalid reference format {reference:?}: {reason}")]

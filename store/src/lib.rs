@@ -3,9 +3,15 @@
 //! [`Store`]: content-addressed blobs (sha256, verified reads), unpacked layer snapshots,
 //! the cache index (cache key → [`CacheRecord`]), image refs (`name:tag` → [`ImageRef`])
 //! and the one image lookup by name or ID prefix ([`Store::find_image`]), per-process
-//! scratch directories, file locks for concurrent builds, and [`Store::prune`]. Every
-//! write is atomic (temp file, fsync, rename, fsync dir): a build killed at any instant
-//! leaves a store the next build uses without repair.
+//! scratch directories, `RUN --mount=type=cache` directories with their sharing locks
+//! ([`Store::cache_mount`]), named side records of other crates ([`Store::side_records`]),
+//! file locks for concurrent builds, and [`Store::prune`]. Every write is atomic (temp
+//! file, fsync, rename, fsync dir): a build killed at any instant leaves a store the next
+//! build uses without repair.
+//!
+//! The store owns its layout (`layout.rs` names every directory it makes): callers never
+//! build a path under the root, they ask for what they need, and prune walks only what
+//! the store made.
 //!
 //! The crate knows nothing of Dockerfiles, build contexts or namespaces; the build
 //! context's checksums are `kiln-context`'s (the store only says where a context's stat
@@ -28,27 +34,33 @@
 
 mod blob;
 mod blobindex;
+mod cachemount;
 mod digest;
 mod error;
 mod fsutil;
+mod layout;
 mod lookup;
 mod prune;
 mod record;
 mod reference;
 mod refs;
 mod scratch;
+mod side;
 mod snapshot;
 mod store;
 
 pub use blob::{BlobInfo, BlobWriter};
+pub use cachemount::{CacheMount, CacheMountDir, CacheMountError, CacheSharing, NewCacheMount};
 pub use digest::{canonical_json, is_sha256_hex, parse_digest, sha256_digest, sha256_hex};
 pub use error::StoreError;
 pub use fsutil::{atomic_write, fsync_dir};
+pub use layout::SideRecordKind;
 pub use lookup::{FoundImage, LookupError};
 pub use prune::{PruneOptions, PruneReport};
 pub use record::{CacheRecord, LayerRef};
 pub use reference::{Reference, normalize_ref};
 pub use refs::ImageRef;
 pub use scratch::{Reclaimed, remove_own_scratch};
+pub use side::SideRecords;
 pub use snapshot::{StagingDir, tmpfs_staging_base, validate_snapshot_id};
 pub use store::{STORE_FORMAT_VERSION, Store, StoreLock};

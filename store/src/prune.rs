@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{is_sha256_hex, parse_digest};
 use crate::error::Result;
 use crate::fsutil::{io_err, remove_any, tree_size};
+use crate::layout::SideRecordKind;
 use crate::record::CacheRecord;
 use crate::scratch::STALE_TMP_AGE;
 use crate::store::Store;
@@ -251,14 +252,13 @@ impl Store {
         Ok(report)
     }
 
-    /// The store's side directories, written by other crates under fixed names (and the
-    /// blob index):
+    /// The store's side directories ([`crate::layout`]), each by its rule:
     /// - `layers/<diff_id>.<kind>.json` (the blob index): dropped with the blob it names
     ///   (removed above or by an earlier prune);
-    /// - `registry/sources/<hex>` (where a blob came from, for cross-repository mounts):
-    ///   dropped with the blob;
-    /// - `explain/<place>` + `.key` (`--explain-cache` inputs of a step): dropped with the
-    ///   cache record of that key;
+    /// - `registry/sources/<hex>` ([`SideRecordKind::RegistrySources`]): dropped with the
+    ///   blob;
+    /// - `explain/<place>` + `.key` ([`SideRecordKind::Explain`]): dropped with the cache
+    ///   record of that key;
     /// - `cachemounts/<id>` + `.lock` (`RUN --mount=type=cache`): dropped with `all`, like
     ///   BuildKit's `prune --all` (no build runs: prune holds the store lock exclusively).
     fn prune_side_dirs(&self, all: bool, report: &mut PruneReport) -> Result<()> {
@@ -277,7 +277,7 @@ impl Store {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        for entry in read(&self.root().join("registry").join("sources")) {
+        for entry in read(&self.side_records_dir(SideRecordKind::RegistrySources)) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if Digest::from_hex(&name).is_ok_and(|d| !self.has_blob(d.as_str())) {
@@ -285,7 +285,7 @@ impl Store {
                 fs::remove_file(&p).map_err(io_err("remove", p.clone()))?;
             }
         }
-        let explain = self.root().join("explain");
+        let explain = self.side_records_dir(SideRecordKind::Explain);
         for entry in read(&explain) {
             let p = entry.path();
             if p.extension().is_none_or(|e| e != "key") {
@@ -305,7 +305,7 @@ impl Store {
             }
         }
         if all {
-            let mounts = self.root().join("cachemounts");
+            let mounts = self.cache_mounts_dir();
             for entry in read(&mounts) {
                 let p = entry.path();
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
@@ -334,7 +334,7 @@ impl Store {
         for dir in [
             self.root().to_path_buf(),
             self.cache_dir(),
-            self.root().join("statcache"),
+            self.stat_cache_dir(),
         ] {
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             for entry in rd.flatten() {
@@ -347,5 +347,114 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cachemount::{CacheMountDir, CacheSharing};
+    use crate::layout::TOP_LEVEL;
+    use crate::record::LayerRef;
+    use std::path::Path;
+
+    fn names(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every kind of entry the store makes, all dead, beside entries the store did not
+    /// make: `prune --all` removes exactly the first and leaves the second as they were.
+    #[test]
+    fn prune_removes_what_the_store_made_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let root = store.root().to_path_buf();
+
+        // Made by the store, referenced by nothing.
+        let blob = store.put_blob_bytes(b"orphan").unwrap().digest;
+        let staging = store.snapshot_staging().unwrap();
+        fs::write(staging.path().join("f"), b"x").unwrap();
+        let snapshot_id = "a".repeat(64);
+        store.commit_snapshot(staging, &snapshot_id).unwrap();
+        let gone = format!("sha256:{}", "b".repeat(64));
+        let layer = LayerRef {
+            diff_id: format!("sha256:{snapshot_id}"),
+            digest: gone.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            size: 1,
+        };
+        store.put_layer_blob(&layer).unwrap();
+        let key = "c".repeat(64);
+        let record = CacheRecord {
+            created: 1,
+            layer: Some(LayerRef {
+                digest: blob.clone(),
+                ..layer.clone()
+            }),
+        };
+        store.put_record(&key, &record).unwrap();
+        let sources = store.side_records(SideRecordKind::RegistrySources);
+        sources
+            .write(&"b".repeat(64), b"docker.io/library/x\n")
+            .unwrap();
+        let explain = store.side_records(SideRecordKind::Explain);
+        explain.write("place", b"{}").unwrap();
+        explain.write("place.key", key.as_bytes()).unwrap();
+        let CacheMountDir::New(new) = store.cache_mount("id", CacheSharing::Locked).unwrap() else {
+            panic!("a new cache mount")
+        };
+        let (uid, gid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        drop(new.publish(0o755, uid, gid).unwrap());
+
+        // Not made by the store: beside its directories and inside them.
+        let foreign = [
+            root.join("notes"),
+            root.join("mine/file"),
+            root.join("registry/other/file"),
+            root.join("snapshots/NOT-A-SNAPSHOT/file"),
+            root.join("blobs/sha256/not-a-digest"),
+            root.join("blobs/md5/x"),
+        ];
+        for f in &foreign {
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, b"keep").unwrap();
+        }
+
+        let report = store
+            .prune(PruneOptions {
+                all: true,
+                keep_storage: None,
+            })
+            .unwrap();
+        assert_eq!(report.blobs_removed, 1);
+        assert_eq!(report.snapshots_removed, 1);
+        assert_eq!(report.records_removed, 1);
+        assert_eq!(report.cache_mounts_removed, 1);
+
+        for f in &foreign {
+            assert_eq!(fs::read(f).unwrap(), b"keep", "{}", f.display());
+        }
+        assert!(!store.has_blob(&blob));
+        assert!(!store.has_snapshot(&snapshot_id));
+        assert!(store.get_record(&key).unwrap().is_none());
+        assert!(names(&store.layers_dir()).is_empty());
+        assert!(names(&store.side_records_dir(SideRecordKind::RegistrySources)).is_empty());
+        assert!(names(&store.side_records_dir(SideRecordKind::Explain)).is_empty());
+        assert!(names(&store.cache_mounts_dir()).is_empty());
+        // Besides the foreign names, the root holds only names the layout lists.
+        let unknown: Vec<String> = names(&root)
+            .into_iter()
+            .filter(|n| !TOP_LEVEL.contains(&n.as_str()))
+            .collect();
+        assert_eq!(unknown, ["mine", "notes"]);
     }
 }

@@ -1,18 +1,5 @@
-//! [`Store`]: the on-disk layout under `--root`, its format version and its locks.
-//!
-//! Layout (all under one root, one filesystem, so `rename` is atomic):
-//!
-//! ```text
-//! VERSION                 format version ("1\n"); the root itself is 0700
-//! blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests)
-//! snapshots/<id>/         unpacked layers; <id> is the hex of the layer's diff_id
-//! cache/<key>.json        cache index: one record per cache key
-//! refs                    image refs (JSON), rewritten under refs.lock
-//! refs.lock               short exclusive lock for refs updates
-//! statcache/<hex>         context stat caches (see [`Store::stat_cache_path`])
-//! tmp/proc-*/             per-process staging (see [`crate::scratch`]); a dead one is reclaimed
-//! lock                    builds hold it shared, prune holds it exclusive
-//! ```
+//! [`Store`]: a handle on the store under `--root`, its format version and its locks.
+//! What lives where is [`crate::layout`]'s.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -21,6 +8,7 @@ use rustix::fs::FlockOperation;
 
 use crate::error::{Result, StoreError};
 use crate::fsutil::{atomic_write, ensure_dir, ensure_private_dir};
+use crate::layout;
 
 /// The store format this code reads and writes.
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -41,17 +29,10 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in [
-            store.blobs_dir(),
-            store.root.join("snapshots"),
-            store.root.join("cache"),
-            store.root.join("statcache"),
-            store.root.join("layers"),
-            store.tmp_root(),
-        ] {
+        for dir in store.made_at_open() {
             ensure_dir(&dir)?;
         }
-        let version_path = root.join("VERSION");
+        let version_path = store.top(layout::VERSION);
         match std::fs::read_to_string(&version_path) {
             Ok(found) => {
                 if found.trim() != STORE_FORMAT_VERSION.to_string() {
@@ -79,40 +60,17 @@ impl Store {
         Ok(store)
     }
 
-    /// The store's root directory.
+    /// The store's root directory, to name the store in messages. What lives under it is
+    /// the store's: ask for a blob, a scratch directory, a cache mount or a side record
+    /// instead of joining paths to it.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    pub(crate) fn blobs_dir(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
-    }
-
-    pub(crate) fn tmp_root(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
-    pub(crate) fn snapshots_dir(&self) -> PathBuf {
-        self.root.join("snapshots")
-    }
-
-    pub(crate) fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
-    }
-
-    /// Where the stat cache of the build context at `context_dir` lives: one file per
-    /// context directory (named by the sha256 of its absolute path), so two projects
-    /// never share entries. Pass it to `Context::open`.
-    pub fn stat_cache_path(&self, context_dir: &Path) -> PathBuf {
-        let abs = std::fs::canonicalize(context_dir).unwrap_or_else(|_| context_dir.to_path_buf());
-        let key = crate::digest::sha256_hex(abs.as_os_str().as_encoded_bytes());
-        self.root.join("statcache").join(key)
     }
 
     /// Takes the store lock shared (blocking). Builds hold it for their whole run so that
     /// prune never deletes what they are about to use.
     pub fn lock_shared(&self) -> Result<StoreLock> {
-        StoreLock::acquire(&self.root.join("lock"), FlockOperation::LockShared)
+        StoreLock::acquire(&self.top(layout::LOCK), FlockOperation::LockShared)
     }
 
     /// Takes the store lock exclusive (blocking). Held by prune.
@@ -120,13 +78,13 @@ impl Store {
     /// flock locks belong to the open file, so a process that holds a shared guard and
     /// asks for an exclusive one waits for itself: drop the shared guard first.
     pub fn lock_exclusive(&self) -> Result<StoreLock> {
-        StoreLock::acquire(&self.root.join("lock"), FlockOperation::LockExclusive)
+        StoreLock::acquire(&self.top(layout::LOCK), FlockOperation::LockExclusive)
     }
 
     /// Like [`Store::lock_exclusive`] but returns `None` at once if someone holds the lock.
     pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>> {
         match StoreLock::acquire(
-            &self.root.join("lock"),
+            &self.top(layout::LOCK),
             FlockOperation::NonBlockingLockExclusive,
         ) {
             Ok(l) => Ok(Some(l)),
@@ -140,7 +98,7 @@ impl Store {
     }
 
     pub(crate) fn lock_refs(&self) -> Result<StoreLock> {
-        StoreLock::acquire(&self.root.join("refs.lock"), FlockOperation::LockExclusive)
+        StoreLock::acquire(&self.top(layout::REFS_LOCK), FlockOperation::LockExclusive)
     }
 }
 

@@ -9,18 +9,15 @@ use crate::session::{BuildSession, SecretSource};
 use kiln_executor::layered::LayeredFs;
 use kiln_executor::sandbox::{MountKind as SandboxMount, MountSpec};
 use kiln_parser::{MountKind, Source};
+use kiln_store::{CacheMountDir, CacheSharing};
 use std::path::PathBuf;
 
 /// Something a mount needs kept alive (a secret file, a held lock) until the process ends.
 pub(crate) type Keep = Box<dyn Send>;
 
-/// The directory of a cache mount, created on first use (seeded from `from=`/`source=`
-/// when given, then given the mount's mode and owner) and published atomically.
-///
-/// Every user holds the cache's lock file: shared for `sharing=shared`, exclusive for
-/// `locked` (waiting its turn). `private` takes the exclusive lock without waiting and,
-/// when another build holds the cache, gets a fresh throwaway directory instead, as
-/// BuildKit gives a private cache to a second writer.
+/// The directory of a cache mount, held (see [`kiln_store::Store::cache_mount`] for the
+/// sharing modes and locks) until the process ends; a new one is seeded from
+/// `from=`/`source=` when given, then given the mount's mode and owner by the store.
 fn cache_mount_dir(
     session: &BuildSession,
     mount: &kiln_parser::Mount,
@@ -29,48 +26,19 @@ fn cache_mount_dir(
     inputs: &StageInputs,
     keep: &mut Vec<Keep>,
 ) -> Result<PathBuf, StepError> {
-    use kiln_parser::CacheSharing;
-    use rustix::fs::FlockOperation;
-    let err = |what: &'static str| {
-        move |source| StepError::CacheMount {
-            id: id.to_string(),
-            what,
-            source,
-        }
+    let sharing = match sharing {
+        kiln_parser::CacheSharing::Shared => CacheSharing::Shared,
+        kiln_parser::CacheSharing::Private => CacheSharing::Private,
+        kiln_parser::CacheSharing::Locked => CacheSharing::Locked,
     };
-    let base = session.store.root().join("cachemounts");
-    std::fs::create_dir_all(&base).map_err(err("creating"))?;
-    let name = kiln_base::digest::sha256_hex(id.as_bytes());
-    let lock =
-        std::fs::File::create(base.join(format!("{name}.lock"))).map_err(err("lock file"))?;
-    let op = match sharing {
-        CacheSharing::Shared => FlockOperation::LockShared,
-        CacheSharing::Locked => FlockOperation::LockExclusive,
-        CacheSharing::Private => FlockOperation::NonBlockingLockExclusive,
+    let new = match session.store.cache_mount(id, sharing)? {
+        CacheMountDir::Ready(held) => {
+            let dir = held.path().to_path_buf();
+            keep.push(Box::new(held));
+            return Ok(dir);
+        }
+        CacheMountDir::New(new) => new,
     };
-    let dir = match rustix::fs::flock(&lock, op) {
-        Ok(()) => {
-            keep.push(Box::new(lock));
-            base.join(&name)
-        }
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let private = tempfile::tempdir_in(&session.scratch).map_err(err("private copy"))?;
-            let path = private.path().join("cache");
-            keep.push(Box::new(private));
-            path
-        }
-        Err(source) => {
-            return Err(StepError::CacheLock {
-                id: id.to_string(),
-                source,
-            });
-        }
-    };
-    if dir.exists() {
-        return Ok(dir);
-    }
-    let staging = tempfile::tempdir_in(&base).map_err(err("creating"))?;
-    let fresh = staging.path().join("cache");
     let seed = match &mount.from {
         Some(Source::Stage(i)) => Some(find_input(inputs, *i)?.lowers()),
         Some(Source::Image(reference)) => {
@@ -78,34 +46,26 @@ fn cache_mount_dir(
         }
         _ => None,
     };
-    match seed {
-        Some(lowers) => {
-            let source = mount.source.clone().unwrap_or_else(|| "/".into());
-            let seed = sub_lowers(lowers, &source).map_err(|e| StepError::CacheSeed {
+    if let Some(lowers) = seed {
+        let source = mount.source.clone().unwrap_or_else(|| "/".into());
+        let seed = sub_lowers(lowers, &source).map_err(|e| StepError::CacheSeed {
+            id: id.to_string(),
+            source: Box::new(e),
+        })?;
+        LayeredFs::new(seed)
+            .materialize(&new.path())
+            .map_err(|source| StepError::CacheSeedCopy {
                 id: id.to_string(),
-                source: Box::new(e),
+                source,
             })?;
-            LayeredFs::new(seed).materialize(&fresh).map_err(|source| {
-                StepError::CacheSeedCopy {
-                    id: id.to_string(),
-                    source,
-                }
-            })?;
-        }
-        None => std::fs::create_dir(&fresh).map_err(err("creating"))?,
     }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        &fresh,
-        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
-    )
-    .map_err(err("chmod"))?;
-    std::os::unix::fs::chown(&fresh, mount.uid.or(Some(0)), mount.gid.or(Some(0)))
-        .map_err(err("chown"))?;
-    // Another build may have published it meanwhile: theirs wins, ours goes with staging.
-    if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
-        return Err(StepError::CachePublish { id: id.to_string() });
-    }
+    let held = new.publish(
+        mount.mode.unwrap_or(0o755),
+        mount.uid.unwrap_or(0),
+        mount.gid.unwrap_or(0),
+    )?;
+    let dir = held.path().to_path_buf();
+    keep.push(Box::new(held));
     Ok(dir)
 }
 

@@ -1,0 +1,147 @@
+//! The store's layout: every file and directory kiln keeps under `--root`, named once.
+//!
+//! All under one root, one filesystem, so `rename` is atomic:
+//!
+//! ```text
+//! VERSION                 format version ("1\n"); the root itself is 0700
+//! lock                    builds hold it shared, prune holds it exclusive
+//! refs                    image refs (JSON), rewritten under refs.lock
+//! refs.lock               short exclusive lock for refs updates
+//! blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests)
+//! snapshots/<id>/         unpacked layers; <id> is the hex of the layer's diff_id
+//! cache/<key>.json        cache index: one record per cache key
+//! layers/<hex>.<k>.json   blob index: the blob holding a layer in a compression
+//! statcache/<hex>         context stat caches (see [`Store::stat_cache_path`])
+//! tmp/proc-*/             per-process scratch (see [`crate::scratch`]); a dead one is reclaimed
+//! cachemounts/<hex>/      RUN --mount=type=cache directories, <hex>.lock beside each
+//!                         (see [`Store::cache_mount`])
+//! explain/<hex>[.key]     side records: --explain-cache inputs of a step
+//! registry/sources/<hex>  side records: the repositories a blob was pulled from or pushed to
+//! ```
+//!
+//! Nobody outside the crate joins a path to the store's root: callers ask for a blob, a
+//! snapshot, a scratch directory, a cache mount or a named side record
+//! ([`Store::side_records`]), and prune walks only the directories listed here.
+
+use std::path::{Path, PathBuf};
+
+use crate::store::Store;
+
+/// The format version file.
+pub(crate) const VERSION: &str = "VERSION";
+/// The store lock (shared by builds, exclusive for prune).
+pub(crate) const LOCK: &str = "lock";
+/// Image refs, and the lock held while rewriting them.
+pub(crate) const REFS: &str = "refs";
+pub(crate) const REFS_LOCK: &str = "refs.lock";
+const BLOBS: &str = "blobs";
+const BLOBS_ALGORITHM: &str = "sha256";
+const SNAPSHOTS: &str = "snapshots";
+const CACHE: &str = "cache";
+const LAYERS: &str = "layers";
+const STATCACHE: &str = "statcache";
+const TMP: &str = "tmp";
+const CACHEMOUNTS: &str = "cachemounts";
+const EXPLAIN: &str = "explain";
+const REGISTRY: &str = "registry";
+const REGISTRY_SOURCES: &str = "sources";
+
+/// Every name the store makes at its top level; anything else under the root is not
+/// kiln's, and prune leaves it alone.
+#[cfg(test)]
+pub(crate) const TOP_LEVEL: &[&str] = &[
+    VERSION,
+    LOCK,
+    REFS,
+    REFS_LOCK,
+    BLOBS,
+    SNAPSHOTS,
+    CACHE,
+    LAYERS,
+    STATCACHE,
+    TMP,
+    CACHEMOUNTS,
+    EXPLAIN,
+    REGISTRY,
+];
+
+/// A kind of side record: small files that other crates keep in the store by name,
+/// each kind in a directory of its own, with the lifetime prune gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideRecordKind {
+    /// `explain/`: the inputs of a step's key for `--explain-cache`, `<name>` beside
+    /// `<name>.key` (the key they were computed for); dropped when no cache record has
+    /// that key.
+    Explain,
+    /// `registry/sources/`: the repositories a blob came from, named by the blob's hex
+    /// digest; dropped with the blob.
+    RegistrySources,
+}
+
+impl Store {
+    /// The path of `name` at the store's top level (a file from the list above).
+    pub(crate) fn top(&self, name: &str) -> PathBuf {
+        self.root().join(name)
+    }
+
+    /// The directories [`Store::open`] makes; the rest are made on first use.
+    pub(crate) fn made_at_open(&self) -> [PathBuf; 6] {
+        [
+            self.blobs_dir(),
+            self.snapshots_dir(),
+            self.cache_dir(),
+            self.stat_cache_dir(),
+            self.layers_dir(),
+            self.tmp_root(),
+        ]
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.root().join(BLOBS).join(BLOBS_ALGORITHM)
+    }
+
+    pub(crate) fn tmp_root(&self) -> PathBuf {
+        self.root().join(TMP)
+    }
+
+    pub(crate) fn snapshots_dir(&self) -> PathBuf {
+        self.root().join(SNAPSHOTS)
+    }
+
+    /// The cache index.
+    pub(crate) fn cache_dir(&self) -> PathBuf {
+        self.root().join(CACHE)
+    }
+
+    /// The blob index (prune drops entries whose blob is gone).
+    pub(crate) fn layers_dir(&self) -> PathBuf {
+        self.root().join(LAYERS)
+    }
+
+    /// The stat caches of build contexts.
+    pub(crate) fn stat_cache_dir(&self) -> PathBuf {
+        self.root().join(STATCACHE)
+    }
+
+    /// `RUN --mount=type=cache` directories and their lock files.
+    pub(crate) fn cache_mounts_dir(&self) -> PathBuf {
+        self.root().join(CACHEMOUNTS)
+    }
+
+    /// The directory of one kind of side record.
+    pub(crate) fn side_records_dir(&self, kind: SideRecordKind) -> PathBuf {
+        match kind {
+            SideRecordKind::Explain => self.root().join(EXPLAIN),
+            SideRecordKind::RegistrySources => self.root().join(REGISTRY).join(REGISTRY_SOURCES),
+        }
+    }
+
+    /// Where the stat cache of the build context at `context_dir` lives: one file per
+    /// context directory (named by the sha256 of its absolute path), so two projects
+    /// never share entries. Pass it to `kiln_context::Context::open`.
+    pub fn stat_cache_path(&self, context_dir: &Path) -> PathBuf {
+        let abs = std::fs::canonicalize(context_dir).unwrap_or_else(|_| context_dir.to_path_buf());
+        let key = crate::digest::sha256_hex(abs.as_os_str().as_encoded_bytes());
+        self.stat_cache_dir().join(key)
+    }
+}
