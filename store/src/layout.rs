@@ -28,12 +28,12 @@ use std::path::{Path, PathBuf};
 use crate::store::Store;
 
 /// The format version file.
-pub(crate) const VERSION: &str = "VERSION";
+const VERSION: &str = "VERSION";
 /// The store lock (shared by builds, exclusive for prune).
-pub(crate) const LOCK: &str = "lock";
+const LOCK: &str = "lock";
 /// Image refs, and the lock held while rewriting them.
-pub(crate) const REFS: &str = "refs";
-pub(crate) const REFS_LOCK: &str = "refs.lock";
+const REFS: &str = "refs";
+const REFS_LOCK: &str = "refs.lock";
 const BLOBS: &str = "blobs";
 const BLOBS_ALGORITHM: &str = "sha256";
 const SNAPSHOTS: &str = "snapshots";
@@ -79,9 +79,24 @@ pub enum SideRecordKind {
 }
 
 impl Store {
-    /// The path of `name` at the store's top level (a file from the list above).
-    pub(crate) fn top(&self, name: &str) -> PathBuf {
-        self.root().join(name)
+    /// The format version file.
+    pub(crate) fn version_file(&self) -> PathBuf {
+        self.root().join(VERSION)
+    }
+
+    /// The store lock.
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.root().join(LOCK)
+    }
+
+    /// The image refs file.
+    pub(crate) fn refs_file(&self) -> PathBuf {
+        self.root().join(REFS)
+    }
+
+    /// The lock held while the refs file is rewritten.
+    pub(crate) fn refs_lock_file(&self) -> PathBuf {
+        self.root().join(REFS_LOCK)
     }
 
     /// The directories [`Store::open`] makes; the rest are made on first use.

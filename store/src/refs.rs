@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{canonical_json, parse_digest};
 use crate::error::{Result, StoreError};
 use crate::fsutil::atomic_write;
-use crate::layout;
 use crate::reference::normalize_ref;
 use crate::store::Store;
 
@@ -41,7 +40,7 @@ const MAX_UNTAGGED: usize = 16;
 
 impl Store {
     fn read_refs(&self) -> Result<RefsFile> {
-        let path = self.top(layout::REFS);
+        let path = self.refs_file();
         match fs::read(&path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
@@ -60,7 +59,7 @@ impl Store {
             what: "refs",
             source,
         })?;
-        atomic_write(&self.top(layout::REFS), &bytes)
+        atomic_write(&self.refs_file(), &bytes)
     }
 
     /// Lock, re-read, modify, write.

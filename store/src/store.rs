@@ -8,7 +8,6 @@ use rustix::fs::FlockOperation;
 
 use crate::error::{Result, StoreError};
 use crate::fsutil::{atomic_write, ensure_dir, ensure_private_dir};
-use crate::layout;
 
 /// The store format this code reads and writes.
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -32,7 +31,7 @@ impl Store {
         for dir in store.made_at_open() {
             ensure_dir(&dir)?;
         }
-        let version_path = store.top(layout::VERSION);
+        let version_path = store.version_file();
         match std::fs::read_to_string(&version_path) {
             Ok(found) => {
                 if found.trim() != STORE_FORMAT_VERSION.to_string() {
@@ -70,7 +69,7 @@ impl Store {
     /// Takes the store lock shared (blocking). Builds hold it for their whole run so that
     /// prune never deletes what they are about to use.
     pub fn lock_shared(&self) -> Result<StoreLock> {
-        StoreLock::acquire(&self.top(layout::LOCK), FlockOperation::LockShared)
+        StoreLock::acquire(&self.lock_file(), FlockOperation::LockShared)
     }
 
     /// Takes the store lock exclusive (blocking). Held by prune.
@@ -78,15 +77,12 @@ impl Store {
     /// flock locks belong to the open file, so a process that holds a shared guard and
     /// asks for an exclusive one waits for itself: drop the shared guard first.
     pub fn lock_exclusive(&self) -> Result<StoreLock> {
-        StoreLock::acquire(&self.top(layout::LOCK), FlockOperation::LockExclusive)
+        StoreLock::acquire(&self.lock_file(), FlockOperation::LockExclusive)
     }
 
     /// Like [`Store::lock_exclusive`] but returns `None` at once if someone holds the lock.
     pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>> {
-        match StoreLock::acquire(
-            &self.top(layout::LOCK),
-            FlockOperation::NonBlockingLockExclusive,
-        ) {
+        match StoreLock::acquire(&self.lock_file(), FlockOperation::NonBlockingLockExclusive) {
             Ok(l) => Ok(Some(l)),
             Err(StoreError::Lock { source, .. })
                 if source.kind() == std::io::ErrorKind::WouldBlock =>
@@ -98,7 +94,7 @@ impl Store {
     }
 
     pub(crate) fn lock_refs(&self) -> Result<StoreLock> {
-        StoreLock::acquire(&self.top(layout::REFS_LOCK), FlockOperation::LockExclusive)
+        StoreLock::acquire(&self.refs_lock_file(), FlockOperation::LockExclusive)
     }
 }
 
