@@ -26,11 +26,8 @@ pub async fn build(
         Ok(_) => {}
         Err(e) => notify(Notice::ReclaimFailed(e)),
     }
-    for warning in request.dockerfile.warnings() {
-        notify(Notice::Dockerfile(warning));
-    }
     let registry = request.registry_options()?;
-    let (graph, _) = lower(store, request, &registry)?;
+    let (graph, _) = lower(store, request, &registry, notify)?;
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
             Ok(records) => notify(Notice::CacheImported {
@@ -44,17 +41,20 @@ pub async fn build(
 }
 
 /// Lowers the request's Dockerfile with its bases looked up in `store` (pulled into it
-/// when missing); also returns the bases used, by normalized name.
+/// when missing), its warnings told to `notify`; also returns the bases used, by
+/// normalized name.
 pub(crate) fn lower(
     store: &Store,
     request: &BuildRequest,
     registry: &kiln_registry::RegistryOptions,
+    notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<(BuildGraph, Vec<(String, ImageRef)>), BuildError> {
     let resolver = StoreResolver::new(store, request.pull, registry);
     let graph = request.dockerfile.lower(
         request.build_args.clone(),
         request.target.clone(),
         &resolver,
+        &|warning| notify(Notice::Dockerfile(warning)),
     )?;
     Ok((graph, resolver.used()))
 }

@@ -96,31 +96,27 @@ impl Dockerfile {
         }
     }
 
-    /// Parses and lowers this Dockerfile, with base images from `resolver`.
-    /// The file's `# syntax=` directive (read from the directives alone, so a file whose
-    /// instructions do not parse still has one).
-    pub fn syntax_directive(&self) -> Option<kiln_parser::frontend::SyntaxDirective> {
-        let ast = kiln_parser::parse_syntax(&self.text).ok()?;
-        kiln_parser::frontend::syntax_directive(&ast)
-    }
-
-    /// What a build of this file warns about before it starts (a frontend kiln cannot run
-    /// is named here, so a file that then fails to parse has said why).
-    pub fn warnings(&self) -> Vec<String> {
-        self.syntax_directive()
-            .and_then(|d| d.warning(&self.display))
-            .into_iter()
-            .collect()
-    }
-
+    /// Parses and lowers this Dockerfile, with base images from `resolver`. What the
+    /// build goes on with but the user should hear of (a `# syntax=` frontend kiln does not
+    /// run) goes to `warn` as soon as the directives are read, so a file whose instructions
+    /// then fail to parse has said which frontend it wanted.
     pub fn lower(
         &self,
         build_args: Vec<(String, String)>,
         target: Option<String>,
         resolver: &dyn kiln_parser::BaseResolver,
+        warn: &dyn Fn(String),
     ) -> Result<kiln_parser::BuildGraph, BuildError> {
-        let ast = kiln_parser::parse(&self.text)
-            .map_err(|e| BuildError::Dockerfile(e.render(&self.display, &self.text)))?;
+        let parse_error = |e: kiln_parser::ParseError| {
+            BuildError::Dockerfile(e.render(&self.display, &self.text))
+        };
+        let syntax = kiln_parser::parse_syntax(&self.text).map_err(parse_error)?;
+        if let Some(warning) =
+            kiln_parser::frontend::syntax_directive(&syntax).and_then(|d| d.warning(&self.display))
+        {
+            warn(warning);
+        }
+        let ast = kiln_parser::instructions::from_ast(syntax, &self.text).map_err(parse_error)?;
         let opts = kiln_parser::LowerOptions {
             build_args,
             target,

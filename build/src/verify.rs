@@ -54,7 +54,7 @@ pub async fn verify(
     request.no_cache = true;
     kiln_executor::cgroup::configure(request.limits);
     let registry = request.registry_options()?;
-    let (graph, bases) = lower(store, &request, &registry)?;
+    let (graph, bases) = lower(store, &request, &registry, notify)?;
     let scratch = tempfile::Builder::new()
         .prefix("kiln-verify-")
         .tempdir()

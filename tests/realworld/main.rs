@@ -205,20 +205,23 @@ fn every_case_builds_and_runs(id: Identity) {
 
 /// `kiln save` of `tag`, read back.
 fn image(world: &World, tag: &str) -> common::Image {
+    common::Image::from_docker_archive(&save(world, tag))
+}
+
+/// `kiln save` of `tag` as a docker-archive; returns the file.
+fn save(world: &World, tag: &str) -> PathBuf {
     let file = world
         .user_dir("saved")
         .join(format!("{}.tar", tag.replace(':', "_")));
     assert_ok(&world.kiln(&["save", "-o", path(&file), tag]));
-    common::Image::from_docker_archive(&file)
+    file
 }
 
 /// `docker load` every image and `docker run` it: the output is what `kiln run` printed.
 fn run_under_docker(world: &World, images: &[(&Case, String)]) {
     let daemon = common::dockerd::Daemon::start();
     for (case, tag) in images {
-        let file = world.user_dir("docker").join(format!("{}.tar", case.name));
-        assert_ok(&world.kiln(&["save", "-o", path(&file), tag]));
-        daemon.docker_ok(&["load", "-i", path(&file)]);
+        daemon.docker_ok(&["load", "-i", path(&save(world, tag))]);
         let ran = daemon.docker_ok(&["run", "--rm", "--network", "none", tag]);
         assert_eq!(ran, case.output, "docker run {tag}");
     }
