@@ -21,6 +21,8 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
     let labels = flags::labels(&args.labels)?;
     let secrets = args.secrets.iter().map(|s| flags::secret(s));
     let secrets = secrets.collect::<Result<Vec<_>, _>>()?;
+    let ssh = args.ssh.iter().map(|s| flags::ssh(s));
+    let ssh = ssh.collect::<Result<Vec<_>, _>>()?;
     let tags = args
         .tags
         .iter()
@@ -58,6 +60,7 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
             SnapshotterArg::Auto => None,
         },
         secrets,
+        ssh,
         explain_cache: args.explain_cache,
         limits,
         platform: args.platform.clone(),

@@ -197,6 +197,10 @@ pub struct BuildArgs {
     /// Expose a secret to RUN --mount=type=secret: id=X,src=FILE or id=X,env=NAME.
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
+    /// Expose an SSH agent to RUN --mount=type=ssh (repeatable): `default` ($SSH_AUTH_SOCK),
+    /// ID=SOCKET, or ID=KEYFILE[,KEYFILE] (kiln runs an ssh-agent holding them).
+    #[arg(long = "ssh", value_name = "ID[=SOCKET|KEYFILE]")]
+    pub ssh: Vec<String>,
     /// Snapshotter for RUN steps.
     #[arg(long, value_enum, default_value = "auto")]
     pub snapshotter: SnapshotterArg,

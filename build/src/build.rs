@@ -77,6 +77,7 @@ pub(crate) async fn solve(
         entitlements: request.entitlements,
         snapshotter: request.snapshotter,
         secrets: request.secrets.clone(),
+        ssh: request.ssh.clone(),
         explain_cache: request.explain_cache,
         platform: graph.platform.clone(),
     };

@@ -7,7 +7,7 @@
 
 use crate::BuildError;
 use kiln_executor::cgroup::Limits;
-use kiln_solver::{Entitlement, Entitlements, SecretSource};
+use kiln_solver::{Entitlement, Entitlements, SecretSource, SshSource};
 use std::path::PathBuf;
 
 /// `--build-arg` values: `K=V`; a bare `K` takes its value from the environment (skipped
@@ -60,6 +60,47 @@ pub fn secret(spec: &str) -> Result<(String, SecretSource), BuildError> {
     let id = id.ok_or_else(|| bad(format!("--secret {spec:?}: missing id=")))?;
     let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
     Ok((id, source))
+}
+
+/// `--ssh ID[=SOCKET|KEYFILE[,KEYFILE...]]`, as buildx reads it: without paths, the agent
+/// at `$SSH_AUTH_SOCK`; one path that is a socket, that agent; else private key files,
+/// served by an agent kiln starts for the build.
+pub fn ssh(spec: &str) -> Result<(String, SshSource), BuildError> {
+    use std::os::unix::fs::FileTypeExt;
+    let (id, paths) = match spec.split_once('=') {
+        Some((id, paths)) => (id, paths.split(',').collect::<Vec<_>>()),
+        None => (spec, Vec::new()),
+    };
+    if id.is_empty() || paths.iter().any(|p| p.is_empty()) {
+        return Err(bad(format!(
+            "--ssh {spec:?}: expected ID, ID=SOCKET or ID=KEYFILE[,KEYFILE...]"
+        )));
+    }
+    if paths.is_empty() {
+        let socket = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                bad(format!(
+                    "--ssh {spec}: SSH_AUTH_SOCK is not set: start an ssh-agent, or give \
+                     --ssh {id}=SOCKET or --ssh {id}=KEYFILE"
+                ))
+            })?;
+        return Ok((id.to_string(), SshSource::Socket(PathBuf::from(socket))));
+    }
+    let mut keys = Vec::new();
+    for p in &paths {
+        let meta = std::fs::metadata(p).map_err(|e| bad(format!("--ssh {id}={p}: {e}")))?;
+        if meta.file_type().is_socket() {
+            if paths.len() > 1 {
+                return Err(bad(format!(
+                    "--ssh {spec}: {p} is a socket; give one agent socket or key files"
+                )));
+            }
+            return Ok((id.to_string(), SshSource::Socket(PathBuf::from(p))));
+        }
+        keys.push(PathBuf::from(p));
+    }
+    Ok((id.to_string(), SshSource::Keys(keys)))
 }
 
 /// `--allow` values.

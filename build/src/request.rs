@@ -6,7 +6,7 @@ use crate::cache_io::CacheSpec;
 use crate::{BuildError, Dockerfile};
 use kiln_executor::snapshot::Snapshotter;
 use kiln_image::Compression;
-use kiln_solver::{Entitlements, NetworkDefault, SecretSource};
+use kiln_solver::{Entitlements, NetworkDefault, SecretSource, SshSource};
 use std::path::PathBuf;
 
 /// One build, as the command line asked for it (flag values already parsed).
@@ -28,6 +28,8 @@ pub struct BuildRequest {
     /// `None` picks one when a RUN first needs it.
     pub snapshotter: Option<Snapshotter>,
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--ssh`: agents by id for `RUN --mount=type=ssh`.
+    pub ssh: Vec<(String, SshSource)>,
     pub explain_cache: bool,
     /// Limits of every RUN (memory, CPUs, processes).
     pub limits: kiln_executor::cgroup::Limits,

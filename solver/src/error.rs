@@ -104,8 +104,15 @@ pub enum StepError {
         id: String,
         source: crate::secret::SecretError,
     },
-    #[error("RUN --mount=type=ssh is not supported by kiln yet")]
-    SshUnsupported,
+    #[error(
+        "ssh {id}: no agent given (--ssh {id}=SOCKET|KEYFILE, or --ssh default for $SSH_AUTH_SOCK)"
+    )]
+    SshMissing { id: String },
+    #[error("ssh {id}: {source}")]
+    Ssh {
+        id: String,
+        source: crate::ssh::SshError,
+    },
 }
 
 /// Why a stored image or one of its layers could not be read.

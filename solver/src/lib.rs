@@ -20,7 +20,8 @@
 //! - [`key`] (the hash), [`image_state`] (the image state a stage accumulates: runtime
 //!   config and history) and [`oci_config`] (that state to and from the OCI image config
 //!   and manifest), [`explain`] (`--explain-cache`), [`entitlements`]
-//!   (`--allow`), [`progress`], [`error`]; [`run`] (`kiln run`) and [`import`]
+//!   (`--allow`), [`ssh`] (`--ssh` agents forwarded to `RUN --mount=type=ssh`),
+//!   [`progress`], [`error`]; [`run`] (`kiln run`) and [`import`]
 //!   (`kiln import`) use the same pieces outside a build.
 
 mod blocking;
@@ -40,6 +41,7 @@ mod result;
 pub mod run;
 mod secret;
 pub mod session;
+pub mod ssh;
 mod stage;
 
 #[cfg(test)]
@@ -51,6 +53,7 @@ pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
 pub use result::{Layer, StageResult};
 pub use session::{BuildSession, SecretSource, SolveOptions};
+pub use ssh::SshSource;
 
 use kiln_parser::BuildGraph;
 use progress::{Event, Progress};

@@ -47,6 +47,8 @@ pub struct SolveOptions {
     /// pays for the overlay probe).
     pub snapshotter: Option<kiln_executor::snapshot::Snapshotter>,
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--ssh`: agents by id, for `RUN --mount=type=ssh`.
+    pub ssh: Vec<(String, crate::ssh::SshSource)>,
     pub explain_cache: bool,
     pub platform: Platform,
 }
@@ -67,6 +69,8 @@ pub struct BuildSession {
     /// manifest, config and snapshots once per build, and every step sees the same image
     /// even if its tag moves meanwhile.
     images: std::sync::Mutex<std::collections::HashMap<String, ResolvedImage>>,
+    /// Agents started for `--ssh ID=KEYFILE`, by id: one per build, on first use.
+    key_agents: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::ssh::KeyAgent>>>,
 }
 
 impl BuildSession {
@@ -89,7 +93,45 @@ impl BuildSession {
             context,
             explain,
             images: Default::default(),
+            key_agents: Default::default(),
         })
+    }
+
+    /// The socket of the agent `--ssh` gave as `id`, `None` when it gave none. Keys get an
+    /// agent of their own, started the first time a RUN needs it and kept for the build;
+    /// the returned handle keeps it alive too.
+    pub(crate) fn ssh_agent(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::ssh::AgentSocket>, crate::ssh::SshError> {
+        use crate::ssh::{AgentSocket, KeyAgent, SshSource};
+        let Some((_, source)) = self.options.ssh.iter().find(|(i, _)| i == id) else {
+            return Ok(None);
+        };
+        match source {
+            SshSource::Socket(path) => Ok(Some(AgentSocket {
+                path: path.clone(),
+                agent: None,
+            })),
+            SshSource::Keys(keys) => {
+                let mut agents = self
+                    .key_agents
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let agent = match agents.get(id) {
+                    Some(agent) => agent.clone(),
+                    None => {
+                        let agent = Arc::new(KeyAgent::start(&self.scratch, keys)?);
+                        agents.insert(id.to_string(), agent.clone());
+                        agent
+                    }
+                };
+                Ok(Some(AgentSocket {
+                    path: agent.socket().to_path_buf(),
+                    agent: Some(agent),
+                }))
+            }
+        }
     }
 
     /// Finds `reference` among the store's images, with every layer unpacked.

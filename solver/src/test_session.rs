@@ -46,6 +46,7 @@ pub(crate) fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -
         entitlements: Default::default(),
         snapshotter: None,
         secrets: Vec::new(),
+        ssh: Vec::new(),
         explain_cache: false,
         platform: Platform {
             os: "linux".into(),

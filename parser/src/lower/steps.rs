@@ -220,6 +220,8 @@ impl StageLowering<'_, '_> {
     }
 
     fn lower_run(&mut self, r: &RunCommand, span: Span) -> Result<(Op, String), LowerError> {
+        // BuildKit numbers a RUN's ssh mounts from 0, each RUN on its own.
+        self.ssh_count = 0;
         let mut args = r.cmd.args.clone();
         let mut files = Vec::new();
         if !r.cmd.files.is_empty() {
@@ -401,10 +403,11 @@ impl StageLowering<'_, '_> {
                 } else {
                     m.id.clone()
                 };
+                // The index counts every ssh mount of the RUN, targets given or not.
+                let index = self.ssh_count;
+                self.ssh_count += 1;
                 let target = if m.target.is_empty() {
-                    let t = format!("/run/buildkit/ssh_agent.{}", self.ssh_count);
-                    self.ssh_count += 1;
-                    t
+                    format!("/run/buildkit/ssh_agent.{index}")
                 } else {
                     abs(&m.target, &wd)
                 };

@@ -6,6 +6,7 @@ use crate::error::StepError;
 use crate::result::{StageInputs, find_input, lowers_of};
 use crate::secret::SecretFile;
 use crate::session::{BuildSession, SecretSource};
+use crate::ssh::{AgentForward, AgentSocket};
 use kiln_executor::layered::LayeredFs;
 use kiln_executor::sandbox::{MountKind as SandboxMount, MountSpec};
 use kiln_parser::{MountKind, Source};
@@ -203,8 +204,41 @@ pub(crate) fn mount_spec(
                 gid: mount.gid.unwrap_or(0),
             }
         }
-        MountKind::Ssh { .. } => {
-            return Err(StepError::SshUnsupported);
+        MountKind::Ssh { id, required } => {
+            let ssh_err = |source| StepError::Ssh {
+                id: id.clone(),
+                source,
+            };
+            let agent = session.ssh_agent(id).map_err(ssh_err)?;
+            let Some(AgentSocket {
+                path: upstream,
+                agent: key_agent,
+            }) = agent
+            else {
+                if *required {
+                    return Err(StepError::SshMissing { id: id.clone() });
+                }
+                // Like BuildKit: an optional agent that was not given is simply absent.
+                return Ok(None);
+            };
+            let forward = AgentForward::start(
+                &session.scratch,
+                &upstream,
+                mount.uid.unwrap_or(0),
+                mount.gid.unwrap_or(0),
+                mount.mode.unwrap_or(0o600),
+            )
+            .map_err(ssh_err)?;
+            let host = forward.socket().to_path_buf();
+            keep.push(Box::new(forward));
+            if let Some(agent) = key_agent {
+                keep.push(Box::new(agent));
+            }
+            // A socket ignores read-only mounts: connecting is not writing to the file.
+            SandboxMount::Bind {
+                host,
+                readonly: true,
+            }
         }
     };
     Ok(Some(MountSpec { target, kind }))

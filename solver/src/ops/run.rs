@@ -225,6 +225,16 @@ pub(crate) async fn exec(run: &RunOp, ctx: &StepContext<'_>, out: &Path) -> Resu
             env.push((k.clone(), v.clone()));
         }
     }
+    // As BuildKit's exec: the first ssh mount is the agent, unless the stage chose one.
+    let first_ssh = run
+        .mounts
+        .iter()
+        .find(|m| matches!(m.kind, MountKind::Ssh { .. }));
+    if let Some(m) = first_ssh
+        && !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK")
+    {
+        env.push(("SSH_AUTH_SOCK".to_string(), m.target.clone()));
+    }
     let mut mounts = Vec::new();
     // Secret files and cache locks live until the process is done.
     let mut keep: Vec<Keep> = Vec::new();
