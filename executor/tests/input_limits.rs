@@ -57,7 +57,7 @@ fn add_url_body_past_the_cap_is_cut_off() {
     let url = serve(None, 3 << 20);
     let dir = tempfile::tempdir().unwrap();
     assert_too_large(
-        download_limited(&url, None, dir.path(), 1 << 20),
+        download_limited(&url, None, None, dir.path(), 1 << 20),
         None,
         1 << 20,
     );
@@ -69,7 +69,7 @@ fn add_url_declared_length_past_the_cap_is_refused_up_front() {
     let url = serve(Some(64 << 30), 0);
     let dir = tempfile::tempdir().unwrap();
     assert_too_large(
-        download_limited(&url, None, dir.path(), 1 << 20),
+        download_limited(&url, None, None, dir.path(), 1 << 20),
         Some(64 << 30),
         1 << 20,
     );
@@ -79,7 +79,7 @@ fn add_url_declared_length_past_the_cap_is_refused_up_front() {
 fn add_url_body_of_exactly_the_cap_is_accepted() {
     let url = serve(Some(1 << 20), 1 << 20);
     let dir = tempfile::tempdir().unwrap();
-    let name = download_limited(&url, None, dir.path(), 1 << 20).unwrap();
+    let name = download_limited(&url, None, None, dir.path(), 1 << 20).unwrap();
     assert_eq!(
         std::fs::metadata(dir.path().join(name)).unwrap().len(),
         1 << 20

@@ -28,6 +28,41 @@ pub enum SecretSource {
     Env(String),
 }
 
+impl SecretSource {
+    /// The secret's bytes; errors name the secret and where it was looked for, never
+    /// what it holds.
+    pub(crate) fn read(&self, id: &str) -> Result<Vec<u8>, StepError> {
+        match self {
+            SecretSource::File(path) => {
+                std::fs::read(path).map_err(|source| StepError::SecretRead {
+                    id: id.to_string(),
+                    path: path.clone(),
+                    source,
+                })
+            }
+            SecretSource::Env(name) => {
+                std::env::var(name)
+                    .map(String::into_bytes)
+                    .map_err(|_| StepError::SecretEnv {
+                        id: id.to_string(),
+                        name: name.clone(),
+                    })
+            }
+        }
+    }
+}
+
+/// The host name of `url` as Go's `URL.Hostname` gives it: no user, no port, no brackets.
+fn url_hostname(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
 /// How to build, beyond the graph.
 #[derive(Debug, Clone)]
 pub struct SolveOptions {
@@ -132,6 +167,38 @@ impl BuildSession {
                 }))
             }
         }
+    }
+
+    /// The `Authorization` header for downloading `url`, from BuildKit's per-host build
+    /// secrets: `HTTP_AUTH_HEADER_<host>` as it is, else `HTTP_AUTH_TOKEN_<host>` as a
+    /// bearer token (the token wins when both are given, as in BuildKit). Which secret is
+    /// used is not part of any key; the header never shows in a message.
+    pub(crate) fn http_authorization(
+        &self,
+        url: &str,
+    ) -> Result<Option<kiln_executor::copy::http::Authorization>, StepError> {
+        let host = url_hostname(url);
+        if host.is_empty() {
+            return Ok(None);
+        }
+        let secret = |prefix: &str| -> Result<Option<String>, StepError> {
+            let id = format!("{prefix}{host}");
+            let found = self.options.secrets.iter().find(|(sid, _)| *sid == id);
+            let Some((_, source)) = found else {
+                return Ok(None);
+            };
+            let value = source.read(&id)?;
+            let value = String::from_utf8_lossy(&value)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            Ok(Some(value).filter(|v| !v.is_empty()))
+        };
+        let value = match (secret("HTTP_AUTH_TOKEN_")?, secret("HTTP_AUTH_HEADER_")?) {
+            (Some(token), _) => format!("Bearer {token}"),
+            (None, Some(header)) => header,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(kiln_executor::copy::http::Authorization::new(value)))
     }
 
     /// Finds `reference` among the store's images, with every layer unpacked.
@@ -269,4 +336,20 @@ fn entry_digest(entry: &kiln_context::HashedEntry) -> String {
         entry.link_target.clone().unwrap_or_default(),
         entry.sha256.clone().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_hostname;
+
+    #[test]
+    fn host_names_are_those_go_gives() {
+        assert_eq!(url_hostname("https://example.com/a/b"), "example.com");
+        assert_eq!(
+            url_hostname("http://u:p@example.com:8080/x?y"),
+            "example.com"
+        );
+        assert_eq!(url_hostname("http://[::1]:8080/x"), "::1");
+        assert_eq!(url_hostname("https://127.0.0.1#frag"), "127.0.0.1");
+    }
 }

@@ -133,16 +133,39 @@ pub fn file_name_for(url: &str) -> String {
     }
 }
 
+/// The `Authorization` header of a download (from a build secret): its value never shows
+/// in a debug print, an error or a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Authorization(String);
+
+impl Authorization {
+    pub fn new(value: String) -> Authorization {
+        Authorization(value)
+    }
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorization(<redacted>)")
+    }
+}
+
 /// Downloads `url` into `dir`, verifying `checksum` when given, up to [`max_download`]
-/// bytes. Returns the file name.
-pub fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<String, HttpError> {
-    download_limited(url, checksum, dir, max_download()?)
+/// bytes, sending `authorization` when given. Returns the file name.
+pub fn download(
+    url: &str,
+    checksum: Option<&str>,
+    authorization: Option<&Authorization>,
+    dir: &Path,
+) -> Result<String, HttpError> {
+    download_limited(url, checksum, authorization, dir, max_download()?)
 }
 
 /// [`download`] with an explicit cap of `limit` bytes.
 pub fn download_limited(
     url: &str,
     checksum: Option<&str>,
+    authorization: Option<&Authorization>,
     dir: &Path,
     limit: u64,
 ) -> Result<String, HttpError> {
@@ -161,11 +184,17 @@ pub fn download_limited(
     };
     // The registry client's bounds: a server that never answers, or stops sending halfway
     // through the body, must not hang the build.
-    let agent: ureq::Agent = transport::agent_config().build().into();
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| req_err(transport::reason(&e)))?;
+    // The credentials follow a redirect to the same host only, as Go's client (BuildKit's)
+    // keeps them.
+    let agent: ureq::Agent = transport::agent_config()
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    if let Some(Authorization(value)) = authorization {
+        request = request.header("Authorization", value.as_str());
+    }
+    let mut resp = request.call().map_err(|e| req_err(transport::reason(&e)))?;
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         return Err(HttpError::Status {

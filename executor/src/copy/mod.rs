@@ -107,6 +107,8 @@ pub struct CopyRequest {
     pub unpack: Option<bool>,
     /// `--checksum=sha256:<hex>` for a URL source.
     pub checksum: Option<String>,
+    /// The `Authorization` header for that URL source (from a build secret).
+    pub authorization: Option<http::Authorization>,
     pub parents: bool,
     pub excludes: Vec<String>,
     /// `--link`: the layer does not depend on the layers below (their symlinks are not
@@ -138,6 +140,7 @@ impl CopyRequest {
             add: false,
             unpack: None,
             checksum: None,
+            authorization: None,
             parents: false,
             excludes: Vec::new(),
             link: false,
@@ -391,7 +394,12 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
             Item::Url(url) => {
                 let dir = scratch.path().join(format!("url-{}", w.written.len()));
                 std::fs::create_dir_all(&dir).map_err(writer::io_at("mkdir", &dir))?;
-                let name = http::download(&url, req.checksum.as_deref(), &dir)?;
+                let name = http::download(
+                    &url,
+                    req.checksum.as_deref(),
+                    req.authorization.as_ref(),
+                    &dir,
+                )?;
                 bytes += copy_url_file(&mut w, &mut copier, dir, name)?;
             }
             Item::Fetched { dir, name } => {

@@ -72,7 +72,7 @@ pub(crate) fn key(
             // Content decides, like BuildKit: a pinned checksum, else the bytes.
             let sum = match checksum {
                 Some(sum) => sum.clone(),
-                None => fetched.fetch(&kc.session.scratch, url)?,
+                None => fetched.fetch(kc.session, url)?,
             };
             parts.inputs.push((format!("url {url}"), sum));
         }
@@ -168,6 +168,12 @@ fn copy_request(
             },
         })
         .collect();
+    // A URL with --checksum is downloaded by the copier (the key needed no bytes), with
+    // its host's credentials; the others were fetched while keying.
+    let authorization = match (&copy.checksum, copy.sources.as_slice()) {
+        (Some(_), [CopySource::Url(url)]) => session.http_authorization(url)?,
+        _ => None,
+    };
     Ok(CopyRequest {
         sources,
         from,
@@ -179,6 +185,7 @@ fn copy_request(
         add: copy.add,
         unpack: copy.unpack,
         checksum: copy.checksum.clone(),
+        authorization,
         parents: copy.parents,
         excludes: copy.exclude.clone(),
         link: copy.link,

@@ -4,6 +4,7 @@
 //! that does not match its key.
 
 use crate::error::StepError;
+use crate::session::BuildSession;
 use kiln_executor::copy::SourceSpec;
 use std::path::Path;
 
@@ -25,7 +26,7 @@ struct FetchedUrl {
 impl Fetched {
     /// Downloads `url` into `scratch` (once per step) and returns the digest of what it
     /// served: its content and its Last-Modified time (BuildKit keys HTTP sources on both).
-    pub(crate) fn fetch(&mut self, scratch: &Path, url: &str) -> Result<String, StepError> {
+    pub(crate) fn fetch(&mut self, session: &BuildSession, url: &str) -> Result<String, StepError> {
         if let Some(known) = self.files.iter().find(|f| f.url == url) {
             return Ok(known.digest.clone());
         }
@@ -33,8 +34,10 @@ impl Fetched {
             url: url.to_string(),
             source,
         };
-        let dir = tempfile::tempdir_in(scratch).map_err(fetch_err)?;
-        let name = kiln_executor::copy::http::download(url, None, dir.path())?;
+        let dir = tempfile::tempdir_in(&session.scratch).map_err(fetch_err)?;
+        let authorization = session.http_authorization(url)?;
+        let name =
+            kiln_executor::copy::http::download(url, None, authorization.as_ref(), dir.path())?;
         let digest = file_digest(&dir.path().join(&name)).map_err(fetch_err)?;
         self.files.push(FetchedUrl {
             url: url.to_string(),

@@ -5,7 +5,7 @@
 use crate::error::StepError;
 use crate::result::{StageInputs, find_input, lowers_of};
 use crate::secret::SecretFile;
-use crate::session::{BuildSession, SecretSource};
+use crate::session::BuildSession;
 use crate::ssh::{AgentForward, AgentSocket};
 use kiln_executor::layered::LayeredFs;
 use kiln_executor::sandbox::{MountKind as SandboxMount, MountSpec};
@@ -163,19 +163,7 @@ pub(crate) fn mount_spec(
         } => {
             let found = session.options.secrets.iter().find(|(sid, _)| sid == id);
             let value = match found {
-                Some((_, SecretSource::File(path))) => {
-                    std::fs::read(path).map_err(|source| StepError::SecretRead {
-                        id: id.clone(),
-                        path: path.clone(),
-                        source,
-                    })?
-                }
-                Some((_, SecretSource::Env(name))) => std::env::var(name)
-                    .map_err(|_| StepError::SecretEnv {
-                        id: id.clone(),
-                        name: name.clone(),
-                    })?
-                    .into_bytes(),
+                Some((_, source)) => source.read(id)?,
                 None if *required => {
                     return Err(StepError::SecretMissing { id: id.clone() });
                 }
