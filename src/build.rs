@@ -1,6 +1,7 @@
 //! `kiln build`, `kiln graph` and `kiln debug parse`: flags into a
 //! [`kiln_build::BuildRequest`], then the facade's result rendered (its notices, a failed
-//! step with its Dockerfile lines, the image ID and names).
+//! step with its Dockerfile lines, the image ID and names); `kiln build --check` renders
+//! the build checks' findings alone.
 
 use crate::cli::{BuildArgs, CompressionArg, GraphArgs, NetworkArg, ProgressMode, SnapshotterArg};
 use crate::render;
@@ -86,6 +87,25 @@ fn say(notice: Notice) {
     }
 }
 
+/// [`say`] for a build shown in `mode`: with `--progress json` a build check's finding
+/// is a `warning` event on stdout, with the other events, as data.
+fn sayer(mode: ProgressMode) -> impl Fn(Notice) + Sync {
+    move |notice| match (&notice, mode) {
+        (Notice::Check { file, finding }, ProgressMode::Json) => {
+            let event = serde_json::json!({
+                "event": "warning",
+                "rule": finding.rule.name(),
+                "description": finding.rule.description(),
+                "file": file,
+                "line": finding.line,
+                "message": finding.message,
+            });
+            println!("{event}");
+        }
+        _ => say(notice),
+    }
+}
+
 /// Each spec parsed (`-o`, `--cache-from`, `--cache-to`).
 fn parse_all<T: std::str::FromStr<Err = BuildError>>(specs: &[String]) -> Result<Vec<T>> {
     Ok(specs.iter().map(|s| s.parse()).collect::<Result<_, _>>()?)
@@ -106,9 +126,13 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let store = kiln_build::open_store(root_flag)?;
     let _lock = store.lock_shared().context("locking the store")?;
     let mode = render::resolve_mode(args.progress);
+    if args.check {
+        return check(&store, &request, mode);
+    }
     if args.verify_reproducible {
         return verify(&store, &request, &exports, mode);
     }
+    let say = sayer(mode);
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         let (progress, rx) = Progress::channel();
@@ -149,6 +173,39 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln build --check`: the findings (as a build's warnings), then a count; exit 1 when
+/// there are any, and the lowering's error when the Dockerfile would not build.
+fn check(
+    store: &kiln_store::Store,
+    request: &BuildRequest,
+    mode: ProgressMode,
+) -> Result<ExitCode> {
+    let say = sayer(mode);
+    let (report, error) = kiln_build::check(store, request, &say)?;
+    for finding in &report.findings {
+        say(Notice::Check {
+            file: request.dockerfile.display.clone(),
+            finding: finding.clone(),
+        });
+    }
+    if let Some(e) = error {
+        return Err(e.into());
+    }
+    let n = report.findings.len();
+    if mode != ProgressMode::Json && mode != ProgressMode::Quiet {
+        match n {
+            0 => eprintln!("check complete, no warnings found"),
+            1 => eprintln!("check complete, 1 warning has been found"),
+            n => eprintln!("check complete, {n} warnings have been found"),
+        }
+    }
+    Ok(if n == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `kiln build --verify-reproducible`: different builds print their differences (as
@@ -216,6 +273,7 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
         build_args,
         args.target,
         &kiln_parser::EmptyResolver,
+        None,
         &|_| {},
     )?;
     print!("{}", kiln_parser::to_dot(&graph));

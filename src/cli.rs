@@ -229,6 +229,10 @@ pub struct BuildArgs {
     /// differences unless both builds give the same image; then tag it as usual.
     #[arg(long)]
     pub verify_reproducible: bool,
+    /// Run the build checks only: print what they find, build nothing, and exit 1 when
+    /// they find something.
+    #[arg(long, conflicts_with = "verify_reproducible")]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! Base images while lowering: looked up in the store by name, a missing one (or every
 //! one, with `--pull`) pulled from its registry first, so the solver finds it there. The
 //! images used are recorded, so `--verify-reproducible` can give its scratch stores the
-//! very same bases.
+//! very same bases. `kiln build --check` reads the store only, pulling nothing.
 
 use kiln_parser::{BaseImage, BaseResolver};
 use kiln_store::{ImageRef, Store};
@@ -11,6 +11,9 @@ use std::sync::Mutex;
 pub struct StoreResolver<'a> {
     store: &'a Store,
     pull: bool,
+    /// Never pull: an image missing from the store resolves as an empty config
+    /// (`kiln build --check`, which builds nothing).
+    offline: bool,
     registry: &'a kiln_registry::RegistryOptions,
     /// Every image resolved, by its normalized name.
     used: Mutex<Vec<(String, ImageRef)>>,
@@ -25,8 +28,20 @@ impl<'a> StoreResolver<'a> {
         StoreResolver {
             store,
             pull,
+            offline: false,
             registry,
             used: Mutex::default(),
+        }
+    }
+
+    /// A resolver that only reads the store: what is missing is an empty image.
+    pub fn offline(
+        store: &'a Store,
+        registry: &'a kiln_registry::RegistryOptions,
+    ) -> StoreResolver<'a> {
+        StoreResolver {
+            offline: true,
+            ..StoreResolver::new(store, false, registry)
         }
     }
 
@@ -40,6 +55,9 @@ impl BaseResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
         let name = kiln_store::normalize_ref(reference).map_err(|e| e.to_string())?;
         let mut found = self.store.get_ref(&name).map_err(|e| e.to_string())?;
+        if found.is_none() && self.offline {
+            return Ok(BaseImage::default());
+        }
         if found.is_none() || self.pull {
             let pulled = kiln_registry::pull_into_store(self.store, reference, self.registry)
                 .map_err(|e| format!("pulling {reference}: {e}"))?;

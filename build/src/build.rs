@@ -2,8 +2,10 @@
 
 use crate::bases::StoreResolver;
 use crate::cache_io;
+use crate::checks::{CheckReport, DockerIgnore};
 use crate::{BuildError, BuildRequest, BuiltImage, Notice};
 use kiln_parser::BuildGraph;
+use kiln_parser::lint::dispatch::IgnoreCheck;
 use kiln_solver::progress::Progress;
 use kiln_solver::{BuildSession, SolveOptions};
 use kiln_store::{ImageRef, Store};
@@ -41,8 +43,8 @@ pub async fn build(
 }
 
 /// Lowers the request's Dockerfile with its bases looked up in `store` (pulled into it
-/// when missing), its warnings told to `notify`; also returns the bases used, by
-/// normalized name.
+/// when missing), its warnings and build checks told to `notify`; also returns the bases
+/// used, by normalized name.
 pub(crate) fn lower(
     store: &Store,
     request: &BuildRequest,
@@ -50,13 +52,36 @@ pub(crate) fn lower(
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<(BuildGraph, Vec<(String, ImageRef)>), BuildError> {
     let resolver = StoreResolver::new(store, request.pull, registry);
+    let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     let graph = request.dockerfile.lower(
         request.build_args.clone(),
         request.target.clone(),
         &resolver,
-        &|warning| notify(Notice::Dockerfile(warning)),
+        ignore.as_ref().map(|i| i as &dyn IgnoreCheck),
+        notify,
     )?;
     Ok((graph, resolver.used()))
+}
+
+/// `kiln build --check`: the build checks of the request's Dockerfile over every stage,
+/// with the base images `store` holds (nothing is pulled; a missing one counts as an
+/// empty image, so variables it would define look undefined). Also the error that
+/// stopped the lowering, if one did; the syntax warning goes to `notify`.
+pub fn check(
+    store: &Store,
+    request: &BuildRequest,
+    notify: &(dyn Fn(Notice) + Sync),
+) -> Result<(CheckReport, Option<BuildError>), BuildError> {
+    let registry = request.registry_options()?;
+    let resolver = StoreResolver::offline(store, &registry);
+    let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
+    request.dockerfile.check(
+        request.build_args.clone(),
+        request.target.clone(),
+        &resolver,
+        ignore.as_ref().map(|i| i as &dyn IgnoreCheck),
+        notify,
+    )
 }
 
 /// Solves a lowered graph into `store`.

@@ -1,6 +1,11 @@
-//! [`Dockerfile`]: the build's Dockerfile as read, from the context, a path, or stdin.
+//! [`Dockerfile`]: the build's Dockerfile as read, from the context, a path, or stdin,
+//! and lowered with its build checks told.
 
-use crate::BuildError;
+use crate::checks::CheckReport;
+use crate::{BuildError, Notice};
+use kiln_parser::CheckOptions;
+use kiln_parser::lint::dispatch::IgnoreCheck;
+use kiln_parser::lint::{CHECK_BUILD_ARG, CheckConfig};
 use std::path::{Path, PathBuf};
 
 /// A Dockerfile as read: where from (for messages and the ignore file) and its text.
@@ -97,16 +102,71 @@ impl Dockerfile {
     }
 
     /// Parses and lowers this Dockerfile, with base images from `resolver`. What the
-    /// build goes on with but the user should hear of (a `# syntax=` frontend kiln does not
-    /// run) goes to `warn` as soon as the directives are read, so a file whose instructions
-    /// then fail to parse has said which frontend it wanted.
+    /// build goes on with but the user should hear of goes to `warn`: a `# syntax=`
+    /// frontend kiln does not run, as soon as the directives are read (so a file whose
+    /// instructions then fail to parse has said which frontend it wanted), then what the
+    /// build checks found ([`crate::checks`]), before a lowering error is returned too.
+    /// With `# check=error=true`, findings fail the build once told.
     pub fn lower(
         &self,
         build_args: Vec<(String, String)>,
         target: Option<String>,
         resolver: &dyn kiln_parser::BaseResolver,
-        warn: &dyn Fn(String),
+        ignore: Option<&dyn IgnoreCheck>,
+        warn: &dyn Fn(Notice),
     ) -> Result<kiln_parser::BuildGraph, BuildError> {
+        let check = CheckOptions {
+            all_stages: false,
+            ignore,
+        };
+        let (graph, report) = self.lower_checked(build_args, target, resolver, check, warn)?;
+        for finding in &report.findings {
+            warn(Notice::Check {
+                file: self.display.clone(),
+                finding: finding.clone(),
+            });
+        }
+        let graph = graph?;
+        match report.violation() {
+            Some(message) => Err(BuildError::Dockerfile(format!(
+                "{}: {message}",
+                self.display
+            ))),
+            None => Ok(graph),
+        }
+    }
+
+    /// Runs the build checks only (`kiln build --check`): every stage is lowered, as
+    /// BuildKit's lint request does, and nothing is built. The findings come back, after
+    /// the `check` directive's skips, with the error that stopped the lowering, if any.
+    pub fn check(
+        &self,
+        build_args: Vec<(String, String)>,
+        target: Option<String>,
+        resolver: &dyn kiln_parser::BaseResolver,
+        ignore: Option<&dyn IgnoreCheck>,
+        warn: &dyn Fn(Notice),
+    ) -> Result<(CheckReport, Option<BuildError>), BuildError> {
+        let check = CheckOptions {
+            all_stages: true,
+            ignore,
+        };
+        let (graph, report) = self.lower_checked(build_args, target, resolver, check, warn)?;
+        Ok((report, graph.err()))
+    }
+
+    /// Parses, reads the `check` directive and lowers with the checks on. The outer error
+    /// is one that leaves nothing to report (the file does not parse, the directive is
+    /// invalid); the inner one a lowering error, which comes with what was found before it.
+    #[allow(clippy::type_complexity)]
+    fn lower_checked(
+        &self,
+        build_args: Vec<(String, String)>,
+        target: Option<String>,
+        resolver: &dyn kiln_parser::BaseResolver,
+        check: CheckOptions<'_>,
+        warn: &dyn Fn(Notice),
+    ) -> Result<(Result<kiln_parser::BuildGraph, BuildError>, CheckReport), BuildError> {
         let parse_error = |e: kiln_parser::ParseError| {
             BuildError::Dockerfile(e.render(&self.display, &self.text))
         };
@@ -114,16 +174,30 @@ impl Dockerfile {
         if let Some(warning) =
             kiln_parser::frontend::syntax_directive(&syntax).and_then(|d| d.warning(&self.display))
         {
-            warn(warning);
+            warn(Notice::Dockerfile(warning));
         }
+        let directive = syntax.directives.iter().find(|d| d.name == "check");
+        let config = CheckConfig::for_build(directive.map(|d| d.value.as_str()), &build_args)
+            .map_err(|e| match directive {
+                Some(d) => BuildError::Dockerfile(format!("{}:{}: {e}", self.display, d.line)),
+                None => BuildError::Request(format!("--build-arg {CHECK_BUILD_ARG}: {e}")),
+            })?;
         let ast = kiln_parser::instructions::from_ast(syntax, &self.text).map_err(parse_error)?;
+        let mut findings = kiln_parser::lint::check_file(&ast);
         let opts = kiln_parser::LowerOptions {
             build_args,
             target,
             platform: None,
         };
-        kiln_parser::lower(&ast, &opts, resolver)
-            .map_err(|e| BuildError::Dockerfile(e.render(&self.display, &self.text)))
+        let graph = match kiln_parser::lower_checked(&ast, &opts, resolver, check) {
+            Ok((graph, found)) => {
+                findings.extend(found);
+                Ok(graph)
+            }
+            Err(e) => Err(BuildError::Dockerfile(e.render(&self.display, &self.text))),
+        };
+        let findings = kiln_parser::lint::select(findings, &config);
+        Ok((graph, CheckReport { findings, config }))
     }
 }
 

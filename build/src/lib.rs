@@ -8,7 +8,8 @@
 //!    [`request`] holds the policies decided before anything runs: SOURCE_DATE_EPOCH,
 //!    the platform (the host's only), the registry options.
 //! 2. [`build`] lowers the Dockerfile with base images looked up in the store, pulling a
-//!    missing one ([`bases`]), imports `--cache-from` caches ([`cache_io`]) and hands the
+//!    missing one ([`bases`]), tells what the build checks found ([`checks`]; `kiln build
+//!    --check` runs only those, [`Dockerfile::check`]), imports `--cache-from` caches ([`cache_io`]) and hands the
 //!    graph to the solver, whose progress events go to the caller's renderer.
 //! 3. [`export`] names the image (or records it as untagged), writes `-o` outputs,
 //!    exports `--cache-to` caches, pushes and writes the iidfile ([`exporter`]).
@@ -36,6 +37,7 @@ pub mod bases;
 pub mod blobs;
 mod build;
 pub mod cache_io;
+pub mod checks;
 pub mod compare;
 mod dockerfile;
 mod error;
@@ -51,7 +53,7 @@ pub mod report;
 pub mod request;
 pub mod verify;
 
-pub use build::build;
+pub use build::{build, check};
 pub use dockerfile::Dockerfile;
 pub use error::BuildError;
 pub use exporter::{Exports, OutputSpec, export};

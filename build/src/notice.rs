@@ -31,6 +31,11 @@ pub enum Notice {
     },
     /// Something in the Dockerfile the build goes on with, named by file and line.
     Dockerfile(String),
+    /// A build check's finding in the Dockerfile named `file`.
+    Check {
+        file: String,
+        finding: kiln_parser::lint::Finding,
+    },
 }
 
 impl Notice {
@@ -67,6 +72,10 @@ impl Notice {
             }
             Notice::Pushed { reference, digest } => format!("pushed {reference}: digest {digest}"),
             Notice::Dockerfile(warning) => format!("warning: {warning}"),
+            Notice::Check { file, finding } => format!(
+                "warning: {file}:{}: {}: {}",
+                finding.line, finding.rule, finding.message
+            ),
         })
     }
 }

@@ -278,6 +278,14 @@ impl IgnoreMatcher {
         self.exclusions
     }
 
+    /// True if a pattern (not an exception) excludes every entry of the root (`*`, `**`,
+    /// `**/*`): BuildKit's CopyIgnoredFile check then warns of a COPY of `.` too.
+    pub fn ignores_every_root_entry(&self) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| !p.exclusion && matches!(p.cleaned.as_str(), "*" | "**" | "**/*"))
+    }
+
     /// Is `rel_path` (relative to the context root, `/`-separated) excluded? The path is
     /// cleaned first; the root itself (`.`) is never excluded.
     pub fn matches(&self, rel_path: &str) -> bool {

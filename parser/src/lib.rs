@@ -8,7 +8,8 @@
 //! [`to_dot`] draws a graph as Graphviz. [`frontend`] reads the `# syntax=` directive.
 //! [`copy_rules`] are the COPY/ADD source rules and [`chmod`] the `--chmod` modes, which the
 //! executor applies again to a copy request; `instruction_values` checks the values of
-//! EXPOSE and STOPSIGNAL, and `history` writes the history texts.
+//! EXPOSE and STOPSIGNAL, and `history` writes the history texts. [`lint`] holds BuildKit's
+//! build checks, which read the file and the lowering and find, never change, anything.
 //!
 //! It knows nothing about files, processes or the store: callers hand it text and a
 //! [`BaseResolver`] for facts about base images.
@@ -29,6 +30,7 @@ pub mod graph;
 mod history;
 mod instruction_values;
 pub mod instructions;
+pub mod lint;
 pub mod lower;
 mod mount;
 pub mod syntax;
@@ -39,5 +41,5 @@ pub use error::ParseError;
 pub use expand::{ExpandError, Lexer, expand, expand_words};
 pub use graph::*;
 pub use instructions::{Dockerfile, parse};
-pub use lower::{LowerError, lower};
+pub use lower::{CheckOptions, LowerError, lower, lower_checked};
 pub use syntax::{Ast, parse_syntax};

@@ -13,20 +13,24 @@ use crate::mount::split_csv;
 impl Ctx<'_> {
     /// Expands every FROM with the global ARGs and decides what each stage starts from.
     pub(super) fn resolve_bases(&mut self) -> Result<(), LowerError> {
-        for (i, st) in self.df.stages.iter().enumerate() {
-            let base = self
-                .lexer
-                .process_word(&st.base, &self.global)
-                .map_err(|e| at(st.span, e.to_string()))?;
+        let df = self.df;
+        for (i, st) in df.stages.iter().enumerate() {
+            let (base, base_lookups) = self.expand_global(&st.base);
+            let platform_word = st.platform.as_ref().map(|p| (p, self.expand_global(p)));
+            let checked = platform_word
+                .as_ref()
+                .map(|(_, (r, l))| (l, r.as_deref().unwrap_or_default()));
+            self.check_from(i, &base_lookups, checked);
+            let base = base.map_err(|e| at(st.span, e.to_string()))?;
             if base.is_empty() {
                 return Err(at(
                     st.span,
                     format!("base name ({}) should not be blank", st.base),
                 ));
             }
-            let platform = match &st.platform {
-                Some(p) => {
-                    let v = self.lexer.process_word(p, &self.global).map_err(|e| {
+            let platform = match platform_word {
+                Some((p, (v, _))) => {
+                    let v = v.map_err(|e| {
                         at(
                             st.span,
                             format!("failed to process arguments for platform: {e}"),
@@ -43,12 +47,12 @@ impl Ctx<'_> {
                 None => None,
             };
             let lower = base.to_ascii_lowercase();
-            let earlier = self.df.stages[..i]
+            let earlier = df.stages[..i]
                 .iter()
                 .rposition(|s| s.name.as_deref() == Some(lower.as_str()));
             let r = if let Some(j) = earlier {
                 BaseRef::Stage(j)
-            } else if self.df.stages[i..]
+            } else if df.stages[i..]
                 .iter()
                 .any(|s| s.name.as_deref() == Some(lower.as_str()))
             {

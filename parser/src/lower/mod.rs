@@ -11,9 +11,12 @@ use crate::error::with_suggestion;
 use crate::expand::{EnvList, Lexer};
 use crate::graph::*;
 use crate::instructions::{Command, Dockerfile, StageDecl};
+use crate::lint::Finding;
+use crate::lint::dispatch::IgnoreCheck;
 use kiln_base::gopath::clean as clean_path;
 
 mod bases;
+mod checks;
 mod error;
 mod steps;
 pub use error::LowerError;
@@ -50,6 +53,8 @@ struct StageResult {
     user: String,
     shell: Vec<String>,
     build_args: Vec<(String, Option<String>)>,
+    /// A WORKDIR of this stage or a stage it is built from has run (WorkdirRelativePath).
+    workdir_set: bool,
 }
 
 struct Ctx<'a> {
@@ -63,6 +68,20 @@ struct Ctx<'a> {
     images: HashMap<String, BaseImage>,
     /// Environment bytes carried by the steps lowered so far ([`MAX_CARRIED_ENV_BYTES`]).
     carried_env: usize,
+    /// What the build checks found so far ([`crate::lint`]).
+    findings: Vec<Finding>,
+    /// The `.dockerignore` judge for CopyIgnoredFile, when the caller has one.
+    ignore: Option<&'a dyn IgnoreCheck>,
+}
+
+/// What a lowering that also runs the build checks is told.
+#[derive(Default, Clone, Copy)]
+pub struct CheckOptions<'a> {
+    /// Lower every stage, not only those the target needs (`kiln build --check`, as
+    /// BuildKit's lint request does); the graph then holds them all.
+    pub all_stages: bool,
+    /// Judges COPY/ADD sources against the context's `.dockerignore`.
+    pub ignore: Option<&'a dyn IgnoreCheck>,
 }
 
 /// Lowers a parsed Dockerfile into the graph for `opts.target` (the last stage if none).
@@ -71,6 +90,18 @@ pub fn lower(
     opts: &LowerOptions,
     resolver: &dyn BaseResolver,
 ) -> Result<BuildGraph, LowerError> {
+    lower_checked(df, opts, resolver, CheckOptions::default()).map(|(graph, _)| graph)
+}
+
+/// [`lower`], also giving the findings of the build checks that BuildKit runs while
+/// converting (FROM lines and the instructions of the stages lowered; the file-level
+/// ones are [`crate::lint::check_file`]'s), unfiltered and in the order found.
+pub fn lower_checked(
+    df: &Dockerfile,
+    opts: &LowerOptions,
+    resolver: &dyn BaseResolver,
+    check: CheckOptions<'_>,
+) -> Result<(BuildGraph, Vec<Finding>), LowerError> {
     if df.stages.is_empty() {
         return Err(LowerError::NoStages);
     }
@@ -103,6 +134,7 @@ pub fn lower(
         let v = build_arg(opts, k).unwrap_or(v);
         global.set(k, &v);
     }
+    let automatic = global.clone();
     for ins in &df.meta_args {
         if let Command::Arg(decls) = &ins.command {
             for d in decls {
@@ -137,12 +169,18 @@ pub fn lower(
         platforms: Vec::new(),
         images: HashMap::new(),
         carried_env: 0,
+        findings: Vec::new(),
+        ignore: check.ignore,
     };
+    ctx.check_default_bases(&automatic);
     ctx.resolve_bases()?;
 
     // Reachability from the target, ONBUILD triggers included.
     let mut reachable = BTreeSet::new();
     let mut work = vec![target_idx];
+    if check.all_stages {
+        work.extend(0..df.stages.len());
+    }
     while let Some(i) = work.pop() {
         if !reachable.insert(i) {
             continue;
@@ -163,11 +201,12 @@ pub fn lower(
         results.insert(i, result);
         stages.push(stage);
     }
-    Ok(BuildGraph {
+    let graph = BuildGraph {
         target: remap[&target_idx],
         stages,
         platform: target_platform,
-    })
+    };
+    Ok((graph, ctx.findings))
 }
 
 fn build_arg(opts: &LowerOptions, key: &str) -> Option<String> {
@@ -250,6 +289,7 @@ impl Ctx<'_> {
                         user: img.user.clone(),
                         shell: img.shell.clone(),
                         build_args: Vec::new(),
+                        workdir_set: false,
                     },
                 )
             }
@@ -268,10 +308,14 @@ impl Ctx<'_> {
             state,
             remap,
             ssh_count: 0,
+            lookups: Default::default(),
+            used_once: Default::default(),
         };
         let mut steps = Vec::new();
         for ins in triggers.iter().chain(decl.instructions.iter()) {
+            let declared = lw.declared_args();
             steps.push(lw.lower_instruction(ins)?);
+            lw.check_instruction(ins, &declared);
             let bytes = lw.state.env.bytes();
             if bytes > MAX_STAGE_ENV_BYTES {
                 return Err(env_too_large(ins.span));

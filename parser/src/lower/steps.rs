@@ -12,6 +12,8 @@ use crate::graph::*;
 use crate::history::{healthcheck_string, run_command_string};
 use crate::instruction_values::{parse_port_spec, valid_signal};
 use crate::instructions::{Command, CopyCommand, Instruction, RunCommand};
+use crate::lint::dispatch::{self, UsedOnce};
+use crate::lint::vars::{Lookups, Recorder};
 use crate::lower::LowerError;
 use crate::mount::{RawMount, parse_mount};
 use crate::syntax::{chomp_heredoc_content, parse_heredoc};
@@ -26,14 +28,30 @@ pub(super) struct StageLowering<'c, 'a> {
     /// Old stage index → index in the pruned graph.
     pub(super) remap: &'c HashMap<usize, usize>,
     pub(super) ssh_count: usize,
+    /// The variables the current instruction's expansions looked up (UndefinedVar).
+    pub(super) lookups: std::cell::RefCell<Lookups>,
+    /// CMD, ENTRYPOINT and HEALTHCHECK seen in this stage (MultipleInstructionsDisallowed).
+    pub(super) used_once: UsedOnce,
 }
 
 impl StageLowering<'_, '_> {
     fn expand(&self, word: &str, span: Span) -> Result<String, LowerError> {
-        self.ctx
-            .lexer
-            .process_word(word, &self.state.env)
-            .map_err(|e| at(span, e.to_string()))
+        self.expand_with(self.ctx.lexer, word, span)
+    }
+
+    /// Expands with the stage's environment, noting the variables looked up; the value is
+    /// what expanding without the notes gives.
+    fn expand_with(&self, lexer: Lexer, word: &str, span: Span) -> Result<String, LowerError> {
+        let recorder = Recorder::new(&self.state.env);
+        let r = lexer.process_word(word, &recorder);
+        self.note(recorder.into_lookups());
+        r.map_err(|e| at(span, e.to_string()))
+    }
+
+    fn note(&self, l: Lookups) {
+        let mut seen = self.lookups.borrow_mut();
+        seen.matched.extend(l.matched);
+        seen.unmatched.extend(l.unmatched);
     }
 
     fn with_shell(&self, args: &[String]) -> Vec<String> {
@@ -145,6 +163,7 @@ impl StageLowering<'_, '_> {
                         .process_words(p, &self.state.env)
                         .map_err(|e| at(span, e.to_string()))?;
                     for w in words {
+                        self.ctx.findings.extend(dispatch::expose(&w, span.line));
                         for spec in parse_port_spec(&w).map_err(|e| at(span, e))? {
                             all.insert(spec);
                         }
@@ -174,6 +193,10 @@ impl StageLowering<'_, '_> {
             }
             Command::Workdir(p) => {
                 let p = self.expand(p, span)?;
+                if let Some(f) = dispatch::workdir_relative(&p, self.state.workdir_set, span.line) {
+                    self.ctx.findings.push(f);
+                }
+                self.state.workdir_set = true;
                 let wd = normalize_workdir(&self.state.workdir, &p);
                 self.state.workdir = wd.clone();
                 let h = format!("WORKDIR {wd}");
@@ -293,12 +316,20 @@ impl StageLowering<'_, '_> {
         };
         let mut raws = Vec::with_capacity(r.mounts.len());
         {
-            let env = &self.state.env;
+            let recorder = Recorder::new(&self.state.env);
             let lexer = self.ctx.lexer;
-            let mut ex = |w: &str| lexer.process_word(w, env).map_err(|e| e.to_string());
+            let mut ex = |w: &str| lexer.process_word(w, &recorder).map_err(|e| e.to_string());
             for (m, mspan) in &r.mounts {
-                raws.push((parse_mount(m, &mut ex).map_err(|e| at(*mspan, e))?, *mspan));
+                let parsed = parse_mount(m, &mut ex).map_err(|e| at(*mspan, e));
+                match parsed {
+                    Ok(p) => raws.push((p, *mspan)),
+                    Err(e) => {
+                        self.note(recorder.into_lookups());
+                        return Err(e);
+                    }
+                }
             }
+            self.note(recorder.into_lookups());
         }
         let mut mounts = Vec::with_capacity(raws.len());
         for (raw, mspan) in raws {
@@ -501,6 +532,15 @@ impl StageLowering<'_, '_> {
         }
         let dest = self.expand(&c.dest, span)?;
         let kinds: Vec<SourceKind> = srcs.iter().map(|s| SourceKind::of(s)).collect();
+        if let (Source::Context, Some(ignore)) = (&from, self.ctx.ignore) {
+            for (s, kind) in srcs.iter().zip(&kinds) {
+                if *kind == SourceKind::Path
+                    && let Some(f) = dispatch::copy_ignored(c.add, s, ignore, span.line)
+                {
+                    self.ctx.findings.push(f);
+                }
+            }
+        }
         copy_rules::check_sources(c.add, checksum.is_some(), &kinds)
             .map_err(|e| at(span, e.to_string()))?;
         let mut sources: Vec<CopySource> = srcs
@@ -515,8 +555,7 @@ impl StageLowering<'_, '_> {
             let data = if content.expand {
                 let mut lex = Lexer::new('\\');
                 lex.skip_process_quotes = true;
-                lex.process_word(&content.data, &self.state.env)
-                    .map_err(|e| at(span, e.to_string()))?
+                self.expand_with(lex, &content.data, span)?
             } else {
                 content.data.clone()
             };

@@ -6,7 +6,7 @@
 use super::heredoc::{can_contain_heredoc, heredocs_from_line};
 use super::node::new_node_from_line;
 use super::position::{LineCtx, SegmentMap};
-use super::tree::{Ast, Directive};
+use super::tree::{Ast, Directive, SyntaxWarning};
 use crate::error::ParseError;
 
 /// Parses Dockerfile text into a syntax tree (BuildKit `parser.Parse`).
@@ -19,7 +19,7 @@ struct Parser<'a> {
     escape: char,
     directives_done: bool,
     directives: Vec<Directive>,
-    warnings: Vec<String>,
+    warnings: Vec<SyntaxWarning>,
 }
 
 fn trim_newline(s: &str) -> &str {
@@ -186,9 +186,10 @@ impl<'a> Parser<'a> {
                 logical.push_str(part);
             }
             if empty_continuation {
-                self.warnings.push(format!(
-                    "[WARNING]: Empty continuation line found in:\n    {logical}"
-                ));
+                self.warnings.push(SyntaxWarning {
+                    line: current_line,
+                    message: format!("Empty continuation line found in: {logical}"),
+                });
             }
             let ctx = LineCtx {
                 logical: &logical,

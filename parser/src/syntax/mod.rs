@@ -21,4 +21,4 @@ mod tree;
 pub use heredoc::chomp_heredoc_content;
 pub(crate) use heredoc::parse_heredoc;
 pub use lines::parse_syntax;
-pub use tree::{Ast, Directive, Heredoc, Node, RawFlag};
+pub use tree::{Ast, Directive, Heredoc, Node, RawFlag, SyntaxWarning};

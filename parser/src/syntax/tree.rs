@@ -12,7 +12,15 @@ pub struct Ast {
     /// Directives found at the top, keys lower-cased, in order.
     pub directives: Vec<Directive>,
     /// Non-fatal findings (empty continuation lines).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<SyntaxWarning>,
+}
+
+/// Something the parser read past that BuildKit warns of (an empty continuation line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxWarning {
+    /// BuildKit's line for it: the last line read of the instruction.
+    pub line: usize,
+    pub message: String,
 }
 
 /// `# key=value` at the top of the file.
