@@ -71,6 +71,11 @@ impl BaseResolver for StoreResolver<'_> {
         if let Ok(mut used) = self.used.lock() {
             used.push((name, image));
         }
+        let platform = kiln_parser::Platform {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone(),
+        };
         let state = kiln_solver::oci_config::state_from_config(&config);
         Ok(BaseImage {
             env: state.config.env,
@@ -78,6 +83,7 @@ impl BaseResolver for StoreResolver<'_> {
             user: state.config.user,
             shell: state.config.shell.unwrap_or_default(),
             on_build: state.config.on_build,
+            platform: Some(platform),
         })
     }
 }

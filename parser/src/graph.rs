@@ -347,6 +347,8 @@ pub struct BaseImage {
     pub user: String,
     pub shell: Vec<String>,
     pub on_build: Vec<String>,
+    /// The platform its config names, when known (InvalidBaseImagePlatform).
+    pub platform: Option<Platform>,
 }
 
 /// Looks up base images for lowering; the CLI implements it over the store / registry.

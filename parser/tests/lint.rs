@@ -209,3 +209,42 @@ fn findings_do_not_change_the_graph() {
     assert_eq!(plain, checked);
     assert!(!found.is_empty());
 }
+
+#[test]
+fn invalid_base_image_platform() {
+    struct Arm;
+    impl kiln_parser::BaseResolver for Arm {
+        fn resolve(&self, reference: &str) -> Result<kiln_parser::BaseImage, String> {
+            let arch = if reference == "arm" { "arm64" } else { "amd64" };
+            Ok(kiln_parser::BaseImage {
+                platform: Some(kiln_parser::Platform {
+                    os: "linux".into(),
+                    architecture: arch.into(),
+                    variant: None,
+                }),
+                ..Default::default()
+            })
+        }
+    }
+    let amd64 = LowerOptions {
+        platform: Some(kiln_parser::Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }),
+        ..LowerOptions::default()
+    };
+    let df = parse("FROM arm\nFROM amd\n").unwrap();
+    let all = CheckOptions {
+        all_stages: true,
+        ..CheckOptions::default()
+    };
+    let (_, found) = lower_checked(&df, &amd64, &Arm, all).unwrap();
+    let found: Vec<String> = found.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        found,
+        [
+            "InvalidBaseImagePlatform: Base image arm was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build (line 1)"
+        ]
+    );
+}

@@ -307,6 +307,7 @@ impl BaseResolver for OneImage {
             user: "nobody".into(),
             shell: vec!["/bin/bash".into(), "-c".into()],
             on_build: vec!["RUN make".into()],
+            platform: None,
         })
     }
 }

@@ -6,9 +6,10 @@
 use super::Ctx;
 use super::steps::StageLowering;
 use crate::expand::{Env, EnvList};
+use crate::graph::{BaseImage, Platform};
 use crate::instructions::{Command, Instruction};
 use crate::lint::vars::{Lookups, Recorder};
-use crate::lint::{dispatch, from};
+use crate::lint::{Finding, Rule, dispatch, from};
 
 impl Ctx<'_> {
     /// InvalidDefaultArgInFrom: each base name expanded with the global ARGs' defaults
@@ -82,6 +83,28 @@ impl Ctx<'_> {
             ));
         }
         self.findings.extend(found);
+    }
+
+    /// InvalidBaseImagePlatform: the base image of stage `i`, as its config says, is not
+    /// for the platform the stage is built for (its `--platform`, else the build's).
+    pub(super) fn check_base_platform(&mut self, i: usize, name: &str, img: &BaseImage) {
+        let Some(actual) = &img.platform else { return };
+        let expected = self.platforms[i]
+            .as_deref()
+            .and_then(|p| Platform::parse(p).ok())
+            .or_else(|| self.opts.platform.clone())
+            .unwrap_or_else(super::host_platform);
+        if expected.os != actual.os || expected.architecture != actual.architecture {
+            self.findings.push(Finding::new(
+                Rule::InvalidBaseImagePlatform,
+                self.df.stages[i].span.line,
+                format!(
+                    "Base image {name} was pulled with platform {}, expected {} for current build",
+                    crate::goformat::quote(&actual.to_string()),
+                    crate::goformat::quote(&expected.to_string())
+                ),
+            ));
+        }
     }
 
     /// Expands a FROM word with the global ARGs, noting the variables looked up.

@@ -272,6 +272,7 @@ impl Ctx<'_> {
             }
             BaseRef::Image(r) => {
                 let img = self.image(&r, span)?;
+                self.check_base_platform(i, &r, &img);
                 let mut env = EnvList::new();
                 for (k, v) in &img.env {
                     env.set(k, v);
