@@ -8,6 +8,7 @@ use crate::render;
 use anyhow::{Context, Result, anyhow};
 use kiln_build::verify::Verdict;
 use kiln_build::{BuildError, BuildRequest, Dockerfile, Exports, Notice, flags, report};
+use kiln_executor::sandbox::RunOptions;
 use kiln_executor::snapshot::Snapshotter;
 use kiln_solver::NetworkDefault;
 use kiln_solver::progress::Progress;
@@ -34,6 +35,9 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
     let source_date_epoch = kiln_build::source_date_epoch(keep, &build_args)?;
     let entitlements = flags::entitlements(&args.allow)?;
     let limits = flags::limits(args.memory.as_deref(), args.cpus, args.pids_limit)?;
+    let run_options = RunOptions {
+        extra_hosts: flags::extra_hosts(&args.add_hosts)?,
+    };
     let cache_from = parse_all(&args.cache_from)?;
     let cache_to = parse_all(&args.cache_to)?;
     let request = BuildRequest {
@@ -64,6 +68,7 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
         ssh,
         explain_cache: args.explain_cache,
         limits,
+        run_options,
         platform: args.platform.clone(),
         pull: args.pull,
         insecure_registries: args.insecure_registries.clone(),

@@ -175,6 +175,9 @@ pub struct BuildArgs {
     /// Most processes and threads one RUN may have (default 4096; -1: no limit).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// Add a line to every RUN's /etc/hosts: HOST:IP or HOST=IP, IPv4 or IPv6 (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
     /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
     /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]

@@ -105,6 +105,7 @@ pub(crate) async fn solve(
         ssh: request.ssh.clone(),
         explain_cache: request.explain_cache,
         platform: graph.platform.clone(),
+        run_options: request.run_options.clone(),
     };
     let session = Arc::new(
         BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?,

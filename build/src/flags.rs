@@ -1,12 +1,14 @@
 //! What the values of `kiln build`'s flags mean: `K=V` pairs (a bare `--build-arg K`
 //! read from the environment), `--secret` specs, `--allow` entitlements, the limits of
-//! every RUN and `--timestamp`. The command line keeps the flags themselves; the rules for
-//! their values live here beside the request they fill, as `-o` and `--cache-to` specs
-//! do ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
+//! every RUN, what the command line adds to every RUN (`--add-host`) and `--timestamp`.
+//! The command line keeps the flags themselves; the rules for their values live here
+//! beside the request they fill, as `-o` and `--cache-to` specs do
+//! ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
 //! the command line has always printed them.
 
 use crate::BuildError;
 use kiln_executor::cgroup::Limits;
+use kiln_executor::sandbox::ExtraHost;
 use kiln_solver::{Entitlement, Entitlements, SecretSource, SshSource};
 use std::path::PathBuf;
 
@@ -149,6 +151,48 @@ pub fn limits(
     Ok(l)
 }
 
+/// `--add-host` values, as `docker buildx build` takes them: `HOST:IP` or `HOST=IP`, the
+/// address optionally in brackets (`[::1]`), several comma separated. The name is
+/// lower-cased as BuildKit does. `host-gateway` (the docker daemon's bridge address) has
+/// no meaning here: RUN shares the host's network namespace.
+pub fn extra_hosts(values: &[String]) -> Result<Vec<ExtraHost>, BuildError> {
+    let mut out = Vec::new();
+    for v in values {
+        let (host, ips) = v
+            .split_once('=')
+            .or_else(|| v.split_once(':'))
+            .filter(|(h, ip)| !h.is_empty() && !ip.is_empty())
+            .ok_or_else(|| bad(format!("--add-host {v:?}: expected HOST:IP or HOST=IP")))?;
+        if host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '#') {
+            return Err(bad(format!(
+                "--add-host {v:?}: {host:?} is not a host name (no spaces or #)"
+            )));
+        }
+        if ips == "host-gateway" {
+            return Err(bad(format!(
+                "--add-host {v:?}: host-gateway is not supported: RUN shares the host's \
+                 network, where the host is 127.0.0.1 (or ::1)"
+            )));
+        }
+        for ip in ips.split(',') {
+            let bare = ip
+                .strip_prefix('[')
+                .and_then(|i| i.strip_suffix(']'))
+                .unwrap_or(ip);
+            let ip = bare.parse().map_err(|_| {
+                bad(format!(
+                    "--add-host {v:?}: {ip:?} is not an IPv4 or IPv6 address"
+                ))
+            })?;
+            out.push(ExtraHost {
+                host: host.to_lowercase(),
+                ip,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// `--timestamp`: `keep` keeps real file times (else they are clamped to
 /// SOURCE_DATE_EPOCH).
 pub fn keep_timestamps(timestamp: Option<&str>) -> Result<bool, BuildError> {
@@ -180,5 +224,37 @@ mod tests {
         assert_eq!(limits(None, None, Some(-1)).unwrap().pids, None);
         assert!(limits(None, Some(0.0), None).is_err());
         assert!(keep_timestamps(Some("now")).is_err());
+    }
+
+    #[test]
+    fn add_host_takes_what_buildx_takes() {
+        let hosts = |v: &str| extra_hosts(&[v.to_string()]);
+        let line =
+            |v: &str| -> Vec<String> { hosts(v).unwrap().iter().map(|h| h.hosts_line()).collect() };
+        assert_eq!(line("db:10.0.0.2"), ["10.0.0.2\tdb\n"]);
+        assert_eq!(line("DB=10.0.0.2"), ["10.0.0.2\tdb\n"]);
+        // The first colon splits: the rest is an IPv6 address, bracketed or not.
+        assert_eq!(line("v6:fd00::1"), ["fd00::1\tv6\n"]);
+        assert_eq!(line("v6=[::1]"), ["::1\tv6\n"]);
+        assert_eq!(
+            line("two=10.0.0.1,10.0.0.2"),
+            ["10.0.0.1\ttwo\n", "10.0.0.2\ttwo\n"]
+        );
+        assert_eq!(
+            hosts("db").unwrap_err().to_string(),
+            "--add-host \"db\": expected HOST:IP or HOST=IP"
+        );
+        assert_eq!(
+            hosts("db:10.0.0.300").unwrap_err().to_string(),
+            "--add-host \"db:10.0.0.300\": \"10.0.0.300\" is not an IPv4 or IPv6 address"
+        );
+        assert!(hosts(":10.0.0.1").is_err());
+        assert!(hosts("a b:10.0.0.1").is_err());
+        assert!(
+            hosts("gw:host-gateway")
+                .unwrap_err()
+                .to_string()
+                .contains("host-gateway is not supported")
+        );
     }
 }

@@ -33,6 +33,8 @@ pub struct BuildRequest {
     pub explain_cache: bool,
     /// Limits of every RUN (memory, CPUs, processes).
     pub limits: kiln_executor::cgroup::Limits,
+    /// What the command line adds to every RUN (`--add-host`).
+    pub run_options: kiln_executor::sandbox::RunOptions,
     /// `--platform`, checked against this machine's by [`BuildRequest::registry_options`].
     pub platform: Option<String>,
     /// Pull every base image again, even when the store has it.

@@ -391,6 +391,7 @@ fn sleeper_mode() {
         files: vec![],
         snapshotter: Snapshotter::Overlay,
         insecure: false,
+        options: Default::default(),
     };
     let _ = try_run(spec);
 }
@@ -629,6 +630,7 @@ fn rootless_single_mode() {
         files: vec![],
         snapshotter: Snapshotter::Overlay,
         insecure: false,
+        options: Default::default(),
     };
     println!("single: {}", words(&run(spec).stdout));
 }
@@ -662,6 +664,7 @@ fn rootless_mode() {
         files: vec![],
         snapshotter: Snapshotter::Overlay,
         insecure: false,
+        options: Default::default(),
     };
     let r = run(spec.clone());
     println!("run-output: {}", words(&r.stdout));

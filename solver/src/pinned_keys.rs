@@ -14,7 +14,8 @@ use crate::entitlements::NetworkDefault;
 use crate::explain::KeyInputs;
 use crate::key::vertex_key;
 use crate::ops::{KeyContext, LayerOp};
-use crate::test_session::{Fixture, fixture, serve, step};
+use crate::test_session::{Fixture, fixture, fixture_with, serve, step};
+use kiln_executor::sandbox::{ExtraHost, RunOptions};
 use kiln_parser::{
     CacheSharing, CopyOp, CopySource, InlineFile, Mount, MountKind, NetworkMode, Op, RunOp,
     SecurityMode, Source, WorkdirOp,
@@ -163,6 +164,38 @@ fn run_keys_are_pinned() {
         key(&none, Op::Run(insecure_host)),
         "a8d1dd6df7a01c45876320bff1ddbe34ef41c564e6306c68f372716d4ca7b5b4"
     );
+}
+
+/// `--add-host` enters a RUN's key by its names, as in BuildKit (which clears the IPs of
+/// an exec op's extra hosts before hashing it): another name is another step, another
+/// address for the same name is the same step. Without the flag the keys are the pinned
+/// ones above.
+#[test]
+fn extra_host_names_enter_run_keys_and_their_addresses_do_not() {
+    let with = |hosts: &[(&str, &str)]| {
+        let options = RunOptions {
+            extra_hosts: hosts
+                .iter()
+                .map(|(host, ip)| ExtraHost {
+                    host: host.to_string(),
+                    ip: ip.parse().unwrap(),
+                })
+                .collect(),
+        };
+        key(
+            &fixture_with(NetworkDefault::Host, Some(0), options),
+            Op::Run(run_with_mounts()),
+        )
+    };
+    let plain = "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59";
+    assert_eq!(with(&[]), plain);
+    let db = with(&[("db", "10.0.0.2")]);
+    assert_eq!(
+        db,
+        "476a4cd913e80229cdedc02f516327641e215d2df83f6268a9d40a319fd9b63e"
+    );
+    assert_eq!(with(&[("db", "fd00::2")]), db);
+    assert_ne!(with(&[("cache", "10.0.0.2")]), db);
 }
 
 #[test]

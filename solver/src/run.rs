@@ -278,6 +278,7 @@ pub async fn run_image(
         files: Vec::new(),
         snapshotter,
         insecure: false,
+        options: Default::default(),
     };
     let outcome = sandbox::run_with_io(spec, opts.io, |_| {}).await?;
     drop(upper);

@@ -86,6 +86,9 @@ pub struct SolveOptions {
     pub ssh: Vec<(String, crate::ssh::SshSource)>,
     pub explain_cache: bool,
     pub platform: Platform,
+    /// What the command line adds to every RUN (`--add-host`); part of the RUN's key where
+    /// BuildKit keys it (module `ops::run`).
+    pub run_options: kiln_executor::sandbox::RunOptions,
 }
 
 /// What the solver works with: the store, the context and the options.

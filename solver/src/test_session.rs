@@ -17,6 +17,15 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -> Fixture {
+    fixture_with(network, source_date_epoch, Default::default())
+}
+
+/// [`fixture`] with what the command line adds to every RUN.
+pub(crate) fn fixture_with(
+    network: NetworkDefault,
+    source_date_epoch: Option<i64>,
+    run_options: kiln_executor::sandbox::RunOptions,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let context = dir.path().join("context");
     std::fs::create_dir_all(context.join("src/sub")).unwrap();
@@ -53,6 +62,7 @@ pub(crate) fn fixture(network: NetworkDefault, source_date_epoch: Option<i64>) -
             architecture: "amd64".into(),
             variant: None,
         },
+        run_options,
     };
     let session = Arc::new(BuildSession::new(store, options).unwrap());
     Fixture { dir, session }

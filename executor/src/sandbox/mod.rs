@@ -27,6 +27,7 @@ mod idmap;
 mod kernel_fs;
 mod mount;
 mod mountpoint;
+mod options;
 mod parent;
 mod pid1;
 mod process;
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::snapshot::Snapshotter;
 pub use exec::DEFAULT_PATH;
+pub use options::{ExtraHost, RunOptions};
 pub use parent::HELPER_ARG;
 use parent::{finish_helper, start_helper};
 use protocol::{Event, HelperRun, Request, RootfsPlan, Stub};
@@ -159,6 +161,7 @@ pub async fn run_with_io(
         scratch,
         cgroup_procs: cgroup.as_ref().map(|c| c.procs()),
         insecure: spec.insecure,
+        options: spec.options.clone(),
     }));
     let pty = match io {
         ProcessIo::Terminal { .. } => Some(

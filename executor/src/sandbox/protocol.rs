@@ -17,6 +17,7 @@ use rustix::net::{
 
 use serde::{Deserialize, Serialize};
 
+use super::options::RunOptions;
 use super::spec::MountSpec;
 pub(crate) use crate::snapshot::Stub;
 
@@ -51,6 +52,9 @@ pub(crate) struct HelperRun {
     /// `RunSpec::insecure`.
     #[serde(default)]
     pub insecure: bool,
+    /// `RunSpec::options`.
+    #[serde(default)]
+    pub options: RunOptions,
 }
 
 impl HelperRun {
@@ -70,6 +74,7 @@ impl HelperRun {
             scratch,
             cgroup_procs: None,
             insecure: false,
+            options: RunOptions::default(),
         }
     }
 }

@@ -163,6 +163,10 @@ pub(crate) fn populate(
     if !run.hostname.is_empty() {
         hosts_text.push_str(&format!("127.0.0.1\t{}\n", run.hostname));
     }
+    // `--add-host`, after the sandbox's own names as BuildKit writes them.
+    for extra in &run.options.extra_hosts {
+        hosts_text.push_str(&extra.hosts_line());
+    }
     std::fs::write(&hosts, hosts_text)
         .map_err(fail_io("etc", format!("write {}", hosts.display())))?;
     let resolv = run.scratch.join("resolv.conf");

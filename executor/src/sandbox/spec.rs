@@ -2,6 +2,7 @@
 //! network and stdio, the output lines and [`RunOutcome`], and [`SandboxError`]. The
 //! helper's modules read these types too, so they live below everything that uses them.
 
+use super::options::RunOptions;
 use crate::snapshot::Snapshotter;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ pub struct RunSpec {
     /// capability, no seccomp filter, no masked paths. Still inside the build's own user
     /// namespace, so no more power over the host than a rootless build's.
     pub insecure: bool,
+    /// What the command line adds to the RUN's environment (extra hosts); the default
+    /// adds nothing.
+    pub options: RunOptions,
 }
 
 /// Where the process's stdin, stdout and stderr go.

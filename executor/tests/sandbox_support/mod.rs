@@ -94,6 +94,7 @@ impl Sandbox {
             files: vec![],
             snapshotter: Snapshotter::Overlay,
             insecure: false,
+            options: Default::default(),
         }
     }
 }

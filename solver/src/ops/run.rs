@@ -1,6 +1,7 @@
 //! RUN: keyed by its command as expanded and everything that shapes the process (env,
-//! directory, user, the network it really gets, mounts, inline files, platform); executed
-//! in the sandbox with the layers below as its rootfs and `out` as the upper dir.
+//! directory, user, the network it really gets, mounts, inline files, platform, the names
+//! `--add-host` adds); executed in the sandbox with the layers below as its rootfs and
+//! `out` as the upper dir.
 
 use super::mounts::{Keep, mount_spec};
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
@@ -36,6 +37,11 @@ struct RunFields<'a> {
     security: Option<&'static str>,
     mounts: Vec<MountKey<'a>>,
     files: Vec<FileKey<'a>>,
+    /// `--add-host`: the names only, as BuildKit clears the IPs before hashing an exec op
+    /// (the name decides what the RUN can reach by name; where it points is this
+    /// machine's business). Absent without the flag, so every other key stays the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    extra_hosts: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -178,6 +184,7 @@ pub(crate) fn key(
         architecture,
         variant,
     } = &kc.session.options.platform;
+    let options = &kc.session.options.run_options;
     let key = RunKey {
         run: RunFields {
             argv,
@@ -204,6 +211,11 @@ pub(crate) fn key(
                         mode: *mode,
                     },
                 )
+                .collect(),
+            extra_hosts: options
+                .extra_hosts
+                .iter()
+                .map(|h| h.host.as_str())
                 .collect(),
         },
         platform: PlatformKey {
@@ -275,6 +287,7 @@ pub(crate) async fn exec(run: &RunOp, ctx: &StepContext<'_>, out: &Path) -> Resu
         snapshotter: session.snapshotter(progress).await,
         // Entitled by --allow security.insecure (crate::entitlements checked it).
         insecure: run.security == SecurityMode::Insecure,
+        options: session.options.run_options.clone(),
     };
     let mut tail = OutputTail::default();
     let progress2 = progress.clone();
