@@ -277,6 +277,7 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
     let graph = df.lower(
         build_args,
         args.target,
+        None,
         &kiln_parser::EmptyResolver,
         None,
         &|_| {},

@@ -210,7 +210,8 @@ pub struct BuildArgs {
     /// `keep` keeps real file times instead of clamping them to SOURCE_DATE_EPOCH (default 0).
     #[arg(long, value_name = "keep")]
     pub timestamp: Option<String>,
-    /// Target platform (`os/arch[/variant]`); kiln builds for the host's platform only.
+    /// Target platform (`os/arch[/variant]`, one for now); another architecture's RUN steps
+    /// need an emulator registered with binfmt_misc (qemu-user-static).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Pull every base image again, even when the store has it.

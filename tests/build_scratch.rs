@@ -413,20 +413,29 @@ fn a_local_cache_export_makes_a_fresh_store_build_everything_cached() {
 }
 
 #[test]
-fn platform_other_than_the_host_is_refused_with_a_clear_error() {
+fn another_platform_gives_its_image_and_bad_platform_values_are_clear_errors() {
     let kiln = Kiln::new();
-    let out = kiln.run(&[
-        "build",
-        "--platform",
-        "linux/s390x",
-        testdata("hello").to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--platform linux/s390x: kiln builds for this machine's platform"),
-        "{}",
-        stderr(&out)
-    );
+    let hello = testdata("hello");
+    let hello = hello.to_str().unwrap();
+    // No RUN, so no emulator is needed: the image is simply the other platform's.
+    kiln.build_ok(&["--platform", "linux/s390x", "-t", "s390x:1", hello]);
+    assert_eq!(kiln.image("s390x:1").config["architecture"], "s390x");
+    for (value, says) in [
+        (
+            "linux/amd64,linux/arm64",
+            "kiln builds one platform at a time for now",
+        ),
+        ("linux", "invalid platform \"linux\""),
+    ] {
+        let out = kiln.run(&["build", "--platform", value, hello]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains(&format!("--platform {value}: ")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
 }
 
 #[test]

@@ -15,6 +15,8 @@ pub struct StoreResolver<'a> {
     /// (`kiln build --check`, which builds nothing).
     offline: bool,
     registry: &'a kiln_registry::RegistryOptions,
+    /// What the build is for: a stored base of another platform is refused.
+    platform: &'a kiln_parser::Platform,
     /// Every image resolved, by its normalized name.
     used: Mutex<Vec<(String, ImageRef)>>,
 }
@@ -24,12 +26,14 @@ impl<'a> StoreResolver<'a> {
         store: &'a Store,
         pull: bool,
         registry: &'a kiln_registry::RegistryOptions,
+        platform: &'a kiln_parser::Platform,
     ) -> StoreResolver<'a> {
         StoreResolver {
             store,
             pull,
             offline: false,
             registry,
+            platform,
             used: Mutex::default(),
         }
     }
@@ -38,10 +42,11 @@ impl<'a> StoreResolver<'a> {
     pub fn offline(
         store: &'a Store,
         registry: &'a kiln_registry::RegistryOptions,
+        platform: &'a kiln_parser::Platform,
     ) -> StoreResolver<'a> {
         StoreResolver {
             offline: true,
-            ..StoreResolver::new(store, false, registry)
+            ..StoreResolver::new(store, false, registry, platform)
         }
     }
 
@@ -68,14 +73,31 @@ impl BaseResolver for StoreResolver<'_> {
         };
         let (_, config) = kiln_solver::images::read_image(self.store, reference, &image)
             .map_err(|e| e.to_string())?;
-        if let Ok(mut used) = self.used.lock() {
-            used.push((name, image));
-        }
-        let platform = kiln_parser::Platform {
+        let theirs = kiln_parser::Platform {
             os: config.os.clone(),
             architecture: config.architecture.clone(),
             variant: config.variant.clone(),
         };
+        // An image without a platform in its config (some hand-made ones) is taken as is;
+        // the checks (offline) report a mismatch as BuildKit's InvalidBaseImagePlatform.
+        let ours = self.platform;
+        let arm64_v8 = |p: &kiln_parser::Platform| {
+            p.architecture == "arm64" && p.variant.as_deref().is_none_or(|v| v == "v8")
+        };
+        let same = theirs.os == ours.os
+            && theirs.architecture == ours.architecture
+            && (theirs.variant == ours.variant
+                || arm64_v8(&theirs) && arm64_v8(ours)
+                || ours.variant.is_none());
+        if !self.offline && !config.architecture.is_empty() && !same {
+            return Err(format!(
+                "{reference}: the stored image is for {theirs}, the build for {ours}; \
+                 `kiln pull --platform {ours} {reference}` fetches the other one"
+            ));
+        }
+        if let Ok(mut used) = self.used.lock() {
+            used.push((name, image));
+        }
         let state = kiln_solver::oci_config::state_from_config(&config);
         Ok(BaseImage {
             env: state.config.env,
@@ -83,7 +105,7 @@ impl BaseResolver for StoreResolver<'_> {
             user: state.config.user,
             shell: state.config.shell.unwrap_or_default(),
             on_build: state.config.on_build,
-            platform: Some(platform),
+            platform: Some(theirs),
         })
     }
 }

@@ -30,6 +30,7 @@ pub async fn build(
     }
     let registry = request.registry_options()?;
     let (graph, _) = lower(store, request, &registry, notify)?;
+    request.check_execution(&graph)?;
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
             Ok(records) => notify(Notice::CacheImported {
@@ -51,11 +52,13 @@ pub(crate) fn lower(
     registry: &kiln_registry::RegistryOptions,
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<(BuildGraph, Vec<(String, ImageRef)>), BuildError> {
-    let resolver = StoreResolver::new(store, request.pull, registry);
+    let platform = request.target_platform()?;
+    let resolver = StoreResolver::new(store, request.pull, registry, &platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     let graph = request.dockerfile.lower(
         request.build_args.clone(),
         request.target.clone(),
+        Some(platform.clone()),
         &resolver,
         ignore.as_ref().map(|i| i as &dyn IgnoreCheck),
         notify,
@@ -73,11 +76,13 @@ pub fn check(
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<(CheckReport, Option<BuildError>), BuildError> {
     let registry = request.registry_options()?;
-    let resolver = StoreResolver::offline(store, &registry);
+    let platform = request.target_platform()?;
+    let resolver = StoreResolver::offline(store, &registry, &platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     request.dockerfile.check(
         request.build_args.clone(),
         request.target.clone(),
+        Some(platform.clone()),
         &resolver,
         ignore.as_ref().map(|i| i as &dyn IgnoreCheck),
         notify,

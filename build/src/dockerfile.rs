@@ -111,6 +111,7 @@ impl Dockerfile {
         &self,
         build_args: Vec<(String, String)>,
         target: Option<String>,
+        platform: Option<kiln_parser::Platform>,
         resolver: &dyn kiln_parser::BaseResolver,
         ignore: Option<&dyn IgnoreCheck>,
         warn: &dyn Fn(Notice),
@@ -119,7 +120,8 @@ impl Dockerfile {
             all_stages: false,
             ignore,
         };
-        let (graph, report) = self.lower_checked(build_args, target, resolver, check, warn)?;
+        let (graph, report) =
+            self.lower_checked(build_args, target, platform, resolver, check, warn)?;
         for finding in &report.findings {
             warn(Notice::Check {
                 file: self.display.clone(),
@@ -143,6 +145,7 @@ impl Dockerfile {
         &self,
         build_args: Vec<(String, String)>,
         target: Option<String>,
+        platform: Option<kiln_parser::Platform>,
         resolver: &dyn kiln_parser::BaseResolver,
         ignore: Option<&dyn IgnoreCheck>,
         warn: &dyn Fn(Notice),
@@ -151,7 +154,8 @@ impl Dockerfile {
             all_stages: true,
             ignore,
         };
-        let (graph, report) = self.lower_checked(build_args, target, resolver, check, warn)?;
+        let (graph, report) =
+            self.lower_checked(build_args, target, platform, resolver, check, warn)?;
         Ok((report, graph.err()))
     }
 
@@ -163,6 +167,7 @@ impl Dockerfile {
         &self,
         build_args: Vec<(String, String)>,
         target: Option<String>,
+        platform: Option<kiln_parser::Platform>,
         resolver: &dyn kiln_parser::BaseResolver,
         check: CheckOptions<'_>,
         warn: &dyn Fn(Notice),
@@ -187,7 +192,7 @@ impl Dockerfile {
         let opts = kiln_parser::LowerOptions {
             build_args,
             target,
-            platform: None,
+            platform,
         };
         let graph = match kiln_parser::lower_checked(&ast, &opts, resolver, check) {
             Ok((graph, found)) => {

@@ -70,29 +70,56 @@ pub fn source_date_epoch(
 }
 
 impl BuildRequest {
-    /// The registry options of this build's pulls and pushes: its insecure registries and
-    /// this machine's platform, the only one kiln builds for (a `--platform` naming
-    /// another is refused here).
-    pub fn registry_options(&self) -> Result<kiln_registry::RegistryOptions, BuildError> {
+    /// The platform this build is for: `--platform` (one, `os/arch[/variant]`), else this
+    /// machine's. `arm64/v8` is `arm64`, as containerd normalizes it.
+    pub fn target_platform(&self) -> Result<kiln_parser::Platform, BuildError> {
         let host = kiln_parser::lower::host_platform();
-        let short = format!("{}/{}", host.os, host.architecture);
-        let host_name = match &host.variant {
-            Some(v) => format!("{short}/{v}"),
-            None => short.clone(),
+        let Some(p) = &self.platform else {
+            return Ok(host);
         };
-        if let Some(p) = &self.platform
-            && p != &host_name
-            && p != &short
-        {
+        if p.contains(',') {
             return Err(BuildError::Request(format!(
-                "--platform {p}: kiln builds for this machine's platform ({host_name}) only"
+                "--platform {p}: kiln builds one platform at a time for now"
             )));
         }
+        let mut platform = kiln_parser::Platform::parse(p)
+            .map_err(|e| BuildError::Request(format!("--platform {p}: {e}")))?;
+        if platform.architecture == "arm64" && platform.variant.as_deref() == Some("v8") {
+            platform.variant = None;
+        }
+        // `linux/arm` on an ARMv7 machine is that machine.
+        if platform.os == host.os
+            && platform.architecture == host.architecture
+            && platform.variant.is_none()
+        {
+            return Ok(host);
+        }
+        Ok(platform)
+    }
+
+    /// The registry options of this build's pulls and pushes: its insecure registries and
+    /// the platform it is for (a base is pulled for it).
+    pub fn registry_options(&self) -> Result<kiln_registry::RegistryOptions, BuildError> {
         Ok(kiln_registry::RegistryOptions {
             insecure_registries: self.insecure_registries.clone(),
-            platform: Some(host_name),
+            platform: Some(self.target_platform()?.to_string()),
             ..kiln_registry::RegistryOptions::default()
         })
+    }
+
+    /// Fails, before anything runs, when the graph has a RUN this machine cannot execute
+    /// for its platform (no emulator registered for it), naming what to install.
+    pub fn check_execution(&self, graph: &kiln_parser::BuildGraph) -> Result<(), BuildError> {
+        let runs = graph
+            .stages
+            .iter()
+            .flat_map(|s| &s.steps)
+            .any(|step| matches!(step.op, kiln_parser::Op::Run(_)));
+        if runs {
+            kiln_executor::binfmt::execution(&graph.platform)
+                .map_err(|e| BuildError::Request(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 

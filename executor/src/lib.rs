@@ -8,12 +8,14 @@
 //! cleaned up fd-relative, never through a symlink: `beneath`), the merged read-only view
 //! of a layer stack (`layered`), applying `COPY`/`ADD` into a new layer, making
 //! WORKDIR's directory (`workdir`), and committing a step's layer into the store, blob and
-//! snapshot ([`commit::commit_layer`], the one owner of the COPY staging on a tmpfs).
+//! snapshot ([`commit::commit_layer`], the one owner of the COPY staging on a tmpfs), and
+//! whether RUN can execute for a foreign platform here ([`binfmt`]).
 //!
 //! It knows nothing of Dockerfile syntax or registries: it receives expanded operations from
 //! the solver.
 
 mod beneath;
+pub mod binfmt;
 pub mod cgroup;
 pub mod commit;
 pub mod layer_dir;
