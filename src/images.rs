@@ -121,9 +121,15 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
         all: args.all,
         keep_storage,
     })?;
+    // Git repositories are named only when there were some, so the line stays what it
+    // was for a store without git sources.
+    let git = match report.git_repos_removed {
+        0 => String::new(),
+        n => format!("{n} git repositories, "),
+    };
     println!(
         "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts, \
-         {} leftovers of interrupted builds; total reclaimed space: {}",
+         {git}{} leftovers of interrupted builds; total reclaimed space: {}",
         report.blobs_removed,
         report.snapshots_removed,
         report.records_removed,

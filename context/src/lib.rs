@@ -4,9 +4,12 @@
 //! - path resolution clamped to the context root ([`resolve_in_root`]), BuildKit's rules;
 //! - content checksums of COPY/ADD sources ([`Context::checksum`]) that ignore
 //!   mtime/atime/inode/owner and use a persisted stat cache, so a no-op rebuild re-hashes
-//!   nothing; [`diff_entries`] says which file changed, for `--explain-cache`.
+//!   nothing; [`diff_entries`] says which file changed, for `--explain-cache`;
+//! - [`git`]: a remote git repository at one commit as a directory tree (ADD's git
+//!   sources, a git URL as the build context), through the `git` CLI.
 //!
-//! The crate knows nothing of Dockerfile syntax, namespaces or the store: the solver
+//! The crate knows nothing of Dockerfile syntax, namespaces or the store (a git source's
+//! cache repository is a directory the caller gets from the store): the solver
 //! decides which patterns to checksum and how to combine digests into cache keys, and
 //! the store says where a context's stat cache lives (`kiln_store::Store::stat_cache_path`).
 //!
@@ -27,6 +30,7 @@
 //! ```
 
 pub mod checksum;
+pub mod git;
 pub mod ignore;
 pub mod resolve;
 mod statcache;

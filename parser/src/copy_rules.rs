@@ -12,12 +12,17 @@ pub enum SourceKind {
     Path,
     /// An `http://` or `https://` URL, which ADD downloads.
     Url,
+    /// A git repository ([`crate::git_ref`]), which ADD checks out.
+    Git,
 }
 
 impl SourceKind {
     /// The kind of a source as written.
     pub fn of(source: &str) -> SourceKind {
-        if source.starts_with("http://") || source.starts_with("https://") {
+        // A git reference whose query is wrong is still one (lowering says what is wrong).
+        if !matches!(crate::git_ref::parse_git_ref(source), Ok(None)) {
+            SourceKind::Git
+        } else if source.starts_with("http://") || source.starts_with("https://") {
             SourceKind::Url
         } else {
             SourceKind::Path
@@ -30,6 +35,8 @@ impl SourceKind {
 pub enum CopyRuleError {
     #[error("source can't be a URL for COPY")]
     UrlForCopy,
+    #[error("source can't be a git ref for COPY")]
+    GitForCopy,
     #[error("checksum can't be specified for COPY")]
     ChecksumForCopy,
     #[error("checksum can't be specified for multiple sources")]
@@ -39,8 +46,8 @@ pub enum CopyRuleError {
 }
 
 /// Checks the named sources of a COPY (`add` false) or ADD, and whether `--checksum` was
-/// given, in BuildKit's order: a URL in a COPY first, then what `--checksum` needs (ADD,
-/// exactly one source, a URL).
+/// given, in BuildKit's order: a URL or git reference in a COPY first, then what
+/// `--checksum` needs (ADD, exactly one source, a URL or git reference).
 pub fn check_sources(
     add: bool,
     checksum: bool,
@@ -49,6 +56,9 @@ pub fn check_sources(
     if !add && sources.contains(&SourceKind::Url) {
         return Err(CopyRuleError::UrlForCopy);
     }
+    if !add && sources.contains(&SourceKind::Git) {
+        return Err(CopyRuleError::GitForCopy);
+    }
     if checksum {
         if !add {
             return Err(CopyRuleError::ChecksumForCopy);
@@ -56,7 +66,7 @@ pub fn check_sources(
         if sources.len() != 1 {
             return Err(CopyRuleError::ChecksumMultipleSources);
         }
-        if sources[0] != SourceKind::Url {
+        if sources[0] == SourceKind::Path {
             return Err(CopyRuleError::ChecksumNeedsUrl);
         }
     }
@@ -74,6 +84,15 @@ mod tests {
         assert_eq!(SourceKind::of("http://x"), Url);
         assert_eq!(SourceKind::of("ftp://x"), Path);
         assert_eq!(SourceKind::of("src/http://x"), Path);
+        assert_eq!(SourceKind::of("https://x/y.git#main"), SourceKind::Git);
+        assert_eq!(SourceKind::of("git@x:y.git"), SourceKind::Git);
+        assert_eq!(
+            check_sources(false, false, &[SourceKind::Git])
+                .unwrap_err()
+                .to_string(),
+            "source can't be a git ref for COPY"
+        );
+        assert!(check_sources(true, true, &[SourceKind::Git]).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! solver never looks at Dockerfile syntax; it reads these types, hashes them (they are
 //! `Serialize`, with `Vec`s rather than maps so the bytes are stable) and executes them.
 
+pub use crate::git_ref::GitRef;
 use serde::Serialize;
 
 /// Where an instruction or flag stands in the Dockerfile, 1-based.
@@ -313,6 +314,9 @@ pub enum CopySource {
     Path(String),
     /// An `http(s)://` URL (ADD only).
     Url(String),
+    /// A git repository (ADD only, and then its only source): `source` as written after
+    /// expansion, `git` parsed, with `--keep-git-dir` and `--checksum` merged into it.
+    Git { source: String, git: GitRef },
     /// A heredoc (`COPY <<EOF /dest`): the file named `name` with this content, mode 0644.
     Heredoc { name: String, content: String },
 }

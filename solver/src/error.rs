@@ -57,6 +57,12 @@ pub enum StepError {
 
     #[error("ADD {url}: {source}")]
     Fetch { url: String, source: std::io::Error },
+    #[error(transparent)]
+    Git(#[from] kiln_context::git::GitError),
+    #[error(transparent)]
+    GitRepo(#[from] kiln_store::GitRepoError),
+    #[error("git checkout: scratch directory: {0}")]
+    GitScratch(#[source] std::io::Error),
 
     #[error("process \"{command}\" did not complete successfully: exit code: {exit_code}")]
     ProcessFailed { command: String, exit_code: i32 },

@@ -109,6 +109,10 @@ pub struct BuildSession {
     images: std::sync::Mutex<std::collections::HashMap<String, ResolvedImage>>,
     /// Agents started for `--ssh ID=KEYFILE`, by id: one per build, on first use.
     key_agents: std::sync::Mutex<std::collections::HashMap<String, Arc<crate::ssh::KeyAgent>>>,
+    /// Git refs resolved so far, by remote and ref: every step sees the same commit even
+    /// if the ref moves during the build.
+    git_refs:
+        std::sync::Mutex<std::collections::HashMap<(String, String), kiln_context::git::Resolved>>,
 }
 
 impl BuildSession {
@@ -132,6 +136,7 @@ impl BuildSession {
             explain,
             images: Default::default(),
             key_agents: Default::default(),
+            git_refs: Default::default(),
         })
     }
 
@@ -238,6 +243,26 @@ impl BuildSession {
             layers,
             state: oci_config::state_from_config(&config),
         })
+    }
+
+    /// `reference` of git `remote` as this build resolved it first (`resolve` asks the
+    /// remote when this build has not yet).
+    pub(crate) fn resolve_git(
+        &self,
+        remote: &str,
+        reference: &str,
+        resolve: impl FnOnce() -> Result<kiln_context::git::Resolved, StepError>,
+    ) -> Result<kiln_context::git::Resolved, StepError> {
+        let key = (remote.to_string(), reference.to_string());
+        if let Some(known) = self.git_refs.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(known);
+        }
+        let resolved = resolve()?;
+        if let Ok(mut refs) = self.git_refs.lock() {
+            // A build that resolved it meanwhile wins: the first answer is the build's.
+            return Ok(refs.entry(key).or_insert(resolved).clone());
+        }
+        Ok(resolved)
     }
 
     /// The layer of `layer`, unpacking its blob into a snapshot if that is missing.

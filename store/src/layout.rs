@@ -15,6 +15,8 @@
 //! tmp/proc-*/             per-process scratch (see [`crate::scratch`]); a dead one is reclaimed
 //! cachemounts/<hex>/      RUN --mount=type=cache directories, <hex>.lock beside each
 //!                         (see [`Store::cache_mount`])
+//! git/<hex>/              git sources' fetch cache: a bare repository per remote,
+//!                         <hex>.lock beside each (see [`Store::git_repo`])
 //! explain/<hex>[.key]     side records: --explain-cache inputs of a step
 //! registry/sources/<hex>  side records: the repositories a blob was pulled from or pushed to
 //! ```
@@ -42,6 +44,7 @@ const LAYERS: &str = "layers";
 const STATCACHE: &str = "statcache";
 const TMP: &str = "tmp";
 const CACHEMOUNTS: &str = "cachemounts";
+const GIT: &str = "git";
 const EXPLAIN: &str = "explain";
 const REGISTRY: &str = "registry";
 const REGISTRY_SOURCES: &str = "sources";
@@ -61,6 +64,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     STATCACHE,
     TMP,
     CACHEMOUNTS,
+    GIT,
     EXPLAIN,
     REGISTRY,
 ];
@@ -141,6 +145,11 @@ impl Store {
     /// `RUN --mount=type=cache` directories and their lock files.
     pub(crate) fn cache_mounts_dir(&self) -> PathBuf {
         self.root().join(CACHEMOUNTS)
+    }
+
+    /// Git sources' cache repositories and their lock files.
+    pub(crate) fn git_repos_dir(&self) -> PathBuf {
+        self.root().join(GIT)
     }
 
     /// The directory of one kind of side record.

@@ -4,7 +4,7 @@
 //! the cache index (cache key → [`CacheRecord`]), image refs (`name:tag` → [`ImageRef`])
 //! and the one image lookup by name or ID prefix ([`Store::find_image`]), per-process
 //! scratch directories, `RUN --mount=type=cache` directories with their sharing locks
-//! ([`Store::cache_mount`]), named side records of other crates ([`Store::side_records`]),
+//! ([`Store::cache_mount`]), git sources' fetch cache ([`Store::git_repo`]), named side records of other crates ([`Store::side_records`]),
 //! file locks for concurrent builds, and [`Store::prune`]. Every write is atomic (temp
 //! file, fsync, rename, fsync dir): a build killed at any instant leaves a store the next
 //! build uses without repair.
@@ -38,6 +38,7 @@ mod cachemount;
 mod digest;
 mod error;
 mod fsutil;
+mod gitrepo;
 mod layout;
 mod lookup;
 mod prune;
@@ -54,6 +55,7 @@ pub use cachemount::{CacheMount, CacheMountDir, CacheMountError, CacheSharing, N
 pub use digest::{canonical_json, is_sha256_hex, parse_digest, sha256_digest, sha256_hex};
 pub use error::StoreError;
 pub use fsutil::{atomic_write, fsync_dir};
+pub use gitrepo::{GitRepo, GitRepoError};
 pub use layout::SideRecordKind;
 pub use lookup::{FoundImage, LookupError};
 pub use prune::{PruneOptions, PruneReport};

@@ -43,6 +43,8 @@ pub struct PruneReport {
     pub records_removed: u64,
     /// `RUN --mount=type=cache` directories (only with `all`).
     pub cache_mounts_removed: u64,
+    /// Git sources' cache repositories (only with `all`).
+    pub git_repos_removed: u64,
     /// Scratch left in `tmp/` by dead processes (a build killed mid-RUN).
     pub scratch_removed: u64,
     pub bytes_freed: u64,
@@ -260,7 +262,8 @@ impl Store {
     /// - `explain/<place>` + `.key` ([`SideRecordKind::Explain`]): dropped with the cache
     ///   record of that key;
     /// - `cachemounts/<id>` + `.lock` (`RUN --mount=type=cache`): dropped with `all`, like
-    ///   BuildKit's `prune --all` (no build runs: prune holds the store lock exclusively).
+    ///   BuildKit's `prune --all` (no build runs: prune holds the store lock exclusively);
+    /// - `git/<hex>` + `.lock` (git sources' fetch cache): dropped with `all` too.
     fn prune_side_dirs(&self, all: bool, report: &mut PruneReport) -> Result<()> {
         let read = |dir: &std::path::Path| -> Vec<fs::DirEntry> {
             fs::read_dir(dir)
@@ -312,6 +315,14 @@ impl Store {
                 if is_dir {
                     report.bytes_freed += tree_size(&p);
                     report.cache_mounts_removed += 1;
+                }
+                remove_any(&p).map_err(io_err("remove", p.clone()))?;
+            }
+            for entry in read(&self.git_repos_dir()) {
+                let p = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    report.bytes_freed += tree_size(&p);
+                    report.git_repos_removed += 1;
                 }
                 remove_any(&p).map_err(io_err("remove", p.clone()))?;
             }
@@ -414,6 +425,9 @@ mod tests {
             rustix::process::getegid().as_raw(),
         );
         drop(new.publish(0o755, uid, gid).unwrap());
+        let repo = store.git_repo("https://example.invalid/r.git").unwrap();
+        fs::create_dir_all(repo.path().join("objects")).unwrap();
+        drop(repo);
 
         // Not made by the store: beside its directories and inside them.
         let foreign = [
@@ -439,6 +453,7 @@ mod tests {
         assert_eq!(report.snapshots_removed, 1);
         assert_eq!(report.records_removed, 1);
         assert_eq!(report.cache_mounts_removed, 1);
+        assert_eq!(report.git_repos_removed, 1);
 
         for f in &foreign {
             assert_eq!(fs::read(f).unwrap(), b"keep", "{}", f.display());
@@ -447,6 +462,7 @@ mod tests {
         assert!(!store.has_snapshot(&snapshot_id));
         assert!(store.get_record(&key).unwrap().is_none());
         assert!(names(&store.layers_dir()).is_empty());
+        assert!(names(&store.git_repos_dir()).is_empty());
         assert!(names(&store.side_records_dir(SideRecordKind::RegistrySources)).is_empty());
         assert!(names(&store.side_records_dir(SideRecordKind::Explain)).is_empty());
         assert!(names(&store.cache_mounts_dir()).is_empty());

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod gitserve;
 pub mod identity;
 
 use std::collections::BTreeMap;

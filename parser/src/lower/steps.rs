@@ -479,6 +479,39 @@ impl StageLowering<'_, '_> {
         })
     }
 
+    /// ADD's git source `s`, with the instruction's `--keep-git-dir` and `--checksum`,
+    /// which must agree with the URL's own (BuildKit's texts).
+    fn git_source(
+        &self,
+        s: &str,
+        c: &CopyCommand,
+        checksum: Option<&str>,
+        span: Span,
+    ) -> Result<CopySource, LowerError> {
+        let mut git = crate::git_ref::parse_git_ref(s)
+            .map_err(|e| at(span, e.to_string()))?
+            .ok_or_else(|| at(span, format!("{s}: not a git reference")))?;
+        if let (Some(flag), Some(query)) = (c.keep_git_dir, git.keep_git_dir)
+            && flag != query
+        {
+            return Err(at(span, "inconsistent keep-git-dir configuration"));
+        }
+        git.keep_git_dir = Some(git.keep_git_dir.or(c.keep_git_dir).unwrap_or(false));
+        if let Some(flag) = checksum {
+            if !git.checksum.is_empty() && git.checksum != flag {
+                return Err(at(
+                    span,
+                    format!("checksum mismatch {flag:?} != {:?}", git.checksum),
+                ));
+            }
+            git.checksum = flag.to_string();
+        }
+        Ok(CopySource::Git {
+            source: s.to_string(),
+            git,
+        })
+    }
+
     fn lower_copy(
         &mut self,
         c: &CopyCommand,
@@ -543,14 +576,19 @@ impl StageLowering<'_, '_> {
         }
         copy_rules::check_sources(c.add, checksum.is_some(), &kinds)
             .map_err(|e| at(span, e.to_string()))?;
-        let mut sources: Vec<CopySource> = srcs
-            .iter()
-            .zip(&kinds)
-            .map(|(s, kind)| match kind {
+        let mut sources = Vec::with_capacity(srcs.len());
+        for (s, kind) in srcs.iter().zip(&kinds) {
+            sources.push(match kind {
                 SourceKind::Url => CopySource::Url(s.clone()),
                 SourceKind::Path => CopySource::Path(s.clone()),
-            })
-            .collect();
+                SourceKind::Git => {
+                    if srcs.len() + c.contents.len() > 1 {
+                        return Err(at(span, "a git source must be the only source of its ADD"));
+                    }
+                    self.git_source(s, c, checksum.as_deref(), span)?
+                }
+            });
+        }
         for content in &c.contents {
             let data = if content.expand {
                 let mut lex = Lexer::new('\\');

@@ -1,9 +1,10 @@
 //! COPY and ADD: keyed by the copy options and the content of what they select (context
-//! checksums, the key of a stage or image read, a URL's bytes or pinned checksum); executed
-//! by the executor's copier into the layer directory.
+//! checksums, the key of a stage or image read, a URL's bytes or pinned checksum, a git
+//! source's commit); executed by the executor's copier into the layer directory.
 
 use super::fetch::Fetched;
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
+use crate::blocking::blocking;
 use crate::error::{SolveError, StepError};
 use crate::result::{StageInputs, StageResult, find_input, lowers_of};
 use crate::session::BuildSession;
@@ -40,7 +41,15 @@ struct CopyFields<'a> {
 enum CopySourceKey<'a> {
     Path(&'a str),
     Url(&'a str),
-    Heredoc { name: &'a str, content: &'a str },
+    Heredoc {
+        name: &'a str,
+        content: &'a str,
+    },
+    /// Neither the remote nor the ref: the commit they resolve to is the step's input.
+    Git {
+        subdir: &'a str,
+        keep_git_dir: bool,
+    },
 }
 
 /// The key parameters of `copy`. Inputs, in this order: each URL's pinned checksum or the
@@ -67,14 +76,27 @@ pub(crate) fn key(
         unpack,
         keep_git_dir,
     } = copy;
+    let mut git_source = false;
     for source in sources {
-        if let CopySource::Url(url) = source {
-            // Content decides, like BuildKit: a pinned checksum, else the bytes.
-            let sum = match checksum {
-                Some(sum) => sum.clone(),
-                None => fetched.fetch(kc.session, url)?,
-            };
-            parts.inputs.push((format!("url {url}"), sum));
+        match source {
+            CopySource::Url(url) => {
+                // Content decides, like BuildKit: a pinned checksum, else the bytes.
+                let sum = match checksum {
+                    Some(sum) => sum.clone(),
+                    None => fetched.fetch(kc.session, url)?,
+                };
+                parts.inputs.push((format!("url {url}"), sum));
+            }
+            CopySource::Git { git, .. } => {
+                // The commit decides (BuildKit's git source key), never the ref's name.
+                let resolved = super::git::resolve(kc.session, git)?;
+                parts
+                    .inputs
+                    .push((format!("git {}", git.remote), resolved.commit.clone()));
+                fetched.git = Some(resolved);
+                git_source = true;
+            }
+            CopySource::Path(_) | CopySource::Heredoc { .. } => {}
         }
     }
     match from {
@@ -106,6 +128,10 @@ pub(crate) fn key(
                     CopySource::Heredoc { name, content } => {
                         CopySourceKey::Heredoc { name, content }
                     }
+                    CopySource::Git { git, .. } => CopySourceKey::Git {
+                        subdir: &git.subdir,
+                        keep_git_dir: git.keep_git_dir.unwrap_or(false),
+                    },
                 })
                 .collect(),
             dest,
@@ -115,7 +141,8 @@ pub(crate) fn key(
             link: *link,
             parents: *parents,
             exclude,
-            checksum: checksum.as_deref(),
+            // A git source's checksum only checks the commit, which is an input already.
+            checksum: checksum.as_deref().filter(|_| !git_source),
             unpack: *unpack,
             keep_git_dir: *keep_git_dir,
         },
@@ -125,14 +152,60 @@ pub(crate) fn key(
 
 /// The copy to carry out: the executor runs it as it commits the layer (where and how it
 /// stages it is the executor's business, see [`kiln_executor::commit`]).
-pub(crate) fn exec(
+pub(crate) async fn exec(
     copy: &CopyOp,
     ctx: &StepContext<'_>,
     fetched: &Fetched,
 ) -> Result<LayerSource, SolveError> {
+    let git = copy.sources.iter().find_map(|s| match s {
+        CopySource::Git { git, .. } => Some(git.clone()),
+        _ => None,
+    });
+    if let (Some(git), Some(resolved)) = (git, fetched.git.clone()) {
+        let session = ctx.session.clone();
+        let checkout = blocking(move || super::git::checkout(&session, &git, &resolved))
+            .await
+            .map_err(|e| ctx.at(e))?;
+        let req = git_request(copy, ctx.current, &checkout.tree);
+        if let Ok(mut kept) = fetched.checkout.lock() {
+            *kept = Some(checkout);
+        }
+        return Ok(LayerSource::Copy(Box::new(req)));
+    }
     let req =
         copy_request(ctx.session, copy, ctx.current, ctx.inputs, fetched).map_err(|e| ctx.at(e))?;
     Ok(LayerSource::Copy(Box::new(req)))
+}
+
+/// The copy of a git source (ADD's only source then): the checkout's `subdir` (its root
+/// when empty), read as a context is (owners 0:0, symlinks inside copied as they are),
+/// into the destination. The checksum was checked against the commit when keying.
+fn git_request(copy: &CopyOp, current: &StageResult, tree: &std::path::Path) -> CopyRequest {
+    let subdir = copy.sources.iter().find_map(|s| match s {
+        CopySource::Git { git, .. } if !git.subdir.is_empty() => Some(git.subdir.clone()),
+        _ => None,
+    });
+    CopyRequest {
+        sources: vec![SourceSpec::Path(subdir.unwrap_or_else(|| "/".to_string()))],
+        from: SourceRoot::Dir {
+            root: tree.to_path_buf(),
+            filter: None,
+        },
+        dest: copy.dest.clone(),
+        workdir: copy.workdir.clone(),
+        target: LayeredFs::new(current.lowers()),
+        chown: copy.chown.clone(),
+        chmod: copy.chmod.clone(),
+        add: copy.add,
+        unpack: Some(false),
+        checksum: None,
+        parents: false,
+        excludes: copy.exclude.clone(),
+        link: copy.link,
+        stage_contents: false,
+        // Git's HTTP credentials are not BuildKit's HTTP_AUTH_* secrets (GIT_AUTH_TOKEN is).
+        authorization: None,
+    }
 }
 
 fn copy_request(
@@ -162,6 +235,8 @@ fn copy_request(
         .map(|s| match s {
             CopySource::Path(p) => SourceSpec::Path(p.clone()),
             CopySource::Url(u) => fetched.source(u),
+            // Lowering makes a git source ADD's only one, which `exec` copies on its own.
+            CopySource::Git { source, .. } => SourceSpec::Path(source.clone()),
             CopySource::Heredoc { name, content } => SourceSpec::Inline {
                 name: name.clone(),
                 content: content.clone().into_bytes(),

@@ -2,6 +2,10 @@
 //! the session's scratch space and hashes those bytes; the copy then takes that same file.
 //! A server whose answer changes between two requests can therefore never give a layer
 //! that does not match its key.
+//!
+//! A git source is kept the same way: keying resolves its ref to a commit (kept here),
+//! and only a step that runs checks that commit out ([`super::git`]), into a directory
+//! kept here until the step is done.
 
 use crate::error::StepError;
 use crate::session::BuildSession;
@@ -12,6 +16,10 @@ use std::path::Path;
 #[derive(Default)]
 pub(crate) struct Fetched {
     files: Vec<FetchedUrl>,
+    /// The commit of the step's git source, as keying resolved it.
+    pub(crate) git: Option<kiln_context::git::Resolved>,
+    /// The git checkout the step's copy reads, once made.
+    pub(crate) checkout: std::sync::Mutex<Option<super::git::Checkout>>,
 }
 
 struct FetchedUrl {

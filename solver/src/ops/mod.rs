@@ -18,6 +18,7 @@
 
 pub(crate) mod copy;
 pub(crate) mod fetch;
+pub(crate) mod git;
 pub(crate) mod mounts;
 pub(crate) mod run;
 pub(crate) mod workdir;
@@ -187,7 +188,7 @@ impl<'a> LayerOp<'a> {
                 run::exec(run, ctx, out.path()).await?;
                 Ok(LayerSource::Dir(out))
             }
-            LayerOp::Copy(copy) => copy::exec(copy, ctx, &keyed.fetched),
+            LayerOp::Copy(copy) => copy::exec(copy, ctx, &keyed.fetched).await,
             LayerOp::Workdir(w) => {
                 let out = ctx
                     .session

@@ -1,0 +1,265 @@
+//! Git sources against real servers on loopback, started here: `git daemon` (git://) and
+//! `git http-backend` behind the test's own HTTP server ([`common::gitserve`]), serving
+//! repositories the test makes. Each case runs as root and as the unprivileged test user.
+//!
+//! Covered: a ref by branch, tag (annotated) and commit, `#ref:subdir` and the query form,
+//! `--keep-git-dir`, `--checksum` matching and not, an unknown ref and an unreachable host
+//! (errors naming the Dockerfile line, nothing tagged), file modes and symlinks of the
+//! repository kept as they are, a rebuild at the same commit all CACHED, a new commit
+//! re-running only what depends on it, two `--no-cache` builds giving one image ID, and a
+//! git URL as the build context.
+
+mod common;
+
+use common::Image;
+use common::gitserve::GitServers;
+use common::identity::{Identity, World, assert_ok, assert_refused, both, identities};
+use std::collections::BTreeMap;
+use std::process::Output;
+
+/// Each step's title (`[2/5] ADD ...`) and whether it was CACHED, in order.
+fn steps(out: &Output) -> Vec<(String, bool)> {
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let mut titles: BTreeMap<u32, String> = BTreeMap::new();
+    let mut cached = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<u32>() else { continue };
+        if what.starts_with('[') && what.contains("] ") {
+            titles.entry(id).or_insert_with(|| what.to_string());
+        } else if what == "CACHED" {
+            cached.push(id);
+        }
+    }
+    titles
+        .into_iter()
+        .filter(|(_, t)| !t.contains("FROM "))
+        .map(|(id, t)| (t, cached.contains(&id)))
+        .collect()
+}
+
+fn image(w: &World, tag: &str) -> Image {
+    let dir = w.user_dir("save");
+    let file = dir.join(format!("{}.tar", tag.replace(':', "-")));
+    let out = w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]);
+    assert_ok(&out);
+    Image::from_docker_archive(&file)
+}
+
+fn image_id(out: &Output) -> String {
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("writing image "))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no image id in {}", both(out)))
+}
+
+#[test]
+fn git_sources_by_branch_tag_commit_and_query_as_root_and_rootless() {
+    let servers = GitServers::start();
+    let repo = servers.repo("app");
+    let first = repo.commit(
+        &[
+            ("README", "hello\n", 0o664),
+            ("bin/run.sh", "#!/bin/sh\necho run\n", 0o775),
+            ("sub/x.txt", "x1\n", 0o600),
+        ],
+        "first",
+    );
+    repo.symlink("escape", "../../../../../../etc/passwd");
+    repo.symlink("sub/up", "../../..");
+    repo.tag("v1");
+    let tagged = repo.head();
+    let (http, gitd) = (servers.http_url("app"), servers.git_url("app"));
+    let prefix = &tagged[..12];
+
+    for id in identities() {
+        let main_head = repo.head();
+        let w = World::new(id);
+        let dockerfile = format!(
+            "FROM scratch AS pinned\n\
+             ADD {gitd}#{first} /pinned\n\
+             FROM scratch\n\
+             ADD {gitd}#v1:sub /tag/\n\
+             ADD --checksum={prefix} {http}?tag=v1 /sum\n\
+             ADD {http}#main /http/\n\
+             ADD --keep-git-dir {gitd}?branch=main&subdir=sub /kept\n\
+             ADD {http}?ref=main&keep-git-dir=true /full\n\
+             COPY --from=pinned /pinned /pinned\n"
+        );
+        let ctx = w.context("ctx", &dockerfile);
+        let out = w.build(&ctx, &["-t", "app:1"]);
+        assert_ok(&out);
+        let img = image(&w, "app:1");
+        // Modes as BuildKit's git source gives them: 0644, 0755 for executables.
+        assert_eq!(img.text("http/README"), "hello\n");
+        assert_eq!(img.file("http/README").mode & 0o7777, 0o644);
+        assert_eq!(img.file("http/bin/run.sh").mode & 0o7777, 0o755);
+        assert_eq!(img.file("http/sub/x.txt").mode & 0o7777, 0o644);
+        assert_eq!(img.file("http/bin").mode & 0o7777, 0o755);
+        assert_eq!(img.file("http/README").uid, 0);
+        // The repository's symlinks are copied as symlinks, never followed out.
+        let escape = img.file("http/escape");
+        assert_eq!(
+            (escape.kind, escape.link.as_str()),
+            ('l', "../../../../../../etc/passwd")
+        );
+        assert_eq!(img.file("http/sub/up").kind, 'l');
+        assert!(
+            !img.files.contains_key("http/.git"),
+            "{:?}",
+            img.files.keys()
+        );
+        // A subdir, by tag (annotated: its commit), and the query form.
+        assert_eq!(img.text("tag/x.txt"), "x1\n");
+        assert!(!img.files.contains_key("tag/README"));
+        assert_eq!(img.text("sum/README"), "hello\n");
+        assert_eq!(img.text("kept/x.txt"), "x1\n");
+        assert!(
+            img.files.contains_key("full/.git/HEAD"),
+            "{:?}",
+            img.files.keys()
+        );
+        assert_eq!(img.text("full/.git/HEAD").trim(), main_head);
+        assert!(img.text("full/.git/config").contains(&http));
+        assert_eq!(img.text("pinned/README"), "hello\n");
+        assert!(
+            !img.files.contains_key("pinned/escape"),
+            "the pinned commit has no link"
+        );
+
+        // The same commits again: every step CACHED.
+        let again = w.build(&ctx, &["-t", "app:1"]);
+        assert_ok(&again);
+        let st = steps(&again);
+        assert!(
+            st.iter().all(|(_, c)| *c),
+            "not all CACHED: {st:?}\n{}",
+            both(&again)
+        );
+
+        // A new commit on main: the tag and the pinned commit stay CACHED; the branch's
+        // steps and what follows them run again.
+        repo.commit(&[("README", "hello again\n", 0o644)], "second");
+        let moved = w.build(&ctx, &["-t", "app:2"]);
+        assert_ok(&moved);
+        let st = steps(&moved);
+        let cached = |needle: &str| {
+            st.iter()
+                .find(|(t, _)| t.contains(needle))
+                .unwrap_or_else(|| panic!("no step {needle} in {st:?}"))
+                .1
+        };
+        assert!(cached(&format!("{gitd}#{first}")), "{st:?}");
+        assert!(cached("#v1:sub"), "{st:?}");
+        assert!(cached("?tag=v1"), "{st:?}");
+        assert!(!cached("#main"), "{st:?}");
+        assert!(!cached("COPY --from=pinned"), "{st:?}");
+        assert_eq!(image(&w, "app:2").text("http/README"), "hello again\n");
+        // Put main back where it was for the next identity.
+        repo.commit(&[("README", "hello\n", 0o664)], "third");
+        if id == Identity::Root {
+            // Same content, a new commit: keyed by the commit, so it runs again.
+            let back = w.build(&ctx, &["-t", "app:3"]);
+            assert!(
+                !steps(&back)
+                    .iter()
+                    .find(|(t, _)| t.contains("#main"))
+                    .unwrap()
+                    .1
+            );
+        }
+    }
+}
+
+#[test]
+fn two_no_cache_builds_give_one_image_id() {
+    let servers = GitServers::start();
+    let repo = servers.repo("repro");
+    repo.commit(
+        &[("a", "a\n", 0o644), ("x/run", "#!/bin/sh\n", 0o755)],
+        "one",
+    );
+    let url = servers.http_url("repro");
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context(
+            "ctx",
+            &format!("FROM scratch\nADD {url}#main:x /x\nADD {url} /all\n"),
+        );
+        let one = w.build(&ctx, &["--no-cache", "-t", "r:1"]);
+        assert_ok(&one);
+        let two = w.build(&ctx, &["--no-cache", "-t", "r:2"]);
+        assert_ok(&two);
+        assert_eq!(
+            image_id(&one),
+            image_id(&two),
+            "{}\n{}",
+            both(&one),
+            both(&two)
+        );
+        // The cache repository is reused: the second build fetched nothing new, and a
+        // prune --all drops it.
+        let prune = w.kiln(&["prune", "--all"]);
+        assert_ok(&prune);
+        assert!(
+            String::from_utf8_lossy(&prune.stdout).contains("1 git repositories"),
+            "{}",
+            both(&prune)
+        );
+    }
+}
+
+#[test]
+fn unknown_ref_bad_checksum_and_unreachable_host_fail_at_their_line() {
+    let servers = GitServers::start();
+    let repo = servers.repo("errs");
+    let commit = repo.commit(&[("a", "a\n", 0o644)], "one");
+    let (http, gitd) = (servers.http_url("errs"), servers.git_url("errs"));
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let cases = [
+        (
+            format!("ADD {gitd}#no-such-branch /x"),
+            "repository does not contain ref \"no-such-branch\"".to_string(),
+        ),
+        (
+            format!("ADD --checksum=0000000 {http}#main /x"),
+            format!("expected checksum to match 0000000, got commit {commit}"),
+        ),
+        (
+            format!("ADD --checksum={} {http}?checksum=0000 /x", &commit[..8]),
+            format!("checksum mismatch \"{}\" != \"0000\"", &commit[..8]),
+        ),
+        (
+            format!("ADD http://127.0.0.1:{closed}/gone.git /x"),
+            "Failed to connect".to_string(),
+        ),
+    ];
+    for id in identities() {
+        let w = World::new(id);
+        for (i, (add, expected)) in cases.iter().enumerate() {
+            let ctx = w.context(
+                &format!("ctx{i}"),
+                &format!("FROM scratch\nCOPY busybox /b\n{add}\n"),
+            );
+            let out = w.build(&ctx, &["-t", "bad:1"]);
+            assert_refused(&out);
+            let text = both(&out);
+            assert!(text.contains(expected.as_str()), "{id:?} {add}: {text}");
+            assert!(text.contains("Dockerfile:3"), "{id:?} {add}: {text}");
+            let inspect = w.kiln(&["inspect", "bad:1"]);
+            assert!(!inspect.status.success(), "{add}: bad:1 was tagged");
+        }
+    }
+}
