@@ -6,6 +6,7 @@
 use crate::cli::{BuildArgs, CompressionArg, GraphArgs, NetworkArg, ProgressMode, SnapshotterArg};
 use crate::render;
 use anyhow::{Context, Result, anyhow};
+use kiln_build::git_context::{self, GitContext};
 use kiln_build::verify::Verdict;
 use kiln_build::{BuildError, BuildRequest, Dockerfile, Exports, Notice, flags, report};
 use kiln_executor::sandbox::RunOptions;
@@ -17,8 +18,17 @@ use std::process::ExitCode;
 
 /// The flags of `kiln build` as a request and what to do with its image, checked in the
 /// order the flags' errors have always been reported.
-fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
-    let dockerfile = Dockerfile::read_for_build(&args.context, args.file.as_deref())?;
+/// A git URL context comes checked out (`git`): its directory is the context.
+fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, Exports)> {
+    let dockerfile = match &git {
+        Some(g) => {
+            Dockerfile::read_for_build(&g.dir, g.dockerfile(args.file.as_deref()).as_deref())?
+        }
+        None => Dockerfile::read_for_build(&args.context, args.file.as_deref())?,
+    };
+    let context = git
+        .as_ref()
+        .map_or_else(|| args.context.clone(), |g| g.dir.clone());
     let build_args = flags::build_args(&args.build_args)?;
     let labels = flags::labels(&args.labels)?;
     let secrets = args.secrets.iter().map(|s| flags::secret(s));
@@ -41,7 +51,8 @@ fn request(args: &BuildArgs) -> Result<(BuildRequest, Exports)> {
     let cache_from = parse_all(&args.cache_from)?;
     let cache_to = parse_all(&args.cache_to)?;
     let request = BuildRequest {
-        context: args.context.clone(),
+        context,
+        git_context: git.map(std::sync::Arc::new),
         dockerfile,
         build_args,
         target: args.target.clone(),
@@ -125,11 +136,25 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `kiln build`: `--verify-reproducible` checks before anything is named.
 pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
-    let (request, exports) = request(&args)?;
     // Named in the debug hint of a failed RUN, so the printed command finds the store.
     let root_given = root_flag.clone();
-    let store = kiln_build::open_store(root_flag)?;
-    let _lock = store.lock_shared().context("locking the store")?;
+    // A git URL context is checked out (into the store's scratch, through its git cache)
+    // before the flags are read; a local one keeps the order its errors always had.
+    let (request, exports, store, _lock) = match git_context::parse(&args.context)? {
+        Some(git) => {
+            let store = kiln_build::open_store(root_flag)?;
+            let lock = store.lock_shared().context("locking the store")?;
+            let checkout = GitContext::checkout(&store, &git)?;
+            let (request, exports) = request(&args, Some(checkout))?;
+            (request, exports, store, lock)
+        }
+        None => {
+            let (request, exports) = request(&args, None)?;
+            let store = kiln_build::open_store(root_flag)?;
+            let lock = store.lock_shared().context("locking the store")?;
+            (request, exports, store, lock)
+        }
+    };
     let mode = render::resolve_mode(args.progress);
     if args.check {
         return check(&store, &request, mode);

@@ -132,7 +132,7 @@ pub enum SnapshotterArg {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory.
+    /// Build context: a directory, or a git URL (`https://host/repo.git#ref:subdir`).
     pub context: PathBuf,
     /// Dockerfile path (default: CONTEXT/Dockerfile); `-` reads it from stdin.
     #[arg(short = 'f', long = "file", value_name = "PATH")]

@@ -263,3 +263,55 @@ fn unknown_ref_bad_checksum_and_unreachable_host_fail_at_their_line() {
         }
     }
 }
+
+#[test]
+fn a_git_url_is_a_build_context() {
+    let servers = GitServers::start();
+    let repo = servers.repo("ctx");
+    repo.commit(
+        &[
+            ("app/Dockerfile", "FROM scratch\nCOPY . /app/\n", 0o644),
+            ("app/.dockerignore", "secret\n", 0o644),
+            ("app/main.txt", "main\n", 0o644),
+            ("app/secret", "no\n", 0o644),
+            (
+                "app/alt.Dockerfile",
+                "FROM scratch\nCOPY main.txt /alt\n",
+                0o644,
+            ),
+            ("other/x", "x\n", 0o644),
+        ],
+        "one",
+    );
+    let url = format!("{}#main:app", servers.http_url("ctx"));
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = std::path::Path::new(&url);
+        let out = w.build(ctx, &["-t", "c:1"]);
+        assert_ok(&out);
+        let img = image(&w, "c:1");
+        assert_eq!(img.text("app/main.txt"), "main\n");
+        assert!(
+            !img.files.contains_key("app/secret"),
+            "{:?}",
+            img.files.keys()
+        );
+        assert!(!img.files.contains_key("app/.git"));
+        let again = w.build(ctx, &["-t", "c:1"]);
+        assert_ok(&again);
+        assert!(steps(&again).iter().all(|(_, c)| *c), "{}", both(&again));
+        assert_eq!(image_id(&out), image_id(&again));
+        // -f is taken inside the context.
+        let alt = w.build(ctx, &["-f", "alt.Dockerfile", "-t", "c:2"]);
+        assert_ok(&alt);
+        assert_eq!(image(&w, "c:2").text("alt"), "main\n");
+        let url_bad = format!("{}#nope", servers.git_url("ctx"));
+        let bad = w.build(std::path::Path::new(&url_bad), &["-t", "c:3"]);
+        assert_refused(&bad);
+        assert!(
+            both(&bad).contains("repository does not contain ref \"nope\""),
+            "{}",
+            both(&bad)
+        );
+    }
+}

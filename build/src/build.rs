@@ -98,6 +98,7 @@ pub(crate) async fn solve(
 ) -> Result<BuiltImage, BuildError> {
     let options = SolveOptions {
         context_dir: request.context.clone(),
+        context_stat_cache: request.git_context.is_none(),
         dockerfile: request.dockerfile.path.clone(),
         no_cache: request.no_cache,
         no_cache_filter: request.no_cache_filter.clone(),

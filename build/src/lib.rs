@@ -26,6 +26,9 @@
 //! [`compare`], `kiln import` applies a build's policies through [`import`], and every
 //! command opens the store [`location`] chooses.
 //!
+//! A git URL as the build context is checked out first ([`git_context`]) and built like a
+//! local one.
+//!
 //! The values of build flags (`--build-arg`, `--secret`, `--allow`, limits) are read by
 //! [`flags`]; a failed step is reported by [`report`], the same for a plain build and
 //! `--verify-reproducible`.
@@ -44,6 +47,7 @@ mod error;
 pub mod exporter;
 pub mod files;
 pub mod flags;
+pub mod git_context;
 pub mod images;
 pub mod import;
 pub mod load;

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub struct BuildRequest {
     /// The build context directory.
     pub context: PathBuf,
+    /// The checkout `context` is, when the context was a git URL (kept for the build).
+    pub git_context: Option<std::sync::Arc<crate::git_context::GitContext>>,
     pub dockerfile: Dockerfile,
     pub build_args: Vec<(String, String)>,
     pub target: Option<String>,

@@ -68,6 +68,9 @@ fn url_hostname(url: &str) -> &str {
 pub struct SolveOptions {
     /// The build context directory.
     pub context_dir: PathBuf,
+    /// Keep a stat cache of the context in the store; off for a context checked out
+    /// afresh for this build (a git URL), whose stat data is never seen again.
+    pub context_stat_cache: bool,
     /// The Dockerfile's path (for the ignore file beside it and explanations).
     pub dockerfile: PathBuf,
     pub no_cache: bool,
@@ -119,9 +122,11 @@ impl BuildSession {
     pub fn new(store: Store, options: SolveOptions) -> Result<BuildSession, SolveError> {
         let matcher = kiln_context::ignore::load_for(&options.context_dir, &options.dockerfile)
             .map_err(SolveError::internal)?;
-        let stat_cache = store.stat_cache_path(&options.context_dir);
+        let stat_cache = options
+            .context_stat_cache
+            .then(|| store.stat_cache_path(&options.context_dir));
         let context = Arc::new(
-            Context::open(&options.context_dir, matcher, Some(stat_cache))
+            Context::open(&options.context_dir, matcher, stat_cache)
                 .map_err(SolveError::internal)?,
         );
         let explain = ExplainLog::new(&store);
