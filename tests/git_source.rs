@@ -135,8 +135,12 @@ fn git_sources_by_branch_tag_commit_and_query_as_root_and_rootless() {
             "the pinned commit has no link"
         );
 
-        // The same commits again: every step CACHED.
+        assert!(servers.take_http_fetches() > 0, "the first build fetched");
+
+        // The same commits again: every step CACHED, the refs listed and nothing fetched.
+        let started = std::time::Instant::now();
         let again = w.build(&ctx, &["-t", "app:1"]);
+        let took = started.elapsed();
         assert_ok(&again);
         let st = steps(&again);
         assert!(
@@ -144,12 +148,20 @@ fn git_sources_by_branch_tag_commit_and_query_as_root_and_rootless() {
             "not all CACHED: {st:?}\n{}",
             both(&again)
         );
+        assert_eq!(servers.take_http_fetches(), 0, "a cached rebuild fetched");
+        eprintln!(
+            "{id:?}: cached rebuild of {} git steps took {took:?}",
+            st.len()
+        );
 
         // A new commit on main: the tag and the pinned commit stay CACHED; the branch's
         // steps and what follows them run again.
         repo.commit(&[("README", "hello again\n", 0o644)], "second");
         let moved = w.build(&ctx, &["-t", "app:2"]);
         assert_ok(&moved);
+        // Two steps read main over HTTP; its new commit is fetched once and checked out
+        // for both (the second finds it in the cache repository).
+        assert_eq!(servers.take_http_fetches(), 1, "{}", both(&moved));
         let st = steps(&moved);
         let cached = |needle: &str| {
             st.iter()

@@ -7,11 +7,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Both servers, stopped when dropped.
 pub struct GitServers {
     pub base: tempfile::TempDir,
+    /// The HTTP server's requests: `GET /r.git/info/refs`, `POST /r.git/git-upload-pack
+    /// fetch` (the protocol v2 command in the body: `ls-refs` or `fetch`).
+    pub http_log: Arc<Mutex<Vec<String>>>,
     daemon: Child,
     pub git_port: u16,
     pub http_port: u16,
@@ -39,11 +43,14 @@ impl GitServers {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let http_port = listener.local_addr().expect("addr").port();
         let root = base.path().to_path_buf();
+        let http_log = Arc::new(Mutex::new(Vec::new()));
+        let log = http_log.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let root = root.clone();
+                let log = log.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_cgi(conn, &root);
+                    let _ = serve_cgi(conn, &root, &log);
                 });
             }
         });
@@ -54,6 +61,7 @@ impl GitServers {
         }
         GitServers {
             base,
+            http_log,
             daemon,
             git_port,
             http_port,
@@ -70,6 +78,14 @@ impl GitServers {
 
     pub fn http_url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}.git", self.http_port)
+    }
+
+    /// How many protocol v2 `fetch` commands the HTTP server answered since the last call.
+    pub fn take_http_fetches(&self) -> usize {
+        let mut log = self.http_log.lock().expect("log");
+        let n = log.iter().filter(|l| l.ends_with(" fetch")).count();
+        log.clear();
+        n
     }
 
     pub fn git_url(&self, name: &str) -> String {
@@ -181,7 +197,7 @@ fn free_port() -> u16 {
 }
 
 /// One HTTP request, answered by `git http-backend` as a CGI program.
-fn serve_cgi(conn: TcpStream, root: &Path) -> std::io::Result<()> {
+fn serve_cgi(conn: TcpStream, root: &Path, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -218,6 +234,16 @@ fn serve_cgi(conn: TcpStream, root: &Path) -> std::io::Result<()> {
         }
         None => Vec::new(),
     };
+    let command = ["ls-refs", "fetch"]
+        .into_iter()
+        .find(|c| {
+            let needle = format!("command={c}");
+            body.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .unwrap_or("");
+    if let Ok(mut log) = log.lock() {
+        log.push(format!("{method} {path} {command}").trim_end().to_string());
+    }
     let mut cmd = Command::new("git");
     cmd.arg("http-backend")
         .env_clear()
