@@ -327,3 +327,64 @@ fn a_git_url_is_a_build_context() {
         );
     }
 }
+
+#[test]
+fn submodules_are_checked_out_unless_asked_not_to() {
+    let servers = GitServers::start();
+    let lib = servers.repo("lib");
+    let lib_commit = lib.commit(&[("lib.txt", "lib\n", 0o644)], "lib");
+    let app = servers.repo("withsub");
+    let add_gitlink = |repo: &common::gitserve::Repo, path: &str, url: &str, commit: &str| {
+        std::fs::write(
+            repo.dir.join(".gitmodules"),
+            format!("[submodule \"{path}\"]\n\tpath = {path}\n\turl = {url}\n"),
+        )
+        .expect("write .gitmodules");
+        std::fs::write(repo.dir.join("app.txt"), "app\n").expect("write");
+        common::gitserve::git(&repo.dir, &["add", ".gitmodules", "app.txt"]);
+        common::gitserve::git(
+            &repo.dir,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{commit},{path}"),
+            ],
+        );
+        repo.commit_index("with a submodule")
+    };
+    add_gitlink(&app, "vendor/lib", "../lib.git", &lib_commit);
+    let evil = servers.repo("evil");
+    add_gitlink(&evil, "vendor/etc", "file:///etc", &lib_commit);
+    let (http, gitd) = (servers.http_url("withsub"), servers.git_url("withsub"));
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context(
+            "ctx",
+            &format!(
+                "FROM scratch\nADD {http} /http/\nADD {gitd} /gitd/\nADD {http}?submodules=false /none/\n"
+            ),
+        );
+        let out = w.build(&ctx, &["-t", "s:1"]);
+        assert_ok(&out);
+        let img = image(&w, "s:1");
+        assert_eq!(img.text("http/app.txt"), "app\n");
+        assert_eq!(img.text("http/vendor/lib/lib.txt"), "lib\n");
+        assert_eq!(img.text("gitd/vendor/lib/lib.txt"), "lib\n");
+        assert_eq!(img.file("none/vendor/lib").kind, 'd');
+        assert!(!img.files.contains_key("none/vendor/lib/lib.txt"));
+        // A submodule cannot make git read local paths.
+        let evil_ctx = w.context(
+            "evil",
+            &format!("FROM scratch\nADD {} /e/\n", servers.http_url("evil")),
+        );
+        let bad = w.build(&evil_ctx, &["-t", "s:2"]);
+        assert_refused(&bad);
+        assert!(
+            both(&bad)
+                .contains("file:///etc: only https://, http:// and git:// remotes are fetched"),
+            "{}",
+            both(&bad)
+        );
+    }
+}

@@ -8,8 +8,9 @@
 //! read through paths clamped to it, and `subdir` is resolved inside it.
 
 use crate::BuildError;
-use kiln_context::git::Git;
+use kiln_context::git::{CheckoutOptions, Git};
 use kiln_parser::GitRef;
+use kiln_solver::StoreGitCache;
 use kiln_store::Store;
 use std::path::{Path, PathBuf};
 
@@ -56,17 +57,18 @@ impl GitContext {
             .map_err(|e| fail(&e))?;
         let checkout = work.path().join("checkout");
         std::fs::create_dir(&checkout).map_err(|e| fail(&e))?;
-        let repo = store.git_repo(&git.remote).map_err(|e| fail(&e))?;
         let tree = runner
             .checkout(
-                repo.path(),
+                &StoreGitCache(store),
                 &git.remote,
                 &resolved,
                 &checkout,
-                git.keep_git_dir.unwrap_or(false),
+                CheckoutOptions {
+                    keep_git_dir: git.keep_git_dir.unwrap_or(false),
+                    submodules: git.submodules.unwrap_or(true),
+                },
             )
             .map_err(|e| fail(&e))?;
-        drop(repo);
         let dir = if git.subdir.is_empty() {
             tree
         } else {

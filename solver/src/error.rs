@@ -59,8 +59,6 @@ pub enum StepError {
     Fetch { url: String, source: std::io::Error },
     #[error(transparent)]
     Git(#[from] kiln_context::git::GitError),
-    #[error(transparent)]
-    GitRepo(#[from] kiln_store::GitRepoError),
     #[error("git checkout: scratch directory: {0}")]
     GitScratch(#[source] std::io::Error),
 

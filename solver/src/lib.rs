@@ -51,6 +51,7 @@ mod test_session;
 
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
+pub use ops::git::StoreGitCache;
 pub use result::{Layer, StageResult};
 pub use session::{BuildSession, SecretSource, SolveOptions};
 pub use ssh::SshSource;

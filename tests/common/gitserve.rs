@@ -128,6 +128,12 @@ impl Repo {
 
     fn commit_all(&self, message: &str) -> String {
         git(&self.dir, &["add", "-A"]);
+        self.commit_index(message)
+    }
+
+    /// Commits the index as it is (a gitlink added with `update-index` has no directory
+    /// that `add -A` would keep).
+    pub fn commit_index(&self, message: &str) -> String {
         git(
             &self.dir,
             &[

@@ -25,10 +25,13 @@
 //! [`crate::resolve_in_root`], which keep a symlink in the repository from reaching
 //! outside the checkout.
 //!
-//! Not yet: submodules (their directories stay empty; BuildKit fetches them), short
-//! commit ids (a full 40 or 64 hex digit id, or a branch or tag, is needed), and ssh.
+//! Submodules are checked out by default, as BuildKit does ([`submodule`]).
+//!
+//! Not yet: short commit ids (a full 40 or 64 hex digit id, or a branch or tag, is
+//! needed), and ssh.
 
 mod command;
+mod submodule;
 
 pub use command::Git;
 use std::fs;
@@ -52,6 +55,8 @@ pub enum GitError {
     },
     #[error("{remote}: git over ssh is not supported by kiln yet (use an https:// or git:// URL)")]
     SshUnsupported { remote: String },
+    #[error("{remote}: only https://, http:// and git:// remotes are fetched")]
+    Transport { remote: String },
     #[error("{remote}: repository does not contain ref {reference:?}")]
     UnknownRef { remote: String, reference: String },
     #[error("{remote}: expected checksum to match {checksum}, got commit {commit}")]
@@ -62,12 +67,36 @@ pub enum GitError {
     },
     #[error("{remote}: commit {commit} could not be fetched (the ref moved while building?)")]
     CommitMissing { remote: String, commit: String },
+    /// The cache repository could not be had (the caller's words).
+    #[error("{0}")]
+    Cache(String),
+    #[error("{remote}: submodule {path:?}: {reason}")]
+    Submodule {
+        remote: String,
+        path: String,
+        reason: &'static str,
+    },
     #[error("git checkout {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+/// Where each remote's cache repository is: a directory the caller owns (the store's),
+/// held (locked) for as long as the returned value lives.
+pub trait RepoCache {
+    fn repo(&self, remote: &str) -> Result<Box<dyn AsRef<Path>>, GitError>;
+}
+
+/// What [`Git::checkout`] writes besides the files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckoutOptions {
+    /// Keep a `.git` of the checkout's own.
+    pub keep_git_dir: bool,
+    /// Check the submodules out too (BuildKit's default).
+    pub submodules: bool,
 }
 
 /// A ref resolved on its remote.
@@ -146,23 +175,26 @@ impl Git {
     }
 
     /// Writes `resolved`'s commit of `remote` into `work/tree` and returns that path,
-    /// fetching it into the cache repository `repo` first when it is not there. `work` is
-    /// an empty directory of the caller's (it also holds the checkout's index). With
-    /// `keep_git_dir` the tree has a `.git` of its own (the commit only, shallow, `origin`
-    /// set to the remote without credentials).
+    /// fetching it into the remote's cache repository (from `cache`) first when it is not
+    /// there. `work` is an empty directory of the caller's (it also holds the checkout's
+    /// indexes). With `keep_git_dir` the tree has a `.git` of its own (the commit only,
+    /// shallow, `origin` set to the remote without credentials). With `submodules`, the
+    /// submodules the commit records are checked out into their directories ([`submodule`]).
     pub fn checkout(
         &self,
-        repo: &Path,
+        cache: &dyn RepoCache,
         remote: &str,
         resolved: &Resolved,
         work: &Path,
-        keep_git_dir: bool,
+        opts: CheckoutOptions,
     ) -> Result<PathBuf, GitError> {
         check_transport(remote)?;
+        let held = cache.repo(remote)?;
+        let repo = held.as_ref().as_ref();
         self.fetch(repo, remote, resolved)?;
         let commit = &resolved.commit;
         let tree = work.join("tree");
-        if keep_git_dir {
+        if opts.keep_git_dir {
             self.local("init", "")
                 .arg("init")
                 .arg("-q")
@@ -200,22 +232,41 @@ impl Git {
                 .run()?;
         } else {
             fs::create_dir(&tree).map_err(io_err(&tree))?;
-            // The bare cache repository with a work tree and an index of this checkout's
-            // own: the cache's HEAD and index are never touched.
-            self.local("read-tree", remote)
-                .env("GIT_INDEX_FILE", work.join("index"))
-                .arg("--git-dir")
-                .arg(repo)
-                .arg("--work-tree")
-                .arg(&tree)
-                .arg("read-tree")
-                .arg("--reset")
-                .arg("-u")
-                .arg(commit)
-                .run()?;
+            self.read_tree(repo, remote, commit, &tree, &work.join("index"))?;
+        }
+        if opts.submodules {
+            let links = self.gitlinks(repo, commit)?;
+            // The lock of this remote's cache goes before any submodule's is taken, so two
+            // builds never hold two of them in opposite orders.
+            drop(held);
+            self.submodules(cache, remote, &tree, links, work, 0)?;
         }
         normalize_modes(&tree)?;
         Ok(tree)
+    }
+
+    /// Writes `commit` of the cache repository `repo` into the existing directory `dir`,
+    /// with an index of its own at `index` (the repository's HEAD and index untouched).
+    fn read_tree(
+        &self,
+        repo: &Path,
+        remote: &str,
+        commit: &str,
+        dir: &Path,
+        index: &Path,
+    ) -> Result<(), GitError> {
+        self.local("read-tree", remote)
+            .env("GIT_INDEX_FILE", index)
+            .arg("--git-dir")
+            .arg(repo)
+            .arg("--work-tree")
+            .arg(dir)
+            .arg("read-tree")
+            .arg("--reset")
+            .arg("-u")
+            .arg(commit)
+            .run()
+            .map(|_| ())
     }
 
     /// Makes sure `repo` holds `resolved`'s commit.
@@ -296,7 +347,7 @@ pub fn check_checksum(remote: &str, checksum: &str, commit: &str) -> Result<(), 
 
 /// `https://`, `http://` and `git://` remotes are fetched; ssh is not yet (its seam:
 /// [`command`] will pass the build's ssh agent socket).
-fn check_transport(remote: &str) -> Result<(), GitError> {
+pub(crate) fn check_transport(remote: &str) -> Result<(), GitError> {
     let lower = remote.to_ascii_lowercase();
     if ["http://", "https://", "git://"]
         .iter()
@@ -304,9 +355,12 @@ fn check_transport(remote: &str) -> Result<(), GitError> {
     {
         return Ok(());
     }
-    Err(GitError::SshUnsupported {
-        remote: command::redact(remote),
-    })
+    let remote = command::redact(remote);
+    let scp_style = !lower.contains("://") && lower.contains('@') && lower.contains(':');
+    if lower.starts_with("ssh://") || scp_style {
+        return Err(GitError::SshUnsupported { remote });
+    }
+    Err(GitError::Transport { remote })
 }
 
 /// A full commit id: 40 (SHA-1) or 64 (SHA-256) hex digits.
@@ -326,7 +380,7 @@ fn without_credentials(url: &str) -> String {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GitError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GitError + '_ {
     move |source| GitError::Io {
         path: path.to_path_buf(),
         source,
@@ -372,6 +426,10 @@ mod tests {
         assert!(!is_commit_id("abc123"));
         assert!(check_transport("git@h:r.git").is_err());
         assert!(check_transport("ssh://h/r.git").is_err());
+        assert!(matches!(
+            check_transport("file:///etc"),
+            Err(GitError::Transport { .. })
+        ));
         assert!(check_transport("HTTPS://h/r.git").is_ok());
         assert_eq!(
             without_credentials("https://u:p@h/r.git"),

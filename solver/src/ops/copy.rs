@@ -49,6 +49,7 @@ enum CopySourceKey<'a> {
     Git {
         subdir: &'a str,
         keep_git_dir: bool,
+        submodules: bool,
     },
 }
 
@@ -131,6 +132,7 @@ pub(crate) fn key(
                     CopySource::Git { git, .. } => CopySourceKey::Git {
                         subdir: &git.subdir,
                         keep_git_dir: git.keep_git_dir.unwrap_or(false),
+                        submodules: git.submodules.unwrap_or(true),
                     },
                 })
                 .collect(),

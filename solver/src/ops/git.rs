@@ -9,9 +9,31 @@
 
 use crate::error::StepError;
 use crate::session::BuildSession;
-use kiln_context::git::{Git, Resolved, check_checksum};
+use kiln_context::git::{CheckoutOptions, Git, GitError, RepoCache, Resolved, check_checksum};
 use kiln_parser::GitRef;
-use std::path::PathBuf;
+use kiln_store::Store;
+use std::path::{Path, PathBuf};
+
+/// The store's cache repositories, as the git checkout asks for them: each held (locked)
+/// while git works in it.
+pub struct StoreGitCache<'a>(pub &'a Store);
+
+struct Held(kiln_store::GitRepo);
+
+impl AsRef<Path> for Held {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl RepoCache for StoreGitCache<'_> {
+    fn repo(&self, remote: &str) -> Result<Box<dyn AsRef<Path>>, GitError> {
+        match self.0.git_repo(remote) {
+            Ok(repo) => Ok(Box::new(Held(repo))),
+            Err(e) => Err(GitError::Cache(e.to_string())),
+        }
+    }
+}
 
 /// A git checkout for one step's copy, removed when dropped.
 pub(crate) struct Checkout {
@@ -46,13 +68,15 @@ pub(crate) fn checkout(
 ) -> Result<Checkout, StepError> {
     let (_home, git) = git(session)?;
     let work = tempfile::tempdir_in(&session.scratch).map_err(StepError::GitScratch)?;
-    let repo = session.store.git_repo(&git_ref.remote)?;
     let tree = git.checkout(
-        repo.path(),
+        &StoreGitCache(&session.store),
         &git_ref.remote,
         resolved,
         work.path(),
-        git_ref.keep_git_dir.unwrap_or(false),
+        CheckoutOptions {
+            keep_git_dir: git_ref.keep_git_dir.unwrap_or(false),
+            submodules: git_ref.submodules.unwrap_or(true),
+        },
     )?;
     Ok(Checkout { _dir: work, tree })
 }

@@ -18,7 +18,7 @@
 
 pub(crate) mod copy;
 pub(crate) mod fetch;
-pub(crate) mod git;
+pub mod git;
 pub(crate) mod mounts;
 pub(crate) mod run;
 pub(crate) mod workdir;
