@@ -439,6 +439,46 @@ fn another_platform_gives_its_image_and_bad_platform_values_are_clear_errors() {
 }
 
 #[test]
+fn stage_platforms_are_the_builds_or_the_build_platform_with_a_warning() {
+    let kiln = Kiln::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    fs::write(ctx.join("f"), "x").unwrap();
+    let c = ctx.to_str().unwrap();
+    // A constant platform that is not the build's would silently be the wrong one.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM --platform=linux/s390x scratch\nCOPY f /f\n",
+    )
+    .unwrap();
+    let out = kiln.run(&["build", "-t", "s:1", c]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Dockerfile:1: FROM --platform=linux/s390x: stage stage-0 would be built for linux/amd64"),
+        "{}",
+        stderr(&out)
+    );
+    // The cross-compiling pattern: the build platform's stage is built for the target.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM scratch AS tools\nCOPY f /f\n\
+         FROM --platform=$TARGETPLATFORM scratch\nCOPY --from=tools /f /g\n",
+    )
+    .unwrap();
+    let out = kiln.build_ok(&["--platform", "linux/riscv64", "-t", "x:1", c]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:1: stage tools is for the build platform linux/amd64; kiln builds it for linux/riscv64"),
+        "{err}"
+    );
+    assert_eq!(err.matches("is for the build platform").count(), 1, "{err}");
+    assert_eq!(kiln.image("x:1").config["architecture"], "riscv64");
+    // For the host, both are the build's own platform: nothing to say.
+    let out = kiln.build_ok(&["-t", "x:2", c]);
+    assert!(!stderr(&out).contains("build platform"), "{}", stderr(&out));
+}
+
+#[test]
 fn json_progress_is_one_event_per_line_ending_with_the_image() {
     let kiln = Kiln::new();
     let out = kiln.run(&[

@@ -30,7 +30,6 @@ pub async fn build(
     }
     let registry = request.registry_options()?;
     let (graph, _) = lower(store, request, &registry, notify)?;
-    request.check_execution(&graph)?;
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
             Ok(records) => notify(Notice::CacheImported {
@@ -63,6 +62,9 @@ pub(crate) fn lower(
         ignore.as_ref().map(|i| i as &dyn IgnoreCheck),
         notify,
     )?;
+    // Both before anything runs, for a build and for --verify-reproducible alike.
+    request.check_stage_platforms(&graph, notify)?;
+    request.check_execution(&graph)?;
     Ok((graph, resolver.used()))
 }
 

@@ -109,6 +109,56 @@ impl BuildRequest {
         })
     }
 
+    /// What the graph's `FROM --platform=` stages mean for this build, before anything
+    /// runs. kiln builds every stage for the build's platform for now: a stage for this
+    /// machine's platform (`$BUILDPLATFORM`, the cross-compiling pattern) is built for the
+    /// target too, its tools under emulation where BuildKit runs them natively, which
+    /// gives the same files for a cross compiler told `$TARGETARCH`; that is said once as
+    /// a warning. Any other platform would be built silently for the wrong one, so it is
+    /// an error naming the line.
+    pub fn check_stage_platforms(
+        &self,
+        graph: &kiln_parser::BuildGraph,
+        notify: &dyn Fn(crate::Notice),
+    ) -> Result<(), BuildError> {
+        let host = kiln_parser::lower::host_platform();
+        let same = |a: &kiln_parser::Platform, b: &kiln_parser::Platform| {
+            a.os == b.os
+                && a.architecture == b.architecture
+                && (a.variant == b.variant || a.variant.is_none() || b.variant.is_none())
+        };
+        for stage in &graph.stages {
+            let Some(written) = &stage.platform else {
+                continue;
+            };
+            let at = format!("{}:{}", self.dockerfile.display, stage.span.line);
+            let mut platform = kiln_parser::Platform::parse(written)
+                .map_err(|e| BuildError::Dockerfile(format!("{at}: FROM --platform: {e}")))?;
+            if platform.architecture == "arm64" && platform.variant.as_deref() == Some("v8") {
+                platform.variant = None;
+            }
+            if same(&platform, &graph.platform) {
+                continue;
+            }
+            if same(&platform, &host) {
+                notify(crate::Notice::Dockerfile(format!(
+                    "{at}: stage {} is for the build platform {platform}; kiln builds it for \
+                     {} (its RUN steps under emulation), not natively as BuildKit does",
+                    stage.display_name(),
+                    graph.platform
+                )));
+                continue;
+            }
+            return Err(BuildError::Dockerfile(format!(
+                "{at}: FROM --platform={written}: stage {} would be built for {}, the build's \
+                 platform; kiln builds other platforms' stages only with --platform {written}",
+                stage.display_name(),
+                graph.platform
+            )));
+        }
+        Ok(())
+    }
+
     /// Fails, before anything runs, when the graph has a RUN this machine cannot execute
     /// for its platform (no emulator registered for it), naming what to install.
     pub fn check_execution(&self, graph: &kiln_parser::BuildGraph) -> Result<(), BuildError> {
