@@ -50,6 +50,10 @@ fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, E
     };
     let cache_from = parse_all(&args.cache_from)?;
     let cache_to = parse_all(&args.cache_to)?;
+    let named_contexts = args.build_contexts.iter();
+    let named_contexts = named_contexts
+        .map(|c| kiln_build::contexts::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let request = BuildRequest {
         context,
         git_context: git.map(std::sync::Arc::new),
@@ -84,6 +88,7 @@ fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, E
         pull: args.pull,
         insecure_registries: args.insecure_registries.clone(),
         cache_from,
+        named_contexts,
     };
     let exports = Exports {
         tags,
@@ -299,14 +304,12 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
     let df = Dockerfile::read(&args.context, args.file.as_deref())?;
     let build_args = flags::build_args(&args.build_args)?;
     // `kiln graph` prints the graph and nothing else, as before the warning existed.
-    let graph = df.lower(
+    let opts = kiln_parser::LowerOptions {
         build_args,
-        args.target,
-        None,
-        &kiln_parser::EmptyResolver,
-        None,
-        &|_| {},
-    )?;
+        target: args.target,
+        ..Default::default()
+    };
+    let graph = df.lower(opts, &kiln_parser::EmptyResolver, None, &|_| {})?;
     print!("{}", kiln_parser::to_dot(&graph));
     Ok(ExitCode::SUCCESS)
 }

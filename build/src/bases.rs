@@ -98,14 +98,24 @@ impl BaseResolver for StoreResolver<'_> {
         if let Ok(mut used) = self.used.lock() {
             used.push((name, image));
         }
-        let state = kiln_solver::oci_config::state_from_config(&config);
-        Ok(BaseImage {
-            env: state.config.env,
-            working_dir: state.config.working_dir,
-            user: state.config.user,
-            shell: state.config.shell.unwrap_or_default(),
-            on_build: state.config.on_build,
-            platform: Some(theirs),
-        })
+        Ok(base_image(&config))
+    }
+}
+
+/// What lowering needs of an image's config.
+pub(crate) fn base_image(config: &kiln_image::ImageConfig) -> BaseImage {
+    let platform = kiln_parser::Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    };
+    let state = kiln_solver::oci_config::state_from_config(config);
+    BaseImage {
+        env: state.config.env,
+        working_dir: state.config.working_dir,
+        user: state.config.user,
+        shell: state.config.shell.unwrap_or_default(),
+        on_build: state.config.on_build,
+        platform: Some(platform),
     }
 }

@@ -3,6 +3,7 @@
 use crate::bases::StoreResolver;
 use crate::cache_io;
 use crate::checks::{CheckReport, DockerIgnore};
+use crate::contexts::{self, Prepared};
 use crate::{BuildError, BuildRequest, BuiltImage, Notice};
 use kiln_parser::BuildGraph;
 use kiln_parser::lint::dispatch::IgnoreCheck;
@@ -29,7 +30,7 @@ pub async fn build(
         Err(e) => notify(Notice::ReclaimFailed(e)),
     }
     let registry = request.registry_options()?;
-    let (graph, _) = lower(store, request, &registry, notify)?;
+    let lowered = lower(store, request, &registry, notify)?;
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
             Ok(records) => notify(Notice::CacheImported {
@@ -39,25 +40,37 @@ pub async fn build(
             Err(e) => notify(Notice::CacheImportFailed(e)),
         }
     }
-    solve(store, request, graph, progress).await
+    solve(store, request, &lowered, progress).await
 }
 
-/// Lowers the request's Dockerfile with its bases looked up in `store` (pulled into it
-/// when missing), its warnings and build checks told to `notify`; also returns the bases
-/// used, by normalized name.
+/// A lowered request: the graph, and what else the solver and `--verify-reproducible` need.
+pub(crate) struct Lowered {
+    pub graph: BuildGraph,
+    /// The base images used, by normalized name.
+    pub bases: Vec<(String, ImageRef)>,
+    /// The named contexts, made ready.
+    pub contexts: Prepared,
+}
+
+/// Lowers the request's Dockerfile with its named contexts made ready and its bases looked
+/// up in `store` (pulled into it when missing), its warnings and build checks told to `notify`.
 pub(crate) fn lower(
     store: &Store,
     request: &BuildRequest,
     registry: &kiln_registry::RegistryOptions,
     notify: &(dyn Fn(Notice) + Sync),
-) -> Result<(BuildGraph, Vec<(String, ImageRef)>), BuildError> {
+) -> Result<Lowered, BuildError> {
+    let contexts = contexts::prepare(store, &request.named_contexts)?;
     let platform = request.target_platform()?;
     let resolver = StoreResolver::new(store, request.pull, registry, &platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     let graph = request.dockerfile.lower(
-        request.build_args.clone(),
-        request.target.clone(),
-        Some(platform.clone()),
+        kiln_parser::LowerOptions {
+            build_args: request.build_args.clone(),
+            target: request.target.clone(),
+            platform: Some(platform.clone()),
+            named_contexts: contexts.lower.clone(),
+        },
         &resolver,
         ignore.as_ref().map(|i| i as &dyn IgnoreCheck),
         notify,
@@ -65,7 +78,11 @@ pub(crate) fn lower(
     // Both before anything runs, for a build and for --verify-reproducible alike.
     request.check_stage_platforms(&graph, notify)?;
     request.check_execution(&graph)?;
-    Ok((graph, resolver.used()))
+    Ok(Lowered {
+        graph,
+        bases: resolver.used(),
+        contexts,
+    })
 }
 
 /// `kiln build --check`: the build checks of the request's Dockerfile over every stage,
@@ -95,9 +112,10 @@ pub fn check(
 pub(crate) async fn solve(
     store: &Store,
     request: &BuildRequest,
-    graph: BuildGraph,
+    lowered: &Lowered,
     progress: Progress,
 ) -> Result<BuiltImage, BuildError> {
+    let graph = lowered.graph.clone();
     let options = SolveOptions {
         context_dir: request.context.clone(),
         context_stat_cache: request.git_context.is_none(),
@@ -114,6 +132,7 @@ pub(crate) async fn solve(
         explain_cache: request.explain_cache,
         platform: graph.platform.clone(),
         run_options: request.run_options.clone(),
+        named_contexts: lowered.contexts.solve.clone(),
     };
     let session = Arc::new(
         BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?,

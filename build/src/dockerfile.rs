@@ -101,7 +101,7 @@ impl Dockerfile {
         }
     }
 
-    /// Parses and lowers this Dockerfile, with base images from `resolver`. What the
+    /// Parses and lowers this Dockerfile as `opts` say, with base images from `resolver`. What the
     /// build goes on with but the user should hear of goes to `warn`: a `# syntax=`
     /// frontend kiln does not run, as soon as the directives are read (so a file whose
     /// instructions then fail to parse has said which frontend it wanted), then what the
@@ -109,9 +109,7 @@ impl Dockerfile {
     /// With `# check=error=true`, findings fail the build once told.
     pub fn lower(
         &self,
-        build_args: Vec<(String, String)>,
-        target: Option<String>,
-        platform: Option<kiln_parser::Platform>,
+        opts: kiln_parser::LowerOptions,
         resolver: &dyn kiln_parser::BaseResolver,
         ignore: Option<&dyn IgnoreCheck>,
         warn: &dyn Fn(Notice),
@@ -120,8 +118,7 @@ impl Dockerfile {
             all_stages: false,
             ignore,
         };
-        let (graph, report) =
-            self.lower_checked(build_args, target, platform, resolver, check, warn)?;
+        let (graph, report) = self.lower_checked(opts, resolver, check, warn)?;
         for finding in &report.findings {
             warn(Notice::Check {
                 file: self.display.clone(),
@@ -154,8 +151,13 @@ impl Dockerfile {
             all_stages: true,
             ignore,
         };
-        let (graph, report) =
-            self.lower_checked(build_args, target, platform, resolver, check, warn)?;
+        let opts = kiln_parser::LowerOptions {
+            build_args,
+            target,
+            platform,
+            ..Default::default()
+        };
+        let (graph, report) = self.lower_checked(opts, resolver, check, warn)?;
         Ok((report, graph.err()))
     }
 
@@ -165,9 +167,7 @@ impl Dockerfile {
     #[allow(clippy::type_complexity)]
     fn lower_checked(
         &self,
-        build_args: Vec<(String, String)>,
-        target: Option<String>,
-        platform: Option<kiln_parser::Platform>,
+        opts: kiln_parser::LowerOptions,
         resolver: &dyn kiln_parser::BaseResolver,
         check: CheckOptions<'_>,
         warn: &dyn Fn(Notice),
@@ -182,18 +182,13 @@ impl Dockerfile {
             warn(Notice::Dockerfile(warning));
         }
         let directive = syntax.directives.iter().find(|d| d.name == "check");
-        let config = CheckConfig::for_build(directive.map(|d| d.value.as_str()), &build_args)
+        let config = CheckConfig::for_build(directive.map(|d| d.value.as_str()), &opts.build_args)
             .map_err(|e| match directive {
                 Some(d) => BuildError::Dockerfile(format!("{}:{}: {e}", self.display, d.line)),
                 None => BuildError::Request(format!("--build-arg {CHECK_BUILD_ARG}: {e}")),
             })?;
         let ast = kiln_parser::instructions::from_ast(syntax, &self.text).map_err(parse_error)?;
         let mut findings = kiln_parser::lint::check_file(&ast);
-        let opts = kiln_parser::LowerOptions {
-            build_args,
-            target,
-            platform,
-        };
         let graph = match kiln_parser::lower_checked(&ast, &opts, resolver, check) {
             Ok((graph, found)) => {
                 findings.extend(found);

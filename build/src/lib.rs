@@ -7,10 +7,12 @@
 //! 1. [`Dockerfile::read`] reads the Dockerfile (from the context, a path, or stdin);
 //!    [`request`] holds the policies decided before anything runs: SOURCE_DATE_EPOCH,
 //!    the platform (the host's only), the registry options.
-//! 2. [`build`] lowers the Dockerfile with base images looked up in the store, pulling a
-//!    missing one ([`bases`]), tells what the build checks found ([`checks`]; `kiln build
-//!    --check` runs only those, [`Dockerfile::check`]), imports `--cache-from` caches ([`cache_io`]) and hands the
-//!    graph to the solver, whose progress events go to the caller's renderer.
+//! 2. [`build`] makes the named contexts ready ([`contexts`]: a directory checked, an OCI
+//!    layout's image loaded), lowers the Dockerfile with base images looked up in the
+//!    store, pulling a missing one ([`bases`]), tells what the build checks found
+//!    ([`checks`]; `kiln build --check` runs only those, [`Dockerfile::check`]), imports
+//!    `--cache-from` caches ([`cache_io`]) and hands the graph to the solver, whose
+//!    progress events go to the caller's renderer.
 //! 3. [`export`] names the image (or records it as untagged), writes `-o` outputs,
 //!    exports `--cache-to` caches, pushes and writes the iidfile ([`exporter`]).
 //!
@@ -42,6 +44,7 @@ mod build;
 pub mod cache_io;
 pub mod checks;
 pub mod compare;
+pub mod contexts;
 mod dockerfile;
 mod error;
 pub mod exporter;

@@ -43,6 +43,8 @@ pub struct BuildRequest {
     pub pull: bool,
     pub insecure_registries: Vec<String>,
     pub cache_from: Vec<CacheSpec>,
+    /// `--build-context NAME=VALUE`, in order, by the name contexts are looked up by.
+    pub named_contexts: Vec<(String, crate::contexts::ContextSpec)>,
 }
 
 /// The epoch every time in the image is clamped to: `keep` keeps real times, else

@@ -4,7 +4,8 @@
 //! Base images are inputs, not part of what is checked: the Dockerfile is lowered once
 //! against the user's store (a base missing there is pulled into it once, as a plain build
 //! would), and every base it names is copied into both scratch stores, so both builds
-//! start from the same bytes, a base made with `kiln import` or `kiln load` included. The
+//! start from the same bytes, a base made with `kiln import` or `kiln load` included (and
+//! the images of `oci-layout://` named contexts, unnamed). The
 //! user's store is only read until the builds agree; then the image is copied into it and
 //! exported as a plain build's would be.
 //!
@@ -54,7 +55,7 @@ pub async fn verify(
     request.no_cache = true;
     kiln_executor::cgroup::configure(request.limits);
     let registry = request.registry_options()?;
-    let (graph, bases) = lower(store, &request, &registry, notify)?;
+    let lowered = lower(store, &request, &registry, notify)?;
     let scratch = tempfile::Builder::new()
         .prefix("kiln-verify-")
         .tempdir()
@@ -62,7 +63,10 @@ pub async fn verify(
     let open = |name: &str| -> Result<Store, BuildError> {
         let scratch_store = Store::open(&scratch.path().join(name))
             .map_err(BuildError::store(format!("opening scratch store {name}")))?;
-        give_bases(store, &scratch_store, &bases)?;
+        give_bases(store, &scratch_store, &lowered.bases)?;
+        for image in &lowered.contexts.held {
+            copy_image(store, &scratch_store, image)?;
+        }
         Ok(scratch_store)
     };
     let stores = [open("a")?, open("b")?];
@@ -79,7 +83,7 @@ pub async fn verify(
                 }
                 Vec::from(kept)
             });
-            let built = solve(&stores[n], &request, graph.clone(), progress);
+            let built = solve(&stores[n], &request, &lowered, progress);
             async move {
                 let built = built.await;
                 (built, kept.await.unwrap_or_default())

@@ -397,7 +397,23 @@ const MAX_IGNORE_FILE_SIZE: u64 = 16 << 20;
 pub fn load_for(context_dir: &Path, dockerfile_path: &Path) -> Result<IgnoreMatcher, IgnoreError> {
     let mut beside = dockerfile_path.as_os_str().to_owned();
     beside.push(".dockerignore");
-    let candidates = [PathBuf::from(beside), context_dir.join(".dockerignore")];
+    load_first(
+        context_dir,
+        [PathBuf::from(beside), context_dir.join(".dockerignore")],
+    )
+}
+
+/// The ignore file of a named build context (`--build-context NAME=DIR`): `DIR/.dockerignore`
+/// only, as BuildKit reads it (no Dockerfile sits beside a named context).
+pub fn load_own(context_dir: &Path) -> Result<IgnoreMatcher, IgnoreError> {
+    load_first(context_dir, [context_dir.join(".dockerignore")])
+}
+
+/// The first of `candidates` that exists, parsed; none matches nothing.
+fn load_first<const N: usize>(
+    context_dir: &Path,
+    candidates: [PathBuf; N],
+) -> Result<IgnoreMatcher, IgnoreError> {
     for path in candidates {
         // Inside the context, a symlink resolves inside it: the file is the context's own.
         let real = crate::resolve::resolve_context_path(context_dir, &path).map_err(|source| {

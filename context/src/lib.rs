@@ -1,6 +1,7 @@
 //! kiln-context: the build context as the solver sees it, for cache keys.
 //!
-//! - `.dockerignore` matching with moby's semantics ([`IgnoreMatcher`], [`load_for`]);
+//! - `.dockerignore` matching with moby's semantics ([`IgnoreMatcher`], [`load_for`]; a
+//!   named context's own [`load_own`]);
 //! - path resolution clamped to the context root ([`resolve_in_root`]), BuildKit's rules;
 //! - content checksums of COPY/ADD sources ([`Context::checksum`]) that ignore
 //!   mtime/atime/inode/owner and use a persisted stat cache, so a no-op rebuild re-hashes
@@ -39,5 +40,5 @@ pub use checksum::{
     Checksum, ChecksumOptions, ChecksumStats, Context, ContextError, ContextFileType, HashedEntry,
     diff_entries,
 };
-pub use ignore::{IgnoreError, IgnoreMatcher, load_for};
+pub use ignore::{IgnoreError, IgnoreMatcher, load_for, load_own};
 pub use resolve::{ResolveError, resolve_in_root};

@@ -86,6 +86,14 @@ pub fn to_dot(graph: &BuildGraph) -> String {
                 let _ = writeln!(out, "  img{id} -> s{si}_from [style=bold, label=\"FROM\"];");
             }
             Base::Scratch => {}
+            Base::Named(key) => {
+                let r = format!("context {key}");
+                if !images.contains(&r) {
+                    images.push(r.clone());
+                }
+                let id = images.iter().position(|x| *x == r).unwrap_or(0);
+                let _ = writeln!(out, "  img{id} -> s{si}_from [style=bold, label=\"FROM\"];");
+            }
         }
         for (i, step) in stage.steps.iter().enumerate() {
             let mut srcs: Vec<(&Source, &str)> = Vec::new();
@@ -114,6 +122,17 @@ pub fn to_dot(graph: &BuildGraph) -> String {
                             images.push(r.clone());
                         }
                         let id = images.iter().position(|x| x == r).unwrap_or(0);
+                        let _ = writeln!(
+                            out,
+                            "  img{id} -> s{si}_{i} [style=dashed, label=\"{what}\"];"
+                        );
+                    }
+                    Source::Named(key) => {
+                        let r = format!("context {key}");
+                        if !images.contains(&r) {
+                            images.push(r.clone());
+                        }
+                        let id = images.iter().position(|x| *x == r).unwrap_or(0);
                         let _ = writeln!(
                             out,
                             "  img{id} -> s{si}_{i} [style=dashed, label=\"{what}\"];"

@@ -99,6 +99,9 @@ pub enum Base {
     Image(String),
     /// An earlier stage, by index into [`BuildGraph::stages`].
     Stage(usize),
+    /// A named build context the build holds as an image (`--build-context
+    /// NAME=oci-layout://...`), by its name ([`context_name`]); the solver finds it by name.
+    Named(String),
 }
 
 /// Where files for a COPY or a mount come from.
@@ -110,6 +113,10 @@ pub enum Source {
     Stage(usize),
     /// An image reference (`COPY --from=busybox:1.36`).
     Image(String),
+    /// A named build context that is not an image reference (`--build-context NAME=DIR`,
+    /// `NAME=oci-layout://...`), by its name ([`context_name`]); the solver finds what it
+    /// is (a directory, an image) by name.
+    Named(String),
 }
 
 /// One instruction that acts.
@@ -374,6 +381,21 @@ impl BaseResolver for EmptyResolver {
     }
 }
 
+/// What a named build context (`--build-context NAME=VALUE`) is, as lowering needs to know
+/// it: whether a stage may start from it, and with which config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A tree of files the solver reads by the context's name (a local directory): `COPY
+    /// --from` and `RUN --mount from=` read it; a stage cannot start from it.
+    Files,
+    /// An image reference (`docker-image://REF`), looked up or pulled as a FROM image is:
+    /// lowering writes REF where the name stood.
+    Image(String),
+    /// An image the build already holds (`oci-layout://`), with its config; lowering writes
+    /// [`Base::Named`] / [`Source::Named`] and the solver finds it by the name.
+    Held(BaseImage),
+}
+
 /// What lowering is told besides the Dockerfile.
 #[derive(Debug, Clone, Default)]
 pub struct LowerOptions {
@@ -383,4 +405,97 @@ pub struct LowerOptions {
     pub target: Option<String>,
     /// The platform to build for; the host's when `None`.
     pub platform: Option<Platform>,
+    /// `--build-context`s, by name as [`context_name`] gives it. As in BuildKit, one
+    /// replaces the stage of its name (wherever that stage is read) and the image of its
+    /// name (`FROM`, `COPY --from`, `RUN --mount from=`); one nothing names is ignored.
+    pub named_contexts: Vec<(String, NamedContext)>,
+}
+
+/// The name a named build context is looked up by, BuildKit's (`NamedContext`): the
+/// reference's familiar form without `:latest`. `docker.io/library/alpine:latest`,
+/// `alpine:latest` and `alpine` are all `alpine`; `alpine:3.19` stays itself; a stage name is
+/// its own name. `None` when `name` is no valid reference (then nothing can match it).
+pub fn context_name(name: &str) -> Option<String> {
+    let (rest, digest) = match name.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (name, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    // The domain as Docker's `splitDockerDomain` finds it: a first component with `.` or
+    // `:`, or `localhost`; else Docker Hub, whose familiar form drops `docker.io/` and
+    // `library/`.
+    let (domain, remainder) = match path.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first != first.to_ascii_lowercase() =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, path),
+    };
+    let domain = match domain {
+        Some("index.docker.io" | "docker.io") | None => None,
+        Some(d) => Some(d),
+    };
+    let remainder = match (domain, remainder.strip_prefix("library/")) {
+        (None, Some(short)) if !short.contains('/') => short,
+        _ => remainder,
+    };
+    if !remainder.split('/').all(valid_path_component) {
+        return None;
+    }
+    if let Some(t) = tag
+        && (t.is_empty()
+            || t.len() > 128
+            || t.starts_with(['.', '-'])
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))
+    {
+        return None;
+    }
+    let mut out = match domain {
+        Some(d) => format!("{d}/{remainder}"),
+        None => remainder.to_string(),
+    };
+    if let Some(t) = tag.filter(|t| *t != "latest" || digest.is_some()) {
+        out.push(':');
+        out.push_str(t);
+    }
+    if let Some(d) = digest {
+        out.push('@');
+        out.push_str(d);
+    }
+    Some(out)
+}
+
+/// One path component of a reference: lower-case letters and digits, separated by `.`,
+/// `_`, `__` or dashes (Docker's grammar).
+fn valid_path_component(c: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let b = c.as_bytes();
+    if !b.first().copied().is_some_and(alnum) || !b.last().copied().is_some_and(alnum) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
 }

@@ -19,6 +19,8 @@ pub enum StepError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
+    Named(#[from] crate::named::NamedError),
+    #[error(transparent)]
     Copy(#[from] kiln_executor::CopyError),
     #[error(transparent)]
     Download(#[from] kiln_executor::copy::http::HttpError),
@@ -46,6 +48,12 @@ pub enum StepError {
     StageNotSolved(usize),
     #[error("stage {0} has no result")]
     NoStageResult(usize),
+    /// Lowering named a build context the solver was not given.
+    #[error("no build context named {0} was given")]
+    NoNamedContext(String),
+    /// A stage was to start from a named context that is a directory (lowering refuses it).
+    #[error("the build context {0} is a directory, not an image")]
+    NamedNotImage(String),
     #[error("a metadata-only step has no layer")]
     NotALayerStep,
     #[error("serializing the key: {0}")]

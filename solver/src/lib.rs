@@ -34,6 +34,7 @@ pub mod image_state;
 pub mod images;
 pub mod import;
 pub mod key;
+pub mod named;
 pub mod oci_config;
 mod ops;
 pub mod progress;
@@ -51,6 +52,7 @@ mod test_session;
 
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
+pub use named::NamedSource;
 pub use ops::git::StoreGitCache;
 pub use result::{Layer, StageResult};
 pub use session::{BuildSession, SecretSource, SolveOptions};

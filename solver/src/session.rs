@@ -92,6 +92,8 @@ pub struct SolveOptions {
     /// What the command line adds to every RUN (`--add-host`); part of the RUN's key where
     /// BuildKit keys it (module `ops::run`).
     pub run_options: kiln_executor::sandbox::RunOptions,
+    /// `--build-context`s lowering may have named (`Source::Named`, `Base::Named`), by name.
+    pub named_contexts: Vec<(String, crate::named::NamedSource)>,
 }
 
 /// What the solver works with: the store, the context and the options.
@@ -105,6 +107,7 @@ pub struct BuildSession {
     /// Whether the build has said that RUN has no cgroup limits here.
     limits_note: std::sync::Once,
     context: Arc<Context>,
+    pub(crate) named: crate::named::NamedContexts,
     pub(crate) explain: ExplainLog,
     /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
     /// manifest, config and snapshots once per build, and every step sees the same image
@@ -129,6 +132,8 @@ impl BuildSession {
             Context::open(&options.context_dir, matcher, stat_cache)
                 .map_err(SolveError::internal)?,
         );
+        let named = crate::named::NamedContexts::open(&store, &options.named_contexts)
+            .map_err(SolveError::internal)?;
         let explain = ExplainLog::new(&store);
         let scratch = store.scratch_dir().map_err(SolveError::internal)?;
         Ok(BuildSession {
@@ -138,6 +143,7 @@ impl BuildSession {
             limits_note: std::sync::Once::new(),
             options,
             context,
+            named,
             explain,
             images: Default::default(),
             key_agents: Default::default(),
@@ -358,10 +364,31 @@ impl BuildSession {
     /// Saves the context stat cache so the next build re-hashes nothing unchanged.
     pub fn save_stat_cache(&self) {
         let _ = self.context.save_stat_cache();
+        self.named.save_stat_caches();
+    }
+
+    /// The held image of named context `name`, with every layer unpacked (once per build).
+    pub(crate) fn resolve_named_image(&self, name: &str) -> Result<ResolvedImage, StepError> {
+        let memo = format!("\0context {name}");
+        if let Some(image) = self.images.lock().ok().and_then(|m| m.get(&memo).cloned()) {
+            return Ok(image);
+        }
+        let image = match self.named.get(name)? {
+            crate::named::OpenNamed::Image(image) => {
+                crate::named::resolve_image(&self.store, name, image)?
+            }
+            crate::named::OpenNamed::Dir(_) => {
+                return Err(StepError::NamedNotImage(name.to_string()));
+            }
+        };
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(memo, image.clone());
+        }
+        Ok(image)
     }
 }
 
-fn entry_digest(entry: &kiln_context::HashedEntry) -> String {
+pub(crate) fn entry_digest(entry: &kiln_context::HashedEntry) -> String {
     format!(
         "{:?} {:o} {} {}",
         entry.kind,

@@ -35,6 +35,35 @@ fn from_line(stage: &kiln_parser::Stage) -> String {
 }
 
 impl StageRunner {
+    /// The start of a stage whose base is an image (by reference or a held named context),
+    /// or its FROM's failure, told to progress.
+    fn image_base(
+        &self,
+        stage: &kiln_parser::Stage,
+        from_id: usize,
+        resolved: Result<crate::images::ResolvedImage, crate::error::StepError>,
+    ) -> Result<StageResult, SolveError> {
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(cause) => {
+                let e = SolveError::at(stage.span, &stage.source, cause);
+                self.progress.send(Event::Failed {
+                    id: from_id,
+                    error: e.message.clone(),
+                });
+                return Err(e);
+            }
+        };
+        let base_history = resolved.state.history.len();
+        Ok(StageResult {
+            key: resolved.key,
+            layers: resolved.layers,
+            state: ImageState::inherit(&resolved.state),
+            base_history,
+            keys: Vec::new(),
+        })
+    }
+
     pub async fn run(self, inputs: StageInputs) -> Result<StageResult, SolveError> {
         let stage = &self.graph.stages[self.index];
         let label = if self.graph.stages.len() == 1 && stage.name.is_none() {
@@ -69,27 +98,14 @@ impl StageRunner {
                 }
             }
             Base::Image(reference) => {
-                let session = self.session.clone();
-                let reference = reference.clone();
-                let resolved = match blocking(move || session.resolve_image(&reference)).await {
-                    Ok(resolved) => resolved,
-                    Err(cause) => {
-                        let e = SolveError::at(stage.span, &stage.source, cause);
-                        self.progress.send(Event::Failed {
-                            id: from_id,
-                            error: e.message.clone(),
-                        });
-                        return Err(e);
-                    }
-                };
-                let base_history = resolved.state.history.len();
-                StageResult {
-                    key: resolved.key,
-                    layers: resolved.layers,
-                    state: ImageState::inherit(&resolved.state),
-                    base_history,
-                    keys: Vec::new(),
-                }
+                let (session, reference) = (self.session.clone(), reference.clone());
+                let resolved = blocking(move || session.resolve_image(&reference));
+                self.image_base(stage, from_id, resolved.await)?
+            }
+            Base::Named(name) => {
+                let (session, name) = (self.session.clone(), name.clone());
+                let resolved = blocking(move || session.resolve_named_image(&name));
+                self.image_base(stage, from_id, resolved.await)?
             }
         };
         self.progress.send(Event::Done {

@@ -64,6 +64,7 @@ pub(crate) fn fixture_with(
             variant: None,
         },
         run_options,
+        named_contexts: Vec::new(),
     };
     let session = Arc::new(BuildSession::new(store, options).unwrap());
     Fixture { dir, session }

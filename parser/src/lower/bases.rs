@@ -46,12 +46,22 @@ impl Ctx<'_> {
                 }
                 None => None,
             };
+            if self.stage_override(i).is_some() {
+                // Replaced by a named context: never built, so what it starts from is
+                // never asked (BuildKit does not resolve it either).
+                self.bases.push(BaseRef::Scratch);
+                self.platforms.push(platform);
+                continue;
+            }
             let lower = base.to_ascii_lowercase();
             let earlier = df.stages[..i]
                 .iter()
                 .rposition(|s| s.name.as_deref() == Some(lower.as_str()));
             let r = if let Some(j) = earlier {
-                BaseRef::Stage(j)
+                match self.stage_override(j) {
+                    Some((key, context)) => self.named_base(&key, context, st.span)?,
+                    None => BaseRef::Stage(j),
+                }
             } else if df.stages[i..]
                 .iter()
                 .any(|s| s.name.as_deref() == Some(lower.as_str()))
@@ -65,6 +75,8 @@ impl Ctx<'_> {
                 ));
             } else if base == "scratch" {
                 BaseRef::Scratch
+            } else if let Some((key, context)) = self.named_context(&base) {
+                self.named_base(&key, context, st.span)?
             } else {
                 BaseRef::Image(base)
             };
@@ -81,8 +93,32 @@ impl Ctx<'_> {
             .unwrap_or_else(|| format!("stage-{i}"))
     }
 
-    /// Resolves a `--from`/`from=` reference seen in stage `current`.
+    /// Resolves a `--from`/`from=` reference seen in stage `current`: a stage, an image, or
+    /// the named context that replaces either.
     pub(super) fn resolve_from(
+        &self,
+        name: &str,
+        current: usize,
+        span: Span,
+        what: &str,
+    ) -> Result<FromRef, LowerError> {
+        Ok(
+            match self.resolve_from_unnamed(name, current, span, what)? {
+                FromRef::Stage(j) => match self.stage_override(j) {
+                    Some((key, context)) => Self::named_from(&key, context),
+                    None => FromRef::Stage(j),
+                },
+                FromRef::Image(image) => match self.named_context(&image) {
+                    Some((key, context)) => Self::named_from(&key, context),
+                    None => FromRef::Image(image),
+                },
+                named @ FromRef::Named(_) => named,
+            },
+        )
+    }
+
+    /// [`Ctx::resolve_from`] without named contexts.
+    fn resolve_from_unnamed(
         &self,
         name: &str,
         current: usize,
@@ -168,6 +204,7 @@ impl Ctx<'_> {
                 })
                 .collect(),
             BaseRef::Image(r) => self.image(&r, span)?.on_build,
+            BaseRef::Named(key) => self.held_image(&key).on_build,
         };
         let mut out = Vec::new();
         for e in exprs {
@@ -195,6 +232,9 @@ impl Ctx<'_> {
     /// Stages that stage `i` reads from (base, --from, mount from=, triggers').
     pub(super) fn stage_deps(&mut self, i: usize) -> Result<Vec<usize>, LowerError> {
         let mut deps = Vec::new();
+        if self.stage_override(i).is_some() {
+            return Ok(deps);
+        }
         if let BaseRef::Stage(j) = self.bases[i] {
             deps.push(j);
         }

@@ -18,6 +18,7 @@ use kiln_base::gopath::clean as clean_path;
 mod bases;
 mod checks;
 mod error;
+mod named;
 mod steps;
 pub use error::LowerError;
 use error::{MAX_CARRIED_ENV_BYTES, MAX_STAGE_ENV_BYTES, at, env_too_large};
@@ -36,6 +37,8 @@ enum BaseRef {
     Scratch,
     Image(String),
     Stage(usize),
+    /// A named context the build holds as an image, by name.
+    Named(String),
 }
 
 /// A resolved `--from`/`from=`.
@@ -43,6 +46,8 @@ enum BaseRef {
 enum FromRef {
     Stage(usize),
     Image(String),
+    /// A named context that is not an image reference, by name.
+    Named(String),
 }
 
 /// What a stage hands to stages built FROM it.
@@ -174,6 +179,15 @@ pub fn lower_checked(
     };
     ctx.check_default_bases(&automatic);
     ctx.resolve_bases()?;
+    if let Some((key, _)) = ctx.stage_override(target_idx) {
+        return Err(at(
+            df.stages[target_idx].span,
+            format!(
+                "the target stage {key} is replaced by the build context {key}; kiln builds \
+                 stages that read it, not the context itself"
+            ),
+        ));
+    }
 
     // Reachability from the target, ONBUILD triggers included.
     let mut reachable = BTreeSet::new();
@@ -273,26 +287,11 @@ impl Ctx<'_> {
             BaseRef::Image(r) => {
                 let img = self.image(&r, span)?;
                 self.check_base_platform(i, &r, &img);
-                let mut env = EnvList::new();
-                for (k, v) in &img.env {
-                    env.set(k, v);
-                }
-                let workdir = if img.working_dir.is_empty() {
-                    String::new()
-                } else {
-                    normalize_workdir("", &img.working_dir)
-                };
-                (
-                    Base::Image(r),
-                    StageResult {
-                        env,
-                        workdir,
-                        user: img.user.clone(),
-                        shell: img.shell.clone(),
-                        build_args: Vec::new(),
-                        workdir_set: false,
-                    },
-                )
+                (Base::Image(r), image_result(&img))
+            }
+            BaseRef::Named(key) => {
+                let img = self.held_image(&key);
+                (Base::Named(key), image_result(&img))
             }
         };
         if !state.env.contains("PATH") {
@@ -346,6 +345,27 @@ impl Ctx<'_> {
             },
             state,
         ))
+    }
+}
+
+/// What a stage starting from image `img` inherits from its config.
+fn image_result(img: &BaseImage) -> StageResult {
+    let mut env = EnvList::new();
+    for (k, v) in &img.env {
+        env.set(k, v);
+    }
+    let workdir = if img.working_dir.is_empty() {
+        String::new()
+    } else {
+        normalize_workdir("", &img.working_dir)
+    };
+    StageResult {
+        env,
+        workdir,
+        user: img.user.clone(),
+        shell: img.shell.clone(),
+        build_args: Vec::new(),
+        workdir_set: false,
     }
 }
 

@@ -73,6 +73,7 @@ impl StageLowering<'_, '_> {
                 self.ctx.image(&s, span)?;
                 Source::Image(s)
             }
+            FromRef::Named(key) => Source::Named(key),
         })
     }
 

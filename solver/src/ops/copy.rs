@@ -1,11 +1,13 @@
 //! COPY and ADD: keyed by the copy options and the content of what they select (context
-//! checksums, the key of a stage or image read, a URL's bytes or pinned checksum, a git
-//! source's commit); executed by the executor's copier into the layer directory.
+//! checksums, a named context's own, the key of a stage or image read, a URL's bytes or
+//! pinned checksum, a git source's commit); executed by the executor's copier into the
+//! layer directory.
 
 use super::fetch::Fetched;
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
 use crate::blocking::blocking;
 use crate::error::{SolveError, StepError};
+use crate::named::{NamedContexts, OpenNamed};
 use crate::result::{StageInputs, StageResult, find_input, lowers_of};
 use crate::session::BuildSession;
 use kiln_executor::commit::LayerSource;
@@ -116,6 +118,25 @@ pub(crate) fn key(
             let image = kc.session.resolve_image(reference)?;
             parts.inputs.push((format!("image {reference}"), image.key));
         }
+        // Like the main context: by the content of what the patterns select, never the
+        // directory's path, so moving the directory keeps the cache.
+        Source::Named(name) => match kc.session.named.get(name)? {
+            OpenNamed::Dir(context) => {
+                for source in sources {
+                    if let CopySource::Path(pattern) = source {
+                        let sum =
+                            NamedContexts::checksum(context, pattern, exclude, &mut parts.files)?;
+                        parts
+                            .inputs
+                            .push((format!("context {name} {pattern}"), sum));
+                    }
+                }
+            }
+            OpenNamed::Image(_) => {
+                let image = kc.session.resolve_named_image(name)?;
+                parts.inputs.push((format!("context {name}"), image.key));
+            }
+        },
     }
     let key = CopyKey {
         copy: CopyFields {
@@ -230,6 +251,16 @@ fn copy_request(
             let image = session.resolve_image(reference)?;
             SourceRoot::Layers(LayeredFs::new(lowers_of(&image.layers)))
         }
+        Source::Named(name) => match session.named.get(name)? {
+            OpenNamed::Dir(context) => SourceRoot::Dir {
+                root: context.root().to_path_buf(),
+                filter: Some(crate::named::filter(context)),
+            },
+            OpenNamed::Image(_) => {
+                let image = session.resolve_named_image(name)?;
+                SourceRoot::Layers(LayeredFs::new(lowers_of(&image.layers)))
+            }
+        },
     };
     let sources = copy
         .sources

@@ -116,6 +116,8 @@ pub(crate) enum SourceKey<'a> {
     Context,
     Stage(usize),
     Image(&'a str),
+    /// A named build context, by name (its content goes in as an input key).
+    Named(&'a str),
 }
 
 impl<'a> SourceKey<'a> {
@@ -124,6 +126,7 @@ impl<'a> SourceKey<'a> {
             Source::Context => SourceKey::Context,
             Source::Stage(i) => SourceKey::Stage(*i),
             Source::Image(reference) => SourceKey::Image(reference),
+            Source::Named(name) => SourceKey::Named(name),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! file), and what must stay alive until the process ends.
 
 use crate::error::StepError;
+use crate::named::OpenNamed;
 use crate::result::{StageInputs, find_input, lowers_of};
 use crate::secret::SecretFile;
 use crate::session::BuildSession;
@@ -45,6 +46,10 @@ fn cache_mount_dir(
         Some(Source::Image(reference)) => {
             Some(lowers_of(&session.resolve_image(reference)?.layers))
         }
+        Some(Source::Named(name)) => match session.named.get(name)? {
+            OpenNamed::Dir(context) => Some(vec![context.root().to_path_buf()]),
+            OpenNamed::Image(_) => Some(lowers_of(&session.resolve_named_image(name)?.layers)),
+        },
         _ => None,
     };
     if let Some(lowers) = seed {
@@ -121,36 +126,19 @@ pub(crate) fn mount_spec(
                     readonly: mount.readonly,
                 }
             }
-            _ => {
-                let host = kiln_context::resolve_in_root(session.context_dir(), &source)?;
-                if host.is_dir() {
-                    // Writes to a context bind are discarded, never written to the context.
+            Some(Source::Named(name)) => match session.named.get(name)? {
+                OpenNamed::Dir(context) => {
+                    host_bind(session, context.root(), mount, &source, keep)?
+                }
+                OpenNamed::Image(_) => {
+                    let image = session.resolve_named_image(name)?;
                     SandboxMount::Layers {
-                        lowers: vec![host],
+                        lowers: sub_lowers(lowers_of(&image.layers), &source)?,
                         readonly: mount.readonly,
                     }
-                } else if mount.readonly {
-                    SandboxMount::Bind {
-                        host,
-                        readonly: true,
-                    }
-                } else {
-                    // A writable file bind gets a private copy, so the context stays as it is.
-                    let bind_err = |e| StepError::BindCopy {
-                        path: source.clone(),
-                        source: e,
-                    };
-                    let copy =
-                        tempfile::NamedTempFile::new_in(&session.scratch).map_err(bind_err)?;
-                    std::fs::copy(&host, copy.path()).map_err(bind_err)?;
-                    let path = copy.path().to_path_buf();
-                    keep.push(Box::new(copy));
-                    SandboxMount::Bind {
-                        host: path,
-                        readonly: false,
-                    }
                 }
-            }
+            },
+            _ => host_bind(session, session.context_dir(), mount, &source, keep)?,
         },
         MountKind::Cache { id, sharing } => SandboxMount::Cache {
             host: cache_mount_dir(session, mount, id, *sharing, inputs, keep)?,
@@ -230,4 +218,43 @@ pub(crate) fn mount_spec(
         }
     };
     Ok(Some(MountSpec { target, kind }))
+}
+
+/// A bind of `source` in the directory `root` (the build context or a named one): a
+/// directory as a lower dir whose writes are discarded, a file bound read-only or as a
+/// private copy, so the directory stays as it is.
+fn host_bind(
+    session: &BuildSession,
+    root: &std::path::Path,
+    mount: &kiln_parser::Mount,
+    source: &str,
+    keep: &mut Vec<Keep>,
+) -> Result<SandboxMount, StepError> {
+    let host = kiln_context::resolve_in_root(root, source)?;
+    Ok(if host.is_dir() {
+        // Writes to a context bind are discarded, never written to the context.
+        SandboxMount::Layers {
+            lowers: vec![host],
+            readonly: mount.readonly,
+        }
+    } else if mount.readonly {
+        SandboxMount::Bind {
+            host,
+            readonly: true,
+        }
+    } else {
+        // A writable file bind gets a private copy, so the context stays as it is.
+        let bind_err = |e| StepError::BindCopy {
+            path: source.to_string(),
+            source: e,
+        };
+        let copy = tempfile::NamedTempFile::new_in(&session.scratch).map_err(bind_err)?;
+        std::fs::copy(&host, copy.path()).map_err(bind_err)?;
+        let path = copy.path().to_path_buf();
+        keep.push(Box::new(copy));
+        SandboxMount::Bind {
+            host: path,
+            readonly: false,
+        }
+    })
 }

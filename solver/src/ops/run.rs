@@ -7,6 +7,7 @@ use super::mounts::{Keep, mount_spec};
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
 use crate::entitlements::effective_network;
 use crate::error::{SolveError, StepError};
+use crate::named::{NamedContexts, OpenNamed};
 use crate::progress::{Event, OutputTail, Stream};
 use kiln_executor::sandbox::{self, OutputStream, RunSpec};
 use kiln_parser::{
@@ -171,6 +172,19 @@ pub(crate) fn key(
                     .inputs
                     .push((format!("stage {i}"), stage_key(kc, *i)?));
             }
+            Some(Source::Named(name)) => match kc.session.named.get(name)? {
+                OpenNamed::Dir(context) => {
+                    let pattern = mount.source.clone().unwrap_or_else(|| ".".into());
+                    let sum = NamedContexts::checksum(context, &pattern, &[], &mut parts.files)?;
+                    parts
+                        .inputs
+                        .push((format!("context {name} {pattern}"), sum));
+                }
+                OpenNamed::Image(_) => {
+                    let image = kc.session.resolve_named_image(name)?;
+                    parts.inputs.push((format!("context {name}"), image.key));
+                }
+            },
             None if mount.kind == MountKind::Bind => {
                 let pattern = mount.source.clone().unwrap_or_else(|| ".".into());
                 let sum = kc.session.checksum(&pattern, &[], &mut parts.files)?;
