@@ -13,7 +13,8 @@
 //!   ADD with `fetch` for ADD's URLs, `workdir`), each with its cache key, built from the
 //!   fields it names, and its execution into an empty layer directory.
 //! - [`session`]: the build session ([`BuildSession`]): store, context, options, and what is
-//!   resolved once per build (images, the snapshotter, context checksums).
+//!   resolved once per build (images, the snapshotter, context checksums); [`named`]: the
+//!   named build contexts (`--build-context`) it reads by name, directories and held images.
 //! - [`images`]: stored images and their layers' snapshots; `result`: what a stage
 //!   produced. Committing a step's layer (blob, snapshot, the COPY staging on a tmpfs) is
 //!   the executor's ([`kiln_executor::commit::commit_layer`]): one call from `hit_or_run`.

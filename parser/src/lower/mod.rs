@@ -1,9 +1,10 @@
 //! Typed Dockerfile → [`BuildGraph`] (BuildKit `dockerfile2llb/convert.go`, minus LLB).
 //!
-//! Owns stage resolution (names case-insensitive, indexes, images), global and stage ARG
-//! scoping with `--build-arg` precedence and the automatic platform ARGs, ENV/WORKDIR/
-//! USER/SHELL inheritance, which values are expanded, ONBUILD triggers, `--target`
-//! selection and pruning, and the history text of every step.
+//! Owns stage resolution (names case-insensitive, indexes, images, and the named contexts
+//! that replace either: `named`), global and stage ARG scoping with `--build-arg`
+//! precedence and the automatic platform ARGs, ENV/WORKDIR/USER/SHELL inheritance, which
+//! values are expanded, ONBUILD triggers, `--target` selection and pruning, and the history
+//! text of every step.
 
 use std::collections::{BTreeSet, HashMap};
 
