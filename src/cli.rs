@@ -146,9 +146,9 @@ pub struct BuildArgs {
     /// Build this stage and what it needs, not the last one.
     #[arg(long)]
     pub target: Option<String>,
-    /// A named context (repeatable): NAME=DIR, NAME=docker-image://REF or
-    /// NAME=oci-layout://DIR[:TAG|@DIGEST]; it stands in for the stage or image NAME in
-    /// FROM, COPY --from and RUN --mount from=.
+    /// A named context (repeatable): NAME=DIR, NAME=docker-image://REF,
+    /// NAME=oci-layout://DIR[:TAG|@DIGEST], NAME=GIT-URL or NAME=URL (one file); it stands
+    /// in for the stage or image NAME in FROM, COPY --from and RUN --mount from=.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Run every step, ignoring the cache (results are still recorded).

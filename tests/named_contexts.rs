@@ -1,7 +1,8 @@
 //! `kiln build --build-context NAME=VALUE` through the binary, as root and as the
 //! unprivileged test user: a local directory replacing a stage and read by a name no stage
-//! has (COPY --from and RUN --mount from=), `docker-image://` replacing a FROM image, and
-//! `oci-layout://` of a layout `kiln build -o type=oci,tar=false` wrote. Each is checked by
+//! has (COPY --from and RUN --mount from=), `docker-image://` replacing a FROM image,
+//! `oci-layout://` of a layout `kiln build -o type=oci,tar=false` wrote, a git URL (served on
+//! loopback by `git daemon` and `git http-backend`) and a plain http URL. Each is checked by
 //! the files and config of the image, its ID, which steps ran and which were CACHED, and the
 //! error and exit status of a bad value (nothing tagged).
 
@@ -367,4 +368,140 @@ fn bad_values_are_refused_before_anything_is_tagged() {
     );
     assert_eq!(a, b);
     let _ = Identity::Root;
+}
+
+/// Serves `body` at `/files/notes.txt` (404 elsewhere) on loopback, for `max` requests.
+fn serve(body: &'static str, max: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut s) = stream else { continue };
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let (status, body) = match first.split_whitespace().nth(1) {
+                Some("/files/notes.txt") => ("200 OK", body),
+                _ => ("404 Not Found", "no"),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_url_is_a_directory_holding_the_file_it_serves() {
+    each_identity(|world| {
+        let base = serve("served\n", 3);
+        let ctx = world.context(
+            "ctx",
+            "FROM scratch\nCOPY --from=remote notes.txt /notes.txt\n",
+        );
+        let value = format!("remote={base}/files/notes.txt");
+        let (id, _) = build_id(world, &ctx, &["-t", "url:1", "--build-context", &value]);
+        let img = image(world, "url:1");
+        assert_eq!(img.text("notes.txt"), "served\n");
+        assert_eq!(img.file("notes.txt").mode & 0o777, 0o600);
+        // Keyed by what was served: the same bytes again are CACHED.
+        let (again, out) = build_id(world, &ctx, &["--build-context", &value]);
+        assert_eq!(again, id);
+        assert_eq!(ran(&out), Vec::<String>::new(), "{}", both(&out));
+        // A missing file: the server's answer, nothing tagged.
+        let out = world.build(
+            &ctx,
+            &[
+                "-t",
+                "url404:1",
+                "--build-context",
+                &format!("remote={base}/gone"),
+            ],
+        );
+        assert_refused(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("build context remote:") && err.contains("404"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn a_git_url_is_its_commit_checked_out_and_keyed_by_content() {
+    let servers = common::gitserve::GitServers::start();
+    let repo = servers.repo("lib");
+    repo.commit(
+        &[
+            ("src/lib.txt", "one\n", 0o644),
+            ("src/.dockerignore", "*.tmp\n", 0o644),
+            ("src/x.tmp", "ignored\n", 0o644),
+            ("README", "r\n", 0o644),
+        ],
+        "one",
+    );
+    each_identity(|world| {
+        let dockerfile = format!(
+            "{}RUN echo first > /first\nCOPY --from=lib / /lib/\nRUN cat /lib/lib.txt > /seen\n",
+            common::identity::BUSYBOX
+        );
+        let ctx = world.context("ctx", &dockerfile);
+        for url in [
+            format!("lib={}#main:src", servers.http_url("lib")),
+            format!("lib={}#main:src", servers.git_url("lib")),
+        ] {
+            let (id, _) = build_id(world, &ctx, &["-t", "git:1", "--build-context", &url]);
+            let img = image(world, "git:1");
+            assert_eq!(img.text("lib/lib.txt"), "one\n", "{url}");
+            assert!(
+                !img.files.contains_key("lib/x.tmp"),
+                "{url}: its .dockerignore holds"
+            );
+            assert!(
+                !img.files.contains_key("lib/README"),
+                "{url}: the subdir only"
+            );
+            assert!(!img.files.contains_key("lib/.git"), "{url}");
+            assert_eq!(img.text("seen"), "one\n");
+            // The same commit again: all CACHED (the checkout is new, its content is not).
+            let (again, out) = build_id(world, &ctx, &["--build-context", &url]);
+            assert_eq!(again, id, "{url}");
+            assert_eq!(ran(&out), Vec::<String>::new(), "{url}\n{}", both(&out));
+        }
+        let url = format!("lib={}#main:src", servers.http_url("lib"));
+        let bad = world.build(
+            &ctx,
+            &[
+                "-t",
+                "gitbad:1",
+                "--build-context",
+                &format!("lib={}#nope", servers.http_url("lib")),
+            ],
+        );
+        assert_refused(&bad);
+        assert!(both(&bad).contains("build context lib:"), "{}", both(&bad));
+        assert!(!String::from_utf8_lossy(&world.kiln(&["images"]).stdout).contains("gitbad"));
+        // A new commit re-runs what reads the context, nothing before it.
+        let (before, _) = build_id(world, &ctx, &["--build-context", &url]);
+        repo.commit(&[("src/lib.txt", "two\n", 0o644)], "two");
+        let (after, out) = build_id(world, &ctx, &["-t", "git:2", "--build-context", &url]);
+        assert_ne!(after, before);
+        let ran = ran(&out);
+        assert_eq!(ran.len(), 2, "{ran:?}\n{}", both(&out));
+        assert!(ran[0].contains("COPY --from=lib"), "{ran:?}");
+        assert_eq!(image(world, "git:2").text("seen"), "two\n");
+        // Back to the first content for the next identity.
+        repo.commit(&[("src/lib.txt", "one\n", 0o644)], "three");
+    });
 }

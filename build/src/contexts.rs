@@ -6,10 +6,15 @@
 //! - `docker-image://REF[:tag|@digest]`: the image REF, found in the store or pulled as a
 //!   FROM base is (lowering writes REF where NAME stood);
 //! - `oci-layout://DIR[:tag][@digest]`: an image of an OCI layout directory, loaded into the
-//!   store's blobs (unnamed) and handed to lowering (its config) and the solver (by name).
+//!   store's blobs (unnamed) and handed to lowering (its config) and the solver (by name);
+//! - `https://...` (or `http://`) not naming a git repository: the one file it serves,
+//!   downloaded into the build's scratch space as a directory holding it (named after the
+//!   URL's path, mode 0600, as BuildKit's HTTP source is);
+//! - a git URL (`https://host/repo.git#ref:subdir`, `git@host:repo`, the query form): the
+//!   commit checked out as a git build context is ([`crate::git_context`]), then read
+//!   like a directory.
 //!
-//! A git or URL value is recognised ([`ContextSpec::Remote`]) but not fetched here yet: the
-//! one place that would fetch it into a directory is [`prepare`].
+//! A fetched directory (URL, git) is read without a stat cache: its path is new each build.
 
 use crate::BuildError;
 use crate::blobs::StoreBlobs;
@@ -31,8 +36,10 @@ pub enum ContextSpec {
         tag: Option<String>,
         digest: Option<String>,
     },
-    /// A git repository or a URL (`https://`, `http://`, `git://`, `ssh://`, `git@`).
-    Remote(String),
+    /// A file served over http(s).
+    Url(String),
+    /// A git repository, as ADD's git sources and a git build context take one.
+    Git(kiln_parser::GitRef),
 }
 
 /// `--build-context NAME=VALUE`: the name as contexts are looked up by
@@ -75,11 +82,10 @@ pub fn parse(flag: &str) -> Result<(String, ContextSpec), BuildError> {
             tag,
             digest,
         }
-    } else if ["http://", "https://", "git://", "ssh://", "git@"]
-        .iter()
-        .any(|p| value.starts_with(p))
-    {
-        ContextSpec::Remote(value.to_string())
+    } else if let Some(git) = git_ref(value).map_err(|e| bad(e.to_string()))? {
+        ContextSpec::Git(git)
+    } else if value.starts_with("http://") || value.starts_with("https://") {
+        ContextSpec::Url(value.to_string())
     } else if let Some((scheme, _)) = value.split_once("://") {
         return Err(bad(format!(
             "unsupported context source {scheme}:// (a directory, docker-image://, \
@@ -95,6 +101,15 @@ pub fn parse(flag: &str) -> Result<(String, ContextSpec), BuildError> {
     Ok((key, spec))
 }
 
+/// The git reference `value` is, when it is one and no local path of that name exists (a
+/// directory wins, as for the main context).
+fn git_ref(value: &str) -> Result<Option<kiln_parser::GitRef>, kiln_parser::GitRefError> {
+    if std::fs::symlink_metadata(value).is_ok() {
+        return Ok(None);
+    }
+    kiln_parser::parse_git_ref(value)
+}
+
 /// The named contexts made ready for one build.
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
@@ -105,6 +120,10 @@ pub struct Prepared {
     /// Images the build holds (loaded from layouts), which `--verify-reproducible` gives
     /// its scratch stores.
     pub held: Vec<ImageRef>,
+    /// Downloaded URL contexts, removed when the last clone of this is dropped.
+    pub downloads: Vec<std::sync::Arc<tempfile::TempDir>>,
+    /// Checked-out git contexts, likewise.
+    pub checkouts: Vec<std::sync::Arc<crate::git_context::GitContext>>,
 }
 
 /// Makes every context ready: a directory checked, a layout's image loaded into `store`.
@@ -144,14 +163,42 @@ pub fn prepare(store: &Store, specs: &[(String, ContextSpec)]) -> Result<Prepare
                     .push((name.clone(), NamedSource::Image(image.clone())));
                 out.held.push(image);
             }
-            ContextSpec::Remote(url) => {
-                return Err(BuildError::Request(format!(
-                    "build context {name}: {url}: git and URL contexts are not supported yet"
-                )));
+            ContextSpec::Url(url) => {
+                let dir = download(store, name, url)?;
+                out.lower.push((name.clone(), NamedContext::Files));
+                out.solve
+                    .push((name.clone(), NamedSource::Fetched(dir.path().to_path_buf())));
+                out.downloads.push(std::sync::Arc::new(dir));
+            }
+            ContextSpec::Git(git) => {
+                let checkout = crate::git_context::GitContext::checkout(store, git)
+                    .map_err(|e| BuildError::Request(format!("build context {name}: {e}")))?;
+                out.lower.push((name.clone(), NamedContext::Files));
+                out.solve
+                    .push((name.clone(), NamedSource::Fetched(checkout.dir.clone())));
+                out.checkouts.push(std::sync::Arc::new(checkout));
             }
         }
     }
     Ok(out)
+}
+
+/// Downloads the file `url` serves into a new directory of the store's scratch space.
+fn download(store: &Store, name: &str, url: &str) -> Result<tempfile::TempDir, BuildError> {
+    let what = format!("build context {name}: {url}");
+    let scratch = store
+        .scratch_dir()
+        .map_err(BuildError::store(format!("{what}: the scratch space")))?;
+    let dir = tempfile::tempdir_in(scratch).map_err(BuildError::io(what.clone()))?;
+    let file = kiln_executor::copy::http::download(url, None, None, dir.path())
+        .map_err(|e| BuildError::Request(format!("{what}: {e}")))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join(file),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .map_err(BuildError::io(what))?;
+    Ok(dir)
 }
 
 /// Loads the image of layout `dir` that `tag` or `digest` names (else tag `latest`, else
@@ -313,9 +360,22 @@ mod tests {
                 digest: Some(d)
             }
         );
+        let git = |s: &str| match p(s).1 {
+            ContextSpec::Git(g) => (g.remote, g.reference, g.subdir),
+            other => panic!("{s}: {other:?}"),
+        };
         assert_eq!(
-            p("g=https://example.com/r.git").1,
-            ContextSpec::Remote("https://example.com/r.git".into())
+            git("g=https://example.com/r.git#main:sub"),
+            (
+                "https://example.com/r.git".into(),
+                "main".into(),
+                "sub".into()
+            )
+        );
+        assert_eq!(git("g=git@example.com:r.git").0, "git@example.com:r.git");
+        assert_eq!(
+            p("f=https://example.com/f.tar.gz").1,
+            ContextSpec::Url("https://example.com/f.tar.gz".into())
         );
         let err = |s: &str| parse(s).unwrap_err().to_string();
         assert_eq!(err("src"), "--build-context \"src\": expected NAME=VALUE");

@@ -20,9 +20,12 @@ use std::sync::Arc;
 /// What a named context is, as the build was told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedSource {
-    /// A local directory (or any tree of files on this machine: a checkout of a git
-    /// context would be one).
+    /// A local directory: its stat cache is kept in the store, so a rebuild re-hashes
+    /// nothing unchanged.
     Dir(PathBuf),
+    /// A directory fetched for this build (a git checkout, a download): read as a local
+    /// one, without a stat cache (its path is new each build).
+    Fetched(PathBuf),
     /// An image already in the store, by manifest and config.
     Image(ImageRef),
 }
@@ -64,21 +67,23 @@ impl NamedContexts {
         let mut contexts = Vec::new();
         for (name, source) in sources {
             let open = match source {
-                NamedSource::Dir(dir) => {
+                NamedSource::Dir(dir) | NamedSource::Fetched(dir) => {
                     let matcher =
                         kiln_context::load_own(dir).map_err(|source| NamedError::Ignore {
                             name: name.clone(),
                             source: Box::new(source),
                         })?;
-                    let stat_cache = store.stat_cache_path(dir);
-                    let context =
-                        Context::open(dir, matcher, Some(stat_cache)).map_err(|source| {
-                            NamedError::Open {
-                                name: name.clone(),
-                                dir: dir.clone(),
-                                source: Box::new(source),
-                            }
-                        })?;
+                    let stat_cache = match source {
+                        NamedSource::Dir(_) => Some(store.stat_cache_path(dir)),
+                        _ => None,
+                    };
+                    let context = Context::open(dir, matcher, stat_cache).map_err(|source| {
+                        NamedError::Open {
+                            name: name.clone(),
+                            dir: dir.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
                     OpenNamed::Dir(Arc::new(context))
                 }
                 NamedSource::Image(image) => OpenNamed::Image(image.clone()),
