@@ -4,7 +4,8 @@
 //! that replace either: `named`), global and stage ARG scoping with `--build-arg`
 //! precedence and the automatic platform ARGs, ENV/WORKDIR/USER/SHELL inheritance, which
 //! values are expanded, ONBUILD triggers, `--target` selection and pruning, and the history
-//! text of every step.
+//! text of every step. [`lower_checked`] also runs the build checks that need this state
+//! (`checks`, over [`crate::lint`]); what they find never changes the graph.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,5 +1,7 @@
 //! Lowering of single instructions within a stage: expansion of their values, the ops
-//! they become and the history text BuildKit writes for each (`created_by`).
+//! they become and the history text BuildKit writes for each (`created_by`). Expansions
+//! note the variables they look up, and WORKDIR, EXPOSE and COPY/ADD hand their expanded
+//! values to the build checks ([`crate::lint::dispatch`]).
 
 use crate::chmod::ModeSpec;
 use crate::copy_rules::{self, SourceKind};
