@@ -47,6 +47,7 @@ fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, E
     let limits = flags::limits(args.memory.as_deref(), args.cpus, args.pids_limit)?;
     let run_options = RunOptions {
         extra_hosts: flags::extra_hosts(&args.add_hosts)?,
+        ulimits: flags::ulimits(&args.ulimits)?,
     };
     let cache_from = parse_all(&args.cache_from)?;
     let cache_to = parse_all(&args.cache_to)?;

@@ -183,6 +183,10 @@ pub struct BuildArgs {
     /// Add a line to every RUN's /etc/hosts: HOST:IP or HOST=IP, IPv4 or IPv6 (repeatable).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
+    /// A resource limit of every RUN: NAME=SOFT[:HARD] (nofile, nproc, core, stack, ...;
+    /// -1: unlimited), as `docker build --ulimit` (repeatable).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
     /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
     /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]

@@ -1,10 +1,11 @@
 //! What `kiln build`'s command line adds to every RUN, seen from inside the RUN, as root and
 //! as an unprivileged user with a subordinate ID range: `--add-host` lines in
-//! `/etc/hosts`; and how each enters the cache key (as BuildKit keys it).
+//! `/etc/hosts`, `--ulimit` limits; and how each enters the cache key (as BuildKit keys
+//! it).
 
 mod common;
 
-use common::identity::{BUSYBOX, World, assert_ok, assert_refused, both, identities};
+use common::identity::{BUSYBOX, Identity, World, assert_ok, assert_refused, both, identities};
 
 /// The image ID a `--progress plain` build printed.
 fn image_id(log: &str) -> &str {
@@ -85,5 +86,120 @@ fn a_bad_add_host_is_refused_before_anything_runs() {
         let log = both(&out);
         assert!(log.contains(says), "--add-host {value}: {log}");
         assert!(!log.contains("RUN cat"), "--add-host {value}: {log}");
+    }
+}
+
+/// The hard limit of open files kiln's callers have here (the test's own).
+fn own_nofile_hard() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn ulimit_sets_the_limits_a_run_sees() {
+    let hard = own_nofile_hard();
+    assert!(
+        hard >= 2048,
+        "this test needs a nofile hard limit of 2048: {hard}"
+    );
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context(
+            "ctx",
+            &format!(
+                "{BUSYBOX}RUN echo soft=$(ulimit -Sn) hard=$(ulimit -Hn) procs=$(ulimit -u)\n"
+            ),
+        );
+        let out = w.build(
+            &ctx,
+            &["--ulimit", "nofile=1000:2000", "--ulimit", "nproc=500:600"],
+        );
+        assert_ok(&out);
+        let log = both(&out);
+        assert!(
+            log.contains("soft=1000 hard=2000 procs=500"),
+            "{id:?}: {log}"
+        );
+        // Another limit is another step (as in BuildKit, where it is part of the exec op).
+        let other = w.build(&ctx, &["--ulimit", "nofile=900:2000"]);
+        assert_ok(&other);
+        let other_log = both(&other);
+        assert!(
+            other_log.contains("soft=900 hard=2000"),
+            "{id:?}: {other_log}"
+        );
+    }
+}
+
+/// Whether this (root) process may raise hard limits: CAP_SYS_RESOURCE (24) effective.
+fn has_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// A hard limit above the caller's own: root raises it (before the sandbox's user
+/// namespace), a rootless build (or root without CAP_SYS_RESOURCE) cannot and says so
+/// instead of running with less.
+#[test]
+fn a_hard_limit_above_the_users_own_needs_real_root() {
+    let above = own_nofile_hard() + 1000;
+    let flag = format!("nofile=1024:{above}");
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context("ctx", &format!("{BUSYBOX}RUN echo hard=$(ulimit -Hn)\n"));
+        let out = w.build(&ctx, &["--ulimit", &flag]);
+        let log = both(&out);
+        match id {
+            Identity::Root if has_sys_resource() => {
+                assert_ok(&out);
+                assert!(log.contains(&format!("hard={above}")), "{id:?}: {log}");
+            }
+            // Root without CAP_SYS_RESOURCE (in a container): it cannot either.
+            Identity::Root => {
+                assert_refused(&out);
+                assert!(
+                    log.contains(&format!(
+                        "--ulimit {flag}: cannot raise the hard limit from {} to {above}",
+                        own_nofile_hard()
+                    )),
+                    "{id:?}: {log}"
+                );
+            }
+            Identity::Rootless => {
+                assert_refused(&out);
+                assert!(
+                    log.contains(&format!(
+                        "--ulimit {flag}: the hard limit is above the one kiln was started with"
+                    )),
+                    "{id:?}: {log}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_ulimit_is_refused_before_anything_runs() {
+    let w = World::new(identities()[0]);
+    let ctx = w.context("ctx", &format!("{BUSYBOX}RUN true\n"));
+    for (value, says) in [
+        ("nofile", "expected NAME=SOFT[:HARD]"),
+        ("files=10", "unknown limit \"files\""),
+        (
+            "nofile=20:10",
+            "the soft limit must not be above the hard limit",
+        ),
+        ("nofile=ten", "is not a limit"),
+    ] {
+        let out = w.build(&ctx, &["--ulimit", value]);
+        assert_refused(&out);
+        let log = both(&out);
+        assert!(log.contains(says), "--ulimit {value}: {log}");
+        assert!(!log.contains("RUN true"), "--ulimit {value}: {log}");
     }
 }

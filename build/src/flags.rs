@@ -1,14 +1,14 @@
 //! What the values of `kiln build`'s flags mean: `K=V` pairs (a bare `--build-arg K`
 //! read from the environment), `--secret` specs, `--allow` entitlements, the limits of
-//! every RUN, what the command line adds to every RUN (`--add-host`) and `--timestamp`.
-//! The command line keeps the flags themselves; the rules for their values live here
-//! beside the request they fill, as `-o` and `--cache-to` specs do
+//! every RUN, what the command line adds to every RUN (`--add-host`, `--ulimit`) and
+//! `--timestamp`. The command line keeps the flags themselves; the rules for their values
+//! live here beside the request they fill, as `-o` and `--cache-to` specs do
 //! ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
 //! the command line has always printed them.
 
 use crate::BuildError;
 use kiln_executor::cgroup::Limits;
-use kiln_executor::sandbox::ExtraHost;
+use kiln_executor::sandbox::{ExtraHost, ULIMIT_NAMES, UNLIMITED, Ulimit};
 use kiln_solver::{Entitlement, Entitlements, SecretSource, SshSource};
 use std::path::PathBuf;
 
@@ -193,6 +193,48 @@ pub fn extra_hosts(values: &[String]) -> Result<Vec<ExtraHost>, BuildError> {
     Ok(out)
 }
 
+/// `--ulimit` values, as docker takes them: `NAME=SOFT[:HARD]` (the hard limit defaults to
+/// the soft one, -1 is unlimited). A later value for the same name wins; the result is
+/// sorted by name, so the order of the flags does not change the RUNs' keys.
+pub fn ulimits(values: &[String]) -> Result<Vec<Ulimit>, BuildError> {
+    let mut out: Vec<Ulimit> = Vec::new();
+    for v in values {
+        let shape = || bad(format!("--ulimit {v:?}: expected NAME=SOFT[:HARD]"));
+        let (name, limits) = v.split_once('=').ok_or_else(shape)?;
+        if !ULIMIT_NAMES.contains(&name) {
+            return Err(bad(format!(
+                "--ulimit {v:?}: unknown limit {name:?} (one of {})",
+                ULIMIT_NAMES.join(", ")
+            )));
+        }
+        let number = |n: &str| match n.parse::<i64>() {
+            Ok(-1) => Ok(UNLIMITED),
+            Ok(n) if n >= 0 => Ok(n.unsigned_abs()),
+            _ => Err(bad(format!(
+                "--ulimit {v:?}: {n:?} is not a limit (a number, -1 for unlimited)"
+            ))),
+        };
+        let (soft, hard) = match limits.split(':').collect::<Vec<_>>()[..] {
+            [soft] => (number(soft)?, number(soft)?),
+            [soft, hard] => (number(soft)?, number(hard)?),
+            _ => return Err(shape()),
+        };
+        if soft > hard {
+            return Err(bad(format!(
+                "--ulimit {v:?}: the soft limit must not be above the hard limit"
+            )));
+        }
+        out.retain(|u| u.name != name);
+        out.push(Ulimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 /// `--timestamp`: `keep` keeps real file times (else they are clamped to
 /// SOURCE_DATE_EPOCH).
 pub fn keep_timestamps(timestamp: Option<&str>) -> Result<bool, BuildError> {
@@ -224,6 +266,37 @@ mod tests {
         assert_eq!(limits(None, None, Some(-1)).unwrap().pids, None);
         assert!(limits(None, Some(0.0), None).is_err());
         assert!(keep_timestamps(Some("now")).is_err());
+    }
+
+    #[test]
+    fn ulimit_takes_what_docker_takes() {
+        let one = |v: &str| ulimits(&[v.to_string()]).map(|u| u[0].to_string());
+        assert_eq!(one("nofile=1024:2048").unwrap(), "nofile=1024:2048");
+        assert_eq!(one("nproc=512").unwrap(), "nproc=512:512");
+        assert_eq!(one("core=0:-1").unwrap(), "core=0:-1");
+        assert_eq!(
+            one("nofile=2048:1024").unwrap_err().to_string(),
+            "--ulimit \"nofile=2048:1024\": the soft limit must not be above the hard limit"
+        );
+        assert!(one("nofile").is_err());
+        assert!(one("nofile=1:2:3").is_err());
+        assert!(one("nofile=-2").is_err());
+        assert!(one("nofile=many").is_err());
+        assert!(
+            one("as=1")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown limit \"as\"")
+        );
+        // The last one of a name wins; the list is sorted by name.
+        let list = ulimits(&[
+            "nproc=10".to_string(),
+            "nofile=1".to_string(),
+            "nproc=20".to_string(),
+        ])
+        .unwrap();
+        let shown: Vec<String> = list.iter().map(|u| u.to_string()).collect();
+        assert_eq!(shown, ["nofile=1:1", "nproc=20:20"]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::explain::KeyInputs;
 use crate::key::vertex_key;
 use crate::ops::{KeyContext, LayerOp};
 use crate::test_session::{Fixture, fixture, fixture_with, serve, step};
-use kiln_executor::sandbox::{ExtraHost, RunOptions};
+use kiln_executor::sandbox::{ExtraHost, RunOptions, UNLIMITED, Ulimit};
 use kiln_parser::{
     CacheSharing, CopyOp, CopySource, InlineFile, Mount, MountKind, NetworkMode, Op, RunOp,
     SecurityMode, Source, WorkdirOp,
@@ -181,6 +181,7 @@ fn extra_host_names_enter_run_keys_and_their_addresses_do_not() {
                     ip: ip.parse().unwrap(),
                 })
                 .collect(),
+            ..RunOptions::default()
         };
         key(
             &fixture_with(NetworkDefault::Host, Some(0), options),
@@ -196,6 +197,37 @@ fn extra_host_names_enter_run_keys_and_their_addresses_do_not() {
     );
     assert_eq!(with(&[("db", "fd00::2")]), db);
     assert_ne!(with(&[("cache", "10.0.0.2")]), db);
+}
+
+/// `--ulimit` enters a RUN's key, as it is part of BuildKit's exec op: another limit is
+/// another step.
+#[test]
+fn ulimits_enter_run_keys() {
+    let with = |ulimits: Vec<Ulimit>| {
+        let options = RunOptions {
+            ulimits,
+            ..RunOptions::default()
+        };
+        key(
+            &fixture_with(NetworkDefault::Host, Some(0), options),
+            Op::Run(run_with_mounts()),
+        )
+    };
+    let nofile = |soft, hard| Ulimit {
+        name: "nofile".into(),
+        soft,
+        hard,
+    };
+    assert_eq!(
+        with(Vec::new()),
+        "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59"
+    );
+    let limited = with(vec![nofile(1024, 2048)]);
+    assert_eq!(
+        limited,
+        "06c68340e30ca13db405b7904b8b8d287bddee6d3672320ecf61be16b794e45b"
+    );
+    assert_ne!(with(vec![nofile(1024, UNLIMITED)]), limited);
 }
 
 #[test]

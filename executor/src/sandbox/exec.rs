@@ -1,6 +1,7 @@
-//! The RUN process itself, between PID 1's fork and exec: its stdio and session, USER,
-//! the environment and `PATH` lookup, then capabilities, no_new_privs and seccomp, in the
-//! order runc uses. Nothing here returns on success: the process execs or reports why not.
+//! The RUN process itself, between PID 1's fork and exec: its stdio and session, its
+//! `--ulimit`s, USER, the environment and `PATH` lookup, then capabilities, no_new_privs
+//! and seccomp, in the order runc uses. Nothing here returns on success: the process
+//! execs or reports why not.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -112,6 +113,8 @@ fn exec_inner(run: &HelperRun, stdin: Option<&PassedStdin>) -> Result<Never, Ste
     // exec-error pipe must, until exec, so mark rather than close.
     close_from(3, true)?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    // Before the user changes (as runc): RLIMIT_NPROC is checked against the new user.
+    super::rlimit::apply(&run.options.ulimits)?;
 
     let passwd = account_file("/etc/passwd")?;
     let group = account_file("/etc/group")?;

@@ -39,6 +39,7 @@ use super::mount;
 use super::pid1::pid1;
 use super::process::{close_from, fork, reset_signals, unshare};
 use super::protocol::{self, Event, HelperRun, Request};
+use super::rlimit;
 use super::rootfs;
 use super::step::{StepError, fail};
 use std::os::unix::fs::OpenOptionsExt;
@@ -184,6 +185,11 @@ fn run_sandbox(
             .open(p)
             .ok()
     });
+    // Still in kiln's user namespace: the only place a hard limit can be raised (as real
+    // root), inherited by everything below.
+    if crate::userns::is_real_root() {
+        rlimit::raise_hard_limits(&run.options.ulimits)?;
+    }
     let entered = idmap::enter(&mut run)?;
     if let idmap::Entered::Identity(why) = &entered {
         if run.insecure {

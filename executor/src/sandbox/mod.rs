@@ -8,11 +8,12 @@
 //! unprivileged ID range over idmapped mounts), builds the filesystem view (`rootfs`, with
 //! symlink-safe mount points from `mountpoint`, the mount calls of `mount` and the
 //! `/proc`, `/sys` and `/dev` of `kernel_fs`) in its PID 1 (`pid1`), and the RUN process
-//! resolves USER (`user`), confines itself (`seccomp`) and execs the command (`exec`).
-//! `process` holds the fork, unshare and fd/signal resets of those single-threaded
-//! processes, `step` the error every setup step reports. On kiln's side, `parent` spawns
-//! the helper and relays its output and events; `spec` holds what a RUN is asked and gives
-//! back ([`RunSpec`], [`RunOutcome`], [`SandboxError`]).
+//! sets its `--ulimit`s (`rlimit`), resolves USER (`user`), confines itself (`seccomp`)
+//! and execs the command (`exec`). `process` holds the fork, unshare and fd/signal resets
+//! of those single-threaded processes, `step` the error every setup step reports. On
+//! kiln's side, `parent` spawns the helper and relays its output and events; `spec` holds
+//! what a RUN is asked and gives back ([`RunSpec`], [`RunOutcome`], [`SandboxError`]),
+//! `options` what the command line adds to every RUN ([`RunOptions`]: hosts, limits).
 //! Choosing a snapshotter ([`Snapshotter::detect`]) asks a helper to mount a test overlay.
 //!
 //! Layer directory contract: after a successful [`run`], `spec.upper` holds exactly what the
@@ -32,6 +33,7 @@ mod parent;
 mod pid1;
 mod process;
 mod protocol;
+mod rlimit;
 mod rootfs;
 mod seccomp;
 mod spec;
@@ -43,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::snapshot::Snapshotter;
 pub use exec::DEFAULT_PATH;
-pub use options::{ExtraHost, RunOptions};
+pub use options::{ExtraHost, RunOptions, ULIMIT_NAMES, UNLIMITED, Ulimit};
 pub use parent::HELPER_ARG;
 use parent::{finish_helper, start_helper};
 use protocol::{Event, HelperRun, Request, RootfsPlan, Stub};

@@ -1,9 +1,10 @@
 //! What `kiln build`'s command line sets in every RUN's environment beyond what the
-//! Dockerfile says: extra `/etc/hosts` entries (`--add-host`). [`RunOptions`] defaults to
-//! none of it, which is every RUN as it was before these flags existed.
+//! Dockerfile says: extra `/etc/hosts` entries (`--add-host`) and resource limits
+//! (`--ulimit`). [`RunOptions`] defaults to none of it, which is every RUN as it was before
+//! these flags existed.
 //!
 //! The values arrive checked (the build crate parses the flags); the helper's modules read
-//! them: `rootfs` writes the hosts file.
+//! them: `rootfs` writes the hosts file, `rlimit` sets the limits.
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -14,6 +15,10 @@ pub struct RunOptions {
     /// Lines added to `/etc/hosts`, in order (`--add-host`).
     #[serde(default)]
     pub extra_hosts: Vec<ExtraHost>,
+    /// Resource limits the RUN process gets before exec (`--ulimit`), one per name, sorted
+    /// by name.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
 }
 
 impl RunOptions {
@@ -36,6 +41,51 @@ impl ExtraHost {
     /// The entry as a line of `/etc/hosts`, with its newline.
     pub fn hosts_line(&self) -> String {
         format!("{}\t{}\n", self.ip, self.host)
+    }
+}
+
+/// One resource limit, as `docker build --ulimit NAME=SOFT[:HARD]` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// One of [`ULIMIT_NAMES`].
+    pub name: String,
+    /// [`UNLIMITED`] for no limit.
+    pub soft: u64,
+    /// At least `soft`; [`UNLIMITED`] for no limit.
+    pub hard: u64,
+}
+
+/// A limit of "unlimited" (`RLIM_INFINITY`; docker writes it -1).
+pub const UNLIMITED: u64 = u64::MAX;
+
+/// The names `--ulimit` takes: docker's (every `RLIMIT_*` but `as`, which docker leaves
+/// out too).
+pub const ULIMIT_NAMES: [&str; 15] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+impl std::fmt::Display for Ulimit {
+    /// `name=soft:hard`, -1 for unlimited, as docker prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = |v: u64| match v {
+            UNLIMITED => "-1".to_string(),
+            v => v.to_string(),
+        };
+        write!(f, "{}={}:{}", self.name, n(self.soft), n(self.hard))
     }
 }
 

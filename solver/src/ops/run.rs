@@ -1,7 +1,7 @@
 //! RUN: keyed by its command as expanded and everything that shapes the process (env,
 //! directory, user, the network it really gets, mounts, inline files, platform, the names
-//! `--add-host` adds); executed in the sandbox with the layers below as its rootfs and
-//! `out` as the upper dir.
+//! `--add-host` adds, `--ulimit`); executed in the sandbox with the layers below as its
+//! rootfs and `out` as the upper dir.
 
 use super::mounts::{Keep, mount_spec};
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
@@ -9,7 +9,7 @@ use crate::entitlements::effective_network;
 use crate::error::{SolveError, StepError};
 use crate::named::{NamedContexts, OpenNamed};
 use crate::progress::{Event, OutputTail, Stream};
-use kiln_executor::sandbox::{self, OutputStream, RunSpec};
+use kiln_executor::sandbox::{self, OutputStream, RunSpec, Ulimit};
 use kiln_parser::{
     CacheSharing, InlineFile, Mount, MountKind, NetworkMode, Platform, RunOp, SecurityMode, Source,
 };
@@ -43,6 +43,26 @@ struct RunFields<'a> {
     /// machine's business). Absent without the flag, so every other key stays the same.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     extra_hosts: Vec<&'a str>,
+    /// `--ulimit`, in BuildKit's exec op too; absent without the flag.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ulimits: Vec<UlimitKey<'a>>,
+}
+
+/// One `--ulimit` as BuildKit's `pb.Ulimit` holds it: -1 for unlimited.
+#[derive(Serialize)]
+struct UlimitKey<'a> {
+    name: &'a str,
+    soft: i64,
+    hard: i64,
+}
+
+fn ulimit_key(u: &Ulimit) -> UlimitKey<'_> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(-1);
+    UlimitKey {
+        name: &u.name,
+        soft: n(u.soft),
+        hard: n(u.hard),
+    }
 }
 
 #[derive(Serialize)]
@@ -231,6 +251,7 @@ pub(crate) fn key(
                 .iter()
                 .map(|h| h.host.as_str())
                 .collect(),
+            ulimits: options.ulimits.iter().map(ulimit_key).collect(),
         },
         platform: PlatformKey {
             os,
