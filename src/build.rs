@@ -48,6 +48,7 @@ fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, E
     let run_options = RunOptions {
         extra_hosts: flags::extra_hosts(&args.add_hosts)?,
         ulimits: flags::ulimits(&args.ulimits)?,
+        shm_size: args.shm_size.as_deref().map(flags::shm_size).transpose()?,
     };
     let cache_from = parse_all(&args.cache_from)?;
     let cache_to = parse_all(&args.cache_to)?;

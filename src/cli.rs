@@ -187,6 +187,9 @@ pub struct BuildArgs {
     /// -1: unlimited), as `docker build --ulimit` (repeatable).
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<String>,
+    /// Size of every RUN's /dev/shm (`128m`, `1g`; powers of 1024 as docker's; default 64m).
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
     /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
     /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]

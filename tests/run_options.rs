@@ -1,7 +1,7 @@
 //! What `kiln build`'s command line adds to every RUN, seen from inside the RUN, as root and
 //! as an unprivileged user with a subordinate ID range: `--add-host` lines in
-//! `/etc/hosts`, `--ulimit` limits; and how each enters the cache key (as BuildKit keys
-//! it).
+//! `/etc/hosts`, `--ulimit` limits, the size of `/dev/shm` (`--shm-size`); and how each
+//! enters the cache key (as BuildKit keys it).
 
 mod common;
 
@@ -202,4 +202,44 @@ fn a_bad_ulimit_is_refused_before_anything_runs() {
         assert!(log.contains(says), "--ulimit {value}: {log}");
         assert!(!log.contains("RUN true"), "--ulimit {value}: {log}");
     }
+}
+
+/// The options of the `/dev/shm` mount a RUN printed from /proc/mounts.
+fn shm_options(log: &str) -> &str {
+    log.lines()
+        .find_map(|l| l.split(" /dev/shm tmpfs ").nth(1))
+        .unwrap_or_else(|| panic!("no /dev/shm mount: {log}"))
+}
+
+#[test]
+fn shm_size_sizes_dev_shm() {
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = w.context("ctx", &format!("{BUSYBOX}RUN grep /dev/shm /proc/mounts\n"));
+        // Without the flag: 64 MiB, as BuildKit gives it.
+        let plain = w.build(&ctx, &[]);
+        assert_ok(&plain);
+        let plain_log = both(&plain);
+        assert!(
+            shm_options(&plain_log).contains("size=65536k"),
+            "{id:?}: {plain_log}"
+        );
+        let sized = w.build(&ctx, &["--shm-size", "128m"]);
+        assert_ok(&sized);
+        let sized_log = both(&sized);
+        // Another size is another step (BuildKit adds a /dev/shm mount to the exec op).
+        assert!(
+            shm_options(&sized_log).contains("size=131072k"),
+            "{id:?}: {sized_log}"
+        );
+    }
+    let w = World::new(identities()[0]);
+    let ctx = w.context("ctx", &format!("{BUSYBOX}RUN true\n"));
+    let bad = w.build(&ctx, &["--shm-size", "0"]);
+    assert_refused(&bad);
+    assert!(
+        both(&bad).contains("--shm-size \"0\": expected a size"),
+        "{}",
+        both(&bad)
+    );
 }

@@ -1,9 +1,9 @@
 //! What the values of `kiln build`'s flags mean: `K=V` pairs (a bare `--build-arg K`
 //! read from the environment), `--secret` specs, `--allow` entitlements, the limits of
-//! every RUN, what the command line adds to every RUN (`--add-host`, `--ulimit`) and
-//! `--timestamp`. The command line keeps the flags themselves; the rules for their values
-//! live here beside the request they fill, as `-o` and `--cache-to` specs do
-//! ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
+//! every RUN, what the command line adds to every RUN (`--add-host`, `--ulimit`,
+//! `--shm-size`) and `--timestamp`. The command line keeps the flags themselves; the rules
+//! for their values live here beside the request they fill, as `-o` and `--cache-to` specs
+//! do ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
 //! the command line has always printed them.
 
 use crate::BuildError;
@@ -235,6 +235,42 @@ pub fn ulimits(values: &[String]) -> Result<Vec<Ulimit>, BuildError> {
     Ok(out)
 }
 
+/// `--shm-size`, in docker's units: bytes, or a number with `k`, `m`, `g`, `t` or `p` (and
+/// an optional `b` or `ib`), all of them powers of 1024 as docker's (`64m` is 64 MiB, the
+/// size a RUN's `/dev/shm` has without the flag).
+pub fn shm_size(value: &str) -> Result<u64, BuildError> {
+    let err = || {
+        bad(format!(
+            "--shm-size {value:?}: expected a size such as 128m or 1g (more than 0)"
+        ))
+    };
+    let t = value.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| err())?;
+    let unit = unit.trim_start();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
+    let power = match unit {
+        "" => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        "p" => 5,
+        _ => return Err(err()),
+    };
+    let bytes = number * 1024f64.powi(power);
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(err());
+    }
+    Ok(bytes as u64)
+}
+
 /// `--timestamp`: `keep` keeps real file times (else they are clamped to
 /// SOURCE_DATE_EPOCH).
 pub fn keep_timestamps(timestamp: Option<&str>) -> Result<bool, BuildError> {
@@ -266,6 +302,19 @@ mod tests {
         assert_eq!(limits(None, None, Some(-1)).unwrap().pids, None);
         assert!(limits(None, Some(0.0), None).is_err());
         assert!(keep_timestamps(Some("now")).is_err());
+    }
+
+    #[test]
+    fn shm_size_counts_in_powers_of_1024_as_docker() {
+        assert_eq!(shm_size("64m").unwrap(), 64 << 20);
+        assert_eq!(shm_size("1G").unwrap(), 1 << 30);
+        assert_eq!(shm_size("512kb").unwrap(), 512 << 10);
+        assert_eq!(shm_size("2MiB").unwrap(), 2 << 20);
+        assert_eq!(shm_size("1.5k").unwrap(), 1536);
+        assert_eq!(shm_size("4096").unwrap(), 4096);
+        for bad in ["0", "", "m", "12x", "-1m"] {
+            assert!(shm_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

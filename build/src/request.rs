@@ -35,7 +35,8 @@ pub struct BuildRequest {
     pub explain_cache: bool,
     /// Limits of every RUN (memory, CPUs, processes).
     pub limits: kiln_executor::cgroup::Limits,
-    /// What the command line adds to every RUN (`--add-host`, `--ulimit`).
+    /// What the command line adds to every RUN (`--add-host`, `--ulimit`,
+    /// `--shm-size`).
     pub run_options: kiln_executor::sandbox::RunOptions,
     /// `--platform`, checked against this machine's by [`BuildRequest::registry_options`].
     pub platform: Option<String>,

@@ -230,6 +230,29 @@ fn ulimits_enter_run_keys() {
     assert_ne!(with(vec![nofile(1024, UNLIMITED)]), limited);
 }
 
+/// `--shm-size` enters a RUN's key, as the `/dev/shm` mount BuildKit adds to the exec op.
+#[test]
+fn the_shm_size_enters_run_keys() {
+    let with = |shm_size| {
+        let options = RunOptions {
+            shm_size,
+            ..RunOptions::default()
+        };
+        key(
+            &fixture_with(NetworkDefault::Host, Some(0), options),
+            Op::Run(run_with_mounts()),
+        )
+    };
+    assert_eq!(
+        with(None),
+        "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59"
+    );
+    assert_eq!(
+        with(Some(128 << 20)),
+        "8d61eb043dbfec244c9c6b3eb3f654f853808da3d30ed3ba5f4a126aa24bfe54"
+    );
+}
+
 #[test]
 fn copy_keys_are_pinned() {
     let f = fixture(NetworkDefault::Host, Some(0));

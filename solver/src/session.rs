@@ -89,8 +89,8 @@ pub struct SolveOptions {
     pub ssh: Vec<(String, crate::ssh::SshSource)>,
     pub explain_cache: bool,
     pub platform: Platform,
-    /// What the command line adds to every RUN (`--add-host`, `--ulimit`); part of the
-    /// RUN's key where BuildKit keys it (module `ops::run`).
+    /// What the command line adds to every RUN (`--add-host`, `--ulimit`,
+    /// `--shm-size`); part of the RUN's key where BuildKit keys it (module `ops::run`).
     pub run_options: kiln_executor::sandbox::RunOptions,
     /// `--build-context`s lowering may have named (`Source::Named`, `Base::Named`), by name.
     pub named_contexts: Vec<(String, crate::named::NamedSource)>,

@@ -1,6 +1,7 @@
 //! What a RUN sees of the kernel: `/proc` and `/sys` with Docker's default read-only and
 //! masked paths, and a minimal `/dev` of binds to the host's harmless devices (null, zero,
-//! full, random, urandom, tty) with its usual symlinks.
+//! full, random, urandom, tty) with its usual symlinks and a `/dev/shm` of the size asked
+//! for.
 
 use std::os::fd::OwnedFd;
 
@@ -79,7 +80,12 @@ pub(super) fn mask(
     Ok(())
 }
 
-pub(super) fn populate_dev(root: &Root) -> Result<(), StepError> {
+/// The size of a RUN's `/dev/shm` without `--shm-size`: 64 MiB, as runc's default spec
+/// that BuildKit uses gives it.
+pub(super) const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+/// `shm_size`: the size of `/dev/shm` in bytes (`--shm-size`), else [`DEFAULT_SHM_SIZE`].
+pub(super) fn populate_dev(root: &Root, shm_size: Option<u64>) -> Result<(), StepError> {
     const STEP: &str = "dev";
     let dev = root.resolve("/dev").map_err(fail(STEP, "open /dev"))?;
     let dev_path = fd_path(&dev);
@@ -140,7 +146,7 @@ pub(super) fn populate_dev(root: &Root) -> Result<(), StepError> {
         &format!("{dev_path}/shm"),
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "mode=1777,size=65536k",
+        &format!("mode=1777,size={}", shm_size.unwrap_or(DEFAULT_SHM_SIZE)),
         STEP,
     )?;
     for (link, to) in [

@@ -13,7 +13,8 @@
 //! of those single-threaded processes, `step` the error every setup step reports. On
 //! kiln's side, `parent` spawns the helper and relays its output and events; `spec` holds
 //! what a RUN is asked and gives back ([`RunSpec`], [`RunOutcome`], [`SandboxError`]),
-//! `options` what the command line adds to every RUN ([`RunOptions`]: hosts, limits).
+//! `options` what the command line adds to every RUN ([`RunOptions`]: hosts, limits,
+//! `/dev/shm`'s size).
 //! Choosing a snapshotter ([`Snapshotter::detect`]) asks a helper to mount a test overlay.
 //!
 //! Layer directory contract: after a successful [`run`], `spec.upper` holds exactly what the

@@ -1,10 +1,11 @@
 //! What `kiln build`'s command line sets in every RUN's environment beyond what the
-//! Dockerfile says: extra `/etc/hosts` entries (`--add-host`) and resource limits
-//! (`--ulimit`). [`RunOptions`] defaults to none of it, which is every RUN as it was before
-//! these flags existed.
+//! Dockerfile says: extra `/etc/hosts` entries (`--add-host`), resource limits
+//! (`--ulimit`) and the size of `/dev/shm` (`--shm-size`). [`RunOptions`] defaults to none
+//! of it, which is every RUN as it was before these flags existed.
 //!
 //! The values arrive checked (the build crate parses the flags); the helper's modules read
-//! them: `rootfs` writes the hosts file, `rlimit` sets the limits.
+//! them: `rootfs` writes the hosts file, `rlimit` sets the limits, `kernel_fs` mounts
+//! `/dev/shm`.
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -19,6 +20,9 @@ pub struct RunOptions {
     /// by name.
     #[serde(default)]
     pub ulimits: Vec<Ulimit>,
+    /// The size of `/dev/shm` in bytes; `None`: 64 MiB, BuildKit's.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
 }
 
 impl RunOptions {

@@ -150,7 +150,7 @@ pub(crate) fn populate(
         "mode=755,size=65536k",
         "dev",
     )?;
-    populate_dev(&root)?;
+    populate_dev(&root, run.options.shm_size)?;
 
     let hosts = run.scratch.join("hosts");
     let mut hosts_text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();

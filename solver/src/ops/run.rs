@@ -1,7 +1,7 @@
 //! RUN: keyed by its command as expanded and everything that shapes the process (env,
 //! directory, user, the network it really gets, mounts, inline files, platform, the names
-//! `--add-host` adds, `--ulimit`); executed in the sandbox with the layers below as its
-//! rootfs and `out` as the upper dir.
+//! `--add-host` adds, `--ulimit`, `--shm-size`); executed in the sandbox with the layers
+//! below as its rootfs and `out` as the upper dir.
 
 use super::mounts::{Keep, mount_spec};
 use super::{KeyContext, KeyParts, SourceKey, StepContext, stage_key};
@@ -46,6 +46,10 @@ struct RunFields<'a> {
     /// `--ulimit`, in BuildKit's exec op too; absent without the flag.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ulimits: Vec<UlimitKey<'a>>,
+    /// `--shm-size` in bytes: BuildKit's Dockerfile frontend adds a `/dev/shm` tmpfs mount
+    /// of that size to the exec op; absent without the flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shm_size: Option<u64>,
 }
 
 /// One `--ulimit` as BuildKit's `pb.Ulimit` holds it: -1 for unlimited.
@@ -252,6 +256,7 @@ pub(crate) fn key(
                 .map(|h| h.host.as_str())
                 .collect(),
             ulimits: options.ulimits.iter().map(ulimit_key).collect(),
+            shm_size: options.shm_size,
         },
         platform: PlatformKey {
             os,
