@@ -85,6 +85,11 @@ fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, E
         ssh,
         explain_cache: args.explain_cache,
         limits,
+        cgroup_parent: args
+            .cgroup_parent
+            .as_deref()
+            .map(flags::cgroup_parent)
+            .transpose()?,
         run_options,
         platform: args.platform.clone(),
         pull: args.pull,

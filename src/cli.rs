@@ -190,6 +190,10 @@ pub struct BuildArgs {
     /// Size of every RUN's /dev/shm (`128m`, `1g`; powers of 1024 as docker's; default 64m).
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,
+    /// Put every RUN's cgroup under this cgroup (a path below /sys/fs/cgroup, made if
+    /// missing); a RUN fails where it cannot be used (not delegated, cgroup v1 rootless).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
     /// Let the Dockerfile use an entitlement: network.host (`RUN --network=host`) or
     /// security.insecure (`RUN --security=insecure`). Repeatable or comma separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]

@@ -1,7 +1,7 @@
 //! What `kiln build`'s command line adds to every RUN, seen from inside the RUN, as root and
 //! as an unprivileged user with a subordinate ID range: `--add-host` lines in
-//! `/etc/hosts`, `--ulimit` limits, the size of `/dev/shm` (`--shm-size`); and how each
-//! enters the cache key (as BuildKit keys it).
+//! `/etc/hosts`, `--ulimit` limits, the size of `/dev/shm` (`--shm-size`), the cgroup a RUN
+//! runs in (`--cgroup-parent`); and how each enters the cache key (as BuildKit keys it).
 
 mod common;
 
@@ -242,4 +242,64 @@ fn shm_size_sizes_dev_shm() {
         "{}",
         both(&bad)
     );
+}
+
+/// A cgroup parent of this test's own, removed (with what kiln made in it) when dropped.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        for hierarchy in ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"] {
+            let dir = std::path::Path::new(hierarchy).join(&self.0);
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().starts_with("kiln-") {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// As root the RUN runs in a cgroup under the parent (per RUN on cgroup v2, per build in
+/// the pids hierarchy of v1). Rootless it does where the parent is delegated to the user;
+/// elsewhere the build fails saying why rather than running outside it.
+#[test]
+fn cgroup_parent_puts_the_run_under_it_or_says_why_not() {
+    for id in identities() {
+        let parent = CgroupParent(format!("kiln-test-{}-{id:?}", std::process::id()));
+        let w = World::new(id);
+        let ctx = w.context("ctx", &format!("{BUSYBOX}RUN cat /proc/self/cgroup\n"));
+        let flag = format!("/{}", parent.0);
+        let out = w.build(&ctx, &["--cgroup-parent", &flag]);
+        let log = both(&out);
+        let inside = format!("{flag}/kiln-");
+        if out.status.success() {
+            assert!(log.contains(&inside), "{id:?}: not under {flag}: {log}");
+        } else {
+            // Only rootless may be refused, with the flag named and no RUN run elsewhere.
+            assert_eq!(id, Identity::Rootless, "{log}");
+            assert_refused(&out);
+            assert!(
+                log.contains(&format!("--cgroup-parent {flag}: ")),
+                "{id:?}: {log}"
+            );
+            assert!(
+                !log.contains(":/kiln-"),
+                "{id:?}: ran outside the parent: {log}"
+            );
+        }
+        // Not part of the key: the same step, from the cache, without the flag.
+        if out.status.success() {
+            let again = w.build(&ctx, &[]);
+            assert_ok(&again);
+            assert!(
+                !both(&again).contains("0::/"),
+                "{id:?}: ran again: {}",
+                both(&again)
+            );
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub async fn build(
     progress: Progress,
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<BuiltImage, BuildError> {
-    kiln_executor::cgroup::configure(request.limits);
+    kiln_executor::cgroup::configure(request.limits, request.cgroup_parent.as_deref());
     // Leftovers of killed builds (their scratch lock died with them) go before this one
     // adds its own.
     match store.reclaim_scratch() {

@@ -1,10 +1,11 @@
 //! What the values of `kiln build`'s flags mean: `K=V` pairs (a bare `--build-arg K`
 //! read from the environment), `--secret` specs, `--allow` entitlements, the limits of
-//! every RUN, what the command line adds to every RUN (`--add-host`, `--ulimit`,
-//! `--shm-size`) and `--timestamp`. The command line keeps the flags themselves; the rules
-//! for their values live here beside the request they fill, as `-o` and `--cache-to` specs
-//! do ([`crate::OutputSpec`], [`crate::cache_io::CacheSpec`]). Errors name the flag, as
-//! the command line has always printed them.
+//! every RUN and where their cgroups go, what the command line adds to every RUN
+//! (`--add-host`, `--ulimit`, `--shm-size`) and `--timestamp`. The command line keeps the
+//! flags themselves; the rules for their values live here beside the request they fill,
+//! as `-o` and `--cache-to` specs do ([`crate::OutputSpec`],
+//! [`crate::cache_io::CacheSpec`]). Errors name the flag, as the command line has always
+//! printed them.
 
 use crate::BuildError;
 use kiln_executor::cgroup::Limits;
@@ -271,6 +272,18 @@ pub fn shm_size(value: &str) -> Result<u64, BuildError> {
     Ok(bytes as u64)
 }
 
+/// `--cgroup-parent`: a cgroup path below the cgroup mount, as docker's cgroupfs driver
+/// takes it (a leading `/` or not); `.` and `..` would leave the hierarchy.
+pub fn cgroup_parent(value: &str) -> Result<String, BuildError> {
+    let parts: Vec<&str> = value.split('/').filter(|p| !p.is_empty()).collect();
+    if value.is_empty() || value.contains('\0') || parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(bad(format!(
+            "--cgroup-parent {value:?}: expected a cgroup path such as /ci/builds (no . or ..)"
+        )));
+    }
+    Ok(value.to_string())
+}
+
 /// `--timestamp`: `keep` keeps real file times (else they are clamped to
 /// SOURCE_DATE_EPOCH).
 pub fn keep_timestamps(timestamp: Option<&str>) -> Result<bool, BuildError> {
@@ -314,6 +327,15 @@ mod tests {
         assert_eq!(shm_size("4096").unwrap(), 4096);
         for bad in ["0", "", "m", "12x", "-1m"] {
             assert!(shm_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cgroup_parent_stays_below_the_mount() {
+        assert_eq!(cgroup_parent("/ci/builds").unwrap(), "/ci/builds");
+        assert_eq!(cgroup_parent("ci").unwrap(), "ci");
+        for bad in ["", "../x", "/ci/../..", "./ci"] {
+            assert!(cgroup_parent(bad).is_err(), "{bad}");
         }
     }
 

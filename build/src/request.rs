@@ -35,6 +35,8 @@ pub struct BuildRequest {
     pub explain_cache: bool,
     /// Limits of every RUN (memory, CPUs, processes).
     pub limits: kiln_executor::cgroup::Limits,
+    /// `--cgroup-parent`: the cgroup (below the cgroup mount) RUN cgroups go under.
+    pub cgroup_parent: Option<String>,
     /// What the command line adds to every RUN (`--add-host`, `--ulimit`,
     /// `--shm-size`).
     pub run_options: kiln_executor::sandbox::RunOptions,

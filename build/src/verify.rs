@@ -53,7 +53,7 @@ pub async fn verify(
 ) -> Result<Verdict, BuildError> {
     let mut request = request.clone();
     request.no_cache = true;
-    kiln_executor::cgroup::configure(request.limits);
+    kiln_executor::cgroup::configure(request.limits, request.cgroup_parent.as_deref());
     let registry = request.registry_options()?;
     let lowered = lower(store, &request, &registry, notify)?;
     let scratch = tempfile::Builder::new()

@@ -17,9 +17,16 @@
 //! - otherwise nothing: [`RunCgroup::create`] returns `None` and [`support`] says why, once,
 //!   for the caller to print.
 //!
+//! `kiln build --cgroup-parent P` (a path below the cgroup mount, as docker's cgroupfs
+//! driver takes it) puts those cgroups under `P` instead of kiln's own cgroup: on v2 each
+//! RUN's, made with the parents runc would make (controllers enabled on the way down); on
+//! v1 as root the build's in the `pids` hierarchy.
+//!
 //! The sandbox's PID 1 joins the cgroup first thing (before the RUN process exists), so
 //! the kiln process and the helper stay outside it and every process of the RUN is inside.
 //! Failing to set a cgroup up never fails a build: limits are protection, not semantics.
+//! A `--cgroup-parent` is asked for, though: where it cannot be used, every RUN fails
+//! saying why ([`Support::Refused`]) rather than running somewhere else.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -51,10 +58,16 @@ impl Default for Limits {
 }
 
 static LIMITS: OnceLock<Limits> = OnceLock::new();
+/// `--cgroup-parent`, relative to the cgroup mount.
+static PARENT: OnceLock<String> = OnceLock::new();
 
-/// Sets the limits for every RUN of this process (the first call wins; before any RUN).
-pub fn configure(limits: Limits) {
+/// Sets the limits for every RUN of this process and, with `parent` (`--cgroup-parent`),
+/// the cgroup their cgroups go under (the first call wins; before any RUN).
+pub fn configure(limits: Limits, parent: Option<&str>) {
     let _ = LIMITS.set(limits);
+    if let Some(p) = parent {
+        let _ = PARENT.set(p.to_string());
+    }
 }
 
 fn limits() -> Limits {
@@ -73,12 +86,21 @@ pub enum Support {
     V1Pids { parent: PathBuf },
     /// No cgroup can be made; why, in a sentence for the user.
     Unavailable(String),
+    /// The `--cgroup-parent` asked for cannot be used; why, in a sentence naming the flag.
+    /// Every RUN fails with it.
+    Refused(String),
 }
 
 /// What this process can do, decided once.
 pub fn support() -> &'static Support {
     static SUPPORT: OnceLock<Support> = OnceLock::new();
-    SUPPORT.get_or_init(|| detect(Path::new("/sys/fs/cgroup")))
+    SUPPORT.get_or_init(|| {
+        let mnt = Path::new("/sys/fs/cgroup");
+        match PARENT.get() {
+            Some(parent) => detect_under(mnt, parent),
+            None => detect(mnt),
+        }
+    })
 }
 
 /// The path of this process's cgroup in hierarchy `hier` (v2: "" → the "0::" line).
@@ -125,6 +147,68 @@ fn detect(mnt: &Path) -> Support {
     )
 }
 
+/// Support under `given` (`--cgroup-parent`), made where missing, or why it cannot be used.
+fn detect_under(mnt: &Path, given: &str) -> Support {
+    let refuse = |why: String| Support::Refused(format!("--cgroup-parent {given}: {why}"));
+    let dir = mnt.join(given.trim_matches('/'));
+    if is_cgroup2(mnt) {
+        if let Err(why) = make_v2_path(mnt, &dir) {
+            return refuse(why);
+        }
+        let own = own_cgroup("").map(|o| mnt.join(o.trim_start_matches('/')));
+        return match prepare_v2(&dir, own.as_deref() == Some(dir.as_path())) {
+            Ok(support) => support,
+            Err(why) => refuse(why),
+        };
+    }
+    let pids = mnt.join("pids");
+    if !pids.join("cgroup.procs").exists() {
+        return refuse(
+            "no cgroup v2 at /sys/fs/cgroup and no cgroup v1 pids hierarchy to make it in".into(),
+        );
+    }
+    let dir = pids.join(given.trim_matches('/'));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return refuse(format!(
+            "cannot create {} ({e}): on cgroup v1 only real root can",
+            dir.display()
+        ));
+    }
+    match writable(&dir) {
+        true => Support::V1Pids { parent: dir },
+        false => refuse(format!(
+            "{} is not writable by this user (on cgroup v1 only real root can use it)",
+            dir.display()
+        )),
+    }
+}
+
+/// Makes the missing directories down to `dir` on cgroup v2, enabling on the way the
+/// controllers kiln uses, as runc does, so that `dir` can have them for its children
+/// (best effort: [`prepare_v2`] checks what `dir` ends up with).
+fn make_v2_path(mnt: &Path, dir: &Path) -> Result<(), String> {
+    let mut at = mnt.to_path_buf();
+    let rel = dir.strip_prefix(mnt).unwrap_or(dir);
+    for part in rel.components() {
+        let _ = std::fs::write(
+            at.join("cgroup.subtree_control"),
+            enable_line(&available_controllers(&at)),
+        );
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot create {} ({e}): not delegated to this user",
+                    at.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn writable(dir: &Path) -> bool {
     rustix::fs::access(dir.join("cgroup.procs"), rustix::fs::Access::WRITE_OK).is_ok()
         && rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
@@ -137,31 +221,54 @@ fn detect_v2(mnt: &Path) -> Support {
     delegated_v2(&mnt.join(own.trim_start_matches('/')))
 }
 
-/// Support in kiln's own v2 cgroup directory `own`.
-fn delegated_v2(own: &Path) -> Support {
-    let own = own.to_path_buf();
-    if !writable(&own) {
-        return Support::Unavailable(format!(
-            "kiln's cgroup {} is not delegated to this user (run kiln under \
-             `systemd-run --user --scope -p Delegate=yes`, or as root)",
-            own.display()
-        ));
-    }
-    let available: Vec<String> = std::fs::read_to_string(own.join("cgroup.controllers"))
+/// The controllers kiln uses that `dir`'s cgroup has.
+fn available_controllers(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("cgroup.controllers"))
         .unwrap_or_default()
         .split_whitespace()
         .filter(|c| matches!(*c, "pids" | "memory" | "cpu"))
         .map(str::to_string)
-        .collect();
+        .collect()
+}
+
+/// `+c` for each of `controllers`: what `cgroup.subtree_control` takes.
+fn enable_line(controllers: &[String]) -> String {
+    let text: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
+    text.join(" ")
+}
+
+/// Support in kiln's own v2 cgroup directory `own`.
+fn delegated_v2(own: &Path) -> Support {
+    prepare_v2(own, true).unwrap_or_else(Support::Unavailable)
+}
+
+/// Support in the v2 cgroup directory `dir`, its controllers enabled for the children;
+/// `holds_kiln`: it is kiln's own cgroup, which kiln may leave for a leaf beside the
+/// children.
+fn prepare_v2(dir: &Path, holds_kiln: bool) -> Result<Support, String> {
+    let own = dir.to_path_buf();
+    if !writable(&own) {
+        return Err(match holds_kiln {
+            true => format!(
+                "kiln's cgroup {} is not delegated to this user (run kiln under \
+                 `systemd-run --user --scope -p Delegate=yes`, or as root)",
+                own.display()
+            ),
+            false => format!(
+                "{} is not writable by this user (not delegated to it)",
+                own.display()
+            ),
+        });
+    }
+    let available = available_controllers(&own);
     let enable = |dir: &Path| -> std::io::Result<()> {
-        let text: Vec<String> = available.iter().map(|c| format!("+{c}")).collect();
-        std::fs::write(dir.join("cgroup.subtree_control"), text.join(" "))
+        std::fs::write(dir.join("cgroup.subtree_control"), enable_line(&available))
     };
     match enable(&own) {
         Ok(()) => {}
         // kiln's cgroup holds processes (kiln itself): move kiln into a leaf of its own,
         // then the controllers can be enabled for the children.
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) && holds_kiln => {
             let leaf = own.join(format!("kiln-{}", std::process::id()));
             let moved = std::fs::create_dir(&leaf)
                 .or_else(|e| match e.kind() {
@@ -171,23 +278,30 @@ fn delegated_v2(own: &Path) -> Support {
                 .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"))
                 .and_then(|()| enable(&own));
             if let Err(e) = moved {
-                return Support::Unavailable(format!(
+                return Err(format!(
                     "cannot enable controllers in {} ({e}): other processes share kiln's cgroup",
                     own.display()
                 ));
             }
         }
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            return Err(format!(
+                "cannot enable controllers in {} ({e}): it holds processes, and a cgroup \
+                 with processes cannot have limited children",
+                own.display()
+            ));
+        }
         Err(e) => {
-            return Support::Unavailable(format!(
+            return Err(format!(
                 "cannot enable controllers in {}: {e}",
                 own.display()
             ));
         }
     }
-    Support::V2 {
+    Ok(Support::V2 {
         parent: own,
         controllers: available,
-    }
+    })
 }
 
 /// One RUN's cgroup; removed when dropped (its processes are gone by then).
@@ -198,12 +312,22 @@ pub struct RunCgroup {
 
 impl RunCgroup {
     /// Makes a cgroup for one RUN with the configured limits; `None` where cgroups are
-    /// unavailable or setting one up failed (see the module doc: never fatal).
-    pub fn create() -> Option<RunCgroup> {
-        RunCgroup::create_in(support(), limits())
+    /// unavailable or setting one up failed (see the module doc: never fatal). An error
+    /// only with a `--cgroup-parent` that cannot be used, in a sentence naming the flag.
+    pub fn create() -> Result<Option<RunCgroup>, String> {
+        let support = support();
+        if let Support::Refused(why) = support {
+            return Err(why.clone());
+        }
+        match (RunCgroup::create_in(support, limits()), PARENT.get()) {
+            (Ok(cg), _) => Ok(cg),
+            (Err(why), Some(given)) => Err(format!("--cgroup-parent {given}: {why}")),
+            (Err(_), None) => Ok(None),
+        }
     }
 
-    fn create_in(support: &Support, l: Limits) -> Option<RunCgroup> {
+    /// `Ok(None)`: no cgroup per RUN here; `Err`: making it failed, and why.
+    fn create_in(support: &Support, l: Limits) -> Result<Option<RunCgroup>, String> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "kiln-run-{}-{}",
@@ -233,21 +357,26 @@ impl RunCgroup {
                 (parent.join(&name), w)
             }
             // One cgroup for the build, joined by the spawner thread (join_build_cgroup).
-            Support::V1Pids { .. } | Support::Unavailable(_) => return None,
+            Support::V1Pids { .. } | Support::Unavailable(_) | Support::Refused(_) => {
+                return Ok(None);
+            }
         };
         static SWEPT: std::sync::Once = std::sync::Once::new();
         if let Some(parent) = dir.parent() {
             SWEPT.call_once(|| sweep_dead(parent));
         }
-        std::fs::create_dir(&dir).ok()?;
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let cg = RunCgroup { dir };
         for (file, value) in writes {
             // memory.swap.max is absent without swap accounting: not a reason to give up.
-            if std::fs::write(cg.dir.join(file), &value).is_err() && file != "memory.swap.max" {
-                return None; // dropping cg removes the directory
+            match std::fs::write(cg.dir.join(file), &value) {
+                Err(_) if file == "memory.swap.max" => {}
+                // Dropping cg removes the directory.
+                Err(e) => return Err(format!("cannot write {}: {e}", cg.dir.join(file).display())),
+                Ok(()) => {}
             }
         }
-        Some(cg)
+        Ok(Some(cg))
     }
 
     /// The file PID 1 writes "0" to, to join.
@@ -263,23 +392,34 @@ impl RunCgroup {
 /// v1 only: puts the calling thread (the one that spawns every sandbox helper) into this
 /// build's cgroup, made with the configured pids limit, so every helper and everything it
 /// starts is born inside it. Nothing happens elsewhere (v2 has a cgroup per RUN) or when it
-/// cannot be made (limits are protection, not semantics).
-pub fn join_build_cgroup() {
+/// cannot be made (limits are protection, not semantics), unless a `--cgroup-parent` was
+/// asked for: then why not, in a sentence naming the flag, for every RUN to fail with.
+pub fn join_build_cgroup() -> Result<(), String> {
+    let joined = join_v1_build_cgroup();
+    match (joined, PARENT.get()) {
+        (Err(why), Some(given)) => Err(format!("--cgroup-parent {given}: {why}")),
+        _ => Ok(()),
+    }
+}
+
+fn join_v1_build_cgroup() -> Result<(), String> {
     let Support::V1Pids { parent } = support() else {
-        return;
+        return Ok(());
     };
     sweep_dead(parent);
     let dir = parent.join(format!("kiln-build-{}", std::process::id()));
-    if std::fs::create_dir(&dir).is_err() && !dir.is_dir() {
-        return;
-    }
-    if let Some(p) = limits().pids
-        && std::fs::write(dir.join("pids.max"), p.to_string()).is_err()
+    let failed = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", dir.display());
+    if let Err(e) = std::fs::create_dir(&dir)
+        && !dir.is_dir()
     {
-        return;
+        return Err(failed("create", e));
+    }
+    if let Some(p) = limits().pids {
+        std::fs::write(dir.join("pids.max"), p.to_string())
+            .map_err(|e| failed("limit the processes of", e))?;
     }
     // `tasks` moves one thread, where `cgroup.procs` would move all of kiln.
-    let _ = std::fs::write(dir.join("tasks"), "0");
+    std::fs::write(dir.join("tasks"), "0").map_err(|e| failed("join", e))
 }
 
 /// Removes the RUN cgroups of kiln processes that are gone (killed before they could
@@ -375,7 +515,9 @@ mod tests {
             memory: Some(512 << 20),
             cpus: Some(1.5),
         };
-        let cg = RunCgroup::create_in(&support, limits).expect("cgroup");
+        let cg = RunCgroup::create_in(&support, limits)
+            .expect("made")
+            .expect("cgroup");
         let dir = cg.path().to_path_buf();
         assert!(dir.starts_with(own.path()));
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
@@ -403,10 +545,64 @@ mod tests {
             memory: None,
             cpus: Some(0.5),
         };
-        let cg = RunCgroup::create_in(&support, limits).expect("cgroup");
+        let cg = RunCgroup::create_in(&support, limits)
+            .expect("made")
+            .expect("cgroup");
         let max = std::fs::read_to_string(cg.path().join("cpu.max")).expect("cpu.max");
         assert_eq!(max, "50000 100000");
         assert!(!cg.path().join("pids.max").exists());
+    }
+
+    #[test]
+    fn a_given_parent_is_prepared_like_kilns_own_cgroup() {
+        let mnt = fake_v2("cpu io memory pids");
+        let dir = mnt.path().join("ci/builds");
+        // The kernel makes a cgroup's files; here they are laid out by hand.
+        make_v2_path(mnt.path(), &dir).expect("path");
+        for (f, text) in [
+            ("cgroup.procs", ""),
+            ("cgroup.controllers", "memory pids"),
+            ("cgroup.subtree_control", ""),
+        ] {
+            std::fs::write(dir.join(f), text).expect("write");
+        }
+        // Enabled on the way down, as runc does.
+        let top = std::fs::read_to_string(mnt.path().join("cgroup.subtree_control"));
+        assert_eq!(top.expect("read"), "+cpu +memory +pids");
+        match prepare_v2(&dir, false) {
+            Ok(Support::V2 {
+                parent,
+                controllers,
+            }) => {
+                assert_eq!(parent, dir);
+                assert_eq!(controllers, ["memory", "pids"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not a cgroup kiln may write to: refused, saying so.
+        let bare = mnt.path().join("ci/other");
+        std::fs::create_dir(&bare).expect("mkdir");
+        let why = prepare_v2(&bare, false).expect_err("refused");
+        assert!(why.contains("is not writable by this user"), "{why}");
+    }
+
+    #[test]
+    fn a_parent_where_no_cgroup_can_be_made_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match detect_under(dir.path(), "/ci") {
+            Support::Refused(why) => {
+                assert!(why.starts_with("--cgroup-parent /ci: no cgroup"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A v1 pids hierarchy the user cannot write to.
+        let pids = dir.path().join("pids");
+        std::fs::create_dir(&pids).expect("mkdir");
+        std::fs::write(pids.join("cgroup.procs"), "").expect("write");
+        match detect_under(dir.path(), "ci") {
+            Support::Refused(why) => assert!(why.contains("not writable"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

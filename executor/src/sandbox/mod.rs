@@ -150,7 +150,7 @@ pub async fn run_with_io(
         }
     };
     // Kept until the sandbox is gone; dropping it removes the cgroup.
-    let cgroup = crate::cgroup::RunCgroup::create();
+    let cgroup = crate::cgroup::RunCgroup::create().map_err(SandboxError::Cgroup)?;
     let req = Request::Run(Box::new(HelperRun {
         argv: spec.argv.clone(),
         env: spec.env.clone(),

@@ -33,10 +33,15 @@ fn spawn_helper(cmd: Command) -> std::io::Result<Child> {
         std::thread::Builder::new()
             .name("kiln-sandbox-spawner".into())
             .spawn(move || {
-                // Before the first helper: they are all born in the build's cgroup.
-                crate::cgroup::join_build_cgroup();
+                // Before the first helper: they are all born in the build's cgroup. A
+                // --cgroup-parent that could not be joined fails every RUN instead.
+                let joined = crate::cgroup::join_build_cgroup();
                 for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
+                    let spawned = match &joined {
+                        Ok(()) => cmd.spawn(),
+                        Err(why) => Err(std::io::Error::other(why.clone())),
+                    };
+                    let _ = reply.send(spawned);
                 }
             })
             .ok();

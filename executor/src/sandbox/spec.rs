@@ -138,6 +138,9 @@ pub enum SandboxError {
     Setup { step: String, message: String },
     #[error("sandbox helper exited without a result ({0})")]
     HelperDied(String),
+    /// The `--cgroup-parent` asked for cannot be used (the sentence names the flag).
+    #[error("{0}")]
+    Cgroup(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
