@@ -26,13 +26,17 @@ impl GitServers {
         let base = tempfile::tempdir().expect("temp dir");
         open_dir(base.path());
         let git_port = free_port();
-        let daemon = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-            ])
+        // `git-daemon` itself, not `git daemon`: the `git` wrapper would be the child, and
+        // killing it would leave the daemon running after the test.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git (apt-get install git)");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let daemon = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
             .arg(format!("--port={git_port}"))
             .arg(format!("--base-path={}", base.path().display()))
             .arg(base.path())

@@ -11,9 +11,13 @@
 //! - Every invocation names the transports it allows (`protocol.allow=never`, then http,
 //!   https and git): a URL or a submodule written in a repository can never make git run
 //!   `ext::` commands or read local paths (`file://`). Only [`Git::local`] invocations,
-//!   whose remote is kiln's own cache repository, allow `file`. ssh is not allowed yet:
-//!   git over ssh will run with an ssh agent socket of the build (`--ssh`) given as
-//!   `SSH_AUTH_SOCK` and its own `GIT_SSH_COMMAND`, in [`Invocation::ssh`]'s place.
+//!   whose remote is kiln's own cache repository, allow `file`. ssh is not allowed yet.
+//!   The seam for it: `super::check_transport` refuses `ssh://` and `user@host:path`
+//!   remotes with their own error; git over ssh will add `protocol.ssh.allow=always` here
+//!   and pass the agent `--ssh default` names (`kiln_solver`'s `ssh` module already finds
+//!   or starts it for `RUN --mount=type=ssh`) as `SSH_AUTH_SOCK`, with a
+//!   `GIT_SSH_COMMAND` of kiln's (`ssh -o BatchMode=yes`, a known_hosts policy of its own)
+//!   so that no `~/.ssh/config` of the user applies, as none of git's does.
 //! - Hooks are off (`core.hooksPath=/dev/null`, repositories made with an empty
 //!   `--template`), as are fsmonitor, auto-gc, reflogs and submodule recursion.
 //! - A command that runs longer than [`Git::timeout`] is killed, and an HTTP transfer
