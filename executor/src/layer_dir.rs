@@ -26,6 +26,14 @@ pub enum LayerDirError {
     },
     #[error("{path}: cannot represent file type in a layer (sockets are skipped, this is {kind})")]
     Unsupported { path: PathBuf, kind: String },
+    /// overlayfs refuses to make a 0:0 character device (it would read as its own
+    /// whiteout), so a store on overlayfs cannot hold a deletion in this format.
+    #[error(
+        "{path}: cannot make a whiteout (a 0:0 character device): the store is on overlayfs, \
+         which refuses them (kiln in a container whose / is overlayfs); keep --root on a \
+         volume with ext4, xfs, btrfs or tmpfs"
+    )]
+    OverlayfsStore { path: PathBuf },
 }
 
 pub(crate) fn ioe(
@@ -395,7 +403,18 @@ pub(crate) fn write_whiteout(dst: &Path) -> Result<(), LayerDirError> {
         rustix::fs::Mode::empty(),
         0,
     )
-    .map_err(|e| ioe(dst, "mknod whiteout")(e.into()))
+    .map_err(|e| {
+        let on_overlayfs = || {
+            let parent = dst.parent().unwrap_or(Path::new("."));
+            rustix::fs::statfs(parent).is_ok_and(|s| s.f_type == libc::OVERLAYFS_SUPER_MAGIC)
+        };
+        match e {
+            rustix::io::Errno::PERM if on_overlayfs() => LayerDirError::OverlayfsStore {
+                path: dst.to_path_buf(),
+            },
+            e => ioe(dst, "mknod whiteout")(e.into()),
+        }
+    })
 }
 
 /// What the copy snapshotter recorded when it materialized a rootfs.
