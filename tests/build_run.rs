@@ -386,3 +386,25 @@ fn proxy_build_args_reach_run_without_arg_but_not_the_key_or_history() {
             .contains("HTTP_PROXY=http://proxy-a.example:3128")
     );
 }
+
+#[test]
+fn a_run_mounting_an_image_misses_the_cache_when_the_tag_moves() {
+    let kiln = Kiln::new();
+    let img = tempfile::tempdir().unwrap();
+    let c_img = path(img.path());
+    fs::write(img.path().join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+    fs::write(img.path().join("f"), "one\n").unwrap();
+    kiln.build_ok(&["-t", "mounted:1", c_img]);
+    let ctx = context("RUN --mount=type=bind,from=mounted:1,target=/m cat /m/f > /out\n");
+    let c = path(ctx.path());
+    kiln.build_ok(&["-t", "reader:1", c]);
+    assert_eq!(kiln.image("reader:1").text("out"), "one\n");
+    // The same name, another image: the RUN reads it again.
+    fs::write(img.path().join("f"), "two\n").unwrap();
+    kiln.build_ok(&["-t", "mounted:1", c_img]);
+    let again = stderr(&kiln.build_ok(&["-t", "reader:2", c]));
+    assert_eq!(kiln.image("reader:2").text("out"), "two\n", "{again}");
+    // Unchanged, it is a cache hit.
+    let third = stderr(&kiln.build_ok(&["-t", "reader:3", c]));
+    assert_eq!(third.matches("CACHED").count(), 3, "{third}");
+}

@@ -168,8 +168,8 @@ fn mount_key(mount: &Mount) -> MountKey<'_> {
     }
 }
 
-/// The key parameters of `run`; a stage it mounts adds that stage's key, a context bind
-/// the checksum of what it selects.
+/// The key parameters of `run`; a stage or image it mounts adds that stage's or image's
+/// key, a context bind the checksum of what it selects.
 pub(crate) fn key(
     run: &RunOp,
     kc: &KeyContext,
@@ -209,6 +209,11 @@ pub(crate) fn key(
                     parts.inputs.push((format!("context {name}"), image.key));
                 }
             },
+            // The image's content, not only its name: a tag that moves must miss.
+            Some(Source::Image(reference)) => {
+                let image = kc.session.resolve_image(reference)?;
+                parts.inputs.push((format!("image {reference}"), image.key));
+            }
             None if mount.kind == MountKind::Bind => {
                 let pattern = mount.source.clone().unwrap_or_else(|| ".".into());
                 let sum = kc.session.checksum(&pattern, &[], &mut parts.files)?;
