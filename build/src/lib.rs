@@ -6,7 +6,9 @@
 //!
 //! 1. [`Dockerfile::read`] reads the Dockerfile (from the context, a path, or stdin);
 //!    [`request`] holds the policies decided before anything runs: SOURCE_DATE_EPOCH,
-//!    the platform (the host's only), the registry options.
+//!    the target platform (`--platform`, one per build) and its checks on the lowered
+//!    graph (every stage is for it, or for the build platform with a warning; a RUN for
+//!    another architecture needs a binfmt_misc emulator), the registry options.
 //! 2. [`build`] makes the named contexts ready ([`contexts`]: a directory checked, an OCI
 //!    layout's image loaded), lowers the Dockerfile with base images looked up in the
 //!    store, pulling a missing one ([`bases`]), tells what the build checks found
@@ -31,7 +33,8 @@
 //! A git URL as the build context is checked out first ([`git_context`]) and built like a
 //! local one.
 //!
-//! The values of build flags (`--build-arg`, `--secret`, `--allow`, limits) are read by
+//! The values of build flags (`--build-arg`, `--secret`, `--ssh`, `--allow`, limits, the
+//! RUN options) are read by
 //! [`flags`]; a failed step is reported by [`report`], the same for a plain build and
 //! `--verify-reproducible`.
 //!
