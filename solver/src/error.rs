@@ -19,7 +19,7 @@ pub enum StepError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
-    Named(#[from] crate::named::NamedError),
+    Named(#[from] NamedError),
     #[error(transparent)]
     Copy(#[from] kiln_executor::CopyError),
     #[error(transparent)]
@@ -255,4 +255,20 @@ mod tests {
             assert_eq!(e.instruction.as_deref(), Some("RUN x"));
         }
     }
+}
+
+/// Why a named context could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum NamedError {
+    #[error("build context {name}: {source}")]
+    Ignore {
+        name: String,
+        source: Box<kiln_context::IgnoreError>,
+    },
+    #[error("build context {name} ({}): {source}", dir.display())]
+    Open {
+        name: String,
+        dir: PathBuf,
+        source: Box<kiln_context::ContextError>,
+    },
 }

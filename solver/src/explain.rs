@@ -148,6 +148,18 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// How the explain log records a context entry that a key read: its kind, mode, link
+/// target and content digest, so `--explain-cache` can name the file that changed.
+pub(crate) fn entry_digest(entry: &kiln_context::HashedEntry) -> String {
+    format!(
+        "{:?} {:o} {} {}",
+        entry.kind,
+        entry.mode,
+        entry.link_target.clone().unwrap_or_default(),
+        entry.sha256.clone().unwrap_or_default()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! A context given as an image reference (`docker-image://`) never gets here: lowering
 //! wrote the reference itself, and it is resolved as any image is.
 
-use crate::error::{ImageError, StepError};
+use crate::error::{ImageError, NamedError, StepError};
 use crate::images::{ResolvedImage, image_layers, read_image};
 use crate::key::vertex_key;
 use crate::oci_config;
@@ -40,22 +40,6 @@ pub(crate) enum OpenNamed {
 #[derive(Default)]
 pub(crate) struct NamedContexts {
     contexts: Vec<(String, OpenNamed)>,
-}
-
-/// Why a named context could not be opened or read.
-#[derive(Debug, thiserror::Error)]
-pub enum NamedError {
-    #[error("build context {name}: {source}")]
-    Ignore {
-        name: String,
-        source: Box<kiln_context::IgnoreError>,
-    },
-    #[error("build context {name} ({}): {source}", dir.display())]
-    Open {
-        name: String,
-        dir: PathBuf,
-        source: Box<kiln_context::ContextError>,
-    },
 }
 
 impl NamedContexts {
@@ -118,7 +102,7 @@ impl NamedContexts {
             },
         )?;
         for entry in &sum.files {
-            files.insert(entry.rel_path.clone(), crate::session::entry_digest(entry));
+            files.insert(entry.rel_path.clone(), crate::explain::entry_digest(entry));
         }
         Ok(sum.digest)
     }

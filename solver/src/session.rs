@@ -298,7 +298,7 @@ impl BuildSession {
             },
         )?;
         for entry in &sum.files {
-            files.insert(entry.rel_path.clone(), entry_digest(entry));
+            files.insert(entry.rel_path.clone(), crate::explain::entry_digest(entry));
         }
         Ok(sum.digest)
     }
@@ -386,16 +386,6 @@ impl BuildSession {
         }
         Ok(image)
     }
-}
-
-pub(crate) fn entry_digest(entry: &kiln_context::HashedEntry) -> String {
-    format!(
-        "{:?} {:o} {} {}",
-        entry.kind,
-        entry.mode,
-        entry.link_target.clone().unwrap_or_default(),
-        entry.sha256.clone().unwrap_or_default()
-    )
 }
 
 #[cfg(test)]
