@@ -25,7 +25,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -180,20 +180,37 @@ impl Drop for AgentForward {
 /// Accepts until told to stop; each connection is relayed on threads of its own (an agent
 /// conversation is a few small messages, and a RUN opens few).
 fn accept_loop(listener: UnixListener, upstream: &Path, stop: &AtomicBool) {
+    let live = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(inside) = conn else { continue };
+        // The RUN is untrusted: it may open connections without end, and each costs kiln
+        // two threads and one of the agent's. Past the bound a new one is closed at once.
+        if live.load(Ordering::SeqCst) >= MAX_RELAYS {
+            continue;
+        }
         let Ok(agent) = connect(upstream) else {
             // The RUN's client sees the connection close, as with a dead agent.
             continue;
         };
-        let _ = std::thread::Builder::new()
+        live.fetch_add(1, Ordering::SeqCst);
+        let done = live.clone();
+        let spawned = std::thread::Builder::new()
             .name("kiln-ssh-relay".into())
-            .spawn(move || relay(inside, agent));
+            .spawn(move || {
+                relay(inside, agent);
+                done.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            live.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
+
+/// Connections one mount relays at once (ssh and git open one or two).
+const MAX_RELAYS: usize = 32;
 
 /// Copies both ways until either side closes.
 fn relay(inside: UnixStream, agent: UnixStream) {
@@ -399,6 +416,42 @@ mod tests {
             .filter(|n| n.to_string_lossy().starts_with("ssh-"))
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn connections_past_the_bound_are_closed_and_the_relay_goes_on() {
+        if !have("ssh-agent") || !have("ssh-keygen") {
+            eprintln!("skipped: OpenSSH's client is not installed");
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let key = scratch.path().join("id_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let agent = KeyAgent::start(scratch.path(), std::slice::from_ref(&key)).unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let forward = AgentForward::start(scratch.path(), agent.socket(), me, gid, 0o600).unwrap();
+        // Held open and idle: each keeps its relay busy.
+        let held: Vec<_> = (0..MAX_RELAYS + 8)
+            .map(|_| UnixStream::connect(forward.socket()).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut past = UnixStream::connect(forward.socket()).unwrap();
+        past.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            past.read(&mut byte).unwrap(),
+            0,
+            "a connection past the bound is closed"
+        );
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(list_identities(forward.socket()).unwrap(), (12, 1));
     }
 
     #[test]
