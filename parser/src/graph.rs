@@ -475,8 +475,8 @@ pub fn context_name(name: &str) -> Option<String> {
 }
 
 /// One path component of a reference: lower-case letters and digits, separated by `.`,
-/// `_`, `__` or dashes (Docker's grammar).
-fn valid_path_component(c: &str) -> bool {
+/// `_`, `__` or dashes (Docker's grammar). The build checks judge references by it too.
+pub(crate) fn valid_path_component(c: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let b = c.as_bytes();
     if !b.first().copied().is_some_and(alnum) || !b.last().copied().is_some_and(alnum) {

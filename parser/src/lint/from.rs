@@ -186,7 +186,7 @@ pub fn valid_reference(s: &str) -> bool {
             comps.remove(0);
         }
     }
-    !comps.is_empty() && comps.iter().all(|c| valid_path_component(c))
+    !comps.is_empty() && comps.iter().all(|c| crate::graph::valid_path_component(c))
 }
 
 fn valid_domain(d: &str) -> bool {
@@ -205,31 +205,6 @@ fn valid_domain(d: &str) -> bool {
                 && l.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '[' || c == ']')
         })
-}
-
-fn valid_path_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator: `.`, `_`, `__` or one or more `-`, between alphanumerics.
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
 }
 
 #[cfg(test)]
