@@ -7,9 +7,12 @@
 //! everything below it. Parameters are hashed as canonical JSON (sorted keys, no spaces) so
 //! that the bytes never depend on map order or on serde_json's features.
 
+use crate::error::StepError;
 use kiln_base::digest::sha256_hex;
+use kiln_context::{ChecksumOptions, Context};
 use kiln_image::oci::canonical_json;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Bumped whenever the meaning of a key changes, so old records are never misread.
 const KEY_VERSION: u32 = 1;
@@ -30,6 +33,29 @@ pub fn vertex_key<P: Serialize>(kind: &str, params: &P, inputs: &[&str]) -> Stri
 /// The key of an empty rootfs (`FROM scratch`).
 pub fn scratch_key() -> String {
     vertex_key("scratch", &(), &[])
+}
+
+/// A key input from a context (the build's or a named one): the checksum of what
+/// `pattern` selects, minus `excludes`, as COPY selects it; each selected file's digest is
+/// added to `files` for `--explain-cache`.
+pub(crate) fn context_checksum(
+    context: &Context,
+    pattern: &str,
+    excludes: &[String],
+    files: &mut BTreeMap<String, String>,
+) -> Result<String, StepError> {
+    let sum = context.checksum(
+        pattern,
+        &ChecksumOptions {
+            follow_links: true,
+            wildcard: true,
+            excludes: excludes.to_vec(),
+        },
+    )?;
+    for entry in &sum.files {
+        files.insert(entry.rel_path.clone(), crate::explain::entry_digest(entry));
+    }
+    Ok(sum.digest)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::error::{ImageError, NamedError, StepError};
 use crate::images::{ResolvedImage, image_layers, read_image};
 use crate::key::vertex_key;
 use crate::oci_config;
-use kiln_context::{ChecksumOptions, Context};
+use kiln_context::Context;
 use kiln_store::{ImageRef, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,18 +93,7 @@ impl NamedContexts {
         excludes: &[String],
         files: &mut BTreeMap<String, String>,
     ) -> Result<String, StepError> {
-        let sum = context.checksum(
-            pattern,
-            &ChecksumOptions {
-                follow_links: true,
-                wildcard: true,
-                excludes: excludes.to_vec(),
-            },
-        )?;
-        for entry in &sum.files {
-            files.insert(entry.rel_path.clone(), crate::explain::entry_digest(entry));
-        }
-        Ok(sum.digest)
+        crate::key::context_checksum(context, pattern, excludes, files)
     }
 
     /// Saves the stat cache of every directory context.

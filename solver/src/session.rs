@@ -13,7 +13,7 @@ use crate::key::vertex_key;
 use crate::oci_config;
 use crate::progress::{Event, Progress};
 use crate::result::Layer;
-use kiln_context::{ChecksumOptions, Context};
+use kiln_context::Context;
 use kiln_image::Compression;
 use kiln_parser::Platform;
 use kiln_store::{LayerRef, Store};
@@ -289,18 +289,7 @@ impl BuildSession {
         excludes: &[String],
         files: &mut BTreeMap<String, String>,
     ) -> Result<String, StepError> {
-        let sum = self.context.checksum(
-            pattern,
-            &ChecksumOptions {
-                follow_links: true,
-                wildcard: true,
-                excludes: excludes.to_vec(),
-            },
-        )?;
-        for entry in &sum.files {
-            files.insert(entry.rel_path.clone(), crate::explain::entry_digest(entry));
-        }
-        Ok(sum.digest)
+        crate::key::context_checksum(&self.context, pattern, excludes, files)
     }
 
     /// The snapshotter for RUN: the one asked for, else overlayfs when a probe mount works
