@@ -20,17 +20,17 @@ fn context(dockerfile: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Runs kiln with its stdout on a pipe whose read end is closed before kiln writes.
+/// Runs kiln with its stdout on a pipe whose read end is closed before kiln starts: closing
+/// it after the spawn would race a fast command that writes first into the pipe's buffer.
 fn with_closed_stdout(kiln: &Kiln, args: &[&str]) -> std::process::Output {
-    let mut child = kiln
-        .cmd()
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    kiln.cmd()
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    child.wait_with_output().unwrap()
+        .output()
+        .unwrap()
 }
 
 #[test]
