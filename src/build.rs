@@ -3,14 +3,14 @@
 //! step with its Dockerfile lines, the image ID and names); `kiln build --check` renders
 //! the build checks' findings alone.
 
-use crate::cli::{BuildArgs, CompressionArg, GraphArgs, NetworkArg, ProgressMode, SnapshotterArg};
-use crate::render;
+use crate::cli::{BuildArgs, CompressionArg, GraphArgs, NetworkArg, ProgressArg, SnapshotterArg};
 use anyhow::{Context, Result, anyhow};
 use kiln_build::git_context::{self, GitContext};
 use kiln_build::verify::Verdict;
 use kiln_build::{BuildError, BuildRequest, Dockerfile, Exports, Notice, flags, report};
 use kiln_executor::sandbox::RunOptions;
 use kiln_executor::snapshot::Snapshotter;
+use kiln_progressui::ProgressMode;
 use kiln_solver::NetworkDefault;
 use kiln_solver::progress::Progress;
 use std::path::{Path, PathBuf};
@@ -134,6 +134,17 @@ fn sayer(mode: ProgressMode) -> impl Fn(Notice) + Sync {
     }
 }
 
+/// The progress library's mode for the `--progress` flag's value.
+fn progress_mode(flag: ProgressArg) -> ProgressMode {
+    match flag {
+        ProgressArg::Auto => ProgressMode::Auto,
+        ProgressArg::Tty => ProgressMode::Tty,
+        ProgressArg::Plain => ProgressMode::Plain,
+        ProgressArg::Json => ProgressMode::Json,
+        ProgressArg::Quiet => ProgressMode::Quiet,
+    }
+}
+
 /// Each spec parsed (`-o`, `--cache-from`, `--cache-to`).
 fn parse_all<T: std::str::FromStr<Err = BuildError>>(specs: &[String]) -> Result<Vec<T>> {
     Ok(specs.iter().map(|s| s.parse()).collect::<Result<_, _>>()?)
@@ -167,7 +178,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             (request, exports, store, lock)
         }
     };
-    let mode = render::resolve_mode(args.progress);
+    let mode = kiln_progressui::resolve_mode(progress_mode(args.progress));
     if args.check {
         return check(&store, &request, mode);
     }
@@ -178,7 +189,7 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         let (progress, rx) = Progress::channel();
-        let renderer = tokio::spawn(render::render(mode, rx));
+        let renderer = tokio::spawn(kiln_progressui::render(mode, rx));
         let result = kiln_build::build(&store, &request, progress, &say).await;
         let _ = renderer.await;
         result
@@ -266,7 +277,7 @@ fn verify(
             events,
             error,
         } => {
-            render::replay_plain(events);
+            kiln_progressui::replay_plain(events);
             match error {
                 BuildError::Solve(e) => eprint!("{}", report::failed_step(&e, &request.dockerfile)),
                 e => eprintln!("error: {:#}", anyhow::Error::from(e)),

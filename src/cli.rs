@@ -91,7 +91,7 @@ pub enum DebugCommand {
 
 /// How build progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProgressMode {
+pub enum ProgressArg {
     /// tty when stderr is a terminal, else plain.
     Auto,
     /// Live steps with spinners.
@@ -167,7 +167,7 @@ pub struct BuildArgs {
     pub metadata_file: Option<PathBuf>,
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressMode,
+    pub progress: ProgressArg,
     /// Network for RUN steps. `none` holds for every RUN, even `RUN --network=host`.
     #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,

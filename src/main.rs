@@ -1,4 +1,6 @@
-//! The `kiln` command line: parses flags and calls the crates.
+//! The `kiln` command line: parses flags (clap, in `cli`), calls the crates (mostly
+//! kiln-build) and prints what they return; a build's progress is drawn by
+//! kiln-progressui in the mode `--progress` names.
 //!
 //! Exit status: 0 on success, 1 when a build or command fails, 2 for usage errors (clap)
 //! and for `kiln diff` errors (its 1 means "the images differ").
@@ -10,7 +12,6 @@ mod images;
 mod import_cmd;
 mod interrupt;
 mod registry_cmd;
-mod render;
 mod run_cmd;
 
 use clap::Parser;

@@ -14,7 +14,8 @@
 //!    store, pulling a missing one ([`bases`]), tells what the build checks found
 //!    ([`checks`]; `kiln build --check` runs only those, [`Dockerfile::check`]), imports
 //!    `--cache-from` caches ([`cache_io`]) and hands the graph to the solver, whose
-//!    progress events go to the caller's renderer.
+//!    progress events go to the caller's renderer (the `kiln` binary's is
+//!    kiln-progressui).
 //! 3. [`export`] names the image (or records it as untagged), writes `-o` outputs,
 //!    exports `--cache-to` caches, pushes and writes the iidfile ([`exporter`]).
 //!
