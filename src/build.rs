@@ -115,21 +115,11 @@ fn say(notice: Notice) {
     }
 }
 
-/// [`say`] for a build shown in `mode`: with `--progress json` a build check's finding
-/// is a `warning` event on stdout, with the other events, as data.
+/// [`say`] for a build shown in `mode`: with `--progress json` a notice that is data (a
+/// build check's finding) is an event on stdout, with the other events.
 fn sayer(mode: ProgressMode) -> impl Fn(Notice) + Sync {
-    move |notice| match (&notice, mode) {
-        (Notice::Check { file, finding }, ProgressMode::Json) => {
-            let event = serde_json::json!({
-                "event": "warning",
-                "rule": finding.rule.name(),
-                "description": finding.rule.description(),
-                "file": file,
-                "line": finding.line,
-                "message": finding.message,
-            });
-            println!("{event}");
-        }
+    move |notice| match notice.json_event() {
+        Some(event) if mode == ProgressMode::Json => println!("{event}"),
         _ => say(notice),
     }
 }
@@ -246,15 +236,10 @@ fn check(
     if let Some(e) = error {
         return Err(e.into());
     }
-    let n = report.findings.len();
     if mode != ProgressMode::Json && mode != ProgressMode::Quiet {
-        match n {
-            0 => eprintln!("check complete, no warnings found"),
-            1 => eprintln!("check complete, 1 warning has been found"),
-            n => eprintln!("check complete, {n} warnings have been found"),
-        }
+        eprintln!("{}", report.summary());
     }
-    Ok(if n == 0 {
+    Ok(if report.findings.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,67 +1,35 @@
 //! Image commands over the store: images, inspect, history, tag, rmi, save, load, prune.
-//! `kiln_build::images` finds and sums up the images; this prints them.
+//! `kiln_build::images` finds and sums up the images, down to the lines shown; this
+//! prints them.
 
 use crate::cli::{PruneArgs, SaveArgs, SaveFormat};
 use anyhow::Result;
-use kiln_base::size::{human_size, parse_size};
+use kiln_base::size::parse_size;
 use kiln_build::exporter::ArchiveFormat;
 use kiln_build::{images, open_store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The CREATED column: a date from SOURCE_DATE_EPOCH (0 unless set, for reproducible
-/// images) says so, or 1970 looks like a bug.
-fn created_label(created: Option<&str>) -> String {
-    match created.unwrap_or_default() {
-        "" => "-".to_string(),
-        c if c.starts_with("1970-01-01T00:00:00") => "1970-01-01 (SOURCE_DATE_EPOCH=0)".to_string(),
-        c => c.to_string(),
-    }
-}
-
 pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
     let store = open_store(root)?;
-    println!(
-        "{:<40} {:<14} {:<32} SIZE (compressed)",
-        "NAME", "IMAGE ID", "CREATED"
-    );
+    println!("{}", images::list_header());
     for image in images::list(&store)? {
-        let image = image?;
-        println!(
-            "{:<40} {:<14} {:<32} {}",
-            image.name,
-            image.short_id(),
-            created_label(image.config.created.as_deref()),
-            human_size(image.size())
-        );
+        println!("{}", image?.list_line());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn inspect(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
     let image = images::find(&open_store(root)?, reference)?;
-    let doc = serde_json::json!({
-        "Name": image.name,
-        "Id": image.image.config,
-        "ManifestDigest": image.image.manifest,
-        "Manifest": image.manifest,
-        "Config": image.config,
-    });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    println!("{}", serde_json::to_string_pretty(&image.inspect_json())?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
     let image = images::find(&open_store(root)?, reference)?;
-    println!(
-        "{:<32} {:<60} {:>17}  COMMENT",
-        "CREATED", "CREATED BY", "SIZE (compressed)"
-    );
+    println!("{}", images::history_header());
     for row in image.history() {
-        let created = created_label(row.created.as_deref());
-        let by: String = row.created_by.chars().take(60).collect();
-        let size = human_size(row.size);
-        println!("{created:<32} {by:<60} {size:>17}  {}", row.comment);
+        println!("{}", row.line());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -121,21 +89,6 @@ pub fn prune(root: Option<PathBuf>, args: PruneArgs) -> Result<ExitCode> {
         all: args.all,
         keep_storage,
     })?;
-    // Git repositories are named only when there were some, so the line stays what it
-    // was for a store without git sources.
-    let git = match report.git_repos_removed {
-        0 => String::new(),
-        n => format!("{n} git repositories, "),
-    };
-    println!(
-        "Deleted {} blobs, {} snapshots, {} cache records, {} cache mounts, \
-         {git}{} leftovers of interrupted builds; total reclaimed space: {}",
-        report.blobs_removed,
-        report.snapshots_removed,
-        report.records_removed,
-        report.cache_mounts_removed,
-        report.scratch_removed,
-        human_size(report.bytes_freed)
-    );
+    println!("{}", images::prune_summary(&report));
     Ok(ExitCode::SUCCESS)
 }

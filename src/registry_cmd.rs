@@ -18,29 +18,9 @@ fn options(flags: &RegistryFlags) -> RegistryOptions {
     }
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
 /// Progress lines on stderr, one per blob.
 fn progress_printer(verb: &'static str) -> kiln_registry::ProgressFn {
-    Arc::new(move |p| {
-        let line = match p {
-            Progress::Resolved { reference, digest } => {
-                format!("{reference}: resolved to {digest}")
-            }
-            Progress::BlobExists { digest } => format!("{}: already exists", short(&digest)),
-            Progress::BlobMounted { digest, from } => {
-                format!("{}: mounted from {from}", short(&digest))
-            }
-            Progress::BlobDone { digest, size } => {
-                format!("{}: {verb} ({size} bytes)", short(&digest))
-            }
-            Progress::ManifestDone { digest } => format!("manifest {digest}: done"),
-        };
-        eprintln!("{line}");
-    })
+    Arc::new(move |p: Progress| eprintln!("{}", p.line(verb)))
 }
 
 /// `kiln pull`: fetches the image into the store and tags it as written.

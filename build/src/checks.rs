@@ -55,6 +55,15 @@ impl CheckReport {
             rules.join(", ")
         ))
     }
+
+    /// The line that ends `kiln build --check`'s findings: how many there were.
+    pub fn summary(&self) -> String {
+        match self.findings.len() {
+            0 => "check complete, no warnings found".to_string(),
+            1 => "check complete, 1 warning has been found".to_string(),
+            n => format!("check complete, {n} warnings have been found"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +103,23 @@ mod tests {
         assert_eq!(
             report.violation().unwrap(),
             "lint violation found for rules: FromAsCasing, UndefinedVar"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_the_findings() {
+        let mut report = CheckReport::default();
+        assert_eq!(report.summary(), "check complete, no warnings found");
+        report
+            .findings
+            .push(Finding::new(Rule::UndefinedVar, 2, "m"));
+        assert_eq!(report.summary(), "check complete, 1 warning has been found");
+        report
+            .findings
+            .push(Finding::new(Rule::FromAsCasing, 1, "m"));
+        assert_eq!(
+            report.summary(),
+            "check complete, 2 warnings have been found"
         );
     }
 }

@@ -78,6 +78,23 @@ impl Notice {
             ),
         })
     }
+
+    /// The notice as a `--progress json` event of its own, for a notice that is data: a
+    /// build check's finding is a `warning` event (rule, file, line, message). `None` for
+    /// the rest, which every mode shows as their [`Notice::message`] line.
+    pub fn json_event(&self) -> Option<serde_json::Value> {
+        match self {
+            Notice::Check { file, finding } => Some(serde_json::json!({
+                "event": "warning",
+                "rule": finding.rule.name(),
+                "description": finding.rule.description(),
+                "file": file,
+                "line": finding.line,
+                "message": finding.message,
+            })),
+            _ => None,
+        }
+    }
 }
 
 /// `e` and its causes, joined by `: ` (as `{:#}` of an `anyhow::Error` reads).
@@ -90,4 +107,42 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_parser::lint::{Finding, Rule};
+
+    #[test]
+    fn a_check_finding_is_a_warning_event() {
+        let notice = Notice::Check {
+            file: "Dockerfile".to_string(),
+            finding: Finding::new(
+                Rule::FromAsCasing,
+                3,
+                "'as' and 'FROM' keywords' casing do not match",
+            ),
+        };
+        let event = notice.json_event().expect("a finding is an event");
+        assert_eq!(
+            event,
+            serde_json::json!({
+                "event": "warning",
+                "rule": "FromAsCasing",
+                "description": "The 'as' keyword should match the case of the 'from' keyword",
+                "file": "Dockerfile",
+                "line": 3,
+                "message": "'as' and 'FROM' keywords' casing do not match",
+            })
+        );
+        assert_eq!(
+            notice.message().as_deref(),
+            Some(
+                "warning: Dockerfile:3: FromAsCasing: 'as' and 'FROM' keywords' casing do not match"
+            )
+        );
+        let words = Notice::Dockerfile("Dockerfile:1: something".to_string());
+        assert!(words.json_event().is_none());
+    }
 }

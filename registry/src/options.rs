@@ -23,6 +23,32 @@ pub enum Progress {
     ManifestDone { digest: String },
 }
 
+impl Progress {
+    /// The line that shows it (`kiln pull` and `kiln push` print one per event); `verb`
+    /// says what happened to a finished blob (`downloaded`, `pushed`).
+    pub fn line(&self, verb: &str) -> String {
+        match self {
+            Progress::Resolved { reference, digest } => {
+                format!("{reference}: resolved to {digest}")
+            }
+            Progress::BlobExists { digest } => format!("{}: already exists", short(digest)),
+            Progress::BlobMounted { digest, from } => {
+                format!("{}: mounted from {from}", short(digest))
+            }
+            Progress::BlobDone { digest, size } => {
+                format!("{}: {verb} ({size} bytes)", short(digest))
+            }
+            Progress::ManifestDone { digest } => format!("manifest {digest}: done"),
+        }
+    }
+}
+
+/// A blob as docker names it in progress: the digest's first 12 hex digits.
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
 /// Called from worker threads as blobs move.
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
@@ -102,5 +128,53 @@ impl RegistryOptions {
         if let Some(f) = &self.progress {
             f(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_name_blobs_by_short_digest() {
+        let blob = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let digest = || blob.to_string();
+        let line = |p: Progress| p.line("downloaded");
+        assert_eq!(
+            line(Progress::Resolved {
+                reference: "docker.io/library/busybox:latest".to_string(),
+                digest: digest(),
+            }),
+            format!("docker.io/library/busybox:latest: resolved to {blob}")
+        );
+        assert_eq!(
+            line(Progress::BlobExists { digest: digest() }),
+            "0123456789ab: already exists"
+        );
+        assert_eq!(
+            line(Progress::BlobMounted {
+                digest: digest(),
+                from: "team/base".to_string(),
+            }),
+            "0123456789ab: mounted from team/base"
+        );
+        assert_eq!(
+            Progress::BlobDone {
+                digest: digest(),
+                size: 4096,
+            }
+            .line("pushed"),
+            "0123456789ab: pushed (4096 bytes)"
+        );
+        assert_eq!(
+            line(Progress::ManifestDone { digest: digest() }),
+            format!("manifest {blob}: done")
+        );
+        assert_eq!(
+            line(Progress::BlobExists {
+                digest: "abc".to_string(),
+            }),
+            "abc: already exists"
+        );
     }
 }
