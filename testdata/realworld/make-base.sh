@@ -28,10 +28,14 @@ out="$cache/bookworm-$variant-$hash.tar"
 # One maker at a time; the others wait and then find the tarball.
 exec 9>"$out.lock"
 flock 9
-if [ ! -s "$out" ]; then
+# A regular, non-empty file only: an earlier run may have left something else there.
+if [ ! -f "$out" ] || [ ! -s "$out" ]; then
+  rm -rf "$out"
   tmp="$out.tmp.$$"
-  trap 'rm -f "$tmp"' EXIT
-  mmdebstrap --quiet --variant=minbase $include \
+  trap 'rm -rf "$tmp"' EXIT
+  # The format named, not guessed from the name: "$tmp" does not end in .tar, and
+  # mmdebstrap then makes a directory.
+  mmdebstrap --quiet --variant=minbase --format=tar $include \
     --customize-hook="mkdir -p \"\$1/etc/ssl/certs\" && cp $ca \"\$1/etc/ssl/certs/ca-certificates.crt\"" \
     bookworm "$tmp" >&2
   chmod 644 "$tmp"
