@@ -157,7 +157,10 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         Some(git) => {
             let store = kiln_build::open_store(root_flag)?;
             let lock = store.lock_shared().context("locking the store")?;
-            let checkout = GitContext::checkout(&store, &git)?;
+            // Its ssh agent, for a remote over ssh, is `--ssh default`'s.
+            let ssh = args.ssh.iter().map(|s| flags::ssh(s));
+            let ssh = ssh.collect::<Result<Vec<_>, _>>()?;
+            let checkout = GitContext::checkout(&store, &git, &ssh)?;
             let (request, exports) = request(&args, Some(checkout))?;
             (request, exports, store, lock)
         }

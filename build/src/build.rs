@@ -60,7 +60,7 @@ pub(crate) fn lower(
     registry: &kiln_registry::RegistryOptions,
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<Lowered, BuildError> {
-    let contexts = contexts::prepare(store, &request.named_contexts)?;
+    let contexts = contexts::prepare(store, &request.named_contexts, &request.ssh)?;
     let platform = request.target_platform()?;
     let resolver = StoreResolver::new(store, request.pull, registry, &platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);

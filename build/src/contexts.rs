@@ -126,8 +126,13 @@ pub struct Prepared {
     pub checkouts: Vec<std::sync::Arc<crate::git_context::GitContext>>,
 }
 
-/// Makes every context ready: a directory checked, a layout's image loaded into `store`.
-pub fn prepare(store: &Store, specs: &[(String, ContextSpec)]) -> Result<Prepared, BuildError> {
+/// Makes every context ready: a directory checked, a layout's image loaded into `store`,
+/// a git repository checked out (over ssh with the `default` agent of `ssh`).
+pub fn prepare(
+    store: &Store,
+    specs: &[(String, ContextSpec)],
+    ssh: &[(String, kiln_solver::SshSource)],
+) -> Result<Prepared, BuildError> {
     let mut out = Prepared::default();
     for (name, spec) in specs {
         match spec {
@@ -171,7 +176,7 @@ pub fn prepare(store: &Store, specs: &[(String, ContextSpec)]) -> Result<Prepare
                 out.downloads.push(std::sync::Arc::new(dir));
             }
             ContextSpec::Git(git) => {
-                let checkout = crate::git_context::GitContext::checkout(store, git)
+                let checkout = crate::git_context::GitContext::checkout(store, git, ssh)
                     .map_err(|e| BuildError::Request(format!("build context {name}: {e}")))?;
                 out.lower.push((name.clone(), NamedContext::Files));
                 out.solve

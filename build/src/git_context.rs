@@ -4,13 +4,17 @@
 //! that directory like on a local context: its steps are keyed by the content they copy,
 //! so a rebuild at the same commit is all CACHED.
 //!
+//! An ssh remote (`git@host:repo.git`, `ssh://...`) authenticates with the build's
+//! `--ssh default` agent, as ADD's git sources do ([`kiln_solver::ssh::GitAgent`]).
+//!
 //! The checkout is hostile input like any context: the Dockerfile and `.dockerignore` are
 //! read through paths clamped to it, and `subdir` is resolved inside it.
 
 use crate::BuildError;
 use kiln_context::git::{CheckoutOptions, Git};
 use kiln_parser::GitRef;
-use kiln_solver::StoreGitCache;
+use kiln_solver::ssh::GitAgent;
+use kiln_solver::{SshSource, StoreGitCache};
 use kiln_store::Store;
 use std::path::{Path, PathBuf};
 
@@ -40,8 +44,13 @@ pub fn parse(context: &Path) -> Result<Option<GitRef>, BuildError> {
 }
 
 impl GitContext {
-    /// Resolves and checks out `git` (the store is locked by the caller, shared).
-    pub fn checkout(store: &Store, git: &GitRef) -> Result<GitContext, BuildError> {
+    /// Resolves and checks out `git` (the store is locked by the caller, shared), over ssh
+    /// with the `default` agent of `ssh` (the build's `--ssh`).
+    pub fn checkout(
+        store: &Store,
+        git: &GitRef,
+        ssh: &[(String, SshSource)],
+    ) -> Result<GitContext, BuildError> {
         let fail = |e: &dyn std::fmt::Display| {
             BuildError::Request(format!("build context {}: {e}", git.remote))
         };
@@ -49,7 +58,12 @@ impl GitContext {
         let work = tempfile::tempdir_in(&scratch).map_err(|e| fail(&e))?;
         let home = work.path().join("home");
         std::fs::create_dir(&home).map_err(|e| fail(&e))?;
-        let runner = Git::new(&home);
+        // Held until the checkout is done: a key-file agent, or a relay, lives as long.
+        let agent = GitAgent::of(ssh, &scratch).map_err(|e| fail(&e))?;
+        let mut runner = Git::new(&home);
+        if let Some(agent) = &agent {
+            runner = runner.with_ssh_agent(agent.path().to_path_buf());
+        }
         let resolved = runner
             .resolve(&git.remote, &git.reference)
             .map_err(|e| fail(&e))?;

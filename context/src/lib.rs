@@ -7,7 +7,8 @@
 //!   mtime/atime/inode/owner and use a persisted stat cache, so a no-op rebuild re-hashes
 //!   nothing; [`diff_entries`] says which file changed, for `--explain-cache`;
 //! - [`git`]: a remote git repository at one commit as a directory tree (ADD's git
-//!   sources, a git URL as the build context), through the `git` CLI.
+//!   sources, a git URL as the build context), through the `git` CLI; over ssh with the
+//!   agent socket the caller gives (the build's `--ssh default`).
 //!
 //! The crate knows nothing of Dockerfile syntax, namespaces or the store (a git source's
 //! cache repository is a directory the caller gets from the store): the solver

@@ -21,7 +21,8 @@
 //! - [`key`] (the hash), [`image_state`] (the image state a stage accumulates: runtime
 //!   config and history) and [`oci_config`] (that state to and from the OCI image config
 //!   and manifest), [`explain`] (`--explain-cache`), [`entitlements`]
-//!   (`--allow`), [`ssh`] (`--ssh` agents forwarded to `RUN --mount=type=ssh`),
+//!   (`--allow`), [`ssh`] (`--ssh` agents forwarded to `RUN --mount=type=ssh`,
+//!   and the `default` one git over ssh uses),
 //!   [`progress`], [`error`]; [`run`] (`kiln run`) and [`import`]
 //!   (`kiln import`) use the same pieces outside a build.
 

@@ -188,6 +188,17 @@ impl BuildSession {
         }
     }
 
+    /// The agent git over ssh authenticates with (`--ssh default`, as in BuildKit); `None`
+    /// when the build was given none. A key-file agent is the one RUN mounts share.
+    pub(crate) fn git_ssh_agent(
+        &self,
+    ) -> Result<Option<crate::ssh::GitAgent>, crate::ssh::SshError> {
+        match self.ssh_agent(crate::ssh::GIT_SSH_ID)? {
+            Some(socket) => crate::ssh::GitAgent::new(socket).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The `Authorization` header for downloading `url`, from BuildKit's per-host build
     /// secrets: `HTTP_AUTH_HEADER_<host>` as it is, else `HTTP_AUTH_TOKEN_<host>` as a
     /// bearer token (the token wins when both are given, as in BuildKit). Which secret is

@@ -18,6 +18,11 @@
 //!
 //! Socket paths are limited to 108 bytes and a store may be deep: sockets are bound and
 //! reached as `/proc/self/fd/<dir>/<name>` through an open directory.
+//!
+//! Git over ssh (`ADD git@host:repo.git`, a git build context over ssh) authenticates with
+//! the agent of id `default`, as BuildKit's git source does: [`GitAgent`] is that agent's
+//! socket as the `ssh` that git runs must be given it (`SSH_AUTH_SOCK`, a plain path: a
+//! deep one is relayed through a socket of kiln's in the temporary directory).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -61,6 +66,83 @@ pub(crate) struct AgentSocket {
     pub(crate) agent: Option<std::sync::Arc<KeyAgent>>,
 }
 
+/// The agent git over ssh uses: `--ssh default`'s, at a path short enough for `ssh` to
+/// connect to; the agent kiln started for key files, and any relay, live as long as it.
+pub struct GitAgent {
+    path: PathBuf,
+    _agent: Option<Arc<KeyAgent>>,
+    _forward: Option<AgentForward>,
+}
+
+impl std::fmt::Debug for GitAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAgent")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ssh id git over ssh takes its agent from.
+pub const GIT_SSH_ID: &str = "default";
+
+impl GitAgent {
+    /// The `default` agent of `sources` (the build's `--ssh`), starting an agent for key
+    /// files in `scratch`; `None` when there is no `--ssh default`. For a caller without
+    /// a build session (a git build context, checked out before the build starts).
+    pub fn of(
+        sources: &[(String, SshSource)],
+        scratch: &Path,
+    ) -> Result<Option<GitAgent>, SshError> {
+        let Some((_, source)) = sources.iter().find(|(id, _)| id == GIT_SSH_ID) else {
+            return Ok(None);
+        };
+        let socket = match source {
+            SshSource::Socket(path) => AgentSocket {
+                path: path.clone(),
+                agent: None,
+            },
+            SshSource::Keys(keys) => {
+                let agent = Arc::new(KeyAgent::start(scratch, keys)?);
+                AgentSocket {
+                    path: agent.socket().to_path_buf(),
+                    agent: Some(agent),
+                }
+            }
+        };
+        GitAgent::new(socket).map(Some)
+    }
+
+    /// `socket` as ssh can reach it: as it is when its path fits a socket address, else
+    /// through a relay of kiln's in a new private directory under the temporary directory
+    /// (the store, where a key agent's socket is, may be deep).
+    pub(crate) fn new(socket: AgentSocket) -> Result<GitAgent, SshError> {
+        if socket.path.as_os_str().len() < MAX_SOCKET_PATH {
+            return Ok(GitAgent {
+                path: socket.path,
+                _agent: socket.agent,
+                _forward: None,
+            });
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let forward = AgentForward::start(&std::env::temp_dir(), &socket.path, uid, gid, 0o600)?;
+        Ok(GitAgent {
+            path: forward.socket().to_path_buf(),
+            _agent: socket.agent,
+            _forward: Some(forward),
+        })
+    }
+
+    /// The socket, for `SSH_AUTH_SOCK`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The longest socket path handed to another program (a socket address holds 108 bytes
+/// with the terminating NUL; a little is kept back).
+const MAX_SOCKET_PATH: usize = 100;
+
 /// A directory and a name in it, reached through an open descriptor of the directory so
 /// the path given to `bind`/`connect` stays short.
 #[derive(Debug)]
@@ -90,7 +172,7 @@ impl ShortPath {
 /// Connects to the socket at `path`, however long the path.
 fn connect(path: &Path) -> std::io::Result<UnixStream> {
     match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) if path.as_os_str().len() >= 100 => {
+        (Some(dir), Some(name)) if path.as_os_str().len() >= MAX_SOCKET_PATH => {
             UnixStream::connect(ShortPath::open(dir, name)?.path())
         }
         _ => UnixStream::connect(path),
@@ -285,7 +367,8 @@ impl KeyAgent {
             child,
         };
         let started = Instant::now();
-        while !agent.socket.exists() {
+        // The socket file exists from bind(); connections succeed once it listens.
+        while connect(&agent.socket).is_err() {
             if started.elapsed() > AGENT_START {
                 return Err(SshError::AgentTimeout(AGENT_START));
             }
@@ -452,6 +535,40 @@ mod tests {
         drop(held);
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(list_identities(forward.socket()).unwrap(), (12, 1));
+    }
+
+    #[test]
+    fn git_gets_the_default_agent_at_a_path_ssh_can_connect_to() {
+        if !have("ssh-agent") || !have("ssh-keygen") {
+            eprintln!("skipped: OpenSSH's client is not installed");
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        assert!(GitAgent::of(&[], scratch.path()).unwrap().is_none());
+        let other = [("deploy".to_string(), SshSource::Socket("/x".into()))];
+        assert!(GitAgent::of(&other, scratch.path()).unwrap().is_none());
+        // A store deep enough that its agent socket's path cannot be a socket address.
+        let deep = scratch.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let key = scratch.path().join("id_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let sources = [(GIT_SSH_ID.to_string(), SshSource::Keys(vec![key]))];
+        let agent = GitAgent::of(&sources, &deep).unwrap().unwrap();
+        assert!(
+            agent.path().as_os_str().len() < MAX_SOCKET_PATH,
+            "{agent:?}"
+        );
+        assert!(!agent.path().starts_with(&deep), "{agent:?}");
+        // A plain connect, as ssh makes it.
+        assert_eq!(list_identities(agent.path()).unwrap(), (12, 1));
+        let relay = agent.path().to_path_buf();
+        drop(agent);
+        assert!(!relay.exists(), "the relay outlived the agent");
     }
 
     #[test]

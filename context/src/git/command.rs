@@ -11,13 +11,16 @@
 //! - Every invocation names the transports it allows (`protocol.allow=never`, then http,
 //!   https and git): a URL or a submodule written in a repository can never make git run
 //!   `ext::` commands or read local paths (`file://`). Only [`Git::local`] invocations,
-//!   whose remote is kiln's own cache repository, allow `file`. ssh is not allowed yet.
-//!   The seam for it: `super::check_transport` refuses `ssh://` and `user@host:path`
-//!   remotes with their own error; git over ssh will add `protocol.ssh.allow=always` here
-//!   and pass the agent `--ssh default` names (`kiln_solver`'s `ssh` module already finds
-//!   or starts it for `RUN --mount=type=ssh`) as `SSH_AUTH_SOCK`, with a
-//!   `GIT_SSH_COMMAND` of kiln's (`ssh -o BatchMode=yes`, a known_hosts policy of its own)
-//!   so that no `~/.ssh/config` of the user applies, as none of git's does.
+//!   whose remote is kiln's own cache repository, allow `file`.
+//! - ssh is allowed only for an invocation whose remote is an ssh one (`ssh://`,
+//!   `user@host:path`), and only when the runner was given an agent
+//!   ([`Git::with_ssh_agent`], the build's `--ssh default`). git then runs the system's
+//!   `ssh` as [`ssh_command`] says: the agent's socket as `SSH_AUTH_SOCK` and nothing else
+//!   of the user's: no `~/.ssh/config` or `/etc/ssh/ssh_config` (`-F /dev/null`), no key
+//!   file (`IdentityFile=none`: keys come from the agent only, as BuildKit's git source
+//!   takes them), no prompt (`BatchMode`), and no known_hosts: like BuildKit without
+//!   known hosts, any host key is accepted (`StrictHostKeyChecking=no`) and none is
+//!   recorded (`/dev/null`).
 //! - Hooks are off (`core.hooksPath=/dev/null`, repositories made with an empty
 //!   `--template`), as are fsmonitor, auto-gc, reflogs and submodule recursion.
 //! - A command that runs longer than [`Git::timeout`] is killed, and an HTTP transfer
@@ -72,8 +75,11 @@ pub struct Git {
     home: PathBuf,
     /// The longest one git command may run.
     pub timeout: Duration,
-    /// How long an HTTP transfer may stall (under 1 byte/s) before git drops it.
+    /// How long an HTTP transfer may stall (under 1 byte/s) before git drops it; an ssh
+    /// connection that answers no keepalive for about as long is dropped too.
     pub stall: Duration,
+    /// The ssh agent socket git over ssh authenticates with; `None`: ssh remotes refused.
+    ssh_agent: Option<PathBuf>,
 }
 
 /// One git command line being built.
@@ -88,6 +94,8 @@ pub(crate) struct Invocation<'a> {
     args: Vec<OsString>,
     env: Vec<(&'static str, OsString)>,
     allow_file: bool,
+    /// The remote is an ssh one: the command may use ssh (with the runner's agent).
+    ssh: bool,
 }
 
 impl Git {
@@ -107,7 +115,21 @@ impl Git {
             home: home.to_path_buf(),
             timeout: Duration::from_secs(secs("KILN_GIT_TIMEOUT", 600)),
             stall: Duration::from_secs(secs("KILN_STALL_TIMEOUT", 120)),
+            ssh_agent: None,
         }
+    }
+
+    /// This runner, fetching ssh remotes with the agent listening at `socket`.
+    pub fn with_ssh_agent(self, socket: PathBuf) -> Git {
+        Git {
+            ssh_agent: Some(socket),
+            ..self
+        }
+    }
+
+    /// Whether ssh remotes can be fetched (an agent was given).
+    pub(crate) fn has_ssh_agent(&self) -> bool {
+        self.ssh_agent.is_some()
     }
 
     /// A command about `remote` (a URL from the Dockerfile or the command line).
@@ -120,6 +142,7 @@ impl Git {
             args: Vec::new(),
             env: Vec::new(),
             allow_file: false,
+            ssh: super::is_ssh_remote(remote),
         }
     }
 
@@ -128,6 +151,7 @@ impl Git {
     pub(crate) fn local(&self, what: &'static str, remote: &str) -> Invocation<'_> {
         Invocation {
             allow_file: true,
+            ssh: false,
             ..self.remote(what, remote)
         }
     }
@@ -180,6 +204,12 @@ impl Invocation<'_> {
             .arg(format!("http.lowSpeedTime={}", git.stall.as_secs()));
         let file = if self.allow_file { "always" } else { "never" };
         cmd.arg("-c").arg(format!("protocol.file.allow={file}"));
+        if let (true, Some(agent)) = (self.ssh, &git.ssh_agent) {
+            cmd.arg("-c").arg("protocol.ssh.allow=always");
+            cmd.env("SSH_AUTH_SOCK", agent)
+                .env("GIT_SSH_COMMAND", ssh_command(git.stall))
+                .env("GIT_SSH_VARIANT", "ssh");
+        }
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -218,6 +248,31 @@ impl Invocation<'_> {
     }
 }
 
+/// The ssh command git runs for an ssh remote (through the shell, so plain words only).
+/// Keepalives every 15s drop a connection silent for about the stall time.
+pub(crate) fn ssh_command(stall: Duration) -> String {
+    let alive = (stall.as_secs() / 15).max(1);
+    [
+        "ssh",
+        "-F /dev/null",
+        "-o BatchMode=yes",
+        "-o IdentityFile=none",
+        "-o IdentitiesOnly=no",
+        "-o StrictHostKeyChecking=no",
+        "-o UserKnownHostsFile=/dev/null",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o UpdateHostKeys=no",
+        "-o ForwardAgent=no",
+        "-o ControlMaster=no",
+        "-o ControlPath=none",
+        "-o LogLevel=ERROR",
+        "-o ConnectTimeout=30",
+        "-o ServerAliveInterval=15",
+    ]
+    .join(" ")
+        + &format!(" -o ServerAliveCountMax={alive}")
+}
+
 /// Reads a child's pipe to its end on a thread of its own (so neither pipe can fill and
 /// stall git while the other is read).
 fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
@@ -233,10 +288,16 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Ve
 /// The last few lines of git's stderr (its `fatal:` line is last), bounded, on one line.
 fn last_lines(stderr: &[u8], secret: Option<&str>) -> String {
     let text = String::from_utf8_lossy(stderr);
+    // git's advice after a failed ssh or http connection would crowd out the cause
+    // (ssh's `Permission denied (publickey)`, the line before).
+    let advice = [
+        "Please make sure you have the correct access rights",
+        "and the repository exists.",
+    ];
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !advice.contains(l))
         .collect();
     let tail = lines[lines.len().saturating_sub(3)..].join("; ");
     let mut tail: String = tail.chars().take(1000).collect();
@@ -250,25 +311,35 @@ fn last_lines(stderr: &[u8], secret: Option<&str>) -> String {
     }
 }
 
-/// The password of a `scheme://user:password@host/...` URL.
+/// The secret in a URL's `user[:password]@`: the password, or for http(s) a user given
+/// alone (a token, as hosting services take one); an ssh or git user names an account.
 fn password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
+    let (scheme, rest) = url.split_once("://")?;
     let userinfo = &rest[..rest[..rest.find('/').unwrap_or(rest.len())].rfind('@')?];
-    let (_, pass) = userinfo.split_once(':')?;
-    (!pass.is_empty()).then(|| pass.to_string())
+    match userinfo.split_once(':') {
+        Some((_, pass)) => (!pass.is_empty()).then(|| pass.to_string()),
+        None if is_http(scheme) => (!userinfo.is_empty()).then(|| userinfo.to_string()),
+        None => None,
+    }
 }
 
-/// `url` without the password of any `user:password@` in it.
+fn is_http(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+}
+
+/// `url` with its secret ([`password`]) replaced by `xxxxx`.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:xxxxx@{}", &rest[at + 1..])
-        }
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_string();
+    };
+    let host = &rest[at + 1..];
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:xxxxx@{host}"),
+        None if is_http(scheme) => format!("{scheme}://xxxxx@{host}"),
         None => url.to_string(),
     }
 }
@@ -285,6 +356,13 @@ mod tests {
         );
         assert_eq!(redact("https://h/r.git"), "https://h/r.git");
         assert_eq!(redact("git@h:r.git"), "git@h:r.git");
+        assert_eq!(redact("https://TOKEN@h/r.git"), "https://xxxxx@h/r.git");
+        assert_eq!(redact("ssh://git@h:2222/r.git"), "ssh://git@h:2222/r.git");
+        assert_eq!(super::password("ssh://git@h/r.git"), None);
+        assert_eq!(
+            super::password("https://TOKEN@h/r.git").as_deref(),
+            Some("TOKEN")
+        );
         assert_eq!(
             super::password("https://u:secret@h/r.git").as_deref(),
             Some("secret")
@@ -292,6 +370,13 @@ mod tests {
         assert_eq!(
             super::last_lines(b"fatal: https://u:secret@h/r.git\n", Some("secret")),
             "fatal: https://u:xxxxx@h/r.git"
+        );
+        let denied = b"root@h: Permission denied (publickey).\r\nfatal: Could not read from \
+            remote repository.\n\nPlease make sure you have the correct access rights\nand the \
+            repository exists.\n";
+        assert_eq!(
+            super::last_lines(denied, None),
+            "root@h: Permission denied (publickey).; fatal: Could not read from remote repository."
         );
     }
 }

@@ -14,10 +14,16 @@
 //!
 //! kiln drives the `git` command-line tool rather than linking a git library such as gix:
 //! it speaks every transport and server quirk users' own git does (smart and dumb HTTP,
-//! `git://`, proxies, protocol v2, shallow fetches by commit), git over ssh will reuse the
-//! system's ssh with an agent socket instead of an ssh stack of kiln's own, and it adds no
-//! large dependency tree to the build. How it is run (scrubbed environment, allowed
-//! protocols, timeouts) is [`command`]'s business.
+//! `git://`, proxies, protocol v2, shallow fetches by commit), git over ssh reuses the
+//! system's OpenSSH client with the build's agent socket instead of an ssh stack of kiln's
+//! own, and it adds no large dependency tree to the build. How it is run (scrubbed
+//! environment, allowed protocols, the ssh command and its agent, timeouts) is
+//! [`command`]'s business.
+//!
+//! Remotes: `https://`, `http://`, `git://`, and ssh (`ssh://[user@]host[:port]/path`,
+//! scp-style `user@host:path`) when the runner has an agent ([`Git::with_ssh_agent`]):
+//! keys stay in the agent, and the remote's URL (never a key) is all that reaches a
+//! message; the commit, not the URL, keys the build.
 //!
 //! The fetched tree is hostile input, like a build context: git refuses paths through
 //! `.git` and symlinks while checking out, this module never follows a symlink in it
@@ -28,7 +34,7 @@
 //! Submodules are checked out by default, as BuildKit does ([`submodule`]).
 //!
 //! Not yet: short commit ids (a full 40 or 64 hex digit id, or a branch or tag, is
-//! needed), and ssh.
+//! needed).
 
 mod command;
 mod submodule;
@@ -53,9 +59,9 @@ pub enum GitError {
         remote: String,
         message: String,
     },
-    #[error("{remote}: git over ssh is not supported by kiln yet (use an https:// or git:// URL)")]
-    SshUnsupported { remote: String },
-    #[error("{remote}: only https://, http:// and git:// remotes are fetched")]
+    #[error("{remote}: git over ssh needs --ssh default (an ssh agent)")]
+    SshNeedsAgent { remote: String },
+    #[error("{remote}: only https://, http://, git:// and ssh remotes are fetched")]
     Transport { remote: String },
     #[error("{remote}: repository does not contain ref {reference:?}")]
     UnknownRef { remote: String, reference: String },
@@ -113,7 +119,7 @@ impl Git {
     /// Resolves `reference` (a branch, tag, full ref name or full commit id; empty for the
     /// remote's `HEAD`) on `remote`.
     pub fn resolve(&self, remote: &str, reference: &str) -> Result<Resolved, GitError> {
-        check_transport(remote)?;
+        self.check_transport(remote)?;
         if is_commit_id(reference) {
             return Ok(Resolved {
                 commit: reference.to_ascii_lowercase(),
@@ -188,7 +194,7 @@ impl Git {
         work: &Path,
         opts: CheckoutOptions,
     ) -> Result<PathBuf, GitError> {
-        check_transport(remote)?;
+        self.check_transport(remote)?;
         let held = cache.repo(remote)?;
         let repo = held.as_ref().as_ref();
         self.fetch(repo, remote, resolved)?;
@@ -345,22 +351,55 @@ pub fn check_checksum(remote: &str, checksum: &str, commit: &str) -> Result<(), 
     })
 }
 
-/// `https://`, `http://` and `git://` remotes are fetched; ssh is not yet (its seam:
-/// [`command`] will pass the build's ssh agent socket).
-pub(crate) fn check_transport(remote: &str) -> Result<(), GitError> {
+impl Git {
+    /// `https://`, `http://` and `git://` remotes are fetched; ssh ones when this runner
+    /// has an agent to authenticate with.
+    pub(crate) fn check_transport(&self, remote: &str) -> Result<(), GitError> {
+        let lower = remote.to_ascii_lowercase();
+        if ["http://", "https://", "git://"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            return Ok(());
+        }
+        let remote_shown = command::redact(remote);
+        if is_ssh_remote(remote) {
+            return match self.has_ssh_agent() {
+                true => Ok(()),
+                false => Err(GitError::SshNeedsAgent {
+                    remote: remote_shown,
+                }),
+            };
+        }
+        Err(GitError::Transport {
+            remote: remote_shown,
+        })
+    }
+}
+
+/// Whether git would reach `remote` over ssh: an `ssh://` URL, or scp-style
+/// `[user@]host:path` (no scheme, a `:` before any `/`, as git itself decides; not a
+/// remote helper's `name::address`).
+pub fn is_ssh_remote(remote: &str) -> bool {
     let lower = remote.to_ascii_lowercase();
-    if ["http://", "https://", "git://"]
-        .iter()
-        .any(|p| lower.starts_with(p))
-    {
-        return Ok(());
+    if lower.starts_with("ssh://") {
+        return true;
     }
-    let remote = command::redact(remote);
-    let scp_style = !lower.contains("://") && lower.contains('@') && lower.contains(':');
-    if lower.starts_with("ssh://") || scp_style {
-        return Err(GitError::SshUnsupported { remote });
+    if lower.contains("://") {
+        return false;
     }
-    Err(GitError::Transport { remote })
+    match (remote.find(':'), remote.find('/')) {
+        (Some(colon), slash) => {
+            colon > 0 && slash.is_none_or(|s| colon < s) && !remote[colon + 1..].starts_with(':')
+        }
+        (None, _) => false,
+    }
+}
+
+/// `remote` as messages and cache-key labels may show it: any password (or an http
+/// token) replaced by `xxxxx`.
+pub fn shown_remote(remote: &str) -> String {
+    command::redact(remote)
 }
 
 /// A full commit id: 40 (SHA-1) or 64 (SHA-256) hex digits.
@@ -368,13 +407,18 @@ pub fn is_commit_id(s: &str) -> bool {
     matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// `url` with any `user[:password]@` removed (what a kept `.git/config` may say).
+/// `url` with any `user[:password]@` removed (what a kept `.git/config` may say); an ssh
+/// URL keeps its user, which names the account rather than authenticating as it.
 fn without_credentials(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let end = rest.find('/').unwrap_or(rest.len());
     match rest[..end].rfind('@') {
+        Some(at) if scheme.eq_ignore_ascii_case("ssh") => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{}", &rest[at + 1..])
+        }
         Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
         None => url.to_string(),
     }
@@ -424,16 +468,50 @@ mod tests {
     fn commit_ids_and_transports() {
         assert!(is_commit_id(&"a".repeat(40)));
         assert!(!is_commit_id("abc123"));
-        assert!(check_transport("git@h:r.git").is_err());
-        assert!(check_transport("ssh://h/r.git").is_err());
-        assert!(matches!(
-            check_transport("file:///etc"),
-            Err(GitError::Transport { .. })
-        ));
-        assert!(check_transport("HTTPS://h/r.git").is_ok());
+        let git = Git::new(Path::new("/nonexistent"));
+        for ssh in [
+            "git@h:r.git",
+            "ssh://h/r.git",
+            "SSH://git@h:22/r.git",
+            "h:r.git",
+        ] {
+            assert!(is_ssh_remote(ssh), "{ssh}");
+            let err = git.check_transport(ssh).unwrap_err().to_string();
+            assert!(
+                err.ends_with("git over ssh needs --ssh default (an ssh agent)"),
+                "{err}"
+            );
+        }
+        for not in [
+            "/abs/r.git",
+            "./a:b",
+            "https://h/r.git",
+            "file:///etc",
+            ":x",
+        ] {
+            assert!(!is_ssh_remote(not), "{not}");
+        }
+        let with_agent = git.clone().with_ssh_agent(PathBuf::from("/run/agent"));
+        assert!(with_agent.check_transport("git@h:r.git").is_ok());
+        assert!(with_agent.check_transport("ssh://git@h:2222/r.git").is_ok());
+        for g in [&git, &with_agent] {
+            assert!(matches!(
+                g.check_transport("file:///etc"),
+                Err(GitError::Transport { .. })
+            ));
+            assert!(matches!(
+                g.check_transport("ext::sh -c x"),
+                Err(GitError::Transport { .. })
+            ));
+            assert!(g.check_transport("HTTPS://h/r.git").is_ok());
+        }
         assert_eq!(
             without_credentials("https://u:p@h/r.git"),
             "https://h/r.git"
+        );
+        assert_eq!(
+            without_credentials("ssh://git@h:2222/r.git"),
+            "ssh://git@h:2222/r.git"
         );
     }
 }

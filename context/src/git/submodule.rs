@@ -10,7 +10,7 @@
 //! be the plain directory the checkout made for its gitlink (never reached through a
 //! symlink). A gitlink without a URL stays an empty directory, as after `git clone`.
 
-use super::{Git, GitError, RepoCache, Resolved, check_transport, io_err};
+use super::{Git, GitError, RepoCache, Resolved, io_err};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -112,7 +112,7 @@ impl Git {
                 return Err(refuse("submodules nest too deep"));
             }
             let url = resolve_url(remote, &link.url);
-            check_transport(&url)?;
+            self.check_transport(&url)?;
             let dir = tree.join(&link.path);
             let clamped = crate::resolve_in_root(tree, &link.path)
                 .map_err(|_| refuse("its directory cannot be resolved inside the checkout"))?;

@@ -91,11 +91,13 @@ pub(crate) fn key(
                 parts.inputs.push((format!("url {url}"), sum));
             }
             CopySource::Git { git, .. } => {
-                // The commit decides (BuildKit's git source key), never the ref's name.
+                // The commit decides (BuildKit's git source key), never the ref's name;
+                // the label (kept in the explain log) never shows a password.
                 let resolved = super::git::resolve(kc.session, git)?;
+                let remote = kiln_context::git::shown_remote(&git.remote);
                 parts
                     .inputs
-                    .push((format!("git {}", git.remote), resolved.commit.clone()));
+                    .push((format!("git {remote}"), resolved.commit.clone()));
                 fetched.git = Some(resolved);
                 git_source = true;
             }

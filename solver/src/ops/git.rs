@@ -5,7 +5,8 @@
 //! where the copier reads it like a context (fd-relative, symlinks never followed out).
 //!
 //! The git work itself is `kiln_context::git`'s; this module gives it the store's
-//! directories and turns its results into key inputs and a copy source.
+//! directories and the build's `--ssh default` agent (for ssh remotes and submodules), and
+//! turns its results into key inputs and a copy source.
 
 use crate::error::StepError;
 use crate::session::BuildSession;
@@ -43,18 +44,38 @@ pub(crate) struct Checkout {
 }
 
 /// The git runner, with a fresh empty home in the scratch space (no user configuration
-/// reaches git through it); the home goes with the returned directory.
-fn git(session: &BuildSession) -> Result<(tempfile::TempDir, Git), StepError> {
+/// reaches git through it) and the build's `default` ssh agent when it has one, for an
+/// ssh remote or submodule (without one, the runner refuses those, naming
+/// `--ssh default`). The home and the agent live as long as the returned [`Runner`].
+fn git(session: &BuildSession) -> Result<Runner, StepError> {
     let home = tempfile::tempdir_in(&session.scratch).map_err(StepError::GitScratch)?;
-    let git = Git::new(home.path());
-    Ok((home, git))
+    let mut git = Git::new(home.path());
+    let agent = session.git_ssh_agent().map_err(|source| StepError::Ssh {
+        id: crate::ssh::GIT_SSH_ID.to_string(),
+        source,
+    })?;
+    if let Some(agent) = &agent {
+        git = git.with_ssh_agent(agent.path().to_path_buf());
+    }
+    Ok(Runner {
+        git,
+        _home: home,
+        _agent: agent,
+    })
+}
+
+/// A git runner with what it needs kept alive.
+struct Runner {
+    git: Git,
+    _home: tempfile::TempDir,
+    _agent: Option<crate::ssh::GitAgent>,
 }
 
 /// The commit `git` names now, checked against its checksum.
 pub(crate) fn resolve(session: &BuildSession, git_ref: &GitRef) -> Result<Resolved, StepError> {
     let resolved = session.resolve_git(&git_ref.remote, &git_ref.reference, || {
-        let (_home, git) = git(session)?;
-        Ok(git.resolve(&git_ref.remote, &git_ref.reference)?)
+        let runner = git(session)?;
+        Ok(runner.git.resolve(&git_ref.remote, &git_ref.reference)?)
     })?;
     check_checksum(&git_ref.remote, &git_ref.checksum, &resolved.commit)?;
     Ok(resolved)
@@ -66,9 +87,9 @@ pub(crate) fn checkout(
     git_ref: &GitRef,
     resolved: &Resolved,
 ) -> Result<Checkout, StepError> {
-    let (_home, git) = git(session)?;
+    let runner = git(session)?;
     let work = tempfile::tempdir_in(&session.scratch).map_err(StepError::GitScratch)?;
-    let tree = git.checkout(
+    let tree = runner.git.checkout(
         &StoreGitCache(&session.store),
         &git_ref.remote,
         resolved,
