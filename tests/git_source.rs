@@ -13,36 +13,9 @@ mod common;
 
 use common::Image;
 use common::gitserve::GitServers;
-use common::identity::{Identity, World, assert_ok, assert_refused, both, identities};
-use std::collections::BTreeMap;
-use std::process::Output;
-
-/// Each step's title (`[2/5] ADD ...`) and whether it was CACHED, in order.
-fn steps(out: &Output) -> Vec<(String, bool)> {
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let mut titles: BTreeMap<u32, String> = BTreeMap::new();
-    let mut cached = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((id, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        let Ok(id) = id.parse::<u32>() else { continue };
-        if what.starts_with('[') && what.contains("] ") {
-            titles.entry(id).or_insert_with(|| what.to_string());
-        } else if what == "CACHED" {
-            cached.push(id);
-        }
-    }
-    titles
-        .into_iter()
-        .filter(|(_, t)| !t.contains("FROM "))
-        .map(|(id, t)| (t, cached.contains(&id)))
-        .collect()
-}
+use common::identity::{
+    Identity, World, assert_ok, assert_refused, both, identities, image_id, steps,
+};
 
 fn image(w: &World, tag: &str) -> Image {
     let dir = w.user_dir("save");
@@ -50,15 +23,6 @@ fn image(w: &World, tag: &str) -> Image {
     let out = w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]);
     assert_ok(&out);
     Image::from_docker_archive(&file)
-}
-
-fn image_id(out: &Output) -> String {
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("writing image "))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("no image id in {}", both(out)))
 }
 
 #[test]
@@ -381,8 +345,9 @@ fn submodules_are_checked_out_unless_asked_not_to() {
         let bad = w.build(&evil_ctx, &["-t", "s:2"]);
         assert_refused(&bad);
         assert!(
-            both(&bad)
-                .contains("file:///etc: only https://, http:// and git:// remotes are fetched"),
+            both(&bad).contains(
+                "file:///etc: only https://, http://, git:// and ssh remotes are fetched"
+            ),
             "{}",
             both(&bad)
         );

@@ -5,11 +5,10 @@
 mod common;
 
 use common::Image;
-use common::identity::{
-    BUSYBOX, Identity, USER, World, assert_ok, assert_refused, both, identities,
-};
+use common::identity::{BUSYBOX, Identity, World, assert_ok, assert_refused, identities};
+use common::sshd::{Agent, make_key};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// The comment of the test key, which `ssh-add -l` prints.
 const KEY_COMMENT: &str = "kiln-ssh-test-key";
@@ -18,70 +17,6 @@ fn have_openssh() -> bool {
     ["ssh-agent", "ssh-add", "ssh-keygen"]
         .iter()
         .all(|t| Path::new("/usr/bin").join(t).exists())
-}
-
-/// Runs `cmd` as the world's identity.
-fn as_identity(w: &World, program: &str) -> Command {
-    match w.id {
-        Identity::Rootless if w.uid.is_some() => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", USER, "--", program]);
-            c
-        }
-        _ => Command::new(program),
-    }
-}
-
-/// A private key (no passphrase) owned by the identity.
-fn make_key(w: &World) -> PathBuf {
-    let dir = w.user_dir("keys");
-    let key = dir.join("id_ed25519");
-    let status = as_identity(w, "ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", KEY_COMMENT, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(status.success());
-    key
-}
-
-/// An ssh-agent of the identity's holding `key`; killed on drop.
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Agent {
-    fn start(w: &World, key: &Path) -> Agent {
-        let socket = w.user_dir("agent").join("sock");
-        let child = as_identity(w, "ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent");
-        let started = std::time::Instant::now();
-        while !socket.exists() {
-            assert!(started.elapsed().as_secs() < 10, "ssh-agent did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let added = as_identity(w, "ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &socket)
-            .output()
-            .expect("ssh-add");
-        assert!(added.status.success(), "{}", both(&added));
-        Agent { child, socket }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A context with busybox and this machine's `ssh-add` with the libraries it loads.
@@ -123,8 +58,8 @@ fn a_run_reaches_the_agent_given_by_socket_and_by_key_file() {
     }
     for id in identities() {
         let w = World::new(id);
-        let key = make_key(&w);
-        let agent = Agent::start(&w, &key);
+        let key = make_key(&w, "keys", KEY_COMMENT);
+        let agent = Agent::start(&w, "agent", &key);
         let ctx = context(
             &w,
             "ctx",

@@ -2,6 +2,7 @@
 //! range (kiln then maps itself into a user namespace). Suites that must hold for both
 //! (the hostile suite, the real-base suite) run each case once per [`identities`] entry.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -172,4 +173,41 @@ pub fn assert_refused(out: &Output) {
 /// kiln succeeded.
 pub fn assert_ok(out: &Output) {
     assert!(out.status.success(), "kiln failed: {}", both(out));
+}
+
+/// Each step's title (`[2/5] ADD ...`) and whether it was CACHED, in order.
+pub fn steps(out: &Output) -> Vec<(String, bool)> {
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let mut titles: BTreeMap<u32, String> = BTreeMap::new();
+    let mut cached = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<u32>() else { continue };
+        if what.starts_with('[') && what.contains("] ") {
+            titles.entry(id).or_insert_with(|| what.to_string());
+        } else if what == "CACHED" {
+            cached.push(id);
+        }
+    }
+    titles
+        .into_iter()
+        .filter(|(_, t)| !t.contains("FROM "))
+        .map(|(id, t)| (t, cached.contains(&id)))
+        .collect()
+}
+
+/// The image ID a `--progress plain` build printed (`writing image sha256:...`).
+pub fn image_id(out: &Output) -> String {
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("writing image "))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no image id in {}", both(out)))
 }

@@ -5,6 +5,7 @@
 pub mod dockerd;
 pub mod gitserve;
 pub mod identity;
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::io::Read;
