@@ -2,7 +2,8 @@
 //! a bare repository the test makes, with the client key held by a real `ssh-agent` of
 //! the identity running kiln. Each case runs as root and as the unprivileged test user.
 //!
-//! Covered: `ADD ssh://user@host:port/path#ref[:subdir]`, the scp form `user@host:path`
+//! Covered: `ADD ssh://user@host:port/path#ref[:subdir]` (with a submodule fetched over
+//! ssh too), the scp form `user@host:path`
 //! (end to end where port 22 of a loopback address is free; its recognition always), a
 //! named build context and the build context itself over ssh; the agent given as a socket
 //! (`--ssh default=SOCKET`) and as a key file (`--ssh default=KEYFILE`, kiln's own agent);
@@ -22,7 +23,8 @@ use std::process::Output;
 /// A bare repository served over ssh, and the work repository the test commits in and
 /// pushes from.
 struct BareRepo {
-    _dir: tempfile::TempDir,
+    /// The directory holding both, when this repository owns it.
+    _dir: Option<tempfile::TempDir>,
     work: Repo,
     bare: PathBuf,
 }
@@ -30,18 +32,49 @@ struct BareRepo {
 impl BareRepo {
     fn new() -> BareRepo {
         let dir = tempfile::tempdir().expect("temp dir");
-        let bare = dir.path().join("app.git");
-        let work = dir.path().join("work");
+        let repo = BareRepo::in_dir(dir.path(), "app");
+        BareRepo {
+            _dir: Some(dir),
+            ..repo
+        }
+    }
+
+    /// `name.git` (bare) and `name.work` in `dir`, which the caller keeps.
+    fn in_dir(dir: &Path, name: &str) -> BareRepo {
+        let bare = dir.join(format!("{name}.git"));
+        let work = dir.join(format!("{name}.work"));
         for d in [&bare, &work] {
             std::fs::create_dir(d).expect("mkdir");
         }
         git(&bare, &["init", "-q", "--bare", "-b", "main"]);
         git(&work, &["init", "-q", "-b", "main"]);
         BareRepo {
-            _dir: dir,
+            _dir: None,
             work: Repo { dir: work },
             bare,
         }
+    }
+
+    /// Records `commit` as the submodule `path` whose URL is `url` (relative ones are taken
+    /// against the remote), and pushes; the commit id.
+    fn add_submodule(&self, path: &str, url: &str, commit: &str) -> String {
+        let dir = &self.work.dir;
+        std::fs::write(
+            dir.join(".gitmodules"),
+            format!("[submodule \"{path}\"]\n\tpath = {path}\n\turl = {url}\n"),
+        )
+        .expect("write .gitmodules");
+        // An empty directory: the gitlink stays in the index through later `add -A`s.
+        std::fs::create_dir_all(dir.join(path)).expect("mkdir");
+        git(dir, &["add", ".gitmodules"]);
+        let info = format!("160000,{commit},{path}");
+        git(dir, &["update-index", "--add", "--cacheinfo", &info]);
+        let commit = self.work.commit_index("a submodule");
+        git(
+            dir,
+            &["push", "-q", self.bare.to_str().expect("utf-8"), "main"],
+        );
+        commit
     }
 
     /// Commits `files` and pushes `main`; the commit id.
@@ -123,6 +156,10 @@ fn add_over_ssh_with_the_default_agent_as_root_and_rootless() {
     }
     let sshd = Sshd::start(scp.as_deref());
     let repo = BareRepo::new();
+    // A submodule beside it, by a relative URL: fetched over ssh too.
+    let lib = BareRepo::in_dir(repo.bare.parent().expect("parent"), "lib");
+    let lib_commit = lib.commit(&[("lib.txt", "lib\n", 0o644)], "lib");
+    repo.add_submodule("vendor/lib", "../lib.git", &lib_commit);
     repo.commit(
         &[
             ("bin/run", "#!/bin/sh\necho run\n", 0o775),
@@ -172,6 +209,7 @@ fn add_over_ssh_with_the_default_agent_as_root_and_rootless() {
         assert_eq!(img.file("src/README").mode & 0o7777, 0o644, "{id:?}");
         assert_eq!(img.file("src/bin/run").mode & 0o7777, 0o755, "{id:?}");
         assert!(!img.files.contains_key("src/.git"), "{id:?}");
+        assert_eq!(img.text("src/vendor/lib/lib.txt"), "lib\n", "{id:?}");
         assert_eq!(img.text("sub/x.txt"), "x1\n", "{id:?}");
         assert!(!img.files.contains_key("sub/README"), "{id:?}");
         assert_eq!(img.text("named/x.txt"), "x1\n", "{id:?}");
@@ -319,8 +357,15 @@ fn add_over_ssh_needs_an_agent_and_an_authorized_key() {
             &format!("FROM scratch\nCOPY busybox /b\nADD {url}#main /x\n"),
         );
         let socket = format!("default={}", agent.socket.display());
+        let connections = sshd.log().matches("Connection from").count();
         let out = w.build(&ctx, &["--ssh", &socket, "-t", "bad:2"]);
         assert_refused(&out);
+        // It did connect (so the count above would have seen a connection).
+        assert!(
+            sshd.log().matches("Connection from").count() > connections,
+            "{id:?}: {}",
+            sshd.log()
+        );
         let text = both(&out);
         assert!(
             text.contains("Permission denied (publickey)"),
