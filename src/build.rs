@@ -198,21 +198,24 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let registry = request.registry_options()?;
+    let registry = request.registry_options(None);
     kiln_build::export(&store, &store, &image, &exports, &registry, &say)?;
     match mode {
-        ProgressMode::Quiet => println!("{}", image.config_digest),
+        ProgressMode::Quiet => println!("{}", image.id()),
         ProgressMode::Json => {
             let done = serde_json::json!({
                 "event": "image",
-                "id": image.config_digest,
+                "id": image.id(),
                 "manifest": image.manifest_digest,
                 "tags": exports.tags,
             });
             println!("{done}");
         }
         _ => {
-            eprintln!("writing image {}", image.config_digest);
+            match &image.index {
+                Some(index) => eprintln!("writing image index {index}"),
+                None => eprintln!("writing image {}", image.config_digest),
+            }
             for tag in &exports.tags {
                 eprintln!("naming to {tag}");
             }

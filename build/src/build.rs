@@ -1,4 +1,8 @@
-//! [`build`]: one build into one store, from lowering to the stored image.
+//! [`build`]: one build into one store, from lowering to the stored image. A build for
+//! several platforms lowers the Dockerfile once per platform (every check before anything
+//! runs), solves the graphs at once into the same store and cache, each with its own
+//! progress numbers and its platform in its vertex names, and ties the images together in
+//! an OCI index ([`crate::index`]).
 
 use crate::bases::StoreResolver;
 use crate::cache_io;
@@ -8,7 +12,7 @@ use crate::{BuildError, BuildRequest, BuiltImage, Notice};
 use kiln_parser::BuildGraph;
 use kiln_parser::lint::dispatch::IgnoreCheck;
 use kiln_solver::progress::Progress;
-use kiln_solver::{BuildSession, SolveOptions};
+use kiln_solver::{BuildSession, ProgressScope, SolveOptions};
 use kiln_store::{ImageRef, Store};
 use std::sync::Arc;
 
@@ -29,8 +33,15 @@ pub async fn build(
         Ok(_) => {}
         Err(e) => notify(Notice::ReclaimFailed(e)),
     }
-    let registry = request.registry_options()?;
-    let lowered = lower(store, request, &registry, notify)?;
+    let platforms = request.target_platforms()?;
+    let mut lowered = Vec::with_capacity(platforms.len());
+    for (n, platform) in platforms.iter().enumerate() {
+        let registry = request.registry_options(Some(platform));
+        // The warnings and build checks of the first lowering stand for every platform's.
+        let notify: &(dyn Fn(Notice) + Sync) = if n == 0 { notify } else { &|_| {} };
+        lowered.push(lower(store, request, &registry, platform, notify)?);
+    }
+    let registry = request.registry_options(None);
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
             Ok(records) => notify(Notice::CacheImported {
@@ -40,7 +51,27 @@ pub async fn build(
             Err(e) => notify(Notice::CacheImportFailed(e)),
         }
     }
-    solve(store, request, &lowered, progress).await
+    if let [one] = lowered.as_slice() {
+        return solve(store, request, one, progress, ProgressScope::default()).await;
+    }
+    let mut first = 1;
+    let solves = lowered.iter().map(|l| {
+        let scope = ProgressScope {
+            first,
+            prefix: Some(l.graph.platform.to_string()),
+        };
+        first += kiln_solver::vertex_count(&l.graph);
+        solve(store, request, l, progress.clone(), scope)
+    });
+    // Every platform runs to its end, so a failed one never leaves another's RUN cut off
+    // mid-step; the first failure (in the order given) is the build's.
+    let results = futures_util::future::join_all(solves).await;
+    let mut images = Vec::with_capacity(results.len());
+    for result in results {
+        images.push(result?);
+    }
+    let built: Vec<_> = platforms.into_iter().zip(images).collect();
+    crate::index::store_index(store, built)
 }
 
 /// A lowered request: the graph, and what else the solver and `--verify-reproducible` need.
@@ -58,11 +89,11 @@ pub(crate) fn lower(
     store: &Store,
     request: &BuildRequest,
     registry: &kiln_registry::RegistryOptions,
+    platform: &kiln_parser::Platform,
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<Lowered, BuildError> {
     let contexts = contexts::prepare(store, &request.named_contexts, &request.ssh)?;
-    let platform = request.target_platform()?;
-    let resolver = StoreResolver::new(store, request.pull, registry, &platform);
+    let resolver = StoreResolver::new(store, request.pull, registry, platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     let graph = request.dockerfile.lower(
         kiln_parser::LowerOptions {
@@ -94,8 +125,8 @@ pub fn check(
     request: &BuildRequest,
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<(CheckReport, Option<BuildError>), BuildError> {
-    let registry = request.registry_options()?;
-    let platform = request.target_platform()?;
+    let platform = request.target_platform("--check")?;
+    let registry = request.registry_options(Some(&platform));
     let resolver = StoreResolver::offline(store, &registry, &platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     request.dockerfile.check(
@@ -114,6 +145,7 @@ pub(crate) async fn solve(
     request: &BuildRequest,
     lowered: &Lowered,
     progress: Progress,
+    progress_scope: ProgressScope,
 ) -> Result<BuiltImage, BuildError> {
     let graph = lowered.graph.clone();
     let options = SolveOptions {
@@ -133,6 +165,7 @@ pub(crate) async fn solve(
         platform: graph.platform.clone(),
         run_options: request.run_options.clone(),
         named_contexts: lowered.contexts.solve.clone(),
+        progress_scope,
     };
     let session = Arc::new(
         BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?,

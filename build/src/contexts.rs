@@ -275,6 +275,7 @@ fn load_layout(
         ))
     })?;
     Ok(ImageRef {
+        index: None,
         config: manifest.config.digest.clone(),
         manifest: manifest_digest,
     })

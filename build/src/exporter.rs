@@ -5,6 +5,10 @@
 //! `tar=false` writes the layout as a directory; kiln also takes a `dest` that is an existing
 //! directory or ends in `/` as a layout. `kiln save` writes its archives here too
 //! ([`write_archive`]).
+//!
+//! An image of several platforms is its OCI index wherever the format holds one (an OCI
+//! layout or archive, a push); a docker archive holds one image, so it gets the build
+//! machine's platform's or an error ([`archived_digest`]).
 
 use crate::Notice;
 use crate::blobs::StoreBlobs;
@@ -75,15 +79,19 @@ impl std::str::FromStr for OutputSpec {
 }
 
 impl OutputSpec {
-    /// Writes the image `manifest_digest` (named `name` if given) to this output.
+    /// Writes the stored `image` (named `name` if given) to this output.
     pub fn write(
         &self,
         store: &Store,
-        manifest_digest: &str,
+        image: &ImageRef,
         name: Option<&str>,
     ) -> Result<(), BuildError> {
+        let format = match self {
+            OutputSpec::Docker { .. } => ArchiveFormat::Docker,
+            _ => ArchiveFormat::Oci,
+        };
         let images = [ExportImage {
-            manifest_digest: manifest_digest.to_string(),
+            manifest_digest: archived_digest(store, image, format, name.unwrap_or("the image"))?,
             ref_name: name.map(str::to_string),
         }];
         match self {
@@ -114,6 +122,56 @@ pub enum ArchiveFormat {
     Docker,
     /// An OCI image layout as a tar.
     Oci,
+}
+
+/// What of the stored `image` (called `name` in errors) an archive in `format` holds:
+/// an OCI layout holds the whole image, its index for several platforms; a docker archive
+/// one platform's, the build machine's, which must be among them.
+pub fn archived_digest(
+    store: &Store,
+    image: &ImageRef,
+    format: ArchiveFormat,
+    name: &str,
+) -> Result<String, BuildError> {
+    let Some(index) = &image.index else {
+        return Ok(image.manifest.clone());
+    };
+    if format == ArchiveFormat::Oci {
+        return Ok(index.clone());
+    }
+    let bytes = store
+        .read_blob(index)
+        .map_err(BuildError::store(format!("reading the index of {name}")))?;
+    let index: kiln_image::oci::Index = serde_json::from_slice(&bytes)
+        .map_err(|e| BuildError::Request(format!("{name}: its index cannot be read: {e}")))?;
+    let host = kiln_parser::lower::host_platform();
+    let platform_of = |d: &kiln_image::oci::Descriptor| {
+        d.platform.as_ref().map(|p| kiln_parser::Platform {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+        })
+    };
+    let native = index
+        .manifests
+        .iter()
+        .find(|d| d.digest == image.manifest && platform_of(d).as_ref() == Some(&host));
+    match native {
+        Some(d) => Ok(d.digest.clone()),
+        None => {
+            let platforms: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|d| platform_of(d).map(|p| p.to_string()))
+                .collect();
+            Err(BuildError::Request(format!(
+                "{name} is an image for {}: a docker archive holds one platform, this \
+                 machine's ({host}), which it lacks; write an OCI archive (`--format oci`, \
+                 `-o type=oci`) to keep every platform",
+                platforms.join(", ")
+            )))
+        }
+    }
 }
 
 /// Writes `images` from `store` as one archive at `dest`, whole or not at all.
@@ -160,6 +218,7 @@ pub fn export(
     let stored = ImageRef {
         config: image.config_digest.clone(),
         manifest: image.manifest_digest.clone(),
+        index: image.index.clone(),
     };
     for tag in &exports.tags {
         store
@@ -169,12 +228,12 @@ pub fn export(
     if exports.tags.is_empty() {
         // Listed as `<none>` by `kiln images`, as docker lists an unnamed build.
         store
-            .record_untagged(stored)
+            .record_untagged(stored.clone())
             .map_err(BuildError::store("recording the untagged image"))?;
     }
     let first_tag = exports.tags.first().map(String::as_str);
     for output in &exports.outputs {
-        output.write(store, &image.manifest_digest, first_tag)?;
+        output.write(store, &stored, first_tag)?;
         if *output != OutputSpec::Registry {
             notify(Notice::OutputWritten(output.clone()));
         }
@@ -207,7 +266,7 @@ pub fn export(
         }
     }
     if let Some(path) = &exports.iidfile {
-        std::fs::write(path, &image.config_digest).map_err(BuildError::io(format!(
+        std::fs::write(path, image.id()).map_err(BuildError::io(format!(
             "writing --iidfile {}",
             path.display()
         )))?;
@@ -224,23 +283,28 @@ pub fn export(
 
 /// The `--metadata-file` document, with the keys buildx writes for an image build (CI
 /// scripts read `containerimage.digest` to pin what they push).
+/// An image of several platforms is its index there, with no config digest, as buildx
+/// writes it.
 fn metadata(store: &Store, image: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, BuildError> {
+    let top = image.index.as_ref().unwrap_or(&image.manifest_digest);
     let manifest = store
-        .read_blob(&image.manifest_digest)
+        .read_blob(top)
         .map_err(BuildError::store("reading the image manifest"))?;
     let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
         .and_then(|m| m["mediaType"].as_str().map(str::to_string))
         .unwrap_or_else(|| kiln_image::oci::MEDIA_TYPE_MANIFEST.to_string());
     let mut doc = serde_json::json!({
-        "containerimage.config.digest": image.config_digest,
-        "containerimage.digest": image.manifest_digest,
+        "containerimage.digest": top,
         "containerimage.descriptor": {
             "mediaType": media_type,
-            "digest": image.manifest_digest,
+            "digest": top,
             "size": manifest.len(),
         },
     });
+    if image.index.is_none() {
+        doc["containerimage.config.digest"] = image.config_digest.clone().into();
+    }
     if !tags.is_empty() {
         // Fully qualified, as BuildKit names them (`docker.io/library/app:1`).
         let names: Vec<String> = tags

@@ -6,7 +6,7 @@
 //! return.
 
 use crate::BuildError;
-use crate::exporter::{ArchiveFormat, write_archive};
+use crate::exporter::{ArchiveFormat, archived_digest, write_archive};
 use kiln_base::size::human_size;
 use kiln_image::ExportImage;
 use kiln_image::oci::{ImageConfig, Manifest};
@@ -231,7 +231,7 @@ pub fn save(
     for r in references {
         let found = store.find_image(r)?;
         images.push(ExportImage {
-            manifest_digest: found.image.manifest,
+            manifest_digest: archived_digest(store, &found.image, format, &found.name)?,
             ref_name: Some(found.name),
         });
     }

@@ -46,6 +46,7 @@ pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>, BuildError> {
                 let manifest = kiln_image::parse_manifest(&bytes)
                     .map_err(|e| BuildError::io(reading())(std::io::Error::other(e)))?;
                 let r = ImageRef {
+                    index: None,
                     config: manifest.config.digest.clone(),
                     manifest: digest.clone(),
                 };

@@ -1,6 +1,7 @@
 //! [`BuildRequest`]: everything a build is told, and the policies decided from it before
-//! anything runs: the SOURCE_DATE_EPOCH every time is clamped to, the platform (this
-//! machine's only), and the registry options every pull and push of the build shares.
+//! anything runs: the SOURCE_DATE_EPOCH every time is clamped to, the platforms it is for
+//! (`--platform`, one or several; this machine's by default), and the registry options
+//! every pull and push of the build shares.
 
 use crate::cache_io::CacheSpec;
 use crate::{BuildError, Dockerfile};
@@ -40,7 +41,7 @@ pub struct BuildRequest {
     /// What the command line adds to every RUN (`--add-host`, `--ulimit`,
     /// `--shm-size`).
     pub run_options: kiln_executor::sandbox::RunOptions,
-    /// `--platform`, checked against this machine's by [`BuildRequest::registry_options`].
+    /// `--platform`: one platform or several, comma-separated ([`BuildRequest::target_platforms`]).
     pub platform: Option<String>,
     /// Pull every base image again, even when the store has it.
     pub pull: bool,
@@ -77,41 +78,61 @@ pub fn source_date_epoch(
 }
 
 impl BuildRequest {
-    /// The platform this build is for: `--platform` (one, `os/arch[/variant]`), else this
-    /// machine's. `arm64/v8` is `arm64`, as containerd normalizes it.
-    pub fn target_platform(&self) -> Result<kiln_parser::Platform, BuildError> {
+    /// The platforms this build is for, in the order given: `--platform P1,P2,...`
+    /// (`os/arch[/variant]` each; one listed twice counts once), else this machine's.
+    /// `arm64/v8` is `arm64`, as containerd normalizes it.
+    pub fn target_platforms(&self) -> Result<Vec<kiln_parser::Platform>, BuildError> {
         let host = kiln_parser::lower::host_platform();
-        let Some(p) = &self.platform else {
-            return Ok(host);
+        let Some(list) = &self.platform else {
+            return Ok(vec![host]);
         };
-        if p.contains(',') {
+        let mut platforms: Vec<kiln_parser::Platform> = Vec::new();
+        for p in list.split(',').map(str::trim) {
+            let mut platform = kiln_parser::Platform::parse(p)
+                .map_err(|e| BuildError::Request(format!("--platform {list}: {e}")))?;
+            if platform.architecture == "arm64" && platform.variant.as_deref() == Some("v8") {
+                platform.variant = None;
+            }
+            // `linux/arm` on an ARMv7 machine is that machine.
+            if platform.os == host.os
+                && platform.architecture == host.architecture
+                && platform.variant.is_none()
+            {
+                platform = host.clone();
+            }
+            if !platforms.contains(&platform) {
+                platforms.push(platform);
+            }
+        }
+        Ok(platforms)
+    }
+
+    /// The one platform of a build that can have only one (`--verify-reproducible`,
+    /// `--check`): [`BuildRequest::target_platforms`], which must name one; `what` says
+    /// which mode asks.
+    pub fn target_platform(&self, what: &str) -> Result<kiln_parser::Platform, BuildError> {
+        let mut platforms = self.target_platforms()?;
+        if platforms.len() > 1 {
             return Err(BuildError::Request(format!(
-                "--platform {p}: kiln builds one platform at a time for now"
+                "--platform {}: {what} takes one platform at a time: run it once per platform",
+                self.platform.as_deref().unwrap_or_default()
             )));
         }
-        let mut platform = kiln_parser::Platform::parse(p)
-            .map_err(|e| BuildError::Request(format!("--platform {p}: {e}")))?;
-        if platform.architecture == "arm64" && platform.variant.as_deref() == Some("v8") {
-            platform.variant = None;
-        }
-        // `linux/arm` on an ARMv7 machine is that machine.
-        if platform.os == host.os
-            && platform.architecture == host.architecture
-            && platform.variant.is_none()
-        {
-            return Ok(host);
-        }
-        Ok(platform)
+        Ok(platforms.remove(0))
     }
 
     /// The registry options of this build's pulls and pushes: its insecure registries and
-    /// the platform it is for (a base is pulled for it).
-    pub fn registry_options(&self) -> Result<kiln_registry::RegistryOptions, BuildError> {
-        Ok(kiln_registry::RegistryOptions {
+    /// the platform a base is pulled for (none for pushes and caches, which name no
+    /// platform).
+    pub fn registry_options(
+        &self,
+        platform: Option<&kiln_parser::Platform>,
+    ) -> kiln_registry::RegistryOptions {
+        kiln_registry::RegistryOptions {
             insecure_registries: self.insecure_registries.clone(),
-            platform: Some(self.target_platform()?.to_string()),
+            platform: platform.map(ToString::to_string),
             ..kiln_registry::RegistryOptions::default()
-        })
+        }
     }
 
     /// What the graph's `FROM --platform=` stages mean for this build, before anything

@@ -54,8 +54,9 @@ pub async fn verify(
     let mut request = request.clone();
     request.no_cache = true;
     kiln_executor::cgroup::configure(request.limits, request.cgroup_parent.as_deref());
-    let registry = request.registry_options()?;
-    let lowered = lower(store, &request, &registry, notify)?;
+    let platform = request.target_platform("--verify-reproducible")?;
+    let registry = request.registry_options(Some(&platform));
+    let lowered = lower(store, &request, &registry, &platform, notify)?;
     let scratch = tempfile::Builder::new()
         .prefix("kiln-verify-")
         .tempdir()
@@ -83,7 +84,7 @@ pub async fn verify(
                 }
                 Vec::from(kept)
             });
-            let built = solve(&stores[n], &request, &lowered, progress);
+            let built = solve(&stores[n], &request, &lowered, progress, Default::default());
             async move {
                 let built = built.await;
                 (built, kept.await.unwrap_or_default())
@@ -107,6 +108,7 @@ pub async fn verify(
         });
     }
     let stored = ImageRef {
+        index: None,
         config: image_a.config_digest.clone(),
         manifest: image_a.manifest_digest.clone(),
     };

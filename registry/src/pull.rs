@@ -433,6 +433,7 @@ pub fn pull_into_store(
         digest: manifest_digest.clone(),
     });
     let image = ImageRef {
+        index: None,
         config: manifest.config.digest.clone(),
         manifest: manifest_digest,
     };

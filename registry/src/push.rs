@@ -2,7 +2,8 @@
 //! another repository of the same registry when we know one holds it, else upload it
 //! (one PUT up to `monolithic_max`, PATCH chunks above); the manifest goes last, so a
 //! push that fails anywhere leaves no new tag (at most unreferenced blobs, which the
-//! registry's GC owns).
+//! registry's GC owns). An image of several platforms pushes each platform's manifest by
+//! its digest, then its index under the tag.
 
 use std::io::Read;
 
@@ -176,17 +177,22 @@ pub fn push_from_store(
             reference: local.to_string(),
         })?;
     let manifest_bytes = store
-        .read_blob(&image.manifest)
+        .read_blob(image.top())
         .map_err(RegistryError::store(format!(
             "reading the manifest of {local}"
         )))?;
     let manifest = match parse_manifest_or_index(&manifest_bytes) {
         Ok(ManifestKind::Manifest(m)) => m,
-        Ok(ManifestKind::Index(_)) => {
-            return Err(RegistryError::Unsupported {
-                reference: local.to_string(),
-                reason: "pushing a multi-platform index is not supported yet".into(),
-            });
+        Ok(ManifestKind::Index(index)) => {
+            return push_index(
+                store,
+                &manifest_bytes,
+                image.top(),
+                &index,
+                dest,
+                opts,
+                local,
+            );
         }
         Err(e) => {
             return Err(RegistryError::Unsupported {
@@ -204,6 +210,109 @@ pub fn push_from_store(
         opts,
         local,
     )
+}
+
+/// PUTs a manifest (or index) under `rref`'s tag or digest; the registry must store it
+/// under the digest the bytes have.
+fn put_manifest(
+    client: &Client,
+    rref: &RegistryRef,
+    bytes: &[u8],
+    digest: &str,
+    media_type: &str,
+) -> Result<()> {
+    let path = format!(
+        "/v2/{}/manifests/{}",
+        rref.repository,
+        rref.manifest_reference()
+    );
+    let request = format!("PUT {}", client.url(&path));
+    let resp = client.call(
+        Method::PUT,
+        &path,
+        &[("Content-Type", media_type)],
+        Payload::Bytes(bytes),
+        &format!("manifest {rref}"),
+    )?;
+    if let Some(h) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        && h != digest
+    {
+        return Err(RegistryError::DigestMismatch {
+            registry: client.registry().to_string(),
+            what: format!("{request}: manifest as stored by the registry"),
+            expected: digest.to_string(),
+            actual: h.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Pushes an index whose manifests are all in the store: each manifest (blobs first) by
+/// its digest, the index last, under `dest`'s tag.
+fn push_index(
+    store: &Store,
+    index_bytes: &[u8],
+    index_digest: &str,
+    index: &kiln_image::oci::Index,
+    dest: &str,
+    opts: &RegistryOptions,
+    label: &str,
+) -> Result<PushedImage> {
+    let rref = RegistryRef::parse(dest)?;
+    for child in &index.manifests {
+        let bytes = store
+            .read_blob(&child.digest)
+            .map_err(RegistryError::store(format!(
+                "reading the manifest {} of {label}",
+                child.digest
+            )))?;
+        let manifest = match parse_manifest_or_index(&bytes) {
+            Ok(ManifestKind::Manifest(m)) => m,
+            Ok(ManifestKind::Index(_)) => {
+                return Err(RegistryError::Unsupported {
+                    reference: label.to_string(),
+                    reason: format!("its index nests another index ({})", child.digest),
+                });
+            }
+            Err(e) => {
+                return Err(RegistryError::Unsupported {
+                    reference: label.to_string(),
+                    reason: format!("its manifest {} cannot be read: {e}", child.digest),
+                });
+            }
+        };
+        let by_digest = format!("{}@{}", rref.name(), child.digest);
+        push_manifest(
+            store,
+            &bytes,
+            &child.digest,
+            &manifest,
+            &by_digest,
+            opts,
+            label,
+        )?;
+    }
+    let client = Client::connect(
+        &rref.domain,
+        opts,
+        &[repository_scope(&rref.repository, "pull,push")],
+    )?;
+    let media_type = index
+        .media_type
+        .clone()
+        .unwrap_or_else(|| kiln_image::oci::MEDIA_TYPE_INDEX.to_string());
+    put_manifest(&client, &rref, index_bytes, index_digest, &media_type)?;
+    opts.report(Progress::ManifestDone {
+        digest: index_digest.to_string(),
+    });
+    Ok(PushedImage {
+        reference: rref,
+        digest: index_digest.to_string(),
+        size: index_bytes.len() as u64,
+    })
 }
 
 /// Pushes a manifest whose blobs are all in the store: blobs first, manifest last.
@@ -271,32 +380,7 @@ pub(crate) fn push_manifest(
         .media_type
         .clone()
         .unwrap_or_else(|| MEDIA_TYPE_MANIFEST.to_string());
-    let path = format!(
-        "/v2/{}/manifests/{}",
-        rref.repository,
-        rref.manifest_reference()
-    );
-    let request = format!("PUT {}", client.url(&path));
-    let resp = client.call(
-        Method::PUT,
-        &path,
-        &[("Content-Type", media_type.as_str())],
-        Payload::Bytes(manifest_bytes),
-        &format!("manifest {rref}"),
-    )?;
-    if let Some(h) = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        && h != manifest_digest
-    {
-        return Err(RegistryError::DigestMismatch {
-            registry: client.registry().to_string(),
-            what: format!("{request}: manifest as stored by the registry"),
-            expected: manifest_digest.to_string(),
-            actual: h.to_string(),
-        });
-    }
+    put_manifest(&client, &rref, manifest_bytes, manifest_digest, &media_type)?;
     opts.report(Progress::ManifestDone {
         digest: manifest_digest.to_string(),
     });

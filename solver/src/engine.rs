@@ -34,6 +34,11 @@ pub(crate) fn vertex_ids(graph: &BuildGraph, first: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// How many progress vertices solving `graph` shows (see [`crate::session::ProgressScope`]).
+pub fn vertex_count(graph: &BuildGraph) -> usize {
+    vertex_ids(graph, 0).iter().map(Vec::len).sum()
+}
+
 /// Solves every stage of `graph`; returns the target stage's result and the cache keys of
 /// every layer step of every stage (for `--cache-to ... mode=max`).
 pub async fn solve(
@@ -41,7 +46,7 @@ pub async fn solve(
     graph: Arc<BuildGraph>,
     progress: Progress,
 ) -> Result<(Arc<StageResult>, Vec<String>), SolveError> {
-    let ids = vertex_ids(&graph, 1);
+    let ids = vertex_ids(&graph, session.options.progress_scope.first);
     let mut stages: Vec<StageFuture> = Vec::with_capacity(graph.stages.len());
     for (index, ids) in ids.into_iter().enumerate() {
         let deps: Vec<(usize, StageFuture)> = graph.stages[index]

@@ -259,6 +259,7 @@ pub fn import(
     store.set_ref(
         name,
         ImageRef {
+            index: None,
             config: config_blob.digest.clone(),
             manifest: manifest_blob.digest.clone(),
         },

@@ -52,12 +52,13 @@ mod pinned_keys;
 #[cfg(test)]
 mod test_session;
 
+pub use engine::vertex_count;
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
 pub use named::NamedSource;
 pub use ops::git::StoreGitCache;
 pub use result::{Layer, StageResult};
-pub use session::{BuildSession, SecretSource, SolveOptions};
+pub use session::{BuildSession, ProgressScope, SecretSource, SolveOptions};
 pub use ssh::SshSource;
 
 use kiln_parser::BuildGraph;
@@ -76,6 +77,19 @@ pub struct BuiltImage {
     pub image_keys: Vec<String>,
     /// Cache keys of every layer step of every stage (`mode=max`).
     pub all_keys: Vec<String>,
+    /// The OCI index of a build of several platforms, whose children include this
+    /// image's manifest (this one is the build machine's platform's, else the first
+    /// platform's). The solver builds one platform and leaves it `None`; kiln-build's
+    /// facade makes the index.
+    pub index: Option<String>,
+}
+
+impl BuiltImage {
+    /// What names the result (`--iidfile`, `--progress quiet`): the image ID (the config
+    /// digest) of one image, the index digest of several, as buildx does.
+    pub fn id(&self) -> &str {
+        self.index.as_deref().unwrap_or(&self.config_digest)
+    }
 }
 
 /// Builds `graph` into the session's store. Nothing is tagged here: the caller names the
@@ -128,5 +142,6 @@ pub async fn build(
         layers: result.layers.clone(),
         image_keys: result.keys.clone(),
         all_keys,
+        index: None,
     })
 }

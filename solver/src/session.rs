@@ -94,6 +94,29 @@ pub struct SolveOptions {
     pub run_options: kiln_executor::sandbox::RunOptions,
     /// `--build-context`s lowering may have named (`Source::Named`, `Base::Named`), by name.
     pub named_contexts: Vec<(String, crate::named::NamedSource)>,
+    /// How this solve's vertices are numbered and named in progress output.
+    pub progress_scope: ProgressScope,
+}
+
+/// Where a solve's vertex numbers start and what goes before their names: a build of
+/// several platforms solves one graph per platform at once, into one progress stream, so
+/// each gets its own numbers and shows its platform (`[linux/arm64 build 2/4]`, as
+/// BuildKit shows it).
+#[derive(Debug, Clone)]
+pub struct ProgressScope {
+    /// The first vertex number (`#1` for a build of one platform).
+    pub first: usize,
+    /// Shown before the stage name (a platform), or nothing.
+    pub prefix: Option<String>,
+}
+
+impl Default for ProgressScope {
+    fn default() -> ProgressScope {
+        ProgressScope {
+            first: 1,
+            prefix: None,
+        }
+    }
 }
 
 /// What the solver works with: the store, the context and the options.

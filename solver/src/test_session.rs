@@ -45,6 +45,7 @@ pub(crate) fn fixture_with(
     let dockerfile = context.join("Dockerfile");
     let store = Store::open(&dir.path().join("store")).unwrap();
     let options = SolveOptions {
+        progress_scope: Default::default(),
         context_dir: context,
         context_stat_cache: true,
         dockerfile,

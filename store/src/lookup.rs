@@ -122,6 +122,7 @@ mod tests {
 
     fn image(config_hex: char, manifest_hex: char) -> ImageRef {
         ImageRef {
+            index: None,
             config: format!("sha256:{}", config_hex.to_string().repeat(64)),
             manifest: format!("sha256:{}", manifest_hex.to_string().repeat(64)),
         }

@@ -129,6 +129,9 @@ impl Store {
         let mut live = Live::default();
         let refs = self.list_refs()?.into_iter().map(|(_, r)| r);
         for r in refs.chain(self.list_untagged()?) {
+            if let Some(index) = &r.index {
+                self.mark_manifest(index, &mut live, 0);
+            }
             self.mark_manifest(&r.manifest, &mut live, 0);
             live.blobs.insert(r.config.clone());
             self.mark_config(&r.config, &mut live);

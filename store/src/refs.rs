@@ -1,5 +1,8 @@
 //! Image refs: normalized `name:tag` → manifest digest (plus the config digest, so
-//! `kiln images` and prune need not parse manifests).
+//! `kiln images` and prune need not parse manifests). A multi-platform image also names
+//! its OCI index; its `manifest` and `config` are then one child's (the build machine's
+//! platform when built for it, else the first), so every command that reads one image
+//! reads that one, and those that write the image out (save, `-o`, push) take the index.
 //!
 //! One JSON file, `refs`, replaced atomically. Updates take `refs.lock` exclusively and
 //! re-read the file under the lock, so concurrent builds tagging different names both
@@ -24,6 +27,28 @@ pub struct ImageRef {
     pub config: String,
     /// `sha256:<hex>` of the manifest blob.
     pub manifest: String,
+    /// `sha256:<hex>` of the OCI index blob of a multi-platform image, whose children
+    /// include `manifest`. Absent (and not written) for a single-platform image, so the
+    /// refs of every store written before it existed read and write the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+}
+
+impl ImageRef {
+    /// A single-platform image.
+    pub fn single(config: String, manifest: String) -> ImageRef {
+        ImageRef {
+            config,
+            manifest,
+            index: None,
+        }
+    }
+
+    /// What the image is as a whole: its index when it has one, else its manifest (what
+    /// an archive, an OCI layout or a push writes).
+    pub fn top(&self) -> &str {
+        self.index.as_deref().unwrap_or(&self.manifest)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -76,6 +101,9 @@ impl Store {
         let name = normalize_ref(name)?;
         parse_digest(&image.manifest)?;
         parse_digest(&image.config)?;
+        if let Some(index) = &image.index {
+            parse_digest(index)?;
+        }
         self.update_refs(|r| {
             r.refs.insert(name, image);
         })

@@ -26,6 +26,7 @@ fn child_store_writer_until_killed() {
         s.set_ref(
             &format!("app:{}", i % 50),
             ImageRef {
+                index: None,
                 manifest: sha256_digest(&i.to_le_bytes()),
                 config: sha256_digest(b"config"),
             },

@@ -37,6 +37,7 @@ fn put_image(s: &Store, tag: &str, seed: &str) -> Image {
         s.set_ref(
             tag,
             ImageRef {
+                index: None,
                 manifest: manifest.digest.clone(),
                 config: config.digest.clone(),
             },
@@ -163,6 +164,7 @@ fn prune_follows_an_index_to_its_manifests() {
     s.set_ref(
         "multi:1",
         ImageRef {
+            index: None,
             manifest: index.digest.clone(),
             config: inner.config.clone(),
         },

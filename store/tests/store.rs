@@ -264,6 +264,7 @@ fn cache_records_round_trip_and_missing_blob_is_a_miss() {
 fn refs_set_get_list_remove_with_normalization() {
     let (_d, s) = store();
     let img = |n: u8| ImageRef {
+        index: None,
         manifest: sha256_digest(&[n]),
         config: sha256_digest(&[n, n]),
     };
@@ -288,6 +289,7 @@ fn refs_set_get_list_remove_with_normalization() {
         "invalid reference format \"Bad\": repository name must be lowercase"
     );
     let bad_digest = ImageRef {
+        index: None,
         manifest: "sha256:nope".into(),
         config: sha256_digest(b"c"),
     };
@@ -308,6 +310,7 @@ fn concurrent_ref_updates_from_threads_all_survive() {
                     s.set_ref(
                         &format!("app{i}:v{j}"),
                         ImageRef {
+                            index: None,
                             manifest: sha256_digest(&[i, j]),
                             config: sha256_digest(&[j, i]),
                         },
@@ -372,6 +375,7 @@ fn child_process_ref_writer() {
         s.set_ref(
             &format!("{prefix}:v{j}"),
             ImageRef {
+                index: None,
                 manifest: sha256_digest(&[j]),
                 config: sha256_digest(prefix.as_bytes()),
             },

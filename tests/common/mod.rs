@@ -5,6 +5,7 @@
 pub mod dockerd;
 pub mod gitserve;
 pub mod identity;
+pub mod registry;
 pub mod sshd;
 
 use std::collections::BTreeMap;
@@ -140,6 +141,37 @@ impl Image {
             config,
             files,
             layer_count,
+        }
+    }
+
+    /// The image whose manifest is `manifest_digest` in the OCI layout directory `dir`.
+    pub fn from_oci_layout(dir: &Path, manifest_digest: &str) -> Image {
+        let blob = |digest: &str| {
+            let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+            std::fs::read(dir.join("blobs/sha256").join(hex))
+                .unwrap_or_else(|e| panic!("blob {digest}: {e}"))
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&blob(manifest_digest)).expect("manifest json");
+        let config: serde_json::Value = serde_json::from_slice(&blob(
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config digest"),
+        ))
+        .expect("config json");
+        let layers = manifest["layers"].as_array().expect("layers").clone();
+        let mut files = BTreeMap::new();
+        for l in &layers {
+            apply_layer(
+                &mut files,
+                &blob(l["digest"].as_str().expect("layer digest")),
+            );
+        }
+        Image {
+            manifest,
+            config,
+            files,
+            layer_count: layers.len(),
         }
     }
 

@@ -215,6 +215,7 @@ pub fn make_image(store: &Store, name: &str, seed: u64, sizes: &[u64]) -> ImageR
     let (mbytes, mdigest, _) = json_blob(&manifest);
     store.put_blob_bytes(&mbytes).unwrap();
     let image = ImageRef {
+        index: None,
         config: digest,
         manifest: mdigest,
     };
