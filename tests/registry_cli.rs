@@ -7,7 +7,6 @@ mod common;
 
 use common::registry::Registry;
 use common::{Kiln, stderr, testdata};
-use std::process::Command;
 
 fn read_iid(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap()

@@ -280,6 +280,7 @@ mod tests {
         StoredImage {
             name: "app:1".to_string(),
             image: ImageRef {
+                index: None,
                 config: CONFIG.to_string(),
                 manifest: MANIFEST.to_string(),
             },
