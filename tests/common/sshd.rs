@@ -6,6 +6,7 @@
 
 use super::identity::{Identity, USER, World, both};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ pub fn make_key(w: &World, name: &str, comment: &str) -> PathBuf {
 }
 
 /// An ssh-agent of the identity's holding `key`, listening in the world's directory
-/// `name`; killed on drop.
+/// `name`; killed on drop (with `runuser` above it, as the test user).
 pub struct Agent {
     child: Child,
     pub socket: PathBuf,
@@ -49,7 +50,10 @@ pub struct Agent {
 impl Agent {
     pub fn start(w: &World, name: &str, key: &Path) -> Agent {
         let socket = w.user_dir(name).join("sock");
+        // A group of its own: as the test user the child is `runuser`, and the agent
+        // under it must go too when the test ends.
         let child = as_identity(w, "ssh-agent")
+            .process_group(0)
             .arg("-D")
             .arg("-a")
             .arg(&socket)
@@ -74,6 +78,9 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
