@@ -245,6 +245,36 @@ fn a_pushed_index_is_what_skopeo_reads_and_copies_with_every_platform() {
         };
         assert_eq!(img.text("arch"), want);
     }
+
+    // A fresh store builds on the pushed index for both platforms: each build pulls its
+    // platform's child, and the name keeps standing for this machine's.
+    let fresh = World::new(Identity::Root);
+    let on = fresh.context(
+        "on",
+        &format!("FROM {name}\nRUN uname -m > /arch2 && cat /arch >> /arch2\n"),
+    );
+    let layout = fresh.user_dir("layout");
+    let dest = format!("type=oci,dest={},tar=false", layout.display());
+    let (iid, _) = build(&fresh, &on, "on:1", &["-o", &dest]);
+    let index = json(&blob(&layout, &iid));
+    for (child, want) in index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .zip(["x86_64\nx86_64\n", "aarch64\naarch64\n"])
+    {
+        let img = Image::from_oci_layout(&layout, child["digest"].as_str().expect("digest"));
+        assert_eq!(img.text("arch2"), want);
+    }
+    let saved = fresh.user_dir("save").join("base.tar");
+    assert_ok(&fresh.kiln(&["save", "-o", saved.to_str().expect("utf-8"), &name]));
+    assert_eq!(Image::from_docker_archive(&saved).text("arch"), "x86_64\n");
+    // Both children are in the store now: the base is whole again, its index saved.
+    let oci = fresh.user_dir("save").join("base-oci");
+    let dest = format!("type=oci,dest={},tar=false", oci.display());
+    let (again, err) = build(&fresh, &on, "on:2", &["-o", &dest]);
+    assert_eq!(again, iid, "{err}");
+    assert!(!err.contains("pulling"), "{err}");
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -55,6 +55,22 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Whether an image for this platform serves a build for `wanted`: the same os and
+    /// architecture, and the same variant unless `wanted` names none (arm64's `v8` is
+    /// arm64 without a variant, as containerd normalizes it).
+    pub fn serves(&self, wanted: &Platform) -> bool {
+        let arm64_v8 = |p: &Platform| {
+            p.architecture == "arm64" && p.variant.as_deref().is_none_or(|v| v == "v8")
+        };
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (self.variant == wanted.variant
+                || arm64_v8(self) && arm64_v8(wanted)
+                || wanted.variant.is_none())
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -86,6 +102,18 @@ pub fn go_arch(rust_arch: &str, little_endian: bool, arm_v7: bool) -> (&str, Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_serves_its_platform_and_any_variant_when_none_is_asked() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        assert!(p("linux/arm/v7").serves(&p("linux/arm/v7")));
+        assert!(!p("linux/arm/v6").serves(&p("linux/arm/v7")));
+        assert!(p("linux/arm/v6").serves(&p("linux/arm")));
+        assert!(p("linux/arm64/v8").serves(&p("linux/arm64")));
+        assert!(p("linux/arm64").serves(&p("linux/arm64/v8")));
+        assert!(!p("linux/amd64").serves(&p("linux/arm64")));
+        assert!(!p("windows/amd64").serves(&p("linux/amd64")));
+    }
 
     #[test]
     fn architectures_get_go_names_and_arm_its_variant() {

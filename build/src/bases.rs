@@ -59,16 +59,45 @@ impl<'a> StoreResolver<'a> {
 impl BaseResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
         let name = kiln_store::normalize_ref(reference).map_err(|e| e.to_string())?;
-        let mut found = self.store.get_ref(&name).map_err(|e| e.to_string())?;
-        if found.is_none() && self.offline {
-            return Ok(BaseImage::default());
+        let stored = self.store.get_ref(&name).map_err(|e| e.to_string())?;
+        let ours = self.platform;
+        // The stored image for this platform: the one named, or its index's child.
+        let mut image = match &stored {
+            Some(s) if !self.pull => {
+                kiln_solver::images::for_platform(self.store, reference, s, ours)
+                    .map_err(|e| e.to_string())?
+            }
+            _ => None,
+        };
+        if self.offline {
+            // `--check` builds nothing: what is missing is empty, and a stored image of
+            // another platform is taken as is (the checks report the mismatch, as
+            // BuildKit's InvalidBaseImagePlatform).
+            match image.or_else(|| stored.clone()) {
+                Some(i) => image = Some(i),
+                None => return Ok(BaseImage::default()),
+            }
         }
-        if found.is_none() || self.pull {
+        let pulled_for_another = stored.as_ref().is_some_and(|s| s.index.is_some());
+        if image.is_none() && (stored.is_none() || self.pull || pulled_for_another) {
             let pulled = kiln_registry::pull_into_store(self.store, reference, self.registry)
                 .map_err(|e| format!("pulling {reference}: {e}"))?;
-            found = Some(pulled.image);
+            // A base pulled for another platform of the same index keeps its name on the
+            // image it named (both are in the store now, the index finds each).
+            if let Some(before) = &stored
+                && !self.pull
+                && before.index.is_some()
+                && before.index == pulled.image.index
+            {
+                self.store
+                    .set_ref(&name, before.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            image = Some(pulled.image);
         }
-        let Some(image) = found else {
+        // A stored image of another platform that no registry index stands behind (built
+        // or loaded here) is not replaced by a pull: the user decides (below).
+        let Some(image) = image.or(stored) else {
             return Err(format!("{reference}: not in the store"));
         };
         let (_, config) = kiln_solver::images::read_image(self.store, reference, &image)
@@ -80,16 +109,7 @@ impl BaseResolver for StoreResolver<'_> {
         };
         // An image without a platform in its config (some hand-made ones) is taken as is;
         // the checks (offline) report a mismatch as BuildKit's InvalidBaseImagePlatform.
-        let ours = self.platform;
-        let arm64_v8 = |p: &kiln_parser::Platform| {
-            p.architecture == "arm64" && p.variant.as_deref().is_none_or(|v| v == "v8")
-        };
-        let same = theirs.os == ours.os
-            && theirs.architecture == ours.architecture
-            && (theirs.variant == ours.variant
-                || arm64_v8(&theirs) && arm64_v8(ours)
-                || ours.variant.is_none());
-        if !self.offline && !config.architecture.is_empty() && !same {
+        if !self.offline && !config.architecture.is_empty() && !theirs.serves(ours) {
             return Err(format!(
                 "{reference}: the stored image is for {theirs}, the build for {ours}; \
                  `kiln pull --platform {ours} {reference}` fetches the other one"

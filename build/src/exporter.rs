@@ -133,11 +133,12 @@ pub fn archived_digest(
     format: ArchiveFormat,
     name: &str,
 ) -> Result<String, BuildError> {
-    let Some(index) = &image.index else {
+    let whole = store.whole_image(image);
+    let Some(index) = image.index.as_ref().filter(|i| **i == whole) else {
         return Ok(image.manifest.clone());
     };
     if format == ArchiveFormat::Oci {
-        return Ok(index.clone());
+        return Ok(whole);
     }
     let bytes = store
         .read_blob(index)

@@ -342,6 +342,9 @@ pub fn pull_into_store(
         reference: rref.to_string(),
         digest: top.digest.clone(),
     });
+    // An index is kept beside the platform's image: a build for another platform finds
+    // that one's child through it (and pulls only that child).
+    let mut index_digest = None;
     let (manifest_bytes, manifest_digest, manifest) = match parse_manifest_or_index(&top.bytes) {
         Ok(ManifestKind::Manifest(m)) => (top.bytes.clone(), top.digest.clone(), m),
         Ok(ManifestKind::Index(index)) => {
@@ -385,6 +388,7 @@ pub fn pull_into_store(
                     });
                 }
             };
+            index_digest = Some(top.digest.clone());
             (child.bytes, child.digest, m)
         }
         Err(e) => {
@@ -429,11 +433,14 @@ pub fn pull_into_store(
         Ok(())
     })?;
     put_json_blob(store, &manifest_bytes, &manifest_digest, "manifest")?;
+    if let Some(index) = &index_digest {
+        put_json_blob(store, &top.bytes, index, "index")?;
+    }
     opts.report(Progress::ManifestDone {
         digest: manifest_digest.clone(),
     });
     let image = ImageRef {
-        index: None,
+        index: index_digest,
         config: manifest.config.digest.clone(),
         manifest: manifest_digest,
     };

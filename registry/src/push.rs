@@ -176,23 +176,16 @@ pub fn push_from_store(
         .ok_or_else(|| RegistryError::NotInStore {
             reference: local.to_string(),
         })?;
+    let whole = store.whole_image(&image);
     let manifest_bytes = store
-        .read_blob(image.top())
+        .read_blob(&whole)
         .map_err(RegistryError::store(format!(
             "reading the manifest of {local}"
         )))?;
     let manifest = match parse_manifest_or_index(&manifest_bytes) {
         Ok(ManifestKind::Manifest(m)) => m,
         Ok(ManifestKind::Index(index)) => {
-            return push_index(
-                store,
-                &manifest_bytes,
-                image.top(),
-                &index,
-                dest,
-                opts,
-                local,
-            );
+            return push_index(store, &manifest_bytes, &whole, &index, dest, opts, local);
         }
         Err(e) => {
             return Err(RegistryError::Unsupported {

@@ -93,6 +93,63 @@ pub fn read_image(
     Ok((manifest, config))
 }
 
+/// The image of the stored `image` (named `reference` in errors) for `platform`: itself
+/// when its config is for that platform (or names none, as some hand-made images do),
+/// else the child of its index for it when the store holds that child (a base pulled for
+/// several platforms keeps the index; a multi-platform build stores every child); `None`
+/// when neither.
+pub fn for_platform(
+    store: &Store,
+    reference: &str,
+    image: &kiln_store::ImageRef,
+    platform: &kiln_parser::Platform,
+) -> Result<Option<kiln_store::ImageRef>, ImageError> {
+    let parse = |source| ImageError::Parse {
+        reference: reference.to_string(),
+        source,
+    };
+    let config = kiln_image::oci::parse_config(&store.read_blob(&image.config)?).map_err(parse)?;
+    let theirs = kiln_parser::Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    };
+    if config.architecture.is_empty() || theirs.serves(platform) {
+        return Ok(Some(image.clone()));
+    }
+    let Some(index) = &image.index else {
+        return Ok(None);
+    };
+    let index = match kiln_image::oci::parse_manifest_or_index(&store.read_blob(index)?) {
+        Ok(kiln_image::oci::ManifestKind::Index(index)) => index,
+        Ok(_) => return Ok(None),
+        Err(source) => return Err(parse(source)),
+    };
+    let child = index.manifests.iter().find(|d| {
+        d.platform.as_ref().is_some_and(|p| {
+            let p = kiln_parser::Platform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+                variant: p.variant.clone(),
+            };
+            p.serves(platform)
+        }) && store.has_blob(&d.digest)
+    });
+    let Some(child) = child else {
+        return Ok(None);
+    };
+    let manifest =
+        kiln_image::oci::parse_manifest(&store.read_blob(&child.digest)?).map_err(parse)?;
+    if !store.has_blob(&manifest.config.digest) {
+        return Ok(None);
+    }
+    Ok(Some(kiln_store::ImageRef {
+        config: manifest.config.digest,
+        manifest: child.digest.clone(),
+        index: image.index.clone(),
+    }))
+}
+
 /// The hex of a `sha256:` digest (a snapshot's id).
 pub(crate) fn hex_of(digest: &str) -> Result<&str, ImageError> {
     kiln_base::digest::digest_hex(digest).map_err(|e| ImageError::NotSha256(e.0))

@@ -271,12 +271,17 @@ impl BuildSession {
 
     fn resolve_image_uncached(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
         let name = kiln_store::normalize_ref(reference)?;
-        let image = self
+        let stored = self
             .store
             .get_ref(&name)?
             .ok_or_else(|| ImageError::NotFound {
                 reference: reference.to_string(),
             })?;
+        // Lowering made sure the store holds the image for the build's platform; a stored
+        // image of another platform with no child for it is used as it is, as before.
+        let image =
+            crate::images::for_platform(&self.store, reference, &stored, &self.options.platform)?
+                .unwrap_or(stored);
         let (manifest, config) = read_image(&self.store, reference, &image)?;
         let layers =
             image_layers(&self.store, &manifest, &config).map_err(|e| ImageError::Layers {

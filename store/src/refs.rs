@@ -43,12 +43,6 @@ impl ImageRef {
             index: None,
         }
     }
-
-    /// What the image is as a whole: its index when it has one, else its manifest (what
-    /// an archive, an OCI layout or a push writes).
-    pub fn top(&self) -> &str {
-        self.index.as_deref().unwrap_or(&self.manifest)
-    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -107,6 +101,34 @@ impl Store {
         self.update_refs(|r| {
             r.refs.insert(name, image);
         })
+    }
+
+    /// What `image` is as a whole in this store (what an archive, an OCI layout or a push
+    /// writes): its index when the store holds every manifest the index lists (a build
+    /// for several platforms), else its manifest (a base pulled for some of the platforms
+    /// of its registry's index).
+    pub fn whole_image(&self, image: &ImageRef) -> String {
+        let Some(index) = &image.index else {
+            return image.manifest.clone();
+        };
+        let complete = self
+            .read_blob(index)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|json| {
+                let manifests = json.get("manifests")?.as_array()?.clone();
+                Some(manifests.iter().all(|m| {
+                    m.get("digest")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| self.has_blob(d))
+                }))
+            })
+            .unwrap_or(false);
+        if complete {
+            index.clone()
+        } else {
+            image.manifest.clone()
+        }
     }
 
     /// What `name` points at, if anything.
