@@ -171,6 +171,53 @@ fn a_two_platform_build_is_one_index_of_two_images_each_built_for_its_platform()
 }
 
 #[test]
+fn the_build_platforms_stage_runs_natively_once_for_every_target() {
+    assert!(is_root(), "fetching the arm64 busybox needs root");
+    let arm64 = arm64_busybox();
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = context(&w, "ctx", &arm64);
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM --platform=$BUILDPLATFORM scratch AS tools\n\
+             COPY busybox-amd64 /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox uname -m > /built-on && /bin/busybox cat /proc/sys/kernel/random/uuid > /nonce\"]\n\
+             FROM scratch\n\
+             ARG TARGETARCH\n\
+             COPY busybox-${TARGETARCH} /bin/busybox\n\
+             COPY --from=tools /built-on /nonce /\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox uname -m > /arch\"]\n",
+        )
+        .expect("write Dockerfile");
+        let layout = w.user_dir("layout");
+        let dest = format!("type=oci,dest={},tar=false", layout.display());
+        let (iid, err) = build(&w, &ctx, "cross:1", &["--no-cache", "-o", &dest]);
+        let index = json(&blob(&layout, &iid));
+        let images: Vec<Image> = index["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .map(|c| Image::from_oci_layout(&layout, c["digest"].as_str().expect("digest")))
+            .collect();
+        assert_eq!(images.len(), 2);
+        for (img, arch) in images.iter().zip(["x86_64\n", "aarch64\n"]) {
+            // The tools ran on this machine, natively, whatever the target.
+            assert_eq!(img.text("built-on"), "x86_64\n", "{id:?}");
+            assert_eq!(img.text("arch"), arch, "{id:?}");
+        }
+        // Once: the random id it wrote is the same in both images (a second run would
+        // have written another).
+        assert_eq!(
+            images[0].text("nonce"),
+            images[1].text("nonce"),
+            "{id:?}: {err}"
+        );
+        assert_eq!(images[0].config["architecture"], "amd64");
+        assert_eq!(images[1].config["architecture"], "arm64");
+    }
+}
+
+#[test]
 fn a_platform_list_with_no_emulator_for_one_fails_before_any_step_and_names_nothing() {
     for id in identities() {
         let w = World::new(id);

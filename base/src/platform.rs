@@ -56,6 +56,14 @@ impl Platform {
 }
 
 impl Platform {
+    /// The platform as containerd normalizes it: `arm64/v8` is `arm64`.
+    pub fn normalized(mut self) -> Platform {
+        if self.architecture == "arm64" && self.variant.as_deref() == Some("v8") {
+            self.variant = None;
+        }
+        self
+    }
+
     /// Whether an image for this platform serves a build for `wanted`: the same os and
     /// architecture, and the same variant unless `wanted` names none (arm64's `v8` is
     /// arm64 without a variant, as containerd normalizes it).

@@ -58,9 +58,33 @@ impl<'a> StoreResolver<'a> {
 
 impl BaseResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str) -> Result<BaseImage, String> {
+        self.resolve_with(reference, self.platform, self.registry)
+    }
+
+    /// A stage for another platform (`FROM --platform=$BUILDPLATFORM`) gets, and pulls,
+    /// that platform's image.
+    fn resolve_for(
+        &self,
+        reference: &str,
+        platform: &kiln_parser::Platform,
+    ) -> Result<BaseImage, String> {
+        let registry = kiln_registry::RegistryOptions {
+            platform: Some(platform.to_string()),
+            ..self.registry.clone()
+        };
+        self.resolve_with(reference, platform, &registry)
+    }
+}
+
+impl StoreResolver<'_> {
+    fn resolve_with(
+        &self,
+        reference: &str,
+        ours: &kiln_parser::Platform,
+        registry: &kiln_registry::RegistryOptions,
+    ) -> Result<BaseImage, String> {
         let name = kiln_store::normalize_ref(reference).map_err(|e| e.to_string())?;
         let stored = self.store.get_ref(&name).map_err(|e| e.to_string())?;
-        let ours = self.platform;
         // The stored image for this platform: the one named, or its index's child.
         let mut image = match &stored {
             Some(s) if !self.pull => {
@@ -80,7 +104,7 @@ impl BaseResolver for StoreResolver<'_> {
         }
         let pulled_for_another = stored.as_ref().is_some_and(|s| s.index.is_some());
         if image.is_none() && (stored.is_none() || self.pull || pulled_for_another) {
-            let pulled = kiln_registry::pull_into_store(self.store, reference, self.registry)
+            let pulled = kiln_registry::pull_into_store(self.store, reference, registry)
                 .map_err(|e| format!("pulling {reference}: {e}"))?;
             // A base pulled for another platform of the same index keeps its name on the
             // image it named (both are in the store now, the index finds each).

@@ -52,8 +52,17 @@ pub async fn build(
         }
     }
     if let [one] = lowered.as_slice() {
-        return solve(store, request, one, progress, ProgressScope::default()).await;
+        return solve(
+            store,
+            request,
+            one,
+            progress,
+            ProgressScope::default(),
+            None,
+        )
+        .await;
     }
+    let shared = Arc::new(kiln_solver::SharedSteps::default());
     let mut first = 1;
     let solves = lowered.iter().map(|l| {
         let scope = ProgressScope {
@@ -61,7 +70,14 @@ pub async fn build(
             prefix: Some(l.graph.platform.to_string()),
         };
         first += kiln_solver::vertex_count(&l.graph);
-        solve(store, request, l, progress.clone(), scope)
+        solve(
+            store,
+            request,
+            l,
+            progress.clone(),
+            scope,
+            Some(shared.clone()),
+        )
     });
     // Every platform runs to its end, so a failed one never leaves another's RUN cut off
     // mid-step; the first failure (in the order given) is the build's.
@@ -107,7 +123,7 @@ pub(crate) fn lower(
         notify,
     )?;
     // Both before anything runs, for a build and for --verify-reproducible alike.
-    request.check_stage_platforms(&graph, notify)?;
+    request.check_stage_platforms(&graph)?;
     request.check_execution(&graph)?;
     Ok(Lowered {
         graph,
@@ -146,6 +162,7 @@ pub(crate) async fn solve(
     lowered: &Lowered,
     progress: Progress,
     progress_scope: ProgressScope,
+    shared_steps: Option<Arc<kiln_solver::SharedSteps>>,
 ) -> Result<BuiltImage, BuildError> {
     let graph = lowered.graph.clone();
     let options = SolveOptions {
@@ -166,6 +183,7 @@ pub(crate) async fn solve(
         run_options: request.run_options.clone(),
         named_contexts: lowered.contexts.solve.clone(),
         progress_scope,
+        shared_steps,
     };
     let session = Arc::new(
         BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?,

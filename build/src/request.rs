@@ -135,67 +135,39 @@ impl BuildRequest {
         }
     }
 
-    /// What the graph's `FROM --platform=` stages mean for this build, before anything
-    /// runs. kiln builds every stage for the build's platform for now: a stage for this
-    /// machine's platform (`$BUILDPLATFORM`, the cross-compiling pattern) is built for the
-    /// target too, its tools under emulation where BuildKit runs them natively, which
-    /// gives the same files for a cross compiler told `$TARGETARCH`; that is said once as
-    /// a warning. Any other platform would be built silently for the wrong one, so it is
-    /// an error naming the line.
-    pub fn check_stage_platforms(
-        &self,
-        graph: &kiln_parser::BuildGraph,
-        notify: &dyn Fn(crate::Notice),
-    ) -> Result<(), BuildError> {
-        let host = kiln_parser::lower::host_platform();
-        let same = |a: &kiln_parser::Platform, b: &kiln_parser::Platform| {
-            a.os == b.os
-                && a.architecture == b.architecture
-                && (a.variant == b.variant || a.variant.is_none() || b.variant.is_none())
-        };
+    /// Every `FROM --platform=` of the graph names a platform, before anything runs (an
+    /// error naming the line when one does not). Each stage is then built for its own
+    /// platform ([`kiln_solver::stage_platform`]): a `FROM --platform=$BUILDPLATFORM`
+    /// stage runs natively, once for every target platform that reads it, as in BuildKit.
+    pub fn check_stage_platforms(&self, graph: &kiln_parser::BuildGraph) -> Result<(), BuildError> {
         for stage in &graph.stages {
-            let Some(written) = &stage.platform else {
-                continue;
-            };
-            let at = format!("{}:{}", self.dockerfile.display, stage.span.line);
-            let mut platform = kiln_parser::Platform::parse(written)
-                .map_err(|e| BuildError::Dockerfile(format!("{at}: FROM --platform: {e}")))?;
-            if platform.architecture == "arm64" && platform.variant.as_deref() == Some("v8") {
-                platform.variant = None;
+            if let Some(written) = &stage.platform {
+                kiln_parser::Platform::parse(written).map_err(|e| {
+                    BuildError::Dockerfile(format!(
+                        "{}:{}: FROM --platform: {e}",
+                        self.dockerfile.display, stage.span.line
+                    ))
+                })?;
             }
-            if same(&platform, &graph.platform) {
-                continue;
-            }
-            if same(&platform, &host) {
-                notify(crate::Notice::Dockerfile(format!(
-                    "{at}: stage {} is for the build platform {platform}; kiln builds it for \
-                     {} (its RUN steps under emulation), not natively as BuildKit does",
-                    stage.display_name(),
-                    graph.platform
-                )));
-                continue;
-            }
-            return Err(BuildError::Dockerfile(format!(
-                "{at}: FROM --platform={written}: stage {} would be built for {}, the build's \
-                 platform; kiln builds other platforms' stages only with --platform {written}",
-                stage.display_name(),
-                graph.platform
-            )));
         }
         Ok(())
     }
 
-    /// Fails, before anything runs, when the graph has a RUN this machine cannot execute
-    /// for its platform (no emulator registered for it), naming what to install.
+    /// Fails, before anything runs, when a stage has a RUN this machine cannot execute for
+    /// the stage's platform (no emulator registered for it), naming what to install.
     pub fn check_execution(&self, graph: &kiln_parser::BuildGraph) -> Result<(), BuildError> {
-        let runs = graph
-            .stages
-            .iter()
-            .flat_map(|s| &s.steps)
-            .any(|step| matches!(step.op, kiln_parser::Op::Run(_)));
-        if runs {
-            kiln_executor::binfmt::execution(&graph.platform)
-                .map_err(|e| BuildError::Request(e.to_string()))?;
+        let mut checked = Vec::new();
+        for stage in &graph.stages {
+            let runs = stage
+                .steps
+                .iter()
+                .any(|step| matches!(step.op, kiln_parser::Op::Run(_)));
+            let platform = kiln_solver::stage_platform(graph, stage);
+            if runs && !checked.contains(&platform) {
+                kiln_executor::binfmt::execution(&platform)
+                    .map_err(|e| BuildError::Request(e.to_string()))?;
+                checked.push(platform);
+            }
         }
         Ok(())
     }

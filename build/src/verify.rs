@@ -84,7 +84,14 @@ pub async fn verify(
                 }
                 Vec::from(kept)
             });
-            let built = solve(&stores[n], &request, &lowered, progress, Default::default());
+            let built = solve(
+                &stores[n],
+                &request,
+                &lowered,
+                progress,
+                Default::default(),
+                None,
+            );
             async move {
                 let built = built.await;
                 (built, kept.await.unwrap_or_default())

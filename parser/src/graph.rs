@@ -369,6 +369,14 @@ pub struct BaseImage {
 pub trait BaseResolver {
     /// The config of `reference` (as written after expansion), or a message why not.
     fn resolve(&self, reference: &str) -> Result<BaseImage, String>;
+
+    /// [`BaseResolver::resolve`] for a stage with its own platform (`FROM --platform=`),
+    /// when it differs from the build's: a resolver over several platforms' images gives
+    /// that platform's. By default the same as `resolve`.
+    fn resolve_for(&self, reference: &str, platform: &Platform) -> Result<BaseImage, String> {
+        let _ = platform;
+        self.resolve(reference)
+    }
 }
 
 /// A resolver for builds without image bases: every image is empty.

@@ -34,6 +34,18 @@ pub(crate) fn vertex_ids(graph: &BuildGraph, first: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// The platform a stage is built for: its `FROM --platform=` when that names one (as
+/// containerd normalizes it), else the build's. kiln-build refuses a stage platform that
+/// does not parse before anything runs.
+pub fn stage_platform(graph: &BuildGraph, stage: &kiln_parser::Stage) -> kiln_parser::Platform {
+    stage
+        .platform
+        .as_deref()
+        .and_then(|p| kiln_parser::Platform::parse(p).ok())
+        .map(kiln_parser::Platform::normalized)
+        .unwrap_or_else(|| graph.platform.clone())
+}
+
 /// How many progress vertices solving `graph` shows (see [`crate::session::ProgressScope`]).
 pub fn vertex_count(graph: &BuildGraph) -> usize {
     vertex_ids(graph, 0).iter().map(Vec::len).sum()
@@ -55,7 +67,7 @@ pub async fn solve(
             .filter_map(|d| stages.get(d).map(|f| (d, f.clone())))
             .collect();
         let runner = StageRunner {
-            session: session.clone(),
+            session: session.for_platform(&stage_platform(&graph, &graph.stages[index])),
             graph: graph.clone(),
             index,
             ids,

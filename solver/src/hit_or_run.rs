@@ -14,12 +14,28 @@ use crate::session::BuildSession;
 use kiln_executor::commit::{CommitRequest, commit_layer};
 use kiln_parser::Step;
 use kiln_store::{CacheRecord, LayerRef};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A solved step: its key, its layer, and whether the layer came from the cache.
 pub(crate) struct Solved {
     pub key: String,
     pub layer: Layer,
     pub cached: bool,
+}
+
+/// The steps of one build's solves by key, each made once (see
+/// [`crate::SolveOptions::shared_steps`]).
+#[derive(Debug, Default)]
+pub struct SharedSteps {
+    steps: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Layer>>>>,
+}
+
+impl SharedSteps {
+    fn cell(&self, key: &str) -> Arc<tokio::sync::OnceCell<Layer>> {
+        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        steps.entry(key.to_string()).or_default().clone()
+    }
 }
 
 /// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records).
@@ -29,7 +45,7 @@ pub(crate) async fn solve_step(
     no_cache: bool,
 ) -> Result<Solved, SolveError> {
     let session = ctx.session;
-    let (step, id, progress) = (ctx.step, ctx.id, ctx.progress);
+    let step = ctx.step;
     let keyed = {
         let session = session.clone();
         let step = step.clone();
@@ -53,6 +69,40 @@ pub(crate) async fn solve_step(
         .await
         .map_err(|e| ctx.at(e))?
     };
+    let key = keyed.inputs.key.clone();
+    let Some(shared) = &session.options.shared_steps else {
+        return hit_or_run(ctx, op, no_cache, keyed).await;
+    };
+    // The first solve to reach the key makes the layer; the others wait and take it, as
+    // from the cache (a failed one leaves the next to try for itself).
+    let cell = shared.cell(&key);
+    // Whether this solve made the layer by running the step (else it came from the
+    // cache or from another solve).
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let layer = cell
+        .get_or_try_init(|| async {
+            let solved = hit_or_run(ctx, op, no_cache, keyed).await?;
+            ran.store(!solved.cached, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, SolveError>(solved.layer)
+        })
+        .await?;
+    let cached = !ran.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Solved {
+        key,
+        layer: layer.clone(),
+        cached,
+    })
+}
+
+/// [`solve_step`] for a keyed step: reuse its recorded layer when allowed, else execute.
+async fn hit_or_run(
+    ctx: &StepContext<'_>,
+    op: LayerOp<'_>,
+    no_cache: bool,
+    keyed: crate::ops::Keyed,
+) -> Result<Solved, SolveError> {
+    let session = ctx.session;
+    let (step, id, progress) = (ctx.step, ctx.id, ctx.progress);
     let key = keyed.inputs.key.clone();
     let options = &session.options;
     let place = place(session, step);

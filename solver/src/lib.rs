@@ -52,9 +52,10 @@ mod pinned_keys;
 #[cfg(test)]
 mod test_session;
 
-pub use engine::vertex_count;
+pub use engine::{stage_platform, vertex_count};
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
+pub use hit_or_run::SharedSteps;
 pub use named::NamedSource;
 pub use ops::git::StoreGitCache;
 pub use result::{Layer, StageResult};
@@ -101,7 +102,12 @@ pub async fn build(
     progress: Progress,
 ) -> Result<BuiltImage, SolveError> {
     entitlements::check(&graph, &session.options.entitlements)?;
-    let platform = graph.platform.clone();
+    // The image is the target stage's: a final stage for another platform (`FROM
+    // --platform=$BUILDPLATFORM`) makes an image of that platform, as in BuildKit.
+    let platform = match graph.stages.get(graph.target) {
+        Some(stage) => engine::stage_platform(&graph, stage),
+        None => graph.platform.clone(),
+    };
     let result = engine::solve(session.clone(), Arc::new(graph), progress.clone()).await;
     session.save_stat_cache();
     let (result, all_keys) = result?;

@@ -96,6 +96,11 @@ pub struct SolveOptions {
     pub named_contexts: Vec<(String, crate::named::NamedSource)>,
     /// How this solve's vertices are numbered and named in progress output.
     pub progress_scope: ProgressScope,
+    /// Steps shared with the other solves of one build (one per platform): a step whose
+    /// key another solve is making waits for it and takes its layer, so a stage every
+    /// platform reads (`FROM --platform=$BUILDPLATFORM`) runs once. `None` for a build of
+    /// one platform.
+    pub shared_steps: Option<Arc<crate::hit_or_run::SharedSteps>>,
 }
 
 /// Where a solve's vertex numbers start and what goes before their names: a build of
@@ -130,7 +135,7 @@ pub struct BuildSession {
     /// Whether the build has said that RUN has no cgroup limits here.
     limits_note: std::sync::Once,
     context: Arc<Context>,
-    pub(crate) named: crate::named::NamedContexts,
+    pub(crate) named: Arc<crate::named::NamedContexts>,
     pub(crate) explain: ExplainLog,
     /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
     /// manifest, config and snapshots once per build, and every step sees the same image
@@ -155,8 +160,10 @@ impl BuildSession {
             Context::open(&options.context_dir, matcher, stat_cache)
                 .map_err(SolveError::internal)?,
         );
-        let named = crate::named::NamedContexts::open(&store, &options.named_contexts)
-            .map_err(SolveError::internal)?;
+        let named = Arc::new(
+            crate::named::NamedContexts::open(&store, &options.named_contexts)
+                .map_err(SolveError::internal)?,
+        );
         let explain = ExplainLog::new(&store);
         let scratch = store.scratch_dir().map_err(SolveError::internal)?;
         Ok(BuildSession {
@@ -168,6 +175,31 @@ impl BuildSession {
             context,
             named,
             explain,
+            images: Default::default(),
+            key_agents: Default::default(),
+            git_refs: Default::default(),
+        })
+    }
+
+    /// The session a stage for `platform` runs in: this one when it is the build's, else
+    /// one for that platform (a `FROM --platform=$BUILDPLATFORM` stage runs natively),
+    /// sharing the context and its checksums, the named contexts and the options, so its
+    /// images, RUN keys and executions are that platform's.
+    pub(crate) fn for_platform(self: &Arc<Self>, platform: &Platform) -> Arc<BuildSession> {
+        if *platform == self.options.platform {
+            return self.clone();
+        }
+        let mut options = self.options.clone();
+        options.platform = platform.clone();
+        Arc::new(BuildSession {
+            store: self.store.clone(),
+            options,
+            scratch: self.scratch.clone(),
+            snapshotter: self.snapshotter.clone(),
+            limits_note: std::sync::Once::new(),
+            context: self.context.clone(),
+            named: self.named.clone(),
+            explain: self.explain.clone(),
             images: Default::default(),
             key_agents: Default::default(),
             git_refs: Default::default(),

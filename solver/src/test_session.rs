@@ -46,6 +46,7 @@ pub(crate) fn fixture_with(
     let store = Store::open(&dir.path().join("store")).unwrap();
     let options = SolveOptions {
         progress_scope: Default::default(),
+        shared_steps: None,
         context_dir: context,
         context_stat_cache: true,
         dockerfile,

@@ -172,20 +172,46 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn image(&mut self, reference: &str, span: Span) -> Result<BaseImage, LowerError> {
-        if let Some(img) = self.images.get(reference) {
+    /// The image `reference` as stage `i` reads it: for the stage's own platform when its
+    /// FROM names one other than the build's.
+    pub(super) fn image(
+        &mut self,
+        reference: &str,
+        i: usize,
+        span: Span,
+    ) -> Result<BaseImage, LowerError> {
+        let platform = self.own_platform(i);
+        let cache_key = match &platform {
+            Some(p) => format!("{p}\0{reference}"),
+            None => reference.to_string(),
+        };
+        if let Some(img) = self.images.get(&cache_key) {
             return Ok(img.clone());
         }
-        let img = self
-            .resolver
-            .resolve(reference)
-            .map_err(|message| LowerError::Resolve {
-                span,
-                reference: reference.to_string(),
-                message,
-            })?;
-        self.images.insert(reference.to_string(), img.clone());
+        let resolved = match &platform {
+            Some(p) => self.resolver.resolve_for(reference, p),
+            None => self.resolver.resolve(reference),
+        };
+        let img = resolved.map_err(|message| LowerError::Resolve {
+            span,
+            reference: reference.to_string(),
+            message,
+        })?;
+        self.images.insert(cache_key, img.clone());
         Ok(img)
+    }
+
+    /// Stage `i`'s `FROM --platform=` when it names a valid platform other than the
+    /// build's (`arm64/v8` is `arm64`); `None` when the stage is for the build's.
+    pub(super) fn own_platform(&self, i: usize) -> Option<Platform> {
+        let written = self.platforms.get(i)?.as_deref()?;
+        let platform = Platform::parse(written).ok()?.normalized();
+        let build = self
+            .opts
+            .platform
+            .clone()
+            .unwrap_or_else(super::host_platform);
+        (platform != build).then_some(platform)
     }
 
     /// ONBUILD triggers a stage runs first: its base stage's ONBUILD lines or its base
@@ -203,7 +229,7 @@ impl Ctx<'_> {
                     _ => None,
                 })
                 .collect(),
-            BaseRef::Image(r) => self.image(&r, span)?.on_build,
+            BaseRef::Image(r) => self.image(&r, i, span)?.on_build,
             BaseRef::Named(key) => self.held_image(&key).on_build,
         };
         let mut out = Vec::new();

@@ -287,7 +287,7 @@ impl Ctx<'_> {
                 (Base::Stage(remap[&j]), r)
             }
             BaseRef::Image(r) => {
-                let img = self.image(&r, span)?;
+                let img = self.image(&r, i, span)?;
                 self.check_base_platform(i, &r, &img);
                 (Base::Image(r), image_result(&img))
             }

@@ -72,7 +72,7 @@ impl StageLowering<'_, '_> {
         Ok(match r {
             FromRef::Stage(j) => Source::Stage(self.remap[&j]),
             FromRef::Image(s) => {
-                self.ctx.image(&s, span)?;
+                self.ctx.image(&s, self.index, span)?;
                 Source::Image(s)
             }
             FromRef::Named(key) => Source::Named(key),
