@@ -324,6 +324,54 @@ fn a_pushed_index_is_what_skopeo_reads_and_copies_with_every_platform() {
     assert!(!err.contains("pulling"), "{err}");
 }
 
+#[test]
+fn a_base_is_taken_from_its_index_by_platform_variant_included() {
+    let registry = Registry::start();
+    let w = World::new(Identity::Root);
+    // Two arm variants of one image, nothing to run: no emulator needed.
+    let ctx = w.context(
+        "variants",
+        "FROM scratch\nARG TARGETVARIANT\nCOPY variant-${TARGETVARIANT} /variant\n",
+    );
+    for v in ["v6", "v7"] {
+        std::fs::write(ctx.join(format!("variant-{v}")), format!("{v}\n")).expect("write");
+    }
+    common::open_up(&ctx);
+    let name = format!("{}/kiln/arm:1", registry.host());
+    let out = w.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/arm/v6,linux/arm/v7",
+            "--push",
+            "-t",
+            &name,
+        ],
+    );
+    assert_ok(&out);
+
+    for id in identities() {
+        let fresh = World::new(id);
+        let on = fresh.context("on", &format!("FROM {name}\nCOPY Dockerfile /on\n"));
+        // v7 first, then v6 in the same store: the second build pulls its own child.
+        for v in ["v7", "v6"] {
+            let platform = format!("linux/arm/{v}");
+            let tag = format!("on:{v}");
+            assert_ok(&fresh.build(&on, &["--platform", &platform, "-t", &tag]));
+            let oci = fresh.user_dir("oci").join(v);
+            let dest = format!("type=oci,dest={},tar=false", oci.display());
+            let out = fresh.build(&on, &["--platform", &platform, "-t", &tag, "-o", &dest]);
+            assert_ok(&out);
+            let top = json(&oci.join("index.json"));
+            let digest = top["manifests"][0]["digest"].as_str().expect("digest");
+            let img = Image::from_oci_layout(&oci, digest);
+            assert_eq!(img.text("variant"), format!("{v}\n"), "{id:?}");
+            assert_eq!(img.config["architecture"], "arm", "{id:?}");
+            assert_eq!(img.config["variant"], v, "{id:?}");
+        }
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
