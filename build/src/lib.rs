@@ -6,16 +6,18 @@
 //!
 //! 1. [`Dockerfile::read`] reads the Dockerfile (from the context, a path, or stdin);
 //!    [`request`] holds the policies decided before anything runs: SOURCE_DATE_EPOCH,
-//!    the target platform (`--platform`, one per build) and its checks on the lowered
-//!    graph (every stage is for it, or for the build platform with a warning; a RUN for
-//!    another architecture needs a binfmt_misc emulator), the registry options.
+//!    the target platforms (`--platform`, one or several) and the checks on each lowered
+//!    graph (every stage's `FROM --platform=` parses; a RUN for another architecture needs
+//!    a binfmt_misc emulator), the registry options.
 //! 2. [`build`] makes the named contexts ready ([`contexts`]: a directory checked, an OCI
 //!    layout's image loaded), lowers the Dockerfile with base images looked up in the
 //!    store, pulling a missing one ([`bases`]), tells what the build checks found
 //!    ([`checks`]; `kiln build --check` runs only those, [`Dockerfile::check`]), imports
 //!    `--cache-from` caches ([`cache_io`]) and hands the graph to the solver, whose
 //!    progress events go to the caller's renderer (the `kiln` binary's is
-//!    kiln-progressui).
+//!    kiln-progressui). A build for several platforms lowers once per platform (base
+//!    images for each), solves the graphs at once sharing steps by key, and ties the
+//!    images in an OCI index (`index`).
 //! 3. [`export`] names the image (or records it as untagged), writes `-o` outputs,
 //!    exports `--cache-to` caches, pushes and writes the iidfile ([`exporter`]).
 //!

@@ -6,9 +6,12 @@
 //! bytes are laid out on disk belongs to the executor, cache and image crates it calls.
 //!
 //! The modules, from the top down:
-//! - `engine`: one task per stage, started when the stages it reads are done; `stage`:
-//!   a stage's base, then its steps in order (metadata-only ones only change its config).
-//! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record.
+//! - `engine`: one task per stage, started when the stages it reads are done, each in
+//!   the session of its platform ([`stage_platform`]: a `FROM --platform=` stage gets one
+//!   of its own); `stage`: a stage's base, then its steps in order (metadata-only ones
+//!   only change its config).
+//! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record; the
+//!   solves of one multi-platform build share their steps by key ([`SharedSteps`]).
 //! - `ops`: the layer ops, one module each (`run` with its `mounts`, `copy` for COPY and
 //!   ADD with `fetch` for ADD's URLs, `workdir`), each with its cache key, built from the
 //!   fields it names, and its execution into an empty layer directory.
