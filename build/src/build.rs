@@ -52,40 +52,9 @@ pub async fn build(
         }
     }
     if let [one] = lowered.as_slice() {
-        return solve(
-            store,
-            request,
-            one,
-            progress,
-            ProgressScope::default(),
-            None,
-        )
-        .await;
+        return solve(store, request, one, progress).await;
     }
-    let shared = Arc::new(kiln_solver::SharedSteps::default());
-    let mut first = 1;
-    let solves = lowered.iter().map(|l| {
-        let scope = ProgressScope {
-            first,
-            prefix: Some(l.graph.platform.to_string()),
-        };
-        first += kiln_solver::vertex_count(&l.graph);
-        solve(
-            store,
-            request,
-            l,
-            progress.clone(),
-            scope,
-            Some(shared.clone()),
-        )
-    });
-    // Every platform runs to its end, so a failed one never leaves another's RUN cut off
-    // mid-step; the first failure (in the order given) is the build's.
-    let results = futures_util::future::join_all(solves).await;
-    let mut images = Vec::with_capacity(results.len());
-    for result in results {
-        images.push(result?);
-    }
+    let images = solve_platforms(store, request, &lowered, progress).await?;
     let built: Vec<_> = platforms.into_iter().zip(images).collect();
     crate::index::store_index(store, built)
 }
@@ -161,10 +130,55 @@ pub(crate) async fn solve(
     request: &BuildRequest,
     lowered: &Lowered,
     progress: Progress,
-    progress_scope: ProgressScope,
-    shared_steps: Option<Arc<kiln_solver::SharedSteps>>,
 ) -> Result<BuiltImage, BuildError> {
-    let graph = lowered.graph.clone();
+    let session = session(store, request, lowered, None)?;
+    solve_in(session, request, lowered, progress).await
+}
+
+/// Solves every platform's lowered graph at once: one session per platform, sharing the
+/// context (so a file is hashed once for all), the named contexts and the steps by key,
+/// each numbering and naming its own progress vertices. The results in `lowered`'s order.
+async fn solve_platforms(
+    store: &Store,
+    request: &BuildRequest,
+    lowered: &[Lowered],
+    progress: Progress,
+) -> Result<Vec<BuiltImage>, BuildError> {
+    let Some(first) = lowered.first() else {
+        return Ok(Vec::new());
+    };
+    let shared = Arc::new(kiln_solver::SharedSteps::default());
+    let base = session(store, request, first, Some(shared))?;
+    let mut next = 1;
+    let solves = lowered.iter().map(|l| {
+        let scope = ProgressScope {
+            first: next,
+            prefix: Some(l.graph.platform.to_string()),
+        };
+        next += kiln_solver::vertex_count(&l.graph);
+        let session = base.sibling(|options| {
+            options.platform = l.graph.platform.clone();
+            options.progress_scope = scope;
+        });
+        solve_in(session, request, l, progress.clone())
+    });
+    // Every platform runs to its end, so a failed one never leaves another's RUN cut off
+    // mid-step; the first failure (in the order given) is the build's.
+    futures_util::future::join_all(solves)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// The build session of `lowered` in `store`; `shared_steps` for one of several
+/// platforms' solves.
+fn session(
+    store: &Store,
+    request: &BuildRequest,
+    lowered: &Lowered,
+    shared_steps: Option<Arc<kiln_solver::SharedSteps>>,
+) -> Result<Arc<BuildSession>, BuildError> {
+    let graph = &lowered.graph;
     let options = SolveOptions {
         context_dir: request.context.clone(),
         context_stat_cache: request.git_context.is_none(),
@@ -182,13 +196,27 @@ pub(crate) async fn solve(
         platform: graph.platform.clone(),
         run_options: request.run_options.clone(),
         named_contexts: lowered.contexts.solve.clone(),
-        progress_scope,
+        progress_scope: ProgressScope::default(),
         shared_steps,
     };
-    let session = Arc::new(
-        BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?,
-    );
-    kiln_solver::build(session, graph, request.labels.clone(), progress)
-        .await
-        .map_err(|e| BuildError::Solve(Box::new(e)))
+    let session =
+        BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?;
+    Ok(Arc::new(session))
+}
+
+/// Solves `lowered` in `session`.
+async fn solve_in(
+    session: Arc<BuildSession>,
+    request: &BuildRequest,
+    lowered: &Lowered,
+    progress: Progress,
+) -> Result<BuiltImage, BuildError> {
+    kiln_solver::build(
+        session,
+        lowered.graph.clone(),
+        request.labels.clone(),
+        progress,
+    )
+    .await
+    .map_err(|e| BuildError::Solve(Box::new(e)))
 }

@@ -84,14 +84,7 @@ pub async fn verify(
                 }
                 Vec::from(kept)
             });
-            let built = solve(
-                &stores[n],
-                &request,
-                &lowered,
-                progress,
-                Default::default(),
-                None,
-            );
+            let built = solve(&stores[n], &request, &lowered, progress);
             async move {
                 let built = built.await;
                 (built, kept.await.unwrap_or_default())

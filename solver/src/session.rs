@@ -189,8 +189,15 @@ impl BuildSession {
         if *platform == self.options.platform {
             return self.clone();
         }
+        self.sibling(|options| options.platform = platform.clone())
+    }
+
+    /// A session with this one's options as `change` leaves them, sharing its context
+    /// (and so every checksum it made), named contexts and explain log; what it resolves
+    /// (images, git refs, agents) is its own.
+    pub fn sibling(self: &Arc<Self>, change: impl FnOnce(&mut SolveOptions)) -> Arc<BuildSession> {
         let mut options = self.options.clone();
-        options.platform = platform.clone();
+        change(&mut options);
         Arc::new(BuildSession {
             store: self.store.clone(),
             options,
