@@ -27,6 +27,8 @@
 //! Failing to set a cgroup up never fails a build: limits are protection, not semantics.
 //! A `--cgroup-parent` is asked for, though: where it cannot be used, every RUN fails
 //! saying why ([`Support::Refused`]) rather than running somewhere else.
+//!
+//! A quarter of its length is its tests, over fake cgroup trees for v1 and v2.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -2,6 +2,10 @@
 //! they become and the history text BuildKit writes for each (`created_by`). Expansions
 //! note the variables they look up, and WORKDIR, EXPOSE and COPY/ADD hand their expanded
 //! values to the build checks ([`crate::lint::dispatch`]).
+//!
+//! Its length (over 600 lines) is one function per instruction kind, each op beside the
+//! history text it gets, as BuildKit's `dispatch.go` keeps them; RUN's mounts and COPY's
+//! sources are the largest.
 
 use crate::chmod::ModeSpec;
 use crate::copy_rules::{self, SourceKind};
