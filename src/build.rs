@@ -277,28 +277,46 @@ fn verify(
             Ok(ExitCode::FAILURE)
         }
         Verdict::Differs {
-            comparison,
-            manifests: [a, b],
+            diff,
+            digests: [a, b],
         } => {
-            print!("{}", comparison.render_text());
-            eprintln!(
-                "verify-reproducible: not reproducible: two --no-cache builds gave manifests {a} and {b}"
-            );
+            print!("{}", diff.render_text());
+            let platforms = diff.differing_platforms();
+            if platforms.is_empty() {
+                eprintln!(
+                    "verify-reproducible: not reproducible: two --no-cache builds gave manifests {a} and {b}"
+                );
+            } else {
+                eprintln!(
+                    "verify-reproducible: not reproducible on {}: two --no-cache builds gave indexes {a} and {b}",
+                    kiln_build::index::platform_list(platforms)
+                );
+            }
             Ok(ExitCode::from(crate::diff_cmd::DIFFERENT))
         }
         Verdict::Reproducible(image) => {
             match mode {
-                ProgressMode::Quiet => println!("{}", image.config_digest),
+                ProgressMode::Quiet => println!("{}", image.id()),
                 ProgressMode::Json => {}
                 _ => {
-                    eprintln!(
-                        "verify-reproducible: both builds gave the same manifest digest {}",
-                        image.manifest_digest
-                    );
-                    eprintln!(
-                        "writing image {} (image ID: its config digest)",
-                        image.config_digest
-                    );
+                    match &image.index {
+                        Some(index) => {
+                            eprintln!(
+                                "verify-reproducible: both builds gave the same index digest {index}"
+                            );
+                            eprintln!("writing image index {index}");
+                        }
+                        None => {
+                            eprintln!(
+                                "verify-reproducible: both builds gave the same manifest digest {}",
+                                image.manifest_digest
+                            );
+                            eprintln!(
+                                "writing image {} (image ID: its config digest)",
+                                image.config_digest
+                            );
+                        }
+                    }
                     for tag in &exports.tags {
                         eprintln!("naming to {tag}");
                     }

@@ -24,15 +24,23 @@ pub enum Command {
     Graph(GraphArgs),
     /// List images in the store.
     Images,
-    /// Print an image's config and manifest as JSON.
+    /// Print an image's config and manifest as JSON (for an image of several platforms,
+    /// its index and each platform's digests too).
     Inspect {
         /// Image reference (name:tag).
         reference: String,
+        /// The image of this platform (os/arch[/variant]) of an image of several.
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
     },
     /// Show an image's history, newest step first.
     History {
         /// Image reference (name:tag).
         reference: String,
+        /// The history of this platform's image (os/arch[/variant]) of an image of
+        /// several; by default this machine's, else the first.
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
     },
     /// Give an image another name.
     Tag {
@@ -318,6 +326,10 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: DiffFormat,
+    /// Compare the images of this platform (os/arch[/variant]) only. Two images of
+    /// several platforms are otherwise compared platform by platform.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// First image: a name in the store, oci:DIR, oci-archive:FILE or docker-archive:FILE.
     pub a: String,
     /// Second image, in the same forms.

@@ -6,27 +6,48 @@ use crate::cli::{PruneArgs, SaveArgs, SaveFormat};
 use anyhow::Result;
 use kiln_base::size::parse_size;
 use kiln_build::exporter::ArchiveFormat;
+use kiln_build::images::StoredImage;
 use kiln_build::{images, open_store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub fn list(root: Option<PathBuf>) -> Result<ExitCode> {
     let store = open_store(root)?;
-    println!("{}", images::list_header());
-    for image in images::list(&store)? {
-        println!("{}", image?.list_line());
+    let listed = images::list(&store)?.collect::<Result<Vec<_>, _>>()?;
+    // The PLATFORMS column is there only when an image has several, so the table of a
+    // store without one reads as it always did.
+    if listed.iter().any(|i| i.index.is_some()) {
+        println!("{}", images::list_header_platforms());
+    } else {
+        println!("{}", images::list_header());
+    }
+    for image in listed {
+        println!("{}", image.list_line());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn inspect(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
-    let image = images::find(&open_store(root)?, reference)?;
+/// The image `reference` finds, or its image for `platform` when given.
+fn find(root: Option<PathBuf>, reference: &str, platform: Option<&str>) -> Result<StoredImage> {
+    let store = open_store(root)?;
+    let image = images::find(&store, reference)?;
+    Ok(match platform {
+        Some(p) => image.select(&store, p)?,
+        None => image,
+    })
+}
+
+pub fn inspect(root: Option<PathBuf>, reference: &str, platform: Option<&str>) -> Result<ExitCode> {
+    let image = find(root, reference, platform)?;
     println!("{}", serde_json::to_string_pretty(&image.inspect_json())?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn history(root: Option<PathBuf>, reference: &str) -> Result<ExitCode> {
-    let image = images::find(&open_store(root)?, reference)?;
+pub fn history(root: Option<PathBuf>, reference: &str, platform: Option<&str>) -> Result<ExitCode> {
+    let image = find(root, reference, platform)?;
+    if let Some(line) = image.history_platform_line() {
+        println!("{line}");
+    }
     println!("{}", images::history_header());
     for row in image.history() {
         println!("{}", row.line());

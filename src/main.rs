@@ -53,8 +53,14 @@ fn main() -> ExitCode {
             command: DebugCommand::Parse { file },
         } => build::debug_parse(&file),
         Command::Images => images::list(cli.root),
-        Command::Inspect { reference } => images::inspect(cli.root, &reference),
-        Command::History { reference } => images::history(cli.root, &reference),
+        Command::Inspect {
+            reference,
+            platform,
+        } => images::inspect(cli.root, &reference, platform.as_deref()),
+        Command::History {
+            reference,
+            platform,
+        } => images::history(cli.root, &reference, platform.as_deref()),
         Command::Tag { source, target } => images::tag(cli.root, &source, &target),
         Command::Rmi { references } => images::rmi(cli.root, &references),
         Command::Save(args) => images::save(cli.root, args),

@@ -379,3 +379,339 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `kiln inspect ARGS...` as JSON.
+fn inspect(w: &World, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    let out = w.kiln(&all);
+    assert_ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+#[test]
+fn images_inspect_and_history_show_an_index_and_each_of_its_platforms() {
+    assert!(is_root(), "fetching the arm64 busybox needs root");
+    let arm64 = arm64_busybox();
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = context(&w, "ctx", &arm64);
+        let (iid, _) = build(&w, &ctx, "multi:1", &[]);
+        assert_ok(&w.build(&ctx, &["-t", "single:1"]));
+
+        // `kiln images`: a PLATFORMS column, the index's short digest as the ID; the
+        // single image's row is what it always was (no trailing column).
+        let out = w.kiln(&["images"]);
+        assert_ok(&out);
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{id:?}: {text}");
+        assert!(
+            lines[0].starts_with("NAME ") && lines[0].ends_with("SIZE (compressed)  PLATFORMS"),
+            "{id:?}: {text}"
+        );
+        let multi = lines
+            .iter()
+            .find(|l| l.starts_with("multi:1 "))
+            .expect("multi row");
+        let short = &iid.trim_start_matches("sha256:")[..12];
+        assert!(multi.contains(&format!(" {short} ")), "{id:?}: {text}");
+        assert!(
+            multi.ends_with("  linux/amd64, linux/arm64"),
+            "{id:?}: {text}"
+        );
+        assert_eq!(
+            multi.find("linux/amd64"),
+            lines[0].find("PLATFORMS"),
+            "{text}"
+        );
+        let single = lines
+            .iter()
+            .find(|l| l.starts_with("single:1 "))
+            .expect("row");
+        assert!(
+            !single.contains("linux/") && !single.ends_with(' '),
+            "{id:?}: {text}"
+        );
+
+        // `kiln inspect`: the index, each platform's digests, and the image standing for
+        // it (this machine's).
+        let doc = inspect(&w, &["multi:1"]);
+        assert_eq!(doc["Id"], iid.as_str(), "{id:?}: {doc}");
+        assert_eq!(doc["IndexDigest"], iid.as_str());
+        assert_eq!(doc["Platform"], "linux/amd64");
+        let platforms = doc["Platforms"].as_array().expect("Platforms");
+        let names: Vec<&str> = platforms
+            .iter()
+            .map(|p| p["Platform"].as_str().expect("Platform"))
+            .collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64"], "{id:?}");
+        assert_eq!(doc["ManifestDigest"], platforms[0]["ManifestDigest"]);
+        assert_eq!(doc["Config"]["architecture"], "amd64");
+        assert_ne!(
+            platforms[0]["ManifestDigest"],
+            platforms[1]["ManifestDigest"]
+        );
+        // The index's children are these manifests, in this order.
+        let layout = w.user_dir("layout");
+        let dest = format!("type=oci,dest={},tar=false", layout.display());
+        let (again, _) = build(&w, &ctx, "multi:2", &["-o", &dest]);
+        assert_eq!(again, iid);
+        let index = json(&blob(&layout, &iid));
+        for (child, p) in index["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .zip(platforms)
+        {
+            assert_eq!(child["digest"], p["ManifestDigest"], "{id:?}");
+            let img = Image::from_oci_layout(&layout, child["digest"].as_str().expect("digest"));
+            assert_eq!(
+                img.manifest["config"]["digest"], p["ConfigDigest"],
+                "{id:?}"
+            );
+        }
+
+        // One platform chosen: that image's document.
+        let arm = inspect(&w, &["--platform", "linux/arm64/v8", "multi:1"]);
+        assert_eq!(arm["Platform"], "linux/arm64", "{id:?}: {arm}");
+        assert_eq!(arm["IndexDigest"], iid.as_str());
+        assert_eq!(arm["Id"], platforms[1]["ConfigDigest"]);
+        assert_eq!(arm["ManifestDigest"], platforms[1]["ManifestDigest"]);
+        assert_eq!(arm["Config"]["architecture"], "arm64");
+        assert!(arm.get("Platforms").is_none(), "{arm}");
+        // The index's ID finds it as well as its name.
+        let by_id = inspect(&w, &[short]);
+        assert_eq!(by_id["IndexDigest"], iid.as_str(), "{id:?}");
+        let out = w.kiln(&["inspect", "--platform", "linux/s390x", "multi:1"]);
+        assert_refused(&out);
+        assert!(
+            stderr(&out).contains(
+                "multi:1 has no image for linux/s390x; its platforms are linux/amd64, linux/arm64"
+            ),
+            "{id:?}: {}",
+            stderr(&out)
+        );
+        // A single image: its document as ever; another platform is refused.
+        let one = inspect(&w, &["single:1"]);
+        let keys: Vec<&String> = one.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["Config", "Id", "Manifest", "ManifestDigest", "Name"]);
+        assert_eq!(inspect(&w, &["--platform", "linux/amd64", "single:1"]), one);
+        let out = w.kiln(&["inspect", "--platform", "linux/arm64", "single:1"]);
+        assert_refused(&out);
+        assert!(
+            stderr(&out)
+                .contains("single:1 has no image for linux/arm64; it is an image for linux/amd64"),
+            "{id:?}: {}",
+            stderr(&out)
+        );
+
+        // `kiln history`: a line naming the platform, then the table as ever.
+        let out = w.kiln(&["history", "multi:1"]);
+        assert_ok(&out);
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "PLATFORM linux/amd64 (of linux/amd64, linux/arm64; --platform chooses)"
+        );
+        assert!(lines[1].starts_with("CREATED "), "{text}");
+        let standing = format!("{}\n", lines[1..].join("\n"));
+        assert!(
+            lines[2].contains(" RUN |2 TARGETARCH=amd64 TARGETPLATFORM=linux/amd64 "),
+            "{text}"
+        );
+        assert!(text.contains("COPY busybox-amd64 "), "{id:?}: {text}");
+        assert!(!standing.contains("arm64"), "{id:?}: {text}");
+        let out = w.kiln(&["history", "--platform", "linux/arm64", "multi:1"]);
+        assert_ok(&out);
+        let text = stdout(&out);
+        assert!(
+            text.starts_with("PLATFORM linux/arm64 (of linux/amd64, linux/arm64)\nCREATED "),
+            "{id:?}: {text}"
+        );
+        assert!(text.contains("COPY busybox-arm64 "), "{id:?}: {text}");
+        assert_eq!(text.lines().count(), lines.len(), "{text}");
+        // The single image is this machine's image of the index: its history is the
+        // table above, without the platform line.
+        let single = stdout(&w.kiln(&["history", "single:1"]));
+        assert!(single.starts_with("CREATED "), "{id:?}: {single}");
+        assert_eq!(single, standing, "{id:?}");
+    }
+}
+
+/// A COPY-only Dockerfile: any platform builds without an emulator.
+const COPY_ONLY: &str = "FROM scratch\nARG TARGETARCH\nCOPY data-${TARGETARCH} /data\n";
+
+fn copy_context(w: &World, name: &str, arm64_data: &str) -> PathBuf {
+    let ctx = w.context(name, COPY_ONLY);
+    for (arch, data) in [("amd64", "a\n"), ("arm64", arm64_data), ("s390x", "s\n")] {
+        std::fs::write(ctx.join(format!("data-{arch}")), data).expect("write data");
+    }
+    common::open_up(&ctx);
+    ctx
+}
+
+#[test]
+fn diff_of_two_index_images_compares_them_platform_by_platform() {
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = copy_context(&w, "ctx", "b\n");
+        let changed = copy_context(&w, "changed", "B\n");
+        let two = |ctx: &Path, platforms: &str, tag: &str| {
+            assert_ok(&w.build(ctx, &["--platform", platforms, "-t", tag]));
+        };
+        two(&ctx, "linux/amd64,linux/arm64", "x:1");
+        two(&ctx, "linux/amd64,linux/arm64", "x:2");
+        two(&changed, "linux/amd64,linux/arm64", "x:3");
+        two(&ctx, "linux/amd64,linux/s390x", "y:1");
+        let diff = |args: &[&str]| {
+            let mut all = vec!["diff"];
+            all.extend_from_slice(args);
+            let out = w.kiln(&all);
+            (out.status.code(), stdout(&out), stderr(&out))
+        };
+
+        assert_eq!(
+            diff(&["x:1", "x:2"]),
+            (
+                Some(0),
+                "identical: x:1 and x:2 (linux/amd64, linux/arm64)\n".into(),
+                String::new()
+            ),
+            "{id:?}"
+        );
+        assert_eq!(
+            diff(&["x:1", "x:3"]),
+            (
+                Some(1),
+                "platform linux/amd64: identical\n\
+                 platform linux/arm64: differs\n\
+                 ~ /data (content)\n"
+                    .into(),
+                String::new()
+            ),
+            "{id:?}"
+        );
+        assert_eq!(
+            diff(&["x:1", "y:1"]),
+            (
+                Some(1),
+                "platform linux/amd64: identical\n\
+                 platform linux/arm64: only in x:1\n\
+                 platform linux/s390x: only in y:1\n"
+                    .into(),
+                String::new()
+            ),
+            "{id:?}"
+        );
+        // --platform compares that platform's images only.
+        assert_eq!(
+            diff(&["--platform", "linux/amd64", "x:1", "x:3"]).0,
+            Some(0),
+            "{id:?}"
+        );
+        assert_eq!(
+            diff(&["--platform", "linux/arm64", "x:1", "x:3"]),
+            (Some(1), "~ /data (content)\n".into(), String::new()),
+            "{id:?}"
+        );
+        let (code, _, err) = diff(&["--platform", "linux/s390x", "x:1", "y:1"]);
+        assert_eq!(code, Some(2), "{id:?}: {err}");
+        assert!(
+            err.contains(
+                "x:1 has no image for linux/s390x; its platforms are linux/amd64, linux/arm64"
+            ),
+            "{id:?}: {err}"
+        );
+
+        // JSON: one entry per platform.
+        let (code, out, _) = diff(&["--format", "json", "x:1", "y:1"]);
+        assert_eq!(code, Some(1));
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(doc["identical"], false, "{doc}");
+        assert_eq!(doc["platforms"][0]["platform"], "linux/amd64");
+        assert_eq!(doc["platforms"][0]["identical"], true);
+        assert_eq!(doc["platforms"][0]["comparison"]["identical"], true);
+        assert_eq!(doc["platforms"][1]["only_in"], "a");
+        assert_eq!(doc["platforms"][2]["only_in"], "b");
+        let (_, out, _) = diff(&["--format", "json", "x:1", "x:3"]);
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(
+            doc["platforms"][1]["comparison"]["files"][0]["path"],
+            "/data"
+        );
+    }
+}
+
+#[test]
+fn verify_reproducible_builds_every_platform_twice_and_names_the_one_that_differs() {
+    assert!(is_root(), "fetching the arm64 busybox needs root");
+    let arm64 = arm64_busybox();
+    for id in identities() {
+        let w = World::new(id);
+        let ctx = context(&w, "ctx", &arm64);
+        let layout = w.user_dir("layout");
+        let dest = format!("type=oci,dest={},tar=false", layout.display());
+        let (iid, err) = build(&w, &ctx, "v:1", &["--verify-reproducible", "-o", &dest]);
+        assert!(
+            err.contains(&format!(
+                "verify-reproducible: both builds gave the same index digest {iid}"
+            )),
+            "{id:?}: {err}"
+        );
+        assert!(err.contains("naming to v:1"), "{id:?}: {err}");
+        assert!(iid.starts_with("sha256:"), "{iid}");
+        assert_eq!(inspect(&w, &["v:1"])["Id"], iid.as_str(), "{id:?}");
+        // Exported as a plain build's: the index and both platforms' images, whole.
+        let top = json(&layout.join("index.json"));
+        assert_eq!(top["manifests"][0]["digest"], iid.as_str(), "{top}");
+        let index = json(&blob(&layout, &iid));
+        let arm = index["manifests"][1]["digest"].as_str().expect("digest");
+        assert_eq!(
+            Image::from_oci_layout(&layout, arm).text("arch"),
+            "aarch64\n"
+        );
+        // And the index is the one a plain build makes.
+        let (plain, _) = build(&w, &ctx, "v:2", &["--no-cache"]);
+        assert_eq!(plain, iid, "{id:?}");
+
+        // Random bytes on arm64 only: that platform, and only it, is named.
+        let bad = context(&w, "bad", &arm64);
+        let stamp = "RUN if [ \"$(uname -m)\" = aarch64 ]; then od -An -N8 -tx8 /dev/urandom; \
+                     else echo fixed; fi > /stamp\n";
+        std::fs::write(bad.join("Dockerfile"), format!("{DOCKERFILE}{stamp}")).expect("write");
+        let out = w.build(
+            &bad,
+            &[
+                "--verify-reproducible",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                "bad:1",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{id:?}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "platform linux/amd64: identical\n\
+             platform linux/arm64: differs\n\
+             ~ /stamp (content)\n",
+            "{id:?}"
+        );
+        assert!(
+            stderr(&out).contains("verify-reproducible: not reproducible on linux/arm64: two --no-cache builds gave indexes sha256:"),
+            "{id:?}: {}",
+            stderr(&out)
+        );
+        assert_refused(&w.kiln(&["inspect", "bad:1"]));
+    }
+}

@@ -64,6 +64,22 @@ impl Platform {
         self
     }
 
+    /// Parses a platform as a user names it (`--platform`), normalized as containerd
+    /// does, so that it compares equal to what kiln builds and records: `arm64/v8` is
+    /// `arm64`, and this machine's os and architecture without a variant is this
+    /// machine (`linux/arm` on an ARMv7 machine is `linux/arm/v7`).
+    pub fn parse_normalized(s: &str) -> Result<Platform, InvalidPlatform> {
+        let platform = Platform::parse(s)?.normalized();
+        let host = Platform::host();
+        if platform.os == host.os
+            && platform.architecture == host.architecture
+            && platform.variant.is_none()
+        {
+            return Ok(host);
+        }
+        Ok(platform)
+    }
+
     /// Whether an image for this platform serves a build for `wanted`: the same os and
     /// architecture, and the same variant unless `wanted` names none (arm64's `v8` is
     /// arm64 without a variant, as containerd normalizes it).
@@ -121,6 +137,26 @@ mod tests {
         assert!(p("linux/arm64").serves(&p("linux/arm64/v8")));
         assert!(!p("linux/amd64").serves(&p("linux/arm64")));
         assert!(!p("windows/amd64").serves(&p("linux/amd64")));
+    }
+
+    #[test]
+    fn normalized_platforms_drop_arm64s_v8_and_name_this_machine_in_full() {
+        assert_eq!(
+            Platform::parse_normalized("linux/arm64/v8")
+                .unwrap()
+                .to_string(),
+            "linux/arm64"
+        );
+        let host = Platform::host();
+        let bare = format!("{}/{}", host.os, host.architecture);
+        assert_eq!(Platform::parse_normalized(&bare).unwrap(), host);
+        assert_eq!(
+            Platform::parse_normalized("linux/arm/v6")
+                .unwrap()
+                .to_string(),
+            "linux/arm/v6"
+        );
+        assert!(Platform::parse_normalized("linux").is_err());
     }
 
     #[test]

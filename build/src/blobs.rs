@@ -1,6 +1,6 @@
 //! The store as a blob source and sink for the image crate's archive and compare code,
-//! and blob copies from one store into another (a verified build's image, the user's base
-//! images into a scratch store).
+//! and blob copies from one store into another (a verified build's image, every platform's
+//! with its index, the user's base images into a scratch store).
 
 use crate::BuildError;
 use kiln_image::{BlobSink, BlobSource};
@@ -54,23 +54,42 @@ pub fn copy_blob(from: &Store, to: &Store, digest: &str) -> Result<(), BuildErro
 }
 
 /// Copies a stored image (layers, then config, then manifest: children before the
-/// documents that name them) from `from` into `to`.
+/// documents that name them; an index last, after every platform's image) from `from`
+/// into `to`.
 pub fn copy_image(
     from: &Store,
     to: &Store,
     image: &kiln_store::ImageRef,
 ) -> Result<(), BuildError> {
+    let Some(index) = &image.index else {
+        return copy_manifest(from, to, &image.manifest);
+    };
+    // A pulled base's index is its registry's: of its images, those `from` holds.
+    if from.has_blob(index) {
+        for child in crate::index::children(from, index, index)? {
+            if from.has_blob(&child.manifest) {
+                copy_manifest(from, to, &child.manifest)?;
+            }
+        }
+    }
+    // The standing image is among the children; copied again it costs a lookup.
+    copy_manifest(from, to, &image.manifest)?;
+    if from.has_blob(index) {
+        copy_blob(from, to, index)?;
+    }
+    Ok(())
+}
+
+/// Copies the image of the manifest `digest`: its layers, config, then itself.
+fn copy_manifest(from: &Store, to: &Store, digest: &str) -> Result<(), BuildError> {
     let bytes = from
-        .read_blob(&image.manifest)
-        .map_err(BuildError::store(format!(
-            "reading manifest {}",
-            image.manifest
-        )))?;
+        .read_blob(digest)
+        .map_err(BuildError::store(format!("reading manifest {digest}")))?;
     let manifest = kiln_image::parse_manifest(&bytes)
-        .map_err(|e| BuildError::Request(format!("reading manifest {}: {e}", image.manifest)))?;
+        .map_err(|e| BuildError::Request(format!("reading manifest {digest}: {e}")))?;
     for layer in &manifest.layers {
         copy_blob(from, to, &layer.digest)?;
     }
-    copy_blob(from, to, &image.config)?;
-    copy_blob(from, to, &image.manifest)
+    copy_blob(from, to, &manifest.config.digest)?;
+    copy_blob(from, to, digest)
 }

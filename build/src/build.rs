@@ -34,13 +34,7 @@ pub async fn build(
         Err(e) => notify(Notice::ReclaimFailed(e)),
     }
     let platforms = request.target_platforms()?;
-    let mut lowered = Vec::with_capacity(platforms.len());
-    for (n, platform) in platforms.iter().enumerate() {
-        let registry = request.registry_options(Some(platform));
-        // The warnings and build checks of the first lowering stand for every platform's.
-        let notify: &(dyn Fn(Notice) + Sync) = if n == 0 { notify } else { &|_| {} };
-        lowered.push(lower(store, request, &registry, platform, notify)?);
-    }
+    let lowered = lower_all(store, request, &platforms, notify)?;
     let registry = request.registry_options(None);
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
@@ -51,10 +45,41 @@ pub async fn build(
             Err(e) => notify(Notice::CacheImportFailed(e)),
         }
     }
-    if let [one] = lowered.as_slice() {
+    solve_all(store, request, platforms, &lowered, progress).await
+}
+
+/// Lowers `request` once for each of `platforms`, in their order (all before anything
+/// runs). Shared by a build and `--verify-reproducible`.
+pub(crate) fn lower_all(
+    store: &Store,
+    request: &BuildRequest,
+    platforms: &[kiln_parser::Platform],
+    notify: &(dyn Fn(Notice) + Sync),
+) -> Result<Vec<Lowered>, BuildError> {
+    let mut lowered = Vec::with_capacity(platforms.len());
+    for (n, platform) in platforms.iter().enumerate() {
+        let registry = request.registry_options(Some(platform));
+        // The warnings and build checks of the first lowering stand for every platform's.
+        let notify: &(dyn Fn(Notice) + Sync) = if n == 0 { notify } else { &|_| {} };
+        lowered.push(lower(store, request, &registry, platform, notify)?);
+    }
+    Ok(lowered)
+}
+
+/// Solves `lowered` (one graph per platform of `platforms`, in their order) into `store`:
+/// one platform's image as it is, several at once and tied in an index. Shared by a
+/// build and both builds of `--verify-reproducible`.
+pub(crate) async fn solve_all(
+    store: &Store,
+    request: &BuildRequest,
+    platforms: Vec<kiln_parser::Platform>,
+    lowered: &[Lowered],
+    progress: Progress,
+) -> Result<BuiltImage, BuildError> {
+    if let [one] = lowered {
         return solve(store, request, one, progress).await;
     }
-    let images = solve_platforms(store, request, &lowered, progress).await?;
+    let images = solve_platforms(store, request, lowered, progress).await?;
     let built: Vec<_> = platforms.into_iter().zip(images).collect();
     crate::index::store_index(store, built)
 }

@@ -140,38 +140,19 @@ pub fn archived_digest(
     if format == ArchiveFormat::Oci {
         return Ok(whole);
     }
-    let bytes = store
-        .read_blob(index)
-        .map_err(BuildError::store(format!("reading the index of {name}")))?;
-    let index: kiln_image::oci::Index = serde_json::from_slice(&bytes)
-        .map_err(|e| BuildError::Request(format!("{name}: its index cannot be read: {e}")))?;
+    let children = crate::index::children(store, index, name)?;
     let host = kiln_parser::lower::host_platform();
-    let platform_of = |d: &kiln_image::oci::Descriptor| {
-        d.platform.as_ref().map(|p| kiln_parser::Platform {
-            os: p.os.clone(),
-            architecture: p.architecture.clone(),
-            variant: p.variant.clone(),
-        })
-    };
-    let native = index
-        .manifests
+    match children
         .iter()
-        .find(|d| d.digest == image.manifest && platform_of(d).as_ref() == Some(&host));
-    match native {
-        Some(d) => Ok(d.digest.clone()),
-        None => {
-            let platforms: Vec<String> = index
-                .manifests
-                .iter()
-                .filter_map(|d| platform_of(d).map(|p| p.to_string()))
-                .collect();
-            Err(BuildError::Request(format!(
-                "{name} is an image for {}: a docker archive holds one platform, this \
-                 machine's ({host}), which it lacks; write an OCI archive (`--format oci`, \
-                 `-o type=oci`) to keep every platform",
-                platforms.join(", ")
-            )))
-        }
+        .find(|c| c.manifest == image.manifest && c.platform == host)
+    {
+        Some(c) => Ok(c.manifest.clone()),
+        None => Err(BuildError::Request(format!(
+            "{name} is an image for {}: a docker archive holds one platform, this \
+             machine's ({host}), which it lacks; write an OCI archive (`--format oci`, \
+             `-o type=oci`) to keep every platform",
+            crate::index::platform_list(children.iter().map(|c| &c.platform))
+        ))),
     }
 }
 

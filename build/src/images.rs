@@ -10,6 +10,7 @@ use crate::exporter::{ArchiveFormat, archived_digest, write_archive};
 use kiln_base::size::human_size;
 use kiln_image::ExportImage;
 use kiln_image::oci::{ImageConfig, Manifest};
+use kiln_parser::Platform;
 use kiln_solver::error::ImageError;
 use kiln_store::{ImageRef, LookupError, PruneReport, Store, StoreError};
 use std::path::Path;
@@ -28,16 +29,46 @@ pub enum ImagesError {
     Name(String),
     #[error(transparent)]
     Archive(#[from] BuildError),
+    /// `--platform` names no platform of the image, or no platform at all.
+    #[error("{0}")]
+    Platform(String),
 }
 
 /// One stored image: the name it was found by (`<none>` for an untagged build), its
-/// digests, manifest and config.
+/// digests, manifest and config. An image of several platforms (an index the store holds
+/// whole: a build's) is read as the image that stands for it ([`ImageRef`]) with every
+/// platform's listed in `platforms`; one of its platforms chosen
+/// ([`StoredImage::select`]) is that platform's image, `platform` saying which. A base
+/// pulled for some of its registry's platforms shows as the one image it is named by, and
+/// `--platform` chooses among the platforms the store holds of it.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
     pub name: String,
     pub image: ImageRef,
     pub manifest: Manifest,
     pub config: ImageConfig,
+    /// The index's digest when the store holds all of it: an image of several platforms.
+    pub index: Option<String>,
+    /// Each platform's image of its index the store holds, in the index's order (none
+    /// without one).
+    pub platforms: Vec<PlatformImage>,
+    /// The platform of `manifest` when the image has an index.
+    pub platform: Option<Platform>,
+    /// Whether `--platform` chose `manifest` ([`StoredImage::select`]), rather than it
+    /// standing for the whole.
+    pub chosen: bool,
+}
+
+/// One platform's image of an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformImage {
+    pub platform: Platform,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    /// Its layer blobs' size, compressed.
+    pub size: u64,
+    /// Its layers' digests and sizes (shared ones count once in the whole image's size).
+    layers: Vec<(String, u64)>,
 }
 
 /// One entry of an image's history, sized by the layer it made.
@@ -51,47 +82,198 @@ pub struct HistoryRow {
 }
 
 impl StoredImage {
-    /// Reads the manifest and config of `image`, named `name`.
+    /// Reads the manifest and config of `image`, named `name`, and, when it has an
+    /// index, every platform's manifest.
     pub fn read(store: &Store, name: String, image: ImageRef) -> Result<Self, ImagesError> {
         let (manifest, config) = kiln_solver::images::read_image(store, &name, &image)?;
+        let mut platforms = Vec::new();
+        let mut whole = None;
+        if let Some(index) = &image.index {
+            let children = if store.whole_image(&image) == *index {
+                whole = Some(index.clone());
+                crate::index::children(store, index, &name)?
+            } else {
+                // A pulled base's index: its registry's, mostly of images never pulled.
+                let children = crate::index::children(store, index, &name).unwrap_or_default();
+                children
+                    .into_iter()
+                    .filter(|c| store.has_blob(&c.manifest))
+                    .collect()
+            };
+            for child in children {
+                let manifest = kiln_image::oci::parse_manifest(&store.read_blob(&child.manifest)?)
+                    .map_err(|source| ImageError::Parse {
+                        reference: name.clone(),
+                        source,
+                    })?;
+                platforms.push(PlatformImage {
+                    platform: child.platform,
+                    manifest_digest: child.manifest,
+                    config_digest: manifest.config.digest.clone(),
+                    size: manifest.layers.iter().map(|l| l.size).sum(),
+                    layers: manifest
+                        .layers
+                        .iter()
+                        .map(|l| (l.digest.clone(), l.size))
+                        .collect(),
+                });
+            }
+        }
+        let platform = platforms
+            .iter()
+            .find(|p| p.manifest_digest == image.manifest)
+            .map(|p| p.platform.clone());
         Ok(StoredImage {
             name,
             image,
             manifest,
             config,
+            index: whole,
+            platforms,
+            platform,
+            chosen: false,
         })
     }
 
-    /// The layer blobs' size as stored: compressed, unlike docker's unpacked size.
+    /// This image's image for `wanted` (`os/arch[/variant]`): its index's for that
+    /// platform, or itself when it has no index and is for it. An error names the
+    /// platforms it has.
+    pub fn select(self, store: &Store, wanted: &str) -> Result<StoredImage, ImagesError> {
+        let platform = Platform::parse_normalized(wanted)
+            .map_err(|e| ImagesError::Platform(format!("--platform {wanted}: {e}")))?;
+        if self.image.index.is_none() {
+            let has = self.config.platform();
+            if has.serves(&platform) {
+                return Ok(self);
+            }
+            return Err(ImagesError::Platform(format!(
+                "{} has no image for {platform}; it is an image for {has}",
+                self.name
+            )));
+        }
+        let Some(chosen) = self.platforms.iter().find(|p| p.platform.serves(&platform)) else {
+            let held = crate::index::platform_list(self.platforms.iter().map(|p| &p.platform));
+            return Err(ImagesError::Platform(match self.index {
+                Some(_) => format!(
+                    "{} has no image for {platform}; its platforms are {held}",
+                    self.name
+                ),
+                None => format!(
+                    "{name}: the store holds no image for {platform}, only for {held}; \
+                     `kiln pull --platform {platform} {name}` fetches it",
+                    name = self.name
+                ),
+            }));
+        };
+        let image = ImageRef {
+            config: chosen.config_digest.clone(),
+            manifest: chosen.manifest_digest.clone(),
+            index: self.image.index.clone(),
+        };
+        let mut chosen = StoredImage::read(store, self.name, image)?;
+        chosen.chosen = true;
+        Ok(chosen)
+    }
+
+    /// The layer blobs' size as stored: compressed, unlike docker's unpacked size. An
+    /// image of several platforms counts every platform's layers, each blob once.
     pub fn size(&self) -> u64 {
-        self.manifest.layers.iter().map(|l| l.size).sum()
+        if self.index.is_none() {
+            return self.manifest.layers.iter().map(|l| l.size).sum();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut size = 0;
+        for p in &self.platforms {
+            for (digest, layer_size) in &p.layers {
+                if seen.insert(digest) {
+                    size += layer_size;
+                }
+            }
+        }
+        size
+    }
+
+    /// The image ID: its index's digest for an image of several platforms (what its build
+    /// printed and wrote to `--iidfile`), else its config's.
+    pub fn id(&self) -> &str {
+        self.index.as_deref().unwrap_or(&self.image.config)
     }
 
     /// The first 12 hex digits of the image ID, as docker shows it.
     pub fn short_id(&self) -> &str {
-        let id = self.image.config.trim_start_matches("sha256:");
+        let id = self.id().trim_start_matches("sha256:");
         &id[..id.len().min(12)]
     }
 
-    /// Its row of `kiln images`' table (under [`list_header`]).
+    /// Its row of `kiln images`' table (under [`list_header`]); an image of several
+    /// platforms has its platforms in a last column (under [`list_header_platforms`]).
     pub fn list_line(&self) -> String {
-        format!(
-            "{:<40} {:<14} {:<32} {}",
+        let line = format!(
+            "{:<40} {:<14} {:<32} ",
             self.name,
             self.short_id(),
             created_label(self.config.created.as_deref()),
-            human_size(self.size())
-        )
+        );
+        let size = human_size(self.size());
+        if self.index.is_none() {
+            return format!("{line}{size}");
+        }
+        let platforms = crate::index::platform_list(self.platforms.iter().map(|p| &p.platform));
+        format!("{line}{size:<17}  {platforms}")
     }
 
     /// `kiln inspect`'s document: the name, both digests, the manifest and the config.
+    /// An image of several platforms has its index's digest as its ID, then each
+    /// platform's digests, then the document of the image that stands for it (`Platform`
+    /// saying which). One platform of it chosen is that platform's image's document with
+    /// its `Platform` and `IndexDigest`.
     pub fn inspect_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "Name": self.name,
             "Id": self.image.config,
-            "ManifestDigest": self.image.manifest,
-            "Manifest": self.manifest,
-            "Config": self.config,
+        });
+        if let Some(index) = &self.index
+            && !self.chosen
+        {
+            doc["Id"] = index.clone().into();
+            let platforms: Vec<serde_json::Value> = self
+                .platforms
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "Platform": p.platform.to_string(),
+                        "ManifestDigest": p.manifest_digest,
+                        "ConfigDigest": p.config_digest,
+                        "Size": p.size,
+                    })
+                })
+                .collect();
+            doc["Platforms"] = platforms.into();
+        }
+        if let (Some(index), true) = (&self.image.index, self.index.is_some() || self.chosen) {
+            doc["IndexDigest"] = index.clone().into();
+            if let Some(platform) = &self.platform {
+                doc["Platform"] = platform.to_string().into();
+            }
+        }
+        doc["ManifestDigest"] = self.image.manifest.clone().into();
+        doc["Manifest"] = serde_json::json!(self.manifest);
+        doc["Config"] = serde_json::json!(self.config);
+        doc
+    }
+
+    /// `kiln history`'s line above its table for an image of several platforms: which
+    /// platform's history it is, of which (none for a single image).
+    pub fn history_platform_line(&self) -> Option<String> {
+        if self.index.is_none() && !self.chosen {
+            return None;
+        }
+        let platform = self.platform.as_ref()?;
+        let all = crate::index::platform_list(self.platforms.iter().map(|p| &p.platform));
+        Some(if self.chosen {
+            format!("PLATFORM {platform} (of {all})")
+        } else {
+            format!("PLATFORM {platform} (of {all}; --platform chooses)")
         })
     }
 
@@ -145,6 +327,13 @@ pub fn list_header() -> String {
         "{:<40} {:<14} {:<32} SIZE (compressed)",
         "NAME", "IMAGE ID", "CREATED"
     )
+}
+
+/// The header of `kiln images`' table when an image of several platforms is listed:
+/// [`list_header`] with a PLATFORMS column.
+pub fn list_header_platforms() -> String {
+    // SIZE's header is as wide as its column here.
+    format!("{}  PLATFORMS", list_header())
 }
 
 /// The header of `kiln history`'s table.
@@ -286,7 +475,102 @@ mod tests {
             },
             manifest: serde_json::from_value(manifest).expect("a manifest"),
             config: serde_json::from_value(config).expect("a config"),
+            index: None,
+            platforms: Vec::new(),
+            platform: None,
+            chosen: false,
         }
+    }
+
+    const INDEX: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    /// `image` as the amd64 image of a two-platform index whose arm64 image shares its
+    /// first layer.
+    fn multi(chosen: bool) -> StoredImage {
+        let mut multi = image(Some("1970-01-01T00:00:00Z"));
+        multi.image.index = Some(INDEX.to_string());
+        multi.index = Some(INDEX.to_string());
+        let platform = |p: &str, manifest: &str, layers: Vec<(String, u64)>| PlatformImage {
+            platform: Platform::parse(p).unwrap(),
+            manifest_digest: manifest.to_string(),
+            config_digest: CONFIG.to_string(),
+            size: layers.iter().map(|l| l.1).sum(),
+            layers,
+        };
+        let other = format!("sha256:{}", "e".repeat(64));
+        multi.platforms = vec![
+            platform(
+                "linux/amd64",
+                MANIFEST,
+                vec![(CONFIG.to_string(), 1000), (MANIFEST.to_string(), 2048)],
+            ),
+            platform(
+                "linux/arm64",
+                &other,
+                vec![(CONFIG.to_string(), 1000), (other.clone(), 500)],
+            ),
+        ];
+        multi.platform = Some(Platform::parse("linux/amd64").unwrap());
+        multi.chosen = chosen;
+        multi
+    }
+
+    #[test]
+    fn an_image_of_several_platforms_lists_them_in_a_last_column_under_its_index_id() {
+        let header = list_header_platforms();
+        assert_eq!(header, format!("{}  PLATFORMS", list_header()));
+        let line = multi(false).list_line();
+        // Shared layers count once.
+        let size = human_size(1000 + 2048 + 500);
+        assert_eq!(
+            line,
+            format!(
+                "app:1{}111111111111   1970-01-01 (SOURCE_DATE_EPOCH=0) {size:<17}  \
+                 linux/amd64, linux/arm64",
+                " ".repeat(36)
+            )
+        );
+        assert_eq!(line.find("linux/amd64"), header.find("PLATFORMS"));
+    }
+
+    #[test]
+    fn inspect_of_an_index_names_it_and_every_platforms_digests() {
+        let doc = multi(false).inspect_json();
+        assert_eq!(doc["Id"], INDEX);
+        assert_eq!(doc["IndexDigest"], INDEX);
+        assert_eq!(doc["Platform"], "linux/amd64");
+        assert_eq!(doc["ManifestDigest"], MANIFEST);
+        let platforms = doc["Platforms"].as_array().unwrap();
+        assert_eq!(platforms.len(), 2);
+        assert_eq!(platforms[1]["Platform"], "linux/arm64");
+        assert_eq!(
+            platforms[1]["ManifestDigest"],
+            format!("sha256:{}", "e".repeat(64))
+        );
+        assert_eq!(platforms[1]["ConfigDigest"], CONFIG);
+        assert_eq!(platforms[1]["Size"], 1500);
+        assert_eq!(
+            multi(false).history_platform_line().unwrap(),
+            "PLATFORM linux/amd64 (of linux/amd64, linux/arm64; --platform chooses)"
+        );
+
+        // One platform chosen: that image's document, its ID its config's.
+        let doc = multi(true).inspect_json();
+        assert_eq!(doc["Id"], CONFIG);
+        assert_eq!(doc["IndexDigest"], INDEX);
+        assert_eq!(doc["Platform"], "linux/amd64");
+        assert!(doc.get("Platforms").is_none(), "{doc}");
+        assert_eq!(
+            multi(true).history_platform_line().unwrap(),
+            "PLATFORM linux/amd64 (of linux/amd64, linux/arm64)"
+        );
+
+        // A single image's document and history are what they were.
+        let single = image(None);
+        let doc = single.inspect_json();
+        let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["Config", "Id", "Manifest", "ManifestDigest", "Name"]);
+        assert_eq!(single.history_platform_line(), None);
     }
 
     #[test]

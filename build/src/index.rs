@@ -12,6 +12,45 @@ use kiln_image::oci::{self, Descriptor, Index};
 use kiln_parser::Platform;
 use kiln_store::Store;
 
+/// One platform's image in a stored index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    pub platform: Platform,
+    /// `sha256:<hex>` of its manifest.
+    pub manifest: String,
+}
+
+/// The images of the stored index `digest` (of the image called `name` in errors), in
+/// its order; an entry naming no platform (kiln writes none) is not one of them.
+pub fn children(store: &Store, digest: &str, name: &str) -> Result<Vec<Child>, BuildError> {
+    let bytes = store
+        .read_blob(digest)
+        .map_err(BuildError::store(format!("reading the index of {name}")))?;
+    let index: Index = serde_json::from_slice(&bytes)
+        .map_err(|e| BuildError::Request(format!("{name}: its index cannot be read: {e}")))?;
+    Ok(index
+        .manifests
+        .into_iter()
+        .filter_map(|d| {
+            let p = d.platform?;
+            Some(Child {
+                platform: Platform {
+                    os: p.os,
+                    architecture: p.architecture,
+                    variant: p.variant,
+                },
+                manifest: d.digest,
+            })
+        })
+        .collect())
+}
+
+/// `platforms` as a list for messages: `linux/amd64, linux/arm64`.
+pub fn platform_list<'a>(platforms: impl IntoIterator<Item = &'a Platform>) -> String {
+    let names: Vec<String> = platforms.into_iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
 /// Writes the index over `built` (one image per platform, at least two) into `store`; the
 /// result is the standing image with the index's digest and every platform's cache keys.
 pub(crate) fn store_index(

@@ -59,7 +59,7 @@ pub mod flags;
 pub mod git_context;
 pub mod images;
 pub mod import;
-mod index;
+pub mod index;
 pub mod load;
 pub mod location;
 mod notice;

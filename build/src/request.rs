@@ -80,7 +80,7 @@ pub fn source_date_epoch(
 impl BuildRequest {
     /// The platforms this build is for, in the order given: `--platform P1,P2,...`
     /// (`os/arch[/variant]` each; one listed twice counts once), else this machine's.
-    /// `arm64/v8` is `arm64`, as containerd normalizes it.
+    /// Each is normalized as containerd does ([`kiln_parser::Platform::parse_normalized`]).
     pub fn target_platforms(&self) -> Result<Vec<kiln_parser::Platform>, BuildError> {
         let host = kiln_parser::lower::host_platform();
         let Some(list) = &self.platform else {
@@ -88,18 +88,8 @@ impl BuildRequest {
         };
         let mut platforms: Vec<kiln_parser::Platform> = Vec::new();
         for p in list.split(',').map(str::trim) {
-            let mut platform = kiln_parser::Platform::parse(p)
+            let platform = kiln_parser::Platform::parse_normalized(p)
                 .map_err(|e| BuildError::Request(format!("--platform {list}: {e}")))?;
-            if platform.architecture == "arm64" && platform.variant.as_deref() == Some("v8") {
-                platform.variant = None;
-            }
-            // `linux/arm` on an ARMv7 machine is that machine.
-            if platform.os == host.os
-                && platform.architecture == host.architecture
-                && platform.variant.is_none()
-            {
-                platform = host.clone();
-            }
             if !platforms.contains(&platform) {
                 platforms.push(platform);
             }

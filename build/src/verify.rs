@@ -2,22 +2,28 @@
 //! scratch stores, compared with the image crate's compare engine.
 //!
 //! Base images are inputs, not part of what is checked: the Dockerfile is lowered once
-//! against the user's store (a base missing there is pulled into it once, as a plain build
+//! (per platform) against the user's store (a base missing there is pulled into it once, as a plain build
 //! would), and every base it names is copied into both scratch stores, so both builds
 //! start from the same bytes, a base made with `kiln import` or `kiln load` included (and
 //! the images of `oci-layout://` named contexts, unnamed). The
 //! user's store is only read until the builds agree; then the image is copied into it and
 //! exported as a plain build's would be.
 //!
+//! A request for several platforms is built whole by each build, every platform at once
+//! and tied in an index, as a plain build ([`crate::build`]); the two index digests
+//! decide, and builds that differ are compared platform by platform, so the report names
+//! the platforms that are not reproducible.
+//!
 //! The two builds run in this process, so they share its RUN limits: on cgroup v1 as root,
 //! the one pids cgroup of the process holds the RUNs of both.
 
 use crate::Notice;
-use crate::blobs::{StoreBlobs, copy_image};
-use crate::build::{lower, solve};
+use crate::blobs::copy_image;
+use crate::build::{lower_all, solve_all};
+use crate::compare::{Diff, compare_platforms, open_manifest};
 use crate::exporter::{Exports, export};
 use crate::{BuildError, BuildRequest, BuiltImage};
-use kiln_image::compare::{Comparison, OpenImage, compare};
+use kiln_image::compare::compare;
 use kiln_solver::progress::{Event, Progress};
 use kiln_store::{ImageRef, Store};
 use std::collections::VecDeque;
@@ -30,11 +36,10 @@ const KEPT_EVENTS: usize = 10_000;
 pub enum Verdict {
     /// Both builds gave this image; it is now in the user's store and exported.
     Reproducible(BuiltImage),
-    /// The builds gave different manifests.
-    Differs {
-        comparison: Box<Comparison>,
-        manifests: [String; 2],
-    },
+    /// The builds gave different images: what differs (platform by platform for several)
+    /// and the two builds' image digests (their indexes' for several platforms, else
+    /// their manifests').
+    Differs { diff: Diff, digests: [String; 2] },
     /// Build `build` (1 or 2) failed: its last progress events and its error.
     Failed {
         build: usize,
@@ -54,9 +59,8 @@ pub async fn verify(
     let mut request = request.clone();
     request.no_cache = true;
     kiln_executor::cgroup::configure(request.limits, request.cgroup_parent.as_deref());
-    let platform = request.target_platform("--verify-reproducible")?;
-    let registry = request.registry_options(Some(&platform));
-    let lowered = lower(store, &request, &registry, &platform, notify)?;
+    let platforms = request.target_platforms()?;
+    let lowered = lower_all(store, &request, &platforms, notify)?;
     let scratch = tempfile::Builder::new()
         .prefix("kiln-verify-")
         .tempdir()
@@ -64,9 +68,11 @@ pub async fn verify(
     let open = |name: &str| -> Result<Store, BuildError> {
         let scratch_store = Store::open(&scratch.path().join(name))
             .map_err(BuildError::store(format!("opening scratch store {name}")))?;
-        give_bases(store, &scratch_store, &lowered.bases)?;
-        for image in &lowered.contexts.held {
-            copy_image(store, &scratch_store, image)?;
+        for lowered in &lowered {
+            give_bases(store, &scratch_store, &lowered.bases)?;
+            for image in &lowered.contexts.held {
+                copy_image(store, &scratch_store, image)?;
+            }
         }
         Ok(scratch_store)
     };
@@ -84,7 +90,7 @@ pub async fn verify(
                 }
                 Vec::from(kept)
             });
-            let built = solve(&stores[n], &request, &lowered, progress);
+            let built = solve_all(&stores[n], &request, platforms.clone(), &lowered, progress);
             async move {
                 let built = built.await;
                 (built, kept.await.unwrap_or_default())
@@ -98,21 +104,42 @@ pub async fn verify(
         (Err(error), _) => return Ok(failed(1, events_a, error)),
         (_, Err(error)) => return Ok(failed(2, events_b, error)),
     };
-    if image_a.manifest_digest != image_b.manifest_digest {
-        let opened_a = open_built(&stores[0], "build 1", &image_a)?;
-        let opened_b = open_built(&stores[1], "build 2", &image_b)?;
-        let comparison = compare(&opened_a, &opened_b).map_err(BuildError::Compare)?;
+    // An index names every platform's manifest: one digest decides for all.
+    let top = |i: &BuiltImage| i.index.clone().unwrap_or_else(|| i.manifest_digest.clone());
+    if top(&image_a) != top(&image_b) {
+        let diff = match (&image_a.index, &image_b.index) {
+            (Some(index_a), Some(index_b)) => {
+                let children_a = crate::index::children(&stores[0], index_a, "build 1")?;
+                let children_b = crate::index::children(&stores[1], index_b, "build 2")?;
+                let platforms = compare_platforms(
+                    [&stores[0], &stores[1]],
+                    [&children_a, &children_b],
+                    ["build 1", "build 2"],
+                )?;
+                Diff::Platforms {
+                    names: ["build 1".into(), "build 2".into()],
+                    platforms,
+                }
+            }
+            _ => {
+                let opened_a = open_manifest(&stores[0], "build 1", &image_a.manifest_digest)?;
+                let opened_b = open_manifest(&stores[1], "build 2", &image_b.manifest_digest)?;
+                let comparison = compare(&opened_a, &opened_b).map_err(BuildError::Compare)?;
+                Diff::Image(Box::new(comparison))
+            }
+        };
         return Ok(Verdict::Differs {
-            comparison: Box::new(comparison),
-            manifests: [image_a.manifest_digest, image_b.manifest_digest],
+            diff,
+            digests: [top(&image_a), top(&image_b)],
         });
     }
     let stored = ImageRef {
-        index: None,
+        index: image_a.index.clone(),
         config: image_a.config_digest.clone(),
         manifest: image_a.manifest_digest.clone(),
     };
     copy_image(&stores[0], store, &stored)?;
+    let registry = request.registry_options(None);
     export(store, &stores[0], &image_a, exports, &registry, notify)?;
     Ok(Verdict::Reproducible(image_a))
 }
@@ -136,13 +163,4 @@ fn give_bases(from: &Store, to: &Store, bases: &[(String, ImageRef)]) -> Result<
             )))?;
     }
     Ok(())
-}
-
-fn open_built<'s>(
-    store: &'s Store,
-    label: &str,
-    image: &BuiltImage,
-) -> Result<OpenImage<'s>, BuildError> {
-    OpenImage::from_blobs(label, &image.manifest_digest, Box::new(StoreBlobs(store)))
-        .map_err(BuildError::Compare)
 }

@@ -291,6 +291,17 @@ pub struct ImageConfig {
     pub history: Vec<History>,
 }
 
+impl ImageConfig {
+    /// The platform the config says the image is for.
+    pub fn platform(&self) -> kiln_base::platform::Platform {
+        kiln_base::platform::Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
+    }
+}
+
 impl Default for ImageConfig {
     fn default() -> Self {
         let host = kiln_base::platform::Platform::host();

@@ -1,8 +1,8 @@
 //! The one image lookup every command uses: a name, or the ID of a named image.
 //!
 //! A name is normalized (`bb` means `bb:latest`, as in docker). Otherwise `sha256:<hex>` or
-//! a bare hex prefix of at least 4 characters matches the image IDs (config digests) of
-//! the named images. A prefix that matches two different images is an error, as docker's
+//! a bare hex prefix of at least 4 characters matches the image IDs (config digests, and
+//! the index digest of an image of several platforms) of the named images. A prefix that matches two different images is an error, as docker's
 //! "multiple IDs found with provided prefix": taking the first match would act on an
 //! image the user did not mean.
 
@@ -70,7 +70,14 @@ impl Store {
         if prefix.len() >= MIN_ID_PREFIX && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut matches: Vec<&(String, ImageRef)> = refs
                 .iter()
-                .filter(|(_, r)| r.config.trim_start_matches("sha256:").starts_with(prefix))
+                .filter(|(_, r)| {
+                    // An image of several platforms goes by its index's digest (what its
+                    // build printed) as well as by its standing image's config.
+                    [Some(&r.config), r.index.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|id| id.trim_start_matches("sha256:").starts_with(prefix))
+                })
                 .collect();
             // Sorted by name already; one entry per image, under its first name.
             let mut seen = Vec::new();
@@ -167,6 +174,18 @@ mod tests {
             err.to_string(),
             "dddd: 2 images have IDs starting with dddd"
         );
+    }
+
+    #[test]
+    fn an_image_of_several_platforms_goes_by_its_index_digest_too() {
+        let (_dir, store) = store();
+        let mut multi = image('a', '1');
+        multi.index = Some(format!("sha256:{}", "9".repeat(64)));
+        store.set_ref("multi:1", multi.clone()).unwrap();
+        store.set_ref("single:1", image('b', '2')).unwrap();
+        assert_eq!(store.find_image("9999").unwrap().image, multi);
+        assert_eq!(store.find_image("aaaa").unwrap().image, multi);
+        assert!(store.find_image("bbbb").unwrap().image.index.is_none());
     }
 
     #[test]
