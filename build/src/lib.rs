@@ -24,8 +24,10 @@
 //! [`verify::verify`] runs step 2 twice, at once, in two scratch stores that get the
 //! user's base images copied in (the user's store is only read; a base missing from it
 //! is pulled into it once, as a plain build would), compares the results with the image
-//! crate's compare engine, and on a match copies the image into the user's store and
-//! exports it as step 3.
+//! crate's compare engine (platform by platform for several, [`compare`]), and on a match
+//! copies the image into the user's store and exports it as step 3. A build for several
+//! platforms is tied together by [`index`], which also reads a stored index's platforms
+//! for the image commands, `kiln diff` and the exporters.
 //!
 //! `kiln save` and `kiln load` use the same archive writer and a store-side load
 //! ([`exporter::write_archive`], [`load::load`]); the other image commands find, list and
