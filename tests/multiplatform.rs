@@ -715,3 +715,55 @@ fn verify_reproducible_builds_every_platform_twice_and_names_the_one_that_differ
         assert_refused(&w.kiln(&["inspect", "bad:1"]));
     }
 }
+
+#[test]
+fn a_base_pulled_for_one_platform_of_its_index_lists_as_one_image_until_the_store_holds_all() {
+    assert!(is_root(), "fetching the arm64 busybox needs root");
+    let arm64 = arm64_busybox();
+    let registry = Registry::start();
+    let w = World::new(Identity::Root);
+    let ctx = context(&w, "ctx", &arm64);
+    let name = format!("{}/kiln/pulled:1", registry.host());
+    let (iid, _) = build(&w, &ctx, &name, &["--push"]);
+
+    let fresh = World::new(Identity::Root);
+    assert_ok(&fresh.kiln(&["pull", &name]));
+    // Only this machine's image is in the store: a single image, as before indexes.
+    let text = stdout(&fresh.kiln(&["images"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("SIZE (compressed)"), "{text}");
+    assert!(lines[1].starts_with(&format!("{name} ")), "{text}");
+    assert!(!lines[1].contains("linux/"), "{text}");
+    let doc = inspect(&fresh, &[&name]);
+    assert!(doc.get("Platforms").is_none(), "{doc}");
+    assert!(doc.get("IndexDigest").is_none(), "{doc}");
+    assert_eq!(doc["Config"]["architecture"], "amd64");
+    let history = stdout(&fresh.kiln(&["history", &name]));
+    assert!(history.starts_with("CREATED "), "{history}");
+    let out = fresh.kiln(&["history", "--platform", "linux/arm64", &name]);
+    assert_refused(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{name}: the store holds no image for linux/arm64, only for linux/amd64; \
+             `kiln pull --platform linux/arm64 {name}` fetches it"
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // A build on it for both platforms pulls the arm64 image: now the store holds the
+    // whole index, and the base lists as the image of two platforms it is.
+    let on = fresh.context("on", &format!("FROM {name}\nRUN cat /arch > /arch2\n"));
+    build(&fresh, &on, "on:1", &[]);
+    let text = stdout(&fresh.kiln(&["images"]));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .expect("the base's row");
+    let short = &iid.trim_start_matches("sha256:")[..12];
+    assert!(row.contains(&format!(" {short} ")), "{text}");
+    assert!(row.ends_with("  linux/amd64, linux/arm64"), "{text}");
+    let arm = stdout(&fresh.kiln(&["history", "--platform", "linux/arm64", &name]));
+    assert!(arm.contains("COPY busybox-arm64 "), "{arm}");
+    assert_eq!(inspect(&fresh, &[&name])["Id"], iid.as_str());
+}
