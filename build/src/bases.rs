@@ -107,9 +107,9 @@ impl StoreResolver<'_> {
             let pulled = kiln_registry::pull_into_store(self.store, reference, registry)
                 .map_err(|e| format!("pulling {reference}: {e}"))?;
             // A base pulled for another platform of the same index keeps its name on the
-            // image it named (both are in the store now, the index finds each).
+            // image it named (both are in the store now, the index finds each); with
+            // `--pull` too, so the platforms of one build leave the name as the first did.
             if let Some(before) = &stored
-                && !self.pull
                 && before.index.is_some()
                 && before.index == pulled.image.index
             {
