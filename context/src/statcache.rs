@@ -203,9 +203,12 @@ impl StatCache {
             updates: HashMap::new(),
             dirty: false,
         };
-        // Written sorted; sort anyway so binary search holds for any valid file.
+        // Written sorted; checked (one pass, cheaper than a sort) so binary search holds
+        // for any valid file.
         let mut loaded = std::mem::take(&mut cache.loaded);
-        loaded.sort_by(|a, b| cache.path_of(a).cmp(cache.path_of(b)));
+        if !loaded.is_sorted_by(|a, b| cache.path_of(a) <= cache.path_of(b)) {
+            loaded.sort_by(|a, b| cache.path_of(a).cmp(cache.path_of(b)));
+        }
         cache.loaded = loaded;
         Some(cache)
     }

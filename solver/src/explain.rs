@@ -50,23 +50,24 @@ impl ExplainLog {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Saves `inputs` for `place`, unless the saved ones already have the same key (a
-    /// cache hit then writes nothing: the inputs of a big context can be megabytes).
+    /// Saves the inputs of `key` for `place`, unless the saved ones already have the same
+    /// key (a cache hit then writes nothing: the inputs of a big context can be megabytes,
+    /// so `inputs` makes them only when they are written).
     /// Best effort: explanations never fail a build.
-    pub fn save(&self, place: &str, inputs: &KeyInputs) {
+    pub fn save(&self, place: &str, key: &str, inputs: impl FnOnce() -> KeyInputs) {
         let (name, key_name) = Self::names(place);
         if self
             .records
             .read(&key_name)
-            .is_some_and(|k| k == inputs.key.as_bytes())
+            .is_some_and(|k| k == key.as_bytes())
         {
             return;
         }
-        let Ok(bytes) = serde_json::to_vec(inputs) else {
+        let Ok(bytes) = serde_json::to_vec(&inputs()) else {
             return;
         };
         // The key last: it says the inputs beside it are whole.
-        for (dest, content) in [(&name, bytes), (&key_name, inputs.key.clone().into_bytes())] {
+        for (dest, content) in [(&name, bytes), (&key_name, key.as_bytes().to_vec())] {
             if self.records.write(dest, &content).is_err() {
                 return;
             }
@@ -146,6 +147,16 @@ fn short(v: &Value) -> String {
     } else {
         s
     }
+}
+
+/// The `files` of [`KeyInputs`]: each entry a key read, by path (a later source naming
+/// the same path wins, as it does in the copy).
+pub(crate) fn file_digests(entries: &[kiln_context::HashedEntry]) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for entry in entries {
+        files.insert(entry.rel_path.clone(), entry_digest(entry));
+    }
+    files
 }
 
 /// How the explain log records a context entry that a key read: its kind, mode, link

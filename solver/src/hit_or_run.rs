@@ -117,7 +117,7 @@ async fn hit_or_run(
     if !no_cache && let Some(layer) = recorded.clone() {
         let s = session.clone();
         if let Ok(layer) = blocking(move || s.ensure_snapshot(&layer)).await {
-            session.explain.save(&place, &keyed.inputs);
+            session.explain.save(&place, &key, || keyed.full_inputs());
             return Ok(Solved {
                 key,
                 layer,
@@ -129,7 +129,10 @@ async fn hit_or_run(
         let reasons = if no_cache {
             vec!["--no-cache".to_string()]
         } else {
-            explain(session.explain.previous(&place).as_ref(), &keyed.inputs)
+            explain(
+                session.explain.previous(&place).as_ref(),
+                &keyed.full_inputs(),
+            )
         };
         for reason in reasons {
             progress.send(Event::Explain { id, reason });
@@ -179,7 +182,7 @@ async fn hit_or_run(
         .store
         .put_record(&key, &record)
         .map_err(|e| ctx.at(e))?;
-    session.explain.save(&place, &keyed.inputs);
+    session.explain.save(&place, &key, || keyed.full_inputs());
     progress.send(Event::Log {
         id,
         stream: Stream::Info,

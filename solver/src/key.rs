@@ -9,10 +9,9 @@
 
 use crate::error::StepError;
 use kiln_base::digest::sha256_hex;
-use kiln_context::{ChecksumOptions, Context};
+use kiln_context::{ChecksumOptions, Context, HashedEntry};
 use kiln_image::oci::canonical_json;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// Bumped whenever the meaning of a key changes, so old records are never misread.
 const KEY_VERSION: u32 = 1;
@@ -37,12 +36,13 @@ pub fn scratch_key() -> String {
 
 /// A key input from a context (the build's or a named one): the checksum of what
 /// `pattern` selects, minus `excludes`, as COPY selects it; each selected file's digest is
-/// added to `files` for `--explain-cache`.
+/// added to `files` for `--explain-cache` (as it is: the explain log's digests of 20,000
+/// entries cost more than the walk's bookkeeping, and a cache hit never needs them).
 pub(crate) fn context_checksum(
     context: &Context,
     pattern: &str,
     excludes: &[String],
-    files: &mut BTreeMap<String, String>,
+    files: &mut Vec<HashedEntry>,
 ) -> Result<String, StepError> {
     let sum = context.checksum(
         pattern,
@@ -52,9 +52,7 @@ pub(crate) fn context_checksum(
             excludes: excludes.to_vec(),
         },
     )?;
-    for entry in &sum.files {
-        files.insert(entry.rel_path.clone(), crate::explain::entry_digest(entry));
-    }
+    files.extend(sum.files);
     Ok(sum.digest)
 }
 

@@ -13,7 +13,6 @@ use crate::key::vertex_key;
 use crate::oci_config;
 use kiln_context::Context;
 use kiln_store::{ImageRef, Store};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -91,7 +90,7 @@ impl NamedContexts {
         context: &Context,
         pattern: &str,
         excludes: &[String],
-        files: &mut BTreeMap<String, String>,
+        files: &mut Vec<kiln_context::HashedEntry>,
     ) -> Result<String, StepError> {
         crate::key::context_checksum(context, pattern, excludes, files)
     }

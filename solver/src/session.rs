@@ -17,7 +17,6 @@ use kiln_context::Context;
 use kiln_image::Compression;
 use kiln_parser::Platform;
 use kiln_store::{LayerRef, Store};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -365,7 +364,7 @@ impl BuildSession {
         &self,
         pattern: &str,
         excludes: &[String],
-        files: &mut BTreeMap<String, String>,
+        files: &mut Vec<kiln_context::HashedEntry>,
     ) -> Result<String, StepError> {
         crate::key::context_checksum(&self.context, pattern, excludes, files)
     }

@@ -79,12 +79,10 @@ enum Slot {
     },
 }
 
-fn display(rel: &str) -> String {
-    if rel.is_empty() {
-        ".".to_string()
-    } else {
-        rel.to_string()
-    }
+/// `rel` as an entry names it (`.` for the root); taken by value, so a walk's 20,000
+/// entries are not each copied once more.
+fn display(rel: String) -> String {
+    if rel.is_empty() { ".".to_string() } else { rel }
 }
 
 /// Wraps an io error with the path it concerns.
@@ -123,7 +121,7 @@ impl Context {
             if excludes.is_some_and(|x| x.matches(&name)) {
                 return Ok(());
             }
-            out.push(self.item(&src.resolved, || abs.clone(), &meta)?);
+            out.push(self.item(src.resolved.clone(), || abs.clone(), &meta)?);
             return Ok(());
         }
         let info = if self.matcher.is_empty() || src.resolved.is_empty() {
@@ -156,7 +154,7 @@ impl Context {
                 pattern: pattern.to_string(),
             });
         }
-        out.push(self.item(&src.resolved, || abs.clone(), &meta)?);
+        out.push(self.item(src.resolved.clone(), || abs.clone(), &meta)?);
         out.append(&mut children);
         Ok(())
     }
@@ -209,7 +207,7 @@ impl Context {
                         return Ok(None);
                     }
                     Ok(Some(Node::Dir(
-                        self.item(rel, || abs.clone(), meta)?,
+                        self.item(rel.clone(), || abs.clone(), meta)?,
                         children,
                     )))
                 }
@@ -245,7 +243,7 @@ impl Context {
             at: usize,
             hidden: bool,
         }
-        let mut out = vec![self.item(rel, || abs.to_path_buf(), meta)?];
+        let mut out = vec![self.item(rel.to_string(), || abs.to_path_buf(), meta)?];
         let mut stack = vec![Frame {
             slots: self
                 .scan_dir(rel, abs, src_root, excludes, info)?
@@ -264,7 +262,7 @@ impl Context {
                     hidden,
                 }) => {
                     let at = out.len();
-                    out.push(self.item(&rel, || abs.clone(), &meta)?);
+                    out.push(self.item(rel.clone(), || abs.clone(), &meta)?);
                     let slots = self.scan_dir(&rel, &abs, src_root, excludes, &info)?;
                     stack.push(Frame {
                         slots: slots.into_iter(),
@@ -345,11 +343,7 @@ impl Context {
                     hidden,
                 });
             } else if !hidden {
-                slots.push(Slot::Leaf(self.item(
-                    &rel,
-                    || dir_abs.join(&name),
-                    &meta,
-                )?));
+                slots.push(Slot::Leaf(self.item(rel, || dir_abs.join(&name), &meta)?));
             }
         }
 
@@ -360,7 +354,7 @@ impl Context {
     /// file showed up in no-op rebuild profiles.
     fn item(
         &self,
-        rel: &str,
+        rel: String,
         abs: impl Fn() -> std::path::PathBuf,
         meta: &fs::Metadata,
     ) -> Result<Item, ContextError> {

@@ -32,7 +32,6 @@ use crate::session::BuildSession;
 use kiln_executor::commit::{LayerFormat, LayerSource};
 use kiln_parser::{CopyOp, Op, RunOp, Source, Step, WorkdirOp};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A step that makes a layer.
@@ -58,14 +57,27 @@ pub(crate) struct KeyContext<'a> {
 #[derive(Default)]
 pub(crate) struct KeyParts {
     pub inputs: Vec<(String, String)>,
-    pub files: BTreeMap<String, String>,
+    /// Every entry the key's context checksums covered, in their order.
+    pub files: Vec<kiln_context::HashedEntry>,
 }
 
 /// A keyed step: what its key was made of, and what keying fetched that execution must
 /// use as it is (ADD's downloads, so the layer holds the bytes that were keyed).
 pub(crate) struct Keyed {
+    /// Its `files` left empty: [`Keyed::full_inputs`] fills them when they are needed.
     pub inputs: KeyInputs,
+    files: Vec<kiln_context::HashedEntry>,
     pub fetched: fetch::Fetched,
+}
+
+impl Keyed {
+    /// The inputs with the files the key covered, for the explain log.
+    pub(crate) fn full_inputs(&self) -> KeyInputs {
+        KeyInputs {
+            files: crate::explain::file_digests(&self.files),
+            ..self.inputs.clone()
+        }
+    }
 }
 
 /// What an execution reads: the session, the step and the state it runs on.
@@ -147,7 +159,7 @@ impl<'a> LayerOp<'a> {
     pub(crate) fn key(self, kc: &KeyContext) -> Result<Keyed, StepError> {
         let mut parts = KeyParts {
             inputs: vec![("previous step".to_string(), kc.parent.to_string())],
-            files: BTreeMap::new(),
+            files: Vec::new(),
         };
         let mut fetched = fetch::Fetched::default();
         let op = match self {
@@ -167,8 +179,9 @@ impl<'a> LayerOp<'a> {
                 key,
                 inputs: parts.inputs,
                 params,
-                files: parts.files,
+                files: Default::default(),
             },
+            files: parts.files,
             fetched,
         })
     }
