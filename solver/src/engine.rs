@@ -41,8 +41,7 @@ pub fn stage_platform(graph: &BuildGraph, stage: &kiln_parser::Stage) -> kiln_pa
     stage
         .platform
         .as_deref()
-        .and_then(|p| kiln_parser::Platform::parse(p).ok())
-        .map(kiln_parser::Platform::normalized)
+        .and_then(|p| kiln_parser::Platform::parse_normalized(p).ok())
         .unwrap_or_else(|| graph.platform.clone())
 }
 

@@ -205,7 +205,7 @@ impl Ctx<'_> {
     /// build's (`arm64/v8` is `arm64`); `None` when the stage is for the build's.
     pub(super) fn own_platform(&self, i: usize) -> Option<Platform> {
         let written = self.platforms.get(i)?.as_deref()?;
-        let platform = Platform::parse(written).ok()?.normalized();
+        let platform = Platform::parse_normalized(written).ok()?;
         let build = self
             .opts
             .platform
