@@ -649,6 +649,43 @@ fn diff_of_two_index_images_compares_them_platform_by_platform() {
             doc["platforms"][1]["comparison"]["files"][0]["path"],
             "/data"
         );
+
+        // The same for indexes written out: an OCI layout and an OCI archive.
+        let layout = w.user_dir("x1-layout");
+        let archive = w.user_dir("archives").join("x3.tar");
+        let archive_s = archive.to_str().expect("utf-8");
+        assert_ok(&w.kiln(&["save", "--format", "oci", "-o", archive_s, "x:3"]));
+        let dest = format!("type=oci,dest={},tar=false", layout.display());
+        assert_ok(&w.build(
+            &ctx,
+            &["--platform", "linux/amd64,linux/arm64", "-o", &dest],
+        ));
+        let oci = format!("oci:{}", layout.display());
+        let oci_archive = format!("oci-archive:{archive_s}");
+        assert_eq!(diff(&[&oci, "x:1"]).0, Some(0), "{id:?}");
+        assert_eq!(
+            diff(&[&oci, &oci_archive]),
+            (
+                Some(1),
+                "platform linux/amd64: identical\n\
+                 platform linux/arm64: differs\n\
+                 ~ /data (content)\n"
+                    .into(),
+                String::new()
+            ),
+            "{id:?}"
+        );
+        // And `kiln load` takes such an archive whole: the same index, both platforms.
+        let fresh = World::new(id);
+        let out = fresh.kiln(&["load", "-i", archive_s]);
+        assert_ok(&out);
+        let loaded = inspect(&fresh, &["x:3"]);
+        assert_eq!(loaded["Id"], inspect(&w, &["x:3"])["Id"], "{id:?}");
+        let again = fresh.user_dir("again").join("x3.tar");
+        let again_s = again.to_str().expect("utf-8");
+        assert_ok(&fresh.kiln(&["save", "--format", "oci", "-o", again_s, "x:3"]));
+        let out = w.kiln(&["diff", &oci_archive, &format!("oci-archive:{again_s}")]);
+        assert_eq!(out.status.code(), Some(0), "{id:?}: {}", stdout(&out));
     }
 }
 

@@ -137,7 +137,8 @@ impl Diff {
 }
 
 /// Compares the images `a` and `b` name; `root` is the `--root` flag; `platform` is
-/// `--platform`.
+/// `--platform`. An OCI layout or archive is loaded into a scratch store first, so an
+/// index in one is compared platform by platform as a stored one is.
 pub fn compare_images(
     a: &str,
     b: &str,
@@ -157,69 +158,104 @@ pub fn compare_images(
         (ImageLocation::Store(_), _) | (_, ImageLocation::Store(_)) => Some(open_store(root)?),
         _ => None,
     };
-    let stored = |loc: &ImageLocation| -> Result<Option<ImageRef>, BuildError> {
-        match (loc, &store) {
-            (ImageLocation::Store(reference), Some(store)) => {
-                find_stored(store, reference).map(Some)
-            }
-            _ => Ok(None),
-        }
-    };
-    let (stored_a, stored_b) = (stored(&a)?, stored(&b)?);
-    // Images of several platforms are indexes the store holds whole (a pulled base's
-    // index is its registry's, mostly of images never pulled).
-    let whole = |image: &Option<ImageRef>| -> Option<String> {
-        let (store, image) = (store.as_ref()?, image.as_ref()?);
-        let index = image.index.as_ref()?;
-        (store.whole_image(image) == *index).then(|| index.clone())
-    };
-    if let (Some(store), None) = (&store, &wanted)
-        && let (Some(ia), Some(ib)) = (whole(&stored_a), whole(&stored_b))
-    {
-        let children_a = crate::index::children(store, &ia, &names[0])?;
-        let children_b = crate::index::children(store, &ib, &names[1])?;
-        let platforms = compare_platforms(
-            [store, store],
-            [&children_a, &children_b],
-            [names[0].as_str(), names[1].as_str()],
-        )?;
-        return Ok(Diff::Platforms { names, platforms });
-    }
     let scratch = tempfile::Builder::new()
         .prefix("kiln-diff-")
         .tempdir()
         .map_err(BuildError::io(
             "making a scratch directory for archive blobs",
         ))?;
-    let open = |loc: &ImageLocation,
-                image: &Option<ImageRef>,
-                name: &str,
-                sub: &str|
-     -> Result<OpenImage<'_>, BuildError> {
-        let opened = match (image, &store) {
-            (Some(image), Some(store)) => {
-                let manifest = match &wanted {
-                    Some(w) => select(store, image, name, w)?,
-                    None => image.manifest.clone(),
-                };
-                open_manifest(store, name, &manifest)?
-            }
-            _ => open_location(loc, &scratch.path().join(sub)).map_err(BuildError::Compare)?,
-        };
-        if let Some(w) = &wanted {
-            let has = opened.config.platform();
-            if !has.serves(w) {
-                return Err(BuildError::Request(format!(
-                    "{name} is an image for {has}, not {w}"
-                )));
-            }
-        }
-        Ok(opened)
+    let scratch_store = |sub: &str| -> Result<Store, BuildError> {
+        Store::open(&scratch.path().join(sub)).map_err(BuildError::store(format!(
+            "opening a scratch store for {sub}"
+        )))
     };
-    let image_a = open(&a, &stored_a, &names[0], "a")?;
-    let image_b = open(&b, &stored_b, &names[1], "b")?;
+    let loaded = [scratch_store("a")?, scratch_store("b")?];
+    // Each side as a stored image: a store reference, or a layout or archive of one image
+    // (or one index) loaded into its scratch store; `None` for what stays an archive.
+    let stored =
+        |loc: &ImageLocation, n: usize| -> Result<Option<(&Store, ImageRef)>, BuildError> {
+            match (loc, &store) {
+                (ImageLocation::Store(reference), Some(store)) => {
+                    Ok(Some((store, find_stored(store, reference)?)))
+                }
+                (ImageLocation::OciLayout(path) | ImageLocation::OciArchive(path), _) => {
+                    // What does not load as one image is read as before, which says why.
+                    match crate::load::load(&loaded[n], path).as_deref() {
+                        Ok([one]) => Ok(Some((&loaded[n], one.image.clone()))),
+                        _ => Ok(None),
+                    }
+                }
+                _ => Ok(None),
+            }
+        };
+    let (stored_a, stored_b) = (stored(&a, 0)?, stored(&b, 1)?);
+    // Images of several platforms are indexes their store holds whole (a pulled base's
+    // index is its registry's, mostly of images never pulled).
+    let whole = |side: &Option<(&Store, ImageRef)>| -> Option<String> {
+        let (store, image) = side.as_ref()?;
+        let index = image.index.as_ref()?;
+        (store.whole_image(image) == *index).then(|| index.clone())
+    };
+    if wanted.is_none()
+        && let (Some(ia), Some(ib)) = (whole(&stored_a), whole(&stored_b))
+        && let (Some((sa, _)), Some((sb, _))) = (&stored_a, &stored_b)
+    {
+        let children_a = crate::index::children(sa, &ia, &names[0])?;
+        let children_b = crate::index::children(sb, &ib, &names[1])?;
+        let platforms = compare_platforms(
+            [sa, sb],
+            [&children_a, &children_b],
+            [names[0].as_str(), names[1].as_str()],
+        )?;
+        return Ok(Diff::Platforms { names, platforms });
+    }
+    let wanted = wanted.as_ref();
+    let image_a = open_side(
+        &a,
+        &stored_a,
+        &names[0],
+        &scratch.path().join("a-blobs"),
+        wanted,
+    )?;
+    let image_b = open_side(
+        &b,
+        &stored_b,
+        &names[1],
+        &scratch.path().join("b-blobs"),
+        wanted,
+    )?;
     let comparison = compare(&image_a, &image_b).map_err(BuildError::Compare)?;
     Ok(Diff::Image(Box::new(comparison)))
+}
+
+/// One side of a comparison opened: the stored image (for `wanted`, when given) or the
+/// archive at `loc` read with its blobs under `blobs`.
+fn open_side<'s>(
+    loc: &ImageLocation,
+    side: &Option<(&'s Store, ImageRef)>,
+    name: &str,
+    blobs: &std::path::Path,
+    wanted: Option<&Platform>,
+) -> Result<OpenImage<'s>, BuildError> {
+    let opened = match side {
+        Some((store, image)) => {
+            let manifest = match wanted {
+                Some(w) => select(store, image, name, w)?,
+                None => image.manifest.clone(),
+            };
+            open_manifest(store, name, &manifest)?
+        }
+        None => open_location(loc, blobs).map_err(BuildError::Compare)?,
+    };
+    if let Some(w) = wanted {
+        let has = opened.config.platform();
+        if !has.serves(w) {
+            return Err(BuildError::Request(format!(
+                "{name} is an image for {has}, not {w}"
+            )));
+        }
+    }
+    Ok(opened)
 }
 
 /// Pairs the images of `children` (A's, B's) by platform and compares each pair: A's

@@ -1,5 +1,8 @@
 //! `kiln load`: the images of a docker-archive, OCI archive or OCI layout into the store,
-//! and their names set only once every name and manifest is known good.
+//! and their names set only once every name and manifest is known good. An image of
+//! several platforms (an index, as `-o type=oci` or `skopeo copy --all` write it) is
+//! loaded whole and named as a multi-platform build's result is: by its index, with this
+//! machine's platform (else the first) standing for it.
 
 use crate::BuildError;
 use crate::blobs::StoreBlobs;
@@ -39,17 +42,7 @@ pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>, BuildError> {
         let image_ref = match refs.get(digest) {
             Some(r) => r.clone(),
             None => {
-                let reading = || format!("reading manifest {digest}");
-                let bytes = store
-                    .read_blob(digest)
-                    .map_err(BuildError::store(reading()))?;
-                let manifest = kiln_image::parse_manifest(&bytes)
-                    .map_err(|e| BuildError::io(reading())(std::io::Error::other(e)))?;
-                let r = ImageRef {
-                    index: None,
-                    config: manifest.config.digest.clone(),
-                    manifest: digest.clone(),
-                };
+                let r = stored_ref(store, digest)?;
                 refs.insert(digest.clone(), r.clone());
                 r
             }
@@ -75,4 +68,43 @@ pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>, BuildError> {
         }
     }
     Ok(planned)
+}
+
+/// The store's ref for the loaded manifest or index `digest`.
+fn stored_ref(store: &Store, digest: &str) -> Result<ImageRef, BuildError> {
+    let reading = || format!("reading manifest {digest}");
+    let bytes = store
+        .read_blob(digest)
+        .map_err(BuildError::store(reading()))?;
+    let kind = kiln_image::oci::parse_manifest_or_index(&bytes)
+        .map_err(|e| BuildError::io(reading())(std::io::Error::other(e)))?;
+    let (manifest, index) = match kind {
+        kiln_image::oci::ManifestKind::Manifest(_) => (digest.to_string(), None),
+        kiln_image::oci::ManifestKind::Index(_) => {
+            let children = crate::index::children(store, digest, digest)?;
+            let host = kiln_parser::lower::host_platform();
+            let standing = children
+                .iter()
+                .find(|c| c.platform.serves(&host))
+                .or_else(|| children.first())
+                .ok_or_else(|| {
+                    BuildError::Request(format!(
+                        "index {digest}: names no platform's image (kiln loads an index \
+                         whose entries say their platform)"
+                    ))
+                })?;
+            (standing.manifest.clone(), Some(digest.to_string()))
+        }
+    };
+    let bytes = store
+        .read_blob(&manifest)
+        .map_err(BuildError::store(format!("reading manifest {manifest}")))?;
+    let parsed = kiln_image::parse_manifest(&bytes).map_err(|e| {
+        BuildError::io(format!("reading manifest {manifest}"))(std::io::Error::other(e))
+    })?;
+    Ok(ImageRef {
+        config: parsed.config.digest,
+        manifest,
+        index,
+    })
 }
