@@ -52,7 +52,11 @@ pub(crate) fn context_checksum(
             excludes: excludes.to_vec(),
         },
     )?;
-    files.extend(sum.files);
+    if files.is_empty() {
+        *files = sum.files;
+    } else {
+        files.extend(sum.files);
+    }
     Ok(sum.digest)
 }
 
