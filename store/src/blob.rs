@@ -139,6 +139,14 @@ impl Store {
 
     /// Stores `bytes` as a blob.
     pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        // A blob already stored (a rebuild's config and manifest) needs no temp file.
+        let digest = Digest::of(bytes);
+        if self.blobs_dir().join(digest.hex()).exists() {
+            return Ok(BlobInfo {
+                digest: digest.into_string(),
+                size: bytes.len() as u64,
+            });
+        }
         let mut w = self.blob_writer()?;
         w.write_all(bytes)
             .map_err(io_err("write", w.tmp_path.clone()))?;

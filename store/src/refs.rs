@@ -59,12 +59,17 @@ const MAX_UNTAGGED: usize = 16;
 
 impl Store {
     fn read_refs(&self) -> Result<RefsFile> {
+        Ok(self.read_refs_raw()?.0)
+    }
+
+    /// The refs file and the bytes it was read from (empty when there is none).
+    fn read_refs_raw(&self) -> Result<(RefsFile, Vec<u8>)> {
         let path = self.refs_file();
         match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RefsFile::default()),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(|refs| (refs, bytes))
+                .map_err(|source| StoreError::Json { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((RefsFile::default(), Vec::new())),
             Err(source) => Err(StoreError::Io {
                 op: "read",
                 path,
@@ -73,20 +78,19 @@ impl Store {
         }
     }
 
-    fn write_refs(&self, refs: &RefsFile) -> Result<()> {
-        let bytes = canonical_json(refs).map_err(|source| StoreError::Encode {
+    /// Lock, re-read, modify, write; a change that leaves the bytes as they were (a
+    /// no-op rebuild naming the same image again) writes nothing, sparing the fsyncs.
+    fn update_refs<T>(&self, f: impl FnOnce(&mut RefsFile) -> T) -> Result<T> {
+        let _guard = self.lock_refs()?;
+        let (mut refs, before) = self.read_refs_raw()?;
+        let out = f(&mut refs);
+        let bytes = canonical_json(&refs).map_err(|source| StoreError::Encode {
             what: "refs",
             source,
         })?;
-        atomic_write(&self.refs_file(), &bytes)
-    }
-
-    /// Lock, re-read, modify, write.
-    fn update_refs<T>(&self, f: impl FnOnce(&mut RefsFile) -> T) -> Result<T> {
-        let _guard = self.lock_refs()?;
-        let mut refs = self.read_refs()?;
-        let out = f(&mut refs);
-        self.write_refs(&refs)?;
+        if bytes != before {
+            atomic_write(&self.refs_file(), &bytes)?;
+        }
         Ok(out)
     }
 

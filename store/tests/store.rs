@@ -261,6 +261,36 @@ fn cache_records_round_trip_and_missing_blob_is_a_miss() {
 }
 
 #[test]
+fn naming_the_same_image_again_leaves_the_refs_file_and_a_stored_blob_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let (_d, s) = store();
+    let img = |n: u8| ImageRef {
+        index: None,
+        manifest: sha256_digest(&[n]),
+        config: sha256_digest(&[n, n]),
+    };
+    let refs = s.root().join("refs");
+    s.set_ref("app", img(1)).unwrap();
+    let first = std::fs::metadata(&refs).unwrap().ino();
+    // The same name and image: a no-op rebuild's tag. An atomic rewrite would give a new inode.
+    s.set_ref("app", img(1)).unwrap();
+    assert_eq!(std::fs::metadata(&refs).unwrap().ino(), first);
+    // Another image under the name is written.
+    s.set_ref("app", img(2)).unwrap();
+    assert_ne!(std::fs::metadata(&refs).unwrap().ino(), first);
+    assert_eq!(s.get_ref("app").unwrap(), Some(img(2)));
+
+    let info = s.put_blob_bytes(b"config").unwrap();
+    let path = s.blob_path(&info.digest).unwrap();
+    let stored = std::fs::metadata(&path).unwrap().ino();
+    let again = s.put_blob_bytes(b"config").unwrap();
+    assert_eq!(again, info);
+    assert_eq!(info.size, 6);
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), stored);
+    assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
+}
+
+#[test]
 fn refs_set_get_list_remove_with_normalization() {
     let (_d, s) = store();
     let img = |n: u8| ImageRef {
