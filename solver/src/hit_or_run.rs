@@ -14,28 +14,12 @@ use crate::session::BuildSession;
 use kiln_executor::commit::{CommitRequest, commit_layer};
 use kiln_parser::Step;
 use kiln_store::{CacheRecord, LayerRef};
-use std::collections::HashMap;
-use std::sync::Arc;
 
 /// A solved step: its key, its layer, and whether the layer came from the cache.
 pub(crate) struct Solved {
     pub key: String,
     pub layer: Layer,
     pub cached: bool,
-}
-
-/// The steps of one build's solves by key, each made once (see
-/// [`crate::SolveOptions::shared_steps`]).
-#[derive(Debug, Default)]
-pub struct SharedSteps {
-    steps: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Layer>>>>,
-}
-
-impl SharedSteps {
-    fn cell(&self, key: &str) -> Arc<tokio::sync::OnceCell<Layer>> {
-        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
-        steps.entry(key.to_string()).or_default().clone()
-    }
 }
 
 /// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records).

@@ -11,7 +11,8 @@
 //!   of its own); `stage`: a stage's base, then its steps in order (metadata-only ones
 //!   only change its config).
 //! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record; the
-//!   solves of one multi-platform build share their steps by key ([`SharedSteps`]).
+//!   solves of one multi-platform build share their steps by key (`shared_steps`:
+//!   [`SharedSteps`]).
 //! - `ops`: the layer ops, one module each (`run` with its `mounts`, `copy` for COPY and
 //!   ADD with `fetch` for ADD's URLs, `workdir`), each with its cache key, built from the
 //!   fields it names, and its execution into an empty layer directory.
@@ -47,6 +48,7 @@ mod result;
 pub mod run;
 mod secret;
 pub mod session;
+mod shared_steps;
 pub mod ssh;
 mod stage;
 
@@ -58,11 +60,11 @@ mod test_session;
 pub use engine::{stage_platform, vertex_count};
 pub use entitlements::{Entitlement, Entitlements, NetworkDefault};
 pub use error::{SolveError, StepError};
-pub use hit_or_run::SharedSteps;
 pub use named::NamedSource;
 pub use ops::git::StoreGitCache;
 pub use result::{Layer, StageResult};
 pub use session::{BuildSession, ProgressScope, SecretSource, SolveOptions};
+pub use shared_steps::SharedSteps;
 pub use ssh::SshSource;
 
 use kiln_parser::BuildGraph;

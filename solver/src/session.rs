@@ -99,7 +99,7 @@ pub struct SolveOptions {
     /// key another solve is making waits for it and takes its layer, so a stage every
     /// platform reads (`FROM --platform=$BUILDPLATFORM`) runs once. `None` for a build of
     /// one platform.
-    pub shared_steps: Option<Arc<crate::hit_or_run::SharedSteps>>,
+    pub shared_steps: Option<Arc<crate::shared_steps::SharedSteps>>,
 }
 
 /// Where a solve's vertex numbers start and what goes before their names: a build of
