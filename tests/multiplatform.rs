@@ -271,6 +271,22 @@ fn a_pushed_index_is_what_skopeo_reads_and_copies_with_every_platform() {
         .collect();
     assert_eq!(archs, ["amd64", "arm64"]);
 
+    // `-o type=registry` pushes the same index.
+    let name2 = format!("{}/kiln/multi:2", registry.host());
+    let (iid2, _) = build(&w, &ctx, &name2, &["-o", "type=registry"]);
+    assert_eq!(iid2, iid);
+    let raw2 = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name2}"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        raw2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw2.stderr)
+    );
+    assert_eq!(raw2.stdout, raw.stdout);
+
     let copy = w.user_dir("copy");
     let out = Command::new("skopeo")
         .args(["copy", "--all", "--src-tls-verify=false"])
@@ -648,6 +664,24 @@ fn diff_of_two_index_images_compares_them_platform_by_platform() {
         assert_eq!(
             doc["platforms"][1]["comparison"]["files"][0]["path"],
             "/data"
+        );
+
+        // A docker archive holds one image, this machine's: an index without it is refused.
+        two(&ctx, "linux/arm64,linux/s390x", "z:1");
+        let tar = w.user_dir("archives").join("z.tar");
+        let out = w.kiln(&["save", "-o", tar.to_str().expect("utf-8"), "z:1"]);
+        assert_refused(&out);
+        assert!(
+            stderr(&out).contains(
+                "z:1 is an image for linux/arm64, linux/s390x: a docker archive holds one platform"
+            ),
+            "{id:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !tar.exists(),
+            "{id:?}: a refused save left {}",
+            tar.display()
         );
 
         // The same for indexes written out: an OCI layout and an OCI archive.
