@@ -8,7 +8,6 @@ mod common;
 use common::Image;
 use common::identity::{Identity, World, assert_ok, assert_refused, identities, is_root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The arm64 busybox, made once (root and the package mirror needed); `None` skips.
 fn arm64_busybox() -> Option<PathBuf> {
@@ -16,17 +15,7 @@ fn arm64_busybox() -> Option<PathBuf> {
         eprintln!("skipped: fetching the arm64 busybox needs root");
         return None;
     }
-    let script = common::testdata("platform/make-busybox.sh");
-    let out = Command::new(script)
-        .arg("arm64")
-        .output()
-        .expect("make-busybox.sh");
-    assert!(
-        out.status.success(),
-        "make-busybox.sh arm64 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    Some(common::foreign_busybox("arm64"))
 }
 
 fn emulator_registered(name: &str) -> bool {

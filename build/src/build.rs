@@ -178,7 +178,7 @@ async fn solve_platforms(
     let solves = lowered.iter().map(|l| {
         let scope = ProgressScope {
             first: next,
-            prefix: Some(l.graph.platform.to_string()),
+            show_platform: true,
         };
         next += kiln_solver::vertex_count(&l.graph);
         let session = base.sibling(|options| {

@@ -102,23 +102,24 @@ pub struct SolveOptions {
     pub shared_steps: Option<Arc<crate::shared_steps::SharedSteps>>,
 }
 
-/// Where a solve's vertex numbers start and what goes before their names: a build of
+/// Where a solve's vertex numbers start and whether names show platforms: a build of
 /// several platforms solves one graph per platform at once, into one progress stream, so
-/// each gets its own numbers and shows its platform (`[linux/arm64 build 2/4]`, as
-/// BuildKit shows it).
+/// each gets its own numbers and each vertex shows the platform its stage is built for
+/// (`[linux/arm64 build 2/4]`; a `$BUILDPLATFORM` stage's `[linux/amd64 tools 1/3]`), as
+/// BuildKit shows them.
 #[derive(Debug, Clone)]
 pub struct ProgressScope {
     /// The first vertex number (`#1` for a build of one platform).
     pub first: usize,
-    /// Shown before the stage name (a platform), or nothing.
-    pub prefix: Option<String>,
+    /// Whether vertex names start with their stage's platform.
+    pub show_platform: bool,
 }
 
 impl Default for ProgressScope {
     fn default() -> ProgressScope {
         ProgressScope {
             first: 1,
-            prefix: None,
+            show_platform: false,
         }
     }
 }

@@ -71,10 +71,11 @@ impl StageRunner {
         } else {
             stage.display_name()
         };
-        let label = match &self.session.options.progress_scope.prefix {
-            Some(prefix) if label.is_empty() => prefix.clone(),
-            Some(prefix) => format!("{prefix} {label}"),
-            None => label,
+        let options = &self.session.options;
+        let label = match options.progress_scope.show_platform {
+            true if label.is_empty() => options.platform.to_string(),
+            true => format!("{} {label}", options.platform),
+            false => label,
         };
         let total = self.ids.len();
         let from_id = self.ids[0];

@@ -13,6 +13,21 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Debian's busybox-static for the architecture `arch` (Debian's name), fetched once and
+/// cached by `testdata/platform/make-busybox.sh` (root and the package mirror needed).
+pub fn foreign_busybox(arch: &str) -> PathBuf {
+    let out = Command::new(testdata("platform/make-busybox.sh"))
+        .arg(arch)
+        .output()
+        .expect("make-busybox.sh");
+    assert!(
+        out.status.success(),
+        "make-busybox.sh {arch} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// The kiln binary under test.
 pub fn kiln_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
