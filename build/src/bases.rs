@@ -93,17 +93,15 @@ impl StoreResolver<'_> {
             }
             _ => None,
         };
-        if self.offline {
-            // `--check` builds nothing: what is missing is empty, and a stored image of
-            // another platform is taken as is (the checks report the mismatch, as
-            // BuildKit's InvalidBaseImagePlatform).
-            match image.or_else(|| stored.clone()) {
-                Some(i) => image = Some(i),
-                None => return Ok(BaseImage::default()),
-            }
+        // `--check` builds nothing and pulls nothing: what is missing is empty, and a
+        // stored image of another platform is taken as is below (the checks report the
+        // mismatch, as BuildKit's InvalidBaseImagePlatform).
+        if self.offline && image.is_none() && stored.is_none() {
+            return Ok(BaseImage::default());
         }
         let pulled_for_another = stored.as_ref().is_some_and(|s| s.index.is_some());
-        if image.is_none() && (stored.is_none() || self.pull || pulled_for_another) {
+        if image.is_none() && !self.offline && (stored.is_none() || self.pull || pulled_for_another)
+        {
             let pulled = kiln_registry::pull_into_store(self.store, reference, registry)
                 .map_err(|e| format!("pulling {reference}: {e}"))?;
             // A base pulled for another platform of the same index keeps its name on the
@@ -126,11 +124,7 @@ impl StoreResolver<'_> {
         };
         let (_, config) = kiln_solver::images::read_image(self.store, reference, &image)
             .map_err(|e| e.to_string())?;
-        let theirs = kiln_parser::Platform {
-            os: config.os.clone(),
-            architecture: config.architecture.clone(),
-            variant: config.variant.clone(),
-        };
+        let theirs = config.platform();
         // An image without a platform in its config (some hand-made ones) is taken as is;
         // the checks (offline) report a mismatch as BuildKit's InvalidBaseImagePlatform.
         if !self.offline && !config.architecture.is_empty() && !theirs.serves(ours) {
@@ -148,11 +142,7 @@ impl StoreResolver<'_> {
 
 /// What lowering needs of an image's config.
 pub(crate) fn base_image(config: &kiln_image::ImageConfig) -> BaseImage {
-    let platform = kiln_parser::Platform {
-        os: config.os.clone(),
-        architecture: config.architecture.clone(),
-        variant: config.variant.clone(),
-    };
+    let platform = config.platform();
     let state = kiln_solver::oci_config::state_from_config(config);
     BaseImage {
         env: state.config.env,

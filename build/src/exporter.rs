@@ -272,10 +272,7 @@ fn metadata(store: &Store, image: &BuiltImage, tags: &[String]) -> Result<Vec<u8
     let manifest = store
         .read_blob(top)
         .map_err(BuildError::store("reading the image manifest"))?;
-    let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
-        .ok()
-        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
-        .unwrap_or_else(|| kiln_image::oci::MEDIA_TYPE_MANIFEST.to_string());
+    let media_type = crate::index::media_type(&manifest);
     let mut doc = serde_json::json!({
         "containerimage.digest": top,
         "containerimage.descriptor": {

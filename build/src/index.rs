@@ -32,13 +32,8 @@ pub fn children(store: &Store, digest: &str, name: &str) -> Result<Vec<Child>, B
         .manifests
         .into_iter()
         .filter_map(|d| {
-            let p = d.platform?;
             Some(Child {
-                platform: Platform {
-                    os: p.os,
-                    architecture: p.architecture,
-                    variant: p.variant,
-                },
+                platform: d.platform?.to_platform(),
                 manifest: d.digest,
             })
         })
@@ -93,16 +88,21 @@ fn standing(built: &[(Platform, BuiltImage)]) -> usize {
     built.iter().position(|(p, _)| *p == host).unwrap_or(0)
 }
 
+/// The media type a stored manifest or index names, an OCI manifest's when it names none
+/// (as Docker's schema 2 lets it).
+pub(crate) fn media_type(bytes: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_else(|| oci::MEDIA_TYPE_MANIFEST.to_string())
+}
+
 /// The index entry of the stored manifest `digest`, built for `platform`.
 fn entry(store: &Store, platform: &Platform, digest: &str) -> Result<Descriptor, BuildError> {
     let bytes = store
         .read_blob(digest)
         .map_err(BuildError::store(format!("reading the manifest {digest}")))?;
-    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
-        .unwrap_or_else(|| oci::MEDIA_TYPE_MANIFEST.to_string());
-    let mut descriptor = Descriptor::new(&media_type, digest, bytes.len() as u64);
+    let mut descriptor = Descriptor::new(&media_type(&bytes), digest, bytes.len() as u64);
     descriptor.platform = Some(oci::Platform {
         architecture: platform.architecture.clone(),
         os: platform.os.clone(),

@@ -72,14 +72,22 @@ pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>, BuildError> {
 
 /// The store's ref for the loaded manifest or index `digest`.
 fn stored_ref(store: &Store, digest: &str) -> Result<ImageRef, BuildError> {
-    let reading = || format!("reading manifest {digest}");
-    let bytes = store
-        .read_blob(digest)
-        .map_err(BuildError::store(reading()))?;
-    let kind = kiln_image::oci::parse_manifest_or_index(&bytes)
-        .map_err(|e| BuildError::io(reading())(std::io::Error::other(e)))?;
-    let (manifest, index) = match kind {
-        kiln_image::oci::ManifestKind::Manifest(_) => (digest.to_string(), None),
+    let manifest = |digest: &str| -> Result<kiln_image::oci::ManifestKind, BuildError> {
+        let reading = || format!("reading manifest {digest}");
+        let bytes = store
+            .read_blob(digest)
+            .map_err(BuildError::store(reading()))?;
+        kiln_image::oci::parse_manifest_or_index(&bytes)
+            .map_err(|e| BuildError::io(reading())(std::io::Error::other(e)))
+    };
+    let (standing, index) = match manifest(digest)? {
+        kiln_image::oci::ManifestKind::Manifest(m) => {
+            return Ok(ImageRef {
+                config: m.config.digest,
+                manifest: digest.to_string(),
+                index: None,
+            });
+        }
         kiln_image::oci::ManifestKind::Index(_) => {
             let children = crate::index::children(store, digest, digest)?;
             let host = kiln_parser::lower::host_platform();
@@ -93,18 +101,18 @@ fn stored_ref(store: &Store, digest: &str) -> Result<ImageRef, BuildError> {
                          whose entries say their platform)"
                     ))
                 })?;
-            (standing.manifest.clone(), Some(digest.to_string()))
+            (standing.manifest.clone(), digest.to_string())
         }
     };
-    let bytes = store
-        .read_blob(&manifest)
-        .map_err(BuildError::store(format!("reading manifest {manifest}")))?;
-    let parsed = kiln_image::parse_manifest(&bytes).map_err(|e| {
-        BuildError::io(format!("reading manifest {manifest}"))(std::io::Error::other(e))
-    })?;
-    Ok(ImageRef {
-        config: parsed.config.digest,
-        manifest,
-        index,
-    })
+    match manifest(&standing)? {
+        kiln_image::oci::ManifestKind::Manifest(m) => Ok(ImageRef {
+            config: m.config.digest,
+            manifest: standing,
+            index: Some(index),
+        }),
+        kiln_image::oci::ManifestKind::Index(_) => Err(BuildError::Request(format!(
+            "index {index}: its entry {standing} is another index (kiln loads an index of \
+             images)"
+        ))),
+    }
 }

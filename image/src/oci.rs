@@ -93,6 +93,17 @@ pub struct Platform {
     pub os_version: Option<String>,
 }
 
+impl Platform {
+    /// The platform this index entry names, as kiln compares platforms.
+    pub fn to_platform(&self) -> kiln_base::platform::Platform {
+        kiln_base::platform::Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
+    }
+}
+
 /// An image manifest (OCI; Docker schema2 parses into it too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -109,12 +109,7 @@ pub fn for_platform(
         source,
     };
     let config = kiln_image::oci::parse_config(&store.read_blob(&image.config)?).map_err(parse)?;
-    let theirs = kiln_parser::Platform {
-        os: config.os.clone(),
-        architecture: config.architecture.clone(),
-        variant: config.variant.clone(),
-    };
-    if config.architecture.is_empty() || theirs.serves(platform) {
+    if config.architecture.is_empty() || config.platform().serves(platform) {
         return Ok(Some(image.clone()));
     }
     let Some(index) = &image.index else {
@@ -126,14 +121,10 @@ pub fn for_platform(
         Err(source) => return Err(parse(source)),
     };
     let child = index.manifests.iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| {
-            let p = kiln_parser::Platform {
-                os: p.os.clone(),
-                architecture: p.architecture.clone(),
-                variant: p.variant.clone(),
-            };
-            p.serves(platform)
-        }) && store.has_blob(&d.digest)
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.to_platform().serves(platform))
+            && store.has_blob(&d.digest)
     });
     let Some(child) = child else {
         return Ok(None);
