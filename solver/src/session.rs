@@ -220,34 +220,22 @@ impl BuildSession {
         &self,
         id: &str,
     ) -> Result<Option<crate::ssh::AgentSocket>, crate::ssh::SshError> {
-        use crate::ssh::{AgentSocket, KeyAgent, SshSource};
         let Some((_, source)) = self.options.ssh.iter().find(|(i, _)| i == id) else {
             return Ok(None);
         };
-        match source {
-            SshSource::Socket(path) => Ok(Some(AgentSocket {
-                path: path.clone(),
-                agent: None,
-            })),
-            SshSource::Keys(keys) => {
-                let mut agents = self
-                    .key_agents
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let agent = match agents.get(id) {
-                    Some(agent) => agent.clone(),
-                    None => {
-                        let agent = Arc::new(KeyAgent::start(&self.scratch, keys)?);
-                        agents.insert(id.to_string(), agent.clone());
-                        agent
-                    }
-                };
-                Ok(Some(AgentSocket {
-                    path: agent.socket().to_path_buf(),
-                    agent: Some(agent),
-                }))
+        let socket = source.agent(|keys| {
+            let mut agents = self
+                .key_agents
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(agent) = agents.get(id) {
+                return Ok(agent.clone());
             }
-        }
+            let agent = Arc::new(crate::ssh::KeyAgent::start(&self.scratch, keys)?);
+            agents.insert(id.to_string(), agent.clone());
+            Ok(agent)
+        })?;
+        Ok(Some(socket))
     }
 
     /// The agent git over ssh authenticates with (`--ssh default`, as in BuildKit); `None`

@@ -43,6 +43,29 @@ pub enum SshSource {
     Keys(Vec<PathBuf>),
 }
 
+impl SshSource {
+    /// The agent this source names: the socket given, or the agent `key_agent` gives
+    /// for the key files (started, or one already started for them).
+    pub(crate) fn agent(
+        &self,
+        key_agent: impl FnOnce(&[PathBuf]) -> Result<Arc<KeyAgent>, SshError>,
+    ) -> Result<AgentSocket, SshError> {
+        match self {
+            SshSource::Socket(path) => Ok(AgentSocket {
+                path: path.clone(),
+                agent: None,
+            }),
+            SshSource::Keys(keys) => {
+                let agent = key_agent(keys)?;
+                Ok(AgentSocket {
+                    path: agent.socket().to_path_buf(),
+                    agent: Some(agent),
+                })
+            }
+        }
+    }
+}
+
 /// Why an SSH agent could not be given to a RUN.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -96,19 +119,7 @@ impl GitAgent {
         let Some((_, source)) = sources.iter().find(|(id, _)| id == GIT_SSH_ID) else {
             return Ok(None);
         };
-        let socket = match source {
-            SshSource::Socket(path) => AgentSocket {
-                path: path.clone(),
-                agent: None,
-            },
-            SshSource::Keys(keys) => {
-                let agent = Arc::new(KeyAgent::start(scratch, keys)?);
-                AgentSocket {
-                    path: agent.socket().to_path_buf(),
-                    agent: Some(agent),
-                }
-            }
-        };
+        let socket = source.agent(|keys| Ok(Arc::new(KeyAgent::start(scratch, keys)?)))?;
         GitAgent::new(socket).map(Some)
     }
 
