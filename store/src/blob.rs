@@ -141,7 +141,7 @@ impl Store {
     pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
         // A blob already stored (a rebuild's config and manifest) needs no temp file.
         let digest = Digest::of(bytes);
-        if self.blobs_dir().join(digest.hex()).exists() {
+        if self.has_blob(digest.as_str()) {
             return Ok(BlobInfo {
                 digest: digest.into_string(),
                 size: bytes.len() as u64,

@@ -34,17 +34,6 @@ pub struct ImageRef {
     pub index: Option<String>,
 }
 
-impl ImageRef {
-    /// A single-platform image.
-    pub fn single(config: String, manifest: String) -> ImageRef {
-        ImageRef {
-            config,
-            manifest,
-            index: None,
-        }
-    }
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RefsFile {
     refs: BTreeMap<String, ImageRef>,
@@ -120,8 +109,7 @@ impl Store {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
             .and_then(|json| {
-                let manifests = json.get("manifests")?.as_array()?.clone();
-                Some(manifests.iter().all(|m| {
+                Some(json.get("manifests")?.as_array()?.iter().all(|m| {
                     m.get("digest")
                         .and_then(|d| d.as_str())
                         .is_some_and(|d| self.has_blob(d))
