@@ -49,19 +49,23 @@ pub async fn build(
 }
 
 /// Lowers `request` once for each of `platforms`, in their order (all before anything
-/// runs). Shared by a build and `--verify-reproducible`.
+/// runs), with its named contexts made ready once for all of them (a git or URL context
+/// is fetched once). Shared by a build and `--verify-reproducible`.
 pub(crate) fn lower_all(
     store: &Store,
     request: &BuildRequest,
     platforms: &[kiln_parser::Platform],
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<Vec<Lowered>, BuildError> {
+    let contexts = contexts::prepare(store, &request.named_contexts, &request.ssh)?;
     let mut lowered = Vec::with_capacity(platforms.len());
     for (n, platform) in platforms.iter().enumerate() {
         let registry = request.registry_options(Some(platform));
         // The warnings and build checks of the first lowering stand for every platform's.
         let notify: &(dyn Fn(Notice) + Sync) = if n == 0 { notify } else { &|_| {} };
-        lowered.push(lower(store, request, &registry, platform, notify)?);
+        lowered.push(lower(
+            store, request, &registry, platform, &contexts, notify,
+        )?);
     }
     Ok(lowered)
 }
@@ -93,16 +97,17 @@ pub(crate) struct Lowered {
     pub contexts: Prepared,
 }
 
-/// Lowers the request's Dockerfile with its named contexts made ready and its bases looked
-/// up in `store` (pulled into it when missing), its warnings and build checks told to `notify`.
-pub(crate) fn lower(
+/// Lowers the request's Dockerfile for `platform` with its named `contexts` and its bases
+/// looked up in `store` (pulled into it when missing), its warnings and build checks told
+/// to `notify`.
+fn lower(
     store: &Store,
     request: &BuildRequest,
     registry: &kiln_registry::RegistryOptions,
     platform: &kiln_parser::Platform,
+    contexts: &Prepared,
     notify: &(dyn Fn(Notice) + Sync),
 ) -> Result<Lowered, BuildError> {
-    let contexts = contexts::prepare(store, &request.named_contexts, &request.ssh)?;
     let resolver = StoreResolver::new(store, request.pull, registry, platform);
     let ignore = DockerIgnore::load(&request.context, &request.dockerfile.path);
     let graph = request.dockerfile.lower(
@@ -122,7 +127,7 @@ pub(crate) fn lower(
     Ok(Lowered {
         graph,
         bases: resolver.used(),
-        contexts,
+        contexts: contexts.clone(),
     })
 }
 

@@ -70,9 +70,10 @@ pub async fn verify(
             .map_err(BuildError::store(format!("opening scratch store {name}")))?;
         for lowered in &lowered {
             give_bases(store, &scratch_store, &lowered.bases)?;
-            for image in &lowered.contexts.held {
-                copy_image(store, &scratch_store, image)?;
-            }
+        }
+        // One set of named contexts serves every platform's lowering.
+        for image in lowered.iter().take(1).flat_map(|l| &l.contexts.held) {
+            copy_image(store, &scratch_store, image)?;
         }
         Ok(scratch_store)
     };
