@@ -213,6 +213,7 @@ impl Committer<'_> {
             compression,
             source_date_epoch: self.format.source_date_epoch,
             level: None,
+            reuse: None,
         }
     }
 

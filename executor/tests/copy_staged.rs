@@ -30,6 +30,7 @@ fn plain() -> LayerOptions {
         compression: kiln_image::Compression::None,
         source_date_epoch: None,
         level: None,
+        reuse: None,
     }
 }
 

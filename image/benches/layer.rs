@@ -94,6 +94,7 @@ fn main() {
             compression,
             source_date_epoch: Some(0),
             level: None,
+            reuse: None,
         };
         let start = Instant::now();
         let d = write_layer(tmp.path(), std::io::sink(), &opts).expect("writing the layer");

@@ -5,7 +5,9 @@
 //!   overlayfs whiteouts: 0:0 character devices for deletions and
 //!   `user.overlay.opaque=y` on opaque directories — an overlayfs upperdir as
 //!   it stands) ⇄ a deterministic, streamed, compressed layer blob
-//!   ([`write_layer`], [`unpack_layer`], [`apply_layer`]).
+//!   ([`write_layer`], [`unpack_layer`], [`apply_layer`]); gzip blobs are compressed
+//!   in chunks cut at entry boundaries, and a new blob copies the chunks an earlier one
+//!   of the same step already compressed ([`layer::chunks`]).
 //! - [`oci`]: image config, manifest, index, descriptor types and
 //!   [`canonical_json`] for every byte that is hashed.
 //! - [`archive`]: OCI layout directories, OCI archives and docker-archives
@@ -29,9 +31,10 @@ pub use archive::{
 };
 pub use digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
 pub use layer::{
-    Compression, DeviceNode, EntryMeta, ExternalContent, ExternalFile, LayerDigests, LayerOptions,
-    LayerWriteError, LayerWriter, Owners, TarEntryKind, UnpackError, UnpackInfo, UnpackOptions,
-    apply_layer, unpack_layer, write_layer, write_layer_adding_devices, write_layer_with,
+    CHUNK_FORMAT, ChunkReuse, ChunkTable, Compression, DeviceNode, EntryMeta, ExternalContent,
+    ExternalFile, LayerDigests, LayerOptions, LayerWriteError, LayerWriter, Owners, TarEntryKind,
+    UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer, write_layer,
+    write_layer_adding_devices, write_layer_with,
 };
 pub use oci::{
     Descriptor, ImageConfig, Index, Manifest, canonical_json, json_blob, parse_config,

@@ -58,6 +58,7 @@ fn build_image(
                 compression: c,
                 source_date_epoch: Some(0),
                 level: None,
+                reuse: None,
             },
         )
         .unwrap();

@@ -15,6 +15,7 @@ fn opts(compression: Compression, epoch: Option<i64>) -> LayerOptions {
         compression,
         source_date_epoch: epoch,
         level: None,
+        reuse: None,
     }
 }
 

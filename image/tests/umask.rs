@@ -35,6 +35,7 @@ fn relayer(umask: u32) -> String {
         compression: Compression::Gzip,
         source_date_epoch: Some(0),
         level: None,
+        reuse: None,
     };
     write_layer(t.path(), std::io::sink(), &opts)
         .unwrap()

@@ -166,6 +166,7 @@ fn apply_layer_deletes_whiteouts_and_empties_opaque_dirs() {
         compression: Compression::Zstd,
         source_date_epoch: Some(0),
         level: None,
+        reuse: None,
     };
     let d = write_layer(&layer, &mut blob, &opts).unwrap();
     let info = apply_layer(&blob[..], &rootfs, &UnpackOptions::default()).unwrap();
@@ -233,6 +234,7 @@ fn unpack_accepts_trusted_opaque_on_write_and_docker_style_opaque_tars() {
                 compression: Compression::None,
                 source_date_epoch: Some(0),
                 level: None,
+                reuse: None,
             };
             write_layer(&src, &mut out, &opts).unwrap();
             let mut a = tar::Archive::new(&out[..]);

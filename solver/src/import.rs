@@ -199,6 +199,7 @@ pub fn import(
             compression: opts.compression,
             source_date_epoch: opts.source_date_epoch,
             level: None,
+            reuse: None,
         },
         &info.skipped_devices,
     )?;

@@ -144,7 +144,7 @@ fn run_keys_are_pinned() {
     let f = fixture(NetworkDefault::Host, Some(0));
     assert_eq!(
         key(&f, Op::Run(run_with_mounts())),
-        "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59"
+        "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208"
     );
     let insecure_host = RunOp {
         network: NetworkMode::Host,
@@ -156,13 +156,13 @@ fn run_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Run(insecure_host.clone())),
-        "dd374decf7ab2517dcb37bb7727593e4f5e29715d8939a6609fb01212a239bf7"
+        "ef7ffa4125e17a344a7c6cd4bbf8608710ad9ff1461328d7b3fc6a55716ceae8"
     );
     // `--network none` on the command line is keyed as the network the RUN really gets.
     let none = fixture(NetworkDefault::None, None);
     assert_eq!(
         key(&none, Op::Run(insecure_host)),
-        "a8d1dd6df7a01c45876320bff1ddbe34ef41c564e6306c68f372716d4ca7b5b4"
+        "e266282e9aa9e2239d82452c78d3c2778f9dbaabddfb0f44e1c95638eea748eb"
     );
 }
 
@@ -188,12 +188,12 @@ fn extra_host_names_enter_run_keys_and_their_addresses_do_not() {
             Op::Run(run_with_mounts()),
         )
     };
-    let plain = "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59";
+    let plain = "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208";
     assert_eq!(with(&[]), plain);
     let db = with(&[("db", "10.0.0.2")]);
     assert_eq!(
         db,
-        "476a4cd913e80229cdedc02f516327641e215d2df83f6268a9d40a319fd9b63e"
+        "95e8f64cc6457972f634851ed2951b103b8e5f08c6f243be7f9f245fdf432ceb"
     );
     assert_eq!(with(&[("db", "fd00::2")]), db);
     assert_ne!(with(&[("cache", "10.0.0.2")]), db);
@@ -220,12 +220,12 @@ fn ulimits_enter_run_keys() {
     };
     assert_eq!(
         with(Vec::new()),
-        "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59"
+        "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208"
     );
     let limited = with(vec![nofile(1024, 2048)]);
     assert_eq!(
         limited,
-        "06c68340e30ca13db405b7904b8b8d287bddee6d3672320ecf61be16b794e45b"
+        "e3696edf881a713a065f2b5e34019d6d307db93122eeb35ce741be74f0a96320"
     );
     assert_ne!(with(vec![nofile(1024, UNLIMITED)]), limited);
 }
@@ -245,11 +245,11 @@ fn the_shm_size_enters_run_keys() {
     };
     assert_eq!(
         with(None),
-        "b021ef402c20d04d6e87f4e003bbea89a569e33d16a8341c89fa150928fc2a59"
+        "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208"
     );
     assert_eq!(
         with(Some(128 << 20)),
-        "8d61eb043dbfec244c9c6b3eb3f654f853808da3d30ed3ba5f4a126aa24bfe54"
+        "5f64ee3e25a084259c68d400950f737e19da7420ba455fee418052394fb6fe4d"
     );
 }
 
@@ -258,7 +258,7 @@ fn copy_keys_are_pinned() {
     let f = fixture(NetworkDefault::Host, Some(0));
     assert_eq!(
         key(&f, Op::Copy(copy())),
-        "48843cf40e0bff11008ad61879f2a9735a896e1602e192b40ca39b634372b288"
+        "427041460d2a08744cad11a3c8a04e3b79b3ffe325843659e156745fef83b993"
     );
     let from_stage = CopyOp {
         from: Source::Stage(0),
@@ -270,7 +270,7 @@ fn copy_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Copy(from_stage)),
-        "2bdf7abdea1d44298e4de48d932f472cc7616769b5c340c18b1ccea0b2017bf5"
+        "0f0b2a17d755f2947947568fe408d9d7a2939bada1a4641e2febade08db5c606"
     );
     let parents = CopyOp {
         sources: vec![
@@ -287,7 +287,7 @@ fn copy_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Copy(parents)),
-        "f91c6347b6346aba40c58f44d2e2af815ca5b6128b3acdd758b8df85772f9ae3"
+        "e23213a973a1c19c2419bb0905d29bcd607dc3654ea6dc37eb82693dad722a5c"
     );
 }
 
@@ -303,7 +303,7 @@ fn add_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Copy(checksummed)),
-        "19e0aa25c08e14757431e0ce8cce42c67cee76a770e7159bb8aeefa0a05f186d"
+        "be49964eb882b6ae4b98f2fccd44e9e316724861904da1e5420615f1a5251b55"
     );
     // Without a checksum the bytes and Last-Modified the server sends decide. The URL
     // holds the server's port, so the hashed document is written out here in full.
@@ -327,6 +327,7 @@ fn add_keys_are_pinned() {
         "layer": {
             "compression": "application/vnd.oci.image.layer.v1.tar+gzip",
             "source_date_epoch": null,
+            "chunking": kiln_image::CHUNK_FORMAT,
         },
     });
     assert_eq!(inputs.key, vertex_key("step", &params, &[PARENT, digest]));
@@ -341,7 +342,7 @@ fn workdir_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Workdir(w)),
-        "2edb3d6c5691515d04e8deddb58876c4f9f93d8e3537568dcb474aaaac7b7f59"
+        "00016a8a2f6336f7da54152d2882995b32279fc3c37fc224a0cf99d39d91f95f"
     );
 }
 

@@ -1,11 +1,14 @@
 //! Compression choices for layer blobs and the streaming compressor that sits
 //! between the tar writer and the output. Settings are fixed so the same tar
 //! always gives the same compressed bytes: gzip with no file name and mtime 0
-//! in its header, compressed in fixed 1 MiB chunks on worker threads
-//! (see `pgzip`); zstd always in multithreaded mode (its output with >= 1
+//! in its header, compressed in chunks cut at entry boundaries on worker threads
+//! (see `pgzip` and `chunks`); zstd always in multithreaded mode (its output with >= 1
 //! worker does not depend on the worker count, but differs from 0 workers).
 
+use super::chunks::ChunkReuse;
+use super::pgzip::GzipSummary;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,8 +92,13 @@ pub(crate) enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    pub(crate) fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
-        Self::with_workers(out, compression, level, zstd_workers())
+    pub(crate) fn new(
+        out: W,
+        compression: Compression,
+        level: Option<i32>,
+        reuse: Option<Arc<ChunkReuse>>,
+    ) -> io::Result<Self> {
+        Self::with_workers(out, compression, level, zstd_workers(), reuse)
     }
 
     fn with_workers(
@@ -98,6 +106,7 @@ impl<W: Write> Compressor<W> {
         compression: Compression,
         level: Option<i32>,
         workers: u32,
+        reuse: Option<Arc<ChunkReuse>>,
     ) -> io::Result<Self> {
         Ok(match compression {
             Compression::Gzip => {
@@ -108,6 +117,7 @@ impl<W: Write> Compressor<W> {
                     out,
                     level,
                     workers as usize,
+                    reuse,
                 )?)
             }
             Compression::Zstd => {
@@ -120,12 +130,21 @@ impl<W: Write> Compressor<W> {
         })
     }
 
-    /// Flushes the compressed stream's trailer and returns the inner writer.
-    pub(crate) fn finish(self) -> io::Result<W> {
+    /// Told before each tar entry: where gzip may cut its chunks.
+    pub(crate) fn entry(&mut self, name: &[u8], size: u64) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(g) => g.entry(name, size),
+            Compressor::Zstd(_) | Compressor::None(_) => Ok(()),
+        }
+    }
+
+    /// Flushes the compressed stream's trailer and returns the inner writer, with the
+    /// chunks a gzip stream was written in.
+    pub(crate) fn finish(self) -> io::Result<(W, GzipSummary)> {
         match self {
             Compressor::Gzip(g) => g.finish(),
-            Compressor::Zstd(z) => z.finish(),
-            Compressor::None(w) => Ok(w),
+            Compressor::Zstd(z) => Ok((z.finish()?, GzipSummary::default())),
+            Compressor::None(w) => Ok((w, GzipSummary::default())),
         }
     }
 }
@@ -166,11 +185,11 @@ mod tests {
     use super::*;
 
     fn compress(c: Compression, workers: u32, data: &[u8]) -> Vec<u8> {
-        let mut z = Compressor::with_workers(Vec::new(), c, None, workers).unwrap();
+        let mut z = Compressor::with_workers(Vec::new(), c, None, workers, None).unwrap();
         for chunk in data.chunks(7919) {
             z.write_all(chunk).unwrap();
         }
-        z.finish().unwrap()
+        z.finish().unwrap().0
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and unpacking a layer blob back into a layer directory (or onto a flat
 //! rootfs), never writing outside the destination.
 
+pub mod chunks;
 pub mod compress;
 pub mod external;
 mod pgzip;
@@ -11,6 +12,7 @@ pub mod unpack;
 mod whiteout;
 pub mod write;
 
+pub use chunks::{CHUNK_FORMAT, ChunkReuse, ChunkTable};
 pub use compress::Compression;
 pub use external::{ExternalContent, ExternalFile};
 pub use tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};

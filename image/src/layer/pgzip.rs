@@ -1,25 +1,25 @@
 //! Parallel gzip with output that does not depend on the number of threads.
 //!
-//! The stream is cut into fixed 1 MiB chunks; each chunk is deflated on its
-//! own, primed with the previous chunk's last 32 KiB as a dictionary (as
-//! pigz does), and ended with a sync flush, so the compressed
-//! chunks are byte-aligned and simply concatenate; the last one ends the
-//! deflate stream. The chunk boundaries depend only on the input, so the
-//! bytes are the same on 1 or 64 cores. The result is one ordinary gzip
-//! member (header without name or mtime, CRC32 and size trailer) that any
-//! gunzip reads. Memory stays bounded: at most two chunks per worker are in
-//! flight.
+//! The stream is cut into chunks at tar entry boundaries by the rules of
+//! [`super::chunks::CutRule`] (the layer writer announces each entry); each chunk is
+//! deflated on its own, primed with the previous chunk's last 32 KiB as a dictionary (as
+//! pigz does), and ended with a sync flush, so the compressed chunks are byte-aligned and
+//! simply concatenate; the last one ends the deflate stream. The chunk boundaries depend
+//! only on the input, so the bytes are the same on 1 or 64 cores. The result is one
+//! ordinary gzip member (header without name or mtime, CRC32 and size trailer) that any
+//! gunzip reads. Memory stays bounded: at most two chunks per worker are in flight.
+//!
+//! Each chunk's key is computed on the worker; a chunk an earlier blob of the same step
+//! holds ([`ChunkReuse`]) is copied from it instead of deflated, and the keys and places
+//! of every chunk written make the new blob's [`ChunkTable`].
 
+use super::chunks::{ChunkEntry, ChunkKey, ChunkReuse, ChunkTable, CutRule, chunk_key};
 use flate2::{Compress, Compression as Level, Crc, FlushCompress, Status};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-
-/// Size of the independently compressed chunks. Fixed: changing it changes
-/// every gzip layer digest.
-pub(crate) const CHUNK: usize = 1 << 20;
 
 /// deflate's window: the most a back-reference can reach.
 const WINDOW: usize = 32 * 1024;
@@ -33,7 +33,14 @@ struct Job {
     /// (like pigz): keeps the ratio close to single-stream gzip.
     dict: Vec<u8>,
     last: bool,
-    reply: Sender<io::Result<Vec<u8>>>,
+    reply: Sender<io::Result<Compressed>>,
+}
+
+/// A compressed chunk, and whether it was copied from an earlier blob.
+struct Compressed {
+    key: ChunkKey,
+    bytes: Vec<u8>,
+    reused: bool,
 }
 
 /// A gzip writer compressing chunks on worker threads.
@@ -43,14 +50,33 @@ pub(crate) struct ParallelGzip<W: Write> {
     prev_tail: Vec<u8>,
     crc: Crc,
     jobs: Option<Sender<Job>>,
-    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    pending: VecDeque<Receiver<io::Result<Compressed>>>,
     max_pending: usize,
     workers: Vec<JoinHandle<()>>,
+    /// Compressed bytes written so far (the header included): the next chunk's offset.
+    written: u64,
+    table: ChunkTable,
+    reused: usize,
+}
+
+/// What a finished stream tells besides its bytes.
+#[derive(Debug, Default)]
+pub(crate) struct GzipSummary {
+    /// The chunks as written.
+    pub(crate) table: ChunkTable,
+    /// How many of them were copied from an earlier blob.
+    pub(crate) reused: usize,
 }
 
 impl<W: Write> ParallelGzip<W> {
-    /// Starts a gzip stream on `out` at `level` with `workers` threads.
-    pub(crate) fn new(mut out: W, level: u32, workers: usize) -> io::Result<Self> {
+    /// Starts a gzip stream on `out` at `level` with `workers` threads, copying the chunks
+    /// `reuse` has.
+    pub(crate) fn new(
+        mut out: W,
+        level: u32,
+        workers: usize,
+        reuse: Option<Arc<ChunkReuse>>,
+    ) -> io::Result<Self> {
         out.write_all(&HEADER)?;
         let workers = workers.max(1);
         let (tx, rx) = channel::<Job>();
@@ -58,6 +84,7 @@ impl<W: Write> ParallelGzip<W> {
         let handles = (0..workers)
             .map(|_| {
                 let rx = Arc::clone(&rx);
+                let reuse = reuse.clone();
                 std::thread::spawn(move || {
                     loop {
                         // A poisoned lock means another worker panicked: stop.
@@ -66,7 +93,7 @@ impl<W: Write> ParallelGzip<W> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let result = deflate_chunk(&job.data, &job.dict, level, job.last);
+                        let result = compress_chunk(&job, level, reuse.as_deref());
                         let _ = job.reply.send(result);
                     }
                 })
@@ -74,14 +101,27 @@ impl<W: Write> ParallelGzip<W> {
             .collect();
         Ok(Self {
             out,
-            chunk: Vec::with_capacity(CHUNK),
+            chunk: Vec::new(),
             prev_tail: Vec::new(),
             crc: Crc::new(),
             jobs: Some(tx),
             pending: VecDeque::new(),
             max_pending: workers * 2,
             workers: handles,
+            written: HEADER.len() as u64,
+            table: ChunkTable::default(),
+            reused: 0,
         })
+    }
+
+    /// Told before each tar entry (`name`, `size` bytes of content): ends the chunk here
+    /// when the cut rules say so.
+    pub(crate) fn entry(&mut self, name: &[u8], size: u64) -> io::Result<()> {
+        if CutRule::cut_before(self.chunk.len(), name, size) {
+            let full = std::mem::take(&mut self.chunk);
+            self.submit(full, false)?;
+        }
+        Ok(())
     }
 
     fn submit(&mut self, data: Vec<u8>, last: bool) -> io::Result<()> {
@@ -108,16 +148,25 @@ impl<W: Write> ParallelGzip<W> {
 
     fn write_oldest(&mut self) -> io::Result<()> {
         if let Some(rx) = self.pending.pop_front() {
-            let bytes = rx
+            let chunk = rx
                 .recv()
                 .map_err(|_| io::Error::other("gzip worker thread died"))??;
-            self.out.write_all(&bytes)?;
+            self.out.write_all(&chunk.bytes)?;
+            let len = chunk.bytes.len() as u64;
+            self.table.chunks.push(ChunkEntry {
+                key: chunk.key,
+                offset: self.written,
+                len,
+            });
+            self.written += len;
+            self.reused += usize::from(chunk.reused);
         }
         Ok(())
     }
 
-    /// Ends the deflate stream, writes the trailer and returns the writer.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    /// Ends the deflate stream, writes the trailer and returns the writer with the
+    /// stream's chunk table.
+    pub(crate) fn finish(mut self) -> io::Result<(W, GzipSummary)> {
         let rest = std::mem::take(&mut self.chunk);
         self.submit(rest, true)?;
         while !self.pending.is_empty() {
@@ -129,17 +178,24 @@ impl<W: Write> ParallelGzip<W> {
         }
         self.out.write_all(&self.crc.sum().to_le_bytes())?;
         self.out.write_all(&self.crc.amount().to_le_bytes())?;
-        Ok(self.out)
+        let summary = GzipSummary {
+            table: std::mem::take(&mut self.table),
+            reused: self.reused,
+        };
+        Ok((self.out, summary))
     }
 }
 
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let take = buf.len().min(CHUNK - self.chunk.len());
+        if self.chunk.capacity() == 0 {
+            self.chunk.reserve(CutRule::MIN);
+        }
+        let take = buf.len().min(CutRule::MAX - self.chunk.len());
         self.chunk.extend_from_slice(&buf[..take]);
         self.crc.update(&buf[..take]);
-        if self.chunk.len() == CHUNK {
-            let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        if self.chunk.len() == CutRule::MAX {
+            let full = std::mem::take(&mut self.chunk);
             self.submit(full, false)?;
         }
         Ok(take)
@@ -150,6 +206,25 @@ impl<W: Write> Write for ParallelGzip<W> {
         // of already submitted chunks is flushed.
         self.out.flush()
     }
+}
+
+/// One chunk's compressed bytes: copied from an earlier blob when it has the chunk, else
+/// deflated.
+fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Result<Compressed> {
+    let key = chunk_key(level, &job.dict, &job.data, job.last);
+    if let Some(bytes) = reuse.and_then(|r| r.get(&key)) {
+        return Ok(Compressed {
+            key,
+            bytes,
+            reused: true,
+        });
+    }
+    let bytes = deflate_chunk(&job.data, &job.dict, level, job.last)?;
+    Ok(Compressed {
+        key,
+        bytes,
+        reused: false,
+    })
 }
 
 /// Raw-deflates one chunk primed with `dict`: ended by a sync flush
@@ -194,12 +269,36 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn gz(data: &[u8], workers: usize) -> Vec<u8> {
-        let mut w = ParallelGzip::new(Vec::new(), 6, workers).unwrap();
-        for piece in data.chunks(100_003) {
-            w.write_all(piece).unwrap();
+    /// Entries of a tar-like stream: (name, bytes).
+    type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+    /// A named change to a list of entries.
+    type Edit = (&'static str, Box<dyn Fn(&mut Entries)>);
+
+    fn gz_with(
+        entries: &Entries,
+        workers: usize,
+        reuse: Option<Arc<ChunkReuse>>,
+    ) -> (Vec<u8>, GzipSummary) {
+        let mut w = ParallelGzip::new(Vec::new(), 6, workers, reuse).unwrap();
+        for (name, data) in entries {
+            w.entry(name, data.len() as u64).unwrap();
+            for piece in data.chunks(100_003) {
+                w.write_all(piece).unwrap();
+            }
         }
         w.finish().unwrap()
+    }
+
+    fn gz(data: &[u8], workers: usize) -> Vec<u8> {
+        gz_with(&vec![(b"one".to_vec(), data.to_vec())], workers, None).0
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut back)
+            .unwrap();
+        back
     }
 
     fn sample(n: usize) -> Vec<u8> {
@@ -208,27 +307,122 @@ mod tests {
             .collect()
     }
 
+    /// 600 files of 9 KiB: several chunks cut at entry names.
+    fn files() -> Entries {
+        (0..600u32)
+            .map(|i| {
+                let data = (0..9000u32)
+                    .map(|j| {
+                        (i.wrapping_mul(31)
+                            .wrapping_add(j)
+                            .wrapping_mul(2_654_435_761)
+                            >> 13) as u8
+                            & 0x3f
+                    })
+                    .collect();
+                (format!("src/f{i:04}").into_bytes(), data)
+            })
+            .collect()
+    }
+
+    fn reuse_of(blob: &[u8], table: &ChunkTable) -> Arc<ChunkReuse> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(blob).unwrap();
+        Arc::new(ChunkReuse::new(table, f).unwrap())
+    }
+
     #[test]
     fn output_is_the_same_for_any_worker_count_and_gunzips() {
-        let data = sample(5 * CHUNK + 12345);
+        let data = sample(5 * CutRule::MAX + 12345);
         let one = gz(&data, 1);
         assert_eq!(one, gz(&data, 4));
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&one[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, data);
+        assert_eq!(gunzip(&one), data);
     }
 
     #[test]
     fn empty_and_exact_chunk_inputs_round_trip() {
-        for n in [0, 1, CHUNK, 2 * CHUNK] {
+        for n in [0, 1, CutRule::MAX, 2 * CutRule::MAX] {
             let data = sample(n);
-            let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&gz(&data, 2)[..])
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, data, "{n} bytes");
+            assert_eq!(gunzip(&gz(&data, 2)), data, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn the_table_lists_every_chunk_where_it_is_written() {
+        let entries = files();
+        let (blob, summary) = gz_with(&entries, 2, None);
+        let table = &summary.table;
+        assert!(table.len() >= 4, "{} chunks", table.len());
+        assert_eq!(table.chunks[0].offset, HEADER.len() as u64);
+        for pair in table.chunks.windows(2) {
+            assert_eq!(pair[0].offset + pair[0].len, pair[1].offset);
+        }
+        let last = table.chunks.last().unwrap();
+        assert_eq!(last.offset + last.len + 8, blob.len() as u64);
+        assert_eq!(summary.reused, 0);
+    }
+
+    #[test]
+    fn a_stream_that_reuses_chunks_is_the_stream_written_from_scratch() {
+        let before = files();
+        let (old_blob, old) = gz_with(&before, 2, None);
+        let edits: Vec<Edit> = vec![
+            (
+                "start",
+                Box::new(|e: &mut Entries| e[0].1.extend_from_slice(b"edit")),
+            ),
+            ("middle", Box::new(|e: &mut Entries| e[300].1[5] ^= 1)),
+            ("end", Box::new(|e: &mut Entries| e[599].1.truncate(10))),
+            (
+                "add",
+                Box::new(|e: &mut Entries| e.insert(200, (b"src/f0199a".to_vec(), sample(20000)))),
+            ),
+            (
+                "delete",
+                Box::new(|e: &mut Entries| {
+                    e.remove(450);
+                }),
+            ),
+        ];
+        for (what, edit) in edits {
+            let mut after = before.clone();
+            edit(&mut after);
+            let (scratch, fresh) = gz_with(&after, 2, None);
+            let (incremental, summary) = gz_with(&after, 2, Some(reuse_of(&old_blob, &old.table)));
+            assert_eq!(incremental, scratch, "edit at the {what}");
+            assert_eq!(summary.table, fresh.table, "edit at the {what}");
+            assert_eq!(gunzip(&incremental), after.concat_data());
+            // All but the chunks around the edit are copied.
+            assert!(
+                summary.reused + 3 >= summary.table.len() && summary.reused > 0,
+                "edit at the {what}: {} of {} reused",
+                summary.reused,
+                summary.table.len()
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_from_another_level_are_not_taken() {
+        let entries = files();
+        let (old_blob, old) = gz_with(&entries, 2, None);
+        let reuse = reuse_of(&old_blob, &old.table);
+        let mut w = ParallelGzip::new(Vec::new(), 1, 2, Some(reuse)).unwrap();
+        for (name, data) in &entries {
+            w.entry(name, data.len() as u64).unwrap();
+            w.write_all(data).unwrap();
+        }
+        let (_, summary) = w.finish().unwrap();
+        assert_eq!(summary.reused, 0);
+    }
+
+    trait Concat {
+        fn concat_data(&self) -> Vec<u8>;
+    }
+
+    impl Concat for Entries {
+        fn concat_data(&self) -> Vec<u8> {
+            self.iter().flat_map(|(_, d)| d.iter().copied()).collect()
         }
     }
 }
@@ -266,9 +460,9 @@ mod speed {
         let single = g.finish().unwrap();
         let (ts, cs) = (t.elapsed(), cpu() - c0);
         let (t, c0) = (std::time::Instant::now(), cpu());
-        let mut p = ParallelGzip::new(Vec::new(), 6, 2).unwrap();
+        let mut p = ParallelGzip::new(Vec::new(), 6, 2, None).unwrap();
         p.write_all(&data).unwrap();
-        let par = p.finish().unwrap();
+        let (par, _) = p.finish().unwrap();
         let (tp, cp) = (t.elapsed(), cpu() - c0);
         eprintln!(
             "single {ts:?} cpu {cs:.2}s ({} bytes), parallel x2 {tp:?} cpu {cp:.2}s ({} bytes)",

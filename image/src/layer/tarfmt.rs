@@ -71,6 +71,11 @@ impl<W: Write> TarEntryWriter<W> {
         self.builder.get_ref()
     }
 
+    /// The underlying writer, between entries.
+    pub(crate) fn get_mut(&mut self) -> &mut W {
+        self.builder.get_mut()
+    }
+
     /// Appends one entry. `name` is relative, `/`-separated, without a
     /// leading `./`; a trailing `/` is added for directories. `data` is read
     /// only for files and must yield exactly `size` bytes.

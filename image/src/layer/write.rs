@@ -8,6 +8,7 @@
 //! names (depth first, a directory before its contents), so the same tree
 //! always gives the same tar.
 
+use super::chunks::{ChunkReuse, ChunkTable};
 use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
 use super::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
@@ -21,6 +22,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Options for writing a layer blob.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +34,9 @@ pub struct LayerOptions {
     pub source_date_epoch: Option<i64>,
     /// Compression level; `None` picks the fixed default (gzip 6, zstd 3).
     pub level: Option<i32>,
+    /// An earlier gzip blob whose compressed chunks may be copied (see
+    /// [`super::chunks`]); the bytes are the same with or without it.
+    pub reuse: Option<Arc<ChunkReuse>>,
 }
 
 /// The digests of a written layer.
@@ -45,6 +50,10 @@ pub struct LayerDigests {
     pub size: u64,
     /// OCI media type of the blob.
     pub media_type: String,
+    /// The chunks of a gzip blob (empty for other compressions), to keep beside it.
+    pub chunks: ChunkTable,
+    /// How many of those chunks were copied from [`LayerOptions::reuse`].
+    pub reused_chunks: usize,
 }
 
 /// Errors while writing a layer.
@@ -106,7 +115,7 @@ impl<W: Write> LayerWriter<W> {
             Compression::None => HashingWriter::counting(out),
             _ => HashingWriter::new(out),
         };
-        let compressor = Compressor::new(blob, opts.compression, opts.level)?;
+        let compressor = Compressor::new(blob, opts.compression, opts.level, opts.reuse.clone())?;
         Ok(Self {
             tar: TarEntryWriter::new(HashingWriter::new(compressor)),
             compression: opts.compression,
@@ -122,6 +131,7 @@ impl<W: Write> LayerWriter<W> {
         meta: &EntryMeta,
         data: impl Read,
     ) -> io::Result<()> {
+        self.entry_starts(name, kind)?;
         match self.epoch {
             Some(epoch) if meta.mtime > epoch => {
                 let clamped = EntryMeta {
@@ -132,6 +142,15 @@ impl<W: Write> LayerWriter<W> {
             }
             _ => self.tar.append(name, kind, meta, data),
         }
+    }
+
+    /// Tells the compressor an entry starts: where gzip may cut a chunk.
+    fn entry_starts(&mut self, name: &[u8], kind: &TarEntryKind) -> io::Result<()> {
+        let size = match kind {
+            TarEntryKind::File { size } => *size,
+            _ => 0,
+        };
+        self.tar.get_mut().get_mut().entry(name, size)
     }
 
     /// Appends a whiteout for `path` (the entry `dir/.wh.name`). Like
@@ -175,7 +194,7 @@ impl<W: Write> LayerWriter<W> {
     pub fn finish_into_inner(self) -> io::Result<(LayerDigests, W)> {
         let hashed_tar = self.tar.finish()?;
         let (compressor, diff_id, _) = hashed_tar.finish();
-        let mut hashed_blob = compressor.finish()?;
+        let (mut hashed_blob, gzip) = compressor.finish()?;
         hashed_blob.flush()?;
         let (buffered, digest, size) = hashed_blob.finish();
         let digest = match self.compression {
@@ -188,6 +207,8 @@ impl<W: Write> LayerWriter<W> {
             digest,
             size,
             media_type: self.compression.media_type().to_string(),
+            chunks: gzip.table,
+            reused_chunks: gzip.reused,
         };
         Ok((digests, out))
     }

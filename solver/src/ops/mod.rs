@@ -106,11 +106,13 @@ struct StepKey {
 }
 
 /// The part of a key the layer format makes (field names are the hashed ones): a record
-/// made with another compression or epoch must not be reused.
+/// made with another compression, epoch or version of the chunking rules must not be
+/// reused, or a cached step would give other bytes than a build from scratch.
 #[derive(Serialize)]
 struct LayerFormatKey {
     compression: &'static str,
     source_date_epoch: Option<i64>,
+    chunking: u32,
 }
 
 impl LayerFormatKey {
@@ -118,6 +120,7 @@ impl LayerFormatKey {
         LayerFormatKey {
             compression: format.compression.media_type(),
             source_date_epoch: format.source_date_epoch,
+            chunking: kiln_image::CHUNK_FORMAT,
         }
     }
 }

@@ -1,0 +1,276 @@
+//! Compressed chunks that outlive their layer: what makes an edit cost what changed.
+//!
+//! A gzip layer is compressed in chunks ([`super::pgzip`]) cut at tar entry boundaries by
+//! rules that look only at the entries themselves ([`CutRule`]): a chunk ends before an
+//! entry whose name hashes to a cut point (once the chunk holds [`CutRule::MIN`] bytes), before an
+//! entry that would not fit in [`CutRule::MAX`], and inside an entry bigger than that
+//! every [`CutRule::MAX`] bytes from the entry's start. Editing, adding or removing a file
+//! therefore changes the chunk that holds it (and at most the run of chunks up to the next
+//! name cut point); every other chunk has the same input as before.
+//!
+//! A chunk's compressed bytes depend only on its [`ChunkKey`]: its input, the dictionary it
+//! was primed with, whether it ends the stream, the level and [`CHUNK_FORMAT`]. When a layer
+//! is written, the key, offset and length of each of its chunks is kept ([`ChunkTable`], a
+//! store side record beside the blob); the next layer written from the same step looks its
+//! chunks up there ([`ChunkReuse`]) and copies the compressed bytes of the chunks it finds
+//! from the old blob instead of deflating them again. The result is byte for byte the blob a
+//! from-scratch build writes: the keys cover everything the bytes depend on.
+
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Version of the chunking and compression rules; part of every chunk key and of every
+/// build's cache keys (the solver's layer format). Changing the rules changes gzip layer
+/// digests: bump it.
+pub const CHUNK_FORMAT: u32 = 2;
+
+/// Where a gzip stream is cut.
+pub(crate) struct CutRule;
+
+impl CutRule {
+    /// A chunk is cut at a name cut point only once it holds this much.
+    pub(crate) const MIN: usize = 256 << 10;
+    /// A chunk never holds more than this.
+    pub(crate) const MAX: usize = 4 << 20;
+    /// One entry name in this many is a cut point.
+    const NAME_CUT_ONE_IN: u64 = 64;
+
+    /// Whether the chunk holding `held` bytes ends before the entry `name` of `size` bytes
+    /// (its content; headers are small beside [`Self::MAX`]).
+    pub(crate) fn cut_before(held: usize, name: &[u8], size: u64) -> bool {
+        if held == 0 {
+            return false;
+        }
+        if held >= Self::MIN && name_hash(name).is_multiple_of(Self::NAME_CUT_ONE_IN) {
+            return true;
+        }
+        (held as u64).saturating_add(size).saturating_add(1024) > Self::MAX as u64
+    }
+}
+
+/// A stable 64-bit hash of an entry name (the first 8 bytes of its sha256): the same name
+/// is a cut point in every build, on every machine.
+fn name_hash(name: &[u8]) -> u64 {
+    let d = Sha256::digest(name);
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// What a chunk's compressed bytes are a function of.
+pub(crate) type ChunkKey = [u8; 32];
+
+/// The key of a chunk with input `data` primed with `dict`, ending the stream when `last`.
+pub(crate) fn chunk_key(level: u32, dict: &[u8], data: &[u8], last: bool) -> ChunkKey {
+    let mut h = Sha256::new();
+    h.update(b"kiln gzip chunk\0");
+    h.update(CHUNK_FORMAT.to_le_bytes());
+    h.update(level.to_le_bytes());
+    h.update([u8::from(last)]);
+    h.update((dict.len() as u64).to_le_bytes());
+    h.update(dict);
+    h.update((data.len() as u64).to_le_bytes());
+    h.update(data);
+    h.finalize().into()
+}
+
+/// One chunk of a written blob: its key and where its compressed bytes are in the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub(crate) key: ChunkKey,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// The chunks of one gzip blob, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkTable {
+    pub(crate) chunks: Vec<ChunkEntry>,
+}
+
+/// Bytes of one serialized entry: key, offset, length.
+const ENTRY_BYTES: usize = 32 + 8 + 8;
+/// Serialized tables start with this (and the format version).
+const MAGIC: &[u8; 12] = b"kiln-chunks\0";
+/// The most chunks a table read back may hold: a 64 GiB layer at the smallest chunk size.
+const MAX_CHUNKS: usize = 1 << 18;
+
+impl ChunkTable {
+    /// The number of chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// The table as stored beside its blob.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.chunks.len() * ENTRY_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&CHUNK_FORMAT.to_le_bytes());
+        for c in &self.chunks {
+            out.extend_from_slice(&c.key);
+            out.extend_from_slice(&c.offset.to_le_bytes());
+            out.extend_from_slice(&c.len.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads a stored table; `None` for anything not written by this format (a table is a
+    /// hint: without one, every chunk is compressed).
+    pub fn from_bytes(bytes: &[u8]) -> Option<ChunkTable> {
+        let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+        let (version, rest) = rest.split_first_chunk::<4>()?;
+        if u32::from_le_bytes(*version) != CHUNK_FORMAT
+            || rest.len() % ENTRY_BYTES != 0
+            || rest.len() / ENTRY_BYTES > MAX_CHUNKS
+        {
+            return None;
+        }
+        let chunks = rest
+            .chunks_exact(ENTRY_BYTES)
+            .map(|e| {
+                let (key, rest) = e.split_first_chunk::<32>()?;
+                let (offset, len) = rest.split_first_chunk::<8>()?;
+                Some(ChunkEntry {
+                    key: *key,
+                    offset: u64::from_le_bytes(*offset),
+                    len: u64::from_le_bytes(len.try_into().ok()?),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ChunkTable { chunks })
+    }
+}
+
+/// The chunks of an earlier blob a new one may copy: its table, and the blob to copy from.
+#[derive(Debug)]
+pub struct ChunkReuse {
+    by_key: HashMap<ChunkKey, (u64, u64)>,
+    blob: File,
+    blob_size: u64,
+}
+
+impl ChunkReuse {
+    /// Reuse from `blob` (opened from the store), whose chunks `table` lists. Entries that
+    /// do not lie inside the blob are dropped.
+    pub fn new(table: &ChunkTable, blob: File) -> io::Result<ChunkReuse> {
+        let blob_size = blob.metadata()?.len();
+        let by_key = table
+            .chunks
+            .iter()
+            .filter(|c| {
+                c.len <= 2 * CutRule::MAX as u64
+                    && c.offset
+                        .checked_add(c.len)
+                        .is_some_and(|end| end <= blob_size)
+            })
+            .map(|c| (c.key, (c.offset, c.len)))
+            .collect();
+        Ok(ChunkReuse {
+            by_key,
+            blob,
+            blob_size,
+        })
+    }
+
+    /// The compressed bytes of the chunk `key`, when the old blob has it and can be read.
+    pub(crate) fn get(&self, key: &ChunkKey) -> Option<Vec<u8>> {
+        let &(offset, len) = self.by_key.get(key)?;
+        if offset + len > self.blob_size {
+            return None;
+        }
+        let mut buf = vec![0; usize::try_from(len).ok()?];
+        self.blob.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_round_trips_and_garbage_reads_as_none() {
+        let table = ChunkTable {
+            chunks: vec![
+                ChunkEntry {
+                    key: [7; 32],
+                    offset: 10,
+                    len: 99,
+                },
+                ChunkEntry {
+                    key: [9; 32],
+                    offset: 109,
+                    len: 5,
+                },
+            ],
+        };
+        let bytes = table.to_bytes();
+        assert_eq!(ChunkTable::from_bytes(&bytes), Some(table));
+        assert_eq!(ChunkTable::from_bytes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(ChunkTable::from_bytes(b"not a table"), None);
+        let mut other_version = bytes.clone();
+        other_version[12] ^= 1;
+        assert_eq!(ChunkTable::from_bytes(&other_version), None);
+    }
+
+    #[test]
+    fn cuts_depend_on_the_entry_not_on_what_came_before_it() {
+        // Nothing is cut off an empty chunk; a big entry is cut off anything.
+        assert!(!CutRule::cut_before(0, b"a", u64::MAX));
+        assert!(CutRule::cut_before(1, b"a", CutRule::MAX as u64));
+        // Below MIN only size cuts; at MIN some names cut, the same names every time.
+        let names: Vec<Vec<u8>> = (0..2000).map(|i| format!("f{i}").into_bytes()).collect();
+        let small = names
+            .iter()
+            .filter(|n| CutRule::cut_before(CutRule::MIN - 1, n, 10))
+            .count();
+        let cutting: Vec<_> = names
+            .iter()
+            .filter(|n| CutRule::cut_before(CutRule::MIN, n, 10))
+            .collect();
+        assert_eq!(small, 0);
+        assert!((10..70).contains(&cutting.len()), "{}", cutting.len());
+        assert!(
+            cutting
+                .iter()
+                .all(|n| CutRule::cut_before(CutRule::MAX / 2, n, 10))
+        );
+    }
+
+    #[test]
+    fn reuse_drops_entries_outside_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let table = ChunkTable {
+            chunks: vec![
+                ChunkEntry {
+                    key: [1; 32],
+                    offset: 2,
+                    len: 3,
+                },
+                ChunkEntry {
+                    key: [2; 32],
+                    offset: 8,
+                    len: 3,
+                },
+                ChunkEntry {
+                    key: [3; 32],
+                    offset: u64::MAX,
+                    len: 2,
+                },
+            ],
+        };
+        let reuse = ChunkReuse::new(&table, File::open(&path).unwrap()).unwrap();
+        assert_eq!(reuse.get(&[1; 32]).as_deref(), Some(&b"234"[..]));
+        assert_eq!(reuse.get(&[2; 32]), None);
+        assert_eq!(reuse.get(&[3; 32]), None);
+        assert_eq!(reuse.get(&[4; 32]), None);
+    }
+}
