@@ -11,11 +11,20 @@
 //! two threads. A tmpfs that fills up is no error: the copy runs again into the store. A
 //! layer not seen before is copied into the store directly (a metadata tree would only add
 //! a pass over its files), and its tar is hashed and compressed in one pass.
+//!
+//! A gzip blob written here keeps its chunk table beside it (the store's
+//! [`SideRecordKind::GzipChunks`]); the next blob of the same step (its `previous` layer,
+//! whatever its key) copies the compressed chunks the two share instead of compressing
+//! them again ([`kiln_image::layer::chunks`]), so an edit costs what changed.
 
 use std::path::{Path, PathBuf};
 
-use kiln_image::{Compression, ExternalContent, LayerOptions, LayerWriteError};
-use kiln_store::{LayerRef, StagingDir, Store, StoreError};
+use std::sync::Arc;
+
+use kiln_image::{
+    ChunkReuse, ChunkTable, Compression, ExternalContent, LayerOptions, LayerWriteError,
+};
+use kiln_store::{LayerRef, SideRecordKind, StagingDir, Store, StoreError};
 
 use crate::copy::{CopyError, CopyRequest, copy_into_layer};
 use crate::staged::{MaterializeError, materialize};
@@ -45,6 +54,9 @@ pub struct CommitRequest<'a> {
     /// The layer the step gave last time, when its cache record says: the layer it will
     /// most likely give again.
     pub recorded: Option<&'a LayerRef>,
+    /// The layer the same step gave in the previous build, whatever its key: the new
+    /// blob copies the compressed chunks the two share.
+    pub previous: Option<&'a LayerRef>,
     pub source: LayerSource,
     /// Told (one line) when the tmpfs fills up and the copy runs again in the store.
     pub note: &'a (dyn Fn(&str) + Sync),
@@ -87,14 +99,20 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
         store,
         format,
         recorded,
+        previous,
         source,
         note,
     } = req;
-    let commit = Committer { store, format };
+    let commit = Committer {
+        store,
+        format,
+        previous: recorded.or(previous),
+        note,
+    };
     let predicted = commit.predicts_stored_layer(recorded);
     let (staging, content, metadata_tree) = match source {
         LayerSource::Dir(dir) => (dir, ExternalContent::new(), false),
-        LayerSource::Copy(copy) => commit.copy(*copy, predicted, note)?,
+        LayerSource::Copy(copy) => commit.copy(*copy, predicted)?,
     };
     commit.commit(staging, &content, metadata_tree, predicted)
 }
@@ -103,6 +121,9 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
 struct Committer<'a> {
     store: &'a Store,
     format: LayerFormat,
+    /// The earlier layer whose compressed chunks a new blob may copy.
+    previous: Option<&'a LayerRef>,
+    note: &'a (dyn Fn(&str) + Sync),
 }
 
 impl Committer<'_> {
@@ -114,7 +135,6 @@ impl Committer<'_> {
         &self,
         mut copy: CopyRequest,
         predicted: bool,
-        note: &(dyn Fn(&str) + Sync),
     ) -> Result<(StagingDir, ExternalContent, bool), CommitError> {
         let tmpfs = if !copy.add && predicted {
             self.store.tmpfs_staging()?
@@ -126,7 +146,7 @@ impl Committer<'_> {
             match copy_into_layer(&copy, staging.path()) {
                 Ok(report) => return Ok((staging, report.content, true)),
                 Err(e) if e.is_out_of_space() => {
-                    note("the tmpfs staging area is full; staging in the store");
+                    (self.note)("the tmpfs staging area is full; staging in the store");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -226,12 +246,11 @@ impl Committer<'_> {
         expected: Option<&str>,
     ) -> Result<LayerRef, CommitError> {
         let mut writer = self.store.blob_writer()?;
-        let digests = kiln_image::write_layer_with(
-            dir,
-            &mut writer,
-            &self.layer_options(self.format.compression),
-            content,
-        )?;
+        let options = LayerOptions {
+            reuse: self.chunk_reuse(),
+            ..self.layer_options(self.format.compression)
+        };
+        let digests = kiln_image::write_layer_with(dir, &mut writer, &options, content)?;
         if let Some(expected) = expected
             && digests.diff_id != expected
         {
@@ -248,7 +267,46 @@ impl Committer<'_> {
             size: blob.size,
         };
         self.store.put_layer_blob(&layer)?;
+        self.keep_chunks(&layer.digest, &digests.chunks);
+        if digests.reused_chunks > 0 {
+            (self.note)(&format!(
+                "reused {} of {} compressed chunks from the previous layer",
+                digests.reused_chunks,
+                digests.chunks.len()
+            ));
+        }
         Ok(layer)
+    }
+
+    /// The chunks of the previous layer's gzip blob, when its table and blob are stored.
+    /// A missing or unreadable table only means compressing every chunk.
+    fn chunk_reuse(&self) -> Option<Arc<ChunkReuse>> {
+        if self.format.compression != Compression::Gzip {
+            return None;
+        }
+        let previous = self.previous?;
+        let hex = hex_of(&previous.digest).ok()?;
+        let bytes = self
+            .store
+            .side_records(SideRecordKind::GzipChunks)
+            .read(hex)?;
+        let table = ChunkTable::from_bytes(&bytes)?;
+        let blob = self.store.open_blob(&previous.digest).ok()?;
+        ChunkReuse::new(&table, blob).ok().map(Arc::new)
+    }
+
+    /// Keeps the chunk table of a new gzip blob beside it. A blob of one chunk has nothing
+    /// to share (its one chunk ends the stream), so it keeps none; a table that cannot be
+    /// written costs only the next edit's speed.
+    fn keep_chunks(&self, digest: &str, table: &ChunkTable) {
+        if table.len() < 2 {
+            return;
+        }
+        let Ok(hex) = hex_of(digest) else { return };
+        let records = self.store.side_records(SideRecordKind::GzipChunks);
+        if records.read(hex).is_none() {
+            let _ = records.write(hex, &table.to_bytes());
+        }
     }
 
     /// The snapshot of the metadata tree `tree`: the stored one when its diff_id `id` is

@@ -50,6 +50,12 @@ impl ExplainLog {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// The key the previous build of `place` computed, if any.
+    pub fn previous_key(&self, place: &str) -> Option<String> {
+        let bytes = self.records.read(&Self::names(place).1)?;
+        String::from_utf8(bytes).ok()
+    }
+
     /// Saves the inputs of `key` for `place`, unless the saved ones already have the same
     /// key (a cache hit then writes nothing: the inputs of a big context can be megabytes,
     /// so `inputs` makes them only when they are written).

@@ -123,7 +123,13 @@ async fn hit_or_run(
         }
     }
     // The recorded layer is what the step most likely gives again: the executor uses it
-    // to reuse a stored layer instead of writing it again.
+    // to reuse a stored layer instead of writing it again. The layer this place gave in
+    // the previous build (another key: an input changed) shares most of its compressed
+    // chunks with the new one.
+    let previous = match recorded {
+        Some(_) => None,
+        None => previous_layer(session, &place, &key),
+    };
     let source = op.exec(ctx, &keyed).await?;
     let s = session.clone();
     let log = progress.clone();
@@ -132,6 +138,7 @@ async fn hit_or_run(
             store: &s.store,
             format: s.layer_format(),
             recorded: recorded.as_ref(),
+            previous: previous.as_ref(),
             source,
             note: &|line| {
                 log.send(Event::Log {
@@ -181,6 +188,16 @@ async fn hit_or_run(
         layer,
         cached: false,
     })
+}
+
+/// The layer the previous build of `place` gave, when its key differs from `key` and its
+/// record is still stored.
+fn previous_layer(session: &BuildSession, place: &str, key: &str) -> Option<LayerRef> {
+    let previous = session.explain.previous_key(place)?;
+    if previous == key {
+        return None;
+    }
+    session.store.get_record(&previous).ok()??.layer
 }
 
 /// Where `step` stands, for `--explain-cache`: the context, the Dockerfile and the line.

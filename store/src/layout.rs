@@ -19,6 +19,7 @@
 //!                         <hex>.lock beside each (see [`Store::git_repo`])
 //! explain/<hex>[.key]     side records: --explain-cache inputs of a step
 //! registry/sources/<hex>  side records: the repositories a blob was pulled from or pushed to
+//! chunks/<hex>            side records: the compressed chunks of a gzip blob kiln wrote
 //! ```
 //!
 //! Nobody outside the crate joins a path to the store's root: callers ask for a blob, a
@@ -48,6 +49,7 @@ const GIT: &str = "git";
 const EXPLAIN: &str = "explain";
 const REGISTRY: &str = "registry";
 const REGISTRY_SOURCES: &str = "sources";
+const CHUNKS: &str = "chunks";
 
 /// Every name the store makes at its top level; anything else under the root is not
 /// kiln's, and prune leaves it alone.
@@ -66,6 +68,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     CACHEMOUNTS,
     GIT,
     EXPLAIN,
+    CHUNKS,
     REGISTRY,
 ];
 
@@ -80,6 +83,10 @@ pub enum SideRecordKind {
     /// `registry/sources/`: the repositories a blob came from, named by the blob's hex
     /// digest; dropped with the blob.
     RegistrySources,
+    /// `chunks/`: the chunk table of a gzip blob kiln compressed (`kiln_image::ChunkTable`),
+    /// named by the blob's hex digest, so the next layer of the same step copies the
+    /// chunks it shares; dropped with the blob.
+    GzipChunks,
 }
 
 impl Store {
@@ -157,6 +164,7 @@ impl Store {
         match kind {
             SideRecordKind::Explain => self.root().join(EXPLAIN),
             SideRecordKind::RegistrySources => self.root().join(REGISTRY).join(REGISTRY_SOURCES),
+            SideRecordKind::GzipChunks => self.root().join(CHUNKS),
         }
     }
 

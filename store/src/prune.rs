@@ -260,8 +260,8 @@ impl Store {
     /// The store's side directories ([`crate::layout`]), each by its rule:
     /// - `layers/<diff_id>.<kind>.json` (the blob index): dropped with the blob it names
     ///   (removed above or by an earlier prune);
-    /// - `registry/sources/<hex>` ([`SideRecordKind::RegistrySources`]): dropped with the
-    ///   blob;
+    /// - `registry/sources/<hex>` ([`SideRecordKind::RegistrySources`]) and `chunks/<hex>`
+    ///   ([`SideRecordKind::GzipChunks`]): dropped with the blob;
     /// - `explain/<place>` + `.key` ([`SideRecordKind::Explain`]): dropped with the cache
     ///   record of that key;
     /// - `cachemounts/<id>` + `.lock` (`RUN --mount=type=cache`): dropped with `all`, like
@@ -283,12 +283,14 @@ impl Store {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        for entry in read(&self.side_records_dir(SideRecordKind::RegistrySources)) {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if Digest::from_hex(&name).is_ok_and(|d| !self.has_blob(d.as_str())) {
-                let p = entry.path();
-                fs::remove_file(&p).map_err(io_err("remove", p.clone()))?;
+        for kind in [SideRecordKind::RegistrySources, SideRecordKind::GzipChunks] {
+            for entry in read(&self.side_records_dir(kind)) {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if Digest::from_hex(&name).is_ok_and(|d| !self.has_blob(d.as_str())) {
+                    let p = entry.path();
+                    fs::remove_file(&p).map_err(io_err("remove", p.clone()))?;
+                }
             }
         }
         let explain = self.side_records_dir(SideRecordKind::Explain);
@@ -417,6 +419,8 @@ mod tests {
         sources
             .write(&"b".repeat(64), b"docker.io/library/x\n")
             .unwrap();
+        let chunks = store.side_records(SideRecordKind::GzipChunks);
+        chunks.write(&"b".repeat(64), b"a table").unwrap();
         let explain = store.side_records(SideRecordKind::Explain);
         explain.write("place", b"{}").unwrap();
         explain.write("place.key", key.as_bytes()).unwrap();
@@ -467,6 +471,7 @@ mod tests {
         assert!(names(&store.layers_dir()).is_empty());
         assert!(names(&store.git_repos_dir()).is_empty());
         assert!(names(&store.side_records_dir(SideRecordKind::RegistrySources)).is_empty());
+        assert!(names(&store.side_records_dir(SideRecordKind::GzipChunks)).is_empty());
         assert!(names(&store.side_records_dir(SideRecordKind::Explain)).is_empty());
         assert!(names(&store.cache_mounts_dir()).is_empty());
         // Besides the foreign names, the root holds only names the layout lists.

@@ -1,0 +1,132 @@
+//! Edits cost what changed: a COPY that runs again because one file of its context changed
+//! copies the compressed chunks its new gzip blob shares with the step's previous blob, and
+//! the image is byte for byte the one a `--no-cache` build in a fresh store writes.
+//!
+//! Each edit (at the start, middle and end of the context, a file added, a file deleted, a
+//! mode changed) is built incrementally in one store and from scratch in another, as root
+//! and as the unprivileged test user; image IDs and manifest digests must match, and the
+//! incremental build must have reused all but the chunks around the edit.
+
+mod common;
+
+use common::identity::{Identity, World, assert_ok, both, identities, image_id};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// 700 files of 9000 bytes: several megabytes, so several chunks.
+const FILES: usize = 700;
+
+fn file_name(i: usize) -> String {
+    format!("src/d{}/f{i:04}.txt", i % 7)
+}
+
+/// Moderately compressible bytes that differ from file to file.
+fn file_bytes(i: usize) -> Vec<u8> {
+    let mut x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..9000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"0123456789abcdef"[(x % 16) as usize]
+        })
+        .collect()
+}
+
+fn make_context(world: &World) -> std::path::PathBuf {
+    let ctx = world.context("ctx", "FROM scratch\nCOPY src /src\n");
+    for i in 0..FILES {
+        let path = ctx.join(file_name(i));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, file_bytes(i)).unwrap();
+    }
+    common::open_up(&ctx);
+    ctx
+}
+
+/// The manifest digest of `tag` in `world`'s store.
+fn manifest_digest(world: &World, tag: &str) -> String {
+    let out = world.kiln(&["inspect", tag]);
+    assert_ok(&out);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["ManifestDigest"].as_str().unwrap().to_string()
+}
+
+/// `(reused, of)` from the `reused N of M compressed chunks` line, if the build printed one.
+fn reused_chunks(text: &str) -> Option<(usize, usize)> {
+    let line = text.lines().find(|l| l.contains("compressed chunks"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "reused")?;
+    Some((words[at + 1].parse().ok()?, words[at + 3].parse().ok()?))
+}
+
+type Edit = (&'static str, fn(&Path));
+
+fn edits() -> Vec<Edit> {
+    vec![
+        ("start", |ctx| {
+            fs::write(ctx.join(file_name(0)), b"the first file, rewritten").unwrap()
+        }),
+        ("middle", |ctx| {
+            let path = ctx.join(file_name(FILES / 2));
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[100] = b'X';
+            fs::write(path, bytes).unwrap();
+        }),
+        ("end", |ctx| {
+            let path = ctx.join(file_name(FILES - 1));
+            let mut bytes = fs::read(&path).unwrap();
+            bytes.extend_from_slice(b"one more line\n");
+            fs::write(path, bytes).unwrap();
+        }),
+        ("an added file", |ctx| {
+            let path = ctx.join("src/d3/f0300-new.txt");
+            fs::write(&path, file_bytes(9999)).unwrap();
+            fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        }),
+        ("a deleted file", |ctx| {
+            fs::remove_file(ctx.join(file_name(450))).unwrap()
+        }),
+        ("a mode change", |ctx| {
+            fs::set_permissions(ctx.join(file_name(200)), fs::Permissions::from_mode(0o755))
+                .unwrap()
+        }),
+    ]
+}
+
+fn edit_then_build(id: Identity) {
+    let incremental = World::new(id);
+    let scratch = World::new(id);
+    let ctx = make_context(&incremental);
+    let first = incremental.build(&ctx, &["-t", "inc:1"]);
+    assert_ok(&first);
+    for (what, edit) in edits() {
+        edit(&ctx);
+        common::open_up(&ctx);
+        let inc = incremental.build(&ctx, &["-t", "inc:1"]);
+        assert_ok(&inc);
+        let text = both(&inc);
+        let (reused, of) = reused_chunks(&text)
+            .unwrap_or_else(|| panic!("{id:?}, {what}: no chunk was reused:\n{text}"));
+        assert!(
+            of >= 5 && reused + 3 >= of,
+            "{id:?}, {what}: reused {reused} of {of} chunks"
+        );
+        let fresh = scratch.build(&ctx, &["--no-cache", "-t", "fresh:1"]);
+        assert_ok(&fresh);
+        assert_eq!(image_id(&inc), image_id(&fresh), "{id:?}, {what}: image ID");
+        assert_eq!(
+            manifest_digest(&incremental, "inc:1"),
+            manifest_digest(&scratch, "fresh:1"),
+            "{id:?}, {what}: manifest digest"
+        );
+    }
+}
+
+#[test]
+fn an_edit_reuses_the_compressed_chunks_it_did_not_change_and_gives_the_from_scratch_image() {
+    for id in identities() {
+        edit_then_build(id);
+    }
+}
