@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build benchmarks for issue 3's targets, run with the release binary:
-#   noop   no-op rebuild of a 20,000-file, 160 MB context        (target < 50 ms, issue 15)
+#   noop   no-op rebuild of a 20,000-file, 160 MB context        (target < 50 ms, issue 15),
+#          then its per-phase breakdown (KILN_TRACE_PHASES=1)
 #   edit   rebuild after one file of that context changed (the COPY runs again)
 #   cold   cold COPY of that context into a fresh store (every file written, gzip)
 #   nocache --no-cache rebuild of it on the same store (peerbench.py's bigcontext "cold"):
@@ -55,6 +56,8 @@ for s in "${scenarios[@]}"; do
       make_bigcontext
       best=$(rebuild_best "$DIR/store-noop")
       echo "noop rebuild, 20000 files / 160 MB context: best of 5 = ${best} ms (target < 50 ms)"
+      echo "its phases (one more no-op rebuild, KILN_TRACE_PHASES=1):"
+      KILN_TRACE_PHASES=1 "$KILN" --root "$DIR/store-noop" build --progress quiet -t big:1 "$DIR/bigcontext" 2>&1 >/dev/null | sed 's/^kiln phase /  /'
       ;;
     edit)
       make_bigcontext

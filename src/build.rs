@@ -165,9 +165,13 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
             (request, exports, store, lock)
         }
         None => {
+            let phase = kiln_base::phase::start("read Dockerfile, flags");
             let (request, exports) = request(&args, None)?;
+            phase.end();
+            let phase = kiln_base::phase::start("open and lock store");
             let store = kiln_build::open_store(root_flag)?;
             let lock = store.lock_shared().context("locking the store")?;
+            phase.end();
             (request, exports, store, lock)
         }
     };
@@ -179,7 +183,9 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         return verify(&store, &request, &exports, mode);
     }
     let say = sayer(mode);
+    let phase = kiln_base::phase::start("start async runtime");
     let runtime = runtime()?;
+    phase.end();
     let result = runtime.block_on(async {
         let (progress, rx) = Progress::channel();
         let renderer = tokio::spawn(kiln_progressui::render(mode, rx));
@@ -199,7 +205,9 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let registry = request.registry_options(None);
+    let phase = kiln_base::phase::start("export (name the image)");
     kiln_build::export(&store, &store, &image, &exports, &registry, &say)?;
+    phase.end();
     match mode {
         ProgressMode::Quiet => println!("{}", image.id()),
         ProgressMode::Json => {

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // The sandbox helper and the ID mapper are this binary re-exec'd: serve them first.
+    kiln_base::phase::init();
     if let Some(code) = kiln_executor::sandbox::helper_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }

@@ -4,7 +4,7 @@
 //! drifted apart (one matcher escaped `\`, the other did not; one atomic write skipped the
 //! fsync; one host platform had arm's variant, the other not). This crate is the lowest in
 //! the workspace: it depends on no other kiln crate, does no I/O beyond what [`atomic`] is
-//! for, and knows nothing of Dockerfiles, stores or sandboxes.
+//! for (and [`phase`]'s lines on stderr), and knows nothing of Dockerfiles, stores or sandboxes.
 //!
 //! - [`digest`]: `sha256:<hex>` digests: the [`digest::Digest`] type (validated once),
 //!   hashing, validation, the hex part.
@@ -17,6 +17,7 @@
 //! - [`platform`]: `os/arch[/variant]` and this machine's, with containerd's names.
 //! - [`compression`]: gzip, zstd, bzip2, xz or none, by magic number.
 //! - [`passwd`]: `/etc/passwd` and `/etc/group` entries.
+//! - [`phase`]: phase timings to stderr under `KILN_TRACE_PHASES=1`, for profiling.
 //! - [`size`]: sizes in flags and columns (`10GB` in, `1.5MB` out), in docker's decimal
 //!   units.
 
@@ -26,6 +27,7 @@ pub mod compression;
 pub mod digest;
 pub mod gopath;
 pub mod passwd;
+pub mod phase;
 pub mod platform;
 pub mod size;
 pub mod whiteout;

@@ -28,13 +28,18 @@ pub async fn build(
     kiln_executor::cgroup::configure(request.limits, request.cgroup_parent.as_deref());
     // Leftovers of killed builds (their scratch lock died with them) go before this one
     // adds its own.
-    match store.reclaim_scratch() {
+    let phase = kiln_base::phase::start("reclaim scratch");
+    let reclaimed = store.reclaim_scratch();
+    phase.end();
+    match reclaimed {
         Ok(r) if r.entries > 0 => notify(Notice::Reclaimed(r)),
         Ok(_) => {}
         Err(e) => notify(Notice::ReclaimFailed(e)),
     }
     let platforms = request.target_platforms()?;
+    let phase = kiln_base::phase::start("lower Dockerfile, resolve bases");
     let lowered = lower_all(store, request, &platforms, notify)?;
+    phase.end();
     let registry = request.registry_options(None);
     for spec in &request.cache_from {
         match cache_io::import(store, spec, &registry) {
@@ -161,7 +166,9 @@ pub(crate) async fn solve(
     lowered: &Lowered,
     progress: Progress,
 ) -> Result<BuiltImage, BuildError> {
+    let phase = kiln_base::phase::start("session (open context)");
     let session = session(store, request, lowered, None)?;
+    phase.end();
     solve_in(session, request, lowered, progress).await
 }
 

@@ -113,8 +113,13 @@ pub async fn build(
         Some(stage) => engine::stage_platform(&graph, stage),
         None => graph.platform.clone(),
     };
+    let phase = kiln_base::phase::start("solve (keys, cache lookups)");
     let result = engine::solve(session.clone(), Arc::new(graph), progress.clone()).await;
+    phase.end();
+    let phase = kiln_base::phase::start("save stat cache");
     session.save_stat_cache();
+    phase.end();
+    let phase = kiln_base::phase::start("write config, manifest");
     let (result, all_keys) = result?;
     progress.send(Event::Note {
         message: "exporting to image".to_string(),
@@ -147,6 +152,7 @@ pub async fn build(
             source,
         })
     })?;
+    phase.end();
     Ok(BuiltImage {
         manifest_digest: manifest_blob.digest,
         config_digest: config_blob.digest,

@@ -51,6 +51,7 @@ impl Store {
     /// Looks up `key`. A record whose layer blob is missing (pruned, or never finished) is
     /// a miss, as is an unreadable record (a miss only costs a rebuild).
     pub fn get_record(&self, key: &str) -> Result<Option<CacheRecord>> {
+        let _phase = kiln_base::phase::start("read cache record");
         validate_key(key)?;
         let path = self.cache_dir().join(format!("{key}.json"));
         let Some(bytes) = read_if_exists(&path)? else {

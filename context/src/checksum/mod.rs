@@ -170,10 +170,12 @@ impl Context {
                 path: dir.to_path_buf(),
             });
         }
+        let phase = kiln_base::phase::start("load stat cache");
         let cache = stat_cache_path
             .as_deref()
             .map(StatCache::load)
             .unwrap_or_default();
+        phase.end();
         Ok(Context {
             root,
             matcher,
@@ -236,12 +238,17 @@ impl Context {
         } else {
             Some(IgnoreMatcher::from_patterns(&opts.excludes).map_err(ContextError::Exclude)?)
         };
+        let phase = kiln_base::phase::start("context walk");
         let sources = self.select(pattern, opts)?;
         let mut items = Vec::new();
         for src in &sources {
             self.collect_source(pattern, src, excludes.as_ref(), &mut items)?;
         }
+        phase.end();
+        let phase = kiln_base::phase::start("context hash (stat cache)");
         let stats = self.hash_items(&mut items)?;
+        phase.end();
+        let phase = kiln_base::phase::start("context digest");
 
         let mut h = Sha256::new();
         h.update(b"kiln-context-checksum-v1\0");
@@ -260,6 +267,7 @@ impl Context {
             h.update(it.sha.unwrap_or([0; 32]));
         }
         let digest = kiln_base::digest::Digest::from_hasher(h).into_string();
+        phase.end();
         Ok(Checksum {
             digest,
             sources: sources
