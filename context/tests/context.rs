@@ -495,3 +495,45 @@ fn backslash_is_a_name_without_wildcards_and_an_escape_after_one() {
     let names: Vec<&str> = sum.files.iter().map(|f| f.rel_path.as_str()).collect();
     assert_eq!(names, ["d/ab"]);
 }
+
+#[test]
+fn a_deep_context_is_walked_in_order_past_the_kept_directory_fds() {
+    // 120 levels: past the parallel levels and the directory fds one walker keeps, so the
+    // deepest directories are opened again from the context root.
+    let d = tempfile::tempdir().unwrap();
+    let mut rel = String::from("top");
+    for i in 0..120 {
+        write(d.path(), &format!("{rel}/f"), &format!("{i}"));
+        rel.push_str("/d");
+    }
+    // A symlink deep down is an entry, never followed.
+    fs::create_dir(d.path().join(&rel)).unwrap();
+    symlink("/", d.path().join(format!("{rel}/up"))).unwrap();
+    let sum = ctx(d.path()).checksum("top", &copy_opts()).unwrap();
+    // Sorted by name: `d` before `f` at each level, the deepest directory holds `up`.
+    let mut ordered = Vec::new();
+    let mut dir = String::from("top");
+    ordered.push(dir.clone());
+    let mut tails = Vec::new();
+    for _ in 0..120 {
+        ordered.push(format!("{dir}/d"));
+        tails.push(format!("{dir}/f"));
+        dir.push_str("/d");
+    }
+    ordered.push(format!("{dir}/up"));
+    ordered.extend(tails.into_iter().rev());
+    let paths: Vec<&str> = sum.files.iter().map(|e| e.rel_path.as_str()).collect();
+    assert_eq!(paths, ordered);
+    let deepest = sum
+        .files
+        .iter()
+        .find(|e| e.rel_path.ends_with("/up"))
+        .unwrap();
+    assert_eq!(deepest.kind, ContextFileType::Symlink);
+    assert_eq!(deepest.link_target.as_deref(), Some("/"));
+    let f0 = sum.files.iter().find(|e| e.rel_path == "top/f").unwrap();
+    assert_eq!(
+        f0.sha256.as_deref(),
+        Some(kiln_base::digest::sha256_hex(b"0").as_str())
+    );
+}

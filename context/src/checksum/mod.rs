@@ -12,11 +12,12 @@
 //! a build to persist it.
 //!
 //! Submodules by step: `select` (which sources a pattern names), `walk` (their entries,
-//! in order), `hash` (content digests, with the stat cache), `changes` (how two entry
+//! in order, each directory read through its fd by `listing`), `hash` (content digests, with the stat cache), `changes` (how two entry
 //! lists differ, for `--explain-cache`).
 
 mod changes;
 mod hash;
+mod listing;
 mod select;
 mod walk;
 
@@ -147,6 +148,8 @@ pub struct Checksum {
 #[derive(Debug)]
 pub struct Context {
     root: PathBuf,
+    /// `root`, open: the walk reads every directory relative to it.
+    root_fd: std::os::fd::OwnedFd,
     matcher: IgnoreMatcher,
     stat_cache_path: Option<PathBuf>,
     cache: Mutex<StatCache>,
@@ -170,6 +173,10 @@ impl Context {
                 path: dir.to_path_buf(),
             });
         }
+        let root_fd = listing::open_root(&root).map_err(|source| ContextError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let phase = kiln_base::phase::start("load stat cache");
         let cache = stat_cache_path
             .as_deref()
@@ -178,6 +185,7 @@ impl Context {
         phase.end();
         Ok(Context {
             root,
+            root_fd,
             matcher,
             stat_cache_path,
             cache: Mutex::new(cache),

@@ -1,15 +1,17 @@
 //! Walking selected sources in sorted order with `.dockerignore` and `--exclude` applied:
-//! the top directory levels in parallel, deeper subtrees with an explicit stack.
+//! the top directory levels in parallel, deeper subtrees with an explicit stack, every
+//! directory read and stat'ed through its fd (`listing`).
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::listing::{self, Stat};
 use super::select::{Source, join};
 use super::{Context, ContextError, ContextFileType, HashedEntry};
 use crate::ignore::{IgnoreMatcher, MatchInfo};
@@ -50,6 +52,11 @@ enum Node {
 /// one, so the margin is wide); the top levels are where the parallel stat calls matter.
 const PARALLEL_DEPTH: usize = 16;
 
+/// How many directory fds one [`Context::walk_flat`] keeps open down its stack: below
+/// that a directory is opened again from the context root, so a hostile context nested
+/// thousands deep cannot exhaust the fd limit.
+const FD_DEPTH: usize = 32;
+
 /// Pre-order flattening: a directory, then its subtree. The tree is at most
 /// [`PARALLEL_DEPTH`] nodes deep, and so is this recursion.
 fn flatten(nodes: Vec<Node>, out: &mut Vec<Item>) {
@@ -84,7 +91,9 @@ enum Slot {
     Dir {
         rel: String,
         abs: std::path::PathBuf,
-        meta: fs::Metadata,
+        /// Its name in its parent, to open it from the parent's fd.
+        name: CString,
+        meta: Stat,
         info: MatchInfo,
         /// Ignored or excluded itself: kept only if something below is re-included.
         hidden: bool,
@@ -115,9 +124,9 @@ impl Context {
         out: &mut Vec<Item>,
     ) -> Result<(), ContextError> {
         let abs = self.root.join(&src.resolved);
-        let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+        let meta = Stat::from_meta(&fs::symlink_metadata(&abs).map_err(io_err(&abs))?);
         let ignored = self.is_ignored(&src.resolved) || self.is_ignored(&src.requested);
-        if !meta.is_dir() {
+        if meta.kind() != ContextFileType::Dir {
             if ignored && src.from_wildcard {
                 return Ok(());
             }
@@ -133,9 +142,16 @@ impl Context {
             if excludes.is_some_and(|x| x.matches(&name)) {
                 return Ok(());
             }
-            out.push(self.item(src.resolved.clone(), || abs.clone(), &meta)?);
+            out.push(self.item(
+                src.resolved.clone(),
+                || abs.clone(),
+                &meta,
+                || fs::read_link(&abs).map(|t| t.into_os_string().into_vec()),
+            )?);
             return Ok(());
         }
+        let dir = listing::open_dir_beneath(self.root_fd.as_fd(), Path::new(&src.resolved))
+            .map_err(io_err(&abs))?;
         let info = if self.matcher.is_empty() || src.resolved.is_empty() {
             MatchInfo::default()
         } else {
@@ -145,6 +161,7 @@ impl Context {
         };
         let mut children = Vec::new();
         self.walk_dir(
+            dir.as_fd(),
             &src.resolved,
             &abs,
             &src.resolved,
@@ -156,7 +173,7 @@ impl Context {
         // Flattened straight into `out`, reserved once: each move of 20,000 items (and
         // each doubling of a vector of them) showed up in no-op rebuild profiles.
         let at = out.len();
-        out.push(self.item(src.resolved.clone(), || abs.clone(), &meta)?);
+        out.push(self.item(src.resolved.clone(), || abs.clone(), &meta, no_link)?);
         out.reserve(count(&children));
         flatten(children, out);
         if ignored && out.len() == at + 1 {
@@ -180,6 +197,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     fn walk_dir(
         &self,
+        dir_fd: BorrowedFd<'_>,
         dir_rel: &str,
         dir_abs: &Path,
         src_root: &str,
@@ -188,7 +206,7 @@ impl Context {
         depth: usize,
         out: &mut Vec<Node>,
     ) -> Result<(), ContextError> {
-        let slots = self.scan_dir(dir_rel, dir_abs, src_root, excludes, dir_info)?;
+        let slots = self.scan_dir(dir_fd, dir_rel, dir_abs, src_root, excludes, dir_info)?;
         // Subdirectories in parallel (stat calls dominate a no-op rebuild), stitched back
         // in sorted order.
         let subtrees: Vec<Result<Option<Node>, ContextError>> = slots
@@ -198,28 +216,33 @@ impl Context {
                 Slot::Dir {
                     rel,
                     abs,
-                    meta,
-                    info,
-                    hidden,
-                } if depth + 1 >= PARALLEL_DEPTH => {
-                    let items =
-                        self.walk_flat(rel, abs, meta, info, *hidden, src_root, excludes)?;
-                    Ok((!items.is_empty()).then_some(Node::Flat(items)))
-                }
-                Slot::Dir {
-                    rel,
-                    abs,
+                    name,
                     meta,
                     info,
                     hidden,
                 } => {
+                    let fd = listing::open_dir_at(dir_fd, name).map_err(io_err(abs))?;
+                    if depth + 1 >= PARALLEL_DEPTH {
+                        let items =
+                            self.walk_flat(fd, rel, abs, meta, info, *hidden, src_root, excludes)?;
+                        return Ok((!items.is_empty()).then_some(Node::Flat(items)));
+                    }
                     let mut children = Vec::new();
-                    self.walk_dir(rel, abs, src_root, excludes, info, depth + 1, &mut children)?;
+                    self.walk_dir(
+                        fd.as_fd(),
+                        rel,
+                        abs,
+                        src_root,
+                        excludes,
+                        info,
+                        depth + 1,
+                        &mut children,
+                    )?;
                     if *hidden && children.is_empty() {
                         return Ok(None);
                     }
                     Ok(Some(Node::Dir(
-                        self.item(rel.clone(), || abs.clone(), meta)?,
+                        self.item(rel.clone(), || abs.clone(), meta, no_link)?,
                         children,
                     )))
                 }
@@ -241,9 +264,10 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     fn walk_flat(
         &self,
+        fd: OwnedFd,
         rel: &str,
         abs: &Path,
-        meta: &fs::Metadata,
+        meta: &Stat,
         info: &MatchInfo,
         hidden: bool,
         src_root: &str,
@@ -254,14 +278,18 @@ impl Context {
             /// Where this directory's own item sits in `out`.
             at: usize,
             hidden: bool,
+            /// The directory, to open its subdirectories from; `None` deeper than
+            /// [`FD_DEPTH`].
+            fd: Option<OwnedFd>,
         }
-        let mut out = vec![self.item(rel.to_string(), || abs.to_path_buf(), meta)?];
+        let mut out = vec![self.item(rel.to_string(), || abs.to_path_buf(), meta, no_link)?];
         let mut stack = vec![Frame {
             slots: self
-                .scan_dir(rel, abs, src_root, excludes, info)?
+                .scan_dir(fd.as_fd(), rel, abs, src_root, excludes, info)?
                 .into_iter(),
             at: 0,
             hidden,
+            fd: Some(fd),
         }];
         while let Some(frame) = stack.last_mut() {
             match frame.slots.next() {
@@ -269,17 +297,28 @@ impl Context {
                 Some(Slot::Dir {
                     rel,
                     abs,
+                    name,
                     meta,
                     info,
                     hidden,
                 }) => {
                     let at = out.len();
-                    out.push(self.item(rel.clone(), || abs.clone(), &meta)?);
-                    let slots = self.scan_dir(&rel, &abs, src_root, excludes, &info)?;
+                    out.push(self.item(rel.clone(), || abs.clone(), &meta, no_link)?);
+                    let fd = match &frame.fd {
+                        Some(parent) => listing::open_dir_at(parent.as_fd(), &name),
+                        None => listing::open_dir_beneath(
+                            self.root_fd.as_fd(),
+                            abs.strip_prefix(&self.root).unwrap_or(&abs),
+                        ),
+                    }
+                    .map_err(io_err(&abs))?;
+                    let slots = self.scan_dir(fd.as_fd(), &rel, &abs, src_root, excludes, &info)?;
+                    let keep = stack.len() < FD_DEPTH;
                     stack.push(Frame {
                         slots: slots.into_iter(),
                         at,
                         hidden,
+                        fd: keep.then_some(fd),
                     });
                 }
                 None => {
@@ -297,29 +336,23 @@ impl Context {
     /// One directory's children, sorted by name, with ignore rules and `--exclude`
     /// applied and each entry stat'ed.
     ///
-    /// Entries are stat'ed through their `DirEntry` (fstatat relative to the open
-    /// directory) rather than by full path: on a 20,000-file context the path lookups
-    /// were the largest cost of a no-op rebuild.
+    /// Entries are stat'ed relative to the open directory `dir` rather than by full
+    /// path: on a 20,000-file context the path lookups were the largest cost of a no-op
+    /// rebuild.
     fn scan_dir(
         &self,
+        dir: BorrowedFd<'_>,
         dir_rel: &str,
         dir_abs: &Path,
         src_root: &str,
         excludes: Option<&IgnoreMatcher>,
         dir_info: &MatchInfo,
     ) -> Result<Vec<Slot>, ContextError> {
-        // Names are taken once: `DirEntry::file_name` allocates, so calling it inside the
-        // sort comparator cost more than the sort itself.
-        let mut entries: Vec<(std::ffi::OsString, fs::DirEntry)> = fs::read_dir(dir_abs)
-            .and_then(|rd| {
-                rd.map(|e| e.map(|e| (e.file_name(), e)))
-                    .collect::<io::Result<_>>()
-            })
-            .map_err(io_err(dir_abs))?;
-        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut slots = Vec::with_capacity(entries.len());
-        for (name, entry) in entries {
-            let name_str = name.to_string_lossy();
+        let names = listing::list(dir).map_err(io_err(dir_abs))?;
+        let mut slots = Vec::new();
+        for name in names.iter() {
+            let path = || dir_abs.join(OsStr::from_bytes(name.to_bytes()));
+            let name_str = String::from_utf8_lossy(name.to_bytes());
             let rel = join(dir_rel, &name_str);
             let (ignored, info) = if self.matcher.is_empty() {
                 (false, MatchInfo::default())
@@ -333,12 +366,12 @@ impl Context {
                     .to_string()
             };
             let user_excluded = excludes.is_some_and(|x| x.matches(&rel_to_src()));
-            let meta = entry.metadata().map_err(|source| ContextError::Io {
-                path: dir_abs.join(&name),
+            let meta = listing::stat_at(dir, name).map_err(|source| ContextError::Io {
+                path: path(),
                 source,
             })?;
             let hidden = ignored || user_excluded;
-            if meta.is_dir() {
+            if meta.kind() == ContextFileType::Dir {
                 if hidden {
                     let may = (!ignored || self.matcher.may_reinclude_under(&rel))
                         && (!user_excluded
@@ -348,50 +381,43 @@ impl Context {
                     }
                 }
                 slots.push(Slot::Dir {
-                    abs: dir_abs.join(&name),
+                    abs: path(),
+                    name: name.to_owned(),
                     rel,
                     meta,
                     info,
                     hidden,
                 });
             } else if !hidden {
-                slots.push(Slot::Leaf(self.item(rel, || dir_abs.join(&name), &meta)?));
+                let link = || listing::read_link_at(dir, name);
+                slots.push(Slot::Leaf(self.item(rel, path, &meta, link)?));
             }
         }
 
         Ok(slots)
     }
 
-    /// `abs` is only called for symlinks and non-UTF-8 names: building a full path per
-    /// file showed up in no-op rebuild profiles.
+    /// `abs` is only called for errors and non-UTF-8 names, `link` (the target) only for
+    /// symlinks: building a full path per file showed up in no-op rebuild profiles.
     fn item(
         &self,
         rel: String,
         abs: impl Fn() -> std::path::PathBuf,
-        meta: &fs::Metadata,
+        meta: &Stat,
+        link: impl FnOnce() -> io::Result<Vec<u8>>,
     ) -> Result<Item, ContextError> {
-        let ft = meta.file_type();
-        let (kind, raw_target) = if ft.is_symlink() {
-            let abs = abs();
-            let t = fs::read_link(&abs).map_err(io_err(&abs))?;
-            (
-                ContextFileType::Symlink,
-                Some(t.as_os_str().as_bytes().to_vec()),
-            )
-        } else if ft.is_dir() {
-            (ContextFileType::Dir, None)
-        } else if ft.is_file() {
-            (ContextFileType::File, None)
-        } else {
-            debug_assert!(
-                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
-            );
-            (ContextFileType::Other, None)
+        let kind = meta.kind();
+        let raw_target = match kind {
+            ContextFileType::Symlink => Some(link().map_err(|source| ContextError::Io {
+                path: abs(),
+                source,
+            })?),
+            _ => None,
         };
         let mode = if kind == ContextFileType::Symlink {
             0o777
         } else {
-            meta.mode() & 0o7777
+            meta.mode & 0o7777
         };
         // None: the raw path is `rel_path` itself (valid UTF-8 all the way).
         let raw_path = if rel.contains('\u{fffd}') {
@@ -408,7 +434,7 @@ impl Context {
                 kind,
                 mode,
                 size: if kind == ContextFileType::File {
-                    meta.size()
+                    meta.size
                 } else {
                     0
                 },
@@ -419,8 +445,13 @@ impl Context {
             },
             raw_path,
             raw_target,
-            stat: (kind == ContextFileType::File).then(|| StatKey::from_meta(meta)),
+            stat: (kind == ContextFileType::File).then_some(meta.key),
             sha: None,
         })
     }
+}
+
+/// The `link` of an entry [`Context::item`] knows is no symlink.
+fn no_link() -> io::Result<Vec<u8>> {
+    Err(io::Error::from(io::ErrorKind::InvalidInput))
 }
