@@ -5,7 +5,8 @@
 //! Each edit (at the start, middle and end of the context, a file added, a file deleted, a
 //! mode changed) is built incrementally in one store and from scratch in another, as root
 //! and as the unprivileged test user; image IDs and manifest digests must match, and the
-//! incremental build must have reused all but the chunks around the edit.
+//! incremental build must have reused all but the chunks around the edit and linked the
+//! unchanged files from the previous snapshot (never the edited one).
 
 mod common;
 
@@ -61,6 +62,19 @@ fn reused_chunks(text: &str) -> Option<(usize, usize)> {
     Some((words[at + 1].parse().ok()?, words[at + 3].parse().ok()?))
 }
 
+/// The link count of `rel` in the snapshot whose first file holds `first`.
+fn links_in_snapshot_with(world: &World, first: &[u8], rel: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let snapshots = world.store().join("snapshots");
+    for dir in fs::read_dir(&snapshots).unwrap() {
+        let dir = dir.unwrap().path();
+        if fs::read(dir.join(file_name(0))).is_ok_and(|b| b == first) {
+            return fs::symlink_metadata(dir.join(rel)).unwrap().nlink();
+        }
+    }
+    panic!("no snapshot in {snapshots:?} has that first file")
+}
+
 type Edit = (&'static str, fn(&Path));
 
 fn edits() -> Vec<Edit> {
@@ -113,6 +127,14 @@ fn edit_then_build(id: Identity) {
             of >= 5 && reused + 3 >= of,
             "{id:?}, {what}: reused {reused} of {of} chunks"
         );
+        if what == "start" {
+            let rewritten = b"the first file, rewritten";
+            assert_eq!(
+                links_in_snapshot_with(&incremental, rewritten, &file_name(0)),
+                1
+            );
+            assert!(links_in_snapshot_with(&incremental, rewritten, &file_name(1)) >= 2);
+        }
         let fresh = scratch.build(&ctx, &["--no-cache", "-t", "fresh:1"]);
         assert_ok(&fresh);
         assert_eq!(image_id(&inc), image_id(&fresh), "{id:?}, {what}: image ID");

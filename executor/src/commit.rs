@@ -15,10 +15,13 @@
 //! A gzip blob written here keeps its chunk table beside it (the store's
 //! [`SideRecordKind::GzipChunks`]); the next blob of the same step (its `previous` layer,
 //! whatever its key) copies the compressed chunks the two share instead of compressing
-//! them again ([`kiln_image::layer::chunks`]), so an edit costs what changed.
+//! them again ([`kiln_image::layer::chunks`]), and a COPY links the context files that did
+//! not change from the previous layer's snapshot ([`crate::copy::relink`]), so an edit
+//! costs what changed.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kiln_image::{
@@ -26,6 +29,7 @@ use kiln_image::{
 };
 use kiln_store::{LayerRef, SideRecordKind, StagingDir, Store, StoreError};
 
+use crate::copy::relink::PreviousCopy;
 use crate::copy::{CopyError, CopyRequest, copy_into_layer};
 use crate::staged::{MaterializeError, materialize};
 
@@ -57,6 +61,9 @@ pub struct CommitRequest<'a> {
     /// The layer the same step gave in the previous build, whatever its key: the new
     /// blob copies the compressed chunks the two share.
     pub previous: Option<&'a LayerRef>,
+    /// With `previous`, the context files (relative paths) the step reads that have not
+    /// changed since: a COPY links them from the previous snapshot instead of copying.
+    pub unchanged: Option<HashSet<String>>,
     pub source: LayerSource,
     /// Told (one line) when the tmpfs fills up and the copy runs again in the store.
     pub note: &'a (dyn Fn(&str) + Sync),
@@ -100,6 +107,7 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
         format,
         recorded,
         previous,
+        unchanged,
         source,
         note,
     } = req;
@@ -112,7 +120,7 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
     let predicted = commit.predicts_stored_layer(recorded);
     let (staging, content, metadata_tree) = match source {
         LayerSource::Dir(dir) => (dir, ExternalContent::new(), false),
-        LayerSource::Copy(copy) => commit.copy(*copy, predicted)?,
+        LayerSource::Copy(copy) => commit.copy(*copy, predicted, unchanged)?,
     };
     commit.commit(staging, &content, metadata_tree, predicted)
 }
@@ -135,6 +143,7 @@ impl Committer<'_> {
         &self,
         mut copy: CopyRequest,
         predicted: bool,
+        unchanged: Option<HashSet<String>>,
     ) -> Result<(StagingDir, ExternalContent, bool), CommitError> {
         let tmpfs = if !copy.add && predicted {
             self.store.tmpfs_staging()?
@@ -153,6 +162,9 @@ impl Committer<'_> {
         }
         let staging = self.store.snapshot_staging()?;
         copy.stage_contents = false;
+        if let Some(unchanged) = unchanged {
+            copy.previous = self.previous_copy(unchanged).map(Arc::new);
+        }
         let report = copy_into_layer(&copy, staging.path())?;
         Ok((staging, report.content, false))
     }
@@ -276,6 +288,15 @@ impl Committer<'_> {
             ));
         }
         Ok(layer)
+    }
+
+    /// The previous layer's snapshot, for a COPY to link its `unchanged` files from.
+    fn previous_copy(&self, unchanged: HashSet<String>) -> Option<PreviousCopy> {
+        let id = hex_of(&self.previous?.diff_id).ok()?;
+        if !self.store.has_snapshot(id) {
+            return None;
+        }
+        PreviousCopy::open(&self.store.snapshot_path(id).ok()?, unchanged).ok()
     }
 
     /// The chunks of the previous layer's gzip blob, when its table and blob are stored.

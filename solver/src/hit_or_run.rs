@@ -130,6 +130,17 @@ async fn hit_or_run(
         Some(_) => None,
         None => previous_layer(session, &place, &key),
     };
+    // The files that did not change since, when the saved inputs are that layer's.
+    let unchanged = previous
+        .as_ref()
+        .and_then(|(_, previous_key)| {
+            session
+                .explain
+                .previous(&place)
+                .filter(|inputs| inputs.key == *previous_key && !inputs.files.is_empty())
+        })
+        .map(|inputs| keyed.unchanged_files(&inputs));
+    let previous = previous.map(|(layer, _)| layer);
     let source = op.exec(ctx, &keyed).await?;
     let s = session.clone();
     let log = progress.clone();
@@ -139,6 +150,7 @@ async fn hit_or_run(
             format: s.layer_format(),
             recorded: recorded.as_ref(),
             previous: previous.as_ref(),
+            unchanged,
             source,
             note: &|line| {
                 log.send(Event::Log {
@@ -190,14 +202,15 @@ async fn hit_or_run(
     })
 }
 
-/// The layer the previous build of `place` gave, when its key differs from `key` and its
-/// record is still stored.
-fn previous_layer(session: &BuildSession, place: &str, key: &str) -> Option<LayerRef> {
+/// The layer the previous build of `place` gave and its key, when that key differs from
+/// `key` and its record is still stored.
+fn previous_layer(session: &BuildSession, place: &str, key: &str) -> Option<(LayerRef, String)> {
     let previous = session.explain.previous_key(place)?;
     if previous == key {
         return None;
     }
-    session.store.get_record(&previous).ok()??.layer
+    let layer = session.store.get_record(&previous).ok()??.layer?;
+    Some((layer, previous))
 }
 
 /// Where `step` stands, for `--explain-cache`: the context, the Dockerfile and the line.

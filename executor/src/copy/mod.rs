@@ -25,6 +25,7 @@ pub mod http;
 pub mod meta;
 pub mod owner;
 pub mod pattern;
+pub mod relink;
 mod source;
 mod tree;
 mod writer;
@@ -119,6 +120,9 @@ pub struct CopyRequest {
     /// [`kiln_image::layer::external`]). Ignored for ADD, whose archives and downloads
     /// have no lasting source to point at.
     pub stage_contents: bool,
+    /// The step's previous snapshot and the context files unchanged since: those are
+    /// linked from it rather than copied again (see [`relink`]).
+    pub previous: Option<Arc<relink::PreviousCopy>>,
 }
 
 impl CopyRequest {
@@ -145,6 +149,7 @@ impl CopyRequest {
             excludes: Vec::new(),
             link: false,
             stage_contents: false,
+            previous: None,
         }
     }
 }
@@ -277,16 +282,17 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
     let dest_clean = join_components(&components(&dest_abs));
     let dir_form = dest_is_dir_form(&req.dest);
 
-    let (src_fs, filter, preserve_owner) = match &req.from {
+    let (src_fs, filter, from_context) = match &req.from {
         SourceRoot::Dir { root, filter } => {
-            (LayeredFs::plain_dir(root.clone()), filter.as_ref(), false)
+            (LayeredFs::plain_dir(root.clone()), filter.as_ref(), true)
         }
-        SourceRoot::Layers(l) => (l.clone(), None, true),
+        SourceRoot::Layers(l) => (l.clone(), None, false),
     };
     let src = Source {
         fs: &src_fs,
         filter,
-        preserve_owner,
+        preserve_owner: !from_context,
+        from_context,
     };
 
     let mut items = Vec::new();
@@ -357,6 +363,7 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
         copier.reference = staged && matches!(item, Item::Local(_) | Item::Parents(_));
         copier.track = staged;
         copier.content = std::mem::take(&mut external);
+        copier.relink = req.previous.as_deref().map(|p| (p, out));
         match item {
             Item::Local(m) => {
                 let unpack = req.add && req.unpack != Some(false);
@@ -453,6 +460,7 @@ fn copy_scratch_file(
         fs: &fs,
         filter: None,
         preserve_owner: false,
+        from_context: false,
     };
     let entry = fs
         .metadata(&name)?

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use filetime::FileTime;
 
 use super::owner::Owner;
+use super::relink::{PreviousCopy, Wanted};
 use super::writer::{LayerWriter, io_at};
 use super::{CopyError, SourceFilter, meta};
 use crate::layered::{Entry, FileKind, LayeredFs};
@@ -28,6 +29,8 @@ pub(crate) struct Source<'a> {
     pub filter: Option<&'a SourceFilter>,
     /// Keep the source's uid/gid (`--from` a stage); context files become 0:0.
     pub preserve_owner: bool,
+    /// The source root is a context directory (its paths are the ones step keys name).
+    pub from_context: bool,
 }
 
 impl Source<'_> {
@@ -59,6 +62,9 @@ pub(crate) struct Copier<'a> {
     /// from it): an inode freed by a replaced placeholder may come back as a real file.
     pub track: bool,
     pub content: ExternalContent,
+    /// The step's previous snapshot, to link unchanged context files from, and the layer
+    /// directory's root (what the snapshot's paths are relative to).
+    pub relink: Option<(&'a PreviousCopy, &'a Path)>,
 }
 
 /// One regular file to copy with its final metadata (run in parallel: the walk is
@@ -70,6 +76,8 @@ struct FileJob {
     gid: u32,
     mode: u32,
     metadata: std::fs::Metadata,
+    /// Where the previous snapshot may hold this very file (layer-relative).
+    relink: Option<PathBuf>,
 }
 
 /// What a finished [`FileJob`] left: its bytes, and with tracking the written file's
@@ -77,8 +85,29 @@ struct FileJob {
 type JobResult = (u64, Option<(std::fs::Metadata, Option<ExternalFile>)>);
 
 impl FileJob {
-    fn run(&self, reference: bool, track: bool) -> Result<JobResult, CopyError> {
+    fn run(
+        &self,
+        reference: bool,
+        track: bool,
+        previous: Option<&PreviousCopy>,
+    ) -> Result<JobResult, CopyError> {
         let dst = &self.dst;
+        if let (Some(previous), Some(rel)) = (previous, &self.relink) {
+            let want = Wanted {
+                source: &self.metadata,
+                source_path: &self.src,
+                uid: self.uid,
+                gid: self.gid,
+                mode: self.mode,
+            };
+            if previous.link(rel, &want, dst) {
+                if !track {
+                    return Ok((self.metadata.len(), None));
+                }
+                let staged = fs::symlink_metadata(dst).map_err(io_at("stat", dst))?;
+                return Ok((self.metadata.len(), Some((staged, None))));
+            }
+        }
         let n = if reference {
             fs::File::create_new(dst).map_err(io_at("create", dst))?;
             self.metadata.len()
@@ -126,6 +155,7 @@ impl<'a> Copier<'a> {
             reference: false,
             track: false,
             content: ExternalContent::new(),
+            relink: None,
         }
     }
 
@@ -227,6 +257,16 @@ impl<'a> Copier<'a> {
                     self.links.insert(key, host.clone());
                 }
                 let (uid, gid, mode) = self.owner_mode(src, e);
+                let relink = match self.relink {
+                    Some((previous, root))
+                        if src.from_context
+                            && !self.reference
+                            && previous.is_unchanged(e.path.trim_start_matches('/')) =>
+                    {
+                        host.strip_prefix(root).ok().map(Path::to_path_buf)
+                    }
+                    _ => None,
+                };
                 self.jobs.push(FileJob {
                     src: e.host_path.clone(),
                     dst: host,
@@ -234,6 +274,7 @@ impl<'a> Copier<'a> {
                     gid,
                     mode,
                     metadata: e.metadata.clone(),
+                    relink,
                 });
             }
             FileKind::Symlink => {
@@ -280,8 +321,11 @@ impl<'a> Copier<'a> {
     pub fn flush(&mut self) -> Result<(), CopyError> {
         let jobs = std::mem::take(&mut self.jobs);
         let (reference, track) = (self.reference, self.track);
-        let done: Result<Vec<JobResult>, CopyError> =
-            jobs.par_iter().map(|j| j.run(reference, track)).collect();
+        let previous = self.relink.map(|(p, _)| p);
+        let done: Result<Vec<JobResult>, CopyError> = jobs
+            .par_iter()
+            .map(|j| j.run(reference, track, previous))
+            .collect();
         for (n, placed) in done? {
             self.bytes += n;
             match placed {

@@ -228,6 +228,7 @@ fn git_request(copy: &CopyOp, current: &StageResult, tree: &std::path::Path) -> 
         excludes: copy.exclude.clone(),
         link: copy.link,
         stage_contents: false,
+        previous: None,
         // Git's HTTP credentials are not BuildKit's HTTP_AUTH_* secrets (GIT_AUTH_TOKEN is).
         authorization: None,
     }
@@ -300,5 +301,6 @@ fn copy_request(
         excludes: copy.exclude.clone(),
         link: copy.link,
         stage_contents: false,
+        previous: None,
     })
 }
