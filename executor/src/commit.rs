@@ -165,7 +165,9 @@ impl Committer<'_> {
         if let Some(unchanged) = unchanged {
             copy.previous = self.previous_copy(unchanged).map(Arc::new);
         }
+        let phase = kiln_base::phase::start("commit: copy into the store");
         let report = copy_into_layer(&copy, staging.path())?;
+        phase.end();
         Ok((staging, report.content, false))
     }
 
@@ -214,9 +216,11 @@ impl Committer<'_> {
         } else {
             // The directory itself becomes the snapshot: write the blob before moving it.
             let blob = blob()?;
+            let phase = kiln_base::phase::start("commit: the snapshot");
             let snapshot = self
                 .store
                 .commit_snapshot(staging, hex_of(&blob.diff_id)?)?;
+            phase.end();
             (blob, snapshot)
         };
         Ok(CommittedLayer {
@@ -262,7 +266,9 @@ impl Committer<'_> {
             reuse: self.chunk_reuse(),
             ..self.layer_options(self.format.compression)
         };
+        let phase = kiln_base::phase::start("commit: write the layer blob");
         let digests = kiln_image::write_layer_with(dir, &mut writer, &options, content)?;
+        phase.end();
         if let Some(expected) = expected
             && digests.diff_id != expected
         {

@@ -19,10 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags};
 
 /// Options for writing a layer blob.
 #[derive(Debug, Clone, Default)]
@@ -308,20 +311,31 @@ impl<'a, W: Write> Walk<'a, W> {
     /// The directories being walked are an explicit stack: a layer can nest directories
     /// thousands deep (a RUN made them), more than recursion on a thread's stack survives.
     fn dir(&mut self, root: &Path, rel: &[u8]) -> Result<(), LayerWriteError> {
+        let root_fd = rustix::fs::open(root, DIR_FLAGS, Mode::empty()).ok();
         let mut stack = vec![(
             root.to_path_buf(),
             rel.to_vec(),
             self.names(root, rel)?.into_iter(),
+            root_fd,
         )];
-        while let Some((abs, rel, names)) = stack.last_mut() {
+        loop {
+            let depth = stack.len();
+            let Some((abs, rel, names, fd)) = stack.last_mut() else {
+                break;
+            };
             let Some(name) = names.next() else {
                 stack.pop();
                 continue;
             };
             let child = abs.join(&name);
-            if let Some(prefix) = self.entry(&child, rel, &name)? {
+            let dir_fd = fd.as_ref().map(|fd| fd.as_fd());
+            if let Some(prefix) = self.entry(&child, rel, &name, dir_fd)? {
                 let names = self.names(&child, &prefix)?.into_iter();
-                stack.push((child, prefix, names));
+                // An fd per level down to MAX_DIR_FDS; deeper directories go by path.
+                let child_fd = dir_fd
+                    .filter(|_| depth < MAX_DIR_FDS)
+                    .and_then(|dir| rustix::fs::openat(dir, &name, DIR_FLAGS, Mode::empty()).ok());
+                stack.push((child, prefix, names, child_fd));
             }
         }
         Ok(())
@@ -349,11 +363,14 @@ impl<'a, W: Write> Walk<'a, W> {
 
     /// Writes one entry; for a directory, returns the tar name prefix of its children (the
     /// caller walks them).
+    /// `dir` is the directory's fd when the walk holds one: the entry is then looked up
+    /// by its name alone, a regular file opened once and its xattrs read from that fd.
     fn entry(
         &mut self,
         abs: &Path,
         rel: &[u8],
         name: &OsStr,
+        dir: Option<BorrowedFd<'_>>,
     ) -> Result<Option<Vec<u8>>, LayerWriteError> {
         if let Some(dev) = self.extra_device(rel, name)
             && fs::symlink_metadata(abs).is_err()
@@ -390,11 +407,18 @@ impl<'a, W: Write> Walk<'a, W> {
             path: abs.to_path_buf(),
             source,
         };
-        let md = fs::symlink_metadata(abs).map_err(read_err)?;
+        let (md, opened) = match dir {
+            Some(dir) => lookup_at(dir, name).map_err(read_err)?,
+            None => (fs::symlink_metadata(abs).map_err(read_err)?, None),
+        };
         let mut tar_name = rel.to_vec();
         tar_name.extend_from_slice(name.as_bytes());
         let ft = md.file_type();
-        let (xattrs, opaque) = read_xattrs(abs, ft.is_symlink()).map_err(read_err)?;
+        let (xattrs, opaque) = match &opened {
+            Some(file) => read_xattrs(&XattrsOf::File(file)),
+            None => read_xattrs(&XattrsOf::Path(abs)),
+        }
+        .map_err(read_err)?;
         let meta = EntryMeta {
             mode: md.mode() & 0o7777,
             uid: u64::from(md.uid()),
@@ -481,8 +505,11 @@ impl<'a, W: Write> Walk<'a, W> {
             return Ok(None);
         };
         if let TarEntryKind::File { .. } = kind {
-            let file =
-                io::BufReader::with_capacity(IO_BUFFER, fs::File::open(abs).map_err(read_err)?);
+            let file = match opened {
+                Some(file) => file,
+                None => fs::File::open(abs).map_err(read_err)?,
+            };
+            let file = io::BufReader::with_capacity(IO_BUFFER, file);
             self.writer
                 .append(&tar_name, &kind, &meta, file)
                 .map_err(write_err)?;
@@ -520,13 +547,67 @@ const INCOMPLETE_OVERLAY_XATTRS: [&str; 4] = [
     "trusted.overlay.metacopy",
 ];
 
+/// Where an entry's xattrs are read: its path (never following a final symlink), or the
+/// regular file the walk opened.
+enum XattrsOf<'a> {
+    Path(&'a Path),
+    File(&'a fs::File),
+}
+
+impl XattrsOf<'_> {
+    fn list(&self) -> io::Result<xattr::XAttrs> {
+        match self {
+            XattrsOf::Path(p) => xattr::list(p),
+            XattrsOf::File(f) => xattr::FileExt::list_xattr(*f),
+        }
+    }
+
+    fn get(&self, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            XattrsOf::Path(p) => xattr::get(p, name),
+            XattrsOf::File(f) => xattr::FileExt::get_xattr(*f, name),
+        }
+    }
+}
+
+/// Directories opened this deep at most (one fd each, down the walk's stack); a layer can
+/// nest thousands of directories, more than a process may hold fds.
+const MAX_DIR_FDS: usize = 64;
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// The entry `name` of the directory `dir`: its `lstat`, and for a regular file the file
+/// opened for reading. Looked up by name on the fd, never following a symlink; nothing
+/// but a regular file is opened for reading (a device node is never opened).
+fn lookup_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(fs::Metadata, Option<fs::File>)> {
+    let path_flags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+    let at = fs::File::from(rustix::fs::openat(dir, name, path_flags, Mode::empty())?);
+    let md = at.metadata()?;
+    if !md.file_type().is_file() {
+        return Ok((md, None));
+    }
+    let read_flags = OFlags::RDONLY
+        .union(OFlags::NOFOLLOW)
+        .union(OFlags::NOCTTY)
+        .union(OFlags::CLOEXEC);
+    let file = fs::File::from(rustix::fs::openat(dir, name, read_flags, Mode::empty())?);
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (md.dev(), md.ino()) {
+        return Err(io::Error::other("replaced while the layer was written"));
+    }
+    Ok((md, Some(file)))
+}
+
 /// Reads the xattrs to record (sorted) and whether the entry is an opaque
 /// overlay directory. Symlinks only carry `trusted.`/`security.` xattrs,
 /// which `llistxattr` reports like any other.
-fn read_xattrs(path: &Path, _is_symlink: bool) -> io::Result<(BTreeMap<String, Vec<u8>>, bool)> {
+fn read_xattrs(of: &XattrsOf<'_>) -> io::Result<(BTreeMap<String, Vec<u8>>, bool)> {
     let mut out = BTreeMap::new();
     let mut opaque = false;
-    let names = match xattr::list(path) {
+    let names = match of.list() {
         Ok(names) => names,
         // Filesystems without xattr support simply have none.
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
@@ -539,7 +620,7 @@ fn read_xattrs(path: &Path, _is_symlink: bool) -> io::Result<(BTreeMap<String, V
             continue;
         };
         if whiteout::OPAQUE_XATTRS.contains(&name_str) {
-            opaque |= xattr::get(path, &name)?.as_deref() == Some(whiteout::OPAQUE_VALUE);
+            opaque |= of.get(&name)?.as_deref() == Some(whiteout::OPAQUE_VALUE);
             continue;
         }
         if INCOMPLETE_OVERLAY_XATTRS.contains(&name_str) {
@@ -551,7 +632,7 @@ fn read_xattrs(path: &Path, _is_symlink: bool) -> io::Result<(BTreeMap<String, V
         if is_excluded_xattr(name_str) {
             continue;
         }
-        if let Some(value) = xattr::get(path, &name)? {
+        if let Some(value) = of.get(&name)? {
             out.insert(name_str.to_string(), value);
         }
     }
