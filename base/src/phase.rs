@@ -50,7 +50,7 @@ impl Drop for Phase {
         if let (Some((name, started)), Some(origin)) = (self.0.take(), origin()) {
             let now = Instant::now();
             eprintln!(
-                "kiln phase {name:<28} {:8.2} ms   (at {:8.2} ms)",
+                "kiln phase {name:<34} {:8.2} ms   (at {:8.2} ms)",
                 (now - started).as_secs_f64() * 1e3,
                 (now - origin).as_secs_f64() * 1e3
             );

@@ -13,7 +13,10 @@ use sha2::{Digest as _, Sha256};
 
 use super::walk::{Item, io_err};
 use super::{ChecksumStats, Context, ContextError};
-use crate::statcache::RACY_WINDOW;
+use crate::statcache::{RACY_WINDOW, StatCache};
+
+/// Items per parallel slice of stat cache lookups.
+const LOOKUP_SLICE: usize = 2048;
 
 impl Context {
     /// Fills in content digests: stat-cache hits first, then the misses in parallel.
@@ -25,16 +28,33 @@ impl Context {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
             };
-            let mut hint = 0;
-            for (i, it) in items.iter_mut().enumerate() {
-                let Some(key) = it.stat else { continue };
-                match cache.get_hinted(&it.entry.rel_path, &key, &mut hint) {
-                    Some(sha) => {
-                        it.sha = Some(sha);
-                        stats.cache_hits += 1;
+            let cache: &StatCache = &cache;
+            // Looked up in parallel slices (each with its own hint, as each is in walk
+            // order): on a no-op rebuild this loop and the hex of every digest were the
+            // largest single-threaded part after the walk.
+            let slices: Vec<(Vec<usize>, u64)> = items
+                .par_chunks_mut(LOOKUP_SLICE)
+                .enumerate()
+                .map(|(n, slice)| {
+                    let (mut misses, mut hits) = (Vec::new(), 0);
+                    let mut hint = 0;
+                    for (i, it) in slice.iter_mut().enumerate() {
+                        let Some(key) = it.stat else { continue };
+                        match cache.get_hinted(&it.entry.rel_path, &key, &mut hint) {
+                            Some(sha) => {
+                                it.sha = Some(sha);
+                                it.entry.sha256 = Some(fast_hex(&sha));
+                                hits += 1;
+                            }
+                            None => misses.push(n * LOOKUP_SLICE + i),
+                        }
                     }
-                    None => misses.push(i),
-                }
+                    (misses, hits)
+                })
+                .collect();
+            for (m, hits) in slices {
+                misses.extend(m);
+                stats.cache_hits += hits;
             }
         }
         let root = &self.root;
@@ -56,15 +76,11 @@ impl Context {
         for (i, sha, cacheable) in results {
             let it = &mut items[i];
             it.sha = Some(sha);
+            it.entry.sha256 = Some(fast_hex(&sha));
             stats.files_hashed += 1;
             stats.bytes_hashed += it.entry.size;
             if cacheable && let Some(key) = it.stat {
                 cache.insert(it.entry.rel_path.clone(), key, sha);
-            }
-        }
-        for it in items.iter_mut() {
-            if let Some(sha) = it.sha {
-                it.entry.sha256 = Some(fast_hex(&sha));
             }
         }
         Ok(stats)
