@@ -8,7 +8,12 @@
 #   nocache --no-cache rebuild of it on the same store (peerbench.py's bigcontext "cold"):
 #          the COPY runs again, the identical layer it gives is found by diff_id
 #   bigmem peak RSS while building a 2 GB layer                   (target < 200 MB)
-# Usage: bench/build.sh [noop|cold|nocache|bigmem ...]   (default: all). Needs ~5 GB in $BENCH_DIR.
+#   runstep cost of one small RUN step (FROM scratch + busybox, 24 `RUN echo i > /stepi`,
+#          --no-cache into a fresh store; as peerbench.py's runsteps), best of 5, and its
+#          per-phase breakdown (median over the RUN steps, KILN_TRACE_PHASES=1)
+#                                                                  (target <= 8 ms a step, issue 15)
+#          As root; RUNSTEP_USER=name (an account with a subuid range) runs it rootless.
+# Usage: bench/build.sh [noop|cold|nocache|bigmem|runstep ...]   (default: all). Needs ~5 GB in $BENCH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -16,7 +21,7 @@ KILN=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 DIR=${BENCH_DIR:-/tmp/kiln-bench}
 mkdir -p "$DIR"
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(noop edit cold nocache bigmem)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(noop edit cold nocache bigmem runstep)
 
 make_bigcontext() {
   local ctx=$DIR/bigcontext
@@ -112,6 +117,49 @@ for s in "${scenarios[@]}"; do
         echo "2 GB context into a 2 GB layer ($compression): peak RSS $((rss / 1024)) MB in ${secs} s (target < 200 MB)"
         rm -rf "$root"
       done
+      ;;
+    runstep)
+      ctx=$DIR/runsteps
+      if [ ! -f "$ctx/.done" ]; then
+        rm -rf "$ctx" && mkdir -p "$ctx"
+        cp "$(command -v busybox)" "$ctx/busybox"
+        {
+          printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+          printf 'ENV PATH=/bin\n'
+          for i in $(seq 0 23); do printf 'RUN echo %s > /step%s\n' "$i" "$i"; done
+        } > "$ctx/Dockerfile"
+        touch "$ctx/.done"
+      fi
+      chmod -R a+rX "$ctx"
+      bin=$KILN as=()
+      if [ -n "${RUNSTEP_USER:-}" ]; then
+        # The user must be able to run the binary: a copy outside a root-only target dir.
+        bin=$DIR/kiln-runstep; cp "$KILN" "$bin"; chmod 755 "$bin" "$DIR"
+        as=(runuser -u "$RUNSTEP_USER" --)
+      fi
+      root=$DIR/store-runstep best=999999
+      for _ in 1 2 3 4 5; do
+        rm -rf "$root"; mkdir -p "$root"; [ -n "${RUNSTEP_USER:-}" ] && chown "$RUNSTEP_USER" "$root"
+        t0=$(date +%s.%N)
+        "${as[@]}" env KILN_TRACE_PHASES=1 "$bin" --root "$root" build --no-cache --progress quiet -t runstep:1 "$ctx" >/dev/null 2>"$DIR/phases.new"
+        t1=$(date +%s.%N)
+        t=$(ms "$(echo "$t1 - $t0" | bc)"); if [ "$t" -lt "$best" ]; then best=$t; mv "$DIR/phases.new" "$DIR/phases.txt"; fi
+      done
+      # The build minus the first step's fixed costs, spread over its RUN steps: compare
+      # with peerbench's per-step figure (whole build / 25).
+      echo "runstep${RUNSTEP_USER:+ (rootless as $RUNSTEP_USER)}: cold build of 24 small RUN steps, best of 5 = ${best} ms ($(echo "scale=1; $best / 25" | bc) ms a step)"
+      python3 - "$DIR/phases.txt" <<'PY'
+import collections, re, statistics, sys
+phases = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    m = re.match(r"kiln phase (.*?)\s+([\d.]+) ms\s+\(at", line)
+    if m and m.group(1).startswith(("run: ", "step", "commit: ")):
+        phases.setdefault(m.group(1), []).append(float(m.group(2)))
+print("  phase (median over the build's steps)       ms")
+for k, v in phases.items():
+    print(f"  {k:<42} {statistics.median(v):6.2f}")
+PY
+      rm -rf "$root"
       ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac

@@ -36,6 +36,15 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.commit()
 }
 
+/// [`write`] without its fsyncs, for hints only (a file whose loss or emptiness after a
+/// power cut costs nothing but a recomputation): a killed process still leaves the old
+/// file or the new one, never part of one.
+pub fn write_hint(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = AtomicFile::create(path, 0o666)?;
+    file.write_all(bytes)?;
+    file.commit_unsynced()
+}
+
 /// A new version of a file, written beside it and put in place by [`AtomicFile::commit`].
 /// Dropped without a commit, the temp file is removed and the destination is untouched.
 #[derive(Debug)]
@@ -75,6 +84,16 @@ impl AtomicFile {
     /// fsyncs the new file, renames it over the destination and fsyncs the directory.
     pub fn commit(mut self) -> io::Result<()> {
         put_in_place(&self.file, &self.tmp, &self.dest)?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Only renames the new file over the destination: atomic for readers and for a killed
+    /// process, but durable only once the caller syncs the filesystem. For callers that
+    /// sync many files with one `syncfs` (the data before the rename, the rename before
+    /// anything durable points at it) or that write a hint ([`write_hint`]).
+    pub fn commit_unsynced(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.dest)?;
         self.committed = true;
         Ok(())
     }

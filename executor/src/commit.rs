@@ -25,9 +25,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use kiln_image::{
-    ChunkReuse, ChunkTable, Compression, ExternalContent, LayerOptions, LayerWriteError,
+    ChunkReuse, ChunkTable, Compression, ExternalContent, LayerDigests, LayerOptions,
+    LayerWriteError,
 };
-use kiln_store::{LayerRef, SideRecordKind, StagingDir, Store, StoreError};
+use kiln_store::{BlobWriter, LayerRef, SideRecordKind, StagingDir, Store, StoreError};
 
 use crate::copy::relink::PreviousCopy;
 use crate::copy::{CopyError, CopyRequest, copy_into_layer};
@@ -215,13 +216,33 @@ impl Committer<'_> {
             })?
         } else {
             // The directory itself becomes the snapshot: write the blob before moving it.
-            let blob = blob()?;
-            let phase = kiln_base::phase::start("commit: the snapshot");
-            let snapshot = self
-                .store
-                .commit_snapshot(staging, hex_of(&blob.diff_id)?)?;
-            phase.end();
-            (blob, snapshot)
+            match &known {
+                Some(layer) => {
+                    let phase = kiln_base::phase::start("commit: the snapshot");
+                    let snapshot = self
+                        .store
+                        .commit_snapshot(staging, hex_of(&layer.diff_id)?)?;
+                    phase.end();
+                    (layer.clone(), snapshot)
+                }
+                // A new layer: its blob, index entry and snapshot synced together.
+                None => {
+                    let (writer, digests) =
+                        self.write_blob_bytes(staging.path(), content, diff_id.as_deref())?;
+                    let phase =
+                        kiln_base::phase::start("commit: blob, index and snapshot (2 syncfs)");
+                    let committed = self.store.commit_new_layer(
+                        writer,
+                        &digests.digest,
+                        &digests.diff_id,
+                        &digests.media_type,
+                        staging,
+                    )?;
+                    phase.end();
+                    self.blob_stored(&committed.0, &digests);
+                    committed
+                }
+            }
         };
         Ok(CommittedLayer {
             layer,
@@ -261,6 +282,27 @@ impl Committer<'_> {
         content: &ExternalContent,
         expected: Option<&str>,
     ) -> Result<LayerRef, CommitError> {
+        let (writer, digests) = self.write_blob_bytes(dir, content, expected)?;
+        let blob = writer.commit_verified(&digests.digest)?;
+        let layer = LayerRef {
+            diff_id: digests.diff_id.clone(),
+            digest: blob.digest,
+            media_type: digests.media_type.clone(),
+            size: blob.size,
+        };
+        self.store.put_layer_blob(&layer)?;
+        self.blob_stored(&layer, &digests);
+        Ok(layer)
+    }
+
+    /// Compresses the layer directory `dir` into a blob writer, not yet committed, and
+    /// checks its diff_id is `expected` when given.
+    fn write_blob_bytes(
+        &self,
+        dir: &Path,
+        content: &ExternalContent,
+        expected: Option<&str>,
+    ) -> Result<(BlobWriter, LayerDigests), CommitError> {
         let mut writer = self.store.blob_writer()?;
         let options = LayerOptions {
             reuse: self.chunk_reuse(),
@@ -277,14 +319,12 @@ impl Committer<'_> {
                 actual: digests.diff_id,
             });
         }
-        let blob = writer.commit_verified(&digests.digest)?;
-        let layer = LayerRef {
-            diff_id: digests.diff_id,
-            digest: blob.digest,
-            media_type: digests.media_type,
-            size: blob.size,
-        };
-        self.store.put_layer_blob(&layer)?;
+        Ok((writer, digests))
+    }
+
+    /// After the blob of `digests` is stored as `layer`: keeps its chunk table for the next
+    /// blob of this step and says how many chunks it reused.
+    fn blob_stored(&self, layer: &LayerRef, digests: &LayerDigests) {
         self.keep_chunks(&layer.digest, &digests.chunks);
         if digests.reused_chunks > 0 {
             (self.note)(&format!(
@@ -293,7 +333,6 @@ impl Committer<'_> {
                 digests.chunks.len()
             ));
         }
-        Ok(layer)
     }
 
     /// The previous layer's snapshot, for a COPY to link its `unchanged` files from.

@@ -141,7 +141,10 @@ async fn hit_or_run(
         })
         .map(|inputs| keyed.unchanged_files(&inputs));
     let previous = previous.map(|(layer, _)| layer);
+    let exec_phase = kiln_base::phase::start("step: exec");
     let source = op.exec(ctx, &keyed).await?;
+    exec_phase.end();
+    let commit_phase = kiln_base::phase::start("step: commit");
     let s = session.clone();
     let log = progress.clone();
     let committed = blocking(move || {
@@ -163,6 +166,7 @@ async fn hit_or_run(
     })
     .await
     .map_err(|e| ctx.at(e))?;
+    commit_phase.end();
     let reused = committed.reused;
     let layer = Layer {
         diff_id: committed.layer.diff_id,
@@ -181,10 +185,13 @@ async fn hit_or_run(
             size: layer.size,
         }),
     };
+    let record_phase = kiln_base::phase::start("step: record");
     session
         .store
         .put_record(&key, &record)
         .map_err(|e| ctx.at(e))?;
+    record_phase.end();
+    let _explain_phase = kiln_base::phase::start("step: explain record");
     session.explain.save(&place, &key, || keyed.full_inputs());
     progress.send(Event::Log {
         id,

@@ -76,6 +76,36 @@ impl BlobWriter {
         self.finish(Some(expected))
     }
 
+    /// Checks that the bytes hash to `expected_digest` and leaves them in the temp file,
+    /// not yet synced: [`Store::commit_new_layer`] syncs them with the layer's other parts
+    /// and then calls [`BlobWriter::place_synced`]. Call once.
+    pub(crate) fn verify(&mut self, expected_digest: &str) -> Result<BlobInfo> {
+        parse_digest(expected_digest)?;
+        let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        if expected_digest != digest.as_str() {
+            return Err(StoreError::DigestMismatch {
+                expected: expected_digest.to_string(),
+                actual: digest.into_string(),
+            });
+        }
+        Ok(BlobInfo {
+            digest: digest.into_string(),
+            size: self.size,
+        })
+    }
+
+    /// After [`BlobWriter::verify`] and a sync of the filesystem: renames the temp file under
+    /// `info`'s digest (unless the store has that blob), leaving the rename to be synced.
+    pub(crate) fn place_synced(mut self, info: &BlobInfo) -> Result<()> {
+        let hex = parse_digest(&info.digest)?;
+        let final_path = self.store.blobs_dir().join(hex);
+        self.file.take();
+        if final_path.exists() {
+            return Ok(()); // Drop removes the temp file.
+        }
+        fs::rename(&self.tmp_path, &final_path).map_err(io_err("commit blob as", final_path))
+    }
+
     fn finish(mut self, expected: Option<String>) -> Result<BlobInfo> {
         let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
         let info = BlobInfo {

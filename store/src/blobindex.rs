@@ -20,7 +20,7 @@ use crate::record::LayerRef;
 use crate::store::Store;
 
 impl Store {
-    fn blob_index_path(&self, diff_id: &str, media_type: &str) -> Result<PathBuf> {
+    pub(crate) fn blob_index_path(&self, diff_id: &str, media_type: &str) -> Result<PathBuf> {
         let hex = parse_digest(diff_id)?;
         // The media type is hashed so any string names a safe file.
         let kind = &sha256_hex(media_type.as_bytes())[..16];

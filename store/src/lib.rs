@@ -6,8 +6,10 @@
 //! scratch directories, `RUN --mount=type=cache` directories with their sharing locks
 //! ([`Store::cache_mount`]), git sources' fetch cache ([`Store::git_repo`]), named side records of other crates ([`Store::side_records`]),
 //! file locks for concurrent builds, and [`Store::prune`]. Every write is atomic (temp
-//! file, fsync, rename, fsync dir): a build killed at any instant leaves a store the next
-//! build uses without repair.
+//! file, fsync, rename, fsync dir; a new layer's blob, index entry and snapshot with two
+//! syncfs calls for all three, [`Store::commit_new_layer`]; side records, being hints,
+//! without fsync): a build killed at any instant leaves a store the next build uses
+//! without repair.
 //!
 //! The store owns its layout (`layout.rs` names every directory it makes): callers never
 //! build a path under the root, they ask for what they need, and prune walks only what
@@ -41,6 +43,7 @@ mod fsutil;
 mod gitrepo;
 mod layout;
 mod lookup;
+mod newlayer;
 mod prune;
 mod record;
 mod reference;

@@ -3,12 +3,13 @@
 //! ([`SideRecordKind`]) and prunes by that kind's rule.
 //!
 //! Records are hints: a missing or unreadable one reads as absent. Writes are atomic, so a
-//! reader sees the old record or the new one.
+//! reader sees the old record or the new one; they are not fsynced (a record lost or
+//! emptied by a power cut reads as absent), which spares a RUN step four disk flushes.
 
 use std::path::PathBuf;
 
 use crate::error::{Result, StoreError};
-use crate::fsutil::{atomic_write, ensure_dir, read_if_exists};
+use crate::fsutil::{ensure_dir, read_if_exists};
 use crate::layout::SideRecordKind;
 use crate::store::Store;
 
@@ -51,7 +52,11 @@ impl SideRecords {
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = path_of(self, name)?;
         ensure_dir(&self.dir)?;
-        atomic_write(&path, bytes)
+        kiln_base::atomic::write_hint(&path, bytes).map_err(|source| StoreError::Io {
+            op: "atomically write",
+            path: path.clone(),
+            source,
+        })
     }
 }
 

@@ -79,7 +79,7 @@ impl Store {
     /// Moves `staging` to `snapshots/<id>` atomically and returns the final path. If
     /// another builder committed the same id first, ours is discarded and theirs returned
     /// (same id means same layer content).
-    pub fn commit_snapshot(&self, mut staging: StagingDir, id: &str) -> Result<PathBuf> {
+    pub fn commit_snapshot(&self, staging: StagingDir, id: &str) -> Result<PathBuf> {
         let final_path = self.snapshot_path(id)?;
         if final_path.is_dir() {
             return Ok(final_path); // staging dropped -> removed
@@ -87,17 +87,22 @@ impl Store {
         // The rename makes the directory visible atomically, but the file data inside must
         // reach the disk first or a power loss could leave a complete-looking snapshot
         // with empty files; syncfs flushes the whole filesystem in one call.
-        let dir = fs::File::open(&staging.path).map_err(io_err("open", staging.path.clone()))?;
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
-            op: "syncfs",
-            path: staging.path.clone(),
-            source: e.into(),
-        })?;
-        drop(dir);
+        sync_filesystem(&staging.path)?;
+        let placed = self.place_snapshot(staging, final_path)?;
+        fsync_dir(&self.snapshots_dir()).map_err(io_err("fsync", self.snapshots_dir()))?;
+        Ok(placed)
+    }
+
+    /// Renames `staging`, whose files are synced already, to `final_path` (a snapshot
+    /// path); the rename itself is left to be synced. Another builder's snapshot there wins.
+    pub(crate) fn place_snapshot(
+        &self,
+        mut staging: StagingDir,
+        final_path: PathBuf,
+    ) -> Result<PathBuf> {
         match fs::rename(&staging.path, &final_path) {
             Ok(()) => {
                 staging.committed = true;
-                fsync_dir(&self.snapshots_dir()).map_err(io_err("fsync", self.snapshots_dir()))?;
                 Ok(final_path)
             }
             // rename(2) onto a non-empty directory fails with ENOTEMPTY or EEXIST: someone
@@ -249,4 +254,15 @@ impl Store {
             committed: false,
         }))
     }
+}
+
+/// syncfs of the filesystem `path` is on: every file written to it so far reaches the disk
+/// in one call, however many there are.
+pub(crate) fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = fs::File::open(path).map_err(io_err("open", path.to_path_buf()))?;
+    rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
+        op: "syncfs",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }

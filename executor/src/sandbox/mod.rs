@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::snapshot::Snapshotter;
 pub use exec::DEFAULT_PATH;
+use kiln_base::phase::start as start_phase;
 pub use options::{ExtraHost, RunOptions, ULIMIT_NAMES, UNLIMITED, Ulimit};
 pub use parent::HELPER_ARG;
 use parent::{finish_helper, start_helper};
@@ -98,6 +99,8 @@ pub async fn run_with_io(
     io: ProcessIo,
     mut output: impl FnMut(OutputLine),
 ) -> Result<RunOutcome, SandboxError> {
+    // Each phase of the RUN ends where the next starts (KILN_TRACE_PHASES).
+    let phase = start_phase("run: prepare");
     let work = spec.work.clone();
     // The helper mounts a private tmpfs here: generated files and mount points of one RUN
     // never touch the disk.
@@ -175,7 +178,11 @@ pub async fn run_with_io(
     };
     // The process gets kiln's own terminal: whatever it does to its settings is undone.
     let _settings = matches!(io, ProcessIo::Inherit { .. }).then(terminal::TerminalSettings::save);
+    phase.end();
+    let phase = start_phase("run: spawn helper");
     let (helper, rx) = start_helper(&req, io, pty.as_ref().map(|p| &p.slave))?;
+    phase.end();
+    let mut phase = start_phase("run: namespaces+mounts");
     let attached = match (pty, io) {
         (Some(pty), ProcessIo::Terminal { stdin }) => {
             // Only the sandbox may hold the slave: its EOF (EIO) ends the output relay.
@@ -187,7 +194,7 @@ pub async fn run_with_io(
         }
         _ => None,
     };
-    let events = finish_helper(helper, rx, &mut output).await;
+    let events = finish_helper(helper, rx, &mut output, &mut phase).await;
     if let Some(attached) = attached {
         attached.finish().await;
     }
@@ -214,7 +221,8 @@ pub async fn run_with_io(
     let outcome =
         outcome.ok_or_else(|| SandboxError::HelperDied("no exit status reported".into()))?;
     let upper = spec.upper.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), SandboxError> {
+    phase = start_phase("run: diff");
+    let diffed = tokio::task::spawn_blocking(move || -> Result<(), SandboxError> {
         match copy_root {
             None => {
                 crate::snapshot::remove_stubs(&upper, &stubs)?;
@@ -227,8 +235,9 @@ pub async fn run_with_io(
         }
         Ok(())
     })
-    .await
-    .map_err(|e| SandboxError::HelperDied(e.to_string()))??;
+    .await;
+    phase.end();
+    diffed.map_err(|e| SandboxError::HelperDied(e.to_string()))??;
     Ok(outcome)
 }
 
@@ -264,7 +273,8 @@ pub(crate) async fn probe_overlay(dir: &Path) -> Result<Result<(), String>, Sand
         ProcessIo::Pipe,
         None,
     )?;
-    let events = finish_helper(helper, rx, &mut |_| {}).await?;
+    let mut phase = start_phase("probe overlay");
+    let events = finish_helper(helper, rx, &mut |_| {}, &mut phase).await?;
     for ev in events {
         if let Event::Probe { ok, detail } = ev {
             return Ok(if ok { Ok(()) } else { Err(detail) });

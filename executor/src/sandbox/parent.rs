@@ -269,6 +269,7 @@ pub(super) async fn finish_helper(
     helper: HelperProcess,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
     output: &mut impl FnMut(OutputLine),
+    phase: &mut kiln_base::phase::Phase,
 ) -> Result<Vec<Event>, SandboxError> {
     let mut events = Vec::new();
     let mut protocol_error = None;
@@ -281,7 +282,16 @@ pub(super) async fn finish_helper(
             Msg::OutputClosed => closed += 1,
             Msg::Event(Event::Done) => done = true,
             Msg::Event(Event::Note(why)) => identity_mapping_note(&why),
-            Msg::Event(e) => events.push(e),
+            Msg::Event(e) => {
+                // The helper reports its stubs once the view is mounted and pivoted, and
+                // the exit once the RUN is gone.
+                match e {
+                    Event::Stubs(_) => *phase = kiln_base::phase::start("run: exec+wait"),
+                    Event::Exited { .. } => *phase = kiln_base::phase::start("run: teardown"),
+                    _ => {}
+                }
+                events.push(e)
+            }
             Msg::ControlClosed(err) => protocol_error = err,
         }
         if done && closed == 2 {
