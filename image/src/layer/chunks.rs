@@ -107,9 +107,10 @@ impl ChunkTable {
         self.chunks.is_empty()
     }
 
-    /// The table as stored beside its blob.
+    /// The table as stored beside its blob, ending with the sha256 of what precedes it (the
+    /// store writes side records without fsync: a table a crash cut short reads as none).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.chunks.len() * ENTRY_BYTES);
+        let mut out = Vec::with_capacity(16 + self.chunks.len() * ENTRY_BYTES + 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&CHUNK_FORMAT.to_le_bytes());
         for c in &self.chunks {
@@ -117,13 +118,19 @@ impl ChunkTable {
             out.extend_from_slice(&c.offset.to_le_bytes());
             out.extend_from_slice(&c.len.to_le_bytes());
         }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
         out
     }
 
-    /// Reads a stored table; `None` for anything not written by this format (a table is a
-    /// hint: without one, every chunk is compressed).
+    /// Reads a stored table; `None` for anything not written whole by this format (a table
+    /// is a hint: without one, every chunk is compressed).
     pub fn from_bytes(bytes: &[u8]) -> Option<ChunkTable> {
-        let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+        let (body, sum) = bytes.split_last_chunk::<32>()?;
+        if Sha256::digest(body).as_slice() != sum {
+            return None;
+        }
+        let rest = body.strip_prefix(MAGIC.as_slice())?;
         let (version, rest) = rest.split_first_chunk::<4>()?;
         if u32::from_le_bytes(*version) != CHUNK_FORMAT
             || rest.len() % ENTRY_BYTES != 0
@@ -214,9 +221,15 @@ mod tests {
         assert_eq!(ChunkTable::from_bytes(&bytes), Some(table));
         assert_eq!(ChunkTable::from_bytes(&bytes[..bytes.len() - 1]), None);
         assert_eq!(ChunkTable::from_bytes(b"not a table"), None);
-        let mut other_version = bytes.clone();
-        other_version[12] ^= 1;
-        assert_eq!(ChunkTable::from_bytes(&other_version), None);
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert_eq!(ChunkTable::from_bytes(&flipped), None);
+        let other_version = ChunkTable::default().to_bytes();
+        let mut body = other_version[..other_version.len() - 32].to_vec();
+        body[12] ^= 1;
+        let sum = Sha256::digest(&body);
+        body.extend_from_slice(&sum);
+        assert_eq!(ChunkTable::from_bytes(&body), None);
     }
 
     #[test]
