@@ -130,9 +130,10 @@ async fn hit_or_run(
         Some(_) => None,
         None => previous_layer(session, &place, &key),
     };
-    // The files that did not change since, when the saved inputs are that layer's.
+    // A COPY's files that did not change since, when the saved inputs are that layer's.
     let unchanged = previous
         .as_ref()
+        .filter(|_| matches!(op, LayerOp::Copy(_)))
         .and_then(|(_, previous_key)| {
             session
                 .explain
