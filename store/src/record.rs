@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{canonical_json, is_sha256_hex};
 use crate::error::{Result, StoreError};
-use crate::fsutil::{atomic_write, io_err, read_if_exists};
+use crate::fsutil::{io_err, read_if_exists};
 use crate::store::Store;
 
 /// The layer a cached step produced. Fields are declared in sorted order so the derived
@@ -75,7 +75,22 @@ impl Store {
             what: "cache record",
             source,
         })?;
-        atomic_write(&self.cache_dir().join(format!("{key}.json")), &bytes)
+        // Renamed into place without fsync: a record is whole or absent to a reader and
+        // after a kill, everything it names was synced before it was written (a layer's
+        // parts by `commit_new_layer`), and a record a power cut loses or empties reads as
+        // a miss. [`Store::sync_records`] flushes a build's records at its end, in one call.
+        let path = self.cache_dir().join(format!("{key}.json"));
+        kiln_base::atomic::write_hint(&path, &bytes).map_err(|source| StoreError::Io {
+            op: "atomically write",
+            path,
+            source,
+        })
+    }
+
+    /// Makes the records written so far durable (one syncfs of the store's filesystem).
+    /// Best effort: a record that does not reach the disk only costs a rerun of its step.
+    pub fn sync_records(&self) {
+        let _ = crate::snapshot::sync_filesystem(&self.cache_dir());
     }
 
     /// Removes the record for `key`; true if there was one.
