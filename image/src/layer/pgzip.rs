@@ -41,6 +41,9 @@ struct Compressed {
     key: ChunkKey,
     bytes: Vec<u8>,
     reused: bool,
+    /// The chunk's input buffer, handed back to be filled again: fresh multi-megabyte
+    /// buffers cost a page fault (and the kernel's zeroing) per page.
+    input: Vec<u8>,
 }
 
 /// A gzip writer compressing chunks on worker threads.
@@ -57,6 +60,8 @@ pub(crate) struct ParallelGzip<W: Write> {
     written: u64,
     table: ChunkTable,
     reused: usize,
+    /// Input buffers the workers are done with.
+    free: Vec<Vec<u8>>,
 }
 
 /// What a finished stream tells besides its bytes.
@@ -94,7 +99,8 @@ impl<W: Write> ParallelGzip<W> {
                         };
                         let Ok(job) = job else { return };
                         let result = compress_chunk(&job, level, reuse.as_deref());
-                        let _ = job.reply.send(result);
+                        let Job { data, reply, .. } = job;
+                        let _ = reply.send(result.map(|c| Compressed { input: data, ..c }));
                     }
                 })
             })
@@ -111,6 +117,7 @@ impl<W: Write> ParallelGzip<W> {
             written: HEADER.len() as u64,
             table: ChunkTable::default(),
             reused: 0,
+            free: Vec::new(),
         })
     }
 
@@ -160,6 +167,11 @@ impl<W: Write> ParallelGzip<W> {
             });
             self.written += len;
             self.reused += usize::from(chunk.reused);
+            if self.free.len() <= self.max_pending {
+                let mut input = chunk.input;
+                input.clear();
+                self.free.push(input);
+            }
         }
         Ok(())
     }
@@ -189,7 +201,10 @@ impl<W: Write> ParallelGzip<W> {
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.chunk.capacity() == 0 {
-            self.chunk.reserve(CutRule::MIN);
+            match self.free.pop() {
+                Some(buffer) => self.chunk = buffer,
+                None => self.chunk.reserve(CutRule::MIN),
+            }
         }
         let take = buf.len().min(CutRule::MAX - self.chunk.len());
         self.chunk.extend_from_slice(&buf[..take]);
@@ -217,6 +232,7 @@ fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Resu
             key,
             bytes,
             reused: true,
+            input: Vec::new(),
         });
     }
     let bytes = deflate_chunk(&job.data, &job.dict, level, job.last)?;
@@ -224,6 +240,7 @@ fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Resu
         key,
         bytes,
         reused: false,
+        input: Vec::new(),
     })
 }
 
