@@ -303,7 +303,8 @@ impl Committer<'_> {
         content: &ExternalContent,
         expected: Option<&str>,
     ) -> Result<(BlobWriter, LayerDigests), CommitError> {
-        let mut writer = self.store.blob_writer()?;
+        // The layer writer hashes every compressed byte for the manifest digest already.
+        let mut writer = self.store.blob_writer_hashed_by_caller()?;
         let options = LayerOptions {
             reuse: self.chunk_reuse(),
             ..self.layer_options(self.format.compression)

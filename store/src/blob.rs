@@ -32,7 +32,8 @@ pub struct BlobWriter {
     store: Store,
     file: Option<File>,
     tmp_path: PathBuf,
-    hasher: Sha256,
+    /// `None` when the caller hashes every byte on its way in ([`Store::blob_writer_hashed_by_caller`]).
+    hasher: Option<Sha256>,
     size: u64,
 }
 
@@ -43,7 +44,9 @@ impl Write for BlobWriter {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
         let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -81,7 +84,7 @@ impl BlobWriter {
     /// and then calls [`BlobWriter::place_synced`]. Call once.
     pub(crate) fn verify(&mut self, expected_digest: &str) -> Result<BlobInfo> {
         parse_digest(expected_digest)?;
-        let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let digest = self.digest(Some(expected_digest))?;
         if expected_digest != digest.as_str() {
             return Err(StoreError::DigestMismatch {
                 expected: expected_digest.to_string(),
@@ -106,8 +109,24 @@ impl BlobWriter {
         fs::rename(&self.tmp_path, &final_path).map_err(io_err("commit blob as", final_path))
     }
 
+    /// The digest of what was written: hashed here, or (for a writer the caller hashes)
+    /// the caller's `expected`.
+    fn digest(&mut self, expected: Option<&str>) -> Result<Digest> {
+        match (self.hasher.take(), expected) {
+            (Some(hasher), _) => Ok(Digest::from_hasher(hasher)),
+            (None, Some(expected)) => {
+                Digest::parse(expected).map_err(|e| StoreError::InvalidDigest { digest: e.0 })
+            }
+            (None, None) => Err(StoreError::Io {
+                op: "commit blob",
+                path: self.tmp_path.clone(),
+                source: io::Error::other("a writer hashed by its caller needs the digest"),
+            }),
+        }
+    }
+
     fn finish(mut self, expected: Option<String>) -> Result<BlobInfo> {
-        let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let digest = self.digest(expected.as_deref())?;
         let info = BlobInfo {
             digest: digest.to_string(),
             size: self.size,
@@ -162,9 +181,18 @@ impl Store {
             store: self.clone(),
             file: Some(file),
             tmp_path,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             size: 0,
         })
+    }
+
+    /// A writer for bytes the caller hashes on their way in (the layer writer hashes its
+    /// output for the manifest): committed with the caller's digest
+    /// ([`BlobWriter::commit_verified`]) instead of hashing every byte a second time.
+    pub fn blob_writer_hashed_by_caller(&self) -> Result<BlobWriter> {
+        let mut writer = self.blob_writer()?;
+        writer.hasher = None;
+        Ok(writer)
     }
 
     /// Stores `bytes` as a blob.

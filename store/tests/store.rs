@@ -115,6 +115,25 @@ fn commit_verified_rejects_mismatch_and_stores_nothing() {
 }
 
 #[test]
+fn a_writer_hashed_by_its_caller_is_named_by_the_callers_digest_and_needs_one() {
+    let (_d, s) = store();
+    let digest = sha256_digest(b"layer bytes");
+    let mut w = s.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(b"layer bytes").unwrap();
+    let info = w.commit_verified(&digest).unwrap();
+    assert_eq!(info.digest, digest);
+    assert_eq!(s.read_blob(&digest).unwrap(), b"layer bytes");
+    let mut w = s.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(b"more").unwrap();
+    assert!(w.commit().is_err());
+    let mut w = s.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(b"more").unwrap();
+    assert!(w.commit_verified("sha256:../../etc").is_err());
+    assert!(!s.has_blob(&sha256_digest(b"more")));
+    assert!(tmp_entries(&s).is_empty());
+}
+
+#[test]
 fn read_blob_detects_tampering() {
     let (_d, s) = store();
     let info = s.put_blob_bytes(br#"{"schemaVersion":2}"#).unwrap();
