@@ -13,13 +13,13 @@
 //! ([`crate::beneath`]). An inode is linked at most once per copy: two names on one inode
 //! would make the layer writer record a tar hardlink a fresh copy does not have.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, CWD, FileType};
 
@@ -30,7 +30,13 @@ pub struct PreviousCopy {
     unchanged: HashSet<String>,
     /// Inodes linked by this copy (device, inode).
     linked: Mutex<HashSet<(u64, u64)>>,
+    /// The snapshot's directories opened lately, by relative path: the files of one
+    /// directory come one after another.
+    dirs: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
 }
+
+/// The most directory fds [`PreviousCopy`] keeps open.
+const OPEN_DIRS: usize = 64;
 
 /// What the copy would give a file: compared with the previous snapshot's file.
 pub(crate) struct Wanted<'a> {
@@ -50,6 +56,7 @@ impl PreviousCopy {
             snapshot: crate::beneath::open_root(snapshot)?,
             unchanged,
             linked: Mutex::new(HashSet::new()),
+            dirs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -69,8 +76,8 @@ impl PreviousCopy {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return Ok(false);
         };
-        let dir = crate::beneath::open_dir(&self.snapshot, parent)?;
-        let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let dir = self.dir(parent)?;
+        let st = rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let src = want.source;
         let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
             && st.st_size as u64 == src.len()
@@ -91,8 +98,24 @@ impl PreviousCopy {
             return Ok(false);
         }
         drop(linked);
-        rustix::fs::linkat(&dir, name, CWD, dst, AtFlags::empty())?;
+        rustix::fs::linkat(&*dir, name, CWD, dst, AtFlags::empty())?;
         Ok(true)
+    }
+
+    /// The snapshot's directory `rel`, opened without following symlinks (kept open for
+    /// the next files of the same directory).
+    fn dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        let poisoned = || io::Error::other("poisoned");
+        if let Some(fd) = self.dirs.lock().map_err(|_| poisoned())?.get(rel) {
+            return Ok(Arc::clone(fd));
+        }
+        let fd = Arc::new(crate::beneath::open_dir(&self.snapshot, rel)?);
+        let mut dirs = self.dirs.lock().map_err(|_| poisoned())?;
+        if dirs.len() >= OPEN_DIRS {
+            dirs.clear();
+        }
+        dirs.insert(rel.to_path_buf(), Arc::clone(&fd));
+        Ok(fd)
     }
 }
 
