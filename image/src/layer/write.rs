@@ -25,7 +25,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 /// Options for writing a layer blob.
 #[derive(Debug, Clone, Default)]
@@ -583,19 +583,21 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// opened for reading. Looked up by name on the fd, never following a symlink; nothing
 /// but a regular file is opened for reading (a device node is never opened).
 fn lookup_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(fs::Metadata, Option<fs::File>)> {
-    let path_flags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
-    let at = fs::File::from(rustix::fs::openat(dir, name, path_flags, Mode::empty())?);
-    let md = at.metadata()?;
-    if !md.file_type().is_file() {
-        return Ok((md, None));
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        // Anything else is looked at through an O_PATH fd: never opened for reading.
+        let path_flags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+        let at = fs::File::from(rustix::fs::openat(dir, name, path_flags, Mode::empty())?);
+        return Ok((at.metadata()?, None));
     }
     let read_flags = OFlags::RDONLY
         .union(OFlags::NOFOLLOW)
         .union(OFlags::NOCTTY)
+        .union(OFlags::NONBLOCK)
         .union(OFlags::CLOEXEC);
     let file = fs::File::from(rustix::fs::openat(dir, name, read_flags, Mode::empty())?);
-    let opened = file.metadata()?;
-    if (opened.dev(), opened.ino()) != (md.dev(), md.ino()) {
+    let md = file.metadata()?;
+    if !md.file_type().is_file() || (md.dev(), md.ino()) != (st.st_dev, st.st_ino) {
         return Err(io::Error::other("replaced while the layer was written"));
     }
     Ok((md, Some(file)))
