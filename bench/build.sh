@@ -109,7 +109,7 @@ for s in "${scenarios[@]}"; do
         touch "$ctx/.done"
       fi
       # The 2 GB context becomes a 2 GB layer, in each compression (gzip's chunks are up to
-      # 4 MiB, a few in flight per worker).
+      # 1 MiB, a few in flight per worker).
       for compression in zstd gzip; do
         root=$DIR/store-bigmem; rm -rf "$root"
         /usr/bin/time -f "%M %e" -o "$DIR/time.txt" "$KILN" --root "$root" build --progress quiet --compression $compression -t bigl:1 "$ctx" >/dev/null

@@ -144,7 +144,7 @@ fn run_keys_are_pinned() {
     let f = fixture(NetworkDefault::Host, Some(0));
     assert_eq!(
         key(&f, Op::Run(run_with_mounts())),
-        "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208"
+        "08c3a53ce71e01e3740bd6d9c23c5dec068cf907f87c884391bc01093903aaba"
     );
     let insecure_host = RunOp {
         network: NetworkMode::Host,
@@ -156,13 +156,13 @@ fn run_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Run(insecure_host.clone())),
-        "ef7ffa4125e17a344a7c6cd4bbf8608710ad9ff1461328d7b3fc6a55716ceae8"
+        "d13d48b2d046f1a6e8acd2afe84a50cf04200c14552afbec9adda42dc203a155"
     );
     // `--network none` on the command line is keyed as the network the RUN really gets.
     let none = fixture(NetworkDefault::None, None);
     assert_eq!(
         key(&none, Op::Run(insecure_host)),
-        "e266282e9aa9e2239d82452c78d3c2778f9dbaabddfb0f44e1c95638eea748eb"
+        "d467a97088042bec3806ef9bcaad5866484880c569083c0580ed49e3315f08b0"
     );
 }
 
@@ -188,12 +188,12 @@ fn extra_host_names_enter_run_keys_and_their_addresses_do_not() {
             Op::Run(run_with_mounts()),
         )
     };
-    let plain = "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208";
+    let plain = "08c3a53ce71e01e3740bd6d9c23c5dec068cf907f87c884391bc01093903aaba";
     assert_eq!(with(&[]), plain);
     let db = with(&[("db", "10.0.0.2")]);
     assert_eq!(
         db,
-        "95e8f64cc6457972f634851ed2951b103b8e5f08c6f243be7f9f245fdf432ceb"
+        "063d71105438294ac8780bb950e6b89ac25cce4c4c57e1c55c2376d92169bc38"
     );
     assert_eq!(with(&[("db", "fd00::2")]), db);
     assert_ne!(with(&[("cache", "10.0.0.2")]), db);
@@ -220,12 +220,12 @@ fn ulimits_enter_run_keys() {
     };
     assert_eq!(
         with(Vec::new()),
-        "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208"
+        "08c3a53ce71e01e3740bd6d9c23c5dec068cf907f87c884391bc01093903aaba"
     );
     let limited = with(vec![nofile(1024, 2048)]);
     assert_eq!(
         limited,
-        "e3696edf881a713a065f2b5e34019d6d307db93122eeb35ce741be74f0a96320"
+        "5c536091afef96dc3131f22be8c3f3c77caa418e775d7e166150413e25ee5eb9"
     );
     assert_ne!(with(vec![nofile(1024, UNLIMITED)]), limited);
 }
@@ -245,11 +245,11 @@ fn the_shm_size_enters_run_keys() {
     };
     assert_eq!(
         with(None),
-        "b436fb63b0d9417ed375e3f38e0a8d2d8e5ddae15b7b190717ed9ee623495208"
+        "08c3a53ce71e01e3740bd6d9c23c5dec068cf907f87c884391bc01093903aaba"
     );
     assert_eq!(
         with(Some(128 << 20)),
-        "5f64ee3e25a084259c68d400950f737e19da7420ba455fee418052394fb6fe4d"
+        "9881abc699a3ffc308ee78171c8230ff27fd85c82e50116ced8faa9860184bd5"
     );
 }
 
@@ -258,7 +258,7 @@ fn copy_keys_are_pinned() {
     let f = fixture(NetworkDefault::Host, Some(0));
     assert_eq!(
         key(&f, Op::Copy(copy())),
-        "427041460d2a08744cad11a3c8a04e3b79b3ffe325843659e156745fef83b993"
+        "0629a68725184d05af17419f6c91b05285856afb6dd92e97999539473f27a3dc"
     );
     let from_stage = CopyOp {
         from: Source::Stage(0),
@@ -270,7 +270,7 @@ fn copy_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Copy(from_stage)),
-        "0f0b2a17d755f2947947568fe408d9d7a2939bada1a4641e2febade08db5c606"
+        "234e01afefb9c21664312c0372d45f68df07a5d4a9848b311d7b527f73eca15c"
     );
     let parents = CopyOp {
         sources: vec![
@@ -287,7 +287,7 @@ fn copy_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Copy(parents)),
-        "e23213a973a1c19c2419bb0905d29bcd607dc3654ea6dc37eb82693dad722a5c"
+        "57625107a7d002ac6ee82af911a79a4902e7f1d82fb4f58dcb3f22b645286787"
     );
 }
 
@@ -303,7 +303,7 @@ fn add_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Copy(checksummed)),
-        "be49964eb882b6ae4b98f2fccd44e9e316724861904da1e5420615f1a5251b55"
+        "2cab483bf15b6c3c759bd5286b9053c25d0c747539b5fdf51d1145cd697d9d88"
     );
     // Without a checksum the bytes and Last-Modified the server sends decide. The URL
     // holds the server's port, so the hashed document is written out here in full.
@@ -342,7 +342,7 @@ fn workdir_keys_are_pinned() {
     };
     assert_eq!(
         key(&f, Op::Workdir(w)),
-        "00016a8a2f6336f7da54152d2882995b32279fc3c37fc224a0cf99d39d91f95f"
+        "67060ed06da316b0ffcf15ba2d9801631e85439ed624d4161b6ab1440a3f5cd3"
     );
 }
 

@@ -25,7 +25,7 @@ use std::os::unix::fs::FileExt;
 /// Version of the chunking and compression rules; part of every chunk key and of every
 /// build's cache keys (the solver's layer format). Changing the rules changes gzip layer
 /// digests: bump it.
-pub const CHUNK_FORMAT: u32 = 2;
+pub const CHUNK_FORMAT: u32 = 3;
 
 /// Where a gzip stream is cut.
 pub(crate) struct CutRule;
@@ -33,8 +33,9 @@ pub(crate) struct CutRule;
 impl CutRule {
     /// A chunk is cut at a name cut point only once it holds this much.
     pub(crate) const MIN: usize = 256 << 10;
-    /// A chunk never holds more than this.
-    pub(crate) const MAX: usize = 4 << 20;
+    /// A chunk never holds more than this. Small enough that a file of a few megabytes
+    /// (a static binary) is compressed on several workers at once.
+    pub(crate) const MAX: usize = 1 << 20;
     /// One entry name in this many is a cut point.
     const NAME_CUT_ONE_IN: u64 = 64;
 
