@@ -41,7 +41,7 @@ struct Compressed {
     key: ChunkKey,
     bytes: Vec<u8>,
     reused: bool,
-    /// The chunk's input buffer, handed back to be filled again: fresh multi-megabyte
+    /// The chunk's input buffer, handed back to be filled again: fresh megabyte-sized
     /// buffers cost a page fault (and the kernel's zeroing) per page.
     input: Vec<u8>,
 }
