@@ -16,6 +16,7 @@ use kiln_base::atomic::AtomicFile;
 use crate::blob::BlobWriter;
 use crate::digest::canonical_json;
 use crate::error::{Result, StoreError};
+use crate::fsutil::io_err;
 use crate::record::LayerRef;
 use crate::snapshot::{StagingDir, sync_filesystem};
 use crate::store::Store;
@@ -41,24 +42,20 @@ impl Store {
             size: info.size,
         };
         let index_path = self.blob_index_path(diff_id, media_type)?;
-        let io = |op: &'static str, path: &PathBuf| {
-            let path = path.clone();
-            move |source| StoreError::Io { op, path, source }
-        };
         let bytes = canonical_json(&layer).map_err(|source| StoreError::Encode {
             what: "blob index entry",
             source,
         })?;
         let mut index = AtomicFile::create(&index_path, 0o666)
-            .map_err(io("create blob index entry", &index_path))?;
+            .map_err(io_err("create blob index entry", &index_path))?;
         std::io::Write::write_all(index.file(), &bytes)
-            .map_err(io("write blob index entry", &index_path))?;
+            .map_err(io_err("write blob index entry", &index_path))?;
         let snapshot = self.snapshot_path(crate::digest::parse_digest(diff_id)?)?;
         sync_filesystem(staging.path())?;
         writer.place_synced(&info)?;
         index
             .commit_unsynced()
-            .map_err(io("rename blob index entry", &index_path))?;
+            .map_err(io_err("rename blob index entry", &index_path))?;
         let snapshot = if snapshot.is_dir() {
             snapshot // staging dropped -> removed
         } else {
