@@ -163,7 +163,6 @@ impl ChunkTable {
 pub struct ChunkReuse {
     by_key: HashMap<ChunkKey, (u64, u64)>,
     blob: File,
-    blob_size: u64,
 }
 
 impl ChunkReuse {
@@ -182,19 +181,13 @@ impl ChunkReuse {
             })
             .map(|c| (c.key, (c.offset, c.len)))
             .collect();
-        Ok(ChunkReuse {
-            by_key,
-            blob,
-            blob_size,
-        })
+        Ok(ChunkReuse { by_key, blob })
     }
 
     /// The compressed bytes of the chunk `key`, when the old blob has it and can be read.
     pub(crate) fn get(&self, key: &ChunkKey) -> Option<Vec<u8>> {
+        // Every entry lies inside the blob: `new` kept no other.
         let &(offset, len) = self.by_key.get(key)?;
-        if offset + len > self.blob_size {
-            return None;
-        }
         let mut buf = vec![0; usize::try_from(len).ok()?];
         self.blob.read_exact_at(&mut buf, offset).ok()?;
         Some(buf)
