@@ -15,7 +15,8 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+/// How a directory below a layer's root is opened: never through a symlink.
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);

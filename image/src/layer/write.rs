@@ -11,6 +11,7 @@
 use super::chunks::{ChunkReuse, ChunkTable};
 use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
+use super::remove::DIR_FLAGS;
 use super::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
 use super::unpack::DeviceNode;
 use crate::digest::HashingWriter;
@@ -573,11 +574,6 @@ impl XattrsOf<'_> {
 /// Directories opened this deep at most (one fd each, down the walk's stack); a layer can
 /// nest thousands of directories, more than a process may hold fds.
 const MAX_DIR_FDS: usize = 64;
-
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
 
 /// The entry `name` of the directory `dir`: its `lstat`, and for a regular file the file
 /// opened for reading. Looked up by name on the fd, never following a symlink; nothing
