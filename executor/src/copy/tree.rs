@@ -92,38 +92,44 @@ impl FileJob {
         previous: Option<&PreviousCopy>,
     ) -> Result<JobResult, CopyError> {
         let dst = &self.dst;
-        if let (Some(previous), Some(rel)) = (previous, &self.relink) {
-            let want = Wanted {
-                source: &self.metadata,
-                source_path: &self.src,
-                uid: self.uid,
-                gid: self.gid,
-                mode: self.mode,
-            };
-            if previous.link(rel, &want, dst) {
-                if !track {
-                    return Ok((self.metadata.len(), None));
-                }
-                let staged = fs::symlink_metadata(dst).map_err(io_at("stat", dst))?;
-                return Ok((self.metadata.len(), Some((staged, None))));
-            }
-        }
-        let n = if reference {
-            fs::File::create_new(dst).map_err(io_at("create", dst))?;
+        let n = if self.link_from(previous) {
+            // The previous snapshot's file has exactly this content and metadata.
             self.metadata.len()
         } else {
-            fs::copy(&self.src, dst).map_err(io_at("copy to", dst))?
+            let n = if reference {
+                fs::File::create_new(dst).map_err(io_at("create", dst))?;
+                self.metadata.len()
+            } else {
+                fs::copy(&self.src, dst).map_err(io_at("copy to", dst))?
+            };
+            meta::set_owner(dst, self.uid, self.gid).map_err(io_at("chown", dst))?;
+            meta::set_mode(dst, self.mode).map_err(io_at("chmod", dst))?;
+            meta::copy_xattrs(&self.src, dst).map_err(io_at("copy xattrs to", dst))?;
+            meta::set_times(dst, &self.metadata).map_err(io_at("set times of", dst))?;
+            n
         };
-        meta::set_owner(dst, self.uid, self.gid).map_err(io_at("chown", dst))?;
-        meta::set_mode(dst, self.mode).map_err(io_at("chmod", dst))?;
-        meta::copy_xattrs(&self.src, dst).map_err(io_at("copy xattrs to", dst))?;
-        meta::set_times(dst, &self.metadata).map_err(io_at("set times of", dst))?;
         if !track {
             return Ok((n, None));
         }
         let staged = fs::symlink_metadata(dst).map_err(io_at("stat", dst))?;
         let source = reference.then(|| ExternalFile::new(self.src.clone(), &self.metadata));
         Ok((n, Some((staged, source))))
+    }
+
+    /// Links the destination to the previous snapshot's copy of this file, when the job
+    /// may ([`FileJob::relink`]) and that copy is what this one would write.
+    fn link_from(&self, previous: Option<&PreviousCopy>) -> bool {
+        let (Some(previous), Some(rel)) = (previous, &self.relink) else {
+            return false;
+        };
+        let want = Wanted {
+            source: &self.metadata,
+            source_path: &self.src,
+            uid: self.uid,
+            gid: self.gid,
+            mode: self.mode,
+        };
+        previous.link(rel, &want, &self.dst)
     }
 }
 
