@@ -41,7 +41,15 @@ pub async fn build(
     let lowered = lower_all(store, request, &platforms, notify)?;
     phase.end();
     let registry = request.registry_options(None);
+    let mut remotes = Vec::new();
     for spec in &request.cache_from {
+        if spec.optional() {
+            match cache_io::connect_remote(spec, &registry).await {
+                Ok(remote) => remotes.extend(remote),
+                Err(e) => notify(Notice::CacheImportFailed(e)),
+            }
+            continue;
+        }
         match cache_io::import(store, spec, &registry) {
             Ok(records) => notify(Notice::CacheImported {
                 spec: spec.clone(),
@@ -50,7 +58,7 @@ pub async fn build(
             Err(e) => notify(Notice::CacheImportFailed(e)),
         }
     }
-    solve_all(store, request, platforms, &lowered, progress).await
+    solve_all(store, request, platforms, &lowered, &remotes, progress).await
 }
 
 /// Lowers `request` once for each of `platforms`, in their order (all before anything
@@ -83,12 +91,13 @@ pub(crate) async fn solve_all(
     request: &BuildRequest,
     platforms: Vec<kiln_parser::Platform>,
     lowered: &[Lowered],
+    remotes: &[Arc<dyn kiln_solver::StepCache>],
     progress: Progress,
 ) -> Result<BuiltImage, BuildError> {
     if let [one] = lowered {
-        return solve(store, request, one, progress).await;
+        return solve(store, request, one, remotes, progress).await;
     }
-    let images = solve_platforms(store, request, lowered, progress).await?;
+    let images = solve_platforms(store, request, lowered, remotes, progress).await?;
     let built: Vec<_> = platforms.into_iter().zip(images).collect();
     crate::index::store_index(store, built)
 }
@@ -164,10 +173,11 @@ pub(crate) async fn solve(
     store: &Store,
     request: &BuildRequest,
     lowered: &Lowered,
+    remotes: &[Arc<dyn kiln_solver::StepCache>],
     progress: Progress,
 ) -> Result<BuiltImage, BuildError> {
     let phase = kiln_base::phase::start("session (open context)");
-    let session = session(store, request, lowered, None)?;
+    let session = session(store, request, lowered, remotes, None)?;
     phase.end();
     solve_in(session, request, lowered, progress).await
 }
@@ -179,13 +189,14 @@ async fn solve_platforms(
     store: &Store,
     request: &BuildRequest,
     lowered: &[Lowered],
+    remotes: &[Arc<dyn kiln_solver::StepCache>],
     progress: Progress,
 ) -> Result<Vec<BuiltImage>, BuildError> {
     let Some(first) = lowered.first() else {
         return Ok(Vec::new());
     };
     let shared = Arc::new(kiln_solver::SharedSteps::default());
-    let base = session(store, request, first, Some(shared))?;
+    let base = session(store, request, first, remotes, Some(shared))?;
     let mut next = 1;
     let solves = lowered.iter().map(|l| {
         let scope = ProgressScope {
@@ -213,6 +224,7 @@ fn session(
     store: &Store,
     request: &BuildRequest,
     lowered: &Lowered,
+    remotes: &[Arc<dyn kiln_solver::StepCache>],
     shared_steps: Option<Arc<kiln_solver::SharedSteps>>,
 ) -> Result<Arc<BuildSession>, BuildError> {
     let graph = &lowered.graph;
@@ -235,6 +247,7 @@ fn session(
         named_contexts: lowered.contexts.solve.clone(),
         progress_scope: ProgressScope::default(),
         shared_steps,
+        remote_caches: remotes.to_vec(),
     };
     let session =
         BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?;

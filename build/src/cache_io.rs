@@ -1,5 +1,7 @@
 //! `--cache-to` / `--cache-from`: moving build-cache records and their layer blobs between
-//! the store and a registry (through kiln-registry) or a local directory.
+//! the store and a registry (through kiln-registry) or a local directory, and the REAPI
+//! cache (through kiln-remote), which a build asks per step ([`connect_remote`]) instead of
+//! importing it whole.
 //!
 //! A local cache directory holds `kiln-cache.json` (cache key → record, canonical JSON) and
 //! the layers as `blobs/sha256/<hex>`; both are written through temporary names, so a
@@ -14,8 +16,19 @@ use std::path::{Path, PathBuf};
 /// Where a cache goes to or comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheSpec {
-    Registry { reference: String, max: bool },
-    Local { dir: PathBuf, max: bool },
+    Registry {
+        reference: String,
+        max: bool,
+    },
+    Local {
+        dir: PathBuf,
+        max: bool,
+    },
+    /// `type=reapi,endpoint=grpc[s]://HOST:PORT[,instance=NAME][,token-file=F|token-env=V]`.
+    Reapi {
+        endpoint: kiln_remote::Endpoint,
+        max: bool,
+    },
 }
 
 const LOCAL_INDEX: &str = "kiln-cache.json";
@@ -23,16 +36,28 @@ const LOCAL_INDEX: &str = "kiln-cache.json";
 impl std::str::FromStr for CacheSpec {
     type Err = BuildError;
 
-    /// Parses `type=registry,ref=R[,mode=min|max]` or `type=local,dest=DIR|src=DIR`.
+    /// Parses `type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR|src=DIR` or
+    /// `type=reapi,endpoint=URL[,instance=NAME][,token-file=F|token-env=V][,mode=min|max]`.
     fn from_str(spec: &str) -> Result<CacheSpec, BuildError> {
         let bad = |why: String| BuildError::Request(format!("cache {spec:?}: {why}"));
         let mut kind = None;
         let mut reference = None;
         let mut dir = None;
         let mut max = false;
+        let mut endpoint = None;
+        let mut instance = None;
+        let mut token = None;
         for part in spec.split(',') {
             match part.split_once('=') {
                 Some(("type", v)) => kind = Some(v.to_string()),
+                Some(("endpoint", v)) => endpoint = Some(v.to_string()),
+                Some(("instance", v)) => instance = Some(v.to_string()),
+                Some(("token-file", v)) => {
+                    token = Some(kiln_remote::TokenSource::File(PathBuf::from(v)))
+                }
+                Some(("token-env", v)) => {
+                    token = Some(kiln_remote::TokenSource::Env(v.to_string()))
+                }
                 Some(("ref", v)) => reference = Some(v.to_string()),
                 Some(("dest" | "src", v)) => dir = Some(PathBuf::from(v)),
                 Some(("mode", "max")) => max = true,
@@ -55,8 +80,17 @@ impl std::str::FromStr for CacheSpec {
                 dir: dir.ok_or_else(|| bad("missing dest= or src=".into()))?,
                 max,
             }),
+            Some("reapi") => {
+                let url =
+                    endpoint.ok_or_else(|| bad("missing endpoint=grpc://HOST:PORT".into()))?;
+                let mut endpoint =
+                    kiln_remote::Endpoint::parse(&url).map_err(|e| bad(e.to_string()))?;
+                endpoint.instance = instance.unwrap_or_default();
+                endpoint.token = token;
+                Ok(CacheSpec::Reapi { endpoint, max })
+            }
             Some(other) => Err(bad(format!(
-                "unsupported type {other:?} (registry or local)"
+                "unsupported type {other:?} (registry, local or reapi)"
             ))),
             None => Err(bad("missing type=".into())),
         }
@@ -67,9 +101,85 @@ impl CacheSpec {
     /// Whether every step of every stage is exported (`mode=max`), not only the image's.
     pub fn max(&self) -> bool {
         match self {
-            CacheSpec::Registry { max, .. } | CacheSpec::Local { max, .. } => *max,
+            CacheSpec::Registry { max, .. }
+            | CacheSpec::Local { max, .. }
+            | CacheSpec::Reapi { max, .. } => *max,
         }
     }
+
+    /// Whether the cache is a service a build goes on without (a REAPI cache): failing to
+    /// reach it is a warning, not a failed build.
+    pub fn optional(&self) -> bool {
+        matches!(self, CacheSpec::Reapi { .. })
+    }
+}
+
+impl std::fmt::Display for CacheSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheSpec::Registry { reference, .. } => write!(f, "registry {reference}"),
+            CacheSpec::Local { dir, .. } => write!(f, "directory {}", dir.display()),
+            CacheSpec::Reapi { endpoint, .. } if endpoint.instance.is_empty() => {
+                write!(f, "REAPI cache {}", endpoint.url)
+            }
+            CacheSpec::Reapi { endpoint, .. } => {
+                write!(
+                    f,
+                    "REAPI cache {} (instance {})",
+                    endpoint.url, endpoint.instance
+                )
+            }
+        }
+    }
+}
+
+/// A REAPI cache as the solver asks it, per step.
+#[derive(Debug)]
+struct ReapiStepCache {
+    cache: kiln_remote::RemoteCache,
+    name: String,
+}
+
+impl kiln_solver::StepCache for ReapiStepCache {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        store: &'a Store,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Option<kiln_store::LayerRef>, kiln_solver::StepCacheError>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move { Ok(self.cache.fetch(key, store).await?) })
+    }
+}
+
+/// Connects to the REAPI cache of `spec` for a build to ask per step; `Ok(None)` for a
+/// spec that is imported whole ([`import`]).
+pub async fn connect_remote(
+    spec: &CacheSpec,
+    registry: &kiln_registry::RegistryOptions,
+) -> Result<Option<std::sync::Arc<dyn kiln_solver::StepCache>>, BuildError> {
+    let CacheSpec::Reapi { endpoint, .. } = spec else {
+        return Ok(None);
+    };
+    let cache = kiln_remote::RemoteCache::connect(endpoint, &registry.certs_dirs)
+        .await
+        .map_err(|e| BuildError::Remote {
+            what: format!("the {spec}"),
+            source: Box::new(e),
+        })?;
+    Ok(Some(std::sync::Arc::new(ReapiStepCache {
+        cache,
+        name: endpoint.url.clone(),
+    })))
 }
 
 /// Imports the cache at `spec` into `store`; returns how many records arrived.
@@ -85,6 +195,8 @@ pub fn import(
             ))
         }
         CacheSpec::Local { dir, .. } => import_local(store, dir),
+        // Asked per step (`connect_remote`), never copied whole.
+        CacheSpec::Reapi { .. } => Ok(0),
     }
 }
 
@@ -94,7 +206,7 @@ pub fn export(
     spec: &CacheSpec,
     keys: &[String],
     registry: &kiln_registry::RegistryOptions,
-) -> Result<usize, BuildError> {
+) -> Result<Exported, BuildError> {
     let mut records = Vec::new();
     for key in keys {
         if let Some(record) = store
@@ -111,8 +223,31 @@ pub fn export(
             )?;
         }
         CacheSpec::Local { dir, .. } => export_local(store, dir, &records)?,
+        CacheSpec::Reapi { endpoint, .. } => {
+            let report =
+                kiln_remote::push_blocking(endpoint, &registry.certs_dirs, store, &records)
+                    .map_err(|e| BuildError::Remote {
+                        what: format!("exporting the cache to the {spec}"),
+                        source: Box::new(e),
+                    })?;
+            return Ok(Exported {
+                records: report.records,
+                uploaded: Some((report.blobs_uploaded, report.bytes_uploaded)),
+            });
+        }
     }
-    Ok(records.len())
+    Ok(Exported {
+        records: records.len(),
+        uploaded: None,
+    })
+}
+
+/// What an export sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    pub records: usize,
+    /// For a REAPI cache: the blobs (and their bytes) the server lacked and was sent.
+    pub uploaded: Option<(usize, u64)>,
 }
 
 fn blob_hex(digest: &str) -> Result<&str, BuildError> {
@@ -207,5 +342,27 @@ mod tests {
         assert!("type=gha".parse::<CacheSpec>().is_err());
         assert!("type=registry".parse::<CacheSpec>().is_err());
         assert!("type=local,dest=/x,mode=huge".parse::<CacheSpec>().is_err());
+        let spec = "type=reapi,endpoint=grpcs://farm.example:8980,instance=main,token-env=FARM_TOKEN,mode=max"
+            .parse::<CacheSpec>()
+            .unwrap();
+        let CacheSpec::Reapi { endpoint, max } = &spec else {
+            panic!("{spec:?}")
+        };
+        assert!(*max && endpoint.tls && endpoint.port == 8980 && endpoint.instance == "main");
+        assert_eq!(
+            endpoint.token,
+            Some(kiln_remote::TokenSource::Env("FARM_TOKEN".into()))
+        );
+        assert_eq!(
+            spec.to_string(),
+            "REAPI cache grpcs://farm.example:8980 (instance main)"
+        );
+        assert!(spec.optional());
+        assert!("type=reapi".parse::<CacheSpec>().is_err());
+        assert!(
+            "type=reapi,endpoint=http://h:1"
+                .parse::<CacheSpec>()
+                .is_err()
+        );
     }
 }

@@ -38,6 +38,13 @@ pub enum BuildError {
         #[source]
         source: Box<kiln_registry::RegistryError>,
     },
+    /// A REAPI cache that failed; a build goes on without it. Boxed, as `Registry`.
+    #[error("{what}")]
+    Remote {
+        what: String,
+        #[source]
+        source: Box<kiln_remote::RemoteError>,
+    },
     #[error("{what}")]
     Archive {
         what: String,

@@ -226,11 +226,16 @@ pub fn export(
         } else {
             &image.image_keys
         };
-        let n = cache_io::export(records, spec, keys, registry)?;
-        notify(Notice::CacheExported {
-            spec: spec.clone(),
-            records: n,
-        });
+        match cache_io::export(records, spec, keys, registry) {
+            Ok(exported) => notify(Notice::CacheExported {
+                spec: spec.clone(),
+                exported,
+            }),
+            // The image is built and named: an optional cache that is not there costs the
+            // next build time, not this one its result.
+            Err(e) if spec.optional() => notify(Notice::CacheExportFailed(e)),
+            Err(e) => return Err(e),
+        }
     }
     if exports.push || exports.outputs.contains(&OutputSpec::Registry) {
         if exports.tags.is_empty() {

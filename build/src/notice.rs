@@ -23,8 +23,10 @@ pub enum Notice {
     OutputWritten(OutputSpec),
     CacheExported {
         spec: CacheSpec,
-        records: usize,
+        exported: crate::cache_io::Exported,
     },
+    /// An optional cache (REAPI) could not be written: the build stands.
+    CacheExportFailed(BuildError),
     Pushed {
         reference: String,
         digest: String,
@@ -67,9 +69,15 @@ impl Notice {
                 dest.display()
             ),
             Notice::OutputWritten(OutputSpec::Registry) => return None,
-            Notice::CacheExported { spec, records } => {
-                format!("exported {records} cache records to {spec:?}")
-            }
+            Notice::CacheExported { spec, exported } => match exported.uploaded {
+                None => format!("exported {} cache records to {spec:?}", exported.records),
+                Some((blobs, bytes)) => format!(
+                    "exported {} cache records to the {spec}: uploaded {blobs} blobs the server lacked ({})",
+                    exported.records,
+                    human_size(bytes)
+                ),
+            },
+            Notice::CacheExportFailed(e) => format!("warning: {}; the image is built", chain(e)),
             Notice::Pushed { reference, digest } => format!("pushed {reference}: digest {digest}"),
             Notice::Dockerfile(warning) => format!("warning: {warning}"),
             Notice::Check { file, finding } => format!(

@@ -91,7 +91,14 @@ pub async fn verify(
                 }
                 Vec::from(kept)
             });
-            let built = solve_all(&stores[n], &request, platforms.clone(), &lowered, progress);
+            let built = solve_all(
+                &stores[n],
+                &request,
+                platforms.clone(),
+                &lowered,
+                &[],
+                progress,
+            );
             async move {
                 let built = built.await;
                 (built, kept.await.unwrap_or_default())

@@ -33,7 +33,7 @@ pub use digest::{HashingReader, HashingWriter, digest_hex, sha256_digest};
 pub use layer::{
     CHUNK_FORMAT, ChunkReuse, ChunkTable, Compression, DeviceNode, EntryMeta, ExternalContent,
     ExternalFile, LayerDigests, LayerOptions, LayerWriteError, LayerWriter, Owners, TarEntryKind,
-    UnpackError, UnpackInfo, UnpackOptions, apply_layer, unpack_layer, write_layer,
+    UnpackError, UnpackInfo, UnpackOptions, apply_layer, diff_id_of, unpack_layer, write_layer,
     write_layer_adding_devices, write_layer_with,
 };
 pub use oci::{

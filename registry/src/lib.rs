@@ -48,4 +48,4 @@ pub use pull::{
     fetch_manifest, pull_into_store,
 };
 pub use push::{BlobOutcome, PushedImage, blob_exists, push_blob, push_from_store};
-pub use tls::default_certs_dirs;
+pub use tls::{HostCertFiles, default_certs_dirs, host_cert_files};

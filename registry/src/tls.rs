@@ -78,10 +78,19 @@ pub(crate) struct HostCerts {
     pub client: Option<ClientCert>,
 }
 
-/// Reads `DIR/HOST/` for each of `dirs` (sorted file names, so the choice of client
+/// The files the certs.d directories hold for one host: its CAs (`*.crt`) and the first
+/// client certificate (`*.cert`) with its key (`*.key`). Shared with every other client
+/// that trusts what a registry of that name would (the REAPI cache).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HostCertFiles {
+    pub cas: Vec<PathBuf>,
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// Lists `DIR/HOST/` for each of `dirs` (sorted file names, so the choice of client
 /// certificate is stable).
-pub(crate) fn host_certs(dirs: &[PathBuf], host: &str) -> Result<HostCerts> {
-    let mut out = HostCerts::default();
+pub fn host_cert_files(dirs: &[PathBuf], host: &str) -> Result<HostCertFiles> {
+    let mut out = HostCertFiles::default();
     for dir in dirs {
         let host_dir = dir.join(host);
         let Ok(entries) = fs::read_dir(&host_dir) else {
@@ -89,24 +98,37 @@ pub(crate) fn host_certs(dirs: &[PathBuf], host: &str) -> Result<HostCerts> {
         };
         let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         names.sort();
-        for path in &names {
+        for path in names {
             match path.extension().and_then(|e| e.to_str()) {
-                Some("crt") => out.cas.extend(read_certs(path)?),
+                Some("crt") => out.cas.push(path),
                 Some("cert") if out.client.is_none() => {
                     let key_path = path.with_extension("key");
                     if !key_path.exists() {
                         return Err(tls_err(
-                            path,
+                            &path,
                             format!("client certificate without its key {}", key_path.display()),
                         ));
                     }
-                    let chain = read_certs(path)?;
-                    let key = read_key(&key_path)?;
-                    out.client = Some(ClientCert::new_with_certs(&chain, key));
+                    out.client = Some((path, key_path));
                 }
                 _ => {}
             }
         }
+    }
+    Ok(out)
+}
+
+/// Reads what [`host_cert_files`] lists for `host`.
+pub(crate) fn host_certs(dirs: &[PathBuf], host: &str) -> Result<HostCerts> {
+    let files = host_cert_files(dirs, host)?;
+    let mut out = HostCerts::default();
+    for path in &files.cas {
+        out.cas.extend(read_certs(path)?);
+    }
+    if let Some((cert, key)) = &files.client {
+        let chain = read_certs(cert)?;
+        let key = read_key(key)?;
+        out.client = Some(ClientCert::new_with_certs(&chain, key));
     }
     Ok(out)
 }

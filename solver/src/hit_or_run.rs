@@ -7,6 +7,7 @@
 use crate::blocking::blocking;
 use crate::error::{SolveError, StepError};
 use crate::explain::explain;
+use crate::images::ensure_verified;
 use crate::ops::{KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
 use crate::result::Layer;
@@ -98,9 +99,21 @@ async fn hit_or_run(
         }) => Some(layer),
         _ => None,
     };
+    if !no_cache
+        && recorded.is_none()
+        && let Some(layer) = session.remote.fetch(session, &key, progress, id).await
+    {
+        session.explain.save(&place, &key, || keyed.full_inputs());
+        return Ok(Solved {
+            key,
+            layer,
+            cached: true,
+        });
+    }
     if !no_cache && let Some(layer) = recorded.clone() {
         let s = session.clone();
-        if let Ok(layer) = blocking(move || s.ensure_snapshot(&layer)).await {
+        // A record imported from a registry or directory cache is checked here, once.
+        if let Ok(layer) = blocking(move || ensure_verified(&s.store, &layer)).await {
             session.explain.save(&place, &key, || keyed.full_inputs());
             return Ok(Solved {
                 key,
@@ -233,7 +246,7 @@ fn place(session: &BuildSession, step: &Step) -> String {
     )
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -6,6 +6,38 @@ use crate::image_state::ImageState;
 use crate::result::Layer;
 use kiln_store::{LayerRef, Store};
 
+/// [`ensure_snapshot`] for a cached step's layer, whose record may come from another
+/// store (a registry or REAPI cache): a record pairs a diff_id with a blob, and nothing
+/// but reading the blob shows that the blob holds that diff_id. The pairings this store
+/// checked or made are in its blob index; another is checked by decompressing the blob
+/// once (a missing snapshot is checked by the unpack itself).
+pub fn ensure_verified(store: &Store, layer: &LayerRef) -> Result<Layer, ImageError> {
+    let id = hex_of(&layer.diff_id)?;
+    if store.has_snapshot(id)
+        && store
+            .find_layer_blob(&layer.diff_id, &layer.media_type)?
+            .as_ref()
+            != Some(layer)
+    {
+        let blob = store.open_blob(&layer.digest)?;
+        let actual = kiln_image::diff_id_of(std::io::BufReader::new(blob)).map_err(|source| {
+            ImageError::Unpack {
+                digest: layer.digest.clone(),
+                source: kiln_image::UnpackError::Stream(source),
+            }
+        })?;
+        if actual != layer.diff_id {
+            return Err(ImageError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                actual,
+                expected: layer.diff_id.clone(),
+            });
+        }
+        store.put_layer_blob(layer)?;
+    }
+    ensure_snapshot(store, layer)
+}
+
 /// A base image resolved in the store.
 #[derive(Clone)]
 pub struct ResolvedImage {

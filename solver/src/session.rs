@@ -100,6 +100,8 @@ pub struct SolveOptions {
     /// platform reads (`FROM --platform=$BUILDPLATFORM`) runs once. `None` for a build of
     /// one platform.
     pub shared_steps: Option<Arc<crate::shared_steps::SharedSteps>>,
+    /// Caches asked for a step the store misses (`--cache-from type=reapi`), in order.
+    pub remote_caches: Vec<Arc<dyn crate::remote_cache::StepCache>>,
 }
 
 /// Where a solve's vertex numbers start and whether names show platforms: a build of
@@ -137,6 +139,8 @@ pub struct BuildSession {
     context: Arc<Context>,
     pub(crate) named: Arc<crate::named::NamedContexts>,
     pub(crate) explain: ExplainLog,
+    /// Shared with sibling sessions: a remote that failed stays off for the whole build.
+    pub(crate) remote: Arc<crate::remote_cache::RemoteCaches>,
     /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
     /// manifest, config and snapshots once per build, and every step sees the same image
     /// even if its tag moves meanwhile.
@@ -166,7 +170,11 @@ impl BuildSession {
         );
         let explain = ExplainLog::new(&store);
         let scratch = store.scratch_dir().map_err(SolveError::internal)?;
+        let remote = Arc::new(crate::remote_cache::RemoteCaches::new(
+            &options.remote_caches,
+        ));
         Ok(BuildSession {
+            remote,
             store,
             scratch,
             snapshotter: tokio::sync::OnceCell::new(),
@@ -207,6 +215,7 @@ impl BuildSession {
             context: self.context.clone(),
             named: self.named.clone(),
             explain: self.explain.clone(),
+            remote: self.remote.clone(),
             images: Default::default(),
             key_agents: Default::default(),
             git_refs: Default::default(),

@@ -47,6 +47,7 @@ pub(crate) fn fixture_with(
     let options = SolveOptions {
         progress_scope: Default::default(),
         shared_steps: None,
+        remote_caches: Vec::new(),
         context_dir: context,
         context_stat_cache: true,
         dockerfile,

@@ -2,6 +2,7 @@
 //! and read the images it writes (docker-archive) back into a file tree to assert on.
 #![allow(dead_code)]
 
+pub mod buildgrid;
 pub mod dockerd;
 pub mod gitserve;
 pub mod identity;

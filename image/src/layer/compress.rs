@@ -167,6 +167,13 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
+/// The diff_id of a layer blob: the sha256 of what it decompresses to (gzip, zstd or
+/// plain, by its magic bytes). Reads the whole stream; memory stays one buffer.
+pub fn diff_id_of<R: io::BufRead>(blob: R) -> io::Result<String> {
+    let (_, plain) = decompressor(blob)?;
+    crate::digest::digest_reader(plain).map(|(digest, _)| digest)
+}
+
 /// A streaming decompressor picked by the stream's magic bytes.
 pub(crate) fn decompressor<'a, R: io::BufRead + 'a>(
     mut input: R,

@@ -13,7 +13,7 @@ mod whiteout;
 pub mod write;
 
 pub use chunks::{CHUNK_FORMAT, ChunkReuse, ChunkTable};
-pub use compress::Compression;
+pub use compress::{Compression, diff_id_of};
 pub use external::{ExternalContent, ExternalFile};
 pub use tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
 pub use unpack::{

@@ -1,0 +1,66 @@
+//! What can go wrong talking to a REAPI service. Every error is the remote's: the build
+//! that meets one goes on locally (one warning), so none carries a secret or needs more
+//! than its text.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RemoteError {
+    #[error("{url:?} is not a REAPI endpoint: {why}")]
+    Endpoint { url: String, why: String },
+    #[error("reading the token: {0}")]
+    Token(String),
+    #[error("TLS for {host}: {why}")]
+    Tls { host: String, why: String },
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("{call}: {code:?}: {message}")]
+    Call {
+        call: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("{0} did not answer in time")]
+    Timeout(&'static str),
+    #[error("the server answered garbage: {0}")]
+    Garbage(String),
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: kiln_store::StoreError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RemoteError {
+    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> RemoteError {
+        move |status| RemoteError::Call {
+            call,
+            code: status.code(),
+            // A server's message, bounded: it ends up in a warning line.
+            message: status.message().chars().take(300).collect(),
+        }
+    }
+
+    pub(crate) fn store(
+        what: impl Into<String>,
+    ) -> impl FnOnce(kiln_store::StoreError) -> RemoteError {
+        let what = what.into();
+        move |source| RemoteError::Store { what, source }
+    }
+
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RemoteError {
+        let what = what.into();
+        move |source| RemoteError::Io { what, source }
+    }
+}
