@@ -30,9 +30,14 @@ fn context(world: &World, name: &str, dockerfile: &str) -> std::path::PathBuf {
     ctx
 }
 
+/// `kiln build --progress plain FLAGS CONTEXT` as the world's identity, with its
+/// `~/.config` as `XDG_CONFIG_HOME` (runuser gives the test user its own HOME).
 fn build(world: &World, ctx: &Path, flags: &[String]) -> std::process::Output {
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    world.build(ctx, &flags)
+    let mut args = vec!["build", "--progress", "plain"];
+    args.extend(flags.iter().map(String::as_str));
+    args.push(ctx.to_str().unwrap());
+    let config = world.home.join(".config");
+    world.kiln_env(&args, &[("XDG_CONFIG_HOME", config.to_str().unwrap())])
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -189,6 +194,35 @@ fn a_server_that_is_down_or_answers_garbage_costs_one_warning() {
     }
 }
 
+#[test]
+fn a_server_that_hangs_costs_one_call_deadline() {
+    // Accepts connections and never answers a byte: the call deadline ends the wait.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hung.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hung.incoming() {
+            held.extend(conn.ok());
+        }
+    });
+    for id in identities() {
+        let df = dockerfile(&format!("echo hung {id:?} > /last"));
+        let world = World::new(id);
+        let ctx = context(&world, "ctx", &df);
+        let out = build(
+            &world,
+            &ctx,
+            &[format!(
+                "--cache-from=type=reapi,endpoint=grpc://127.0.0.1:{port}"
+            )],
+        );
+        assert_ok(&out);
+        let warnings = remote_warnings(&out);
+        assert_eq!(warnings.len(), 1, "{warnings:?}\n{}", both(&out));
+        assert_eq!(image_id(&out), local_image(id, &df));
+    }
+}
+
 /// Every record of `store` (key, record JSON).
 fn records(store: &Path) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
@@ -333,5 +367,143 @@ fn a_server_killed_mid_build_degrades_cleanly() {
             .collect();
         assert_eq!(warnings.len(), 2, "{warnings:?}\n{seen}");
         assert_ok(&world.kiln(&["inspect", "app:1"]));
+    }
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", both(&out));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all P-256.
+fn make_certs(dir: &Path) {
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=kiln test CA"];
+    ca.extend(key);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "client",
+            "kiln test client",
+            "extendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        let subj = format!("/CN={cn}");
+        let (keyfile, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        let mut req = vec!["req", "-subj", &subj, "-keyout", &keyfile, "-out", &csr];
+        req.extend(key);
+        openssl(dir, &req);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (crt, extfile) = (format!("{name}.crt"), format!("{name}.ext"));
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+}
+
+/// Puts `files` (name in certs.d, file in `certs`) in `world`'s
+/// `~/.config/kiln/certs.d/HOST:PORT/`, readable by the identity.
+fn trust(world: &World, host: &str, certs: &Path, files: &[(&str, &str)]) {
+    let dir = world.home.join(".config/kiln/certs.d").join(host);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, from) in files {
+        std::fs::copy(certs.join(from), dir.join(name)).unwrap();
+    }
+    common::open_up(&world.home.join(".config"));
+}
+
+#[test]
+fn grpcs_trusts_certs_d_and_sends_its_client_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let server = BuildGrid::start_tls(&common::buildgrid::Tls {
+        key: &certs.path().join("server.key"),
+        cert: &certs.path().join("server.crt"),
+        client_cas: &certs.path().join("ca.crt"),
+    });
+    let host = format!("127.0.0.1:{}", server.port);
+    let endpoint = server.tls_endpoint();
+    let full = [
+        ("ca.crt", "ca.crt"),
+        ("client.cert", "client.crt"),
+        ("client.key", "client.key"),
+    ];
+    for id in identities() {
+        let df = dockerfile(&format!("echo tls {id:?} > /last"));
+        let a = World::new(id);
+        trust(&a, &host, certs.path(), &full);
+        let ctx = context(&a, "ctx", &df);
+        let pushed = build(
+            &a,
+            &ctx,
+            &[format!("--cache-to=type=reapi,endpoint={endpoint}")],
+        );
+        assert_ok(&pushed);
+        assert!(
+            remote_warnings(&pushed).is_empty(),
+            "{id:?}: {}",
+            both(&pushed)
+        );
+        assert!(
+            text(&pushed).contains("exported 5 cache records"),
+            "{}",
+            both(&pushed)
+        );
+
+        let b = World::new(id);
+        trust(&b, &host, certs.path(), &full);
+        let ctx_b = context(&b, "ctx", &df);
+        let from = format!("--cache-from=type=reapi,endpoint={endpoint}");
+        let pulled = build(&b, &ctx_b, std::slice::from_ref(&from));
+        assert_ok(&pulled);
+        assert!(steps(&pulled).iter().all(|(_, c)| *c), "{}", both(&pulled));
+        assert_eq!(image_id(&pulled), image_id(&pushed));
+
+        // Without the CA the server is not trusted; without the client certificate the
+        // server refuses kiln: either way one warning and a local build.
+        for files in [&full[1..], &full[..1]] {
+            let c = World::new(id);
+            trust(&c, &host, certs.path(), files);
+            let ctx_c = context(&c, "ctx", &df);
+            let out = build(&c, &ctx_c, std::slice::from_ref(&from));
+            assert_ok(&out);
+            assert_eq!(remote_warnings(&out).len(), 1, "{files:?}: {}", both(&out));
+            assert!(steps(&out).iter().all(|(_, c)| !*c), "{}", both(&out));
+            assert_eq!(image_id(&out), image_id(&pushed));
+        }
     }
 }

@@ -23,7 +23,7 @@ pub fn venv() -> PathBuf {
 const CONFIG: &str = r#"server:
   - !channel
     address: "127.0.0.1:PORT"
-    insecure-mode: true
+CHANNEL
 authorization:
   method: none
 monitoring:
@@ -59,8 +59,31 @@ pub struct BuildGrid {
     child: Child,
 }
 
+/// TLS for a server: its key and certificate, and the CAs it takes client certificates
+/// from (it then requires one).
+pub struct Tls<'a> {
+    pub key: &'a std::path::Path,
+    pub cert: &'a std::path::Path,
+    pub client_cas: &'a std::path::Path,
+}
+
 impl BuildGrid {
+    /// A plaintext server.
     pub fn start() -> BuildGrid {
+        BuildGrid::start_with("    insecure-mode: true".into())
+    }
+
+    /// A TLS server that requires a client certificate.
+    pub fn start_tls(tls: &Tls) -> BuildGrid {
+        BuildGrid::start_with(format!(
+            "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      tls-server-cert: {}\n      tls-client-certs: {}",
+            tls.key.display(),
+            tls.cert.display(),
+            tls.client_cas.display()
+        ))
+    }
+
+    fn start_with(channel: String) -> BuildGrid {
         let bgd = venv().join("bin/bgd");
         // A port race (another process took the free port first) makes bgd exit: retry.
         for _ in 0..3 {
@@ -71,7 +94,10 @@ impl BuildGrid {
                 .unwrap()
                 .port();
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, CONFIG.replace("PORT", &port.to_string())).unwrap();
+            let yaml = CONFIG
+                .replace("CHANNEL", &channel)
+                .replace("PORT", &port.to_string());
+            std::fs::write(&config, yaml).unwrap();
             let pid_file = dir.path().join("pid");
             let log = std::fs::File::create(dir.path().join("log")).unwrap();
             let child = Command::new(&bgd)
@@ -103,6 +129,11 @@ impl BuildGrid {
             eprintln!("BuildGrid exited at start, retrying: {}", server.log());
         }
         panic!("BuildGrid did not start three times");
+    }
+
+    /// `grpcs://127.0.0.1:PORT`.
+    pub fn tls_endpoint(&self) -> String {
+        format!("grpcs://127.0.0.1:{}", self.port)
     }
 
     /// `grpc://127.0.0.1:PORT`.
