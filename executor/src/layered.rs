@@ -421,7 +421,8 @@ impl LayeredFs {
                     continue;
                 }
                 let child_host = ent.path();
-                let cm = fs::symlink_metadata(&child_host).map_err(io_err(&child_host))?;
+                // lstat on the directory's fd: no walk of the whole path per child.
+                let cm = ent.metadata().map_err(io_err(&child_host))?;
                 let value = if self.is_whiteout(&cm) {
                     None
                 } else {

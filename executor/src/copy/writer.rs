@@ -34,6 +34,9 @@ pub(crate) struct LayerWriter {
     fresh: std::collections::HashSet<String>,
     /// View paths written, in order.
     pub written: Vec<String>,
+    /// The same paths as a set: inside a fresh directory, a path this writer never wrote
+    /// is not there, which spares a failing `lstat` per copied file.
+    written_set: std::collections::HashSet<String>,
 }
 
 pub(crate) fn io_at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CopyError + use<> {
@@ -50,6 +53,7 @@ impl LayerWriter {
             dir_times: Vec::new(),
             fresh: std::collections::HashSet::new(),
             written: Vec::new(),
+            written_set: std::collections::HashSet::new(),
         }
     }
 
@@ -57,6 +61,11 @@ impl LayerWriter {
     fn lookup_dst(&self, vpath: &str) -> Result<Option<Entry>, CopyError> {
         if !self.fresh.contains(&super::parent_of(vpath)) {
             return Ok(self.view.lookup(vpath)?);
+        }
+        // A fresh directory was empty when made and everything put in it went through
+        // `wrote` (a removal only makes the set say "maybe" of a path that is gone).
+        if !self.written_set.contains(vpath) {
+            return Ok(None);
         }
         let host = self.host(vpath);
         match fs::symlink_metadata(&host) {
@@ -79,6 +88,12 @@ impl LayerWriter {
                 source: e,
             }),
         }
+    }
+
+    /// Records that `vpath` was put in this layer.
+    fn wrote(&mut self, vpath: &str) {
+        self.written.push(vpath.to_string());
+        self.written_set.insert(vpath.to_string());
     }
 
     /// The merged view (lowers + this layer).
@@ -142,7 +157,7 @@ impl LayerWriter {
                 meta::set_owner(&host, o.uid, o.gid).map_err(io_at("chown", &host))?;
                 meta::set_mode(&host, mode.unwrap_or(0o755)).map_err(io_at("chmod", &host))?;
                 self.fresh.insert(cur.to_string());
-                self.written.push(cur.to_string());
+                self.wrote(cur);
                 Ok(true)
             }
         }
@@ -176,7 +191,7 @@ impl LayerWriter {
         // Only an entry of this layer needs removing; a lower one is simply hidden.
         let top = self.view.layers().len() - 1;
         if existing.is_none_or(|e| e.layer != top) {
-            self.written.push(vpath.to_string());
+            self.wrote(vpath);
             return Ok(host);
         }
         match fs::remove_file(&host) {
@@ -190,7 +205,7 @@ impl LayerWriter {
                 });
             }
         }
-        self.written.push(vpath.to_string());
+        self.wrote(vpath);
         Ok(host)
     }
 
@@ -239,7 +254,7 @@ impl LayerWriter {
                 _ => fs::create_dir(&host).map_err(io_at("mkdir", &host))?,
             }
         }
-        self.written.push(vpath.to_string());
+        self.wrote(vpath);
         Ok(host)
     }
 
