@@ -65,7 +65,10 @@ impl RemoteCaches {
             if failed.load(Ordering::Relaxed) {
                 continue;
             }
-            match fetch_checked(session, cache.as_ref(), key).await {
+            let phase = kiln_base::phase::start("step: remote cache lookup");
+            let fetched = fetch_checked(session, cache.as_ref(), key).await;
+            phase.end();
+            match fetched {
                 Ok(None) => {}
                 Ok(Some(layer)) => {
                     progress.send(Event::Log {
