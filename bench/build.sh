@@ -9,7 +9,7 @@
 #          the COPY runs again, the identical layer it gives is found by diff_id
 #   bigmem peak RSS while building a 2 GB layer                   (target < 200 MB)
 #   runstep cost of one small RUN step (FROM scratch + busybox, 24 `RUN echo i > /stepi`,
-#          --no-cache into a fresh store; as peerbench.py's runsteps), best of 5, and its
+#          --no-cache --network none into a fresh store; as peerbench.py's runsteps), best of 5, and its
 #          per-phase breakdown (median over the RUN steps, KILN_TRACE_PHASES=1)
 #                                                                  (target <= 8 ms a step, issue 15)
 #          As root; RUNSTEP_USER=name (an account with a subuid range) runs it rootless.
@@ -141,7 +141,7 @@ for s in "${scenarios[@]}"; do
       for _ in 1 2 3 4 5; do
         rm -rf "$root"; mkdir -p "$root"; [ -n "${RUNSTEP_USER:-}" ] && chown "$RUNSTEP_USER" "$root"
         t0=$(date +%s.%N)
-        "${as[@]}" env KILN_TRACE_PHASES=1 "$bin" --root "$root" build --no-cache --progress quiet -t runstep:1 "$ctx" >/dev/null 2>"$DIR/phases.new"
+        "${as[@]}" env KILN_TRACE_PHASES=1 "$bin" --root "$root" build --no-cache --network none --progress quiet -t runstep:1 "$ctx" >/dev/null 2>"$DIR/phases.new"
         t1=$(date +%s.%N)
         t=$(ms "$(echo "$t1 - $t0" | bc)"); if [ "$t" -lt "$best" ]; then best=$t; mv "$DIR/phases.new" "$DIR/phases.txt"; fi
       done
