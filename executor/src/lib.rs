@@ -1,8 +1,9 @@
 //! kiln's executor: where steps touch files and processes.
 //!
 //! Owns the rootless sandbox that runs `RUN` (user, mount, pid, ipc, uts and optional
-//! network namespaces, entered through a re-exec'd single-threaded helper, with Docker's
-//! seccomp profile and a cgroup per RUN: `sandbox`, `cgroup`), rootfs snapshots (overlayfs,
+//! network namespaces, entered through a single-threaded helper that a re-exec'd zygote
+//! forks per RUN, with Docker's seccomp profile and a cgroup per RUN: `sandbox`,
+//! `cgroup`), rootfs snapshots (overlayfs,
 //! with a copy fallback), turning a snapshot's changes into a layer directory (`layer_dir`:
 //! the layer directory format, read merged and written as the difference to its lowers;
 //! cleaned up fd-relative, never through a symlink: `beneath`), the merged read-only view

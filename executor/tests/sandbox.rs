@@ -212,6 +212,70 @@ fn network_none_has_only_loopback_and_host_network_is_shared() {
     assert_eq!(out.lines().count(), host.len(), "{out}");
 }
 
+/// RUNs at once in one kiln process (their helpers forked by one zygote) are strangers:
+/// each sees only its own processes and files, holds only its stdio, and its output and
+/// exit status are its own.
+fn concurrent_runs_see_only_their_own_processes_files_and_descriptors() {
+    let mut sb = Sandbox::new();
+    let script = |me: &str, other: &str, code: u8| {
+        format!(
+            "echo {me} > /mine; sleep 1 & sleep 0.3; \
+             ls /proc | grep -c '^[0-9]'; ls /proc/self/fd; test -e /{other} && echo sees-{other}; \
+             cat /mine; echo to-stderr-{me} >&2; exit {code}"
+        )
+    };
+    let specs = [sb.spec(&script("a", "b", 3)), sb.spec(&script("b", "a", 4))];
+    let uppers: Vec<PathBuf> = specs.iter().map(|s| s.upper.clone()).collect();
+    let ran = block_on(async {
+        let runs = specs.into_iter().map(|spec| async move {
+            let mut out = Vec::new();
+            let outcome = sandbox::run(spec, |l| out.push(l)).await.unwrap();
+            (outcome, out)
+        });
+        futures_join(runs).await
+    });
+    for ((outcome, out), (me, code)) in ran.into_iter().zip([("a", 3), ("b", 4)]) {
+        let text = |s: sandbox::OutputStream| {
+            out.iter()
+                .filter(|l| l.stream == s)
+                .map(|l| String::from_utf8_lossy(&l.line).into_owned() + "\n")
+                .collect::<String>()
+        };
+        // PID 1, the shell, the background sleep, ls and grep: nobody else's.
+        assert_eq!(
+            text(sandbox::OutputStream::Stdout),
+            format!("5\n0\n1\n2\n3\n{me}\n"),
+            "RUN {me}"
+        );
+        assert_eq!(
+            text(sandbox::OutputStream::Stderr),
+            format!("to-stderr-{me}\n")
+        );
+        assert_eq!(outcome.exit_code, code);
+    }
+    for (upper, me) in uppers.iter().zip(["a", "b"]) {
+        assert_eq!(
+            std::fs::read_to_string(upper.join("mine")).unwrap(),
+            format!("{me}\n")
+        );
+    }
+}
+
+/// Polls every future to completion on the current task (the test crate has no
+/// `futures` dependency).
+async fn futures_join<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 fn extra_mounts_are_visible_and_read_only_binds_refuse_writes() {
     let mut sb = Sandbox::new();
     let host = sb.dir.join("hostdir");
@@ -355,11 +419,26 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Helpers and zygotes (whose argument contains HELPER_ARG) but this test process's own
+    // zygote, which serves the other tests.
     let helpers = std::process::Command::new("pgrep")
         .args(["-f", sandbox::HELPER_ARG])
         .output()
         .unwrap();
-    assert!(!helpers.status.success(), "helper survived");
+    let me = std::process::id().to_string();
+    let survivors: Vec<String> = String::from_utf8_lossy(&helpers.stdout)
+        .lines()
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The parent pid is the second field after the command name's closing paren.
+            let ppid = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().nth(1));
+            !stat.is_empty() && ppid != Some(Some(me.as_str()))
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(survivors.is_empty(), "helper survived: {survivors:?}");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = tmp.path().to_string_lossy().into_owned();
     assert!(
@@ -756,6 +835,10 @@ fn main() {
         (
             "network_none_has_only_loopback_and_host_network_is_shared",
             network_none_has_only_loopback_and_host_network_is_shared,
+        ),
+        (
+            "concurrent_runs_see_only_their_own_processes_files_and_descriptors",
+            concurrent_runs_see_only_their_own_processes_files_and_descriptors,
         ),
         (
             "extra_mounts_are_visible_and_read_only_binds_refuse_writes",

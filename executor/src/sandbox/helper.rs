@@ -64,11 +64,34 @@ pub(crate) fn helper_entry() -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // An inherited SIG_IGN for SIGCHLD would make children vanish before PID 1 reaps them.
     reset_signals();
+    serve(std::env::args_os().nth(2).is_some_and(|a| a == STDIN_ARG))
+}
+
+/// Entry point of a helper the zygote forked (module `zygote`), its stdio already in
+/// place; returns its exit code.
+pub(crate) fn forked_helper_entry(zygote: Pid) -> i32 {
+    // What an exec'd helper does first, for the same reasons (fds the zygote held, its
+    // signal state).
+    if close_from(3, false).is_err() {
+        return 125;
+    }
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // The zygote may have died before the death signal was armed.
+    if rustix::process::getppid() != Some(zygote) {
+        return 125;
+    }
+    reset_signals();
+    serve(false)
+}
+
+/// The helper proper, on its control socket (fd 0): receives the request (with
+/// `passed_stdin`, first the stdin to give the process) and carries it out.
+fn serve(passed_stdin: bool) -> i32 {
     let sock = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
         Err(_) => return 125,
     };
-    let passed_stdin = if std::env::args_os().nth(2).is_some_and(|a| a == STDIN_ARG) {
+    let passed_stdin = if passed_stdin {
         match protocol::recv_fd(&sock) {
             Ok(fd) => Some(PassedStdin {
                 fd,

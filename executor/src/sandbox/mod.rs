@@ -2,8 +2,9 @@
 //! turns what it changed into a layer directory.
 //!
 //! Entry point: [`run`]. The namespaces are made by a helper process (the kiln binary
-//! re-exec'd with the hidden argument [`HELPER_ARG`]; `main` must call [`helper_main`]
-//! first thing). The parent and the helper exchange typed JSON messages over a socket pair
+//! re-exec'd with the hidden argument [`HELPER_ARG`], or for a RUN's piped output forked
+//! by the long-lived `zygote`, itself the kiln binary re-exec'd once; `main` must call
+//! [`helper_main`] first thing). The parent and the helper exchange typed JSON messages over a socket pair
 //! (`protocol`); the helper enters the sandbox's user namespace (`idmap`: as real root an
 //! unprivileged ID range over idmapped mounts), builds the filesystem view (`rootfs`, with
 //! symlink-safe mount points from `mountpoint`, the mount calls of `mount` and the
@@ -41,6 +42,7 @@ mod spec;
 mod step;
 mod terminal;
 pub mod user;
+mod zygote;
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +68,9 @@ pub fn helper_main() -> Option<i32> {
         return Some(code);
     }
     let arg = std::env::args_os().nth(1)?;
+    if arg == zygote::ZYGOTE_ARG {
+        return Some(zygote::zygote_entry());
+    }
     if arg != HELPER_ARG {
         return None;
     }

@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
 
 /// The program that is re-exec'd as the helper (the running kiln binary).
-fn helper_exe() -> PathBuf {
+pub(super) fn helper_exe() -> PathBuf {
     PathBuf::from("/proc/self/exe")
 }
 
@@ -59,24 +59,66 @@ fn spawn_helper(cmd: Command) -> std::io::Result<Child> {
 
 /// A running helper: killed (and with it the whole sandbox) when dropped early.
 pub(super) struct HelperProcess {
-    child: Option<Child>,
+    process: Option<Process>,
+}
+
+enum Process {
+    /// Spawned by kiln: its child.
+    Spawned(Child),
+    /// Forked by the zygote, which reaps it: its pidfd.
+    Forked(std::os::fd::OwnedFd),
 }
 
 impl HelperProcess {
-    /// Wait for a helper that is expected to exit by itself.
-    fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
-        match self.child.take() {
-            Some(mut c) => c.wait(),
+    /// Wait for a helper that is expected to exit by itself: its exit status, or how it
+    /// ended in words where only the zygote sees the status.
+    fn wait(mut self) -> std::io::Result<Result<std::process::ExitStatus, &'static str>> {
+        match self.process.take() {
+            Some(Process::Spawned(mut c)) => c.wait().map(Ok),
+            Some(Process::Forked(pidfd)) => {
+                // A pidfd turns readable when its process has exited.
+                let mut fds = [rustix::event::PollFd::new(
+                    &pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                loop {
+                    match rustix::event::poll(&mut fds, None) {
+                        Ok(_) => return Ok(Err("exited")),
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             None => Err(std::io::Error::other("helper already reaped")),
+        }
+    }
+}
+
+impl HelperProcess {
+    /// Leave a helper that is done to exit by itself: namespace teardown happens as it
+    /// exits, and nothing waits for it here.
+    fn let_exit(mut self) {
+        match self.process.take() {
+            Some(Process::Spawned(mut c)) => {
+                std::thread::spawn(move || c.wait());
+            }
+            // The zygote reaps it.
+            Some(Process::Forked(_)) | None => {}
         }
     }
 }
 
 impl Drop for HelperProcess {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        match self.process.take() {
+            Some(Process::Spawned(mut c)) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Some(Process::Forked(pidfd)) => {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+            }
+            None => {}
         }
     }
 }
@@ -115,42 +157,43 @@ pub(super) fn start_helper(
         };
         if start + needs > len { start } else { len }
     }
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")))?;
-    let exe = helper_exe();
-    let mut cmd = Command::new(&exe);
-    cmd.arg(HELPER_ARG)
-        .env_clear()
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
-    match io {
+    let pair =
+        || UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")));
+    // A RUN's helper is forked by the zygote when it can; otherwise (`kiln run`'s stdio,
+    // a zygote that failed) spawned.
+    let forked = match io {
         ProcessIo::Pipe => {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let (ours, theirs) = pair()?;
+            let theirs = std::os::fd::OwnedFd::from(theirs);
+            // kiln keeps no copy of the helper's end: its EOF is the helper gone.
+            super::zygote::fork_helper(&theirs, spawn_helper).map(|f| (ours, f))
         }
-        ProcessIo::Inherit { stdin } => {
-            if stdin {
-                cmd.arg(helper::STDIN_ARG);
-            }
-            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        _ => None,
+    };
+    let (ours, helper, stdout, stderr) = match forked {
+        Some((ours, f)) => (
+            ours,
+            HelperProcess {
+                process: Some(Process::Forked(f.pidfd)),
+            },
+            Some(std::fs::File::from(f.stdout)),
+            Some(std::fs::File::from(f.stderr)),
+        ),
+        None => {
+            // A fresh socket also when the zygote failed: a helper it forked before
+            // failing must not read this one's request.
+            let (ours, theirs) = pair()?;
+            let (child, stdout, stderr) = spawn_direct(theirs, io, tty)?;
+            (
+                ours,
+                HelperProcess {
+                    process: Some(Process::Spawned(child)),
+                },
+                stdout.map(|p| std::fs::File::from(std::os::fd::OwnedFd::from(p))),
+                stderr.map(|p| std::fs::File::from(std::os::fd::OwnedFd::from(p))),
+            )
         }
-        ProcessIo::Terminal { .. } => {
-            let slave = |what: &str| {
-                tty.ok_or_else(|| SandboxError::Protocol("no terminal to hand over".into()))?
-                    .try_clone()
-                    .map_err(|e| SandboxError::Protocol(format!("terminal for {what}: {e}")))
-            };
-            cmd.arg(helper::STDIN_ARG)
-                .arg(helper::CTTY_ARG)
-                .stdout(Stdio::from(slave("stdout")?))
-                .stderr(Stdio::from(slave("stderr")?));
-        }
-    }
-    let mut child = spawn_helper(cmd).map_err(|source| SandboxError::Spawn {
-        exe: exe.display().to_string(),
-        source,
-    })?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let helper = HelperProcess { child: Some(child) };
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut writer = ours
         .try_clone()
@@ -250,6 +293,55 @@ pub(super) fn start_helper(
     Ok((helper, rx))
 }
 
+/// Spawn a helper (a new exec of kiln) on control socket `theirs`, with `io`'s stdio;
+/// returns it and its stdout and stderr pipes when `io` pipes them.
+fn spawn_direct(
+    theirs: UnixStream,
+    io: ProcessIo,
+    tty: Option<&std::os::fd::OwnedFd>,
+) -> Result<
+    (
+        Child,
+        Option<std::process::ChildStdout>,
+        Option<std::process::ChildStderr>,
+    ),
+    SandboxError,
+> {
+    let exe = helper_exe();
+    let mut cmd = Command::new(&exe);
+    cmd.arg(HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+    match io {
+        ProcessIo::Pipe => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        ProcessIo::Inherit { stdin } => {
+            if stdin {
+                cmd.arg(helper::STDIN_ARG);
+            }
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
+        ProcessIo::Terminal { .. } => {
+            let slave = |what: &str| {
+                tty.ok_or_else(|| SandboxError::Protocol("no terminal to hand over".into()))?
+                    .try_clone()
+                    .map_err(|e| SandboxError::Protocol(format!("terminal for {what}: {e}")))
+            };
+            cmd.arg(helper::STDIN_ARG)
+                .arg(helper::CTTY_ARG)
+                .stdout(Stdio::from(slave("stdout")?))
+                .stderr(Stdio::from(slave("stderr")?));
+        }
+    }
+    let mut child = spawn_helper(cmd).map_err(|source| SandboxError::Spawn {
+        exe: exe.display().to_string(),
+        source,
+    })?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    Ok((child, stdout, stderr))
+}
+
 /// Said once per kiln process: a real-root sandbox fell back to the identity mapping
 /// (module `idmap`). Straight to stderr: it concerns the machine, not one build step.
 fn identity_mapping_note(why: &str) {
@@ -299,8 +391,7 @@ pub(super) async fn finish_helper(
         }
     }
     if done && protocol_error.is_none() {
-        // Namespace teardown happens as the helper exits; reap it without waiting here.
-        std::thread::spawn(move || helper.wait());
+        helper.let_exit();
         return Ok(events);
     }
     let status = tokio::task::spawn_blocking(move || helper.wait())
@@ -308,10 +399,20 @@ pub(super) async fn finish_helper(
         .map_err(|e| SandboxError::HelperDied(e.to_string()))?
         .map_err(|e| SandboxError::HelperDied(e.to_string()))?;
     if let Some(e) = protocol_error {
+        let status = match status {
+            Ok(s) => s.to_string(),
+            Err(words) => words.to_string(),
+        };
         return Err(SandboxError::Protocol(format!("{e} (helper {status})")));
     }
-    if events.is_empty() && !status.success() {
-        return Err(SandboxError::HelperDied(status.to_string()));
+    match status {
+        Ok(s) if events.is_empty() && !s.success() => {
+            return Err(SandboxError::HelperDied(s.to_string()));
+        }
+        Err(words) if events.is_empty() => {
+            return Err(SandboxError::HelperDied(words.to_string()));
+        }
+        _ => {}
     }
     Ok(events)
 }

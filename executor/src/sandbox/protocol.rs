@@ -147,44 +147,68 @@ pub(crate) fn recv<T: for<'de> Deserialize<'de>>(
 /// how `kiln run -i` gives the process the caller's stdin while the helper's own fd 0
 /// stays the control socket.
 pub(crate) fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    let fds = [fd];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    send_fds(sock, b'F', &[fd])
+}
+
+/// Sends `tag` (one byte) with `fds` (at most [`MAX_FDS`]) attached as SCM_RIGHTS.
+pub(crate) fn send_fds(sock: &UnixStream, tag: u8, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("no room for the descriptor"));
+    if fds.len() > MAX_FDS
+        || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
+    {
+        return Err(std::io::Error::other("no room for the descriptors"));
     }
     rustix::net::sendmsg(
         sock,
-        &[IoSlice::new(b"F")],
+        &[IoSlice::new(&[tag])],
         &mut control,
         SendFlags::empty(),
     )?;
     Ok(())
 }
 
-/// Receives the descriptor [`send_fd`] sent. Reads exactly its one byte, so the request
-/// line after it is left for the buffered reader.
-pub(crate) fn recv_fd(sock: &UnixStream) -> std::io::Result<OwnedFd> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+/// The most descriptors one message of [`send_fds`] carries.
+pub(crate) const MAX_FDS: usize = 3;
+
+/// Receives one message of [`send_fds`]: its tag and descriptors (close-on-exec).
+/// `Ok(None)` at end of stream. Reads exactly its one byte, so a request line after it
+/// is left for a buffered reader.
+pub(crate) fn recv_fds(sock: &UnixStream) -> std::io::Result<Option<(u8, Vec<OwnedFd>)>> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
-    let got = rustix::net::recvmsg(
-        sock,
-        &mut [IoSliceMut::new(&mut byte)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    if got.bytes != 1 {
-        return Err(std::io::Error::other("no descriptor before the request"));
+    let got = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    if got.bytes == 0 {
+        return Ok(None);
     }
-    let mut received = None;
+    let mut received = Vec::new();
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = msg {
-            for fd in fds {
-                // A second descriptor is nobody's: dropping closes it.
-                received.get_or_insert(fd);
-            }
+            received.extend(fds);
         }
     }
-    received.ok_or_else(|| std::io::Error::other("the descriptor message carried no fd"))
+    Ok(Some((byte[0], received)))
+}
+
+/// Receives the descriptor [`send_fd`] sent.
+pub(crate) fn recv_fd(sock: &UnixStream) -> std::io::Result<OwnedFd> {
+    match recv_fds(sock)? {
+        // A second descriptor is nobody's: dropping closes it.
+        Some((_, fds)) => fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| std::io::Error::other("the descriptor message carried no fd")),
+        None => Err(std::io::Error::other("no descriptor before the request")),
+    }
 }
