@@ -63,6 +63,7 @@ impl RemoteCache {
     /// the layer unpacks to is the caller's to check against its diff_id.
     pub async fn fetch(&self, key: &str, store: &Store) -> Result<Option<LayerRef>, RemoteError> {
         let step = StepAction::for_key(key)?;
+        let phase = kiln_base::phase::start("remote: GetActionResult");
         let answer = self
             .action_cache()
             .get_action_result(re::GetActionResultRequest {
@@ -72,6 +73,7 @@ impl RemoteCache {
                 ..Default::default()
             })
             .await;
+        phase.end();
         let result = match answer {
             Ok(result) => result.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
@@ -99,6 +101,7 @@ impl RemoteCache {
             )));
         }
         if !store.has_blob(&record.layer.digest) {
+            let _phase = kiln_base::phase::start("remote: read layer blob");
             self.conn.read_into_store(store, &files.layer).await?;
         }
         Ok(Some(record.layer))

@@ -115,6 +115,7 @@ async fn fetch_checked(
         )
         .into());
     }
+    let _phase = kiln_base::phase::start("remote: check layer, unpack, record");
     let s = session.clone();
     let checked = layer.clone();
     let ready = crate::blocking::blocking(move || ensure_verified(&s.store, &checked))
