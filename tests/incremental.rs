@@ -5,8 +5,9 @@
 //! Each edit (at the start, middle and end of the context, a file added, a file deleted, a
 //! mode changed) is built incrementally in one store and from scratch in another, as root
 //! and as the unprivileged test user; image IDs and manifest digests must match, and the
-//! incremental build must have reused all but the chunks around the edit and linked the
-//! unchanged files from the previous snapshot (never the edited one).
+//! incremental build must have reused all but the chunks around the edit, resumed its
+//! diff_id and digest hashes after the chunks before the edit, and linked the unchanged
+//! files from the previous snapshot (never the edited one).
 
 mod common;
 
@@ -54,12 +55,18 @@ fn manifest_digest(world: &World, tag: &str) -> String {
     doc["ManifestDigest"].as_str().unwrap().to_string()
 }
 
-/// `(reused, of)` from the `reused N of M compressed chunks` line, if the build printed one.
-fn reused_chunks(text: &str) -> Option<(usize, usize)> {
+/// `(reused, of, resumed)` from the `reused N of M compressed chunks ... (hashes resumed
+/// after the first K)` line, if the build printed one.
+fn reused_chunks(text: &str) -> Option<(usize, usize, usize)> {
     let line = text.lines().find(|l| l.contains("compressed chunks"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "reused")?;
-    Some((words[at + 1].parse().ok()?, words[at + 3].parse().ok()?))
+    let resumed = words.last()?.trim_end_matches(')').parse().ok()?;
+    Some((
+        words[at + 1].parse().ok()?,
+        words[at + 3].parse().ok()?,
+        resumed,
+    ))
 }
 
 /// The link count of `rel` in the snapshot whose first file holds `first`.
@@ -121,11 +128,23 @@ fn edit_then_build(id: Identity) {
         let inc = incremental.build(&ctx, &["-t", "inc:1"]);
         assert_ok(&inc);
         let text = both(&inc);
-        let (reused, of) = reused_chunks(&text)
+        let (reused, of, resumed) = reused_chunks(&text)
             .unwrap_or_else(|| panic!("{id:?}, {what}: no chunk was reused:\n{text}"));
         assert!(
             of >= 5 && reused + 3 >= of,
             "{id:?}, {what}: reused {reused} of {of} chunks"
+        );
+        // The diff_id and digest hashes resume after the chunks before the edit (the
+        // image below must still be the from-scratch one): none before an edit of the
+        // first file, nearly all before one of the last (the tar goes by name, d0 to d6).
+        let resumed_ok = match what {
+            "start" => resumed == 0,
+            "end" => resumed + 3 >= of,
+            _ => resumed < of,
+        };
+        assert!(
+            resumed_ok,
+            "{id:?}, {what}: hashes resumed after {resumed} of {of} chunks"
         );
         if what == "start" {
             let rewritten = b"the first file, rewritten";

@@ -329,9 +329,11 @@ impl Committer<'_> {
         self.keep_chunks(&layer.digest, &digests.chunks);
         if digests.reused_chunks > 0 {
             (self.note)(&format!(
-                "reused {} of {} compressed chunks from the previous layer",
+                "reused {} of {} compressed chunks from the previous layer \
+                 (hashes resumed after the first {})",
                 digests.reused_chunks,
-                digests.chunks.len()
+                digests.chunks.len(),
+                digests.resumed_chunks
             ));
         }
     }

@@ -37,6 +37,14 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// [`HashingWriter::new`] when `hash`, else [`HashingWriter::counting`].
+    pub(crate) fn hashing_if(inner: W, hash: bool) -> Self {
+        match hash {
+            true => Self::new(inner),
+            false => Self::counting(inner),
+        }
+    }
+
     /// The inner writer, mutably.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner

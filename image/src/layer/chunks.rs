@@ -15,7 +15,16 @@
 //! chunks up there ([`ChunkReuse`]) and copies the compressed bytes of the chunks it finds
 //! from the old blob instead of deflating them again. The result is byte for byte the blob a
 //! from-scratch build writes: the keys cover everything the bytes depend on.
+//!
+//! The table also keeps, after each chunk, the SHA-256 state of the uncompressed stream
+//! (the diff_id's hash) and of the compressed one (the blob digest's) ([`Midstate`]). While
+//! every chunk of the new stream so far has the key of the old chunk at the same place,
+//! the new stream's bytes so far are the old ones, so both hashes resume from the old
+//! states instead of hashing those bytes again: an edit near the end of a big layer hashes
+//! little more than what follows the edit.
 
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::digest::typenum::Unsigned;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
@@ -79,12 +88,58 @@ pub(crate) fn chunk_key(level: u32, dict: &[u8], data: &[u8], last: bool) -> Chu
     *h.finalize().as_bytes()
 }
 
-/// One chunk of a written blob: its key and where its compressed bytes are in the blob.
+/// One chunk of a written blob: its key, where its compressed bytes are in the blob, and
+/// the hashes of both streams up to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkEntry {
     pub(crate) key: ChunkKey,
     pub(crate) offset: u64,
     pub(crate) len: u64,
+    /// Uncompressed (tar) bytes up to the end of this chunk.
+    pub(crate) tar_end: u64,
+    /// The tar's SHA-256 state after this chunk.
+    pub(crate) tar_state: Midstate,
+    /// The blob's SHA-256 state after this chunk (the gzip header included).
+    pub(crate) blob_state: Midstate,
+}
+
+/// A SHA-256 state in the middle of a stream: sha2's own serialization of [`Sha256`]
+/// (the eight state words, the count of 64-byte blocks hashed, and the partial block),
+/// so resuming from it gives exactly the digest of hashing the stream from its start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Midstate([u8; MIDSTATE_BYTES]);
+
+/// Bytes of a serialized [`Sha256`] state.
+const MIDSTATE_BYTES: usize =
+    <<Sha256 as SerializableState>::SerializedStateSize as Unsigned>::USIZE;
+
+impl std::fmt::Debug for Midstate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Midstate")
+    }
+}
+
+impl Midstate {
+    /// The state of `hasher`.
+    pub(crate) fn of(hasher: &Sha256) -> Midstate {
+        let mut out = [0; MIDSTATE_BYTES];
+        out.copy_from_slice(&hasher.serialize());
+        Midstate(out)
+    }
+
+    /// The hasher this state is of, when it has hashed exactly `len` bytes; `None` for a
+    /// state that does not say so or does not parse (it is then simply not used).
+    pub(crate) fn resume(&self, len: u64) -> Option<Sha256> {
+        // sha2 0.11 lays a Sha256 state out as: 32 bytes of state words, the block count
+        // (u64 LE), then the block buffer's fill and its bytes.
+        let blocks = u64::from_le_bytes(self.0.get(32..40)?.try_into().ok()?);
+        let partial = u64::from(*self.0.get(40)?);
+        if blocks.checked_mul(64)?.checked_add(partial)? != len {
+            return None;
+        }
+        let state = SerializedState::<Sha256>::try_from(&self.0[..]).ok()?;
+        Sha256::deserialize(&state).ok()
+    }
 }
 
 /// The chunks of one gzip blob, in order.
@@ -93,10 +148,10 @@ pub struct ChunkTable {
     pub(crate) chunks: Vec<ChunkEntry>,
 }
 
-/// Bytes of one serialized entry: key, offset, length.
-const ENTRY_BYTES: usize = 32 + 8 + 8;
+/// Bytes of one serialized entry: key, offset, length, tar end, the two states.
+const ENTRY_BYTES: usize = 32 + 8 + 8 + 8 + 2 * MIDSTATE_BYTES;
 /// Serialized tables start with this (and the format version).
-const MAGIC: &[u8; 12] = b"kiln-chunks2";
+const MAGIC: &[u8; 12] = b"kiln-chunks3";
 /// The most chunks a table read back may hold: a 64 GiB layer at the smallest chunk size.
 const MAX_CHUNKS: usize = 1 << 18;
 
@@ -121,6 +176,9 @@ impl ChunkTable {
             out.extend_from_slice(&c.key);
             out.extend_from_slice(&c.offset.to_le_bytes());
             out.extend_from_slice(&c.len.to_le_bytes());
+            out.extend_from_slice(&c.tar_end.to_le_bytes());
+            out.extend_from_slice(&c.tar_state.0);
+            out.extend_from_slice(&c.blob_state.0);
         }
         let sum = Sha256::digest(&out);
         out.extend_from_slice(&sum);
@@ -146,11 +204,17 @@ impl ChunkTable {
             .chunks_exact(ENTRY_BYTES)
             .map(|e| {
                 let (key, rest) = e.split_first_chunk::<32>()?;
-                let (offset, len) = rest.split_first_chunk::<8>()?;
+                let (offset, rest) = rest.split_first_chunk::<8>()?;
+                let (len, rest) = rest.split_first_chunk::<8>()?;
+                let (tar_end, rest) = rest.split_first_chunk::<8>()?;
+                let (tar_state, blob_state) = rest.split_first_chunk::<MIDSTATE_BYTES>()?;
                 Some(ChunkEntry {
                     key: *key,
                     offset: u64::from_le_bytes(*offset),
-                    len: u64::from_le_bytes(len.try_into().ok()?),
+                    len: u64::from_le_bytes(*len),
+                    tar_end: u64::from_le_bytes(*tar_end),
+                    tar_state: Midstate(*tar_state),
+                    blob_state: Midstate(blob_state.try_into().ok()?),
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -162,7 +226,17 @@ impl ChunkTable {
 #[derive(Debug)]
 pub struct ChunkReuse {
     by_key: HashMap<ChunkKey, (u64, u64)>,
+    /// The table in stream order, for the hash states at a chunk's end.
+    chunks: Vec<ChunkEntry>,
     blob: File,
+}
+
+/// Where the new stream is after a chunk: its index, key, and the bytes of both streams so far.
+pub(crate) struct StreamPoint<'a> {
+    pub(crate) index: usize,
+    pub(crate) key: &'a ChunkKey,
+    pub(crate) tar_len: u64,
+    pub(crate) blob_len: u64,
 }
 
 impl ChunkReuse {
@@ -181,7 +255,30 @@ impl ChunkReuse {
             })
             .map(|c| (c.key, (c.offset, c.len)))
             .collect();
-        Ok(ChunkReuse { by_key, blob })
+        Ok(ChunkReuse {
+            by_key,
+            chunks: table.chunks.clone(),
+            blob,
+        })
+    }
+
+    /// The tar and blob hashers after the chunk at `at`, from the old table, when the new
+    /// stream is the old one up to there: the caller asks only while every earlier chunk
+    /// had the old key at its own index (so the bytes before this chunk are the old ones),
+    /// and this chunk must have the old key at its index too, end both streams where the
+    /// old one did, and come with states that say they hashed exactly those bytes.
+    pub(crate) fn resume_after(&self, at: &StreamPoint<'_>) -> Option<(Sha256, Sha256)> {
+        let old = self.chunks.get(at.index)?;
+        if old.key != *at.key
+            || old.tar_end != at.tar_len
+            || old.offset.checked_add(old.len)? != at.blob_len
+        {
+            return None;
+        }
+        Some((
+            old.tar_state.resume(at.tar_len)?,
+            old.blob_state.resume(at.blob_len)?,
+        ))
     }
 
     /// The compressed bytes of the chunk `key`, when the old blob has it and can be read.
@@ -198,6 +295,17 @@ impl ChunkReuse {
 mod tests {
     use super::*;
 
+    fn entry() -> ChunkEntry {
+        ChunkEntry {
+            key: [0; 32],
+            offset: 0,
+            len: 0,
+            tar_end: 0,
+            tar_state: Midstate::of(&Sha256::new()),
+            blob_state: Midstate::of(&Sha256::new()),
+        }
+    }
+
     #[test]
     fn a_table_round_trips_and_garbage_reads_as_none() {
         let table = ChunkTable {
@@ -206,11 +314,13 @@ mod tests {
                     key: [7; 32],
                     offset: 10,
                     len: 99,
+                    ..entry()
                 },
                 ChunkEntry {
                     key: [9; 32],
                     offset: 109,
                     len: 5,
+                    ..entry()
                 },
             ],
         };
@@ -227,6 +337,34 @@ mod tests {
         let sum = Sha256::digest(&body);
         body.extend_from_slice(&sum);
         assert_eq!(ChunkTable::from_bytes(&body), None);
+    }
+
+    #[test]
+    fn a_resumed_midstate_gives_the_digest_of_hashing_from_the_start() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = Sha256::digest(&data);
+        // At a block boundary and in the middle of a block.
+        for cut in [0, 512, 1000, 4096, 4999] {
+            let mut h = Sha256::new();
+            h.update(&data[..cut]);
+            let state = Midstate::of(&h);
+            let mut resumed = state.resume(cut as u64).unwrap();
+            resumed.update(&data[cut..]);
+            assert_eq!(resumed.finalize(), whole, "cut at {cut}");
+            // A state is only taken for the length it hashed.
+            assert!(state.resume(cut as u64 + 1).is_none());
+            assert!(state.resume((cut as u64).wrapping_sub(64)).is_none());
+        }
+        // A damaged state does not parse: a buffer fill past a block, or bytes past the fill.
+        let mut h = Sha256::new();
+        h.update(&data[..100]);
+        let good = Midstate::of(&h);
+        let mut past = good;
+        past.0[40] = 65;
+        assert!(past.resume(100).is_none());
+        let mut tail = good;
+        tail.0[MIDSTATE_BYTES - 1] ^= 1;
+        assert!(tail.resume(100).is_none());
     }
 
     #[test]
@@ -264,16 +402,19 @@ mod tests {
                     key: [1; 32],
                     offset: 2,
                     len: 3,
+                    ..entry()
                 },
                 ChunkEntry {
                     key: [2; 32],
                     offset: 8,
                     len: 3,
+                    ..entry()
                 },
                 ChunkEntry {
                     key: [3; 32],
                     offset: u64::MAX,
                     len: 2,
+                    ..entry()
                 },
             ],
         };

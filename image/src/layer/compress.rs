@@ -86,7 +86,7 @@ fn zstd_workers() -> u32 {
 
 /// A streaming compressor over `W`.
 pub(crate) enum Compressor<W: Write> {
-    Gzip(super::pgzip::ParallelGzip<W>),
+    Gzip(Box<super::pgzip::ParallelGzip<W>>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -113,12 +113,12 @@ impl<W: Write> Compressor<W> {
                 let level = level.map_or(DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 9) as u32);
                 // Header without file name, mtime 0, OS byte 255; chunked so
                 // the bytes do not depend on the thread count.
-                Compressor::Gzip(super::pgzip::ParallelGzip::new(
+                Compressor::Gzip(Box::new(super::pgzip::ParallelGzip::new(
                     out,
                     level,
                     workers as usize,
                     reuse,
-                )?)
+                )?))
             }
             Compression::Zstd => {
                 let mut enc =

@@ -9,12 +9,21 @@
 //! ordinary gzip member (header without name or mtime, CRC32 and size trailer) that any
 //! gunzip reads. Memory stays bounded: at most two chunks per worker are in flight.
 //!
-//! Each chunk's key is computed on the worker; a chunk an earlier blob of the same step
-//! holds ([`ChunkReuse`]) is copied from it instead of deflated, and the keys and places
-//! of every chunk written make the new blob's [`ChunkTable`].
+//! Each chunk's key and CRC are computed on the worker; a chunk an earlier blob of the same
+//! step holds ([`ChunkReuse`]) is copied from it instead of deflated, and the keys and
+//! places of every chunk written make the new blob's [`ChunkTable`].
+//!
+//! The stream hashes what it takes in (the tar: the layer's diff_id) and what it writes
+//! (the blob digest) itself, chunk by chunk in stream order, so that while the new stream
+//! is still the old one (every chunk so far found at its own place in the old table) both
+//! hashes resume from the old table's states instead of hashing those bytes again.
 
-use super::chunks::{ChunkEntry, ChunkKey, ChunkReuse, ChunkTable, CutRule, chunk_key};
+use super::chunks::{
+    ChunkEntry, ChunkKey, ChunkReuse, ChunkTable, CutRule, Midstate, StreamPoint, chunk_key,
+};
 use flate2::{Compress, Compression as Level, Crc, FlushCompress, Status};
+use kiln_base::digest::Digest;
+use sha2::{Digest as _, Sha256};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -40,6 +49,8 @@ struct Job {
 struct Compressed {
     key: ChunkKey,
     bytes: Vec<u8>,
+    /// The CRC-32 of the chunk's input, joined to the stream's in order.
+    crc: Crc,
     reused: bool,
     /// The chunk's input buffer, handed back to be filled again: fresh megabyte-sized
     /// buffers cost a page fault (and the kernel's zeroing) per page.
@@ -62,6 +73,14 @@ pub(crate) struct ParallelGzip<W: Write> {
     reused: usize,
     /// Input buffers the workers are done with.
     free: Vec<Vec<u8>>,
+    /// The hash of the input (the tar) and its length, and the hash of the output.
+    tar_hash: Sha256,
+    tar_len: u64,
+    blob_hash: Sha256,
+    /// The earlier blob, and whether every chunk so far had its key at its own index.
+    reuse: Option<Arc<ChunkReuse>>,
+    leading: bool,
+    resumed: usize,
 }
 
 /// What a finished stream tells besides its bytes.
@@ -71,6 +90,10 @@ pub(crate) struct GzipSummary {
     pub(crate) table: ChunkTable,
     /// How many of them were copied from an earlier blob.
     pub(crate) reused: usize,
+    /// How many leading chunks were not hashed: both hashes resumed after them.
+    pub(crate) resumed: usize,
+    /// The `sha256:` digests of the stream's input (the tar) and of its output (the blob).
+    pub(crate) digests: Option<(String, String)>,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -83,6 +106,8 @@ impl<W: Write> ParallelGzip<W> {
         reuse: Option<Arc<ChunkReuse>>,
     ) -> io::Result<Self> {
         out.write_all(&HEADER)?;
+        let mut blob_hash = Sha256::new();
+        blob_hash.update(HEADER);
         let workers = workers.max(1);
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -118,6 +143,12 @@ impl<W: Write> ParallelGzip<W> {
             table: ChunkTable::default(),
             reused: 0,
             free: Vec::new(),
+            tar_hash: Sha256::new(),
+            tar_len: 0,
+            blob_hash,
+            reuse,
+            leading: true,
+            resumed: 0,
         })
     }
 
@@ -160,10 +191,37 @@ impl<W: Write> ParallelGzip<W> {
                 .map_err(|_| io::Error::other("gzip worker thread died"))??;
             self.out.write_all(&chunk.bytes)?;
             let len = chunk.bytes.len() as u64;
+            let point = StreamPoint {
+                index: self.table.chunks.len(),
+                key: &chunk.key,
+                tar_len: self.tar_len + chunk.input.len() as u64,
+                blob_len: self.written + len,
+            };
+            let states = match &self.reuse {
+                Some(reuse) if self.leading => reuse.resume_after(&point),
+                _ => None,
+            };
+            match states {
+                // The stream so far is the old one: its hashes are the old ones.
+                Some((tar_hash, blob_hash)) => {
+                    (self.tar_hash, self.blob_hash) = (tar_hash, blob_hash);
+                    self.resumed += 1;
+                }
+                None => {
+                    self.leading = false;
+                    self.tar_hash.update(&chunk.input);
+                    self.blob_hash.update(&chunk.bytes);
+                }
+            }
+            self.crc.combine(&chunk.crc);
+            self.tar_len = point.tar_len;
             self.table.chunks.push(ChunkEntry {
                 key: chunk.key,
                 offset: self.written,
                 len,
+                tar_end: self.tar_len,
+                tar_state: Midstate::of(&self.tar_hash),
+                blob_state: Midstate::of(&self.blob_hash),
             });
             self.written += len;
             self.reused += usize::from(chunk.reused);
@@ -188,11 +246,19 @@ impl<W: Write> ParallelGzip<W> {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        self.out.write_all(&self.crc.sum().to_le_bytes())?;
-        self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        let mut trailer = [0; 8];
+        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+        self.out.write_all(&trailer)?;
+        self.blob_hash.update(trailer);
         let summary = GzipSummary {
             table: std::mem::take(&mut self.table),
             reused: self.reused,
+            resumed: self.resumed,
+            digests: Some((
+                Digest::from_hasher(std::mem::take(&mut self.tar_hash)).into_string(),
+                Digest::from_hasher(std::mem::take(&mut self.blob_hash)).into_string(),
+            )),
         };
         Ok((self.out, summary))
     }
@@ -208,7 +274,6 @@ impl<W: Write> Write for ParallelGzip<W> {
         }
         let take = buf.len().min(CutRule::MAX - self.chunk.len());
         self.chunk.extend_from_slice(&buf[..take]);
-        self.crc.update(&buf[..take]);
         if self.chunk.len() == CutRule::MAX {
             let full = std::mem::take(&mut self.chunk);
             self.submit(full, false)?;
@@ -227,10 +292,13 @@ impl<W: Write> Write for ParallelGzip<W> {
 /// deflated.
 fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Result<Compressed> {
     let key = chunk_key(level, &job.dict, &job.data, job.last);
+    let mut crc = Crc::new();
+    crc.update(&job.data);
     if let Some(bytes) = reuse.and_then(|r| r.get(&key)) {
         return Ok(Compressed {
             key,
             bytes,
+            crc,
             reused: true,
             input: Vec::new(),
         });
@@ -239,6 +307,7 @@ fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Resu
     Ok(Compressed {
         key,
         bytes,
+        crc,
         reused: false,
         input: Vec::new(),
     })
@@ -409,6 +478,14 @@ mod tests {
             assert_eq!(incremental, scratch, "edit at the {what}");
             assert_eq!(summary.table, fresh.table, "edit at the {what}");
             assert_eq!(gunzip(&incremental), after.concat_data());
+            // The hashes resumed after the chunks before the edit are the from-scratch ones.
+            assert_eq!(summary.digests, fresh.digests, "edit at the {what}");
+            assert_eq!(summary.digests, Some(digests_of(&after, &scratch)));
+            match what {
+                "start" => assert_eq!(summary.resumed, 0),
+                "end" => assert!(summary.resumed + 3 >= summary.table.len()),
+                _ => assert!(summary.resumed > 0 && summary.resumed < summary.table.len()),
+            }
             // All but the chunks around the edit are copied.
             assert!(
                 summary.reused + 3 >= summary.table.len() && summary.reused > 0,
@@ -416,6 +493,46 @@ mod tests {
                 summary.reused,
                 summary.table.len()
             );
+        }
+    }
+
+    /// The sha256 of the concatenated entries and of the blob.
+    fn digests_of(entries: &Entries, blob: &[u8]) -> (String, String) {
+        (
+            Digest::of(&entries.concat_data()).into_string(),
+            Digest::of(blob).into_string(),
+        )
+    }
+
+    #[test]
+    fn hashes_resume_only_where_the_old_table_says_the_stream_is_the_same() {
+        let before = files();
+        let (old_blob, old) = gz_with(&before, 2, None);
+        let mut after = before.clone();
+        after[500].1[7] ^= 1;
+        let (scratch, fresh) = gz_with(&after, 2, None);
+        // The same stream resumes after every chunk before the edit.
+        let (same, summary) = gz_with(&after, 2, Some(reuse_of(&old_blob, &old.table)));
+        assert_eq!(same, scratch);
+        assert!(summary.resumed > 0);
+        // A table whose states claim other lengths, or whose first key differs, is not
+        // resumed from at all; the bytes and digests are still the from-scratch ones.
+        let mut shifted = old.table.clone();
+        for c in &mut shifted.chunks {
+            c.tar_end += 512;
+        }
+        let mut other_start = old.table.clone();
+        other_start.chunks[0].key[0] ^= 1;
+        let mut wrong_states = old.table.clone();
+        for c in &mut wrong_states.chunks {
+            std::mem::swap(&mut c.tar_state, &mut c.blob_state);
+        }
+        for table in [shifted, other_start, wrong_states] {
+            let (bytes, summary) = gz_with(&after, 2, Some(reuse_of(&old_blob, &table)));
+            assert_eq!(bytes, scratch);
+            assert_eq!(summary.resumed, 0);
+            assert_eq!(summary.digests, fresh.digests);
+            assert_eq!(summary.digests, Some(digests_of(&after, &scratch)));
         }
     }
 

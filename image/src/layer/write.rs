@@ -4,7 +4,8 @@
 //! directories that hide the lower layers — exactly an overlayfs upperdir.
 //!
 //! Bytes flow tar → sha256 (diff_id) → compressor → sha256 (digest) → out,
-//! so nothing is held whole in memory. The walk is sorted by byte order of
+//! so nothing is held whole in memory (gzip hashes both in its compressor, which
+//! can resume them from an earlier blob's chunk table). The walk is sorted by byte order of
 //! names (depth first, a directory before its contents), so the same tree
 //! always gives the same tar.
 
@@ -58,6 +59,9 @@ pub struct LayerDigests {
     pub chunks: ChunkTable,
     /// How many of those chunks were copied from [`LayerOptions::reuse`].
     pub reused_chunks: usize,
+    /// How many leading chunks were not hashed again: the diff_id and digest hashes
+    /// resumed from the earlier blob's states after them.
+    pub resumed_chunks: usize,
 }
 
 /// Errors while writing a layer.
@@ -87,7 +91,8 @@ fn is_excluded_xattr(name: &str) -> bool {
     whiteout::is_overlay_xattr(name) || name == "security.selinux"
 }
 
-/// tar → sha256 (diff_id) → compressor → sha256 (digest) → buffer → out.
+/// tar → sha256 (diff_id) → compressor → sha256 (digest) → buffer → out (for gzip, the
+/// compressor hashes both).
 type Pipeline<W> = HashingWriter<Compressor<HashingWriter<io::BufWriter<W>>>>;
 
 /// Buffer size for file reads and for writes to the output.
@@ -115,13 +120,21 @@ impl<W: Write> LayerWriter<W> {
     pub fn new(out: W, opts: &LayerOptions) -> io::Result<Self> {
         let out = io::BufWriter::with_capacity(IO_BUFFER, out);
         // An uncompressed blob is the tar itself: its digest is the diff_id, hashed once.
-        let blob = match opts.compression {
-            Compression::None => HashingWriter::counting(out),
-            _ => HashingWriter::new(out),
+        // The gzip stream hashes both itself (resuming from an earlier blob's states where
+        // it can, see `pgzip`).
+        let (hash_tar, hash_blob) = match opts.compression {
+            Compression::None => (true, false),
+            Compression::Gzip => (false, false),
+            Compression::Zstd => (true, true),
         };
-        let compressor = Compressor::new(blob, opts.compression, opts.level, opts.reuse.clone())?;
+        let compressor = Compressor::new(
+            HashingWriter::hashing_if(out, hash_blob),
+            opts.compression,
+            opts.level,
+            opts.reuse.clone(),
+        )?;
         Ok(Self {
-            tar: TarEntryWriter::new(HashingWriter::new(compressor)),
+            tar: TarEntryWriter::new(HashingWriter::hashing_if(compressor, hash_tar)),
             compression: opts.compression,
             epoch: opts.source_date_epoch,
         })
@@ -201,9 +214,12 @@ impl<W: Write> LayerWriter<W> {
         let (mut hashed_blob, gzip) = compressor.finish()?;
         hashed_blob.flush()?;
         let (buffered, digest, size) = hashed_blob.finish();
-        let digest = match self.compression {
-            Compression::None => diff_id.clone(),
-            _ => digest,
+        let (diff_id, digest) = match self.compression {
+            Compression::Gzip => gzip
+                .digests
+                .ok_or_else(|| io::Error::other("the gzip stream gave no digests"))?,
+            Compression::None => (diff_id.clone(), diff_id),
+            Compression::Zstd => (diff_id, digest),
         };
         let out = buffered.into_inner().map_err(|e| e.into_error())?;
         let digests = LayerDigests {
@@ -213,6 +229,7 @@ impl<W: Write> LayerWriter<W> {
             media_type: self.compression.media_type().to_string(),
             chunks: gzip.table,
             reused_chunks: gzip.reused,
+            resumed_chunks: gzip.resumed,
         };
         Ok((digests, out))
     }
