@@ -276,6 +276,46 @@ where
     out
 }
 
+/// `--network none` RUNs at once each have a network namespace of their own (the zygote
+/// lends each its own), with only `lo`, up; a listener a RUN leaves running is gone for the
+/// RUN after it, which may be lent the same namespace.
+fn network_none_runs_have_namespaces_of_their_own_with_only_loopback() {
+    let mut sb = Sandbox::new();
+    let script = "nc -l -p 4242 & pid=$!; sleep 0.3; kill -0 $pid && echo listening; \
+                  ls /sys/class/net; cat /sys/class/net/lo/flags; readlink /proc/self/ns/net";
+    let specs: Vec<RunSpec> = (0..2)
+        .map(|_| RunSpec {
+            network: Network::None,
+            ..sb.spec(script)
+        })
+        .collect();
+    let ran = block_on(futures_join(specs.into_iter().map(|spec| async move {
+        let mut out = Vec::new();
+        let outcome = sandbox::run(spec, |l| out.push(l)).await.unwrap();
+        assert!(outcome.success(), "{outcome:?}");
+        out.iter()
+            .filter(|l| l.stream == sandbox::OutputStream::Stdout)
+            .map(|l| String::from_utf8_lossy(&l.line).into_owned() + "\n")
+            .collect::<String>()
+    })));
+    let mut namespaces = Vec::new();
+    for out in &ran {
+        let (head, ns) = out.rsplit_once("net:").unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(head, "listening\nlo\n0x9\n");
+        namespaces.push(ns.to_string());
+    }
+    assert_ne!(
+        namespaces[0], namespaces[1],
+        "two RUNs at once share a network namespace"
+    );
+    // Port 4242 is 0x1092: nothing listens on it any more.
+    let spec = RunSpec {
+        network: Network::None,
+        ..sb.spec("grep -c ':1092 ' /proc/net/tcp /proc/net/tcp6; ls /sys/class/net; true")
+    };
+    assert_eq!(run(spec).stdout, "/proc/net/tcp:0\n/proc/net/tcp6:0\nlo\n");
+}
+
 fn extra_mounts_are_visible_and_read_only_binds_refuse_writes() {
     let mut sb = Sandbox::new();
     let host = sb.dir.join("hostdir");
@@ -839,6 +879,10 @@ fn main() {
         (
             "concurrent_runs_see_only_their_own_processes_files_and_descriptors",
             concurrent_runs_see_only_their_own_processes_files_and_descriptors,
+        ),
+        (
+            "network_none_runs_have_namespaces_of_their_own_with_only_loopback",
+            network_none_runs_have_namespaces_of_their_own_with_only_loopback,
         ),
         (
             "extra_mounts_are_visible_and_read_only_binds_refuse_writes",

@@ -26,7 +26,7 @@
 #![allow(unsafe_code)]
 
 use std::io::BufReader;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -37,7 +37,7 @@ use super::exec::PassedStdin;
 use super::idmap;
 use super::mount;
 use super::pid1::pid1;
-use super::process::{close_from, fork, reset_signals, unshare};
+use super::process::{close_except, close_from, fork, reset_signals, unshare};
 use super::protocol::{self, Event, HelperRun, Request};
 use super::rlimit;
 use super::rootfs;
@@ -64,29 +64,62 @@ pub(crate) fn helper_entry() -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // An inherited SIG_IGN for SIGCHLD would make children vanish before PID 1 reaps them.
     reset_signals();
-    serve(std::env::args_os().nth(2).is_some_and(|a| a == STDIN_ARG))
+    serve(
+        std::env::args_os().nth(2).is_some_and(|a| a == STDIN_ARG),
+        SharedNs::none(),
+    )
 }
 
 /// Entry point of a helper the zygote forked (module `zygote`), its stdio already in
 /// place; returns its exit code.
-pub(crate) fn forked_helper_entry(zygote: Pid) -> i32 {
+///
+/// `shared`: descriptors of the zygote's namespaces this helper may use (module
+/// `zygote`), which it keeps open; every other descriptor above stderr is closed.
+pub(crate) fn forked_helper_entry(zygote: Pid, shared: SharedNs<RawFd>) -> i32 {
     // What an exec'd helper does first, for the same reasons (fds the zygote held, its
     // signal state).
-    if close_from(3, false).is_err() {
+    let keep: Vec<RawFd> = [shared.userns, shared.netns]
+        .into_iter()
+        .flatten()
+        .collect();
+    if close_except(3, &keep).is_err() {
         return 125;
     }
+    // SAFETY: the zygote left these open for us, and nothing else in this process owns them.
+    let shared = SharedNs {
+        userns: shared.userns.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        netns: shared.netns.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+    };
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The zygote may have died before the death signal was armed.
     if rustix::process::getppid() != Some(zygote) {
         return 125;
     }
     reset_signals();
-    serve(false)
+    serve(false, shared)
+}
+
+/// Namespaces of the build the zygote holds for its helpers: as real root the user
+/// namespace every RUN enters (`idmap::enter`), and for a `--network none` RUN a network
+/// namespace of the zygote's pool, with only `lo`, up, lent to this RUN alone.
+pub(crate) struct SharedNs<Fd> {
+    pub userns: Option<Fd>,
+    pub netns: Option<Fd>,
+}
+
+impl<Fd> SharedNs<Fd> {
+    /// An exec'd helper's: none.
+    fn none() -> SharedNs<Fd> {
+        SharedNs {
+            userns: None,
+            netns: None,
+        }
+    }
 }
 
 /// The helper proper, on its control socket (fd 0): receives the request (with
 /// `passed_stdin`, first the stdin to give the process) and carries it out.
-fn serve(passed_stdin: bool) -> i32 {
+fn serve(passed_stdin: bool, shared: SharedNs<OwnedFd>) -> i32 {
     let sock = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
         Err(_) => return 125,
@@ -126,7 +159,7 @@ fn serve(passed_stdin: bool) -> i32 {
             let _ = protocol::send(&mut out, &ev);
             0
         }
-        Request::Run(run) => match run_sandbox(*run, &mut out, passed_stdin.as_ref()) {
+        Request::Run(run) => match run_sandbox(*run, &mut out, passed_stdin.as_ref(), shared) {
             Ok(code) => code,
             Err(e) => {
                 let _ = protocol::send(&mut out, &Event::from(e));
@@ -190,12 +223,13 @@ fn run_sandbox(
     mut run: HelperRun,
     out: &mut UnixStream,
     stdin: Option<&PassedStdin>,
+    shared: SharedNs<OwnedFd>,
 ) -> Result<i32, StepError> {
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
-    if run.network_none {
-        flags |= UnshareFlags::NEWNET;
-    }
+    // An insecure RUN holds CAP_NET_ADMIN: what it changes in a network namespace would
+    // outlive it, so it never gets a lent one.
+    let lent_netns = shared.netns.filter(|_| run.network_none && !run.insecure);
     // Before leaving kiln's user namespace: kiln's secret memfds cannot be opened from
     // another one.
     let secrets = rootfs::Secrets::open(&run)?;
@@ -213,7 +247,21 @@ fn run_sandbox(
     if crate::userns::is_real_root() {
         rlimit::raise_hard_limits(&run.options.ulimits)?;
     }
-    let entered = idmap::enter(&mut run)?;
+    let entered = idmap::enter(&mut run, shared.userns)?;
+    if run.network_none {
+        // The lent namespace when this user namespace may join it (it belongs to the
+        // build's; not to the identity mapping's), else a fresh one.
+        let joined = lent_netns.is_some_and(|ns| {
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .is_ok()
+        });
+        if !joined {
+            flags |= UnshareFlags::NEWNET;
+        }
+    }
     if let idmap::Entered::Identity(why) = &entered {
         if run.insecure {
             // Every capability and no masks, with a root that is the host's root for uid

@@ -21,10 +21,11 @@
 //! The order is what the kernel demands. Only root of the filesystem's user namespace (the
 //! initial one) may idmap a mount, and only a detached one; and once in its namespace the
 //! sandbox cannot walk host paths through root-only directories (the store root is 0700).
-//! So the helper, still real root: makes the namespace (a child unshares it, the helper
-//! writes its maps), unshares a mount namespace of its own, clones each host path as a
-//! detached mount and idmaps it, mounts the RUN's scratch tmpfs (owned by the namespace's
-//! root) and attaches the clones under it, changes directory into it, and joins the
+//! So the helper, still real root: takes the namespace the zygote made for every RUN (or
+//! makes one: a child unshares it, the helper writes its maps), unshares a mount namespace
+//! of its own, clones each host path as a detached mount and idmaps it, mounts the RUN's
+//! scratch tmpfs (owned by the namespace's root) and attaches the clones under it,
+//! changes directory into it, and joins the
 //! namespace. Its next `unshare(CLONE_NEWNS)` carries the working directory over to the
 //! copy of the scratch mount; every host path is then rewritten to
 //! `/proc/self/fd/<scratch>/idmap/<n>/...`, reached without walking host directories.
@@ -242,12 +243,18 @@ fn common_parent(a: &Path, b: &Path) -> PathBuf {
 
 /// Enter the sandbox's user namespace (see the module doc); `run`'s paths are rewritten
 /// by [`Entered::rebase`] after the caller's next `unshare(CLONE_NEWNS)`.
-pub(crate) fn enter(run: &mut HelperRun) -> Result<Entered, StepError> {
+///
+/// `shared`: the build's namespace the zygote made with [`make_userns`] for every RUN
+/// (its network namespaces belong to it); `None` makes one for this RUN alone.
+pub(crate) fn enter(run: &mut HelperRun, shared: Option<OwnedFd>) -> Result<Entered, StepError> {
     if !crate::userns::is_real_root() {
         return Ok(Entered::Inherited);
     }
     let range = range();
-    let userns = make_userns(range)?;
+    let userns = match shared {
+        Some(fd) => fd,
+        None => make_userns(range)?,
+    };
     // The clones and the scratch mount live in a mount namespace of the helper's own.
     unshare(UnshareFlags::NEWNS, STEP)?;
     super::mount::make_private()?;
@@ -338,7 +345,7 @@ pub(crate) fn enter_for_probe(dir: &mut PathBuf) -> Result<Entered, StepError> {
         step: "probe",
         message: format!("mkdir {}: {e}", run.scratch.display()),
     })?;
-    let entered = enter(&mut run)?;
+    let entered = enter(&mut run, None)?;
     unshare(UnshareFlags::NEWNS, STEP)?;
     entered.rebase(&mut run)?;
     if let RootfsPlan::Dir { path } = run.rootfs {
@@ -457,8 +464,8 @@ fn mount_scratch(scratch: &Path, range: Range) -> Result<(), StepError> {
 }
 
 /// A new user namespace with `range`'s maps, as a descriptor: a child unshares it and
-/// waits while the helper writes its maps and opens it, then exits.
-fn make_userns(range: Range) -> Result<OwnedFd, StepError> {
+/// waits while the helper (or the zygote) writes its maps and opens it, then exits.
+pub(crate) fn make_userns(range: Range) -> Result<OwnedFd, StepError> {
     let (ready_r, ready_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(fail(STEP, "pipe"))?;
     let (done_r, done_w) =

@@ -166,7 +166,8 @@ pub(super) fn start_helper(
             let (ours, theirs) = pair()?;
             let theirs = std::os::fd::OwnedFd::from(theirs);
             // kiln keeps no copy of the helper's end: its EOF is the helper gone.
-            super::zygote::fork_helper(&theirs, spawn_helper).map(|f| (ours, f))
+            let netns = matches!(req, Request::Run(run) if run.network_none && !run.insecure);
+            super::zygote::fork_helper(&theirs, netns, spawn_helper).map(|f| (ours, f))
         }
         _ => None,
     };

@@ -141,7 +141,7 @@ pub(super) fn pid1(
     }
 }
 
-fn loopback_up() -> Result<(), StepError> {
+pub(super) fn loopback_up() -> Result<(), StepError> {
     // SAFETY: plain socket(2); the fd is checked and wrapped into an OwnedFd right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

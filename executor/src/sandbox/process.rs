@@ -47,6 +47,35 @@ pub(super) fn close_from(first: u32, cloexec: bool) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Closes every fd from `first` up but those in `keep`.
+pub(super) fn close_except(first: u32, keep: &[std::os::fd::RawFd]) -> Result<(), StepError> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let mut from = first;
+    for fd in keep.into_iter().filter(|&fd| fd >= first) {
+        if fd > from {
+            close_range(from, fd - 1)?;
+        }
+        from = fd + 1;
+    }
+    close_range(from, libc::c_uint::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), StepError> {
+    // SAFETY: close_range takes plain integers; no Rust object owns an fd in the range
+    // (called before any fd is opened).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if r != 0 {
+        return Err(fail("fds", "close inherited file descriptors")(
+            rustix::io::Errno::from_raw_os_error(errno()),
+        ));
+    }
+    Ok(())
+}
+
 /// Default dispositions and an empty mask for every signal: ignored signals survive exec
 /// (Rust's runtime ignores SIGPIPE), and the RUN must start like a fresh process.
 pub(super) fn reset_signals() {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 pub enum Network {
     /// Share the host's network namespace (BuildKit's default for RUN).
     Host,
-    /// A fresh network namespace with only `lo`, up.
+    /// A network namespace with only `lo`, up, that no other RUN uses at the same time
+    /// (one of the zygote's pool, module `zygote`).
     None,
 }
 

@@ -11,19 +11,32 @@
 //! checking the zygote is still there). The zygote answers with a pidfd of the child,
 //! which kiln kills and waits on; it reaps its children itself.
 //!
+//! It also keeps the namespaces every RUN of this kiln process would otherwise make anew.
+//! As real root, the user namespace of the unprivileged range (`idmap`): one for all
+//! RUNs, as rootless kiln's RUNs all live in kiln's own, which maps the same IDs. And a
+//! pool of network namespaces for `--network none` (creating one costs the kernel about
+//! as much as the rest of the namespaces together, and more again to tear it down): each
+//! has only `lo`, up, belongs to the RUNs' user namespace (so a RUN's root mounts its
+//! sysfs and holds CAP_NET_RAW in it, as in a fresh one), and is lent to one RUN at a
+//! time, for as long as its helper lives (so its whole PID namespace). A RUN without
+//! CAP_NET_ADMIN cannot change one: what the next RUN may find of it is what closed
+//! sockets leave (TIME_WAIT entries, counters). An insecure RUN (CAP_NET_ADMIN) always
+//! gets a fresh one.
+//!
 //! Lifetime: the zygote dies with the thread that spawned it (the long-lived spawner
 //! thread, `parent`), so with kiln; its helpers die with it, and their PID 1s with them.
 //! Only the `Pipe` stdio of a RUN goes through it: `kiln run` (its terminal, its stdin)
 //! still spawns its helper directly, as does every RUN after the zygote failed once.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
+use super::helper::SharedNs;
 use super::process::{close_from, fork, reset_signals};
 use super::protocol::{recv_fds, send_fds};
 
@@ -33,8 +46,119 @@ pub const ZYGOTE_ARG: &str = "__kiln-sandbox-helper-zygote";
 
 /// Tags of the one-byte messages.
 const FORK: u8 = b'R';
+/// A fork whose RUN wants a network namespace of the pool (`--network none`).
+const FORK_NET: u8 = b'N';
 const FORKED: u8 = b'P';
 const FAILED: u8 = b'E';
+
+/// The namespaces the zygote keeps for its helpers (`helper::SharedNs`).
+#[derive(Default)]
+struct Namespaces {
+    /// As real root: the user namespace of every RUN of this kiln process (the helpers'
+    /// `idmap::enter`), mapped to the unprivileged range. `None` rootless (the RUNs use
+    /// kiln's own) or when it could not be made (each helper then makes its own).
+    userns: Option<OwnedFd>,
+    tried_userns: bool,
+    /// Network namespaces with only `lo`, up, owned by the RUNs' user namespace, free to
+    /// lend.
+    free: Vec<OwnedFd>,
+    /// Those lent, by the helper that has it: it is free again once that helper has
+    /// exited, and so every process of its sandbox (PID 1 is gone before the helper
+    /// exits, and with it the whole PID namespace).
+    lent: Vec<(i32, OwnedFd)>,
+}
+
+impl Namespaces {
+    fn userns(&mut self) -> Option<&OwnedFd> {
+        if !self.tried_userns {
+            self.tried_userns = true;
+            if crate::userns::is_real_root() {
+                self.userns = super::idmap::make_userns(super::idmap::range()).ok();
+            }
+        }
+        self.userns.as_ref()
+    }
+
+    /// A free network namespace, made when none is.
+    fn take_netns(&mut self) -> Option<OwnedFd> {
+        if let Some(ns) = self.free.pop() {
+            return Some(ns);
+        }
+        let real_root = crate::userns::is_real_root();
+        let userns = self.userns().map(|u| u.as_fd());
+        // As real root the namespace must belong to the RUNs' user namespace (its root
+        // then mounts a sysfs of it and holds CAP_NET_RAW in it), so without one, none.
+        if real_root && userns.is_none() {
+            return None;
+        }
+        make_netns(userns)
+    }
+
+    /// Helpers that exited: their network namespaces are free again.
+    fn reap(&mut self) {
+        while let Ok(Some((pid, _))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            let pid = pid.as_raw_nonzero().get();
+            if let Some(i) = self.lent.iter().position(|(p, _)| *p == pid) {
+                let (_, ns) = self.lent.swap_remove(i);
+                self.free.push(ns);
+            }
+        }
+    }
+}
+
+/// A network namespace with only `lo`, up, in user namespace `userns` (kiln's own when
+/// `None`), from a child that makes it and waits while the zygote opens it.
+fn make_netns(userns: Option<std::os::fd::BorrowedFd<'_>>) -> Option<OwnedFd> {
+    let flags = rustix::pipe::PipeFlags::CLOEXEC;
+    let (ready_r, ready_w) = rustix::pipe::pipe_with(flags).ok()?;
+    let (done_r, done_w) = rustix::pipe::pipe_with(flags).ok()?;
+    let child = fork("zygote").ok()?;
+    if child == 0 {
+        drop((ready_r, done_w));
+        let made = (|| -> Option<()> {
+            if let Some(userns) = userns {
+                rustix::thread::move_into_link_name_space(
+                    userns,
+                    Some(rustix::thread::LinkNameSpaceType::User),
+                )
+                .ok()?;
+                // SAFETY: plain ID syscalls of a single-threaded process.
+                let ids = unsafe {
+                    libc::setgroups(0, std::ptr::null()) == 0
+                        && libc::setresgid(0, 0, 0) == 0
+                        && libc::setresuid(0, 0, 0) == 0
+                };
+                ids.then_some(())?;
+            }
+            super::process::unshare(rustix::thread::UnshareFlags::NEWNET, "network").ok()?;
+            super::pid1::loopback_up().ok()
+        })();
+        let _ = rustix::io::write(&ready_w, if made.is_some() { b"1" } else { b"0" });
+        let mut b = [0u8; 1];
+        // Until the zygote has the namespace open: EOF.
+        let _ = rustix::io::read(&done_r, &mut b);
+        // SAFETY: leave the forked child at once, running nothing of the zygote's state.
+        unsafe { libc::_exit(0) };
+    }
+    drop((ready_w, done_r));
+    let mut b = [0u8; 1];
+    let made = matches!(rustix::io::read(&ready_r, &mut b), Ok(1)) && b[0] == b'1';
+    let ns = made
+        .then(|| {
+            rustix::fs::open(
+                format!("/proc/{child}/ns/net"),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok()
+        })
+        .flatten();
+    drop(done_w);
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Pid::from_raw(child), WaitOptions::empty())
+    {}
+    ns
+}
 
 /// Entry point of the zygote process; returns its exit code.
 pub(crate) fn zygote_entry() -> i32 {
@@ -49,9 +173,9 @@ pub(crate) fn zygote_entry() -> i32 {
     };
     let sock = UnixStream::from(sock);
     let me = rustix::process::getpid();
+    let mut ns = Namespaces::default();
     loop {
-        // Helpers that exited since the last request (kiln learns of it from the pidfd).
-        while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {}
+        ns.reap();
         let (tag, fds) = match recv_fds(&sock) {
             Ok(Some(msg)) => msg,
             // kiln closed its end (or is gone): so are we.
@@ -61,23 +185,36 @@ pub(crate) fn zygote_entry() -> i32 {
             let _ = send_fds(&sock, FAILED, &[]);
             continue;
         };
-        if tag != FORK {
+        if tag != FORK && tag != FORK_NET {
             let _ = send_fds(&sock, FAILED, &[]);
             continue;
         }
+        let netns = if tag == FORK_NET {
+            ns.take_netns()
+        } else {
+            None
+        };
+        let shared = SharedNs {
+            userns: ns.userns().map(|fd| fd.as_raw_fd()),
+            netns: netns.as_ref().map(|fd| fd.as_raw_fd()),
+        };
         let child = match fork("zygote") {
             Ok(pid) => pid,
             Err(_) => {
+                ns.free.extend(netns);
                 let _ = send_fds(&sock, FAILED, &[]);
                 continue;
             }
         };
         if child == 0 {
-            let code = become_helper(me, control, stdout, stderr);
+            let code = become_helper(me, control, stdout, stderr, shared);
             // SAFETY: leave the forked child without running the zygote's state.
             unsafe { libc::_exit(code) };
         }
         drop((control, stdout, stderr));
+        if let Some(netns) = netns {
+            ns.lent.push((child, netns));
+        }
         // Opened before any wait: the child cannot have been reaped, so this is its pidfd.
         let reply = Pid::from_raw(child)
             .ok_or(rustix::io::Errno::SRCH)
@@ -100,7 +237,13 @@ pub(crate) fn zygote_entry() -> i32 {
 }
 
 /// In the forked child: the three descriptors become its stdio, then it is the helper.
-fn become_helper(zygote: Pid, control: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> i32 {
+fn become_helper(
+    zygote: Pid,
+    control: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    shared: SharedNs<RawFd>,
+) -> i32 {
     let put = rustix::stdio::dup2_stdin(&control)
         .and_then(|()| rustix::stdio::dup2_stdout(&stdout))
         .and_then(|()| rustix::stdio::dup2_stderr(&stderr));
@@ -108,7 +251,7 @@ fn become_helper(zygote: Pid, control: OwnedFd, stdout: OwnedFd, stderr: OwnedFd
         return 125;
     }
     drop((control, stdout, stderr));
-    super::helper::forked_helper_entry(zygote)
+    super::helper::forked_helper_entry(zygote, shared)
 }
 
 /// kiln's handle on its zygote.
@@ -134,8 +277,11 @@ pub(super) struct Forked {
 
 /// Fork a helper through the zygote (started on first use); `None` when the zygote cannot
 /// serve (the caller then spawns the helper itself).
+/// `netns`: the RUN is `--network none` (and not insecure), so it may use a network
+/// namespace of the zygote's pool.
 pub(super) fn fork_helper(
     control: &OwnedFd,
+    netns: bool,
     spawn: impl FnOnce(Command) -> std::io::Result<Child>,
 ) -> Option<Forked> {
     let mut state = STATE.lock().ok()?;
@@ -151,7 +297,7 @@ pub(super) fn fork_helper(
     let State::Running { sock, .. } = &*state else {
         return None;
     };
-    let forked = request(sock, control);
+    let forked = request(sock, control, netns);
     if forked.is_none() {
         // Dropping the handle closes the zygote's socket: it exits.
         *state = State::Broken;
@@ -171,11 +317,12 @@ fn start(spawn: impl FnOnce(Command) -> std::io::Result<Child>) -> Option<(UnixS
     Some((ours, child))
 }
 
-fn request(sock: &UnixStream, control: &OwnedFd) -> Option<Forked> {
+fn request(sock: &UnixStream, control: &OwnedFd, netns: bool) -> Option<Forked> {
     let flags = rustix::pipe::PipeFlags::CLOEXEC;
     let (out_r, out_w) = rustix::pipe::pipe_with(flags).ok()?;
     let (err_r, err_w) = rustix::pipe::pipe_with(flags).ok()?;
-    send_fds(sock, FORK, &[control.as_fd(), out_w.as_fd(), err_w.as_fd()]).ok()?;
+    let tag = if netns { FORK_NET } else { FORK };
+    send_fds(sock, tag, &[control.as_fd(), out_w.as_fd(), err_w.as_fd()]).ok()?;
     // Only the helper may hold the write ends: their EOF is the sandbox being gone.
     drop((out_w, err_w));
     match recv_fds(sock) {
