@@ -230,7 +230,7 @@ impl Committer<'_> {
                     let (writer, digests) =
                         self.write_blob_bytes(staging.path(), content, diff_id.as_deref())?;
                     let phase =
-                        kiln_base::phase::start("commit: blob, index and snapshot (2 syncfs)");
+                        kiln_base::phase::start("commit: blob, index and snapshot (1 syncfs)");
                     let committed = self.store.commit_new_layer(
                         writer,
                         &digests.digest,

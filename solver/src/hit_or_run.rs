@@ -336,6 +336,24 @@ mod tests {
         assert_ne!(changed.layer.diff_id, first.layer.diff_id);
     }
 
+    /// A power cut may keep a cache record and lose the rename of the blob it names
+    /// (`Store::commit_new_layer`): the step then runs again (and stores the blob again)
+    /// instead of hitting on the snapshot alone, which would give an image without its blob.
+    #[tokio::test]
+    async fn a_record_whose_blob_is_gone_is_a_miss() {
+        let f = fixture(NetworkDefault::Host, Some(0));
+        let op = || copy(false, vec![CopySource::Path("src".into())], "/app/");
+        let first = solve(&f, op(), false).await;
+        let blob = f.session.store.blob_path(&first.layer.digest).unwrap();
+        std::fs::remove_file(&blob).unwrap();
+        assert!(first.layer.snapshot.is_dir());
+        let again = solve(&f, op(), false).await;
+        assert!(!again.cached);
+        assert_eq!(again.layer.digest, first.layer.digest);
+        assert!(blob.is_file());
+        assert!(solve(&f, op(), false).await.cached);
+    }
+
     #[tokio::test]
     async fn add_copies_the_bytes_its_key_was_made_of() {
         let f = fixture(NetworkDefault::Host, None);

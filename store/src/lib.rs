@@ -6,8 +6,8 @@
 //! scratch directories, `RUN --mount=type=cache` directories with their sharing locks
 //! ([`Store::cache_mount`]), git sources' fetch cache ([`Store::git_repo`]), named side records of other crates ([`Store::side_records`]),
 //! file locks for concurrent builds, and [`Store::prune`]. Every write is atomic (temp
-//! file, fsync, rename, fsync dir; a new layer's blob, index entry and snapshot with two
-//! syncfs calls for all three, [`Store::commit_new_layer`]; cache records and side
+//! file, fsync, rename, fsync dir; a new layer's blob, index entry and snapshot with one
+//! syncfs for all three before their renames, [`Store::commit_new_layer`]; cache records and side
 //! records, which read as a miss when lost, without fsync, a build's records synced at its
 //! end by [`Store::sync_records`]): a build killed at any instant leaves a store the next build uses
 //! without repair.

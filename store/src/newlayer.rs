@@ -1,13 +1,20 @@
-//! A new layer stored whole with two filesystem syncs instead of eight.
+//! A new layer stored whole with one filesystem sync instead of eight.
 //!
 //! A step's new layer has three parts: its blob, its blob index entry and its snapshot.
 //! Stored one by one, each part costs an fsync of its data and one of its directory (the
-//! snapshot a syncfs). [`Store::commit_new_layer`] keeps the same guarantee with two
-//! syncfs calls: every part is written under a temp name, one syncfs makes all their data
-//! durable, the parts are renamed into place (each appearing whole or not at all), and a
-//! second syncfs makes the renames durable before the caller writes a cache record that
-//! points at them. A killed process or a power cut at any instant leaves no part half
-//! written under its final name, and no record naming a part that is not on disk.
+//! snapshot a syncfs). [`Store::commit_new_layer`] writes every part under a temp name, one
+//! syncfs makes all their data durable, and the parts are renamed into place (each
+//! appearing whole or not at all). A killed process or a power cut at any instant leaves
+//! no part half written under its final name.
+//!
+//! The renames themselves are made durable by the next syncfs of the store's filesystem
+//! (the next layer's, or the one that syncs a build's cache records at its end, before
+//! its image is written), not by one of their own: a power cut may lose them, while a
+//! cache record written after them (renamed into place unsynced too) survives. Such a
+//! record names a part that is not there, which its readers take as a miss: a cache hit
+//! needs the record's blob (the solver's `ensure_verified`: a snapshot alone is not
+//! enough), the blob index checks the blob it names, and a lost snapshot is unpacked again
+//! from the blob.
 
 use std::path::PathBuf;
 
@@ -61,7 +68,6 @@ impl Store {
         } else {
             self.place_snapshot(staging, snapshot)?
         };
-        sync_filesystem(&snapshot)?;
         Ok((layer, snapshot))
     }
 }

@@ -76,9 +76,10 @@ impl Store {
             source,
         })?;
         // Renamed into place without fsync: a record is whole or absent to a reader and
-        // after a kill, everything it names was synced before it was written (a layer's
-        // parts by `commit_new_layer`), and a record a power cut loses or empties reads as
-        // a miss. [`Store::sync_records`] flushes a build's records at its end, in one call.
+        // after a kill, the data of everything it names was synced before it was written
+        // (a layer's parts by `commit_new_layer`); a record a power cut loses or empties,
+        // or one naming a part whose rename the cut lost, reads as a miss.
+        // [`Store::sync_records`] flushes a build's records at its end, in one call.
         let path = self.cache_dir().join(format!("{key}.json"));
         kiln_base::atomic::write_hint(&path, &bytes).map_err(|source| StoreError::Io {
             op: "atomically write",
