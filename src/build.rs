@@ -95,6 +95,11 @@ fn request(args: &BuildArgs, git: Option<GitContext>) -> Result<(BuildRequest, E
         pull: args.pull,
         insecure_registries: args.insecure_registries.clone(),
         cache_from,
+        remote: args
+            .remote
+            .as_deref()
+            .map(kiln_build::farm::parse_endpoint)
+            .transpose()?,
         named_contexts,
     };
     let exports = Exports {

@@ -81,6 +81,9 @@ pub enum Command {
     /// Compare two images: files (whiteouts applied), config and history.
     /// Exit status 0 identical, 1 different, 2 error.
     Diff(DiffArgs),
+    /// Serve a REAPI farm as a kiln worker: take the RUN steps `kiln build --remote` sends
+    /// through its scheduler and run them in this store's sandbox, until the farm goes away.
+    Worker(WorkerArgs),
     /// Developer tools.
     Debug {
         #[command(subcommand)]
@@ -244,12 +247,19 @@ pub struct BuildArgs {
     /// Push every -t name to its registry after the build.
     #[arg(long)]
     pub push: bool,
-    /// Export the build cache: type=registry,ref=R[,mode=min|max] or type=local,dest=DIR.
+    /// Export the build cache: type=registry,ref=R[,mode=min|max], type=local,dest=DIR or
+    /// type=reapi,endpoint=grpc[s]://HOST:PORT[,instance=NAME][,mode=min|max].
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
-    /// Import a build cache first: type=registry,ref=R or type=local,src=DIR (repeatable).
+    /// Import a build cache first: type=registry,ref=R or type=local,src=DIR, or ask one
+    /// per step: type=reapi,endpoint=grpc[s]://HOST:PORT (repeatable).
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
+    /// Run RUN steps without mounts on the kiln workers of this REAPI farm:
+    /// grpc[s]://HOST:PORT[,instance=NAME][,token-file=F|token-env=VAR]. A farm that is
+    /// down or fails costs one warning; the steps then run here.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub remote: Option<String>,
     /// Allow plain HTTP and unverified TLS to this registry (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
@@ -473,4 +483,15 @@ pub struct LogoutArgs {
     /// Registry (`host[:port]`; default Docker Hub).
     #[arg(default_value = "docker.io")]
     pub server: String,
+}
+
+/// `kiln worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The farm's scheduler: grpc[s]://HOST:PORT[,instance=NAME][,token-file=F|token-env=VAR].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub endpoint: String,
+    /// The bot's name in the farm (default: the host name and the process ID).
+    #[arg(long, value_name = "ID")]
+    pub bot_id: Option<String>,
 }

@@ -13,6 +13,7 @@ mod import_cmd;
 mod interrupt;
 mod registry_cmd;
 mod run_cmd;
+mod worker_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command, DebugCommand};
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => images::prune(cli.root, args),
         Command::Import(args) => import_cmd::run(cli.root, args),
         Command::Run(args) => run_cmd::run(cli.root, args),
+        Command::Worker(args) => worker_cmd::run(cli.root, args),
     };
     kiln_store::remove_own_scratch();
     match result {

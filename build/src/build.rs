@@ -58,7 +58,28 @@ pub async fn build(
             Err(e) => notify(Notice::CacheImportFailed(e)),
         }
     }
+    let executor = match &request.remote {
+        Some(endpoint) => match crate::farm::connect_executor(endpoint, &registry).await {
+            Ok(executor) => Some(executor),
+            Err(e) => {
+                notify(Notice::RemoteDown(e));
+                None
+            }
+        },
+        None => None,
+    };
+    let remotes = Remotes {
+        caches: remotes,
+        executor,
+    };
     solve_all(store, request, platforms, &lowered, &remotes, progress).await
+}
+
+/// What a build reaches beyond its store: REAPI caches, and a farm to run steps on.
+#[derive(Default)]
+pub(crate) struct Remotes {
+    pub caches: Vec<Arc<dyn kiln_solver::StepCache>>,
+    pub executor: Option<Arc<dyn kiln_solver::StepExecutor>>,
 }
 
 /// Lowers `request` once for each of `platforms`, in their order (all before anything
@@ -91,7 +112,7 @@ pub(crate) async fn solve_all(
     request: &BuildRequest,
     platforms: Vec<kiln_parser::Platform>,
     lowered: &[Lowered],
-    remotes: &[Arc<dyn kiln_solver::StepCache>],
+    remotes: &Remotes,
     progress: Progress,
 ) -> Result<BuiltImage, BuildError> {
     if let [one] = lowered {
@@ -173,7 +194,7 @@ pub(crate) async fn solve(
     store: &Store,
     request: &BuildRequest,
     lowered: &Lowered,
-    remotes: &[Arc<dyn kiln_solver::StepCache>],
+    remotes: &Remotes,
     progress: Progress,
 ) -> Result<BuiltImage, BuildError> {
     let phase = kiln_base::phase::start("session (open context)");
@@ -189,7 +210,7 @@ async fn solve_platforms(
     store: &Store,
     request: &BuildRequest,
     lowered: &[Lowered],
-    remotes: &[Arc<dyn kiln_solver::StepCache>],
+    remotes: &Remotes,
     progress: Progress,
 ) -> Result<Vec<BuiltImage>, BuildError> {
     let Some(first) = lowered.first() else {
@@ -224,7 +245,7 @@ fn session(
     store: &Store,
     request: &BuildRequest,
     lowered: &Lowered,
-    remotes: &[Arc<dyn kiln_solver::StepCache>],
+    remotes: &Remotes,
     shared_steps: Option<Arc<kiln_solver::SharedSteps>>,
 ) -> Result<Arc<BuildSession>, BuildError> {
     let graph = &lowered.graph;
@@ -247,7 +268,8 @@ fn session(
         named_contexts: lowered.contexts.solve.clone(),
         progress_scope: ProgressScope::default(),
         shared_steps,
-        remote_caches: remotes.to_vec(),
+        remote_caches: remotes.caches.clone(),
+        remote_executor: remotes.executor.clone(),
     };
     let session =
         BuildSession::new(store.clone(), options).map_err(|e| BuildError::Setup(e.message))?;

@@ -38,6 +38,10 @@
 //! A git URL as the build context is checked out first ([`git_context`]) and built like a
 //! local one.
 //!
+//! A REAPI farm ([`farm`]): `--remote` sends eligible RUN steps to its kiln workers, and
+//! `kiln worker` is one of them; `--cache-from/--cache-to type=reapi` keep the step cache
+//! in its CAS and Action Cache ([`cache_io`]).
+//!
 //! The values of build flags (`--build-arg`, `--secret`, `--ssh`, `--allow`, limits, the
 //! RUN options) are read by
 //! [`flags`]; a failed step is reported by [`report`], the same for a plain build and
@@ -56,6 +60,7 @@ pub mod contexts;
 mod dockerfile;
 mod error;
 pub mod exporter;
+pub mod farm;
 pub mod files;
 pub mod flags;
 pub mod git_context;

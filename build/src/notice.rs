@@ -27,6 +27,8 @@ pub enum Notice {
     },
     /// An optional cache (REAPI) could not be written: the build stands.
     CacheExportFailed(BuildError),
+    /// The `--remote` farm cannot be reached: every step runs here.
+    RemoteDown(BuildError),
     Pushed {
         reference: String,
         digest: String,
@@ -78,6 +80,7 @@ impl Notice {
                 ),
             },
             Notice::CacheExportFailed(e) => format!("warning: {}; the image is built", chain(e)),
+            Notice::RemoteDown(e) => format!("warning: {}; running every step here", chain(e)),
             Notice::Pushed { reference, digest } => format!("pushed {reference}: digest {digest}"),
             Notice::Dockerfile(warning) => format!("warning: {warning}"),
             Notice::Check { file, finding } => format!(

@@ -47,6 +47,8 @@ pub struct BuildRequest {
     pub pull: bool,
     pub insecure_registries: Vec<String>,
     pub cache_from: Vec<CacheSpec>,
+    /// `--remote`: the REAPI farm eligible RUN steps run on.
+    pub remote: Option<kiln_remote::Endpoint>,
     /// `--build-context NAME=VALUE`, in order, by the name contexts are looked up by.
     pub named_contexts: Vec<(String, crate::contexts::ContextSpec)>,
 }

@@ -78,6 +78,8 @@ pub async fn verify(
         Ok(scratch_store)
     };
     let stores = [open("a")?, open("b")?];
+    // Both builds run here, from scratch: no remote cache or farm.
+    let local = crate::build::Remotes::default();
     let ([a, b], [events_a, events_b]) = {
         let run = |n: usize| {
             let (progress, mut rx) = Progress::channel();
@@ -96,7 +98,7 @@ pub async fn verify(
                 &request,
                 platforms.clone(),
                 &lowered,
-                &[],
+                &local,
                 progress,
             );
             async move {

@@ -4,7 +4,6 @@
 //! server lacks, then one `UpdateActionResult` per step.
 
 use crate::action::{BlobDigest, RECORD_LIMIT, RECORD_PATH, RemoteRecord, StepAction};
-use crate::cas::batched;
 use crate::endpoint::{Conn, Endpoint};
 use crate::{RemoteError, action};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
@@ -79,32 +78,7 @@ impl RemoteCache {
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
             Err(status) => return Err(RemoteError::call("GetActionResult")(status)),
         };
-        let files = action::result_files(&result)?;
-        let bytes = match files.record_inline {
-            Some(bytes) if BlobDigest::of(&bytes) == files.record => bytes,
-            Some(_) => {
-                return Err(RemoteError::Garbage(format!(
-                    "the inline {RECORD_PATH} does not match its digest"
-                )));
-            }
-            None => {
-                self.conn
-                    .read_small(&files.record, RECORD_LIMIT as u64)
-                    .await?
-            }
-        };
-        let record = RemoteRecord::parse(&bytes)?;
-        if record.layer.digest != files.layer.oci() || record.layer.size != files.layer.size {
-            return Err(RemoteError::Garbage(format!(
-                "{RECORD_PATH} names layer {} of {} bytes, the result {}",
-                record.layer.digest, record.layer.size, files.layer
-            )));
-        }
-        if !store.has_blob(&record.layer.digest) {
-            let _phase = kiln_base::phase::start("remote: read layer blob");
-            self.conn.read_into_store(store, &files.layer).await?;
-        }
-        Ok(Some(record.layer))
+        take_result(&self.conn, &result, store).await.map(Some)
     }
 
     /// Pushes the records (with layers) of `records` and their layer blobs from `store`.
@@ -137,28 +111,13 @@ impl RemoteCache {
             small.insert(BlobDigest::of(&entry.record), entry.record.clone());
             layers.insert(entry.layer.clone());
         }
-        let all: Vec<BlobDigest> = small.keys().chain(&layers).cloned().collect();
-        let missing = self.conn.find_missing(&all).await?;
-        let mut report = PushReport::default();
-        let mut batch = Vec::new();
-        for (digest, bytes) in small.into_iter().filter(|(d, _)| missing.contains(d)) {
-            report.blobs_uploaded += 1;
-            report.bytes_uploaded += digest.size;
-            batch.push((digest, bytes));
-        }
-        for layer in layers.iter().filter(|d| missing.contains(d)) {
-            report.blobs_uploaded += 1;
-            report.bytes_uploaded += layer.size;
-            if batched(layer) {
-                let bytes = store
-                    .read_blob(&layer.oci())
-                    .map_err(RemoteError::store(format!("reading blob {layer}")))?;
-                batch.push((layer.clone(), bytes));
-            } else {
-                self.conn.upload_stream(store, layer).await?;
-            }
-        }
-        self.conn.upload_batch(batch).await?;
+        let (blobs_uploaded, bytes_uploaded) =
+            self.conn.upload_missing(store, small, layers).await?;
+        let mut report = PushReport {
+            blobs_uploaded,
+            bytes_uploaded,
+            ..Default::default()
+        };
         // Results only after their outputs: a server may drop a result whose outputs it
         // lacks, and a reader must never find one.
         for entry in &entries {
@@ -175,6 +134,37 @@ impl RemoteCache {
         }
         Ok(report)
     }
+}
+
+/// The layer an ActionResult of kiln's scheme names, its blob read into `store` (checked
+/// against its digest) unless it is there already.
+pub(crate) async fn take_result(
+    conn: &Conn,
+    result: &re::ActionResult,
+    store: &Store,
+) -> Result<LayerRef, RemoteError> {
+    let files = action::result_files(result)?;
+    let bytes = match files.record_inline {
+        Some(bytes) if BlobDigest::of(&bytes) == files.record => bytes,
+        Some(_) => {
+            return Err(RemoteError::Garbage(format!(
+                "the inline {RECORD_PATH} does not match its digest"
+            )));
+        }
+        None => conn.read_small(&files.record, RECORD_LIMIT as u64).await?,
+    };
+    let record = RemoteRecord::parse(&bytes)?;
+    if record.layer.digest != files.layer.oci() || record.layer.size != files.layer.size {
+        return Err(RemoteError::Garbage(format!(
+            "{RECORD_PATH} names layer {} of {} bytes, the result {}",
+            record.layer.digest, record.layer.size, files.layer
+        )));
+    }
+    if !store.has_blob(&record.layer.digest) {
+        let _phase = kiln_base::phase::start("remote: read layer blob");
+        conn.read_into_store(store, &files.layer).await?;
+    }
+    Ok(record.layer)
 }
 
 /// [`RemoteCache::push`] for a caller outside any async runtime: connects and pushes on

@@ -9,7 +9,7 @@ use bazel_remote_apis::google::bytestream as bs;
 use futures_util::StreamExt;
 use kiln_store::Store;
 use re::content_addressable_storage_client::ContentAddressableStorageClient;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use tokio::io::AsyncReadExt;
 use tonic::service::interceptor::InterceptedService;
@@ -178,6 +178,39 @@ impl Conn {
         Ok(())
     }
 
+    /// Uploads what the server lacks of `small` (blobs with their bytes) and `layers`
+    /// (blobs of `store`); returns how many blobs, and bytes, went up.
+    pub(crate) async fn upload_missing(
+        &self,
+        store: &Store,
+        small: BTreeMap<BlobDigest, Vec<u8>>,
+        layers: BTreeSet<BlobDigest>,
+    ) -> Result<(usize, u64), RemoteError> {
+        let all: Vec<BlobDigest> = small.keys().chain(&layers).cloned().collect();
+        let missing = self.find_missing(&all).await?;
+        let (mut blobs, mut bytes) = (0, 0);
+        let mut batch = Vec::new();
+        for (digest, data) in small.into_iter().filter(|(d, _)| missing.contains(d)) {
+            blobs += 1;
+            bytes += digest.size;
+            batch.push((digest, data));
+        }
+        for layer in layers.iter().filter(|d| missing.contains(d)) {
+            blobs += 1;
+            bytes += layer.size;
+            if layer.size <= BATCH_LIMIT {
+                let data = store
+                    .read_blob(&layer.oci())
+                    .map_err(RemoteError::store(format!("reading blob {layer}")))?;
+                batch.push((layer.clone(), data));
+            } else {
+                self.upload_stream(store, layer).await?;
+            }
+        }
+        self.upload_batch(batch).await?;
+        Ok((blobs, bytes))
+    }
+
     /// Reads a small blob (at most `limit` bytes) and checks it against its digest.
     pub(crate) async fn read_small(
         &self,
@@ -256,11 +289,6 @@ impl Conn {
             .map_err(RemoteError::store(what()))?;
         Ok(())
     }
-}
-
-/// Whether a blob of this size goes in a batch.
-pub(crate) fn batched(digest: &BlobDigest) -> bool {
-    digest.size <= BATCH_LIMIT
 }
 
 /// A random UUID (version 4), as upload resource names want.

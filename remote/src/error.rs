@@ -26,6 +26,8 @@ pub enum RemoteError {
     },
     #[error("{0} did not answer in time")]
     Timeout(&'static str),
+    #[error("the step failed on the farm: {0}")]
+    Failed(String),
     #[error("the server answered garbage: {0}")]
     Garbage(String),
     #[error("{what}: {source}")]

@@ -10,6 +10,9 @@
 //!   checked against its digest before the store keeps it.
 //! - [`RemoteCache`]: per-step lookups ([`RemoteCache::fetch`]) and pushes
 //!   ([`RemoteCache::push`]).
+//! - [`exec`]: a step executed on the farm ([`RemoteExecutor`], the Execution service) and
+//!   the scheme of its Action; [`worker`]: `kiln worker`, a bot of the scheduler (`bots`:
+//!   the Remote Workers API) that runs such Actions.
 //!
 //! Nothing here decides what a failure means: the solver and the build treat every
 //! [`RemoteError`] as "the remote is not there" and go on locally with one warning.
@@ -17,11 +20,15 @@
 //! moves blobs between the store and the server.
 
 pub mod action;
+mod bots;
 mod cache;
 mod cas;
 pub mod endpoint;
 mod error;
+pub mod exec;
+pub mod worker;
 
 pub use cache::{PushReport, RemoteCache, push_blocking};
 pub use endpoint::{Endpoint, TokenSource};
 pub use error::RemoteError;
+pub use exec::{Executed, RemoteExecutor};

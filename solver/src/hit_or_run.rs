@@ -155,6 +155,32 @@ async fn hit_or_run(
         })
         .map(|inputs| keyed.unchanged_files(&inputs));
     let previous = previous.map(|(layer, _)| layer);
+    if let LayerOp::Run(run) = &op
+        && let Some(layer) = session
+            .remote_runner
+            .run(session, run, &ctx.current.layers, progress, id)
+            .await
+    {
+        let record = CacheRecord {
+            created: now_unix(),
+            layer: Some(LayerRef {
+                diff_id: layer.diff_id.clone(),
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+            }),
+        };
+        session
+            .store
+            .put_record(&key, &record)
+            .map_err(|e| ctx.at(e))?;
+        session.explain.save(&place, &key, || keyed.full_inputs());
+        return Ok(Solved {
+            key,
+            layer,
+            cached: false,
+        });
+    }
     let exec_phase = kiln_base::phase::start("step: exec");
     let source = op.exec(ctx, &keyed).await?;
     exec_phase.end();

@@ -12,7 +12,9 @@
 //!   only change its config).
 //! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record; the
 //!   solves of one multi-platform build share their steps by key (`shared_steps`:
-//!   [`SharedSteps`]).
+//!   [`SharedSteps`]). Beyond the store: [`remote_cache`] asks caches elsewhere per key
+//!   ([`StepCache`]) and [`remote_step`] sends an eligible RUN to a farm ([`StepExecutor`])
+//!   and runs one as a farm's worker; both check what comes back before it is used.
 //! - `ops`: the layer ops, one module each (`run` with its `mounts`, `copy` for COPY and
 //!   ADD with `fetch` for ADD's URLs, `workdir`), each with its cache key, built from the
 //!   fields it names, and its execution into an empty layer directory.
@@ -45,6 +47,7 @@ pub mod oci_config;
 mod ops;
 pub mod progress;
 pub mod remote_cache;
+pub mod remote_step;
 mod result;
 pub mod run;
 mod secret;
@@ -64,6 +67,7 @@ pub use error::{SolveError, StepError};
 pub use named::NamedSource;
 pub use ops::git::StoreGitCache;
 pub use remote_cache::{StepCache, StepCacheError};
+pub use remote_step::{Executed, RemoteStep, StepExecutor, StepExecutorError};
 pub use result::{Layer, StageResult};
 pub use session::{BuildSession, ProgressScope, SecretSource, SolveOptions};
 pub use shared_steps::SharedSteps;

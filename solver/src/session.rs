@@ -102,6 +102,8 @@ pub struct SolveOptions {
     pub shared_steps: Option<Arc<crate::shared_steps::SharedSteps>>,
     /// Caches asked for a step the store misses (`--cache-from type=reapi`), in order.
     pub remote_caches: Vec<Arc<dyn crate::remote_cache::StepCache>>,
+    /// Where eligible RUN steps run instead of here (`--remote`).
+    pub remote_executor: Option<Arc<dyn crate::remote_step::StepExecutor>>,
 }
 
 /// Where a solve's vertex numbers start and whether names show platforms: a build of
@@ -141,6 +143,7 @@ pub struct BuildSession {
     pub(crate) explain: ExplainLog,
     /// Shared with sibling sessions: a remote that failed stays off for the whole build.
     pub(crate) remote: Arc<crate::remote_cache::RemoteCaches>,
+    pub(crate) remote_runner: Arc<crate::remote_step::RemoteRunner>,
     /// Images resolved so far: a FROM, a `COPY --from` or a mount from an image reads its
     /// manifest, config and snapshots once per build, and every step sees the same image
     /// even if its tag moves meanwhile.
@@ -173,8 +176,12 @@ impl BuildSession {
         let remote = Arc::new(crate::remote_cache::RemoteCaches::new(
             &options.remote_caches,
         ));
+        let remote_runner = Arc::new(crate::remote_step::RemoteRunner::new(
+            options.remote_executor.clone(),
+        ));
         Ok(BuildSession {
             remote,
+            remote_runner,
             store,
             scratch,
             snapshotter: tokio::sync::OnceCell::new(),
@@ -216,6 +223,7 @@ impl BuildSession {
             named: self.named.clone(),
             explain: self.explain.clone(),
             remote: self.remote.clone(),
+            remote_runner: self.remote_runner.clone(),
             images: Default::default(),
             key_agents: Default::default(),
             git_refs: Default::default(),

@@ -48,6 +48,7 @@ pub(crate) fn fixture_with(
         progress_scope: Default::default(),
         shared_steps: None,
         remote_caches: Vec::new(),
+        remote_executor: None,
         context_dir: context,
         context_stat_cache: true,
         dockerfile,

@@ -52,11 +52,167 @@ grpc-server-options:
   grpc.so_reuseport: 0
 "#;
 
-/// A running BuildGrid.
+/// A running BuildGrid (with the PostgreSQL its scheduler needs, when it has one).
 pub struct BuildGrid {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Child,
+    postgres: Option<Postgres>,
+}
+
+/// The scheduler part of a farm's config: Execution and the Bots service on PostgreSQL,
+/// matching Actions to bots by the `kiln-step` property.
+const FARM: &str = r#"connections:
+  - !sql-connection &sql
+    connection-string: postgresql+psycopg2://bgd@127.0.0.1:PGPORT/bgd
+    pool-size: 5
+    pool-timeout: 30
+    max-overflow: 10
+schedulers:
+  - !sql-scheduler &scheduler
+    sql: *sql
+    storage: *cas-storage
+    action-cache: *ac
+    property-set: !dynamic-property-set
+      match-property-keys:
+        - kiln-step
+    bot-session-keepalive-timeout: 30
+    max-execution-timeout: 600
+    poll-interval: 0.2
+    assigners:
+      - !priority-age-assigner
+        count: 1
+        interval: 0.2
+"#;
+
+/// A throwaway PostgreSQL on a free loopback port (Debian's `postgresql` binaries), run
+/// as `postgres` when the test is root (initdb refuses root). Stopped on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL must be installed (apt-get install postgresql)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("no /usr/lib/postgresql/*/bin/initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data = dir.path().join("data");
+        let pg = Postgres { dir, bin, port };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "bgd",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        );
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        pg.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "bgd",
+                "bgd",
+            ],
+        );
+        pg
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut cmd = if rustix::process::geteuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut cmd = if rustix::process::geteuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = cmd
+            .args([
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// TLS for a server: its key and certificate, and the CAs it takes client certificates
@@ -73,6 +229,28 @@ impl BuildGrid {
         BuildGrid::start_with("    insecure-mode: true".into())
     }
 
+    /// A plaintext farm: the cache services plus Execution and Bots, its scheduler on a
+    /// PostgreSQL of its own, for `kiln worker`s to serve.
+    pub fn start_farm() -> BuildGrid {
+        let postgres = Postgres::start();
+        let url = format!("postgresql+psycopg2://bgd@127.0.0.1:{}/bgd", postgres.port);
+        let out = Command::new(venv().join("bin/bgd"))
+            .args(["migrate", "apply", &url])
+            .output()
+            .expect("bgd migrate");
+        assert!(
+            out.status.success(),
+            "bgd migrate apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = BuildGrid::start_config(
+            "    insecure-mode: true".into(),
+            Some(FARM.replace("PGPORT", &postgres.port.to_string())),
+        );
+        server.postgres = Some(postgres);
+        server
+    }
+
     /// A TLS server that requires a client certificate.
     pub fn start_tls(tls: &Tls) -> BuildGrid {
         BuildGrid::start_with(format!(
@@ -84,6 +262,10 @@ impl BuildGrid {
     }
 
     fn start_with(channel: String) -> BuildGrid {
+        BuildGrid::start_config(channel, None)
+    }
+
+    fn start_config(channel: String, farm: Option<String>) -> BuildGrid {
         let bgd = venv().join("bin/bgd");
         // A port race (another process took the free port first) makes bgd exit: retry.
         for _ in 0..3 {
@@ -94,9 +276,16 @@ impl BuildGrid {
                 .unwrap()
                 .port();
             let config = dir.path().join("config.yml");
-            let yaml = CONFIG
+            let mut yaml = CONFIG
                 .replace("CHANNEL", &channel)
                 .replace("PORT", &port.to_string());
+            if let Some(farm) = &farm {
+                yaml = yaml.replace("instances:\n", &format!("{farm}instances:\n"));
+                yaml = yaml.replace(
+                    "      - !cas\n",
+                    "      - !execution\n        scheduler: *scheduler\n        operation-stream-keepalive-timeout: 5\n      - !cas\n",
+                );
+            }
             std::fs::write(&config, yaml).unwrap();
             let pid_file = dir.path().join("pid");
             let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -109,7 +298,12 @@ impl BuildGrid {
                 .stderr(log)
                 .spawn()
                 .expect("starting bgd");
-            let mut server = BuildGrid { dir, port, child };
+            let mut server = BuildGrid {
+                dir,
+                port,
+                child,
+                postgres: None,
+            };
             // The pid file is written once the server listens.
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
