@@ -352,6 +352,11 @@ pub(crate) async fn exec(run: &RunOp, ctx: &StepContext<'_>, out: &Path) -> Resu
     .await
     .map_err(|e| ctx.at(e))?;
     drop(keep);
+    // The work directory (the overlay's workdir, mount points) is removed in the
+    // background: nothing reads it again, and removing directories waits on the disk (with
+    // `discard`, on a TRIM), which the next step need not. The runtime waits for it before
+    // kiln exits; a kiln killed first leaves it to the next start's reclaim of `tmp/`.
+    tokio::task::spawn_blocking(move || drop(work));
     if !outcome.success() {
         let mut err = ctx.at(StepError::ProcessFailed {
             command: run.argv.join(" "),
