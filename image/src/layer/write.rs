@@ -307,6 +307,7 @@ fn write_walk(
         links: HashMap::new(),
         content,
         extra,
+        buf: vec![0; IO_BUFFER],
     };
     walk.dir(dir, &[])?;
     writer.finish().map_err(|source| LayerWriteError::Write {
@@ -322,6 +323,9 @@ struct Walk<'a, W: Write> {
     content: &'a ExternalContent,
     /// Device nodes missing on disk, by the prefix of their directory, to write in place.
     extra: HashMap<Vec<u8>, Vec<(std::ffi::OsString, &'a DeviceNode)>>,
+    /// The read buffer of every file: a fresh one per file cost an allocation (and its
+    /// page faults) per file.
+    buf: Vec<u8>,
 }
 
 impl<'a, W: Write> Walk<'a, W> {
@@ -483,20 +487,18 @@ impl<'a, W: Write> Walk<'a, W> {
                 path: ext.path.clone(),
                 source,
             })?;
-            let mut reader = io::BufReader::with_capacity(IO_BUFFER, file);
             self.writer
                 .append(
                     &tar_name,
                     &TarEntryKind::File { size: ext.len },
                     &meta,
-                    &mut reader,
+                    Buffered::new(&file, &mut self.buf),
                 )
                 .map_err(write_err)?;
-            ext.check(reader.get_ref())
-                .map_err(|source| LayerWriteError::Read {
-                    path: ext.path.clone(),
-                    source,
-                })?;
+            ext.check(&file).map_err(|source| LayerWriteError::Read {
+                path: ext.path.clone(),
+                source,
+            })?;
             return Ok(None);
         }
         let kind = if ft.is_file() {
@@ -527,9 +529,8 @@ impl<'a, W: Write> Walk<'a, W> {
                 Some(file) => file,
                 None => fs::File::open(abs).map_err(read_err)?,
             };
-            let file = io::BufReader::with_capacity(IO_BUFFER, file);
             self.writer
-                .append(&tar_name, &kind, &meta, file)
+                .append(&tar_name, &kind, &meta, Buffered::new(&file, &mut self.buf))
                 .map_err(write_err)?;
         } else {
             self.writer
@@ -537,6 +538,42 @@ impl<'a, W: Write> Walk<'a, W> {
                 .map_err(write_err)?;
         }
         Ok(None)
+    }
+}
+
+/// A file read through a buffer the walk keeps for every file (`io::BufReader` over a
+/// borrowed buffer).
+struct Buffered<'a> {
+    file: &'a fs::File,
+    buf: &'a mut [u8],
+    pos: usize,
+    filled: usize,
+}
+
+impl<'a> Buffered<'a> {
+    fn new(file: &'a fs::File, buf: &'a mut [u8]) -> Self {
+        Buffered {
+            file,
+            buf,
+            pos: 0,
+            filled: 0,
+        }
+    }
+}
+
+impl Read for Buffered<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.filled {
+            if out.len() >= self.buf.len() {
+                return self.file.read(out);
+            }
+            self.filled = self.file.read(self.buf)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.filled - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
