@@ -18,7 +18,7 @@ use std::process::Stdio;
 
 fn dockerfile(last: &str) -> String {
     format!(
-        "{}COPY greeting.txt /g.txt\nRUN wc -c /g.txt > /count\nRUN {last}\n",
+        "{}COPY greeting.txt noise.bin /\nRUN wc -c /greeting.txt > /count\nRUN {last}\n",
         common::identity::BUSYBOX
     )
 }
@@ -26,6 +26,18 @@ fn dockerfile(last: &str) -> String {
 fn context(world: &World, name: &str, dockerfile: &str) -> std::path::PathBuf {
     let ctx = world.context(name, dockerfile);
     std::fs::write(ctx.join("greeting.txt"), "hello from the farm\n").unwrap();
+    // 3 MiB that do not compress: a layer too big for a batch, so it is uploaded with
+    // ByteStream.Write (and read back with ByteStream.Read).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(ctx.join("noise.bin"), noise).unwrap();
     common::open_up(&ctx);
     ctx
 }

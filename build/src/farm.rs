@@ -45,9 +45,10 @@ impl StepExecutor for ReapiExecutor {
         step: Vec<u8>,
         layers: &'a [LayerRef],
         store: &'a Store,
+        no_cache: bool,
     ) -> Pin<Box<dyn Future<Output = Result<Executed, StepExecutorError>> + Send + 'a>> {
         Box::pin(async move {
-            match self.0.execute(&step, layers, store).await {
+            match self.0.execute(&step, layers, store, no_cache).await {
                 Ok(done) => Ok(Executed::Done {
                     layer: done.layer,
                     worker: done.worker,

@@ -276,6 +276,15 @@ mod tests {
         e.token = Some(TokenSource::File(path));
         let value = e.token().unwrap().unwrap();
         assert_eq!(value.to_str().unwrap(), "Bearer s3cr3t-value");
+        // Every call carries it, marked sensitive (kept out of HTTP/2 header tables).
+        let sent = Auth(Some(value.clone()))
+            .call(tonic::Request::new(()))
+            .unwrap();
+        let header = sent.metadata().get("authorization").unwrap();
+        assert_eq!(header.to_str().unwrap(), "Bearer s3cr3t-value");
+        assert!(header.is_sensitive());
+        let none = Auth(None).call(tonic::Request::new(())).unwrap();
+        assert!(none.metadata().get("authorization").is_none());
         let shown = format!("{:?} {:?}", Auth(Some(value)), e);
         assert!(!shown.contains("s3cr3t"), "{shown}");
         e.token = Some(TokenSource::Env("KILN_TEST_NO_SUCH_TOKEN_VAR".into()));

@@ -164,13 +164,15 @@ impl RemoteExecutor {
     }
 
     /// Executes the step `step` (its spec, opaque here) on the layers `layers` (bottom
-    /// first, blobs of `store`): uploads what the server lacks, asks for the execution,
-    /// waits for it, and reads the layer it made into `store`.
+    /// first, blobs of `store`): uploads what the server lacks, asks for the execution
+    /// (`skip_cache`: even if the server's action cache has its result), waits for it, and
+    /// reads the layer it made into `store`.
     pub async fn execute(
         &self,
         step: &[u8],
         layers: &[LayerRef],
         store: &Store,
+        skip_cache: bool,
     ) -> Result<Executed, RemoteError> {
         let action = ExecAction::new(step, layers)?;
         self.conn
@@ -181,6 +183,7 @@ impl RemoteExecutor {
             .execute(re::ExecuteRequest {
                 instance_name: self.conn.instance.clone(),
                 action_digest: Some(action.action_digest.to_proto()),
+                skip_cache_lookup: skip_cache,
                 ..Default::default()
             })
             .await

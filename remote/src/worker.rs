@@ -36,6 +36,9 @@ pub type RunStep = Arc<
 /// The deadline of a Bots call: BuildGrid answers a long poll at 80% of it, and gives no
 /// lease at all below about 3.75 s.
 const POLL: Duration = Duration::from_secs(5);
+/// How often a bot running a step tells the server it is alive (BuildGrid drops a session
+/// silent for its keepalive timeout, 30 s by default).
+const KEEPALIVE: Duration = Duration::from_secs(10);
 const ACTION_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.Action";
 const RESULT_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult";
 /// Small blobs of an Action (Command, Directory) are far below this.
@@ -134,13 +137,18 @@ pub async fn serve(
             }
         }
         session.status = BOT_OK;
-        // A finished step is reported at once; otherwise the call waits for work.
-        let poll = if running.as_ref().is_some_and(|(_, h)| h.is_finished()) {
-            Duration::from_secs(4)
-        } else {
-            POLL
-        };
-        session = match conn.update_bot_session(session.clone(), poll).await {
+        // While a step runs, the session is updated when it ends or, to keep the session
+        // alive, every KEEPALIVE: a long poll now would hold the step's result back until
+        // the server has other work or the poll's deadline.
+        if let Some((_, handle)) = &mut running
+            && !handle.is_finished()
+        {
+            let _ = tokio::time::timeout(KEEPALIVE, wait_finished(handle)).await;
+            if running.as_ref().is_some_and(|(_, h)| h.is_finished()) {
+                continue;
+            }
+        }
+        session = match conn.update_bot_session(session.clone(), POLL).await {
             Ok(updated) => updated,
             // The long poll ran out with nothing to say: ask again.
             Err(RemoteError::Call {
@@ -149,10 +157,13 @@ pub async fn serve(
             }) => session,
             Err(e) => return Err(e),
         };
-        if running.is_some() {
-            // Let a running step finish between polls without spinning.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    }
+}
+
+/// Waits until `handle`'s task has finished, without taking its output.
+async fn wait_finished(handle: &mut tokio::task::JoinHandle<Outcome>) {
+    while !handle.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -158,7 +158,7 @@ async fn hit_or_run(
     if let LayerOp::Run(run) = &op
         && let Some(layer) = session
             .remote_runner
-            .run(session, run, &ctx.current.layers, progress, id)
+            .run(session, run, &ctx.current.layers, no_cache, progress, id)
             .await
     {
         let record = CacheRecord {

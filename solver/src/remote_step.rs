@@ -116,13 +116,15 @@ pub trait StepExecutor: Send + Sync + std::fmt::Debug {
     /// How messages name it (its endpoint).
     fn name(&self) -> &str;
 
-    /// Runs `step` (its spec's bytes) on `layers` (blobs of `store`). `Err` when the farm
-    /// could not run it (it is then not asked again in this build).
+    /// Runs `step` (its spec's bytes) on `layers` (blobs of `store`); `no_cache` says the
+    /// farm must run it even if its own action cache has the result (`--no-cache`). `Err`
+    /// when the farm could not run it (it is then not asked again in this build).
     fn execute<'a>(
         &'a self,
         step: Vec<u8>,
         layers: &'a [LayerRef],
         store: &'a Store,
+        no_cache: bool,
     ) -> Pin<Box<dyn Future<Output = Result<Executed, StepExecutorError>> + Send + 'a>>;
 }
 
@@ -158,6 +160,7 @@ impl RemoteRunner {
         session: &std::sync::Arc<BuildSession>,
         run: &RunOp,
         layers: &[Layer],
+        no_cache: bool,
         progress: &crate::progress::Progress,
         id: usize,
     ) -> Option<Layer> {
@@ -177,7 +180,7 @@ impl RemoteRunner {
         };
         let _phase = kiln_base::phase::start("step: remote execution");
         let outcome = executor
-            .execute(step.to_bytes(), &step.layers, &session.store)
+            .execute(step.to_bytes(), &step.layers, &session.store, no_cache)
             .await;
         let warn = |why: String| {
             if !self.failed.swap(true, Ordering::Relaxed) {
