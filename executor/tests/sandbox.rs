@@ -65,6 +65,42 @@ fn mount_points_never_reach_the_layer() {
     );
 }
 
+/// The mount points a RUN needs come from a stub layer below the image's: a RUN on an image
+/// whose `/etc` (mode 0700 here) has no `hosts` sees the hosts file, and what it writes in
+/// `/etc` lands in a copy of the image's `/etc`, with the image's mode, and nothing else.
+fn mount_points_the_image_lacks_leave_its_directories_as_they_are() {
+    let mut sb = Sandbox::new();
+    let top = sb.dir.join("etc700");
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::set_permissions(top.join("etc"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    sb.lowers.push(top);
+    let spec = sb.spec(
+        "stat -c %a /etc; grep -q localhost /etc/hosts && echo hosts; ls /etc; \
+         test -d /proc/1 && echo proc; \
+         echo x > /etc/new",
+    );
+    let upper = spec.upper.clone();
+    let out = run(spec).stdout;
+    assert_eq!(
+        out,
+        "700\nhosts\ngroup\nhosts\npasswd\nresolv.conf\nx\nproc\n"
+    );
+    let layer = tree(&upper);
+    assert_eq!(
+        layer.keys().collect::<Vec<_>>(),
+        ["etc", "etc/new"],
+        "{layer:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(upper.join("etc"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o700
+    );
+}
+
 fn dangling_symlinked_mount_points_stay_inside_the_rootfs_and_leave_no_trace() {
     let mut sb = Sandbox::new();
     let links = sb.dir.join("links");
@@ -441,6 +477,11 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let family = descendants(child.id());
+    assert!(
+        family.len() >= 3,
+        "kiln, its zygote and a helper expected: {family:?}"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let start = Instant::now();
@@ -459,32 +500,70 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Helpers and zygotes (whose argument contains HELPER_ARG) but this test process's own
-    // zygote, which serves the other tests.
-    let helpers = std::process::Command::new("pgrep")
-        .args(["-f", sandbox::HELPER_ARG])
-        .output()
-        .unwrap();
-    let me = std::process::id().to_string();
-    let survivors: Vec<String> = String::from_utf8_lossy(&helpers.stdout)
-        .lines()
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // The parent pid is the second field after the command name's closing paren.
-            let ppid = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.split_whitespace().nth(1));
-            !stat.is_empty() && ppid != Some(Some(me.as_str()))
-        })
-        .map(str::to_string)
-        .collect();
-    assert!(survivors.is_empty(), "helper survived: {survivors:?}");
+    // Every process the killed kiln had started (its zygote, helpers, PID 1), found before
+    // the kill: other kiln processes on the machine have helpers and zygotes of their own.
+    let start = Instant::now();
+    loop {
+        let survivors: Vec<&(u32, String)> = family
+            .iter()
+            .filter(|(pid, started)| proc_start(*pid).as_ref() == Some(started))
+            .collect();
+        if survivors.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "helper survived: {survivors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = tmp.path().to_string_lossy().into_owned();
     assert!(
         !mountinfo.contains(&dir),
         "leftover mount under {dir}:\n{mountinfo}"
     );
+}
+
+/// The start time (field 22 of `/proc/PID/stat`) of a live process: with its pid, names it
+/// even after the pid is reused.
+fn proc_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields after the command name start at field 3 (state).
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// `root` and every process below it: (pid, start time).
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut family = vec![root];
+    let mut i = 0;
+    while i < family.len() {
+        let p = family[i];
+        family.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    family
+        .into_iter()
+        .filter_map(|pid| proc_start(pid).map(|s| (pid, s)))
+        .collect()
 }
 
 fn sleeper_mode() {
@@ -839,6 +918,10 @@ fn main() {
         (
             "run_changes_become_a_layer_with_whiteouts_and_opaque_dirs",
             run_changes_become_a_layer_with_whiteouts_and_opaque_dirs,
+        ),
+        (
+            "mount_points_the_image_lacks_leave_its_directories_as_they_are",
+            mount_points_the_image_lacks_leave_its_directories_as_they_are,
         ),
         (
             "dangling_symlinked_mount_points_stay_inside_the_rootfs_and_leave_no_trace",

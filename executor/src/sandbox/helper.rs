@@ -280,6 +280,7 @@ fn run_sandbox(
     entered.rebase(&mut run)?;
     mount::make_private()?;
     rootfs::mount_scratch(&run, entered.scratch_mounted())?;
+    rootfs::add_stub_layer(&mut run)?;
     let run = &run;
     // PID 1 cannot see its parent across the PID namespace; this pipe's write end, held
     // only by the helper, tells it whether the helper is still alive.

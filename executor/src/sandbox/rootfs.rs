@@ -50,6 +50,54 @@ pub(crate) fn mount_scratch(run: &HelperRun, mounted: bool) -> Result<(), StepEr
     Ok(())
 }
 
+/// The mount points every RUN needs ([`STUB_LAYER`]), as the bottom layer of an overlay
+/// rootfs, on the scratch tmpfs: where the image lacks one, the overlay shows it from there
+/// instead of the sandbox creating it in the RUN's layer directory (a copy-up of `/etc`,
+/// two files and their removal afterwards, on the store's disk, for every RUN on an image
+/// without `/etc/hosts`). At the bottom it changes nothing the image has: a directory the
+/// image has keeps the image's attributes (an overlay takes a directory's from the
+/// topmost layer holding it), a file or symlink the image has hides the stub, and where an
+/// image's whiteout or opaque directory hides a stub, the sandbox creates the mount point
+/// in the layer as before. Nothing of it reaches the layer: the RUN cannot write through
+/// what is mounted over it.
+pub(crate) fn add_stub_layer(run: &mut HelperRun) -> Result<(), StepError> {
+    let RootfsPlan::Overlay { lowers, .. } = &mut run.rootfs else {
+        return Ok(());
+    };
+    let layer = run.scratch.join("stubs");
+    for (path, dir) in STUB_LAYER {
+        let p = layer.join(path);
+        let made = if dir {
+            std::fs::create_dir_all(&p)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&p)
+                .map(drop)
+        };
+        made.map_err(fail_io("scratch", format!("create {}", p.display())))?;
+        if dir {
+            rustix::fs::chmod(&p, Mode::from_raw_mode(0o755))
+                .map_err(fail("scratch", format!("chmod {}", p.display())))?;
+        }
+    }
+    lowers.push(layer);
+    Ok(())
+}
+
+/// The stub layer's entries (path, is a directory), parents first: the mount points
+/// `populate` always uses.
+const STUB_LAYER: [(&str, bool); 6] = [
+    ("proc", true),
+    ("sys", true),
+    ("dev", true),
+    ("etc", true),
+    ("etc/hosts", false),
+    ("etc/resolv.conf", false),
+];
+
 /// Mount the root filesystem and return its host path.
 pub(crate) fn mount_rootfs(plan: &RootfsPlan) -> Result<PathBuf, StepError> {
     match plan {
