@@ -43,9 +43,21 @@ fn make_context(world: &World) -> std::path::PathBuf {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, file_bytes(i)).unwrap();
     }
+    // A file with an xattr is never linked from the previous snapshot, and its xattr must
+    // reach every layer (the layer writer skips listing only the linked files' xattrs).
+    rustix::fs::setxattr(
+        ctx.join(file_name(XATTR_FILE)),
+        "user.kiln.test",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     common::open_up(&ctx);
     ctx
 }
+
+/// The file given an xattr.
+const XATTR_FILE: usize = 3;
 
 /// The manifest digest of `tag` in `world`'s store.
 fn manifest_digest(world: &World, tag: &str) -> String {
@@ -145,6 +157,16 @@ fn edit_then_build(id: Identity) {
         assert!(
             resumed_ok,
             "{id:?}, {what}: hashes resumed after {resumed} of {of} chunks"
+        );
+        // Every edit comes after "start": any snapshot of this store with that first file.
+        assert_eq!(
+            links_in_snapshot_with(
+                &incremental,
+                b"the first file, rewritten",
+                &file_name(XATTR_FILE)
+            ),
+            1,
+            "{id:?}, {what}: the file with an xattr was linked"
         );
         if what == "start" {
             let rewritten = b"the first file, rewritten";

@@ -119,11 +119,26 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
         note,
     };
     let predicted = commit.predicts_stored_layer(recorded);
-    let (staging, content, metadata_tree) = match source {
-        LayerSource::Dir(dir) => (dir, ExternalContent::new(), false),
+    let copied = match source {
+        LayerSource::Dir(dir) => Copied {
+            staging: dir,
+            content: ExternalContent::new(),
+            metadata_tree: false,
+            xattr_free: None,
+        },
         LayerSource::Copy(copy) => commit.copy(*copy, predicted, unchanged)?,
     };
-    commit.commit(staging, &content, metadata_tree, predicted)
+    commit.commit(copied, predicted)
+}
+
+/// A layer directory a step filled, to commit.
+struct Copied {
+    staging: StagingDir,
+    /// Where its placeholders' bytes are (a metadata tree's).
+    content: ExternalContent,
+    metadata_tree: bool,
+    /// The files a COPY linked from the previous snapshot, known to carry no xattrs.
+    xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
 }
 
 /// Writes layers of one [`LayerFormat`] into a store.
@@ -145,7 +160,7 @@ impl Committer<'_> {
         mut copy: CopyRequest,
         predicted: bool,
         unchanged: Option<HashSet<String>>,
-    ) -> Result<(StagingDir, ExternalContent, bool), CommitError> {
+    ) -> Result<Copied, CommitError> {
         let tmpfs = if !copy.add && predicted {
             self.store.tmpfs_staging()?
         } else {
@@ -154,7 +169,14 @@ impl Committer<'_> {
         if let Some(staging) = tmpfs {
             copy.stage_contents = true;
             match copy_into_layer(&copy, staging.path()) {
-                Ok(report) => return Ok((staging, report.content, true)),
+                Ok(report) => {
+                    return Ok(Copied {
+                        staging,
+                        content: report.content,
+                        metadata_tree: true,
+                        xattr_free: None,
+                    });
+                }
                 Err(e) if e.is_out_of_space() => {
                     (self.note)("the tmpfs staging area is full; staging in the store");
                 }
@@ -169,20 +191,29 @@ impl Committer<'_> {
         let phase = kiln_base::phase::start("commit: copy into the store");
         let report = copy_into_layer(&copy, staging.path())?;
         phase.end();
-        Ok((staging, report.content, false))
+        Ok(Copied {
+            staging,
+            content: report.content,
+            metadata_tree: false,
+            xattr_free: copy
+                .previous
+                .as_ref()
+                .map(|previous| Arc::new(previous.linked_inodes())),
+        })
     }
 
     /// Makes the layer directory `staging` a stored layer: its blob and its snapshot. When
     /// `predicted`, the tar is hashed first (no compression) and a blob stored under the
     /// same diff_id is reused. For a metadata tree, a missing blob and snapshot are written
     /// side by side, both reading the sources.
-    fn commit(
-        &self,
-        staging: StagingDir,
-        content: &ExternalContent,
-        metadata_tree: bool,
-        predicted: bool,
-    ) -> Result<CommittedLayer, CommitError> {
+    fn commit(&self, copied: Copied, predicted: bool) -> Result<CommittedLayer, CommitError> {
+        let Copied {
+            staging,
+            content,
+            metadata_tree,
+            xattr_free,
+        } = copied;
+        let content = &content;
         let media_type = self.format.compression.media_type();
         let (diff_id, known) = if predicted {
             let plain = self.layer_options(Compression::None);
@@ -196,7 +227,12 @@ impl Committer<'_> {
         };
         let blob = || match &known {
             Some(layer) => Ok(layer.clone()),
-            None => self.write_blob(staging.path(), content, diff_id.as_deref()),
+            None => self.write_blob(
+                staging.path(),
+                content,
+                diff_id.as_deref(),
+                xattr_free.clone(),
+            ),
         };
         let (layer, snapshot) = if metadata_tree {
             std::thread::scope(|s| -> Result<_, CommitError> {
@@ -227,8 +263,12 @@ impl Committer<'_> {
                 }
                 // A new layer: its blob, index entry and snapshot synced together.
                 None => {
-                    let (writer, digests) =
-                        self.write_blob_bytes(staging.path(), content, diff_id.as_deref())?;
+                    let (writer, digests) = self.write_blob_bytes(
+                        staging.path(),
+                        content,
+                        diff_id.as_deref(),
+                        xattr_free.clone(),
+                    )?;
                     let phase =
                         kiln_base::phase::start("commit: blob, index and snapshot (1 syncfs)");
                     let committed = self.store.commit_new_layer(
@@ -271,6 +311,7 @@ impl Committer<'_> {
             source_date_epoch: self.format.source_date_epoch,
             level: None,
             reuse: None,
+            xattr_free: None,
         }
     }
 
@@ -281,8 +322,9 @@ impl Committer<'_> {
         dir: &Path,
         content: &ExternalContent,
         expected: Option<&str>,
+        xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
     ) -> Result<LayerRef, CommitError> {
-        let (writer, digests) = self.write_blob_bytes(dir, content, expected)?;
+        let (writer, digests) = self.write_blob_bytes(dir, content, expected, xattr_free)?;
         let blob = writer.commit_verified(&digests.digest)?;
         let layer = LayerRef {
             diff_id: digests.diff_id.clone(),
@@ -296,17 +338,20 @@ impl Committer<'_> {
     }
 
     /// Compresses the layer directory `dir` into a blob writer, not yet committed, and
-    /// checks its diff_id is `expected` when given.
+    /// checks its diff_id is `expected` when given. `xattr_free`: files known to carry no
+    /// xattrs (see [`LayerOptions::xattr_free`]).
     fn write_blob_bytes(
         &self,
         dir: &Path,
         content: &ExternalContent,
         expected: Option<&str>,
+        xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
     ) -> Result<(BlobWriter, LayerDigests), CommitError> {
         // The layer writer hashes every compressed byte for the manifest digest already.
         let mut writer = self.store.blob_writer_hashed_by_caller()?;
         let options = LayerOptions {
             reuse: self.chunk_reuse(),
+            xattr_free,
             ..self.layer_options(self.format.compression)
         };
         let phase = kiln_base::phase::start("commit: write the layer blob");

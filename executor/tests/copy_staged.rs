@@ -31,6 +31,7 @@ fn plain() -> LayerOptions {
         source_date_epoch: None,
         level: None,
         reuse: None,
+        xattr_free: None,
     }
 }
 

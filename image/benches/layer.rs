@@ -95,6 +95,7 @@ fn main() {
             source_date_epoch: Some(0),
             level: None,
             reuse: None,
+            xattr_free: None,
         };
         let start = Instant::now();
         let d = write_layer(tmp.path(), std::io::sink(), &opts).expect("writing the layer");

@@ -59,6 +59,7 @@ fn build_image(
                 source_date_epoch: Some(0),
                 level: None,
                 reuse: None,
+                xattr_free: None,
             },
         )
         .unwrap();

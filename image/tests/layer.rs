@@ -16,6 +16,7 @@ fn opts(compression: Compression, epoch: Option<i64>) -> LayerOptions {
         source_date_epoch: epoch,
         level: None,
         reuse: None,
+        xattr_free: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn relayer(umask: u32) -> String {
         source_date_epoch: Some(0),
         level: None,
         reuse: None,
+        xattr_free: None,
     };
     write_layer(t.path(), std::io::sink(), &opts)
         .unwrap()

@@ -167,6 +167,7 @@ fn apply_layer_deletes_whiteouts_and_empties_opaque_dirs() {
         source_date_epoch: Some(0),
         level: None,
         reuse: None,
+        xattr_free: None,
     };
     let d = write_layer(&layer, &mut blob, &opts).unwrap();
     let info = apply_layer(&blob[..], &rootfs, &UnpackOptions::default()).unwrap();
@@ -235,6 +236,7 @@ fn unpack_accepts_trusted_opaque_on_write_and_docker_style_opaque_tars() {
                 source_date_epoch: Some(0),
                 level: None,
                 reuse: None,
+                xattr_free: None,
             };
             write_layer(&src, &mut out, &opts).unwrap();
             let mut a = tar::Archive::new(&out[..]);

@@ -200,6 +200,7 @@ pub fn import(
             source_date_epoch: opts.source_date_epoch,
             level: None,
             reuse: None,
+            xattr_free: None,
         },
         &info.skipped_devices,
     )?;

@@ -60,6 +60,12 @@ impl PreviousCopy {
         })
     }
 
+    /// (device, inode) of the files this copy linked, each checked to carry no xattrs
+    /// (the layer writer need not list them again).
+    pub fn linked_inodes(&self) -> HashSet<(u64, u64)> {
+        self.linked.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// Whether the context file `source_rel` is unchanged since the previous snapshot.
     pub(crate) fn is_unchanged(&self, source_rel: &str) -> bool {
         self.unchanged.contains(source_rel)

@@ -17,7 +17,7 @@ use super::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
 use super::unpack::DeviceNode;
 use crate::digest::HashingWriter;
 use kiln_base::whiteout;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -42,6 +42,10 @@ pub struct LayerOptions {
     /// An earlier gzip blob whose compressed chunks may be copied (see
     /// [`super::chunks`]); the bytes are the same with or without it.
     pub reuse: Option<Arc<ChunkReuse>>,
+    /// (device, inode) of regular files known to carry no xattrs, whose xattrs are then
+    /// not listed again: a COPY's files linked from the previous snapshot, which relink
+    /// checked have none (a snapshot is never written after commit).
+    pub xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
 }
 
 /// The digests of a written layer.
@@ -303,6 +307,7 @@ fn write_walk(
         source,
     })?;
     let mut walk = Walk {
+        xattr_free: opts.xattr_free.as_deref(),
         writer: &mut writer,
         links: HashMap::new(),
         content,
@@ -326,6 +331,7 @@ struct Walk<'a, W: Write> {
     /// The read buffer of every file: a fresh one per file cost an allocation (and its
     /// page faults) per file.
     buf: Vec<u8>,
+    xattr_free: Option<&'a HashSet<(u64, u64)>>,
 }
 
 impl<'a, W: Write> Walk<'a, W> {
@@ -436,11 +442,15 @@ impl<'a, W: Write> Walk<'a, W> {
         let mut tar_name = rel.to_vec();
         tar_name.extend_from_slice(name.as_bytes());
         let ft = md.file_type();
+        let known_free = ft.is_file()
+            && self
+                .xattr_free
+                .is_some_and(|free| free.contains(&(md.dev(), md.ino())));
         let (xattrs, opaque) = match &opened {
-            Some(file) => read_xattrs(&XattrsOf::File(file)),
-            None => read_xattrs(&XattrsOf::Path(abs)),
-        }
-        .map_err(read_err)?;
+            _ if known_free => (BTreeMap::new(), false),
+            Some(file) => read_xattrs(&XattrsOf::File(file)).map_err(read_err)?,
+            None => read_xattrs(&XattrsOf::Path(abs)).map_err(read_err)?,
+        };
         let meta = EntryMeta {
             mode: md.mode() & 0o7777,
             uid: u64::from(md.uid()),
