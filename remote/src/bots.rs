@@ -129,10 +129,14 @@ impl Conn {
         let mut request = tonic::Request::new(request);
         request.set_timeout(poll);
         let codec = tonic_prost::ProstCodec::<Req, BotSession>::default();
-        grpc.unary(request, PathAndQuery::from_static(path), codec)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(RemoteError::call(call))
+        // The server answers by the deadline it was given; a server that does not is
+        // a failed call a little after.
+        crate::endpoint::within(
+            call,
+            poll + std::time::Duration::from_secs(5),
+            grpc.unary(request, PathAndQuery::from_static(path), codec),
+        )
+        .await
     }
 
     pub(crate) async fn create_bot_session(

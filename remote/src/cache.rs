@@ -4,7 +4,7 @@
 //! server lacks, then one `UpdateActionResult` per step.
 
 use crate::action::{BlobDigest, RECORD_LIMIT, RECORD_PATH, RemoteRecord, StepAction};
-use crate::endpoint::{Conn, Endpoint};
+use crate::endpoint::{CALL_TIMEOUT, Conn, Endpoint, within};
 use crate::{RemoteError, action};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use kiln_store::{CacheRecord, LayerRef, Store};
@@ -63,20 +63,27 @@ impl RemoteCache {
     pub async fn fetch(&self, key: &str, store: &Store) -> Result<Option<LayerRef>, RemoteError> {
         let step = StepAction::for_key(key)?;
         let phase = kiln_base::phase::start("remote: GetActionResult");
-        let answer = self
-            .action_cache()
-            .get_action_result(re::GetActionResultRequest {
-                instance_name: self.conn.instance.clone(),
-                action_digest: Some(step.action_digest.to_proto()),
-                inline_output_files: vec![RECORD_PATH.into()],
-                ..Default::default()
-            })
-            .await;
+        let mut action_cache = self.action_cache();
+        let request = re::GetActionResultRequest {
+            instance_name: self.conn.instance.clone(),
+            action_digest: Some(step.action_digest.to_proto()),
+            inline_output_files: vec![RECORD_PATH.into()],
+            ..Default::default()
+        };
+        let answer = within(
+            "GetActionResult",
+            CALL_TIMEOUT,
+            action_cache.get_action_result(request),
+        )
+        .await;
         phase.end();
         let result = match answer {
-            Ok(result) => result.into_inner(),
-            Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
-            Err(status) => return Err(RemoteError::call("GetActionResult")(status)),
+            Ok(result) => result,
+            Err(RemoteError::Call {
+                code: tonic::Code::NotFound,
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         take_result(&self.conn, &result, store).await.map(Some)
     }
@@ -121,15 +128,19 @@ impl RemoteCache {
         // Results only after their outputs: a server may drop a result whose outputs it
         // lacks, and a reader must never find one.
         for entry in &entries {
-            self.action_cache()
-                .update_action_result(re::UpdateActionResultRequest {
-                    instance_name: self.conn.instance.clone(),
-                    action_digest: Some(entry.step.action_digest.to_proto()),
-                    action_result: Some(action::action_result(&entry.layer, &entry.record)),
-                    ..Default::default()
-                })
-                .await
-                .map_err(RemoteError::call("UpdateActionResult"))?;
+            let mut action_cache = self.action_cache();
+            let request = re::UpdateActionResultRequest {
+                instance_name: self.conn.instance.clone(),
+                action_digest: Some(entry.step.action_digest.to_proto()),
+                action_result: Some(action::action_result(&entry.layer, &entry.record)),
+                ..Default::default()
+            };
+            within(
+                "UpdateActionResult",
+                CALL_TIMEOUT,
+                action_cache.update_action_result(request),
+            )
+            .await?;
             report.records += 1;
         }
         Ok(report)

@@ -3,7 +3,7 @@
 
 use crate::RemoteError;
 use crate::action::BlobDigest;
-use crate::endpoint::{Auth, Conn, STREAM_IDLE_TIMEOUT};
+use crate::endpoint::{Auth, CALL_TIMEOUT, Conn, STREAM_IDLE_TIMEOUT, within};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use bazel_remote_apis::google::bytestream as bs;
 use futures_util::StreamExt;
@@ -57,16 +57,18 @@ impl Conn {
     ) -> Result<BTreeSet<BlobDigest>, RemoteError> {
         let mut missing = BTreeSet::new();
         for batch in digests.chunks(FIND_BATCH) {
-            let response = self
-                .cas()
-                .find_missing_blobs(re::FindMissingBlobsRequest {
-                    instance_name: self.instance.clone(),
-                    blob_digests: batch.iter().map(BlobDigest::to_proto).collect(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(RemoteError::call("FindMissingBlobs"))?
-                .into_inner();
+            let mut cas = self.cas();
+            let request = re::FindMissingBlobsRequest {
+                instance_name: self.instance.clone(),
+                blob_digests: batch.iter().map(BlobDigest::to_proto).collect(),
+                ..Default::default()
+            };
+            let response = within(
+                "FindMissingBlobs",
+                CALL_TIMEOUT,
+                cas.find_missing_blobs(request),
+            )
+            .await?;
             for d in &response.missing_blob_digests {
                 missing.insert(BlobDigest::from_proto(d)?);
             }
@@ -97,16 +99,18 @@ impl Conn {
                     ..Default::default()
                 });
             }
-            let response = self
-                .cas()
-                .batch_update_blobs(re::BatchUpdateBlobsRequest {
-                    instance_name: self.instance.clone(),
-                    requests,
-                    ..Default::default()
-                })
-                .await
-                .map_err(RemoteError::call("BatchUpdateBlobs"))?
-                .into_inner();
+            let mut cas = self.cas();
+            let request = re::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests,
+                ..Default::default()
+            };
+            let response = within(
+                "BatchUpdateBlobs",
+                CALL_TIMEOUT,
+                cas.batch_update_blobs(request),
+            )
+            .await?;
             for r in response.responses {
                 if let Some(status) = r.status.filter(|s| s.code != 0) {
                     return Err(RemoteError::Call {
@@ -162,12 +166,10 @@ impl Conn {
                     Some((request, (file, next, next == total)))
                 }
             });
-        let response = self
-            .bytestream()
-            .write(requests)
-            .await
-            .map_err(RemoteError::call("ByteStream.Write"))?
-            .into_inner();
+        // The answer comes once every byte is sent: allow 1 s a MiB on top of a call.
+        let limit = CALL_TIMEOUT + std::time::Duration::from_secs(total >> 20);
+        let mut bytestream = self.bytestream();
+        let response = within("ByteStream.Write", limit, bytestream.write(requests)).await?;
         // A server may answer a blob it already has early, with its full size.
         if response.committed_size != total as i64 {
             return Err(RemoteError::Garbage(format!(
@@ -222,16 +224,18 @@ impl Conn {
                 "blob {digest} is bigger than the {limit} bytes it may have"
             )));
         }
-        let response = self
-            .cas()
-            .batch_read_blobs(re::BatchReadBlobsRequest {
-                instance_name: self.instance.clone(),
-                digests: vec![digest.to_proto()],
-                ..Default::default()
-            })
-            .await
-            .map_err(RemoteError::call("BatchReadBlobs"))?
-            .into_inner();
+        let mut cas = self.cas();
+        let request = re::BatchReadBlobsRequest {
+            instance_name: self.instance.clone(),
+            digests: vec![digest.to_proto()],
+            ..Default::default()
+        };
+        let response = within(
+            "BatchReadBlobs",
+            CALL_TIMEOUT,
+            cas.batch_read_blobs(request),
+        )
+        .await?;
         let [blob] = <[_; 1]>::try_from(response.responses).map_err(|r| {
             RemoteError::Garbage(format!("BatchReadBlobs gave {} answers for one", r.len()))
         })?;
@@ -258,16 +262,13 @@ impl Conn {
     ) -> Result<(), RemoteError> {
         let what = || format!("storing blob {digest}");
         let mut writer = store.blob_writer().map_err(RemoteError::store(what()))?;
-        let mut stream = self
-            .bytestream()
-            .read(bs::ReadRequest {
-                resource_name: self.resource(format!("blobs/{}/{}", digest.hash, digest.size)),
-                read_offset: 0,
-                read_limit: 0,
-            })
-            .await
-            .map_err(RemoteError::call("ByteStream.Read"))?
-            .into_inner();
+        let mut bytestream = self.bytestream();
+        let request = bs::ReadRequest {
+            resource_name: self.resource(format!("blobs/{}/{}", digest.hash, digest.size)),
+            read_offset: 0,
+            read_limit: 0,
+        };
+        let mut stream = within("ByteStream.Read", CALL_TIMEOUT, bytestream.read(request)).await?;
         loop {
             let next = tokio::time::timeout(STREAM_IDLE_TIMEOUT, stream.next())
                 .await

@@ -17,7 +17,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// How long a connection may take before the remote counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one unary call may take (a lookup, a batch of small blobs).
+/// How long one call may wait for its answer (a lookup, a batch of small blobs, the
+/// first message of a stream). Enforced here, call by call ([`within`]), not as the
+/// channel's deadline, which would also cut a long upload short.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a blob stream may wait for its next message.
 pub(crate) const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,7 +115,6 @@ impl Endpoint {
         })?;
         endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
@@ -183,6 +184,21 @@ impl Endpoint {
             .map_err(|_| RemoteError::Token("the token holds characters a header cannot".into()))?;
         value.set_sensitive(true);
         Ok(Some(value))
+    }
+}
+
+/// The answer of `call`, or a timeout when it has none within `limit`: a server that
+/// accepts and never answers is a failed call, not a hung build.
+pub(crate) async fn within<T>(
+    call: &'static str,
+    limit: Duration,
+    answer: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, RemoteError> {
+    match tokio::time::timeout(limit, answer).await {
+        Err(_) => Err(RemoteError::Timeout(call)),
+        Ok(answer) => answer
+            .map(tonic::Response::into_inner)
+            .map_err(RemoteError::call(call)),
     }
 }
 

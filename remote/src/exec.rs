@@ -17,7 +17,7 @@
 use crate::RemoteError;
 use crate::action::{BlobDigest, LAYER_PATH, RECORD_PATH, SCHEME};
 use crate::cache::take_result;
-use crate::endpoint::{Auth, Conn, Endpoint};
+use crate::endpoint::{Auth, CALL_TIMEOUT, Conn, Endpoint, within};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use bazel_remote_apis::google::longrunning::operation;
 use futures_util::StreamExt;
@@ -178,17 +178,14 @@ impl RemoteExecutor {
         self.conn
             .upload_missing(store, action.small, action.layers)
             .await?;
-        let mut stream = self
-            .execution()
-            .execute(re::ExecuteRequest {
-                instance_name: self.conn.instance.clone(),
-                action_digest: Some(action.action_digest.to_proto()),
-                skip_cache_lookup: skip_cache,
-                ..Default::default()
-            })
-            .await
-            .map_err(RemoteError::call("Execute"))?
-            .into_inner();
+        let mut execution = self.execution();
+        let request = re::ExecuteRequest {
+            instance_name: self.conn.instance.clone(),
+            action_digest: Some(action.action_digest.to_proto()),
+            skip_cache_lookup: skip_cache,
+            ..Default::default()
+        };
+        let mut stream = within("Execute", CALL_TIMEOUT, execution.execute(request)).await?;
         let mut queued_since = std::time::Instant::now();
         let response = loop {
             let next = tokio::time::timeout(EXECUTE_IDLE_TIMEOUT, stream.next())
