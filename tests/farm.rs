@@ -8,6 +8,7 @@ mod common;
 
 use common::buildgrid::BuildGrid;
 use common::identity::{Identity, World, assert_ok, assert_refused, both, identities, image_id};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 
 fn four_stages(tag: &str) -> String {
@@ -46,6 +47,9 @@ impl Worker {
                 &["worker", "--endpoint", &farm.endpoint(), "--bot-id", name],
                 &[],
             )
+            // Its own process group: as the test user it runs under runuser, which does
+            // not pass a SIGKILL on, so the group is killed.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -60,7 +64,9 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.wait();
     }
 }
