@@ -161,19 +161,7 @@ async fn hit_or_run(
             .run(session, run, &ctx.current.layers, no_cache, progress, id)
             .await
     {
-        let record = CacheRecord {
-            created: now_unix(),
-            layer: Some(LayerRef {
-                diff_id: layer.diff_id.clone(),
-                digest: layer.digest.clone(),
-                media_type: layer.media_type.clone(),
-                size: layer.size,
-            }),
-        };
-        session
-            .store
-            .put_record(&key, &record)
-            .map_err(|e| ctx.at(e))?;
+        record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
         session.explain.save(&place, &key, || keyed.full_inputs());
         return Ok(Solved {
             key,
@@ -215,21 +203,8 @@ async fn hit_or_run(
         media_type: committed.layer.media_type,
         snapshot: committed.snapshot,
     };
-    // Records carry the real time for prune's "oldest first"; the image never sees it.
-    let record = CacheRecord {
-        created: now_unix(),
-        layer: Some(LayerRef {
-            diff_id: layer.diff_id.clone(),
-            digest: layer.digest.clone(),
-            media_type: layer.media_type.clone(),
-            size: layer.size,
-        }),
-    };
     let record_phase = kiln_base::phase::start("step: record");
-    session
-        .store
-        .put_record(&key, &record)
-        .map_err(|e| ctx.at(e))?;
+    record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
     record_phase.end();
     let _explain_phase = kiln_base::phase::start("step: explain record");
     session.explain.save(&place, &key, || keyed.full_inputs());
@@ -272,7 +247,21 @@ fn place(session: &BuildSession, step: &Step) -> String {
     )
 }
 
-pub(crate) fn now_unix() -> i64 {
+/// Records `layer` under `key` in the store. Records carry the real time for prune's
+/// "oldest first"; the image never sees it.
+pub(crate) fn record(
+    session: &BuildSession,
+    key: &str,
+    layer: LayerRef,
+) -> Result<(), kiln_store::StoreError> {
+    let record = CacheRecord {
+        created: now_unix(),
+        layer: Some(layer),
+    };
+    session.store.put_record(key, &record)
+}
+
+fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

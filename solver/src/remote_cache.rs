@@ -13,7 +13,7 @@ use crate::images::ensure_verified;
 use crate::progress::{Event, Progress, Stream};
 use crate::result::Layer;
 use crate::session::BuildSession;
-use kiln_store::{CacheRecord, LayerRef, Store};
+use kiln_store::{LayerRef, Store};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -121,10 +121,6 @@ async fn fetch_checked(
     let ready = crate::blocking::blocking(move || ensure_verified(&s.store, &checked))
         .await
         .map_err(|e| format!("layer {}: {e}", layer.digest))?;
-    let record = CacheRecord {
-        created: crate::hit_or_run::now_unix(),
-        layer: Some(layer),
-    };
-    session.store.put_record(key, &record)?;
+    crate::hit_or_run::record(session, key, layer)?;
     Ok(Some(ready))
 }

@@ -70,15 +70,7 @@ impl RemoteStep {
                 .iter()
                 .map(|f| (f.path.clone(), f.content.clone(), f.mode))
                 .collect(),
-            layers: layers
-                .iter()
-                .map(|l| LayerRef {
-                    diff_id: l.diff_id.clone(),
-                    digest: l.digest.clone(),
-                    media_type: l.media_type.clone(),
-                    size: l.size,
-                })
-                .collect(),
+            layers: layers.iter().map(Layer::layer_ref).collect(),
             network_host: effective_network(run.network, options.network) != NetworkMode::None,
             platform: options.platform.to_string(),
             run_options: options.run_options.clone(),

@@ -16,6 +16,18 @@ pub struct Layer {
     pub snapshot: PathBuf,
 }
 
+impl Layer {
+    /// The layer as a cache record or the blob index names it (without its snapshot).
+    pub fn layer_ref(&self) -> kiln_store::LayerRef {
+        kiln_store::LayerRef {
+            diff_id: self.diff_id.clone(),
+            digest: self.digest.clone(),
+            media_type: self.media_type.clone(),
+            size: self.size,
+        }
+    }
+}
+
 /// What a stage produced: the key of its last layer step, its layers and its config.
 #[derive(Debug, Clone)]
 pub struct StageResult {
