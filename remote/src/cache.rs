@@ -15,7 +15,6 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub struct RemoteCache {
     conn: Conn,
-    url: String,
 }
 
 /// What a push sent.
@@ -37,13 +36,7 @@ impl RemoteCache {
     ) -> Result<RemoteCache, RemoteError> {
         Ok(RemoteCache {
             conn: endpoint.connect(certs_dirs).await?,
-            url: endpoint.url.clone(),
         })
-    }
-
-    /// The endpoint, as the user named it.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     fn action_cache(

@@ -113,11 +113,7 @@ impl Conn {
             .await?;
             for r in response.responses {
                 if let Some(status) = r.status.filter(|s| s.code != 0) {
-                    return Err(RemoteError::Call {
-                        call: "BatchUpdateBlobs",
-                        code: tonic::Code::from_i32(status.code),
-                        message: status.message.chars().take(300).collect(),
-                    });
+                    return Err(RemoteError::status("BatchUpdateBlobs", &status));
                 }
             }
         }
@@ -240,11 +236,7 @@ impl Conn {
             RemoteError::Garbage(format!("BatchReadBlobs gave {} answers for one", r.len()))
         })?;
         if let Some(status) = blob.status.filter(|s| s.code != 0) {
-            return Err(RemoteError::Call {
-                call: "BatchReadBlobs",
-                code: tonic::Code::from_i32(status.code),
-                message: status.message.chars().take(300).collect(),
-            });
+            return Err(RemoteError::status("BatchReadBlobs", &status));
         }
         if BlobDigest::of(&blob.data) != *digest {
             return Err(RemoteError::Garbage(format!(

@@ -44,13 +44,30 @@ pub enum RemoteError {
     },
 }
 
+/// A server's message, bounded: it ends up in a warning line.
+fn bounded(message: &str) -> String {
+    message.chars().take(300).collect()
+}
+
 impl RemoteError {
     pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> RemoteError {
         move |status| RemoteError::Call {
             call,
             code: status.code(),
-            // A server's message, bounded: it ends up in a warning line.
-            message: status.message().chars().take(300).collect(),
+            message: bounded(status.message()),
+        }
+    }
+
+    /// A failure a server reported inside an answer (a `google.rpc.Status` of a batch
+    /// entry or an operation), as the failed call's error.
+    pub(crate) fn status(
+        call: &'static str,
+        status: &bazel_remote_apis::google::rpc::Status,
+    ) -> RemoteError {
+        RemoteError::Call {
+            call,
+            code: tonic::Code::from_i32(status.code),
+            message: bounded(&status.message),
         }
     }
 

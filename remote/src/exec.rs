@@ -220,11 +220,7 @@ impl RemoteExecutor {
                     })?;
                 }
                 Some(operation::Result::Error(status)) => {
-                    return Err(RemoteError::Call {
-                        call: "Execute",
-                        code: tonic::Code::from_i32(status.code),
-                        message: status.message.chars().take(300).collect(),
-                    });
+                    return Err(RemoteError::status("Execute", &status));
                 }
                 None => {
                     return Err(RemoteError::Garbage(
@@ -234,11 +230,7 @@ impl RemoteExecutor {
             }
         };
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
-            return Err(RemoteError::Call {
-                call: "Execute",
-                code: tonic::Code::from_i32(status.code),
-                message: status.message.chars().take(300).collect(),
-            });
+            return Err(RemoteError::status("Execute", status));
         }
         let result = response
             .result
