@@ -7,17 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The venv with `bgd`, made (or found cached) by the testdata script.
+/// The venv with `bgd`, made (or found cached) by the testdata script; it needs
+/// python3-venv and PyPI.
 pub fn venv() -> PathBuf {
-    let out = Command::new(super::testdata("reapi/make-buildgrid.sh"))
-        .output()
-        .expect("running testdata/reapi/make-buildgrid.sh");
-    assert!(
-        out.status.success(),
-        "make-buildgrid.sh failed (it needs python3-venv and PyPI): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    super::made_by("reapi/make-buildgrid.sh", &[])
 }
 
 const CONFIG: &str = r#"server:
@@ -160,16 +153,21 @@ impl Postgres {
         pg
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// `program` of PostgreSQL's, as `postgres` when the test is root (initdb refuses root).
+    fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        let mut cmd = if rustix::process::geteuid().is_root() {
+        if rustix::process::geteuid().is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&path);
             c
         } else {
             Command::new(&path)
-        };
-        let out = cmd
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
             .args(args)
             .current_dir(self.dir.path())
             .output()
@@ -186,15 +184,8 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let path = self.bin.join("pg_ctl");
-        let mut cmd = if rustix::process::geteuid().is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
-        let _ = cmd
+        let _ = self
+            .command("pg_ctl")
             .args([
                 "-D",
                 data.to_str().unwrap_or_default(),
@@ -270,11 +261,7 @@ impl BuildGrid {
         // A port race (another process took the free port first) makes bgd exit: retry.
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let config = dir.path().join("config.yml");
             let mut yaml = CONFIG
                 .replace("CHANNEL", &channel)

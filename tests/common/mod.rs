@@ -17,13 +17,19 @@ use std::process::{Command, Output};
 /// Debian's busybox-static for the architecture `arch` (Debian's name), fetched once and
 /// cached by `testdata/platform/make-busybox.sh` (root and the package mirror needed).
 pub fn foreign_busybox(arch: &str) -> PathBuf {
-    let out = Command::new(testdata("platform/make-busybox.sh"))
-        .arg(arch)
+    made_by("platform/make-busybox.sh", &[arch])
+}
+
+/// The path the testdata script `script` prints once it has made (or found cached) what
+/// it makes; its stderr is the failure's message.
+pub fn made_by(script: &str, args: &[&str]) -> PathBuf {
+    let out = Command::new(testdata(script))
+        .args(args)
         .output()
-        .expect("make-busybox.sh");
+        .unwrap_or_else(|e| panic!("running testdata/{script}: {e}"));
     assert!(
         out.status.success(),
-        "make-busybox.sh {arch} failed: {}",
+        "testdata/{script} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
