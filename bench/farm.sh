@@ -13,7 +13,7 @@ DIR=${BENCH_DIR:-/tmp/kiln-bench}/farm
 rm -rf "$DIR" && mkdir -p "$DIR/ctx" "$DIR/pg"
 venv=$(testdata/reapi/make-buildgrid.sh)
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. bench/buildgrid.sh
 pgport=$(free_port) port=$(free_port)
 chown postgres:postgres "$DIR/pg"
 pg() { runuser -u postgres -- "$pgbin/$1" "${@:2}"; }
@@ -80,10 +80,8 @@ thread-pool-size: 20
 grpc-server-options:
   grpc.so_reuseport: 0
 YML
-"$venv/bin/bgd" server start --pid-file "$DIR/bgd.pid" "$DIR/bgd.yml" > "$DIR/bgd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 600); do [ -f "$DIR/bgd.pid" ] && break; sleep 0.1; done
-[ -f "$DIR/bgd.pid" ] || { tail -20 "$DIR/bgd.log"; exit 1; }
+start_buildgrid "$venv" "$DIR"
+pids+=("$BGD_PID")
 endpoint=grpc://127.0.0.1:$port
 for w in 1 2; do
   "$KILN" --root "$DIR/worker$w" worker --endpoint "$endpoint" --bot-id "w$w" > "$DIR/worker$w.log" 2>&1 &

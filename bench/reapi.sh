@@ -14,8 +14,9 @@ KILN=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 DIR=${BENCH_DIR:-/tmp/kiln-bench}/reapi
 rm -rf "$DIR" && mkdir -p "$DIR/ctx"
 venv=$(testdata/reapi/make-buildgrid.sh)
+. bench/buildgrid.sh
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat > "$DIR/bgd.yml" <<YML
 server:
   - !channel
@@ -47,11 +48,8 @@ thread-pool-size: 10
 grpc-server-options:
   grpc.so_reuseport: 0
 YML
-"$venv/bin/bgd" server start --pid-file "$DIR/bgd.pid" "$DIR/bgd.yml" > "$DIR/bgd.log" 2>&1 &
-bgd=$!
-trap 'kill $bgd 2>/dev/null; wait $bgd 2>/dev/null || true' EXIT
-for _ in $(seq 600); do [ -f "$DIR/bgd.pid" ] && break; sleep 0.1; done
-[ -f "$DIR/bgd.pid" ] || { cat "$DIR/bgd.log"; exit 1; }
+start_buildgrid "$venv" "$DIR"
+trap 'kill $BGD_PID 2>/dev/null; wait $BGD_PID 2>/dev/null || true' EXIT
 endpoint=grpc://127.0.0.1:$port
 
 cp "$(command -v busybox)" "$DIR/ctx/busybox"
