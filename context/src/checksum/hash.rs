@@ -24,10 +24,9 @@ impl Context {
         let mut stats = ChecksumStats::default();
         let mut misses = Vec::new();
         {
-            let cache = match self.cache.lock() {
-                Ok(c) => c,
-                Err(p) => p.into_inner(),
-            };
+            let phase = kiln_base::phase::start("wait for the stat cache");
+            let cache = self.cache.lock();
+            phase.end();
             let cache: &StatCache = &cache;
             // Looked up in parallel slices (each with its own hint, as each is in walk
             // order): on a no-op rebuild this loop and the hex of every digest were the
@@ -69,10 +68,7 @@ impl Context {
                 Ok((i, sha, cacheable))
             })
             .collect::<Result<_, ContextError>>()?;
-        let mut cache = match self.cache.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        let mut cache = self.cache.lock();
         for (i, sha, cacheable) in results {
             let it = &mut items[i];
             it.sha = Some(sha);

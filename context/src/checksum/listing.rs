@@ -96,6 +96,10 @@ pub(super) struct Listing {
 }
 
 impl Listing {
+    pub(super) fn len(&self) -> usize {
+        self.order.len()
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = &CStr> {
         self.order.iter().map(|&(start, len)| {
             let (start, len) = (start as usize, len as usize);

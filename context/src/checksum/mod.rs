@@ -22,14 +22,13 @@ mod select;
 mod walk;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::ignore::{IgnoreError, IgnoreMatcher};
 use crate::resolve::ResolveError;
-use crate::statcache::StatCache;
+use crate::statcache::StatCacheCell;
 use kiln_base::gopath::BadPattern;
 
 pub use changes::diff_entries;
@@ -152,7 +151,7 @@ pub struct Context {
     root_fd: std::os::fd::OwnedFd,
     matcher: IgnoreMatcher,
     stat_cache_path: Option<PathBuf>,
-    cache: Mutex<StatCache>,
+    cache: StatCacheCell,
 }
 
 impl Context {
@@ -177,18 +176,13 @@ impl Context {
             path: dir.to_path_buf(),
             source,
         })?;
-        let phase = kiln_base::phase::start("load stat cache");
-        let cache = stat_cache_path
-            .as_deref()
-            .map(StatCache::load)
-            .unwrap_or_default();
-        phase.end();
+        let cache = StatCacheCell::load(stat_cache_path.clone());
         Ok(Context {
             root,
             root_fd,
             matcher,
             stat_cache_path,
-            cache: Mutex::new(cache),
+            cache,
         })
     }
 
@@ -204,7 +198,7 @@ impl Context {
 
     /// Number of entries in the in-memory stat cache.
     pub fn stat_cache_len(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+        self.cache.lock().len()
     }
 
     /// Writes the stat cache atomically if it changed. Returns whether it wrote.
@@ -212,10 +206,7 @@ impl Context {
         let Some(path) = &self.stat_cache_path else {
             return Ok(false);
         };
-        let mut cache = match self.cache.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut cache = self.cache.lock();
         if !cache.is_dirty() {
             return Ok(false);
         }

@@ -248,6 +248,7 @@ impl Context {
                 }
             })
             .collect();
+        out.reserve(slots.len());
         for (slot, sub) in slots.into_iter().zip(subtrees) {
             match (slot, sub?) {
                 (Slot::Leaf(item), _) => out.push(Node::Leaf(item)),
@@ -349,7 +350,7 @@ impl Context {
         dir_info: &MatchInfo,
     ) -> Result<Vec<Slot>, ContextError> {
         let names = listing::list(dir).map_err(io_err(dir_abs))?;
-        let mut slots = Vec::new();
+        let mut slots = Vec::with_capacity(names.len());
         for name in names.iter() {
             let path = || dir_abs.join(OsStr::from_bytes(name.to_bytes()));
             let name_str = String::from_utf8_lossy(name.to_bytes());
