@@ -120,6 +120,10 @@ impl std::fmt::Debug for Midstate {
 }
 
 impl Midstate {
+    /// A placeholder, filled in before a table is used (it resumes nothing: its block
+    /// buffer is not a state sha2 reads back).
+    pub(crate) const EMPTY: Midstate = Midstate([0xff; MIDSTATE_BYTES]);
+
     /// The state of `hasher`.
     pub(crate) fn of(hasher: &Sha256) -> Midstate {
         let mut out = [0; MIDSTATE_BYTES];

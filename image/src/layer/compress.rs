@@ -149,6 +149,17 @@ impl<W: Write> Compressor<W> {
     }
 }
 
+impl<W: Write> super::hasher::FillFrom for Compressor<W> {
+    fn fill_from(&mut self, file: &std::fs::File, len: u64) -> io::Result<u64> {
+        match self {
+            Compressor::Gzip(g) => g.fill_from(file, len),
+            Compressor::Zstd(_) | Compressor::None(_) => {
+                super::hasher::fill_through(self, file, len, &mut Vec::new())
+            }
+        }
+    }
+}
+
 impl<W: Write> Write for Compressor<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {

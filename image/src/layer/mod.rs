@@ -5,6 +5,7 @@
 pub mod chunks;
 pub mod compress;
 pub mod external;
+mod hasher;
 mod pgzip;
 pub mod remove;
 pub mod tarfmt;

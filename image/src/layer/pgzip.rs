@@ -21,10 +21,11 @@
 use super::chunks::{
     ChunkEntry, ChunkKey, ChunkReuse, ChunkTable, CutRule, Midstate, StreamPoint, chunk_key,
 };
+use super::hasher::{FillFrom, StreamHasher, read_onto};
 use flate2::{Compress, Compression as Level, Crc, FlushCompress, Status};
 use kiln_base::digest::Digest;
-use sha2::{Digest as _, Sha256};
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -73,10 +74,11 @@ pub(crate) struct ParallelGzip<W: Write> {
     reused: usize,
     /// Input buffers the workers are done with.
     free: Vec<Vec<u8>>,
-    /// The hash of the input (the tar) and its length, and the hash of the output.
-    tar_hash: Sha256,
+    /// The hash of the input (the tar) and its length, and the hash of the output, each
+    /// on a thread of its own: reading the files and hashing them overlap.
+    tar_hash: StreamHasher,
     tar_len: u64,
-    blob_hash: Sha256,
+    blob_hash: StreamHasher,
     /// The earlier blob, and whether every chunk so far had its key at its own index.
     reuse: Option<Arc<ChunkReuse>>,
     leading: bool,
@@ -106,9 +108,9 @@ impl<W: Write> ParallelGzip<W> {
         reuse: Option<Arc<ChunkReuse>>,
     ) -> io::Result<Self> {
         out.write_all(&HEADER)?;
-        let mut blob_hash = Sha256::new();
-        blob_hash.update(HEADER);
         let workers = workers.max(1);
+        let blob_hash = StreamHasher::new(workers * 2)?;
+        blob_hash.hash(HEADER.to_vec(), false)?;
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let handles = (0..workers)
@@ -143,7 +145,7 @@ impl<W: Write> ParallelGzip<W> {
             table: ChunkTable::default(),
             reused: 0,
             free: Vec::new(),
-            tar_hash: Sha256::new(),
+            tar_hash: StreamHasher::new(workers * 2)?,
             tar_len: 0,
             blob_hash,
             reuse,
@@ -201,37 +203,56 @@ impl<W: Write> ParallelGzip<W> {
                 Some(reuse) if self.leading => reuse.resume_after(&point),
                 _ => None,
             };
+            let tar_end = point.tar_len;
+            let mut input = chunk.input;
             match states {
                 // The stream so far is the old one: its hashes are the old ones.
                 Some((tar_hash, blob_hash)) => {
-                    (self.tar_hash, self.blob_hash) = (tar_hash, blob_hash);
+                    self.tar_hash.resume(tar_hash)?;
+                    self.blob_hash.resume(blob_hash)?;
                     self.resumed += 1;
+                    input.clear();
+                    self.keep_buffer(input);
                 }
                 None => {
                     self.leading = false;
-                    self.tar_hash.update(&chunk.input);
-                    self.blob_hash.update(&chunk.bytes);
+                    self.tar_hash.hash(input, true)?;
+                    self.blob_hash.hash(chunk.bytes, false)?;
                 }
             }
+            // The states after this chunk are filled in when the hashing threads are done.
+            self.tar_hash.mark()?;
+            self.blob_hash.mark()?;
             self.crc.combine(&chunk.crc);
-            self.tar_len = point.tar_len;
+            self.tar_len = tar_end;
             self.table.chunks.push(ChunkEntry {
                 key: chunk.key,
                 offset: self.written,
                 len,
                 tar_end: self.tar_len,
-                tar_state: Midstate::of(&self.tar_hash),
-                blob_state: Midstate::of(&self.blob_hash),
+                tar_state: Midstate::EMPTY,
+                blob_state: Midstate::EMPTY,
             });
             self.written += len;
             self.reused += usize::from(chunk.reused);
-            if self.free.len() <= self.max_pending {
-                let mut input = chunk.input;
-                input.clear();
-                self.free.push(input);
-            }
         }
         Ok(())
+    }
+
+    /// Keeps an emptied input buffer to fill again, up to a few.
+    fn keep_buffer(&mut self, input: Vec<u8>) {
+        if self.free.len() <= self.max_pending {
+            self.free.push(input);
+        }
+    }
+
+    /// An empty input buffer: one handed back by the workers or the tar's hashing thread,
+    /// else a new one.
+    fn next_buffer(&mut self) -> Vec<u8> {
+        self.free
+            .pop()
+            .or_else(|| self.tar_hash.spare())
+            .unwrap_or_default()
     }
 
     /// Ends the deflate stream, writes the trailer and returns the writer with the
@@ -250,14 +271,23 @@ impl<W: Write> ParallelGzip<W> {
         trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
         trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
         self.out.write_all(&trailer)?;
-        self.blob_hash.update(trailer);
+        self.blob_hash.hash(trailer.to_vec(), false)?;
+        let (tar_hash, tar_states) = self.tar_hash.finish()?;
+        let (blob_hash, blob_states) = self.blob_hash.finish()?;
+        let mut table = std::mem::take(&mut self.table);
+        if tar_states.len() != table.chunks.len() || blob_states.len() != table.chunks.len() {
+            return Err(io::Error::other("a hashing thread lost a chunk's state"));
+        }
+        for ((c, tar), blob) in table.chunks.iter_mut().zip(tar_states).zip(blob_states) {
+            (c.tar_state, c.blob_state) = (tar, blob);
+        }
         let summary = GzipSummary {
-            table: std::mem::take(&mut self.table),
+            table,
             reused: self.reused,
             resumed: self.resumed,
             digests: Some((
-                Digest::from_hasher(std::mem::take(&mut self.tar_hash)).into_string(),
-                Digest::from_hasher(std::mem::take(&mut self.blob_hash)).into_string(),
+                Digest::from_hasher(tar_hash).into_string(),
+                Digest::from_hasher(blob_hash).into_string(),
             )),
         };
         Ok((self.out, summary))
@@ -267,10 +297,8 @@ impl<W: Write> ParallelGzip<W> {
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.chunk.capacity() == 0 {
-            match self.free.pop() {
-                Some(buffer) => self.chunk = buffer,
-                None => self.chunk.reserve(CutRule::MIN),
-            }
+            self.chunk = self.next_buffer();
+            self.chunk.reserve(CutRule::MIN);
         }
         let take = buf.len().min(CutRule::MAX - self.chunk.len());
         self.chunk.extend_from_slice(&buf[..take]);
@@ -285,6 +313,33 @@ impl<W: Write> Write for ParallelGzip<W> {
         // Chunk boundaries must not depend on flush calls, so only the output
         // of already submitted chunks is flushed.
         self.out.flush()
+    }
+}
+
+impl<W: Write> FillFrom for ParallelGzip<W> {
+    /// Reads the file straight into the chunk being filled.
+    fn fill_from(&mut self, file: &File, len: u64) -> io::Result<u64> {
+        let mut done = 0;
+        while done < len {
+            if self.chunk.capacity() == 0 {
+                self.chunk = self.next_buffer();
+            }
+            // Room for a whole chunk, so a read never grows the buffer past it.
+            self.chunk
+                .reserve_exact(CutRule::MAX.saturating_sub(self.chunk.len()));
+            let room = (CutRule::MAX - self.chunk.len()) as u64;
+            let want = (len - done).min(room);
+            let n = read_onto(file, want, &mut self.chunk)?;
+            done += n;
+            if self.chunk.len() == CutRule::MAX {
+                let full = std::mem::take(&mut self.chunk);
+                self.submit(full, false)?;
+            }
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
     }
 }
 

@@ -86,6 +86,52 @@ impl<W: Write> TarEntryWriter<W> {
         meta: &EntryMeta,
         data: impl Read,
     ) -> io::Result<()> {
+        let header = self.header(name, kind, meta)?;
+        match kind {
+            TarEntryKind::File { size } => {
+                let mut exact = ExactReader {
+                    inner: data,
+                    left: *size,
+                };
+                self.builder.append(&header, &mut exact)?;
+                if exact.left != 0 {
+                    return Err(shrank(exact.left));
+                }
+                Ok(())
+            }
+            _ => self.builder.append(&header, io::empty()),
+        }
+    }
+
+    /// Appends a regular file of `size` bytes whose content `fill` writes straight into
+    /// the output (see `hasher::FillFrom`), returning how many bytes it wrote: fewer than
+    /// `size` is an error (the file shrank), and it must never write more.
+    pub(crate) fn append_filled(
+        &mut self,
+        name: &[u8],
+        size: u64,
+        meta: &EntryMeta,
+        fill: impl FnOnce(&mut W) -> io::Result<u64>,
+    ) -> io::Result<()> {
+        let header = self.header(name, &TarEntryKind::File { size }, meta)?;
+        // What `tar::Builder::append` writes: the header, the content, zeros to a block.
+        let out = self.builder.get_mut();
+        out.write_all(header.as_bytes())?;
+        let wrote = fill(out)?;
+        if wrote != size {
+            return Err(shrank(size.saturating_sub(wrote)));
+        }
+        let pad = (512 - size % 512) % 512;
+        out.write_all(&[0; 512][..pad as usize])
+    }
+
+    /// Writes the PAX records an entry needs and returns its ustar header.
+    fn header(
+        &mut self,
+        name: &[u8],
+        kind: &TarEntryKind,
+        meta: &EntryMeta,
+    ) -> io::Result<tar::Header> {
         let mut name = name.to_vec();
         if *kind == TarEntryKind::Directory && !name.ends_with(b"/") {
             name.push(b'/');
@@ -135,32 +181,21 @@ impl<W: Write> TarEntryWriter<W> {
                 .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
         }
         header.set_cksum();
-        match kind {
-            TarEntryKind::File { size } => {
-                let mut exact = ExactReader {
-                    inner: data,
-                    left: *size,
-                };
-                self.builder.append(&header, &mut exact)?;
-                if exact.left != 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "file shrank while being archived ({} bytes missing)",
-                            exact.left
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-            _ => self.builder.append(&header, io::empty()),
-        }
+        Ok(header)
     }
 
     /// Writes the end-of-archive blocks and returns the writer.
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()
     }
+}
+
+/// The error of a file that ended `missing` bytes before the size it was archived with.
+fn shrank(missing: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("file shrank while being archived ({missing} bytes missing)"),
+    )
 }
 
 /// Sets a numeric header field, moving it to a PAX record when ustar's octal

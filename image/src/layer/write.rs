@@ -12,6 +12,7 @@
 use super::chunks::{ChunkReuse, ChunkTable};
 use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
+use super::hasher::{FillFrom, TarSink};
 use super::remove::DIR_FLAGS;
 use super::tarfmt::{EntryMeta, TarEntryKind, TarEntryWriter};
 use super::unpack::DeviceNode;
@@ -95,11 +96,11 @@ fn is_excluded_xattr(name: &str) -> bool {
     whiteout::is_overlay_xattr(name) || name == "security.selinux"
 }
 
-/// tar → sha256 (diff_id) → compressor → sha256 (digest) → buffer → out (for gzip, the
-/// compressor hashes both).
-type Pipeline<W> = HashingWriter<Compressor<HashingWriter<io::BufWriter<W>>>>;
+/// tar → sha256 (diff_id, on a thread of its own) → compressor → sha256 (digest) → buffer
+/// → out (for gzip, the compressor hashes both).
+type Pipeline<W> = TarSink<Compressor<HashingWriter<io::BufWriter<W>>>>;
 
-/// Buffer size for file reads and for writes to the output.
+/// Buffer size for writes to the output.
 const IO_BUFFER: usize = 256 * 1024;
 
 /// Writes a layer from entries the caller makes up (an empty layer, a COPY
@@ -138,7 +139,7 @@ impl<W: Write> LayerWriter<W> {
             opts.reuse.clone(),
         )?;
         Ok(Self {
-            tar: TarEntryWriter::new(HashingWriter::hashing_if(compressor, hash_tar)),
+            tar: TarEntryWriter::new(TarSink::new(compressor, hash_tar)?),
             compression: opts.compression,
             epoch: opts.source_date_epoch,
         })
@@ -163,6 +164,32 @@ impl<W: Write> LayerWriter<W> {
             }
             _ => self.tar.append(name, kind, meta, data),
         }
+    }
+
+    /// Appends a regular file of `size` bytes read from `file` straight into the
+    /// pipeline's buffers; fails when the file holds fewer. mtime is clamped as in
+    /// [`LayerWriter::append`].
+    pub(crate) fn append_file(
+        &mut self,
+        name: &[u8],
+        size: u64,
+        meta: &EntryMeta,
+        file: &fs::File,
+    ) -> io::Result<()> {
+        self.entry_starts(name, &TarEntryKind::File { size })?;
+        let clamped;
+        let meta = match self.epoch {
+            Some(epoch) if meta.mtime > epoch => {
+                clamped = EntryMeta {
+                    mtime: epoch,
+                    ..meta.clone()
+                };
+                &clamped
+            }
+            _ => meta,
+        };
+        self.tar
+            .append_filled(name, size, meta, |out| out.fill_from(file, size))
     }
 
     /// Tells the compressor an entry starts: where gzip may cut a chunk.
@@ -214,7 +241,7 @@ impl<W: Write> LayerWriter<W> {
     /// (e.g. the `Vec<u8>` or file the blob went to).
     pub fn finish_into_inner(self) -> io::Result<(LayerDigests, W)> {
         let hashed_tar = self.tar.finish()?;
-        let (compressor, diff_id, _) = hashed_tar.finish();
+        let (compressor, diff_id, _) = hashed_tar.finish()?;
         let (mut hashed_blob, gzip) = compressor.finish()?;
         hashed_blob.flush()?;
         let (buffered, digest, size) = hashed_blob.finish();
@@ -312,7 +339,6 @@ fn write_walk(
         links: HashMap::new(),
         content,
         extra,
-        buf: vec![0; IO_BUFFER],
     };
     walk.dir(dir, &[])?;
     writer.finish().map_err(|source| LayerWriteError::Write {
@@ -328,9 +354,6 @@ struct Walk<'a, W: Write> {
     content: &'a ExternalContent,
     /// Device nodes missing on disk, by the prefix of their directory, to write in place.
     extra: HashMap<Vec<u8>, Vec<(std::ffi::OsString, &'a DeviceNode)>>,
-    /// The read buffer of every file: a fresh one per file cost an allocation (and its
-    /// page faults) per file.
-    buf: Vec<u8>,
     xattr_free: Option<&'a HashSet<(u64, u64)>>,
 }
 
@@ -498,12 +521,7 @@ impl<'a, W: Write> Walk<'a, W> {
                 source,
             })?;
             self.writer
-                .append(
-                    &tar_name,
-                    &TarEntryKind::File { size: ext.len },
-                    &meta,
-                    Buffered::new(&file, &mut self.buf),
-                )
+                .append_file(&tar_name, ext.len, &meta, &file)
                 .map_err(write_err)?;
             ext.check(&file).map_err(|source| LayerWriteError::Read {
                 path: ext.path.clone(),
@@ -534,13 +552,13 @@ impl<'a, W: Write> Walk<'a, W> {
             // Sockets cannot be carried in a tar; BuildKit skips them too.
             return Ok(None);
         };
-        if let TarEntryKind::File { .. } = kind {
+        if let TarEntryKind::File { size } = kind {
             let file = match opened {
                 Some(file) => file,
                 None => fs::File::open(abs).map_err(read_err)?,
             };
             self.writer
-                .append(&tar_name, &kind, &meta, Buffered::new(&file, &mut self.buf))
+                .append_file(&tar_name, size, &meta, &file)
                 .map_err(write_err)?;
         } else {
             self.writer
@@ -548,42 +566,6 @@ impl<'a, W: Write> Walk<'a, W> {
                 .map_err(write_err)?;
         }
         Ok(None)
-    }
-}
-
-/// A file read through a buffer the walk keeps for every file (`io::BufReader` over a
-/// borrowed buffer).
-struct Buffered<'a> {
-    file: &'a fs::File,
-    buf: &'a mut [u8],
-    pos: usize,
-    filled: usize,
-}
-
-impl<'a> Buffered<'a> {
-    fn new(file: &'a fs::File, buf: &'a mut [u8]) -> Self {
-        Buffered {
-            file,
-            buf,
-            pos: 0,
-            filled: 0,
-        }
-    }
-}
-
-impl Read for Buffered<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.filled {
-            if out.len() >= self.buf.len() {
-                return self.file.read(out);
-            }
-            self.filled = self.file.read(self.buf)?;
-            self.pos = 0;
-        }
-        let n = out.len().min(self.filled - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
