@@ -21,7 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::{AtFlags, CWD, FileType};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 /// The previous snapshot of a COPY step and which context files have not changed since.
 #[derive(Debug)]
@@ -30,12 +30,22 @@ pub struct PreviousCopy {
     unchanged: HashSet<String>,
     /// Inodes linked by this copy (device, inode).
     linked: Mutex<HashSet<(u64, u64)>>,
-    /// The snapshot's directories opened lately, by relative path: the files of one
-    /// directory come one after another.
-    dirs: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
+    /// Directories opened lately, by relative path: the snapshot's and the new layer's
+    /// (the files of one directory come one after another, and a link made from one fd to
+    /// the other walks no path).
+    dirs: Mutex<HashMap<PathBuf, Arc<DirPair>>>,
 }
 
-/// The most directory fds [`PreviousCopy`] keeps open.
+/// A directory of the previous snapshot and the same directory of the new layer.
+#[derive(Debug)]
+struct DirPair {
+    snapshot: OwnedFd,
+    /// The layer's directory and its path.
+    layer: OwnedFd,
+    layer_path: PathBuf,
+}
+
+/// The most directory pairs [`PreviousCopy`] keeps open.
 const OPEN_DIRS: usize = 64;
 
 /// What the copy would give a file: compared with the previous snapshot's file.
@@ -79,11 +89,14 @@ impl PreviousCopy {
     }
 
     fn try_link(&self, rel: &Path, want: &Wanted<'_>, dst: &Path) -> io::Result<bool> {
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        let (Some(parent), Some(name), Some(dst_dir), Some(dst_name)) =
+            (rel.parent(), rel.file_name(), dst.parent(), dst.file_name())
+        else {
             return Ok(false);
         };
-        let dir = self.dir(parent)?;
-        let st = rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let dirs = self.dirs(parent, dst_dir)?;
+        let dir = &dirs.snapshot;
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let src = want.source;
         let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
             && st.st_size as u64 == src.len()
@@ -92,7 +105,7 @@ impl PreviousCopy {
             && st.st_mode & 0o7777 == want.mode & 0o7777
             && st.st_mtime as i64 == src.mtime()
             && st.st_mtime_nsec as i64 == src.mtime_nsec();
-        if !same || !no_xattrs(want.source_path)? || !no_xattrs(&fd_path(&dir, name))? {
+        if !same || !no_xattrs(want.source_path)? || !no_xattrs(&fd_path(dir, name))? {
             return Ok(false);
         }
         let inode = (st.st_dev, st.st_ino);
@@ -104,24 +117,35 @@ impl PreviousCopy {
             return Ok(false);
         }
         drop(linked);
-        rustix::fs::linkat(&*dir, name, CWD, dst, AtFlags::empty())?;
+        rustix::fs::linkat(dir, name, &dirs.layer, dst_name, AtFlags::empty())?;
         Ok(true)
     }
 
-    /// The snapshot's directory `rel`, opened without following symlinks (kept open for
-    /// the next files of the same directory).
-    fn dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+    /// The snapshot's directory `rel`, opened without following symlinks, and the new
+    /// layer's directory `layer` (kiln's own, just made), kept open for the next files of
+    /// the same directory.
+    fn dirs(&self, rel: &Path, layer: &Path) -> io::Result<Arc<DirPair>> {
         let poisoned = || io::Error::other("poisoned");
-        if let Some(fd) = self.dirs.lock().map_err(|_| poisoned())?.get(rel) {
-            return Ok(Arc::clone(fd));
+        if let Some(pair) = self.dirs.lock().map_err(|_| poisoned())?.get(rel)
+            && pair.layer_path == layer
+        {
+            return Ok(Arc::clone(pair));
         }
-        let fd = Arc::new(crate::beneath::open_dir(&self.snapshot, rel)?);
+        let path_flags = OFlags::PATH
+            .union(OFlags::DIRECTORY)
+            .union(OFlags::NOFOLLOW)
+            .union(OFlags::CLOEXEC);
+        let pair = Arc::new(DirPair {
+            snapshot: crate::beneath::open_dir(&self.snapshot, rel)?,
+            layer: rustix::fs::open(layer, path_flags, Mode::empty())?,
+            layer_path: layer.to_path_buf(),
+        });
         let mut dirs = self.dirs.lock().map_err(|_| poisoned())?;
         if dirs.len() >= OPEN_DIRS {
             dirs.clear();
         }
-        dirs.insert(rel.to_path_buf(), Arc::clone(&fd));
-        Ok(fd)
+        dirs.insert(rel.to_path_buf(), Arc::clone(&pair));
+        Ok(pair)
     }
 }
 
