@@ -113,6 +113,21 @@ pub async fn build(
     progress: Progress,
 ) -> Result<BuiltImage, SolveError> {
     entitlements::check(&graph, &session.options.entitlements)?;
+    // The first RUN needs the snapshotter, whose probe mounts a test overlay through a
+    // sandbox helper (and starts the helper's zygote): begun now, it runs while the steps
+    // before that RUN (a FROM's pull, a COPY's layer) do, instead of after them.
+    let runs_here = session.options.remote_executor.is_none()
+        && graph
+            .stages
+            .iter()
+            .flat_map(|s| &s.steps)
+            .any(|step| matches!(step.op, kiln_parser::Op::Run(_)));
+    if runs_here {
+        let (session, progress) = (session.clone(), progress.clone());
+        tokio::spawn(async move {
+            session.snapshotter(&progress).await;
+        });
+    }
     // The image is the target stage's: a final stage for another platform (`FROM
     // --platform=$BUILDPLATFORM`) makes an image of that platform, as in BuildKit.
     let platform = match graph.stages.get(graph.target) {

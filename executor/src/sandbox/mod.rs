@@ -260,7 +260,10 @@ impl Snapshotter {
             },
             Err(e) => Err(format!("{}: {e}", dir.display())),
         };
-        let _ = std::fs::remove_dir_all(&dir);
+        // Nothing waits for the removal (directories are slow to remove on some disks):
+        // the runtime finishes it before kiln exits, and a kiln killed first leaves it in
+        // its scratch directory, which the next build reclaims.
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir));
         match result {
             Ok(()) => (Snapshotter::Overlay, None),
             Err(why) => (Snapshotter::Copy, Some(why)),
