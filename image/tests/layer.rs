@@ -477,3 +477,61 @@ fn overlay_redirect_or_metacopy_entries_are_refused() {
         )
     );
 }
+
+#[test]
+fn many_files_over_nested_directories_come_in_order_with_their_bytes() {
+    // More names per directory than the walk looks up ahead, and more files than it holds
+    // open ahead over the directories it is in: order and bytes must not notice.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let mut want = Vec::new();
+    let mut dir = root.to_path_buf();
+    let mut prefix = String::new();
+    for depth in 0..6 {
+        let sub = format!("d{depth}");
+        for i in 0..70 {
+            let name = format!("f{i:03}");
+            let body = format!("{prefix}{name} {}", "x".repeat(i * 37 + depth));
+            fs::write(dir.join(&name), &body).unwrap();
+            want.push((format!("{prefix}{name}"), body));
+        }
+        // A directory sorting between files, so the walk leaves files looked up ahead.
+        fs::create_dir(dir.join(&sub)).unwrap();
+        want.push((format!("{prefix}{sub}/"), String::new()));
+        dir = dir.join(&sub);
+        prefix = format!("{prefix}{sub}/");
+    }
+    want.sort_by(|a, b| {
+        // Depth first, each directory's names by bytes: compare path components.
+        let ca: Vec<&str> = a.0.trim_end_matches('/').split('/').collect();
+        let cb: Vec<&str> = b.0.trim_end_matches('/').split('/').collect();
+        ca.cmp(&cb)
+    });
+    for compression in [Compression::None, Compression::Gzip] {
+        let (blob, d) = layer_bytes(root, &opts(compression, None));
+        let mut plain = Vec::new();
+        match compression {
+            Compression::Gzip => {
+                flate2::read::GzDecoder::new(&blob[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            }
+            _ => plain = blob,
+        }
+        assert_eq!(
+            d.diff_id,
+            kiln_image::digest::sha256_digest(&plain),
+            "{compression:?}"
+        );
+        let mut got = Vec::new();
+        let mut a = tar::Archive::new(&plain[..]);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut body = String::new();
+            e.read_to_string(&mut body).unwrap();
+            got.push((name, body));
+        }
+        assert_eq!(got, want, "{compression:?}");
+    }
+}
