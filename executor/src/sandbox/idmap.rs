@@ -199,6 +199,13 @@ fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
         }
     }
     for p in lowers {
+        // Served either way, whatever the mounts (the store's layers share one parent: two
+        // statx calls a layer saved).
+        if p.parent()
+            .is_some_and(|parent| roots.iter().any(|r| parent.starts_with(r)))
+        {
+            continue;
+        }
         // The parent only when it is on the same mount: a clone does not take the mounts
         // below it, and a context directory can be a mount point of its own.
         let root = match p.parent() {
