@@ -40,6 +40,20 @@ pub fn start(name: impl Into<Cow<'static, str>>) -> Phase {
     Phase(origin().map(|_| (name.into(), Instant::now())))
 }
 
+/// Prints a phase timed elsewhere (by another process) as ending now.
+pub fn report(name: impl Into<Cow<'static, str>>, ms: f64) {
+    if let Some(origin) = origin() {
+        print(&name.into(), ms, origin);
+    }
+}
+
+fn print(name: &str, ms: f64, origin: Instant) {
+    eprintln!(
+        "kiln phase {name:<34} {ms:8.2} ms   (at {:8.2} ms)",
+        (Instant::now() - origin).as_secs_f64() * 1e3
+    );
+}
+
 impl Phase {
     /// Ends the phase here rather than at the end of its scope.
     pub fn end(self) {}
@@ -48,12 +62,7 @@ impl Phase {
 impl Drop for Phase {
     fn drop(&mut self) {
         if let (Some((name, started)), Some(origin)) = (self.0.take(), origin()) {
-            let now = Instant::now();
-            eprintln!(
-                "kiln phase {name:<34} {:8.2} ms   (at {:8.2} ms)",
-                (now - started).as_secs_f64() * 1e3,
-                (now - origin).as_secs_f64() * 1e3
-            );
+            print(&name, started.elapsed().as_secs_f64() * 1e3, origin);
         }
     }
 }

@@ -42,6 +42,7 @@ use super::protocol::{self, Event, HelperRun, Request};
 use super::rlimit;
 use super::rootfs;
 use super::step::{StepError, fail};
+use super::trace::SetupTrace;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// argv[2] of a helper that receives the process's stdin over the control socket
@@ -225,6 +226,7 @@ fn run_sandbox(
     stdin: Option<&PassedStdin>,
     shared: SharedNs<OwnedFd>,
 ) -> Result<i32, StepError> {
+    let mut trace = SetupTrace::new(run.trace);
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     // An insecure RUN holds CAP_NET_ADMIN: what it changes in a network namespace would
@@ -247,7 +249,9 @@ fn run_sandbox(
     if crate::userns::is_real_root() {
         rlimit::raise_hard_limits(&run.options.ulimits)?;
     }
+    trace.step("helper: secrets, cgroup, limits");
     let entered = idmap::enter(&mut run, shared.userns)?;
+    trace.step("helper: user namespace");
     if run.network_none {
         // The lent namespace when this user namespace may join it (it belongs to the
         // build's; not to the identity mapping's), else a fresh one.
@@ -276,11 +280,14 @@ fn run_sandbox(
         }
         let _ = protocol::send(out, &Event::Note(why.clone()));
     }
+    trace.step("helper: network namespace");
     unshare(flags, "namespaces")?;
+    trace.step("helper: unshare");
     entered.rebase(&mut run)?;
     mount::make_private()?;
     rootfs::mount_scratch(&run, entered.scratch_mounted())?;
     rootfs::add_stub_layer(&mut run)?;
+    trace.step("helper: scratch, stub layer");
     let run = &run;
     // PID 1 cannot see its parent across the PID namespace; this pipe's write end, held
     // only by the helper, tells it whether the helper is still alive.
@@ -289,7 +296,8 @@ fn run_sandbox(
     let pid = fork("pid1")?;
     if pid == 0 {
         drop(alive_w);
-        let code = pid1(run, out, alive_r, stdin, &secrets, cgroup_procs);
+        trace.step("fork pid1");
+        let code = pid1(run, out, alive_r, stdin, &secrets, cgroup_procs, trace);
         // SAFETY: _exit ends the forked child without running the parent's atexit state.
         unsafe { libc::_exit(code) };
     }

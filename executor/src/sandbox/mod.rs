@@ -10,7 +10,8 @@
 //! symlink-safe mount points from `mountpoint`, the mount calls of `mount` and the
 //! `/proc`, `/sys` and `/dev` of `kernel_fs`) in its PID 1 (`pid1`), and the RUN process
 //! sets its `--ulimit`s (`rlimit`), resolves USER (`user`), confines itself (`seccomp`)
-//! and execs the command (`exec`). `process` holds the fork, unshare and fd/signal resets
+//! and execs the command (`exec`); `trace` times the setup steps for `KILN_TRACE_PHASES`.
+//! `process` holds the fork, unshare and fd/signal resets
 //! of those single-threaded processes, `step` the error every setup step reports. On
 //! kiln's side, `parent` spawns the helper and relays its output and events; `spec` holds
 //! what a RUN is asked and gives back ([`RunSpec`], [`RunOutcome`], [`SandboxError`]),
@@ -41,6 +42,7 @@ mod seccomp;
 mod spec;
 mod step;
 mod terminal;
+mod trace;
 pub mod user;
 mod zygote;
 
@@ -173,6 +175,7 @@ pub async fn run_with_io(
         cgroup_procs: cgroup.as_ref().map(|c| c.procs()),
         insecure: spec.insecure,
         options: spec.options.clone(),
+        trace: kiln_base::phase::enabled(),
     }));
     let pty = match io {
         ProcessIo::Terminal { .. } => Some(
@@ -210,7 +213,7 @@ pub async fn run_with_io(
     for ev in events {
         match ev {
             Event::Stubs(s) => stubs = s,
-            Event::Done | Event::Note(_) => {}
+            Event::Done | Event::Note(_) | Event::Setup(_) => {}
             Event::Exited { code, signal } => {
                 outcome = Some(RunOutcome {
                     exit_code: code,

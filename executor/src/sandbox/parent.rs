@@ -375,6 +375,11 @@ pub(super) async fn finish_helper(
             Msg::OutputClosed => closed += 1,
             Msg::Event(Event::Done) => done = true,
             Msg::Event(Event::Note(why)) => identity_mapping_note(&why),
+            Msg::Event(Event::Setup(steps)) => {
+                for (name, ms) in steps {
+                    kiln_base::phase::report(format!("run: setup: {name}"), ms);
+                }
+            }
             Msg::Event(e) => {
                 // The helper reports its stubs once the view is mounted and pivoted, and
                 // the exit once the RUN is gone.

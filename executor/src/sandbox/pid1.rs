@@ -14,6 +14,7 @@ use super::process::{errno, fork};
 use super::protocol::{self, Event, HelperRun};
 use super::rootfs;
 use super::step::{StepError, fail};
+use super::trace::SetupTrace;
 
 /// The sandbox's PID 1: set up the filesystem, start the process, reap until it exits.
 pub(super) fn pid1(
@@ -23,6 +24,7 @@ pub(super) fn pid1(
     stdin: Option<&PassedStdin>,
     secrets: &rootfs::Secrets,
     cgroup_procs: Option<std::fs::File>,
+    mut trace: SetupTrace,
 ) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
@@ -56,9 +58,11 @@ pub(super) fn pid1(
     let send = |out: &mut UnixStream, ev: &Event| {
         let _ = protocol::send(out, ev);
     };
-    let setup = || -> Result<Vec<protocol::Stub>, StepError> {
+    trace.step("pid1: start");
+    let mut setup = || -> Result<Vec<protocol::Stub>, StepError> {
         let root = rootfs::mount_rootfs(&run.rootfs)?;
-        let stubs = rootfs::populate(&root, run, secrets)?;
+        trace.step("pid1: rootfs");
+        let stubs = rootfs::populate(&root, run, secrets, &mut trace)?;
         if !run.hostname.is_empty() {
             rustix::system::sethostname(run.hostname.as_bytes())
                 .map_err(fail("hostname", &run.hostname))?;
@@ -66,11 +70,19 @@ pub(super) fn pid1(
         if run.network_none {
             loopback_up()?;
         }
+        trace.step("pid1: hostname, lo");
         rootfs::pivot(&root)?;
+        trace.step("pid1: pivot_root, detach old root");
         Ok(stubs)
     };
     match setup() {
-        Ok(stubs) => send(out, &Event::Stubs(stubs)),
+        Ok(stubs) => {
+            let steps = trace.take();
+            if !steps.is_empty() {
+                send(out, &Event::Setup(steps));
+            }
+            send(out, &Event::Stubs(stubs))
+        }
         Err(e) => {
             send(out, &Event::from(e));
             return 1;

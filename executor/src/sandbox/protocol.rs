@@ -55,6 +55,9 @@ pub(crate) struct HelperRun {
     /// `RunSpec::options`.
     #[serde(default)]
     pub options: RunOptions,
+    /// Time the setup steps and send them ([`Event::Setup`]): `KILN_TRACE_PHASES`.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 impl HelperRun {
@@ -75,6 +78,7 @@ impl HelperRun {
             cgroup_procs: None,
             insecure: false,
             options: RunOptions::default(),
+            trace: false,
         }
     }
 }
@@ -99,6 +103,8 @@ pub(crate) enum RootfsPlan {
 pub(crate) enum Event {
     /// Mount points created in the rootfs, to remove after the run.
     Stubs(Vec<Stub>),
+    /// How long each setup step took, in milliseconds, when [`HelperRun::trace`] asked.
+    Setup(Vec<(String, f64)>),
     /// The process ran and exited.
     Exited { code: i32, signal: Option<i32> },
     /// Sandbox setup failed before the process could run.

@@ -26,6 +26,7 @@ use super::mountpoint::{Root, Want};
 use super::protocol::{HelperRun, RootfsPlan, Stub};
 use super::spec::{MountKind, MountSpec};
 use super::step::{StepError, fail, fail_io, fd_path};
+use super::trace::SetupTrace;
 
 /// A private tmpfs over the RUN's scratch directory (hosts, resolv.conf, the rootfs mount
 /// point, secrets, stage mounts): nothing of it reaches the disk, all of it vanishes with
@@ -154,6 +155,7 @@ pub(crate) fn populate(
     root_path: &Path,
     run: &HelperRun,
     secrets: &Secrets,
+    trace: &mut SetupTrace,
 ) -> Result<Vec<Stub>, StepError> {
     let mut root = Root::open(root_path)?;
     let nse = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
@@ -170,6 +172,7 @@ pub(crate) fn populate(
     if !run.insecure {
         mask(&root.reopen("/proc")?, PROC_READONLY, PROC_MASKED, "proc")?;
     }
+    trace.step("pid1: /proc");
 
     let sys_fd = root.ensure("/sys", Want::Dir)?;
     let sys_target = fd_path(&sys_fd);
@@ -188,6 +191,7 @@ pub(crate) fn populate(
     if !run.insecure {
         mask(&root.reopen("/sys")?, &[], SYS_MASKED, "sys")?;
     }
+    trace.step("pid1: /sys");
 
     let dev_fd = root.ensure("/dev", Want::Dir)?;
     mount(
@@ -199,6 +203,7 @@ pub(crate) fn populate(
         "dev",
     )?;
     populate_dev(&root, run.options.shm_size)?;
+    trace.step("pid1: /dev");
 
     let hosts = run.scratch.join("hosts");
     let mut hosts_text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -232,6 +237,7 @@ pub(crate) fn populate(
         )?;
     }
 
+    trace.step("pid1: /etc/hosts, /etc/resolv.conf");
     let mut mounts: Vec<&MountSpec> = run.mounts.iter().collect();
     // Parents before children, so a mount inside another mount lands on top of it.
     mounts.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
@@ -248,6 +254,7 @@ pub(crate) fn populate(
             "files",
         )?;
     }
+    trace.step("pid1: RUN mounts, files");
     Ok(root.stubs)
 }
 
