@@ -278,6 +278,19 @@ impl LayeredFs {
         Ok(None)
     }
 
+    /// What layer `layer` alone says of `path` (parents known to be real directories, as
+    /// for [`LayeredFs::lookup`]): `Some(true)` when it holds the path, `Some(false)` when it
+    /// hides it from the layers below (a whiteout, an opaque or non-directory parent),
+    /// `None` when the layers below decide. A lookup is the first layer from the top that
+    /// decides.
+    pub fn decides(&self, layer: usize, path: &str) -> Result<Option<bool>, LayeredError> {
+        Ok(match self.probe(layer, &components(path))? {
+            Probe::Found(_) => Some(true),
+            Probe::Hidden | Probe::Missing { opaque: true } => Some(false),
+            Probe::Missing { opaque: false } => None,
+        })
+    }
+
     /// `lstat` of a view path: parents are resolved through symlinks (inside the view), the
     /// last component is not followed. `None` when nothing is visible there.
     pub fn metadata(&self, path: &str) -> Result<Option<Entry>, LayeredError> {
