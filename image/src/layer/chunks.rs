@@ -97,6 +97,9 @@ pub struct ChunkEntry {
     pub(crate) len: u64,
     /// Uncompressed (tar) bytes up to the end of this chunk.
     pub(crate) tar_end: u64,
+    /// The CRC-32 of the chunk's input (a function of its key, like its bytes): a chunk
+    /// copied from the blob need not be run through the CRC again for the gzip trailer.
+    pub(crate) crc: u32,
     /// The tar's SHA-256 state after this chunk.
     pub(crate) tar_state: Midstate,
     /// The blob's SHA-256 state after this chunk (the gzip header included).
@@ -152,10 +155,10 @@ pub struct ChunkTable {
     pub(crate) chunks: Vec<ChunkEntry>,
 }
 
-/// Bytes of one serialized entry: key, offset, length, tar end, the two states.
-const ENTRY_BYTES: usize = 32 + 8 + 8 + 8 + 2 * MIDSTATE_BYTES;
+/// Bytes of one serialized entry: key, offset, length, tar end, CRC, the two states.
+const ENTRY_BYTES: usize = 32 + 8 + 8 + 8 + 4 + 2 * MIDSTATE_BYTES;
 /// Serialized tables start with this (and the format version).
-const MAGIC: &[u8; 12] = b"kiln-chunks3";
+const MAGIC: &[u8; 12] = b"kiln-chunks4";
 /// The most chunks a table read back may hold: a 64 GiB layer at the smallest chunk size.
 const MAX_CHUNKS: usize = 1 << 18;
 
@@ -181,6 +184,7 @@ impl ChunkTable {
             out.extend_from_slice(&c.offset.to_le_bytes());
             out.extend_from_slice(&c.len.to_le_bytes());
             out.extend_from_slice(&c.tar_end.to_le_bytes());
+            out.extend_from_slice(&c.crc.to_le_bytes());
             out.extend_from_slice(&c.tar_state.0);
             out.extend_from_slice(&c.blob_state.0);
         }
@@ -211,12 +215,14 @@ impl ChunkTable {
                 let (offset, rest) = rest.split_first_chunk::<8>()?;
                 let (len, rest) = rest.split_first_chunk::<8>()?;
                 let (tar_end, rest) = rest.split_first_chunk::<8>()?;
+                let (crc, rest) = rest.split_first_chunk::<4>()?;
                 let (tar_state, blob_state) = rest.split_first_chunk::<MIDSTATE_BYTES>()?;
                 Some(ChunkEntry {
                     key: *key,
                     offset: u64::from_le_bytes(*offset),
                     len: u64::from_le_bytes(*len),
                     tar_end: u64::from_le_bytes(*tar_end),
+                    crc: u32::from_le_bytes(*crc),
                     tar_state: Midstate(*tar_state),
                     blob_state: Midstate(blob_state.try_into().ok()?),
                 })
@@ -229,7 +235,8 @@ impl ChunkTable {
 /// The chunks of an earlier blob a new one may copy: its table, and the blob to copy from.
 #[derive(Debug)]
 pub struct ChunkReuse {
-    by_key: HashMap<ChunkKey, (u64, u64)>,
+    /// Offset, length and input CRC of each chunk, by key.
+    by_key: HashMap<ChunkKey, (u64, u64, u32)>,
     /// The table in stream order, for the hash states at a chunk's end.
     chunks: Vec<ChunkEntry>,
     blob: File,
@@ -257,7 +264,7 @@ impl ChunkReuse {
                         .checked_add(c.len)
                         .is_some_and(|end| end <= blob_size)
             })
-            .map(|c| (c.key, (c.offset, c.len)))
+            .map(|c| (c.key, (c.offset, c.len, c.crc)))
             .collect();
         Ok(ChunkReuse {
             by_key,
@@ -285,13 +292,14 @@ impl ChunkReuse {
         ))
     }
 
-    /// The compressed bytes of the chunk `key`, when the old blob has it and can be read.
-    pub(crate) fn get(&self, key: &ChunkKey) -> Option<Vec<u8>> {
+    /// The compressed bytes of the chunk `key` and the CRC-32 of its input, when the old
+    /// blob has it and can be read.
+    pub(crate) fn get(&self, key: &ChunkKey) -> Option<(Vec<u8>, u32)> {
         // Every entry lies inside the blob: `new` kept no other.
-        let &(offset, len) = self.by_key.get(key)?;
+        let &(offset, len, crc) = self.by_key.get(key)?;
         let mut buf = vec![0; usize::try_from(len).ok()?];
         self.blob.read_exact_at(&mut buf, offset).ok()?;
-        Some(buf)
+        Some((buf, crc))
     }
 }
 
@@ -305,6 +313,7 @@ mod tests {
             offset: 0,
             len: 0,
             tar_end: 0,
+            crc: 0,
             tar_state: Midstate::of(&Sha256::new()),
             blob_state: Midstate::of(&Sha256::new()),
         }
@@ -324,6 +333,7 @@ mod tests {
                     key: [9; 32],
                     offset: 109,
                     len: 5,
+                    crc: 0xdead_beef,
                     ..entry()
                 },
             ],
@@ -423,7 +433,10 @@ mod tests {
             ],
         };
         let reuse = ChunkReuse::new(&table, File::open(&path).unwrap()).unwrap();
-        assert_eq!(reuse.get(&[1; 32]).as_deref(), Some(&b"234"[..]));
+        assert_eq!(
+            reuse.get(&[1; 32]).map(|(bytes, _)| bytes).as_deref(),
+            Some(&b"234"[..])
+        );
         assert_eq!(reuse.get(&[2; 32]), None);
         assert_eq!(reuse.get(&[3; 32]), None);
         assert_eq!(reuse.get(&[4; 32]), None);

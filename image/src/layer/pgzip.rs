@@ -22,7 +22,7 @@ use super::chunks::{
     ChunkEntry, ChunkKey, ChunkReuse, ChunkTable, CutRule, Midstate, StreamPoint, chunk_key,
 };
 use super::hasher::{FillFrom, StreamHasher, read_onto};
-use flate2::{Compress, Compression as Level, Crc, FlushCompress, Status};
+use flate2::{Compress, Compression as Level, FlushCompress, Status};
 use kiln_base::digest::Digest;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -50,8 +50,9 @@ struct Job {
 struct Compressed {
     key: ChunkKey,
     bytes: Vec<u8>,
-    /// The CRC-32 of the chunk's input, joined to the stream's in order.
-    crc: Crc,
+    /// The CRC-32 of the chunk's input, joined to the stream's in order (a copied
+    /// chunk's from the old table).
+    crc: u32,
     reused: bool,
     /// The chunk's input buffer, handed back to be filled again: fresh megabyte-sized
     /// buffers cost a page fault (and the kernel's zeroing) per page.
@@ -63,7 +64,8 @@ pub(crate) struct ParallelGzip<W: Write> {
     out: W,
     chunk: Vec<u8>,
     prev_tail: Vec<u8>,
-    crc: Crc,
+    /// The CRC-32 of the input so far.
+    crc: u32,
     jobs: Option<Sender<Job>>,
     pending: VecDeque<Receiver<io::Result<Compressed>>>,
     max_pending: usize,
@@ -136,7 +138,7 @@ impl<W: Write> ParallelGzip<W> {
             out,
             chunk: Vec::new(),
             prev_tail: Vec::new(),
-            crc: Crc::new(),
+            crc: 0,
             jobs: Some(tx),
             pending: VecDeque::new(),
             max_pending: workers * 2,
@@ -223,13 +225,15 @@ impl<W: Write> ParallelGzip<W> {
             // The states after this chunk are filled in when the hashing threads are done.
             self.tar_hash.mark()?;
             self.blob_hash.mark()?;
-            self.crc.combine(&chunk.crc);
+            let input_len = tar_end - self.tar_len;
+            self.crc = zlib_rs::crc32::crc32_combine(self.crc, chunk.crc, input_len);
             self.tar_len = tar_end;
             self.table.chunks.push(ChunkEntry {
                 key: chunk.key,
                 offset: self.written,
                 len,
                 tar_end: self.tar_len,
+                crc: chunk.crc,
                 tar_state: Midstate::EMPTY,
                 blob_state: Midstate::EMPTY,
             });
@@ -268,8 +272,9 @@ impl<W: Write> ParallelGzip<W> {
             let _ = w.join();
         }
         let mut trailer = [0; 8];
-        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
-        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+        // ISIZE: the input's length modulo 2^32.
+        trailer[..4].copy_from_slice(&self.crc.to_le_bytes());
+        trailer[4..].copy_from_slice(&(self.tar_len as u32).to_le_bytes());
         self.out.write_all(&trailer)?;
         self.blob_hash.hash(trailer.to_vec(), false)?;
         let (tar_hash, tar_states) = self.tar_hash.finish()?;
@@ -347,9 +352,7 @@ impl<W: Write> FillFrom for ParallelGzip<W> {
 /// deflated.
 fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Result<Compressed> {
     let key = chunk_key(level, &job.dict, &job.data, job.last);
-    let mut crc = Crc::new();
-    crc.update(&job.data);
-    if let Some(bytes) = reuse.and_then(|r| r.get(&key)) {
+    if let Some((bytes, crc)) = reuse.and_then(|r| r.get(&key)) {
         return Ok(Compressed {
             key,
             bytes,
@@ -358,6 +361,7 @@ fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Resu
             input: Vec::new(),
         });
     }
+    let crc = zlib_rs::crc32::crc32(0, &job.data);
     let bytes = deflate_chunk(&job.data, &job.dict, level, job.last)?;
     Ok(Compressed {
         key,
