@@ -217,9 +217,11 @@ impl Committer<'_> {
         let media_type = self.format.compression.media_type();
         let (diff_id, known) = if predicted {
             let plain = self.layer_options(Compression::None);
+            let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
             let diff_id =
                 kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)?
                     .diff_id;
+            phase.end();
             let known = self.store.find_layer_blob(&diff_id, media_type)?;
             (Some(diff_id), known)
         } else {
