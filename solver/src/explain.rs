@@ -10,6 +10,7 @@ use kiln_store::{SideRecordKind, SideRecords, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, mpsc};
 
 /// Everything a step's key was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,13 +29,104 @@ pub struct KeyInputs {
 #[derive(Debug, Clone)]
 pub struct ExplainLog {
     records: SideRecords,
+    writer: Arc<Writer>,
+}
+
+/// Records to write, in order (a place's inputs, then its key).
+type Batch = (SideRecords, Vec<(String, Vec<u8>)>);
+
+/// A thread that writes what [`ExplainLog::save`] hands it, in order, started on first
+/// use: the two atomic writes a step's save makes (a file created and renamed each) cost a
+/// small RUN step a few percent of its time on the store's disk, and nothing in the step
+/// reads them. [`ExplainLog::flush`] (and the last clone's drop) waits for them, and so
+/// does a read of a record not written yet.
+#[derive(Debug, Default)]
+struct Writer {
+    thread: Mutex<Option<(mpsc::Sender<Batch>, std::thread::JoinHandle<()>)>>,
+    /// Names handed to the thread and not written yet (a count for each).
+    pending: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Writer {
+    fn write(batch: Batch, pending: &Mutex<BTreeMap<String, usize>>) {
+        let (records, writes) = batch;
+        let mut failed = false;
+        for (dest, content) in writes {
+            // After a failure the rest is not written (the key last: it says the inputs
+            // beside it are whole), but no longer pending either.
+            failed = failed || records.write(&dest, &content).is_err();
+            if let Ok(mut pending) = pending.lock()
+                && let Some(n) = pending.get_mut(&dest)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&dest);
+                }
+            }
+        }
+    }
+
+    fn send(&self, batch: Batch) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for (dest, _) in &batch.1 {
+                *pending.entry(dest.clone()).or_default() += 1;
+            }
+        }
+        let Ok(mut slot) = self.thread.lock() else {
+            return Writer::write(batch, &self.pending);
+        };
+        if slot.is_none() {
+            let (tx, rx) = mpsc::channel::<Batch>();
+            let pending = self.pending.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kiln-explain-writer".into())
+                .spawn(move || rx.into_iter().for_each(|b| Writer::write(b, &pending)));
+            match spawned {
+                Ok(handle) => *slot = Some((tx, handle)),
+                Err(_) => return Writer::write(batch, &self.pending),
+            }
+        }
+        if let Some((tx, _)) = slot.as_ref()
+            && let Err(mpsc::SendError(batch)) = tx.send(batch)
+        {
+            Writer::write(batch, &self.pending);
+        }
+    }
+
+    /// Before reading record `name`: waits for the thread when it has not written it yet.
+    fn settle(&self, name: &str) {
+        let waiting = self.pending.lock().is_ok_and(|p| p.contains_key(name));
+        if waiting {
+            self.flush();
+        }
+    }
+
+    fn flush(&self) {
+        let taken = self.thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some((tx, handle)) = taken {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl ExplainLog {
     pub fn new(store: &Store) -> ExplainLog {
         ExplainLog {
             records: store.side_records(SideRecordKind::Explain),
+            writer: Arc::default(),
         }
+    }
+
+    /// Waits until every record saved so far is written.
+    pub fn flush(&self) {
+        self.writer.flush();
     }
 
     /// The record names of `place`: its inputs, and the key they were computed for.
@@ -46,22 +138,28 @@ impl ExplainLog {
 
     /// The inputs saved by the previous build of `place`, if any.
     pub fn previous(&self, place: &str) -> Option<KeyInputs> {
-        let bytes = self.records.read(&Self::names(place).0)?;
+        let name = Self::names(place).0;
+        self.writer.settle(&name);
+        let bytes = self.records.read(&name)?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// The key the previous build of `place` computed, if any.
     pub fn previous_key(&self, place: &str) -> Option<String> {
-        let bytes = self.records.read(&Self::names(place).1)?;
+        let name = Self::names(place).1;
+        self.writer.settle(&name);
+        let bytes = self.records.read(&name)?;
         String::from_utf8(bytes).ok()
     }
 
     /// Saves the inputs of `key` for `place`, unless the saved ones already have the same
     /// key (a cache hit then writes nothing: the inputs of a big context can be megabytes,
     /// so `inputs` makes them only when they are written).
-    /// Best effort: explanations never fail a build.
+    /// Best effort: explanations never fail a build. Written by a thread of its own
+    /// ([`ExplainLog::flush`] waits for it).
     pub fn save(&self, place: &str, key: &str, inputs: impl FnOnce() -> KeyInputs) {
         let (name, key_name) = Self::names(place);
+        self.writer.settle(&key_name);
         if self
             .records
             .read(&key_name)
@@ -73,11 +171,10 @@ impl ExplainLog {
             return;
         };
         // The key last: it says the inputs beside it are whole.
-        for (dest, content) in [(&name, bytes), (&key_name, key.as_bytes().to_vec())] {
-            if self.records.write(dest, &content).is_err() {
-                return;
-            }
-        }
+        self.writer.send((
+            self.records.clone(),
+            vec![(name, bytes), (key_name, key.as_bytes().to_vec())],
+        ));
     }
 }
 

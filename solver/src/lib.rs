@@ -137,8 +137,10 @@ pub async fn build(
     let phase = kiln_base::phase::start("solve (keys, cache lookups)");
     let result = engine::solve(session.clone(), Arc::new(graph), progress.clone()).await;
     phase.end();
-    // The build's cache records, failed build or not, reach the disk in one call.
+    // The build's cache records, failed build or not, reach the disk in one call; the
+    // explanations written in the background first.
     let phase = kiln_base::phase::start("sync cache records");
+    session.explain.flush();
     session.store.sync_records();
     phase.end();
     let phase = kiln_base::phase::start("save stat cache");
