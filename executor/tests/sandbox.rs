@@ -255,9 +255,9 @@ fn concurrent_runs_see_only_their_own_processes_files_and_descriptors() {
     let mut sb = Sandbox::new();
     let script = |me: &str, other: &str, code: u8| {
         format!(
-            "echo {me} > /mine; sleep 1 & sleep 0.3; \
+            "echo {me} > /mine; sleep 60 & sleep 0.3; \
              ls /proc | grep -c '^[0-9]'; ls /proc/self/fd; test -e /{other} && echo sees-{other}; \
-             cat /mine; echo to-stderr-{me} >&2; exit {code}"
+             cat /mine; echo to-stderr-{me} >&2; kill $!; exit {code}"
         )
     };
     let specs = [sb.spec(&script("a", "b", 3)), sb.spec(&script("b", "a", 4))];
@@ -277,7 +277,8 @@ fn concurrent_runs_see_only_their_own_processes_files_and_descriptors() {
                 .map(|l| String::from_utf8_lossy(&l.line).into_owned() + "\n")
                 .collect::<String>()
         };
-        // PID 1, the shell, the background sleep, ls and grep: nobody else's.
+        // PID 1, the shell, the background sleep (alive until killed, however slow the
+        // machine), ls and grep: nobody else's.
         assert_eq!(
             text(sandbox::OutputStream::Stdout),
             format!("5\n0\n1\n2\n3\n{me}\n"),
