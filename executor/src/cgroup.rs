@@ -424,13 +424,20 @@ fn join_v1_build_cgroup() -> Result<(), String> {
     std::fs::write(dir.join("tasks"), "0").map_err(|e| failed("join", e))
 }
 
+/// How long [`sweep_dead`] waits, in all, for the last processes of gone kilns' cgroups
+/// to leave them.
+const SWEEP_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Removes the RUN cgroups of kiln processes that are gone (killed before they could
-/// remove their own). A cgroup that still holds processes refuses rmdir, so a reused PID
-/// costs nothing but a leftover empty directory.
+/// remove their own) and their build cgroups. A cgroup that still holds processes refuses
+/// rmdir (EBUSY): a gone kiln's sandbox helper zygote dies with it but not at the same
+/// instant, so that is retried for up to [`SWEEP_WAIT`] in all; what is still busy then
+/// (a reused PID, a process that will not die) is left, an empty directory at worst.
 fn sweep_dead(parent: &Path) {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return;
     };
+    let deadline = std::time::Instant::now() + SWEEP_WAIT;
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(pid) = name
@@ -444,8 +451,14 @@ fn sweep_dead(parent: &Path) {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir(e.path());
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        while let Err(err) = std::fs::remove_dir(e.path())
+            && err.raw_os_error() == Some(libc::EBUSY)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }
