@@ -115,8 +115,12 @@ pub async fn build(
     entitlements::check(&graph, &session.options.entitlements)?;
     // The first RUN needs the snapshotter, whose probe mounts a test overlay through a
     // sandbox helper (and starts the helper's zygote): begun now, it runs while the steps
-    // before that RUN (a FROM's pull, a COPY's layer) do, instead of after them.
-    let runs_here = session.options.remote_executor.is_none()
+    // before that RUN (a FROM's pull, a COPY's layer) do, instead of after them. Only
+    // under --no-cache, where every RUN runs: in a build that may well be all cached (a
+    // no-op rebuild) the probe's processes and mounts would compete with the context walk
+    // for the cores and could be for nothing; there the first RUN that runs starts it.
+    let runs_here = session.options.no_cache
+        && session.options.remote_executor.is_none()
         && graph
             .stages
             .iter()
