@@ -29,25 +29,52 @@ enum Job {
     Mark,
 }
 
-/// A SHA-256 of a stream hashed on a thread of its own (see the module doc).
+/// A SHA-256 of a stream hashed on a thread of its own (see the module doc). The first
+/// [`INLINE`] bytes are hashed on the caller's thread, and the thread starts only when the
+/// stream goes past them: most layers (a small RUN's) are a few KiB, which hash in less
+/// time than starting a thread takes.
 pub(crate) struct StreamHasher {
+    queue: usize,
+    /// Until the thread starts: the hash so far and how many bytes it covers.
+    inline: Option<(Sha256, usize)>,
+    /// States asked for before the thread started (they precede the thread's).
+    early_marks: Vec<Midstate>,
+    /// Buffers hashed before the thread started, to hand back.
+    spares: Vec<Vec<u8>>,
     jobs: Option<SyncSender<Job>>,
-    marks: Receiver<Midstate>,
-    buffers: Receiver<Vec<u8>>,
+    marks: Option<Receiver<Midstate>>,
+    buffers: Option<Receiver<Vec<u8>>>,
     thread: Option<JoinHandle<Sha256>>,
 }
 
+/// Bytes a [`StreamHasher`] hashes on the caller's thread before it starts its own.
+const INLINE: usize = 256 * 1024;
+
 impl StreamHasher {
-    /// Starts the thread; at most `queue` jobs wait for it (then the caller waits: the
-    /// memory of buffers in flight stays bounded).
-    pub(crate) fn new(queue: usize) -> io::Result<StreamHasher> {
-        let (jobs, rx) = sync_channel::<Job>(queue.max(1));
+    /// A hasher whose thread, once started, has at most `queue` jobs waiting (then the
+    /// caller waits: the memory of buffers in flight stays bounded).
+    pub(crate) fn new(queue: usize) -> StreamHasher {
+        StreamHasher {
+            queue: queue.max(1),
+            inline: Some((Sha256::new(), 0)),
+            early_marks: Vec::new(),
+            spares: Vec::new(),
+            jobs: None,
+            marks: None,
+            buffers: None,
+            thread: None,
+        }
+    }
+
+    /// Starts the thread, going on from `hash`.
+    fn start(&mut self, hash: Sha256) -> io::Result<()> {
+        let (jobs, rx) = sync_channel::<Job>(self.queue);
         let (mark_tx, marks) = channel();
         let (buf_tx, buffers) = channel();
         let thread = std::thread::Builder::new()
             .name("kiln-sha256".into())
             .spawn(move || {
-                let mut hash = Sha256::new();
+                let mut hash = hash;
                 for job in rx {
                     match job {
                         Job::Bytes {
@@ -68,15 +95,48 @@ impl StreamHasher {
                 }
                 hash
             })?;
-        Ok(StreamHasher {
-            jobs: Some(jobs),
-            marks,
-            buffers,
-            thread: Some(thread),
-        })
+        self.jobs = Some(jobs);
+        self.marks = Some(marks);
+        self.buffers = Some(buffers);
+        self.thread = Some(thread);
+        Ok(())
     }
 
-    fn send(&self, job: Job) -> io::Result<()> {
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        if let Some((hash, hashed)) = &mut self.inline {
+            match job {
+                Job::Bytes {
+                    mut data,
+                    give_back,
+                } if *hashed + data.len() <= INLINE => {
+                    hash.update(&data);
+                    *hashed += data.len();
+                    if give_back {
+                        data.clear();
+                        self.spares.push(data);
+                    }
+                    return Ok(());
+                }
+                Job::Resume(state) => {
+                    *hash = *state;
+                    return Ok(());
+                }
+                Job::Mark => {
+                    self.early_marks.push(Midstate::of(hash));
+                    return Ok(());
+                }
+                // Past INLINE: the thread goes on from the hash so far, these bytes first.
+                Job::Bytes { .. } => {
+                    let (hash, _) = self.inline.take().unwrap_or_default();
+                    self.start(hash)?;
+                    return self.send_to_thread(job);
+                }
+            }
+        }
+        self.send_to_thread(job)
+    }
+
+    fn send_to_thread(&self, job: Job) -> io::Result<()> {
         self.jobs
             .as_ref()
             .ok_or_else(|| io::Error::other("the hash is finished"))?
@@ -85,7 +145,7 @@ impl StreamHasher {
     }
 
     /// Hashes `data` next; [`StreamHasher::spare`] hands it back when `give_back`.
-    pub(crate) fn hash(&self, data: Vec<u8>, give_back: bool) -> io::Result<()> {
+    pub(crate) fn hash(&mut self, data: Vec<u8>, give_back: bool) -> io::Result<()> {
         if data.is_empty() && !give_back {
             return Ok(());
         }
@@ -93,23 +153,30 @@ impl StreamHasher {
     }
 
     /// Goes on from `state` (what the stream so far hashes to, known otherwise).
-    pub(crate) fn resume(&self, state: Sha256) -> io::Result<()> {
+    pub(crate) fn resume(&mut self, state: Sha256) -> io::Result<()> {
         self.send(Job::Resume(Box::new(state)))
     }
 
     /// Asks for the state at this point of the stream ([`StreamHasher::marks`], in order).
-    pub(crate) fn mark(&self) -> io::Result<()> {
+    pub(crate) fn mark(&mut self) -> io::Result<()> {
         self.send(Job::Mark)
     }
 
     /// A buffer hashed and handed back, emptied, if one is there.
-    pub(crate) fn spare(&self) -> Option<Vec<u8>> {
-        self.buffers.try_recv().ok()
+    pub(crate) fn spare(&mut self) -> Option<Vec<u8>> {
+        if let Some(spare) = self.spares.pop() {
+            return Some(spare);
+        }
+        self.buffers.as_ref()?.try_recv().ok()
     }
 
-    /// Waits for the thread to hash everything; returns the hash and the states asked
-    /// for with [`StreamHasher::mark`], in order.
+    /// Waits for the thread (if it started) to hash everything; returns the hash and the
+    /// states asked for with [`StreamHasher::mark`], in order.
     pub(crate) fn finish(mut self) -> io::Result<(Sha256, Vec<Midstate>)> {
+        let mut marks = std::mem::take(&mut self.early_marks);
+        if let Some((hash, _)) = self.inline.take() {
+            return Ok((hash, marks));
+        }
         self.jobs = None;
         let hash = self
             .thread
@@ -117,7 +184,10 @@ impl StreamHasher {
             .ok_or_else(|| io::Error::other("the hash is finished"))?
             .join()
             .map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        Ok((hash, self.marks.try_iter().collect()))
+        if let Some(rx) = &self.marks {
+            marks.extend(rx.try_iter());
+        }
+        Ok((hash, marks))
     }
 }
 
@@ -187,7 +257,7 @@ impl<W: FillFrom> TarSink<W> {
     pub(crate) fn new(inner: W, hash: bool) -> io::Result<TarSink<W>> {
         Ok(TarSink {
             inner,
-            hasher: hash.then(|| StreamHasher::new(QUEUE)).transpose()?,
+            hasher: hash.then(|| StreamHasher::new(QUEUE)),
             batch: Vec::new(),
             count: 0,
         })
@@ -199,14 +269,14 @@ impl<W: FillFrom> TarSink<W> {
     }
 
     /// An empty batch buffer with room for [`BATCH`] bytes (a recycled one if there is).
-    fn fresh_batch(hasher: &StreamHasher) -> Vec<u8> {
+    fn fresh_batch(hasher: &mut StreamHasher) -> Vec<u8> {
         hasher
             .spare()
             .unwrap_or_else(|| Vec::with_capacity(BATCH + 64 * 1024))
     }
 
     fn hand_over(&mut self) -> io::Result<()> {
-        if let Some(hasher) = &self.hasher {
+        if let Some(hasher) = &mut self.hasher {
             let next = Self::fresh_batch(hasher);
             let full = std::mem::replace(&mut self.batch, next);
             hasher.hash(full, true)?;
@@ -218,7 +288,7 @@ impl<W: FillFrom> TarSink<W> {
     /// length.
     pub(crate) fn finish(mut self) -> io::Result<(W, String, u64)> {
         let digest = match self.hasher.take() {
-            Some(hasher) => {
+            Some(mut hasher) => {
                 hasher.hash(std::mem::take(&mut self.batch), false)?;
                 let (hash, _) = hasher.finish()?;
                 kiln_base::digest::Digest::from_hasher(hash).into_string()
@@ -257,7 +327,7 @@ impl<W: FillFrom> FillFrom for TarSink<W> {
         let mut done = 0;
         while done < len {
             if self.batch.capacity() == 0
-                && let Some(hasher) = &self.hasher
+                && let Some(hasher) = &mut self.hasher
             {
                 self.batch = Self::fresh_batch(hasher);
             }
@@ -286,7 +356,7 @@ mod tests {
     #[test]
     fn the_thread_hashes_in_order_resumes_and_marks() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let h = StreamHasher::new(2).unwrap();
+        let mut h = StreamHasher::new(2);
         for piece in data.chunks(700_001) {
             h.hash(piece.to_vec(), true).unwrap();
             h.mark().unwrap();
@@ -298,11 +368,44 @@ mod tests {
         first.update(&data[..700_001]);
         assert_eq!(marks[0], Midstate::of(&first));
         // A resumed state goes on where it left off.
-        let h = StreamHasher::new(1).unwrap();
+        let mut h = StreamHasher::new(1);
         h.hash(b"ignored".to_vec(), false).unwrap();
         h.resume(first).unwrap();
         h.hash(data[700_001..].to_vec(), false).unwrap();
         assert_eq!(h.finish().unwrap().0.finalize(), Sha256::digest(&data));
+    }
+
+    #[test]
+    fn small_pieces_hash_inline_until_the_thread_starts_and_marks_stay_in_order() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 11 % 239) as u8).collect();
+        for piece in [1_000, 100_000, INLINE, INLINE + 1] {
+            let mut h = StreamHasher::new(2);
+            let mut want = Vec::new();
+            let mut so_far = Sha256::new();
+            for p in data.chunks(piece) {
+                h.hash(p.to_vec(), true).unwrap();
+                h.mark().unwrap();
+                so_far.update(p);
+                want.push(Midstate::of(&so_far));
+            }
+            // Buffers hashed inline come back as those hashed by the thread do.
+            assert!(h.spare().is_some(), "piece {piece}");
+            let (hash, marks) = h.finish().unwrap();
+            assert_eq!(hash.finalize(), Sha256::digest(&data), "piece {piece}");
+            assert_eq!(marks, want, "piece {piece}");
+        }
+        // A stream that never leaves the caller's thread, resumed on the way.
+        let mut h = StreamHasher::new(1);
+        h.hash(b"ignored".to_vec(), false).unwrap();
+        let mut first = Sha256::new();
+        first.update(&data[..1000]);
+        h.resume(first).unwrap();
+        h.hash(data[1000..2000].to_vec(), false).unwrap();
+        assert!(h.thread.is_none());
+        assert_eq!(
+            h.finish().unwrap().0.finalize(),
+            Sha256::digest(&data[..2000])
+        );
     }
 
     /// A writer with no buffer of its own, collecting what it gets.

@@ -111,7 +111,7 @@ impl<W: Write> ParallelGzip<W> {
     ) -> io::Result<Self> {
         out.write_all(&HEADER)?;
         let workers = workers.max(1);
-        let blob_hash = StreamHasher::new(workers * 2)?;
+        let mut blob_hash = StreamHasher::new(workers * 2);
         blob_hash.hash(HEADER.to_vec(), false)?;
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -147,7 +147,7 @@ impl<W: Write> ParallelGzip<W> {
             table: ChunkTable::default(),
             reused: 0,
             free: Vec::new(),
-            tar_hash: StreamHasher::new(workers * 2)?,
+            tar_hash: StreamHasher::new(workers * 2),
             tar_len: 0,
             blob_hash,
             reuse,
