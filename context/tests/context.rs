@@ -537,3 +537,45 @@ fn a_deep_context_is_walked_in_order_past_the_kept_directory_fds() {
         Some(kiln_base::digest::sha256_hex(b"0").as_str())
     );
 }
+
+#[test]
+fn a_prefetched_checksum_is_the_one_a_step_computes_and_is_taken_once() {
+    let d = sample();
+    let direct = ctx(d.path()).checksum("src", &copy_opts()).unwrap();
+    let c = std::sync::Arc::new(ctx(d.path()));
+    c.prefetch(vec![
+        ("src".to_string(), copy_opts()),
+        ("README.md".to_string(), copy_opts()),
+    ]);
+    let prefetched = c.checksum("src", &copy_opts()).unwrap();
+    assert_eq!(prefetched, direct);
+    // Taken: a second ask computes it again, and sees a change made meanwhile.
+    write(d.path(), "src/main.rs", "fn main() { changed() }\n");
+    let again = c.checksum("src", &copy_opts()).unwrap();
+    assert_ne!(again.digest, direct.digest);
+    assert_eq!(again.files.len(), direct.files.len());
+    // Other options are another request: computed, not given the prefetched result.
+    let excluded = ChecksumOptions {
+        excludes: vec!["*.md".into()],
+        ..copy_opts()
+    };
+    let readme = c.checksum("README.md", &excluded);
+    assert!(readme.is_ok_and(|s| s.files.is_empty()));
+    assert_eq!(
+        c.checksum("README.md", &copy_opts()).unwrap().files.len(),
+        1
+    );
+}
+
+#[test]
+fn a_failed_prefetch_gives_the_step_the_error_it_always_got() {
+    let d = sample();
+    let c = std::sync::Arc::new(ctx(d.path()));
+    c.prefetch(vec![("missing".to_string(), copy_opts())]);
+    let err = c.checksum("missing", &copy_opts()).unwrap_err();
+    assert!(matches!(err, ContextError::NotFound { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "file not found in build context or excluded by .dockerignore: stat missing: file does not exist"
+    );
+}

@@ -34,6 +34,16 @@ pub fn scratch_key() -> String {
     vertex_key("scratch", &(), &[])
 }
 
+/// How COPY and ADD select sources in a context: a named symlink followed, wildcards,
+/// minus `excludes`.
+pub(crate) fn copy_selection(excludes: &[String]) -> ChecksumOptions {
+    ChecksumOptions {
+        follow_links: true,
+        wildcard: true,
+        excludes: excludes.to_vec(),
+    }
+}
+
 /// A key input from a context (the build's or a named one): the checksum of what
 /// `pattern` selects, minus `excludes`, as COPY selects it; each selected file's digest is
 /// added to `files` for `--explain-cache` (as it is: the explain log's digests of 20,000
@@ -44,14 +54,7 @@ pub(crate) fn context_checksum(
     excludes: &[String],
     files: &mut Vec<HashedEntry>,
 ) -> Result<String, StepError> {
-    let sum = context.checksum(
-        pattern,
-        &ChecksumOptions {
-            follow_links: true,
-            wildcard: true,
-            excludes: excludes.to_vec(),
-        },
-    )?;
+    let sum = context.checksum(pattern, &copy_selection(excludes))?;
     if files.is_empty() {
         *files = sum.files;
     } else {

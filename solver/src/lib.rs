@@ -132,6 +132,7 @@ pub async fn build(
             session.snapshotter(&progress).await;
         });
     }
+    session.prefetch_context(&graph);
     // The image is the target stage's: a final stage for another platform (`FROM
     // --platform=$BUILDPLATFORM`) makes an image of that platform, as in BuildKit.
     let platform = match graph.stages.get(graph.target) {

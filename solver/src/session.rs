@@ -375,6 +375,27 @@ impl BuildSession {
         crate::key::context_checksum(&self.context, pattern, excludes, files)
     }
 
+    /// Starts checksumming, ahead of their steps, the build-context sources of every
+    /// COPY and ADD in `graph` (see `kiln_context::Context::prefetch`): the walk of a big
+    /// `COPY . /app` then runs while the steps before it are keyed.
+    pub(crate) fn prefetch_context(&self, graph: &kiln_parser::BuildGraph) {
+        let mut requests = Vec::new();
+        for step in graph.stages.iter().flat_map(|s| &s.steps) {
+            let kiln_parser::Op::Copy(copy) = &step.op else {
+                continue;
+            };
+            if !matches!(copy.from, kiln_parser::Source::Context) {
+                continue;
+            }
+            for source in &copy.sources {
+                if let kiln_parser::CopySource::Path(pattern) = source {
+                    requests.push((pattern.clone(), crate::key::copy_selection(&copy.exclude)));
+                }
+            }
+        }
+        self.context.prefetch(requests);
+    }
+
     /// The snapshotter for RUN: the one asked for, else overlayfs when a probe mount works
     /// here, else the copy snapshotter (with a warning saying why).
     pub(crate) async fn snapshotter(

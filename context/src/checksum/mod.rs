@@ -12,12 +12,14 @@
 //! a build to persist it.
 //!
 //! Submodules by step: `select` (which sources a pattern names), `walk` (their entries,
-//! in order, each directory read through its fd by `listing`), `hash` (content digests, with the stat cache), `changes` (how two entry
-//! lists differ, for `--explain-cache`).
+//! in order, each directory read through its fd by `listing`), `hash` (content digests,
+//! with the stat cache), `changes` (how two entry lists differ, for `--explain-cache`);
+//! `prefetch` works out the checksums the solver will ask for ahead of its steps.
 
 mod changes;
 mod hash;
 mod listing;
+mod prefetch;
 mod select;
 mod walk;
 
@@ -69,7 +71,7 @@ pub enum ContextError {
 }
 
 /// How to select sources.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ChecksumOptions {
     /// Follow a symlink named by the pattern (or matched by a wildcard) to its target
     /// (COPY/ADD do). Symlinks inside directories are never followed.
@@ -152,6 +154,7 @@ pub struct Context {
     matcher: IgnoreMatcher,
     stat_cache_path: Option<PathBuf>,
     cache: StatCacheCell,
+    prefetch: prefetch::Prefetch,
 }
 
 impl Context {
@@ -183,6 +186,7 @@ impl Context {
             matcher,
             stat_cache_path,
             cache,
+            prefetch: Default::default(),
         })
     }
 
@@ -226,8 +230,26 @@ impl Context {
         Ok(true)
     }
 
+    /// Starts checksumming `requests` (source patterns and how they select), in order, on
+    /// a thread of this context's own: a later [`Context::checksum`] of one of them takes
+    /// the result rather than walking the sources again.
+    pub fn prefetch(self: &std::sync::Arc<Self>, requests: Vec<(String, ChecksumOptions)>) {
+        prefetch::Prefetch::start(self, requests);
+    }
+
     /// Checksums the sources `pattern` selects. See the module docs for what counts.
     pub fn checksum(
+        &self,
+        pattern: &str,
+        opts: &ChecksumOptions,
+    ) -> Result<Checksum, ContextError> {
+        match self.prefetch.claim(pattern, opts) {
+            prefetch::Claim::Ready(sum) => Ok(sum),
+            prefetch::Claim::Compute => self.compute_checksum(pattern, opts),
+        }
+    }
+
+    fn compute_checksum(
         &self,
         pattern: &str,
         opts: &ChecksumOptions,
