@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io;
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,7 @@ impl Store {
         // or one naming a part whose rename the cut lost, reads as a miss.
         // [`Store::sync_records`] flushes a build's records at its end, in one call.
         let path = self.cache_dir().join(format!("{key}.json"));
+        self.unsynced.store(true, Ordering::SeqCst);
         kiln_base::atomic::write_hint(&path, &bytes).map_err(|source| StoreError::Io {
             op: "atomically write",
             path,
@@ -90,8 +92,15 @@ impl Store {
 
     /// Makes the records written so far durable (one syncfs of the store's filesystem).
     /// Best effort: a record that does not reach the disk only costs a rerun of its step.
+    ///
+    /// A build that wrote no record and no side record (a no-op rebuild) syncs nothing: a
+    /// syncfs waits for every dirty page of the filesystem, whoever wrote it, and a no-op
+    /// rebuild right after a big build (or beside a compiler) waited tens of milliseconds
+    /// for other writers' data.
     pub fn sync_records(&self) {
-        let _ = crate::snapshot::sync_filesystem(&self.cache_dir());
+        if self.unsynced.swap(false, Ordering::SeqCst) {
+            let _ = crate::snapshot::sync_filesystem(&self.cache_dir());
+        }
     }
 
     /// Removes the record for `key`; true if there was one.
@@ -130,5 +139,39 @@ impl Store {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::SideRecordKind;
+
+    #[test]
+    fn only_a_build_that_wrote_records_has_something_to_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let unsynced = || store.unsynced.load(Ordering::SeqCst);
+        assert!(!unsynced());
+        // Reads leave nothing to sync.
+        assert_eq!(store.get_record(&"a".repeat(64)).unwrap(), None);
+        assert!(!unsynced());
+        let record = CacheRecord {
+            created: 1,
+            layer: None,
+        };
+        // A clone (as a build session holds) shares what is left to sync.
+        store.clone().put_record(&"a".repeat(64), &record).unwrap();
+        assert!(unsynced());
+        store.sync_records();
+        assert!(!unsynced());
+        store
+            .side_records(SideRecordKind::Explain)
+            .write("k", b"x")
+            .unwrap();
+        assert!(unsynced());
+        store.sync_records();
+        assert!(!unsynced());
+        assert_eq!(store.get_record(&"a".repeat(64)).unwrap(), Some(record));
     }
 }

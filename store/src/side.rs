@@ -4,9 +4,12 @@
 //!
 //! Records are hints: a missing or unreadable one reads as absent. Writes are atomic, so a
 //! reader sees the old record or the new one; they are not fsynced (a record lost or
-//! emptied by a power cut reads as absent), which spares a RUN step four disk flushes.
+//! emptied by a power cut reads as absent), which spares a RUN step four disk flushes; a
+//! build's are flushed at its end with its cache records ([`Store::sync_records`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Result, StoreError};
 use crate::fsutil::{ensure_dir, read_if_exists};
@@ -17,6 +20,8 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct SideRecords {
     dir: PathBuf,
+    /// The store's: a write leaves it for [`Store::sync_records`].
+    unsynced: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -24,6 +29,7 @@ impl Store {
     pub fn side_records(&self, kind: SideRecordKind) -> SideRecords {
         SideRecords {
             dir: self.side_records_dir(kind),
+            unsynced: self.unsynced.clone(),
         }
     }
 }
@@ -52,6 +58,7 @@ impl SideRecords {
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = path_of(self, name)?;
         ensure_dir(&self.dir)?;
+        self.unsynced.store(true, Ordering::SeqCst);
         kiln_base::atomic::write_hint(&path, bytes).map_err(|source| StoreError::Io {
             op: "atomically write",
             path: path.clone(),

@@ -3,6 +3,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use rustix::fs::FlockOperation;
 
@@ -17,6 +19,9 @@ pub const STORE_FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Whether this handle (or a clone) wrote a record that is not yet durable: see
+    /// [`Store::sync_records`].
+    pub(crate) unsynced: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -27,6 +32,7 @@ impl Store {
         ensure_private_dir(root)?;
         let store = Store {
             root: root.to_path_buf(),
+            unsynced: Arc::default(),
         };
         for dir in store.made_at_open() {
             ensure_dir(&dir)?;
