@@ -2,10 +2,14 @@
 //! [`LayeredFs::materialize`](crate::layered::LayeredFs::materialize): owners, modes,
 //! times, xattrs and device nodes, always on the path itself (symlinks are never followed).
 
+use std::ffi::{CString, OsStr};
 use std::fs::{self, Metadata, Permissions};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use filetime::FileTime;
 
@@ -64,6 +68,51 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `listxattrat(2)` (Linux 6.13): the same number on every architecture, as it came after
+/// the syscall tables were unified; the libc crate does not name it for most targets yet.
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Set once `listxattrat` answered ENOSYS: later calls go straight to the path form.
+static NO_LISTXATTRAT: AtomicBool = AtomicBool::new(false);
+
+/// Whether the entry `name` of the directory `dir` carries any xattr (a final symlink is
+/// not followed). One `listxattrat` on the directory's fd, which walks no path; before
+/// Linux 6.13, `llistxattr` of `name` through `/proc/self/fd`.
+#[allow(unsafe_code)]
+pub fn has_xattrs_at(dir: impl AsFd, name: &OsStr) -> io::Result<bool> {
+    let fd = dir.as_fd().as_raw_fd();
+    if !NO_LISTXATTRAT.load(Ordering::Relaxed) {
+        let c_name = CString::new(name.as_bytes())?;
+        // SAFETY: a valid fd and NUL-terminated name; a null buffer of size 0 only asks
+        // for the size of the list.
+        let n = unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                fd,
+                c_name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                std::ptr::null_mut::<libc::c_char>(),
+                0usize,
+            )
+        };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+        NO_LISTXATTRAT.store(true, Ordering::Relaxed);
+    }
+    has_xattrs_by_path(fd, name)
+}
+
+/// [`has_xattrs_at`] without `listxattrat`: `llistxattr` through `/proc/self/fd`.
+fn has_xattrs_by_path(fd: std::os::fd::RawFd, name: &OsStr) -> io::Result<bool> {
+    let path = PathBuf::from(format!("/proc/self/fd/{fd}")).join(name);
+    Ok(xattr::list(path)?.next().is_some())
+}
+
 /// Creates a device node, fifo or socket placeholder like the one `m` describes.
 pub fn mknod_like(path: &Path, m: &Metadata) -> io::Result<()> {
     use rustix::fs::{FileType, Mode};
@@ -84,4 +133,27 @@ pub fn mknod_raw(path: &Path, kind: libc::mode_t, mode: u32, rdev: u64) -> io::R
         rdev,
     )
     .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattrs_are_seen_on_the_entry_itself_never_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join("plain"), b"x").unwrap();
+        fs::write(dir.join("marked"), b"x").unwrap();
+        xattr::set(dir.join("marked"), "user.kiln.test", b"1").unwrap();
+        std::os::unix::fs::symlink("marked", dir.join("link")).unwrap();
+        let fd = crate::beneath::open_root(dir).unwrap();
+        let raw = fd.as_raw_fd();
+        for (name, has) in [("plain", false), ("marked", true), ("link", false)] {
+            let name = OsStr::new(name);
+            assert_eq!(has_xattrs_at(&fd, name).unwrap(), has, "{name:?}");
+            assert_eq!(has_xattrs_by_path(raw, name).unwrap(), has, "{name:?}");
+        }
+        assert!(has_xattrs_at(&fd, OsStr::new("missing")).is_err());
+    }
 }

@@ -363,7 +363,7 @@ pub fn copy_into_layer(req: &CopyRequest, out: &Path) -> Result<CopyReport, Copy
         copier.reference = staged && matches!(item, Item::Local(_) | Item::Parents(_));
         copier.track = staged;
         copier.content = std::mem::take(&mut external);
-        copier.relink = req.previous.as_deref().map(|p| (p, out));
+        copier.relink = req.previous.clone().map(|p| (p, out));
         match item {
             Item::Local(m) => {
                 let unpack = req.add && req.unpack != Some(false);

@@ -14,14 +14,15 @@
 //! would make the layer writer record a tar hardlink a fresh copy does not have.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use super::meta;
 
 /// The previous snapshot of a COPY step and which context files have not changed since.
 #[derive(Debug)]
@@ -36,13 +37,17 @@ pub struct PreviousCopy {
     dirs: Mutex<HashMap<PathBuf, Arc<DirPair>>>,
 }
 
-/// A directory of the previous snapshot and the same directory of the new layer.
+/// A directory of the previous snapshot, the same directory of the new layer, and the
+/// source directory its files come from.
 #[derive(Debug)]
 struct DirPair {
     snapshot: OwnedFd,
     /// The layer's directory and its path.
     layer: OwnedFd,
     layer_path: PathBuf,
+    /// The source directory (`O_PATH`, for `listxattrat`) and its path.
+    source: OwnedFd,
+    source_path: PathBuf,
 }
 
 /// The most directory pairs [`PreviousCopy`] keeps open.
@@ -94,7 +99,12 @@ impl PreviousCopy {
         else {
             return Ok(false);
         };
-        let dirs = self.dirs(parent, dst_dir)?;
+        let (Some(src_dir), Some(src_name)) =
+            (want.source_path.parent(), want.source_path.file_name())
+        else {
+            return Ok(false);
+        };
+        let dirs = self.dirs(parent, dst_dir, src_dir)?;
         let dir = &dirs.snapshot;
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let src = want.source;
@@ -105,7 +115,8 @@ impl PreviousCopy {
             && st.st_mode & 0o7777 == want.mode & 0o7777
             && st.st_mtime as i64 == src.mtime()
             && st.st_mtime_nsec as i64 == src.mtime_nsec();
-        if !same || !no_xattrs(want.source_path)? || !no_xattrs(&fd_path(dir, name))? {
+        if !same || meta::has_xattrs_at(&dirs.source, src_name)? || meta::has_xattrs_at(dir, name)?
+        {
             return Ok(false);
         }
         let inode = (st.st_dev, st.st_ino);
@@ -121,13 +132,15 @@ impl PreviousCopy {
         Ok(true)
     }
 
-    /// The snapshot's directory `rel`, opened without following symlinks, and the new
-    /// layer's directory `layer` (kiln's own, just made), kept open for the next files of
-    /// the same directory.
-    fn dirs(&self, rel: &Path, layer: &Path) -> io::Result<Arc<DirPair>> {
+    /// The snapshot's directory `rel`, opened without following symlinks, the new layer's
+    /// directory `layer` (kiln's own, just made) and the source directory `source` (a
+    /// directory the copy's walk just listed), kept open for the next files of the same
+    /// directory.
+    fn dirs(&self, rel: &Path, layer: &Path, source: &Path) -> io::Result<Arc<DirPair>> {
         let poisoned = || io::Error::other("poisoned");
         if let Some(pair) = self.dirs.lock().map_err(|_| poisoned())?.get(rel)
             && pair.layer_path == layer
+            && pair.source_path == source
         {
             return Ok(Arc::clone(pair));
         }
@@ -139,6 +152,8 @@ impl PreviousCopy {
             snapshot: crate::beneath::open_dir(&self.snapshot, rel)?,
             layer: rustix::fs::open(layer, path_flags, Mode::empty())?,
             layer_path: layer.to_path_buf(),
+            source: rustix::fs::open(source, path_flags, Mode::empty())?,
+            source_path: source.to_path_buf(),
         });
         let mut dirs = self.dirs.lock().map_err(|_| poisoned())?;
         if dirs.len() >= OPEN_DIRS {
@@ -147,18 +162,6 @@ impl PreviousCopy {
         dirs.insert(rel.to_path_buf(), Arc::clone(&pair));
         Ok(pair)
     }
-}
-
-/// `name` in the directory `dir`, as a path through `/proc/self/fd` (for the xattr calls,
-/// which have no `*at` form); the final name is not followed.
-fn fd_path(dir: &impl AsFd, name: &OsStr) -> PathBuf {
-    Path::new("/proc/self/fd")
-        .join(dir.as_fd().as_raw_fd().to_string())
-        .join(name)
-}
-
-fn no_xattrs(path: &Path) -> io::Result<bool> {
-    Ok(xattr::list(path)?.next().is_none())
 }
 
 #[cfg(test)]
@@ -227,5 +230,54 @@ mod tests {
         for name in ["two", "three", "four", "five"] {
             assert!(!out.join(name).exists(), "{name}");
         }
+    }
+
+    /// A source and a snapshot file alike in everything but their xattrs.
+    fn xattr_pair(tmp: &Path) -> (PathBuf, PathBuf, PathBuf, fs::Metadata) {
+        let (src, snap, out) = (tmp.join("src"), tmp.join("snap"), tmp.join("out"));
+        for d in [&src, &snap.join("a"), &out] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(src.join("f"), b"same").unwrap();
+        fs::copy(src.join("f"), snap.join("a/f")).unwrap();
+        let m = fs::metadata(src.join("f")).unwrap();
+        filetime::set_file_mtime(
+            snap.join("a/f"),
+            filetime::FileTime::from_last_modification_time(&m),
+        )
+        .unwrap();
+        (src, snap, out, m)
+    }
+
+    #[test]
+    fn a_file_with_an_xattr_on_either_side_is_not_linked() {
+        // The source carries an xattr: the copy would give it one.
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, snap, out, m) = xattr_pair(tmp.path());
+        xattr::set(src.join("f"), "user.kiln.test", b"1").unwrap();
+        let f = src.join("f");
+        let prev = PreviousCopy::open(&snap, HashSet::new()).unwrap();
+        assert!(!prev.link(Path::new("a/f"), &wanted(&m, &f), &out.join("f")));
+        assert!(!out.join("f").exists());
+        assert!(prev.linked_inodes().is_empty());
+
+        // The snapshot's file carries one: the copy would not.
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, snap, out, m) = xattr_pair(tmp.path());
+        xattr::set(snap.join("a/f"), "user.kiln.test", b"1").unwrap();
+        let f = src.join("f");
+        let prev = PreviousCopy::open(&snap, HashSet::new()).unwrap();
+        assert!(!prev.link(Path::new("a/f"), &wanted(&m, &f), &out.join("f")));
+        assert!(!out.join("f").exists());
+
+        // Neither does: linked, and recorded as linked.
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, snap, out, m) = xattr_pair(tmp.path());
+        let f = src.join("f");
+        let prev = PreviousCopy::open(&snap, HashSet::new()).unwrap();
+        assert!(prev.link(Path::new("a/f"), &wanted(&m, &f), &out.join("f")));
+        let snap_ino = fs::metadata(snap.join("a/f")).unwrap().ino();
+        assert_eq!(fs::metadata(out.join("f")).unwrap().ino(), snap_ino);
+        assert_eq!(prev.linked_inodes().len(), 1);
     }
 }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
 
 use rayon::prelude::*;
 
@@ -64,8 +66,20 @@ pub(crate) struct Copier<'a> {
     pub content: ExternalContent,
     /// The step's previous snapshot, to link unchanged context files from, and the layer
     /// directory's root (what the snapshot's paths are relative to).
-    pub relink: Option<(&'a PreviousCopy, &'a Path)>,
+    pub relink: Option<(Arc<PreviousCopy>, &'a Path)>,
+    /// Batches of jobs handed to the thread pool while the walk goes on (relinking only):
+    /// their bytes or first error, and how many were handed over.
+    batches: (mpsc::Sender<BatchDone>, mpsc::Receiver<BatchDone>),
+    in_flight: usize,
 }
+
+/// What a batch of jobs run on the thread pool sends back: its bytes or its first error.
+type BatchDone = Result<u64, CopyError>;
+
+/// Jobs a relinking copy queues before it hands them to the thread pool as one batch: the
+/// walk (a `statx` and some bookkeeping per file) and the links (a `statat`, two
+/// `listxattrat` and a `linkat` per file) then overlap instead of following each other.
+const BATCH: usize = 256;
 
 /// One regular file to copy with its final metadata (run in parallel: the walk is
 /// sequential, the per-file syscalls are not).
@@ -133,6 +147,14 @@ impl FileJob {
     }
 }
 
+impl Drop for Copier<'_> {
+    /// A copy that failed half-way still waits for its batches: none may write into the
+    /// layer directory once the caller has it back.
+    fn drop(&mut self) {
+        let _ = self.wait_for_batches();
+    }
+}
+
 /// A directory [`Copier::copy`] is filling.
 struct CopyFrame {
     entry: Entry,
@@ -162,7 +184,50 @@ impl<'a> Copier<'a> {
             track: false,
             content: ExternalContent::new(),
             relink: None,
+            batches: mpsc::channel(),
+            in_flight: 0,
         }
+    }
+
+    /// Hands the queued jobs to the thread pool when a batch is full and they may run while
+    /// the walk goes on: when relinking, which needs neither placeholders nor tracking (the
+    /// jobs of one source write distinct paths, and [`Copier::flush`] waits for them).
+    fn send_full_batch(&mut self) {
+        let Some((previous, _)) = &self.relink else {
+            return;
+        };
+        if self.jobs.len() < BATCH || self.reference || self.track {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.jobs);
+        let previous = Arc::clone(previous);
+        let done = self.batches.0.clone();
+        self.in_flight += 1;
+        rayon::spawn(move || {
+            let bytes = jobs
+                .par_iter()
+                .map(|j| j.run(false, false, Some(&previous)).map(|(n, _)| n))
+                .sum();
+            // The receiver outlives every batch (see `wait_for_batches`).
+            let _ = done.send(bytes);
+        });
+    }
+
+    /// Waits for every batch handed over; their bytes are counted, the first error kept.
+    fn wait_for_batches(&mut self) -> Result<(), CopyError> {
+        let mut first_error = None;
+        while self.in_flight > 0 {
+            self.in_flight -= 1;
+            // A batch that panicked aborts the process (rayon::spawn), so each one sends.
+            match self.batches.1.recv() {
+                Ok(Ok(n)) => self.bytes += n,
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Copies `src` to the view path `dst` (its parent exists in the layer). `rel` is the
@@ -263,7 +328,7 @@ impl<'a> Copier<'a> {
                     self.links.insert(key, host.clone());
                 }
                 let (uid, gid, mode) = self.owner_mode(src, e);
-                let relink = match self.relink {
+                let relink = match &self.relink {
                     Some((previous, root))
                         if src.from_context
                             && !self.reference
@@ -282,6 +347,7 @@ impl<'a> Copier<'a> {
                     metadata: e.metadata.clone(),
                     relink,
                 });
+                self.send_full_batch();
             }
             FileKind::Symlink => {
                 let host = w.prepare_file_target(dst)?;
@@ -325,9 +391,10 @@ impl<'a> Copier<'a> {
     /// Writes the queued regular files (contents, owner, mode, xattrs, times) in parallel,
     /// then the hardlinks to them. Called after each source; the queued paths are distinct.
     pub fn flush(&mut self) -> Result<(), CopyError> {
+        self.wait_for_batches()?;
         let jobs = std::mem::take(&mut self.jobs);
         let (reference, track) = (self.reference, self.track);
-        let previous = self.relink.map(|(p, _)| p);
+        let previous = self.relink.as_ref().map(|(p, _)| p.as_ref());
         let done: Result<Vec<JobResult>, CopyError> = jobs
             .par_iter()
             .map(|j| j.run(reference, track, previous))
