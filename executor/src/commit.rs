@@ -271,8 +271,7 @@ impl Committer<'_> {
                         diff_id.as_deref(),
                         xattr_free.clone(),
                     )?;
-                    let phase =
-                        kiln_base::phase::start("commit: blob, index and snapshot (1 syncfs)");
+                    let phase = kiln_base::phase::start("commit: blob, index and snapshot");
                     let committed = self.store.commit_new_layer(
                         writer,
                         &digests.digest,

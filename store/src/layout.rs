@@ -37,6 +37,11 @@ const LOCK: &str = "lock";
 /// Image refs, and the lock held while rewriting them.
 const REFS: &str = "refs";
 const REFS_LOCK: &str = "refs.lock";
+/// The boot during which layers may have been published unsynced, its lock, and up to
+/// when a sync covered them (see `durability`).
+const UNSYNCED: &str = "unsynced";
+const UNSYNCED_LOCK: &str = "unsynced.lock";
+const SYNCED: &str = "synced";
 const BLOBS: &str = "blobs";
 const BLOBS_ALGORITHM: &str = "sha256";
 const SNAPSHOTS: &str = "snapshots";
@@ -59,6 +64,9 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     LOCK,
     REFS,
     REFS_LOCK,
+    UNSYNCED,
+    UNSYNCED_LOCK,
+    SYNCED,
     BLOBS,
     SNAPSHOTS,
     CACHE,
@@ -108,6 +116,20 @@ impl Store {
     /// The lock held while the refs file is rewritten.
     pub(crate) fn refs_lock_file(&self) -> PathBuf {
         self.root().join(REFS_LOCK)
+    }
+
+    /// The marker of unsynced layers (see `durability`), its lock, and the note of the
+    /// last sync.
+    pub(crate) fn unsynced_file(&self) -> PathBuf {
+        self.root().join(UNSYNCED)
+    }
+
+    pub(crate) fn unsynced_lock_file(&self) -> PathBuf {
+        self.root().join(UNSYNCED_LOCK)
+    }
+
+    pub(crate) fn synced_file(&self) -> PathBuf {
+        self.root().join(SYNCED)
     }
 
     /// The directories [`Store::open`] makes; the rest are made on first use.

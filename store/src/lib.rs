@@ -6,11 +6,13 @@
 //! scratch directories, `RUN --mount=type=cache` directories with their sharing locks
 //! ([`Store::cache_mount`]), git sources' fetch cache ([`Store::git_repo`]), named side records of other crates ([`Store::side_records`]),
 //! file locks for concurrent builds, and [`Store::prune`]. Every write is atomic (temp
-//! file, fsync, rename, fsync dir; a new layer's blob, index entry and snapshot with one
-//! syncfs for all three before their renames, [`Store::commit_new_layer`]; cache records and side
-//! records, which read as a miss when lost, without fsync, a build's records synced at its
-//! end by [`Store::sync_records`]): a build killed at any instant leaves a store the next build uses
-//! without repair.
+//! file, fsync, rename, fsync dir; a new layer's blob, index entry and snapshot renamed
+//! into place unsynced, [`Store::commit_new_layer`]; cache records and side records, which
+//! read as a miss when lost, without fsync; a build's layers and records synced at its end
+//! by [`Store::sync_records`]): a build killed at any instant leaves a store the next
+//! build uses without repair, and after a power cut the next boot's first open drops what
+//! the cut may have left half written (`durability`: snapshots published since the last
+//! sync, blobs that do not match their digests).
 //!
 //! The store owns its layout (`layout.rs` names every directory it makes): callers never
 //! build a path under the root, they ask for what they need, and prune walks only what
@@ -39,6 +41,7 @@ mod blob;
 mod blobindex;
 mod cachemount;
 mod digest;
+mod durability;
 mod error;
 mod fsutil;
 mod gitrepo;

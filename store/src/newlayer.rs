@@ -1,22 +1,27 @@
-//! A new layer stored whole with one filesystem sync instead of eight.
+//! A new layer stored whole with at most one filesystem sync instead of eight.
 //!
 //! A step's new layer has three parts: its blob, its blob index entry and its snapshot.
 //! Stored one by one, each part costs an fsync of its data and one of its directory (the
-//! snapshot a syncfs). [`Store::commit_new_layer`] writes every part under a temp name, one
-//! syncfs makes all their data durable, and the parts are renamed into place (each
-//! appearing whole or not at all). A killed process or a power cut at any instant leaves
-//! no part half written under its final name.
+//! snapshot a syncfs). [`Store::commit_new_layer`] writes every part under a temp name and
+//! renames them into place (each appearing whole or not at all to every reader): a killed
+//! process at any instant leaves no part half written under its final name.
 //!
-//! The renames themselves are made durable by the next syncfs of the store's filesystem
-//! (the next layer's, or the one that syncs a build's cache records at its end, before
-//! its image is written), not by one of their own: a power cut may lose them, while a
-//! cache record written after them (renamed into place unsynced too) survives. Such a
-//! record names a part that is not there, which its readers take as a miss: a cache hit
-//! needs the record's blob (the solver's `ensure_verified`: a snapshot alone is not
-//! enough), the blob index checks the blob it names, and a lost snapshot is unpacked again
-//! from the blob.
+//! Against a power cut, the parts' data must reach the disk before anything relies on
+//! them. In a boot whose marker is written (`durability`, the usual case) the layer is
+//! published at once and the build's one syncfs at its end ([`Store::sync_records`])
+//! makes it durable; a power cut before that is found at the next boot's first open,
+//! which drops the snapshots published since the last sync and the blobs that do not
+//! match their digests. Without a marker, one syncfs makes the parts' data durable
+//! before their renames, as every layer once did.
+//!
+//! The renames themselves are made durable by a later syncfs: a power cut may lose them,
+//! while a cache record written after them survives. Such a record names a part that is
+//! not there, which its readers take as a miss: a cache hit needs the record's blob (the
+//! solver's `ensure_verified`: a snapshot alone is not enough), the blob index checks the
+//! blob it names, and a lost snapshot is unpacked again from the blob.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use kiln_base::atomic::AtomicFile;
 
@@ -58,7 +63,13 @@ impl Store {
         std::io::Write::write_all(index.file(), &bytes)
             .map_err(io_err("write blob index entry", &index_path))?;
         let snapshot = self.snapshot_path(crate::digest::parse_digest(diff_id)?)?;
-        sync_filesystem(staging.path())?;
+        if self.defer_sync() {
+            // Synced by the build's sync at its end; a power cut before it is found by
+            // the next boot's first open (see `durability`).
+            self.unsynced.store(true, Ordering::SeqCst);
+        } else {
+            sync_filesystem(staging.path())?;
+        }
         writer.place_synced(&info)?;
         index
             .commit_unsynced()

@@ -77,10 +77,10 @@ impl Store {
             source,
         })?;
         // Renamed into place without fsync: a record is whole or absent to a reader and
-        // after a kill, the data of everything it names was synced before it was written
-        // (a layer's parts by `commit_new_layer`); a record a power cut loses or empties,
-        // or one naming a part whose rename the cut lost, reads as a miss.
-        // [`Store::sync_records`] flushes a build's records at its end, in one call.
+        // after a kill. A record a power cut loses or empties, or one naming a part whose
+        // rename or data the cut lost (`durability` drops such parts at the next boot),
+        // reads as a miss. [`Store::sync_records`] flushes a build's records and layers at
+        // its end, in one call.
         let path = self.cache_dir().join(format!("{key}.json"));
         self.unsynced.store(true, Ordering::SeqCst);
         kiln_base::atomic::write_hint(&path, &bytes).map_err(|source| StoreError::Io {
@@ -90,7 +90,8 @@ impl Store {
         })
     }
 
-    /// Makes the records written so far durable (one syncfs of the store's filesystem).
+    /// Makes the records and layers written so far durable (one syncfs of the store's
+    /// filesystem), and notes up to when for `durability`.
     /// Best effort: a record that does not reach the disk only costs a rerun of its step.
     ///
     /// A build that wrote no record and no side record (a no-op rebuild) syncs nothing: a
@@ -99,7 +100,10 @@ impl Store {
     /// for other writers' data.
     pub fn sync_records(&self) {
         if self.unsynced.swap(false, Ordering::SeqCst) {
-            let _ = crate::snapshot::sync_filesystem(&self.cache_dir());
+            let started = std::time::SystemTime::now();
+            if crate::snapshot::sync_filesystem(&self.cache_dir()).is_ok() {
+                self.note_synced(started);
+            }
         }
     }
 

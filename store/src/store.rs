@@ -22,6 +22,8 @@ pub struct Store {
     /// Whether this handle (or a clone) wrote a record that is not yet durable: see
     /// [`Store::sync_records`].
     pub(crate) unsynced: Arc<AtomicBool>,
+    /// Whether new layers may be published before a sync (see `durability`).
+    pub(crate) durability: Arc<crate::durability::Durability>,
 }
 
 impl Store {
@@ -33,6 +35,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             unsynced: Arc::default(),
+            durability: Arc::default(),
         };
         for dir in store.made_at_open() {
             ensure_dir(&dir)?;
@@ -62,6 +65,7 @@ impl Store {
                 });
             }
         }
+        store.recover_unsynced()?;
         Ok(store)
     }
 
