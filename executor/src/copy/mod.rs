@@ -227,6 +227,12 @@ fn dest_is_dir_form(dest: &str) -> bool {
 
 /// Parent of a clean absolute view path.
 fn parent_of(p: &str) -> String {
+    if let Some(rel) = crate::layered::clean_relative(p) {
+        return match rel.rfind('/') {
+            Some(i) => p[..i + 1].to_string(),
+            None => "/".to_string(),
+        };
+    }
     let mut c = components(p);
     c.pop();
     join_components(&c)

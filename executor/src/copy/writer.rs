@@ -19,7 +19,7 @@ use filetime::FileTime;
 use super::CopyError;
 use super::meta;
 use super::owner::Owner;
-use crate::layered::{Entry, LayeredFs, components, join_components};
+use crate::layered::{Entry, LayeredFs, clean_relative, components, join_components};
 
 /// The layer being written and the view it merges into.
 pub(crate) struct LayerWriter {
@@ -103,6 +103,11 @@ impl LayerWriter {
 
     /// Host path of a clean view path inside the layer directory.
     pub fn host(&self, vpath: &str) -> PathBuf {
+        match clean_relative(vpath) {
+            Some("") => return self.out.clone(),
+            Some(rel) => return self.out.join(rel),
+            None => {}
+        }
         let mut p = self.out.clone();
         for c in components(vpath) {
             p.push(c);
