@@ -135,6 +135,30 @@ fn unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer() {
     assert_eq!(tree(&upper), BTreeMap::new());
 }
 
+/// The RUN's root overlay is `volatile`: its unmount, when the sandbox goes, does not sync
+/// the store's whole filesystem, and an fsync inside the RUN does not wait for the disk.
+fn the_root_overlay_is_volatile() {
+    let mut sb = Sandbox::new();
+    let r = try_run(sb.spec("cat /proc/mounts; sync; echo x > /f; sync /f")).unwrap();
+    assert_eq!(r.outcome.exit_code, 0, "{}", r.stderr);
+    let root = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[1] == "/" && f[2] == "overlay")
+        .unwrap_or_else(|| panic!("no root overlay in /proc/mounts:\n{}", r.stdout));
+    let options: Vec<&str> = root[3].split(',').collect();
+    // Newer kernels show the flag as `fsync=volatile`, older ones as `volatile`.
+    assert!(
+        options
+            .iter()
+            .any(|o| *o == "volatile" || *o == "fsync=volatile"),
+        "root overlay options: {}",
+        root[3]
+    );
+    assert!(options.contains(&"userxattr"), "{}", root[3]);
+}
+
 fn exit_code_and_both_output_streams_are_reported() {
     let mut sb = Sandbox::new();
     let r = try_run(sb.spec("echo out; echo err >&2; printf 'no newline'; exit 3")).unwrap();
@@ -936,6 +960,7 @@ fn main() {
             "unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer",
             unchanged_reads_and_noop_metadata_changes_leave_an_empty_layer,
         ),
+        ("the_root_overlay_is_volatile", the_root_overlay_is_volatile),
         (
             "exit_code_and_both_output_streams_are_reported",
             exit_code_and_both_output_streams_are_reported,
