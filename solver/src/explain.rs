@@ -33,7 +33,32 @@ pub struct ExplainLog {
 }
 
 /// Records to write, in order (a place's inputs, then its key).
-type Batch = (SideRecords, Vec<(String, Vec<u8>)>);
+type Batch = (SideRecords, Vec<(String, Content)>);
+
+/// A record's bytes, or what makes them on the writer's thread (`None`: they could not be
+/// made, and neither this record nor the ones after it in its batch are written).
+enum Content {
+    Bytes(Vec<u8>),
+    Later(Box<dyn FnOnce() -> Option<Vec<u8>> + Send>),
+}
+
+impl Content {
+    fn bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Content::Bytes(bytes) => Some(bytes),
+            Content::Later(make) => make(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Content::Bytes(bytes) => write!(f, "{} bytes", bytes.len()),
+            Content::Later(_) => f.write_str("bytes to be made"),
+        }
+    }
+}
 
 /// A thread that writes what [`ExplainLog::save`] hands it, in order, started on first
 /// use: the two atomic writes a step's save makes (a file created and renamed each) cost a
@@ -54,7 +79,11 @@ impl Writer {
         for (dest, content) in writes {
             // After a failure the rest is not written (the key last: it says the inputs
             // beside it are whole), but no longer pending either.
-            failed = failed || records.write(&dest, &content).is_err();
+            failed = failed
+                || match content.bytes() {
+                    Some(bytes) => records.write(&dest, &bytes).is_err(),
+                    None => true,
+                };
             if let Ok(mut pending) = pending.lock()
                 && let Some(n) = pending.get_mut(&dest)
             {
@@ -154,10 +183,15 @@ impl ExplainLog {
 
     /// Saves the inputs of `key` for `place`, unless the saved ones already have the same
     /// key (a cache hit then writes nothing: the inputs of a big context can be megabytes,
-    /// so `inputs` makes them only when they are written).
+    /// so `inputs` makes them only when they are written, on the writer's thread).
     /// Best effort: explanations never fail a build. Written by a thread of its own
     /// ([`ExplainLog::flush`] waits for it).
-    pub fn save(&self, place: &str, key: &str, inputs: impl FnOnce() -> KeyInputs) {
+    pub fn save(
+        &self,
+        place: &str,
+        key: &str,
+        inputs: impl FnOnce() -> KeyInputs + Send + 'static,
+    ) {
         let (name, key_name) = Self::names(place);
         self.writer.settle(&key_name);
         if self
@@ -167,13 +201,14 @@ impl ExplainLog {
         {
             return;
         }
-        let Ok(bytes) = serde_json::to_vec(&inputs()) else {
-            return;
-        };
+        let inputs = Content::Later(Box::new(move || serde_json::to_vec(&inputs()).ok()));
         // The key last: it says the inputs beside it are whole.
         self.writer.send((
             self.records.clone(),
-            vec![(name, bytes), (key_name, key.as_bytes().to_vec())],
+            vec![
+                (name, inputs),
+                (key_name, Content::Bytes(key.as_bytes().to_vec())),
+            ],
         ));
     }
 }

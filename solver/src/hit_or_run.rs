@@ -84,7 +84,7 @@ async fn hit_or_run(
     ctx: &StepContext<'_>,
     op: LayerOp<'_>,
     no_cache: bool,
-    keyed: crate::ops::Keyed,
+    mut keyed: crate::ops::Keyed,
 ) -> Result<Solved, SolveError> {
     let session = ctx.session;
     let (step, id, progress) = (ctx.step, ctx.id, ctx.progress);
@@ -103,7 +103,7 @@ async fn hit_or_run(
         && recorded.is_none()
         && let Some(layer) = session.remote.fetch(session, &key, progress, id).await
     {
-        session.explain.save(&place, &key, || keyed.full_inputs());
+        session.explain.save(&place, &key, keyed.take_full_inputs());
         return Ok(Solved {
             key,
             layer,
@@ -114,7 +114,7 @@ async fn hit_or_run(
         let s = session.clone();
         // A record imported from a registry or directory cache is checked here, once.
         if let Ok(layer) = blocking(move || ensure_verified(&s.store, &layer)).await {
-            session.explain.save(&place, &key, || keyed.full_inputs());
+            session.explain.save(&place, &key, keyed.take_full_inputs());
             return Ok(Solved {
                 key,
                 layer,
@@ -162,7 +162,7 @@ async fn hit_or_run(
             .await
     {
         record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
-        session.explain.save(&place, &key, || keyed.full_inputs());
+        session.explain.save(&place, &key, keyed.take_full_inputs());
         return Ok(Solved {
             key,
             layer,
@@ -207,7 +207,7 @@ async fn hit_or_run(
     record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
     record_phase.end();
     let _explain_phase = kiln_base::phase::start("step: explain record");
-    session.explain.save(&place, &key, || keyed.full_inputs());
+    session.explain.save(&place, &key, keyed.take_full_inputs());
     progress.send(Event::Log {
         id,
         stream: Stream::Info,
