@@ -142,6 +142,16 @@ pub async fn build(
     let phase = kiln_base::phase::start("solve (keys, cache lookups)");
     let result = engine::solve(session.clone(), Arc::new(graph), progress.clone()).await;
     phase.end();
+    // The image's config and manifest are published before the build's one sync, which
+    // makes them durable with its layers; the caller names the image after it.
+    let phase = kiln_base::phase::start("write config, manifest");
+    let image = match result {
+        Ok((result, all_keys)) => {
+            write_image(&session, &result, all_keys, &platform, &labels, &progress)
+        }
+        Err(e) => Err(e),
+    };
+    phase.end();
     // The build's cache records, failed build or not, reach the disk in one call; the
     // explanations written in the background first.
     let phase = kiln_base::phase::start("sync cache records");
@@ -151,8 +161,19 @@ pub async fn build(
     let phase = kiln_base::phase::start("save stat cache");
     session.save_stat_cache();
     phase.end();
-    let phase = kiln_base::phase::start("write config, manifest");
-    let (result, all_keys) = result?;
+    image
+}
+
+/// Stores the config and manifest of the image `result` makes, unsynced
+/// ([`kiln_store::Store::put_blob_bytes_unsynced`]: [`build`] syncs them).
+fn write_image(
+    session: &BuildSession,
+    result: &result::StageResult,
+    all_keys: Vec<String>,
+    platform: &kiln_parser::Platform,
+    labels: &[(String, String)],
+    progress: &Progress,
+) -> Result<BuiltImage, SolveError> {
     progress.send(Event::Note {
         message: "exporting to image".to_string(),
     });
@@ -164,27 +185,26 @@ pub async fn build(
             .unwrap_or(0),
     });
     let config = kiln_image::oci::canonical_json(&oci_config::image_config(
-        &result, &platform, &created, &labels,
+        result, platform, &created, labels,
     ));
     let store = &session.store;
-    let config_blob = store.put_blob_bytes(&config).map_err(|source| {
+    let config_blob = store.put_blob_bytes_unsynced(&config).map_err(|source| {
         SolveError::internal(StepError::Export {
             what: "writing the image config",
             source,
         })
     })?;
     let manifest = kiln_image::oci::canonical_json(&oci_config::manifest(
-        &result,
+        result,
         &config_blob.digest,
         config_blob.size,
     ));
-    let manifest_blob = store.put_blob_bytes(&manifest).map_err(|source| {
+    let manifest_blob = store.put_blob_bytes_unsynced(&manifest).map_err(|source| {
         SolveError::internal(StepError::Export {
             what: "writing the manifest",
             source,
         })
     })?;
-    phase.end();
     Ok(BuiltImage {
         manifest_digest: manifest_blob.digest,
         config_digest: config_blob.digest,

@@ -312,6 +312,33 @@ mod tests {
     }
 
     #[test]
+    fn an_image_blob_put_unsynced_is_whole_at_once_and_left_to_the_builds_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let info = store.put_blob_bytes_unsynced(b"{\"config\":1}").unwrap();
+        assert_eq!(info.digest, crate::digest::sha256_digest(b"{\"config\":1}"));
+        assert_eq!(
+            fs::read(store.blob_path(&info.digest).unwrap()).unwrap(),
+            b"{\"config\":1}"
+        );
+        // Deferred where the kernel tells the boot: the build's sync_records has work.
+        let deferred = boot_id().is_some();
+        assert_eq!(
+            store.unsynced.load(std::sync::atomic::Ordering::SeqCst),
+            deferred
+        );
+        assert_eq!(Stamp::read(&store.unsynced_file()).is_some(), deferred);
+        store.sync_records();
+        assert!(!store.unsynced.load(std::sync::atomic::Ordering::SeqCst));
+        // Stored again: nothing new to write or sync.
+        let again = store.put_blob_bytes_unsynced(b"{\"config\":1}").unwrap();
+        assert_eq!(again, info);
+        assert!(!store.unsynced.load(std::sync::atomic::Ordering::SeqCst));
+        let tmp_left = fs::read_dir(store.scratch_dir().unwrap()).unwrap().count();
+        assert_eq!(tmp_left, 0, "no temp file is left behind");
+    }
+
+    #[test]
     fn after_another_boot_what_was_published_since_the_last_sync_is_checked() {
         if boot_id().is_none() {
             return;
