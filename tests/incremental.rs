@@ -67,17 +67,18 @@ fn manifest_digest(world: &World, tag: &str) -> String {
     doc["ManifestDigest"].as_str().unwrap().to_string()
 }
 
-/// `(reused, of, resumed)` from the `reused N of M compressed chunks ... (hashes resumed
-/// after the first K)` line, if the build printed one.
-fn reused_chunks(text: &str) -> Option<(usize, usize, usize)> {
+/// `(reused, of, resumed, unread)` from the `reused N of M compressed chunks ... (hashes
+/// resumed after the first K, U of them not read)` line, if the build printed one.
+fn reused_chunks(text: &str) -> Option<(usize, usize, usize, usize)> {
     let line = text.lines().find(|l| l.contains("compressed chunks"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "reused")?;
-    let resumed = words.last()?.trim_end_matches(')').parse().ok()?;
+    let first = words.iter().position(|w| *w == "first")?;
     Some((
         words[at + 1].parse().ok()?,
         words[at + 3].parse().ok()?,
-        resumed,
+        words.get(first + 1)?.trim_end_matches(',').parse().ok()?,
+        words.get(first + 2)?.parse().ok()?,
     ))
 }
 
@@ -140,7 +141,7 @@ fn edit_then_build(id: Identity) {
         let inc = incremental.build(&ctx, &["-t", "inc:1"]);
         assert_ok(&inc);
         let text = both(&inc);
-        let (reused, of, resumed) = reused_chunks(&text)
+        let (reused, of, resumed, unread) = reused_chunks(&text)
             .unwrap_or_else(|| panic!("{id:?}, {what}: no chunk was reused:\n{text}"));
         assert!(
             of >= 5 && reused + 3 >= of,
@@ -157,6 +158,18 @@ fn edit_then_build(id: Identity) {
         assert!(
             resumed_ok,
             "{id:?}, {what}: hashes resumed after {resumed} of {of} chunks"
+        );
+        // Of those, the chunks whose files were all linked from the previous snapshot are
+        // not even read, up to the chunk with the file that has an xattr (in d3: never
+        // linked, so read) or the edit, whichever comes first.
+        let unread_ok = match what {
+            "start" => unread == 0,
+            "end" => unread > 0 && unread < resumed,
+            _ => unread <= resumed,
+        };
+        assert!(
+            unread_ok,
+            "{id:?}, {what}: {unread} of the {resumed} resumed chunks not read"
         );
         // Every edit comes after "start": any snapshot of this store with that first file.
         assert_eq!(

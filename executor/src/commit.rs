@@ -351,7 +351,7 @@ impl Committer<'_> {
         // The layer writer hashes every compressed byte for the manifest digest already.
         let mut writer = self.store.blob_writer_hashed_by_caller()?;
         let options = LayerOptions {
-            reuse: self.chunk_reuse(),
+            reuse: self.chunk_reuse(xattr_free.clone()),
             xattr_free,
             ..self.layer_options(self.format.compression)
         };
@@ -376,10 +376,11 @@ impl Committer<'_> {
         if digests.reused_chunks > 0 {
             (self.note)(&format!(
                 "reused {} of {} compressed chunks from the previous layer \
-                 (hashes resumed after the first {})",
+                 (hashes resumed after the first {}, {} of them not read)",
                 digests.reused_chunks,
                 digests.chunks.len(),
-                digests.resumed_chunks
+                digests.resumed_chunks,
+                digests.skipped_chunks
             ));
         }
     }
@@ -394,8 +395,10 @@ impl Committer<'_> {
     }
 
     /// The chunks of the previous layer's gzip blob, when its table and blob are stored.
-    /// A missing or unreadable table only means compressing every chunk.
-    fn chunk_reuse(&self) -> Option<Arc<ChunkReuse>> {
+    /// A missing or unreadable table only means compressing every chunk. `linked`: the
+    /// files a COPY linked from the previous layer's snapshot ([`Self::previous_copy`], of
+    /// the same layer as the table), whose chunks the table may vouch for unread.
+    fn chunk_reuse(&self, linked: Option<Arc<HashSet<(u64, u64)>>>) -> Option<Arc<ChunkReuse>> {
         if self.format.compression != Compression::Gzip {
             return None;
         }
@@ -407,7 +410,11 @@ impl Committer<'_> {
             .read(hex)?;
         let table = ChunkTable::from_bytes(&bytes)?;
         let blob = self.store.open_blob(&previous.digest).ok()?;
-        ChunkReuse::new(&table, blob).ok().map(Arc::new)
+        let reuse = ChunkReuse::new(&table, blob).ok()?;
+        Some(Arc::new(match linked {
+            Some(linked) => reuse.trusting_links(linked),
+            None => reuse,
+        }))
     }
 
     /// Keeps the chunk table of a new gzip blob beside it. A blob of one chunk has nothing

@@ -20,9 +20,12 @@ fn opts(compression: Compression, epoch: Option<i64>) -> LayerOptions {
     }
 }
 
+/// The layer of `dir` and its digests, its chunk table without the identities that name
+/// `dir`'s inodes (see `ChunkTable::without_identities`).
 fn layer_bytes(dir: &Path, o: &LayerOptions) -> (Vec<u8>, kiln_image::LayerDigests) {
     let mut out = Vec::new();
-    let d = write_layer(dir, &mut out, o).unwrap();
+    let mut d = write_layer(dir, &mut out, o).unwrap();
+    d.chunks = d.chunks.without_identities();
     (out, d)
 }
 

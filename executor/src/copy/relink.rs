@@ -128,6 +128,12 @@ impl PreviousCopy {
             return Ok(false);
         }
         drop(linked);
+        // Only ever the file at the same path (`rel`) of the snapshot of the very layer
+        // whose gzip chunk table the commit reuses: the layer writer takes a chunk of
+        // linked files unread when its identity (headers, inodes) is the old one's, which
+        // says its bytes are the old ones only because a linked file is that layer's
+        // content at that path (see `kiln_image::layer::chunks`). Linking from another
+        // path or another snapshot would write wrong bytes under the old digests.
         rustix::fs::linkat(dir, name, &dirs.layer, dst_name, AtFlags::empty())?;
         Ok(true)
     }

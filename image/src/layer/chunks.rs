@@ -22,14 +22,38 @@
 //! the new stream's bytes so far are the old ones, so both hashes resume from the old
 //! states instead of hashing those bytes again: an edit near the end of a big layer hashes
 //! little more than what follows the edit.
+//!
+//! Those leading chunks need not even be read when the old table can vouch for them. Each
+//! chunk also has an identity ([`ChunkIdent`]): a digest of the bytes the tar writer made
+//! itself (headers, padding) and, for each run of file content, the file's (device, inode)
+//! and the range read, instead of the bytes. What makes an identity name the chunk's bytes
+//! is not the inodes (the table may have been written from other files: a table is kept
+//! only for a blob that has none yet, and a snapshot can be removed and made again, its
+//! inode numbers given to other files meanwhile) but three things together:
+//!
+//! - a header's bytes (name, size, mode, owner, mtime) are in the identity, and every run
+//!   of a file's content follows its header in the same chain of identities: a chunk is
+//!   compared only while every chunk before it was the old one at its index, so the stream
+//!   before it, the header of a file it starts inside of included, is the old stream;
+//! - its runs are compared only when all their files are inodes a COPY linked from the
+//!   snapshot of the very layer (the same diff_id) whose blob and table the [`ChunkReuse`]
+//!   holds ([`ChunkReuse::trusting_links`]), each at the path it has there;
+//! - a snapshot's content is never written after commit, and is the content of that
+//!   layer's tar.
+//!
+//! So a file's bytes under an old header are the old tar's bytes under it, and a chunk
+//! whose identity is the old one's is the old chunk. A chunk holding any other file has no
+//! identity worth comparing and is read. Nothing is looked up by identity across layers, or
+//! at another index of the same one.
 
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::digest::typenum::Unsigned;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// Version of the chunking and compression rules; part of every chunk key and of every
 /// build's cache keys (the solver's layer format). Changing the rules changes gzip layer
@@ -88,6 +112,81 @@ pub(crate) fn chunk_key(level: u32, dict: &[u8], data: &[u8], last: bool) -> Chu
     *h.finalize().as_bytes()
 }
 
+/// What a chunk's bytes are, short of its bytes: see the module doc and [`IdentHasher`].
+/// [`NO_IDENT`] for a chunk holding file content of unknown inodes.
+pub(crate) type ChunkIdent = [u8; 32];
+
+/// The identity of a chunk that has none.
+pub(crate) const NO_IDENT: ChunkIdent = [0; 32];
+
+/// (device, inode) of a file.
+pub(crate) type Inode = (u64, u64);
+
+/// The identity of one chunk in the making: the bytes the tar writer wrote, and a record
+/// for each run of a file's content read into the chunk. The records are fixed-size and
+/// each says how many written bytes came before it, so no two different chunks hash alike.
+/// What it covers is gathered and hashed at once when the chunk ends: BLAKE3 hashes a
+/// long input many blocks at a time, and a header at a time one block after another.
+pub(crate) struct IdentHasher {
+    input: Vec<u8>,
+    /// Bytes written since the last record.
+    run: u64,
+    /// False once a file of unknown inode gave bytes.
+    known: bool,
+}
+
+impl IdentHasher {
+    pub(crate) fn new() -> IdentHasher {
+        IdentHasher {
+            input: Vec::new(),
+            run: 0,
+            known: true,
+        }
+    }
+
+    /// Bytes the tar writer made (or content that came as bytes).
+    pub(crate) fn bytes(&mut self, data: &[u8]) {
+        if self.known {
+            self.input.extend_from_slice(data);
+        }
+        self.run += data.len() as u64;
+    }
+
+    /// `len` bytes of the file `inode` from `offset`, read into the chunk (or not).
+    pub(crate) fn file(&mut self, inode: Option<Inode>, offset: u64, len: u64) {
+        let Some((dev, ino)) = inode else {
+            self.known = false;
+            self.input.clear();
+            return;
+        };
+        self.input.extend_from_slice(b"\xfffile");
+        for n in [self.run, dev, ino, offset, len] {
+            self.input.extend_from_slice(&n.to_le_bytes());
+        }
+        self.run = 0;
+    }
+
+    /// The identity of the chunk, `last` when it ends the stream, compressed at `level`;
+    /// starts the next chunk's.
+    pub(crate) fn finish(&mut self, level: u32, last: bool) -> ChunkIdent {
+        let known = std::mem::replace(&mut self.known, true);
+        let run = std::mem::take(&mut self.run);
+        if !known {
+            self.input.clear();
+            return NO_IDENT;
+        }
+        let mut hash = blake3::Hasher::new();
+        hash.update(&self.input);
+        self.input.clear();
+        hash.update(b"\xffend kiln chunk identity");
+        hash.update(&CHUNK_FORMAT.to_le_bytes());
+        hash.update(&level.to_le_bytes());
+        hash.update(&[u8::from(last)]);
+        hash.update(&run.to_le_bytes());
+        *hash.finalize().as_bytes()
+    }
+}
+
 /// One chunk of a written blob: its key, where its compressed bytes are in the blob, and
 /// the hashes of both streams up to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +199,8 @@ pub struct ChunkEntry {
     /// The CRC-32 of the chunk's input (a function of its key, like its bytes): a chunk
     /// copied from the blob need not be run through the CRC again for the gzip trailer.
     pub(crate) crc: u32,
+    /// The chunk's identity (see the module doc).
+    pub(crate) ident: ChunkIdent,
     /// The tar's SHA-256 state after this chunk.
     pub(crate) tar_state: Midstate,
     /// The blob's SHA-256 state after this chunk (the gzip header included).
@@ -155,10 +256,11 @@ pub struct ChunkTable {
     pub(crate) chunks: Vec<ChunkEntry>,
 }
 
-/// Bytes of one serialized entry: key, offset, length, tar end, CRC, the two states.
-const ENTRY_BYTES: usize = 32 + 8 + 8 + 8 + 4 + 2 * MIDSTATE_BYTES;
+/// Bytes of one serialized entry: key, offset, length, tar end, CRC, identity, the two
+/// states.
+const ENTRY_BYTES: usize = 32 + 8 + 8 + 8 + 4 + 32 + 2 * MIDSTATE_BYTES;
 /// Serialized tables start with this (and the format version).
-const MAGIC: &[u8; 12] = b"kiln-chunks4";
+const MAGIC: &[u8; 12] = b"kiln-chunks5";
 /// The most chunks a table read back may hold: a 64 GiB layer at the smallest chunk size.
 const MAX_CHUNKS: usize = 1 << 18;
 
@@ -173,6 +275,15 @@ impl ChunkTable {
         self.chunks.is_empty()
     }
 
+    /// The table without its chunks' identities, which name the inodes it was written
+    /// from: what two writes of the same bytes from different files have in common.
+    pub fn without_identities(mut self) -> ChunkTable {
+        for c in &mut self.chunks {
+            c.ident = NO_IDENT;
+        }
+        self
+    }
+
     /// The table as stored beside its blob, ending with the sha256 of what precedes it (the
     /// store writes side records without fsync: a table a crash cut short reads as none).
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -185,6 +296,7 @@ impl ChunkTable {
             out.extend_from_slice(&c.len.to_le_bytes());
             out.extend_from_slice(&c.tar_end.to_le_bytes());
             out.extend_from_slice(&c.crc.to_le_bytes());
+            out.extend_from_slice(&c.ident);
             out.extend_from_slice(&c.tar_state.0);
             out.extend_from_slice(&c.blob_state.0);
         }
@@ -216,6 +328,7 @@ impl ChunkTable {
                 let (len, rest) = rest.split_first_chunk::<8>()?;
                 let (tar_end, rest) = rest.split_first_chunk::<8>()?;
                 let (crc, rest) = rest.split_first_chunk::<4>()?;
+                let (ident, rest) = rest.split_first_chunk::<32>()?;
                 let (tar_state, blob_state) = rest.split_first_chunk::<MIDSTATE_BYTES>()?;
                 Some(ChunkEntry {
                     key: *key,
@@ -223,6 +336,7 @@ impl ChunkTable {
                     len: u64::from_le_bytes(*len),
                     tar_end: u64::from_le_bytes(*tar_end),
                     crc: u32::from_le_bytes(*crc),
+                    ident: *ident,
                     tar_state: Midstate(*tar_state),
                     blob_state: Midstate(blob_state.try_into().ok()?),
                 })
@@ -240,6 +354,18 @@ pub struct ChunkReuse {
     /// The table in stream order, for the hash states at a chunk's end.
     chunks: Vec<ChunkEntry>,
     blob: File,
+    blob_size: u64,
+    /// The inodes a COPY linked from the snapshot of the layer this blob is of: the
+    /// identities of chunks holding only those are trusted (see the module doc).
+    linked: Option<Arc<HashSet<Inode>>>,
+}
+
+/// An old chunk the new stream takes without reading its input: the old entry and both
+/// hashes after it.
+pub(crate) struct Vouched {
+    pub(crate) old: ChunkEntry,
+    pub(crate) tar_hash: Sha256,
+    pub(crate) blob_hash: Sha256,
 }
 
 /// Where the new stream is after a chunk: its index, key, and the bytes of both streams so far.
@@ -270,7 +396,75 @@ impl ChunkReuse {
             by_key,
             chunks: table.chunks.clone(),
             blob,
+            blob_size,
+            linked: None,
         })
+    }
+
+    /// This reuse trusts the identities of chunks whose files are all in `linked`: the
+    /// inodes a COPY linked from the snapshot of the very layer whose blob and table this
+    /// reuse holds, each from the path it has in the new layer, and nothing else (see the
+    /// module doc: a file from anywhere else breaks what makes an identity name its bytes).
+    pub fn trusting_links(mut self, linked: Arc<HashSet<Inode>>) -> ChunkReuse {
+        self.linked = Some(linked);
+        self
+    }
+
+    /// Whether chunks may be taken by identity at all.
+    pub(crate) fn trusts_links(&self) -> bool {
+        self.linked.is_some()
+    }
+
+    /// Whether the content of the file `inode` is vouched for by its identity.
+    pub(crate) fn is_linked(&self, inode: Inode) -> bool {
+        self.linked.as_ref().is_some_and(|l| l.contains(&inode))
+    }
+
+    /// The old chunk at `index`, when the new stream is the old one before it (the caller
+    /// asks only while every earlier chunk was the old one at its own index), the new chunk
+    /// has the identity `ident` the old one has, whose files are all linked inodes (the
+    /// caller asks only then), starts where the old one did in the blob (`blob_start`) and
+    /// ends where it did in the tar (`tar_end`): the new chunk's bytes are the old chunk's.
+    pub(crate) fn vouch(
+        &self,
+        index: usize,
+        ident: &ChunkIdent,
+        tar_end: u64,
+        blob_start: u64,
+    ) -> Option<Vouched> {
+        let old = self.chunks.get(index)?;
+        if !self.trusts_links()
+            || *ident == NO_IDENT
+            || old.ident != *ident
+            || old.tar_end != tar_end
+            || old.offset != blob_start
+            || old.len > 2 * CutRule::MAX as u64
+            || old.offset.checked_add(old.len)? > self.blob_size
+        {
+            return None;
+        }
+        let end = old.offset + old.len;
+        Some(Vouched {
+            old: *old,
+            tar_hash: old.tar_state.resume(tar_end)?,
+            blob_hash: old.blob_state.resume(end)?,
+        })
+    }
+
+    /// The compressed bytes of `old` (an entry [`ChunkReuse::vouch`] gave), read into
+    /// `buf` (which only grows: its bytes are overwritten, not zeroed first).
+    pub(crate) fn read_into<'b>(
+        &self,
+        old: &ChunkEntry,
+        buf: &'b mut Vec<u8>,
+    ) -> io::Result<&'b [u8]> {
+        let len = usize::try_from(old.len).map_err(io::Error::other)?;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let bytes = &mut buf[..len];
+        self.blob.read_exact_at(bytes, old.offset)?;
+        Ok(bytes)
     }
 
     /// The tar and blob hashers after the chunk at `at`, from the old table, when the new
@@ -314,6 +508,7 @@ mod tests {
             len: 0,
             tar_end: 0,
             crc: 0,
+            ident: NO_IDENT,
             tar_state: Midstate::of(&Sha256::new()),
             blob_state: Midstate::of(&Sha256::new()),
         }
@@ -334,6 +529,7 @@ mod tests {
                     offset: 109,
                     len: 5,
                     crc: 0xdead_beef,
+                    ident: [3; 32],
                     ..entry()
                 },
             ],

@@ -130,6 +130,15 @@ impl<W: Write> Compressor<W> {
         })
     }
 
+    /// Whether files linked from the previous snapshot are, for now, taken unread (see
+    /// `pgzip`).
+    pub(crate) fn skips_linked(&self) -> bool {
+        match self {
+            Compressor::Gzip(g) => g.skips_linked(),
+            Compressor::Zstd(_) | Compressor::None(_) => false,
+        }
+    }
+
     /// Told before each tar entry: where gzip may cut its chunks.
     pub(crate) fn entry(&mut self, name: &[u8], size: u64) -> io::Result<()> {
         match self {
@@ -150,9 +159,14 @@ impl<W: Write> Compressor<W> {
 }
 
 impl<W: Write> super::hasher::FillFrom for Compressor<W> {
-    fn fill_from(&mut self, file: &std::fs::File, len: u64) -> io::Result<u64> {
+    fn fill_from(
+        &mut self,
+        file: &std::fs::File,
+        len: u64,
+        inode: Option<super::chunks::Inode>,
+    ) -> io::Result<u64> {
         match self {
-            Compressor::Gzip(g) => g.fill_from(file, len),
+            Compressor::Gzip(g) => g.fill_from(file, len, inode),
             Compressor::Zstd(_) | Compressor::None(_) => {
                 super::hasher::fill_through(self, file, len, &mut Vec::new())
             }

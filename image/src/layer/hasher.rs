@@ -12,7 +12,7 @@
 //! stage keeps anyway (a gzip chunk, a batch to hash), not through a reader's buffer and
 //! `io::copy`'s, which cost two copies of every byte.
 
-use super::chunks::Midstate;
+use super::chunks::{Inode, Midstate};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -204,7 +204,9 @@ impl Drop for StreamHasher {
 /// A writer that takes a file's bytes straight from the file (see the module doc).
 pub(crate) trait FillFrom: Write {
     /// Appends `len` bytes read from `file` (fewer when it ends first); returns how many.
-    fn fill_from(&mut self, file: &File, len: u64) -> io::Result<u64>;
+    /// `inode`: the file's (device, inode) when it is a file of the layer directory (not
+    /// one whose content is elsewhere), for gzip's chunk identities (see `chunks`).
+    fn fill_from(&mut self, file: &File, len: u64, inode: Option<Inode>) -> io::Result<u64>;
 }
 
 /// Reads up to `len` bytes of `file` onto the end of `buf`, into its spare capacity
@@ -264,6 +266,11 @@ impl<W: FillFrom> TarSink<W> {
     }
 
     /// The next stage.
+    pub(crate) fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The next stage.
     pub(crate) fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }
@@ -318,9 +325,9 @@ impl<W: FillFrom> Write for TarSink<W> {
 }
 
 impl<W: FillFrom> FillFrom for TarSink<W> {
-    fn fill_from(&mut self, file: &File, len: u64) -> io::Result<u64> {
+    fn fill_from(&mut self, file: &File, len: u64, inode: Option<Inode>) -> io::Result<u64> {
         if self.hasher.is_none() {
-            let n = self.inner.fill_from(file, len)?;
+            let n = self.inner.fill_from(file, len, inode)?;
             self.count += n;
             return Ok(n);
         }
@@ -422,7 +429,7 @@ mod tests {
     }
 
     impl FillFrom for Collect {
-        fn fill_from(&mut self, file: &File, len: u64) -> io::Result<u64> {
+        fn fill_from(&mut self, file: &File, len: u64, _: Option<Inode>) -> io::Result<u64> {
             fill_through(self, file, len, &mut Vec::new())
         }
     }
@@ -440,7 +447,10 @@ mod tests {
         ))
         .unwrap();
         // Asking for more than the file holds gives what it holds.
-        assert_eq!(sink.fill_from(&f, 3_000_000).unwrap(), data.len() as u64);
+        assert_eq!(
+            sink.fill_from(&f, 3_000_000, None).unwrap(),
+            data.len() as u64
+        );
         sink.write_all(b"end").unwrap();
         let (out, digest, count) = sink.finish().unwrap();
         let mut want = b"header".to_vec();

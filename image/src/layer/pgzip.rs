@@ -17,16 +17,30 @@
 //! (the blob digest) itself, chunk by chunk in stream order, so that while the new stream
 //! is still the old one (every chunk so far found at its own place in the old table) both
 //! hashes resume from the old table's states instead of hashing those bytes again.
+//!
+//! Until then, when the old table can vouch for files a COPY linked from the previous
+//! snapshot ([`ChunkReuse::trusting_links`]), those files are not even read: the chunk being
+//! filled is its written bytes (headers) and holes where the linked files' bytes go, and
+//! when it ends with the identity of the old chunk at its place, the old chunk is taken
+//! (bytes, CRC, hash states) without reading them. The first chunk that is not the old one
+//! reads its holes, and the last 32 KiB of the chunk before it (its dictionary); from
+//! there on every byte is read as usual. A hole keeps its file open until then, so only
+//! the holes of that last 32 KiB are kept past a chunk taken, and at most
+//! [`MAX_OPEN_HOLES`] files are held: past them (a chunk of a thousand small files) a linked
+//! file is read into the chunk at once, which keeps its identity, and so may still be the
+//! old chunk taken, only not unread.
 
 use super::chunks::{
-    ChunkEntry, ChunkKey, ChunkReuse, ChunkTable, CutRule, Midstate, StreamPoint, chunk_key,
+    ChunkEntry, ChunkIdent, ChunkKey, ChunkReuse, ChunkTable, CutRule, IdentHasher, Inode,
+    Midstate, StreamPoint, chunk_key,
 };
 use super::hasher::{FillFrom, StreamHasher, read_onto};
 use flate2::{Compress, Compression as Level, FlushCompress, Status};
 use kiln_base::digest::Digest;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,15 +73,143 @@ struct Compressed {
     input: Vec<u8>,
 }
 
+/// A run of a linked file's bytes in a chunk, not read (see [`Lazy`]).
+struct Hole {
+    /// Where it goes among the chunk's written bytes.
+    at: usize,
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+}
+
+/// The most files the holes of [`Lazy`] keep open. Each hole's file stays open until its
+/// chunk is read or taken, and a megabyte chunk of small files (node_modules) holds a
+/// thousand of them, past the soft RLIMIT_NOFILE of many systems (1024; kiln does not raise
+/// it). Past this many, and whenever a descriptor cannot be had, a linked file is read into
+/// the chunk at once: the chunk's identity is the same, so it may still be taken from the
+/// old blob, but it was read.
+const MAX_OPEN_HOLES: usize = 256;
+
+/// The chunk being filled while it may be the old one (see the module doc): its written
+/// bytes are in [`ParallelGzip::chunk`], the linked files' bytes are holes.
+#[derive(Default)]
+struct Lazy {
+    holes: Vec<Hole>,
+    /// The chunk's length, holes included.
+    held: usize,
+    /// Whether some linked file's bytes were read into the chunk ([`MAX_OPEN_HOLES`]).
+    read_some: bool,
+    /// The last 32 KiB (or fewer) of the last chunk taken from the old blob, as written
+    /// bytes and holes: the next chunk that is not the old one takes them as its
+    /// dictionary, and needs nothing before them.
+    prev: Option<(Vec<u8>, Vec<Hole>)>,
+    /// The files the holes (of `holes` and `prev`) keep open.
+    open: usize,
+}
+
+/// How many files `holes` keep open: a file's holes follow each other, sharing its `Arc`.
+fn open_files(holes: &[Hole]) -> usize {
+    let mut open = 0;
+    let mut last: Option<&Arc<File>> = None;
+    for h in holes {
+        if !last.is_some_and(|l| Arc::ptr_eq(l, &h.file)) {
+            open += 1;
+        }
+        last = Some(&h.file);
+    }
+    open
+}
+
+/// The bytes from `from` on of the chunk made of `written` and `holes`, as written bytes
+/// (onto `out`, emptied first) and holes placed among them; the holes before `from` are
+/// dropped, and their files closed unless a later hole shares them.
+fn tail_of(
+    written: &[u8],
+    holes: Vec<Hole>,
+    from: usize,
+    mut out: Vec<u8>,
+) -> (Vec<u8>, Vec<Hole>) {
+    out.clear();
+    let mut kept = Vec::new();
+    // `pos`: where the next piece starts in the whole chunk; `next`: in `written`.
+    let (mut pos, mut next) = (0, 0);
+    for hole in holes {
+        let piece = written.get(next..hole.at).unwrap_or_default();
+        let skip = from.saturating_sub(pos).min(piece.len());
+        out.extend_from_slice(&piece[skip..]);
+        pos += piece.len();
+        next = hole.at;
+        let skip = from.saturating_sub(pos).min(hole.len);
+        pos += hole.len;
+        if skip < hole.len {
+            kept.push(Hole {
+                at: out.len(),
+                offset: hole.offset + skip as u64,
+                len: hole.len - skip,
+                ..hole
+            });
+        }
+    }
+    let piece = written.get(next..).unwrap_or_default();
+    let skip = from.saturating_sub(pos).min(piece.len());
+    out.extend_from_slice(&piece[skip..]);
+    (out, kept)
+}
+
+/// Reads up to `len` bytes of `file` from `offset` onto the end of `buf` (fewer when the
+/// file ends first), leaving the file's position alone; returns how many.
+fn read_at_onto(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<u64> {
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut buf[start + done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + done);
+    Ok(done as u64)
+}
+
+/// Appends the chunk made of the written bytes `written` and `holes`, reading the holes.
+fn fill_holes(written: &[u8], holes: &[Hole], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut next = 0;
+    for hole in holes {
+        out.extend_from_slice(written.get(next..hole.at).unwrap_or_default());
+        next = hole.at;
+        let start = out.len();
+        out.resize(start + hole.len, 0);
+        hole.file
+            .read_exact_at(&mut out[start..], hole.offset)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading a linked file: {e}")))?;
+    }
+    out.extend_from_slice(written.get(next..).unwrap_or_default());
+    Ok(())
+}
+
 /// A gzip writer compressing chunks on worker threads.
 pub(crate) struct ParallelGzip<W: Write> {
     out: W,
+    level: u32,
     chunk: Vec<u8>,
+    /// The identity of the chunk being filled, so far.
+    ident: IdentHasher,
+    /// While the chunks may be taken from the old blob unread.
+    lazy: Option<Lazy>,
+    /// Old compressed bytes being copied.
+    copied: Vec<u8>,
     prev_tail: Vec<u8>,
     /// The CRC-32 of the input so far.
     crc: u32,
     jobs: Option<Sender<Job>>,
-    pending: VecDeque<Receiver<io::Result<Compressed>>>,
+    /// Chunks handed to the workers, and their identities.
+    pending: VecDeque<(Receiver<io::Result<Compressed>>, ChunkIdent)>,
     max_pending: usize,
     workers: Vec<JoinHandle<()>>,
     /// Compressed bytes written so far (the header included): the next chunk's offset.
@@ -85,6 +227,7 @@ pub(crate) struct ParallelGzip<W: Write> {
     reuse: Option<Arc<ChunkReuse>>,
     leading: bool,
     resumed: usize,
+    skipped: usize,
 }
 
 /// What a finished stream tells besides its bytes.
@@ -96,6 +239,8 @@ pub(crate) struct GzipSummary {
     pub(crate) reused: usize,
     /// How many leading chunks were not hashed: both hashes resumed after them.
     pub(crate) resumed: usize,
+    /// How many of those were not even read (linked files the old table vouched for).
+    pub(crate) skipped: usize,
     /// The `sha256:` digests of the stream's input (the tar) and of its output (the blob).
     pub(crate) digests: Option<(String, String)>,
 }
@@ -134,9 +279,17 @@ impl<W: Write> ParallelGzip<W> {
                 })
             })
             .collect();
+        let lazy = reuse
+            .as_ref()
+            .filter(|r| r.trusts_links())
+            .map(|_| Lazy::default());
         Ok(Self {
             out,
+            level,
             chunk: Vec::new(),
+            ident: IdentHasher::new(),
+            lazy,
+            copied: Vec::new(),
             prev_tail: Vec::new(),
             crc: 0,
             jobs: Some(tx),
@@ -153,20 +306,210 @@ impl<W: Write> ParallelGzip<W> {
             reuse,
             leading: true,
             resumed: 0,
+            skipped: 0,
         })
     }
 
     /// Told before each tar entry (`name`, `size` bytes of content): ends the chunk here
     /// when the cut rules say so.
     pub(crate) fn entry(&mut self, name: &[u8], size: u64) -> io::Result<()> {
-        if CutRule::cut_before(self.chunk.len(), name, size) {
-            let full = std::mem::take(&mut self.chunk);
-            self.submit(full, false)?;
+        if CutRule::cut_before(self.held(), name, size) {
+            self.cut(false)?;
         }
         Ok(())
     }
 
-    fn submit(&mut self, data: Vec<u8>, last: bool) -> io::Result<()> {
+    /// Whether linked files are taken unread for now: the old chunks so far were the new.
+    pub(crate) fn skips_linked(&self) -> bool {
+        self.lazy.is_some()
+    }
+
+    /// Bytes in the chunk being filled.
+    fn held(&self) -> usize {
+        self.lazy.as_ref().map_or(self.chunk.len(), |l| l.held)
+    }
+
+    /// Ends the chunk being filled (`last`: the stream with it).
+    fn cut(&mut self, last: bool) -> io::Result<()> {
+        let ident = self.ident.finish(self.level, last);
+        if self.lazy.is_some() {
+            if self.take_vouched(&ident)? {
+                return Ok(());
+            }
+            self.read_holes()?;
+        }
+        let data = std::mem::take(&mut self.chunk);
+        self.submit(data, last, ident)
+    }
+
+    /// Takes the old chunk at this place when the old table vouches for the lazy chunk
+    /// being filled (its identity `ident`); false when it does not.
+    fn take_vouched(&mut self, ident: &ChunkIdent) -> io::Result<bool> {
+        let (Some(lazy), Some(reuse)) = (&mut self.lazy, &self.reuse) else {
+            return Ok(false);
+        };
+        let tar_end = self.tar_len + lazy.held as u64;
+        let Some(vouched) = reuse.vouch(self.table.chunks.len(), ident, tar_end, self.written)
+        else {
+            return Ok(false);
+        };
+        // An old blob that cannot be read only means reading the files.
+        let Ok(bytes) = reuse.read_into(&vouched.old, &mut self.copied) else {
+            return Ok(false);
+        };
+        self.out.write_all(bytes)?;
+        self.tar_hash.resume(vouched.tar_hash)?;
+        self.blob_hash.resume(vouched.blob_hash)?;
+        self.tar_hash.mark()?;
+        self.blob_hash.mark()?;
+        let old = vouched.old;
+        self.crc = zlib_rs::crc32::crc32_combine(self.crc, old.crc, lazy.held as u64);
+        self.tar_len = tar_end;
+        self.table.chunks.push(ChunkEntry {
+            key: old.key,
+            offset: self.written,
+            len: old.len,
+            tar_end,
+            crc: old.crc,
+            ident: *ident,
+            tar_state: Midstate::EMPTY,
+            blob_state: Midstate::EMPTY,
+        });
+        self.written += old.len;
+        self.reused += 1;
+        self.resumed += 1;
+        self.skipped += usize::from(!lazy.read_some);
+        // Only the chunk's last 32 KiB may be needed again (as the next one's dictionary):
+        // the holes before them are dropped, and their files closed.
+        let from = lazy.held.saturating_sub(WINDOW);
+        let holes = std::mem::take(&mut lazy.holes);
+        let spare = lazy.prev.take().map(|(w, _)| w).unwrap_or_default();
+        let prev = tail_of(&self.chunk, holes, from, spare);
+        lazy.open = open_files(&prev.1);
+        lazy.prev = Some(prev);
+        lazy.held = 0;
+        lazy.read_some = false;
+        let mut written = std::mem::take(&mut self.chunk);
+        written.clear();
+        self.keep_buffer(written);
+        Ok(true)
+    }
+
+    /// Ends the lazy chunks: the chunk being filled gets its linked files' bytes, and the
+    /// next chunk's dictionary is the end of the last chunk taken unread.
+    fn read_holes(&mut self) -> io::Result<()> {
+        let Some(lazy) = self.lazy.take() else {
+            return Ok(());
+        };
+        if let Some((written, holes)) = &lazy.prev {
+            let mut tail = Vec::with_capacity(WINDOW);
+            fill_holes(written, holes, &mut tail)?;
+            self.prev_tail = tail;
+        }
+        let written = std::mem::take(&mut self.chunk);
+        let mut chunk = self.next_buffer();
+        chunk.reserve_exact(CutRule::MAX.max(lazy.held));
+        fill_holes(&written, &lazy.holes, &mut chunk)?;
+        self.chunk = chunk;
+        let mut spare = written;
+        spare.clear();
+        self.keep_buffer(spare);
+        Ok(())
+    }
+
+    /// Appends `len` bytes of the linked file `inode` as a hole of the lazy chunk (or read,
+    /// past [`MAX_OPEN_HOLES`]), as many as the lazy chunks go on, the rest read (see
+    /// [`FillFrom::fill_from`]).
+    fn fill_lazily(&mut self, file: &File, len: u64, inode: Inode) -> io::Result<u64> {
+        // The file's descriptor for its holes, once asked for: `Some(None)` when it is read.
+        let mut shared: Option<Option<Arc<File>>> = None;
+        let mut done = 0;
+        while done < len {
+            if self.chunk.capacity() == 0 {
+                self.chunk = self.next_buffer();
+            }
+            let Some(lazy) = &mut self.lazy else {
+                // The chunk was not the old one: read the rest of the file.
+                let mut at = file;
+                at.seek(SeekFrom::Start(done))?;
+                return Ok(done + self.fill_read(file, len - done, Some(inode), done)?);
+            };
+            let room = (CutRule::MAX - lazy.held) as u64;
+            let want = (len - done).min(room);
+            let hole_file = shared.get_or_insert_with(|| {
+                // A descriptor that cannot be had (EMFILE) only means reading the file.
+                let file = (lazy.open < MAX_OPEN_HOLES)
+                    .then(|| file.try_clone().ok())
+                    .flatten()?;
+                lazy.open += 1;
+                Some(Arc::new(file))
+            });
+            let n = match hole_file {
+                Some(hole_file) => {
+                    lazy.holes.push(Hole {
+                        at: self.chunk.len(),
+                        file: Arc::clone(hole_file),
+                        offset: done,
+                        len: want as usize,
+                    });
+                    want
+                }
+                None => {
+                    // Room for a whole chunk, so a read never grows the buffer past it.
+                    self.chunk
+                        .reserve_exact(CutRule::MAX.saturating_sub(self.chunk.len()));
+                    let n = read_at_onto(file, done, want as usize, &mut self.chunk)?;
+                    lazy.read_some = true;
+                    n
+                }
+            };
+            lazy.held += n as usize;
+            // The identity is the same read or not: the chunk may still be the old one.
+            self.ident.file(Some(inode), done, n);
+            done += n;
+            if lazy.held == CutRule::MAX {
+                self.cut(false)?;
+            }
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reads `len` bytes of `file` (from its position, `start` bytes into it) straight into
+    /// the chunk being filled.
+    fn fill_read(
+        &mut self,
+        file: &File,
+        len: u64,
+        inode: Option<Inode>,
+        start: u64,
+    ) -> io::Result<u64> {
+        let mut done = 0;
+        while done < len {
+            if self.chunk.capacity() == 0 {
+                self.chunk = self.next_buffer();
+            }
+            // Room for a whole chunk, so a read never grows the buffer past it.
+            self.chunk
+                .reserve_exact(CutRule::MAX.saturating_sub(self.chunk.len()));
+            let room = (CutRule::MAX - self.chunk.len()) as u64;
+            let want = (len - done).min(room);
+            let n = read_onto(file, want, &mut self.chunk)?;
+            self.ident.file(inode, start + done, n);
+            done += n;
+            if self.chunk.len() == CutRule::MAX {
+                self.cut(false)?;
+            }
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn submit(&mut self, data: Vec<u8>, last: bool, ident: ChunkIdent) -> io::Result<()> {
         while self.pending.len() >= self.max_pending {
             self.write_oldest()?;
         }
@@ -184,12 +527,12 @@ impl<W: Write> ParallelGzip<W> {
             reply,
         })
         .map_err(|_| io::Error::other("gzip worker threads stopped"))?;
-        self.pending.push_back(result);
+        self.pending.push_back((result, ident));
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
-        if let Some(rx) = self.pending.pop_front() {
+        if let Some((rx, ident)) = self.pending.pop_front() {
             let chunk = rx
                 .recv()
                 .map_err(|_| io::Error::other("gzip worker thread died"))??;
@@ -234,6 +577,7 @@ impl<W: Write> ParallelGzip<W> {
                 len,
                 tar_end: self.tar_len,
                 crc: chunk.crc,
+                ident,
                 tar_state: Midstate::EMPTY,
                 blob_state: Midstate::EMPTY,
             });
@@ -262,8 +606,7 @@ impl<W: Write> ParallelGzip<W> {
     /// Ends the deflate stream, writes the trailer and returns the writer with the
     /// stream's chunk table.
     pub(crate) fn finish(mut self) -> io::Result<(W, GzipSummary)> {
-        let rest = std::mem::take(&mut self.chunk);
-        self.submit(rest, true)?;
+        self.cut(true)?;
         while !self.pending.is_empty() {
             self.write_oldest()?;
         }
@@ -290,6 +633,7 @@ impl<W: Write> ParallelGzip<W> {
             table,
             reused: self.reused,
             resumed: self.resumed,
+            skipped: self.skipped,
             digests: Some((
                 Digest::from_hasher(tar_hash).into_string(),
                 Digest::from_hasher(blob_hash).into_string(),
@@ -305,11 +649,14 @@ impl<W: Write> Write for ParallelGzip<W> {
             self.chunk = self.next_buffer();
             self.chunk.reserve(CutRule::MIN);
         }
-        let take = buf.len().min(CutRule::MAX - self.chunk.len());
+        let take = buf.len().min(CutRule::MAX - self.held());
         self.chunk.extend_from_slice(&buf[..take]);
-        if self.chunk.len() == CutRule::MAX {
-            let full = std::mem::take(&mut self.chunk);
-            self.submit(full, false)?;
+        self.ident.bytes(&buf[..take]);
+        if let Some(lazy) = &mut self.lazy {
+            lazy.held += take;
+        }
+        if self.held() == CutRule::MAX {
+            self.cut(false)?;
         }
         Ok(take)
     }
@@ -322,29 +669,19 @@ impl<W: Write> Write for ParallelGzip<W> {
 }
 
 impl<W: Write> FillFrom for ParallelGzip<W> {
-    /// Reads the file straight into the chunk being filled.
-    fn fill_from(&mut self, file: &File, len: u64) -> io::Result<u64> {
-        let mut done = 0;
-        while done < len {
-            if self.chunk.capacity() == 0 {
-                self.chunk = self.next_buffer();
-            }
-            // Room for a whole chunk, so a read never grows the buffer past it.
-            self.chunk
-                .reserve_exact(CutRule::MAX.saturating_sub(self.chunk.len()));
-            let room = (CutRule::MAX - self.chunk.len()) as u64;
-            let want = (len - done).min(room);
-            let n = read_onto(file, want, &mut self.chunk)?;
-            done += n;
-            if self.chunk.len() == CutRule::MAX {
-                let full = std::mem::take(&mut self.chunk);
-                self.submit(full, false)?;
-            }
-            if n < want {
-                break;
+    /// Reads the file straight into the chunk being filled, or not at all while a linked
+    /// file's bytes may be taken from the old blob.
+    fn fill_from(&mut self, file: &File, len: u64, inode: Option<Inode>) -> io::Result<u64> {
+        if self.lazy.is_some() {
+            let reuse = self.reuse.as_ref();
+            match inode {
+                Some(inode) if reuse.is_some_and(|r| r.is_linked(inode)) => {
+                    return self.fill_lazily(file, len, inode);
+                }
+                _ => self.read_holes()?,
             }
         }
-        Ok(done)
+        self.fill_read(file, len, inode, 0)
     }
 }
 
@@ -411,6 +748,7 @@ fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result
 
 #[cfg(test)]
 mod tests {
+    use super::super::chunks::NO_IDENT;
     use super::*;
     use std::io::Read;
 
@@ -607,6 +945,371 @@ mod tests {
         }
         let (_, summary) = w.finish().unwrap();
         assert_eq!(summary.reused, 0);
+    }
+
+    /// A file of a layer directory as the tests write it: a name, a mode byte the header
+    /// carries, and the file itself.
+    struct OnDisk {
+        name: String,
+        mode: u8,
+        path: std::path::PathBuf,
+    }
+
+    impl OnDisk {
+        fn inode(&self) -> Inode {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(&self.path).unwrap();
+            (md.dev(), md.ino())
+        }
+    }
+
+    /// `n` files of 9 KiB (one of `big` bytes at index 7) in `dir`.
+    fn on_disk(dir: &std::path::Path, n: usize, big: usize) -> Vec<OnDisk> {
+        (0..n)
+            .map(|i| {
+                let name = format!("src/f{i:04}");
+                let path = dir.join(format!("f{i:04}"));
+                let len = if i == 7 { big } else { 9000 };
+                let data: Vec<u8> = (0..len as u32)
+                    .map(|j| ((i as u32 * 31 + j).wrapping_mul(2_654_435_761) >> 13) as u8 & 0x3f)
+                    .collect();
+                std::fs::write(&path, data).unwrap();
+                OnDisk {
+                    name,
+                    mode: b'a',
+                    path,
+                }
+            })
+            .collect()
+    }
+
+    /// A tar-like stream of `files`: a 512-byte header (name, size, mode) before each
+    /// file's bytes, given by inode. Returns the blob, its summary and the input.
+    fn gz_files(
+        files: &[OnDisk],
+        reuse: Option<Arc<ChunkReuse>>,
+    ) -> (Vec<u8>, GzipSummary, Vec<u8>) {
+        let mut w = ParallelGzip::new(Vec::new(), 6, 2, reuse).unwrap();
+        let mut input = Vec::new();
+        for f in files {
+            let file = File::open(&f.path).unwrap();
+            let len = file.metadata().unwrap().len();
+            let mut header = format!("{}:{len}:{}", f.name, f.mode as char).into_bytes();
+            header.resize(512, 0);
+            w.entry(f.name.as_bytes(), len).unwrap();
+            w.write_all(&header).unwrap();
+            assert_eq!(w.fill_from(&file, len, Some(f.inode())).unwrap(), len);
+            input.extend_from_slice(&header);
+            input.extend_from_slice(&std::fs::read(&f.path).unwrap());
+        }
+        let (blob, summary) = w.finish().unwrap();
+        (blob, summary, input)
+    }
+
+    /// Reuse of `blob` trusting the inodes of `linked`.
+    fn trusting(blob: &[u8], table: &ChunkTable, linked: &[&OnDisk]) -> Arc<ChunkReuse> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(blob).unwrap();
+        let set = linked.iter().map(|f| f.inode()).collect();
+        Arc::new(
+            ChunkReuse::new(table, f)
+                .unwrap()
+                .trusting_links(Arc::new(set)),
+        )
+    }
+
+    #[test]
+    fn linked_files_before_an_edit_are_not_read_and_the_stream_is_the_one_from_scratch() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = on_disk(dir.path(), 600, 3 * CutRule::MAX + 777);
+        let (old_blob, old, _) = gz_files(&before, None);
+        assert!(old.table.chunks.iter().all(|c| c.ident != NO_IDENT));
+        type Change = Box<dyn Fn(&mut Vec<OnDisk>, &std::path::Path)>;
+        // Each edit gives a new file (a new inode) or a new header; every other file is
+        // linked, as a COPY links it.
+        let new_file = |files: &mut Vec<OnDisk>, dir: &std::path::Path, i: usize| {
+            let path = dir.join(format!("new{i}"));
+            let mut data = std::fs::read(&files[i].path).unwrap();
+            data.extend_from_slice(b"edit");
+            std::fs::write(&path, data).unwrap();
+            files[i].path = path;
+        };
+        let edits: Vec<(&str, Change)> = vec![
+            ("start", Box::new(move |f, d| new_file(f, d, 0))),
+            ("middle", Box::new(move |f, d| new_file(f, d, 300))),
+            ("end", Box::new(move |f, d| new_file(f, d, 599))),
+            ("big file", Box::new(move |f, d| new_file(f, d, 7))),
+            (
+                "header of a linked file",
+                Box::new(|f, _| f[250].mode = b'b'),
+            ),
+            (
+                "header of the big linked file",
+                Box::new(|f, _| f[7].mode = b'b'),
+            ),
+            ("delete", Box::new(|f, _| drop(f.remove(450)))),
+            (
+                "add",
+                Box::new(|f, d| {
+                    let path = d.join("added");
+                    std::fs::write(&path, sample(20000)).unwrap();
+                    f.insert(
+                        200,
+                        OnDisk {
+                            name: "src/f0199a".into(),
+                            mode: b'a',
+                            path,
+                        },
+                    );
+                }),
+            ),
+            ("nothing", Box::new(|_, _| {})),
+        ];
+        for (what, edit) in edits {
+            let mut after: Vec<OnDisk> = before
+                .iter()
+                .map(|f| OnDisk {
+                    name: f.name.clone(),
+                    mode: f.mode,
+                    path: f.path.clone(),
+                })
+                .collect();
+            edit(&mut after, dir.path());
+            let linked: Vec<&OnDisk> = after
+                .iter()
+                .filter(|f| before.iter().any(|b| b.path == f.path))
+                .collect();
+            let (scratch, fresh, input) = gz_files(&after, None);
+            let reuse = trusting(&old_blob, &old.table, &linked);
+            let (incremental, summary, _) = gz_files(&after, Some(reuse));
+            assert_eq!(incremental, scratch, "edit: {what}");
+            assert_eq!(summary.table, fresh.table, "edit: {what}");
+            assert_eq!(summary.digests, fresh.digests, "edit: {what}");
+            assert_eq!(
+                summary.digests,
+                Some((
+                    Digest::of(&input).into_string(),
+                    Digest::of(&scratch).into_string()
+                ))
+            );
+            assert_eq!(gunzip(&incremental), input, "edit: {what}");
+            // The chunks before the edit are taken unread, the rest as before.
+            match what {
+                "start" => assert_eq!(summary.skipped, 0),
+                "nothing" => assert_eq!(summary.skipped, summary.table.len()),
+                // Chunk 0 ends before the big file.
+                "big file" | "header of the big linked file" => assert_eq!(summary.skipped, 1),
+                "end" => assert_eq!(summary.skipped + 1, summary.table.len()),
+                _ => assert!(
+                    summary.skipped > 0 && summary.skipped + 2 < summary.table.len(),
+                    "edit: {what}: {} of {} skipped",
+                    summary.skipped,
+                    summary.table.len()
+                ),
+            }
+            assert!(summary.skipped <= summary.resumed, "edit: {what}");
+            assert!(summary.reused + 3 >= summary.table.len(), "edit: {what}");
+        }
+    }
+
+    #[test]
+    fn identities_are_trusted_only_for_linked_inodes_of_the_old_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = on_disk(dir.path(), 400, 9000);
+        let (old_blob, old, _) = gz_files(&files, None);
+        let all: Vec<&OnDisk> = files.iter().collect();
+        let (same, summary, _) = gz_files(&files, Some(trusting(&old_blob, &old.table, &all)));
+        assert_eq!(same, old_blob);
+        assert_eq!(summary.skipped, old.table.len());
+        // One file of the first chunk not linked (copied, say): nothing is skipped.
+        let but_first: Vec<&OnDisk> = files.iter().skip(1).collect();
+        let (bytes, summary, _) =
+            gz_files(&files, Some(trusting(&old_blob, &old.table, &but_first)));
+        assert_eq!((bytes, summary.skipped), (old_blob.clone(), 0));
+        // No links trusted at all.
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&old_blob).unwrap();
+        let plain = Arc::new(ChunkReuse::new(&old.table, f).unwrap());
+        let (bytes, summary, _) = gz_files(&files, Some(plain));
+        assert_eq!((bytes, summary.skipped), (old_blob.clone(), 0));
+        // A table whose identities sit at other places, or whose chunks end elsewhere.
+        let mut rotated = old.table.clone();
+        let first = rotated.chunks[0].ident;
+        rotated.chunks[0].ident = rotated.chunks[1].ident;
+        rotated.chunks[1].ident = first;
+        let mut shifted = old.table.clone();
+        for c in &mut shifted.chunks {
+            c.tar_end += 512;
+        }
+        for table in [rotated, shifted] {
+            let (bytes, summary, _) = gz_files(&files, Some(trusting(&old_blob, &table, &all)));
+            assert_eq!((bytes, summary.skipped), (old_blob.clone(), 0));
+        }
+        // The same names and bytes in other inodes (a layer written from other files):
+        // their identities are not the old ones, and every file is read.
+        let copies = tempfile::tempdir().unwrap();
+        for f in &mut files {
+            let path = copies.path().join(f.path.file_name().unwrap());
+            std::fs::copy(&f.path, &path).unwrap();
+            f.path = path;
+        }
+        let linked: Vec<&OnDisk> = files.iter().collect();
+        let (bytes, summary, _) = gz_files(&files, Some(trusting(&old_blob, &old.table, &linked)));
+        assert_eq!((bytes, summary.skipped), (old_blob.clone(), 0));
+        assert_eq!(summary.reused, old.table.len());
+    }
+
+    #[test]
+    fn a_stream_ending_where_a_chunk_taken_unread_ends_is_the_one_from_scratch() {
+        let dir = tempfile::tempdir().unwrap();
+        // After its 512-byte header each file fills a chunk to the byte: the stream's last
+        // byte ends a chunk, and an empty last chunk ends the deflate stream.
+        let files: Vec<OnDisk> = (0..2)
+            .map(|i| {
+                let path = dir.path().join(format!("g{i}"));
+                let mut data = sample(CutRule::MAX - 512);
+                data[0] = i as u8;
+                std::fs::write(&path, data).unwrap();
+                OnDisk {
+                    name: format!("src/g{i}"),
+                    mode: b'a',
+                    path,
+                }
+            })
+            .collect();
+        let (old_blob, old, input) = gz_files(&files, None);
+        assert_eq!(input.len(), 2 * CutRule::MAX);
+        assert_eq!(old.table.len(), 3);
+        let all: Vec<&OnDisk> = files.iter().collect();
+        let (bytes, summary, _) = gz_files(&files, Some(trusting(&old_blob, &old.table, &all)));
+        assert_eq!(bytes, old_blob);
+        assert_eq!(summary.table, old.table);
+        assert_eq!(summary.digests, old.digests);
+        assert_eq!((summary.skipped, summary.resumed), (3, 3));
+        // The second file in a new inode (the same bytes): its chunk is read, and the empty
+        // last chunk after it is compressed again.
+        let mut edited: Vec<OnDisk> = files
+            .iter()
+            .map(|f| OnDisk {
+                name: f.name.clone(),
+                mode: f.mode,
+                path: f.path.clone(),
+            })
+            .collect();
+        let path = dir.path().join("g1-copy");
+        std::fs::copy(&edited[1].path, &path).unwrap();
+        edited[1].path = path;
+        let (bytes, summary, _) =
+            gz_files(&edited, Some(trusting(&old_blob, &old.table, &[&files[0]])));
+        assert_eq!(bytes, old_blob);
+        assert_eq!(gunzip(&bytes), input);
+        assert_eq!(summary.digests, old.digests);
+        assert_eq!((summary.skipped, summary.reused), (1, 3));
+    }
+
+    #[test]
+    fn chunks_of_many_small_linked_files_keep_few_files_open_and_are_the_ones_from_scratch() {
+        let dir = tempfile::tempdir().unwrap();
+        // About 380 files of 300 bytes to a chunk: more than MAX_OPEN_HOLES, so each chunk
+        // reads some of its files, and keeps the rest open as holes.
+        let mut files: Vec<OnDisk> = (0..5000)
+            .map(|i| {
+                let path = dir.path().join(format!("s{i:04}"));
+                let data: Vec<u8> = (0..300u32)
+                    .map(|j| ((i * 7 + j).wrapping_mul(2_654_435_761) >> 17) as u8 & 0x3f)
+                    .collect();
+                std::fs::write(&path, data).unwrap();
+                OnDisk {
+                    name: format!("node_modules/s{i:04}"),
+                    mode: b'a',
+                    path,
+                }
+            })
+            .collect();
+        let (old_blob, old, input) = gz_files(&files, None);
+        assert!(old.table.len() >= 5, "{} chunks", old.table.len());
+        let per_chunk = files.len() / old.table.len();
+        assert!(per_chunk > MAX_OPEN_HOLES, "{per_chunk} files a chunk");
+        let all: Vec<&OnDisk> = files.iter().collect();
+        let (bytes, summary, _) = gz_files(&files, Some(trusting(&old_blob, &old.table, &all)));
+        assert_eq!(bytes, old_blob);
+        assert_eq!(summary.table, old.table);
+        assert_eq!(summary.digests, old.digests);
+        // Every chunk is taken from the old blob by its identity, and none of those holding
+        // more files than MAX_OPEN_HOLES counts as not read.
+        let n = old.table.len();
+        assert_eq!((summary.reused, summary.resumed), (n, n));
+        assert!(summary.skipped <= 1, "{} of {n} not read", summary.skipped);
+        // A file in the middle in a new inode: the chunks before it are taken, its chunk
+        // reads its holes and its dictionary (holes of the chunk before), and the stream
+        // is the one from scratch.
+        let path = dir.path().join("edited");
+        let mut data = std::fs::read(&files[2500].path).unwrap();
+        data[10] ^= 1;
+        std::fs::write(&path, data).unwrap();
+        files[2500].path = path;
+        let linked: Vec<&OnDisk> = files
+            .iter()
+            .filter(|f| !f.path.ends_with("edited"))
+            .collect();
+        let (scratch, fresh, edited_input) = gz_files(&files, None);
+        assert_ne!(edited_input, input);
+        let (bytes, summary, _) = gz_files(&files, Some(trusting(&old_blob, &old.table, &linked)));
+        assert_eq!(bytes, scratch);
+        assert_eq!(summary.table, fresh.table);
+        assert_eq!(summary.digests, fresh.digests);
+        assert_eq!(gunzip(&bytes), edited_input);
+        assert!(
+            summary.resumed > 0 && summary.resumed < n,
+            "{} of {n} resumed",
+            summary.resumed
+        );
+    }
+
+    #[test]
+    fn a_tail_keeps_the_bytes_and_holes_of_the_chunk_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content = sample(5000);
+        std::fs::write(&path, &content).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let other = Arc::new(File::open(&path).unwrap());
+        // "ab", [0..1000) of the file, "cd", [1000..3000), "ef", [3000..5000): 5006 bytes.
+        let hole = |at, file: &Arc<File>, offset: u64, len| Hole {
+            at,
+            file: Arc::clone(file),
+            offset,
+            len,
+        };
+        let written = b"abcdef".to_vec();
+        let holes = || {
+            vec![
+                hole(2, &file, 0, 1000),
+                hole(4, &file, 1000, 2000),
+                hole(6, &other, 3000, 2000),
+            ]
+        };
+        let mut whole = Vec::new();
+        fill_holes(&written, &holes(), &mut whole).unwrap();
+        let mut want = b"ab".to_vec();
+        want.extend_from_slice(&content[..1000]);
+        want.extend_from_slice(b"cd");
+        want.extend_from_slice(&content[1000..3000]);
+        want.extend_from_slice(b"ef");
+        want.extend_from_slice(&content[3000..]);
+        assert_eq!(whole, want);
+        assert_eq!(open_files(&holes()), 2);
+        for from in [
+            0, 1, 2, 500, 1002, 1003, 1004, 2500, 3004, 3006, 4000, 5005, 5006, 9000,
+        ] {
+            let (w, h) = tail_of(&written, holes(), from, vec![9; 7]);
+            let mut got = Vec::new();
+            fill_holes(&w, &h, &mut got).unwrap();
+            assert_eq!(got, want[from.min(want.len())..], "from {from}");
+            assert!(h.iter().all(|h| h.len > 0), "from {from}");
+        }
+        let (_, h) = tail_of(&written, holes(), 4000, Vec::new());
+        assert_eq!(open_files(&h), 1);
     }
 
     trait Concat {

@@ -9,7 +9,7 @@
 //! names (depth first, a directory before its contents), so the same tree
 //! always gives the same tar.
 
-use super::chunks::{ChunkReuse, ChunkTable};
+use super::chunks::{ChunkReuse, ChunkTable, Inode};
 use super::compress::{Compression, Compressor};
 use super::external::ExternalContent;
 use super::hasher::{FillFrom, TarSink};
@@ -42,7 +42,9 @@ pub struct LayerOptions {
     /// Compression level; `None` picks the fixed default (gzip 6, zstd 3).
     pub level: Option<i32>,
     /// An earlier gzip blob whose compressed chunks may be copied (see
-    /// [`super::chunks`]); the bytes are the same with or without it.
+    /// [`super::chunks`]), and maybe the files linked from its snapshot, which are then
+    /// not read while the chunks are the old ones ([`ChunkReuse::trusting_links`]); the
+    /// bytes are the same with or without it.
     pub reuse: Option<Arc<ChunkReuse>>,
     /// (device, inode) of regular files known to carry no xattrs, whose xattrs are then
     /// not listed again: a COPY's files linked from the previous snapshot, which relink
@@ -68,6 +70,9 @@ pub struct LayerDigests {
     /// How many leading chunks were not hashed again: the diff_id and digest hashes
     /// resumed from the earlier blob's states after them.
     pub resumed_chunks: usize,
+    /// How many of those were not even read: their files were linked from the earlier
+    /// layer's snapshot, and its table vouched for them.
+    pub skipped_chunks: usize,
 }
 
 /// Errors while writing a layer.
@@ -169,13 +174,15 @@ impl<W: Write> LayerWriter<W> {
 
     /// Appends a regular file of `size` bytes read from `file` straight into the
     /// pipeline's buffers; fails when the file holds fewer. mtime is clamped as in
-    /// [`LayerWriter::append`].
+    /// [`LayerWriter::append`]. `inode`: the file's (device, inode) when it is the layer
+    /// directory's own file (see [`super::hasher::FillFrom`]).
     pub(crate) fn append_file(
         &mut self,
         name: &[u8],
         size: u64,
         meta: &EntryMeta,
         file: &fs::File,
+        inode: Option<Inode>,
     ) -> io::Result<()> {
         self.entry_starts(name, &TarEntryKind::File { size })?;
         let clamped;
@@ -190,7 +197,12 @@ impl<W: Write> LayerWriter<W> {
             _ => meta,
         };
         self.tar
-            .append_filled(name, size, meta, |out| out.fill_from(file, size))
+            .append_filled(name, size, meta, |out| out.fill_from(file, size, inode))
+    }
+
+    /// Whether files linked from the earlier layer's snapshot are, for now, not read.
+    fn skips_linked(&self) -> bool {
+        self.tar.get_ref().get_ref().skips_linked()
     }
 
     /// Tells the compressor an entry starts: where gzip may cut a chunk.
@@ -262,6 +274,7 @@ impl<W: Write> LayerWriter<W> {
             chunks: gzip.table,
             reused_chunks: gzip.reused,
             resumed_chunks: gzip.resumed,
+            skipped_chunks: gzip.skipped,
         };
         Ok((digests, out))
     }
@@ -411,7 +424,14 @@ impl<'a, W: Write> Walk<'a, W> {
                     if let Ok((md, Some(file))) = &looked {
                         ahead_files += 1;
                         // Only a hint: a file not asked for ahead is read all the same.
-                        if let Some(len) = NonZeroU64::new(md.len().min(AHEAD_BYTES)) {
+                        // A linked file is likely not read while the chunks are the old.
+                        let skipped = self.writer.skips_linked()
+                            && self
+                                .xattr_free
+                                .is_some_and(|l| l.contains(&(md.dev(), md.ino())));
+                        if let Some(len) = NonZeroU64::new(md.len().min(AHEAD_BYTES))
+                            && !skipped
+                        {
                             let _ = rustix::fs::fadvise(file, 0, Some(len), Advice::WillNeed);
                         }
                     }
@@ -585,7 +605,7 @@ impl<'a, W: Write> Walk<'a, W> {
                 source,
             })?;
             self.writer
-                .append_file(&tar_name, ext.len, &meta, &file)
+                .append_file(&tar_name, ext.len, &meta, &file, None)
                 .map_err(write_err)?;
             ext.check(&file).map_err(|source| LayerWriteError::Read {
                 path: ext.path.clone(),
@@ -617,12 +637,13 @@ impl<'a, W: Write> Walk<'a, W> {
             return Ok(None);
         };
         if let TarEntryKind::File { size } = kind {
-            let file = match opened {
-                Some(file) => file,
-                None => fs::File::open(abs).map_err(read_err)?,
+            // The inode of a file opened by the fd-relative lookup is the one `md` is of.
+            let (file, inode) = match opened {
+                Some(file) => (file, Some((md.dev(), md.ino()))),
+                None => (fs::File::open(abs).map_err(read_err)?, None),
             };
             self.writer
-                .append_file(&tar_name, size, &meta, &file)
+                .append_file(&tar_name, size, &meta, &file, inode)
                 .map_err(write_err)?;
         } else {
             self.writer
