@@ -109,7 +109,13 @@ impl Writer {
             let pending = self.pending.clone();
             let spawned = std::thread::Builder::new()
                 .name("kiln-explain-writer".into())
-                .spawn(move || rx.into_iter().for_each(|b| Writer::write(b, &pending)));
+                .spawn(move || {
+                    // Nothing waits for it until the build's end, and the inputs of a big
+                    // COPY take it tens of milliseconds of CPU: the steps after it (a
+                    // RUN's sandbox) go first on a busy machine.
+                    let _ = rustix::process::setpriority_process(None, 10);
+                    rx.into_iter().for_each(|b| Writer::write(b, &pending))
+                });
             match spawned {
                 Ok(handle) => *slot = Some((tx, handle)),
                 Err(_) => return Writer::write(batch, &self.pending),
