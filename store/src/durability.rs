@@ -16,9 +16,12 @@
 //! A power cut can only be followed by another boot. The first store open in a boot that
 //! finds the marker of another one ([`Store::recover_unsynced`]) removes the snapshots
 //! published after the last noted sync (they are unpacked again from their blobs when
-//! needed) and checks the blobs published then against their digests, removing any that
-//! do not match. Cache records, blob index entries and chunk tables that name a removed
-//! blob read as a miss already. A clean reboot after synced builds finds nothing to do.
+//! needed), checks the blobs published then against their digests, removing any that do
+//! not match, and removes the records written then (cache records, blob index entries,
+//! stat caches, side records such as chunk tables): on a disk without a journal a file a
+//! power cut caught may read another file's old blocks, and a lost record is only a miss.
+//! Records written before that name a removed blob read as a miss already. A clean
+//! reboot after synced builds finds nothing to do.
 //!
 //! Without a boot id (no procfs) every layer is synced before it is published, as before.
 
@@ -34,6 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Result, StoreError};
 use crate::fsutil::{io_err, remove_any};
+use crate::layout::SideRecordKind;
 use crate::store::Store;
 
 /// How far before the noted times recovery looks: file times come from a coarse clock,
@@ -195,6 +199,7 @@ impl Store {
         let from = from.saturating_sub(SLACK.as_nanos());
         self.drop_unsynced_snapshots(from)?;
         self.drop_corrupt_blobs(from)?;
+        self.drop_unsynced_records(from)?;
         for path in [self.synced_file(), marker_path] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -238,6 +243,46 @@ impl Store {
                     .is_some_and(|hex| hashes_to(&path, hex).unwrap_or(false));
             if !intact {
                 remove_any(&path).map_err(io_err("remove", path.clone()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Removes the records written since `from`: cache records, blob index entries, stat
+    /// caches and side records (chunk tables, explanations, registry sources). They are
+    /// renamed into place unsynced and read as a miss when gone; but on a filesystem
+    /// without a journal (ext4 without one, here) a file a power cut caught between its
+    /// inode and its data may read another file's old blocks, a whole other record.
+    fn drop_unsynced_records(&self, from: u128) -> Result<()> {
+        let dirs = [
+            self.cache_dir(),
+            self.layers_dir(),
+            self.stat_cache_dir(),
+            self.side_records_dir(SideRecordKind::Explain),
+            self.side_records_dir(SideRecordKind::GzipChunks),
+            self.side_records_dir(SideRecordKind::RegistrySources),
+        ];
+        for dir in dirs {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read directory", dir.clone())(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err("read directory", dir.clone()))?;
+                let path = entry.path();
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_file() && changed_at(&meta) >= from {
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err("remove", path)(e)),
+                    }
+                }
             }
         }
         Ok(())
@@ -347,12 +392,20 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         // Published and synced before the cut.
         let old_blob = publish(&store, &"a".repeat(64), b"old", b"old");
+        let old_record = store.cache_dir().join(format!("{}.json", "f".repeat(64)));
+        fs::write(&old_record, b"{}").unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let synced_upto = nanos(SystemTime::now()) + SLACK.as_nanos();
         std::thread::sleep(Duration::from_millis(50));
         // Published after the last sync: a whole blob, a blob whose data the cut lost, a
         // snapshot that may hold empty files.
         let whole = publish(&store, &"b".repeat(64), b"new", b"new");
+        // Records written after the sync, and one before it (made first, below).
+        let record = store.cache_dir().join(format!("{}.json", "d".repeat(64)));
+        fs::write(&record, b"{}").unwrap();
+        let table = store.side_records_dir(SideRecordKind::GzipChunks);
+        fs::create_dir_all(&table).unwrap();
+        fs::write(table.join("e".repeat(64)), b"table").unwrap();
         let lost = crate::digest::sha256_digest(b"lost");
         fs::write(store.blob_path(&lost).unwrap(), b"").unwrap();
         write_stamp(&store.unsynced_file(), "another-boot", 1);
@@ -364,6 +417,12 @@ mod tests {
         assert!(!store.has_snapshot(&"b".repeat(64)));
         assert!(store.has_blob(&whole));
         assert!(!store.has_blob(&lost));
+        assert!(old_record.exists(), "a record synced before the cut stays");
+        assert!(
+            !record.exists(),
+            "a record written after the last sync goes"
+        );
+        assert!(!table.join("e".repeat(64)).exists());
         assert_eq!(Stamp::read(&store.unsynced_file()), None);
         assert_eq!(Stamp::read(&store.synced_file()), None);
     }

@@ -11,8 +11,8 @@
 //! read as a miss when lost, without fsync; a build's layers and records synced at its end
 //! by [`Store::sync_records`]): a build killed at any instant leaves a store the next
 //! build uses without repair, and after a power cut the next boot's first open drops what
-//! the cut may have left half written (`durability`: snapshots published since the last
-//! sync, blobs that do not match their digests).
+//! the cut may have left half written (`durability`: snapshots and records published since
+//! the last sync, blobs that do not match their digests).
 //!
 //! The store owns its layout (`layout.rs` names every directory it makes): callers never
 //! build a path under the root, they ask for what they need, and prune walks only what
