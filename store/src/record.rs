@@ -82,6 +82,10 @@ impl Store {
         // reads as a miss. [`Store::sync_records`] flushes a build's records and layers at
         // its end, in one call.
         let path = self.cache_dir().join(format!("{key}.json"));
+        // The boot's marker first, so that a power cut before the build's sync has the
+        // next boot's first open drop this record (`durability`) even when no layer was
+        // published unsynced.
+        self.defer_sync();
         self.unsynced.store(true, Ordering::SeqCst);
         kiln_base::atomic::write_hint(&path, &bytes).map_err(|source| StoreError::Io {
             op: "atomically write",
