@@ -201,55 +201,26 @@ impl Store {
         self.drop_corrupt_blobs(from)?;
         self.drop_unsynced_records(from)?;
         for path in [self.synced_file(), marker_path] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", path)(e)),
-            }
+            remove_any(&path).map_err(io_err("remove", path.clone()))?;
         }
         Ok(())
     }
 
     fn drop_unsynced_snapshots(&self, from: u128) -> Result<()> {
-        let dir = self.snapshots_dir();
-        for entry in fs::read_dir(&dir).map_err(io_err("read directory", dir.clone()))? {
-            let entry = entry.map_err(io_err("read directory", dir.clone()))?;
-            let path = entry.path();
-            let Ok(meta) = fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if changed_at(&meta) >= from {
-                remove_any(&path).map_err(io_err("remove", path.clone()))?;
-            }
-        }
-        Ok(())
+        for_each_changed(&self.snapshots_dir(), from, |path, _| remove_any(path))
     }
 
     fn drop_corrupt_blobs(&self, from: u128) -> Result<()> {
-        let dir = self.blobs_dir();
-        for entry in fs::read_dir(&dir).map_err(io_err("read directory", dir.clone()))? {
-            let entry = entry.map_err(io_err("read directory", dir.clone()))?;
-            let path = entry.path();
-            let Ok(meta) = fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if changed_at(&meta) < from {
-                continue;
-            }
-            let name = entry.file_name();
+        for_each_changed(&self.blobs_dir(), from, |path, meta| {
             let intact = meta.is_file()
-                && name
-                    .to_str()
-                    .is_some_and(|hex| hashes_to(&path, hex).unwrap_or(false));
-            if !intact {
-                remove_any(&path).map_err(io_err("remove", path.clone()))?;
-            }
-        }
-        Ok(())
+                && path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|hex| hashes_to(path, hex).unwrap_or(false));
+            if intact { Ok(()) } else { remove_any(path) }
+        })
     }
-}
 
-impl Store {
     /// Removes the records written since `from`: cache records, blob index entries, stat
     /// caches and side records (chunk tables, explanations, registry sources). They are
     /// renamed into place unsynced and read as a miss when gone; but on a filesystem
@@ -265,28 +236,42 @@ impl Store {
             self.side_records_dir(SideRecordKind::RegistrySources),
         ];
         for dir in dirs {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("read directory", dir.clone())(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io_err("read directory", dir.clone()))?;
-                let path = entry.path();
-                let Ok(meta) = fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if meta.is_file() && changed_at(&meta) >= from {
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_err("remove", path)(e)),
-                    }
+            for_each_changed(&dir, from, |path, meta| {
+                if meta.is_file() {
+                    remove_any(path)
+                } else {
+                    Ok(())
                 }
-            }
+            })?;
         }
         Ok(())
     }
+}
+
+/// Calls `act` with each entry of `dir` (not following symlinks) whose inode changed at
+/// or after `from`; a missing directory has none.
+fn for_each_changed(
+    dir: &Path,
+    from: u128,
+    mut act: impl FnMut(&Path, &fs::Metadata) -> io::Result<()>,
+) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read directory", dir.to_path_buf())(e)),
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(io_err("read directory", dir.to_path_buf()))?
+            .path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if changed_at(&meta) >= from {
+            act(&path, &meta).map_err(io_err("remove", path.clone()))?;
+        }
+    }
+    Ok(())
 }
 
 /// When `meta`'s inode last changed (a rename into place changes it), in nanoseconds.
