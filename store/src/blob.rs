@@ -197,18 +197,7 @@ impl Store {
 
     /// Stores `bytes` as a blob.
     pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
-        // A blob already stored (a rebuild's config and manifest) needs no temp file.
-        let digest = Digest::of(bytes);
-        if self.has_blob(digest.as_str()) {
-            return Ok(BlobInfo {
-                digest: digest.into_string(),
-                size: bytes.len() as u64,
-            });
-        }
-        let mut w = self.blob_writer()?;
-        w.write_all(bytes)
-            .map_err(io_err("write", w.tmp_path.clone()))?;
-        w.commit()
+        self.put_bytes(bytes, true)
     }
 
     /// Stores `bytes` as a blob as [`Store::put_blob_bytes`] does, but in a boot whose
@@ -218,20 +207,27 @@ impl Store {
     /// next boot's first open, as for a layer blob. A build's image config and manifest
     /// spent four fsyncs here (about 10 ms on a disk where each is 2-3 ms).
     pub fn put_blob_bytes_unsynced(&self, bytes: &[u8]) -> Result<BlobInfo> {
-        if !self.defer_sync() {
-            return self.put_blob_bytes(bytes);
-        }
-        let digest = Digest::of(bytes);
+        self.put_bytes(bytes, !self.defer_sync())
+    }
+
+    /// [`Store::put_blob_bytes`], fsynced when `sync`, else renamed into place and left to
+    /// [`Store::sync_records`].
+    fn put_bytes(&self, bytes: &[u8], sync: bool) -> Result<BlobInfo> {
         let info = BlobInfo {
-            digest: digest.to_string(),
+            digest: Digest::of(bytes).into_string(),
             size: bytes.len() as u64,
         };
-        if self.has_blob(digest.as_str()) {
+        // A blob already stored (a rebuild's config and manifest) needs no temp file.
+        if self.has_blob(&info.digest) {
             return Ok(info);
         }
-        let mut w = self.blob_writer()?;
+        // Hashed just above: the writer need not hash the bytes a second time.
+        let mut w = self.blob_writer_hashed_by_caller()?;
         w.write_all(bytes)
             .map_err(io_err("write", w.tmp_path.clone()))?;
+        if sync {
+            return w.commit_verified(&info.digest);
+        }
         self.unsynced
             .store(true, std::sync::atomic::Ordering::SeqCst);
         w.place_synced(&info)?;
