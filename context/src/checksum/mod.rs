@@ -231,8 +231,8 @@ impl Context {
     }
 
     /// Starts checksumming `requests` (source patterns and how they select), in order, on
-    /// a thread of this context's own: a later [`Context::checksum`] of one of them takes
-    /// the result rather than walking the sources again.
+    /// up to three threads of this context's own: a later [`Context::checksum`] of one of
+    /// them takes the result rather than walking the sources again.
     pub fn prefetch(self: &std::sync::Arc<Self>, requests: Vec<(String, ChecksumOptions)>) {
         prefetch::Prefetch::start(self, requests);
     }

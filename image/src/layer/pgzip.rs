@@ -949,6 +949,7 @@ mod tests {
 
     /// A file of a layer directory as the tests write it: a name, a mode byte the header
     /// carries, and the file itself.
+    #[derive(Clone)]
     struct OnDisk {
         name: String,
         mode: u8,
@@ -1066,14 +1067,7 @@ mod tests {
             ("nothing", Box::new(|_, _| {})),
         ];
         for (what, edit) in edits {
-            let mut after: Vec<OnDisk> = before
-                .iter()
-                .map(|f| OnDisk {
-                    name: f.name.clone(),
-                    mode: f.mode,
-                    path: f.path.clone(),
-                })
-                .collect();
+            let mut after = before.clone();
             edit(&mut after, dir.path());
             let linked: Vec<&OnDisk> = after
                 .iter()
@@ -1188,14 +1182,7 @@ mod tests {
         assert_eq!((summary.skipped, summary.resumed), (3, 3));
         // The second file in a new inode (the same bytes): its chunk is read, and the empty
         // last chunk after it is compressed again.
-        let mut edited: Vec<OnDisk> = files
-            .iter()
-            .map(|f| OnDisk {
-                name: f.name.clone(),
-                mode: f.mode,
-                path: f.path.clone(),
-            })
-            .collect();
+        let mut edited = files.clone();
         let path = dir.path().join("g1-copy");
         std::fs::copy(&edited[1].path, &path).unwrap();
         edited[1].path = path;
