@@ -35,6 +35,8 @@ pub struct BlobWriter {
     /// `None` when the caller hashes every byte on its way in ([`Store::blob_writer_hashed_by_caller`]).
     hasher: Option<Sha256>,
     size: u64,
+    /// The blob's pages start for the disk as they are written, not all at the sync.
+    writeback: kiln_base::writeback::Stream,
 }
 
 impl Write for BlobWriter {
@@ -44,6 +46,7 @@ impl Write for BlobWriter {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
         let n = file.write(buf)?;
+        self.writeback.wrote(file, n as u64);
         if let Some(hasher) = &mut self.hasher {
             hasher.update(&buf[..n]);
         }
@@ -183,6 +186,7 @@ impl Store {
             tmp_path,
             hasher: Some(Sha256::new()),
             size: 0,
+            writeback: Default::default(),
         })
     }
 

@@ -185,6 +185,11 @@ impl<W: Write> LayerWriter<W> {
         inode: Option<Inode>,
     ) -> io::Result<()> {
         self.entry_starts(name, &TarEntryKind::File { size })?;
+        // A big file of the layer directory (a snapshot's, a RUN's upper) is written to the
+        // disk by the build's final sync at the latest: start now, while it is compressed.
+        if inode.is_some() && size >= kiln_base::writeback::MIN_FILE {
+            kiln_base::writeback::start(file, 0, 0);
+        }
         let clamped;
         let meta = match self.epoch {
             Some(epoch) if meta.mtime > epoch => {
