@@ -235,13 +235,17 @@ fn previous_layer(session: &BuildSession, place: &str, key: &str) -> Option<(Lay
     Some((layer, previous))
 }
 
-/// Where `step` stands, for `--explain-cache`: the context, the Dockerfile and the line.
+/// Where `step` stands, for `--explain-cache` and a changed COPY's relinking: the context,
+/// the Dockerfile and the line. The paths are canonical, as the stat cache's: `kiln build .`
+/// and `kiln build /abs/dir` of the same directory are one place (else the second finds no
+/// previous build and copies a big context again), and `.` in two directories two.
 fn place(session: &BuildSession, step: &Step) -> String {
     let options = &session.options;
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
     format!(
         "{}\0{}\0{}:{}",
-        options.context_dir.display(),
-        options.dockerfile.display(),
+        canonical(&options.context_dir).display(),
+        canonical(&options.dockerfile).display(),
         step.span.line,
         step.span.column
     )
@@ -322,6 +326,22 @@ mod tests {
             Ok(solved) => solved,
             Err(e) => panic!("{}", e.message),
         }
+    }
+
+    #[test]
+    fn a_place_is_the_same_whatever_path_names_the_context() {
+        let f = fixture(NetworkDefault::Host, Some(0));
+        let step = step(copy(false, vec![CopySource::Path("src".into())], "/app/"));
+        let session_at = |context: std::path::PathBuf| {
+            let mut options = f.session.options.clone();
+            options.context_dir = context;
+            BuildSession::new(f.session.store.clone(), options).unwrap()
+        };
+        let context = f.dir.path().join("context");
+        let roundabout = session_at(context.join("src/../src/sub/../.."));
+        assert_eq!(place(&f.session, &step), place(&roundabout, &step));
+        let other = session_at(context.join("src"));
+        assert_ne!(place(&f.session, &step), place(&other, &step));
     }
 
     #[tokio::test]
