@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::identity::{Identity, World, assert_ok, both, identities, image_id};
+use common::identity::{BUSYBOX, Identity, World, assert_ok, both, identities, image_id, steps};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -204,5 +204,73 @@ fn edit_then_build(id: Identity) {
 fn an_edit_reuses_the_compressed_chunks_it_did_not_change_and_gives_the_from_scratch_image() {
     for id in identities() {
         edit_then_build(id);
+    }
+}
+
+/// A COPY's new blob is written while the RUN after it runs on the COPY's files (still at
+/// their staging path): the RUN sees every file, the image is the from-scratch one, and when
+/// that RUN fails the COPY is stored all the same (the next build hits it).
+fn copy_then_run(id: Identity) {
+    let world = World::new(id);
+    let scratch = World::new(id);
+    let ctx = make_context(&world);
+    let dockerfile = format!(
+        "{BUSYBOX}COPY src /src\nARG FAIL=0\nRUN find /src -type f | wc -l > /count && test \"$FAIL\" = 0\n"
+    );
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    common::open_up(&ctx);
+    let failed = world.build(&ctx, &["--build-arg", "FAIL=1", "-t", "ran:1"]);
+    assert!(!failed.status.success(), "{id:?}: {}", both(&failed));
+    assert!(
+        both(&failed).contains("did not complete successfully"),
+        "{id:?}: {}",
+        both(&failed)
+    );
+    assert!(
+        !world.kiln(&["inspect", "ran:1"]).status.success(),
+        "{id:?}: tagged"
+    );
+    // The state kept to debug the failed RUN has the COPY's layer, stored.
+    let text = both(&failed);
+    let debug = text
+        .lines()
+        .find_map(|l| l.split("run --rm -it ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{id:?}: no debug command in {text}"));
+    let listed = world.kiln(&[
+        "run",
+        "--rm",
+        debug,
+        "sh",
+        "-c",
+        "find /src -type f | wc -l",
+    ]);
+    assert_ok(&listed);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        FILES.to_string()
+    );
+    let built = world.build(&ctx, &["-t", "ran:1"]);
+    assert_ok(&built);
+    let copy_cached = steps(&built)
+        .into_iter()
+        .find(|(title, _)| title.ends_with("COPY src /src"))
+        .map(|(_, cached)| cached);
+    assert_eq!(copy_cached, Some(true), "{id:?}: {}", both(&built));
+    let count = world.kiln(&["run", "--rm", "ran:1", "cat", "/count"]);
+    assert_ok(&count);
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        FILES.to_string()
+    );
+    let fresh = scratch.build(&ctx, &["--no-cache", "-t", "ran:1"]);
+    assert_ok(&fresh);
+    assert_eq!(image_id(&built), image_id(&fresh), "{id:?}: image ID");
+}
+
+#[test]
+fn a_copy_is_stored_whole_while_the_run_after_it_runs_and_when_that_run_fails() {
+    for id in identities() {
+        copy_then_run(id);
     }
 }

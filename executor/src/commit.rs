@@ -1,5 +1,8 @@
 //! A step's layer into the store: [`commit_layer`] takes what the step made (a filled layer
 //! directory, or a COPY/ADD to carry out) and gives the stored layer, blob and snapshot.
+//! [`commit_or_copy`] stops a COPY's new layer after the copy, so the solver can write its
+//! blob ([`CopiedLayer::write_blob`]) while the next step reads its files, and publish it
+//! ([`WrittenLayer::publish`]) after.
 //!
 //! The COPY staging speed-up lives here and nowhere else. kiln's layers are deterministic,
 //! so a step that runs again (`--no-cache`) usually gives the layer it gave before. When
@@ -129,6 +132,146 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
         LayerSource::Copy(copy) => commit.copy(*copy, predicted, unchanged)?,
     };
     commit.commit(copied, predicted)
+}
+
+/// What [`commit_or_copy`] gives.
+pub enum CommitOrCopy {
+    /// The layer, committed as [`commit_layer`] commits it.
+    Committed(CommittedLayer),
+    /// A COPY's new layer directory in the store, its blob not written yet.
+    Copied(CopiedLayer),
+}
+
+/// [`commit_layer`], except that a COPY whose layer is new and copied into the store stops
+/// once its files are there: the next step may use the directory (as a RUN's lower) while
+/// [`CopiedLayer::write_blob`] compresses it on another thread, and
+/// [`WrittenLayer::publish`] makes it the stored snapshot once nothing uses it by its
+/// staging path any more.
+pub fn commit_or_copy(req: CommitRequest<'_>) -> Result<CommitOrCopy, CommitError> {
+    let CommitRequest {
+        store,
+        format,
+        recorded,
+        previous,
+        unchanged,
+        source,
+        note,
+    } = req;
+    let commit = Committer {
+        store,
+        format,
+        previous: recorded.or(previous),
+        note,
+    };
+    let predicted = commit.predicts_stored_layer(recorded);
+    let copied = match source {
+        LayerSource::Copy(copy) => commit.copy(*copy, predicted, unchanged)?,
+        source @ LayerSource::Dir(_) => {
+            return commit_layer(CommitRequest {
+                store,
+                format,
+                recorded,
+                previous,
+                unchanged: None,
+                source,
+                note,
+            })
+            .map(CommitOrCopy::Committed);
+        }
+    };
+    if predicted || copied.metadata_tree {
+        return commit
+            .commit(copied, predicted)
+            .map(CommitOrCopy::Committed);
+    }
+    Ok(CommitOrCopy::Copied(CopiedLayer { copied }))
+}
+
+/// A COPY's layer directory in the store, its blob not yet written ([`commit_or_copy`]).
+pub struct CopiedLayer {
+    copied: Copied,
+}
+
+/// A layer whose blob is written and whose directory is still at its staging path.
+pub struct WrittenLayer {
+    writer: BlobWriter,
+    digests: LayerDigests,
+    staging: StagingDir,
+}
+
+impl CopiedLayer {
+    /// Where the layer's files are until [`WrittenLayer::publish`] moves them.
+    pub fn path(&self) -> &Path {
+        self.copied.staging.path()
+    }
+
+    /// Compresses the layer into a blob, not committed yet; `previous` and `note` as in
+    /// [`CommitRequest`] (the layer the step gave in its previous build, for its chunks).
+    pub fn write_blob(
+        self,
+        store: &Store,
+        format: LayerFormat,
+        previous: Option<&LayerRef>,
+        note: &(dyn Fn(&str) + Sync),
+    ) -> Result<WrittenLayer, CommitError> {
+        let commit = Committer {
+            store,
+            format,
+            previous,
+            note,
+        };
+        let Copied {
+            staging,
+            content,
+            xattr_free,
+            ..
+        } = self.copied;
+        let (writer, digests) =
+            commit.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
+        Ok(WrittenLayer {
+            writer,
+            digests,
+            staging,
+        })
+    }
+}
+
+impl WrittenLayer {
+    /// Stores the blob, its index entry and the directory as the layer's snapshot, as
+    /// [`commit_layer`] does for a new layer. Nothing may use the staging path after.
+    pub fn publish(
+        self,
+        store: &Store,
+        format: LayerFormat,
+        note: &(dyn Fn(&str) + Sync),
+    ) -> Result<CommittedLayer, CommitError> {
+        let commit = Committer {
+            store,
+            format,
+            previous: None,
+            note,
+        };
+        let WrittenLayer {
+            writer,
+            digests,
+            staging,
+        } = self;
+        let phase = kiln_base::phase::start("commit: blob, index and snapshot");
+        let (layer, snapshot) = store.commit_new_layer(
+            writer,
+            &digests.digest,
+            &digests.diff_id,
+            &digests.media_type,
+            staging,
+        )?;
+        phase.end();
+        commit.blob_stored(&layer, &digests);
+        Ok(CommittedLayer {
+            layer,
+            snapshot,
+            reused: false,
+        })
+    }
 }
 
 /// A layer directory a step filled, to commit.

@@ -12,22 +12,85 @@ use crate::ops::{KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
 use crate::result::Layer;
 use crate::session::BuildSession;
-use kiln_executor::commit::{CommitRequest, commit_layer};
+use kiln_executor::commit::{CommitOrCopy, CommitRequest, WrittenLayer, commit_or_copy};
 use kiln_parser::Step;
 use kiln_store::{CacheRecord, LayerRef};
 
 /// A solved step: its key, its layer, and whether the layer came from the cache.
 pub(crate) struct Solved {
     pub key: String,
+    /// With `pending`, a stand-in until [`PendingCommit::settle`]: the files at their
+    /// staging path, no digests.
     pub layer: Layer,
     pub cached: bool,
+    /// A COPY's new layer whose blob is still being written (see [`solve_step`]'s `defer`).
+    pub pending: Option<PendingCommit>,
+}
+
+/// A COPY's layer being compressed on a blocking thread while the next step runs on its
+/// files: what is left to do once the blob is written (publish the snapshot, record the
+/// layer under its key, save the explain inputs, say which layer it wrote).
+pub(crate) struct PendingCommit {
+    blob: tokio::task::JoinHandle<Result<WrittenLayer, kiln_executor::commit::CommitError>>,
+    key: String,
+    place: String,
+    inputs: Box<dyn FnOnce() -> crate::explain::KeyInputs + Send>,
+}
+
+impl PendingCommit {
+    /// Waits for the blob and stores the layer: call once nothing reads the stand-in's
+    /// staging path any more (the next step is done). `ctx` is the COPY's.
+    pub(crate) async fn settle(self, ctx: &StepContext<'_>) -> Result<Layer, SolveError> {
+        let PendingCommit {
+            blob,
+            key,
+            place,
+            inputs,
+        } = self;
+        let session = ctx.session;
+        let (id, progress) = (ctx.id, ctx.progress);
+        let written = blob
+            .await
+            .map_err(|e| ctx.at(StepError::Worker(e)))?
+            .map_err(|e| ctx.at(e))?;
+        let (s, log) = (session.clone(), progress.clone());
+        let committed = blocking(move || {
+            written.publish(&s.store, s.layer_format(), &|line| {
+                log.send(Event::Log {
+                    id,
+                    stream: Stream::Info,
+                    line: line.to_string(),
+                })
+            })
+        })
+        .await
+        .map_err(|e| ctx.at(e))?;
+        let layer = Layer {
+            diff_id: committed.layer.diff_id,
+            digest: committed.layer.digest,
+            size: committed.layer.size,
+            media_type: committed.layer.media_type,
+            snapshot: committed.snapshot,
+        };
+        record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
+        session.explain.save(&place, &key, inputs);
+        progress.send(Event::Log {
+            id,
+            stream: Stream::Info,
+            line: format!("writing layer {}", layer.digest),
+        });
+        Ok(layer)
+    }
 }
 
 /// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records).
+/// `defer`: a COPY that writes a new layer may return once its files are in the store,
+/// with its blob still being written ([`Solved::pending`]; the caller settles it).
 pub(crate) async fn solve_step(
     ctx: &StepContext<'_>,
     op: LayerOp<'_>,
     no_cache: bool,
+    defer: bool,
 ) -> Result<Solved, SolveError> {
     let session = ctx.session;
     let step = ctx.step;
@@ -56,7 +119,7 @@ pub(crate) async fn solve_step(
     };
     let key = keyed.inputs.key.clone();
     let Some(shared) = &session.options.shared_steps else {
-        return hit_or_run(ctx, op, no_cache, keyed).await;
+        return hit_or_run(ctx, op, no_cache, keyed, defer).await;
     };
     // The first solve to reach the key makes the layer; the others wait and take it, as
     // from the cache (a failed one leaves the next to try for itself).
@@ -66,7 +129,8 @@ pub(crate) async fn solve_step(
     let ran = std::sync::atomic::AtomicBool::new(false);
     let layer = cell
         .get_or_try_init(|| async {
-            let solved = hit_or_run(ctx, op, no_cache, keyed).await?;
+            // Another solve may take the layer at once: no stand-in.
+            let solved = hit_or_run(ctx, op, no_cache, keyed, false).await?;
             ran.store(!solved.cached, std::sync::atomic::Ordering::Relaxed);
             Ok::<_, SolveError>(solved.layer)
         })
@@ -76,6 +140,7 @@ pub(crate) async fn solve_step(
         key,
         layer: layer.clone(),
         cached,
+        pending: None,
     })
 }
 
@@ -85,6 +150,7 @@ async fn hit_or_run(
     op: LayerOp<'_>,
     no_cache: bool,
     mut keyed: crate::ops::Keyed,
+    defer: bool,
 ) -> Result<Solved, SolveError> {
     let session = ctx.session;
     let (step, id, progress) = (ctx.step, ctx.id, ctx.progress);
@@ -108,6 +174,7 @@ async fn hit_or_run(
             key,
             layer,
             cached: true,
+            pending: None,
         });
     }
     if !no_cache && let Some(layer) = recorded.clone() {
@@ -119,6 +186,7 @@ async fn hit_or_run(
                 key,
                 layer,
                 cached: true,
+                pending: None,
             });
         }
     }
@@ -167,6 +235,7 @@ async fn hit_or_run(
             key,
             layer,
             cached: false,
+            pending: None,
         });
     }
     let exec_phase = kiln_base::phase::start("step: exec");
@@ -175,12 +244,14 @@ async fn hit_or_run(
     let commit_phase = kiln_base::phase::start("step: commit");
     let s = session.clone();
     let log = progress.clone();
-    let committed = blocking(move || {
-        commit_layer(CommitRequest {
+    let deferrable = defer && matches!(op, LayerOp::Copy(_));
+    let (recorded2, previous2) = (recorded.clone(), previous.clone());
+    let outcome = blocking(move || {
+        let req = CommitRequest {
             store: &s.store,
             format: s.layer_format(),
-            recorded: recorded.as_ref(),
-            previous: previous.as_ref(),
+            recorded: recorded2.as_ref(),
+            previous: previous2.as_ref(),
             unchanged,
             source,
             note: &|line| {
@@ -190,10 +261,54 @@ async fn hit_or_run(
                     line: line.to_string(),
                 })
             },
-        })
+        };
+        if deferrable {
+            commit_or_copy(req)
+        } else {
+            kiln_executor::commit::commit_layer(req).map(CommitOrCopy::Committed)
+        }
     })
     .await
     .map_err(|e| ctx.at(e))?;
+    let committed = match outcome {
+        CommitOrCopy::Committed(committed) => committed,
+        CommitOrCopy::Copied(copied) => {
+            commit_phase.end();
+            // The chunks of the layer the step gave last, as commit_layer takes them.
+            let chunks_of = recorded.or(previous);
+            let snapshot = copied.path().to_path_buf();
+            let (s, log) = (session.clone(), progress.clone());
+            let blob = tokio::task::spawn_blocking(move || {
+                copied.write_blob(&s.store, s.layer_format(), chunks_of.as_ref(), &|line| {
+                    log.send(Event::Log {
+                        id,
+                        stream: Stream::Info,
+                        line: line.to_string(),
+                    })
+                })
+            });
+            // A stand-in the next step can run on: its files, no digests yet. Its diff_id
+            // is unlike any layer's, so no lower is dropped as its duplicate.
+            let layer = Layer {
+                diff_id: format!("pending:{}", snapshot.display()),
+                digest: String::new(),
+                size: 0,
+                media_type: String::new(),
+                snapshot,
+            };
+            return Ok(Solved {
+                key: key.clone(),
+                layer,
+                cached: false,
+                pending: Some(PendingCommit {
+                    blob,
+                    key,
+                    place,
+                    inputs: Box::new(keyed.take_full_inputs()),
+                }),
+            });
+        }
+    };
     commit_phase.end();
     let reused = committed.reused;
     let layer = Layer {
@@ -221,6 +336,7 @@ async fn hit_or_run(
         key,
         layer,
         cached: false,
+        pending: None,
     })
 }
 
@@ -303,6 +419,17 @@ mod tests {
 
     /// Solves `op` on an empty rootfs.
     async fn solve(f: &Fixture, op: Op, no_cache: bool) -> Solved {
+        solve_maybe_deferred(f, op, no_cache, false).await.0
+    }
+
+    /// [`solve`] with `defer`, a pending blob settled (after checking the stand-in's files
+    /// are there and the step is not recorded yet); true when it was pending.
+    async fn solve_maybe_deferred(
+        f: &Fixture,
+        op: Op,
+        no_cache: bool,
+        defer: bool,
+    ) -> (Solved, bool) {
         let step = step(op);
         let current = StageResult {
             key: crate::key::scratch_key(),
@@ -322,10 +449,53 @@ mod tests {
             progress: &progress,
         };
         let op = LayerOp::of(&step.op).expect("a layer step");
-        match solve_step(&ctx, op, no_cache).await {
+        let mut solved = match solve_step(&ctx, op, no_cache, defer).await {
             Ok(solved) => solved,
             Err(e) => panic!("{}", e.message),
+        };
+        if let Some(pending) = solved.pending.take() {
+            // The stand-in: the files, at a staging path, not recorded yet.
+            let stand_in = solved.layer.snapshot.clone();
+            assert_eq!(
+                std::fs::read(stand_in.join("app/a.txt")).unwrap(),
+                b"alpha\n"
+            );
+            assert!(solved.layer.digest.is_empty());
+            assert!(f.session.store.get_record(&solved.key).unwrap().is_none());
+            solved.layer = match pending.settle(&ctx).await {
+                Ok(layer) => layer,
+                Err(e) => panic!("{}", e.message),
+            };
+            assert!(!stand_in.exists(), "the staging directory was moved");
+            return (solved, true);
         }
+        (solved, false)
+    }
+
+    #[tokio::test]
+    async fn a_deferred_copy_stores_the_layer_an_undeferred_one_does() {
+        let op = || copy(false, vec![CopySource::Path("src".into())], "/app/");
+        let (deferring, plain) = (
+            fixture(NetworkDefault::Host, Some(0)),
+            fixture(NetworkDefault::Host, Some(0)),
+        );
+        let (deferred, was_pending) = solve_maybe_deferred(&deferring, op(), false, true).await;
+        assert!(was_pending, "a new COPY layer is deferred");
+        let undeferred = solve(&plain, op(), false).await;
+        assert!(undeferred.pending.is_none());
+        assert_eq!(deferred.key, undeferred.key);
+        let (a, b) = (&deferred.layer, &undeferred.layer);
+        assert_eq!(
+            (&a.diff_id, &a.digest, a.size, &a.media_type),
+            (&b.diff_id, &b.digest, b.size, &b.media_type)
+        );
+        assert!(a.snapshot.join("app/sub/b.sh").is_file());
+        let record = deferring.session.store.get_record(&deferred.key).unwrap();
+        assert_eq!(record.and_then(|r| r.layer), Some(a.layer_ref()));
+        // Once stored, the step hits, deferred or not.
+        let (again, was_pending) = solve_maybe_deferred(&deferring, op(), false, true).await;
+        assert!(again.cached && !was_pending);
+        assert_eq!(again.layer, deferred.layer);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - `engine`: one task per stage, started when the stages it reads are done, each in
 //!   the session of its platform ([`stage_platform`]: a `FROM --platform=` stage gets one
 //!   of its own); `stage`: a stage's base, then its steps in order (metadata-only ones
-//!   only change its config).
+//!   only change its config), a COPY's new blob written while the RUN after it runs.
 //! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record; the
 //!   solves of one multi-platform build share their steps by key (`shared_steps`:
 //!   [`SharedSteps`]). Beyond the store: [`remote_cache`] asks caches elsewhere per key
@@ -23,7 +23,9 @@
 //!   named build contexts (`--build-context`) it reads by name, directories and held images.
 //! - [`images`]: stored images and their layers' snapshots; `result`: what a stage
 //!   produced. Committing a step's layer (blob, snapshot, the COPY staging on a tmpfs) is
-//!   the executor's ([`kiln_executor::commit::commit_layer`]): one call from `hit_or_run`.
+//!   the executor's ([`kiln_executor::commit::commit_layer`]): one call from `hit_or_run`,
+//!   or two for a COPY before a RUN ([`kiln_executor::commit::commit_or_copy`], then its
+//!   blob written beside the RUN and the snapshot published after it).
 //! - [`key`] (the hash), [`image_state`] (the image state a stage accumulates: runtime
 //!   config and history) and [`oci_config`] (that state to and from the OCI image config
 //!   and manifest), [`explain`] (`--explain-cache`), [`entitlements`]

@@ -1,8 +1,14 @@
 //! Running one stage: its base, then its steps in order, each a cache hit or an execution.
+//!
+//! Steps run one after another, with one overlap: a COPY that writes a new layer, followed
+//! by a RUN, hands the RUN its files as soon as they are in the store, and its blob is
+//! compressed meanwhile (for a big context, the longest part of the COPY). The COPY is
+//! settled (blob, snapshot, cache record) once the RUN is done or has failed, before the
+//! next step, so every other step and every stage's result sees only stored layers.
 
 use crate::blocking::blocking;
 use crate::error::SolveError;
-use crate::hit_or_run::{Solved, solve_step};
+use crate::hit_or_run::{PendingCommit, Solved, solve_step};
 use crate::image_state::ImageState;
 use crate::key;
 use crate::ops::{LayerOp, StepContext};
@@ -127,8 +133,14 @@ impl StageRunner {
                     .iter()
                     .any(|f| f.eq_ignore_ascii_case(n))
             });
+        // A COPY's new layer may be compressed while the RUN after it runs on its files
+        // (the RUN needs them, not the blob): solved with `defer`, it comes back with its
+        // blob pending, and is settled once that RUN is done (or failed). A remote
+        // executor needs every lower's digest, and so does nothing else here.
+        let may_defer = self.session.options.remote_executor.is_none();
+        let mut pending: Option<Deferred<'_>> = None;
         let mut n = 1;
-        for step in &stage.steps {
+        for (index, step) in stage.steps.iter().enumerate() {
             let Some(op) = LayerOp::of(&step.op) else {
                 current.state.apply(step);
                 continue;
@@ -141,6 +153,10 @@ impl StageRunner {
                 vertex_name(&label, n, total, &step.source),
             );
             let t0 = Instant::now();
+            let next_is_run = stage.steps[index + 1..]
+                .iter()
+                .find(|s| LayerOp::of(&s.op).is_some())
+                .is_some_and(|s| matches!(s.op, kiln_parser::Op::Run(_)));
             let ctx = StepContext {
                 session: &self.session,
                 step,
@@ -149,13 +165,16 @@ impl StageRunner {
                 id,
                 progress: &self.progress,
             };
-            let Solved {
-                key: step_key,
-                layer,
-                cached,
-            } = match solve_step(&ctx, op, no_cache).await {
+            let defer = may_defer && pending.is_none() && next_is_run;
+            let solved = solve_step(&ctx, op, no_cache, defer).await;
+            let solved = match solved {
                 Ok(v) => v,
                 Err(mut e) => {
+                    // The step before it (a COPY) is stored all the same, and the state
+                    // kept for debugging names its digests, not its stand-in.
+                    if let Some(deferred) = pending.take() {
+                        let _ = self.settle(deferred, &mut current, &inputs).await;
+                    }
                     if let kiln_parser::Op::Run(run) = &step.op {
                         // Best effort: the build fails with its own error either way.
                         e.debug_image = crate::run::store_debug_state(&self.session, &current, run)
@@ -169,19 +188,92 @@ impl StageRunner {
                     return Err(e);
                 }
             };
-            if cached {
-                self.progress.send(Event::Cached { id });
-            } else {
-                self.progress.send(Event::Done {
+            if let Some(deferred) = pending.take() {
+                self.settle(deferred, &mut current, &inputs).await?;
+            }
+            let Solved {
+                key: step_key,
+                layer,
+                cached,
+                pending: blob,
+            } = solved;
+            match blob {
+                Some(commit) => {
+                    pending = Some(Deferred {
+                        commit,
+                        index: current.layers.len(),
+                        step,
+                        id,
+                        t0,
+                    })
+                }
+                None if cached => self.progress.send(Event::Cached { id }),
+                None => self.progress.send(Event::Done {
                     id,
                     elapsed: t0.elapsed(),
-                });
+                }),
             }
             current.keys.push(step_key.clone());
             current.key = step_key;
             current.layers.push(layer);
             current.state.apply(step);
         }
+        if let Some(deferred) = pending.take() {
+            self.settle(deferred, &mut current, &inputs).await?;
+        }
         Ok(current)
     }
+
+    /// Stores a deferred COPY's layer and puts it in place of its stand-in.
+    async fn settle(
+        &self,
+        deferred: Deferred<'_>,
+        current: &mut StageResult,
+        inputs: &StageInputs,
+    ) -> Result<(), SolveError> {
+        let Deferred {
+            commit,
+            index,
+            step,
+            id,
+            t0,
+        } = deferred;
+        let ctx = StepContext {
+            session: &self.session,
+            step,
+            current,
+            inputs,
+            id,
+            progress: &self.progress,
+        };
+        let settled = commit.settle(&ctx).await;
+        let layer = match settled {
+            Ok(layer) => layer,
+            Err(e) => {
+                self.progress.send(Event::Failed {
+                    id,
+                    error: e.message.clone(),
+                });
+                return Err(e);
+            }
+        };
+        if let Some(slot) = current.layers.get_mut(index) {
+            *slot = layer;
+        }
+        self.progress.send(Event::Done {
+            id,
+            elapsed: t0.elapsed(),
+        });
+        Ok(())
+    }
+}
+
+/// A COPY solved with its blob pending: where its stand-in is among the stage's layers,
+/// and its step, progress vertex and start.
+struct Deferred<'s> {
+    commit: PendingCommit,
+    index: usize,
+    step: &'s kiln_parser::Step,
+    id: usize,
+    t0: Instant,
 }
