@@ -479,6 +479,152 @@ fn snapshotter_detection_finds_overlay() {
     assert_eq!((s, why), (Snapshotter::Overlay, None));
 }
 
+/// The spare helper forked while a `--network none` RUN ran holds a network namespace of
+/// the zygote's pool: a host-network RUN after it must not be given it, nor a
+/// `--network none` RUN after a host-network one the host's network.
+fn a_spare_helper_keeps_to_its_network_choice() {
+    let mut sb = Sandbox::new();
+    let host = std::fs::read_dir("/sys/class/net").unwrap().count();
+    for network in [
+        Network::None,
+        Network::Host,
+        Network::Host,
+        Network::None,
+        Network::None,
+        Network::Host,
+    ] {
+        let spec = RunSpec {
+            network,
+            ..sb.spec("ls /sys/class/net; readlink /proc/self/ns/net")
+        };
+        let out = run(spec).stdout;
+        let names = out.lines().filter(|l| !l.starts_with("net:")).count();
+        match network {
+            Network::None => assert!(out.starts_with("lo\nnet:"), "{network:?}: {out}"),
+            Network::Host => assert_eq!(names, host, "{network:?}: {out}"),
+        }
+    }
+}
+
+/// A RUN's helper may have been forked while the RUN before it ran: it still gets
+/// namespaces of its own, so nothing the RUN before left (a file in /dev/shm, a process
+/// still running, a mount) reaches it, and its PID 1 is its own.
+fn consecutive_runs_share_no_sandbox_state() {
+    let mut sb = Sandbox::new();
+    let first = RunSpec {
+        // Insecure: the only RUN that may mount and rename its host.
+        insecure: true,
+        ..sb.spec(
+            "echo left > /dev/shm/left; (sleep 1000 &); mount -t tmpfs none /keep; \
+             hostname renamed",
+        )
+    };
+    run(first);
+    for _ in 0..3 {
+        let out = run(sb.spec(
+            "ls -A /dev/shm | wc -l; echo $$; set -- /proc/[0-9]*; echo $#; \
+             grep -c ' /keep ' /proc/self/mountinfo; cat /keep/sub/file; hostname",
+        ))
+        .stdout;
+        // Nothing in /dev/shm; the shell is PID 2 of a PID namespace holding only it and
+        // PID 1; /keep is the image's; the host name is the sandbox's.
+        assert_eq!(out, "0\n2\n2\n0\nk\nkilntest\n");
+    }
+}
+
+/// While kiln runs, its helper processes are its zygote and at most one spare (the
+/// helpers of RUNs that ended have exited); when kiln exits by itself, none is left.
+fn no_helper_outlives_kiln() {
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(&exe)
+        .env("KILN_SBTEST_MODE", "runs")
+        .env("KILN_SBTEST_DIR", tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said, "ran\n");
+    let helpers = |family: &[(u32, String)]| -> Vec<(u32, String)> {
+        family
+            .iter()
+            .filter(|(pid, _)| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(sandbox::HELPER_ARG))
+            })
+            .cloned()
+            .collect()
+    };
+    let start = Instant::now();
+    let family = loop {
+        let family = descendants(child.id());
+        let found = helpers(&family);
+        // The zygote and the spare forked for the next RUN.
+        if found.len() == 2 {
+            break family;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the zygote and a spare expected: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // kiln exits by itself.
+    child.stdin.take().unwrap().write_all(b"bye\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let start = Instant::now();
+    loop {
+        let survivors: Vec<&(u32, String)> = family
+            .iter()
+            .filter(|(pid, started)| proc_start(*pid).as_ref() == Some(started))
+            .collect();
+        if survivors.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "helper survived kiln: {survivors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `no_helper_outlives_kiln`'s kiln: three RUNs, then it says so and exits when told.
+fn runs_mode() {
+    let dir = PathBuf::from(std::env::var("KILN_SBTEST_DIR").unwrap());
+    let lower = busybox_layer(&dir);
+    for i in 0..3 {
+        let (upper, work) = (dir.join(format!("upper{i}")), dir.join(format!("work{i}")));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let spec = RunSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: String::new(),
+            network: Network::None,
+            lowers: vec![lower.clone()],
+            upper,
+            work,
+            mounts: vec![],
+            files: vec![],
+            snapshotter: Snapshotter::Overlay,
+            insecure: false,
+            options: Default::default(),
+        };
+        assert!(run(spec).outcome.success());
+    }
+    println!("ran");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
 fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
     let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -932,6 +1078,7 @@ fn main() {
     }
     match std::env::var("KILN_SBTEST_MODE").as_deref() {
         Ok("sleeper") => return sleeper_mode(),
+        Ok("runs") => return runs_mode(),
         Ok("rootless") => return rootless_mode(),
         Ok("rootless-single") => return rootless_single_mode(),
         _ => {}
@@ -1010,6 +1157,15 @@ fn main() {
             "snapshotter_detection_finds_overlay",
             snapshotter_detection_finds_overlay,
         ),
+        (
+            "a_spare_helper_keeps_to_its_network_choice",
+            a_spare_helper_keeps_to_its_network_choice,
+        ),
+        (
+            "consecutive_runs_share_no_sandbox_state",
+            consecutive_runs_share_no_sandbox_state,
+        ),
+        ("no_helper_outlives_kiln", no_helper_outlives_kiln),
         (
             "killing_kiln_mid_run_leaves_no_process_and_no_mount",
             killing_kiln_mid_run_leaves_no_process_and_no_mount,

@@ -13,7 +13,8 @@
 //! and execs the command (`exec`); `trace` times the setup steps for `KILN_TRACE_PHASES`.
 //! `process` holds the fork, unshare and fd/signal resets
 //! of those single-threaded processes, `step` the error every setup step reports. On
-//! kiln's side, `parent` spawns the helper and relays its output and events; `spec` holds
+//! kiln's side, `parent` spawns the helper (or takes the `spare` the zygote forked while
+//! the RUN before ran) and relays its output and events; `spec` holds
 //! what a RUN is asked and gives back ([`RunSpec`], [`RunOutcome`], [`SandboxError`]),
 //! `options` what the command line adds to every RUN ([`RunOptions`]: hosts, limits,
 //! `/dev/shm`'s size).
@@ -39,6 +40,7 @@ mod protocol;
 mod rlimit;
 mod rootfs;
 mod seccomp;
+mod spare;
 mod spec;
 mod step;
 mod terminal;

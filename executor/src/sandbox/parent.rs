@@ -163,11 +163,22 @@ pub(super) fn start_helper(
     // a zygote that failed) spawned.
     let forked = match io {
         ProcessIo::Pipe => {
-            let (ours, theirs) = pair()?;
-            let theirs = std::os::fd::OwnedFd::from(theirs);
-            // kiln keeps no copy of the helper's end: its EOF is the helper gone.
             let netns = matches!(req, Request::Run(run) if run.network_none && !run.insecure);
-            super::zygote::fork_helper(&theirs, netns, spawn_helper).map(|f| (ours, f))
+            let is_run = matches!(req, Request::Run(_));
+            // A RUN takes the spare forked while the RUN before it ran (module `spare`).
+            let forked = match is_run.then(|| super::spare::take(netns)).flatten() {
+                Some(spare) => Some((spare.control, spare.forked)),
+                None => {
+                    let (ours, theirs) = pair()?;
+                    let theirs = std::os::fd::OwnedFd::from(theirs);
+                    // kiln keeps no copy of the helper's end: its EOF is the helper gone.
+                    super::zygote::fork_helper(&theirs, netns, spawn_helper).map(|f| (ours, f))
+                }
+            };
+            if is_run && forked.is_some() {
+                super::spare::refill(netns, spawn_helper);
+            }
+            forked
         }
         _ => None,
     };

@@ -9,7 +9,9 @@
 //! helper exactly as an exec'd one does (`helper`'s module doc: it closes every other fd
 //! first thing, resets its signals, and arms its parent-death signal, here on the zygote,
 //! checking the zygote is still there). The zygote answers with a pidfd of the child,
-//! which kiln kills and waits on; it reaps its children itself.
+//! which kiln kills and waits on; it reaps its children itself. kiln asks for the next
+//! RUN's helper while the current RUN runs (module `spare`): a helper waits for its
+//! request however long that takes.
 //!
 //! It also keeps the namespaces every RUN of this kiln process would otherwise make anew.
 //! As real root, the user namespace of the unprivileged range (`idmap`): one for all
