@@ -594,11 +594,13 @@ fn no_helper_outlives_kiln() {
     }
 }
 
-/// `no_helper_outlives_kiln`'s kiln: three RUNs, then it says so and exits when told.
+/// `no_helper_outlives_kiln`'s kiln: RUNs that change networks (each change kills the
+/// spare forked for the other one), then it says so and exits when told.
 fn runs_mode() {
     let dir = PathBuf::from(std::env::var("KILN_SBTEST_DIR").unwrap());
     let lower = busybox_layer(&dir);
-    for i in 0..3 {
+    let networks = [Network::None, Network::Host, Network::None, Network::None];
+    for (i, network) in networks.into_iter().enumerate() {
         let (upper, work) = (dir.join(format!("upper{i}")), dir.join(format!("work{i}")));
         std::fs::create_dir_all(&upper).unwrap();
         std::fs::create_dir_all(&work).unwrap();
@@ -608,7 +610,7 @@ fn runs_mode() {
             cwd: "/".into(),
             user: String::new(),
             hostname: String::new(),
-            network: Network::None,
+            network,
             lowers: vec![lower.clone()],
             upper,
             work,
