@@ -53,25 +53,11 @@ impl PendingCommit {
             .await
             .map_err(|e| ctx.at(StepError::Worker(e)))?
             .map_err(|e| ctx.at(e))?;
-        let (s, log) = (session.clone(), progress.clone());
-        let committed = blocking(move || {
-            written.publish(&s.store, s.layer_format(), &|line| {
-                log.send(Event::Log {
-                    id,
-                    stream: Stream::Info,
-                    line: line.to_string(),
-                })
-            })
-        })
-        .await
-        .map_err(|e| ctx.at(e))?;
-        let layer = Layer {
-            diff_id: committed.layer.diff_id,
-            digest: committed.layer.digest,
-            size: committed.layer.size,
-            media_type: committed.layer.media_type,
-            snapshot: committed.snapshot,
-        };
+        let (s, note) = (session.clone(), info_line(progress, id));
+        let committed = blocking(move || written.publish(&s.store, s.layer_format(), &note))
+            .await
+            .map_err(|e| ctx.at(e))?;
+        let layer = layer_of(committed);
         record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
         session.explain.save(&place, &key, inputs);
         progress.send(Event::Log {
@@ -80,6 +66,29 @@ impl PendingCommit {
             line: format!("writing layer {}", layer.digest),
         });
         Ok(layer)
+    }
+}
+
+/// A committed layer as the stage lists it.
+fn layer_of(committed: kiln_executor::commit::CommittedLayer) -> Layer {
+    Layer {
+        diff_id: committed.layer.diff_id,
+        digest: committed.layer.digest,
+        size: committed.layer.size,
+        media_type: committed.layer.media_type,
+        snapshot: committed.snapshot,
+    }
+}
+
+/// What the commit tells the user (a full tmpfs, reused chunks): a line of step `id`.
+fn info_line(progress: &crate::progress::Progress, id: usize) -> impl Fn(&str) + Sync + use<> {
+    let progress = progress.clone();
+    move |line| {
+        progress.send(Event::Log {
+            id,
+            stream: Stream::Info,
+            line: line.to_string(),
+        })
     }
 }
 
@@ -242,8 +251,7 @@ async fn hit_or_run(
     let source = op.exec(ctx, &keyed).await?;
     exec_phase.end();
     let commit_phase = kiln_base::phase::start("step: commit");
-    let s = session.clone();
-    let log = progress.clone();
+    let (s, note) = (session.clone(), info_line(progress, id));
     let deferrable = defer && matches!(op, LayerOp::Copy(_));
     let (recorded2, previous2) = (recorded.clone(), previous.clone());
     let outcome = blocking(move || {
@@ -254,13 +262,7 @@ async fn hit_or_run(
             previous: previous2.as_ref(),
             unchanged,
             source,
-            note: &|line| {
-                log.send(Event::Log {
-                    id,
-                    stream: Stream::Info,
-                    line: line.to_string(),
-                })
-            },
+            note: &note,
         };
         if deferrable {
             commit_or_copy(req)
@@ -277,15 +279,9 @@ async fn hit_or_run(
             // The chunks of the layer the step gave last, as commit_layer takes them.
             let chunks_of = recorded.or(previous);
             let snapshot = copied.path().to_path_buf();
-            let (s, log) = (session.clone(), progress.clone());
+            let (s, note) = (session.clone(), info_line(progress, id));
             let blob = tokio::task::spawn_blocking(move || {
-                copied.write_blob(&s.store, s.layer_format(), chunks_of.as_ref(), &|line| {
-                    log.send(Event::Log {
-                        id,
-                        stream: Stream::Info,
-                        line: line.to_string(),
-                    })
-                })
+                copied.write_blob(&s.store, s.layer_format(), chunks_of.as_ref(), &note)
             });
             // A stand-in the next step can run on: its files, no digests yet. Its diff_id
             // is unlike any layer's, so no lower is dropped as its duplicate.
@@ -311,13 +307,7 @@ async fn hit_or_run(
     };
     commit_phase.end();
     let reused = committed.reused;
-    let layer = Layer {
-        diff_id: committed.layer.diff_id,
-        digest: committed.layer.digest,
-        size: committed.layer.size,
-        media_type: committed.layer.media_type,
-        snapshot: committed.snapshot,
-    };
+    let layer = layer_of(committed);
     let record_phase = kiln_base::phase::start("step: record");
     record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
     record_phase.end();
