@@ -106,32 +106,14 @@ pub enum CommitError {
 /// Makes what the step made a stored layer: its blob (indexed by diff_id) and its
 /// snapshot. See the module doc for when a COPY is staged on a tmpfs.
 pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitError> {
-    let CommitRequest {
-        store,
-        format,
-        recorded,
-        previous,
-        unchanged,
-        source,
-        note,
-    } = req;
-    let commit = Committer {
-        store,
-        format,
-        previous: recorded.or(previous),
-        note,
-    };
-    let predicted = commit.predicts_stored_layer(recorded);
-    let copied = match source {
-        LayerSource::Dir(dir) => Copied {
-            staging: dir,
-            content: ExternalContent::new(),
-            metadata_tree: false,
-            xattr_free: None,
-        },
-        LayerSource::Copy(copy) => commit.copy(*copy, predicted, unchanged)?,
-    };
-    commit.commit(copied, predicted)
+    let (store, format, note) = (req.store, req.format, req.note);
+    let chunks_of = req.recorded.or(req.previous);
+    match commit_or_copy(req)? {
+        CommitOrCopy::Committed(committed) => Ok(committed),
+        CommitOrCopy::Copied(copied) => copied
+            .write_blob(store, format, chunks_of, note)?
+            .publish(store, format, note),
+    }
 }
 
 /// What [`commit_or_copy`] gives.
@@ -165,26 +147,23 @@ pub fn commit_or_copy(req: CommitRequest<'_>) -> Result<CommitOrCopy, CommitErro
     };
     let predicted = commit.predicts_stored_layer(recorded);
     let copied = match source {
-        LayerSource::Copy(copy) => commit.copy(*copy, predicted, unchanged)?,
-        source @ LayerSource::Dir(_) => {
-            return commit_layer(CommitRequest {
-                store,
-                format,
-                recorded,
-                previous,
-                unchanged: None,
-                source,
-                note,
-            })
-            .map(CommitOrCopy::Committed);
+        LayerSource::Dir(dir) => Copied {
+            staging: dir,
+            content: ExternalContent::new(),
+            metadata_tree: false,
+            xattr_free: None,
+        },
+        LayerSource::Copy(copy) => {
+            let copied = commit.copy(*copy, predicted, unchanged)?;
+            if !predicted && !copied.metadata_tree {
+                return Ok(CommitOrCopy::Copied(CopiedLayer { copied }));
+            }
+            copied
         }
     };
-    if predicted || copied.metadata_tree {
-        return commit
-            .commit(copied, predicted)
-            .map(CommitOrCopy::Committed);
-    }
-    Ok(CommitOrCopy::Copied(CopiedLayer { copied }))
+    commit
+        .commit(copied, predicted)
+        .map(CommitOrCopy::Committed)
 }
 
 /// A COPY's layer directory in the store, its blob not yet written ([`commit_or_copy`]).
@@ -251,21 +230,7 @@ impl WrittenLayer {
             previous: None,
             note,
         };
-        let WrittenLayer {
-            writer,
-            digests,
-            staging,
-        } = self;
-        let phase = kiln_base::phase::start("commit: blob, index and snapshot");
-        let (layer, snapshot) = store.commit_new_layer(
-            writer,
-            &digests.digest,
-            &digests.diff_id,
-            &digests.media_type,
-            staging,
-        )?;
-        phase.end();
-        commit.blob_stored(&layer, &digests);
+        let (layer, snapshot) = commit.publish(self)?;
         Ok(CommittedLayer {
             layer,
             snapshot,
@@ -414,17 +379,11 @@ impl Committer<'_> {
                         diff_id.as_deref(),
                         xattr_free.clone(),
                     )?;
-                    let phase = kiln_base::phase::start("commit: blob, index and snapshot");
-                    let committed = self.store.commit_new_layer(
+                    self.publish(WrittenLayer {
                         writer,
-                        &digests.digest,
-                        &digests.diff_id,
-                        &digests.media_type,
+                        digests,
                         staging,
-                    )?;
-                    phase.end();
-                    self.blob_stored(&committed.0, &digests);
-                    committed
+                    })?
                 }
             }
         };
@@ -510,6 +469,27 @@ impl Committer<'_> {
             });
         }
         Ok((writer, digests))
+    }
+
+    /// Stores `written`'s blob, its index entry and its directory as the layer's snapshot,
+    /// synced together (see [`Store::commit_new_layer`]).
+    fn publish(&self, written: WrittenLayer) -> Result<(LayerRef, PathBuf), CommitError> {
+        let WrittenLayer {
+            writer,
+            digests,
+            staging,
+        } = written;
+        let phase = kiln_base::phase::start("commit: blob, index and snapshot");
+        let committed = self.store.commit_new_layer(
+            writer,
+            &digests.digest,
+            &digests.diff_id,
+            &digests.media_type,
+            staging,
+        )?;
+        phase.end();
+        self.blob_stored(&committed.0, &digests);
+        Ok(committed)
     }
 
     /// After the blob of `digests` is stored as `layer`: keeps its chunk table for the next

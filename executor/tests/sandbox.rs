@@ -577,48 +577,18 @@ fn no_helper_outlives_kiln() {
     // kiln exits by itself.
     child.stdin.take().unwrap().write_all(b"bye\n").unwrap();
     assert!(child.wait().unwrap().success());
-    let start = Instant::now();
-    loop {
-        let survivors: Vec<&(u32, String)> = family
-            .iter()
-            .filter(|(pid, started)| proc_start(*pid).as_ref() == Some(started))
-            .collect();
-        if survivors.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "helper survived kiln: {survivors:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_all_gone(&family);
 }
 
 /// `no_helper_outlives_kiln`'s kiln: RUNs that change networks (each change kills the
 /// spare forked for the other one), then it says so and exits when told.
 fn runs_mode() {
-    let dir = PathBuf::from(std::env::var("KILN_SBTEST_DIR").unwrap());
-    let lower = busybox_layer(&dir);
+    let mut sb = Sandbox::new();
     let networks = [Network::None, Network::Host, Network::None, Network::None];
-    for (i, network) in networks.into_iter().enumerate() {
-        let (upper, work) = (dir.join(format!("upper{i}")), dir.join(format!("work{i}")));
-        std::fs::create_dir_all(&upper).unwrap();
-        std::fs::create_dir_all(&work).unwrap();
+    for network in networks {
         let spec = RunSpec {
-            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            user: String::new(),
-            hostname: String::new(),
             network,
-            lowers: vec![lower.clone()],
-            upper,
-            work,
-            mounts: vec![],
-            files: vec![],
-            snapshotter: Snapshotter::Overlay,
-            insecure: false,
-            options: Default::default(),
+            ..sb.spec("true")
         };
         assert!(run(spec).outcome.success());
     }
@@ -676,21 +646,7 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
     }
     // Every process the killed kiln had started (its zygote, helpers, PID 1), found before
     // the kill: other kiln processes on the machine have helpers and zygotes of their own.
-    let start = Instant::now();
-    loop {
-        let survivors: Vec<&(u32, String)> = family
-            .iter()
-            .filter(|(pid, started)| proc_start(*pid).as_ref() == Some(started))
-            .collect();
-        if survivors.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "helper survived: {survivors:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_all_gone(&family);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = tmp.path().to_string_lossy().into_owned();
     assert!(
@@ -701,6 +657,26 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
 
 /// The start time (field 22 of `/proc/PID/stat`) of a live process: with its pid, names it
 /// even after the pid is reused.
+/// Waits (at most 5 s) until none of `family` (pid and start time, so a reused pid is
+/// not taken for it) is left.
+fn wait_all_gone(family: &[(u32, String)]) {
+    let start = Instant::now();
+    loop {
+        let survivors: Vec<&(u32, String)> = family
+            .iter()
+            .filter(|(pid, started)| proc_start(*pid).as_ref() == Some(started))
+            .collect();
+        if survivors.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "helper survived kiln: {survivors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn proc_start(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
