@@ -187,7 +187,13 @@ impl<W: Write> LayerWriter<W> {
         self.entry_starts(name, &TarEntryKind::File { size })?;
         // A big file of the layer directory (a snapshot's, a RUN's upper) is written to the
         // disk by the build's final sync at the latest: start now, while it is compressed.
-        if inode.is_some() && size >= kiln_base::writeback::MIN_FILE {
+        // Not in an uncompressed pass: that is the diff_id-only hash of a directory that is
+        // thrown away when its layer is stored already (a --no-cache RUN), whose pages
+        // must never reach the disk (and whose removal would wait for them).
+        if inode.is_some()
+            && size >= kiln_base::writeback::MIN_FILE
+            && self.compression != Compression::None
+        {
             kiln_base::writeback::start(file, 0, 0);
         }
         let clamped;
