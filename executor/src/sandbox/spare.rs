@@ -88,7 +88,11 @@ pub(super) fn refill(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) 
     };
     *slot = Slot::Filling;
     drop(slot);
-    if filler.lock().map(|tx| tx.send((netns, spawn))).is_err() {
+    // A filler that is gone would leave the slot filling for good, and every RUN waiting.
+    let sent = filler
+        .lock()
+        .is_ok_and(|tx| tx.send((netns, spawn)).is_ok());
+    if !sent {
         settle(None);
     }
 }

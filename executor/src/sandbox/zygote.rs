@@ -299,12 +299,26 @@ pub(super) fn fork_helper(
     let State::Running { sock, .. } = &*state else {
         return None;
     };
-    let forked = request(sock, control, netns);
-    if forked.is_none() {
-        // Dropping the handle closes the zygote's socket: it exits.
-        *state = State::Broken;
+    match request(sock, control, netns) {
+        Reply::Forked(forked) => Some(forked),
+        // This fork failed (EAGAIN, EMFILE): the zygote and the helpers it forked before
+        // (a running RUN's, the spare's) are fine.
+        Reply::NotForked => None,
+        Reply::Lost => {
+            // Dropping the handle closes the zygote's socket: it exits.
+            *state = State::Broken;
+            None
+        }
     }
-    forked
+}
+
+/// How a fork request went.
+enum Reply {
+    Forked(Forked),
+    /// The zygote answered that it could not fork, or kiln could not make the pipes.
+    NotForked,
+    /// The socket failed or the answer made no sense: the zygote is not to be used again.
+    Lost,
 }
 
 fn start(spawn: impl FnOnce(Command) -> std::io::Result<Child>) -> Option<(UnixStream, Child)> {
@@ -319,23 +333,30 @@ fn start(spawn: impl FnOnce(Command) -> std::io::Result<Child>) -> Option<(UnixS
     Some((ours, child))
 }
 
-fn request(sock: &UnixStream, control: &OwnedFd, netns: bool) -> Option<Forked> {
+fn request(sock: &UnixStream, control: &OwnedFd, netns: bool) -> Reply {
     let flags = rustix::pipe::PipeFlags::CLOEXEC;
-    let (out_r, out_w) = rustix::pipe::pipe_with(flags).ok()?;
-    let (err_r, err_w) = rustix::pipe::pipe_with(flags).ok()?;
+    let (Ok((out_r, out_w)), Ok((err_r, err_w))) = (
+        rustix::pipe::pipe_with(flags),
+        rustix::pipe::pipe_with(flags),
+    ) else {
+        return Reply::NotForked;
+    };
     let tag = if netns { FORK_NET } else { FORK };
-    send_fds(sock, tag, &[control.as_fd(), out_w.as_fd(), err_w.as_fd()]).ok()?;
+    if send_fds(sock, tag, &[control.as_fd(), out_w.as_fd(), err_w.as_fd()]).is_err() {
+        return Reply::Lost;
+    }
     // Only the helper may hold the write ends: their EOF is the sandbox being gone.
     drop((out_w, err_w));
     match recv_fds(sock) {
-        Ok(Some((FORKED, fds))) => {
-            let pidfd = fds.into_iter().next()?;
-            Some(Forked {
+        Ok(Some((FORKED, fds))) => match fds.into_iter().next() {
+            Some(pidfd) => Reply::Forked(Forked {
                 pidfd,
                 stdout: out_r,
                 stderr: err_r,
-            })
-        }
-        _ => None,
+            }),
+            None => Reply::Lost,
+        },
+        Ok(Some((FAILED, _))) => Reply::NotForked,
+        _ => Reply::Lost,
     }
 }
