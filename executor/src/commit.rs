@@ -2,7 +2,7 @@
 //! directory, or a COPY/ADD to carry out) and gives the stored layer, blob and snapshot.
 //! [`commit_or_copy`] stops a COPY's new layer after the copy, so the solver can write its
 //! blob ([`CopiedLayer::write_blob`]) while the next step reads its files, and publish it
-//! ([`WrittenLayer::publish`]) after.
+//! ([`CopiedLayer::publish`]) after.
 //!
 //! The COPY staging speed-up lives here and nowhere else. kiln's layers are deterministic,
 //! so a step that runs again (`--no-cache`) usually gives the layer it gave before. When
@@ -110,9 +110,10 @@ pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitErro
     let chunks_of = req.recorded.or(req.previous);
     match commit_or_copy(req)? {
         CommitOrCopy::Committed(committed) => Ok(committed),
-        CommitOrCopy::Copied(copied) => copied
-            .write_blob(store, format, chunks_of, note)?
-            .publish(store, format, note),
+        CommitOrCopy::Copied(copied) => {
+            let blob = copied.write_blob(store, format, chunks_of, note)?;
+            copied.publish(blob, store, format, note)
+        }
     }
 }
 
@@ -127,7 +128,7 @@ pub enum CommitOrCopy {
 /// [`commit_layer`], except that a COPY whose layer is new and copied into the store stops
 /// once its files are there: the next step may use the directory (as a RUN's lower) while
 /// [`CopiedLayer::write_blob`] compresses it on another thread, and
-/// [`WrittenLayer::publish`] makes it the stored snapshot once nothing uses it by its
+/// [`CopiedLayer::publish`] makes it the stored snapshot once nothing uses it by its
 /// staging path any more.
 pub fn commit_or_copy(req: CommitRequest<'_>) -> Result<CommitOrCopy, CommitError> {
     let CommitRequest {
@@ -171,28 +172,29 @@ pub struct CopiedLayer {
     copied: Copied,
 }
 
-/// A layer whose blob is written and whose directory is still at its staging path.
-pub struct WrittenLayer {
+/// A layer's blob, written and not yet committed ([`CopiedLayer::write_blob`]).
+pub struct WrittenBlob {
     writer: BlobWriter,
     digests: LayerDigests,
-    staging: StagingDir,
 }
 
 impl CopiedLayer {
-    /// Where the layer's files are until [`WrittenLayer::publish`] moves them.
+    /// Where the layer's files are until [`CopiedLayer::publish`] moves them.
     pub fn path(&self) -> &Path {
         self.copied.staging.path()
     }
 
     /// Compresses the layer into a blob, not committed yet; `previous` and `note` as in
     /// [`CommitRequest`] (the layer the step gave in its previous build, for its chunks).
+    /// Borrows the directory: whatever happens here (an error, a panic), it stays until
+    /// its owner is done with it, as the step after the COPY may be running on it.
     pub fn write_blob(
-        self,
+        &self,
         store: &Store,
         format: LayerFormat,
         previous: Option<&LayerRef>,
         note: &(dyn Fn(&str) + Sync),
-    ) -> Result<WrittenLayer, CommitError> {
+    ) -> Result<WrittenBlob, CommitError> {
         let commit = Committer {
             store,
             format,
@@ -204,22 +206,18 @@ impl CopiedLayer {
             content,
             xattr_free,
             ..
-        } = self.copied;
+        } = &self.copied;
         let (writer, digests) =
-            commit.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
-        Ok(WrittenLayer {
-            writer,
-            digests,
-            staging,
-        })
+            commit.write_blob_bytes(staging.path(), content, None, xattr_free.clone())?;
+        Ok(WrittenBlob { writer, digests })
     }
-}
 
-impl WrittenLayer {
-    /// Stores the blob, its index entry and the directory as the layer's snapshot, as
-    /// [`commit_layer`] does for a new layer. Nothing may use the staging path after.
+    /// Stores `blob` (its [`CopiedLayer::write_blob`]), its index entry and the directory
+    /// as the layer's snapshot, as [`commit_layer`] does for a new layer. Nothing may use
+    /// the staging path after.
     pub fn publish(
         self,
+        blob: WrittenBlob,
         store: &Store,
         format: LayerFormat,
         note: &(dyn Fn(&str) + Sync),
@@ -230,7 +228,7 @@ impl WrittenLayer {
             previous: None,
             note,
         };
-        let (layer, snapshot) = commit.publish(self)?;
+        let (layer, snapshot) = commit.publish(blob, self.copied.staging)?;
         Ok(CommittedLayer {
             layer,
             snapshot,
@@ -379,11 +377,7 @@ impl Committer<'_> {
                         diff_id.as_deref(),
                         xattr_free.clone(),
                     )?;
-                    self.publish(WrittenLayer {
-                        writer,
-                        digests,
-                        staging,
-                    })?
+                    self.publish(WrittenBlob { writer, digests }, staging)?
                 }
             }
         };
@@ -471,14 +465,14 @@ impl Committer<'_> {
         Ok((writer, digests))
     }
 
-    /// Stores `written`'s blob, its index entry and its directory as the layer's snapshot,
-    /// synced together (see [`Store::commit_new_layer`]).
-    fn publish(&self, written: WrittenLayer) -> Result<(LayerRef, PathBuf), CommitError> {
-        let WrittenLayer {
-            writer,
-            digests,
-            staging,
-        } = written;
+    /// Stores `blob`, its index entry and `staging` as the layer's snapshot, synced
+    /// together (see [`Store::commit_new_layer`]).
+    fn publish(
+        &self,
+        blob: WrittenBlob,
+        staging: StagingDir,
+    ) -> Result<(LayerRef, PathBuf), CommitError> {
+        let WrittenBlob { writer, digests } = blob;
         let phase = kiln_base::phase::start("commit: blob, index and snapshot");
         let committed = self.store.commit_new_layer(
             writer,

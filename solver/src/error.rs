@@ -56,6 +56,8 @@ pub enum StepError {
     NamedNotImage(String),
     #[error("a metadata-only step has no layer")]
     NotALayerStep,
+    #[error("the step's layer directory was still in use after its blob was written")]
+    LayerStillInUse,
     #[error("serializing the key: {0}")]
     KeySerialize(#[source] serde_json::Error),
     #[error(

@@ -12,7 +12,9 @@ use crate::ops::{KeyContext, LayerOp, StepContext};
 use crate::progress::{Event, Stream};
 use crate::result::Layer;
 use crate::session::BuildSession;
-use kiln_executor::commit::{CommitOrCopy, CommitRequest, WrittenLayer, commit_or_copy};
+use kiln_executor::commit::{
+    CommitError, CommitOrCopy, CommitRequest, CopiedLayer, WrittenBlob, commit_or_copy,
+};
 use kiln_parser::Step;
 use kiln_store::{CacheRecord, LayerRef};
 
@@ -31,7 +33,10 @@ pub(crate) struct Solved {
 /// files: what is left to do once the blob is written (publish the snapshot, record the
 /// layer under its key, save the explain inputs, say which layer it wrote).
 pub(crate) struct PendingCommit {
-    blob: tokio::task::JoinHandle<Result<WrittenLayer, kiln_executor::commit::CommitError>>,
+    /// The COPY's directory, held here as well as by the blob's thread: whatever becomes
+    /// of that thread, the directory stays until the settle, as the next step runs on it.
+    copied: std::sync::Arc<CopiedLayer>,
+    blob: tokio::task::JoinHandle<Result<WrittenBlob, CommitError>>,
     key: String,
     place: String,
     inputs: Box<dyn FnOnce() -> crate::explain::KeyInputs + Send>,
@@ -42,6 +47,7 @@ impl PendingCommit {
     /// staging path any more (the next step is done). `ctx` is the COPY's.
     pub(crate) async fn settle(self, ctx: &StepContext<'_>) -> Result<Layer, SolveError> {
         let PendingCommit {
+            copied,
             blob,
             key,
             place,
@@ -53,10 +59,14 @@ impl PendingCommit {
             .await
             .map_err(|e| ctx.at(StepError::Worker(e)))?
             .map_err(|e| ctx.at(e))?;
+        // The blob's thread is done, and its hold on the directory with it.
+        let copied =
+            std::sync::Arc::into_inner(copied).ok_or_else(|| ctx.at(StepError::LayerStillInUse))?;
         let (s, note) = (session.clone(), info_line(progress, id));
-        let committed = blocking(move || written.publish(&s.store, s.layer_format(), &note))
-            .await
-            .map_err(|e| ctx.at(e))?;
+        let committed =
+            blocking(move || copied.publish(written, &s.store, s.layer_format(), &note))
+                .await
+                .map_err(|e| ctx.at(e))?;
         let layer = layer_of(committed);
         record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
         session.explain.save(&place, &key, inputs);
@@ -279,9 +289,10 @@ async fn hit_or_run(
             // The chunks of the layer the step gave last, as commit_layer takes them.
             let chunks_of = recorded.or(previous);
             let snapshot = copied.path().to_path_buf();
-            let (s, note) = (session.clone(), info_line(progress, id));
+            let copied = std::sync::Arc::new(copied);
+            let (s, note, writing) = (session.clone(), info_line(progress, id), copied.clone());
             let blob = tokio::task::spawn_blocking(move || {
-                copied.write_blob(&s.store, s.layer_format(), chunks_of.as_ref(), &note)
+                writing.write_blob(&s.store, s.layer_format(), chunks_of.as_ref(), &note)
             });
             // A stand-in the next step can run on: its files, no digests yet. Its diff_id
             // is unlike any layer's, so no lower is dropped as its duplicate.
@@ -297,6 +308,7 @@ async fn hit_or_run(
                 layer,
                 cached: false,
                 pending: Some(PendingCommit {
+                    copied,
                     blob,
                     key,
                     place,

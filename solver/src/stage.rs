@@ -171,11 +171,17 @@ impl StageRunner {
                 Ok(v) => v,
                 Err(mut e) => {
                     // The step before it (a COPY) is stored all the same, and the state
-                    // kept for debugging names its digests, not its stand-in.
-                    if let Some(deferred) = pending.take() {
-                        let _ = self.settle(deferred, &mut current, &inputs).await;
-                    }
-                    if let kiln_parser::Op::Run(run) = &step.op {
+                    // kept for debugging names its digests, not its stand-in (none is
+                    // kept when it could not be stored).
+                    let settled = match pending.take() {
+                        Some(deferred) => {
+                            self.settle(deferred, &mut current, &inputs).await.is_ok()
+                        }
+                        None => true,
+                    };
+                    if let kiln_parser::Op::Run(run) = &step.op
+                        && settled
+                    {
                         // Best effort: the build fails with its own error either way.
                         e.debug_image = crate::run::store_debug_state(&self.session, &current, run)
                             .ok()
@@ -188,9 +194,9 @@ impl StageRunner {
                     return Err(e);
                 }
             };
-            if let Some(deferred) = pending.take() {
-                self.settle(deferred, &mut current, &inputs).await?;
-            }
+            // Settled after this step's own DONE: a COPY that cannot be stored fails the
+            // build, but the step that ran on it did finish.
+            let settle_first = pending.take();
             let Solved {
                 key: step_key,
                 layer,
@@ -217,6 +223,9 @@ impl StageRunner {
             current.key = step_key;
             current.layers.push(layer);
             current.state.apply(step);
+            if let Some(deferred) = settle_first {
+                self.settle(deferred, &mut current, &inputs).await?;
+            }
         }
         if let Some(deferred) = pending.take() {
             self.settle(deferred, &mut current, &inputs).await?;
