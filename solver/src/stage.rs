@@ -196,7 +196,7 @@ impl StageRunner {
             };
             // Settled after this step's own DONE: a COPY that cannot be stored fails the
             // build, but the step that ran on it did finish.
-            let settle_first = pending.take();
+            let settle_after = pending.take();
             let Solved {
                 key: step_key,
                 layer,
@@ -223,7 +223,7 @@ impl StageRunner {
             current.key = step_key;
             current.layers.push(layer);
             current.state.apply(step);
-            if let Some(deferred) = settle_first {
+            if let Some(deferred) = settle_after {
                 self.settle(deferred, &mut current, &inputs).await?;
             }
         }
