@@ -67,27 +67,41 @@ impl PendingCommit {
             blocking(move || copied.publish(written, &s.store, s.layer_format(), &note))
                 .await
                 .map_err(|e| ctx.at(e))?;
-        let layer = layer_of(committed);
-        record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
-        session.explain.save(&place, &key, inputs);
-        progress.send(Event::Log {
-            id,
-            stream: Stream::Info,
-            line: format!("writing layer {}", layer.digest),
-        });
-        Ok(layer)
+        record_layer(ctx, &key, &place, committed, inputs)
     }
 }
 
-/// A committed layer as the stage lists it.
-fn layer_of(committed: kiln_executor::commit::CommittedLayer) -> Layer {
-    Layer {
+/// A step's committed layer as the stage lists it, after recording it under `key`,
+/// saving the inputs it was keyed on for `place` and saying which layer it is.
+fn record_layer(
+    ctx: &StepContext<'_>,
+    key: &str,
+    place: &str,
+    committed: kiln_executor::commit::CommittedLayer,
+    inputs: impl FnOnce() -> crate::explain::KeyInputs + Send + 'static,
+) -> Result<Layer, SolveError> {
+    let layer = Layer {
         diff_id: committed.layer.diff_id,
         digest: committed.layer.digest,
         size: committed.layer.size,
         media_type: committed.layer.media_type,
         snapshot: committed.snapshot,
-    }
+    };
+    let record_phase = kiln_base::phase::start("step: record");
+    record(ctx.session, key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
+    record_phase.end();
+    let _explain_phase = kiln_base::phase::start("step: explain record");
+    ctx.session.explain.save(place, key, inputs);
+    ctx.progress.send(Event::Log {
+        id: ctx.id,
+        stream: Stream::Info,
+        line: if committed.reused {
+            format!("reusing stored layer {}", layer.digest)
+        } else {
+            format!("writing layer {}", layer.digest)
+        },
+    });
+    Ok(layer)
 }
 
 /// What the commit tells the user (a full tmpfs, reused chunks): a line of step `id`.
@@ -318,22 +332,7 @@ async fn hit_or_run(
         }
     };
     commit_phase.end();
-    let reused = committed.reused;
-    let layer = layer_of(committed);
-    let record_phase = kiln_base::phase::start("step: record");
-    record(session, &key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
-    record_phase.end();
-    let _explain_phase = kiln_base::phase::start("step: explain record");
-    session.explain.save(&place, &key, keyed.take_full_inputs());
-    progress.send(Event::Log {
-        id,
-        stream: Stream::Info,
-        line: if reused {
-            format!("reusing stored layer {}", layer.digest)
-        } else {
-            format!("writing layer {}", layer.digest)
-        },
-    });
+    let layer = record_layer(ctx, &key, &place, committed, keyed.take_full_inputs())?;
     Ok(Solved {
         key,
         layer,
