@@ -536,11 +536,9 @@ fn consecutive_runs_share_no_sandbox_state() {
 /// helpers of RUNs that ended have exited); when kiln exits by itself, none is left.
 fn no_helper_outlives_kiln() {
     use std::io::{BufRead, Write};
-    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(&exe)
         .env("KILN_SBTEST_MODE", "runs")
-        .env("KILN_SBTEST_DIR", tmp.path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -655,8 +653,6 @@ fn killing_kiln_mid_run_leaves_no_process_and_no_mount() {
     );
 }
 
-/// The start time (field 22 of `/proc/PID/stat`) of a live process: with its pid, names it
-/// even after the pid is reused.
 /// Waits (at most 5 s) until none of `family` (pid and start time, so a reused pid is
 /// not taken for it) is left.
 fn wait_all_gone(family: &[(u32, String)]) {
@@ -677,6 +673,8 @@ fn wait_all_gone(family: &[(u32, String)]) {
     }
 }
 
+/// The start time (field 22 of `/proc/PID/stat`) of a live process: with its pid, names it
+/// even after the pid is reused.
 fn proc_start(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
