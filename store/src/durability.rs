@@ -227,15 +227,9 @@ impl Store {
     /// without a journal (ext4 without one, here) a file a power cut caught between its
     /// inode and its data may read another file's old blocks, a whole other record.
     fn drop_unsynced_records(&self, from: u128) -> Result<()> {
-        let dirs = [
-            self.cache_dir(),
-            self.layers_dir(),
-            self.stat_cache_dir(),
-            self.side_records_dir(SideRecordKind::Explain),
-            self.side_records_dir(SideRecordKind::GzipChunks),
-            self.side_records_dir(SideRecordKind::RegistrySources),
-        ];
-        for dir in dirs {
+        let side = SideRecordKind::ALL.map(|kind| self.side_records_dir(kind));
+        let dirs = [self.cache_dir(), self.layers_dir(), self.stat_cache_dir()];
+        for dir in dirs.into_iter().chain(side) {
             for_each_changed(&dir, from, |path, meta| {
                 if meta.is_file() {
                     remove_any(path)
@@ -385,7 +379,7 @@ mod tests {
         // Published after the last sync: a whole blob, a blob whose data the cut lost, a
         // snapshot that may hold empty files.
         let whole = publish(&store, &"b".repeat(64), b"new", b"new");
-        // Records written after the sync, and one before it (made first, below).
+        // Records written after the sync (one from before it is made above).
         let record = store.cache_dir().join(format!("{}.json", "d".repeat(64)));
         fs::write(&record, b"{}").unwrap();
         let table = store.side_records_dir(SideRecordKind::GzipChunks);

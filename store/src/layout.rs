@@ -97,6 +97,15 @@ pub enum SideRecordKind {
     GzipChunks,
 }
 
+impl SideRecordKind {
+    /// Every kind: what must hold for all of them (power-cut recovery) goes through this.
+    pub const ALL: [SideRecordKind; 3] = [
+        SideRecordKind::Explain,
+        SideRecordKind::RegistrySources,
+        SideRecordKind::GzipChunks,
+    ];
+}
+
 impl Store {
     /// The format version file.
     pub(crate) fn version_file(&self) -> PathBuf {
