@@ -67,17 +67,19 @@ impl PendingCommit {
             blocking(move || copied.publish(written, &s.store, s.layer_format(), &note))
                 .await
                 .map_err(|e| ctx.at(e))?;
-        record_layer(ctx, &key, &place, committed, inputs)
+        record_layer(ctx, &key, &place, committed, true, inputs)
     }
 }
 
-/// A step's committed layer as the stage lists it, after recording it under `key`,
-/// saving the inputs it was keyed on for `place` and saying which layer it is.
+/// A step's committed layer as the stage lists it, after recording it under `key` (unless
+/// not `write_record`: the store has that record already), saving the inputs it was keyed
+/// on for `place` and saying which layer it is.
 fn record_layer(
     ctx: &StepContext<'_>,
     key: &str,
     place: &str,
     committed: kiln_executor::commit::CommittedLayer,
+    write_record: bool,
     inputs: impl FnOnce() -> crate::explain::KeyInputs + Send + 'static,
 ) -> Result<Layer, SolveError> {
     let layer = Layer {
@@ -87,9 +89,10 @@ fn record_layer(
         media_type: committed.layer.media_type,
         snapshot: committed.snapshot,
     };
-    let record_phase = kiln_base::phase::start("step: record");
-    record(ctx.session, key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
-    record_phase.end();
+    if write_record {
+        let _phase = kiln_base::phase::start("step: record");
+        record(ctx.session, key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
+    }
     let _explain_phase = kiln_base::phase::start("step: explain record");
     ctx.session.explain.save(place, key, inputs);
     ctx.progress.send(Event::Log {
@@ -116,7 +119,8 @@ fn info_line(progress: &crate::progress::Progress, id: usize) -> impl Fn(&str) +
     }
 }
 
-/// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records).
+/// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records,
+/// unless it gave the layer a fresh record names).
 /// `defer`: a COPY that writes a new layer may return once its files are in the store,
 /// with its blob still being written ([`Solved::pending`]; the caller settles it).
 pub(crate) async fn solve_step(
@@ -192,12 +196,8 @@ async fn hit_or_run(
     let place = place(session, step);
     // Even under --no-cache the record tells what the step gave last time: the layer
     // it will most likely give again (see `kiln_executor::commit`).
-    let recorded = match session.store.get_record(&key).map_err(|e| ctx.at(e))? {
-        Some(CacheRecord {
-            layer: Some(layer), ..
-        }) => Some(layer),
-        _ => None,
-    };
+    let stored = session.store.get_record(&key).map_err(|e| ctx.at(e))?;
+    let recorded = stored.as_ref().and_then(|r| r.layer.clone());
     if !no_cache
         && recorded.is_none()
         && let Some(layer) = session.remote.fetch(session, &key, progress, id).await
@@ -332,7 +332,20 @@ async fn hit_or_run(
         }
     };
     commit_phase.end();
-    let layer = record_layer(ctx, &key, &place, committed, keyed.take_full_inputs())?;
+    // A --no-cache step that gave its recorded layer again, recorded lately, leaves that
+    // record as it is (as a cache hit does): rewriting it would only refresh its time,
+    // and the build would then have a record to sync.
+    let same_record = stored.filter(|r| {
+        r.layer.as_ref() == Some(&committed.layer) && now_unix() - r.created < RECORD_FRESH_SECS
+    });
+    let layer = record_layer(
+        ctx,
+        &key,
+        &place,
+        committed,
+        same_record.is_none(),
+        keyed.take_full_inputs(),
+    )?;
     Ok(Solved {
         key,
         layer,
@@ -381,6 +394,11 @@ pub(crate) fn record(
     };
     session.store.put_record(key, &record)
 }
+
+/// How long an unchanged record counts as fresh (see its use in `hit_or_run`). Prune's
+/// `--keep-storage` drops the oldest records first; a step rebuilt with `--no-cache` at
+/// least daily keeps its record among the new ones.
+const RECORD_FRESH_SECS: i64 = 24 * 60 * 60;
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -540,6 +558,45 @@ mod tests {
         assert!(!changed.cached);
         assert_ne!(changed.key, first.key);
         assert_ne!(changed.layer.diff_id, first.layer.diff_id);
+    }
+
+    /// A `--no-cache` step that gives its recorded layer again leaves a fresh record as a
+    /// hit would (not written again), and renews a stale one.
+    #[tokio::test]
+    async fn a_no_cache_step_giving_its_recorded_layer_rewrites_only_a_stale_record() {
+        let f = fixture(NetworkDefault::Host, Some(0));
+        let op = || copy(false, vec![CopySource::Path("src".into())], "/app/");
+        let first = solve(&f, op(), false).await;
+        let store = &f.session.store;
+        let aged = |secs: i64| {
+            let record = CacheRecord {
+                created: now_unix() - secs,
+                layer: Some(first.layer.layer_ref()),
+            };
+            store.put_record(&first.key, &record).unwrap();
+            store.sync_records();
+            record
+        };
+        let inode = || {
+            let file = store
+                .root()
+                .join("cache")
+                .join(format!("{}.json", first.key));
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(file).unwrap())
+        };
+        let fresh = aged(60);
+        let before = inode();
+        let forced = solve(&f, op(), true).await;
+        assert!(!forced.cached);
+        assert_eq!(forced.layer.layer_ref(), first.layer.layer_ref());
+        assert_eq!(store.get_record(&first.key).unwrap(), Some(fresh));
+        assert_eq!(inode(), before, "the record file was not rewritten");
+
+        let stale = aged(RECORD_FRESH_SECS + 60);
+        solve(&f, op(), true).await;
+        let renewed = store.get_record(&first.key).unwrap().unwrap();
+        assert!(renewed.created > stale.created);
+        assert_eq!(renewed.layer, stale.layer);
     }
 
     /// A power cut may keep a cache record and lose the rename of the blob it names
