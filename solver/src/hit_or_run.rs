@@ -119,8 +119,8 @@ fn info_line(progress: &crate::progress::Progress, id: usize) -> impl Fn(&str) +
     }
 }
 
-/// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records,
-/// unless it gave the layer a fresh record names).
+/// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records
+/// its layer, unless a fresh record names that layer already).
 /// `defer`: a COPY that writes a new layer may return once its files are in the store,
 /// with its blob still being written ([`Solved::pending`]; the caller settles it).
 pub(crate) async fn solve_step(
