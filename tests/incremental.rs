@@ -274,3 +274,76 @@ fn a_copy_is_stored_whole_while_the_run_after_it_runs_and_when_that_run_fails() 
         copy_then_run(id);
     }
 }
+
+/// A RUN's layer is hashed and compressed while the step after it runs on its files (its
+/// upper directory, still at its staging path): the next RUN sees its files and can delete
+/// one, the image is the from-scratch one, a --no-cache rebuild finds every layer stored,
+/// and when the next RUN fails the first is stored all the same (the next build hits it).
+fn run_then_run(id: Identity) {
+    let world = World::new(id);
+    let scratch = World::new(id);
+    let dockerfile = format!(
+        "{BUSYBOX}RUN echo one > /one && mkdir /d && echo x > /d/gone && echo y > /d/kept\n\
+         ARG FAIL=0\n\
+         RUN cat /one > /two && rm /d/gone && test \"$FAIL\" = 0\n\
+         RUN ls /d > /listed\n"
+    );
+    let ctx = world.context("runs", &dockerfile);
+    let failed = world.build(&ctx, &["--build-arg", "FAIL=1", "-t", "runs:1"]);
+    assert!(!failed.status.success(), "{id:?}: {}", both(&failed));
+    // The state kept to debug the failed RUN has the first RUN's layer, stored.
+    let text = both(&failed);
+    let debug = text
+        .lines()
+        .find_map(|l| l.split("run --rm -it ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{id:?}: no debug command in {text}"));
+    let one = world.kiln(&["run", "--rm", debug, "cat", "/one", "/d/gone"]);
+    assert_ok(&one);
+    assert_eq!(String::from_utf8_lossy(&one.stdout), "one\nx\n");
+
+    let built = world.build(&ctx, &["-t", "runs:1"]);
+    assert_ok(&built);
+    let cached: Vec<bool> = steps(&built)
+        .into_iter()
+        .filter(|(title, _)| title.contains("RUN echo one"))
+        .map(|(_, cached)| cached)
+        .collect();
+    assert_eq!(cached, [true], "{id:?}: {}", both(&built));
+    let listed = world.kiln(&["run", "--rm", "runs:1", "cat", "/two", "/listed"]);
+    assert_ok(&listed);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "one\nkept\n");
+
+    let fresh = scratch.build(&ctx, &["--no-cache", "-t", "runs:1"]);
+    assert_ok(&fresh);
+    assert_eq!(image_id(&built), image_id(&fresh), "{id:?}: image ID");
+    // Run again, every RUN gives the layer it gave before, found stored.
+    let again = world.build(&ctx, &["--no-cache", "-t", "runs:1"]);
+    assert_ok(&again);
+    assert_eq!(image_id(&again), image_id(&built), "{id:?}: image ID");
+    let text = both(&again);
+    let reused = text.matches("reusing stored layer").count();
+    assert!(reused >= 4, "{id:?}: {reused} layers reused: {text}");
+    // The first RUN's layer was found stored after the second RUN had started.
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |run: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with('#') && l.contains("] RUN ") && l.contains(run))
+            .unwrap_or_else(|| panic!("{id:?}: no {run} in {text}"))
+    };
+    let (first, second) = (header("echo one"), header("cat /one"));
+    let vertex = lines[first].split(' ').next().unwrap_or_default();
+    let settled = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{vertex} reusing stored layer")))
+        .unwrap_or_else(|| panic!("{id:?}: {vertex} reused nothing: {text}"));
+    assert!(second < settled, "{id:?}: not overlapped: {text}");
+}
+
+#[test]
+fn a_run_is_stored_whole_while_the_step_after_it_runs_and_when_that_step_fails() {
+    for id in identities() {
+        run_then_run(id);
+    }
+}

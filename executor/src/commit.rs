@@ -1,8 +1,9 @@
 //! A step's layer into the store: [`commit_layer`] takes what the step made (a filled layer
 //! directory, or a COPY/ADD to carry out) and gives the stored layer, blob and snapshot.
-//! [`commit_or_copy`] stops a COPY's new layer after the copy, so the solver can write its
-//! blob ([`CopiedLayer::write_blob`]) while the next step reads its files, and publish it
-//! ([`CopiedLayer::publish`]) after.
+//! [`commit_or_defer`] stops once the layer's files are in the store (a RUN's directory as
+//! it is, a COPY's new layer after the copy), so the solver can write its blob
+//! ([`FilledLayer::write_blob`]) while the next step reads its files, and publish it
+//! ([`FilledLayer::publish`]) after.
 //!
 //! The COPY staging speed-up lives here and nowhere else. kiln's layers are deterministic,
 //! so a step that runs again (`--no-cache`) usually gives the layer it gave before. When
@@ -108,29 +109,35 @@ pub enum CommitError {
 pub fn commit_layer(req: CommitRequest<'_>) -> Result<CommittedLayer, CommitError> {
     let (store, format, note) = (req.store, req.format, req.note);
     let chunks_of = req.recorded.or(req.previous);
-    match commit_or_copy(req)? {
-        CommitOrCopy::Committed(committed) => Ok(committed),
-        CommitOrCopy::Copied(copied) => {
-            let blob = copied.write_blob(store, format, chunks_of, note)?;
-            copied.publish(blob, store, format, note)
+    match commit_request(req, false)? {
+        CommitOrDefer::Committed(committed) => Ok(committed),
+        CommitOrDefer::Filled(filled) => {
+            let blob = filled.write_blob(store, format, chunks_of, note)?;
+            filled.publish(blob, store, format, note)
         }
     }
 }
 
-/// What [`commit_or_copy`] gives.
-pub enum CommitOrCopy {
+/// What [`commit_or_defer`] gives.
+pub enum CommitOrDefer {
     /// The layer, committed as [`commit_layer`] commits it.
     Committed(CommittedLayer),
-    /// A COPY's new layer directory in the store, its blob not written yet.
-    Copied(CopiedLayer),
+    /// The layer's directory in the store, its blob not written yet.
+    Filled(FilledLayer),
 }
 
-/// [`commit_layer`], except that a COPY whose layer is new and copied into the store stops
-/// once its files are there: the next step may use the directory (as a RUN's lower) while
-/// [`CopiedLayer::write_blob`] compresses it on another thread, and
-/// [`CopiedLayer::publish`] makes it the stored snapshot once nothing uses it by its
-/// staging path any more.
-pub fn commit_or_copy(req: CommitRequest<'_>) -> Result<CommitOrCopy, CommitError> {
+/// [`commit_layer`], except that it stops once the layer's files are in the store: at
+/// once for a step's filled directory (a RUN's), after the copy for a COPY whose layer is
+/// new and copied into the store. The next step may use the directory (as a lower) while
+/// [`FilledLayer::write_blob`] hashes or compresses it on another thread, and
+/// [`FilledLayer::publish`] makes it (or the stored layer it turned out to be) the
+/// layer once nothing uses it by its staging path any more.
+pub fn commit_or_defer(req: CommitRequest<'_>) -> Result<CommitOrDefer, CommitError> {
+    commit_request(req, true)
+}
+
+/// [`commit_layer`] (not `defer`) or [`commit_or_defer`].
+fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, CommitError> {
     let CommitRequest {
         store,
         format,
@@ -148,46 +155,66 @@ pub fn commit_or_copy(req: CommitRequest<'_>) -> Result<CommitOrCopy, CommitErro
     };
     let predicted = commit.predicts_stored_layer(recorded);
     let copied = match source {
-        LayerSource::Dir(dir) => Copied {
-            staging: dir,
-            content: ExternalContent::new(),
-            metadata_tree: false,
-            xattr_free: None,
-        },
+        LayerSource::Dir(dir) => {
+            let copied = Copied {
+                staging: dir,
+                content: ExternalContent::new(),
+                metadata_tree: false,
+                xattr_free: None,
+            };
+            if defer {
+                return Ok(CommitOrDefer::Filled(FilledLayer { copied, predicted }));
+            }
+            copied
+        }
         LayerSource::Copy(copy) => {
             let copied = commit.copy(*copy, predicted, unchanged)?;
-            if !predicted && !copied.metadata_tree {
-                return Ok(CommitOrCopy::Copied(CopiedLayer { copied }));
+            if defer && !predicted && !copied.metadata_tree {
+                return Ok(CommitOrDefer::Filled(FilledLayer { copied, predicted }));
             }
             copied
         }
     };
     commit
         .commit(copied, predicted)
-        .map(CommitOrCopy::Committed)
+        .map(CommitOrDefer::Committed)
 }
 
-/// A COPY's layer directory in the store, its blob not yet written ([`commit_or_copy`]).
-pub struct CopiedLayer {
+/// A layer's directory in the store, its blob not yet written ([`commit_or_defer`]).
+pub struct FilledLayer {
     copied: Copied,
+    /// Whether the step's recorded layer is stored: the blob is then hashed first, and
+    /// the stored layer reused when it is the same.
+    predicted: bool,
 }
 
-/// A layer's blob, written and not yet committed ([`CopiedLayer::write_blob`]).
-pub struct WrittenBlob {
+/// A layer's blob, written and not yet committed ([`FilledLayer::write_blob`]), or the
+/// stored layer the directory turned out to be.
+pub struct WrittenBlob(Written);
+
+enum Written {
+    New(Box<NewBlob>),
+    Stored(LayerRef),
+}
+
+/// A new blob's writer and what it wrote.
+struct NewBlob {
     writer: BlobWriter,
     digests: LayerDigests,
 }
 
-impl CopiedLayer {
-    /// Where the layer's files are until [`CopiedLayer::publish`] moves them.
+impl FilledLayer {
+    /// Where the layer's files are until [`FilledLayer::publish`] moves them.
     pub fn path(&self) -> &Path {
         self.copied.staging.path()
     }
 
-    /// Compresses the layer into a blob, not committed yet; `previous` and `note` as in
-    /// [`CommitRequest`] (the layer the step gave in its previous build, for its chunks).
+    /// Compresses the layer into a blob, not committed yet, unless it is a layer the
+    /// store has (looked for first when the step's recorded layer is stored, as
+    /// [`commit_layer`] does); `previous` and `note` as in [`CommitRequest`] (the layer
+    /// the step gave in its previous build, for its chunks).
     /// Borrows the directory: whatever happens here (an error, a panic), it stays until
-    /// its owner is done with it, as the step after the COPY may be running on it.
+    /// its owner is done with it, as the step after this one may be running on it.
     pub fn write_blob(
         &self,
         store: &Store,
@@ -207,14 +234,31 @@ impl CopiedLayer {
             xattr_free,
             ..
         } = &self.copied;
-        let (writer, digests) =
-            commit.write_blob_bytes(staging.path(), content, None, xattr_free.clone())?;
-        Ok(WrittenBlob { writer, digests })
+        let diff_id = if self.predicted {
+            let (diff_id, known) = commit.hash_and_find(staging.path(), content)?;
+            if let Some(layer) = known {
+                return Ok(WrittenBlob(Written::Stored(layer)));
+            }
+            Some(diff_id)
+        } else {
+            None
+        };
+        let (writer, digests) = commit.write_blob_bytes(
+            staging.path(),
+            content,
+            diff_id.as_deref(),
+            xattr_free.clone(),
+        )?;
+        Ok(WrittenBlob(Written::New(Box::new(NewBlob {
+            writer,
+            digests,
+        }))))
     }
 
-    /// Stores `blob` (its [`CopiedLayer::write_blob`]), its index entry and the directory
-    /// as the layer's snapshot, as [`commit_layer`] does for a new layer. Nothing may use
-    /// the staging path after.
+    /// Stores `blob` (its [`FilledLayer::write_blob`]), its index entry and the directory
+    /// as the layer's snapshot, as [`commit_layer`] does for a new layer; for a stored
+    /// layer, its snapshot (the directory's when it has none). Nothing may use the staging
+    /// path after.
     pub fn publish(
         self,
         blob: WrittenBlob,
@@ -228,12 +272,25 @@ impl CopiedLayer {
             previous: None,
             note,
         };
-        let (layer, snapshot) = commit.publish(blob, self.copied.staging)?;
-        Ok(CommittedLayer {
-            layer,
-            snapshot,
-            reused: false,
-        })
+        match blob.0 {
+            Written::New(blob) => {
+                let NewBlob { writer, digests } = *blob;
+                let (layer, snapshot) = commit.publish(writer, digests, self.copied.staging)?;
+                Ok(CommittedLayer {
+                    layer,
+                    snapshot,
+                    reused: false,
+                })
+            }
+            Written::Stored(layer) => {
+                let snapshot = commit.stored_snapshot(&layer, self.copied.staging)?;
+                Ok(CommittedLayer {
+                    layer,
+                    snapshot,
+                    reused: true,
+                })
+            }
+        }
     }
 }
 
@@ -320,15 +377,8 @@ impl Committer<'_> {
             xattr_free,
         } = copied;
         let content = &content;
-        let media_type = self.format.compression.media_type();
         let (diff_id, known) = if predicted {
-            let plain = self.layer_options(Compression::None);
-            let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
-            let diff_id =
-                kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)?
-                    .diff_id;
-            phase.end();
-            let known = self.store.find_layer_blob(&diff_id, media_type)?;
+            let (diff_id, known) = self.hash_and_find(staging.path(), content)?;
             (Some(diff_id), known)
         } else {
             (None, None)
@@ -361,14 +411,7 @@ impl Committer<'_> {
         } else {
             // The directory itself becomes the snapshot: write the blob before moving it.
             match &known {
-                Some(layer) => {
-                    let phase = kiln_base::phase::start("commit: the snapshot");
-                    let snapshot = self
-                        .store
-                        .commit_snapshot(staging, hex_of(&layer.diff_id)?)?;
-                    phase.end();
-                    (layer.clone(), snapshot)
-                }
+                Some(layer) => (layer.clone(), self.stored_snapshot(layer, staging)?),
                 // A new layer: its blob, index entry and snapshot synced together.
                 None => {
                     let (writer, digests) = self.write_blob_bytes(
@@ -377,7 +420,7 @@ impl Committer<'_> {
                         diff_id.as_deref(),
                         xattr_free.clone(),
                     )?;
-                    self.publish(WrittenBlob { writer, digests }, staging)?
+                    self.publish(writer, digests, staging)?
                 }
             }
         };
@@ -386,6 +429,35 @@ impl Committer<'_> {
             snapshot,
             reused: known.is_some(),
         })
+    }
+
+    /// The diff_id of the layer directory `dir` (its tar hashed, not compressed), and the
+    /// stored layer of that diff_id, if any.
+    fn hash_and_find(
+        &self,
+        dir: &Path,
+        content: &ExternalContent,
+    ) -> Result<(String, Option<LayerRef>), CommitError> {
+        let plain = self.layer_options(Compression::None);
+        let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
+        let diff_id = kiln_image::write_layer_with(dir, std::io::sink(), &plain, content)?.diff_id;
+        phase.end();
+        let media_type = self.format.compression.media_type();
+        let known = self.store.find_layer_blob(&diff_id, media_type)?;
+        Ok((diff_id, known))
+    }
+
+    /// The snapshot of the stored `layer`, whose files `staging` holds too: the stored
+    /// one, or `staging` made it when there is none.
+    fn stored_snapshot(
+        &self,
+        layer: &LayerRef,
+        staging: StagingDir,
+    ) -> Result<PathBuf, CommitError> {
+        let _phase = kiln_base::phase::start("commit: the snapshot");
+        Ok(self
+            .store
+            .commit_snapshot(staging, hex_of(&layer.diff_id)?)?)
     }
 
     /// Whether the layer a step gave last time (`recorded`) is still stored, blob or
@@ -469,10 +541,10 @@ impl Committer<'_> {
     /// together (see [`Store::commit_new_layer`]).
     fn publish(
         &self,
-        blob: WrittenBlob,
+        writer: BlobWriter,
+        digests: LayerDigests,
         staging: StagingDir,
     ) -> Result<(LayerRef, PathBuf), CommitError> {
-        let WrittenBlob { writer, digests } = blob;
         let phase = kiln_base::phase::start("commit: blob, index and snapshot");
         let committed = self.store.commit_new_layer(
             writer,

@@ -13,7 +13,7 @@ use crate::progress::{Event, Stream};
 use crate::result::Layer;
 use crate::session::BuildSession;
 use kiln_executor::commit::{
-    CommitError, CommitOrCopy, CommitRequest, CopiedLayer, WrittenBlob, commit_or_copy,
+    CommitError, CommitOrDefer, CommitRequest, FilledLayer, WrittenBlob, commit_or_defer,
 };
 use kiln_parser::Step;
 use kiln_store::{CacheRecord, LayerRef};
@@ -25,32 +25,35 @@ pub(crate) struct Solved {
     /// staging path, no digests.
     pub layer: Layer,
     pub cached: bool,
-    /// A COPY's new layer whose blob is still being written (see [`solve_step`]'s `defer`).
+    /// A new layer whose blob is still being written (see [`solve_step`]'s `defer`).
     pub pending: Option<PendingCommit>,
 }
 
-/// A COPY's layer being compressed on a blocking thread while the next step runs on its
-/// files: what is left to do once the blob is written (publish the snapshot, record the
-/// layer under its key, save the explain inputs, say which layer it wrote).
+/// A step's layer being hashed or compressed on a blocking thread while the next step
+/// runs on its files: what is left to do once the blob is written (publish the snapshot,
+/// record the layer under its key, save the explain inputs, say which layer it wrote).
 pub(crate) struct PendingCommit {
-    /// The COPY's directory, held here as well as by the blob's thread: whatever becomes
+    /// The step's directory, held here as well as by the blob's thread: whatever becomes
     /// of that thread, the directory stays until the settle, as the next step runs on it.
-    copied: std::sync::Arc<CopiedLayer>,
+    filled: std::sync::Arc<FilledLayer>,
     blob: tokio::task::JoinHandle<Result<WrittenBlob, CommitError>>,
     key: String,
     place: String,
+    /// The step's cache record before it ran.
+    stored: Option<CacheRecord>,
     inputs: Box<dyn FnOnce() -> crate::explain::KeyInputs + Send>,
 }
 
 impl PendingCommit {
     /// Waits for the blob and stores the layer: call once nothing reads the stand-in's
-    /// staging path any more (the next step is done). `ctx` is the COPY's.
+    /// staging path any more (the next step is done). `ctx` is the step's own.
     pub(crate) async fn settle(self, ctx: &StepContext<'_>) -> Result<Layer, SolveError> {
         let PendingCommit {
-            copied,
+            filled,
             blob,
             key,
             place,
+            stored,
             inputs,
         } = self;
         let session = ctx.session;
@@ -60,28 +63,35 @@ impl PendingCommit {
             .map_err(|e| ctx.at(StepError::Worker(e)))?
             .map_err(|e| ctx.at(e))?;
         // The blob's thread is done, and its hold on the directory with it.
-        let copied =
-            std::sync::Arc::into_inner(copied).ok_or_else(|| ctx.at(StepError::LayerStillInUse))?;
+        let filled =
+            std::sync::Arc::into_inner(filled).ok_or_else(|| ctx.at(StepError::LayerStillInUse))?;
         let (s, note) = (session.clone(), info_line(progress, id));
         let committed =
-            blocking(move || copied.publish(written, &s.store, s.layer_format(), &note))
+            blocking(move || filled.publish(written, &s.store, s.layer_format(), &note))
                 .await
                 .map_err(|e| ctx.at(e))?;
-        record_layer(ctx, &key, &place, committed, true, inputs)
+        record_layer(ctx, &key, &place, committed, stored.as_ref(), inputs)
     }
 }
 
-/// A step's committed layer as the stage lists it, after recording it under `key` (unless
-/// not `write_record`: the store has that record already), saving the inputs it was keyed
-/// on for `place` and saying which layer it is.
+/// A step's committed layer as the stage lists it, after recording it under `key`, saving
+/// the inputs it was keyed on for `place` and saying which layer it is.
+///
+/// `stored`: the step's record before it ran. A --no-cache step that gave that record's
+/// layer again, recorded lately, leaves the record as it is (as a cache hit does):
+/// rewriting it would only refresh its time, and the build would then have a record to
+/// sync.
 fn record_layer(
     ctx: &StepContext<'_>,
     key: &str,
     place: &str,
     committed: kiln_executor::commit::CommittedLayer,
-    write_record: bool,
+    stored: Option<&CacheRecord>,
     inputs: impl FnOnce() -> crate::explain::KeyInputs + Send + 'static,
 ) -> Result<Layer, SolveError> {
+    let fresh = stored.is_some_and(|r| {
+        r.layer.as_ref() == Some(&committed.layer) && now_unix() - r.created < RECORD_FRESH_SECS
+    });
     let layer = Layer {
         diff_id: committed.layer.diff_id,
         digest: committed.layer.digest,
@@ -89,7 +99,7 @@ fn record_layer(
         media_type: committed.layer.media_type,
         snapshot: committed.snapshot,
     };
-    if write_record {
+    if !fresh {
         let _phase = kiln_base::phase::start("step: record");
         record(ctx.session, key, layer.layer_ref()).map_err(|e| ctx.at(e))?;
     }
@@ -121,8 +131,9 @@ fn info_line(progress: &crate::progress::Progress, id: usize) -> impl Fn(&str) +
 
 /// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records
 /// its layer, unless a fresh record names that layer already).
-/// `defer`: a COPY that writes a new layer may return once its files are in the store,
-/// with its blob still being written ([`Solved::pending`]; the caller settles it).
+/// `defer`: a RUN, or a COPY that writes a new layer, may return once its files are in the
+/// store, with its blob still being hashed or written ([`Solved::pending`]; the caller
+/// settles it).
 pub(crate) async fn solve_step(
     ctx: &StepContext<'_>,
     op: LayerOp<'_>,
@@ -276,7 +287,7 @@ async fn hit_or_run(
     exec_phase.end();
     let commit_phase = kiln_base::phase::start("step: commit");
     let (s, note) = (session.clone(), info_line(progress, id));
-    let deferrable = defer && matches!(op, LayerOp::Copy(_));
+    let deferrable = defer && matches!(op, LayerOp::Copy(_) | LayerOp::Run(_));
     let (recorded2, previous2) = (recorded.clone(), previous.clone());
     let outcome = blocking(move || {
         let req = CommitRequest {
@@ -289,22 +300,22 @@ async fn hit_or_run(
             note: &note,
         };
         if deferrable {
-            commit_or_copy(req)
+            commit_or_defer(req)
         } else {
-            kiln_executor::commit::commit_layer(req).map(CommitOrCopy::Committed)
+            kiln_executor::commit::commit_layer(req).map(CommitOrDefer::Committed)
         }
     })
     .await
     .map_err(|e| ctx.at(e))?;
     let committed = match outcome {
-        CommitOrCopy::Committed(committed) => committed,
-        CommitOrCopy::Copied(copied) => {
+        CommitOrDefer::Committed(committed) => committed,
+        CommitOrDefer::Filled(filled) => {
             commit_phase.end();
             // The chunks of the layer the step gave last, as commit_layer takes them.
             let chunks_of = recorded.or(previous);
-            let snapshot = copied.path().to_path_buf();
-            let copied = std::sync::Arc::new(copied);
-            let (s, note, writing) = (session.clone(), info_line(progress, id), copied.clone());
+            let snapshot = filled.path().to_path_buf();
+            let filled = std::sync::Arc::new(filled);
+            let (s, note, writing) = (session.clone(), info_line(progress, id), filled.clone());
             let blob = tokio::task::spawn_blocking(move || {
                 writing.write_blob(&s.store, s.layer_format(), chunks_of.as_ref(), &note)
             });
@@ -322,28 +333,23 @@ async fn hit_or_run(
                 layer,
                 cached: false,
                 pending: Some(PendingCommit {
-                    copied,
+                    filled,
                     blob,
                     key,
                     place,
+                    stored,
                     inputs: Box::new(keyed.take_full_inputs()),
                 }),
             });
         }
     };
     commit_phase.end();
-    // A --no-cache step that gave its recorded layer again, recorded lately, leaves that
-    // record as it is (as a cache hit does): rewriting it would only refresh its time,
-    // and the build would then have a record to sync.
-    let same_record = stored.filter(|r| {
-        r.layer.as_ref() == Some(&committed.layer) && now_unix() - r.created < RECORD_FRESH_SECS
-    });
     let layer = record_layer(
         ctx,
         &key,
         &place,
         committed,
-        same_record.is_none(),
+        stored.as_ref(),
         keyed.take_full_inputs(),
     )?;
     Ok(Solved {
@@ -395,7 +401,7 @@ pub(crate) fn record(
     session.store.put_record(key, &record)
 }
 
-/// How long an unchanged record counts as fresh (see its use in `hit_or_run`). Prune's
+/// How long an unchanged record counts as fresh (see [`record_layer`]). Prune's
 /// `--keep-storage` drops the oldest records first; a step rebuilt with `--no-cache` at
 /// least daily keeps its record among the new ones.
 const RECORD_FRESH_SECS: i64 = 24 * 60 * 60;

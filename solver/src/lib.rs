@@ -24,8 +24,8 @@
 //! - [`images`]: stored images and their layers' snapshots; `result`: what a stage
 //!   produced. Committing a step's layer (blob, snapshot, the COPY staging on a tmpfs) is
 //!   the executor's ([`kiln_executor::commit::commit_layer`]): one call from `hit_or_run`,
-//!   or two for a COPY before a RUN ([`kiln_executor::commit::commit_or_copy`], then its
-//!   blob written beside the RUN and the snapshot published after it).
+//!   or two for a step whose blob is written beside the next step (a RUN, or a COPY before
+//!   a RUN: [`kiln_executor::commit::commit_or_defer`], then the layer published after).
 //! - [`key`] (the hash), [`image_state`] (the image state a stage accumulates: runtime
 //!   config and history) and [`oci_config`] (that state to and from the OCI image config
 //!   and manifest), [`explain`] (`--explain-cache`), [`entitlements`]

@@ -1,10 +1,14 @@
 //! Running one stage: its base, then its steps in order, each a cache hit or an execution.
 //!
-//! Steps run one after another, with one overlap: a COPY that writes a new layer, followed
-//! by a RUN, hands the RUN its files as soon as they are in the store, and its blob is
-//! compressed meanwhile (for a big context, the longest part of the COPY). The COPY is
-//! settled (blob, snapshot, cache record) once the RUN is done or has failed, before the
-//! next step, so every other step and every stage's result sees only stored layers.
+//! Steps run one after another, with one overlap: a step hands the next one its files as
+//! soon as they are in the store, and its blob is hashed or compressed meanwhile. So go a
+//! RUN followed by another layer step (the RUN's commit, its record and a --no-cache
+//! rebuild's check against the stored layer leave the path from RUN to RUN), and a COPY
+//! that writes a new layer followed by a RUN (for a big context, the blob is the longest
+//! part of the COPY). The step is settled (blob, snapshot, cache record) once the next one
+//! is done or has failed, before the one after, so at most one step is pending, every
+//! later step runs on stored layers below its parent, and every stage's result sees only
+//! stored layers.
 
 use crate::blocking::blocking;
 use crate::error::SolveError;
@@ -133,10 +137,10 @@ impl StageRunner {
                     .iter()
                     .any(|f| f.eq_ignore_ascii_case(n))
             });
-        // A COPY's new layer may be compressed while the RUN after it runs on its files
-        // (the RUN needs them, not the blob): solved with `defer`, it comes back with its
-        // blob pending, and is settled once that RUN is done (or failed). A remote
-        // executor needs every lower's digest, and so does nothing else here.
+        // A step's layer may be hashed or compressed while the step after it runs on its
+        // files (that step needs them, not the blob): solved with `defer`, it comes back
+        // with its blob pending, and is settled once the next step is done (or failed). A
+        // remote executor needs every lower's digest, and so does nothing else here.
         let may_defer = self.session.options.remote_executor.is_none();
         let mut pending: Option<Deferred<'_>> = None;
         let mut n = 1;
@@ -153,10 +157,17 @@ impl StageRunner {
                 vertex_name(&label, n, total, &step.source),
             );
             let t0 = Instant::now();
-            let next_is_run = stage.steps[index + 1..]
+            let next = stage.steps[index + 1..]
                 .iter()
-                .find(|s| LayerOp::of(&s.op).is_some())
-                .is_some_and(|s| matches!(s.op, kiln_parser::Op::Run(_)));
+                .find(|s| LayerOp::of(&s.op).is_some());
+            let next_is_run = next.is_some_and(|s| matches!(s.op, kiln_parser::Op::Run(_)));
+            // A RUN's blob may wait for any step after it; a COPY's, only for a RUN (the
+            // copy itself is the work another COPY would compete with).
+            let defer = may_defer
+                && match step.op {
+                    kiln_parser::Op::Run(_) => next.is_some(),
+                    _ => next_is_run,
+                };
             let ctx = StepContext {
                 session: &self.session,
                 step,
@@ -165,7 +176,6 @@ impl StageRunner {
                 id,
                 progress: &self.progress,
             };
-            let defer = may_defer && pending.is_none() && next_is_run;
             let solved = solve_step(&ctx, op, no_cache, defer).await;
             let solved = match solved {
                 Ok(v) => v,
@@ -210,7 +220,7 @@ impl StageRunner {
                         index: current.layers.len(),
                         step,
                         id,
-                        t0,
+                        took: t0.elapsed(),
                     })
                 }
                 None if cached => self.progress.send(Event::Cached { id }),
@@ -233,7 +243,7 @@ impl StageRunner {
         Ok(current)
     }
 
-    /// Stores a deferred COPY's layer and puts it in place of its stand-in.
+    /// Stores a deferred step's layer and puts it in place of its stand-in.
     async fn settle(
         &self,
         deferred: Deferred<'_>,
@@ -245,7 +255,7 @@ impl StageRunner {
             index,
             step,
             id,
-            t0,
+            took,
         } = deferred;
         let ctx = StepContext {
             session: &self.session,
@@ -269,20 +279,18 @@ impl StageRunner {
         if let Some(slot) = current.layers.get_mut(index) {
             *slot = layer;
         }
-        self.progress.send(Event::Done {
-            id,
-            elapsed: t0.elapsed(),
-        });
+        // The step's own time: its blob was written while the next step ran.
+        self.progress.send(Event::Done { id, elapsed: took });
         Ok(())
     }
 }
 
-/// A COPY solved with its blob pending: where its stand-in is among the stage's layers,
-/// and its step, progress vertex and start.
+/// A step solved with its blob pending: where its stand-in is among the stage's layers,
+/// and its step, progress vertex and how long it took up to the stand-in.
 struct Deferred<'s> {
     commit: PendingCommit,
     index: usize,
     step: &'s kiln_parser::Step,
     id: usize,
-    t0: Instant,
+    took: std::time::Duration,
 }
