@@ -127,7 +127,8 @@ pub enum CommitOrDefer {
 }
 
 /// [`commit_layer`], except that it stops once the layer's files are in the store: at
-/// once for a step's filled directory (a RUN's), after the copy for a COPY whose layer is
+/// once for a step's filled directory (a RUN's; no file is touched, so the caller need not
+/// leave its async thread for it), after the copy for a COPY whose layer is
 /// new and copied into the store. The next step may use the directory (as a lower) while
 /// [`FilledLayer::write_blob`] hashes or compresses it on another thread, and
 /// [`FilledLayer::publish`] makes it (or the stored layer it turned out to be) the
@@ -153,8 +154,7 @@ fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, 
         previous: recorded.or(previous),
         note,
     };
-    let predicted = commit.predicts_stored_layer(recorded);
-    let copied = match source {
+    let (copied, predicted) = match source {
         LayerSource::Dir(dir) => {
             let copied = Copied {
                 staging: dir,
@@ -163,16 +163,24 @@ fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, 
                 xattr_free: None,
             };
             if defer {
-                return Ok(CommitOrDefer::Filled(FilledLayer { copied, predicted }));
+                // Nothing to do before the next step: no file system call here.
+                return Ok(CommitOrDefer::Filled(FilledLayer {
+                    copied,
+                    recorded: recorded.cloned(),
+                }));
             }
-            copied
+            (copied, commit.predicts_stored_layer(recorded))
         }
         LayerSource::Copy(copy) => {
+            let predicted = commit.predicts_stored_layer(recorded);
             let copied = commit.copy(*copy, predicted, unchanged)?;
             if defer && !predicted && !copied.metadata_tree {
-                return Ok(CommitOrDefer::Filled(FilledLayer { copied, predicted }));
+                return Ok(CommitOrDefer::Filled(FilledLayer {
+                    copied,
+                    recorded: None,
+                }));
             }
-            copied
+            (copied, predicted)
         }
     };
     commit
@@ -183,9 +191,9 @@ fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, 
 /// A layer's directory in the store, its blob not yet written ([`commit_or_defer`]).
 pub struct FilledLayer {
     copied: Copied,
-    /// Whether the step's recorded layer is stored: the blob is then hashed first, and
-    /// the stored layer reused when it is the same.
-    predicted: bool,
+    /// The step's recorded layer, when the layer may be that one: if it is stored, the
+    /// directory is hashed first and the stored layer reused when it is the same.
+    recorded: Option<LayerRef>,
 }
 
 /// A layer's blob, written and not yet committed ([`FilledLayer::write_blob`]), or the
@@ -194,7 +202,8 @@ pub struct WrittenBlob(Written);
 
 enum Written {
     New(Box<NewBlob>),
-    Stored(LayerRef),
+    /// A stored layer, and its snapshot when that is stored too.
+    Stored(LayerRef, Option<PathBuf>),
 }
 
 /// A new blob's writer and what it wrote.
@@ -234,10 +243,15 @@ impl FilledLayer {
             xattr_free,
             ..
         } = &self.copied;
-        let diff_id = if self.predicted {
+        let diff_id = if commit.predicts_stored_layer(self.recorded.as_ref()) {
             let (diff_id, known) = commit.hash_and_find(staging.path(), content)?;
             if let Some(layer) = known {
-                return Ok(WrittenBlob(Written::Stored(layer)));
+                let id = hex_of(&layer.diff_id)?;
+                let snapshot = store
+                    .has_snapshot(id)
+                    .then(|| store.snapshot_path(id))
+                    .transpose()?;
+                return Ok(WrittenBlob(Written::Stored(layer, snapshot)));
             }
             Some(diff_id)
         } else {
@@ -253,6 +267,20 @@ impl FilledLayer {
             writer,
             digests,
         }))))
+    }
+
+    /// The layer, when `blob` (its [`FilledLayer::write_blob`]) found it stored with its
+    /// snapshot: there is nothing to publish, and this directory is only to be dropped
+    /// (removed), at any time after, on any thread.
+    pub fn stored(&self, blob: &WrittenBlob) -> Option<CommittedLayer> {
+        match &blob.0 {
+            Written::Stored(layer, Some(snapshot)) => Some(CommittedLayer {
+                layer: layer.clone(),
+                snapshot: snapshot.clone(),
+                reused: true,
+            }),
+            _ => None,
+        }
     }
 
     /// Stores `blob` (its [`FilledLayer::write_blob`]), its index entry and the directory
@@ -282,7 +310,7 @@ impl FilledLayer {
                     reused: false,
                 })
             }
-            Written::Stored(layer) => {
+            Written::Stored(layer, _) => {
                 let snapshot = commit.stored_snapshot(&layer, self.copied.staging)?;
                 Ok(CommittedLayer {
                     layer,

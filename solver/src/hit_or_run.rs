@@ -65,11 +65,20 @@ impl PendingCommit {
         // The blob's thread is done, and its hold on the directory with it.
         let filled =
             std::sync::Arc::into_inner(filled).ok_or_else(|| ctx.at(StepError::LayerStillInUse))?;
-        let (s, note) = (session.clone(), info_line(progress, id));
-        let committed =
-            blocking(move || filled.publish(written, &s.store, s.layer_format(), &note))
-                .await
-                .map_err(|e| ctx.at(e))?;
+        let committed = match filled.stored(&written) {
+            // A layer stored with its snapshot (a --no-cache step giving its layer again):
+            // the directory only goes, and nothing waits for that.
+            Some(committed) => {
+                tokio::task::spawn_blocking(move || drop(filled));
+                committed
+            }
+            None => {
+                let (s, note) = (session.clone(), info_line(progress, id));
+                blocking(move || filled.publish(written, &s.store, s.layer_format(), &note))
+                    .await
+                    .map_err(|e| ctx.at(e))?
+            }
+        };
         record_layer(ctx, &key, &place, committed, stored.as_ref(), inputs)
     }
 }
@@ -142,15 +151,23 @@ pub(crate) async fn solve_step(
 ) -> Result<Solved, SolveError> {
     let session = ctx.session;
     let step = ctx.step;
-    let keyed = {
+    let stage_keys: Vec<(usize, String)> = ctx
+        .inputs
+        .iter()
+        .map(|(i, r)| (*i, r.key.clone()))
+        .collect();
+    let keyed = if op.keyed_without_io() {
+        // Strings hashed, nothing read: not worth a thread.
+        let kc = KeyContext {
+            session,
+            parent: &ctx.current.key,
+            stage_keys: &stage_keys,
+        };
+        op.key(&kc).map_err(|e| ctx.at(e))?
+    } else {
         let session = session.clone();
         let step = step.clone();
         let parent = ctx.current.key.clone();
-        let stage_keys: Vec<(usize, String)> = ctx
-            .inputs
-            .iter()
-            .map(|(i, r)| (*i, r.key.clone()))
-            .collect();
         blocking(move || {
             let kc = KeyContext {
                 session: &session,
@@ -289,7 +306,7 @@ async fn hit_or_run(
     let (s, note) = (session.clone(), info_line(progress, id));
     let deferrable = defer && matches!(op, LayerOp::Copy(_) | LayerOp::Run(_));
     let (recorded2, previous2) = (recorded.clone(), previous.clone());
-    let outcome = blocking(move || {
+    let request = move |s: &BuildSession, note: &(dyn Fn(&str) + Sync)| {
         let req = CommitRequest {
             store: &s.store,
             format: s.layer_format(),
@@ -297,15 +314,20 @@ async fn hit_or_run(
             previous: previous2.as_ref(),
             unchanged,
             source,
-            note: &note,
+            note,
         };
         if deferrable {
             commit_or_defer(req)
         } else {
             kiln_executor::commit::commit_layer(req).map(CommitOrDefer::Committed)
         }
-    })
-    .await
+    };
+    let outcome = if deferrable && matches!(op, LayerOp::Run(_)) {
+        // A RUN's directory is handed back as it is, no file touched: not worth a thread.
+        request(session, &note).map_err(StepError::from)
+    } else {
+        blocking(move || request(&s, &note)).await
+    }
     .map_err(|e| ctx.at(e))?;
     let committed = match outcome {
         CommitOrDefer::Committed(committed) => committed,

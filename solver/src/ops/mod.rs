@@ -181,6 +181,12 @@ impl<'a> LayerOp<'a> {
         }
     }
 
+    /// Whether [`LayerOp::key`] reads nothing (no context, no image, no file): a RUN
+    /// without mounts, whose key hashes only its own fields and its parent's key.
+    pub(crate) fn keyed_without_io(&self) -> bool {
+        matches!(self, LayerOp::Run(run) if run.mounts.is_empty())
+    }
+
     /// Keys the op: `sha256` over its parameters (each op's key struct), the layer format
     /// and its input keys.
     pub(crate) fn key(self, kc: &KeyContext) -> Result<Keyed, StepError> {
