@@ -204,15 +204,26 @@ impl StageRunner {
                     return Err(e);
                 }
             };
-            // Settled after this step's own DONE: a COPY that cannot be stored fails the
-            // build, but the step that ran on it did finish.
-            let settle_after = pending.take();
             let Solved {
                 key: step_key,
                 layer,
                 cached,
                 pending: blob,
             } = solved;
+            // The step before, settled before this step says DONE, so steps are done in
+            // their order. One that cannot be stored fails the build, but this step, which
+            // ran on it, did finish.
+            let took = t0.elapsed();
+            if let Some(deferred) = pending.take()
+                && let Err(e) = self.settle(deferred, &mut current, &inputs).await
+            {
+                self.progress.send(if cached {
+                    Event::Cached { id }
+                } else {
+                    Event::Done { id, elapsed: took }
+                });
+                return Err(e);
+            }
             match blob {
                 Some(commit) => {
                     pending = Some(Deferred {
@@ -220,22 +231,16 @@ impl StageRunner {
                         index: current.layers.len(),
                         step,
                         id,
-                        took: t0.elapsed(),
+                        took,
                     })
                 }
                 None if cached => self.progress.send(Event::Cached { id }),
-                None => self.progress.send(Event::Done {
-                    id,
-                    elapsed: t0.elapsed(),
-                }),
+                None => self.progress.send(Event::Done { id, elapsed: took }),
             }
             current.keys.push(step_key.clone());
             current.key = step_key;
             current.layers.push(layer);
             current.state.apply(step);
-            if let Some(deferred) = settle_after {
-                self.settle(deferred, &mut current, &inputs).await?;
-            }
         }
         if let Some(deferred) = pending.take() {
             self.settle(deferred, &mut current, &inputs).await?;
