@@ -275,24 +275,55 @@ fn a_copy_is_stored_whole_while_the_run_after_it_runs_and_when_that_run_fails() 
     }
 }
 
-/// A RUN's layer is hashed and compressed while the step after it runs on its files (its
-/// upper directory, still at its staging path): the next RUN sees its files and can delete
-/// one, the image is the from-scratch one, a --no-cache rebuild finds every layer stored,
-/// and when the next RUN fails the first is stored all the same (the next build hits it).
+/// Where in `text` (a plain progress log) the step whose title has `run` says which layer
+/// it gave, and where the step whose title has `next` starts: a step settled while the next
+/// one ran says it after that start.
+fn settled_after_next_started(id: Identity, text: &str, run: &str, next: &str) -> bool {
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |title: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with('#') && l.contains("] RUN ") && l.contains(title))
+            .unwrap_or_else(|| panic!("{id:?}: no {title} in {text}"))
+    };
+    let (first, second) = (header(run), header(next));
+    let vertex = lines[first].split(' ').next().unwrap_or_default();
+    let said = lines
+        .iter()
+        .position(|l| {
+            l.starts_with(&format!("{vertex} writing layer"))
+                || l.starts_with(&format!("{vertex} reusing stored layer"))
+        })
+        .unwrap_or_else(|| panic!("{id:?}: {vertex} named no layer: {text}"));
+    second < said
+}
+
+/// A new RUN's layer is compressed while the step after it runs on its files (its upper
+/// directory, still at its staging path): the next RUN sees its files and can delete one,
+/// the image is the from-scratch one, and when the next RUN fails the first is stored all
+/// the same (the next build hits it). A RUN that gave its layer before is not deferred:
+/// a --no-cache rebuild's next steps see the stored snapshot, real mtimes and all, so they
+/// give their layers again and the image ID stays.
 fn run_then_run(id: Identity) {
     let world = World::new(id);
     let scratch = World::new(id);
     let dockerfile = format!(
         "{BUSYBOX}RUN echo one > /one && mkdir /d && echo x > /d/gone && echo y > /d/kept\n\
          ARG FAIL=0\n\
-         RUN cat /one > /two && rm /d/gone && test \"$FAIL\" = 0\n\
+         ARG SEE=0\n\
+         RUN cat /one > /two && rm /d/gone && {{ [ $SEE = 0 ] || stat -c %Y /one > /seen; }} \
+         && test \"$FAIL\" = 0\n\
          RUN ls /d > /listed\n"
     );
     let ctx = world.context("runs", &dockerfile);
     let failed = world.build(&ctx, &["--build-arg", "FAIL=1", "-t", "runs:1"]);
     assert!(!failed.status.success(), "{id:?}: {}", both(&failed));
-    // The state kept to debug the failed RUN has the first RUN's layer, stored.
     let text = both(&failed);
+    assert!(
+        settled_after_next_started(id, &text, "echo one", "cat /one"),
+        "{id:?}: a new RUN's layer is written beside the next RUN: {text}"
+    );
+    // The state kept to debug the failed RUN has the first RUN's layer, stored.
     let debug = text
         .lines()
         .find_map(|l| l.split("run --rm -it ").nth(1))
@@ -316,29 +347,30 @@ fn run_then_run(id: Identity) {
 
     let fresh = scratch.build(&ctx, &["--no-cache", "-t", "runs:1"]);
     assert_ok(&fresh);
+    let text = both(&fresh);
+    assert!(
+        settled_after_next_started(id, &text, "echo one", "cat /one"),
+        "{id:?}: a fresh store's RUN is written beside the next RUN: {text}"
+    );
     assert_eq!(image_id(&built), image_id(&fresh), "{id:?}: image ID");
-    // Run again, every RUN gives the layer it gave before, found stored.
-    let again = world.build(&ctx, &["--no-cache", "-t", "runs:1"]);
-    assert_ok(&again);
-    assert_eq!(image_id(&again), image_id(&built), "{id:?}: image ID");
+    // Later, every RUN runs again and gives the layer it gave before; the second one,
+    // which now writes down the first one's mtime, sees its stored files, not this run's
+    // copy (another mtime), so the image ID stays.
+    let see = |tag: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let out = world.build(&ctx, &["--no-cache", "--build-arg", "SEE=1", "-t", tag]);
+        assert_ok(&out);
+        out
+    };
+    let (seen, again) = (see("runs:seen"), see("runs:again"));
     let text = both(&again);
+    assert_eq!(image_id(&again), image_id(&seen), "{id:?}: image ID");
+    assert!(
+        !settled_after_next_started(id, &text, "echo one", "cat /one"),
+        "{id:?}: a RUN that gave its layer before is not deferred: {text}"
+    );
     let reused = text.matches("reusing stored layer").count();
     assert!(reused >= 4, "{id:?}: {reused} layers reused: {text}");
-    // The first RUN's layer was found stored after the second RUN had started.
-    let lines: Vec<&str> = text.lines().collect();
-    let header = |run: &str| {
-        lines
-            .iter()
-            .position(|l| l.starts_with('#') && l.contains("] RUN ") && l.contains(run))
-            .unwrap_or_else(|| panic!("{id:?}: no {run} in {text}"))
-    };
-    let (first, second) = (header("echo one"), header("cat /one"));
-    let vertex = lines[first].split(' ').next().unwrap_or_default();
-    let settled = lines
-        .iter()
-        .position(|l| l.starts_with(&format!("{vertex} reusing stored layer")))
-        .unwrap_or_else(|| panic!("{id:?}: {vertex} reused nothing: {text}"));
-    assert!(second < settled, "{id:?}: not overlapped: {text}");
 }
 
 #[test]

@@ -128,11 +128,13 @@ pub enum CommitOrDefer {
 
 /// [`commit_layer`], except that it stops once the layer's files are in the store: at
 /// once for a step's filled directory (a RUN's; no file is touched, so the caller need not
-/// leave its async thread for it), after the copy for a COPY whose layer is
-/// new and copied into the store. The next step may use the directory (as a lower) while
-/// [`FilledLayer::write_blob`] hashes or compresses it on another thread, and
-/// [`FilledLayer::publish`] makes it (or the stored layer it turned out to be) the
-/// layer once nothing uses it by its staging path any more.
+/// leave its async thread for it), after the copy for a COPY whose layer is new and copied
+/// into the store. The next step may use the directory (as a lower) while
+/// [`FilledLayer::write_blob`] compresses it on another thread, and
+/// [`FilledLayer::publish`] makes it the stored snapshot once nothing uses it by its
+/// staging path any more. The caller asks it only for a layer it expects to be new (for
+/// a filled directory, `recorded` is not looked at): a stored one is found only when the
+/// blob is published, after the next step ran on the fresh copy.
 pub fn commit_or_defer(req: CommitRequest<'_>) -> Result<CommitOrDefer, CommitError> {
     commit_request(req, true)
 }
@@ -164,10 +166,7 @@ fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, 
             };
             if defer {
                 // Nothing to do before the next step: no file system call here.
-                return Ok(CommitOrDefer::Filled(FilledLayer {
-                    copied,
-                    recorded: recorded.cloned(),
-                }));
+                return Ok(CommitOrDefer::Filled(FilledLayer { copied }));
             }
             (copied, commit.predicts_stored_layer(recorded))
         }
@@ -175,10 +174,7 @@ fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, 
             let predicted = commit.predicts_stored_layer(recorded);
             let copied = commit.copy(*copy, predicted, unchanged)?;
             if defer && !predicted && !copied.metadata_tree {
-                return Ok(CommitOrDefer::Filled(FilledLayer {
-                    copied,
-                    recorded: None,
-                }));
+                return Ok(CommitOrDefer::Filled(FilledLayer { copied }));
             }
             (copied, predicted)
         }
@@ -191,23 +187,10 @@ fn commit_request(req: CommitRequest<'_>, defer: bool) -> Result<CommitOrDefer, 
 /// A layer's directory in the store, its blob not yet written ([`commit_or_defer`]).
 pub struct FilledLayer {
     copied: Copied,
-    /// The step's recorded layer, when the layer may be that one: if it is stored, the
-    /// directory is hashed first and the stored layer reused when it is the same.
-    recorded: Option<LayerRef>,
 }
 
-/// A layer's blob, written and not yet committed ([`FilledLayer::write_blob`]), or the
-/// stored layer the directory turned out to be.
-pub struct WrittenBlob(Written);
-
-enum Written {
-    New(Box<NewBlob>),
-    /// A stored layer, and its snapshot when that is stored too.
-    Stored(LayerRef, Option<PathBuf>),
-}
-
-/// A new blob's writer and what it wrote.
-struct NewBlob {
+/// A layer's blob, written and not yet committed ([`FilledLayer::write_blob`]).
+pub struct WrittenBlob {
     writer: BlobWriter,
     digests: LayerDigests,
 }
@@ -218,10 +201,8 @@ impl FilledLayer {
         self.copied.staging.path()
     }
 
-    /// Compresses the layer into a blob, not committed yet, unless it is a layer the
-    /// store has (looked for first when the step's recorded layer is stored, as
-    /// [`commit_layer`] does); `previous` and `note` as in [`CommitRequest`] (the layer
-    /// the step gave in its previous build, for its chunks).
+    /// Compresses the layer into a blob, not committed yet; `previous` and `note` as in
+    /// [`CommitRequest`] (the layer the step gave in its previous build, for its chunks).
     /// Borrows the directory: whatever happens here (an error, a panic), it stays until
     /// its owner is done with it, as the step after this one may be running on it.
     pub fn write_blob(
@@ -243,50 +224,14 @@ impl FilledLayer {
             xattr_free,
             ..
         } = &self.copied;
-        let diff_id = if commit.predicts_stored_layer(self.recorded.as_ref()) {
-            let (diff_id, known) = commit.hash_and_find(staging.path(), content)?;
-            if let Some(layer) = known {
-                let id = hex_of(&layer.diff_id)?;
-                let snapshot = store
-                    .has_snapshot(id)
-                    .then(|| store.snapshot_path(id))
-                    .transpose()?;
-                return Ok(WrittenBlob(Written::Stored(layer, snapshot)));
-            }
-            Some(diff_id)
-        } else {
-            None
-        };
-        let (writer, digests) = commit.write_blob_bytes(
-            staging.path(),
-            content,
-            diff_id.as_deref(),
-            xattr_free.clone(),
-        )?;
-        Ok(WrittenBlob(Written::New(Box::new(NewBlob {
-            writer,
-            digests,
-        }))))
-    }
-
-    /// The layer, when `blob` (its [`FilledLayer::write_blob`]) found it stored with its
-    /// snapshot: there is nothing to publish, and this directory is only to be dropped
-    /// (removed), at any time after, on any thread.
-    pub fn stored(&self, blob: &WrittenBlob) -> Option<CommittedLayer> {
-        match &blob.0 {
-            Written::Stored(layer, Some(snapshot)) => Some(CommittedLayer {
-                layer: layer.clone(),
-                snapshot: snapshot.clone(),
-                reused: true,
-            }),
-            _ => None,
-        }
+        let (writer, digests) =
+            commit.write_blob_bytes(staging.path(), content, None, xattr_free.clone())?;
+        Ok(WrittenBlob { writer, digests })
     }
 
     /// Stores `blob` (its [`FilledLayer::write_blob`]), its index entry and the directory
-    /// as the layer's snapshot, as [`commit_layer`] does for a new layer; for a stored
-    /// layer, its snapshot (the directory's when it has none). Nothing may use the staging
-    /// path after.
+    /// as the layer's snapshot, as [`commit_layer`] does for a new layer. Nothing may use
+    /// the staging path after.
     pub fn publish(
         self,
         blob: WrittenBlob,
@@ -300,25 +245,13 @@ impl FilledLayer {
             previous: None,
             note,
         };
-        match blob.0 {
-            Written::New(blob) => {
-                let NewBlob { writer, digests } = *blob;
-                let (layer, snapshot) = commit.publish(writer, digests, self.copied.staging)?;
-                Ok(CommittedLayer {
-                    layer,
-                    snapshot,
-                    reused: false,
-                })
-            }
-            Written::Stored(layer, _) => {
-                let snapshot = commit.stored_snapshot(&layer, self.copied.staging)?;
-                Ok(CommittedLayer {
-                    layer,
-                    snapshot,
-                    reused: true,
-                })
-            }
-        }
+        let WrittenBlob { writer, digests } = blob;
+        let (layer, snapshot) = commit.publish(writer, digests, self.copied.staging)?;
+        Ok(CommittedLayer {
+            layer,
+            snapshot,
+            reused: false,
+        })
     }
 }
 

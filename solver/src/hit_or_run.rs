@@ -29,7 +29,7 @@ pub(crate) struct Solved {
     pub pending: Option<PendingCommit>,
 }
 
-/// A step's layer being hashed or compressed on a blocking thread while the next step
+/// A step's layer being compressed on a blocking thread while the next step
 /// runs on its files: what is left to do once the blob is written (publish the snapshot,
 /// record the layer under its key, save the explain inputs, say which layer it wrote).
 pub(crate) struct PendingCommit {
@@ -58,27 +58,31 @@ impl PendingCommit {
         } = self;
         let session = ctx.session;
         let (id, progress) = (ctx.id, ctx.progress);
-        let written = blob
-            .await
-            .map_err(|e| ctx.at(StepError::Worker(e)))?
-            .map_err(|e| ctx.at(e))?;
-        // The blob's thread is done, and its hold on the directory with it.
-        let filled =
-            std::sync::Arc::into_inner(filled).ok_or_else(|| ctx.at(StepError::LayerStillInUse))?;
-        let committed = match filled.stored(&written) {
-            // A layer stored with its snapshot (a --no-cache step giving its layer again):
-            // the directory only goes, and nothing waits for that.
-            Some(committed) => {
-                tokio::task::spawn_blocking(move || drop(filled));
-                committed
+        // On an error the directory goes (maybe a big one), on a blocking thread.
+        let drop_off = |filled: std::sync::Arc<FilledLayer>| {
+            tokio::task::spawn_blocking(move || drop(filled));
+        };
+        let written = match blob.await {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => {
+                drop_off(filled);
+                return Err(ctx.at(e));
             }
-            None => {
-                let (s, note) = (session.clone(), info_line(progress, id));
-                blocking(move || filled.publish(written, &s.store, s.layer_format(), &note))
-                    .await
-                    .map_err(|e| ctx.at(e))?
+            Err(e) => {
+                drop_off(filled);
+                return Err(ctx.at(StepError::Worker(e)));
             }
         };
+        // The blob's thread is done, and its hold on the directory with it.
+        let filled = std::sync::Arc::try_unwrap(filled).map_err(|filled| {
+            drop_off(filled);
+            ctx.at(StepError::LayerStillInUse)
+        })?;
+        let (s, note) = (session.clone(), info_line(progress, id));
+        let committed =
+            blocking(move || filled.publish(written, &s.store, s.layer_format(), &note))
+                .await
+                .map_err(|e| ctx.at(e))?;
         record_layer(ctx, &key, &place, committed, stored.as_ref(), inputs)
     }
 }
@@ -140,9 +144,9 @@ fn info_line(progress: &crate::progress::Progress, id: usize) -> impl Fn(&str) +
 
 /// Solves the layer step of `ctx`; `no_cache` skips the lookup (the step still records
 /// its layer, unless a fresh record names that layer already).
-/// `defer`: a RUN, or a COPY that writes a new layer, may return once its files are in the
-/// store, with its blob still being hashed or written ([`Solved::pending`]; the caller
-/// settles it).
+/// `defer`: a COPY that writes a new layer, or a RUN that never gave one before, may return
+/// once its files are in the store, with its blob still being written
+/// ([`Solved::pending`]; the caller settles it).
 pub(crate) async fn solve_step(
     ctx: &StepContext<'_>,
     op: LayerOp<'_>,
@@ -304,7 +308,16 @@ async fn hit_or_run(
     exec_phase.end();
     let commit_phase = kiln_base::phase::start("step: commit");
     let (s, note) = (session.clone(), info_line(progress, id));
-    let deferrable = defer && matches!(op, LayerOp::Copy(_) | LayerOp::Run(_));
+    // A RUN only when this place never gave a layer: one it gave before is likely given
+    // again, and the steps after must then run on the stored snapshot, as they did last
+    // time (what they see of its files, e.g. their real mtimes, is what they made then:
+    // a --no-cache rebuild gives the same layers), not on this run's fresh copy.
+    let deferrable = defer
+        && match op {
+            LayerOp::Copy(_) => true,
+            LayerOp::Run(_) => recorded.is_none() && previous.is_none(),
+            LayerOp::Workdir(_) => false,
+        };
     let (recorded2, previous2) = (recorded.clone(), previous.clone());
     let request = move |s: &BuildSession, note: &(dyn Fn(&str) + Sync)| {
         let req = CommitRequest {

@@ -9,8 +9,8 @@
 //! - `engine`: one task per stage, started when the stages it reads are done, each in
 //!   the session of its platform ([`stage_platform`]: a `FROM --platform=` stage gets one
 //!   of its own); `stage`: a stage's base, then its steps in order (metadata-only ones
-//!   only change its config), a RUN's layer hashed or compressed while the step after it
-//!   runs, and a COPY's new blob while the RUN after it runs.
+//!   only change its config), a COPY's new blob written while the RUN after it runs, and
+//!   a new RUN's (one that never gave a layer before) while the step after it runs.
 //! - `hit_or_run`: one layer step: key, look up, execute on a miss, commit, record; the
 //!   solves of one multi-platform build share their steps by key (`shared_steps`:
 //!   [`SharedSteps`]). Beyond the store: [`remote_cache`] asks caches elsewhere per key

@@ -1,14 +1,13 @@
 //! Running one stage: its base, then its steps in order, each a cache hit or an execution.
 //!
 //! Steps run one after another, with one overlap: a step hands the next one its files as
-//! soon as they are in the store, and its blob is hashed or compressed meanwhile. So go a
-//! RUN followed by another layer step (the RUN's commit, its record and a --no-cache
-//! rebuild's check against the stored layer leave the path from RUN to RUN), and a COPY
-//! that writes a new layer followed by a RUN (for a big context, the blob is the longest
-//! part of the COPY). The step is settled (blob, snapshot, cache record) once the next one
-//! is done or has failed, before the one after, so at most one step is pending, every
-//! later step runs on stored layers below its parent, and every stage's result sees only
-//! stored layers.
+//! soon as they are in the store, and its blob is compressed meanwhile. So go a COPY that
+//! writes a new layer followed by a RUN (for a big context, the blob is the longest part
+//! of the COPY), and a RUN that never gave a layer before (no record, no earlier build of
+//! its line: a fresh store's build) followed by another layer step (see `hit_or_run` for
+//! why not a RUN that did). The step is settled (blob, snapshot, cache record) before the
+//! next one says DONE, so at most one step is pending, every later step runs on stored
+//! layers below its parent, and every stage's result sees only stored layers.
 
 use crate::blocking::blocking;
 use crate::error::SolveError;
@@ -137,9 +136,9 @@ impl StageRunner {
                     .iter()
                     .any(|f| f.eq_ignore_ascii_case(n))
             });
-        // A step's layer may be hashed or compressed while the step after it runs on its
-        // files (that step needs them, not the blob): solved with `defer`, it comes back
-        // with its blob pending, and is settled once the next step is done (or failed). A
+        // A step's layer may be compressed while the step after it runs on its files
+        // (that step needs them, not the blob): solved with `defer`, it may come back with
+        // its blob pending, and is settled once the next step is done (or failed). A
         // remote executor needs every lower's digest, and so does nothing else here.
         let may_defer = self.session.options.remote_executor.is_none();
         let mut pending: Option<Deferred<'_>> = None;
