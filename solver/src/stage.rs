@@ -179,7 +179,7 @@ impl StageRunner {
             let solved = match solved {
                 Ok(v) => v,
                 Err(mut e) => {
-                    // The step before it (a COPY) is stored all the same, and the state
+                    // The step before it (deferred) is stored all the same, and the state
                     // kept for debugging names its digests, not its stand-in (none is
                     // kept when it could not be stored).
                     let settled = match pending.take() {
