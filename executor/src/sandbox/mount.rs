@@ -84,7 +84,7 @@ pub(crate) fn mount_overlay(
         };
         let lower: Vec<String> = lowers.iter().map(|p| esc(p)).collect();
         let data = format!(
-            "lowerdir={},upperdir={},workdir={},userxattr",
+            "lowerdir={},upperdir={},workdir={},userxattr,index=off",
             lower.join(":"),
             esc(upper),
             esc(work)
@@ -115,6 +115,11 @@ pub(crate) fn mount_overlay(
     rustix::mount::fsconfig_set_string(&fs, "workdir", work)
         .map_err(fail(STEP, format!("workdir {}", work.display())))?;
     rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(fail(STEP, "option userxattr"))?;
+    // Whatever the kernel's default: with `index=on` a lower still in use as another
+    // overlay's upper (the previous RUN's, its helper still tearing down) fails the mount
+    // with EBUSY instead of a warning.
+    rustix::mount::fsconfig_set_string(&fs, "index", "off")
+        .map_err(fail(STEP, "option index=off"))?;
     match rustix::mount::fsconfig_set_flag(&fs, "volatile") {
         Ok(()) | Err(Errno::INVAL) => {}
         Err(e) => return Err(fail(STEP, "option volatile")(e)),
