@@ -245,8 +245,7 @@ impl FilledLayer {
             previous: None,
             note,
         };
-        let WrittenBlob { writer, digests } = blob;
-        let (layer, snapshot) = commit.publish(writer, digests, self.copied.staging)?;
+        let (layer, snapshot) = commit.publish(blob, self.copied.staging)?;
         Ok(CommittedLayer {
             layer,
             snapshot,
@@ -338,8 +337,15 @@ impl Committer<'_> {
             xattr_free,
         } = copied;
         let content = &content;
+        let media_type = self.format.compression.media_type();
         let (diff_id, known) = if predicted {
-            let (diff_id, known) = self.hash_and_find(staging.path(), content)?;
+            let plain = self.layer_options(Compression::None);
+            let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
+            let diff_id =
+                kiln_image::write_layer_with(staging.path(), std::io::sink(), &plain, content)?
+                    .diff_id;
+            phase.end();
+            let known = self.store.find_layer_blob(&diff_id, media_type)?;
             (Some(diff_id), known)
         } else {
             (None, None)
@@ -372,7 +378,14 @@ impl Committer<'_> {
         } else {
             // The directory itself becomes the snapshot: write the blob before moving it.
             match &known {
-                Some(layer) => (layer.clone(), self.stored_snapshot(layer, staging)?),
+                Some(layer) => {
+                    let phase = kiln_base::phase::start("commit: the snapshot");
+                    let snapshot = self
+                        .store
+                        .commit_snapshot(staging, hex_of(&layer.diff_id)?)?;
+                    phase.end();
+                    (layer.clone(), snapshot)
+                }
                 // A new layer: its blob, index entry and snapshot synced together.
                 None => {
                     let (writer, digests) = self.write_blob_bytes(
@@ -381,7 +394,7 @@ impl Committer<'_> {
                         diff_id.as_deref(),
                         xattr_free.clone(),
                     )?;
-                    self.publish(writer, digests, staging)?
+                    self.publish(WrittenBlob { writer, digests }, staging)?
                 }
             }
         };
@@ -390,35 +403,6 @@ impl Committer<'_> {
             snapshot,
             reused: known.is_some(),
         })
-    }
-
-    /// The diff_id of the layer directory `dir` (its tar hashed, not compressed), and the
-    /// stored layer of that diff_id, if any.
-    fn hash_and_find(
-        &self,
-        dir: &Path,
-        content: &ExternalContent,
-    ) -> Result<(String, Option<LayerRef>), CommitError> {
-        let plain = self.layer_options(Compression::None);
-        let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
-        let diff_id = kiln_image::write_layer_with(dir, std::io::sink(), &plain, content)?.diff_id;
-        phase.end();
-        let media_type = self.format.compression.media_type();
-        let known = self.store.find_layer_blob(&diff_id, media_type)?;
-        Ok((diff_id, known))
-    }
-
-    /// The snapshot of the stored `layer`, whose files `staging` holds too: the stored
-    /// one, or `staging` made it when there is none.
-    fn stored_snapshot(
-        &self,
-        layer: &LayerRef,
-        staging: StagingDir,
-    ) -> Result<PathBuf, CommitError> {
-        let _phase = kiln_base::phase::start("commit: the snapshot");
-        Ok(self
-            .store
-            .commit_snapshot(staging, hex_of(&layer.diff_id)?)?)
     }
 
     /// Whether the layer a step gave last time (`recorded`) is still stored, blob or
@@ -502,10 +486,10 @@ impl Committer<'_> {
     /// together (see [`Store::commit_new_layer`]).
     fn publish(
         &self,
-        writer: BlobWriter,
-        digests: LayerDigests,
+        blob: WrittenBlob,
         staging: StagingDir,
     ) -> Result<(LayerRef, PathBuf), CommitError> {
+        let WrittenBlob { writer, digests } = blob;
         let phase = kiln_base::phase::start("commit: blob, index and snapshot");
         let committed = self.store.commit_new_layer(
             writer,
