@@ -207,6 +207,14 @@ fn an_edit_reuses_the_compressed_chunks_it_did_not_change_and_gives_the_from_scr
     }
 }
 
+/// The image a failed build's output offers to debug its RUN in (`kiln run --rm -it IMAGE`).
+fn debug_image(id: Identity, text: &str) -> &str {
+    text.lines()
+        .find_map(|l| l.split("run --rm -it ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{id:?}: no debug command in {text}"))
+}
+
 /// A COPY's new blob is written while the RUN after it runs on the COPY's files (still at
 /// their staging path): the RUN sees every file, the image is the from-scratch one, and when
 /// that RUN fails the COPY is stored all the same (the next build hits it).
@@ -232,11 +240,7 @@ fn copy_then_run(id: Identity) {
     );
     // The state kept to debug the failed RUN has the COPY's layer, stored.
     let text = both(&failed);
-    let debug = text
-        .lines()
-        .find_map(|l| l.split("run --rm -it ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{id:?}: no debug command in {text}"));
+    let debug = debug_image(id, &text);
     let listed = world.kiln(&[
         "run",
         "--rm",
@@ -324,11 +328,7 @@ fn run_then_run(id: Identity) {
         "{id:?}: a new RUN's layer is written beside the next RUN: {text}"
     );
     // The state kept to debug the failed RUN has the first RUN's layer, stored.
-    let debug = text
-        .lines()
-        .find_map(|l| l.split("run --rm -it ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{id:?}: no debug command in {text}"));
+    let debug = debug_image(id, &text);
     let one = world.kiln(&["run", "--rm", debug, "cat", "/one", "/d/gone"]);
     assert_ok(&one);
     assert_eq!(String::from_utf8_lossy(&one.stdout), "one\nx\n");
