@@ -379,3 +379,82 @@ fn a_run_is_stored_whole_while_the_step_after_it_runs_and_when_that_step_fails()
         run_then_run(id);
     }
 }
+
+/// Every blob of `world`'s store hashes to its name.
+fn assert_blobs_whole(world: &World) {
+    use sha2::Digest as _;
+    let dir = world.store().join("blobs/sha256");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = fs::read(&path).unwrap();
+        let hex = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        assert_eq!(
+            path.file_name().unwrap().to_string_lossy(),
+            hex,
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no blobs in {}", dir.display());
+}
+
+/// A `--no-cache` rebuild checks a big RUN layer against the blob its record names in one
+/// pass that writes nothing when the layer is that blob (a key per chunk, no second copy),
+/// and writes the whole new blob, the old blob's unchanged start included, when the RUN
+/// gave another layer (random bytes after a big file the same as before).
+fn run_again_against_its_blob(id: Identity) {
+    let world = World::new(id);
+    let dockerfile = format!(
+        "{BUSYBOX}RUN head -c 3000000 /dev/zero | tr '\\0' a > /big && \
+         od -An -N8 -tx8 /dev/urandom > /zz\n\
+         RUN head -c 3000000 /dev/zero | tr '\\0' b > /same\n"
+    );
+    let ctx = world.context("again", &dockerfile);
+    let first = world.build(&ctx, &["--no-cache", "-t", "again:1"]);
+    assert_ok(&first);
+    let again = world.kiln_env(
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--no-cache",
+            "-t",
+            "again:2",
+            ctx.to_str().unwrap(),
+        ],
+        &[("KILN_TRACE_PHASES", "1")],
+    );
+    assert_ok(&again);
+    let text = both(&again);
+    // Both big RUN layers were checked against their recorded blobs; only the random one
+    // was new.
+    let checked = text
+        .matches("commit: the layer against the recorded blob")
+        .count();
+    assert_eq!(checked, 2, "{id:?}: {text}");
+    // busybox's COPY, its --install RUN and the RUN of the same bytes gave their layers
+    // again; the RUN with random bytes did not.
+    let reused = text.matches("reusing stored layer").count();
+    assert_eq!(reused, 3, "{id:?}: {text}");
+    assert_ne!(image_id(&again), image_id(&first), "{id:?}: {text}");
+    assert_blobs_whole(&world);
+    let out = world.user_dir("out");
+    let archive = out.join("again.tar");
+    assert_ok(&world.kiln(&["save", "-o", archive.to_str().unwrap(), "again:2"]));
+    let image = common::Image::from_docker_archive(&archive);
+    assert_eq!(image.file("big").content, vec![b'a'; 3_000_000], "{id:?}");
+    assert_eq!(image.file("same").content, vec![b'b'; 3_000_000], "{id:?}");
+    assert_eq!(image.file("zz").content.len(), 18, "{id:?}");
+}
+
+#[test]
+fn a_no_cache_rebuild_checks_a_big_run_layer_against_its_blob_and_writes_only_a_new_one() {
+    for id in identities() {
+        run_again_against_its_blob(id);
+    }
+}

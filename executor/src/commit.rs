@@ -14,7 +14,10 @@
 //! has its blob written and its snapshot materialized ([`crate::staged`]), side by side on
 //! two threads. A tmpfs that fills up is no error: the copy runs again into the store. A
 //! layer not seen before is copied into the store directly (a metadata tree would only add
-//! a pass over its files), and its tar is hashed and compressed in one pass.
+//! a pass over its files), and its tar is hashed and compressed in one pass. A directory in
+//! the store (a RUN's upper) predicted to give its recorded layer is checked against that
+//! layer's gzip chunk table in the pass that would write its blob, which writes nothing
+//! while the stream is the stored blob ([`ChunkReuse::withholding`]).
 //!
 //! A gzip blob written here keeps its chunk table beside it (the store's
 //! [`SideRecordKind::GzipChunks`]); the next blob of the same step (its `previous` layer,
@@ -338,6 +341,12 @@ impl Committer<'_> {
         } = copied;
         let content = &content;
         let media_type = self.format.compression.media_type();
+        if predicted
+            && !metadata_tree
+            && let Some(reuse) = self.chunk_reuse(xattr_free.clone())
+        {
+            return self.commit_as_recorded(staging, content, reuse, xattr_free);
+        }
         let (diff_id, known) = if predicted {
             let plain = self.layer_options(Compression::None);
             let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
@@ -418,6 +427,67 @@ impl Committer<'_> {
         })
     }
 
+    /// [`Self::commit`] of a layer directory in the store that likely gives the layer the
+    /// step gave before (`previous`, the recorded one), whose gzip blob and chunk table
+    /// `reuse` holds. One pass over the directory either finds it gives that blob, byte for
+    /// byte, without writing any (a BLAKE3 key per chunk instead of the tar's SHA-256,
+    /// which a separate diff_id pass took), or writes the new blob, as for a layer not
+    /// predicted.
+    fn commit_as_recorded(
+        &self,
+        staging: StagingDir,
+        content: &ExternalContent,
+        reuse: ChunkReuse,
+        xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
+    ) -> Result<CommittedLayer, CommitError> {
+        let mut writer = self.store.blob_writer_hashed_by_caller()?;
+        let options = LayerOptions {
+            reuse: Some(Arc::new(reuse.withholding())),
+            xattr_free: xattr_free.clone(),
+            ..self.layer_options(self.format.compression)
+        };
+        let phase = kiln_base::phase::start("commit: the layer against the recorded blob");
+        let digests = kiln_image::write_layer_with(staging.path(), &mut writer, &options, content)?;
+        phase.end();
+        if !digests.reused_blob {
+            let (layer, snapshot) = self.publish(WrittenBlob { writer, digests }, staging)?;
+            return Ok(CommittedLayer {
+                layer,
+                snapshot,
+                reused: false,
+            });
+        }
+        // Nothing was written: the blob is the one stored, unless it was removed meanwhile.
+        drop(writer);
+        let media_type = self.format.compression.media_type();
+        let stored = self.store.find_layer_blob(&digests.diff_id, media_type)?;
+        let (layer, snapshot) = match stored {
+            Some(layer) if layer.digest == digests.digest => {
+                let phase = kiln_base::phase::start("commit: the snapshot");
+                let snapshot = self
+                    .store
+                    .commit_snapshot(staging, hex_of(&layer.diff_id)?)?;
+                phase.end();
+                (layer, snapshot)
+            }
+            _ => {
+                let (writer, digests) =
+                    self.write_blob_bytes(staging.path(), content, None, xattr_free)?;
+                let (layer, snapshot) = self.publish(WrittenBlob { writer, digests }, staging)?;
+                return Ok(CommittedLayer {
+                    layer,
+                    snapshot,
+                    reused: false,
+                });
+            }
+        };
+        Ok(CommittedLayer {
+            layer,
+            snapshot,
+            reused: true,
+        })
+    }
+
     /// How this build writes layers, with `compression`.
     fn layer_options(&self, compression: Compression) -> LayerOptions {
         LayerOptions {
@@ -464,7 +534,7 @@ impl Committer<'_> {
         // The layer writer hashes every compressed byte for the manifest digest already.
         let mut writer = self.store.blob_writer_hashed_by_caller()?;
         let options = LayerOptions {
-            reuse: self.chunk_reuse(xattr_free.clone()),
+            reuse: self.chunk_reuse(xattr_free.clone()).map(Arc::new),
             xattr_free,
             ..self.layer_options(self.format.compression)
         };
@@ -532,7 +602,7 @@ impl Committer<'_> {
     /// A missing or unreadable table only means compressing every chunk. `linked`: the
     /// files a COPY linked from the previous layer's snapshot ([`Self::previous_copy`], of
     /// the same layer as the table), whose chunks the table may vouch for unread.
-    fn chunk_reuse(&self, linked: Option<Arc<HashSet<(u64, u64)>>>) -> Option<Arc<ChunkReuse>> {
+    fn chunk_reuse(&self, linked: Option<Arc<HashSet<(u64, u64)>>>) -> Option<ChunkReuse> {
         if self.format.compression != Compression::Gzip {
             return None;
         }
@@ -545,10 +615,10 @@ impl Committer<'_> {
         let table = ChunkTable::from_bytes(&bytes)?;
         let blob = self.store.open_blob(&previous.digest).ok()?;
         let reuse = ChunkReuse::new(&table, blob).ok()?;
-        Some(Arc::new(match linked {
+        Some(match linked {
             Some(linked) => reuse.trusting_links(linked),
             None => reuse,
-        }))
+        })
     }
 
     /// Keeps the chunk table of a new gzip blob beside it. A blob of one chunk has nothing

@@ -358,6 +358,10 @@ pub struct ChunkReuse {
     /// The inodes a COPY linked from the snapshot of the layer this blob is of: the
     /// identities of chunks holding only those are trusted (see the module doc).
     linked: Option<Arc<HashSet<Inode>>>,
+    /// The caller has this blob stored: while the new stream is its start, nothing is
+    /// written, and a stream that is all of it writes nothing at all
+    /// ([`ChunkReuse::withholding`]).
+    withhold: bool,
 }
 
 /// An old chunk the new stream takes without reading its input: the old entry and both
@@ -398,7 +402,52 @@ impl ChunkReuse {
             blob,
             blob_size,
             linked: None,
+            withhold: false,
         })
+    }
+
+    /// This reuse's blob is stored and the caller expects the new stream to be that very
+    /// blob (a step run again that gives its recorded layer): the stream then writes
+    /// nothing, and says so ([`crate::LayerDigests::reused_blob`]), so the check costs a
+    /// key per chunk, not a hash of every byte and a second copy of the blob. The bytes
+    /// withheld are the old blob's start: a stream that turns out to be another one
+    /// writes them (read from the old blob) before its first new chunk, and is then the
+    /// stream written without this.
+    pub fn withholding(mut self) -> ChunkReuse {
+        self.withhold = true;
+        self
+    }
+
+    /// Whether output is to be withheld ([`ChunkReuse::withholding`]).
+    pub(crate) fn withholds(&self) -> bool {
+        self.withhold
+    }
+
+    /// Whether the old blob starts with `bytes`.
+    pub(crate) fn starts_with(&self, bytes: &[u8]) -> bool {
+        let mut start = vec![0; bytes.len()];
+        self.blob.read_exact_at(&mut start, 0).is_ok() && start == bytes
+    }
+
+    /// Whether a stream of `chunks` chunks and `len` bytes (its trailer included), each
+    /// chunk the old one at its place, is the whole old blob.
+    pub(crate) fn is_whole_blob(&self, chunks: usize, len: u64) -> bool {
+        chunks == self.chunks.len() && len == self.blob_size
+    }
+
+    /// Writes the old blob's first `len` bytes to `out`.
+    pub(crate) fn copy_start(&self, len: u64, out: &mut impl io::Write) -> io::Result<()> {
+        let mut buf = vec![0; CutRule::MAX.min(usize::try_from(len).unwrap_or(usize::MAX))];
+        let mut at = 0;
+        while at < len {
+            let n = buf
+                .len()
+                .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+            self.blob.read_exact_at(&mut buf[..n], at)?;
+            out.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     /// This reuse trusts the identities of chunks whose files are all in `linked`: the

@@ -226,6 +226,9 @@ pub(crate) struct ParallelGzip<W: Write> {
     /// The earlier blob, and whether every chunk so far had its key at its own index.
     reuse: Option<Arc<ChunkReuse>>,
     leading: bool,
+    /// While the stream is the earlier blob's start, how many bytes of it were not written
+    /// ([`ChunkReuse::withholding`]).
+    withheld: Option<u64>,
     resumed: usize,
     skipped: usize,
 }
@@ -243,6 +246,9 @@ pub(crate) struct GzipSummary {
     pub(crate) skipped: usize,
     /// The `sha256:` digests of the stream's input (the tar) and of its output (the blob).
     pub(crate) digests: Option<(String, String)>,
+    /// The size of the earlier blob when the stream is all of it and nothing was written
+    /// ([`ChunkReuse::withholding`]).
+    pub(crate) reused_blob: Option<u64>,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -254,7 +260,13 @@ impl<W: Write> ParallelGzip<W> {
         workers: usize,
         reuse: Option<Arc<ChunkReuse>>,
     ) -> io::Result<Self> {
-        out.write_all(&HEADER)?;
+        let withheld = reuse
+            .as_ref()
+            .filter(|r| r.withholds() && r.starts_with(&HEADER))
+            .map(|_| HEADER.len() as u64);
+        if withheld.is_none() {
+            out.write_all(&HEADER)?;
+        }
         let workers = workers.max(1);
         let mut blob_hash = StreamHasher::new(workers * 2);
         blob_hash.hash(HEADER.to_vec(), false)?;
@@ -305,6 +317,7 @@ impl<W: Write> ParallelGzip<W> {
             blob_hash,
             reuse,
             leading: true,
+            withheld,
             resumed: 0,
             skipped: 0,
         })
@@ -353,11 +366,16 @@ impl<W: Write> ParallelGzip<W> {
         else {
             return Ok(false);
         };
-        // An old blob that cannot be read only means reading the files.
-        let Ok(bytes) = reuse.read_into(&vouched.old, &mut self.copied) else {
-            return Ok(false);
-        };
-        self.out.write_all(bytes)?;
+        match &mut self.withheld {
+            Some(withheld) => *withheld += vouched.old.len,
+            None => {
+                // An old blob that cannot be read only means reading the files.
+                let Ok(bytes) = reuse.read_into(&vouched.old, &mut self.copied) else {
+                    return Ok(false);
+                };
+                self.out.write_all(bytes)?;
+            }
+        }
         self.tar_hash.resume(vouched.tar_hash)?;
         self.blob_hash.resume(vouched.blob_hash)?;
         self.tar_hash.mark()?;
@@ -536,7 +554,6 @@ impl<W: Write> ParallelGzip<W> {
             let chunk = rx
                 .recv()
                 .map_err(|_| io::Error::other("gzip worker thread died"))??;
-            self.out.write_all(&chunk.bytes)?;
             let len = chunk.bytes.len() as u64;
             let point = StreamPoint {
                 index: self.table.chunks.len(),
@@ -553,6 +570,10 @@ impl<W: Write> ParallelGzip<W> {
             match states {
                 // The stream so far is the old one: its hashes are the old ones.
                 Some((tar_hash, blob_hash)) => {
+                    match &mut self.withheld {
+                        Some(withheld) => *withheld += len,
+                        None => self.out.write_all(&chunk.bytes)?,
+                    }
                     self.tar_hash.resume(tar_hash)?;
                     self.blob_hash.resume(blob_hash)?;
                     self.resumed += 1;
@@ -561,6 +582,7 @@ impl<W: Write> ParallelGzip<W> {
                 }
                 None => {
                     self.leading = false;
+                    self.write_out(&chunk.bytes)?;
                     self.tar_hash.hash(input, true)?;
                     self.blob_hash.hash(chunk.bytes, false)?;
                 }
@@ -585,6 +607,15 @@ impl<W: Write> ParallelGzip<W> {
             self.reused += usize::from(chunk.reused);
         }
         Ok(())
+    }
+
+    /// Writes `bytes` of a stream that is not the earlier blob (or not all of it), after
+    /// the start of that blob it withheld so far.
+    fn write_out(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let (Some(withheld), Some(reuse)) = (self.withheld.take(), &self.reuse) {
+            reuse.copy_start(withheld, &mut self.out)?;
+        }
+        self.out.write_all(bytes)
     }
 
     /// Keeps an emptied input buffer to fill again, up to a few.
@@ -618,7 +649,20 @@ impl<W: Write> ParallelGzip<W> {
         // ISIZE: the input's length modulo 2^32.
         trailer[..4].copy_from_slice(&self.crc.to_le_bytes());
         trailer[4..].copy_from_slice(&(self.tar_len as u32).to_le_bytes());
-        self.out.write_all(&trailer)?;
+        // Every chunk was the old one at its place, so the trailer (the CRC and length of
+        // the same input) is the old one too.
+        let reused_blob = match (self.withheld, &self.reuse) {
+            (Some(withheld), Some(reuse)) => {
+                let len = withheld + trailer.len() as u64;
+                reuse
+                    .is_whole_blob(self.table.chunks.len(), len)
+                    .then_some(len)
+            }
+            _ => None,
+        };
+        if reused_blob.is_none() {
+            self.write_out(&trailer)?;
+        }
         self.blob_hash.hash(trailer.to_vec(), false)?;
         let (tar_hash, tar_states) = self.tar_hash.finish()?;
         let (blob_hash, blob_states) = self.blob_hash.finish()?;
@@ -638,6 +682,7 @@ impl<W: Write> ParallelGzip<W> {
                 Digest::from_hasher(tar_hash).into_string(),
                 Digest::from_hasher(blob_hash).into_string(),
             )),
+            reused_blob,
         };
         Ok((self.out, summary))
     }
@@ -890,6 +935,60 @@ mod tests {
                 summary.reused,
                 summary.table.len()
             );
+        }
+    }
+
+    #[test]
+    fn a_withholding_stream_writes_nothing_only_when_it_is_the_whole_old_blob() {
+        let before = files();
+        let (old_blob, old) = gz_with(&before, 2, None);
+        let withholding = || {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&old_blob).unwrap();
+            Some(Arc::new(
+                ChunkReuse::new(&old.table, f).unwrap().withholding(),
+            ))
+        };
+        // The same stream: nothing written, and the digests, size and table of the old one.
+        let (written, same) = gz_with(&before, 2, withholding());
+        assert!(written.is_empty(), "{} bytes written", written.len());
+        assert_eq!(same.reused_blob, Some(old_blob.len() as u64));
+        assert_eq!(same.digests, Some(digests_of(&before, &old_blob)));
+        assert_eq!(same.table, old.table);
+        // Any other stream is written whole, the old blob's start included, as it is
+        // written without withholding: an edit at the start, in the middle, at the very
+        // end, one more entry after the last, one fewer.
+        let edits: Vec<Edit> = vec![
+            ("start", Box::new(|e: &mut Entries| e[0].1[0] ^= 1)),
+            ("middle", Box::new(|e: &mut Entries| e[300].1[5] ^= 1)),
+            (
+                "last byte",
+                Box::new(|e: &mut Entries| {
+                    if let Some(b) = e[599].1.last_mut() {
+                        *b ^= 1;
+                    }
+                }),
+            ),
+            (
+                "appended",
+                Box::new(|e: &mut Entries| e.push((b"src/g".to_vec(), sample(10)))),
+            ),
+            (
+                "truncated",
+                Box::new(|e: &mut Entries| {
+                    e.pop();
+                }),
+            ),
+        ];
+        for (what, edit) in edits {
+            let mut after = before.clone();
+            edit(&mut after);
+            let (scratch, fresh) = gz_with(&after, 2, None);
+            let (written, summary) = gz_with(&after, 2, withholding());
+            assert_eq!(summary.reused_blob, None, "edit at the {what}");
+            assert_eq!(written, scratch, "edit at the {what}");
+            assert_eq!(summary.digests, fresh.digests, "edit at the {what}");
+            assert_eq!(summary.table, fresh.table, "edit at the {what}");
         }
     }
 

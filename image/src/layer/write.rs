@@ -73,6 +73,10 @@ pub struct LayerDigests {
     /// How many of those were not even read: their files were linked from the earlier
     /// layer's snapshot, and its table vouched for them.
     pub skipped_chunks: usize,
+    /// The blob is the earlier one of [`LayerOptions::reuse`], byte for byte, and nothing
+    /// was written to the output: only when that reuse is
+    /// [`ChunkReuse::withholding`], whose caller has the blob stored already.
+    pub reused_blob: bool,
 }
 
 /// Errors while writing a layer.
@@ -116,6 +120,9 @@ pub struct LayerWriter<W: Write> {
     tar: TarEntryWriter<Pipeline<W>>,
     compression: Compression,
     epoch: Option<i64>,
+    /// Whether big files are sent on their way to the disk as they are read (see
+    /// [`LayerWriter::append_file`]).
+    writeback: bool,
 }
 
 impl<W: Write> std::fmt::Debug for LayerWriter<W> {
@@ -144,10 +151,17 @@ impl<W: Write> LayerWriter<W> {
             opts.level,
             opts.reuse.clone(),
         )?;
+        // Not in an uncompressed pass: that is the diff_id-only hash of a directory that is
+        // thrown away when its layer is stored already (a --no-cache RUN), whose pages must
+        // never reach the disk (and whose removal would wait for them). Nor when the blob
+        // is expected to be the earlier one, whose layer is stored: the same directory.
+        let writeback = opts.compression != Compression::None
+            && !opts.reuse.as_ref().is_some_and(|r| r.withholds());
         Ok(Self {
             tar: TarEntryWriter::new(TarSink::new(compressor, hash_tar)?),
             compression: opts.compression,
             epoch: opts.source_date_epoch,
+            writeback,
         })
     }
 
@@ -187,13 +201,7 @@ impl<W: Write> LayerWriter<W> {
         self.entry_starts(name, &TarEntryKind::File { size })?;
         // A big file of the layer directory (a snapshot's, a RUN's upper) is written to the
         // disk by the build's final sync at the latest: start now, while it is compressed.
-        // Not in an uncompressed pass: that is the diff_id-only hash of a directory that is
-        // thrown away when its layer is stored already (a --no-cache RUN), whose pages
-        // must never reach the disk (and whose removal would wait for them).
-        if inode.is_some()
-            && size >= kiln_base::writeback::MIN_FILE
-            && self.compression != Compression::None
-        {
+        if inode.is_some() && size >= kiln_base::writeback::MIN_FILE && self.writeback {
             kiln_base::writeback::start(file, 0, 0);
         }
         let clamped;
@@ -280,12 +288,13 @@ impl<W: Write> LayerWriter<W> {
         let digests = LayerDigests {
             diff_id,
             digest,
-            size,
+            size: gzip.reused_blob.unwrap_or(size),
             media_type: self.compression.media_type().to_string(),
             chunks: gzip.table,
             reused_chunks: gzip.reused,
             resumed_chunks: gzip.resumed,
             skipped_chunks: gzip.skipped,
+            reused_blob: gzip.reused_blob.is_some(),
         };
         Ok((digests, out))
     }
