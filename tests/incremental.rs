@@ -380,6 +380,9 @@ fn a_run_is_stored_whole_while_the_step_after_it_runs_and_when_that_step_fails()
     }
 }
 
+/// Where a store keeps its snapshots, by diff_id.
+const SNAPSHOTS: &str = "snapshots";
+
 /// Every blob of `world`'s store hashes to its name.
 fn assert_blobs_whole(world: &World) {
     use sha2::Digest as _;
@@ -431,12 +434,12 @@ fn run_again_against_its_blob(id: Identity) {
     );
     assert_ok(&again);
     let text = both(&again);
-    // Both big RUN layers were checked against their recorded blobs; only the random one
-    // was new.
+    // Both big RUN layers, and busybox's COPY (a metadata tree on a tmpfs), were checked
+    // against their recorded blobs; only the random one was new.
     let checked = text
         .matches("commit: the layer against the recorded blob")
         .count();
-    assert_eq!(checked, 2, "{id:?}: {text}");
+    assert_eq!(checked, 3, "{id:?}: {text}");
     // busybox's COPY, its --install RUN and the RUN of the same bytes gave their layers
     // again; the RUN with random bytes did not.
     let reused = text.matches("reusing stored layer").count();
@@ -450,6 +453,60 @@ fn run_again_against_its_blob(id: Identity) {
     assert_eq!(image.file("big").content, vec![b'a'; 3_000_000], "{id:?}");
     assert_eq!(image.file("same").content, vec![b'b'; 3_000_000], "{id:?}");
     assert_eq!(image.file("zz").content.len(), 18, "{id:?}");
+
+    // A context file given an xattr (same bytes and mode, so the same key) gives the COPY
+    // another layer: its metadata tree is checked against the recorded blob, found to
+    // differ at once, and written, with its snapshot made from the tree.
+    rustix::fs::setxattr(
+        ctx.join("busybox"),
+        "user.kiln.test",
+        b"given",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let touched = world.kiln_env(
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--no-cache",
+            "-t",
+            "again:3",
+            ctx.to_str().unwrap(),
+        ],
+        &[("KILN_TRACE_PHASES", "1")],
+    );
+    assert_ok(&touched);
+    let text = both(&touched);
+    let checked = text
+        .matches("commit: the layer against the recorded blob")
+        .count();
+    assert_eq!(checked, 3, "{id:?}: {text}");
+    // The --install RUN and the RUN of the same bytes gave their layers again.
+    assert_eq!(
+        text.matches("reusing stored layer").count(),
+        2,
+        "{id:?}: {text}"
+    );
+    assert_blobs_whole(&world);
+    let archive = out.join("touched.tar");
+    assert_ok(&world.kiln(&["save", "-o", archive.to_str().unwrap(), "again:3"]));
+    let image = common::Image::from_docker_archive(&archive);
+    assert_eq!(
+        image.file("bin/busybox").content,
+        fs::read(ctx.join("busybox")).unwrap(),
+        "{id:?}"
+    );
+    // The snapshot made from the tree has the xattr, as the layer does.
+    let diff_id = image.config["rootfs"]["diff_ids"][0].as_str().unwrap();
+    let snapshot = world
+        .store()
+        .join(SNAPSHOTS)
+        .join(diff_id.trim_start_matches("sha256:"));
+    let mut value = [0u8; 16];
+    let n = rustix::fs::getxattr(snapshot.join("bin/busybox"), "user.kiln.test", &mut value)
+        .unwrap_or_else(|e| panic!("{id:?}: {}: {e}", snapshot.display()));
+    assert_eq!(&value[..n], b"given", "{id:?}");
 }
 
 #[test]

@@ -329,10 +329,15 @@ impl Committer<'_> {
     }
 
     /// Makes the layer directory `staging` a stored layer: its blob and its snapshot. When
-    /// `predicted`, the tar is hashed first (no compression) and a blob stored under the
-    /// same diff_id is reused. For a metadata tree, a missing blob and snapshot are written
-    /// side by side, both reading the sources.
+    /// `predicted`, the layer is checked against the recorded blob's chunk table
+    /// ([`Self::commit_as_recorded`]); for a recorded blob without one (a single chunk, or
+    /// not gzip), the tar is hashed first (no compression) and a blob stored under the same
+    /// diff_id is reused. For a metadata tree, a missing blob and snapshot are written side
+    /// by side, both reading the sources.
     fn commit(&self, copied: Copied, predicted: bool) -> Result<CommittedLayer, CommitError> {
+        if predicted && let Some(reuse) = self.chunk_reuse(copied.xattr_free.clone()) {
+            return self.commit_as_recorded(copied, reuse);
+        }
         let Copied {
             staging,
             content,
@@ -341,12 +346,6 @@ impl Committer<'_> {
         } = copied;
         let content = &content;
         let media_type = self.format.compression.media_type();
-        if predicted
-            && !metadata_tree
-            && let Some(reuse) = self.chunk_reuse(xattr_free.clone())
-        {
-            return self.commit_as_recorded(staging, content, reuse, xattr_free);
-        }
         let (diff_id, known) = if predicted {
             let plain = self.layer_options(Compression::None);
             let phase = kiln_base::phase::start("commit: hash the layer (diff_id only)");
@@ -427,19 +426,22 @@ impl Committer<'_> {
         })
     }
 
-    /// [`Self::commit`] of a layer directory in the store that likely gives the layer the
-    /// step gave before (`previous`, the recorded one), whose gzip blob and chunk table
-    /// `reuse` holds. One pass over the directory either finds it gives that blob, byte for
-    /// byte, without writing any (a BLAKE3 key per chunk instead of the tar's SHA-256,
-    /// which a separate diff_id pass took), or writes the new blob, as for a layer not
-    /// predicted.
+    /// [`Self::commit`] of a layer that likely is the one the step gave before (`previous`,
+    /// the recorded one), whose gzip blob and chunk table `reuse` holds. One pass over the
+    /// directory (or metadata tree) either finds it gives that blob, byte for byte, without
+    /// writing any (a BLAKE3 key per chunk instead of the tar's SHA-256, which a separate
+    /// diff_id pass took), or writes the new blob, as for a layer not predicted.
     fn commit_as_recorded(
         &self,
-        staging: StagingDir,
-        content: &ExternalContent,
+        copied: Copied,
         reuse: ChunkReuse,
-        xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
     ) -> Result<CommittedLayer, CommitError> {
+        let Copied {
+            staging,
+            content,
+            metadata_tree,
+            xattr_free,
+        } = copied;
         let mut writer = self.store.blob_writer_hashed_by_caller()?;
         let options = LayerOptions {
             reuse: Some(Arc::new(reuse.withholding())),
@@ -447,44 +449,59 @@ impl Committer<'_> {
             ..self.layer_options(self.format.compression)
         };
         let phase = kiln_base::phase::start("commit: the layer against the recorded blob");
-        let digests = kiln_image::write_layer_with(staging.path(), &mut writer, &options, content)?;
+        let digests =
+            kiln_image::write_layer_with(staging.path(), &mut writer, &options, &content)?;
         phase.end();
-        if !digests.reused_blob {
-            let (layer, snapshot) = self.publish(WrittenBlob { writer, digests }, staging)?;
-            return Ok(CommittedLayer {
-                layer,
-                snapshot,
-                reused: false,
-            });
-        }
-        // Nothing was written: the blob is the one stored, unless it was removed meanwhile.
-        drop(writer);
         let media_type = self.format.compression.media_type();
-        let stored = self.store.find_layer_blob(&digests.diff_id, media_type)?;
-        let (layer, snapshot) = match stored {
-            Some(layer) if layer.digest == digests.digest => {
-                let phase = kiln_base::phase::start("commit: the snapshot");
-                let snapshot = self
-                    .store
-                    .commit_snapshot(staging, hex_of(&layer.diff_id)?)?;
-                phase.end();
-                (layer, snapshot)
-            }
-            _ => {
-                let (writer, digests) =
-                    self.write_blob_bytes(staging.path(), content, None, xattr_free)?;
-                let (layer, snapshot) = self.publish(WrittenBlob { writer, digests }, staging)?;
-                return Ok(CommittedLayer {
-                    layer,
-                    snapshot,
-                    reused: false,
-                });
+        let blob = if !digests.reused_blob {
+            Checked::Written(Box::new(WrittenBlob { writer, digests }))
+        } else {
+            // Nothing was written: the blob is the one stored, unless it went meanwhile.
+            drop(writer);
+            match self.store.find_layer_blob(&digests.diff_id, media_type)? {
+                Some(layer) if layer.digest == digests.digest => Checked::Stored(layer),
+                _ => {
+                    let (writer, digests) =
+                        self.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
+                    Checked::Written(Box::new(WrittenBlob { writer, digests }))
+                }
             }
         };
+        let diff_id = match &blob {
+            Checked::Stored(layer) => layer.diff_id.clone(),
+            Checked::Written(written) => written.digests.diff_id.clone(),
+        };
+        let phase = kiln_base::phase::start("commit: the snapshot");
+        let (layer, snapshot, reused) = match (blob, metadata_tree) {
+            (Checked::Stored(layer), false) => {
+                let snapshot = self.store.commit_snapshot(staging, hex_of(&diff_id)?)?;
+                (layer, snapshot, true)
+            }
+            (Checked::Written(written), false) => {
+                let (layer, snapshot) = self.publish(*written, staging)?;
+                (layer, snapshot, false)
+            }
+            // A metadata tree's files are placeholders: the snapshot is the stored one, or
+            // made from the tree's sources.
+            (blob, true) => {
+                let snapshot =
+                    match self.materialize_snapshot(staging.path(), &content, Some(&diff_id))? {
+                        Materialized::Written(dir) => {
+                            self.store.commit_snapshot(dir, hex_of(&diff_id)?)?
+                        }
+                        Materialized::Stored(path) => path,
+                    };
+                match blob {
+                    Checked::Stored(layer) => (layer, snapshot, true),
+                    Checked::Written(written) => (self.store_blob(*written)?, snapshot, false),
+                }
+            }
+        };
+        phase.end();
         Ok(CommittedLayer {
             layer,
             snapshot,
-            reused: true,
+            reused,
         })
     }
 
@@ -509,6 +526,12 @@ impl Committer<'_> {
         xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
     ) -> Result<LayerRef, CommitError> {
         let (writer, digests) = self.write_blob_bytes(dir, content, expected, xattr_free)?;
+        self.store_blob(WrittenBlob { writer, digests })
+    }
+
+    /// Commits a written blob and indexes it under its diff_id.
+    fn store_blob(&self, blob: WrittenBlob) -> Result<LayerRef, CommitError> {
+        let WrittenBlob { writer, digests } = blob;
         let blob = writer.commit_verified(&digests.digest)?;
         let layer = LayerRef {
             diff_id: digests.diff_id.clone(),
@@ -652,6 +675,13 @@ impl Committer<'_> {
         materialize(tree, content, staging.path())?;
         Ok(Materialized::Written(staging))
     }
+}
+
+/// A layer's blob after [`Committer::commit_as_recorded`]'s pass: the one stored, or a new
+/// one written.
+enum Checked {
+    Stored(LayerRef),
+    Written(Box<WrittenBlob>),
 }
 
 /// A metadata tree's snapshot: already in the store, or written and waiting for its id.
