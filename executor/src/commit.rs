@@ -449,22 +449,31 @@ impl Committer<'_> {
             ..self.layer_options(self.format.compression)
         };
         let phase = kiln_base::phase::start("commit: the layer against the recorded blob");
-        let digests =
-            kiln_image::write_layer_with(staging.path(), &mut writer, &options, &content)?;
+        let checked = kiln_image::write_layer_with(staging.path(), &mut writer, &options, &content);
         phase.end();
+        let digests = match checked {
+            Ok(digests) => Some(digests),
+            // The old blob could not be read after all: write the new one without it.
+            Err(e) if e.is_stored_blob_unreadable() => None,
+            Err(e) => return Err(e.into()),
+        };
+        // A layer stored already (this one's, or one the step gave before that) is used as
+        // it is; another is written, by this pass or, after it failed, without withholding.
         let media_type = self.format.compression.media_type();
-        let blob = if !digests.reused_blob {
-            Checked::Written(Box::new(WrittenBlob { writer, digests }))
-        } else {
-            // Nothing was written: the blob is the one stored, unless it went meanwhile.
-            drop(writer);
-            match self.store.find_layer_blob(&digests.diff_id, media_type)? {
-                Some(layer) if layer.digest == digests.digest => Checked::Stored(layer),
-                _ => {
-                    let (writer, digests) =
-                        self.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
-                    Checked::Written(Box::new(WrittenBlob { writer, digests }))
-                }
+        let stored = match &digests {
+            Some(d) => self.store.find_layer_blob(&d.diff_id, media_type)?,
+            None => None,
+        };
+        let blob = match (stored, digests) {
+            (Some(layer), _) => Checked::Stored(layer),
+            (None, Some(digests)) if !digests.reused_blob => {
+                Checked::Written(Box::new(WrittenBlob { writer, digests }))
+            }
+            // Nothing was written, and the blob went meanwhile; or the pass failed.
+            (None, _) => {
+                let (writer, digests) =
+                    self.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
+                Checked::Written(Box::new(WrittenBlob { writer, digests }))
             }
         };
         let diff_id = match &blob {

@@ -360,8 +360,27 @@ pub struct ChunkReuse {
     linked: Option<Arc<HashSet<Inode>>>,
     /// The caller has this blob stored: while the new stream is its start, nothing is
     /// written, and a stream that is all of it writes nothing at all
-    /// ([`ChunkReuse::withholding`]).
+    /// ([`ChunkReuse::withholding`]). Only for a blob that starts as the gzip writer's do.
     withhold: bool,
+}
+
+/// A withholding stream ([`ChunkReuse::withholding`]) could not read the stored blob it
+/// needed after all: its start, or a chunk it had not read. The caller, which has the
+/// layer's files, writes the blob again without withholding.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the stored blob: {0}")]
+pub struct StoredBlobUnreadable(io::Error);
+
+impl StoredBlobUnreadable {
+    fn wrap(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), StoredBlobUnreadable(e))
+    }
+
+    /// Whether `e` is one.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<StoredBlobUnreadable>())
+    }
 }
 
 /// An old chunk the new stream takes without reading its input: the old entry and both
@@ -413,8 +432,19 @@ impl ChunkReuse {
     /// withheld are the old blob's start: a stream that turns out to be another one
     /// writes them (read from the old blob) before its first new chunk, and is then the
     /// stream written without this.
+    ///
+    /// Only for a blob the table describes to its end (contiguous chunks, then the 8-byte
+    /// trailer): the withheld start is copied from the blob, so a blob cut short would
+    /// fail the stream instead of only costing compression.
     pub fn withholding(mut self) -> ChunkReuse {
-        self.withhold = true;
+        let mut end = self.chunks.first().map(|c| c.offset);
+        for c in &self.chunks {
+            end = end
+                .filter(|&e| e == c.offset)
+                .and_then(|e| e.checked_add(c.len));
+        }
+        self.withhold = end.and_then(|e| e.checked_add(8)) == Some(self.blob_size)
+            && self.starts_with(&super::pgzip::HEADER);
         self
     }
 
@@ -424,18 +454,40 @@ impl ChunkReuse {
     }
 
     /// Whether the old blob starts with `bytes`.
-    pub(crate) fn starts_with(&self, bytes: &[u8]) -> bool {
+    fn starts_with(&self, bytes: &[u8]) -> bool {
         let mut start = vec![0; bytes.len()];
         self.blob.read_exact_at(&mut start, 0).is_ok() && start == bytes
     }
 
-    /// Whether a stream of `chunks` chunks and `len` bytes (its trailer included), each
-    /// chunk the old one at its place, is the whole old blob.
-    pub(crate) fn is_whole_blob(&self, chunks: usize, len: u64) -> bool {
-        chunks == self.chunks.len() && len == self.blob_size
+    /// Whether a stream of `chunks` chunks, each the old one at its place, then `trailer`,
+    /// `len` bytes in all, is the whole old blob: the table's chunks and the blob's own
+    /// trailer.
+    pub(crate) fn is_whole_blob(&self, chunks: usize, trailer: &[u8], len: u64) -> bool {
+        let mut old = vec![0; trailer.len()];
+        chunks == self.chunks.len()
+            && len == self.blob_size
+            && self
+                .blob
+                .read_exact_at(&mut old, len.saturating_sub(trailer.len() as u64))
+                .is_ok()
+            && old == trailer
     }
 
-    /// Writes the old blob's first `len` bytes to `out`.
+    /// The key and input CRC-32 of the old chunk at `index`.
+    pub(crate) fn key_at(&self, index: usize) -> Option<(&ChunkKey, u32)> {
+        self.chunks.get(index).map(|c| (&c.key, c.crc))
+    }
+
+    /// The compressed length of the old chunk at `index`.
+    pub(crate) fn len_at(&self, index: usize) -> io::Result<u64> {
+        self.chunks
+            .get(index)
+            .map(|c| c.len)
+            .ok_or_else(|| io::Error::other("a chunk taken unread is not in the table"))
+    }
+
+    /// Writes the old blob's first `len` bytes to `out`. A failed read of the blob is a
+    /// [`StoredBlobUnreadable`] error.
     pub(crate) fn copy_start(&self, len: u64, out: &mut impl io::Write) -> io::Result<()> {
         let mut buf = vec![0; CutRule::MAX.min(usize::try_from(len).unwrap_or(usize::MAX))];
         let mut at = 0;
@@ -443,11 +495,21 @@ impl ChunkReuse {
             let n = buf
                 .len()
                 .min(usize::try_from(len - at).unwrap_or(usize::MAX));
-            self.blob.read_exact_at(&mut buf[..n], at)?;
+            self.blob
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(StoredBlobUnreadable::wrap)?;
             out.write_all(&buf[..n])?;
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// The compressed bytes of the old chunk `key`, for a stream that needs them after
+    /// all; a [`StoredBlobUnreadable`] error when they cannot be read.
+    pub(crate) fn bytes_of(&self, key: &ChunkKey) -> io::Result<Vec<u8>> {
+        self.get(key).map(|(bytes, _)| bytes).ok_or_else(|| {
+            StoredBlobUnreadable::wrap(io::Error::other("a chunk of the table is not in it"))
+        })
     }
 
     /// This reuse trusts the identities of chunks whose files are all in `linked`: the

@@ -49,7 +49,7 @@ use std::thread::JoinHandle;
 const WINDOW: usize = 32 * 1024;
 
 /// gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown.
-const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+pub(crate) const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 struct Job {
     data: Vec<u8>,
@@ -57,6 +57,8 @@ struct Job {
     /// (like pigz): keeps the ratio close to single-stream gzip.
     dict: Vec<u8>,
     last: bool,
+    /// The chunk's place in the stream.
+    index: usize,
     reply: Sender<io::Result<Compressed>>,
 }
 
@@ -68,6 +70,9 @@ struct Compressed {
     /// chunk's from the old table).
     crc: u32,
     reused: bool,
+    /// The old chunk at this place, its bytes not read ([`compress_chunk`]): `bytes` is
+    /// empty.
+    unread: bool,
     /// The chunk's input buffer, handed back to be filled again: fresh megabyte-sized
     /// buffers cost a page fault (and the kernel's zeroing) per page.
     input: Vec<u8>,
@@ -262,7 +267,7 @@ impl<W: Write> ParallelGzip<W> {
     ) -> io::Result<Self> {
         let withheld = reuse
             .as_ref()
-            .filter(|r| r.withholds() && r.starts_with(&HEADER))
+            .filter(|r| r.withholds())
             .map(|_| HEADER.len() as u64);
         if withheld.is_none() {
             out.write_all(&HEADER)?;
@@ -533,6 +538,7 @@ impl<W: Write> ParallelGzip<W> {
         }
         let tail = data[data.len().saturating_sub(WINDOW)..].to_vec();
         let dict = std::mem::replace(&mut self.prev_tail, tail);
+        let index = self.table.chunks.len() + self.pending.len();
         let (reply, result) = channel();
         let jobs = self
             .jobs
@@ -542,6 +548,7 @@ impl<W: Write> ParallelGzip<W> {
             data,
             dict,
             last,
+            index,
             reply,
         })
         .map_err(|_| io::Error::other("gzip worker threads stopped"))?;
@@ -554,7 +561,10 @@ impl<W: Write> ParallelGzip<W> {
             let chunk = rx
                 .recv()
                 .map_err(|_| io::Error::other("gzip worker thread died"))??;
-            let len = chunk.bytes.len() as u64;
+            let len = match (&self.reuse, chunk.unread) {
+                (Some(reuse), true) => reuse.len_at(self.table.chunks.len())?,
+                _ => chunk.bytes.len() as u64,
+            };
             let point = StreamPoint {
                 index: self.table.chunks.len(),
                 key: &chunk.key,
@@ -572,7 +582,10 @@ impl<W: Write> ParallelGzip<W> {
                 Some((tar_hash, blob_hash)) => {
                     match &mut self.withheld {
                         Some(withheld) => *withheld += len,
-                        None => self.out.write_all(&chunk.bytes)?,
+                        None => {
+                            let bytes = self.bytes_of(chunk.bytes, chunk.unread, &chunk.key)?;
+                            self.out.write_all(&bytes)?;
+                        }
                     }
                     self.tar_hash.resume(tar_hash)?;
                     self.blob_hash.resume(blob_hash)?;
@@ -582,9 +595,10 @@ impl<W: Write> ParallelGzip<W> {
                 }
                 None => {
                     self.leading = false;
-                    self.write_out(&chunk.bytes)?;
+                    let bytes = self.bytes_of(chunk.bytes, chunk.unread, &chunk.key)?;
+                    self.write_out(&bytes)?;
                     self.tar_hash.hash(input, true)?;
-                    self.blob_hash.hash(chunk.bytes, false)?;
+                    self.blob_hash.hash(bytes, false)?;
                 }
             }
             // The states after this chunk are filled in when the hashing threads are done.
@@ -607,6 +621,15 @@ impl<W: Write> ParallelGzip<W> {
             self.reused += usize::from(chunk.reused);
         }
         Ok(())
+    }
+
+    /// A chunk's compressed `bytes`, read from the earlier blob when the worker left them
+    /// `unread`.
+    fn bytes_of(&self, bytes: Vec<u8>, unread: bool, key: &ChunkKey) -> io::Result<Vec<u8>> {
+        match (&self.reuse, unread) {
+            (Some(reuse), true) => reuse.bytes_of(key),
+            _ => Ok(bytes),
+        }
     }
 
     /// Writes `bytes` of a stream that is not the earlier blob (or not all of it), after
@@ -655,7 +678,7 @@ impl<W: Write> ParallelGzip<W> {
             (Some(withheld), Some(reuse)) => {
                 let len = withheld + trailer.len() as u64;
                 reuse
-                    .is_whole_blob(self.table.chunks.len(), len)
+                    .is_whole_blob(self.table.chunks.len(), &trailer, len)
                     .then_some(len)
             }
             _ => None,
@@ -731,15 +754,31 @@ impl<W: Write> FillFrom for ParallelGzip<W> {
 }
 
 /// One chunk's compressed bytes: copied from an earlier blob when it has the chunk, else
-/// deflated.
+/// deflated. Not even read when the stream withholds its output and the chunk is the old
+/// one at its place: while the stream is the old blob, its bytes are not needed.
 fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Result<Compressed> {
     let key = chunk_key(level, &job.dict, &job.data, job.last);
+    if let Some(reuse) = reuse
+        && reuse.withholds()
+        && let Some((old, crc)) = reuse.key_at(job.index)
+        && *old == key
+    {
+        return Ok(Compressed {
+            key,
+            bytes: Vec::new(),
+            crc,
+            reused: true,
+            unread: true,
+            input: Vec::new(),
+        });
+    }
     if let Some((bytes, crc)) = reuse.and_then(|r| r.get(&key)) {
         return Ok(Compressed {
             key,
             bytes,
             crc,
             reused: true,
+            unread: false,
             input: Vec::new(),
         });
     }
@@ -750,6 +789,7 @@ fn compress_chunk(job: &Job, level: u32, reuse: Option<&ChunkReuse>) -> io::Resu
         bytes,
         crc,
         reused: false,
+        unread: false,
         input: Vec::new(),
     })
 }
@@ -793,7 +833,7 @@ fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result
 
 #[cfg(test)]
 mod tests {
-    use super::super::chunks::NO_IDENT;
+    use super::super::chunks::{NO_IDENT, StoredBlobUnreadable};
     use super::*;
     use std::io::Read;
 
@@ -990,6 +1030,68 @@ mod tests {
             assert_eq!(summary.digests, fresh.digests, "edit at the {what}");
             assert_eq!(summary.table, fresh.table, "edit at the {what}");
         }
+        // A stored blob that is not what its table says: cut short, it is not withheld
+        // from (its start could not be copied); with another trailer, the same stream is
+        // not taken for it. Either way the stream is written whole, from scratch.
+        let mut edited = before.clone();
+        edited[300].1[5] ^= 1;
+        let (edited_scratch, _) = gz_with(&edited, 2, None);
+        let mut short = old_blob.clone();
+        short.truncate(old_blob.len() / 2);
+        let mut flipped = old_blob.clone();
+        if let Some(b) = flipped.last_mut() {
+            *b ^= 1;
+        }
+        for (what, stored) in [("short", short), ("flipped", flipped)] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&stored).unwrap();
+            let reuse = Some(Arc::new(
+                ChunkReuse::new(&old.table, f).unwrap().withholding(),
+            ));
+            let (written, summary) = gz_with(&before, 2, reuse.clone());
+            assert_eq!(summary.reused_blob, None, "{what}");
+            assert_eq!(written, old_blob, "{what}");
+            let (written, _) = gz_with(&edited, 2, reuse);
+            assert_eq!(written, edited_scratch, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_withholding_stream_that_cannot_read_the_stored_blob_says_so() {
+        let before = files();
+        let (old_blob, old) = gz_with(&before, 2, None);
+        let mut after = before.clone();
+        after[400].1[5] ^= 1;
+        // The blob is cut short after the reuse was made: the stream needs its start at
+        // the edit and cannot read it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, &old_blob).unwrap();
+        let reuse = ChunkReuse::new(&old.table, File::open(&path).unwrap()).unwrap();
+        let reuse = Arc::new(reuse.withholding());
+        assert!(reuse.withholds());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        let mut w = ParallelGzip::new(Vec::new(), 6, 2, Some(reuse)).unwrap();
+        let mut result = Ok(());
+        for (name, data) in &after {
+            result = w
+                .entry(name, data.len() as u64)
+                .and_then(|()| w.write_all(data));
+            if result.is_err() {
+                break;
+            }
+        }
+        let e = match result {
+            Err(e) => e,
+            Ok(()) => w.finish().err().expect("the stream cannot be written"),
+        };
+        assert!(StoredBlobUnreadable::is(&e), "{e}");
+        assert!(!StoredBlobUnreadable::is(&io::Error::other("other")));
     }
 
     /// The sha256 of the concatenated entries and of the blob.

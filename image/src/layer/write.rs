@@ -100,6 +100,19 @@ pub enum LayerWriteError {
     },
 }
 
+impl LayerWriteError {
+    /// Whether a withholding write ([`ChunkReuse::withholding`]) failed only because the
+    /// stored blob it copies from could not be read: writing again without withholding
+    /// needs nothing of that blob.
+    pub fn is_stored_blob_unreadable(&self) -> bool {
+        match self {
+            LayerWriteError::Read { source, .. } | LayerWriteError::Write { source, .. } => {
+                super::chunks::StoredBlobUnreadable::is(source)
+            }
+        }
+    }
+}
+
 /// xattrs that are overlayfs bookkeeping (turned into whiteout entries) or
 /// machine-local labels; they never go into a layer as xattrs.
 fn is_excluded_xattr(name: &str) -> bool {
