@@ -69,6 +69,51 @@ enum Process {
     Forked(std::os::fd::OwnedFd),
 }
 
+/// The pidfds of helpers that are done and left to exit ([`HelperProcess::let_exit`]),
+/// still exiting when last looked at.
+static EXITING: Mutex<Vec<std::os::fd::OwnedFd>> = Mutex::new(Vec::new());
+
+/// Whether the process of `pidfd` has exited (a pidfd turns readable then), waiting at
+/// most `wait` (`None`: as long as it takes).
+fn has_exited(pidfd: &std::os::fd::OwnedFd, wait: Option<std::time::Duration>) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = wait.map(|w| rustix::event::Timespec {
+        tv_sec: w.as_secs() as i64,
+        tv_nsec: i64::from(w.subsec_nanos()),
+    });
+    loop {
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            // A pidfd that cannot be polled says nothing more to wait for.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Waits, at most `limit` in all, for the helpers that are done and still exiting: a
+/// helper's exit tears down its RUN's namespaces (the overlay's unmount, the dentries and
+/// inodes the RUN made, a network namespace), which runs beside the next RUN, and after
+/// the last one, beside whatever follows this process (a no-op rebuild after a build whose
+/// last RUN walked 20,000 files paid for that teardown). Call before the process exits, so
+/// a build leaves no work of its own behind.
+pub fn wait_for_exiting_helpers(limit: std::time::Duration) {
+    let exiting = match EXITING.lock() {
+        Ok(mut exiting) => std::mem::take(&mut *exiting),
+        Err(_) => return,
+    };
+    let deadline = std::time::Instant::now() + limit;
+    for pidfd in exiting {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !has_exited(&pidfd, Some(left)) {
+            return;
+        }
+    }
+}
+
 impl HelperProcess {
     /// Wait for a helper that is expected to exit by itself: its exit status, or how it
     /// ended in words where only the zygote sees the status.
@@ -76,18 +121,8 @@ impl HelperProcess {
         match self.process.take() {
             Some(Process::Spawned(mut c)) => c.wait().map(Ok),
             Some(Process::Forked(pidfd)) => {
-                // A pidfd turns readable when its process has exited.
-                let mut fds = [rustix::event::PollFd::new(
-                    &pidfd,
-                    rustix::event::PollFlags::IN,
-                )];
-                loop {
-                    match rustix::event::poll(&mut fds, None) {
-                        Ok(_) => return Ok(Err("exited")),
-                        Err(rustix::io::Errno::INTR) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                has_exited(&pidfd, None);
+                Ok(Err("exited"))
             }
             None => Err(std::io::Error::other("helper already reaped")),
         }
@@ -96,14 +131,21 @@ impl HelperProcess {
 
 impl HelperProcess {
     /// Leave a helper that is done to exit by itself: namespace teardown happens as it
-    /// exits, and nothing waits for it here.
+    /// exits, and nothing waits for it here ([`wait_for_exiting_helpers`] does, at the
+    /// end).
     fn let_exit(mut self) {
         match self.process.take() {
             Some(Process::Spawned(mut c)) => {
                 std::thread::spawn(move || c.wait());
             }
-            // The zygote reaps it.
-            Some(Process::Forked(_)) | None => {}
+            // The zygote reaps it; its pidfd is kept until it has exited.
+            Some(Process::Forked(pidfd)) => {
+                if let Ok(mut exiting) = EXITING.lock() {
+                    exiting.retain(|fd| !has_exited(fd, Some(std::time::Duration::ZERO)));
+                    exiting.push(pidfd);
+                }
+            }
+            None => {}
         }
     }
 }
@@ -432,4 +474,38 @@ pub(super) async fn finish_helper(
         _ => {}
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child running `sleep secs`, and a helper handle of it as the zygote gives one.
+    fn sleeper(secs: &str) -> (Child, HelperProcess) {
+        let child = Command::new("sleep").arg(secs).spawn().unwrap();
+        let pid = rustix::process::Pid::from_child(&child);
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        let helper = HelperProcess {
+            process: Some(Process::Forked(pidfd)),
+        };
+        (child, helper)
+    }
+
+    #[test]
+    fn the_helpers_left_to_exit_are_waited_for_up_to_the_limit() {
+        let (mut quick, helper) = sleeper("0.3");
+        helper.let_exit();
+        wait_for_exiting_helpers(std::time::Duration::from_secs(20));
+        assert!(
+            quick.try_wait().unwrap().is_some(),
+            "returned before it exited"
+        );
+
+        let (mut stuck, helper) = sleeper("30");
+        helper.let_exit();
+        wait_for_exiting_helpers(std::time::Duration::from_millis(50));
+        assert!(stuck.try_wait().unwrap().is_none());
+        stuck.kill().unwrap();
+        stuck.wait().unwrap();
+    }
 }
