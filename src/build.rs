@@ -13,10 +13,6 @@ use kiln_executor::snapshot::Snapshotter;
 use kiln_progressui::ProgressMode;
 use kiln_solver::NetworkDefault;
 use kiln_solver::progress::Progress;
-
-/// How long a finished build waits for its last helpers to exit (their teardown takes
-/// milliseconds; a helper stuck longer is left to the kernel).
-const HELPER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -202,9 +198,6 @@ pub fn run(root_flag: Option<PathBuf>, args: BuildArgs) -> Result<ExitCode> {
         let _ = renderer.await;
         result
     });
-    // The last RUNs' namespaces are torn down as their helpers exit: wait for that here,
-    // so it is this build's time and not that of whatever runs next.
-    kiln_executor::sandbox::wait_for_exiting_helpers(HELPER_EXIT_WAIT);
     let image = match result {
         Ok(image) => image,
         Err(BuildError::Solve(e)) => {

@@ -72,15 +72,23 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(cli.root, args),
         Command::Worker(args) => worker_cmd::run(cli.root, args),
     };
-    kiln_store::remove_own_scratch();
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last RUNs' namespaces are torn down as their helpers exit, after all was said:
+    // wait for that here, so it is this command's time and not that of whatever runs next.
+    kiln_executor::sandbox::wait_for_exiting_helpers(HELPER_EXIT_WAIT);
+    kiln_store::remove_own_scratch();
+    code
 }
+
+/// How long a command waits for its last sandbox helpers to exit (their teardown takes
+/// milliseconds; one stuck longer is left to the kernel).
+const HELPER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Commands that read or write the store (and so need the user namespace when rootless).
 fn needs_store(command: &Command) -> bool {

@@ -9,15 +9,19 @@
 //! so a step that runs again (`--no-cache`) usually gives the layer it gave before. When
 //! the step's recorded layer is still stored, a COPY is staged as a metadata tree on a
 //! tmpfs (placeholders pointing at their sources' bytes, see
-//! [`kiln_image::layer::external`]): the tar is hashed first, uncompressed, and whatever
-//! is stored under the same diff_id is reused; only a layer that turns out not to be stored
-//! has its blob written and its snapshot materialized ([`crate::staged`]), side by side on
-//! two threads. A tmpfs that fills up is no error: the copy runs again into the store. A
-//! layer not seen before is copied into the store directly (a metadata tree would only add
-//! a pass over its files), and its tar is hashed and compressed in one pass. A directory in
-//! the store (a RUN's upper) predicted to give its recorded layer is checked against that
-//! layer's gzip chunk table in the pass that would write its blob, which writes nothing
-//! while the stream is the stored blob ([`ChunkReuse::withholding`]).
+//! [`kiln_image::layer::external`]).
+//!
+//! A predicted layer (a metadata tree, or a directory in the store such as a RUN's upper)
+//! whose recorded gzip blob has a chunk table is checked against that table in the pass
+//! that would write its blob, which writes nothing while the stream is the stored blob
+//! ([`ChunkReuse::withholding`]); one that turns out new has that pass's blob stored, then
+//! a tree's snapshot materialized ([`crate::staged`]). For a recorded blob without a table
+//! (one chunk, zstd), the tar is hashed first, uncompressed, and whatever is stored under
+//! the same diff_id is reused; only a layer that turns out not to be stored has its blob
+//! written and a tree's snapshot materialized, side by side on two threads. A tmpfs that
+//! fills up is no error: the copy runs again into the store. A layer not seen before is
+//! copied into the store directly (a metadata tree would only add a pass over its files),
+//! and its tar is hashed and compressed in one pass.
 //!
 //! A gzip blob written here keeps its chunk table beside it (the store's
 //! [`SideRecordKind::GzipChunks`]); the next blob of the same step (its `previous` layer,
@@ -465,12 +469,16 @@ impl Committer<'_> {
             None => None,
         };
         let blob = match (stored, digests) {
-            (Some(layer), _) => Checked::Stored(layer),
+            (Some(layer), _) => {
+                drop(writer);
+                Checked::Stored(layer)
+            }
             (None, Some(digests)) if !digests.reused_blob => {
                 Checked::Written(Box::new(WrittenBlob { writer, digests }))
             }
             // Nothing was written, and the blob went meanwhile; or the pass failed.
             (None, _) => {
+                drop(writer);
                 let (writer, digests) =
                     self.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
                 Checked::Written(Box::new(WrittenBlob { writer, digests }))
@@ -480,7 +488,7 @@ impl Committer<'_> {
             Checked::Stored(layer) => layer.diff_id.clone(),
             Checked::Written(written) => written.digests.diff_id.clone(),
         };
-        let phase = kiln_base::phase::start("commit: the snapshot");
+        let phase = kiln_base::phase::start("commit: the snapshot (and a new blob)");
         let (layer, snapshot, reused) = match (blob, metadata_tree) {
             (Checked::Stored(layer), false) => {
                 let snapshot = self.store.commit_snapshot(staging, hex_of(&diff_id)?)?;
@@ -491,8 +499,14 @@ impl Committer<'_> {
                 (layer, snapshot, false)
             }
             // A metadata tree's files are placeholders: the snapshot is the stored one, or
-            // made from the tree's sources.
+            // made from the tree's sources, after a new blob is stored (as a blob and
+            // snapshot written side by side are). Made after the pass, not beside it: a
+            // predicted COPY that gives another layer is rare.
             (blob, true) => {
+                let (layer, reused) = match blob {
+                    Checked::Stored(layer) => (layer, true),
+                    Checked::Written(written) => (self.store_blob(*written)?, false),
+                };
                 let snapshot =
                     match self.materialize_snapshot(staging.path(), &content, Some(&diff_id))? {
                         Materialized::Written(dir) => {
@@ -500,10 +514,7 @@ impl Committer<'_> {
                         }
                         Materialized::Stored(path) => path,
                     };
-                match blob {
-                    Checked::Stored(layer) => (layer, snapshot, true),
-                    Checked::Written(written) => (self.store_blob(*written)?, snapshot, false),
-                }
+                (layer, snapshot, reused)
             }
         };
         phase.end();

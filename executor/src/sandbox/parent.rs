@@ -73,23 +73,29 @@ enum Process {
 /// still exiting when last looked at.
 static EXITING: Mutex<Vec<std::os::fd::OwnedFd>> = Mutex::new(Vec::new());
 
-/// Whether the process of `pidfd` has exited (a pidfd turns readable then), waiting at
-/// most `wait` (`None`: as long as it takes).
-fn has_exited(pidfd: &std::os::fd::OwnedFd, wait: Option<std::time::Duration>) -> bool {
+/// Whether the process of `pidfd` has exited (a pidfd turns readable then), waiting until
+/// `deadline` at most (`None`: as long as it takes).
+fn has_exited(
+    pidfd: &std::os::fd::OwnedFd,
+    deadline: Option<std::time::Instant>,
+) -> std::io::Result<bool> {
     let mut fds = [rustix::event::PollFd::new(
         pidfd,
         rustix::event::PollFlags::IN,
     )];
-    let timeout = wait.map(|w| rustix::event::Timespec {
-        tv_sec: w.as_secs() as i64,
-        tv_nsec: i64::from(w.subsec_nanos()),
-    });
     loop {
+        // Recomputed after an interruption, so the deadline holds.
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            rustix::event::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(n) => return n > 0,
+            Ok(n) => return Ok(n > 0),
             Err(rustix::io::Errno::INTR) => continue,
-            // A pidfd that cannot be polled says nothing more to wait for.
-            Err(_) => return true,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -107,8 +113,8 @@ pub fn wait_for_exiting_helpers(limit: std::time::Duration) {
     };
     let deadline = std::time::Instant::now() + limit;
     for pidfd in exiting {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if !has_exited(&pidfd, Some(left)) {
+        // A pidfd that cannot be polled leaves nothing to wait for.
+        if !has_exited(&pidfd, Some(deadline)).unwrap_or(true) {
             return;
         }
     }
@@ -120,10 +126,7 @@ impl HelperProcess {
     fn wait(mut self) -> std::io::Result<Result<std::process::ExitStatus, &'static str>> {
         match self.process.take() {
             Some(Process::Spawned(mut c)) => c.wait().map(Ok),
-            Some(Process::Forked(pidfd)) => {
-                has_exited(&pidfd, None);
-                Ok(Err("exited"))
-            }
+            Some(Process::Forked(pidfd)) => has_exited(&pidfd, None).map(|_| Err("exited")),
             None => Err(std::io::Error::other("helper already reaped")),
         }
     }
@@ -141,7 +144,8 @@ impl HelperProcess {
             // The zygote reaps it; its pidfd is kept until it has exited.
             Some(Process::Forked(pidfd)) => {
                 if let Ok(mut exiting) = EXITING.lock() {
-                    exiting.retain(|fd| !has_exited(fd, Some(std::time::Duration::ZERO)));
+                    let now = Some(std::time::Instant::now());
+                    exiting.retain(|fd| !has_exited(fd, now).unwrap_or(true));
                     exiting.push(pidfd);
                 }
             }
