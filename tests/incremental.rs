@@ -420,25 +420,25 @@ fn run_again_against_its_blob(id: Identity) {
     let ctx = world.context("again", &dockerfile);
     let first = world.build(&ctx, &["--no-cache", "-t", "again:1"]);
     assert_ok(&first);
-    let again = world.kiln_env(
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "--no-cache",
-            "-t",
-            "again:2",
-            ctx.to_str().unwrap(),
-        ],
-        &[("KILN_TRACE_PHASES", "1")],
-    );
-    assert_ok(&again);
-    let text = both(&again);
+    // A --no-cache build with its phases traced: what it printed, and how many layers it
+    // checked against their recorded blobs.
+    let rebuild = |tag: &str| {
+        let args = ["build", "--progress", "plain", "--no-cache", "-t", tag];
+        let path = ctx.to_str().unwrap();
+        let out = world.kiln_env(
+            &[&args[..], &[path]].concat(),
+            &[("KILN_TRACE_PHASES", "1")],
+        );
+        assert_ok(&out);
+        let text = both(&out);
+        let checked = text
+            .matches("commit: the layer against the recorded blob")
+            .count();
+        (out, text, checked)
+    };
+    let (again, text, checked) = rebuild("again:2");
     // Both big RUN layers, and busybox's COPY (a metadata tree on a tmpfs), were checked
     // against their recorded blobs; only the random one was new.
-    let checked = text
-        .matches("commit: the layer against the recorded blob")
-        .count();
     assert_eq!(checked, 3, "{id:?}: {text}");
     // busybox's COPY, its --install RUN and the RUN of the same bytes gave their layers
     // again; the RUN with random bytes did not.
@@ -464,23 +464,7 @@ fn run_again_against_its_blob(id: Identity) {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
-    let touched = world.kiln_env(
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "--no-cache",
-            "-t",
-            "again:3",
-            ctx.to_str().unwrap(),
-        ],
-        &[("KILN_TRACE_PHASES", "1")],
-    );
-    assert_ok(&touched);
-    let text = both(&touched);
-    let checked = text
-        .matches("commit: the layer against the recorded blob")
-        .count();
+    let (_, text, checked) = rebuild("again:3");
     assert_eq!(checked, 3, "{id:?}: {text}");
     // The --install RUN and the RUN of the same bytes gave their layers again.
     assert_eq!(
