@@ -131,6 +131,9 @@ pub async fn build(
             .any(|step| matches!(step.op, kiln_parser::Op::Run(_)));
     if runs_here {
         let (session, progress) = (session.clone(), progress.clone());
+        // The first RUN finds a helper forked, as every later one does: forked beside the
+        // probe, on the spare's own thread (the call returns at once).
+        kiln_executor::sandbox::prepare_spare(session.options.network == NetworkDefault::None);
         tokio::spawn(async move {
             session.snapshotter(&progress).await;
         });

@@ -54,7 +54,7 @@ pub use crate::snapshot::Snapshotter;
 pub use exec::DEFAULT_PATH;
 use kiln_base::phase::start as start_phase;
 pub use options::{ExtraHost, RunOptions, ULIMIT_NAMES, UNLIMITED, Ulimit};
-pub use parent::{HELPER_ARG, wait_for_exiting_helpers};
+pub use parent::{HELPER_ARG, prepare_spare, wait_for_exiting_helpers};
 use parent::{finish_helper, start_helper};
 use protocol::{Event, HelperRun, Request, RootfsPlan, Stub};
 use spec::io_err;

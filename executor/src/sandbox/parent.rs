@@ -176,6 +176,13 @@ pub(super) enum Msg {
     ControlClosed(Option<String>),
 }
 
+/// Has a spare helper forked for the first RUN to come (`netns`: it may use a network
+/// namespace of the pool, as a `--network none` RUN does), so that RUN does not wait for
+/// the fork either (module `spare`). Starts the zygote when it is not running.
+pub fn prepare_spare(netns: bool) {
+    super::spare::refill(netns, spawn_helper);
+}
+
 /// Start the helper with `req`; stdout/stderr lines and events arrive on the returned channel.
 pub(super) fn start_helper(
     req: &Request,
