@@ -5,6 +5,7 @@
 use super::helper;
 use super::protocol::{self, Event, Request};
 use super::spec::{OutputLine, OutputStream, ProcessIo, SandboxError};
+use super::zygote::has_exited;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -72,33 +73,6 @@ enum Process {
 /// The pidfds of helpers that are done and left to exit ([`HelperProcess::let_exit`]),
 /// still exiting when last looked at.
 static EXITING: Mutex<Vec<std::os::fd::OwnedFd>> = Mutex::new(Vec::new());
-
-/// Whether the process of `pidfd` has exited (a pidfd turns readable then), waiting until
-/// `deadline` at most (`None`: as long as it takes).
-fn has_exited(
-    pidfd: &std::os::fd::OwnedFd,
-    deadline: Option<std::time::Instant>,
-) -> std::io::Result<bool> {
-    let mut fds = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    loop {
-        // Recomputed after an interruption, so the deadline holds.
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(std::time::Instant::now());
-            rustix::event::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
-        });
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(n) => return Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
 
 /// Waits, at most `limit` in all, for the helpers that are done and still exiting: a
 /// helper's exit tears down its RUN's namespaces (the overlay's unmount, the dentries and

@@ -142,17 +142,9 @@ fn settle(filled: Option<(bool, Spare)>) {
     FILLED.notify_all();
 }
 
-/// A pidfd turns readable when its process has exited.
+/// Whether the spare's process is still there: one that cannot be asked is taken as gone.
 fn alive(pidfd: &OwnedFd) -> bool {
-    let mut fds = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let now = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(0))
+    !zygote::has_exited(pidfd, Some(std::time::Instant::now())).unwrap_or(true)
 }
 
 /// The zygote reaps it (and takes back its network namespace).

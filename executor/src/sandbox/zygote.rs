@@ -277,6 +277,33 @@ pub(super) struct Forked {
     pub stderr: OwnedFd,
 }
 
+/// Whether the process of `pidfd` has exited (a pidfd turns readable then), waiting until
+/// `deadline` at most (`None`: as long as it takes).
+pub(super) fn has_exited(
+    pidfd: &std::os::fd::OwnedFd,
+    deadline: Option<std::time::Instant>,
+) -> std::io::Result<bool> {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    loop {
+        // Recomputed after an interruption, so the deadline holds.
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            rustix::event::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Fork a helper through the zygote (started on first use); `None` when the zygote cannot
 /// serve (the caller then spawns the helper itself).
 /// `netns`: the RUN is `--network none` (and not insecure), so it may use a network
