@@ -379,12 +379,7 @@ impl Committer<'_> {
                 let blob = blob
                     .join()
                     .unwrap_or(Err(CommitError::BlobWriterPanicked))?;
-                let snapshot = match snapshot? {
-                    Materialized::Written(dir) => {
-                        self.store.commit_snapshot(dir, hex_of(&blob.diff_id)?)?
-                    }
-                    Materialized::Stored(path) => path,
-                };
+                let snapshot = snapshot?.commit(self.store, &blob.diff_id)?;
                 Ok((blob, snapshot))
             })?
         } else {
@@ -446,39 +441,38 @@ impl Committer<'_> {
             metadata_tree,
             xattr_free,
         } = copied;
-        let mut writer = self.store.blob_writer_hashed_by_caller()?;
-        let options = LayerOptions {
-            reuse: Some(Arc::new(reuse.withholding())),
-            xattr_free: xattr_free.clone(),
-            ..self.layer_options(self.format.compression)
-        };
         let phase = kiln_base::phase::start("commit: the layer against the recorded blob");
-        let checked = kiln_image::write_layer_with(staging.path(), &mut writer, &options, &content);
+        let checked = self.write_blob_with(
+            staging.path(),
+            &content,
+            Some(reuse.withholding()),
+            xattr_free.clone(),
+        );
         phase.end();
-        let digests = match checked {
-            Ok(digests) => Some(digests),
+        let written = match checked {
+            Ok(written) => Some(written),
             // The old blob could not be read after all: write the new one without it.
-            Err(e) if e.is_stored_blob_unreadable() => None,
-            Err(e) => return Err(e.into()),
+            Err(CommitError::LayerWrite(e)) if e.is_stored_blob_unreadable() => None,
+            Err(e) => return Err(e),
         };
         // A layer stored already (this one's, or one the step gave before that) is used as
         // it is; another is written, by this pass or, after it failed, without withholding.
         let media_type = self.format.compression.media_type();
-        let stored = match &digests {
-            Some(d) => self.store.find_layer_blob(&d.diff_id, media_type)?,
+        let stored = match &written {
+            Some((_, digests)) => self.store.find_layer_blob(&digests.diff_id, media_type)?,
             None => None,
         };
-        let blob = match (stored, digests) {
-            (Some(layer), _) => {
-                drop(writer);
+        let blob = match (stored, written) {
+            (Some(layer), first) => {
+                drop(first);
                 Checked::Stored(layer)
             }
-            (None, Some(digests)) if !digests.reused_blob => {
+            (None, Some((writer, digests))) if !digests.reused_blob => {
                 Checked::Written(Box::new(WrittenBlob { writer, digests }))
             }
             // Nothing was written, and the blob went meanwhile; or the pass failed.
-            (None, _) => {
-                drop(writer);
+            (None, first) => {
+                drop(first);
                 let (writer, digests) =
                     self.write_blob_bytes(staging.path(), &content, None, xattr_free)?;
                 Checked::Written(Box::new(WrittenBlob { writer, digests }))
@@ -507,13 +501,9 @@ impl Committer<'_> {
                     Checked::Stored(layer) => (layer, true),
                     Checked::Written(written) => (self.store_blob(*written)?, false),
                 };
-                let snapshot =
-                    match self.materialize_snapshot(staging.path(), &content, Some(&diff_id))? {
-                        Materialized::Written(dir) => {
-                            self.store.commit_snapshot(dir, hex_of(&diff_id)?)?
-                        }
-                        Materialized::Stored(path) => path,
-                    };
+                let snapshot = self
+                    .materialize_snapshot(staging.path(), &content, Some(&diff_id))?
+                    .commit(self.store, &diff_id)?;
                 (layer, snapshot, reused)
             }
         };
@@ -574,15 +564,9 @@ impl Committer<'_> {
         expected: Option<&str>,
         xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
     ) -> Result<(BlobWriter, LayerDigests), CommitError> {
-        // The layer writer hashes every compressed byte for the manifest digest already.
-        let mut writer = self.store.blob_writer_hashed_by_caller()?;
-        let options = LayerOptions {
-            reuse: self.chunk_reuse(xattr_free.clone()).map(Arc::new),
-            xattr_free,
-            ..self.layer_options(self.format.compression)
-        };
+        let reuse = self.chunk_reuse(xattr_free.clone());
         let phase = kiln_base::phase::start("commit: write the layer blob");
-        let digests = kiln_image::write_layer_with(dir, &mut writer, &options, content)?;
+        let (writer, digests) = self.write_blob_with(dir, content, reuse, xattr_free)?;
         phase.end();
         if let Some(expected) = expected
             && digests.diff_id != expected
@@ -592,6 +576,26 @@ impl Committer<'_> {
                 actual: digests.diff_id,
             });
         }
+        Ok((writer, digests))
+    }
+
+    /// Compresses the layer directory `dir` into a blob writer, not yet committed, copying
+    /// the chunks `reuse` has.
+    fn write_blob_with(
+        &self,
+        dir: &Path,
+        content: &ExternalContent,
+        reuse: Option<ChunkReuse>,
+        xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
+    ) -> Result<(BlobWriter, LayerDigests), CommitError> {
+        // The layer writer hashes every compressed byte for the manifest digest already.
+        let mut writer = self.store.blob_writer_hashed_by_caller()?;
+        let options = LayerOptions {
+            reuse: reuse.map(Arc::new),
+            xattr_free,
+            ..self.layer_options(self.format.compression)
+        };
+        let digests = kiln_image::write_layer_with(dir, &mut writer, &options, content)?;
         Ok((writer, digests))
     }
 
@@ -708,6 +712,16 @@ enum Checked {
 enum Materialized {
     Stored(PathBuf),
     Written(StagingDir),
+}
+
+impl Materialized {
+    /// The snapshot's path in the store, a written one committed as the layer `diff_id`'s.
+    fn commit(self, store: &Store, diff_id: &str) -> Result<PathBuf, CommitError> {
+        match self {
+            Materialized::Stored(path) => Ok(path),
+            Materialized::Written(dir) => Ok(store.commit_snapshot(dir, hex_of(diff_id)?)?),
+        }
+    }
 }
 
 /// The hex of a `sha256:` digest (a snapshot's id).
