@@ -16,6 +16,22 @@ use crate::error::StoreError;
 pub use kiln_base::atomic::fsync_dir;
 pub(crate) use kiln_base::atomic::unique_name;
 
+/// Asks the filesystem to place each subdirectory made in `dir` where it has room, not
+/// beside `dir` (ext4's `FS_TOPDIR_FL`, as `chattr +T`); filesystems without the flag
+/// ignore it. For directories whose subdirectories are made and removed all the time
+/// (a process's scratch directory: a RUN's overlay dirs, staged copies).
+///
+/// Why: ext4 without a journal skips, one inode-table lookup each, every inode of a block
+/// group freed in the last minutes when it allocates an inode there. Builds that create
+/// and remove thousands of files in one group (a `--no-cache` rebuild discards each step's
+/// new copy) made every later file there slower to create: runsteps spent 17% of its CPU
+/// in that scan before its scratch directory spread its subdirectories, under 1% after.
+pub(crate) fn spread_subdirectories(dir: &fs::File) {
+    if let Ok(flags) = rustix::fs::ioctl_getflags(dir) {
+        let _ = rustix::fs::ioctl_setflags(dir, flags | rustix::fs::IFlags::TOPDIR);
+    }
+}
+
 /// Atomically replaces `path` with `bytes` ([`kiln_base::atomic::write`]).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     kiln_base::atomic::write(path, bytes).map_err(|source| StoreError::Io {

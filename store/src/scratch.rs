@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::FlockOperation;
 
 use crate::error::{Result, StoreError};
-use crate::fsutil::{io_err, remove_any, tree_size, unique_name};
+use crate::fsutil::{io_err, remove_any, spread_subdirectories, tree_size, unique_name};
 use crate::store::Store;
 
 /// Name prefix of a per-process scratch directory.
@@ -95,6 +95,7 @@ impl Store {
         let new = tmp.join(format!("{NEW_PREFIX}{name}"));
         fs::create_dir(&new).map_err(io_err("create", new.clone()))?;
         let lock = File::open(&new).map_err(io_err("open", new.clone()))?;
+        spread_subdirectories(&lock);
         rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
             StoreError::Lock {
                 path: new.clone(),

@@ -456,3 +456,20 @@ fn ref_updates_from_separate_processes_all_survive() {
     assert_eq!(refs.len(), 75, "{refs:?}");
     assert!(refs.iter().any(|(n, _)| n == "three:v24"));
 }
+
+/// On ext4 a process's scratch directory asks for its subdirectories (a RUN's overlay
+/// dirs, staged copies) to be spread over block groups: `fsutil::spread_subdirectories`.
+#[test]
+fn a_scratch_directory_spreads_its_subdirectories_on_ext4() {
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    let (_d, s) = store();
+    let scratch = s.scratch_dir().unwrap();
+    let fs_type = rustix::fs::statfs(&scratch).unwrap().f_type as i64;
+    if fs_type != EXT4_SUPER_MAGIC {
+        eprintln!("skipped: the temporary directory is not on ext4 ({fs_type:#x})");
+        return;
+    }
+    let dir = std::fs::File::open(&scratch).unwrap();
+    let flags = rustix::fs::ioctl_getflags(&dir).unwrap();
+    assert!(flags.contains(rustix::fs::IFlags::TOPDIR), "{flags:?}");
+}
