@@ -303,6 +303,11 @@ async fn hit_or_run(
             pending: None,
         });
     }
+    // This step runs, so every RUN after it in its stage will: their sandbox's overlay
+    // probe and first helper are made while this step works, not after it.
+    if ctx.run_follows && !matches!(op, LayerOp::Run(_)) {
+        session.prepare_for_runs(progress);
+    }
     let exec_phase = kiln_base::phase::start("step: exec");
     let source = op.exec(ctx, &keyed).await?;
     exec_phase.end();
@@ -507,6 +512,7 @@ mod tests {
             inputs: &inputs,
             id: 1,
             progress: &progress,
+            run_follows: false,
         };
         let op = LayerOp::of(&step.op).expect("a layer step");
         let mut solved = match solve_step(&ctx, op, no_cache, defer).await {

@@ -116,27 +116,17 @@ pub async fn build(
     progress: Progress,
 ) -> Result<BuiltImage, SolveError> {
     entitlements::check(&graph, &session.options.entitlements)?;
-    // The first RUN needs the snapshotter, whose probe mounts a test overlay through a
-    // sandbox helper (and starts the helper's zygote): begun now, it runs while the steps
-    // before that RUN (a FROM's pull, a COPY's layer) do, instead of after them. Only
-    // under --no-cache, where every RUN runs: in a build that may well be all cached (a
-    // no-op rebuild) the probe's processes and mounts would compete with the context walk
-    // for the cores and could be for nothing; there the first RUN that runs starts it.
+    // Under --no-cache every RUN runs: their sandbox is made ready while the steps before
+    // the first (a FROM's pull, a COPY's layer) run. Otherwise the first step that misses
+    // the cache with RUNs after it does the same (module `hit_or_run`).
     let runs_here = session.options.no_cache
-        && session.options.remote_executor.is_none()
         && graph
             .stages
             .iter()
             .flat_map(|s| &s.steps)
             .any(|step| matches!(step.op, kiln_parser::Op::Run(_)));
     if runs_here {
-        let (session, progress) = (session.clone(), progress.clone());
-        // The first RUN finds a helper forked, as every later one does: forked beside the
-        // probe, on the spare's own thread (the call returns at once).
-        kiln_executor::sandbox::prepare_spare(session.options.network == NetworkDefault::None);
-        tokio::spawn(async move {
-            session.snapshotter(&progress).await;
-        });
+        session.prepare_for_runs(&progress);
     }
     session.prefetch_context(&graph);
     // The image is the target stage's: a final stage for another platform (`FROM

@@ -138,6 +138,8 @@ pub struct BuildSession {
     snapshotter: tokio::sync::OnceCell<kiln_executor::snapshot::Snapshotter>,
     /// Whether the build has said that RUN has no cgroup limits here.
     limits_note: std::sync::Once,
+    /// Whether [`BuildSession::prepare_for_runs`] was called.
+    runs_prepared: std::sync::Once,
     context: Arc<Context>,
     pub(crate) named: Arc<crate::named::NamedContexts>,
     pub(crate) explain: ExplainLog,
@@ -186,6 +188,7 @@ impl BuildSession {
             scratch,
             snapshotter: tokio::sync::OnceCell::new(),
             limits_note: std::sync::Once::new(),
+            runs_prepared: std::sync::Once::new(),
             options,
             context,
             named,
@@ -219,6 +222,7 @@ impl BuildSession {
             scratch: self.scratch.clone(),
             snapshotter: self.snapshotter.clone(),
             limits_note: std::sync::Once::new(),
+            runs_prepared: std::sync::Once::new(),
             context: self.context.clone(),
             named: self.named.clone(),
             explain: self.explain.clone(),
@@ -394,6 +398,26 @@ impl BuildSession {
             }
         }
         self.context.prefetch(requests);
+    }
+
+    /// Gets the first RUN's sandbox ready before that RUN (once; nothing for RUNs run by a
+    /// remote executor): the snapshotter's probe, which mounts a test overlay through a
+    /// sandbox helper (and starts the helper's zygote), runs in the background, and the
+    /// zygote forks a helper for the first RUN beside it (on the spare's own thread). For
+    /// when RUNs will surely run: a `--no-cache` build, or a step that missed the cache
+    /// with RUNs after it. In a build that may be all cached (a no-op rebuild) they would
+    /// compete with the context walk for the cores, for nothing.
+    pub(crate) fn prepare_for_runs(self: &Arc<Self>, progress: &Progress) {
+        if self.options.remote_executor.is_some() {
+            return;
+        }
+        self.runs_prepared.call_once(|| {
+            kiln_executor::sandbox::prepare_spare(self.options.network == NetworkDefault::None);
+            let (session, progress) = (self.clone(), progress.clone());
+            tokio::spawn(async move {
+                session.snapshotter(&progress).await;
+            });
+        });
     }
 
     /// The snapshotter for RUN: the one asked for, else overlayfs when a probe mount works

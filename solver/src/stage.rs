@@ -174,6 +174,9 @@ impl StageRunner {
                 inputs: &inputs,
                 id,
                 progress: &self.progress,
+                run_follows: stage.steps[index + 1..]
+                    .iter()
+                    .any(|s| matches!(s.op, kiln_parser::Op::Run(_))),
             };
             let solved = solve_step(&ctx, op, no_cache, defer).await;
             let solved = match solved {
@@ -268,6 +271,7 @@ impl StageRunner {
             inputs,
             id,
             progress: &self.progress,
+            run_follows: false,
         };
         let settled = commit.settle(&ctx).await;
         let layer = match settled {

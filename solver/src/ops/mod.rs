@@ -113,6 +113,8 @@ pub(crate) struct StepContext<'a> {
     /// The step's progress vertex.
     pub id: usize,
     pub progress: &'a Progress,
+    /// Whether a RUN comes after this step in its stage: one that runs if this step does.
+    pub run_follows: bool,
 }
 
 impl StepContext<'_> {
