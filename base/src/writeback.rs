@@ -9,10 +9,15 @@
 //! durable. Best effort: a failure only leaves the pages to that sync.
 
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Mutex, OnceLock};
 
 /// Files smaller than this are left to the final sync: for them a call costs more than it
 /// saves.
 pub const MIN_FILE: u64 = 1 << 20;
+
+/// Files waiting for the thread of [`start_in_background`] at most.
+const QUEUED: usize = 32;
 
 /// How much a stream writes between two starts of writeback ([`Stream`]).
 const STRIDE: u64 = 8 << 20;
@@ -33,6 +38,35 @@ pub fn start(file: &impl AsFd, offset: u64, len: u64) {
             len,
             libc::SYNC_FILE_RANGE_WRITE,
         );
+    }
+}
+
+/// [`start`] for all of `file`, on a thread of its own: queueing a file's dirty pages
+/// takes the call tens of milliseconds for a big one (128 MiB: ~30 ms), which a caller
+/// about to read the file (into a layer, beside its hashing) should not wait for. The
+/// thread gets its own descriptor of the file, and at most [`QUEUED`] wait (each holds a
+/// descriptor open). Best effort as [`start`]: a file that finds the queue full, or whose
+/// descriptor cannot be duplicated, or a thread that cannot be started, leaves its pages to
+/// the sync.
+pub fn start_in_background(file: &std::fs::File) {
+    static QUEUE: OnceLock<Option<Mutex<SyncSender<std::fs::File>>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = sync_channel::<std::fs::File>(QUEUED);
+        std::thread::Builder::new()
+            .name("kiln-writeback".into())
+            .spawn(move || {
+                for file in rx {
+                    start(&file, 0, 0);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let (Some(queue), Ok(dup)) = (queue, file.try_clone()) else {
+        return;
+    };
+    if let Ok(tx) = queue.lock() {
+        let _ = tx.try_send(dup);
     }
 }
 
@@ -80,5 +114,21 @@ mod tests {
         let back = std::fs::read(d.path().join("f")).unwrap();
         assert_eq!(back.len(), 21 << 20);
         assert!(back.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn writeback_started_in_the_background_leaves_the_file_and_its_descriptor_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("f");
+        std::fs::write(&path, vec![9u8; 3 << 20]).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        // More files than the queue holds: the ones that find it full are skipped.
+        for _ in 0..(QUEUED * 4) {
+            start_in_background(&f);
+        }
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut back).unwrap();
+        assert_eq!(back.len(), 3 << 20);
+        assert!(back.iter().all(|&b| b == 9));
     }
 }

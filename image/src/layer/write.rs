@@ -213,9 +213,10 @@ impl<W: Write> LayerWriter<W> {
     ) -> io::Result<()> {
         self.entry_starts(name, &TarEntryKind::File { size })?;
         // A big file of the layer directory (a snapshot's, a RUN's upper) is written to the
-        // disk by the build's final sync at the latest: start now, while it is compressed.
+        // disk by the build's final sync at the latest: start now, while it is compressed
+        // (queued on another thread: this one goes on reading it).
         if inode.is_some() && size >= kiln_base::writeback::MIN_FILE && self.writeback {
-            kiln_base::writeback::start(file, 0, 0);
+            kiln_base::writeback::start_in_background(file);
         }
         let clamped;
         let meta = match self.epoch {
