@@ -1088,7 +1088,10 @@ mod tests {
         }
         let e = match result {
             Err(e) => e,
-            Ok(()) => w.finish().err().expect("the stream cannot be written"),
+            Ok(()) => w
+                .finish()
+                .map(drop)
+                .expect_err("the stream cannot be written"),
         };
         assert!(StoredBlobUnreadable::is(&e), "{e}");
         assert!(!StoredBlobUnreadable::is(&io::Error::other("other")));
