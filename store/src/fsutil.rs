@@ -1,5 +1,5 @@
 //! Small filesystem helpers of the store: atomic file replacement with the store's error,
-//! private directories, sizes and removal.
+//! private directories, where ext4 places subdirectories, sizes and removal.
 //!
 //! The pattern everywhere is [`kiln_base::atomic`]'s: write a temp file in the same
 //! directory (or the store's `tmp/`, which is on the same filesystem), fsync it, rename
