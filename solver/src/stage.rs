@@ -142,6 +142,11 @@ impl StageRunner {
         // remote executor needs every lower's digest, and so does nothing else here.
         let may_defer = self.session.options.remote_executor.is_none();
         let mut pending: Option<Deferred<'_>> = None;
+        // A step before this index has a RUN after it in the stage.
+        let last_run = stage
+            .steps
+            .iter()
+            .rposition(|s| matches!(s.op, kiln_parser::Op::Run(_)));
         let mut n = 1;
         for (index, step) in stage.steps.iter().enumerate() {
             let Some(op) = LayerOp::of(&step.op) else {
@@ -174,9 +179,7 @@ impl StageRunner {
                 inputs: &inputs,
                 id,
                 progress: &self.progress,
-                run_follows: stage.steps[index + 1..]
-                    .iter()
-                    .any(|s| matches!(s.op, kiln_parser::Op::Run(_))),
+                run_follows: last_run.is_some_and(|last| last > index),
             };
             let solved = solve_step(&ctx, op, no_cache, defer).await;
             let solved = match solved {
