@@ -9,8 +9,8 @@
 //! durable. Best effort: a failure only leaves the pages to that sync.
 
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::OnceLock;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Mutex, OnceLock};
 
 /// Files smaller than this are left to the final sync: for them a call costs more than it
 /// saves.
@@ -49,7 +49,7 @@ pub fn start(file: &impl AsFd, offset: u64, len: u64) {
 /// descriptor cannot be duplicated, or a thread that cannot be started, leaves its pages to
 /// the sync.
 pub fn start_in_background(file: &std::fs::File) {
-    static QUEUE: OnceLock<Option<Mutex<SyncSender<std::fs::File>>>> = OnceLock::new();
+    static QUEUE: OnceLock<Option<SyncSender<std::fs::File>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = sync_channel::<std::fs::File>(QUEUED);
         std::thread::Builder::new()
@@ -60,14 +60,12 @@ pub fn start_in_background(file: &std::fs::File) {
                 }
             })
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
     let (Some(queue), Ok(dup)) = (queue, file.try_clone()) else {
         return;
     };
-    if let Ok(tx) = queue.lock() {
-        let _ = tx.try_send(dup);
-    }
+    let _ = queue.try_send(dup);
 }
 
 /// A file written from start to end: starts writeback of each [`STRIDE`] once it is
