@@ -61,6 +61,7 @@ pub struct Reclaimed {
 pub fn remove_own_scratch() {
     let mut owned = owned();
     for o in owned.drain(..) {
+        crate::ahead::forget(&o.dir);
         let _ = remove_any(&o.dir);
     }
     crate::snapshot::remove_own_tmpfs_staging();

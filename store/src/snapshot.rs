@@ -67,9 +67,18 @@ impl Store {
     }
 
     /// A fresh empty staging directory under `tmp/`.
+    /// Usually one made ahead (module `ahead`).
     pub fn snapshot_staging(&self) -> Result<StagingDir> {
-        let path = self.scratch_dir()?.join(unique_name("snapshot"));
-        fs::create_dir(&path).map_err(io_err("create", path.clone()))?;
+        let scratch = self.scratch_dir()?;
+        let name = unique_name("snapshot");
+        let path = match crate::ahead::take(&scratch, &name) {
+            Some(path) => path,
+            None => {
+                let path = scratch.join(name);
+                fs::create_dir(&path).map_err(io_err("create", path.clone()))?;
+                path
+            }
+        };
         Ok(StagingDir {
             path,
             committed: false,

@@ -25,6 +25,8 @@ fn tmp_entries(store: &Store) -> Vec<String> {
         .into_iter()
         .filter(|n| own.file_name().is_none_or(|o| o.to_string_lossy() != *n))
         .chain(list(&own))
+        // Empty directories made ahead for the next staging (the store's `ahead`).
+        .filter(|n| !n.starts_with(".ahead-"))
         .collect();
     v.sort();
     v
