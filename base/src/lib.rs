@@ -3,8 +3,8 @@
 //! Each of these used to be written again in the crate that needed it, and the copies
 //! drifted apart (one matcher escaped `\`, the other did not; one atomic write skipped the
 //! fsync; one host platform had arm's variant, the other not). This crate is the lowest in
-//! the workspace: it depends on no other kiln crate, does no I/O beyond what [`atomic`] and
-//! [`writeback`] are for (and [`phase`]'s lines on stderr), and knows nothing of Dockerfiles, stores or sandboxes.
+//! the workspace: it depends on no other kiln crate, does no I/O beyond what [`atomic`],
+//! [`write_behind`] and [`writeback`] are for (and [`phase`]'s lines on stderr), and knows nothing of Dockerfiles, stores or sandboxes.
 //!
 //! - [`digest`]: `sha256:<hex>` digests: the [`digest::Digest`] type (validated once),
 //!   hashing, validation, the hex part.
@@ -18,6 +18,7 @@
 //! - [`compression`]: gzip, zstd, bzip2, xz or none, by magic number.
 //! - [`passwd`]: `/etc/passwd` and `/etc/group` entries.
 //! - [`phase`]: phase timings to stderr under `KILN_TRACE_PHASES=1`, for profiling.
+//! - [`write_behind`]: a stream's writes carried out by a thread of its own.
 //! - [`writeback`]: starting a file's writeback early, so the build's one sync waits less.
 //! - [`size`]: sizes in flags and columns (`10GB` in, `1.5MB` out), in docker's decimal
 //!   units.
@@ -32,4 +33,5 @@ pub mod phase;
 pub mod platform;
 pub mod size;
 pub mod whiteout;
+pub mod write_behind;
 pub mod writeback;

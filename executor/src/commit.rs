@@ -589,13 +589,19 @@ impl Committer<'_> {
         xattr_free: Option<Arc<HashSet<(u64, u64)>>>,
     ) -> Result<(BlobWriter, LayerDigests), CommitError> {
         // The layer writer hashes every compressed byte for the manifest digest already.
-        let mut writer = self.store.blob_writer_hashed_by_caller()?;
+        let writer = self.store.blob_writer_hashed_by_caller()?;
         let options = LayerOptions {
             reuse: reuse.map(Arc::new),
             xattr_free,
             ..self.layer_options(self.format.compression)
         };
-        let digests = kiln_image::write_layer_with(dir, &mut writer, &options, content)?;
+        // The walk's thread is the one a big blob waits for: the file writes go behind it.
+        let mut behind = kiln_base::write_behind::WriteBehind::new(writer);
+        let digests = kiln_image::write_layer_with(dir, &mut behind, &options, content)?;
+        let writer = behind.finish().map_err(|source| LayerWriteError::Write {
+            entry: "<end of layer>".into(),
+            source,
+        })?;
         Ok((writer, digests))
     }
 
