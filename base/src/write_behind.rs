@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 /// Bytes written in place before the thread starts.
-pub const START_AFTER: u64 = 4 << 20;
+pub const START_AFTER: u64 = 1 << 20;
 
 /// Buffers waiting for the thread at most.
 const QUEUED: usize = 8;
