@@ -504,6 +504,8 @@ impl Committer<'_> {
                 let snapshot = self
                     .materialize_snapshot(staging.path(), &content, Some(&diff_id))?
                     .commit(self.store, &diff_id)?;
+                // Thousands of placeholders for a big COPY: removed while the next step runs.
+                staging.discard();
                 (layer, snapshot, reused)
             }
         };

@@ -3,7 +3,8 @@
 //! [`Store`]: content-addressed blobs (sha256, verified reads), unpacked layer snapshots,
 //! the cache index (cache key → [`CacheRecord`]), image refs (`name:tag` → [`ImageRef`])
 //! and the one image lookup by name or ID prefix ([`Store::find_image`]), per-process
-//! scratch directories (with staging directories made ahead, `ahead`), `RUN --mount=type=cache` directories with their sharing locks
+//! scratch directories (with staging directories made ahead, `ahead`, and thrown away in
+//! the background, `discard`), `RUN --mount=type=cache` directories with their sharing locks
 //! ([`Store::cache_mount`]), git sources' fetch cache ([`Store::git_repo`]), named side records of other crates ([`Store::side_records`]),
 //! file locks for concurrent builds, and [`Store::prune`]. Every write is atomic (temp
 //! file, fsync, rename, fsync dir; a new layer's blob, index entry and snapshot renamed
@@ -42,6 +43,7 @@ mod blob;
 mod blobindex;
 mod cachemount;
 mod digest;
+mod discard;
 mod durability;
 mod error;
 mod fsutil;

@@ -59,6 +59,7 @@ pub struct Reclaimed {
 /// to report a failure to: whatever stays is reclaimed by the next build or prune once
 /// this process is gone.
 pub fn remove_own_scratch() {
+    crate::discard::stop();
     let mut owned = owned();
     for o in owned.drain(..) {
         crate::ahead::forget(&o.dir);

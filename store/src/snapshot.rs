@@ -29,6 +29,20 @@ impl StagingDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The path, with the directory no longer removed on drop: the caller removes it.
+    pub(crate) fn into_path_uncommitted(mut self) -> PathBuf {
+        self.committed = true;
+        std::mem::take(&mut self.path)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(path: PathBuf) -> StagingDir {
+        StagingDir {
+            path,
+            committed: false,
+        }
+    }
 }
 
 impl Drop for StagingDir {
@@ -91,7 +105,9 @@ impl Store {
     pub fn commit_snapshot(&self, staging: StagingDir, id: &str) -> Result<PathBuf> {
         let final_path = self.snapshot_path(id)?;
         if final_path.is_dir() {
-            return Ok(final_path); // staging dropped -> removed
+            // Ours is the same layer: nobody reads it again.
+            staging.discard();
+            return Ok(final_path);
         }
         // The rename makes the directory visible atomically, but the file data inside must
         // reach the disk first or a power loss could leave a complete-looking snapshot
