@@ -18,6 +18,7 @@
 //! - [`compression`]: gzip, zstd, bzip2, xz or none, by magic number.
 //! - [`passwd`]: `/etc/passwd` and `/etc/group` entries.
 //! - [`phase`]: phase timings to stderr under `KILN_TRACE_PHASES=1`, for profiling.
+//! - [`worker`]: a thread started on first use that runs the jobs sent to it.
 //! - [`write_behind`]: a stream's writes carried out by a thread of its own.
 //! - [`writeback`]: starting a file's writeback early, so the build's one sync waits less.
 //! - [`size`]: sizes in flags and columns (`10GB` in, `1.5MB` out), in docker's decimal
@@ -33,5 +34,6 @@ pub mod phase;
 pub mod platform;
 pub mod size;
 pub mod whiteout;
+pub mod worker;
 pub mod write_behind;
 pub mod writeback;

@@ -14,8 +14,9 @@
 //! its own.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
+
+use kiln_base::worker::Worker;
 
 use crate::fsutil::unique_name;
 
@@ -73,29 +74,15 @@ pub(crate) fn take(scratch: &Path, name: &str) -> Option<PathBuf> {
 
 /// Asks the filler thread (started on first use) to fill `scratch`'s pool.
 fn request_fill(scratch: &Path) -> bool {
-    static FILLER: OnceLock<Option<Mutex<Sender<PathBuf>>>> = OnceLock::new();
-    let filler = FILLER.get_or_init(|| {
-        let (tx, rx) = channel::<PathBuf>();
-        std::thread::Builder::new()
-            .name("kiln-staging-ahead".into())
-            .spawn(move || {
-                for scratch in rx {
-                    fill(&scratch);
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    filler
-        .as_ref()
-        .and_then(|tx| tx.lock().ok())
-        .is_some_and(|tx| tx.send(scratch.to_path_buf()).is_ok())
+    static FILLER: Worker<PathBuf> = Worker::new("kiln-staging-ahead", fill);
+    FILLER.send(scratch.to_path_buf()).is_ok()
 }
 
 /// Makes directories in `scratch` until its pool holds [`AHEAD`]; a directory that
 /// cannot be made (the scratch directory is gone, the disk is full) ends the fill, and the
 /// next take asks again.
-fn fill(scratch: &Path) {
+fn fill(scratch: PathBuf) {
+    let scratch = scratch.as_path();
     loop {
         let Ok(_making) = MAKING.lock() else { return };
         // Forgotten since it asked: its scratch directory is being removed.

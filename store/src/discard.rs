@@ -13,9 +13,10 @@
 //! `kill -9`, to the next build's reclaim.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Mutex, OnceLock};
+
+use kiln_base::worker::Worker;
 
 use crate::fsutil::remove_any;
 use crate::snapshot::StagingDir;
@@ -40,31 +41,19 @@ impl StagingDir {
 /// Hands `path` to the removing thread (started on first use); gives it back when that
 /// cannot be done (the thread could not start, or the process is ending).
 fn send(path: PathBuf) -> Result<(), PathBuf> {
-    static QUEUE: OnceLock<Option<Mutex<Sender<PathBuf>>>> = OnceLock::new();
+    static REMOVER: Worker<PathBuf> = Worker::new("kiln-discard", remove);
     if STOPPED.load(Ordering::Acquire) {
         return Err(path);
     }
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = channel::<PathBuf>();
-        std::thread::Builder::new()
-            .name("kiln-discard".into())
-            .spawn(move || {
-                for path in rx {
-                    let _removing = REMOVING.lock();
-                    if STOPPED.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let _ = remove_any(&path);
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    let Some(queue) = queue else { return Err(path) };
-    let Ok(tx) = queue.lock() else {
-        return Err(path);
-    };
-    tx.send(path).map_err(|e| e.0)
+    REMOVER.send(path)
+}
+
+/// The thread's job: removes `path`, unless the process is ending (see [`stop`]).
+fn remove(path: PathBuf) {
+    let _removing = REMOVING.lock();
+    if !STOPPED.load(Ordering::Acquire) {
+        let _ = remove_any(&path);
+    }
 }
 
 /// Stops the thread before the scratch directories are removed: waits for the directory it

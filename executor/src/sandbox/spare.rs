@@ -16,9 +16,10 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
-use std::sync::mpsc as std_mpsc;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
+
+use kiln_base::worker::Worker;
 
 use super::zygote::{self, Forked};
 
@@ -83,16 +84,11 @@ pub(super) fn refill(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) 
     if !matches!(*slot, Slot::Empty) {
         return;
     }
-    let Some(filler) = filler() else {
-        return;
-    };
     *slot = Slot::Filling;
     drop(slot);
-    // A filler that is gone would leave the slot filling for good, and every RUN waiting.
-    let sent = filler
-        .lock()
-        .is_ok_and(|tx| tx.send((netns, spawn)).is_ok());
-    if !sent {
+    // A filler that is gone (or never started) would leave the slot filling for good, and
+    // every RUN waiting.
+    if FILLER.send((netns, spawn)).is_err() {
         settle(None);
     }
 }
@@ -100,22 +96,10 @@ pub(super) fn refill(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) 
 type FillJob = (bool, fn(Command) -> std::io::Result<Child>);
 
 /// The thread that forks spares, started on first use.
-fn filler() -> Option<&'static Mutex<std_mpsc::Sender<FillJob>>> {
-    static FILLER: OnceLock<Option<Mutex<std_mpsc::Sender<FillJob>>>> = OnceLock::new();
-    FILLER
-        .get_or_init(|| {
-            let (tx, rx) = std_mpsc::channel::<FillJob>();
-            std::thread::Builder::new()
-                .name("kiln-sandbox-spare".into())
-                .spawn(move || {
-                    for (netns, spawn) in rx {
-                        settle(fork_spare(netns, spawn).map(|spare| (netns, spare)));
-                    }
-                })
-                .ok()
-                .map(|_| Mutex::new(tx))
-        })
-        .as_ref()
+static FILLER: Worker<FillJob> = Worker::new("kiln-sandbox-spare", fill);
+
+fn fill((netns, spawn): FillJob) {
+    settle(fork_spare(netns, spawn).map(|spare| (netns, spare)));
 }
 
 fn fork_spare(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) -> Option<Spare> {
