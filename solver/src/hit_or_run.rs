@@ -283,10 +283,8 @@ async fn hit_or_run(
         .and_then(|(_, previous_key)| {
             session
                 .explain
-                .previous(&place)
-                .filter(|inputs| inputs.key == *previous_key && !inputs.files.is_empty())
-        })
-        .map(|inputs| keyed.unchanged_files(&inputs));
+                .unchanged_files(&place, previous_key, keyed.files())
+        });
     let previous = previous.map(|(layer, _)| layer);
     if let LayerOp::Run(run) = &op
         && let Some(layer) = session

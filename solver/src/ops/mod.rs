@@ -32,7 +32,6 @@ use crate::session::BuildSession;
 use kiln_executor::commit::{LayerFormat, LayerSource};
 use kiln_parser::{CopyOp, Op, RunOp, Source, Step, WorkdirOp};
 use serde::Serialize;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A step that makes a layer.
@@ -72,15 +71,9 @@ pub(crate) struct Keyed {
 }
 
 impl Keyed {
-    /// The regular files this key covered whose kind, mode and content digest are the
-    /// ones `previous` (the inputs of an earlier key of the same step) recorded.
-    pub(crate) fn unchanged_files(&self, previous: &KeyInputs) -> HashSet<String> {
-        self.files
-            .iter()
-            .filter(|e| e.kind == kiln_context::ContextFileType::File && e.sha256.is_some())
-            .filter(|e| previous.files.get(&e.rel_path) == Some(&crate::explain::entry_digest(e)))
-            .map(|e| e.rel_path.clone())
-            .collect()
+    /// The context entries this key covered (see `ExplainLog::unchanged_files`).
+    pub(crate) fn files(&self) -> &[kiln_context::HashedEntry] {
+        &self.files
     }
 
     /// The inputs with the files the key covered, for the explain log.
