@@ -7,10 +7,11 @@
 //! upstream step.
 
 use kiln_store::{SideRecordKind, SideRecords, Store};
+use serde::de::DeserializeSeed as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -186,8 +187,9 @@ impl ExplainLog {
     /// when that build's key was `key` and it recorded files; `None` otherwise.
     ///
     /// On a COPY's path, before its copy starts: for a 20,000-file context, parsing the
-    /// record into [`KeyInputs`] and formatting a new string per file to compare took
-    /// 29-36 ms. Here the record's strings are borrowed from its bytes (20-30 ms).
+    /// record into [`KeyInputs`] (a map of 20,000 pairs of new strings) and formatting a
+    /// new string per file to compare took 29-36 ms. Here the record is read as it is
+    /// parsed, in one pass beside the files sorted the same way ([`MatchRecorded`]).
     pub fn unchanged_files(
         &self,
         place: &str,
@@ -197,25 +199,14 @@ impl ExplainLog {
         let name = Self::names(place).0;
         self.writer.settle(&name);
         let bytes = self.records.read(&name)?;
-        let previous: RecordedFiles<'_> = serde_json::from_slice(&bytes).ok()?;
-        if previous.key != key || previous.files.is_empty() {
-            return None;
-        }
-        let mut digest = String::new();
-        let unchanged = current
+        let mut files: Vec<&kiln_context::HashedEntry> = current
             .iter()
             .filter(|e| e.kind == kiln_context::ContextFileType::File && e.sha256.is_some())
-            .filter(|e| {
-                digest.clear();
-                write_entry_digest(&mut digest, e);
-                previous
-                    .files
-                    .get(e.rel_path.as_str())
-                    .is_some_and(|d| *d == digest)
-            })
-            .map(|e| e.rel_path.clone())
             .collect();
-        Some(unchanged)
+        files.sort_unstable_by(|a, b| a.rel_path.cmp(&b.rel_path));
+        let seed = MatchRecorded { key, files: &files };
+        let mut parser = serde_json::Deserializer::from_slice(&bytes);
+        seed.deserialize(&mut parser).ok().flatten()
     }
 
     /// The key the previous build of `place` computed, if any.
@@ -363,14 +354,90 @@ fn write_entry_digest(out: &mut String, entry: &kiln_context::HashedEntry) {
     );
 }
 
-/// The part of a saved [`KeyInputs`] that [`ExplainLog::unchanged_files`] reads, its
-/// strings borrowed from the record's bytes where they need no unescaping.
-#[derive(Deserialize)]
-struct RecordedFiles<'a> {
-    #[serde(borrow)]
-    key: Cow<'a, str>,
-    #[serde(borrow)]
-    files: HashMap<Cow<'a, str>, Cow<'a, str>>,
+/// [`ExplainLog::unchanged_files`]'s reading of a saved [`KeyInputs`]: its `key` compared
+/// with `key`, its `files` (a map in byte order of the paths, as a `BTreeMap` writes it)
+/// walked beside `files` (sorted the same way), everything else skipped. Gives the paths
+/// whose recorded digest is the file's, or `None` when the key differs or no file was
+/// recorded. A record out of order only finds fewer files unchanged.
+struct MatchRecorded<'f> {
+    key: &'f str,
+    files: &'f [&'f kiln_context::HashedEntry],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MatchRecorded<'_> {
+    type Value = Option<HashSet<String>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MatchRecorded<'_> {
+    type Value = Option<HashSet<String>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("saved key inputs")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut same_key, mut unchanged) = (false, None);
+        while let Some(field) = map.next_key::<Cow<'de, str>>()? {
+            match field.as_ref() {
+                "key" => same_key = map.next_value::<Cow<'de, str>>()? == self.key,
+                "files" => {
+                    unchanged = map.next_value_seed(MatchFiles { files: self.files })?;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(unchanged.filter(|_| same_key))
+    }
+}
+
+/// The `files` map of [`MatchRecorded`]: `None` when it is empty.
+struct MatchFiles<'f> {
+    files: &'f [&'f kiln_context::HashedEntry],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MatchFiles<'_> {
+    type Value = Option<HashSet<String>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MatchFiles<'_> {
+    type Value = Option<HashSet<String>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of paths to entry digests")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut next, mut recorded) = (self.files.iter().peekable(), false);
+        let (mut unchanged, mut digest) = (HashSet::new(), String::new());
+        while let Some((path, recorded_digest)) =
+            map.next_entry::<Cow<'de, str>, Cow<'de, str>>()?
+        {
+            recorded = true;
+            while next
+                .next_if(|e| e.rel_path.as_str() < path.as_ref())
+                .is_some()
+            {}
+            let Some(entry) = next.next_if(|e| e.rel_path == path) else {
+                continue;
+            };
+            digest.clear();
+            write_entry_digest(&mut digest, entry);
+            if digest == recorded_digest {
+                unchanged.insert(entry.rel_path.clone());
+            }
+        }
+        Ok(recorded.then_some(unchanged))
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +565,53 @@ mod tests {
         });
         log.flush();
         assert_eq!(log.unchanged_files("Dockerfile:4", "k4", &new), None);
+    }
+
+    /// The record is read in any field order, and a record whose paths are out of order
+    /// finds fewer files unchanged, never a file whose digest differs.
+    #[test]
+    fn a_record_is_matched_in_one_pass_whatever_its_order() {
+        use kiln_context::ContextFileType::File;
+        let a = entry("a", File, 0o644, "1");
+        let b = entry("b", File, 0o644, "2");
+        let files = [&a, &b];
+        let run = |json: serde_json::Value, key: &str| {
+            let bytes = serde_json::to_vec(&json).unwrap();
+            let seed = MatchRecorded { key, files: &files };
+            let mut sorted: Vec<String> = seed
+                .deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
+                .unwrap()?
+                .into_iter()
+                .collect();
+            sorted.sort();
+            Some(sorted)
+        };
+        let digests = serde_json::json!({"a": entry_digest(&a), "b": entry_digest(&b)});
+        let files_first = serde_json::json!({"files": digests, "params": {"x": [1]}, "key": "k"});
+        assert_eq!(
+            run(files_first.clone(), "k"),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(run(files_first, "other"), None);
+        // Written by hand out of order ("b" before "a"): "a" is missed, nothing is wrong.
+        let bytes = format!(
+            r#"{{"key":"k","files":{{"b":{},"a":{}}}}}"#,
+            serde_json::to_string(&entry_digest(&b)).unwrap(),
+            serde_json::to_string(&entry_digest(&a)).unwrap()
+        );
+        let seed = MatchRecorded {
+            key: "k",
+            files: &files,
+        };
+        let found = seed
+            .deserialize(&mut serde_json::Deserializer::from_slice(bytes.as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, HashSet::from(["b".to_string()]));
+        // A changed digest is not unchanged.
+        let changed =
+            serde_json::json!({"key": "k", "files": {"a": "File 644  0", "b": entry_digest(&b)}});
+        assert_eq!(run(changed, "k"), Some(vec!["b".into()]));
     }
 
     #[test]
