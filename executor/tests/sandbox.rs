@@ -562,13 +562,14 @@ fn no_helper_outlives_kiln() {
     let family = loop {
         let family = descendants(child.id());
         let found = helpers(&family);
-        // The zygote and the spare forked for the next RUN.
-        if found.len() == 2 {
+        // The zygote, and the spare forked for the next RUN with the PID 1 of the sandbox
+        // it prepared (module `prepared`).
+        if found.len() == 3 {
             break family;
         }
         assert!(
             start.elapsed() < Duration::from_secs(5),
-            "the zygote and a spare expected: {found:?}"
+            "the zygote and a prepared spare expected: {found:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     };

@@ -18,6 +18,7 @@ mod input_limits;
 mod load;
 mod network;
 mod output;
+mod prepared;
 mod sandbox;
 mod secrets;
 mod snapshot;

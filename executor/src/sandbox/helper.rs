@@ -160,6 +160,18 @@ fn serve(passed_stdin: bool, shared: SharedNs<OwnedFd>) -> i32 {
             let _ = protocol::send(&mut out, &ev);
             0
         }
+        // Its PID 1 reads the request next, straight from the socket: nothing may wait in
+        // this reader (kiln sends nothing before the answer).
+        Request::Prepare(plan) if reader.buffer().is_empty() && passed_stdin.is_none() => {
+            match super::prepared::prepare(*plan, &mut out, shared) {
+                Ok(code) => code,
+                Err(e) => {
+                    let _ = protocol::send(&mut out, &Event::from(e));
+                    1
+                }
+            }
+        }
+        Request::Prepare(_) => 125,
         Request::Run(run) => match run_sandbox(*run, &mut out, passed_stdin.as_ref(), shared) {
             Ok(code) => code,
             Err(e) => {
@@ -227,8 +239,6 @@ fn run_sandbox(
     shared: SharedNs<OwnedFd>,
 ) -> Result<i32, StepError> {
     let mut trace = SetupTrace::new(run.trace);
-    let mut flags =
-        UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     // An insecure RUN holds CAP_NET_ADMIN: what it changes in a network namespace would
     // outlive it, so it never gets a lent one.
     let lent_netns = shared.netns.filter(|_| run.network_none && !run.insecure);
@@ -252,20 +262,7 @@ fn run_sandbox(
     trace.step("helper: secrets, cgroup, limits");
     let entered = idmap::enter(&mut run, shared.userns)?;
     trace.step("helper: user namespace");
-    if run.network_none {
-        // The lent namespace when this user namespace may join it (it belongs to the
-        // build's; not to the identity mapping's), else a fresh one.
-        let joined = lent_netns.is_some_and(|ns| {
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .is_ok()
-        });
-        if !joined {
-            flags |= UnshareFlags::NEWNET;
-        }
-    }
+    let flags = sandbox_flags(run.network_none, lent_netns);
     if let idmap::Entered::Identity(why) = &entered {
         if run.insecure {
             // Every capability and no masks, with a root that is the host's root for uid
@@ -302,6 +299,37 @@ fn run_sandbox(
         unsafe { libc::_exit(code) };
     }
     drop(alive_r);
+    wait_for_pid1(pid, alive_w, out)
+}
+
+/// The namespaces a sandbox unshares. Without a network (`network_none`): the `lent`
+/// namespace joined when this user namespace may join it (it belongs to the build's; not
+/// to the identity mapping's), else a new one.
+pub(super) fn sandbox_flags(network_none: bool, lent: Option<OwnedFd>) -> UnshareFlags {
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+    if network_none {
+        let joined = lent.is_some_and(|ns| {
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .is_ok()
+        });
+        if !joined {
+            flags |= UnshareFlags::NEWNET;
+        }
+    }
+    flags
+}
+
+/// The helper's part once PID 1 is forked (`pid`; `alive_w`: the write end of the pipe
+/// that tells PID 1 the helper lives): waits for PID 1 and says [`Event::Done`].
+pub(super) fn wait_for_pid1(
+    pid: i32,
+    alive_w: OwnedFd,
+    out: &mut UnixStream,
+) -> Result<i32, StepError> {
     // Only the sandbox should hold the output pipes, so their EOF means it is gone.
     if let Ok(null) = rustix::fs::open(
         "/dev/null",

@@ -110,29 +110,35 @@ impl Entered {
     /// in the new mount namespace) and rewrites every host path of `run` to go through it.
     /// The descriptor stays open for the sandbox's life (PID 1 inherits it).
     pub(crate) fn rebase(&self, run: &mut HelperRun) -> Result<(), StepError> {
-        let Entered::Shifted { roots } = self else {
+        if !matches!(self, Entered::Shifted { .. }) {
             return Ok(());
-        };
-        let dir = rustix::fs::open(".", OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .map_err(fail(STEP, "open the scratch directory"))?;
-        // Never closed: the paths below name it until the sandbox is gone.
-        let base = PathBuf::from(format!("/proc/self/fd/{}", dir.into_raw_fd()));
-        for p in host_paths(run) {
-            let Some((n, rel)) = roots
-                .iter()
-                .enumerate()
-                .find_map(|(n, r)| p.strip_prefix(r).ok().map(|rel| (n, rel.to_path_buf())))
-            else {
-                return Err(StepError {
-                    step: STEP,
-                    message: format!("{} has no idmapped view", p.display()),
-                });
-            };
-            *p = if rel.as_os_str().is_empty() {
-                base.join("idmap").join(n.to_string())
-            } else {
-                base.join("idmap").join(n.to_string()).join(rel)
-            };
+        }
+        let base = open_base()?;
+        self.rebase_onto(run, &base)
+    }
+
+    /// Rewrites `run` for a sandbox whose scratch mount is `base`: every host path through
+    /// its idmapped view under `base` (real root), and the scratch directory and the
+    /// overlay's mount point to `base`. A host path no view serves is an error.
+    pub(crate) fn rebase_onto(&self, run: &mut HelperRun, base: &Path) -> Result<(), StepError> {
+        if let Entered::Shifted { roots } = self {
+            for p in host_paths(run) {
+                let Some((n, rel)) = roots
+                    .iter()
+                    .enumerate()
+                    .find_map(|(n, r)| p.strip_prefix(r).ok().map(|rel| (n, rel.to_path_buf())))
+                else {
+                    return Err(StepError {
+                        step: STEP,
+                        message: format!("{} has no idmapped view", p.display()),
+                    });
+                };
+                *p = if rel.as_os_str().is_empty() {
+                    base.join("idmap").join(n.to_string())
+                } else {
+                    base.join("idmap").join(n.to_string()).join(rel)
+                };
+            }
         }
         let scratch = std::mem::take(&mut run.scratch);
         if let RootfsPlan::Overlay { target, .. } = &mut run.rootfs
@@ -140,9 +146,30 @@ impl Entered {
         {
             *target = base.join(rel);
         }
-        run.scratch = base;
+        run.scratch = base.to_path_buf();
         Ok(())
     }
+}
+
+/// After `unshare(CLONE_NEWNS)` of a [`Entered::Shifted`] helper: its working directory
+/// (the scratch mount's copy in the new mount namespace), as a `/proc/self/fd` path. The
+/// descriptor is never closed: the paths below it name it until the sandbox is gone.
+pub(crate) fn open_base() -> Result<PathBuf, StepError> {
+    let dir = rustix::fs::open(".", OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+        .map_err(fail(STEP, "open the scratch directory"))?;
+    Ok(PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        dir.into_raw_fd()
+    )))
+}
+
+/// Whether every host path of `run` is below one of `roots` (the views a sandbox prepared
+/// before its request has: module `prepared`).
+pub(crate) fn roots_serve(roots: &[PathBuf], run: &HelperRun) -> bool {
+    let mut run = run.clone();
+    host_paths(&mut run)
+        .into_iter()
+        .all(|p| roots.iter().any(|r| p.starts_with(r)))
 }
 
 const STEP: &str = "user-namespace";
@@ -180,7 +207,7 @@ fn host_paths(run: &mut HelperRun) -> Vec<&mut PathBuf> {
 /// parent (the store keeps them side by side: one clone for all, not one per layer). A path
 /// under another root is served by it. The clones are seen only by the helper and PID 1
 /// before it pivots, never by the RUN.
-fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
+pub(crate) fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
     let mut lowers: Vec<PathBuf> = Vec::new();
     if let RootfsPlan::Overlay {
@@ -257,6 +284,20 @@ pub(crate) fn enter(run: &mut HelperRun, shared: Option<OwnedFd>) -> Result<Ente
     if !crate::userns::is_real_root() {
         return Ok(Entered::Inherited);
     }
+    let roots = clone_roots(run);
+    enter_roots(roots, &run.scratch, shared)
+}
+
+/// [`enter`] with the views of `roots` (see [`clone_roots`]) and the scratch tmpfs on
+/// `scratch`: a sandbox prepared before its request knows its roots, not its paths.
+pub(crate) fn enter_roots(
+    roots: Vec<PathBuf>,
+    scratch: &Path,
+    shared: Option<OwnedFd>,
+) -> Result<Entered, StepError> {
+    if !crate::userns::is_real_root() {
+        return Ok(Entered::Inherited);
+    }
     let range = range();
     let userns = match shared {
         Some(fd) => fd,
@@ -265,7 +306,6 @@ pub(crate) fn enter(run: &mut HelperRun, shared: Option<OwnedFd>) -> Result<Ente
     // The clones and the scratch mount live in a mount namespace of the helper's own.
     unshare(UnshareFlags::NEWNS, STEP)?;
     super::mount::make_private()?;
-    let roots = clone_roots(run);
     let mut clones = Vec::with_capacity(roots.len());
     for root in &roots {
         match idmapped_clone(root, &userns) {
@@ -280,8 +320,8 @@ pub(crate) fn enter(run: &mut HelperRun, shared: Option<OwnedFd>) -> Result<Ente
             }
         }
     }
-    mount_scratch(&run.scratch, range)?;
-    let idmap = run.scratch.join("idmap");
+    mount_scratch(scratch, range)?;
+    let idmap = scratch.join("idmap");
     std::fs::create_dir(&idmap).map_err(|e| StepError {
         step: STEP,
         message: format!("mkdir {}: {e}", idmap.display()),
@@ -313,7 +353,7 @@ pub(crate) fn enter(run: &mut HelperRun, shared: Option<OwnedFd>) -> Result<Ente
         )
         .map_err(fail(STEP, format!("attach the view of {}", root.display())))?;
     }
-    rustix::process::chdir(&run.scratch).map_err(fail(STEP, "chdir to the scratch mount"))?;
+    rustix::process::chdir(scratch).map_err(fail(STEP, "chdir to the scratch mount"))?;
     let kiln = rustix::process::getppid();
     rustix::thread::move_into_link_name_space(
         userns.as_fd(),

@@ -14,7 +14,8 @@
 //! `process` holds the fork, unshare and fd/signal resets
 //! of those single-threaded processes, `step` the error every setup step reports. On
 //! kiln's side, `parent` spawns the helper (or takes the `spare` the zygote forked while
-//! the RUN before ran) and relays its output and events; `spec` holds
+//! the RUN before ran, which has made as much of the sandbox as does not depend on its
+//! RUN when it could: `prepared`) and relays its output and events; `spec` holds
 //! what a RUN is asked and gives back ([`RunSpec`], [`RunOutcome`], [`SandboxError`]),
 //! `options` what the command line adds to every RUN ([`RunOptions`]: hosts, limits,
 //! `/dev/shm`'s size).
@@ -35,6 +36,7 @@ mod mountpoint;
 mod options;
 mod parent;
 mod pid1;
+mod prepared;
 mod process;
 mod protocol;
 mod rlimit;
@@ -215,7 +217,7 @@ pub async fn run_with_io(
     for ev in events {
         match ev {
             Event::Stubs(s) => stubs = s,
-            Event::Done | Event::Note(_) | Event::Setup(_) => {}
+            Event::Done | Event::Note(_) | Event::Setup(_) | Event::Prepared => {}
             Event::Exited { code, signal } => {
                 outcome = Some(RunOutcome {
                     exit_code: code,

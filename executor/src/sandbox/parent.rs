@@ -8,6 +8,7 @@ use super::spec::{OutputLine, OutputStream, ProcessIo, SandboxError};
 use super::zygote::has_exited;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -154,7 +155,7 @@ pub(super) enum Msg {
 /// namespace of the pool, as a `--network none` RUN does), so that RUN does not wait for
 /// the fork either (module `spare`). Starts the zygote when it is not running.
 pub fn prepare_spare(netns: bool) {
-    super::spare::refill(netns, spawn_helper);
+    super::spare::refill(netns, None, spawn_helper);
 }
 
 /// Start the helper with `req`; stdout/stderr lines and events arrive on the returned channel.
@@ -188,13 +189,34 @@ pub(super) fn start_helper(
         || UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")));
     // A RUN's helper is forked by the zygote when it can; otherwise (`kiln run`'s stdio,
     // a zygote that failed) spawned.
+    // Whether the helper's sandbox was prepared before this request (module `prepared`).
+    let mut prepared = false;
     let forked = match io {
         ProcessIo::Pipe => {
-            let netns = matches!(req, Request::Run(run) if run.network_none && !run.insecure);
-            let is_run = matches!(req, Request::Run(_));
-            // A RUN takes the spare forked while the RUN before it ran (module `spare`).
-            let forked = match is_run.then(|| super::spare::take(netns)).flatten() {
-                Some(spare) => Some((spare.control, spare.forked)),
+            let run = match req {
+                Request::Run(run) => Some(&**run),
+                _ => None,
+            };
+            let netns = run.is_some_and(|run| run.network_none && !run.insecure);
+            // A RUN takes the spare forked while the RUN before it ran (module `spare`),
+            // unless it was prepared for RUNs unlike this one.
+            let spare = match run.and_then(|_| super::spare::take(netns)) {
+                Some(spare)
+                    if spare
+                        .prepared
+                        .as_ref()
+                        .is_some_and(|plan| run.is_some_and(|run| !plan.serves(run))) =>
+                {
+                    super::spare::discard(spare);
+                    None
+                }
+                other => other,
+            };
+            let forked = match spare {
+                Some(spare) => {
+                    prepared = spare.prepared.is_some();
+                    Some((spare.control, spare.forked))
+                }
                 None => {
                     let (ours, theirs) = pair()?;
                     let theirs = std::os::fd::OwnedFd::from(theirs);
@@ -202,8 +224,10 @@ pub(super) fn start_helper(
                     super::zygote::fork_helper(&theirs, netns, spawn_helper).map(|f| (ours, f))
                 }
             };
-            if is_run && forked.is_some() {
-                super::spare::refill(netns, spawn_helper);
+            if let Some(run) = run
+                && forked.is_some()
+            {
+                super::spare::refill(netns, Some(Box::new(run.clone())), spawn_helper);
             }
             forked
         }
@@ -247,6 +271,26 @@ pub(super) fn start_helper(
         // Before the request: the helper takes it first, before it reads any line.
         protocol::send_fd(&writer, fd)
             .map_err(|e| SandboxError::Protocol(format!("passing stdin: {e}")))?;
+    }
+    if prepared {
+        // The helper's PID 1 joins the RUN's cgroup through a descriptor kiln opened: it
+        // left kiln's user namespace before it knew the RUN. Without one the RUN runs
+        // unlimited, as when the helper cannot open it (crate::cgroup).
+        let procs = match req {
+            Request::Run(run) => run.cgroup_procs.as_ref().and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(p)
+                    .ok()
+            }),
+            _ => None,
+        };
+        let sent = match &procs {
+            Some(f) => protocol::send_fds(&writer, super::prepared::CGROUP, &[f.as_fd()]),
+            None => protocol::send_fds(&writer, super::prepared::NO_CGROUP, &[]),
+        };
+        sent.map_err(|e| SandboxError::Protocol(format!("send the cgroup: {e}")))?;
     }
     protocol::send(&mut writer, req)
         .map_err(|e| SandboxError::Protocol(format!("send request: {e}")))?;

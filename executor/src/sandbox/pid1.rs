@@ -26,24 +26,43 @@ pub(super) fn pid1(
     cgroup_procs: Option<std::fs::File>,
     mut trace: SetupTrace,
 ) -> i32 {
+    if !arm() {
+        return 1;
+    }
+    join_cgroup(cgroup_procs);
+    if helper_gone(&helper_alive) {
+        return 1; // the helper died before we armed the death signal
+    }
+    trace.step("pid1: start");
+    let view = set_up_view(run, secrets, None, &mut trace);
+    run_process(run, out, stdin, view, trace)
+}
+
+/// What PID 1 does first: dies with the helper, and cannot be read by the RUN. False when
+/// it could not make itself undumpable.
+pub(super) fn arm() -> bool {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The RUN runs as the same uid as PID 1: without this it could read PID 1's fds (the
     // control socket) through /proc/1/fd or ptrace it.
-    if rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .is_err()
-    {
-        return 1;
-    }
-    // Into the RUN's cgroup before the RUN process exists, so all of it is limited. A
-    // failure leaves the RUN unlimited rather than failed (crate::cgroup's module doc).
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable).is_ok()
+}
+
+/// Into the RUN's cgroup before the RUN process exists, so all of it is limited. A
+/// failure leaves the RUN unlimited rather than failed (crate::cgroup's module doc).
+pub(super) fn join_cgroup(cgroup_procs: Option<std::fs::File>) {
     if let Some(mut procs) = cgroup_procs {
         let _ = procs.write_all(b"0");
     }
+}
+
+/// Whether the helper is gone (its end of the `alive` pipe closed), checked once the death
+/// signal is armed: it may have died before.
+pub(super) fn helper_gone(helper_alive: &OwnedFd) -> bool {
     let mut fds = [rustix::event::PollFd::new(
-        &helper_alive,
+        helper_alive,
         rustix::event::PollFlags::IN,
     )];
-    if rustix::event::poll(
+    rustix::event::poll(
         &mut fds,
         Some(&rustix::event::Timespec {
             tv_sec: 0,
@@ -52,30 +71,46 @@ pub(super) fn pid1(
     )
     .unwrap_or(0)
         > 0
-    {
-        return 1; // the helper died before we armed the death signal
+}
+
+/// Mounts the RUN's view (`prepared`: `/proc`, `/sys` and `/dev` made already, see
+/// `rootfs::populate`), names the host and pivots into it; returns the stubs created.
+pub(super) fn set_up_view(
+    run: &HelperRun,
+    secrets: &rootfs::Secrets,
+    prepared: Option<&std::path::Path>,
+    trace: &mut SetupTrace,
+) -> Result<Vec<protocol::Stub>, StepError> {
+    let root = rootfs::mount_rootfs(&run.rootfs)?;
+    trace.step("pid1: rootfs");
+    let stubs = rootfs::populate(&root, run, secrets, trace, prepared)?;
+    if !run.hostname.is_empty() {
+        rustix::system::sethostname(run.hostname.as_bytes())
+            .map_err(fail("hostname", &run.hostname))?;
     }
+    // A prepared sandbox brought it up before its request.
+    if run.network_none && prepared.is_none() {
+        loopback_up()?;
+    }
+    trace.step("pid1: hostname, lo");
+    rootfs::pivot(&root)?;
+    trace.step("pid1: pivot_root, detach old root");
+    Ok(stubs)
+}
+
+/// After [`set_up_view`]: reports the setup (or its failure), starts the RUN process and
+/// reaps every process of the PID namespace until it exits; returns PID 1's exit code.
+pub(super) fn run_process(
+    run: &HelperRun,
+    out: &mut UnixStream,
+    stdin: Option<&PassedStdin>,
+    view: Result<Vec<protocol::Stub>, StepError>,
+    mut trace: SetupTrace,
+) -> i32 {
     let send = |out: &mut UnixStream, ev: &Event| {
         let _ = protocol::send(out, ev);
     };
-    trace.step("pid1: start");
-    let mut setup = || -> Result<Vec<protocol::Stub>, StepError> {
-        let root = rootfs::mount_rootfs(&run.rootfs)?;
-        trace.step("pid1: rootfs");
-        let stubs = rootfs::populate(&root, run, secrets, &mut trace)?;
-        if !run.hostname.is_empty() {
-            rustix::system::sethostname(run.hostname.as_bytes())
-                .map_err(fail("hostname", &run.hostname))?;
-        }
-        if run.network_none {
-            loopback_up()?;
-        }
-        trace.step("pid1: hostname, lo");
-        rootfs::pivot(&root)?;
-        trace.step("pid1: pivot_root, detach old root");
-        Ok(stubs)
-    };
-    match setup() {
+    match view {
         Ok(stubs) => {
             let steps = trace.take();
             if !steps.is_empty() {

@@ -28,6 +28,10 @@ pub(crate) enum Request {
     Run(Box<HelperRun>),
     /// Check whether overlayfs with `userxattr` can be mounted, using scratch dirs in `dir`.
     ProbeOverlay { dir: PathBuf },
+    /// Make the sandbox of a RUN to come as far as it can be made without the RUN (module
+    /// `prepared`), answer [`Event::Prepared`], then take a [`Request::Run`] that the plan
+    /// serves.
+    Prepare(Box<super::prepared::PreparePlan>),
 }
 
 /// Everything the helper needs for one RUN; paths are host paths.
@@ -117,6 +121,8 @@ pub(crate) enum Event {
     Note(String),
     /// Answer to [`Request::ProbeOverlay`].
     Probe { ok: bool, detail: String },
+    /// Answer to [`Request::Prepare`]: the sandbox waits for its RUN.
+    Prepared,
 }
 
 impl From<super::step::StepError> for Event {

@@ -16,9 +16,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::mount::{MountFlags, MoveMountFlags, UnmountFlags};
 
 use super::kernel_fs::{PROC_MASKED, PROC_READONLY, SYS_MASKED, mask, populate_dev};
 use super::mount::{bind, mount, mount_overlay, set_mount_attrs};
@@ -34,21 +34,26 @@ use super::trace::SetupTrace;
 /// `mounted`: the helper mounted it already, as real root (module `idmap`).
 pub(crate) fn mount_scratch(run: &HelperRun, mounted: bool) -> Result<(), StepError> {
     if !mounted {
-        let s = run.scratch.to_string_lossy();
-        mount(
-            "tmpfs",
-            &s,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV,
-            "mode=700",
-            "scratch",
-        )?;
+        mount_scratch_at(&run.scratch)?;
     }
     if let RootfsPlan::Overlay { target, .. } = &run.rootfs {
         std::fs::create_dir_all(target)
             .map_err(fail_io("scratch", format!("mkdir {}", target.display())))?;
     }
     Ok(())
+}
+
+/// The scratch tmpfs on `dir`, where kiln's own user namespace owns it (rootless; as real
+/// root `idmap` mounts it for the sandbox's root).
+pub(crate) fn mount_scratch_at(dir: &Path) -> Result<(), StepError> {
+    mount(
+        "tmpfs",
+        &dir.to_string_lossy(),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=700",
+        "scratch",
+    )
 }
 
 /// The mount points every RUN needs ([`STUB_LAYER`]), as the bottom layer of an overlay
@@ -65,7 +70,13 @@ pub(crate) fn add_stub_layer(run: &mut HelperRun) -> Result<(), StepError> {
     let RootfsPlan::Overlay { lowers, .. } = &mut run.rootfs else {
         return Ok(());
     };
-    let layer = run.scratch.join("stubs");
+    lowers.push(make_stub_layer(&run.scratch)?);
+    Ok(())
+}
+
+/// Makes the stub layer ([`add_stub_layer`]) in `scratch` and returns its path.
+pub(crate) fn make_stub_layer(scratch: &Path) -> Result<PathBuf, StepError> {
+    let layer = scratch.join("stubs");
     for (path, dir) in STUB_LAYER {
         let p = layer.join(path);
         let made = if dir {
@@ -84,8 +95,7 @@ pub(crate) fn add_stub_layer(run: &mut HelperRun) -> Result<(), StepError> {
                 .map_err(fail("scratch", format!("chmod {}", p.display())))?;
         }
     }
-    lowers.push(layer);
-    Ok(())
+    Ok(layer)
 }
 
 /// The stub layer's entries (path, is a directory), parents first: the mount points
@@ -151,59 +161,42 @@ impl Secrets {
 }
 
 /// Mount everything the process sees besides the rootfs itself. Returns the stubs created.
+///
+/// `prepared`: a directory holding `proc`, `sys` and `dev` mounted already as this RUN
+/// would have them ([`prepare_kernel_fs`]), moved into place instead of mounted.
 pub(crate) fn populate(
     root_path: &Path,
     run: &HelperRun,
     secrets: &Secrets,
     trace: &mut SetupTrace,
+    prepared: Option<&Path>,
 ) -> Result<Vec<Stub>, StepError> {
     let mut root = Root::open(root_path)?;
-    let nse = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-
-    let proc_fd = root.ensure("/proc", Want::Dir)?;
-    let proc_target = fd_path(&proc_fd);
-    match rustix::mount::mount("proc", proc_target.as_str(), "proc", nse, c"") {
-        Ok(()) => {}
-        // A host /proc with masked sub-mounts makes a fresh procfs "too revealing".
-        Err(Errno::PERM) => bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?,
-        Err(e) => return Err(fail("proc", "mount proc")(e)),
+    match prepared {
+        Some(pre) => {
+            for name in KERNEL_FS {
+                let target = root.ensure(&format!("/{name}"), Want::Dir)?;
+                // A move takes the mounts below along: the masks go with /proc and /sys.
+                rustix::mount::move_mount(
+                    CWD,
+                    pre.join(name),
+                    &target,
+                    c"",
+                    MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+                )
+                .map_err(fail("prepared", format!("move the prepared /{name}")))?;
+            }
+            trace.step("pid1: /proc, /sys, /dev (prepared)");
+        }
+        None => {
+            mount_proc(&mut root, run.insecure)?;
+            trace.step("pid1: /proc");
+            mount_sys(&mut root, run.insecure)?;
+            trace.step("pid1: /sys");
+            mount_dev(&mut root, run.options.shm_size)?;
+            trace.step("pid1: /dev");
+        }
     }
-    // --security=insecure unmasks, as a privileged container does.
-    if !run.insecure {
-        mask(&root.reopen("/proc")?, PROC_READONLY, PROC_MASKED, "proc")?;
-    }
-    trace.step("pid1: /proc");
-
-    let sys_fd = root.ensure("/sys", Want::Dir)?;
-    let sys_target = fd_path(&sys_fd);
-    if rustix::mount::mount(
-        "sysfs",
-        sys_target.as_str(),
-        "sysfs",
-        nse | MountFlags::RDONLY,
-        c"",
-    )
-    .is_err()
-    {
-        // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
-        bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
-    }
-    if !run.insecure {
-        mask(&root.reopen("/sys")?, &[], SYS_MASKED, "sys")?;
-    }
-    trace.step("pid1: /sys");
-
-    let dev_fd = root.ensure("/dev", Want::Dir)?;
-    mount(
-        "tmpfs",
-        &fd_path(&dev_fd),
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::STRICTATIME,
-        "mode=755,size=65536k",
-        "dev",
-    )?;
-    populate_dev(&root, run.options.shm_size)?;
-    trace.step("pid1: /dev");
 
     let hosts = run.scratch.join("hosts");
     let mut hosts_text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -256,6 +249,79 @@ pub(crate) fn populate(
     }
     trace.step("pid1: RUN mounts, files");
     Ok(root.stubs)
+}
+
+/// The kernel's filesystems every RUN gets, by their mount points.
+const KERNEL_FS: [&str; 3] = ["proc", "sys", "dev"];
+
+/// Mounts `proc`, `sys` and `dev` under `pre` (a directory on the scratch tmpfs) exactly
+/// as [`populate`] mounts them for a RUN that is not insecure, for a sandbox prepared
+/// before its request (module `prepared`): [`populate`] moves them into the rootfs.
+pub(crate) fn prepare_kernel_fs(pre: &Path, shm_size: Option<u64>) -> Result<(), StepError> {
+    for name in KERNEL_FS {
+        let dir = pre.join(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(fail_io("prepared", format!("mkdir {}", dir.display())))?;
+    }
+    let mut root = Root::open(pre)?;
+    mount_proc(&mut root, false)?;
+    mount_sys(&mut root, false)?;
+    mount_dev(&mut root, shm_size)
+}
+
+/// `/proc`: the PID namespace's procfs, masked as Docker's default unless `insecure`.
+fn mount_proc(root: &mut Root, insecure: bool) -> Result<(), StepError> {
+    let nse = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let proc_fd = root.ensure("/proc", Want::Dir)?;
+    let proc_target = fd_path(&proc_fd);
+    match rustix::mount::mount("proc", proc_target.as_str(), "proc", nse, c"") {
+        Ok(()) => {}
+        // A host /proc with masked sub-mounts makes a fresh procfs "too revealing".
+        Err(Errno::PERM) => bind("/proc", &proc_fd, true, &|| root.reopen("/proc"), "proc")?,
+        Err(e) => return Err(fail("proc", "mount proc")(e)),
+    }
+    // --security=insecure unmasks, as a privileged container does.
+    if !insecure {
+        mask(&root.reopen("/proc")?, PROC_READONLY, PROC_MASKED, "proc")?;
+    }
+    Ok(())
+}
+
+/// `/sys`, read-only, masked as Docker's default unless `insecure`.
+fn mount_sys(root: &mut Root, insecure: bool) -> Result<(), StepError> {
+    let nse = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let sys_fd = root.ensure("/sys", Want::Dir)?;
+    let sys_target = fd_path(&sys_fd);
+    if rustix::mount::mount(
+        "sysfs",
+        sys_target.as_str(),
+        "sysfs",
+        nse | MountFlags::RDONLY,
+        c"",
+    )
+    .is_err()
+    {
+        // sysfs needs a network namespace of our own; otherwise show the host's, read-only.
+        bind("/sys", &sys_fd, true, &|| root.reopen("/sys"), "sys")?;
+    }
+    if !insecure {
+        mask(&root.reopen("/sys")?, &[], SYS_MASKED, "sys")?;
+    }
+    Ok(())
+}
+
+/// `/dev`: a tmpfs with the harmless host devices bound in (`kernel_fs`).
+fn mount_dev(root: &mut Root, shm_size: Option<u64>) -> Result<(), StepError> {
+    let dev_fd = root.ensure("/dev", Want::Dir)?;
+    mount(
+        "tmpfs",
+        &fd_path(&dev_fd),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+        "dev",
+    )?;
+    populate_dev(root, shm_size)
 }
 
 fn extra_mount(

@@ -9,25 +9,38 @@
 //! other one kills it (its pidfd) and has a helper forked as before. A spare that died
 //! (the zygote went away, someone killed it) is noticed through its pidfd and not used.
 //!
+//! A spare forked after a RUN is also asked to prepare its sandbox for a RUN like that one
+//! (module `prepared`): the filler waits for its answer before the slot holds it, and a
+//! RUN the plan does not serve kills it and has a helper forked as before. What it
+//! prepared is still nothing of a RUN's: views of the store's directories, namespaces,
+//! and `/proc`, `/sys` and `/dev`.
+//!
 //! One spare at most, in a process-wide slot, forked by one long-lived thread so that
 //! the fork never stands in a RUN's way. A spare nobody takes dies with the zygote when
 //! kiln exits (parent-death signals), like every helper.
 
+use std::io::BufReader;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use kiln_base::worker::Worker;
 
+use super::prepared::PreparePlan;
+use super::protocol::{self, Event, HelperRun, Request};
 use super::zygote::{self, Forked};
 
 /// A helper forked ahead of its RUN: kiln's end of its control socket and what the
-/// zygote gave back.
+/// zygote gave back, and the plan it made its sandbox with when it did (module
+/// `prepared`).
 pub(super) struct Spare {
     pub control: UnixStream,
     pub forked: Forked,
+    pub prepared: Option<PreparePlan>,
 }
 
 enum Slot {
@@ -76,8 +89,13 @@ pub(super) fn take(netns: bool) -> Option<Spare> {
 }
 
 /// Have a spare forked for the next RUN, with the network choice of this one, unless one
-/// is there or on its way. `spawn` starts the zygote if it is not running.
-pub(super) fn refill(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) {
+/// is there or on its way; prepared for a RUN like `like` when it is given and preparing
+/// has not failed (module `prepared`). `spawn` starts the zygote if it is not running.
+pub(super) fn refill(
+    netns: bool,
+    like: Option<Box<HelperRun>>,
+    spawn: fn(Command) -> std::io::Result<Child>,
+) {
     let Ok(mut slot) = SLOT.lock() else {
         return;
     };
@@ -88,26 +106,100 @@ pub(super) fn refill(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) 
     drop(slot);
     // A filler that is gone (or never started) would leave the slot filling for good, and
     // every RUN waiting.
-    if FILLER.send((netns, spawn)).is_err() {
+    if FILLER.send((netns, like, spawn)).is_err() {
         settle(None);
     }
 }
 
-type FillJob = (bool, fn(Command) -> std::io::Result<Child>);
+type FillJob = (
+    bool,
+    Option<Box<HelperRun>>,
+    fn(Command) -> std::io::Result<Child>,
+);
 
 /// The thread that forks spares, started on first use.
 static FILLER: Worker<FillJob> = Worker::new("kiln-sandbox-spare", fill);
 
-fn fill((netns, spawn): FillJob) {
-    settle(fork_spare(netns, spawn).map(|spare| (netns, spare)));
+/// Set once a spare failed to prepare: the rest of the process's spares are not asked to.
+static PREPARE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// How long the filler waits for a spare to prepare: it takes a few milliseconds, so
+/// longer means the helper is stuck (it is killed, and preparing given up).
+const PREPARE_WAIT: Duration = Duration::from_secs(5);
+
+fn fill((netns, like, spawn): FillJob) {
+    let plan = like
+        .filter(|_| !PREPARE_FAILED.load(Ordering::Relaxed))
+        .and_then(|run| PreparePlan::like(&run));
+    settle(fork_spare(netns, plan, spawn).map(|spare| (netns, spare)));
 }
 
-fn fork_spare(netns: bool, spawn: fn(Command) -> std::io::Result<Child>) -> Option<Spare> {
+fn fork_spare(
+    netns: bool,
+    plan: Option<PreparePlan>,
+    spawn: fn(Command) -> std::io::Result<Child>,
+) -> Option<Spare> {
     let (control, theirs) = UnixStream::pair().ok()?;
     // kiln keeps no copy of the helper's end: its EOF is the helper gone.
     let theirs = OwnedFd::from(theirs);
     let forked = zygote::fork_helper(&theirs, netns, spawn)?;
-    Some(Spare { control, forked })
+    let Some(plan) = plan else {
+        return Some(Spare {
+            control,
+            forked,
+            prepared: None,
+        });
+    };
+    match prepare(&control, &plan) {
+        Ok(()) => Some(Spare {
+            control,
+            forked,
+            prepared: Some(plan),
+        }),
+        Err(why) => {
+            kill(&forked.pidfd);
+            PREPARE_FAILED.store(true, Ordering::Relaxed);
+            if kiln_base::phase::enabled() {
+                kiln_base::phase::report(format!("run: no prepared sandboxes: {why}"), 0.0);
+            }
+            fork_spare(netns, None, spawn)
+        }
+    }
+}
+
+/// Asks the spare on `control` to prepare its sandbox with `plan`, and waits for its answer.
+fn prepare(control: &UnixStream, plan: &PreparePlan) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&plan.scratch)
+        .map_err(|e| format!("mkdir {}: {e}", plan.scratch.display()))?;
+    let mut writer = control;
+    protocol::send(&mut writer, &Request::Prepare(Box::new(plan.clone())))
+        .map_err(|e| format!("send the plan: {e}"))?;
+    control
+        .set_read_timeout(Some(PREPARE_WAIT))
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    let mut reader = BufReader::new(control);
+    let answer = protocol::recv::<Event>(&mut reader);
+    // Nothing else comes before the request: what the reader holds past the answer would
+    // be lost to the events' reader.
+    if !reader.buffer().is_empty() {
+        return Err("the helper said more than its answer".into());
+    }
+    control
+        .set_read_timeout(None)
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    match answer {
+        Ok(Some(Event::Prepared)) => Ok(()),
+        Ok(Some(Event::Failed { step, message })) => Err(format!("{step}: {message}")),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(format!("no answer: {e}")),
+    }
+}
+
+/// Kills a spare taken but not used (the zygote reaps it).
+pub(super) fn discard(spare: Spare) {
+    kill(&spare.forked.pidfd);
 }
 
 /// Ends a fill: the slot holds what it gave, and a RUN waiting for it wakes.
