@@ -144,13 +144,16 @@ fn a_run_the_prepared_sandbox_does_not_serve_gets_one_made_for_it() {
         }
         // After a first RUN (whose sandbox is made for it, as a build's first always is),
         // the secret (opened by a helper still in kiln's user namespace) gets a sandbox
-        // made for it. As root so does the first use of a cache directory (not among the
-        // views prepared after the RUN before), and the second use is prepared; rootless
-        // sandboxes reach host paths without views, and both are prepared.
+        // made for it, and the RUN after it one that was not prepared (a RUN like the
+        // secret's would not be served). As root so does the first use of a cache
+        // directory (not among the views prepared after the RUN before), and the second
+        // use is prepared; rootless sandboxes reach host paths without views, and both
+        // are prepared.
         let ctx = context_on_base(
             &w,
             "RUN true\n\
              RUN --mount=type=secret,id=k test -s /run/secrets/k && echo seen > /secret-seen\n\
+             RUN true\n\
              RUN --mount=type=cache,target=/c echo one > /c/x\n\
              RUN --mount=type=cache,target=/c cat /c/x > /cached\n",
         );

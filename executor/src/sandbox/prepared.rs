@@ -68,10 +68,11 @@ pub(super) const NO_CGROUP: u8 = b'-';
 impl PreparePlan {
     /// The plan for a RUN like `run` (the same views, network and options), with its
     /// scratch directory beside `run`'s work directory; `None` where a prepared sandbox
-    /// would not serve one (see [`PreparePlan::serves`]).
+    /// would not serve one (see [`PreparePlan::serves`]): the next RUN is likely the same
+    /// kind, and a spare that is not prepared serves it without a fork on its path.
     pub(super) fn like(run: &HelperRun) -> Option<PreparePlan> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        if run.insecure || !matches!(run.rootfs, RootfsPlan::Overlay { .. }) {
+        if run.insecure || !matches!(run.rootfs, RootfsPlan::Overlay { .. }) || has_secrets(run) {
             return None;
         }
         // The RUN's scratch is `<work>/scratch`; its work directory is one of the
@@ -103,11 +104,16 @@ impl PreparePlan {
             && run.network_none == self.network_none
             && run.options == self.options
             && matches!(run.rootfs, RootfsPlan::Overlay { .. })
-            && !run
-                .mounts
-                .iter()
-                .any(|m| matches!(m.kind, MountKind::Secret { .. }))
+            && !has_secrets(run)
     }
+}
+
+/// Whether `run` mounts secrets (which its helper opens while still in kiln's user
+/// namespace).
+fn has_secrets(run: &HelperRun) -> bool {
+    run.mounts
+        .iter()
+        .any(|m| matches!(m.kind, MountKind::Secret { .. }))
 }
 
 /// The helper's side of [`Request::Prepare`]: makes the sandbox, forks PID 1 (which
@@ -337,5 +343,16 @@ mod tests {
         let mut insecure = run_in(s);
         insecure.insecure = true;
         assert_eq!(PreparePlan::like(&insecure), None);
+        let mut secret = run_in(s);
+        secret.mounts.push(MountSpec {
+            target: "/run/secrets/k".into(),
+            kind: MountKind::Secret {
+                host: s.join("tmp/p/secret"),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        });
+        assert_eq!(PreparePlan::like(&secret), None);
     }
 }
