@@ -123,11 +123,11 @@ impl Entered {
     pub(crate) fn rebase_onto(&self, run: &mut HelperRun, base: &Path) -> Result<(), StepError> {
         if let Entered::Shifted { roots } = self {
             for p in host_paths(run) {
-                let Some((n, rel)) = roots
-                    .iter()
-                    .enumerate()
-                    .find_map(|(n, r)| p.strip_prefix(r).ok().map(|rel| (n, rel.to_path_buf())))
-                else {
+                // The root clone_roots chose for it (the longest, see served_by).
+                let found = longest_root(roots.iter().map(|r| (r.as_path(), ())), p);
+                let Some((n, rel)) = found.and_then(|(n, (r, ()))| {
+                    p.strip_prefix(r).ok().map(|rel| (n, rel.to_path_buf()))
+                }) else {
                     return Err(StepError {
                         step: STEP,
                         message: format!("{} has no idmapped view", p.display()),
@@ -163,13 +163,14 @@ pub(crate) fn open_base() -> Result<PathBuf, StepError> {
     )))
 }
 
-/// Whether every host path of `run` is below one of `roots` (the views a sandbox prepared
-/// before its request has: module `prepared`).
-pub(crate) fn roots_serve(roots: &[PathBuf], run: &HelperRun) -> bool {
+/// Every host path of `run` the sandbox opens after it has entered its user namespace, for
+/// a caller that only reads them (module `prepared`).
+pub(crate) fn host_paths_of(run: &HelperRun) -> Vec<PathBuf> {
     let mut run = run.clone();
     host_paths(&mut run)
         .into_iter()
-        .all(|p| roots.iter().any(|r| p.starts_with(r)))
+        .map(|p| p.clone())
+        .collect()
 }
 
 const STEP: &str = "user-namespace";
@@ -205,10 +206,13 @@ fn host_paths(run: &mut HelperRun) -> Vec<&mut PathBuf> {
 /// The paths to clone: each host path, but the overlay's upper and work directories as
 /// their common parent (overlayfs wants them on one mount), and layer directories as their
 /// parent (the store keeps them side by side: one clone for all, not one per layer). A path
-/// under another root is served by it. The clones are seen only by the helper and PID 1
-/// before it pivots, never by the RUN.
+/// below another root and on its mount is served by it; a clone does not take the mounts
+/// below it, so a path on another mount (a context directory can be a mount point of its
+/// own) is a root of its own, and a path is served by the longest root it lies in
+/// ([`served_by`]). The clones are seen only by the helper and PID 1 before it pivots,
+/// never by the RUN.
 pub(crate) fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
+    let mut roots: Vec<(PathBuf, Option<u64>)> = Vec::new();
     let mut lowers: Vec<PathBuf> = Vec::new();
     if let RootfsPlan::Overlay {
         upper,
@@ -217,7 +221,9 @@ pub(crate) fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
         ..
     } = &run.rootfs
     {
-        roots.push(common_parent(upper, work));
+        let root = common_parent(upper, work);
+        let id = mount_id(&root);
+        roots.push((root, id));
         lowers.extend(l.iter().cloned());
     }
     for m in &run.mounts {
@@ -226,45 +232,61 @@ pub(crate) fn clone_roots(run: &mut HelperRun) -> Vec<PathBuf> {
         }
     }
     for p in lowers {
-        // Served either way, whatever the mounts (the store's layers share one parent: two
-        // statx calls a layer saved).
-        if p.parent()
-            .is_some_and(|parent| roots.iter().any(|r| parent.starts_with(r)))
-        {
+        let id = mount_id(&p);
+        if served_by(&roots, &p, id).is_some() {
             continue;
         }
-        // The parent only when it is on the same mount: a clone does not take the mounts
-        // below it, and a context directory can be a mount point of its own.
         let root = match p.parent() {
-            Some(parent) if same_mount(&p, parent) => parent.to_path_buf(),
+            Some(parent) if id.is_some() && mount_id(parent) == id => parent.to_path_buf(),
             _ => p,
         };
-        if !roots.iter().any(|r| root.starts_with(r)) {
-            roots.push(root);
+        if served_by(&roots, &root, id).is_none() && !roots.iter().any(|(r, _)| *r == root) {
+            roots.push((root, id));
         }
     }
     for p in host_paths(run) {
-        if !roots.iter().any(|r| p.starts_with(r)) {
-            roots.push(p.clone());
+        let id = mount_id(p);
+        // A path that cannot be looked at is cloned by itself (the clone says why not).
+        if served_by(&roots, p, id).is_none() && !roots.iter().any(|(r, _)| r == p) {
+            roots.push((p.clone(), id));
         }
     }
-    roots
+    roots.into_iter().map(|(root, _)| root).collect()
 }
 
-/// Whether `a` and `b` are on one mount (unknown counts as not).
-fn same_mount(a: &Path, b: &Path) -> bool {
-    let id = |p: &Path| {
-        rustix::fs::statx(
-            CWD,
-            p,
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            rustix::fs::StatxFlags::MNT_ID,
-        )
-        .ok()
-        .filter(|s| s.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)
-        .map(|s| s.stx_mnt_id)
-    };
-    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
+/// The root of `roots` (each with its mount) that serves `path`, on mount `id`: the longest
+/// one it lies in, when `path` is on that root's mount (an unknown mount serves nothing).
+pub(crate) fn served_by<P: AsRef<Path>>(
+    roots: &[(P, Option<u64>)],
+    path: &Path,
+    id: Option<u64>,
+) -> Option<usize> {
+    let (n, (_, root_id)) = longest_root(roots.iter().map(|(r, id)| (r.as_ref(), id)), path)?;
+    (id.is_some() && *root_id == id).then_some(n)
+}
+
+/// The longest of `roots` that `path` lies in, with its index.
+fn longest_root<'a, T>(
+    roots: impl Iterator<Item = (&'a Path, T)>,
+    path: &Path,
+) -> Option<(usize, (&'a Path, T))> {
+    roots
+        .enumerate()
+        .filter(|(_, (r, _))| path.starts_with(r))
+        .max_by_key(|(_, (r, _))| r.as_os_str().len())
+}
+
+/// The ID of the mount `p` is on (`None`: unknown).
+pub(crate) fn mount_id(p: &Path) -> Option<u64> {
+    rustix::fs::statx(
+        CWD,
+        p,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .ok()
+    .filter(|s| s.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)
+    .map(|s| s.stx_mnt_id)
 }
 
 fn common_parent(a: &Path, b: &Path) -> PathBuf {
@@ -620,6 +642,7 @@ mod tests {
             s.join("tmp/r1/work/scratch"),
         );
         run.files = vec![("/x".into(), s.join("tmp/r1/work/files/file0"), 0o644)];
+        std::fs::write(s.join("tmp/r1/work/files/file0"), "x").expect("write");
         assert_eq!(clone_roots(&mut run), [s.join("tmp/r1"), s.join("layers")]);
         // A layer directory that is not there (so not known to share its parent's mount)
         // is cloned by itself.
@@ -630,5 +653,47 @@ mod tests {
             clone_roots(&mut run),
             [s.join("tmp/r1"), s.join("layers"), s.join("gone/c")]
         );
+    }
+
+    #[test]
+    fn a_path_on_another_mount_below_a_root_is_a_root_of_its_own() {
+        // /sys/fs/cgroup is a mount below /sys on most machines (not in every container).
+        let (sys, cgroup) = (Path::new("/sys"), Path::new("/sys/fs/cgroup"));
+        if mount_id(sys).is_none() || mount_id(cgroup) == mount_id(sys) {
+            eprintln!("note: /sys/fs/cgroup is not a mount of its own here; nothing to check");
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = tmp.path();
+        std::fs::create_dir_all(s.join("r1/ovl")).expect("mkdir");
+        std::fs::create_dir_all(s.join("r1/upper")).expect("mkdir");
+        let mut run = HelperRun::bare(
+            RootfsPlan::Overlay {
+                lowers: vec![PathBuf::from("/sys/kernel"), cgroup.to_path_buf()],
+                upper: s.join("r1/upper"),
+                work: s.join("r1/ovl"),
+                target: s.join("r1/scratch/merged"),
+            },
+            s.join("r1/scratch"),
+        );
+        // A clone of /sys would show the empty directory the cgroup mount covers.
+        let roots = clone_roots(&mut run);
+        assert_eq!(
+            roots,
+            [s.join("r1"), sys.to_path_buf(), cgroup.to_path_buf()]
+        );
+        let with_ids: Vec<(PathBuf, Option<u64>)> =
+            roots.iter().map(|r| (r.clone(), mount_id(r))).collect();
+        assert_eq!(served_by(&with_ids, cgroup, mount_id(cgroup)), Some(2));
+        assert_eq!(
+            served_by(
+                &with_ids,
+                Path::new("/sys/kernel"),
+                mount_id(Path::new("/sys/kernel"))
+            ),
+            Some(1)
+        );
+        // Below a root but on another mount than it: served by none.
+        assert_eq!(served_by(&with_ids[..2], cgroup, mount_id(cgroup)), None);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! What is made before ([`PreparePlan`], taken from the RUN that was running when the spare
 //! was forked): as real root the idmapped views of the same host directories (the store's
-//! layers and the process's scratch directory: `idmap::clone_roots`), the user namespace
+//! layers and the process's staging directory: `idmap::clone_roots` of its overlay and
+//! files, never of its mounts' sources, a cache or context directory), the user namespace
 //! joined, the network namespace (the lent one or a new one, `lo` up), the mount, PID, IPC
 //! and UTS namespaces, the scratch tmpfs with the stub layer, PID 1, and under the scratch
 //! `/proc` (with its masks), `/sys` and `/dev` mounted as `rootfs::populate` mounts them.
@@ -20,9 +21,12 @@
 //! A RUN the plan does not serve ([`PreparePlan::serves`]) gets a helper made for it as
 //! before, and the spare is killed: an insecure RUN (no masks, a network namespace of its
 //! own), another network choice or other build options, secrets (opened by the helper in
-//! kiln's user namespace), the copy snapshotter, a host path outside the prepared views.
-//! PID 1 checks the same again. A spare that fails to prepare (the identity mapping's
-//! fallback, `idmap`) is killed and kiln stops preparing for the rest of the process.
+//! kiln's user namespace), the copy snapshotter, a host path outside the roots or on
+//! another mount than its root (a clone does not take the mounts below it), a root that
+//! is no longer the directory it was (moved away, replaced, covered by a mount). PID 1
+//! checks what it can see again. A RUN its own plan would not serve leaves the next spare
+//! unprepared: the next RUN is likely of its kind. After three spares in a row fail to
+//! prepare (the identity mapping's fallback, `idmap`), kiln stops asking.
 
 #![allow(unsafe_code)]
 
@@ -48,8 +52,13 @@ use super::trace::SetupTrace;
 /// What a sandbox is made with before its request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PreparePlan {
-    /// As real root, the host directories shown through idmapped views; `None` rootless.
-    pub roots: Option<Vec<PathBuf>>,
+    /// The host directories a RUN's paths must lie in, on their mounts (`idmap::served_by`),
+    /// each as it was when the plan was made: the process's staging directory and the
+    /// store's layers, never a cache or context directory (those are the RUN's own).
+    pub roots: Vec<PlanRoot>,
+    /// As real root: the sandbox sees the roots through idmapped views of them (module
+    /// `idmap`); rootless, as they are.
+    pub idmapped: bool,
     /// An empty directory kiln made for the sandbox's scratch tmpfs.
     pub scratch: PathBuf,
     /// Whether the RUN has no network (the spare's network namespace is chosen at its
@@ -60,21 +69,49 @@ pub(crate) struct PreparePlan {
     pub options: RunOptions,
 }
 
+/// A root of a [`PreparePlan`], with what it was: a directory moved away, replaced or
+/// covered by a mount since is not the one the views show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PlanRoot {
+    pub path: PathBuf,
+    pub mount: u64,
+    pub dev: (u32, u32),
+    pub ino: u64,
+}
+
+impl PlanRoot {
+    /// `path` as it is now; `None` when it cannot be looked at.
+    fn of(path: PathBuf) -> Option<PlanRoot> {
+        let st = rustix::fs::statx(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            rustix::fs::StatxFlags::MNT_ID | rustix::fs::StatxFlags::INO,
+        )
+        .ok()
+        .filter(|s| s.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)?;
+        Some(PlanRoot {
+            path,
+            mount: st.stx_mnt_id,
+            dev: (st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+        })
+    }
+}
+
 /// Tag of the descriptor message before a prepared sandbox's request: the RUN's
 /// `cgroup.procs` attached ([`CGROUP`]) or none ([`NO_CGROUP`]).
 pub(super) const CGROUP: u8 = b'C';
 pub(super) const NO_CGROUP: u8 = b'-';
 
 impl PreparePlan {
-    /// The plan for a RUN like `run` (the same views, network and options), with its
+    /// The plan for a RUN like `run` (the same roots, network and options), with its
     /// scratch directory beside `run`'s work directory; `None` where a prepared sandbox
-    /// would not serve one (see [`PreparePlan::serves`]): the next RUN is likely the same
-    /// kind, and a spare that is not prepared serves it without a fork on its path.
+    /// would not serve `run` itself (see [`PreparePlan::serves`]): the next RUN is likely
+    /// the same kind, and a spare that is not prepared serves it without a fork on its
+    /// path.
     pub(super) fn like(run: &HelperRun) -> Option<PreparePlan> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        if run.insecure || !matches!(run.rootfs, RootfsPlan::Overlay { .. }) || has_secrets(run) {
-            return None;
-        }
         // The RUN's scratch is `<work>/scratch`; its work directory is one of the
         // process's staging directories.
         let staging = run.scratch.parent()?.parent()?;
@@ -83,28 +120,55 @@ impl PreparePlan {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let roots = crate::userns::is_real_root().then(|| idmap::clone_roots(&mut run.clone()));
-        Some(PreparePlan {
+        // The roots of its overlay and files: its mounts' sources are its own.
+        let mut shape = run.clone();
+        shape.mounts.clear();
+        let roots = idmap::clone_roots(&mut shape)
+            .into_iter()
+            .map(PlanRoot::of)
+            .collect::<Option<Vec<_>>>()?;
+        let plan = PreparePlan {
             roots,
+            idmapped: crate::userns::is_real_root(),
             scratch,
             network_none: run.network_none,
             options: run.options.clone(),
-        })
+        };
+        plan.serves(run).then_some(plan)
     }
 
     /// Whether a sandbox prepared with this plan can run `run` exactly as a helper made
-    /// for it would.
+    /// for it would: [`PreparePlan::fits`], and every root is still what it was and holds
+    /// each of `run`'s host paths on its own mount (a clone does not take the mounts
+    /// below it).
     pub(crate) fn serves(&self, run: &HelperRun) -> bool {
-        let views = match &self.roots {
-            Some(roots) => idmap::roots_serve(roots, run),
-            None => !crate::userns::is_real_root(),
-        };
-        views
-            && !run.insecure
+        let roots: Vec<(&Path, Option<u64>)> = self
+            .roots
+            .iter()
+            .map(|r| (r.path.as_path(), Some(r.mount)))
+            .collect();
+        self.fits(run)
+            && self
+                .roots
+                .iter()
+                .all(|r| PlanRoot::of(r.path.clone()).as_ref() == Some(r))
+            && idmap::host_paths_of(run)
+                .iter()
+                .all(|p| idmap::served_by(&roots, p, idmap::mount_id(p)).is_some())
+    }
+
+    /// What of [`PreparePlan::serves`] holds without looking at the host (PID 1 checks it
+    /// again, from where it cannot): the RUN is not insecure, has the plan's network and
+    /// options, an overlay rootfs, no secrets, and host paths below the roots.
+    pub(crate) fn fits(&self, run: &HelperRun) -> bool {
+        !run.insecure
             && run.network_none == self.network_none
             && run.options == self.options
             && matches!(run.rootfs, RootfsPlan::Overlay { .. })
             && !has_secrets(run)
+            && idmap::host_paths_of(run)
+                .iter()
+                .all(|p| self.roots.iter().any(|r| p.starts_with(&r.path)))
     }
 }
 
@@ -124,19 +188,18 @@ pub(super) fn prepare(
     shared: SharedNs<OwnedFd>,
 ) -> Result<i32, StepError> {
     const STEP: &str = "prepare";
-    let real_root = crate::userns::is_real_root();
-    if plan.roots.is_some() != real_root {
+    if plan.idmapped != crate::userns::is_real_root() {
         return Err(StepError {
             step: STEP,
             message: "the plan was made for another kind of kiln process".into(),
         });
     }
-    if real_root {
+    let entered = if plan.idmapped {
         super::rlimit::raise_hard_limits(&plan.options.ulimits)?;
-    }
-    let entered = match &plan.roots {
-        Some(roots) => idmap::enter_roots(roots.clone(), &plan.scratch, shared.userns)?,
-        None => Entered::Inherited,
+        let roots = plan.roots.iter().map(|r| r.path.clone()).collect();
+        idmap::enter_roots(roots, &plan.scratch, shared.userns)?
+    } else {
+        Entered::Inherited
     };
     if let Entered::Identity(why) = &entered {
         return Err(StepError {
@@ -212,7 +275,7 @@ fn prepared_pid1(
     let mut run = *run;
     let mut trace = SetupTrace::new(run.trace);
     pid1::join_cgroup(cgroup);
-    let view = if plan.serves(&run) {
+    let view = if plan.fits(&run) {
         take_request(&mut run, entered, base, stubs).and_then(|()| {
             trace.step("pid1: request");
             pid1::set_up_view(&run, &rootfs::Secrets::default(), Some(&pre), &mut trace)
@@ -249,34 +312,54 @@ mod tests {
     use crate::sandbox::options::{UNLIMITED, Ulimit};
     use crate::sandbox::spec::MountSpec;
 
-    /// A RUN of the process's staging directory `s/tmp/p` over layers in `s/layers`.
+    /// A RUN whose work directory is in the process's staging directory `s/tmp/p`, over
+    /// layers in `s/layers` (all made).
     fn run_in(s: &Path) -> HelperRun {
+        for d in [
+            "layers/a",
+            "layers/b",
+            "tmp/p/up/upper",
+            "tmp/p/r1/ovl",
+            "tmp/p/r1/files",
+            "tmp/p/r1/scratch",
+            "cache/c1",
+            "tmp/p/cache",
+        ] {
+            std::fs::create_dir_all(s.join(d)).expect("mkdir");
+        }
+        std::fs::write(s.join("tmp/p/r1/files/file0"), "x").expect("write");
         let mut run = HelperRun::bare(
             RootfsPlan::Overlay {
                 lowers: vec![s.join("layers/b"), s.join("layers/a")],
-                upper: s.join("tmp/p/r1/upper"),
-                work: s.join("tmp/p/r1/work/ovl"),
-                target: s.join("tmp/p/r1/work/scratch/merged"),
+                upper: s.join("tmp/p/up/upper"),
+                work: s.join("tmp/p/r1/ovl"),
+                target: s.join("tmp/p/r1/scratch/merged"),
             },
-            s.join("tmp/p/r1/work/scratch"),
+            s.join("tmp/p/r1/scratch"),
         );
-        run.files = vec![("/x".into(), s.join("tmp/p/r1/work/files/file0"), 0o644)];
+        run.files = vec![("/x".into(), s.join("tmp/p/r1/files/file0"), 0o644)];
         run
     }
 
-    fn plan(s: &Path) -> PreparePlan {
-        PreparePlan {
-            roots: Some(vec![s.join("tmp/p"), s.join("layers")]),
-            scratch: s.join("tmp/p/spare-1"),
-            network_none: true,
-            options: RunOptions::default(),
+    fn cache(s: &Path, host: &str) -> MountSpec {
+        MountSpec {
+            target: "/c".into(),
+            kind: MountKind::Cache { host: s.join(host) },
         }
     }
 
     #[test]
     fn a_plan_serves_the_runs_it_was_made_for_and_no_other() {
-        let s = Path::new("/store");
-        let plan = plan(s);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = tmp.path();
+        let plan = PreparePlan::like(&run_in(s)).expect("a plan");
+        assert_eq!(
+            plan.roots
+                .iter()
+                .map(|r| r.path.clone())
+                .collect::<Vec<_>>(),
+            [s.join("tmp/p"), s.join("layers")]
+        );
         assert!(plan.serves(&run_in(s)));
 
         let mut other = run_in(s);
@@ -297,7 +380,7 @@ mod tests {
         assert!(!plan.serves(&other), "other limits to raise");
         let mut other = run_in(s);
         other.rootfs = RootfsPlan::Dir {
-            path: s.join("tmp/p/r1/work/rootfs"),
+            path: s.join("tmp/p/r1/rootfs"),
         };
         assert!(!plan.serves(&other), "the copy snapshotter");
         let mut other = run_in(s);
@@ -312,28 +395,35 @@ mod tests {
         });
         assert!(!plan.serves(&other), "a secret, opened in kiln's namespace");
         let mut other = run_in(s);
-        other.mounts.push(MountSpec {
-            target: "/c".into(),
-            kind: MountKind::Cache {
-                host: s.join("cache/c1"),
-            },
-        });
+        other.mounts.push(cache(s, "cache/c1"));
         assert!(!plan.serves(&other), "a host path without a prepared view");
+        assert!(
+            PreparePlan::like(&other).is_none(),
+            "a RUN its own plan would not serve gets none"
+        );
         let mut other = run_in(s);
-        other.mounts.push(MountSpec {
-            target: "/c".into(),
-            kind: MountKind::Cache {
-                host: s.join("tmp/p/cache"),
-            },
-        });
+        other.mounts.push(cache(s, "tmp/p/cache"));
         assert!(plan.serves(&other), "a host path below a prepared view");
     }
 
     #[test]
+    fn a_root_moved_away_and_replaced_serves_no_more() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = tmp.path();
+        let plan = PreparePlan::like(&run_in(s)).expect("a plan");
+        std::fs::rename(s.join("layers"), s.join("moved")).expect("rename");
+        // Made again at the same path: the views show the one moved away.
+        let run = run_in(s);
+        assert!(plan.fits(&run), "the paths alone still fit");
+        assert!(!plan.serves(&run));
+    }
+
+    #[test]
     fn a_plan_is_made_beside_the_runs_work_directory_and_not_for_every_run() {
-        let s = Path::new("/store");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let s = tmp.path();
         let made = PreparePlan::like(&run_in(s)).expect("a plan");
-        assert_eq!(made.scratch.parent(), Some(s.join("tmp/p/r1").as_path()));
+        assert_eq!(made.scratch.parent(), Some(s.join("tmp/p").as_path()));
         assert!(
             made.scratch
                 .file_name()

@@ -23,8 +23,9 @@ use std::io::BufReader;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -120,16 +121,26 @@ type FillJob = (
 /// The thread that forks spares, started on first use.
 static FILLER: Worker<FillJob> = Worker::new("kiln-sandbox-spare", fill);
 
-/// Set once a spare failed to prepare: the rest of the process's spares are not asked to.
-static PREPARE_FAILED: AtomicBool = AtomicBool::new(false);
+/// Spares that failed to prepare one after another; at [`GIVE_UP`] the rest of the
+/// process's spares are not asked to (where one cannot, as real root on a store that cannot
+/// be idmapped, none can).
+static PREPARE_FAILED: AtomicU32 = AtomicU32::new(0);
+const GIVE_UP: u32 = 3;
+
+/// The scratch directories of the spares asked to prepare, each with its helper's pidfd:
+/// removed once the helper is gone (its mount namespace has the scratch tmpfs on it until
+/// then), when the next spare is forked. A prepared spare's PID 1 may outlive kiln's use of
+/// it by a moment; a directory left at exit goes with the process's scratch directory.
+static SCRATCH_DIRS: Mutex<Vec<(PathBuf, OwnedFd)>> = Mutex::new(Vec::new());
 
 /// How long the filler waits for a spare to prepare: it takes a few milliseconds, so
 /// longer means the helper is stuck (it is killed, and preparing given up).
 const PREPARE_WAIT: Duration = Duration::from_secs(5);
 
 fn fill((netns, like, spawn): FillJob) {
+    remove_scratch_dirs();
     let plan = like
-        .filter(|_| !PREPARE_FAILED.load(Ordering::Relaxed))
+        .filter(|_| PREPARE_FAILED.load(Ordering::Relaxed) < GIVE_UP)
         .and_then(|run| PreparePlan::like(&run));
     settle(fork_spare(netns, plan, spawn).map(|spare| (netns, spare)));
 }
@@ -150,15 +161,18 @@ fn fork_spare(
             prepared: None,
         });
     };
-    match prepare(&control, &plan) {
-        Ok(()) => Some(Spare {
-            control,
-            forked,
-            prepared: Some(plan),
-        }),
+    match prepare(&control, &plan, &forked.pidfd) {
+        Ok(()) => {
+            PREPARE_FAILED.store(0, Ordering::Relaxed);
+            Some(Spare {
+                control,
+                forked,
+                prepared: Some(plan),
+            })
+        }
         Err(why) => {
             kill(&forked.pidfd);
-            PREPARE_FAILED.store(true, Ordering::Relaxed);
+            PREPARE_FAILED.fetch_add(1, Ordering::Relaxed);
             if kiln_base::phase::enabled() {
                 kiln_base::phase::report(format!("run: no prepared sandboxes: {why}"), 0.0);
             }
@@ -167,12 +181,16 @@ fn fork_spare(
     }
 }
 
-/// Asks the spare on `control` to prepare its sandbox with `plan`, and waits for its answer.
-fn prepare(control: &UnixStream, plan: &PreparePlan) -> Result<(), String> {
+/// Asks the spare on `control` (its pidfd `pidfd`) to prepare its sandbox with `plan`, and
+/// waits for its answer.
+fn prepare(control: &UnixStream, plan: &PreparePlan, pidfd: &OwnedFd) -> Result<(), String> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&plan.scratch)
         .map_err(|e| format!("mkdir {}: {e}", plan.scratch.display()))?;
+    if let (Ok(mut dirs), Ok(pidfd)) = (SCRATCH_DIRS.lock(), pidfd.try_clone()) {
+        dirs.push((plan.scratch.clone(), pidfd));
+    }
     let mut writer = control;
     protocol::send(&mut writer, &Request::Prepare(Box::new(plan.clone())))
         .map_err(|e| format!("send the plan: {e}"))?;
@@ -195,6 +213,22 @@ fn prepare(control: &UnixStream, plan: &PreparePlan) -> Result<(), String> {
         Ok(other) => Err(format!("unexpected answer {other:?}")),
         Err(e) => Err(format!("no answer: {e}")),
     }
+}
+
+/// Removes the scratch directories of the spares that are gone ([`SCRATCH_DIRS`]).
+fn remove_scratch_dirs() {
+    let Ok(mut dirs) = SCRATCH_DIRS.lock() else {
+        return;
+    };
+    let now = Some(std::time::Instant::now());
+    dirs.retain(|(dir, pidfd)| {
+        if zygote::has_exited(pidfd, now).unwrap_or(true) {
+            let _ = std::fs::remove_dir(dir);
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Kills a spare taken but not used (the zygote reaps it).
