@@ -187,10 +187,10 @@ pub(super) fn start_helper(
     }
     let pair =
         || UnixStream::pair().map_err(|e| SandboxError::Protocol(format!("socketpair: {e}")));
-    // A RUN's helper is forked by the zygote when it can; otherwise (`kiln run`'s stdio,
-    // a zygote that failed) spawned.
     // Whether the helper's sandbox was prepared before this request (module `prepared`).
     let mut prepared = false;
+    // A RUN's helper is forked by the zygote when it can; otherwise (`kiln run`'s stdio,
+    // a zygote that failed) spawned.
     let forked = match io {
         ProcessIo::Pipe => {
             let run = match req {

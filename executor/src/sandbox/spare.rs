@@ -2,8 +2,8 @@
 //! so the next RUN finds one waiting for its request instead of waiting for the fork.
 //!
 //! A spare is a helper like any other (module `zygote`: its parent-death signal on the
-//! zygote, every fd but its stdio closed) that has not been sent a request yet: it has
-//! done nothing but wait on its control socket, so it holds nothing of any RUN. The only
+//! zygote, every fd but its stdio closed) that has not been sent a RUN yet, so it holds
+//! nothing of any RUN. The only
 //! choice made at its fork is whether the zygote lends it a network namespace of the
 //! `--network none` pool, so the spare is kept with that choice and a RUN that wants the
 //! other one kills it (its pidfd) and has a helper forked as before. A spare that died
@@ -134,7 +134,7 @@ const GIVE_UP: u32 = 3;
 static SCRATCH_DIRS: Mutex<Vec<(PathBuf, OwnedFd)>> = Mutex::new(Vec::new());
 
 /// How long the filler waits for a spare to prepare: it takes a few milliseconds, so
-/// longer means the helper is stuck (it is killed, and preparing given up).
+/// longer means the helper is stuck (it is killed, as one that failed).
 const PREPARE_WAIT: Duration = Duration::from_secs(5);
 
 fn fill((netns, like, spawn): FillJob) {
