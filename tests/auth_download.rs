@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::Image;
 use common::identity::{World, assert_ok, assert_refused, both, identities};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -54,14 +53,6 @@ fn serve() -> String {
         }
     });
     format!("http://{addr}")
-}
-
-fn image(w: &World, tag: &str) -> Image {
-    let file = w
-        .user_dir("save")
-        .join(format!("{}.tar", tag.replace(':', "_")));
-    assert_ok(&w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]));
-    Image::from_docker_archive(&file)
 }
 
 /// Every file under `dir` holding `needle`.
@@ -135,7 +126,7 @@ fn per_host_secrets_authorize_add_downloads_and_go_nowhere_else() {
             &[("KILN_TEST_TOKEN", TOKEN)],
         );
         assert_ok(&out);
-        assert_eq!(image(&w, "auth:b").text("b"), "bearer ok", "{id:?}");
+        assert_eq!(w.image("auth:b").text("b"), "bearer ok", "{id:?}");
         let ctx_c = w.context("ctx-c", &format!("FROM scratch\nADD {base}/basic.txt /c\n"));
         let out = w.kiln_env(
             &[
@@ -151,7 +142,7 @@ fn per_host_secrets_authorize_add_downloads_and_go_nowhere_else() {
             &[],
         );
         assert_ok(&out);
-        let img = image(&w, "auth:c");
+        let img = w.image("auth:c");
         assert_eq!(img.text("c"), "basic ok", "{id:?}");
 
         // With --checksum the copier downloads, with the same credentials.
@@ -176,7 +167,7 @@ fn per_host_secrets_authorize_add_downloads_and_go_nowhere_else() {
             &[("KILN_TEST_TOKEN", TOKEN)],
         );
         assert_ok(&out);
-        assert_eq!(image(&w, "auth:d").text("b"), "bearer ok", "{id:?}");
+        assert_eq!(w.image("auth:d").text("b"), "bearer ok", "{id:?}");
 
         // A wrong token: refused, and the message does not repeat it.
         let out = w.kiln_env(

@@ -11,19 +11,10 @@
 
 mod common;
 
-use common::Image;
 use common::gitserve::GitServers;
 use common::identity::{
     Identity, World, assert_ok, assert_refused, both, identities, image_id, steps,
 };
-
-fn image(w: &World, tag: &str) -> Image {
-    let dir = w.user_dir("save");
-    let file = dir.join(format!("{}.tar", tag.replace(':', "-")));
-    let out = w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]);
-    assert_ok(&out);
-    Image::from_docker_archive(&file)
-}
 
 #[test]
 fn git_sources_by_branch_tag_commit_and_query_as_root_and_rootless() {
@@ -61,7 +52,7 @@ fn git_sources_by_branch_tag_commit_and_query_as_root_and_rootless() {
         let ctx = w.context("ctx", &dockerfile);
         let out = w.build(&ctx, &["-t", "app:1"]);
         assert_ok(&out);
-        let img = image(&w, "app:1");
+        let img = w.image("app:1");
         // Modes as BuildKit's git source gives them: 0644, 0755 for executables.
         assert_eq!(img.text("http/README"), "hello\n");
         assert_eq!(img.file("http/README").mode & 0o7777, 0o644);
@@ -138,7 +129,7 @@ fn git_sources_by_branch_tag_commit_and_query_as_root_and_rootless() {
         assert!(cached("?tag=v1"), "{st:?}");
         assert!(!cached("#main"), "{st:?}");
         assert!(!cached("COPY --from=pinned"), "{st:?}");
-        assert_eq!(image(&w, "app:2").text("http/README"), "hello again\n");
+        assert_eq!(w.image("app:2").text("http/README"), "hello again\n");
         // Put main back where it was for the next identity.
         repo.commit(&[("README", "hello\n", 0o664)], "third");
         if id == Identity::Root {
@@ -265,7 +256,7 @@ fn a_git_url_is_a_build_context() {
         let ctx = std::path::Path::new(&url);
         let out = w.build(ctx, &["-t", "c:1"]);
         assert_ok(&out);
-        let img = image(&w, "c:1");
+        let img = w.image("c:1");
         assert_eq!(img.text("app/main.txt"), "main\n");
         assert!(
             !img.files.contains_key("app/secret"),
@@ -280,7 +271,7 @@ fn a_git_url_is_a_build_context() {
         // -f is taken inside the context.
         let alt = w.build(ctx, &["-f", "alt.Dockerfile", "-t", "c:2"]);
         assert_ok(&alt);
-        assert_eq!(image(&w, "c:2").text("alt"), "main\n");
+        assert_eq!(w.image("c:2").text("alt"), "main\n");
         let url_bad = format!("{}#nope", servers.git_url("ctx"));
         let bad = w.build(std::path::Path::new(&url_bad), &["-t", "c:3"]);
         assert_refused(&bad);
@@ -331,7 +322,7 @@ fn submodules_are_checked_out_unless_asked_not_to() {
         );
         let out = w.build(&ctx, &["-t", "s:1"]);
         assert_ok(&out);
-        let img = image(&w, "s:1");
+        let img = w.image("s:1");
         assert_eq!(img.text("http/app.txt"), "app\n");
         assert_eq!(img.text("http/vendor/lib/lib.txt"), "lib\n");
         assert_eq!(img.text("gitd/vendor/lib/lib.txt"), "lib\n");

@@ -13,7 +13,6 @@
 
 mod common;
 
-use common::Image;
 use common::gitserve::{Repo, git};
 use common::identity::{World, assert_ok, assert_refused, both, identities, image_id, steps};
 use common::sshd::{Agent, Sshd, make_key};
@@ -84,13 +83,6 @@ impl BareRepo {
         git(&self.work.dir, &["push", "-q", bare, "main"]);
         commit
     }
-}
-
-fn image(w: &World, tag: &str) -> Image {
-    let dir = w.user_dir("save");
-    let file = dir.join(format!("{}.tar", tag.replace(':', "-")));
-    assert_ok(&w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]));
-    Image::from_docker_archive(&file)
 }
 
 /// A loopback address whose port 22 is free (this process runs as root), for the scp
@@ -204,7 +196,7 @@ fn add_over_ssh_with_the_default_agent_as_root_and_rootless() {
             sshd.logins() > logins,
             "{id:?}: no login by key on the sshd"
         );
-        let img = image(&w, "gs:1");
+        let img = w.image("gs:1");
         assert_eq!(img.text("src/README"), one, "{id:?}");
         assert_eq!(img.file("src/README").mode & 0o7777, 0o644, "{id:?}");
         assert_eq!(img.file("src/bin/run").mode & 0o7777, 0o755, "{id:?}");
@@ -252,7 +244,7 @@ fn add_over_ssh_with_the_default_agent_as_root_and_rootless() {
             !add_src.1,
             "{id:?}: the ADD of the new commit was CACHED: {st:?}"
         );
-        assert_eq!(image(&w, "gs:2").text("src/README"), two, "{id:?}");
+        assert_eq!(w.image("gs:2").text("src/README"), two, "{id:?}");
 
         // The build context itself over ssh (a subdir with its Dockerfile).
         let ctx_url = format!("{url}#main:ctx");
@@ -267,7 +259,7 @@ fn add_over_ssh_with_the_default_agent_as_root_and_rootless() {
             &ctx_url,
         ]);
         assert_ok(&out);
-        assert_eq!(image(&w, "gctx:1").text("c/c.txt"), "c1\n", "{id:?}");
+        assert_eq!(w.image("gctx:1").text("c/c.txt"), "c1\n", "{id:?}");
 
         // No key material anywhere in the store (layers, cache records, the explain log,
         // the git cache) or in what kiln printed.

@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::Image;
 use common::identity::{Identity, World, assert_ok, assert_refused, identities, is_root};
 use std::path::{Path, PathBuf};
 
@@ -34,14 +33,6 @@ fn context(w: &World, name: &str, busybox: &Path, body: &str) -> PathBuf {
     std::fs::copy(busybox, ctx.join("busybox")).expect("copy arm64 busybox");
     common::open_up(&ctx);
     ctx
-}
-
-fn image(w: &World, tag: &str) -> Image {
-    let file = w
-        .user_dir("save")
-        .join(format!("{}.tar", tag.replace(':', "_")));
-    assert_ok(&w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]));
-    Image::from_docker_archive(&file)
 }
 
 fn iid(w: &World, ctx: &Path, tag: &str) -> String {
@@ -84,7 +75,7 @@ fn an_arm64_build_runs_its_steps_under_emulation_and_is_an_arm64_image() {
         );
         let out = w.build(&ctx, &["--platform", "linux/arm64", "-t", "arm:1"]);
         assert_ok(&out);
-        let img = image(&w, "arm:1");
+        let img = w.image("arm:1");
         assert_eq!(img.text("arch"), "aarch64\n", "{id:?}");
         assert_eq!(img.text("args"), "linux/arm64 arm64 amd64\n", "{id:?}");
         assert_eq!(img.config["architecture"], "arm64", "{id:?}");
@@ -169,6 +160,6 @@ fn a_platform_without_an_emulator_fails_before_any_step_runs() {
         // A build without RUN needs no emulator.
         let ctx = w.context("copy-only", "FROM scratch\nCOPY busybox /bin/busybox\n");
         assert_ok(&w.build(&ctx, &["--platform", "linux/riscv64", "-t", "rvcopy:1"]));
-        assert_eq!(image(&w, "rvcopy:1").config["architecture"], "riscv64");
+        assert_eq!(w.image("rvcopy:1").config["architecture"], "riscv64");
     }
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use common::Image;
 use common::identity::{BUSYBOX, Identity, World, assert_ok, assert_refused, identities};
 use common::sshd::{Agent, make_key};
 use std::path::{Path, PathBuf};
@@ -43,13 +42,6 @@ fn context(w: &World, name: &str, body: &str) -> PathBuf {
     ctx
 }
 
-fn image(w: &World, tag: &str) -> Image {
-    let dir = w.user_dir("save");
-    let file = dir.join(format!("{}.tar", tag.replace(':', "_")));
-    assert_ok(&w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]));
-    Image::from_docker_archive(&file)
-}
-
 #[test]
 fn a_run_reaches_the_agent_given_by_socket_and_by_key_file() {
     if !have_openssh() {
@@ -85,7 +77,7 @@ fn a_run_reaches_the_agent_given_by_socket_and_by_key_file() {
             &[("SSH_AUTH_SOCK", &socket)],
         );
         assert_ok(&out);
-        let img = image(&w, "ssh:1");
+        let img = w.image("ssh:1");
         assert!(
             img.text("keys").contains(KEY_COMMENT),
             "{id:?}: {}",
@@ -157,7 +149,7 @@ fn a_required_agent_that_was_not_given_fails_the_step_and_an_optional_one_is_abs
             &format!("{BUSYBOX}RUN --mount=type=ssh test ! -e /run/buildkit/ssh_agent.0 && echo absent > /opt\n"),
         );
         assert_ok(&w.build(&ctx, &["-t", "optional:1"]));
-        assert_eq!(image(&w, "optional:1").text("opt"), "absent\n", "{id:?}");
+        assert_eq!(w.image("optional:1").text("opt"), "absent\n", "{id:?}");
 
         let ctx = w.context(
             "ctx2",

@@ -134,6 +134,15 @@ impl World {
         self.kiln_env(args, &[])
     }
 
+    /// `kiln save` of `tag` into the identity's `save` directory, read back.
+    pub fn image(&self, tag: &str) -> super::Image {
+        let file = self
+            .user_dir("save")
+            .join(format!("{}.tar", tag.replace(':', "_")));
+        assert_ok(&self.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]));
+        super::Image::from_docker_archive(&file)
+    }
+
     /// `kiln build --progress plain ARGS... CONTEXT`.
     pub fn build(&self, ctx: &Path, args: &[&str]) -> Output {
         let mut all = vec!["build", "--progress", "plain"];

@@ -5,7 +5,7 @@
 //! are each refused with an error naming what was too big, and kiln exits with an error,
 //! not a signal (the OOM killer) or a panic.
 
-use crate::support::{BUSYBOX, World, assert_ok, assert_refused, both, identities};
+use crate::support::{BUSYBOX, Tmpfs, World, assert_ok, assert_refused, both, identities};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -319,33 +319,14 @@ fn fifos_where_kiln_reads_a_file_fail_instead_of_hanging() {
 }
 
 /// A tmpfs of `size` mounted at the identity's store path, unmounted when dropped.
-struct SmallStore(std::path::PathBuf);
-
-impl SmallStore {
-    fn mount(w: &World, size: &str) -> SmallStore {
-        let dir = w.store();
-        std::fs::create_dir_all(&dir).expect("mkdir store");
-        let mut opts = format!("size={size},mode=0700");
-        if let Some(uid) = w.uid {
-            opts.push_str(&format!(",uid={uid},gid={uid}"));
-        }
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &opts, "kiln-small-store"])
-            .arg(&dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mount tmpfs");
-        SmallStore(dir)
+fn small_store(w: &World, size: &str) -> Tmpfs {
+    let dir = w.store();
+    std::fs::create_dir_all(&dir).expect("mkdir store");
+    let mut opts = format!("size={size},mode=0700");
+    if let Some(uid) = w.uid {
+        opts.push_str(&format!(",uid={uid},gid={uid}"));
     }
-}
-
-impl Drop for SmallStore {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
+    Tmpfs::mount(&dir, &opts)
 }
 
 #[test]
@@ -377,7 +358,7 @@ fn add_of_a_small_archive_that_inflates_past_the_disk_stops_first() {
         drop(tar.into_inner().expect("finish tar"));
         crate::common::open_up(&ctx);
         // 320 MiB of store: extraction must stop while 256 MiB are still free.
-        let _store = SmallStore::mount(&w, "320m");
+        let _store = small_store(&w, "320m");
         let out = w.build(&ctx, &["-t", "bomb:1"]);
         assert_refused(&out);
         let err = stderr(&out);

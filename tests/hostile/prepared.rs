@@ -7,8 +7,7 @@
 
 use std::path::Path;
 
-use crate::common::Image;
-use crate::support::{BUSYBOX, World, assert_ok, both, identities};
+use crate::support::{BUSYBOX, Tmpfs, World, assert_ok, both, identities};
 
 /// Prints what a RUN's sandbox is, without what differs between two equal sandboxes
 /// (mount IDs, anonymous device numbers, the host paths of an overlay's layers, counters).
@@ -67,14 +66,6 @@ fn prepared_runs(out: &std::process::Output) -> usize {
         .count()
 }
 
-/// `kiln save` of `tag`, read back.
-fn image(w: &World, tag: &str) -> Image {
-    let dir = w.user_dir("save");
-    let file = dir.join(format!("{}.tar", tag.replace(':', "_")));
-    assert_ok(&w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]));
-    Image::from_docker_archive(&file)
-}
-
 #[test]
 fn a_prepared_sandbox_is_the_sandbox_made_for_its_run() {
     for id in identities() {
@@ -107,7 +98,7 @@ fn a_prepared_sandbox_is_the_sandbox_made_for_its_run() {
                 "{id:?}/{network}: the second RUN only is prepared: {}",
                 both(&out)
             );
-            let img = image(&w, "fp:1");
+            let img = w.image("fp:1");
             let (first, second) = (img.text("first"), img.text("second"));
             // What both describe is a sandbox as kiln makes it: the check is not empty.
             for part in [
@@ -161,34 +152,10 @@ fn a_run_the_prepared_sandbox_does_not_serve_gets_one_made_for_it() {
         let out = traced_build(&w, &ctx, &["--secret", &arg, "-t", "fallback:1"]);
         assert_ok(&out);
         assert_eq!(prepared_runs(&out), 1, "{id:?}: {}", both(&out));
-        let img = image(&w, "fallback:1");
+        let img = w.image("fallback:1");
         assert_eq!(img.text("secret-seen"), "seen\n", "{id:?}");
         assert_eq!(img.text("cached"), "one\n", "{id:?}");
         assert_eq!(img.text("again"), "one\n", "{id:?}");
-    }
-}
-
-/// A tmpfs mounted on `dir` for the test's life.
-struct Mounted(std::path::PathBuf);
-
-impl Mounted {
-    fn tmpfs(dir: &Path) -> Mounted {
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "mode=755", "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mount a tmpfs on {}", dir.display());
-        Mounted(dir.to_path_buf())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
     }
 }
 
@@ -216,11 +183,11 @@ fn a_bind_of_a_mount_point_shows_the_mount_not_what_it_covers() {
         }
         std::fs::write(ctx.join("m/hidden-underneath"), "x").expect("write");
         crate::common::open_up(&ctx);
-        let _mounted = Mounted::tmpfs(&ctx.join("m"));
+        let _mounted = Tmpfs::mount(&ctx.join("m"), "mode=755");
         std::fs::write(ctx.join("m/visible-on-mount"), "x").expect("write");
         let out = traced_build(&w, &ctx, &["-t", "mounts:1"]);
         assert_ok(&out);
-        let img = image(&w, "mounts:1");
+        let img = w.image("mounts:1");
         for f in ["same-run", "next-run"] {
             assert_eq!(
                 img.text(f),

@@ -8,7 +8,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::Image;
 use crate::support::{BUSYBOX, Identity, World, assert_ok, both, identities};
 
 /// testdata/hostile/probe.c, built static into `dir/probe`.
@@ -37,15 +36,6 @@ fn probe_context(w: &World, name: &str, body: &str) -> PathBuf {
     ctx
 }
 
-/// `kiln save` of `tag`, read back.
-fn image(w: &World, tag: &str) -> Image {
-    let dir = w.user_dir("save");
-    let file = dir.join(format!("{}.tar", tag.replace(':', "_")));
-    let out = w.kiln(&["save", "-o", file.to_str().expect("utf-8"), tag]);
-    assert_ok(&out);
-    Image::from_docker_archive(&file)
-}
-
 fn snapshotters() -> [&'static str; 2] {
     ["overlay", "copy"]
 }
@@ -65,7 +55,7 @@ fn run_cannot_make_or_open_host_devices() {
             );
             let ctx = probe_context(&w, "ctx", &body);
             assert_ok(&w.build(&ctx, &["--snapshotter", snap, "-t", "dev:1"]));
-            let img = image(&w, "dev:1");
+            let img = w.image("dev:1");
             for f in ["/made-null", "/open-null", "/made-disk", "/open-disk"] {
                 let text = img.text(f.trim_start_matches('/'));
                 assert!(

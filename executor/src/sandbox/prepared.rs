@@ -341,6 +341,18 @@ mod tests {
         run
     }
 
+    fn secret(s: &Path) -> MountSpec {
+        MountSpec {
+            target: "/run/secrets/k".into(),
+            kind: MountKind::Secret {
+                host: s.join("tmp/p/secret"),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        }
+    }
+
     fn cache(s: &Path, host: &str) -> MountSpec {
         MountSpec {
             target: "/c".into(),
@@ -384,15 +396,7 @@ mod tests {
         };
         assert!(!plan.serves(&other), "the copy snapshotter");
         let mut other = run_in(s);
-        other.mounts.push(MountSpec {
-            target: "/run/secrets/k".into(),
-            kind: MountKind::Secret {
-                host: s.join("tmp/p/secret"),
-                mode: 0o400,
-                uid: 0,
-                gid: 0,
-            },
-        });
+        other.mounts.push(secret(s));
         assert!(!plan.serves(&other), "a secret, opened in kiln's namespace");
         let mut other = run_in(s);
         other.mounts.push(cache(s, "cache/c1"));
@@ -434,15 +438,7 @@ mod tests {
         insecure.insecure = true;
         assert_eq!(PreparePlan::like(&insecure), None);
         let mut secret = run_in(s);
-        secret.mounts.push(MountSpec {
-            target: "/run/secrets/k".into(),
-            kind: MountKind::Secret {
-                host: s.join("tmp/p/secret"),
-                mode: 0o400,
-                uid: 0,
-                gid: 0,
-            },
-        });
+        secret.mounts.push(secret(s));
         assert_eq!(PreparePlan::like(&secret), None);
     }
 }
