@@ -437,8 +437,8 @@ mod tests {
         let mut insecure = run_in(s);
         insecure.insecure = true;
         assert_eq!(PreparePlan::like(&insecure), None);
-        let mut secret = run_in(s);
-        secret.mounts.push(secret(s));
-        assert_eq!(PreparePlan::like(&secret), None);
+        let mut with_secret = run_in(s);
+        with_secret.mounts.push(secret(s));
+        assert_eq!(PreparePlan::like(&with_secret), None);
     }
 }
