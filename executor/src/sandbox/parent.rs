@@ -200,18 +200,18 @@ pub(super) fn start_helper(
             let netns = run.is_some_and(|run| run.network_none && !run.insecure);
             // A RUN takes the spare forked while the RUN before it ran (module `spare`),
             // unless it was prepared for RUNs unlike this one.
-            let spare = match run.and_then(|_| super::spare::take(netns)) {
-                Some(spare)
-                    if spare
-                        .prepared
-                        .as_ref()
-                        .is_some_and(|plan| run.is_some_and(|run| !plan.serves(run))) =>
+            let spare = run.and_then(|run| {
+                let spare = super::spare::take(netns)?;
+                if spare
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|plan| !plan.serves(run))
                 {
                     super::spare::discard(spare);
-                    None
+                    return None;
                 }
-                other => other,
-            };
+                Some(spare)
+            });
             let forked = match spare {
                 Some(spare) => {
                     prepared = spare.prepared.is_some();

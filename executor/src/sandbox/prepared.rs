@@ -147,7 +147,8 @@ impl PreparePlan {
             .iter()
             .map(|r| (r.path.as_path(), Some(r.mount)))
             .collect();
-        self.fits(run)
+        // served_by asks more of each path than fits does (below a root, on its mount).
+        self.same_kind(run)
             && self
                 .roots
                 .iter()
@@ -158,17 +159,23 @@ impl PreparePlan {
     }
 
     /// What of [`PreparePlan::serves`] holds without looking at the host (PID 1 checks it
-    /// again, from where it cannot): the RUN is not insecure, has the plan's network and
-    /// options, an overlay rootfs, no secrets, and host paths below the roots.
+    /// again, from where it cannot): [`PreparePlan::same_kind`], and host paths below the
+    /// roots.
     pub(crate) fn fits(&self, run: &HelperRun) -> bool {
+        self.same_kind(run)
+            && idmap::host_paths_of(run)
+                .iter()
+                .all(|p| self.roots.iter().any(|r| p.starts_with(&r.path)))
+    }
+
+    /// The RUN is not insecure, and has the plan's network and options, an overlay
+    /// rootfs and no secrets.
+    fn same_kind(&self, run: &HelperRun) -> bool {
         !run.insecure
             && run.network_none == self.network_none
             && run.options == self.options
             && matches!(run.rootfs, RootfsPlan::Overlay { .. })
             && !has_secrets(run)
-            && idmap::host_paths_of(run)
-                .iter()
-                .all(|p| self.roots.iter().any(|r| p.starts_with(&r.path)))
     }
 }
 
