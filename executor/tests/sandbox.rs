@@ -378,6 +378,62 @@ fn network_none_runs_have_namespaces_of_their_own_with_only_loopback() {
     assert_eq!(run(spec).stdout, "/proc/net/tcp:0\n/proc/net/tcp6:0\nlo\n");
 }
 
+/// A `--network none` RUN that is cancelled (its helper killed, as a failing build or a
+/// worker's cancelled action does) may leave its processes dying in its network
+/// namespace, sockets open: that namespace is not lent to a later RUN.
+fn a_cancelled_runs_network_namespace_is_not_lent_again() {
+    use std::os::unix::fs::MetadataExt;
+    let mut sb = Sandbox::new();
+    let marker = "sleep 97531";
+    let spec = RunSpec {
+        network: Network::None,
+        ..sb.spec(&format!("nc -l -p 4243 & exec {marker}"))
+    };
+    // Held open here, the cancelled RUN's namespace cannot be freed and its number given to
+    // a new one, so a later RUN showing that number is in that very namespace.
+    let cancelled: std::fs::File = block_on(async move {
+        let running = tokio::spawn(sandbox::run(spec, |_| {}));
+        let start = Instant::now();
+        let netns = loop {
+            let found = std::process::Command::new("pgrep")
+                .args(["-f", marker])
+                .output()
+                .unwrap();
+            let pid = String::from_utf8_lossy(&found.stdout)
+                .split_whitespace()
+                .next()
+                .map(str::to_string);
+            if let Some(ns) =
+                pid.and_then(|p| std::fs::File::open(format!("/proc/{p}/ns/net")).ok())
+            {
+                break ns;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the RUN never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        netns
+    });
+    let cancelled = format!("net:[{}]", cancelled.metadata().unwrap().ino());
+    for _ in 0..4 {
+        let spec = RunSpec {
+            network: Network::None,
+            ..sb.spec("readlink /proc/self/ns/net; grep -c ':1093 ' /proc/net/tcp; true")
+        };
+        let out = run(spec).stdout;
+        let (ns, listening) = out.split_once('\n').unwrap_or_else(|| panic!("{out}"));
+        assert_ne!(
+            ns, cancelled,
+            "a later RUN was lent the cancelled RUN's namespace"
+        );
+        assert_eq!(listening, "0\n", "the cancelled RUN's listener is visible");
+    }
+}
+
 fn extra_mounts_are_visible_and_read_only_binds_refuse_writes() {
     let mut sb = Sandbox::new();
     let host = sb.dir.join("hostdir");
@@ -503,6 +559,29 @@ fn a_spare_helper_keeps_to_its_network_choice() {
             Network::None => assert!(out.starts_with("lo\nnet:"), "{network:?}: {out}"),
             Network::Host => assert_eq!(names, host, "{network:?}: {out}"),
         }
+    }
+    // The spares of the other choice were let go and end by themselves: what is left
+    // alive is the zygote and the spare forked last (its helper and, prepared, its PID 1).
+    let start = Instant::now();
+    loop {
+        let alive: Vec<_> = descendants(std::process::id())
+            .into_iter()
+            .filter(|(pid, _)| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next());
+                *pid != std::process::id() && !matches!(state, Some("Z") | None)
+            })
+            .collect();
+        if alive.len() <= 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "spares let go are still alive: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -1117,6 +1196,10 @@ fn main() {
         (
             "network_none_runs_have_namespaces_of_their_own_with_only_loopback",
             network_none_runs_have_namespaces_of_their_own_with_only_loopback,
+        ),
+        (
+            "a_cancelled_runs_network_namespace_is_not_lent_again",
+            a_cancelled_runs_network_namespace_is_not_lent_again,
         ),
         (
             "extra_mounts_are_visible_and_read_only_binds_refuse_writes",

@@ -3,15 +3,15 @@
 //!
 //! A spare is a helper like any other (module `zygote`: its parent-death signal on the
 //! zygote, every fd but its stdio closed) that has not been sent a RUN yet, so it holds
-//! nothing of any RUN. The only
-//! choice made at its fork is whether the zygote lends it a network namespace of the
-//! `--network none` pool, so the spare is kept with that choice and a RUN that wants the
-//! other one kills it (its pidfd) and has a helper forked as before. A spare that died
-//! (the zygote went away, someone killed it) is noticed through its pidfd and not used.
+//! nothing of any RUN. The only choice made at its fork is whether the zygote lends it a
+//! network namespace of the `--network none` pool, so the spare is kept with that choice
+//! and a RUN that wants the other one lets it go (closes its socket: it exits) and has a
+//! helper forked as before. A spare that died (the zygote went away, someone killed it) is
+//! noticed through its pidfd and not used.
 //!
 //! A spare forked after a RUN is also asked to prepare its sandbox for a RUN like that one
 //! (module `prepared`): the filler waits for its answer before the slot holds it, and a
-//! RUN the plan does not serve kills it and has a helper forked as before. What it
+//! RUN the plan does not serve lets it go and has a helper forked as before. What it
 //! prepared is still nothing of a RUN's: views of the store's directories, namespaces,
 //! and `/proc`, `/sys` and `/dev`.
 //!
@@ -65,7 +65,7 @@ const FILL_WAIT: Duration = Duration::from_millis(200);
 
 /// The spare when there is one forked with the same network choice (`netns`: the RUN may
 /// use a network namespace of the pool) and alive; otherwise `None`, and a spare of the
-/// other choice is killed.
+/// other choice is let go ([`discard`]).
 pub(super) fn take(netns: bool) -> Option<Spare> {
     let mut slot = SLOT.lock().ok()?;
     if let Slot::Filling = *slot {
@@ -84,7 +84,7 @@ pub(super) fn take(netns: bool) -> Option<Spare> {
     if has == netns && alive(&spare.forked.pidfd) {
         Some(spare)
     } else {
-        kill(&spare.forked.pidfd);
+        discard(spare);
         None
     }
 }
@@ -231,16 +231,19 @@ fn remove_scratch_dirs() {
     });
 }
 
-/// Kills a spare taken but not used (the zygote reaps it).
+/// Lets a spare taken but not used go: closing its control socket ends it (the helper,
+/// or a prepared one's PID 1, reads the end of the socket where it waits for its RUN), and
+/// it exits by itself, so the zygote reaps it and lends its network namespace again
+/// (module `zygote`: not after a kill, as one killed may leave a sandbox dying in it).
 pub(super) fn discard(spare: Spare) {
-    kill(&spare.forked.pidfd);
+    drop(spare);
 }
 
 /// Ends a fill: the slot holds what it gave, and a RUN waiting for it wakes.
 fn settle(filled: Option<(bool, Spare)>) {
     let Ok(mut slot) = SLOT.lock() else {
         if let Some((_, spare)) = filled {
-            kill(&spare.forked.pidfd);
+            discard(spare);
         }
         return;
     };
@@ -257,7 +260,7 @@ fn alive(pidfd: &OwnedFd) -> bool {
     !zygote::has_exited(pidfd, Some(std::time::Instant::now())).unwrap_or(true)
 }
 
-/// The zygote reaps it (and takes back its network namespace).
+/// For a spare that failed: the zygote reaps it (and drops its network namespace).
 fn kill(pidfd: &OwnedFd) {
     let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL);
 }

@@ -20,10 +20,10 @@
 //! as much as the rest of the namespaces together, and more again to tear it down): each
 //! has only `lo`, up, belongs to the RUNs' user namespace (so a RUN's root mounts its
 //! sysfs and holds CAP_NET_RAW in it, as in a fresh one), and is lent to one RUN at a
-//! time, for as long as its helper lives (so its whole PID namespace). A RUN without
-//! CAP_NET_ADMIN cannot change one: what the next RUN may find of it is what closed
-//! sockets leave (TIME_WAIT entries, counters). An insecure RUN (CAP_NET_ADMIN) always
-//! gets a fresh one.
+//! time, for as long as its helper lives (so its whole PID namespace; one whose helper
+//! was killed is not lent again). A RUN without CAP_NET_ADMIN cannot change one: what the
+//! next RUN may find of it is what closed sockets leave (TIME_WAIT entries, counters). An
+//! insecure RUN (CAP_NET_ADMIN) always gets a fresh one.
 //!
 //! Lifetime: the zygote dies with the thread that spawned it (the long-lived spawner
 //! thread, `parent`), so with kiln; its helpers die with it, and their PID 1s with them.
@@ -64,9 +64,9 @@ struct Namespaces {
     /// Network namespaces with only `lo`, up, owned by the RUNs' user namespace, free to
     /// lend.
     free: Vec<OwnedFd>,
-    /// Those lent, by the helper that has it: it is free again once that helper has
-    /// exited, and so every process of its sandbox (PID 1 is gone before the helper
-    /// exits, and with it the whole PID namespace).
+    /// Those lent, by the helper that has it: free again once that helper has exited
+    /// by itself, which it does only after its PID 1 is reaped, and the kernel reaps every
+    /// process of a PID namespace before its PID 1 ([`Namespaces::helper_ended`]).
     lent: Vec<(i32, OwnedFd)>,
 }
 
@@ -96,12 +96,24 @@ impl Namespaces {
         make_netns(userns)
     }
 
-    /// Helpers that exited: their network namespaces are free again.
+    /// Reaps the helpers that ended ([`Namespaces::helper_ended`]).
     fn reap(&mut self) {
-        while let Ok(Some((pid, _))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
-            let pid = pid.as_raw_nonzero().get();
-            if let Some(i) = self.lent.iter().position(|(p, _)| *p == pid) {
-                let (_, ns) = self.lent.swap_remove(i);
+        while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            self.helper_ended(pid.as_raw_nonzero().get(), status.exited());
+        }
+    }
+
+    /// Helper `pid` is gone, `exited` by itself or killed. A helper exits only once its
+    /// PID 1 is reaped (`helper::wait_for_pid1`), and with it every process of the
+    /// sandbox, so its network namespace is free again. A killed one (a cancelled RUN, a
+    /// worker's cancelled action) may leave its PID 1 and the processes of the RUN dying
+    /// in the namespace, their sockets still open: the next RUN would find a port it binds
+    /// taken, so the namespace is dropped (the kernel frees it once they are gone) and the
+    /// next RUN gets a new one.
+    fn helper_ended(&mut self, pid: i32, exited: bool) {
+        if let Some(i) = self.lent.iter().position(|(p, _)| *p == pid) {
+            let (_, ns) = self.lent.swap_remove(i);
+            if exited {
                 self.free.push(ns);
             }
         }
@@ -385,5 +397,30 @@ fn request(sock: &UnixStream, control: &OwnedFd, netns: bool) -> Reply {
         },
         Ok(Some((FAILED, _))) => Reply::NotForked,
         _ => Reply::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stand_in() -> OwnedFd {
+        OwnedFd::from(std::fs::File::open("/dev/null").unwrap())
+    }
+
+    #[test]
+    fn a_network_namespace_is_lent_again_only_after_its_helper_exited() {
+        let mut ns = Namespaces::default();
+        ns.lent.push((10, stand_in()));
+        ns.lent.push((11, stand_in()));
+        // Not a helper with a namespace: nothing changes.
+        ns.helper_ended(12, true);
+        assert_eq!((ns.lent.len(), ns.free.len()), (2, 0));
+        // Killed: its sandbox may still be dying in the namespace.
+        ns.helper_ended(10, false);
+        assert_eq!((ns.lent.len(), ns.free.len()), (1, 0));
+        assert_eq!(ns.lent[0].0, 11);
+        ns.helper_ended(11, true);
+        assert_eq!((ns.lent.len(), ns.free.len()), (0, 1));
     }
 }
