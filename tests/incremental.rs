@@ -499,3 +499,266 @@ fn a_no_cache_rebuild_checks_a_big_run_layer_against_its_blob_and_writes_only_a_
         run_again_against_its_blob(id);
     }
 }
+
+/// A small deterministic generator (xorshift64*): the random edits below are the same on
+/// every run of one seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The regular files and symlinks under `ctx/src`, by context-relative path, sorted.
+fn context_entries(ctx: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                walk(root, &e.path(), out);
+            } else {
+                out.push(
+                    e.path()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(ctx, &ctx.join("src"), &mut out);
+    out.sort();
+    out
+}
+
+/// The directories under `ctx/src` (itself included), context-relative, sorted.
+fn context_dirs(ctx: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        out.push(
+            dir.strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(ctx, &ctx.join("src"), &mut out);
+    out.sort();
+    out
+}
+
+/// One random edit of the context, described for the failure message. Kinds that change
+/// what the COPY's key covers (content, names, modes, links) and kinds it does not (mtime,
+/// xattrs), which ride along with a content edit in each round.
+fn random_edit(ctx: &Path, rng: &mut Rng, n: usize) -> String {
+    let kind = rng.below(12);
+    edit_of_kind(ctx, rng, n, kind)
+}
+
+/// A content edit: a byte flipped, bytes appended or a file emptied.
+fn random_edit_of_content(ctx: &Path, rng: &mut Rng, n: usize) -> String {
+    let kind = rng.below(3);
+    edit_of_kind(ctx, rng, n, kind)
+}
+
+/// Edit `kind` of [`random_edit`] (kinds 0 to 2 change a file's content).
+fn edit_of_kind(ctx: &Path, rng: &mut Rng, n: usize, kind: usize) -> String {
+    let entries = context_entries(ctx);
+    let files: Vec<&String> = entries
+        .iter()
+        .filter(|p| fs::symlink_metadata(ctx.join(p)).unwrap().is_file())
+        .collect();
+    let pick = |rng: &mut Rng| files[rng.below(files.len())].clone();
+    let dirs = context_dirs(ctx);
+    match kind {
+        0 => {
+            let p = pick(rng);
+            let mut bytes = fs::read(ctx.join(&p)).unwrap();
+            if bytes.is_empty() {
+                bytes.push(b'x');
+            } else {
+                let at = rng.below(bytes.len());
+                bytes[at] ^= 0x20;
+            }
+            fs::write(ctx.join(&p), bytes).unwrap();
+            format!("flip a byte of {p}")
+        }
+        1 => {
+            let p = pick(rng);
+            let more = file_bytes(5000 + n);
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(ctx.join(&p))
+                .unwrap();
+            std::io::Write::write_all(&mut f, &more[..rng.below(more.len())]).unwrap();
+            format!("append to {p}")
+        }
+        2 => {
+            let p = pick(rng);
+            fs::write(ctx.join(&p), b"").unwrap();
+            format!("empty {p}")
+        }
+        3 if files.len() > 20 => {
+            let p = pick(rng);
+            fs::remove_file(ctx.join(&p)).unwrap();
+            format!("delete {p}")
+        }
+        4 => {
+            let d = &dirs[rng.below(dirs.len())];
+            let p = format!("{d}/new{n}-{}.txt", rng.below(1000));
+            fs::write(ctx.join(&p), &file_bytes(7000 + n)[..rng.below(9000)]).unwrap();
+            format!("add {p}")
+        }
+        5 => {
+            let p = pick(rng);
+            let d = &dirs[rng.below(dirs.len())];
+            let to = format!("{d}/moved{n}.txt");
+            fs::rename(ctx.join(&p), ctx.join(&to)).unwrap();
+            format!("rename {p} to {to}")
+        }
+        6 => {
+            let p = pick(rng);
+            let mode = [0o644, 0o755, 0o444, 0o555][rng.below(4)];
+            fs::set_permissions(ctx.join(&p), fs::Permissions::from_mode(mode)).unwrap();
+            format!("chmod {mode:o} {p}")
+        }
+        7 => {
+            let p = pick(rng);
+            let target = pick(rng);
+            fs::remove_file(ctx.join(&p)).unwrap();
+            std::os::unix::fs::symlink(format!("/{target}"), ctx.join(&p)).unwrap();
+            format!("replace {p} with a symlink to /{target}")
+        }
+        8 => {
+            let d = format!("src/n{n}");
+            for i in 0..rng.below(5) + 1 {
+                fs::create_dir_all(ctx.join(&d).join(format!("s{i}"))).unwrap();
+                fs::write(
+                    ctx.join(&d).join(format!("s{i}/g.txt")),
+                    file_bytes(8000 + i),
+                )
+                .unwrap();
+            }
+            format!("add directory {d}")
+        }
+        9 if dirs.len() > 3 => {
+            let d = &dirs[1 + rng.below(dirs.len() - 1)];
+            fs::remove_dir_all(ctx.join(d)).unwrap();
+            format!("delete directory {d}")
+        }
+        10 => {
+            let p = pick(rng);
+            let to = format!("{p}.link{n}");
+            fs::hard_link(ctx.join(&p), ctx.join(&to)).unwrap();
+            format!("hard link {p} as {to}")
+        }
+        _ => {
+            let p = pick(rng);
+            if rng.below(2) == 0 {
+                let t =
+                    filetime::FileTime::from_unix_time(1_600_000_000 + rng.below(1000) as i64, 0);
+                filetime::set_file_mtime(ctx.join(&p), t).unwrap();
+                format!("set the mtime of {p}")
+            } else {
+                rustix::fs::setxattr(
+                    ctx.join(&p),
+                    "user.kiln.random",
+                    format!("v{n}").as_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .unwrap();
+                format!("set an xattr on {p}")
+            }
+        }
+    }
+}
+
+/// Rounds of random edits (each round a content edit and up to three edits of any kind),
+/// each built incrementally in one store and with `--no-cache` in a fresh one: a COPY
+/// whose chunks, hashes and files are reused from its previous layer, and the RUN after it
+/// whose layer is written against its previous blob, give the from-scratch image.
+/// `KILN_TEST_SEED` replays one seed.
+fn random_edits_then_build(id: Identity, seed: u64) {
+    let incremental = World::new(id);
+    let ctx = make_context(&incremental);
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "{BUSYBOX}COPY src /src\nRUN mkdir /copy && (cp -a /src/d2 /src/d5 /copy || true) && \
+             find /src -type f -exec md5sum {{}} + | sort > /sums\n"
+        ),
+    )
+    .unwrap();
+    common::open_up(&ctx);
+    assert_ok(&incremental.build(&ctx, &["-t", "inc:1"]));
+    let mut rng = Rng(seed | 1);
+    let mut log = Vec::new();
+    // Layers (of the COPY or the RUN) written with compressed chunks of their previous blob.
+    let mut reusing = 0;
+    for round in 0..ROUNDS {
+        let mut edits = vec![random_edit_of_content(&ctx, &mut rng, round)];
+        for k in 0..rng.below(4) {
+            edits.push(random_edit(&ctx, &mut rng, round * 10 + k));
+        }
+        common::open_up(&ctx);
+        log.push(format!("round {round}: {}", edits.join("; ")));
+        let why = || format!("{id:?}, seed {seed}:\n{}", log.join("\n"));
+        let inc = incremental.build(&ctx, &["-t", "inc:1"]);
+        assert!(inc.status.success(), "{}\n{}", why(), both(&inc));
+        let text = both(&inc);
+        reusing += text
+            .lines()
+            .filter(|l| l.contains("compressed chunks"))
+            .filter(|l| reused_chunks(l).is_some_and(|(reused, ..)| reused > 0))
+            .count();
+        let scratch = World::new(id);
+        let fresh = scratch.build(&ctx, &["--no-cache", "-t", "fresh:1"]);
+        assert!(fresh.status.success(), "{}\n{}", why(), both(&fresh));
+        assert_eq!(image_id(&inc), image_id(&fresh), "image ID\n{}", why());
+        assert_eq!(
+            manifest_digest(&incremental, "inc:1"),
+            manifest_digest(&scratch, "fresh:1"),
+            "manifest digest\n{}",
+            why()
+        );
+    }
+    // Most rounds reuse the COPY's chunks, and the RUN's when its layer is big enough.
+    assert!(
+        reusing >= ROUNDS,
+        "{id:?}, seed {seed}: {reusing} layers reused chunks in {ROUNDS} rounds"
+    );
+    assert_blobs_whole(&incremental);
+}
+
+/// Rounds of edits per seed.
+const ROUNDS: usize = 8;
+
+#[test]
+fn random_edits_built_incrementally_give_the_from_scratch_image() {
+    let seeds: Vec<u64> = match std::env::var("KILN_TEST_SEED") {
+        Ok(s) => vec![s.parse().expect("KILN_TEST_SEED: a number")],
+        Err(_) => vec![0x6b69_6c6e, 20261204],
+    };
+    for id in identities() {
+        for &seed in &seeds {
+            random_edits_then_build(id, seed);
+        }
+    }
+}
