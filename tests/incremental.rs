@@ -762,3 +762,53 @@ fn random_edits_built_incrementally_give_the_from_scratch_image() {
         }
     }
 }
+
+/// `security.capability` as `setcap cap_net_raw+ep` writes it (VFS_CAP_REVISION_2,
+/// effective, CAP_NET_RAW permitted).
+const CAP_NET_RAW_EP: [u8; 20] = [
+    0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// An xattr set on a context file (a `user.*` one; as root also a capability, as `setcap`
+/// sets it) changes what the COPY copies, so its key: the COPY runs again and the image is
+/// the from-scratch one, not the layer cached before the xattr was set.
+fn xattr_edit_then_build(id: Identity) {
+    let world = World::new(id);
+    let ctx = world.context("xattrs", "FROM scratch\nCOPY app /app\n");
+    fs::create_dir_all(ctx.join("app")).unwrap();
+    fs::write(ctx.join("app/server"), b"#!/bin/sh\necho serving\n").unwrap();
+    fs::set_permissions(ctx.join("app/server"), fs::Permissions::from_mode(0o755)).unwrap();
+    common::open_up(&ctx);
+    assert_ok(&world.build(&ctx, &["-t", "x:1"]));
+    let mut edits: Vec<(&str, &str, &[u8])> = vec![("a user xattr", "user.kiln.role", b"server")];
+    if common::identity::is_root() {
+        edits.push(("a file capability", "security.capability", &CAP_NET_RAW_EP));
+    }
+    for (what, name, value) in edits {
+        rustix::fs::lsetxattr(
+            ctx.join("app/server"),
+            name,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let inc = world.build(&ctx, &["-t", "x:1"]);
+        assert_ok(&inc);
+        let copy_cached = steps(&inc)
+            .into_iter()
+            .find(|(title, _)| title.ends_with("COPY app /app"))
+            .map(|(_, cached)| cached);
+        assert_eq!(copy_cached, Some(false), "{id:?}, {what}: {}", both(&inc));
+        let scratch = World::new(id);
+        let fresh = scratch.build(&ctx, &["--no-cache", "-t", "x:1"]);
+        assert_ok(&fresh);
+        assert_eq!(image_id(&inc), image_id(&fresh), "{id:?}, {what}: image ID");
+    }
+}
+
+#[test]
+fn an_xattr_set_on_a_context_file_runs_its_copy_again() {
+    for id in identities() {
+        xattr_edit_then_build(id);
+    }
+}

@@ -1,5 +1,6 @@
 //! The context stat cache: (relative path, size, mtime, ctime, inode, mode) → content
-//! sha256, so a rebuild with nothing changed reads no file contents.
+//! sha256 (with the file's xattrs folded in), so a rebuild with nothing changed reads no
+//! file contents.
 //!
 //! Stored as one binary file: a magic line, the entries sorted by path, and a trailing
 //! sha256 of everything before it. A file that fails any check (truncated, corrupt, older
@@ -20,7 +21,9 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-const MAGIC: &[u8] = b"KILNSTAT\x01\n";
+/// Version 2: a file's digest folds in its xattrs (`checksum::xattrs`); a cache of version
+/// 1 is dropped, as one of its files with xattrs has the digest of its content alone.
+const MAGIC: &[u8] = b"KILNSTAT\x02\n";
 
 /// Files whose mtime is this close to (or after) the moment they were read are not cached.
 pub(crate) const RACY_WINDOW: Duration = Duration::from_secs(1);

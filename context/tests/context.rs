@@ -396,6 +396,73 @@ fn stat_cache_hit_avoids_rereading_and_survives_reopen() {
     assert_ne!(changed.digest, cold.digest);
 }
 
+fn set_xattr(root: &Path, rel: &str, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(root.join(rel), name, value, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
+/// BuildKit's content hash covers a file's xattrs (not `security.*` but the capability,
+/// not ACLs): a COPY must run again when one is set, changed or removed, stat cache or not.
+#[test]
+fn checksum_changes_with_xattrs_of_files_and_directories_through_the_stat_cache() {
+    let d = sample();
+    for f in ["src/main.rs", "src/lib/util.rs", "README.md"] {
+        age(d.path(), f, 1_000_000);
+    }
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache_path = cache_dir.path().join("statcache/ctx");
+    let open =
+        || Context::open(d.path(), IgnoreMatcher::empty(), Some(cache_path.clone())).unwrap();
+    let c = open();
+    let plain = c.checksum("src", &copy_opts()).unwrap();
+    let main_sha = |sum: &kiln_context::Checksum| {
+        sum.files
+            .iter()
+            .find(|e| e.rel_path == "src/main.rs")
+            .and_then(|e| e.sha256.clone())
+            .unwrap()
+    };
+    // Without xattrs, a file's digest is its content's.
+    let content: String = <sha2::Sha256 as sha2::Digest>::digest(b"fn main() {}\n")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(main_sha(&plain), content);
+    assert!(c.save_stat_cache().unwrap());
+
+    let mut seen = vec![plain.digest.clone()];
+    let mut check = |what: &str, sum: kiln_context::Checksum| {
+        assert!(
+            !seen.contains(&sum.digest),
+            "{what}: the checksum did not change"
+        );
+        seen.push(sum.digest);
+    };
+    set_xattr(d.path(), "src/main.rs", "user.kiln.test", b"1");
+    let c = open();
+    let with_one = c.checksum("src", &copy_opts()).unwrap();
+    assert_eq!(
+        with_one.stats.files_hashed, 1,
+        "the stat cache was used for the changed file"
+    );
+    assert_ne!(main_sha(&with_one), main_sha(&plain));
+    assert!(c.save_stat_cache().unwrap());
+    check("a file's xattr set", with_one);
+    set_xattr(d.path(), "src/main.rs", "user.kiln.test", b"2");
+    check(
+        "a file's xattr changed",
+        open().checksum("src", &copy_opts()).unwrap(),
+    );
+    set_xattr(d.path(), "src/lib", "user.kiln.test", b"1");
+    check(
+        "a directory's xattr set",
+        open().checksum("src", &copy_opts()).unwrap(),
+    );
+    rustix::fs::lremovexattr(d.path().join("src/lib"), "user.kiln.test").unwrap();
+    rustix::fs::lremovexattr(d.path().join("src/main.rs"), "user.kiln.test").unwrap();
+    let removed = open().checksum("src", &copy_opts()).unwrap();
+    assert_eq!(removed.digest, plain.digest, "every xattr removed");
+}
+
 #[test]
 fn same_size_rewrite_with_restored_mtime_is_detected() {
     let d = tempfile::tempdir().unwrap();

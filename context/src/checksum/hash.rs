@@ -1,5 +1,8 @@
 //! Content digests of walked files: stat-cache hits first, then the misses read and
-//! hashed in parallel; a file modified within the racy window is not cached.
+//! hashed in parallel; a file modified within the racy window is not cached. A file's
+//! digest folds in its xattrs (module `xattrs`), so the cache keeps them too: setting one
+//! changes the file's ctime, which is in the stat key. The other entries have no cache:
+//! their xattrs are read on every walk (one `llistxattr` each, directories being few).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,7 +15,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::walk::{Item, io_err};
-use super::{ChecksumStats, Context, ContextError};
+use super::{ChecksumStats, Context, ContextError, ContextFileType, xattrs};
 use crate::statcache::{RACY_WINDOW, StatCache};
 
 /// Items per parallel slice of stat cache lookups.
@@ -63,11 +66,28 @@ impl Context {
                 let it = &items[i];
                 let abs = root.join(OsStr::from_bytes(it.raw_path()));
                 let started = SystemTime::now();
-                let sha = hash_file(&abs).map_err(io_err(&abs))?;
+                let content = hash_file(&abs).map_err(io_err(&abs))?;
+                let sha =
+                    xattrs::with_content(content, xattrs::digest(&abs).map_err(io_err(&abs))?);
                 let cacheable = it.stat.is_some_and(|k| not_racy(k.mtime_ns, started));
                 Ok((i, sha, cacheable))
             })
             .collect::<Result<_, ContextError>>()?;
+        // Directories, symlinks and devices: their xattrs are their digest.
+        let others: Vec<(usize, [u8; 32])> = items
+            .par_iter()
+            .enumerate()
+            .filter(|(_, it)| it.entry.kind != ContextFileType::File)
+            .map(|(i, it)| {
+                let abs = root.join(OsStr::from_bytes(it.raw_path()));
+                Ok(xattrs::digest(&abs).map_err(io_err(&abs))?.map(|x| (i, x)))
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<_, ContextError>>()?;
+        for (i, x) in others {
+            items[i].sha = Some(x);
+            items[i].entry.sha256 = Some(fast_hex(&x));
+        }
         let mut cache = self.cache.lock();
         for (i, sha, cacheable) in results {
             let it = &mut items[i];

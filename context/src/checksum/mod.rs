@@ -1,6 +1,7 @@
 //! Content checksums of build-context sources for COPY/ADD cache keys (DESIGN "Cache
-//! rules"): relative path, type, permission bits (`mode & 0o7777`), symlink target and
-//! content sha256 of every selected entry. Never mtime, atime, inode or owner.
+//! rules"): relative path, type, permission bits (`mode & 0o7777`), symlink target,
+//! content sha256 and xattrs (BuildKit's selection, module `xattrs`) of every selected
+//! entry. Never mtime, atime, inode or owner.
 //!
 //! [`Context::checksum`] resolves a source pattern inside the context (clamped to the
 //! root, symlinks resolved with the context as `/`), drops what `.dockerignore` excludes,
@@ -13,7 +14,8 @@
 //!
 //! Submodules by step: `select` (which sources a pattern names), `walk` (their entries,
 //! in order, each directory read through its fd by `listing`), `hash` (content digests,
-//! with the stat cache), `changes` (how two entry lists differ, for `--explain-cache`);
+//! with the stat cache; `xattrs` for the attributes that count), `changes` (how two entry
+//! lists differ, for `--explain-cache`);
 //! `prefetch` works out the checksums the solver will ask for ahead of its steps.
 
 mod changes;
@@ -22,6 +24,7 @@ mod listing;
 mod prefetch;
 mod select;
 mod walk;
+mod xattrs;
 
 use std::path::{Path, PathBuf};
 
@@ -118,7 +121,8 @@ pub struct HashedEntry {
     /// Content size for files, 0 otherwise.
     pub size: u64,
     pub link_target: Option<String>,
-    /// Lowercase hex sha256 of the content, for files.
+    /// Lowercase hex sha256 of the content, for files; with the entry's xattrs folded
+    /// in when it has any (then also for a directory, symlink or device).
     pub sha256: Option<String>,
 }
 
