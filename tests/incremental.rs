@@ -812,3 +812,53 @@ fn an_xattr_set_on_a_context_file_runs_its_copy_again() {
         xattr_edit_then_build(id);
     }
 }
+
+/// Two context files made one (`ln -f`) are a hard link in the layer a COPY gives: the
+/// COPY runs again, and the image is the from-scratch one; made two again, the image is
+/// the from-scratch one too (the first build's, from its cache).
+fn hard_link_edit_then_build(id: Identity) {
+    let world = World::new(id);
+    let ctx = world.context("links", "FROM scratch\nCOPY app /app\n");
+    fs::create_dir_all(ctx.join("app")).unwrap();
+    for name in ["a.txt", "b.txt"] {
+        fs::write(ctx.join("app").join(name), b"the same bytes\n").unwrap();
+    }
+    common::open_up(&ctx);
+    assert_ok(&world.build(&ctx, &["-t", "l:1"]));
+    let copy_cached = |out: &std::process::Output| {
+        steps(out)
+            .into_iter()
+            .find(|(title, _)| title.ends_with("COPY app /app"))
+            .map(|(_, cached)| cached)
+    };
+    let edits: [(&str, fn(&Path)); 2] = [
+        ("linked", |ctx| {
+            fs::remove_file(ctx.join("app/b.txt")).unwrap();
+            fs::hard_link(ctx.join("app/a.txt"), ctx.join("app/b.txt")).unwrap();
+        }),
+        ("apart again", |ctx| {
+            fs::remove_file(ctx.join("app/b.txt")).unwrap();
+            fs::write(ctx.join("app/b.txt"), b"the same bytes\n").unwrap();
+        }),
+    ];
+    for (what, edit) in edits {
+        edit(&ctx);
+        common::open_up(&ctx);
+        let inc = world.build(&ctx, &["-t", "l:1"]);
+        assert_ok(&inc);
+        if what == "linked" {
+            assert_eq!(copy_cached(&inc), Some(false), "{id:?}: {}", both(&inc));
+        }
+        let scratch = World::new(id);
+        let fresh = scratch.build(&ctx, &["--no-cache", "-t", "l:1"]);
+        assert_ok(&fresh);
+        assert_eq!(image_id(&inc), image_id(&fresh), "{id:?}, {what}: image ID");
+    }
+}
+
+#[test]
+fn context_files_made_one_by_a_hard_link_run_their_copy_again() {
+    for id in identities() {
+        hard_link_edit_then_build(id);
+    }
+}

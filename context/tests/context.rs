@@ -463,6 +463,34 @@ fn checksum_changes_with_xattrs_of_files_and_directories_through_the_stat_cache(
     assert_eq!(removed.digest, plain.digest, "every xattr removed");
 }
 
+/// A COPY makes the names it copies of one inode hard links again, so two names of one
+/// file and two files alike are different sources; a name whose other names are not
+/// selected is a file like any other.
+#[test]
+fn checksum_changes_when_files_become_hard_links() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "src/a.txt", "same\n");
+    write(d.path(), "src/b.txt", "same\n");
+    write(d.path(), "other/c.txt", "same\n");
+    let c = ctx(d.path());
+    let apart = digest(&c, "src");
+    fs::remove_file(d.path().join("src/b.txt")).unwrap();
+    fs::hard_link(d.path().join("src/a.txt"), d.path().join("src/b.txt")).unwrap();
+    let linked = digest(&c, "src");
+    assert_ne!(linked, apart, "two names of one file");
+    // A third name outside the selection changes nothing.
+    fs::remove_file(d.path().join("other/c.txt")).unwrap();
+    fs::hard_link(d.path().join("src/a.txt"), d.path().join("other/c.txt")).unwrap();
+    assert_eq!(digest(&c, "src"), linked);
+    // Only one name selected: a file.
+    let alone = digest(&c, "src/a.txt");
+    fs::remove_file(d.path().join("src/b.txt")).unwrap();
+    fs::remove_file(d.path().join("other/c.txt")).unwrap();
+    write(d.path(), "src/b.txt", "same\n");
+    assert_eq!(digest(&c, "src"), apart);
+    assert_eq!(digest(&c, "src/a.txt"), alone);
+}
+
 #[test]
 fn same_size_rewrite_with_restored_mtime_is_detected() {
     let d = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! Content checksums of build-context sources for COPY/ADD cache keys (DESIGN "Cache
 //! rules"): relative path, type, permission bits (`mode & 0o7777`), symlink target,
 //! content sha256 and xattrs (BuildKit's selection, module `xattrs`) of every selected
-//! entry. Never mtime, atime, inode or owner.
+//! entry, and which of its files are hard links to one selected before. Never mtime,
+//! atime, inode or owner.
 //!
 //! [`Context::checksum`] resolves a source pattern inside the context (clamped to the
 //! root, symlinks resolved with the context as `/`), drops what `.dockerignore` excludes,
@@ -26,6 +27,8 @@ mod select;
 mod walk;
 mod xattrs;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -282,6 +285,10 @@ impl Context {
             field(&mut h, src.requested.as_bytes());
             field(&mut h, src.resolved.as_bytes());
         }
+        // The first name of each multiply-linked inode, in walk order: a later name is a
+        // hard link to it (as in BuildKit's key, where its header names the first), so
+        // files made one inode, or two again, change the key as they change the layer.
+        let mut first_names: HashMap<(u64, u64), &[u8]> = HashMap::new();
         for it in &items {
             h.update(b"E");
             field(&mut h, it.raw_path());
@@ -290,6 +297,17 @@ impl Context {
             h.update(it.entry.size.to_le_bytes());
             field(&mut h, it.raw_target.as_deref().unwrap_or(b""));
             h.update(it.sha.unwrap_or([0; 32]));
+            if let Some(inode) = it.linked {
+                match first_names.entry(inode) {
+                    Entry::Occupied(first) => {
+                        h.update(b"H");
+                        field(&mut h, first.get());
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(it.raw_path());
+                    }
+                }
+            }
         }
         let digest = kiln_base::digest::Digest::from_hasher(h).into_string();
         phase.end();

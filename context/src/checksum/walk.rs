@@ -25,6 +25,9 @@ pub(super) struct Item {
     pub raw_target: Option<Vec<u8>>,
     pub stat: Option<StatKey>,
     pub sha: Option<[u8; 32]>,
+    /// A regular file's device and inode when it has other names (a COPY makes the names
+    /// it copies of one inode hard links again).
+    pub linked: Option<(u64, u64)>,
 }
 
 impl Item {
@@ -448,6 +451,7 @@ impl Context {
             raw_target,
             stat: (kind == ContextFileType::File).then_some(meta.key),
             sha: None,
+            linked: meta.linked.filter(|_| kind == ContextFileType::File),
         })
     }
 }
