@@ -831,7 +831,7 @@ fn hard_link_edit_then_build(id: Identity) {
             .find(|(title, _)| title.ends_with("COPY app /app"))
             .map(|(_, cached)| cached)
     };
-    let edits: [(&str, fn(&Path)); 2] = [
+    let edits: [Edit; 2] = [
         ("linked", |ctx| {
             fs::remove_file(ctx.join("app/b.txt")).unwrap();
             fs::hard_link(ctx.join("app/a.txt"), ctx.join("app/b.txt")).unwrap();
