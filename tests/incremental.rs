@@ -568,9 +568,13 @@ fn context_dirs(ctx: &Path) -> Vec<String> {
 /// what the COPY's key covers (content, names, modes, links) and kinds it does not (mtime,
 /// xattrs), which ride along with a content edit in each round.
 fn random_edit(ctx: &Path, rng: &mut Rng, n: usize) -> String {
-    let kind = rng.below(12);
+    let kind = rng.below(14);
     edit_of_kind(ctx, rng, n, kind)
 }
+
+/// What [`random_edit`] says of an edit that changes only an mtime: the one edit a COPY's
+/// key does not see (as in BuildKit), so its round also changes a content.
+const MTIME_EDIT: &str = "set the mtime of";
 
 /// A content edit: a byte flipped, bytes appended or a file emptied.
 fn random_edit_of_content(ctx: &Path, rng: &mut Rng, n: usize) -> String {
@@ -669,31 +673,39 @@ fn edit_of_kind(ctx: &Path, rng: &mut Rng, n: usize, kind: usize) -> String {
             fs::hard_link(ctx.join(&p), ctx.join(&to)).unwrap();
             format!("hard link {p} as {to}")
         }
-        _ => {
+        11 => {
             let p = pick(rng);
-            if rng.below(2) == 0 {
-                let t =
-                    filetime::FileTime::from_unix_time(1_600_000_000 + rng.below(1000) as i64, 0);
-                filetime::set_file_mtime(ctx.join(&p), t).unwrap();
-                format!("set the mtime of {p}")
-            } else {
-                rustix::fs::setxattr(
-                    ctx.join(&p),
-                    "user.kiln.random",
-                    format!("v{n}").as_bytes(),
-                    rustix::fs::XattrFlags::empty(),
-                )
-                .unwrap();
-                format!("set an xattr on {p}")
+            let t = filetime::FileTime::from_unix_time(1_600_000_000 + rng.below(1000) as i64, 0);
+            filetime::set_file_mtime(ctx.join(&p), t).unwrap();
+            format!("{MTIME_EDIT} {p}")
+        }
+        12 => {
+            let p = pick(rng);
+            rustix::fs::setxattr(
+                ctx.join(&p),
+                "user.kiln.random",
+                format!("v{n}").as_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
+            format!("set an xattr on {p}")
+        }
+        _ => {
+            let (p, q) = (pick(rng), pick(rng));
+            if p != q {
+                fs::remove_file(ctx.join(&q)).unwrap();
+                fs::hard_link(ctx.join(&p), ctx.join(&q)).unwrap();
             }
+            format!("make {q} a hard link of {p}")
         }
     }
 }
 
-/// Rounds of random edits (each round a content edit and up to three edits of any kind),
-/// each built incrementally in one store and with `--no-cache` in a fresh one: a COPY
-/// whose chunks, hashes and files are reused from its previous layer, and the RUN after it
-/// whose layer is written against its previous blob, give the from-scratch image.
+/// Rounds of random edits (one to three of any kind, and a content edit beside an mtime
+/// one), each built incrementally in one store and with `--no-cache` in a fresh one: a
+/// COPY whose key saw the edit and whose chunks, hashes and files are reused from its
+/// previous layer, and the RUN after it whose layer is written against its previous blob,
+/// give the from-scratch image.
 /// `KILN_TEST_SEED` replays one seed.
 fn random_edits_then_build(id: Identity, seed: u64) {
     let incremental = World::new(id);
@@ -713,9 +725,11 @@ fn random_edits_then_build(id: Identity, seed: u64) {
     // Layers (of the COPY or the RUN) written with compressed chunks of their previous blob.
     let mut reusing = 0;
     for round in 0..ROUNDS {
-        let mut edits = vec![random_edit_of_content(&ctx, &mut rng, round)];
-        for k in 0..rng.below(4) {
-            edits.push(random_edit(&ctx, &mut rng, round * 10 + k));
+        let mut edits: Vec<String> = (0..1 + rng.below(3))
+            .map(|k| random_edit(&ctx, &mut rng, round * 10 + k))
+            .collect();
+        if edits.iter().any(|e| e.starts_with(MTIME_EDIT)) {
+            edits.push(random_edit_of_content(&ctx, &mut rng, round));
         }
         common::open_up(&ctx);
         log.push(format!("round {round}: {}", edits.join("; ")));
@@ -739,9 +753,10 @@ fn random_edits_then_build(id: Identity, seed: u64) {
             why()
         );
     }
-    // Most rounds reuse the COPY's chunks, and the RUN's when its layer is big enough.
+    // Most rounds reuse the COPY's chunks, and the RUN's when its layer is big enough (a
+    // round whose edits changed nothing, a file linked to itself, is a cache hit).
     assert!(
-        reusing >= ROUNDS,
+        reusing >= ROUNDS / 2,
         "{id:?}, seed {seed}: {reusing} layers reused chunks in {ROUNDS} rounds"
     );
     assert_blobs_whole(&incremental);
