@@ -454,9 +454,10 @@ fn run_again_against_its_blob(id: Identity) {
     assert_eq!(image.file("same").content, vec![b'b'; 3_000_000], "{id:?}");
     assert_eq!(image.file("zz").content.len(), 18, "{id:?}");
 
-    // A context file given an xattr (same bytes and mode, so the same key) gives the COPY
-    // another layer: its metadata tree is checked against the recorded blob, found to
-    // differ at once, and written, with its snapshot made from the tree.
+    // A context file given an xattr gives the COPY another key (as in BuildKit), and the
+    // steps after it with it: no step has a recorded layer to be checked against, the
+    // COPY's new layer and snapshot have the xattr, and the RUN of the same bytes gives
+    // the layer stored before.
     rustix::fs::setxattr(
         ctx.join("busybox"),
         "user.kiln.test",
@@ -465,15 +466,9 @@ fn run_again_against_its_blob(id: Identity) {
     )
     .unwrap();
     let (_, text, checked) = rebuild("again:3");
-    assert_eq!(checked, 3, "{id:?}: {text}");
-    // The --install RUN and the RUN of the same bytes gave their layers again.
-    assert_eq!(
-        text.matches("reusing stored layer").count(),
-        2,
-        "{id:?}: {text}"
-    );
+    assert_eq!(checked, 0, "{id:?}: {text}");
     assert_blobs_whole(&world);
-    let archive = out.join("touched.tar");
+    let archive = out.join("xattr.tar");
     assert_ok(&world.kiln(&["save", "-o", archive.to_str().unwrap(), "again:3"]));
     let image = common::Image::from_docker_archive(&archive);
     assert_eq!(
@@ -481,7 +476,6 @@ fn run_again_against_its_blob(id: Identity) {
         fs::read(ctx.join("busybox")).unwrap(),
         "{id:?}"
     );
-    // The snapshot made from the tree has the xattr, as the layer does.
     let diff_id = image.config["rootfs"]["diff_ids"][0].as_str().unwrap();
     let snapshot = world
         .store()
@@ -491,6 +485,83 @@ fn run_again_against_its_blob(id: Identity) {
     let n = rustix::fs::getxattr(snapshot.join("bin/busybox"), "user.kiln.test", &mut value)
         .unwrap_or_else(|e| panic!("{id:?}: {}: {e}", snapshot.display()));
     assert_eq!(&value[..n], b"given", "{id:?}");
+    assert_eq!(
+        image.config["rootfs"]["diff_ids"][3],
+        image_diff_ids(&world, "again:2")[3],
+        "{id:?}: the RUN of the same bytes"
+    );
+}
+
+/// The diff_ids of `tag`'s image.
+fn image_diff_ids(world: &World, tag: &str) -> Vec<serde_json::Value> {
+    let image = world.image(tag);
+    image.config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A `--no-cache` rebuild of `COPY --from` a stage whose RUN gives other bytes: the COPY
+/// has its key (the stage's step, the path), so it is staged as a metadata tree and checked
+/// against its recorded blob, found to differ at once, and written, with its snapshot
+/// made from the tree.
+fn copy_from_a_changed_stage_against_its_blob(id: Identity) {
+    let world = World::new(id);
+    let dockerfile = format!(
+        "{}\nRUN head -c 3000000 /dev/urandom > /r\n\
+         FROM scratch\nCOPY --from=gen /r /copied/r\n",
+        BUSYBOX
+            .replacen("FROM scratch", "FROM scratch AS gen", 1)
+            .trim_end()
+    );
+    let ctx = world.context("from", &dockerfile);
+    assert_ok(&world.build(&ctx, &["--no-cache", "-t", "from:1"]));
+    let out = world.kiln_env(
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--no-cache",
+            "-t",
+            "from:2",
+            ctx.to_str().unwrap(),
+        ],
+        &[("KILN_TRACE_PHASES", "1")],
+    );
+    assert_ok(&out);
+    let text = both(&out);
+    // busybox's COPY, the random RUN's layer and the COPY's, each against its recorded
+    // blob; busybox's layers were the stored ones, the other two new.
+    assert_eq!(
+        text.matches("commit: the layer against the recorded blob")
+            .count(),
+        3,
+        "{id:?}: {text}"
+    );
+    assert_eq!(
+        text.matches("reusing stored layer").count(),
+        2,
+        "{id:?}: {text}"
+    );
+    assert_blobs_whole(&world);
+    let image = world.image("from:2");
+    let r = image.file("copied/r").content.clone();
+    assert_eq!(r.len(), 3_000_000, "{id:?}");
+    assert_ne!(r, world.image("from:1").file("copied/r").content, "{id:?}");
+    // The snapshot made from the tree holds the bytes, not placeholders.
+    let diff_id = image.config["rootfs"]["diff_ids"][0].as_str().unwrap();
+    let snapshot = world
+        .store()
+        .join(SNAPSHOTS)
+        .join(diff_id.trim_start_matches("sha256:"));
+    assert_eq!(fs::read(snapshot.join("copied/r")).unwrap(), r, "{id:?}");
+}
+
+#[test]
+fn a_no_cache_copy_from_a_stage_that_changed_is_checked_and_written_from_its_tree() {
+    for id in identities() {
+        copy_from_a_changed_stage_against_its_blob(id);
+    }
 }
 
 #[test]
