@@ -1,8 +1,9 @@
 //! Content digests of walked files: stat-cache hits first, then the misses read and
 //! hashed in parallel; a file modified within the racy window is not cached. A file's
 //! digest folds in its xattrs (module `xattrs`), so the cache keeps them too: setting one
-//! changes the file's ctime, which is in the stat key. The other entries have no cache:
-//! their xattrs are read on every walk (one `llistxattr` each, directories being few).
+//! changes the file's ctime, which is in the stat key. A directory's digest is that of its
+//! xattrs, cached the same way (none: [`NO_XATTRS`]); symlinks and devices have no cache
+//! entry and their xattrs are read on every walk (they are few).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -44,9 +45,8 @@ impl Context {
                         let Some(key) = it.stat else { continue };
                         match cache.get_hinted(&it.entry.rel_path, &key, &mut hint) {
                             Some(sha) => {
-                                it.sha = Some(sha);
-                                it.entry.sha256 = Some(fast_hex(&sha));
-                                hits += 1;
+                                set_digest(it, sha);
+                                hits += u64::from(it.entry.kind == ContextFileType::File);
                             }
                             None => misses.push(n * LOOKUP_SLICE + i),
                         }
@@ -66,18 +66,25 @@ impl Context {
                 let it = &items[i];
                 let abs = root.join(OsStr::from_bytes(it.raw_path()));
                 let started = SystemTime::now();
-                let content = hash_file(&abs).map_err(io_err(&abs))?;
-                let sha =
-                    xattrs::with_content(content, xattrs::digest(&abs).map_err(io_err(&abs))?);
-                let cacheable = it.stat.is_some_and(|k| not_racy(k.mtime_ns, started));
+                let x = xattrs::digest(&abs).map_err(io_err(&abs))?;
+                let sha = if it.entry.kind == ContextFileType::File {
+                    xattrs::with_content(hash_file(&abs).map_err(io_err(&abs))?, x)
+                } else {
+                    x.unwrap_or(NO_XATTRS)
+                };
+                // Not while its mtime or ctime (an xattr set changes only the ctime) may
+                // still change within the same tick.
+                let cacheable = it
+                    .stat
+                    .is_some_and(|k| not_racy(k.mtime_ns.max(k.ctime_ns), started));
                 Ok((i, sha, cacheable))
             })
             .collect::<Result<_, ContextError>>()?;
-        // Directories, symlinks and devices: their xattrs are their digest.
+        // Symlinks and devices, not in the cache: their xattrs are their digest.
         let others: Vec<(usize, [u8; 32])> = items
             .par_iter()
             .enumerate()
-            .filter(|(_, it)| it.entry.kind != ContextFileType::File)
+            .filter(|(_, it)| it.stat.is_none())
             .map(|(i, it)| {
                 let abs = root.join(OsStr::from_bytes(it.raw_path()));
                 Ok(xattrs::digest(&abs).map_err(io_err(&abs))?.map(|x| (i, x)))
@@ -85,21 +92,35 @@ impl Context {
             .filter_map(Result::transpose)
             .collect::<Result<_, ContextError>>()?;
         for (i, x) in others {
-            items[i].sha = Some(x);
-            items[i].entry.sha256 = Some(fast_hex(&x));
+            set_digest(&mut items[i], x);
         }
         let mut cache = self.cache.lock();
         for (i, sha, cacheable) in results {
             let it = &mut items[i];
-            it.sha = Some(sha);
-            it.entry.sha256 = Some(fast_hex(&sha));
-            stats.files_hashed += 1;
-            stats.bytes_hashed += it.entry.size;
+            set_digest(it, sha);
+            if it.entry.kind == ContextFileType::File {
+                stats.files_hashed += 1;
+                stats.bytes_hashed += it.entry.size;
+            }
             if cacheable && let Some(key) = it.stat {
                 cache.insert(it.entry.rel_path.clone(), key, sha);
             }
         }
         Ok(stats)
+    }
+}
+
+/// What the stat cache holds for a directory without xattrs: its entry has no digest.
+const NO_XATTRS: [u8; 32] = [0; 32];
+
+/// Gives `it` the digest `sha` (a file's, or a directory's [`NO_XATTRS`]: none).
+fn set_digest(it: &mut Item, sha: [u8; 32]) {
+    if it.entry.kind != ContextFileType::File && sha == NO_XATTRS {
+        it.sha = None;
+        it.entry.sha256 = None;
+    } else {
+        it.sha = Some(sha);
+        it.entry.sha256 = Some(fast_hex(&sha));
     }
 }
 

@@ -37,8 +37,8 @@ pub(super) struct Stat {
     pub mode: u32,
     pub size: u64,
     pub key: StatKey,
-    /// The device and inode when more than one name links to it (`st_nlink` > 1).
-    pub linked: Option<(u64, u64)>,
+    /// More than one name links to it (`st_nlink` > 1).
+    pub linked: bool,
 }
 
 impl Stat {
@@ -48,7 +48,7 @@ impl Stat {
             mode: m.mode(),
             size: m.size(),
             key: StatKey::from_meta(m),
-            linked: (m.nlink() > 1).then(|| (m.dev(), m.ino())),
+            linked: m.nlink() > 1,
         }
     }
 
@@ -59,11 +59,10 @@ impl Stat {
                 .saturating_add(i64::from(t.tv_nsec))
         };
         let mode = u32::from(x.stx_mode);
-        let dev = rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor);
         Stat {
             mode,
             size: x.stx_size,
-            linked: (x.stx_nlink > 1).then_some((dev, x.stx_ino)),
+            linked: x.stx_nlink > 1,
             key: StatKey {
                 size: x.stx_size,
                 mtime_ns: ns(&x.stx_mtime),

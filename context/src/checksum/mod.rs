@@ -288,7 +288,11 @@ impl Context {
         // The first name of each multiply-linked inode, in walk order: a later name is a
         // hard link to it (as in BuildKit's key, where its header names the first), so
         // files made one inode, or two again, change the key as they change the layer.
-        let mut first_names: HashMap<(u64, u64), &[u8]> = HashMap::new();
+        // Inodes by number alone (a link is never across filesystems; the device would
+        // grow every walked entry, which the no-op rebuild pays for): only files with
+        // other names on two filesystems mounted into one context, with one inode number,
+        // could get a mark for a link that is not there.
+        let mut first_names: HashMap<u64, &[u8]> = HashMap::new();
         for it in &items {
             h.update(b"E");
             field(&mut h, it.raw_path());
@@ -297,8 +301,8 @@ impl Context {
             h.update(it.entry.size.to_le_bytes());
             field(&mut h, it.raw_target.as_deref().unwrap_or(b""));
             h.update(it.sha.unwrap_or([0; 32]));
-            if let Some(inode) = it.linked {
-                match first_names.entry(inode) {
+            if let (true, Some(key)) = (it.linked, it.stat) {
+                match first_names.entry(key.ino) {
                     Entry::Occupied(first) => {
                         h.update(b"H");
                         field(&mut h, first.get());

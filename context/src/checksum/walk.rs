@@ -25,9 +25,9 @@ pub(super) struct Item {
     pub raw_target: Option<Vec<u8>>,
     pub stat: Option<StatKey>,
     pub sha: Option<[u8; 32]>,
-    /// A regular file's device and inode when it has other names (a COPY makes the names
-    /// it copies of one inode hard links again).
-    pub linked: Option<(u64, u64)>,
+    /// A regular file with other names (a COPY makes the names it copies of one inode hard
+    /// links again); its inode is its stat key's.
+    pub linked: bool,
 }
 
 impl Item {
@@ -449,9 +449,10 @@ impl Context {
             },
             raw_path,
             raw_target,
-            stat: (kind == ContextFileType::File).then_some(meta.key),
+            // Files (content and xattrs) and directories (xattrs) are cached by stat.
+            stat: matches!(kind, ContextFileType::File | ContextFileType::Dir).then_some(meta.key),
             sha: None,
-            linked: meta.linked.filter(|_| kind == ContextFileType::File),
+            linked: meta.linked && kind == ContextFileType::File,
         })
     }
 }
