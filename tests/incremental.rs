@@ -849,6 +849,14 @@ fn random_edits_built_incrementally_give_the_from_scratch_image() {
     }
 }
 
+/// Whether the build's step whose title ends with `step` was cached (`None`: no such step).
+fn step_cached(out: &std::process::Output, step: &str) -> Option<bool> {
+    steps(out)
+        .into_iter()
+        .find(|(title, _)| title.ends_with(step))
+        .map(|(_, cached)| cached)
+}
+
 /// `security.capability` as `setcap cap_net_raw+ep` writes it (VFS_CAP_REVISION_2,
 /// effective, CAP_NET_RAW permitted).
 const CAP_NET_RAW_EP: [u8; 20] = [
@@ -880,11 +888,12 @@ fn xattr_edit_then_build(id: Identity) {
         .unwrap();
         let inc = world.build(&ctx, &["-t", "x:1"]);
         assert_ok(&inc);
-        let copy_cached = steps(&inc)
-            .into_iter()
-            .find(|(title, _)| title.ends_with("COPY app /app"))
-            .map(|(_, cached)| cached);
-        assert_eq!(copy_cached, Some(false), "{id:?}, {what}: {}", both(&inc));
+        assert_eq!(
+            step_cached(&inc, "COPY app /app"),
+            Some(false),
+            "{id:?}, {what}: {}",
+            both(&inc)
+        );
         let scratch = World::new(id);
         let fresh = scratch.build(&ctx, &["--no-cache", "-t", "x:1"]);
         assert_ok(&fresh);
@@ -911,12 +920,6 @@ fn hard_link_edit_then_build(id: Identity) {
     }
     common::open_up(&ctx);
     assert_ok(&world.build(&ctx, &["-t", "l:1"]));
-    let copy_cached = |out: &std::process::Output| {
-        steps(out)
-            .into_iter()
-            .find(|(title, _)| title.ends_with("COPY app /app"))
-            .map(|(_, cached)| cached)
-    };
     let edits: [Edit; 2] = [
         ("linked", |ctx| {
             fs::remove_file(ctx.join("app/b.txt")).unwrap();
@@ -933,7 +936,12 @@ fn hard_link_edit_then_build(id: Identity) {
         let inc = world.build(&ctx, &["-t", "l:1"]);
         assert_ok(&inc);
         if what == "linked" {
-            assert_eq!(copy_cached(&inc), Some(false), "{id:?}: {}", both(&inc));
+            assert_eq!(
+                step_cached(&inc, "COPY app /app"),
+                Some(false),
+                "{id:?}: {}",
+                both(&inc)
+            );
         }
         let scratch = World::new(id);
         let fresh = scratch.build(&ctx, &["--no-cache", "-t", "l:1"]);

@@ -49,6 +49,16 @@ fn digest(c: &Context, pattern: &str) -> String {
     c.checksum(pattern, &copy_opts()).unwrap().digest
 }
 
+/// [`sample`] with its files aged and out of the racy window: the stat cache keeps them.
+fn settled_sample() -> tempfile::TempDir {
+    let d = sample();
+    for f in ["src/main.rs", "src/lib/util.rs", "README.md"] {
+        age(d.path(), f, 1_000_000);
+    }
+    settle();
+    d
+}
+
 fn sample() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "src/main.rs", "fn main() {}\n");
@@ -363,11 +373,7 @@ fn exclude_option_filters_relative_to_the_source() {
 
 #[test]
 fn stat_cache_hit_avoids_rereading_and_survives_reopen() {
-    let d = sample();
-    for f in ["src/main.rs", "src/lib/util.rs", "README.md"] {
-        age(d.path(), f, 1_000_000);
-    }
-    settle();
+    let d = settled_sample();
     let cache_dir = tempfile::tempdir().unwrap();
     let cache_path = cache_dir.path().join("statcache/ctx");
     let c = Context::open(d.path(), IgnoreMatcher::empty(), Some(cache_path.clone())).unwrap();
@@ -411,11 +417,7 @@ fn set_xattr(root: &Path, rel: &str, name: &str, value: &[u8]) {
 /// not ACLs): a COPY must run again when one is set, changed or removed, stat cache or not.
 #[test]
 fn checksum_changes_with_xattrs_of_files_and_directories_through_the_stat_cache() {
-    let d = sample();
-    for f in ["src/main.rs", "src/lib/util.rs", "README.md"] {
-        age(d.path(), f, 1_000_000);
-    }
-    settle();
+    let d = settled_sample();
     let cache_dir = tempfile::tempdir().unwrap();
     let cache_path = cache_dir.path().join("statcache/ctx");
     let open =
