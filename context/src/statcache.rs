@@ -1,6 +1,6 @@
-//! The context stat cache: (relative path, size, mtime, ctime, inode, mode) → content
-//! sha256 (with the file's xattrs folded in), so a rebuild with nothing changed reads no
-//! file contents.
+//! The context stat cache: (relative path, size, mtime, ctime, inode, mode) → a file's
+//! content sha256 (with its xattrs folded in) or a directory's xattrs' digest, so a
+//! rebuild with nothing changed reads no file contents and lists no xattrs.
 //!
 //! Stored as one binary file: a magic line, the entries sorted by path, and a trailing
 //! sha256 of everything before it. A file that fails any check (truncated, corrupt, older
@@ -8,7 +8,7 @@
 //!
 //! Racy entries (like git's "racily clean" index entries): a file modified within
 //! [`RACY_WINDOW`] of being read is not cached, because a second write in the same
-//! timestamp tick would leave size and mtime unchanged.
+//! timestamp tick would leave size and mtime unchanged (and ctime, for an xattr set).
 //!
 //! A context loads its cache on a thread of its own ([`StatCacheCell`]) while it walks:
 //! only hashing needs it.
@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-/// Version 2: a file's digest folds in its xattrs (`checksum::xattrs`); a cache of version
-/// 1 is dropped, as one of its files with xattrs has the digest of its content alone.
+/// Version 2: a file's digest folds in its xattrs (`checksum::xattrs`), and directories
+/// have entries; a cache of version 1 is dropped, as one of its files with xattrs has the
+/// digest of its content alone.
 const MAGIC: &[u8] = b"KILNSTAT\x02\n";
 
 /// Files whose mtime is this close to (or after) the moment they were read are not cached.
