@@ -17,10 +17,29 @@ use rustix::event::Timespec;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
 
-/// How many times to retry `openat2` when the kernel reports a concurrent rename (EAGAIN
-/// under `RESOLVE_IN_ROOT`); nothing should be renaming once the sandbox is gone, so a few
-/// tries only absorb noise.
-const EAGAIN_RETRIES: usize = 8;
+/// How many times to retry `openat2` when the kernel could not rule out an escape through
+/// `..` (EAGAIN under `RESOLVE_IN_ROOT` or `RESOLVE_BENEATH`): it says so when any rename,
+/// or any mount or unmount anywhere on the machine (a spare sandbox being prepared, another
+/// build), happened while the walk crossed a `..`. Each try is a fresh walk.
+const EAGAIN_RETRIES: usize = 64;
+
+/// `openat2(dirfd, path, flags, mode, resolve)`, tried again while the kernel answers
+/// EAGAIN ([`EAGAIN_RETRIES`] times at most).
+pub(crate) fn openat2(
+    dirfd: impl AsFd,
+    path: &Path,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dirfd.as_fd(), path, flags, mode, resolve) {
+            Err(Errno::AGAIN) if tries < EAGAIN_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -41,14 +60,10 @@ pub(crate) fn open_dir(root: impl AsFd, rel: &Path) -> io::Result<OwnedFd> {
         rel
     };
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let mut tries = 0;
-    loop {
-        match rustix::fs::openat2(root.as_fd(), rel, DIR_FLAGS, Mode::empty(), resolve) {
-            Err(Errno::AGAIN) if tries < EAGAIN_RETRIES => tries += 1,
-            // Kernels before 5.6 (or a seccomp filter) lack openat2: the same walk by hand.
-            Err(Errno::NOSYS) => return open_dir_by_components(root, rel),
-            other => return Ok(other?),
-        }
+    match openat2(root.as_fd(), rel, DIR_FLAGS, Mode::empty(), resolve) {
+        // Kernels before 5.6 (or a seccomp filter) lack openat2: the same walk by hand.
+        Err(Errno::NOSYS) => open_dir_by_components(root, rel),
+        other => Ok(other?),
     }
 }
 

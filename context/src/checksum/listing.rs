@@ -166,8 +166,9 @@ pub(super) fn open_root(root: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(root, DIR_FLAGS, Mode::empty())?)
 }
 
-/// How many times to retry `openat2` when the kernel reports a concurrent rename.
-const EAGAIN_RETRIES: usize = 8;
+/// How many times to retry `openat2` when the kernel could not rule out an escape (EAGAIN:
+/// a rename, or a mount or unmount anywhere on the machine, during the walk).
+const EAGAIN_RETRIES: usize = 64;
 
 /// Opens the directory `rel` (relative, `.`-free, empty for the root) below `root`
 /// without following any symlink or leaving `root`.

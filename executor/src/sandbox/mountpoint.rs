@@ -59,9 +59,11 @@ impl Root {
     pub(super) fn resolve(&self, rel: &str) -> Result<OwnedFd, Errno> {
         let rel = rel.trim_start_matches('/');
         let rel = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(
+        // A `..` of the image's symlinks (a relative /etc/resolv.conf) while a mount is
+        // made anywhere (a spare preparing its sandbox) makes the kernel answer EAGAIN.
+        crate::beneath::openat2(
             &self.fd,
-            rel,
+            std::path::Path::new(rel),
             oflags_path(),
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
