@@ -29,14 +29,18 @@ fn counts(name: &[u8]) -> bool {
     std::str::from_utf8(name).map_or(true, |n| !kiln_base::whiteout::is_overlay_xattr(n))
 }
 
-/// The digest of the attributes of `path` that count, `None` when it has none.
+/// The digest of the attributes of `path` that count, `None` when it has none (or its
+/// filesystem has no xattrs at all, as the copy and the layer writer take it).
 pub(super) fn digest(path: &Path) -> io::Result<Option<[u8; 32]>> {
-    let Some(list) = read_sized(|buf| match buf {
+    let listed = read_sized(|buf| match buf {
         None => rustix::fs::llistxattr_query(path),
         Some(buf) => rustix::fs::llistxattr(path, buf),
-    })?
-    else {
-        return Ok(None);
+    });
+    let list = match listed {
+        Ok(Some(list)) => list,
+        Ok(None) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(Errno::NOTSUP.raw_os_error()) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let mut names: Vec<&[u8]> = list
         .split(|&b| b == 0)
